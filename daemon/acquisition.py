@@ -1,0 +1,331 @@
+"""The acquisition engine: live cycles, dual-modality pairs and scans.
+
+One worker thread runs one job at a time (a live session, a pair capture, a
+scan). Every frame gets a :class:`~scopecast.daemon.frames.FrameHeader`, goes to
+the recorder of its acquisition (synchronously: recording never drops) and
+then to the registered frame sinks (the stream publisher), which must not
+block. A job that fails keeps and closes everything it recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import useq
+
+from .backend import MicroscopeBackend
+from .frames import Frame, FrameHeader, now_ns
+from .plans import ChannelSpec, LivePlan, PairPlan
+from .recorder import Recorder, SeriesSpec
+
+__all__ = ["AcquisitionEngine", "BusyError", "Job"]
+
+log = logging.getLogger(__name__)
+
+FrameSink = Callable[[Frame], None]
+
+
+class BusyError(RuntimeError):
+    """The request needs the microscope while another job holds it."""
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str  # "live" | "pairs" | "scan"
+    acquisition_id: str
+    path: str | None = None
+    status: str = "queued"  # queued | running | done | failed | stopped
+    frames: int = 0
+    total: int | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+class AcquisitionEngine:
+    """Runs acquisitions on a :class:`MicroscopeBackend`."""
+
+    def __init__(self, backend: MicroscopeBackend, data_dir: str | Path) -> None:
+        self.backend = backend
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.sinks: list[FrameSink] = []
+        self._seq = itertools.count()
+        self._bundle = itertools.count()
+        self._jobs: dict[str, Job] = {}
+        self._current: Job | None = None
+        self._lock = threading.Lock()
+        self.frames_acquired = 0
+        self.frames_recorded = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> str:
+        job = self._current
+        return "idle" if job is None else job.kind
+
+    def jobs(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def job(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise KeyError(f"no job {job_id!r}") from None
+
+    def require_idle(self, what: str, allow_live: bool = True) -> None:
+        """Raise :class:`BusyError` if a job that owns the stage is running."""
+        job = self._current
+        if job is not None and not (allow_live and job.kind == "live"):
+            raise BusyError(f"cannot {what}: {job.kind} job {job.id} is running; stop it or wait")
+
+    # ------------------------------------------------------------------ frames
+    def acquire(
+        self, spec: ChannelSpec, *, acquisition_id: str, bundle_id: int, bundle_index: int,
+        bundle_size: int, position_index: int = 0, default_exposure: float | None = None,
+    ) -> Frame:
+        """Set the channel and exposure, snap, and build the frame header."""
+        b = self.backend
+        info = b.channels().get(spec.name)
+        if info is None:
+            raise ValueError(f"unknown channel {spec.name!r}; channels: {', '.join(b.channels())}")
+        with b.lock:  # type: ignore[attr-defined]
+            b.set_channel(spec.name)
+            exposure = spec.exposure_ms or default_exposure
+            if exposure is not None and exposure != b.exposure_ms():
+                b.set_exposure_ms(exposure)
+            x, y, z = b.position_um()
+            snap = b.snap(spec.detector)
+            exposure_ms = b.exposure_ms()
+            pixel = b.pixel_size_um(spec.detector)
+        modality = info.modality
+        if spec.detector and spec.detector != getattr(b, "main_camera", spec.detector):
+            modality = "super-resolution"
+        header = FrameHeader(
+            acquisition_id=acquisition_id, seq=next(self._seq), bundle_id=bundle_id,
+            bundle_index=bundle_index, bundle_size=bundle_size, channel=spec.name,
+            modality=modality, pattern=info.pattern, detector=snap.detector,
+            stage_x_um=x, stage_y_um=y, stage_z_um=z, exposure_ms=exposure_ms,
+            pixel_size_um=pixel, dtype=str(snap.data.dtype), shape=tuple(snap.data.shape),
+            position_index=position_index, t_exposure_start_ns=snap.t_exposure_start_ns,
+            t_acquired_ns=snap.t_acquired_ns, extra=snap.extra,
+        )
+        self.frames_acquired += 1
+        return Frame(header, snap.data)
+
+    def _emit(self, frame: Frame) -> None:
+        for sink in self.sinks:
+            try:
+                sink(frame)
+            except Exception:  # noqa: BLE001 - a consumer must never stop acquisition
+                log.exception("frame sink failed")
+
+    def snap(self, spec: ChannelSpec, record: bool = False) -> Frame:
+        """One frame outside any job (allowed during live, between its frames)."""
+        self.require_idle("snap")
+        acq = _new_id("snap")
+        frame = self.acquire(spec, acquisition_id=acq, bundle_id=next(self._bundle),
+                             bundle_index=0, bundle_size=1)
+        if record:
+            rec = self._recorder(acq, "snap", {"channel": spec.name})
+            try:
+                idx = rec.add_series(self._series_spec(frame, [spec.name], [frame.header.modality]))
+                rec.write(frame, idx, 0, 0)
+                self.frames_recorded += 1
+            finally:
+                rec.close()
+            frame.header.extra = {**frame.header.extra, "recording": str(rec.path)}
+        self._emit(frame)
+        return frame
+
+    # --------------------------------------------------------------------- jobs
+    def _start(self, kind: str, run: Callable[[Job], None], record: bool, total: int | None = None) -> Job:
+        with self._lock:
+            self.require_idle(f"start {kind}", allow_live=False)
+            acq = _new_id(kind)
+            job = Job(id=acq, kind=kind, acquisition_id=acq, total=total)
+            if record:
+                job.path = str(self._recording_path(acq, kind))
+            self._jobs[job.id] = job
+            self._current = job
+        threading.Thread(target=self._run_job, args=(job, run), name=f"acq-{kind}", daemon=True).start()
+        return job
+
+    def _run_job(self, job: Job, run: Callable[[Job], None]) -> None:
+        job.status = "running"
+        try:
+            run(job)
+            job.status = "stopped" if job._stop.is_set() and job.kind == "live" else "done"
+        except Exception as e:  # noqa: BLE001 - reported on the job and the control socket
+            log.exception("%s job %s failed", job.kind, job.id)
+            job.status = "failed"
+            job.error = f"{type(e).__name__}: {e}"
+            self.last_error = f"{job.kind} {job.id}: {job.error}"
+        finally:
+            job.finished = time.time()
+            with self._lock:
+                if self._current is job:
+                    self._current = None
+            job._done.set()
+
+    def stop(self, job_id: str | None = None) -> Job | None:
+        """Ask the running job (or ``job_id``) to stop after its current frame."""
+        job = self._jobs.get(job_id) if job_id else self._current
+        if job is not None:
+            job._stop.set()
+        return job
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        job = self.job(job_id)
+        job._done.wait(timeout)
+        return job
+
+    # --------------------------------------------------------------------- live
+    def start_live(self, plan: LivePlan) -> Job:
+        for c in plan.channels:
+            if c.name not in self.backend.channels():
+                raise ValueError(
+                    f"unknown channel {c.name!r} in live cycle; channels: {', '.join(self.backend.channels())}"
+                )
+        return self._start("live", lambda job: self._live(job, plan), plan.record)
+
+    def _live(self, job: Job, plan: LivePlan) -> None:
+        names = [c.name for c in plan.channels]
+        rec = self._recorder(job.acquisition_id, "live", {"plan": plan.model_dump()}, job.path) if plan.record else None
+        series = None
+        try:
+            for cycle in itertools.count():
+                if job._stop.is_set() or (plan.max_cycles and cycle >= plan.max_cycles):
+                    break
+                t_start = time.perf_counter()
+                bundle = next(self._bundle)
+                frames = []
+                for i, spec in enumerate(plan.channels):
+                    frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bundle,
+                                         bundle_index=i, bundle_size=len(names),
+                                         default_exposure=plan.exposure_ms)
+                    if rec is not None:
+                        if series is None:
+                            series = rec.add_series(self._series_spec(
+                                frame, names, [self.backend.channels()[n].modality for n in names]))
+                        rec.write(frame, series, cycle, i)
+                        self.frames_recorded += 1
+                    job.frames += 1
+                    frames.append(frame)
+                    self._emit(frame)
+                wait = plan.interval_ms / 1000 - (time.perf_counter() - t_start)
+                if wait > 0:
+                    job._stop.wait(wait)
+        finally:
+            if rec is not None:
+                rec.close()
+
+    # -------------------------------------------------------------- sequences
+    def capture_pairs(self, plan: PairPlan) -> Job:
+        """Dual-modality capture (training pairs) as an MDA sequence."""
+        b = self.backend
+        x, y, z = b.position_um()
+        h, w = b.describe()["image_shape"]
+        px = b.pixel_size_um()
+        seq = plan.to_sequence((x, y, z), (w * px, h * px), b.exposure_ms())
+        return self.run_sequence(seq, kind="pairs")
+
+    def run_sequence(self, seq: useq.MDASequence, kind: str = "scan") -> Job:
+        """Run and record a useq ``MDASequence``; frames at one (position, grid, time) form a bundle."""
+        known = self.backend.channels()
+        for ch in seq.channels:
+            if ch.config not in known:
+                raise ValueError(f"unknown channel {ch.config!r} in sequence; channels: {', '.join(known)}")
+        if not seq.channels:
+            raise ValueError("the sequence has no channels")
+        events = list(seq.iter_events())
+        return self._start(kind, lambda job: self._sequence(job, seq, events), True, len(events))
+
+    def _sequence(self, job: Job, seq: useq.MDASequence, events: list[useq.MDAEvent]) -> None:
+        rec = self._recorder(job.acquisition_id, job.kind, {"sequence": seq.model_dump(mode="json")}, job.path)
+        detectors = [c.camera for c in seq.channels]
+        series: dict[tuple, tuple[int, list[str]]] = {}
+        bundles: dict[tuple, tuple[int, int]] = {}  # (p, g, t) -> (bundle id, next index)
+        sizes = seq.sizes
+        n_z, n_g = max(sizes.get("z", 1), 1), max(sizes.get("g", 1), 1)
+        z_step = float(getattr(seq.z_plan, "step", None) or 1.0)
+        per_bundle = len(seq.channels) * n_z
+        try:
+            for ev in events:
+                if job._stop.is_set():
+                    break
+                idx = dict(ev.index)
+                p, g, t, c, zi = idx.get("p", 0), idx.get("g", 0), idx.get("t", 0), idx.get("c", 0), idx.get("z", 0)
+                if ev.min_start_time:
+                    delay = job.started + ev.min_start_time - time.time()
+                    if delay > 0 and job._stop.wait(delay):
+                        break
+                self.backend.move_um(ev.x_pos, ev.y_pos, ev.z_pos)
+                key = (p, g, t)
+                bid, bi = bundles.get(key) or (next(self._bundle), 0)
+                bundles[key] = (bid, bi + 1)
+                spec = ChannelSpec(name=ev.channel.config if ev.channel else seq.channels[c].config,
+                                   exposure_ms=ev.exposure, detector=detectors[c])
+                position_index = p * n_g + g
+                frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bid,
+                                     bundle_index=bi, bundle_size=per_bundle, position_index=position_index)
+                skey = (p, g, spec.detector)
+                if skey not in series:
+                    chans = [ch.config for ch in seq.channels if ch.camera == spec.detector]
+                    mods = [frame.header.modality if ch == spec.name else self.backend.channels()[ch].modality
+                            for ch in chans]
+                    series[skey] = (rec.add_series(self._series_spec(
+                        frame, chans, mods, n_z=n_z, z_step=z_step,
+                        position_index=position_index)), chans)
+                sidx, chans = series[skey]
+                rec.write(frame, sidx, t, chans.index(spec.name), zi)
+                self.frames_recorded += 1
+                job.frames += 1
+                self._emit(frame)
+        finally:
+            rec.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _recording_path(self, acquisition_id: str, kind: str) -> Path:
+        return self.data_dir / f"{acquisition_id}.ome.zarr"
+
+    def _recorder(self, acquisition_id: str, kind: str, info: dict, path: str | None = None) -> Recorder:
+        return Recorder(
+            path or self._recording_path(acquisition_id, kind), acquisition_id,
+            {"kind": kind, "created": datetime.now(timezone.utc).isoformat(), **info},
+        )
+
+    @staticmethod
+    def _series_spec(
+        frame: Frame, channels: Iterable[str], modalities: Iterable[str], n_z: int = 1,
+        z_step: float = 1.0, position_index: int = 0,
+    ) -> SeriesSpec:
+        h = frame.header
+        return SeriesSpec(
+            name=f"pos{position_index:03d} {h.detector}", channels=tuple(channels),
+            modalities=tuple(modalities), shape_yx=(h.shape[0], h.shape[1]), dtype=h.dtype,
+            pixel_size_um=h.pixel_size_um, position_um=(h.stage_x_um, h.stage_y_um, h.stage_z_um),
+            n_z=n_z, z_step_um=z_step, detector=h.detector, position_index=position_index,
+        )
+
+
+def _new_id(kind: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{kind}-{uuid.uuid4().hex[:6]}"
+

@@ -1,0 +1,330 @@
+"""Microscope backends: the one seam between acquisition logic and hardware.
+
+:class:`MicroscopeBackend` is what the acquisition engine needs from a
+microscope. :class:`MMCoreBackend` implements it on a pymmcore-plus core, so
+the simulated LED-array scope (Python devices from a ``.cfg``) and a real
+Micro-Manager system (C++ adapters from a ``.cfg``) run through the same code.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .frames import now_ns
+
+__all__ = [
+    "BackendError",
+    "ChannelInfo",
+    "MMCoreBackend",
+    "MicroscopeBackend",
+    "Snap",
+    "load_mmcore_backend",
+]
+
+_PATTERN_PROPERTY = "IlluminationPattern"
+
+
+class BackendError(RuntimeError):
+    """A hardware request that could not be carried out (message names the cause)."""
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel preset and what it does optically."""
+
+    name: str
+    modality: str  # "label-free" | "fluorescence"
+    pattern: str = ""  # LED pattern for label-free channels
+
+
+@dataclass
+class Snap:
+    """One exposure from a detector."""
+
+    data: np.ndarray
+    detector: str
+    t_exposure_start_ns: int
+    t_acquired_ns: int
+    extra: dict[str, Any]
+
+
+@runtime_checkable
+class MicroscopeBackend(Protocol):
+    """What the acquisition engine needs from a microscope.
+
+    All methods may be called from several threads; implementations serialise
+    hardware access themselves. Errors are raised as :class:`BackendError` (or a
+    ``ValueError`` for a refused argument) with a message naming the problem; a
+    refused request leaves the hardware as it was.
+    """
+
+    def channels(self) -> dict[str, ChannelInfo]: ...
+    def patterns(self) -> tuple[str, ...]: ...
+    def detectors(self) -> tuple[str, ...]: ...
+    def current_channel(self) -> str: ...
+    def set_channel(self, name: str) -> None: ...
+    def set_pattern(self, name: str) -> None: ...
+    def exposure_ms(self) -> float: ...
+    def set_exposure_ms(self, value: float) -> None: ...
+    def position_um(self) -> tuple[float, float, float]: ...
+    def move_um(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None: ...
+    def pixel_size_um(self, detector: str | None = None) -> float: ...
+    def snap(self, detector: str | None = None) -> Snap: ...
+    def describe(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class MMCoreBackend:
+    """:class:`MicroscopeBackend` on a pymmcore-plus ``CMMCorePlus``/``UniMMCore``.
+
+    Parameters
+    ----------
+    core:
+        A loaded core.
+    channel_group:
+        Config group whose presets are the channels (default: the core's channel group).
+    """
+
+    def __init__(self, core: Any, channel_group: str | None = None) -> None:
+        self.core = core
+        self.lock = threading.RLock()
+        self.channel_group = channel_group or core.getChannelGroup()
+        if not self.channel_group:
+            raise BackendError(
+                "no channel group: set 'Property,Core,ChannelGroup,<group>' in the config"
+            )
+        if self.channel_group not in core.getAvailableConfigGroups():
+            raise BackendError(
+                f"channel group {self.channel_group!r} is not defined; groups: "
+                f"{', '.join(core.getAvailableConfigGroups())}"
+            )
+        self.led_device = next(
+            (d for d in core.getLoadedDevices() if core.hasProperty(d, _PATTERN_PROPERTY)), ""
+        )
+        self.main_camera = core.getCameraDevice()
+        self._channels = self._discover_channels()
+
+    # ------------------------------------------------------------ description
+    def _discover_channels(self) -> dict[str, ChannelInfo]:
+        out: dict[str, ChannelInfo] = {}
+        for preset in self.core.getAvailableConfigs(self.channel_group):
+            pattern = ""
+            for dev, prop, value in self.core.getConfigData(self.channel_group, preset):
+                if prop == _PATTERN_PROPERTY:
+                    pattern = value
+            out[preset] = ChannelInfo(
+                preset, "label-free" if pattern else "fluorescence", pattern
+            )
+        return out
+
+    def channels(self) -> dict[str, ChannelInfo]:
+        return dict(self._channels)
+
+    def patterns(self) -> tuple[str, ...]:
+        if not self.led_device:
+            return ()
+        return tuple(self.core.getAllowedPropertyValues(self.led_device, _PATTERN_PROPERTY))
+
+    def detectors(self) -> tuple[str, ...]:
+        from pymmcore_plus import DeviceType
+
+        return tuple(self.core.getLoadedDevicesOfType(DeviceType.Camera))
+
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            x, y, z = self.position_um()
+            return {
+                "channel_group": self.channel_group,
+                "channel": self.current_channel(),
+                "channels": {k: vars(v) for k, v in self._channels.items()},
+                "patterns": list(self.patterns()),
+                "pattern": self.current_pattern(),
+                "detectors": list(self.detectors()),
+                "camera": self.main_camera,
+                "exposure_ms": self.exposure_ms(),
+                "position_um": {"x": x, "y": y, "z": z},
+                "pixel_size_um": self.pixel_size_um(),
+                "image_shape": [self.core.getImageHeight(), self.core.getImageWidth()],
+            }
+
+    # ---------------------------------------------------------------- settings
+    def current_channel(self) -> str:
+        with self.lock:
+            return self.core.getCurrentConfig(self.channel_group)
+
+    def current_pattern(self) -> str:
+        if not self.led_device:
+            return ""
+        return str(self.core.getProperty(self.led_device, _PATTERN_PROPERTY))
+
+    def set_channel(self, name: str) -> None:
+        if name not in self._channels:
+            raise ValueError(
+                f"unknown channel {name!r}; channels of group {self.channel_group!r}: "
+                + ", ".join(self._channels)
+            )
+        with self.lock:
+            self.core.setConfig(self.channel_group, name)
+            self.core.waitForConfig(self.channel_group, name)
+
+    def set_pattern(self, name: str) -> None:
+        if not self.led_device:
+            raise BackendError("this microscope has no LED array (no IlluminationPattern property)")
+        valid = self.patterns()
+        if name not in valid:
+            raise ValueError(f"unknown illumination pattern {name!r}; valid patterns: {', '.join(valid)}")
+        with self.lock:
+            self.core.setProperty(self.led_device, _PATTERN_PROPERTY, name)
+
+    def exposure_ms(self) -> float:
+        return float(self.core.getExposure())
+
+    def set_exposure_ms(self, value: float) -> None:
+        value = float(value)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"exposure must be a positive number of ms, got {value}")
+        with self.lock:
+            self.core.setExposure(value)
+
+    # ------------------------------------------------------------------ stage
+    def position_um(self) -> tuple[float, float, float]:
+        with self.lock:
+            x, y = self.core.getXYPosition() if self.core.getXYStageDevice() else (0.0, 0.0)
+            z = self.core.getPosition() if self.core.getFocusDevice() else 0.0
+            return float(x), float(y), float(z)
+
+    def move_um(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None:
+        """Move to an absolute position; axes left ``None`` stay. Refused moves raise."""
+        for name, v in (("x", x), ("y", y), ("z", z)):
+            if v is not None and not np.isfinite(v):
+                raise ValueError(f"stage {name} must be a finite number, got {v}")
+        with self.lock:
+            try:
+                if x is not None or y is not None:
+                    cx, cy = self.core.getXYPosition()
+                    self.core.setXYPosition(cx if x is None else x, cy if y is None else y)
+                    self.core.waitForDevice(self.core.getXYStageDevice())
+                if z is not None:
+                    self.core.setPosition(z)
+                    self.core.waitForDevice(self.core.getFocusDevice())
+            except (ValueError, RuntimeError) as e:
+                raise ValueError(str(e)) from None
+
+    # ----------------------------------------------------------------- camera
+    def pixel_size_um(self, detector: str | None = None) -> float:
+        """Pixel size at the sample.
+
+        Uses the core's pixel-size configuration; where the core cannot resolve
+        the active one (UniMMCore with Python devices), matches the presets'
+        settings against current property values. A detector other than the main
+        camera is assumed to see the same field of view.
+        """
+        with self.lock:
+            px = float(self.core.getPixelSizeUm())
+            if px <= 0:
+                px = self._match_pixel_config()
+            if detector and detector != self.main_camera and px > 0:
+                main_w = self._image_width(self.main_camera)
+                px *= main_w / self._image_width(detector)
+            return px
+
+    def _image_width(self, camera: str) -> int:
+        cur = self.core.getCameraDevice()
+        if cur == camera:
+            return int(self.core.getImageWidth())
+        self.core.setCameraDevice(camera)
+        try:
+            return int(self.core.getImageWidth())
+        finally:
+            self.core.setCameraDevice(cur)
+
+    def _match_pixel_config(self) -> float:
+        for preset in self.core.getAvailablePixelSizeConfigs():
+            settings = self.core.getPixelSizeConfigData(preset)
+            if all(str(self.core.getProperty(d, p)) == str(v) for d, p, v in settings):
+                return float(self.core.getPixelSizeUmByID(preset))
+        return 0.0
+
+    def snap(self, detector: str | None = None) -> Snap:
+        """Expose once; opens and closes the shutter around it when auto-shutter is on."""
+        with self.lock:
+            core = self.core
+            prev = core.getCameraDevice()
+            det = detector or prev
+            if det != prev:
+                if det not in self.detectors():
+                    raise ValueError(f"unknown detector {det!r}; detectors: {', '.join(self.detectors())}")
+                core.setCameraDevice(det)
+            shutter = core.getShutterDevice() if core.getAutoShutter() else ""
+            try:
+                if shutter:
+                    core.setShutterOpen(shutter, True)
+                t0 = now_ns()
+                core.snapImage()
+                data = core.getImage()
+                t1 = now_ns()
+                extra = self._detector_extra(det)
+            finally:
+                if shutter:
+                    core.setShutterOpen(shutter, False)
+                if det != prev:
+                    core.setCameraDevice(prev)
+            return Snap(np.ascontiguousarray(data), det, t0, t1, extra)
+
+    def _detector_extra(self, det: str) -> dict[str, Any]:
+        """Detector-specific ground truth (the simulator's single-molecule emitters)."""
+        core = self.core
+        if core.hasProperty(det, "FluorophoreMode") and core.getProperty(det, "FluorophoreMode") == "Blinking":
+            import json
+
+            return {"emitters_xy_um_photons": json.loads(core.getProperty(det, "LastEmitters"))}
+        return {}
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self.core.unloadAllDevices()
+            except Exception:  # noqa: BLE001 - closing must not raise
+                pass
+
+
+def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
+    """Load a Micro-Manager ``.cfg`` into a ``UniMMCore`` and wrap it.
+
+    ``#py`` lines load Python devices (the simulator); plain lines load C++
+    adapters from the Micro-Manager installation pymmcore-plus finds. A
+    malformed file raises :class:`BackendError` naming the file, line and cause.
+    """
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    path = resolve_config(config)
+    core = UniMMCore()
+    try:
+        core.loadSystemConfiguration(str(path))
+    except Exception as e:  # noqa: BLE001 - re-raised with the cause named
+        msg = str(e).strip()
+        cause = e.__cause__
+        while cause is not None:
+            if str(cause) and str(cause) not in msg:
+                msg += f"\n  caused by: {cause}"
+            cause = cause.__cause__
+        raise BackendError(f"cannot load hardware config {path}:\n{msg}") from None
+    return MMCoreBackend(core)
+
+
+def resolve_config(config: str | Path) -> Path:
+    """A config path as given, or the name of one shipped in ``hardware_configs``."""
+    p = Path(config).expanduser()
+    if p.exists():
+        return p.resolve()
+    from importlib.resources import files
+
+    shipped = files("scopecast.hardware_configs").joinpath(str(config))
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise BackendError(f"hardware config not found: {config}")

@@ -1,0 +1,122 @@
+"""``scopecast`` command line: one console script, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .control import DEFAULT_CONTROL_ADDRESS
+
+DEFAULT_CONFIG = "sim-ledarray.cfg"
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    from .backend import BackendError, load_mmcore_backend
+    from .service import Daemon
+
+    try:
+        backend = load_mmcore_backend(args.config)
+    except BackendError as e:
+        print(f"scopecast daemon: {e}", file=sys.stderr)
+        return 2
+    daemon = Daemon(backend, args.data_dir, args.control).start()
+    print(f"scopecast daemon: {args.config} loaded; control socket {daemon.control_address}; "
+          f"recording to {Path(args.data_dir).resolve()}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: daemon._shutdown.set())
+    try:
+        daemon.wait_for_shutdown()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        daemon.close()
+    print("scopecast daemon: stopped", flush=True)
+    return 0
+
+
+def _ctl(args: argparse.Namespace) -> int:
+    from .control import ControlClient, DaemonError
+
+    try:
+        cmd_args = json.loads(args.args) if args.args else {}
+    except json.JSONDecodeError as e:
+        print(f"scopecast ctl: --args is not valid JSON: {e}", file=sys.stderr)
+        return 2
+    with ControlClient(args.control, timeout_s=args.timeout) as client:
+        try:
+            result, parts = client.request_parts(args.cmd, **cmd_args)
+        except (DaemonError, TimeoutError) as e:
+            print(f"scopecast ctl: {e}", file=sys.stderr)
+            return 1
+    if parts and args.save:
+        from .snapshot import autoscale, write_png
+        import numpy as np
+
+        h = result["frame"]
+        img = np.frombuffer(parts[0], dtype=h["dtype"]).reshape(h["shape"])
+        write_png(args.save, autoscale(img))
+        result["saved"] = args.save
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(config=args.config, out_dir=Path(args.out), seconds=args.seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scopecast",
+        description="Live deep-learning inference beside a Micro-Manager microscope. "
+        "Without a hardware config, everything runs on the simulated LED-array microscope.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("daemon", help="run the acquisition daemon (owns the microscope)",
+                       description="Load a Micro-Manager config and serve the microscope on the control socket.")
+    d.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"Micro-Manager .cfg (path, or a shipped name; default {DEFAULT_CONFIG}: the simulator)")
+    d.add_argument("--data-dir", default="data", help="where recordings go (default ./data)")
+    d.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS,
+                   help=f"control socket address (default {DEFAULT_CONTROL_ADDRESS}, loopback only)")
+    d.set_defaults(func=_daemon)
+
+    c = sub.add_parser("ctl", help="send one control command to a running daemon",
+                       description="Send one command; prints the JSON result. Example: "
+                       "scopecast ctl snap --args '{\"channel\": \"DF\"}' --save df.png")
+    c.add_argument("cmd", help="command name (status, describe, snap, start_live, stop, move_stage, ...)")
+    c.add_argument("--args", default="", help="JSON object of arguments")
+    c.add_argument("--save", default="", help="for snap: write the frame as an auto-scaled PNG")
+    c.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS)
+    c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    c.set_defaults(func=_ctl)
+
+    m = sub.add_parser("demo", help="the main job on the simulated scope, headless",
+                       description="Start the daemon on the simulated LED-array scope, run live, "
+                       "print frame rates and latencies, capture dual-modality pairs and write "
+                       "a snapshot PNG.")
+    m.add_argument("--config", default=DEFAULT_CONFIG)
+    m.add_argument("--out", default="demo-output", help="folder for the snapshot and recordings")
+    m.add_argument("--seconds", type=float, default=5.0, help="how long to run live")
+    m.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
+    for noisy in ("zarr", "asyncio", "numcodecs"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

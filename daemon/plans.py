@@ -1,0 +1,128 @@
+"""Declarative acquisition plans.
+
+Scans are useq-schema ``MDASequence`` objects; :class:`PairPlan` (the
+dual-modality capture that gathers training pairs) and :class:`LivePlan` are
+small pydantic models. :meth:`PairPlan.to_sequence` turns a pair plan into the
+``MDASequence`` the engine runs, so there is one executor for both.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+import useq
+
+__all__ = [
+    "DEFAULT_FLUORESCENCE",
+    "DEFAULT_LABEL_FREE",
+    "ChannelSpec",
+    "GridSpec",
+    "LivePlan",
+    "PairPlan",
+]
+
+#: The label-free cycle a virtual-staining model sees (DPC halves, bright-, dark-field).
+DEFAULT_LABEL_FREE: tuple[str, ...] = ("DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF")
+DEFAULT_FLUORESCENCE: tuple[str, ...] = ("Nuclei", "Membrane")
+
+
+class ChannelSpec(BaseModel):
+    """A channel preset, optionally with its own exposure and detector."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    exposure_ms: float | None = Field(default=None, gt=0)
+    detector: str | None = None
+
+    @classmethod
+    def coerce(cls, value: str | dict | ChannelSpec) -> ChannelSpec:
+        if isinstance(value, ChannelSpec):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        return cls.model_validate(value)
+
+
+def _channels(v: list) -> list[ChannelSpec]:
+    return [ChannelSpec.coerce(c) for c in v]
+
+
+class LivePlan(BaseModel):
+    """Repeat an illumination cycle at the current position until stopped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[ChannelSpec] = Field(
+        default_factory=lambda: [ChannelSpec(name=c) for c in DEFAULT_LABEL_FREE]
+    )
+    exposure_ms: float | None = Field(default=None, gt=0, description="for channels without their own")
+    interval_ms: float = Field(default=0.0, ge=0, description="minimum time between cycle starts")
+    max_cycles: int | None = Field(default=None, ge=1)
+    record: bool = False
+
+    _v = field_validator("channels", mode="before")(classmethod(lambda cls, v: _channels(v)))
+
+
+class GridSpec(BaseModel):
+    """A rows × columns tile grid centred on each position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int = Field(ge=1, le=1000)
+    columns: int = Field(ge=1, le=1000)
+    overlap: float = Field(default=0.0, ge=0, lt=1, description="fraction of the field")
+
+
+class PairPlan(BaseModel):
+    """Dual-modality capture: at each position the label-free cycle, then fluorescence.
+
+    All frames taken at one position form one bundle (the training pair) and
+    share its metadata.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    label_free: list[ChannelSpec] = Field(
+        default_factory=lambda: [ChannelSpec(name=c) for c in DEFAULT_LABEL_FREE]
+    )
+    fluorescence: list[ChannelSpec] = Field(
+        default_factory=lambda: [ChannelSpec(name=c, exposure_ms=100.0) for c in DEFAULT_FLUORESCENCE]
+    )
+    positions: list[tuple[float, float]] | None = Field(
+        default=None, description="stage (x, y) µm; default: the current position"
+    )
+    grid: GridSpec | None = None
+    exposure_ms: float | None = Field(default=None, gt=0, description="for channels without their own")
+
+    _lf = field_validator("label_free", "fluorescence", mode="before")(
+        classmethod(lambda cls, v: _channels(v))
+    )
+
+    def to_sequence(
+        self, current_xyz: tuple[float, float, float], fov_um: tuple[float, float],
+        default_exposure_ms: float,
+    ) -> useq.MDASequence:
+        """The equivalent ``MDASequence`` (axis order position, grid, channel)."""
+        x0, y0, z0 = current_xyz
+        positions = self.positions or [(x0, y0)]
+        channels = [
+            useq.Channel(
+                config=c.name, exposure=c.exposure_ms or self.exposure_ms or default_exposure_ms,
+                camera=c.detector,
+            )
+            for c in [*self.label_free, *self.fluorescence]
+        ]
+        grid = None
+        if self.grid is not None:
+            grid = useq.GridRowsColumns(
+                rows=self.grid.rows, columns=self.grid.columns,
+                overlap=(self.grid.overlap * 100, self.grid.overlap * 100),
+                fov_width=fov_um[0], fov_height=fov_um[1],
+            )
+        return useq.MDASequence(
+            stage_positions=[useq.Position(x=x, y=y, z=z0) for x, y in positions],
+            grid_plan=grid,
+            channels=channels,
+            axis_order="pgcz",
+            metadata={"scopecast": {"kind": "pairs"}},
+        )

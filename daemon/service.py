@@ -1,0 +1,191 @@
+"""The acquisition daemon: a backend, the acquisition engine and the control socket.
+
+:class:`Daemon` owns the microscope. Its public methods are the control
+commands (docs/protocol.md lists them with their arguments); the control
+server validates arguments against these signatures.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import useq
+from pydantic import ValidationError
+
+from .acquisition import AcquisitionEngine
+from .backend import MicroscopeBackend
+from .control import DEFAULT_CONTROL_ADDRESS, ControlServer
+from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """Serve a microscope on the control socket until ``shutdown``."""
+
+    COMMANDS = (
+        "status", "describe", "snap", "start_live", "stop", "set_channel", "set_pattern",
+        "set_exposure", "move_stage", "capture_pairs", "run_scan", "job", "jobs", "wait",
+        "shutdown",
+    )
+
+    def __init__(self, backend: MicroscopeBackend, data_dir: str | Path,
+                 control_address: str = DEFAULT_CONTROL_ADDRESS) -> None:
+        self.backend = backend
+        self.engine = AcquisitionEngine(backend, data_dir)
+        self.started = time.time()
+        self._shutdown = threading.Event()
+        self.server = ControlServer({c: getattr(self, c) for c in self.COMMANDS}, control_address)
+
+    @property
+    def control_address(self) -> str:
+        return self.server.address
+
+    def start(self) -> Daemon:
+        self.server.start()
+        log.info("control socket on %s", self.control_address)
+        return self
+
+    def wait_for_shutdown(self, timeout: float | None = None) -> bool:
+        return self._shutdown.wait(timeout)
+
+    def close(self) -> None:
+        """Stop any job (keeping what it recorded), the socket and the hardware."""
+        self._shutdown.set()
+        job = self.engine.stop()
+        if job is not None:
+            self.engine.wait(job.id, timeout=30)
+        self.server.stop()
+        self.backend.close()
+
+    # ---------------------------------------------------------------- commands
+    def status(self) -> dict[str, Any]:
+        """State, position, counters and the running job."""
+        e = self.engine
+        job = e._current
+        x, y, z = self.backend.position_um()
+        return {
+            "state": e.state,
+            "job": job.to_dict() if job else None,
+            "channel": self.backend.current_channel(),
+            "exposure_ms": self.backend.exposure_ms(),
+            "position_um": {"x": x, "y": y, "z": z},
+            "frames_acquired": e.frames_acquired,
+            "frames_recorded": e.frames_recorded,
+            "last_error": e.last_error,
+            "uptime_s": time.time() - self.started,
+            "control": {"requests": self.server.requests_served, "bad_requests": self.server.bad_requests},
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The microscope: channels (with modality and LED pattern), patterns, detectors."""
+        return {**self.backend.describe(), "data_dir": str(self.engine.data_dir),
+                "commands": list(self.COMMANDS)}
+
+    def snap(self, channel: str | None = None, exposure_ms: float | None = None,
+             detector: str | None = None, record: bool = False):
+        """Snap one frame; the reply carries the header and the raw pixels as a second part."""
+        if exposure_ms is not None:
+            self.backend.set_exposure_ms(exposure_ms)
+        spec = ChannelSpec(name=channel or self.backend.current_channel(), detector=detector)
+        frame = self.engine.snap(spec, record=record)
+        return {"frame": frame.header.to_dict()}, [frame.data]
+
+    def start_live(self, channels: list[str | dict] | None = None, exposure_ms: float | None = None,
+                   interval_ms: float = 0.0, max_cycles: int | None = None, record: bool = False) -> dict:
+        """Start repeating an illumination cycle (default: DPC halves, BF, DF)."""
+        args: dict[str, Any] = {"exposure_ms": exposure_ms, "interval_ms": interval_ms,
+                                "max_cycles": max_cycles, "record": record}
+        if channels is not None:
+            args["channels"] = channels
+        job = self.engine.start_live(_validated(LivePlan, args))
+        return job.to_dict()
+
+    def stop(self, job: str | None = None) -> dict:
+        """Stop the running job (or ``job``) after its current frame; waits up to 30 s."""
+        j = self.engine.stop(job)
+        if j is None:
+            return {"stopped": None}
+        self.engine.wait(j.id, timeout=30)
+        return {"stopped": j.to_dict()}
+
+    def set_channel(self, channel: str) -> dict:
+        self.engine.require_idle("change channel", allow_live=True)
+        self.backend.set_channel(channel)
+        return {"channel": self.backend.current_channel()}
+
+    def set_pattern(self, pattern: str) -> dict:
+        """Set the LED array pattern directly (firmware names: bf, df, dpc.l, ...)."""
+        self.engine.require_idle("change pattern", allow_live=True)
+        self.backend.set_pattern(pattern)
+        return {"pattern": pattern}
+
+    def set_exposure(self, exposure_ms: float) -> dict:
+        self.backend.set_exposure_ms(exposure_ms)
+        return {"exposure_ms": self.backend.exposure_ms()}
+
+    def move_stage(self, x: float | None = None, y: float | None = None, z: float | None = None,
+                   relative: bool = False) -> dict:
+        """Move the stage (µm, absolute unless ``relative``); a refused move leaves it in place."""
+        self.engine.require_idle("move the stage", allow_live=True)
+        if relative:
+            cx, cy, cz = self.backend.position_um()
+            x = None if x is None else cx + x
+            y = None if y is None else cy + y
+            z = None if z is None else cz + z
+        self.backend.move_um(x, y, z)
+        px, py, pz = self.backend.position_um()
+        return {"position_um": {"x": px, "y": py, "z": pz}}
+
+    def capture_pairs(self, label_free: list[str | dict] | None = None,
+                      fluorescence: list[str | dict] | None = None,
+                      positions: list[tuple[float, float]] | None = None,
+                      grid: dict | None = None, exposure_ms: float | None = None) -> dict:
+        """Dual-modality capture at positions / a grid; returns the job (poll or ``wait``)."""
+        args: dict[str, Any] = {"positions": positions, "exposure_ms": exposure_ms,
+                                "grid": None if grid is None else _validated(GridSpec, grid)}
+        if label_free is not None:
+            args["label_free"] = label_free
+        if fluorescence is not None:
+            args["fluorescence"] = fluorescence
+        return self.engine.capture_pairs(_validated(PairPlan, args)).to_dict()
+
+    def run_scan(self, sequence: dict) -> dict:
+        """Run a useq-schema MDASequence (JSON form); returns the job."""
+        self.engine.require_idle("run a scan", allow_live=False)
+        seq = _validated(useq.MDASequence, sequence)
+        if not seq.stage_positions:
+            x, y, z = self.backend.position_um()
+            seq = seq.replace(stage_positions=[useq.Position(x=x, y=y, z=z)])
+        return self.engine.run_sequence(seq).to_dict()
+
+    def job(self, job: str) -> dict:
+        return self.engine.job(job).to_dict()
+
+    def jobs(self) -> list[dict]:
+        return [j.to_dict() for j in self.engine.jobs()]
+
+    def wait(self, job: str, wait_s: float = 60.0) -> dict:
+        """Block until ``job`` ends or ``wait_s`` passes; returns its state."""
+        return self.engine.wait(job, timeout=min(wait_s, 600.0)).to_dict()
+
+    def shutdown(self) -> dict:
+        """Stop the daemon after replying."""
+        threading.Timer(0.05, self._shutdown.set).start()
+        return {"shutting_down": True}
+
+
+def _validated(model: Any, data: dict) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(
+            f"invalid {model.__name__}: "
+            + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in e.errors())
+        ) from None

@@ -1,0 +1,317 @@
+"""The simulated LED-array microscope as one physical state.
+
+:class:`SimScope` holds what the devices set (LED pattern, stage positions,
+objective, light source, emission filter) and turns it into an expected photon
+map for a detector. The devices in :mod:`scopecast.daemon.sim.devices` are thin
+Micro-Manager adapters over it.
+
+Caching: the noiseless photon rate (photons / pixel / ms) of a detector view is
+cached by everything it depends on (position, focus, objective, pattern,
+wavelengths, sampling, sample), so a repeated pattern at one position costs
+only the camera noise; a new position costs the optics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.fft import next_fast_len
+
+from ..illumination import LedArrayGeometry, LedPattern, compute_pattern
+from . import optics
+from .slide import RegionMaps, Slide
+
+__all__ = ["FLUOROPHORES", "OBJECTIVES", "Objective", "SimScope"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    magnification: float
+    na: float
+
+
+#: The turret of the simulated scope (state index -> objective).
+OBJECTIVES: tuple[Objective, ...] = (
+    Objective("4x/0.13", 4.0, 0.13),
+    Objective("10x/0.25", 10.0, 0.25),
+    Objective("20x/0.40", 20.0, 0.40),
+    Objective("40x/0.65", 40.0, 0.65),
+)
+
+#: label -> (excitation peak nm, emission peak nm)
+FLUOROPHORES: dict[str, tuple[float, float]] = {
+    "nuclei": (405.0, 460.0),  # Hoechst-like
+    "membrane": (561.0, 600.0),  # CellMask-orange-like
+}
+
+_MIN_GUARD_PX = 24  # margin rendered around a field so FFT wrap-around stays outside
+
+
+def _guard(n: int) -> int:
+    """Guard band (pixels per side) giving a fast FFT length of at least n + 2·24."""
+    m = next_fast_len(n + 2 * _MIN_GUARD_PX)
+    while (m - n) % 2:
+        m = next_fast_len(m + 1)
+    return (m - n) // 2
+
+
+@dataclass
+class LedArrayState:
+    geometry: LedArrayGeometry = field(default_factory=LedArrayGeometry)
+    pattern_name: str = "bf"
+    objective_na: float = 0.25
+    inner_na: float | None = None
+    outer_na: float = 1.0
+    brightness: float = 1.0
+    manual_leds: str = ""
+    wavelength_nm: float = 530.0
+    is_open: bool = False
+
+    def pattern(self) -> LedPattern:
+        return compute_pattern(
+            self.pattern_name, self.geometry, self.objective_na,
+            inner_na=self.inner_na, outer_na=self.outer_na,
+            brightness=self.brightness, manual_leds=self.manual_leds,
+        )
+
+
+@dataclass
+class FluorescenceState:
+    wavelength_nm: float = 405.0
+    power: float = 1.0  # 0..1
+    is_open: bool = False
+    emission_filter_nm: float | None = None  # None: no emission filter (label-free)
+
+
+class SimScope:
+    """Physical state of the simulated microscope and its image formation."""
+
+    def __init__(self, sample: str = "cells", seed: int = 0) -> None:
+        self.lock = threading.RLock()
+        self.slide = Slide(sample, seed)
+        self.led = LedArrayState()
+        self.fluo = FluorescenceState()
+        self.objective: Objective = OBJECTIVES[1]
+        self.x_um = 0.0
+        self.y_um = 0.0
+        self.z_um = 0.0
+        self.focal_plane_um = 0.0
+        self.led_flux = 60.0  # photons / pixel / ms for one bright-field LED at full brightness
+        self.fluo_flux = 4.0  # photons / pixel / ms per unit fluorophore density at full power
+        self.photobleaching = False
+        self.bleach_dose_half = 2.0e5  # density-weighted ms·power for 1/e bleaching
+        self._bleach: dict[tuple[int, int], dict[str, float]] = {}
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._region_cache: tuple[tuple, RegionMaps] | None = None
+        self.cache_size = 48
+
+    # ----------------------------------------------------------------- helpers
+    def set_sample(self, kind: str, seed: int) -> None:
+        with self.lock:
+            self.slide = Slide(kind, seed)
+            self._cache.clear()
+            self._region_cache = None
+            self._bleach.clear()
+
+    def pixel_um(self, camera_pixel_um: float, binning: int = 1) -> float:
+        """Pixel size at the sample."""
+        return camera_pixel_um * binning / self.objective.magnification
+
+    def _cached(self, key: tuple, make) -> np.ndarray:
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        value = make()
+        value.setflags(write=False)
+        self._cache[key] = value
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    def _region(self, pixel_um: float, shape: tuple[int, int]) -> RegionMaps:
+        """Sample maps of the field of view plus a guard band sized for a fast FFT.
+
+        Cached by position and sampling: every pattern and label at one position
+        shares one rendering.
+        """
+        key = (self.slide.kind, self.slide.seed, round(self.x_um, 4), round(self.y_um, 4),
+               round(pixel_um, 6), shape)
+        if self._region_cache is not None and self._region_cache[0] == key:
+            return self._region_cache[1]
+        gy, gx = _guard(shape[0]), _guard(shape[1])
+        x0 = self.x_um - (shape[1] / 2 + gx - 0.5) * pixel_um
+        y0 = self.y_um - (shape[0] / 2 + gy - 0.5) * pixel_um
+        maps = self.slide.render(x0, y0, pixel_um, (shape[0] + 2 * gy, shape[1] + 2 * gx))
+        self._region_cache = (key, maps)
+        return maps
+
+    @staticmethod
+    def _crop(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        gy, gx = _guard(shape[0]), _guard(shape[1])
+        return np.ascontiguousarray(img[gy : gy + shape[0], gx : gx + shape[1]])
+
+    def _view_key(self, pixel_um: float, shape: tuple[int, int]) -> tuple:
+        return (
+            self.slide.kind, self.slide.seed, round(self.x_um, 4), round(self.y_um, 4),
+            round(self.z_um - self.focal_plane_um, 4), self.objective.name,
+            round(pixel_um, 6), shape,
+        )
+
+    # ------------------------------------------------------------- components
+    def label_free_rate(self, pixel_um: float, shape: tuple[int, int]) -> np.ndarray | None:
+        """Photon rate from the LED array, or None when it is dark."""
+        if not self.led.is_open:
+            return None
+        pattern = self.led.pattern()
+        if pattern.n_lit == 0:
+            return None
+        wl = self.led.wavelength_nm / 1000.0
+        key = ("lf", *self._view_key(pixel_um, shape), pattern.key(), wl, self.led.geometry)
+
+        def make() -> np.ndarray:
+            maps = self._region(pixel_um, shape)
+            t = np.exp(-maps.absorption + 1j * (2 * np.pi / wl) * maps.opd)
+            lit = pattern.lit
+            img = optics.label_free_image(
+                t, pixel_um, wl, self.objective.na, self.led.geometry.na_xy[lit],
+                pattern.weights[lit], defocus_um=self.z_um - self.focal_plane_um,
+            )
+            return self._crop(img, shape) * np.float32(self.led_flux)
+
+        return self._cached(key, make)
+
+    def _label_efficiency(self, label: str) -> float:
+        ex, em = FLUOROPHORES[label]
+        f = self.fluo
+        if f.emission_filter_nm is None:
+            return 0.0
+        e = np.exp(-(((f.wavelength_nm - ex) / 35.0) ** 2))
+        e *= np.exp(-(((f.emission_filter_nm - em) / 30.0) ** 2))
+        return float(e * f.power)
+
+    def fluorescence_rate(
+        self, pixel_um: float, shape: tuple[int, int], sted_factor: float | None = None,
+    ) -> np.ndarray | None:
+        """Photon rate from fluorescence; ``sted_factor`` gives the narrowed ground truth."""
+        if not self.fluo.is_open:
+            return None
+        total = None
+        for label in FLUOROPHORES:
+            eff = self._label_efficiency(label)
+            if eff < 1e-3:
+                continue
+            em_um = FLUOROPHORES[label][1] / 1000.0
+            key = ("fl", label, sted_factor, *self._view_key(pixel_um, shape))
+
+            def make(label=label, em_um=em_um) -> np.ndarray:
+                maps = self._region(pixel_um, shape)
+                padded = maps.opd.shape
+                if sted_factor:
+                    fwhm = optics.airy_fwhm_um(em_um, self.objective.na) / sted_factor
+                    otf = optics.gaussian_otf(padded, pixel_um, fwhm)
+                else:
+                    otf = optics.widefield_otf(
+                        padded, pixel_um, em_um, self.objective.na,
+                        round(self.z_um - self.focal_plane_um, 4),
+                    )
+                return self._crop(optics.fluorescence_image(maps.labels[label], otf), shape)
+
+            rate = self._cached(key, make) * np.float32(eff * self.fluo_flux)
+            if self.photobleaching:
+                rate = rate * np.float32(self._bleach_factor(label))
+            total = rate if total is None else total + rate
+        return total
+
+    # ---------------------------------------------------------- photobleaching
+    def _bleach_key(self) -> tuple[int, int]:
+        return (int(round(self.x_um / 10.0)), int(round(self.y_um / 10.0)))
+
+    def _bleach_factor(self, label: str) -> float:
+        dose = self._bleach.get(self._bleach_key(), {}).get(label, 0.0)
+        return float(np.exp(-dose / self.bleach_dose_half))
+
+    def record_exposure(self, exposure_ms: float) -> None:
+        """Accumulate excitation dose at this position (for photobleaching)."""
+        if not (self.photobleaching and self.fluo.is_open):
+            return
+        doses = self._bleach.setdefault(self._bleach_key(), {})
+        for label in FLUOROPHORES:
+            eff = self._label_efficiency(label)
+            doses[label] = doses.get(label, 0.0) + eff * exposure_ms * 100.0
+
+    # -------------------------------------------------------------- detectors
+    def photons(
+        self, camera_pixel_um: float, binning: int, shape: tuple[int, int],
+        exposure_ms: float, sted_factor: float | None = None,
+    ) -> np.ndarray:
+        """Expected photons per pixel for one exposure on a detector."""
+        with self.lock:
+            px = self.pixel_um(camera_pixel_um, binning)
+            parts = []
+            if sted_factor is None:
+                lf = self.label_free_rate(px, shape)
+                if lf is not None:
+                    parts.append(lf)
+            fl = self.fluorescence_rate(px, shape, sted_factor)
+            if fl is not None:
+                parts.append(fl)
+            self.record_exposure(exposure_ms)
+        if not parts:
+            return np.zeros(shape, np.float32)
+        total = parts[0] * np.float32(exposure_ms)
+        for p in parts[1:]:
+            total += p * np.float32(exposure_ms)
+        return total
+
+    def blinking_photons(
+        self, camera_pixel_um: float, binning: int, shape: tuple[int, int],
+        exposure_ms: float, rng: np.random.Generator, on_fraction: float = 0.002,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Single-molecule frame: a sparse random subset of emitters is on.
+
+        Returns ``(photon map, emitters)`` where ``emitters`` is ``(K, 3)``:
+        x, y (µm, stage coordinates) and photons of each emitter that was on.
+        """
+        with self.lock:
+            px = self.pixel_um(camera_pixel_um, binning)
+            img = np.zeros(shape, np.float32)
+            label = max(FLUOROPHORES, key=self._label_efficiency)
+            eff = self._label_efficiency(label)
+            if not self.fluo.is_open or eff < 1e-3:
+                return img, np.zeros((0, 3))
+            ny, nx = shape
+            x0 = self.x_um - (nx / 2 - 0.5) * px
+            y0 = self.y_um - (ny / 2 - 0.5) * px
+            em = self.slide.emitters(x0, y0, px, shape, label)
+            fwhm = optics.airy_fwhm_um(FLUOROPHORES[label][1] / 1000.0, self.objective.na)
+        on = rng.random(len(em)) < on_fraction
+        pts = em[on]
+        n_ph = rng.lognormal(np.log(1500.0 * eff * exposure_ms / 20.0), 0.4, len(pts))
+        sigma = fwhm / 2.3548 / px
+        _render_gaussians(img, (pts[:, 0] - x0) / px, (pts[:, 1] - y0) / px, n_ph, sigma)
+        return img, np.column_stack([pts, n_ph]) if len(pts) else np.zeros((0, 3))
+
+
+def _render_gaussians(img, xs, ys, photons, sigma) -> None:
+    """Add pixel-integrated Gaussian spots (erf differences) to ``img``."""
+    from scipy.special import erf
+
+    r = int(np.ceil(4 * sigma)) + 1
+    s2 = np.sqrt(2) * sigma
+    ny, nx = img.shape
+    for x, y, n in zip(xs, ys, photons, strict=True):
+        cx, cy = int(round(x)), int(round(y))
+        x0, x1 = max(cx - r, 0), min(cx + r + 1, nx)
+        y0, y1 = max(cy - r, 0), min(cy + r + 1, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        ex = np.arange(x0, x1 + 1) - 0.5 - x
+        ey = np.arange(y0, y1 + 1) - 0.5 - y
+        gx = np.diff(erf(ex / s2)) / 2
+        gy = np.diff(erf(ey / s2)) / 2
+        img[y0:y1, x0:x1] += np.float32(n) * np.outer(gy, gx).astype(np.float32)
