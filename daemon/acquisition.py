@@ -22,7 +22,7 @@ from typing import Any
 
 import useq
 
-from .backend import MicroscopeBackend
+from .backend import ChannelInfo, MicroscopeBackend
 from .frames import Frame, FrameHeader, now_ns
 from .plans import ChannelSpec, LivePlan, PairPlan
 from .recorder import Recorder, SeriesSpec
@@ -100,19 +100,20 @@ class AcquisitionEngine:
         self, spec: ChannelSpec, *, acquisition_id: str, bundle_id: int, bundle_index: int,
         bundle_size: int, position_index: int = 0, default_exposure: float | None = None,
     ) -> Frame:
-        """Set the channel and exposure, snap, and build the frame header."""
+        """Set the channel (an empty name keeps the hardware as it is) and exposure,
+        snap, and build the frame header."""
         b = self.backend
-        info = b.channels().get(spec.name)
-        if info is None:
-            raise ValueError(f"unknown channel {spec.name!r}; channels: {', '.join(b.channels())}")
+        if spec.name:
+            info = b.channels().get(spec.name)
+            if info is None:
+                raise ValueError(f"unknown channel {spec.name!r}; channels: {', '.join(b.channels())}")
+        else:  # the hardware as it is (e.g. after set_pattern): no preset applies
+            info = ChannelInfo("", "unknown", b.current_pattern())
         with b.lock:  # type: ignore[attr-defined]
-            b.set_channel(spec.name)
-            exposure = spec.exposure_ms or default_exposure
-            if exposure is not None and exposure != b.exposure_ms():
-                b.set_exposure_ms(exposure)
+            if spec.name:
+                b.set_channel(spec.name)
             x, y, z = b.position_um()
-            snap = b.snap(spec.detector)
-            exposure_ms = b.exposure_ms()
+            snap = b.snap(spec.detector, spec.exposure_ms or default_exposure)
             pixel = b.pixel_size_um(spec.detector)
         modality = info.modality
         if spec.detector and spec.detector != getattr(b, "main_camera", spec.detector):
@@ -121,7 +122,7 @@ class AcquisitionEngine:
             acquisition_id=acquisition_id, seq=next(self._seq), bundle_id=bundle_id,
             bundle_index=bundle_index, bundle_size=bundle_size, channel=spec.name,
             modality=modality, pattern=info.pattern, detector=snap.detector,
-            stage_x_um=x, stage_y_um=y, stage_z_um=z, exposure_ms=exposure_ms,
+            stage_x_um=x, stage_y_um=y, stage_z_um=z, exposure_ms=snap.exposure_ms,
             pixel_size_um=pixel, dtype=str(snap.data.dtype), shape=tuple(snap.data.shape),
             position_index=position_index, t_exposure_start_ns=snap.t_exposure_start_ns,
             t_acquired_ns=snap.t_acquired_ns, extra=snap.extra,

@@ -50,6 +50,7 @@ class Snap:
     detector: str
     t_exposure_start_ns: int
     t_acquired_ns: int
+    exposure_ms: float
     extra: dict[str, Any]
 
 
@@ -67,6 +68,7 @@ class MicroscopeBackend(Protocol):
     def patterns(self) -> tuple[str, ...]: ...
     def detectors(self) -> tuple[str, ...]: ...
     def current_channel(self) -> str: ...
+    def current_pattern(self) -> str: ...
     def set_channel(self, name: str) -> None: ...
     def set_pattern(self, name: str) -> None: ...
     def exposure_ms(self) -> float: ...
@@ -74,7 +76,7 @@ class MicroscopeBackend(Protocol):
     def position_um(self) -> tuple[float, float, float]: ...
     def move_um(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None: ...
     def pixel_size_um(self, detector: str | None = None) -> float: ...
-    def snap(self, detector: str | None = None) -> Snap: ...
+    def snap(self, detector: str | None = None, exposure_ms: float | None = None) -> Snap: ...
     def describe(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -250,8 +252,13 @@ class MMCoreBackend:
                 return float(self.core.getPixelSizeUmByID(preset))
         return 0.0
 
-    def snap(self, detector: str | None = None) -> Snap:
-        """Expose once; opens and closes the shutter around it when auto-shutter is on."""
+    def snap(self, detector: str | None = None, exposure_ms: float | None = None) -> Snap:
+        """Expose ``detector`` (default: the current camera) once.
+
+        ``exposure_ms`` is applied to that detector first (each camera keeps its
+        own exposure). Opens and closes the shutter around the exposure when
+        auto-shutter is on.
+        """
         with self.lock:
             core = self.core
             prev = core.getCameraDevice()
@@ -262,6 +269,8 @@ class MMCoreBackend:
                 core.setCameraDevice(det)
             shutter = core.getShutterDevice() if core.getAutoShutter() else ""
             try:
+                if exposure_ms is not None and exposure_ms != core.getExposure():
+                    self.set_exposure_ms(exposure_ms)
                 if shutter:
                     core.setShutterOpen(shutter, True)
                 t0 = now_ns()
@@ -274,7 +283,8 @@ class MMCoreBackend:
                     core.setShutterOpen(shutter, False)
                 if det != prev:
                     core.setCameraDevice(prev)
-            return Snap(np.ascontiguousarray(data), det, t0, t1, extra)
+                exposure = float(core.getExposure())
+            return Snap(np.ascontiguousarray(data), det, t0, t1, exposure, extra)
 
     def _detector_extra(self, det: str) -> dict[str, Any]:
         """Detector-specific ground truth (the simulator's single-molecule emitters)."""

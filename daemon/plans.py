@@ -26,7 +26,10 @@ DEFAULT_FLUORESCENCE: tuple[str, ...] = ("Nuclei", "Membrane")
 
 
 class ChannelSpec(BaseModel):
-    """A channel preset, optionally with its own exposure and detector."""
+    """A channel preset, optionally with its own exposure and detector.
+
+    An empty ``name`` means the hardware as it is (no preset applied).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

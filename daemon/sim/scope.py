@@ -270,7 +270,7 @@ class SimScope:
 
     def blinking_photons(
         self, camera_pixel_um: float, binning: int, shape: tuple[int, int],
-        exposure_ms: float, rng: np.random.Generator, on_fraction: float = 0.002,
+        exposure_ms: float, rng: np.random.Generator, on_fraction: float = 0.01,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Single-molecule frame: a sparse random subset of emitters is on.
 

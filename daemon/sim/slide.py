@@ -28,6 +28,10 @@ LABELS: tuple[str, ...] = ("nuclei", "membrane")
 SAMPLE_KINDS: tuple[str, ...] = ("cells", "beads", "phase-grating", "blank")
 
 _TILE_UM = 80.0
+#: Period of the ``phase-grating`` sample: half the coherent cut-off of a 10x/0.25
+#: objective, inside the band where DPC with discrete LEDs transfers phase.
+GRATING_PERIOD_UM = 5.0
+GRATING_OPD_UM = 0.02
 _DN_CYTO = 0.025  # refractive index excess of cytoplasm over medium
 _DN_NUC = 0.012  # extra for the nucleus
 _DN_NUCLEOLUS = 0.03
@@ -98,8 +102,7 @@ class Slide:
         xs = x0_um + pixel_um * np.arange(nx, dtype=np.float64)
         ys = y0_um + pixel_um * np.arange(ny, dtype=np.float64)
         if self.kind == "phase-grating":
-            period = 40.0
-            opd += (0.02 * np.sin(2 * np.pi * xs / period)).astype(np.float32)[None, :]
+            opd += (GRATING_OPD_UM * np.sin(2 * np.pi * xs / GRATING_PERIOD_UM)).astype(np.float32)[None, :]
         elif self.kind == "beads":
             self._render_beads(xs, ys, pixel_um, opd, lab)
         elif self.kind == "cells":
@@ -136,7 +139,7 @@ class Slide:
 
     def emitters(
         self, x0_um: float, y0_um: float, pixel_um: float, shape: tuple[int, int],
-        label: str, per_um2: float = 0.5,
+        label: str, per_um2: float = 2.0,
     ) -> np.ndarray:
         """Single-molecule positions ``(N, 2)`` (x, y µm) labelling ``label`` in a region.
 

@@ -1,0 +1,62 @@
+"""Shared fixtures: a real UniMMCore on the simulated scope, a real daemon on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
+
+SHIPPED_CFG = Path(__file__).resolve().parents[1] / "hardware_configs" / "sim-ledarray.cfg"
+
+
+def small_cfg(directory: Path, size: int = 256) -> Path:
+    """The shipped simulator config with a smaller sensor (keeps the suite fast)."""
+    text = SHIPPED_CFG.read_text()
+    for dev in ("Camera", "STED"):
+        for axis in ("Width", "Height"):
+            text = text.replace(f"#py Property,{dev},Sensor{axis},512", f"#py Property,{dev},Sensor{axis},{size}")
+    path = directory / f"sim-{size}.cfg"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sim_cfg(tmp_path_factory) -> Path:
+    return small_cfg(tmp_path_factory.mktemp("cfg"))
+
+
+@pytest.fixture
+def backend(sim_cfg):
+    from scopecast.daemon.backend import load_mmcore_backend
+
+    b = load_mmcore_backend(sim_cfg)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def core(backend):
+    return backend.core
+
+
+@pytest.fixture
+def daemon(sim_cfg, tmp_path):
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+
+    d = Daemon(load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*").start()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def client(daemon):
+    from scopecast.daemon.control import ControlClient
+
+    with ControlClient(daemon.control_address, timeout_s=120) as c:
+        yield c

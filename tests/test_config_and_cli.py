@@ -1,0 +1,103 @@
+"""Hardware configs and the scopecast command line, run as a user would."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scopecast.daemon.backend import BackendError, load_mmcore_backend
+from scopecast.daemon.control import ControlClient
+from tests.conftest import SHIPPED_CFG
+
+
+def test_shipped_config_loads_every_device(backend, core):
+    assert set(core.getLoadedDevices()) >= {"Scope", "LED", "Fluo", "Shutter", "Emission", "Objective", "XY", "Z", "Camera", "STED"}
+    assert core.getCameraDevice() == "Camera" and core.getShutterDevice() == "Shutter"
+    assert backend.pixel_size_um() == pytest.approx(0.65)
+    core.setConfig("Objective", "20x")
+    assert backend.pixel_size_um() == pytest.approx(0.325)
+    assert float(core.getProperty("LED", "NumericalAperture")) == pytest.approx(0.4)
+    # properties have limits and allowed values like real adapters
+    with pytest.raises(Exception, match="not within the allowed range"):
+        core.setProperty("LED", "Brightness", 300)
+    with pytest.raises(Exception, match="not allowed"):
+        core.setProperty("LED", "IlluminationPattern", "rainbow")
+    core.setProperty("LED", "SerialCommand", "l.15.15")
+    assert core.getProperty("LED", "IlluminationPattern") == "manual" and int(core.getProperty("LED", "LitLedCount")) == 1
+
+
+def test_malformed_config_names_the_line(tmp_path):
+    lines = SHIPPED_CFG.read_text().splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("#py Property,LED,ArrayDistanceMm"))
+    lines[i] = "#py Property,LED,ArrayDistanceMm,far"
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("\n".join(lines))
+    with pytest.raises(BackendError) as e:
+        load_mmcore_backend(bad)
+    msg = str(e.value)
+    assert f"line {i + 1}" in msg and "ArrayDistanceMm" in msg and "far" in msg
+
+
+def test_unknown_device_class_is_named(tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("#py pyDevice,Cam,scopecast.daemon.sim.devices,NoSuchCamera\n")
+    with pytest.raises(BackendError, match="line 1.*NoSuchCamera"):
+        load_mmcore_backend(bad)
+
+
+def test_missing_config_is_named():
+    with pytest.raises(BackendError, match="not found: nowhere.cfg"):
+        load_mmcore_backend("nowhere.cfg")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_daemon_command_serves_and_shuts_down(sim_cfg, tmp_path):
+    addr = f"tcp://127.0.0.1:{_free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scopecast.daemon.cli", "daemon", "--config", str(sim_cfg),
+         "--data-dir", str(tmp_path / "data"), "--control", addr],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        with ControlClient(addr, timeout_s=60) as c:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    st = c.request("status", timeout_s=2)
+                    break
+                except TimeoutError:
+                    assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            assert st["state"] == "idle"
+            header, img = c.snap(channel="DF")
+            assert header["pattern"] == "df" and img.shape == (256, 256)
+            assert c.request("shutdown") == {"shutting_down": True}
+        assert proc.wait(timeout=30) == 0
+        out = proc.stdout.read()
+        assert "control socket" in out and "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_daemon_command_reports_bad_config(tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("Property,Core,Initialize,0\nGarbageCommand,1,2\n")
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "daemon", "--config", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "line 2" in r.stderr and "GarbageCommand" in r.stderr
+
+
+def test_help_reads_well():
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for sub in ("daemon", "ctl", "demo"):
+        assert sub in r.stdout

@@ -1,0 +1,154 @@
+"""The simulator's physics, checked against theory through the real device chain."""
+
+import numpy as np
+import pytest
+
+from scopecast.daemon.sim import optics
+from scopecast.daemon.sim.slide import GRATING_PERIOD_UM, Slide
+
+
+def _snap(backend, channel, exposure=None, detector=None):
+    backend.set_channel(channel)
+    return backend.snap(detector, exposure).data.astype(np.float64)
+
+
+def _fwhm(profile: np.ndarray) -> float:
+    """Full width at half maximum of a single peak (linear interpolation), in samples."""
+    p = profile - profile.min()
+    half = p.max() / 2
+    i = int(np.argmax(p))
+    left = i - 1
+    while p[left] > half:
+        left -= 1
+    right = i + 1
+    while p[right] > half:
+        right += 1
+    xl = left + (half - p[left]) / (p[left + 1] - p[left])
+    xr = right - 1 + (p[right - 1] - half) / (p[right - 1] - p[right])
+    return xr - xl
+
+
+def test_widefield_psf_fwhm_matches_theory():
+    wl, na, px = 0.52, 0.65, 0.02  # fine sampling: 18 samples across the FWHM
+    delta = np.zeros((256, 256), np.float32)
+    delta[128, 128] = 1
+    psf = optics.fluorescence_image(delta, optics.widefield_otf((256, 256), px, wl, na))
+    measured = _fwhm(psf[128]) * px
+    assert measured == pytest.approx(optics.airy_fwhm_um(wl, na), rel=0.10)
+
+
+def test_bead_image_through_camera_has_theoretical_fwhm(backend, core):
+    # a 100 nm bead imaged by the 40x/0.65 objective on a camera with 1 µm pixels
+    # (25 nm at the sample) -- the whole device chain, noise included
+    core.setProperty("Scope", "Sample", "beads")
+    core.setConfig("Objective", "40x")
+    core.setProperty("Camera", "PhysicalPixelSizeUm", 1.0)
+    bx, by = Slide("beads", 0)._tile_beads(0, 0)[0]
+    backend.move_um(bx, by)
+    img = _snap(backend, "Nuclei", exposure=500)
+    iy, ix = np.unravel_index(np.argmax(img), img.shape)
+    px = 1.0 / 40
+    measured = np.mean([_fwhm(img[iy, ix - 40: ix + 41]), _fwhm(img[iy - 40: iy + 41, ix])]) * px
+    assert measured == pytest.approx(optics.airy_fwhm_um(0.460, 0.65), rel=0.10)
+
+
+def test_darkfield_background_is_dark_without_sample(backend, core):
+    core.setProperty("Scope", "Sample", "blank")
+    offset = float(core.getProperty("Camera", "Offset"))
+    bf = _snap(backend, "BF", exposure=10) - offset
+    df = _snap(backend, "DF", exposure=10) - offset
+    assert bf.mean() > 1000
+    assert abs(df.mean()) < 2.0  # read noise only: 1.6 e- × 0.5 ADU/e-
+    assert abs(df.mean()) / bf.mean() < 1e-3
+
+
+def test_darkfield_shows_scattering_edges(backend, core):
+    df = _snap(backend, "DF", exposure=50)
+    offset = float(core.getProperty("Camera", "Offset"))
+    assert np.percentile(df, 99.5) - offset > 20 * max(np.median(df) - offset, 1)
+
+
+def test_dpc_of_pure_phase_gradient_is_antisymmetric(backend, core):
+    core.setProperty("Scope", "Sample", "phase-grating")
+    lft, rgt = _snap(backend, "DPC-Left", 10), _snap(backend, "DPC-Right", 10)
+    top, bot = _snap(backend, "DPC-Top", 10), _snap(backend, "DPC-Bottom", 10)
+    dl, dr = lft - lft.mean(), rgt - rgt.mean()
+    # the grating varies along x only: the left/right signals are mirror images
+    assert np.corrcoef(dl.ravel(), dr.ravel())[0, 1] < -0.9
+    dpc = (lft - rgt) / (lft + rgt)
+    # DPC follows the phase gradient dφ/dx ∝ cos(2πx/period): zero mean, linear in it
+    prof = dpc.mean(axis=0)
+    x_um = backend.position_um()[0] + (np.arange(lft.shape[1]) - lft.shape[1] / 2 + 0.5) * backend.pixel_size_um()
+    grad = np.cos(2 * np.pi * x_um / GRATING_PERIOD_UM)
+    assert abs(np.corrcoef(prof, grad)[0, 1]) > 0.95
+    assert abs(prof.mean()) < 0.1 * prof.std()
+    # no gradient along y: top/bottom DPC carries only noise
+    assert ((top - bot) / (top + bot)).mean(axis=0).std() < 0.1 * prof.std()
+
+
+def test_brightfield_mean_scales_linearly_with_exposure(backend, core):
+    offset = float(core.getProperty("Camera", "Offset"))
+    exposures = np.array([1.0, 2.0, 4.0, 8.0])
+    means = np.array([(_snap(backend, "BF", e) - offset).mean() for e in exposures])
+    slope, intercept = np.polyfit(exposures, means, 1)
+    resid = means - (slope * exposures + intercept)
+    assert np.max(np.abs(resid)) < 0.005 * means.max()
+    assert abs(intercept) < 0.01 * means.max()
+
+
+def test_defocus_removes_high_frequencies(backend, core):
+    def high_freq_energy(img):
+        spec = np.abs(np.fft.fftshift(np.fft.fft2(img - img.mean()))) ** 2
+        n = img.shape[0]
+        fy, fx = np.mgrid[-n // 2: n // 2, -n // 2: n // 2] / n
+        return spec[np.hypot(fx, fy) > 0.12].sum()
+
+    focused = _snap(backend, "Nuclei", 100)
+    backend.move_um(z=15.0)
+    defocused = _snap(backend, "Nuclei", 100)
+    assert high_freq_energy(defocused) < 0.3 * high_freq_energy(focused)
+
+
+def test_super_resolution_ground_truth_is_sharper(backend, core):
+    wide = _snap(backend, "Membrane", 100)
+    sted = _snap(backend, "Membrane", 100, detector="STED")
+    assert sted.shape == (2 * wide.shape[0], 2 * wide.shape[1])
+    # same field of view: downsampled ground truth correlates with the widefield image
+    small = sted.reshape(wide.shape[0], 2, wide.shape[1], 2).mean(axis=(1, 3))
+    assert np.corrcoef(small.ravel(), wide.ravel())[0, 1] > 0.8
+    # and the narrowed PSF is what makes it sharp: factor 4 vs factor 1 at equal sampling
+    offset = float(core.getProperty("STED", "Offset"))
+
+    def sharpness(im):
+        return np.mean(np.abs(np.diff(im, axis=1))) / (im.mean() - offset)
+
+    core.setProperty("STED", "StedFactor", 1.0)
+    plain = _snap(backend, "Membrane", 100, detector="STED")
+    assert sharpness(sted) > 1.3 * sharpness(plain)
+
+
+def test_blinking_mode_gives_sparse_emitters_with_ground_truth(backend, core):
+    core.setProperty("Camera", "FluorophoreMode", "Blinking")
+    backend.set_channel("Membrane")
+    backend.set_exposure_ms(20)
+    frames = [backend.snap() for _ in range(3)]
+    emitters = [f.extra["emitters_xy_um_photons"] for f in frames]
+    assert all(len(e) > 0 for e in emitters)
+    assert emitters[0] != emitters[1]  # different molecules blink each frame
+    img = frames[0].data.astype(float) - float(core.getProperty("Camera", "Offset"))
+    px = backend.pixel_size_um()
+    x0, y0, _ = backend.position_um()
+    h, w = img.shape
+    for ex, ey, n in emitters[0][:5]:
+        c, r = int(round((ex - x0) / px + w / 2 - 0.5)), int(round((ey - y0) / px + h / 2 - 0.5))
+        if 2 <= r < h - 2 and 2 <= c < w - 2 and n > 500:
+            assert img[r - 1: r + 2, c - 1: c + 2].sum() > 0.2 * n * 0.8 * 0.5  # QE × gain
+
+
+def test_photobleaching_dims_repeated_exposures(backend, core):
+    core.setProperty("Scope", "Photobleaching", "On")
+    first = _snap(backend, "Nuclei", 500).mean()
+    for _ in range(5):
+        last = _snap(backend, "Nuclei", 500).mean()
+    assert last < 0.9 * first
+    core.setProperty("Scope", "Photobleaching", "Off")
