@@ -7,9 +7,11 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from .control import DEFAULT_CONTROL_ADDRESS
+from .stream import DEFAULT_STREAM_ADDRESS
 
 DEFAULT_CONFIG = "sim-ledarray.cfg"
 
@@ -23,9 +25,9 @@ def _daemon(args: argparse.Namespace) -> int:
     except BackendError as e:
         print(f"scopecast daemon: {e}", file=sys.stderr)
         return 2
-    daemon = Daemon(backend, args.data_dir, args.control).start()
+    daemon = Daemon(backend, args.data_dir, args.control, args.stream).start()
     print(f"scopecast daemon: {args.config} loaded; control socket {daemon.control_address}; "
-          f"recording to {Path(args.data_dir).resolve()}", flush=True)
+          f"frame stream {daemon.stream_address}; recording to {Path(args.data_dir).resolve()}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: daemon._shutdown.set())
     try:
         daemon.wait_for_shutdown()
@@ -63,6 +65,48 @@ def _ctl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine(args: argparse.Namespace) -> int:
+    from .inference.package import PackageError
+    from .inference.runtimes import RuntimeUnavailable
+
+    try:
+        if args.offline:
+            from .inference.offline import run_offline
+
+            report = run_offline(args.model, args.offline, runtime=args.runtime)
+            print(f"scopecast engine: {report.inferred}/{report.bundles} bundles inferred -> {report.output}")
+            for s in report.skipped:
+                print(f"  skipped {s}")
+            return 0 if report.inferred or not report.bundles else 1
+        from .inference.engine import InferenceEngine
+
+        engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
+                                 runtime=args.runtime, policy=args.policy).start()
+    except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"scopecast engine: {e}", file=sys.stderr)
+        return 2
+    m = engine.describe_model()
+    print(f"scopecast engine: model {m['name']} ({m['sha256'][:12]}) on {m['runtime']['runtime']} x{args.workers}; "
+          f"frames from {args.stream}; results on {engine.results_address}; control {args.control}", flush=True)
+    for reason in m["skipped_runtimes"]:
+        print(f"  not used: {reason}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(args.print_every or 3600):
+            if args.print_every:
+                st = engine.status()
+                lat = st["latency_ms"].get("end_to_end", {})
+                print(f"  results {st['results_published']:6d}  {st['results_per_s']:6.1f}/s  end-to-end p50 "
+                      f"{lat.get('p50', float('nan')):6.1f} ms p99 {lat.get('p99', float('nan')):6.1f} ms  "
+                      f"dropped {st['dropped']}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.close()
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -85,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default="data", help="where recordings go (default ./data)")
     d.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS,
                    help=f"control socket address (default {DEFAULT_CONTROL_ADDRESS}, loopback only)")
+    d.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS,
+                   help=f"frame stream address (default {DEFAULT_STREAM_ADDRESS})")
     d.set_defaults(func=_daemon)
 
     c = sub.add_parser("ctl", help="send one control command to a running daemon",
@@ -96,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS)
     c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
     c.set_defaults(func=_ctl)
+
+    e = sub.add_parser("engine", help="run the inference engine on the daemon's frame stream",
+                       description="Load a model package, receive bundles from the frame stream, "
+                       "publish results. With --offline, run over a recording instead.")
+    e.add_argument("--model", required=True, help="model package directory (manifest.json + model.onnx)")
+    e.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, help="daemon frame stream to subscribe to")
+    e.add_argument("--results", default="tcp://127.0.0.1:5557", help="address to publish results on")
+    e.add_argument("--control", default="tcp://127.0.0.1:5558", help="engine control socket")
+    e.add_argument("--workers", type=int, default=1, help="inference workers (threads with own sessions)")
+    e.add_argument("--runtime", default="auto",
+                   help="auto (fastest available), tensorrt, ort-tensorrt, ort-cuda or ort-cpu")
+    e.add_argument("--policy", default="live", choices=["live", "all"],
+                   help="live: infer the newest bundle, drop older ones (counted); all: queue every bundle")
+    e.add_argument("--offline", default="", help="run over this OME-Zarr recording and write results beside it")
+    e.add_argument("--print-every", type=float, default=0.0, help="print throughput/latency every N s")
+    e.set_defaults(func=_engine)
 
     m = sub.add_parser("demo", help="the main job on the simulated scope, headless",
                        description="Start the daemon on the simulated LED-array scope, run live, "

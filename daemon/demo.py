@@ -21,7 +21,7 @@ def run_demo(config: str, out_dir: Path, seconds: float = 5.0) -> int:
     except BackendError as e:
         print(f"scopecast demo: {e}")
         return 2
-    daemon = Daemon(backend, out_dir / "recordings", "tcp://127.0.0.1:*").start()
+    daemon = Daemon(backend, out_dir / "recordings", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
     print(f"daemon up: {config}, control {daemon.control_address}")
     try:
         with ControlClient(daemon.control_address, timeout_s=120) as client:

@@ -47,6 +47,7 @@ class FrameHeader:
     position_index: int = 0  # index of the stage position within the acquisition
     t_exposure_start_ns: int = 0
     t_acquired_ns: int = 0
+    t_published_ns: int = 0  # set by the stream publisher just before sending
     series: str = ""  # recording series this frame was written to ("" if not recorded)
     index: dict[str, int] = field(default_factory=dict)  # t/c/z index in the series
     extra: dict[str, Any] = field(default_factory=dict)  # detector-specific (e.g. emitters)

@@ -20,6 +20,7 @@ from .acquisition import AcquisitionEngine
 from .backend import MicroscopeBackend
 from .control import DEFAULT_CONTROL_ADDRESS, ControlServer
 from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan
+from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 
 __all__ = ["Daemon"]
 
@@ -36,9 +37,12 @@ class Daemon:
     )
 
     def __init__(self, backend: MicroscopeBackend, data_dir: str | Path,
-                 control_address: str = DEFAULT_CONTROL_ADDRESS) -> None:
+                 control_address: str = DEFAULT_CONTROL_ADDRESS,
+                 stream_address: str = DEFAULT_STREAM_ADDRESS) -> None:
         self.backend = backend
         self.engine = AcquisitionEngine(backend, data_dir)
+        self.publisher = FramePublisher(stream_address)
+        self.engine.sinks.append(self.publisher)
         self.started = time.time()
         self._shutdown = threading.Event()
         self.server = ControlServer({c: getattr(self, c) for c in self.COMMANDS}, control_address)
@@ -47,9 +51,13 @@ class Daemon:
     def control_address(self) -> str:
         return self.server.address
 
+    @property
+    def stream_address(self) -> str:
+        return self.publisher.address
+
     def start(self) -> Daemon:
         self.server.start()
-        log.info("control socket on %s", self.control_address)
+        log.info("control socket on %s, frame stream on %s", self.control_address, self.stream_address)
         return self
 
     def wait_for_shutdown(self, timeout: float | None = None) -> bool:
@@ -62,6 +70,7 @@ class Daemon:
         if job is not None:
             self.engine.wait(job.id, timeout=30)
         self.server.stop()
+        self.publisher.close()
         self.backend.close()
 
     # ---------------------------------------------------------------- commands
@@ -81,12 +90,13 @@ class Daemon:
             "last_error": e.last_error,
             "uptime_s": time.time() - self.started,
             "control": {"requests": self.server.requests_served, "bad_requests": self.server.bad_requests},
+            "stream": {"address": self.stream_address, **self.publisher.stats.to_dict()},
         }
 
     def describe(self) -> dict[str, Any]:
         """The microscope: channels (with modality and LED pattern), patterns, detectors."""
         return {**self.backend.describe(), "data_dir": str(self.engine.data_dir),
-                "commands": list(self.COMMANDS)}
+                "commands": list(self.COMMANDS), "stream_address": self.stream_address}
 
     def snap(self, channel: str | None = None, exposure_ms: float | None = None,
              detector: str | None = None, record: bool = False):

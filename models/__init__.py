@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Model architectures, training, evaluation and shipped packages (torch only where noted)."""

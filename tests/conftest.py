@@ -49,7 +49,7 @@ def daemon(sim_cfg, tmp_path):
     from scopecast.daemon.backend import load_mmcore_backend
     from scopecast.daemon.service import Daemon
 
-    d = Daemon(load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*").start()
+    d = Daemon(load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
     yield d
     d.close()
 

@@ -63,7 +63,8 @@ def test_daemon_command_serves_and_shuts_down(sim_cfg, tmp_path):
     addr = f"tcp://127.0.0.1:{_free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "scopecast.daemon.cli", "daemon", "--config", str(sim_cfg),
-         "--data-dir", str(tmp_path / "data"), "--control", addr],
+         "--data-dir", str(tmp_path / "data"), "--control", addr,
+         "--stream", f"tcp://127.0.0.1:{_free_port()}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -1,0 +1,1 @@
+"""The inference engine: model packages, runtimes, tiling, workers and the engine service."""

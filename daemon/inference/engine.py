@@ -1,0 +1,375 @@
+"""The inference engine service: frames in from the daemon's stream, results out.
+
+::
+
+    SUB (daemon frames) -> receiver thread -> BundleAssembler -> BundleQueue
+        -> N InferenceWorker threads -> PUB (results, stats, errors)
+    REP (engine control: status, load_model, set_policy)
+
+Policy ``live`` keeps only the newest complete bundle waiting: a bundle that
+is replaced before a worker takes it is dropped and counted
+(``engine:superseded``). Policy ``all`` queues every bundle; when the queue is
+full the receiver waits, so the socket's high-water mark pushes back and the
+daemon counts the drop at its end (``publish:subscriber_slow``).
+
+Every drop and error is counted by ``stage:reason`` and sent in ``stats``
+messages once a second; errors (a bundle the model cannot use, NaN output, a
+model that fails to load) are also sent as ``error`` messages. The engine keeps
+serving after any of them.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ..control import ControlServer
+from ..frames import now_ns
+from ..stream import DropCounter, decode
+from .package import ModelPackage, load_package
+from .runtimes import default_threads, open_runtime
+from .worker import BundleMismatch, InferenceWorker, NonFiniteOutput, Result, StreamFrame
+
+__all__ = [
+    "DEFAULT_ENGINE_CONTROL_ADDRESS", "DEFAULT_RESULTS_ADDRESS", "BundleAssembler", "BundleQueue",
+    "InferenceEngine", "LatencyStats",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESULTS_ADDRESS = "tcp://127.0.0.1:5557"
+DEFAULT_ENGINE_CONTROL_ADDRESS = "tcp://127.0.0.1:5558"
+
+STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "postprocess",
+          "result_publish", "end_to_end")
+
+
+class BundleAssembler:
+    """Group stream frames into bundles and release those the model can use.
+
+    A bundle is released when it holds every channel the model needs. Bundles
+    older than a released one that never completed are dropped
+    (``engine:incomplete``); a bundle whose frames all arrived without the
+    needed channels is dropped (``engine:mismatch``) and raises
+    :class:`BundleMismatch` once per acquisition.
+    """
+
+    def __init__(self, needed: list[str], drops: DropCounter, max_open: int = 8) -> None:
+        self.needed = set(needed)
+        self.drops = drops
+        self.max_open = max_open
+        self._reported: set[str] = set()  # acquisitions whose mismatch was already raised
+        self._open: collections.OrderedDict[tuple, list[StreamFrame]] = collections.OrderedDict()
+
+    def add(self, frame: StreamFrame) -> list[StreamFrame] | None:
+        h = frame.header
+        key = (h["acquisition_id"], h["bundle_id"])
+        frames = self._open.setdefault(key, [])
+        frames.append(frame)
+        have = {f.header["channel"] for f in frames}
+        if self.needed <= have:
+            del self._open[key]
+            for k in list(self._open):  # older bundles can no longer be the newest
+                if k[0] == key[0] and k[1] < key[1]:
+                    self.drops.add("engine:incomplete", len(self._open.pop(k)))
+            return frames
+        if len(frames) >= h.get("bundle_size", 1 << 30):
+            del self._open[key]
+            self.drops.add("engine:mismatch", len(frames))
+            if key[0] in self._reported:
+                return None
+            self._reported.add(key[0])
+            raise BundleMismatch(
+                f"bundle {h['bundle_id']} of {h['acquisition_id']} is complete with channels "
+                f"{sorted(have)} but the model needs {sorted(self.needed)}"
+            )
+        while len(self._open) > self.max_open:
+            _, old = self._open.popitem(last=False)
+            self.drops.add("engine:incomplete", len(old))
+        return None
+
+
+class BundleQueue:
+    """Bundles waiting for a worker, under the ``live`` or ``all`` policy."""
+
+    def __init__(self, policy: str, drops: DropCounter, capacity: int = 32) -> None:
+        self.policy = policy
+        self.drops = drops
+        self.capacity = capacity
+        self._items: collections.deque[list[StreamFrame]] = collections.deque()
+        self._cv = threading.Condition()
+        self.closed = False
+
+    def put(self, bundle: list[StreamFrame]) -> None:
+        with self._cv:
+            if self.policy == "live":
+                while self._items:
+                    self.drops.add("engine:superseded", len(self._items.popleft()))
+            else:
+                while len(self._items) >= self.capacity and not self.closed:
+                    self._cv.wait(0.1)
+            self._items.append(bundle)
+            self._cv.notify_all()
+
+    def get(self, timeout: float = 0.1) -> list[StreamFrame] | None:
+        with self._cv:
+            if not self._items:
+                self._cv.wait(timeout)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cv.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LatencyStats:
+    """Rolling per-stage latency (ms) over the last ``window`` results."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self._d: dict[str, collections.deque[float]] = {s: collections.deque(maxlen=window) for s in STAGES}
+        self._times: collections.deque[float] = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add(self, h: dict[str, Any]) -> None:
+        def ms(a: str, b: str) -> float:
+            return (h[b] - h[a]) / 1e6
+
+        vals = {
+            "acquire": ms("t_exposure_start_ns", "t_acquired_ns"),
+            "publish": ms("t_acquired_ns", "t_frame_published_ns"),
+            "transport": ms("t_frame_published_ns", "t_received_ns"),
+            "queue": ms("t_received_ns", "t_dequeued_ns"),
+            "preprocess": ms("t_dequeued_ns", "t_preprocessed_ns"),
+            "infer": ms("t_preprocessed_ns", "t_inferred_ns"),
+            "postprocess": ms("t_inferred_ns", "t_postprocessed_ns"),
+            "result_publish": ms("t_postprocessed_ns", "t_published_ns"),
+            "end_to_end": ms("t_acquired_ns", "t_published_ns"),
+        }
+        with self._lock:
+            for k, v in vals.items():
+                self._d[k].append(v)
+            self._times.append(time.monotonic())
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = {}
+            for k, d in self._d.items():
+                if d:
+                    a = np.fromiter(d, float)
+                    out[k] = {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+                              "p99": float(np.percentile(a, 99)), "n": len(a)}
+            t = [x for x in self._times if x > time.monotonic() - 5.0]
+            rate = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        return {"latency_ms": out, "results_per_s": rate}
+
+
+class InferenceEngine:
+    """Serve one model package on a frame stream."""
+
+    def __init__(
+        self, package: ModelPackage | str | Path, stream_address: str,
+        results_address: str = DEFAULT_RESULTS_ADDRESS,
+        control_address: str | None = DEFAULT_ENGINE_CONTROL_ADDRESS,
+        workers: int = 1, runtime: str = "auto", policy: str = "live",
+        warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4,
+    ) -> None:
+        if policy not in ("live", "all"):
+            raise ValueError(f"unknown policy {policy!r}; use 'live' (newest bundle) or 'all' (keep every bundle)")
+        self.ctx = zmq.Context.instance()
+        self.drops = DropCounter()
+        self.latency = LatencyStats()
+        self.queue = BundleQueue(policy, self.drops)
+        self.runtime_pref = runtime
+        self.n_workers = workers
+        self.batch = batch
+        self.warmup_shape = warmup_shape
+        self.frames_received = 0
+        self.bundles_ready = 0
+        self.results_published = 0
+        self.errors: collections.deque[str] = collections.deque(maxlen=20)
+        self._stop = threading.Event()
+        self._model_lock = threading.Lock()
+        self._generation = 0
+        self._pub_lock = threading.Lock()
+        self.stream_address = stream_address
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 64)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(results_address)
+        self.results_address = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._install(package if isinstance(package, ModelPackage) else load_package(package))
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, 64)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+        self.sub.connect(stream_address)
+        self.control: ControlServer | None = None
+        if control_address:
+            self.control = ControlServer(
+                {"status": self.status, "load_model": self.load_model, "set_policy": self.set_policy},
+                control_address, self.ctx,
+            )
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ model
+    def _install(self, package: ModelPackage) -> None:
+        """Open runtimes and warm up workers for ``package``, then switch to it."""
+        threads = default_threads(self.n_workers)
+        workers = []
+        for i in range(self.n_workers):
+            rt = open_runtime(package, self.runtime_pref, threads=threads)
+            w = InferenceWorker(package, rt, worker_id=i, batch=self.batch)
+            if self.warmup_shape:
+                ms = w.warm_up(self.warmup_shape)
+                log.info("worker %d warmed up in %.1f ms", i, ms)
+            workers.append(w)
+        with self._model_lock:
+            self.package = package
+            self.workers = workers
+            self.assembler = BundleAssembler(package.manifest.inputs, self.drops)
+            self._generation += 1
+
+    def load_model(self, path: str) -> dict[str, Any]:
+        """Switch to another model package; on failure the current model keeps serving."""
+        try:
+            self._install(load_package(path))
+        except Exception as e:
+            self._error(f"load_model {path}: {e}")
+            raise
+        return self.describe_model()
+
+    def set_policy(self, policy: str) -> dict[str, Any]:
+        if policy not in ("live", "all"):
+            raise ValueError(f"unknown policy {policy!r}; use 'live' or 'all'")
+        self.queue.policy = policy
+        return {"policy": policy}
+
+    def describe_model(self) -> dict[str, Any]:
+        m = self.package.manifest
+        return {"name": m.name, "task": m.task, "sha256": m.sha256, "inputs": m.inputs, "outputs": m.outputs,
+                "scale_factor": m.scale_factor, "runtime": self.workers[0].runtime.describe(),
+                "skipped_runtimes": getattr(self.workers[0].runtime, "skipped", [])}
+
+    # ------------------------------------------------------------------ run
+    def start(self) -> InferenceEngine:
+        specs = [("engine-recv", self._receive), ("engine-stats", self._stats_loop)]
+        specs += [(f"engine-worker-{i}", lambda i=i: self._work(i)) for i in range(self.n_workers)]
+        for name, target in specs:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self.control is not None:
+            self.control.start()
+        log.info("engine: model %s, stream %s, results %s", self.package.manifest.name,
+                 self.stream_address, self.results_address)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self.queue.close()
+        for t in self._threads:
+            t.join(timeout=2)
+        if self.control is not None:
+            self.control.stop()
+        self.sub.close(linger=0)
+        self.pub.close(linger=0)
+
+    def _receive(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            try:
+                parts = self.sub.recv_multipart(copy=False)
+                t_rx = now_ns()
+                _, header, data = decode(parts)
+            except Exception as e:  # noqa: BLE001 - a garbage message must not stop the engine
+                self.drops.add("receive:undecodable")
+                self._error(f"undecodable stream message: {e}")
+                continue
+            self.frames_received += 1
+            try:
+                bundle = self.assembler.add(StreamFrame(header, data, t_rx))
+            except BundleMismatch as e:
+                self._error(str(e))
+                continue
+            except KeyError as e:
+                self.drops.add("receive:bad_header")
+                self._error(f"stream frame header lacks {e}")
+                continue
+            if bundle is not None:
+                self.bundles_ready += 1
+                self.queue.put(bundle)
+
+    def _work(self, index: int) -> None:
+        while not self._stop.is_set():
+            bundle = self.queue.get(0.1)
+            if bundle is None:
+                continue
+            t_deq = now_ns()
+            with self._model_lock:
+                worker = self.workers[index]
+            try:
+                result = worker.process(bundle, t_deq)
+            except (BundleMismatch, NonFiniteOutput) as e:
+                self.drops.add("engine:mismatch" if isinstance(e, BundleMismatch) else "engine:nonfinite", len(bundle))
+                self._error(str(e))
+                continue
+            except Exception as e:  # noqa: BLE001 - a failing bundle must not stop the worker
+                self.drops.add("engine:error", len(bundle))
+                self._error(f"inference failed: {type(e).__name__}: {e}")
+                continue
+            self.publish(result)
+
+    def publish(self, result: Result) -> None:
+        result.header["t_published_ns"] = now_ns()
+        head = json.dumps(result.header, separators=(",", ":")).encode()
+        with self._pub_lock:
+            self.pub.send_multipart([b"result", head, result.data], copy=False)
+        self.results_published += 1
+        self.latency.add(result.header)
+
+    def _error(self, message: str) -> None:
+        log.warning("engine: %s", message)
+        self.errors.append(message)
+        msg = {"source": "engine", "t_ns": now_ns(), "message": message}
+        with self._pub_lock:
+            try:
+                self.pub.send_multipart([b"error", json.dumps(msg).encode()], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "source": "engine", "t_ns": now_ns(), "model": self.describe_model(), "policy": self.queue.policy,
+            "workers": self.n_workers, "frames_received": self.frames_received,
+            "bundles_ready": self.bundles_ready, "results_published": self.results_published,
+            "queued": len(self.queue), "dropped": self.drops.snapshot(), "dropped_total": self.drops.total,
+            "errors": list(self.errors)[-5:], **self.latency.summary(),
+        }
+
+    def _stats_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            msg = json.dumps(self.status()).encode()
+            with self._pub_lock:
+                try:
+                    self.pub.send_multipart([b"stats", msg], flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass

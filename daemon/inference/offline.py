@@ -1,0 +1,97 @@
+"""Offline inference over a recorded acquisition (policy: keep every bundle).
+
+Reads an OME-Zarr recording written by the daemon, groups its frames into the
+bundles they were acquired as, runs the same :class:`InferenceWorker` as the
+live engine, and writes the results beside the recording as another OME-Zarr
+(``<name>.<model>.ome.zarr``) with one series per source series and one
+channel per model output. Bundles the model cannot use are reported and
+skipped; every other bundle is inferred.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..frames import Frame, FrameHeader, now_ns
+from ..recorder import Recorder, SeriesSpec, open_recording
+from .package import ModelPackage, load_package
+from .runtimes import default_threads, open_runtime
+from .worker import BundleMismatch, InferenceWorker, NonFiniteOutput, StreamFrame
+
+__all__ = ["OfflineReport", "run_offline"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OfflineReport:
+    output: Path
+    bundles: int = 0
+    inferred: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def results_path(recording: Path, model_name: str) -> Path:
+    stem = recording.name.removesuffix(".ome.zarr").removesuffix(".zarr")
+    return recording.with_name(f"{stem}.{model_name}.ome.zarr")
+
+
+def run_offline(package: ModelPackage | str | Path, recording: str | Path, runtime: str = "auto",
+                output: str | Path | None = None) -> OfflineReport:
+    pkg = package if isinstance(package, ModelPackage) else load_package(package)
+    m = pkg.manifest
+    rec = open_recording(recording)
+    out = Path(output) if output else results_path(Path(recording), m.name)
+    worker = InferenceWorker(pkg, open_runtime(pkg, runtime, threads=default_threads(1)))
+    report = OfflineReport(out)
+    writer = Recorder(out, f"{rec.attrs['scopecast']['acquisition_id']}.{m.name}", {
+        "kind": "inference", "model": m.name, "model_sha256": m.sha256, "source": str(Path(recording).resolve()),
+    })
+    try:
+        for series in rec.series:
+            bundles: dict[int, list[FrameHeader]] = defaultdict(list)
+            for h in series.frames:
+                bundles[h.bundle_id].append(h)
+            out_series = None
+            for t, (bundle_id, headers) in enumerate(sorted(bundles.items())):
+                report.bundles += 1
+                frames = [StreamFrame(h.to_dict(), series.image(h.channel, h.index.get("t", 0), h.index.get("z", 0)),
+                                      now_ns()) for h in headers]
+                try:
+                    result = worker.process(frames)
+                except (BundleMismatch, NonFiniteOutput) as e:
+                    report.skipped.append(f"{series.name} bundle {bundle_id}: {e}")
+                    log.warning("offline: %s", report.skipped[-1])
+                    continue
+                h0 = headers[0]
+                y = result.data
+                if out_series is None:
+                    out_series = writer.add_series(SeriesSpec(
+                        name=f"{series.name} {m.name}", channels=tuple(m.outputs),
+                        modalities=("inferred",) * len(m.outputs), shape_yx=(y.shape[1], y.shape[2]),
+                        dtype="float32", pixel_size_um=h0.pixel_size_um / m.scale_factor,
+                        position_um=(h0.stage_x_um, h0.stage_y_um, h0.stage_z_um), detector=m.name,
+                        position_index=h0.position_index,
+                    ))
+                for c, name in enumerate(m.outputs):
+                    header = FrameHeader(
+                        acquisition_id=writer.acquisition_id, seq=int(result.header["source_seqs"][0]),
+                        bundle_id=bundle_id, bundle_index=c, bundle_size=len(m.outputs), channel=name,
+                        modality="inferred", pattern="", detector=m.name, stage_x_um=h0.stage_x_um,
+                        stage_y_um=h0.stage_y_um, stage_z_um=h0.stage_z_um, exposure_ms=0.0,
+                        pixel_size_um=h0.pixel_size_um / m.scale_factor, dtype="float32",
+                        shape=(y.shape[1], y.shape[2]), position_index=h0.position_index,
+                        t_acquired_ns=h0.t_acquired_ns,
+                        extra={"model": m.name, "model_sha256": m.sha256,
+                               "source_seqs": result.header["source_seqs"]},
+                    )
+                    writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c)
+                report.inferred += 1
+    finally:
+        writer.close()
+    return report

@@ -1,0 +1,64 @@
+"""Loading model packages for the engine (see :mod:`scopecast.models.manifest`).
+
+:func:`load_package` validates the manifest and verifies the model file's
+sha256, so a corrupt or swapped file is refused with a message naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from scopecast.models.manifest import MANIFEST, ModelManifest, Normalization, OutputScaling, sha256_file
+
+__all__ = [
+    "ModelManifest", "ModelPackage", "Normalization", "OutputScaling", "PackageError", "load_package",
+]
+
+
+class PackageError(ValueError):
+    """A model package that cannot be used (message names the file and the problem)."""
+
+
+class ModelPackage:
+    """A loaded, verified model package."""
+
+    def __init__(self, path: Path, manifest: ModelManifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model_file
+
+    @property
+    def plan_path(self) -> Path | None:
+        return self.path / self.manifest.plan_file if self.manifest.plan_file else None
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"ModelPackage({m.name!r}, {m.task}, inputs={m.inputs}, outputs={m.outputs}, sha256={m.short_hash})"
+
+
+def load_package(path: str | Path) -> ModelPackage:
+    """Load and verify a package directory; raises :class:`PackageError` naming the problem."""
+    path = Path(path)
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise PackageError(f"{path} is not a model package: no {MANIFEST}")
+    try:
+        manifest = ModelManifest.model_validate_json(mf.read_text())
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'manifest'}: {err['msg']}" for err in e.errors())
+        raise PackageError(f"{mf}: invalid manifest: {problems}") from None
+    model = path / manifest.model_file
+    if not model.is_file():
+        raise PackageError(f"{path}: model file {manifest.model_file!r} is missing")
+    digest = sha256_file(model)
+    if digest != manifest.sha256:
+        raise PackageError(
+            f"{model}: sha256 {digest[:12]}… does not match the manifest ({manifest.sha256[:12]}…); "
+            "the file is corrupt or was replaced"
+        )
+    return ModelPackage(path, manifest)

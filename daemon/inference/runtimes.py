@@ -1,0 +1,259 @@
+"""Inference runtimes behind one small interface, chosen at run time.
+
+=================  ===========================================================
+``ort-tensorrt``   ONNX Runtime, TensorRT execution provider: FP16 when the
+                   package allows it, engine cache keyed on model hash + GPU +
+                   precision + shape profile.
+``ort-cuda``       ONNX Runtime, CUDA execution provider, IO binding (outputs
+                   stay on the device until one copy back).
+``ort-cpu``        ONNX Runtime, CPU provider, intra-op threads = cores / workers.
+``tensorrt``       a serialized TensorRT engine (``.plan``) through the
+                   TensorRT Python API and cuda-python.
+=================  ===========================================================
+
+:func:`open_runtime` walks a preference list and returns the first runtime that
+can actually run here; every skipped choice is logged with its reason ("no GPU",
+"onnxruntime has no TensorrtExecutionProvider", ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .package import ModelPackage
+
+__all__ = [
+    "RUNTIME_NAMES", "InferenceRuntime", "RuntimeUnavailable", "gpu_name", "open_runtime",
+]
+
+log = logging.getLogger(__name__)
+
+RUNTIME_NAMES = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """This runtime cannot run here (the message says why)."""
+
+
+class InferenceRuntime(Protocol):
+    """Runs a model on a float32 ``(N, C, H, W)`` batch."""
+
+    name: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
+def gpu_name() -> str | None:
+    """Name of the first NVIDIA GPU, or None when there is none (nvidia-smi / driver query)."""
+    try:
+        import ctypes
+
+        lib = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    try:
+        if lib.nvmlInit_v2() != 0:
+            return None
+        handle = ctypes.c_void_p()
+        if lib.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(handle)) != 0:
+            return None
+        buf = ctypes.create_string_buffer(96)
+        if lib.nvmlDeviceGetName(handle, buf, 96) != 0:
+            return None
+        return buf.value.decode()
+    except (AttributeError, OSError):
+        return None
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+class OrtRuntime:
+    """An ONNX Runtime session on one execution provider."""
+
+    def __init__(self, package: ModelPackage, provider: str, threads: int | None = None,
+                 cache_dir: Path | None = None) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        m = package.manifest
+        if provider != "CPUExecutionProvider":
+            if provider not in available:
+                raise RuntimeUnavailable(
+                    f"onnxruntime {ort.__version__} has no {provider} (available: {', '.join(available)}); "
+                    "install the 'gpu' extra (onnxruntime-gpu) on a machine with an NVIDIA GPU"
+                )
+            if gpu_name() is None:
+                raise RuntimeUnavailable(f"{provider}: no NVIDIA GPU found (NVML not available)")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        providers: list[Any]
+        if provider == "TensorrtExecutionProvider":
+            cache = (cache_dir or Path.home() / ".cache" / "scopecast" / "trt") / self.cache_key(package, "fp16" if m.fp16 else "fp32")
+            cache.mkdir(parents=True, exist_ok=True)
+            c = len(m.inputs)
+            t = m.tile
+            trt_opts = {
+                "trt_fp16_enable": m.fp16,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_profile_min_shapes": f"{m.input_name}:1x{c}x{m.multiple}x{m.multiple}",
+                "trt_profile_opt_shapes": f"{m.input_name}:4x{c}x{t}x{t}",
+                "trt_profile_max_shapes": f"{m.input_name}:8x{c}x{t}x{t}",
+            }
+            providers = [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+            self.cache_path = cache
+        elif provider == "CUDAExecutionProvider":
+            providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(package.model_path), opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - any load failure names the model
+            raise RuntimeError(f"cannot load {package.model_path} with {provider}: {e}") from None
+        self.provider = provider
+        self.name = {"TensorrtExecutionProvider": "ort-tensorrt", "CUDAExecutionProvider": "ort-cuda"}.get(provider, "ort-cpu")
+        self.input_name = m.input_name
+        self.output_name = m.output_name
+        names = [i.name for i in self.session.get_inputs()]
+        if m.input_name not in names:
+            raise RuntimeError(f"{package.model_path}: no input named {m.input_name!r} (inputs: {names})")
+        self._io = self.session.io_binding() if provider != "CPUExecutionProvider" else None
+        self.threads = threads
+
+    @staticmethod
+    def cache_key(package: ModelPackage, precision: str) -> str:
+        """Engine-cache folder: model hash + GPU + precision + shape profile."""
+        m = package.manifest
+        profile = f"{len(m.inputs)}x{m.multiple}-{m.tile}"
+        gpu = (gpu_name() or "nogpu").replace(" ", "_")
+        digest = hashlib.sha256(f"{m.sha256}|{gpu}|{precision}|{profile}".encode()).hexdigest()[:16]
+        return f"{m.name}-{m.short_hash}-{gpu}-{precision}-{profile}-{digest}"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._io is None:
+            return self.session.run([self.output_name], {self.input_name: x})[0]
+        io = self._io
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+        io.bind_cpu_input(self.input_name, x)
+        io.bind_output(self.output_name, "cuda")
+        self.session.run_with_iobinding(io)
+        return io.copy_outputs_to_cpu()[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": self.name, "providers": self.session.get_providers(), "threads": self.threads}
+
+
+# --------------------------------------------------------------- native TensorRT
+class TensorRTRuntime:
+    """A serialized TensorRT engine (``.plan``) run with the TensorRT 10 tensor API."""
+
+    name = "tensorrt"
+
+    def __init__(self, package: ModelPackage) -> None:
+        plan = package.plan_path
+        if plan is None or not plan.is_file():
+            raise RuntimeUnavailable(f"package {package.manifest.name!r} has no TensorRT engine (.plan)")
+        if gpu_name() is None:
+            raise RuntimeUnavailable("TensorRT: no NVIDIA GPU found (NVML not available)")
+        try:
+            import tensorrt as trt
+            from cuda.bindings import runtime as cudart
+        except ImportError as e:
+            raise RuntimeUnavailable(f"TensorRT runtime needs the 'gpu' extra: {e}") from None
+        self._trt, self._cudart = trt, cudart
+        logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"{plan}: TensorRT could not deserialize the engine (built for another GPU or version?)")
+        self.context = self.engine.create_execution_context()
+        m = package.manifest
+        self.input_name, self.output_name = m.input_name, m.output_name
+        err, self.stream = cudart.cudaStreamCreate()
+        self._check(err)
+        self._buffers: dict[str, tuple[int, int]] = {}
+
+    def _check(self, err: Any) -> None:
+        if int(err) != 0:
+            raise RuntimeError(f"CUDA error {err}")
+
+    def _device(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                self._cudart.cudaFree(ptr)
+            err, ptr = self._cudart.cudaMalloc(nbytes)
+            self._check(err)
+            self._buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        cudart = self._cudart
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        self.context.set_input_shape(self.input_name, x.shape)
+        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        out = np.empty(out_shape, np.float32)
+        d_in = self._device(self.input_name, x.nbytes)
+        d_out = self._device(self.output_name, out.nbytes)
+        kind_h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        kind_d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._check(cudart.cudaMemcpyAsync(d_in, x.ctypes.data, x.nbytes, kind_h2d, self.stream)[0])
+        self.context.set_tensor_address(self.input_name, d_in)
+        self.context.set_tensor_address(self.output_name, d_out)
+        if not self.context.execute_async_v3(self.stream):
+            raise RuntimeError("TensorRT execution failed")
+        self._check(cudart.cudaMemcpyAsync(out.ctypes.data, d_out, out.nbytes, kind_d2h, self.stream)[0])
+        self._check(cudart.cudaStreamSynchronize(self.stream)[0])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": self.name, "gpu": gpu_name()}
+
+
+_ORT_PROVIDER = {"ort-tensorrt": "TensorrtExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
+                 "ort-cpu": "CPUExecutionProvider"}
+
+
+def open_runtime(package: ModelPackage, preference: str | tuple[str, ...] = "auto",
+                 threads: int | None = None, cache_dir: Path | None = None) -> InferenceRuntime:
+    """The first runtime in ``preference`` that works here ("auto": fastest first).
+
+    Each skipped runtime is logged with its reason; the choice is logged too.
+    """
+    order = RUNTIME_NAMES if preference == "auto" else ((preference,) if isinstance(preference, str) else preference)
+    reasons = []
+    for name in order:
+        if name not in RUNTIME_NAMES:
+            raise ValueError(f"unknown runtime {name!r}; runtimes: {', '.join(RUNTIME_NAMES)}")
+        try:
+            rt: InferenceRuntime
+            if name == "tensorrt":
+                rt = TensorRTRuntime(package)
+            else:
+                rt = OrtRuntime(package, _ORT_PROVIDER[name], threads=threads, cache_dir=cache_dir)
+        except RuntimeUnavailable as e:
+            reasons.append(f"{name}: {e}")
+            log.info("runtime %s unavailable: %s", name, e)
+            continue
+        log.warning("model %s runs on %s%s", package.manifest.name, rt.name,
+                    f" (skipped: {'; '.join(reasons)})" if reasons else "")
+        rt.skipped = reasons  # type: ignore[attr-defined]
+        return rt
+    raise RuntimeUnavailable("no runtime can run this model here: " + "; ".join(reasons))
+
+
+def default_threads(workers: int) -> int:
+    """Intra-op threads per worker: the cores shared evenly, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))

@@ -1,0 +1,177 @@
+"""One inference worker: a bundle of frames in, one result out.
+
+``preprocess`` stacks the bundle's frames in the model's channel order and
+normalizes them as the package says; ``infer`` runs the runtime over tiles;
+``postprocess`` maps the output to physical units and refuses non-finite
+values. Each step is timed for the latency figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..frames import now_ns
+from .package import ModelPackage, Normalization
+from .runtimes import InferenceRuntime
+from .tiling import plan_tiles, run_tiled
+
+__all__ = ["BundleMismatch", "InferenceWorker", "NonFiniteOutput", "Result", "StreamFrame", "normalize"]
+
+# percentiles are estimated on at most this many pixels per channel (strided subsample)
+_PERCENTILE_SAMPLES = 16384
+
+
+class BundleMismatch(ValueError):
+    """The bundle does not carry what the model needs."""
+
+
+class NonFiniteOutput(RuntimeError):
+    """The model produced NaN or Inf."""
+
+
+@dataclass
+class StreamFrame:
+    """A frame as received from the stream (header dict + pixels)."""
+
+    header: dict[str, Any]
+    data: np.ndarray
+    t_received_ns: int = 0
+
+
+@dataclass
+class Result:
+    header: dict[str, Any]
+    data: np.ndarray  # float32 (C, H, W)
+    timings_ns: dict[str, int] = field(default_factory=dict)
+
+
+def normalize(frames: list[np.ndarray], norm: Normalization, out: np.ndarray | None = None) -> np.ndarray:
+    """Stack and normalize frames into a float32 ``(C, H, W)`` array in one pass per channel.
+
+    Percentiles are estimated on a strided subsample of at most
+    :data:`_PERCENTILE_SAMPLES` pixels per channel (exact enough for contrast
+    normalization, ~0.3 ms instead of ~5 ms at 512×512).
+    """
+    h, w = frames[0].shape
+    if out is None or out.shape != (len(frames), h, w):
+        out = np.empty((len(frames), h, w), np.float32)
+    if norm.kind == "mean_std":
+        shift = [float(m) for m in norm.mean]  # type: ignore[union-attr]
+        inv = [1.0 / max(float(s), norm.eps) for s in norm.std]  # type: ignore[union-attr]
+    else:
+        step = max(1, int(np.ceil(np.sqrt(h * w / _PERCENTILE_SAMPLES))))
+        shift, inv = [], []
+        for f in frames:
+            lo, hi = np.percentile(f[::step, ::step], [norm.low, norm.high])
+            shift.append(float(lo))
+            inv.append(1.0 / max(float(hi - lo), norm.eps))
+    for c, f in enumerate(frames):
+        np.subtract(f, np.float32(shift[c]), out=out[c], dtype=np.float32)
+        out[c] *= np.float32(inv[c])
+    return out
+
+
+class InferenceWorker:
+    """Runs one model package on bundles (not thread-safe: one per thread)."""
+
+    def __init__(self, package: ModelPackage, runtime: InferenceRuntime, worker_id: int = 0, batch: int = 4) -> None:
+        self.package = package
+        self.m = package.manifest
+        self.runtime = runtime
+        self.worker_id = worker_id
+        self.batch = batch
+        self.results = 0
+        self._input: np.ndarray | None = None  # reused input buffer
+
+    def warm_up(self, shape: tuple[int, int]) -> float:
+        """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms."""
+        t0 = now_ns()
+        x = np.zeros((len(self.m.inputs), *shape), np.float32)
+        run_tiled(x, plan_tiles(shape, self.m.tile, self.m.halo, self.m.multiple), self.runtime.run,
+                  self.m.scale_factor, self.batch)
+        return (now_ns() - t0) / 1e6
+
+    def order(self, frames: list[StreamFrame]) -> list[StreamFrame]:
+        """The bundle's frames in model input order; raises :class:`BundleMismatch`."""
+        by_channel = {f.header["channel"]: f for f in frames}
+        missing = [c for c in self.m.inputs if c not in by_channel]
+        if missing:
+            raise BundleMismatch(
+                f"model {self.m.name!r} needs channels {self.m.inputs}; bundle "
+                f"{frames[0].header.get('bundle_id')} of {frames[0].header.get('acquisition_id')} "
+                f"has {sorted(by_channel)} (missing {missing})"
+            )
+        ordered = [by_channel[c] for c in self.m.inputs]
+        shapes = {tuple(f.data.shape) for f in ordered}
+        if len(shapes) != 1:
+            raise BundleMismatch(f"model {self.m.name!r}: input frames differ in shape {sorted(shapes)}")
+        return ordered
+
+    def preprocess(self, ordered: list[StreamFrame]) -> np.ndarray:
+        self._input = normalize([f.data for f in ordered], self.m.normalization, self._input)
+        return self._input
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        plan = plan_tiles(x.shape[1:], self.m.tile, self.m.halo, self.m.multiple)
+        out = run_tiled(x, plan, self.runtime.run, self.m.scale_factor, self.batch)
+        expected = len(self.m.outputs)
+        if out.shape[0] != expected:
+            raise BundleMismatch(f"model {self.m.name!r} produced {out.shape[0]} channels, manifest says {expected}")
+        return out
+
+    def postprocess(self, y: np.ndarray) -> np.ndarray:
+        if not np.isfinite(y).all():
+            bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
+            raise NonFiniteOutput(f"model {self.m.name!r} produced {bad} NaN/Inf values")
+        s = self.m.output_scaling
+        if s is not None:
+            y *= np.asarray(s.scale, np.float32)[:, None, None]
+            y += np.asarray(s.offset, np.float32)[:, None, None]
+        return y
+
+    def process(self, frames: list[StreamFrame], t_dequeued_ns: int | None = None) -> Result:
+        """Bundle -> :class:`Result` with per-stage timestamps."""
+        t_deq = t_dequeued_ns or now_ns()
+        ordered = self.order(frames)
+        x = self.preprocess(ordered)
+        t_pre = now_ns()
+        y = self.infer(x)
+        t_inf = now_ns()
+        y = self.postprocess(y)
+        t_post = now_ns()
+        last = max(ordered, key=lambda f: f.header.get("t_acquired_ns", 0))
+        h0 = last.header
+        self.results += 1
+        header = {
+            "version": h0.get("version", 1),
+            "kind": "result",
+            "model": self.m.name,
+            "model_sha256": self.m.sha256,
+            "task": self.m.task,
+            "runtime": self.runtime.name,
+            "worker": self.worker_id,
+            "acquisition_id": h0.get("acquisition_id"),
+            "bundle_id": h0.get("bundle_id"),
+            "source_seqs": [f.header.get("seq") for f in ordered],
+            "channels": list(self.m.outputs),
+            "dtype": "float32",
+            "shape": list(y.shape),
+            "scale_factor": self.m.scale_factor,
+            "pixel_size_um": (h0.get("pixel_size_um") or 0.0) / self.m.scale_factor,
+            "stage_x_um": h0.get("stage_x_um"),
+            "stage_y_um": h0.get("stage_y_um"),
+            "stage_z_um": h0.get("stage_z_um"),
+            "t_exposure_start_ns": h0.get("t_exposure_start_ns", 0),
+            "t_acquired_ns": h0.get("t_acquired_ns", 0),
+            "t_frame_published_ns": max(f.header.get("t_published_ns", 0) for f in ordered),
+            "t_received_ns": max(f.t_received_ns for f in ordered),
+            "t_dequeued_ns": t_deq,
+            "t_preprocessed_ns": t_pre,
+            "t_inferred_ns": t_inf,
+            "t_postprocessed_ns": t_post,
+            "t_published_ns": 0,
+        }
+        return Result(header, np.ascontiguousarray(y, dtype=np.float32))

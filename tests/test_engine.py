@@ -1,0 +1,236 @@
+"""Daemon + engine + independent clients over real loopback sockets."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from scopecast.daemon.control import ControlClient, DaemonError
+from scopecast.daemon.inference.engine import InferenceEngine
+from scopecast.daemon.inference.offline import run_offline
+from scopecast.daemon.inference.package import load_package
+from scopecast.daemon.inference.tiling import plan_tiles, run_tiled
+from scopecast.daemon.inference.worker import normalize
+from scopecast.daemon.recorder import open_recording
+from scopecast.daemon.stream import StreamSubscriber
+from scopecast.models.synthetic import write_package
+
+CYCLE = ["DPC-Left", "DPC-Right", "BF"]
+
+
+@pytest.fixture
+def model(tmp_path):
+    return write_package(tmp_path / "m", CYCLE, ["nuclei", "membrane"], name="tiny", width=8, layers=3, tile=128)
+
+
+@pytest.fixture
+def engine_factory(daemon):
+    engines = []
+
+    def make(package, **kw):
+        kw.setdefault("warmup_shape", (256, 256))
+        e = InferenceEngine(package, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", **kw).start()
+        engines.append(e)
+        time.sleep(0.2)  # let SUB sockets connect (ZeroMQ slow joiner)
+        return e
+
+    yield make
+    for e in engines:
+        e.close()
+
+
+def _collect(sub, topic, n, timeout=60.0):
+    out, t_end = [], time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < t_end:
+        m = sub.recv(0.5)
+        if m and m[0] == topic:
+            out.append(m)
+    return out
+
+
+class RawClient:
+    """A stream client written from docs/protocol.md alone (no scopecast helpers)."""
+
+    def __init__(self, address, topics):
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        for t in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t)
+        self.sock.connect(address)
+
+    def recv(self, timeout=2.0):
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        parts = self.sock.recv_multipart()
+        topic, head = parts[0].decode("ascii"), json.loads(parts[1].decode("utf-8"))
+        if len(parts) == 3:
+            dt = np.dtype(head["dtype"]).newbyteorder("<")
+            return topic, head, np.frombuffer(parts[2], dtype=dt).reshape(head["shape"])
+        return topic, head, None
+
+    def close(self):
+        self.sock.close()
+
+
+def test_end_to_end_with_independent_clients(daemon, client, engine_factory, model):
+    engine = engine_factory(model)
+    frames_client = RawClient(daemon.stream_address, [b"frame"])
+    results_client = RawClient(engine.results_address, [b"result", b"stats"])
+    time.sleep(0.2)
+    client.request("start_live", channels=CYCLE, record=True, interval_ms=50)
+    frames, results, stats = {}, [], None
+    t_end = time.monotonic() + 60
+    while (len(results) < 3 or stats is None) and time.monotonic() < t_end:
+        for c in (frames_client, results_client):
+            m = c.recv(0.2)
+            if m is None:
+                continue
+            topic, head, data = m
+            if topic == "frame":
+                frames[head["seq"]] = (head, data)
+            elif topic == "result":
+                results.append((head, data))
+            elif topic == "stats":
+                stats = head
+    client.request("stop")
+    while (m := frames_client.recv(0.5)) is not None:  # drain what is still queued
+        frames[m[1]["seq"]] = (m[1], m[2])
+    frames_client.close()
+    results_client.close()
+    assert len(results) >= 3 and stats is not None
+    head, data = results[-1]
+    assert head["model"] == "tiny" and head["channels"] == ["nuclei", "membrane"]
+    assert data.shape == (2, 256, 256) and data.dtype == np.float32 and np.isfinite(data).all()
+    # the result refers to frames the independent client received, in model order
+    srcs = [frames[s][0] for s in head["source_seqs"] if s in frames]
+    assert [h["channel"] for h in srcs] == CYCLE
+    assert all(h["bundle_id"] == head["bundle_id"] for h in srcs)
+    for h, img in (frames[s] for s in head["source_seqs"] if s in frames):
+        assert img.dtype == np.uint16 and img.shape == (256, 256)
+    t = [head[k] for k in ("t_exposure_start_ns", "t_acquired_ns", "t_frame_published_ns", "t_received_ns",
+                           "t_dequeued_ns", "t_preprocessed_ns", "t_inferred_ns", "t_postprocessed_ns",
+                           "t_published_ns")]
+    assert t == sorted(t) and t[0] > 0
+    assert stats["source"] == "engine" and "infer" in stats["latency_ms"] and stats["results_published"] >= 1
+
+
+def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, engine_factory, tmp_path):
+    heavy = write_package(tmp_path / "heavy", CYCLE, ["nuclei"], name="heavy", width=48, layers=6, tile=256)
+    engine = engine_factory(heavy)
+    sub = StreamSubscriber(engine.results_address, ("result",))
+    time.sleep(0.2)
+    job = client.request("start_live", channels=CYCLE, record=True)
+    assert len(_collect(sub, "result", 3)) == 3
+    stopped = client.request("stop")["stopped"]
+    sub.close()
+    time.sleep(0.5)  # let in-flight bundles finish
+    st = engine.status()
+    dstatus = client.request("status")["stream"]
+    # the camera outran the model: bundles were dropped and counted
+    assert st["dropped"].get("engine:superseded", 0) > 0
+    # accounting: every published frame was received or counted as dropped at the daemon
+    published = dstatus["frames_published"]
+    assert published + dstatus["dropped_total"] == stopped["frames"]
+    used = st["results_published"] * len(CYCLE)
+    in_flight = published - st["frames_received"] + st["queued"] * len(CYCLE) + 8 * len(CYCLE)
+    assert abs(st["frames_received"] - used - st["dropped_total"]) <= in_flight
+    # recording never drops
+    rec = open_recording(stopped["path"])
+    assert len(rec.frames) == stopped["frames"] == job["frames"] + stopped["frames"] - job["frames"]
+    assert rec.series[0].data.shape[0] == stopped["frames"] // len(CYCLE)
+
+
+def test_bundle_without_model_channels_is_reported_and_engine_keeps_serving(daemon, client, engine_factory, model):
+    engine = engine_factory(model)
+    sub = StreamSubscriber(engine.results_address, ("result", "error"))
+    time.sleep(0.2)
+    client.request("start_live", channels=["BF", "DF"])
+    errors = _collect(sub, "error", 1)
+    client.request("stop")
+    assert errors and "needs ['BF', 'DPC-Left', 'DPC-Right']" in errors[0][1]["message"]
+    assert engine.status()["dropped"]["engine:mismatch"] >= 2
+    client.request("start_live", channels=CYCLE)
+    assert len(_collect(sub, "result", 2)) == 2
+    client.request("stop")
+    sub.close()
+
+
+def test_nan_model_and_bad_model_switch_keep_engine_serving(daemon, client, engine_factory, model, tmp_path):
+    nan = write_package(tmp_path / "nan", CYCLE, ["x"], name="nan", nan_output=True, tile=128, layers=2, width=4)
+    engine = engine_factory(nan)
+    sub = StreamSubscriber(engine.results_address, ("result", "error"))
+    time.sleep(0.2)
+    client.request("start_live", channels=CYCLE)
+    err = _collect(sub, "error", 1)
+    assert err and "NaN/Inf" in err[0][1]["message"]
+    with ControlClient(engine.control.address) as ec:
+        corrupt = tmp_path / "corrupt"
+        corrupt.mkdir()
+        (corrupt / "manifest.json").write_text("{}")
+        with pytest.raises(DaemonError, match="invalid manifest"):
+            ec.request("load_model", path=str(corrupt))
+        assert ec.request("status")["model"]["name"] == "nan"
+        assert ec.request("load_model", path=str(model))["name"] == "tiny"
+    res = _collect(sub, "result", 2)
+    client.request("stop")
+    sub.close()
+    assert len(res) == 2 and res[-1][1]["model"] == "tiny"
+    assert engine.status()["dropped"]["engine:nonfinite"] >= 3
+
+
+def test_workers_share_one_stream_and_tag_results(daemon, client, engine_factory, model):
+    engine = engine_factory(model, workers=2, policy="all")
+    sub = StreamSubscriber(engine.results_address, ("result",))
+    time.sleep(0.2)
+    client.request("start_live", channels=CYCLE, max_cycles=12)
+    res = _collect(sub, "result", 12, timeout=90)
+    sub.close()
+    assert len(res) == 12
+    assert {h["worker"] for _, h, _ in res} == {0, 1}
+    ids = [h["bundle_id"] for _, h, _ in res]
+    assert sorted(ids) == sorted(set(ids)) and len(set(ids)) == 12  # every bundle once, orderable
+
+
+def test_garbage_on_the_stream_is_counted_not_fatal(model):
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind("tcp://127.0.0.1:*")
+    addr = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+    e = InferenceEngine(load_package(model), addr, "tcp://127.0.0.1:*", None, warmup_shape=None).start()
+    sub = StreamSubscriber(e.results_address, ("result",))
+    time.sleep(0.3)
+    try:
+        pub.send_multipart([b"frame", b"{not json", b"xx"])
+        pub.send_multipart([b"frame", json.dumps({"dtype": "uint16", "shape": [4, 4]}).encode(), b"\0" * 32])
+        for i, ch in enumerate(CYCLE):
+            h = {"acquisition_id": "a", "bundle_id": 1, "bundle_size": 3, "channel": ch, "seq": i,
+                 "dtype": "uint16", "shape": [32, 32], "t_acquired_ns": 1, "t_published_ns": 1}
+            pub.send_multipart([b"frame", json.dumps(h).encode(), np.full((32, 32), i, np.uint16).tobytes()])
+        assert len(_collect(sub, "result", 1, timeout=10)) == 1
+        d = e.status()["dropped"]
+        assert d["receive:undecodable"] == 1 and d["receive:bad_header"] == 1
+    finally:
+        sub.close()
+        e.close()
+        pub.close()
+
+
+def test_offline_mode_matches_the_live_worker(client, model):
+    job = client.request("start_live", channels=CYCLE, max_cycles=3, record=True)
+    rec_path = client.wait(job["id"], timeout_s=60)["path"]
+    report = run_offline(model, rec_path, runtime="ort-cpu")
+    assert report.inferred == report.bundles == 3 and not report.skipped
+    out = open_recording(report.output)
+    s = out.series[0]
+    assert s.data.shape == (3, 2, 1, 256, 256) and s.channels == ["nuclei", "membrane"]
+    # recompute bundle 1 by hand from the recording
+    src = open_recording(rec_path).series[0]
+    pkg = load_package(model)
+    from scopecast.daemon.inference.runtimes import open_runtime
+
+    x = normalize([src.image(c, t=1) for c in CYCLE], pkg.manifest.normalization)
+    y = run_tiled(x, plan_tiles((256, 256), 128, 16, 1), open_runtime(pkg, "ort-cpu").run)
+    np.testing.assert_allclose(s.image("membrane", t=1), y[1], rtol=1e-4, atol=1e-5)
+    assert s.frames[0].extra["model"] == "tiny"

@@ -1,0 +1,141 @@
+"""Model packages, runtimes, tiling and the worker (real ONNX Runtime sessions)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from scopecast.daemon.inference.package import PackageError, load_package
+from scopecast.daemon.inference.runtimes import RuntimeUnavailable, gpu_name, open_runtime
+from scopecast.daemon.inference.tiling import plan_tiles, run_tiled
+from scopecast.daemon.inference.worker import InferenceWorker, NonFiniteOutput, StreamFrame, BundleMismatch
+from scopecast.models.synthetic import write_package
+
+NO_GPU = "no NVIDIA GPU on this machine (NVML not found); GPU runtimes are tested where one is present"
+
+
+@pytest.fixture(scope="module")
+def pkg(tmp_path_factory):
+    return load_package(write_package(tmp_path_factory.mktemp("pkg"), ["A", "B", "C"], ["x", "y"], tile=128, halo=16))
+
+
+@pytest.mark.parametrize("shape", [(300, 420), (129, 700), (1000, 130)])
+def test_tiled_output_equals_whole_image_output(pkg, shape):
+    rt = open_runtime(pkg, "ort-cpu")
+    x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)
+    plan = plan_tiles(shape, 128, 16, 1)
+    assert not plan.whole and plan.n_tiles > 1
+    tiled = run_tiled(x, plan, rt.run, batch=3)
+    whole = rt.run(x[None])[0]
+    interior = (slice(None), slice(8, -8), slice(8, -8))
+    rel = np.abs(tiled - whole)[interior].max() / np.abs(whole).max()
+    assert rel < 1e-3
+
+
+def test_tiled_super_resolution_output(tmp_path):
+    p = load_package(write_package(tmp_path, ["W"], ["sr"], scale=2, tile=96, halo=16))
+    rt = open_runtime(p, "ort-cpu")
+    x = np.random.default_rng(2).standard_normal((1, 200, 150)).astype(np.float32)
+    tiled = run_tiled(x, plan_tiles((200, 150), 96, 16, 1), rt.run, scale=2)
+    whole = rt.run(x[None])[0]
+    assert tiled.shape == whole.shape == (1, 400, 300)
+    assert np.abs(tiled - whole)[:, 16:-16, 16:-16].max() < 1e-3 * np.abs(whole).max()
+
+
+def test_small_frames_run_whole_padded_to_the_multiple():
+    plan = plan_tiles((100, 90), tile=256, halo=16, multiple=16)
+    assert plan.whole and plan.tile == (112, 96)
+    out = run_tiled(np.ones((1, 100, 90), np.float32), plan, lambda b: b * 2)
+    assert out.shape == (1, 100, 90) and np.all(out == 2)
+
+
+def test_manifest_errors_name_the_problem(tmp_path, pkg):
+    with pytest.raises(PackageError, match="no manifest.json"):
+        load_package(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    m = json.loads((pkg.path / "manifest.json").read_text())
+    (bad / "manifest.json").write_text(json.dumps({**m, "tile": 100, "multiple": 16}))
+    with pytest.raises(PackageError, match="tile 100 is not a multiple of 16"):
+        load_package(bad)
+    (bad / "manifest.json").write_text(json.dumps({**m, "inputs": []}))
+    with pytest.raises(PackageError, match="inputs"):
+        load_package(bad)
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(PackageError, match="invalid manifest"):
+        load_package(bad)
+
+
+def test_corrupt_model_file_is_refused(tmp_path):
+    p = write_package(tmp_path, ["A"], ["x"])
+    data = bytearray((p / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (p / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="does not match the manifest"):
+        load_package(p)
+
+
+def test_unloadable_model_names_the_file(tmp_path):
+    from scopecast.models.manifest import sha256_file
+
+    p = write_package(tmp_path, ["A"], ["x"])
+    (p / "model.onnx").write_bytes(b"this is not an onnx model")
+    m = json.loads((p / "manifest.json").read_text())
+    m["sha256"] = sha256_file(p / "model.onnx")
+    (p / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(RuntimeError, match="cannot load .*model.onnx"):
+        open_runtime(load_package(p), "ort-cpu")
+
+
+def test_auto_runtime_falls_back_and_says_why(pkg):
+    rt = open_runtime(pkg)
+    if gpu_name() is None:
+        assert rt.name == "ort-cpu"
+        assert any("tensorrt" in r for r in rt.skipped) and any("ort-cuda" in r for r in rt.skipped)
+    with pytest.raises(ValueError, match="unknown runtime 'ort-metal'"):
+        open_runtime(pkg, "ort-metal")
+
+
+@pytest.mark.skipif(gpu_name() is not None, reason="a GPU is present: the fallback path does not apply")
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-tensorrt", "tensorrt"])
+def test_gpu_runtimes_refuse_clearly_without_gpu(pkg, name):
+    with pytest.raises(RuntimeUnavailable) as e:
+        open_runtime(pkg, name)
+    assert any(s in str(e.value) for s in ("no NVIDIA GPU", "has no", "no TensorRT engine"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_name() is None, reason=NO_GPU)
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-tensorrt"])
+def test_gpu_runtimes_match_cpu(pkg, name, tmp_path):
+    x = np.random.default_rng(3).standard_normal((2, 3, 128, 128)).astype(np.float32)
+    cpu = open_runtime(pkg, "ort-cpu").run(x)
+    gpu = open_runtime(pkg, name, cache_dir=tmp_path).run(x)
+    tol = 1e-2 if pkg.manifest.fp16 else 1e-3
+    assert np.abs(gpu - cpu).max() < tol * np.abs(cpu).max()
+
+
+def _frames(channels, shape=(64, 64), seed=0):
+    rng = np.random.default_rng(seed)
+    return [StreamFrame({"channel": c, "seq": i, "bundle_id": 7, "acquisition_id": "a", "t_acquired_ns": i,
+                         "pixel_size_um": 0.65}, rng.integers(100, 4000, shape).astype(np.uint16), 1)
+            for i, c in enumerate(channels)]
+
+
+def test_worker_orders_channels_normalizes_and_reports(pkg):
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
+    frames = _frames(["C", "A", "B", "Extra"])
+    r = w.process(frames)
+    assert r.header["source_seqs"] == [1, 2, 0]  # model order A, B, C
+    assert r.data.shape == (2, 64, 64) and r.header["channels"] == ["x", "y"]
+    x = w.preprocess(w.order(frames))
+    assert np.percentile(x[0], 1) == pytest.approx(0, abs=0.02) and np.percentile(x[0], 99.8) == pytest.approx(1, abs=0.02)
+    with pytest.raises(BundleMismatch, match=r"needs channels \['A', 'B', 'C'\].*missing \['C'\]"):
+        w.process(_frames(["A", "B"]))
+
+
+def test_nan_output_is_an_error(tmp_path):
+    p = load_package(write_package(tmp_path, ["A"], ["x"], nan_output=True))
+    w = InferenceWorker(p, open_runtime(p, "ort-cpu"))
+    with pytest.raises(NonFiniteOutput, match="NaN/Inf"):
+        w.process(_frames(["A"]))
