@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,10 +17,22 @@ from .stream import DEFAULT_STREAM_ADDRESS
 DEFAULT_CONFIG = "sim-ledarray.cfg"
 
 
+def _pin(cpus: str) -> None:
+    """Restrict this process to the listed cores ("0", "1-3", "0,2")."""
+    if not cpus:
+        return
+    cores: set[int] = set()
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        cores.update(range(int(lo), int(hi or lo) + 1))
+    os.sched_setaffinity(0, cores)
+
+
 def _daemon(args: argparse.Namespace) -> int:
     from .backend import BackendError, load_mmcore_backend
     from .service import Daemon
 
+    _pin(args.cpus)
     try:
         backend = load_mmcore_backend(args.config)
     except BackendError as e:
@@ -69,6 +82,7 @@ def _engine(args: argparse.Namespace) -> int:
     from .inference.package import PackageError
     from .inference.runtimes import RuntimeUnavailable
 
+    _pin(args.cpus)
     try:
         if args.offline:
             from .inference.offline import run_offline
@@ -81,7 +95,7 @@ def _engine(args: argparse.Namespace) -> int:
         from .inference.engine import InferenceEngine
 
         engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
-                                 runtime=args.runtime, policy=args.policy).start()
+                                 runtime=args.runtime, policy=args.policy, threads=args.threads).start()
     except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"scopecast engine: {e}", file=sys.stderr)
         return 2
@@ -131,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"control socket address (default {DEFAULT_CONTROL_ADDRESS}, loopback only)")
     d.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS,
                    help=f"frame stream address (default {DEFAULT_STREAM_ADDRESS})")
+    d.add_argument("--cpus", default="", help="pin to these cores, e.g. 0 or 0-1 (keep them apart from the engine's)")
     d.set_defaults(func=_daemon)
 
     c = sub.add_parser("ctl", help="send one control command to a running daemon",
@@ -151,12 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--results", default="tcp://127.0.0.1:5557", help="address to publish results on")
     e.add_argument("--control", default="tcp://127.0.0.1:5558", help="engine control socket")
     e.add_argument("--workers", type=int, default=1, help="inference workers (threads with own sessions)")
+    e.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads per worker (default: (cores - 1) / workers)")
     e.add_argument("--runtime", default="auto",
                    help="auto (fastest available), tensorrt, ort-tensorrt, ort-cuda or ort-cpu")
     e.add_argument("--policy", default="live", choices=["live", "all"],
                    help="live: infer the newest bundle, drop older ones (counted); all: queue every bundle")
     e.add_argument("--offline", default="", help="run over this OME-Zarr recording and write results beside it")
     e.add_argument("--print-every", type=float, default=0.0, help="print throughput/latency every N s")
+    e.add_argument("--cpus", default="", help="pin to these cores, e.g. 1 or 2-7 (apart from the daemon's)")
     e.set_defaults(func=_engine)
 
     m = sub.add_parser("demo", help="the main job on the simulated scope, headless",

@@ -152,3 +152,16 @@ def test_photobleaching_dims_repeated_exposures(backend, core):
         last = _snap(backend, "Nuclei", 500).mean()
     assert last < 0.9 * first
     core.setProperty("Scope", "Photobleaching", "Off")
+
+
+def test_noise_off_gives_the_expected_counts(backend, core):
+    noisy = [_snap(backend, "BF", 10) for _ in range(2)]
+    core.setProperty("Camera", "Noise", "Off")
+    clean = [_snap(backend, "BF", 10) for _ in range(2)]
+    assert np.array_equal(clean[0], clean[1]) and not np.array_equal(noisy[0], noisy[1])
+    assert clean[0].mean() == pytest.approx(noisy[0].mean(), rel=1e-3)
+    # shot noise: variance of the difference of two noisy frames ≈ 2 × mean electrons × gain²
+    offset, gain = float(core.getProperty("Camera", "Offset")), float(core.getProperty("Camera", "Gain"))
+    electrons = (clean[0] - offset) / gain
+    var_adu = np.var(noisy[0] - noisy[1]) / 2
+    assert var_adu == pytest.approx(electrons.mean() * gain**2, rel=0.1)

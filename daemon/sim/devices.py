@@ -461,6 +461,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         self._pixel_um = 6.5
         self._binning = 1
         self._model = CameraModel()
+        self._noise = True
         self._mode = "Ensemble"
         self._rng = np.random.default_rng(1)
         self._truth = np.zeros((0, 3))
@@ -562,6 +563,15 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
     def bit_depth(self, v: str) -> None:
         self._model.bit_depth = int(v)
 
+    @pymm_property(allowed_values=("On", "Off"), name="Noise")
+    def noise(self) -> str:
+        """``Off``: expected counts without shot/read noise (clean references, pipeline benchmarks)."""
+        return "On" if self._noise else "Off"
+
+    @noise.setter
+    def noise(self, v: str) -> None:
+        self._noise = v == "On"
+
     @pymm_property(allowed_values=("Ensemble", "Blinking"), name="FluorophoreMode")
     def fluorophore_mode(self) -> str:
         """``Blinking``: single-molecule frames (sparse random emitters on)."""
@@ -589,7 +599,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         return scope.photons(self._pixel_um, self._binning, shape, self._exposure)
 
     def snap(self, buffer: np.ndarray) -> dict:
-        self._model.expose(self._photons(buffer.shape), out=buffer)
+        self._model.expose(self._photons(buffer.shape), out=buffer, noise=self._noise)
         return {"scopecast.simulated": True}
 
 
