@@ -121,6 +121,76 @@ def _engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gather(args: argparse.Namespace) -> int:
+    from scopecast.models.dataset import gather
+
+    daemon = None
+    address = args.control
+    if not address:  # run a daemon on the simulator in this process
+        import tempfile
+
+        from .backend import load_mmcore_backend, resolve_config
+        from .service import Daemon
+
+        cfg = resolve_config(args.config).read_text()
+        for dev in ("Camera", "STED"):
+            for axis in ("Width", "Height"):
+                cfg = cfg.replace(f"#py Property,{dev},Sensor{axis},512", f"#py Property,{dev},Sensor{axis},{args.size}")
+        tmp = Path(tempfile.mkdtemp(prefix="scopecast-gather-")) / "sim.cfg"
+        tmp.write_text(cfg)
+        daemon = Daemon(load_mmcore_backend(tmp), Path(args.out) / "recordings", "tcp://127.0.0.1:*",
+                        "tcp://127.0.0.1:*").start()
+        address = daemon.control_address
+    try:
+        index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed)
+    finally:
+        if daemon is not None:
+            daemon.close()
+    print(f"scopecast gather: {args.task}: {index['splits']['train']['fields']} training and "
+          f"{index['splits']['val']['fields']} validation fields -> {Path(args.out) / 'dataset.json'}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from scopecast.models.training import TrainConfig, train
+
+    cfg = TrainConfig(task=args.task, depth=args.depth, width=args.width, steps=args.steps,
+                      max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed)
+    ckpt = train(args.data, args.out, cfg)
+    import torch
+
+    meta = torch.load(ckpt, map_location="cpu", weights_only=False)
+    print(f"scopecast train: {ckpt} ({meta['parameters']:,} parameters, {meta['steps_done']} steps, "
+          f"{meta['train_seconds'] / 60:.1f} min); card: {Path(args.out) / 'card.md'}")
+    m = meta["metrics"]
+    for who, scores in [("model", m["model"]), *m["baselines"].items()]:
+        for o, s in scores.items():
+            print(f"  {who:<18} {o:<12} PSNR {s['psnr']:6.2f}  SSIM {s['ssim']:.3f}  r {s['pearson']:.3f}")
+    print(f"  beats baselines: {m['beats_baselines']}")
+    return 0 if m["beats_baselines"] else 3
+
+
+def _export(args: argparse.Namespace) -> int:
+    from scopecast.export.package import export_package
+
+    try:
+        res = export_package(args.checkpoint, args.out, name=args.name, tile=args.tile, halo=args.halo,
+                             fp16=args.fp16, tensorrt=args.tensorrt, triton_repository=args.triton or None,
+                             overwrite=args.overwrite)
+    except Exception as e:  # noqa: BLE001 - every export failure is reported by name
+        print(f"scopecast export: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    p = res.reports["fp32"]
+    print(f"scopecast export: {res.path} ({res.manifest.name}, sha256 {res.manifest.short_hash}); "
+          f"FP32 parity max |err| {p['max_abs_error']:.2e} <= {p['tolerance']:g} on {p['inputs_shape']}")
+    if "fp16" in res.reports:
+        q = res.reports["fp16"]
+        print(f"  FP16 model: max |err| {q['max_abs_error']:.2e} <= {q['tolerance']:.2e}")
+    for note in res.notes:
+        print(f"  {note}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -176,6 +246,48 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--print-every", type=float, default=0.0, help="print throughput/latency every N s")
     e.add_argument("--cpus", default="", help="pin to these cores, e.g. 1 or 2-7 (apart from the daemon's)")
     e.set_defaults(func=_engine)
+
+    g = sub.add_parser("gather", help="record paired training data with the daemon (simulated scope)",
+                       description="Dual-modality captures over separate training and validation slide regions.")
+    g.add_argument("--task", default="virtual-staining", choices=["virtual-staining", "super-resolution"])
+    g.add_argument("--out", required=True, help="dataset folder (dataset.json + recordings)")
+    g.add_argument("--train", type=int, default=48, help="training fields of view")
+    g.add_argument("--val", type=int, default=16, help="validation fields of view (another slide region)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--size", type=int, default=256, help="simulated camera size (pixels) when no --control")
+    g.add_argument("--config", default=DEFAULT_CONFIG, help="simulator config when no --control")
+    g.add_argument("--control", default="", help="use a running daemon instead of starting one")
+    g.set_defaults(func=_gather)
+
+    t = sub.add_parser("train", help="train a model on a gathered dataset (needs the 'train' extra)",
+                       description="Seeded CPU training with checkpoints, a loss log, held-out evaluation "
+                       "against baselines and a model card.")
+    t.add_argument("--task", default="virtual-staining", choices=["virtual-staining", "super-resolution"])
+    t.add_argument("--data", required=True, help="dataset folder from 'scopecast gather'")
+    t.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.jsonl, card.md)")
+    t.add_argument("--steps", type=int, default=1500)
+    t.add_argument("--minutes", type=float, default=12.0, help="time budget")
+    t.add_argument("--depth", type=int, default=3)
+    t.add_argument("--width", type=int, default=16)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--crop", type=int, default=96)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+
+    x = sub.add_parser("export", help="checkpoint -> ONNX model package (needs the 'train' extra)",
+                       description="ONNX (opset 18, dynamic shapes) + parity check + manifest + bioimage.io "
+                       "rdf.yaml + test tensors; optional FP16, TensorRT engine, Triton repository.")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--out", required=True, help="package folder to create")
+    x.add_argument("--name", default=None)
+    x.add_argument("--tile", type=int, default=256)
+    x.add_argument("--halo", type=int, default=32)
+    x.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx with its parity report")
+    x.add_argument("--tensorrt", action="store_true", help="also build model.plan (needs TensorRT and a GPU)")
+    x.add_argument("--triton", default="", help="also write a Triton model repository here")
+    x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(func=_export)
 
     m = sub.add_parser("demo", help="the main job on the simulated scope, headless",
                        description="Start the daemon on the simulated LED-array scope, run live, "

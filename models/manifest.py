@@ -12,11 +12,15 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MANIFEST", "ModelManifest", "Normalization", "OutputScaling", "sha256_file"]
+__all__ = ["MANIFEST", "ModelManifest", "Normalization", "OutputScaling", "normalize", "sha256_file"]
 
 MANIFEST = "manifest.json"
+
+# percentiles are estimated on about this many pixels per channel (strided subsample)
+_PERCENTILE_SAMPLES = 8192
 
 
 class Normalization(BaseModel):
@@ -105,3 +109,29 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def normalize(frames: list[np.ndarray], norm: Normalization, out: np.ndarray | None = None) -> np.ndarray:
+    """Stack and normalize frames into a float32 ``(C, H, W)`` array in one pass per channel.
+
+    Percentiles are estimated on a strided subsample of about
+    :data:`_PERCENTILE_SAMPLES` pixels per channel (enough for contrast
+    normalization; ~0.2 ms instead of ~5 ms for the full 512×512 frame).
+    """
+    h, w = frames[0].shape
+    if out is None or out.shape != (len(frames), h, w):
+        out = np.empty((len(frames), h, w), np.float32)
+    if norm.kind == "mean_std":
+        shift = [float(m) for m in norm.mean]  # type: ignore[union-attr]
+        inv = [1.0 / max(float(s), norm.eps) for s in norm.std]  # type: ignore[union-attr]
+    else:
+        step = max(1, int(np.ceil(np.sqrt(h * w / _PERCENTILE_SAMPLES))))
+        shift, inv = [], []
+        for f in frames:
+            lo, hi = np.percentile(f[::step, ::step], [norm.low, norm.high])
+            shift.append(float(lo))
+            inv.append(1.0 / max(float(hi - lo), norm.eps))
+    for c, f in enumerate(frames):
+        np.subtract(f, np.float32(shift[c]), out=out[c], dtype=np.float32)
+        out[c] *= np.float32(inv[c])
+    return out

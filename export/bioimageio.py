@@ -1,0 +1,65 @@
+"""bioimage.io model description (spec 0.5, ``rdf.yaml``) for an exported package."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from scopecast.models.manifest import ModelManifest, sha256_file
+
+__all__ = ["rdf"]
+
+
+def _space_axes(size_min: int, step: int, scale: float | None, ref: str | None = None) -> list[dict[str, Any]]:
+    axes = []
+    for ax in ("y", "x"):
+        a: dict[str, Any] = {"type": "space", "id": ax, "unit": "micrometer"}
+        a["size"] = {"tensor_id": ref, "axis_id": ax} if ref else {"min": size_min, "step": step}
+        if scale:
+            a["scale"] = scale
+        axes.append(a)
+    return axes
+
+
+def rdf(package: Path, m: ModelManifest, documentation: str = "card.md") -> dict[str, Any]:
+    """The ``rdf.yaml`` content describing the same model as ``manifest.json``."""
+    px = m.pixel_size_um
+    pre = [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": m.normalization.low,
+                                            "max_percentile": m.normalization.high}}]
+    if m.normalization.kind == "mean_std":
+        pre = [{"id": "fixed_zero_mean_unit_variance",
+                "kwargs": {"axis": "channel", "mean": m.normalization.mean, "std": m.normalization.std}}]
+    post = []
+    if m.output_scaling is not None:
+        post = [{"id": "scale_linear", "kwargs": {"axis": "channel", "gain": m.output_scaling.scale,
+                                                  "offset": m.output_scaling.offset}}]
+    return {
+        "type": "model",
+        "format_version": "0.5.4",
+        "name": m.name,
+        "description": m.description or f"{m.task} network exported by scopecast",
+        "authors": [{"name": "scopecast"}],
+        "cite": [{"text": "scopecast: live, trustworthy inference at the microscope",
+                  "url": "https://github.com/scopecast/scopecast"}],
+        "license": "BSD-3-Clause",
+        "tags": ["scopecast", m.task, "led-array", "simulated"],
+        "documentation": documentation,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "inputs": [{
+            "id": m.input_name,
+            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": m.inputs},
+                     *_space_axes(m.multiple, m.multiple, px)],
+            "test_tensor": {"source": "test_input.npy", "sha256": sha256_file(package / "test_input.npy")},
+            "preprocessing": pre,
+        }],
+        "outputs": [{
+            "id": m.output_name,
+            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": m.outputs},
+                     *_space_axes(0, 0, px / m.scale_factor if px else None, ref=m.input_name)],
+            "test_tensor": {"source": "test_output.npy", "sha256": sha256_file(package / "test_output.npy")},
+            "postprocessing": post,
+        }],
+        "weights": {"onnx": {"source": m.model_file, "sha256": m.sha256, "opset_version": 18}},
+        "config": {"scopecast": {"manifest": "manifest.json", "tile": m.tile, "halo": m.halo}},
+    }

@@ -1,0 +1,197 @@
+"""Training on gathered pairs (PyTorch, CPU is enough for these small networks).
+
+Inputs are normalized exactly as the engine will normalize them (the package's
+:class:`~scopecast.models.manifest.Normalization`); targets are mapped to
+roughly [0, 1] with a per-channel scale and offset from the training set,
+which becomes the package's ``output_scaling``. Training is seeded, runs for a
+step and time budget, logs losses to ``log.jsonl``, keeps checkpoints, and ends
+with the held-out evaluation and the model card (:mod:`.evaluation`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .architectures import build, count_parameters
+from .dataset import TASKS, PairSet, load_pairs
+from .manifest import Normalization, normalize
+
+__all__ = ["TrainConfig", "load_checkpoint", "prepare", "train"]
+
+
+@dataclass
+class TrainConfig:
+    task: str = "virtual-staining"
+    depth: int = 3
+    width: int = 16
+    steps: int = 1500
+    max_minutes: float = 12.0
+    batch: int = 8
+    crop: int = 96
+    lr: float = 2e-3
+    seed: int = 0
+    threads: int = 0  # 0: all cores
+    checkpoint_every: int = 250
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(pairs: PairSet, norm: Normalization, scale: tuple[np.ndarray, np.ndarray] | None = None):
+    """Normalized inputs, scaled targets and the (scale, offset) used for the targets."""
+    x = np.stack([normalize(list(p), norm) for p in pairs.inputs]).astype(np.float32)
+    if scale is None:
+        t = pairs.targets
+        offset = np.percentile(t, 1, axis=(0, 2, 3)).astype(np.float32)
+        top = np.percentile(t, 99.8, axis=(0, 2, 3)).astype(np.float32)
+        scale = (np.maximum(top - offset, 1e-3), offset)
+    s, o = scale
+    y = ((pairs.targets - o[None, :, None, None]) / s[None, :, None, None]).astype(np.float32)
+    return x, y, scale
+
+
+def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.random.Generator):
+    """Random aligned crops with flips / 90° rotations (the optics are isotropic)."""
+    N, _, H, W = x.shape
+    xb = np.empty((n, x.shape[1], crop, crop), np.float32)
+    yb = np.empty((n, y.shape[1], crop * sf, crop * sf), np.float32)
+    for i in range(n):
+        k = rng.integers(N)
+        r, c = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
+        xa = x[k, :, r:r + crop, c:c + crop]
+        ya = y[k, :, r * sf:(r + crop) * sf, c * sf:(c + crop) * sf]
+        rot, flip = rng.integers(4), rng.integers(2)
+        xa, ya = np.rot90(xa, rot, (1, 2)), np.rot90(ya, rot, (1, 2))
+        if flip:
+            xa, ya = xa[:, :, ::-1], ya[:, :, ::-1]
+        xb[i], yb[i] = xa, ya
+    return torch.from_numpy(xb), torch.from_numpy(yb)
+
+
+def _dpc_safe_augment(task: str) -> bool:
+    # DPC halves are direction-specific: rotating the image would swap their meaning
+    return task != "virtual-staining"
+
+
+def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train ``cfg.task`` on ``dataset``; writes checkpoints, ``log.jsonl`` and ``card.md`` into ``out``."""
+    from .evaluation import evaluate, write_card
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    spec = TASKS[cfg.task]
+    norm = Normalization(kind="percentile", low=1.0, high=99.8)
+    tr, va = load_pairs(dataset, "train"), load_pairs(dataset, "val")
+    sf = tr.targets.shape[-1] // tr.inputs.shape[-1]
+    xtr, ytr, scale = prepare(tr, norm)
+    xva, yva, _ = prepare(va, norm, scale)
+    arch, conf = ("unet", {"in_channels": xtr.shape[1], "out_channels": ytr.shape[1], "depth": cfg.depth,
+                           "width": cfg.width}) if sf == 1 else \
+        ("sr-unet", {"in_channels": xtr.shape[1], "out_channels": ytr.shape[1], "scale": sf, "depth": cfg.depth,
+                     "width": cfg.width})
+    model = build(arch, conf)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    loss_fn = nn.L1Loss()
+    crop = cfg.crop - cfg.crop % model.multiple  # type: ignore[attr-defined]
+    log = open(out / "log.jsonl", "w")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc=f"train {cfg.task}", unit="step")
+    t0 = time.monotonic()
+    meta = {
+        "arch": arch, "config": conf, "task": cfg.task, "inputs": spec["inputs"], "outputs": spec["outputs"],
+        "normalization": norm.model_dump(), "output_scaling": {"scale": scale[0].tolist(), "offset": scale[1].tolist()},
+        "scale_factor": sf, "pixel_size_um": tr.pixel_size_um, "multiple": model.multiple,  # type: ignore[attr-defined]
+        "train_config": asdict(cfg), "parameters": count_parameters(model),
+        "data": {"dataset": str(Path(dataset).resolve()), "train_fields": len(tr.positions),
+                 "val_fields": len(va.positions)},
+    }
+    step, last_val = 0, float("nan")
+    try:
+        for step in range(1, cfg.steps + 1):
+            model.train()
+            if _dpc_safe_augment(cfg.task):
+                xb, yb = _crops(xtr, ytr, cfg.batch, crop, sf, rng)
+            else:  # flips/rotations would change which DPC half is which: crops only
+                xb, yb = _crops_plain(xtr, ytr, cfg.batch, crop, sf, rng)
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            rec = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "t_s": time.monotonic() - t0}
+            if step % 100 == 0 or step == cfg.steps:
+                last_val = _val_loss(model, xva, yva, loss_fn)
+                rec["val_loss"] = last_val
+            log.write(json.dumps(rec) + "\n")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", val=f"{last_val:.4f}")
+            if step % cfg.checkpoint_every == 0:
+                _save(out / "checkpoint.pt", model, meta, step)
+            if time.monotonic() - t0 > cfg.max_minutes * 60:
+                break
+    finally:
+        log.close()
+        if bar is not None:
+            bar.close()
+    meta["train_seconds"] = time.monotonic() - t0
+    meta["steps_done"] = step
+    ckpt = _save(out / "checkpoint.pt", model, meta, step)
+    metrics = evaluate(model, xtr, ytr, xva, yva, meta)
+    meta["metrics"] = metrics
+    ckpt = _save(out / "checkpoint.pt", model, meta, step)
+    write_card(out / "card.md", meta, metrics)
+    return ckpt
+
+
+def _crops_plain(x, y, n, crop, sf, rng):
+    N, _, H, W = x.shape
+    idx = [(rng.integers(N), rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)) for _ in range(n)]
+    xb = np.stack([x[k, :, r:r + crop, c:c + crop] for k, r, c in idx])
+    yb = np.stack([y[k, :, r * sf:(r + crop) * sf, c * sf:(c + crop) * sf] for k, r, c in idx])
+    return torch.from_numpy(np.ascontiguousarray(xb)), torch.from_numpy(np.ascontiguousarray(yb))
+
+
+@torch.inference_mode()
+def _val_loss(model: nn.Module, x: np.ndarray, y: np.ndarray, loss_fn) -> float:
+    model.eval()
+    n = min(len(x), 4)
+    return float(loss_fn(model(torch.from_numpy(x[:n])), torch.from_numpy(y[:n])))
+
+
+def _save(path: Path, model: nn.Module, meta: dict[str, Any], step: int) -> Path:
+    tmp = path.with_suffix(".tmp")
+    torch.save({**meta, "step": step, "state_dict": model.state_dict()}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint; errors name a mismatch between checkpoint and architecture."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("arch", "config", "state_dict"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: not a scopecast checkpoint (no {key!r})")
+    model = build(ckpt["arch"], ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        detail = "; ".join(lines[1:4]) + (f"; … ({len(lines) - 4} more)" if len(lines) > 4 else "")
+        raise ValueError(f"{path}: checkpoint does not match architecture {ckpt['arch']!r} "
+                         f"{ckpt['config']}: {detail}") from None
+    return model.eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}

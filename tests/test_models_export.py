@@ -1,0 +1,175 @@
+"""Gathering, training and exporting models (tiny data and budgets: the pipeline, not the quality)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is not installed")
+
+from scopecast.daemon.inference.package import load_package  # noqa: E402
+from scopecast.daemon.inference.runtimes import open_runtime  # noqa: E402
+from scopecast.export.onnx_export import ExportError, ParityError, export_onnx, parity  # noqa: E402
+from scopecast.export.package import export_package  # noqa: E402
+from scopecast.models import architectures  # noqa: E402
+from scopecast.models.dataset import REGIONS, gather, load_pairs  # noqa: E402
+from scopecast.models.training import TrainConfig, load_checkpoint, train  # noqa: E402
+from tests.conftest import small_cfg  # noqa: E402
+
+PACKAGES = Path(__file__).resolve().parents[1] / "models" / "packages"
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+
+    tmp = tmp_path_factory.mktemp("ds")
+    d = Daemon(load_mmcore_backend(small_cfg(tmp, 64)), tmp / "rec", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    try:
+        vs = gather(d.control_address, "virtual-staining", tmp / "vs", n_train=3, n_val=2, seed=1)
+        sr = gather(d.control_address, "super-resolution", tmp / "sr", n_train=3, n_val=2, seed=2)
+    finally:
+        d.close()
+    return tmp / "vs", tmp / "sr", vs
+
+
+def test_gathered_splits_come_from_separate_slide_regions(tiny_dataset):
+    vs_dir, sr_dir, index = tiny_dataset
+    tr, va = load_pairs(vs_dir, "train"), load_pairs(vs_dir, "val")
+    assert tr.inputs.shape == (3, 6, 64, 64) and tr.targets.shape == (3, 2, 64, 64)
+    assert all(REGIONS["train"][0][0] <= x <= REGIONS["train"][0][1] for x, _ in tr.positions)
+    assert all(REGIONS["val"][0][0] <= x <= REGIONS["val"][0][1] for x, _ in va.positions)
+    sr = load_pairs(sr_dir, "train")
+    assert sr.inputs.shape == (3, 1, 64, 64) and sr.targets.shape == (3, 1, 128, 128)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    vs_dir, _, _ = tiny_dataset
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(task="virtual-staining", depth=2, width=4, steps=12, batch=2, crop=32, checkpoint_every=5, seed=3)
+    return train(vs_dir, out, cfg, progress=False), out
+
+
+def test_training_writes_checkpoint_log_and_card(trained):
+    ckpt, out = trained
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, 13)) and "val_loss" in lines[-1]
+    model, meta = load_checkpoint(ckpt)
+    assert meta["steps_done"] == 12 and meta["inputs"][0] == "DPC-Left" and meta["outputs"] == ["nuclei", "membrane"]
+    card = (out / "card.md").read_text()
+    assert "| **this model** | nuclei |" in card and "linear regression" in card
+    assert set(meta["metrics"]["baselines"]) == {"linear regression"}
+
+
+def test_training_is_seeded(tiny_dataset, tmp_path):
+    vs_dir, _, _ = tiny_dataset
+    cfg = TrainConfig(task="virtual-staining", depth=2, width=4, steps=3, batch=2, crop=32, seed=5)
+    losses = []
+    for i in range(2):
+        train(vs_dir, tmp_path / str(i), cfg, progress=False)
+        losses.append([json.loads(x)["loss"] for x in (tmp_path / str(i) / "log.jsonl").read_text().splitlines()])
+    assert losses[0] == losses[1]
+
+
+def test_export_package_round_trip_through_the_engine(trained, tmp_path):
+    ckpt, _ = trained
+    res = export_package(ckpt, tmp_path / "pkg", name="vs-tiny", tile=64, halo=8, fp16=True,
+                         triton_repository=tmp_path / "triton")
+    assert res.reports["fp32"]["max_abs_error"] <= 1e-4 and res.reports["fp32"]["passed"]
+    assert res.reports["fp32"]["inputs_shape"][1:] == [6, 64, 64]  # a real validation field
+    assert "fp16" in res.reports
+    files = {p.name for p in (tmp_path / "pkg").iterdir()}
+    assert {"model.onnx", "model_fp16.onnx", "manifest.json", "rdf.yaml", "test_input.npy", "test_output.npy",
+            "card.md", "parity.json"} <= files
+    pkg = load_package(tmp_path / "pkg")
+    m = pkg.manifest
+    assert m.inputs[:2] == ["DPC-Left", "DPC-Right"] and m.multiple == 4 and m.output_scaling is not None
+    x, y = np.load(tmp_path / "pkg" / "test_input.npy"), np.load(tmp_path / "pkg" / "test_output.npy")
+    np.testing.assert_allclose(open_runtime(pkg, "ort-cpu").run(x), y, atol=1e-4)
+    import onnx
+    import yaml
+
+    proto = onnx.load(str(tmp_path / "pkg" / "model.onnx"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 6, "H", "W"] and proto.opset_import[0].version >= 18
+    rdf = yaml.safe_load((tmp_path / "pkg" / "rdf.yaml").read_text())
+    assert rdf["format_version"].startswith("0.5") and rdf["weights"]["onnx"]["sha256"] == m.sha256
+    assert rdf["inputs"][0]["preprocessing"][0]["id"] == "scale_range"
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == m.inputs
+    cfg = (tmp_path / "triton" / "vs-tiny" / "config.pbtxt").read_text()
+    assert "dynamic_batching" in cfg and "instance_group" in cfg and (tmp_path / "triton" / "vs-tiny" / "1" / "model.onnx").exists()
+    if not res.manifest.plan_file:
+        assert res.notes == [] or all("TensorRT" in n for n in res.notes)
+
+
+def test_tensorrt_without_gpu_is_a_clear_note(trained, tmp_path):
+    from scopecast.daemon.inference.runtimes import gpu_name
+
+    if gpu_name() is not None:
+        pytest.skip("a GPU is present: the engine is built instead")
+    res = export_package(trained[0], tmp_path / "pkg", tile=64, halo=8, tensorrt=True)
+    assert res.manifest.plan_file is None
+    assert any("TensorRT engine not built" in n and ("not installed" in n or "no NVIDIA GPU" in n) for n in res.notes)
+
+
+def test_unknown_architecture_and_mismatched_checkpoint(trained, tmp_path):
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'.*unet, sr-unet"):
+        architectures.build("resnet", {})
+    ckpt = torch.load(trained[0], weights_only=False)
+    ckpt["config"] = {**ckpt["config"], "width": 8}
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(ValueError, match="does not match architecture 'unet'"):
+        load_checkpoint(bad)
+    with pytest.raises(ValueError, match="does not match"):
+        export_package(bad, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+class _Unexportable(torch.nn.Module):
+    def forward(self, x):
+        return torch.fft.fft2(x).abs()
+
+
+class _Random(torch.nn.Module):  # eager and ONNX draw different random numbers
+    def __init__(self, in_channels=1, out_channels=1):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, out_channels, 1)
+        self.multiple = 1
+
+    def forward(self, x):
+        return self.conv(x) + torch.rand_like(x[:, :1])
+
+
+def test_unexportable_operator_is_named(tmp_path):
+    with pytest.raises(ExportError, match="fft"):
+        export_onnx(_Unexportable(), np.zeros((1, 1, 8, 8), np.float32), tmp_path / "m.onnx")
+
+
+def test_parity_failure_leaves_no_package(trained, tmp_path, monkeypatch):
+    monkeypatch.setitem(architectures.ARCHITECTURES, "random", _Random)
+    ckpt = torch.load(trained[0], weights_only=False)
+    ckpt.update(arch="random", config={"in_channels": 6, "out_channels": 2},
+                state_dict=_Random(6, 2).state_dict(), multiple=1)
+    bad = tmp_path / "random.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(ParityError, match="exceeds the tolerance"):
+        export_package(bad, tmp_path / "pkg", tile=64, halo=8)
+    assert list(tmp_path.glob("pkg*")) == [] and list(tmp_path.glob(".pkg*")) == []
+    assert parity  # the function the package step uses
+
+
+@pytest.mark.parametrize("name", ["virtual-staining", "super-resolution"])
+def test_shipped_packages_pass_their_own_parity_and_beat_baselines(name):
+    path = PACKAGES / name
+    if not path.exists():
+        pytest.skip(f"package {name} has not been trained and shipped yet")
+    pkg = load_package(path)
+    x, y = np.load(path / "test_input.npy"), np.load(path / "test_output.npy")
+    np.testing.assert_allclose(open_runtime(pkg, "ort-cpu").run(x), y, atol=1e-4)
+    assert pkg.manifest.provenance["metrics"]["beats_baselines"] is True
+    assert (path / "model.onnx").stat().st_size < 8 * 2**20
+    assert "beats every baseline" in (path / "card.md").read_text()
