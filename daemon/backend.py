@@ -310,6 +310,11 @@ def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
     adapters from the Micro-Manager installation pymmcore-plus finds. A
     malformed file raises :class:`BackendError` naming the file, line and cause.
     """
+    import os
+
+    # The daemon never runs Qt: keep pymmcore-plus on psygnal events even when a Qt
+    # application lives in the same process (tests, embedding).
+    os.environ.setdefault("PYMM_SIGNALS_BACKEND", "psygnal")
     from pymmcore_plus.experimental.unicore import UniMMCore
 
     path = resolve_config(config)

@@ -191,6 +191,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gui(args: argparse.Namespace) -> int:
+    from scopecast.gui.app import run_gui
+
+    engines = [tuple((e.split(",") + [""])[:2]) for e in args.engine]
+    return run_gui(args.control, args.stream, engines, screenshot=args.screenshot, frames=args.frames,
+                   timeout_s=args.timeout)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -288,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--triton", default="", help="also write a Triton model repository here")
     x.add_argument("--overwrite", action="store_true")
     x.set_defaults(func=_export)
+
+    v = sub.add_parser("gui", help="the live viewer (a client of the daemon and engine sockets)",
+                       description="Raw and inferred images, latency figures and acquisition controls.")
+    v.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, help="daemon control socket")
+    v.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, help="daemon frame stream")
+    v.add_argument("--engine", action="append", default=[],
+                   help="RESULTS[,CONTROL] of an engine (repeat for several), e.g. "
+                   "tcp://127.0.0.1:5557,tcp://127.0.0.1:5558")
+    v.add_argument("--screenshot", default="", help="render to this PNG after --frames results and exit")
+    v.add_argument("--frames", type=int, default=20, help="results (or raw frames without an engine) before --screenshot")
+    v.add_argument("--timeout", type=float, default=120.0, help="give up waiting for frames after this many s")
+    v.set_defaults(func=_gui)
 
     m = sub.add_parser("demo", help="the main job on the simulated scope, headless",
                        description="Start the daemon on the simulated LED-array scope, run live, "

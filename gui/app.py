@@ -1,0 +1,59 @@
+"""``scopecast gui``: open the live viewer, or render a screenshot headless and exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["run_gui"]
+
+
+def run_gui(control: str, stream: str, engines: list[tuple[str, str]], screenshot: str = "",
+            frames: int = 20, timeout_s: float = 120.0, size: tuple[int, int] = (1500, 900)) -> int:
+    """Run the window; with ``screenshot`` render after ``frames`` results (or raw frames) and exit.
+
+    ``engines`` is a list of ``(results address, control address)``.
+    """
+    if screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import time
+
+    import pyqtgraph as pg
+    from pyqtgraph.Qt import QtCore
+
+    from .window import EngineEndpoint, ScopeWindow
+
+    app = pg.mkQApp("scopecast")
+    win = ScopeWindow(control, stream, [EngineEndpoint(r, c) for r, c in engines])
+    win.resize(*size)
+    win.show()
+    code = {"rc": 0}
+    if screenshot:
+        t_end = time.monotonic() + timeout_s
+
+        def check() -> None:
+            done = win.displayed >= frames if engines else win.frames_shown >= frames
+            if done or time.monotonic() > t_end:
+                if not done:
+                    print(f"scopecast gui: only {win.displayed} results / {win.frames_shown} frames in "
+                          f"{timeout_s:g} s; saving what is shown", file=sys.stderr)
+                    code["rc"] = 1
+                app.processEvents()
+                win.grab().save(str(Path(screenshot)))
+                print(f"scopecast gui: screenshot {screenshot}")
+                win.close()
+                app.quit()
+
+        timer = QtCore.QTimer()
+        timer.timeout.connect(check)
+        timer.start(200)
+    app.exec()
+    # PySide6 can crash while tearing down Qt objects during interpreter exit: release the
+    # window while the application still exists, then leave without a second teardown.
+    win.deleteLater()
+    app.processEvents()
+    del win
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code["rc"])

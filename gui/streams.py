@@ -1,0 +1,170 @@
+"""Socket side of the GUI: newest-only stream buffers and off-thread control requests.
+
+The GUI is a client of the documented sockets only. :class:`LatestStreams`
+runs one thread that reads the daemon's frame stream and each engine's result
+stream and keeps only the newest frame per channel and the newest result per
+engine; anything replaced before the GUI looked at it is counted as a
+``display:superseded`` drop. The camera never waits for the display.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from scopecast.daemon.control import ControlClient
+from scopecast.daemon.stream import decode
+
+__all__ = ["Latest", "LatestStreams", "Requester"]
+
+
+@dataclass
+class Latest:
+    header: dict[str, Any]
+    data: np.ndarray | None
+    t_received_ns: int
+    serial: int
+
+
+@dataclass
+class _Counters:
+    frames: int = 0
+    results: int = 0
+    superseded: int = 0
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # source address -> last stats
+    errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+
+class LatestStreams:
+    """Background reader of one frame stream and any number of result streams."""
+
+    def __init__(self, frame_address: str, result_addresses: list[str], context: zmq.Context | None = None) -> None:
+        self.ctx = context or zmq.Context.instance()
+        self._socks: dict[zmq.Socket, str] = {}
+        frames = self.ctx.socket(zmq.SUB)
+        for t in (b"frame", b"stats"):
+            frames.setsockopt(zmq.SUBSCRIBE, t)
+        frames.setsockopt(zmq.RCVHWM, 16)
+        frames.setsockopt(zmq.LINGER, 0)
+        frames.connect(frame_address)
+        self._socks[frames] = frame_address
+        for addr in result_addresses:
+            s = self.ctx.socket(zmq.SUB)
+            for t in (b"result", b"stats", b"error"):
+                s.setsockopt(zmq.SUBSCRIBE, t)
+            s.setsockopt(zmq.RCVHWM, 16)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(addr)
+            self._socks[s] = addr
+        self.result_addresses = list(result_addresses)
+        self._lock = threading.Lock()
+        self._frames: dict[str, Latest] = {}
+        self._results: dict[str, Latest] = {}
+        self._taken: set[tuple[str, int]] = set()
+        self.counters = _Counters()
+        self._serial = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gui-streams", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for s in self._socks:
+            s.close(linger=0)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for s in self._socks:
+            poller.register(s, zmq.POLLIN)
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(100):
+                try:
+                    topic, header, data = decode(sock.recv_multipart(copy=False))
+                except Exception as e:  # noqa: BLE001 - show it, keep reading
+                    with self._lock:
+                        self.counters.errors.append(f"undecodable message: {e}")
+                    continue
+                self._store(self._socks[sock], topic, header, data)
+
+    def _store(self, source: str, topic: str, header: dict, data: Any) -> None:
+        now = time.time_ns()
+        with self._lock:
+            self._serial += 1
+            c = self.counters
+            if topic == "frame":
+                key = header.get("channel") or "(current)"
+                old = self._frames.get(key)
+                if old is not None and ("f", old.serial) not in self._taken:
+                    c.superseded += 1
+                self._frames[key] = Latest(header, data, now, self._serial)
+                c.frames += 1
+            elif topic == "result":
+                old = self._results.get(source)
+                if old is not None and ("r", old.serial) not in self._taken:
+                    c.superseded += 1
+                self._results[source] = Latest(header, data, now, self._serial)
+                c.results += 1
+            elif topic == "stats":
+                c.stats[source] = header
+            elif topic == "error":
+                c.errors.append(f"{header.get('source', 'engine')}: {header.get('message')}")
+
+    def frame(self, channel: str | None) -> Latest | None:
+        """Newest frame of ``channel`` (any channel when None), marked as displayed."""
+        with self._lock:
+            if channel is None and self._frames:
+                item = max(self._frames.values(), key=lambda x: x.serial)
+            else:
+                item = self._frames.get(channel or "")
+            if item is not None:
+                self._taken.add(("f", item.serial))
+            return item
+
+    def channels(self) -> list[str]:
+        with self._lock:
+            return sorted(self._frames)
+
+    def result(self, address: str) -> Latest | None:
+        with self._lock:
+            item = self._results.get(address)
+            if item is not None:
+                self._taken.add(("r", item.serial))
+                if len(self._taken) > 10000:
+                    self._taken = {k for k in self._taken if k[1] > self._serial - 1000}
+            return item
+
+    def snapshot(self) -> _Counters:
+        with self._lock:
+            c = self.counters
+            return _Counters(c.frames, c.results, c.superseded, dict(c.stats), collections.deque(c.errors))
+
+
+class Requester:
+    """Control requests off the GUI thread (one ordered queue per socket address)."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._clients: dict[str, ControlClient] = {}
+
+    def submit(self, address: str, cmd: str, timeout_s: float = 5.0, **args: Any) -> Future:
+        pool = self._pools.setdefault(address, ThreadPoolExecutor(1, thread_name_prefix="gui-ctl"))
+
+        def call() -> Any:
+            client = self._clients.setdefault(address, ControlClient(address, timeout_s=timeout_s))
+            return client.request(cmd, timeout_s=timeout_s, **args)
+
+        return pool.submit(call)
+
+    def close(self) -> None:
+        for p in self._pools.values():
+            p.shutdown(wait=False, cancel_futures=True)
+        for c in self._clients.values():
+            c.close()

@@ -1,0 +1,162 @@
+"""The live viewer, a real Qt application (offscreen) against a real daemon and engines."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pg = pytest.importorskip("pyqtgraph", reason="the 'gui' extra is not installed")
+
+from scopecast.daemon.control import ControlClient  # noqa: E402
+from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
+from scopecast.models.synthetic import write_package  # noqa: E402
+
+CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
+
+
+@pytest.fixture(scope="module")
+def app():
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    return pg.mkQApp("scopecast-tests")
+
+
+def spin(app, cond, timeout=30.0):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def engines(daemon, tmp_path):
+    vs = write_package(tmp_path / "vs", CYCLE, ["nuclei", "membrane"], name="vs", task="virtual-staining",
+                       width=4, layers=2, tile=256)
+    sr = write_package(tmp_path / "sr", ["Membrane"], ["membrane-sr"], name="sr", task="super-resolution",
+                       scale=2, width=4, layers=2, tile=256)
+    es = [InferenceEngine(p, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+                          warmup_shape=(256, 256)).start() for p in (vs, sr)]
+    yield es
+    for e in es:
+        e.close()
+
+
+@pytest.fixture
+def window(app, daemon, engines):
+    from scopecast.gui.window import EngineEndpoint, ScopeWindow
+
+    w = ScopeWindow(daemon.control_address, daemon.stream_address,
+                    [EngineEndpoint(e.results_address, e.control.address) for e in engines])
+    w.resize(1400, 900)
+    w.show()
+    yield w
+    w.close()
+    app.processEvents()
+
+
+def test_window_shows_raw_stains_sr_and_latency(app, window, client):
+    assert spin(app, lambda: window.channel_box.count() > 0)  # describe reply filled the controls
+    assert "dpc.l" in [window.pattern_box.itemText(i) for i in range(window.pattern_box.count())]
+    client.request("start_live", channels=[*CYCLE, "Membrane"], interval_ms=50)
+    assert spin(app, lambda: window.displayed >= 4 and window.latency_labels["infer"][0].text() != "–", 60)
+    assert window.raw_item.image.shape == (256, 256)
+    vs_item, sr_item = (v[1] for v in window.result_views.values())
+    assert vs_item.image.shape == (256, 256, 3)  # false-colour composite
+    assert sr_item.image.shape == (512, 512)  # super-resolved at its own sampling
+    # both views span the same field in µm (linked pan/zoom)
+    assert sr_item.mapRectToParent(sr_item.boundingRect()).width() == pytest.approx(
+        window.raw_item.mapRectToParent(window.raw_item.boundingRect()).width(), rel=1e-6)
+    first = {s: float(l[0].text()) for s, l in window.latency_labels.items() if l[0].text() != "–"}
+    assert {"acquire", "transport", "infer", "display", "end_to_end"} <= set(first)
+    assert spin(app, lambda: any(l[0].text() != "–" and float(l[0].text()) != first.get(s)
+                                 for s, l in window.latency_labels.items()), 30)
+    assert "acquired" in window.fps_label.text() and float(window.fps_label.text().split()[1]) >= 0
+    assert "display:superseded" in window.drops_label.text()
+    window.overlay_box.setChecked(True)
+    n = window.displayed
+    assert spin(app, lambda: window.displayed > n + 1)
+    assert vs_item.image.shape == (256, 256, 3)
+    client.request("stop")
+
+
+def test_control_click_changes_daemon_state(app, window, client):
+    assert spin(app, lambda: window.connected["daemon"])
+    window.live_button.click()
+    assert spin(app, lambda: client.request("status")["state"] == "live", 20)
+    assert spin(app, lambda: window.live_button.text() == "Stop live", 10)
+    window.live_button.click()
+    assert spin(app, lambda: client.request("status")["state"] == "idle", 20)
+    window.exposure.setValue(23.5)
+    window.exposure.editingFinished.emit()
+    assert spin(app, lambda: client.request("status")["exposure_ms"] == 23.5, 10)
+
+
+def test_daemon_errors_appear_in_the_window(app, window):
+    window.request("set_pattern", pattern="rainbow")
+    assert spin(app, lambda: "unknown illumination pattern 'rainbow'" in window.error_view.toPlainText(), 10)
+    window.model_box.setText("/nowhere/package")
+    window.load_model()
+    assert spin(app, lambda: "no manifest.json" in window.error_view.toPlainText(), 10)
+
+
+def test_status_line_reconnects_when_the_daemon_starts(app, sim_cfg, tmp_path):
+    import socket
+
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+    from scopecast.gui.window import ScopeWindow
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    ctl, stream = (f"tcp://127.0.0.1:{p}" for p in ports)
+    w = ScopeWindow(ctl, stream, [])
+    try:
+        assert spin(app, lambda: "disconnected (retrying)" in w.status_line.text(), 10)
+        d = Daemon(load_mmcore_backend(sim_cfg), tmp_path / "d", ctl, stream).start()
+        try:
+            assert spin(app, lambda: w.status_line.text().startswith("daemon connected"), 20)
+            ControlClient(ctl).request("start_live", channels=["BF"], max_cycles=30)
+            assert spin(app, lambda: w.frames_shown >= 2, 20)  # the stream reconnected too
+        finally:
+            d.close()
+    finally:
+        w.close()
+        app.processEvents()
+
+
+def test_gui_never_imports_acquisition_code():
+    code = ("import sys, scopecast.gui.window, scopecast.gui.app; "
+            "bad = [m for m in sys.modules if m.startswith(('scopecast.daemon.acquisition', "
+            "'scopecast.daemon.backend', 'scopecast.daemon.sim', 'scopecast.daemon.service', 'pymmcore'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_headless_screenshot_command(daemon, engines, client, tmp_path):
+    client.request("start_live", channels=[*CYCLE, "Membrane"], interval_ms=50)
+    out = tmp_path / "shot.png"
+    args = [sys.executable, "-m", "scopecast.daemon.cli", "gui", "--control", daemon.control_address,
+            "--stream", daemon.stream_address, "--screenshot", str(out), "--frames", "6", "--timeout", "60"]
+    for e in engines:
+        args += ["--engine", f"{e.results_address},{e.control.address}"]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    client.request("stop")
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    from pyqtgraph.Qt import QtGui
+
+    img = QtGui.QImage(str(out))
+    assert img.width() >= 1000 and img.height() >= 600
+    arr = np.array([img.pixelColor(x, y).value() for x in range(100, 1000, 50) for y in range(50, 300, 50)])
+    assert arr.std() > 5  # not a blank window
