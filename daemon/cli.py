@@ -202,7 +202,8 @@ def _gui(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(config=args.config, out_dir=Path(args.out), seconds=args.seconds)
+    return run_demo(config=args.config, out_dir=Path(args.out), seconds=args.seconds,
+                    headless=True if args.headless else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,13 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--timeout", type=float, default=120.0, help="give up waiting for frames after this many s")
     v.set_defaults(func=_gui)
 
-    m = sub.add_parser("demo", help="the main job on the simulated scope, headless",
-                       description="Start the daemon on the simulated LED-array scope, run live, "
-                       "print frame rates and latencies, capture dual-modality pairs and write "
-                       "a snapshot PNG.")
+    m = sub.add_parser("demo", help="the main job: simulated scope + shipped models, GUI or headless",
+                       description="Start the daemon on the simulated LED-array scope and the shipped "
+                       "models' engines, run live; with a display open the GUI, without one print "
+                       "latency figures and write a snapshot PNG of raw and inferred frames; then "
+                       "capture dual-modality pairs.")
     m.add_argument("--config", default=DEFAULT_CONFIG)
     m.add_argument("--out", default="demo-output", help="folder for the snapshot and recordings")
-    m.add_argument("--seconds", type=float, default=5.0, help="how long to run live")
+    m.add_argument("--seconds", type=float, default=10.0, help="how long to run live (headless)")
+    m.add_argument("--headless", action="store_true", help="no GUI even when a display is present")
     m.set_defaults(func=_demo)
     return p
 
@@ -325,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
+    # pymmcore-plus configures the root logger; keep ours at the level asked for
+    logging.getLogger("scopecast").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     for noisy in ("zarr", "asyncio", "numcodecs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return int(args.func(args) or 0)

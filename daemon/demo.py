@@ -1,8 +1,18 @@
-"""The README's main job, headless: the daemon on the simulated scope, driven as a client would."""
+"""The README's main job: the daemon on the simulated scope with the shipped models live.
+
+With a display it opens the GUI (``scopecast gui``) on the running pipeline;
+without one (a server, CI) it prints live throughput and latency figures and
+writes ``snapshot.png`` with the raw channels and the models' outputs. Both
+then capture dual-modality pairs and read them back.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -11,48 +21,59 @@ from .backend import BackendError, load_mmcore_backend
 from .control import ControlClient
 from .recorder import open_recording
 from .service import Daemon
-from .snapshot import autoscale, montage, write_png
+from .snapshot import autoscale, composite, montage, write_png
+from .stream import StreamSubscriber
+
+__all__ = ["run_demo", "shipped_packages"]
+
+_FLUO_EXPOSURE_MS = 100.0
 
 
-def run_demo(config: str, out_dir: Path, seconds: float = 5.0) -> int:
+def shipped_packages() -> list[Path]:
+    """The trained packages that ship in ``models/packages`` (virtual staining first)."""
+    root = Path(str(files("scopecast.models").joinpath("packages")))
+    order = ["virtual-staining", "super-resolution"]
+    found = [root / n for n in order if (root / n / "manifest.json").is_file()]
+    return found + sorted(p for p in root.glob("*") if (p / "manifest.json").is_file() and p not in found)
+
+
+def run_demo(config: str, out_dir: Path, seconds: float = 10.0, headless: bool | None = None) -> int:
+    from .inference.engine import InferenceEngine
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    if headless is None:
+        headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     try:
         backend = load_mmcore_backend(config)
     except BackendError as e:
         print(f"scopecast demo: {e}")
         return 2
     daemon = Daemon(backend, out_dir / "recordings", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
-    print(f"daemon up: {config}, control {daemon.control_address}")
+    packages = shipped_packages()
+    engines = [InferenceEngine(p, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+               for p in packages]
+    print(f"daemon on {config}: control {daemon.control_address}, frames {daemon.stream_address}")
+    for e in engines:
+        m = e.describe_model()
+        print(f"engine {m['name']} ({m['task']}, {m['sha256'][:12]}) on {m['runtime']['runtime']}: "
+              f"inputs {m['inputs']} -> {m['outputs']}, results {e.results_address}")
+    if not engines:
+        print("no trained packages found in models/packages: running acquisition only")
     try:
         with ControlClient(daemon.control_address, timeout_s=120) as client:
             info = client.request("describe")
-            print(f"channels: {', '.join(info['channels'])}; pixel {info['pixel_size_um']:.3f} µm; "
-                  f"frame {info['image_shape'][1]}x{info['image_shape'][0]}")
-
-            tiles, names = [], []
-            for name in info["channels"]:
-                t0 = time.perf_counter()
-                header, img = client.snap(channel=name, exposure_ms=50.0 if info["channels"][name]["modality"] == "fluorescence" else 10.0)
-                dt = (time.perf_counter() - t0) * 1e3
-                print(f"  snap {name:<11} pattern {header['pattern'] or '-':<6} mean {img.mean():8.1f} ADU  "
-                      f"({dt:6.1f} ms incl. first render at this position)")
-                tiles.append(autoscale(img))
-                names.append(name)
-            snap_path = write_png(out_dir / "snapshot.png", montage(tiles, columns=4))
-            print(f"snapshot of every channel: {snap_path}  ({', '.join(names)})")
-
-            client.request("set_exposure", exposure_ms=10.0)
-            job = client.request("start_live")
-            print(f"live cycle started ({job['id']}); {seconds:g} s:")
-            last_n, last_t = 0, time.perf_counter()
-            t_end = last_t + seconds
-            while time.perf_counter() < t_end:
-                time.sleep(1.0)
-                st = client.request("status")
-                now = time.perf_counter()
-                n = st["job"]["frames"] if st["job"] else last_n
-                print(f"  acquired {n:6d} frames  {(n - last_n) / (now - last_t):7.1f} frames/s")
-                last_n, last_t = n, now
+            cycle: list[str] = []
+            for e in engines:
+                cycle += [c for c in e.package.manifest.inputs if c not in cycle]
+            cycle = cycle or ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
+            channels = [{"name": c, "exposure_ms": _FLUO_EXPOSURE_MS
+                         if info["channels"][c]["modality"] == "fluorescence" else 10.0} for c in cycle]
+            job = client.request("start_live", channels=channels)
+            print(f"live cycle {cycle} ({job['id']})")
+            if headless:
+                _headless(client, daemon, engines, cycle, seconds, out_dir)
+            else:
+                _gui(daemon, engines)
             client.request("stop")
 
             job = client.request("capture_pairs", grid={"rows": 2, "columns": 2})
@@ -62,12 +83,72 @@ def run_demo(config: str, out_dir: Path, seconds: float = 5.0) -> int:
             print(f"recorded {len(rec.frames)} frames in {len(rec.series)} series: {done['path']}")
             for s in rec.series:
                 f0 = s.frames[0]
-                print(f"  {s.name}: {s.data.shape} channels {s.channels} at "
-                      f"({f0.stage_x_um:.1f}, {f0.stage_y_um:.1f}) µm")
-            lat = np.array([(f.t_acquired_ns - f.t_exposure_start_ns) / 1e6 for f in rec.frames])
-            print(f"per-frame acquire latency (snap call): p50 {np.percentile(lat, 50):.1f} ms, "
-                  f"p99 {np.percentile(lat, 99):.1f} ms (includes first render at each new position)")
-            client.request("shutdown")
+                print(f"  {s.name}: {tuple(s.data.shape)} {s.channels} at ({f0.stage_x_um:.1f}, {f0.stage_y_um:.1f}) µm")
     finally:
+        for e in engines:
+            e.close()
         daemon.close()
     return 0
+
+
+def _gui(daemon: Daemon, engines: list) -> None:
+    args = [sys.executable, "-m", "scopecast.daemon.cli", "gui", "--control", daemon.control_address,
+            "--stream", daemon.stream_address]
+    for e in engines:
+        args += ["--engine", f"{e.results_address},{e.control.address}"]
+    print("opening the viewer; close its window to finish the demo")
+    subprocess.run(args, check=False)
+
+
+def _headless(client: ControlClient, daemon: Daemon, engines: list, cycle: list[str], seconds: float,
+              out_dir: Path) -> None:
+    frames_sub = StreamSubscriber(daemon.stream_address, ("frame",))
+    result_subs = [StreamSubscriber(e.results_address, ("result",)) for e in engines]
+    latest_frames: dict[str, np.ndarray] = {}
+    latest_results: dict[int, tuple[dict, np.ndarray]] = {}
+    t_end = time.monotonic() + seconds
+    next_print = time.monotonic() + 1.0
+    last_n = client.request("status")["frames_acquired"]
+    last_t = time.monotonic()
+    while time.monotonic() < t_end or (engines and len(latest_results) < len(engines)
+                                       and time.monotonic() < t_end + 60):
+        m = frames_sub.recv(0.01)
+        if m is not None:
+            latest_frames[m[1]["channel"]] = m[2]
+        for i, sub in enumerate(result_subs):
+            r = sub.recv(0.0)
+            if r is not None:
+                latest_results[i] = (r[1], r[2])
+        if time.monotonic() >= next_print:
+            next_print += 1.0
+            st = client.request("status")
+            now = time.monotonic()
+            line = f"  acquired {(st['frames_acquired'] - last_n) / (now - last_t):6.1f} frames/s"
+            last_n, last_t = st["frames_acquired"], now
+            for e in engines:
+                es = e.status()
+                lat = es["latency_ms"].get("end_to_end")
+                e2e = f"p50 {lat['p50']:6.1f} p99 {lat['p99']:6.1f} ms" if lat else "(warming up)"
+                line += f" | {es['model']['name']}: {es['results_per_s']:5.1f}/s, exposure->result {e2e}"
+            drops = {**st["stream"]["dropped"], **{k: v for e in engines for k, v in e.status()["dropped"].items()}}
+            print(line + (f" | dropped {drops}" if drops else ""), flush=True)
+    for s in (frames_sub, *result_subs):
+        s.close()
+    for e in engines:
+        es = e.status()
+        lat = es["latency_ms"].get("end_to_end", {})
+        stages = ", ".join(f"{k} {v['p50']:.1f}" for k, v in es["latency_ms"].items() if k != "end_to_end")
+        print(f"{es['model']['name']}: {es['results_published']} results, exposure->result p50 "
+              f"{lat.get('p50', float('nan')):.1f} ms p99 {lat.get('p99', float('nan')):.1f} ms "
+              f"(stage p50 ms: {stages}); dropped {es['dropped']}")
+    tiles = [autoscale(latest_frames[c]) for c in cycle if c in latest_frames]
+    size = tiles[0].shape if tiles else (256, 256)
+    for header, data in latest_results.values():
+        if header["task"] == "virtual-staining" and data.shape[0] > 1:
+            tiles.append((composite(data) * 255).astype(np.uint8))
+        else:
+            img = autoscale(data[0])
+            s = max(1, img.shape[0] // size[0])
+            tiles.append(img[::s, ::s])  # shown at the raw frame's size; full sampling is in the stream
+    path = write_png(out_dir / "snapshot.png", montage(tiles, columns=4))
+    print(f"snapshot (raw {', '.join(c for c in cycle if c in latest_frames)}, then model outputs): {path}")

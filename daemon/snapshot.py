@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["autoscale", "montage", "write_png"]
+__all__ = ["autoscale", "composite", "montage", "write_png"]
+
+#: false colours of successive stain channels (nuclei blue, membrane green, ...)
+STAIN_COLORS = [(0.2, 0.5, 1.0), (0.1, 1.0, 0.3), (1.0, 0.2, 0.8), (1.0, 0.7, 0.1)]
 
 
 def autoscale(img: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
@@ -19,6 +22,23 @@ def autoscale(img: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarr
     if hi <= lo:
         hi = lo + 1.0
     return (np.clip((a - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def _stretch(a: np.ndarray, low: float = 1.0, high: float = 99.7) -> np.ndarray:
+    sub = a[:: max(1, a.shape[0] // 256), :: max(1, a.shape[1] // 256)]
+    lo, hi = np.percentile(sub, [low, high])
+    return np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1).astype(np.float32)
+
+
+def composite(channels: np.ndarray, base: np.ndarray | None = None, alpha: float = 0.7) -> np.ndarray:
+    """False-colour RGB float (H, W, 3) in [0, 1] of ``(C, H, W)`` stains, optionally over a grey ``base``."""
+    rgb = np.zeros((*channels.shape[1:], 3), np.float32)
+    for c, ch in enumerate(channels):
+        rgb += _stretch(ch)[..., None] * np.asarray(STAIN_COLORS[c % len(STAIN_COLORS)], np.float32)
+    np.clip(rgb, 0, 1, out=rgb)
+    if base is not None and base.shape == channels.shape[1:]:
+        rgb = (1 - alpha) * _stretch(base)[..., None] + alpha * rgb
+    return rgb
 
 
 def montage(tiles: Sequence[np.ndarray], columns: int = 4, gap: int = 4) -> np.ndarray:

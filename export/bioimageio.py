@@ -10,6 +10,17 @@ from scopecast.models.manifest import ModelManifest, sha256_file
 
 __all__ = ["rdf"]
 
+_DPC = {"text": "Tian & Waller (2015), Quantitative differential phase contrast imaging in an LED array "
+                "microscope, Optics Express 23:11394", "doi": "10.1364/OE.23.011394"}
+_CITATIONS = {
+    "virtual-staining": [{"text": "Ounkomol et al. (2018), Label-free prediction of three-dimensional fluorescence "
+                                  "images from transmitted-light microscopy, Nature Methods 15:917",
+                          "doi": "10.1038/s41592-018-0111-2"}],
+    "super-resolution": [{"text": "Wang et al. (2019), Deep learning enables cross-modality super-resolution in "
+                                  "fluorescence microscopy, Nature Methods 16:103",
+                          "doi": "10.1038/s41592-018-0239-0"}],
+}
+
 
 def _space_axes(size_min: int, step: int, scale: float | None, ref: str | None = None) -> list[dict[str, Any]]:
     axes = []
@@ -40,8 +51,7 @@ def rdf(package: Path, m: ModelManifest, documentation: str = "card.md") -> dict
         "name": m.name,
         "description": m.description or f"{m.task} network exported by scopecast",
         "authors": [{"name": "scopecast"}],
-        "cite": [{"text": "scopecast: live, trustworthy inference at the microscope",
-                  "url": "https://github.com/scopecast/scopecast"}],
+        "cite": _CITATIONS.get(m.task, []) + [_DPC],
         "license": "BSD-3-Clause",
         "tags": ["scopecast", m.task, "led-array", "simulated"],
         "documentation": documentation,

@@ -33,6 +33,15 @@ FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 2e-2
 
 
+def _portable(path: str | Path) -> str:
+    """A path relative to the working directory when it lies below it (no machine-specific roots)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
 def _real_test_input(meta: dict[str, Any], mult: int) -> np.ndarray | None:
     """The first validation field of the checkpoint's dataset, normalized as the engine does (≤128²)."""
     try:
@@ -100,9 +109,10 @@ def export_package(
             scale_factor=int(meta.get("scale_factor", 1)), tile=tile, halo=halo, multiple=mult,
             pixel_size_um=meta.get("pixel_size_um"),
             provenance={
-                "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": sha256_file(Path(checkpoint)),
+                "checkpoint": _portable(checkpoint), "checkpoint_sha256": sha256_file(Path(checkpoint)),
                 "arch": meta["arch"], "config": meta["config"], "parameters": meta.get("parameters"),
-                "data": meta.get("data"), "train_config": meta.get("train_config"), "metrics": meta.get("metrics"),
+                "data": {**meta.get("data", {}), "dataset": _portable(meta.get("data", {}).get("dataset", ""))},
+                "train_config": meta.get("train_config"), "metrics": meta.get("metrics"),
                 "parity": reports["fp32"],
             },
         )
@@ -130,6 +140,7 @@ def export_package(
         import yaml
 
         (tmp / "rdf.yaml").write_text(yaml.safe_dump(rdf(tmp, manifest), sort_keys=False))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a package is meant to be shared
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -16,37 +16,20 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
+from scopecast.daemon.snapshot import composite
+
 from .streams import LatestStreams, Requester
 
-__all__ = ["EngineEndpoint", "ScopeWindow", "composite"]
+__all__ = ["EngineEndpoint", "ScopeWindow"]
 
 STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "postprocess", "result_publish",
           "display", "end_to_end")
-_COLORS = [(0.2, 0.5, 1.0), (0.1, 1.0, 0.3), (1.0, 0.2, 0.8), (1.0, 0.7, 0.1)]
 
 
 @dataclass
 class EngineEndpoint:
     results: str
     control: str = ""
-
-
-def _stretch(a: np.ndarray, low: float = 1.0, high: float = 99.7) -> np.ndarray:
-    sub = a[:: max(1, a.shape[0] // 256), :: max(1, a.shape[1] // 256)]
-    lo, hi = np.percentile(sub, [low, high])
-    return np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1).astype(np.float32)
-
-
-def composite(channels: np.ndarray, base: np.ndarray | None = None, alpha: float = 0.7) -> np.ndarray:
-    """False-colour RGB (H, W, 3) of ``(C, H, W)`` stains, optionally over a grey ``base`` image."""
-    rgb = np.zeros((*channels.shape[1:], 3), np.float32)
-    for c, ch in enumerate(channels):
-        rgb += _stretch(ch)[..., None] * np.asarray(_COLORS[c % len(_COLORS)], np.float32)
-    np.clip(rgb, 0, 1, out=rgb)
-    if base is not None and base.shape == channels.shape[1:]:
-        g = _stretch(base)[..., None]
-        rgb = (1 - alpha) * g + alpha * rgb
-    return rgb
 
 
 class _Signals(QtCore.QObject):

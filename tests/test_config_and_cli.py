@@ -102,3 +102,20 @@ def test_help_reads_well():
     assert r.returncode == 0
     for sub in ("daemon", "ctl", "demo"):
         assert sub in r.stdout
+
+
+def test_main_job_runs_headless_with_the_shipped_models(tmp_path):
+    """What `make demo` runs, without a display: live inference, figures, snapshot, pairs."""
+    from scopecast.daemon.demo import shipped_packages
+
+    if len(shipped_packages()) < 2:
+        pytest.skip("the trained packages are not in models/packages yet")
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "demo", "--headless", "--seconds", "4",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    assert "engine virtual-staining" in out and "engine super-resolution" in out
+    assert "exposure->result p50" in out
+    assert "recorded 32 frames in 4 series" in out
+    png = (tmp_path / "snapshot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000

@@ -55,7 +55,8 @@ STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "po
 class BundleAssembler:
     """Group stream frames into bundles and release those the model can use.
 
-    A bundle is released when it holds every channel the model needs. Bundles
+    A bundle is released when it holds every channel the model needs; frames of
+    it that arrive later (channels the model does not use) are ignored. Bundles
     older than a released one that never completed are dropped
     (``engine:incomplete``); a bundle whose frames all arrived without the
     needed channels is dropped (``engine:mismatch``) and raises
@@ -67,16 +68,20 @@ class BundleAssembler:
         self.drops = drops
         self.max_open = max_open
         self._reported: set[str] = set()  # acquisitions whose mismatch was already raised
+        self._released: collections.deque[tuple] = collections.deque(maxlen=64)  # bundles already handed on
         self._open: collections.OrderedDict[tuple, list[StreamFrame]] = collections.OrderedDict()
 
     def add(self, frame: StreamFrame) -> list[StreamFrame] | None:
         h = frame.header
         key = (h["acquisition_id"], h["bundle_id"])
+        if key in self._released:  # a channel the model does not use, after its bundle left
+            return None
         frames = self._open.setdefault(key, [])
         frames.append(frame)
         have = {f.header["channel"] for f in frames}
         if self.needed <= have:
             del self._open[key]
+            self._released.append(key)
             for k in list(self._open):  # older bundles can no longer be the newest
                 if k[0] == key[0] and k[1] < key[1]:
                     self.drops.add("engine:incomplete", len(self._open.pop(k)))
