@@ -48,6 +48,7 @@ class Job:
     frames: int = 0
     total: int | None = None
     error: str | None = None
+    plan: dict[str, Any] | None = None  # the live plan, so a trigger can switch it
     started: float = field(default_factory=time.time)
     finished: float | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -138,11 +139,21 @@ class AcquisitionEngine:
                 log.exception("frame sink failed")
 
     def snap(self, spec: ChannelSpec, record: bool = False) -> Frame:
-        """One frame outside any job (allowed during live, between its frames)."""
+        """One frame outside any job (allowed during live, between its frames).
+
+        A ``spec.exposure_ms`` applies to this frame only: the detector's previous
+        exposure is restored afterwards.
+        """
         self.require_idle("snap")
         acq = _new_id("snap")
-        frame = self.acquire(spec, acquisition_id=acq, bundle_id=next(self._bundle),
-                             bundle_index=0, bundle_size=1)
+        with self.backend.lock:  # type: ignore[attr-defined]
+            previous = self.backend.exposure_ms() if spec.exposure_ms and not spec.detector else None
+            try:
+                frame = self.acquire(spec, acquisition_id=acq, bundle_id=next(self._bundle),
+                                     bundle_index=0, bundle_size=1)
+            finally:
+                if previous is not None and previous != spec.exposure_ms:
+                    self.backend.set_exposure_ms(previous)
         if record:
             rec = self._recorder(acq, "snap", {"channel": spec.name})
             try:
@@ -204,7 +215,14 @@ class AcquisitionEngine:
                 raise ValueError(
                     f"unknown channel {c.name!r} in live cycle; channels: {', '.join(self.backend.channels())}"
                 )
-        return self._start("live", lambda job: self._live(job, plan), plan.record)
+        # pin every channel's exposure now, so nothing done during live (a trigger's
+        # snap, another client) changes what the cycle acquires
+        default = plan.exposure_ms or self.backend.exposure_ms()
+        plan = plan.model_copy(update={"channels": [
+            c if c.exposure_ms else c.model_copy(update={"exposure_ms": default}) for c in plan.channels]})
+        job = self._start("live", lambda job: self._live(job, plan), plan.record)
+        job.plan = plan.model_dump()
+        return job
 
     def _live(self, job: Job, plan: LivePlan) -> None:
         names = [c.name for c in plan.channels]

@@ -199,6 +199,20 @@ def _gui(args: argparse.Namespace) -> int:
                    timeout_s=args.timeout)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from .triggers import replay
+
+    decisions = replay(args.triggers, args.results)
+    lines = [json.dumps(d.key()) for d in decisions]
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + ("\n" if lines else ""))
+    for d in decisions:
+        print(f"{d.t_ns} {d.trigger:<16} {d.event:<10} value {d.measurement if d.measurement is not None else float('nan'):.4f} "
+              f"bundle {d.bundle_id} {d.reason}{' -> ' + ', '.join(d.actions) if d.actions else ''}")
+    print(f"scopecast replay: {len(decisions)} decisions, {sum(d.event == 'fire' for d in decisions)} fired")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -309,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--frames", type=int, default=20, help="results (or raw frames without an engine) before --screenshot")
     v.add_argument("--timeout", type=float, default=120.0, help="give up waiting for frames after this many s")
     v.set_defaults(func=_gui)
+
+    r = sub.add_parser("replay", help="run smart-acquisition triggers over recorded results (tune thresholds)",
+                       description="Replay triggers over the results of 'scopecast engine --offline' on a "
+                       "recording: the decisions live operation would take, without the microscope.")
+    r.add_argument("--triggers", required=True, help="trigger config (.yaml or .json)")
+    r.add_argument("--results", required=True, help="results recording from 'scopecast engine --offline'")
+    r.add_argument("--out", default="", help="write the decision log (JSON lines) here")
+    r.set_defaults(func=_replay)
 
     m = sub.add_parser("demo", help="the main job: simulated scope + shipped models, GUI or headless",
                        description="Start the daemon on the simulated LED-array scope and the shipped "

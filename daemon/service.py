@@ -21,6 +21,8 @@ from .backend import MicroscopeBackend
 from .control import DEFAULT_CONTROL_ADDRESS, ControlServer
 from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
+from .trigger_actions import TriggerRunner
+from .triggers import load_trigger_config
 
 __all__ = ["Daemon"]
 
@@ -33,7 +35,7 @@ class Daemon:
     COMMANDS = (
         "status", "describe", "snap", "start_live", "stop", "set_channel", "set_pattern",
         "set_exposure", "move_stage", "capture_pairs", "run_scan", "job", "jobs", "wait",
-        "shutdown",
+        "load_triggers", "triggers", "unload_triggers", "shutdown",
     )
 
     def __init__(self, backend: MicroscopeBackend, data_dir: str | Path,
@@ -43,6 +45,7 @@ class Daemon:
         self.engine = AcquisitionEngine(backend, data_dir)
         self.publisher = FramePublisher(stream_address)
         self.engine.sinks.append(self.publisher)
+        self.trigger_runner: TriggerRunner | None = None
         self.started = time.time()
         self._shutdown = threading.Event()
         self.server = ControlServer({c: getattr(self, c) for c in self.COMMANDS}, control_address)
@@ -66,6 +69,7 @@ class Daemon:
     def close(self) -> None:
         """Stop any job (keeping what it recorded), the socket and the hardware."""
         self._shutdown.set()
+        self.unload_triggers()
         job = self.engine.stop()
         if job is not None:
             self.engine.wait(job.id, timeout=30)
@@ -184,6 +188,30 @@ class Daemon:
     def wait(self, job: str, wait_s: float = 60.0) -> dict:
         """Block until ``job`` ends or ``wait_s`` passes; returns its state."""
         return self.engine.wait(job, timeout=min(wait_s, 600.0)).to_dict()
+
+    def load_triggers(self, config: dict | str, sources: dict[str, str]) -> dict:
+        """Start smart acquisition: ``config`` (a dict, or a .yaml/.json path) and the
+        result stream address of each model it measures (``{"virtual-staining": "tcp://…"}``)."""
+        try:
+            cfg = load_trigger_config(config)
+        except ValidationError as e:
+            raise ValueError("invalid trigger config: " + "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+        self.unload_triggers()
+        self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir)
+        return self.trigger_runner.status()
+
+    def triggers(self) -> dict:
+        """Trigger states, light-dose use, decisions so far and closed-loop latency."""
+        if self.trigger_runner is None:
+            return {"loaded": False}
+        return {"loaded": True, **self.trigger_runner.status()}
+
+    def unload_triggers(self) -> dict:
+        runner, self.trigger_runner = self.trigger_runner, None
+        if runner is not None:
+            runner.close()
+        return {"loaded": False}
 
     def shutdown(self) -> dict:
         """Stop the daemon after replying."""

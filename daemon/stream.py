@@ -91,6 +91,7 @@ class FramePublisher:
         self.stats = StreamStats()
         self.extra_stats: dict[str, Any] = {}
         self._queue: collections.deque[Frame] = collections.deque()
+        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self._max = queue_frames
         self._cv = threading.Condition()
         self._stop = False
@@ -112,6 +113,12 @@ class FramePublisher:
             q.append(frame)
             self._cv.notify()
 
+    def publish_event(self, event: dict[str, Any]) -> None:
+        """Queue a ``[b"event", JSON]`` message (smart-acquisition notifications); never blocks."""
+        with self._cv:
+            self._events.append({"t_ns": now_ns(), **event})
+            self._cv.notify()
+
     def close(self) -> None:
         with self._cv:
             self._stop = True
@@ -123,15 +130,22 @@ class FramePublisher:
         next_stats = time.monotonic() + self._interval
         while True:
             with self._cv:
-                while not self._queue and not self._stop:
+                while not self._queue and not self._events and not self._stop:
                     if not self._cv.wait(timeout=max(next_stats - time.monotonic(), 0.01)):
                         break
                 if self._stop:
                     return
                 frame = self._queue.popleft() if self._queue else None
+                events = list(self._events)
+                self._events.clear()
             self._drain_subscriptions()
             if frame is not None:
                 self._send(frame)
+            for ev in events:
+                try:
+                    self.sock.send_multipart([b"event", json.dumps(ev).encode()], flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    self.stats.drops.add("publish:subscriber_slow")
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + self._interval
                 self.send_stats()

@@ -60,7 +60,8 @@ class BundleAssembler:
     older than a released one that never completed are dropped
     (``engine:incomplete``); a bundle whose frames all arrived without the
     needed channels is dropped (``engine:mismatch``) and raises
-    :class:`BundleMismatch` once per acquisition.
+    :class:`BundleMismatch` once per acquisition, unless it shares no channel
+    with the model at all (then it was not meant for it and is ignored).
     """
 
     def __init__(self, needed: list[str], drops: DropCounter, max_open: int = 8) -> None:
@@ -88,6 +89,8 @@ class BundleAssembler:
             return frames
         if len(frames) >= h.get("bundle_size", 1 << 30):
             del self._open[key]
+            if not self.needed & have:  # not meant for this model (e.g. a fluorescence snap)
+                return None
             self.drops.add("engine:mismatch", len(frames))
             if key[0] in self._reported:
                 return None

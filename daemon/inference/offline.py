@@ -78,17 +78,18 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                         position_um=(h0.stage_x_um, h0.stage_y_um, h0.stage_z_um), detector=m.name,
                         position_index=h0.position_index,
                     ))
+                r = result.header  # time and position of the bundle's last frame, as live results carry
                 for c, name in enumerate(m.outputs):
                     header = FrameHeader(
-                        acquisition_id=writer.acquisition_id, seq=int(result.header["source_seqs"][0]),
+                        acquisition_id=writer.acquisition_id, seq=int(r["source_seqs"][0]),
                         bundle_id=bundle_id, bundle_index=c, bundle_size=len(m.outputs), channel=name,
-                        modality="inferred", pattern="", detector=m.name, stage_x_um=h0.stage_x_um,
-                        stage_y_um=h0.stage_y_um, stage_z_um=h0.stage_z_um, exposure_ms=0.0,
-                        pixel_size_um=h0.pixel_size_um / m.scale_factor, dtype="float32",
+                        modality="inferred", pattern="", detector=m.name, stage_x_um=r["stage_x_um"],
+                        stage_y_um=r["stage_y_um"], stage_z_um=r["stage_z_um"], exposure_ms=0.0,
+                        pixel_size_um=r["pixel_size_um"], dtype="float32",
                         shape=(y.shape[1], y.shape[2]), position_index=h0.position_index,
-                        t_acquired_ns=h0.t_acquired_ns,
-                        extra={"model": m.name, "model_sha256": m.sha256,
-                               "source_seqs": result.header["source_seqs"]},
+                        t_exposure_start_ns=r["t_exposure_start_ns"], t_acquired_ns=r["t_acquired_ns"],
+                        extra={"model": m.name, "model_sha256": m.sha256, "source_seqs": r["source_seqs"],
+                               "source_acquisition_id": r["acquisition_id"]},
                     )
                     writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c)
                 report.inferred += 1

@@ -10,7 +10,8 @@ maps the optics need, sampled on an arbitrary pixel grid:
 - ``labels``: fluorophore density per label (``nuclei``, ``membrane``).
 
 Sample kinds: ``cells`` (cultured cells: irregular cytoplasm, nucleus with
-nucleoli, scattering granules, membrane), ``beads`` (sparse 100 nm
+nucleoli, scattering granules, membrane; four times denser in one colony at
+:data:`COLONY_CENTER_UM`), ``beads`` (sparse 100 nm
 fluorescent beads), ``phase-grating`` (a pure, weak sinusoidal phase object
 along x), ``blank``.
 """
@@ -28,6 +29,10 @@ LABELS: tuple[str, ...] = ("nuclei", "membrane")
 SAMPLE_KINDS: tuple[str, ...] = ("cells", "beads", "phase-grating", "blank")
 
 _TILE_UM = 80.0
+#: A dense colony (cell density ×4) around (x, y) with this radius, µm: the slide
+#: region designed to contain the smart-acquisition target event.
+COLONY_CENTER_UM = (40000.0, 0.0)
+COLONY_RADIUS_UM = 400.0
 #: Period of the ``phase-grating`` sample: half the coherent cut-off of a 10x/0.25
 #: objective, inside the band where DPC with discrete LEDs transfers phase.
 GRATING_PERIOD_UM = 5.0
@@ -78,7 +83,9 @@ class Slide:
 
     # ------------------------------------------------------------------ objects
     def _tile_cells(self, tx: int, ty: int) -> tuple[_Cell, ...]:
-        return _tile_cells(self.seed, tx, ty, self.density)
+        cx, cy = (tx + 0.5) * _TILE_UM, (ty + 0.5) * _TILE_UM
+        in_colony = np.hypot(cx - COLONY_CENTER_UM[0], cy - COLONY_CENTER_UM[1]) < COLONY_RADIUS_UM
+        return _tile_cells(self.seed, tx, ty, self.density * (4.0 if in_colony else 1.0))
 
     def _tile_beads(self, tx: int, ty: int) -> np.ndarray:
         rng = np.random.default_rng(_seed_key(self.seed, tx, ty, 7))

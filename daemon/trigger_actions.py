@@ -1,0 +1,315 @@
+"""Running triggers in the daemon: results in, decisions logged, actions executed.
+
+:class:`TriggerRunner` subscribes to the engines' result streams, feeds each
+result to the :class:`~scopecast.daemon.triggers.Decider`, and executes the
+actions of each firing in one action thread (so deciding never waits for
+hardware). It keeps a ring buffer of recent frames for pre-trigger windows and
+the label-free half of confirmation pairs. Every decision is appended to the
+decision log (JSON lines) with its outcome and the closed-loop latency — from
+the exposure start of the deciding frame to the start of the first hardware
+action. Decisions are logged in the order taken; the outcome of a firing's
+actions follows as its own line (``outcome_of`` names the decision). An action
+that fails is logged as failed; acquisition continues.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import useq
+import zmq
+from scipy import ndimage
+
+from .acquisition import AcquisitionEngine
+from .frames import Frame, now_ns
+from .plans import ChannelSpec, LivePlan
+from .recorder import Recorder
+from .stream import FramePublisher, decode
+from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec
+
+__all__ = ["TriggerRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class FrameRing:
+    """The last ``seconds`` of frames, at most ``max_bytes`` of pixels (a sink of the acquisition engine)."""
+
+    def __init__(self, seconds: float, max_bytes: int = 512 << 20) -> None:
+        self.seconds = seconds
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._lock = threading.Lock()
+        self._followers: list[tuple[int, list[Frame]]] = []  # (until_ns, collected)
+
+    def __call__(self, frame: Frame) -> None:
+        t = frame.header.t_acquired_ns
+        with self._lock:
+            self._frames.append(frame)
+            self._bytes += frame.data.nbytes
+            while self._frames and (t - self._frames[0].header.t_acquired_ns > self.seconds * 1e9
+                                    or self._bytes > self.max_bytes):
+                self._bytes -= self._frames.popleft().data.nbytes
+            for until, bucket in self._followers:
+                if t <= until:
+                    bucket.append(frame)
+
+    def window(self, start_ns: int) -> list[Frame]:
+        with self._lock:
+            return [f for f in self._frames if f.header.t_acquired_ns >= start_ns]
+
+    def bundle(self, acquisition_id: str, bundle_id: int) -> list[Frame]:
+        with self._lock:
+            return [f for f in self._frames
+                    if f.header.acquisition_id == acquisition_id and f.header.bundle_id == bundle_id]
+
+    def follow(self, until_ns: int) -> list[Frame]:
+        bucket: list[Frame] = []
+        with self._lock:
+            self._followers.append((until_ns, bucket))
+        return bucket
+
+    def unfollow(self, bucket: list[Frame]) -> None:
+        with self._lock:
+            self._followers = [f for f in self._followers if f[1] is not bucket]
+
+
+class TriggerRunner:
+    """Live triggers for one daemon (see module docstring)."""
+
+    def __init__(self, config: TriggerConfig, sources: dict[str, str], engine: AcquisitionEngine,
+                 publisher: FramePublisher | None, data_dir: Path) -> None:
+        missing = {t.model for t in config.triggers} - set(sources)
+        if missing:
+            raise ValueError(f"no result stream given for model(s) {sorted(missing)}; sources: {sorted(sources)}")
+        self.config = config
+        self.decider = Decider(config)
+        self.engine = engine
+        self.publisher = publisher
+        self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-triggers-{uuid.uuid4().hex[:6]}"
+        self.log_path = Path(data_dir) / f"{self.session}.decisions.jsonl"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.ring = FrameRing(config.ring_buffer_s)
+        engine.sinks.append(self.ring)
+        self.decisions: list[Decision] = []
+        self.fired = 0  # counted when decided (actions may still be running)
+        self.latencies_ms: list[float] = []
+        self._lock = threading.Lock()
+        self._actions: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self.ctx = zmq.Context.instance()
+        self._subs = []
+        for model, addr in sources.items():
+            s = self.ctx.socket(zmq.SUB)
+            s.setsockopt(zmq.SUBSCRIBE, b"result")
+            s.setsockopt(zmq.RCVHWM, 16)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(addr)
+            self._subs.append(s)
+        self._threads = [threading.Thread(target=self._receive, name="triggers", daemon=True),
+                         threading.Thread(target=self._act, name="trigger-actions", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._actions.put(None)
+        for t in self._threads:
+            t.join(timeout=5)
+        for s in self._subs:
+            s.close(linger=0)
+        if self.ring in self.engine.sinks:
+            self.engine.sinks.remove(self.ring)
+
+    def status(self) -> dict[str, Any]:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else None
+        return {
+            "session": self.session, "log": str(self.log_path), **self.decider.status(),
+            "decisions": len(self.decisions),
+            "fired": self.fired,
+            "actions_pending": self._actions.qsize(),
+            "closed_loop_latency_ms": None if lat is None else {
+                "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "n": len(lat)},
+        }
+
+    # ----------------------------------------------------------------- decide
+    def _receive(self) -> None:
+        poller = zmq.Poller()
+        for s in self._subs:
+            poller.register(s, zmq.POLLIN)
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(100):
+                try:
+                    _, header, data = decode(sock.recv_multipart(copy=False))
+                except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
+                    log.warning("triggers: undecodable result: %s", e)
+                    continue
+                for d in self.decider.decide(header, data):
+                    with self._lock:
+                        self.decisions.append(d)
+                    self._log(d.key())
+                    if d.event == "fire":
+                        self.fired += 1
+                        self._actions.put((d, header, data))
+                    if d.event in ("fire", "disabled"):
+                        log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
+
+    def _log(self, line: dict[str, Any]) -> None:
+        """Append one JSON line to the decision log (decisions in the order taken; outcomes later)."""
+        with self._lock, open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+    # -------------------------------------------------------------------- act
+    def _act(self) -> None:
+        while True:
+            item = self._actions.get()
+            if item is None:
+                return
+            d, header, data = item
+            spec = next(t for t in self.config.triggers if t.name == d.trigger)
+            results = []
+            for i, action in enumerate(spec.actions):
+                started = now_ns()
+                if i == 0:
+                    d.outcome["closed_loop_latency_ms"] = (started - int(header.get("t_exposure_start_ns") or started)) / 1e6
+                    self.latencies_ms.append(d.outcome["closed_loop_latency_ms"])
+                try:
+                    res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
+                    results.append({"action": action.kind, "ok": True, **(res or {})})
+                except Exception as e:  # noqa: BLE001 - a failing action is logged; acquisition goes on
+                    log.exception("trigger %s action %s failed", d.trigger, action.kind)
+                    results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
+            d.outcome["actions"] = results
+            self._log({"outcome_of": {"t_ns": d.t_ns, "trigger": d.trigger, "bundle_id": d.bundle_id}, **d.outcome})
+
+    def _recorder(self, kind: str, d: Decision) -> Recorder:
+        path = self.engine.data_dir / f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}.ome.zarr"
+        return Recorder(path, path.stem, {"kind": f"trigger:{kind}", "decision": d.key()})
+
+    def _do_confirm_fluorescence(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
+        """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
+        label_free = self.ring.bundle(d.acquisition_id, d.bundle_id)
+        fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
+        frames = label_free + fluo
+        rec = self._recorder("pair", d)
+        try:
+            names = [f.header.channel for f in frames]
+            idx = rec.add_series(AcquisitionEngine._series_spec(frames[0], names, [f.header.modality for f in frames]))
+            for c, f in enumerate(frames):
+                rec.write(f, idx, 0, c)
+        finally:
+            rec.close()
+        return {"recording": str(rec.path), "channels": names}
+
+    def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
+        """Frames from ``before_s`` before the event to ``after_s`` after it (from the ring buffer)."""
+        t_event = d.t_ns
+        bucket = self.ring.follow(t_event + int(a.after_s * 1e9))
+        before = self.ring.window(t_event - int(a.before_s * 1e9))
+        deadline = time.monotonic() + a.after_s + 5.0
+        while time.monotonic() < deadline and not any(f.header.t_acquired_ns > t_event + a.after_s * 1e9 for f in bucket):
+            if self.engine.state != "live":
+                break
+            time.sleep(0.02)
+        self.ring.unfollow(bucket)
+        seen, frames = set(), []
+        for f in before + bucket:
+            if f.header.seq not in seen and f.header.t_acquired_ns <= t_event + a.after_s * 1e9:
+                seen.add(f.header.seq)
+                frames.append(f)
+        frames.sort(key=lambda f: f.header.seq)
+        if not frames:
+            return {"frames": 0}
+        rec = self._recorder("window", d)
+        try:
+            channels = list(dict.fromkeys(f.header.channel for f in frames))
+            mods = [next(f.header.modality for f in frames if f.header.channel == c) for c in channels]
+            idx = rec.add_series(AcquisitionEngine._series_spec(frames[0], channels, mods))
+            t_of: dict[str, int] = collections.Counter()
+            for f in frames:
+                rec.write(f, idx, t_of[f.header.channel], channels.index(f.header.channel))
+                t_of[f.header.channel] += 1
+        finally:
+            rec.close()
+        n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
+        return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before}
+
+    def _do_center_object(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
+        """Move the stage so the largest object of the measured channel is centred."""
+        m = spec.measurement
+        if m is None:
+            raise ValueError("center_object needs a declarative measurement (which channel to centre)")
+        img = data[header["channels"].index(m.channel)]
+        labels, n = ndimage.label(img > (a.threshold if a.threshold is not None else m.threshold))
+        if n == 0:
+            return {"moved": False, "reason": "no object above the threshold"}
+        sizes = np.bincount(labels.ravel())[1:]
+        cy, cx = np.argwhere(labels == 1 + int(np.argmax(sizes))).mean(axis=0)
+        px = float(header.get("pixel_size_um") or 0.0)
+        h, w = img.shape
+        dx, dy = (cx + 0.5 - w / 2) * px, (cy + 0.5 - h / 2) * px
+        x, y, z = self.engine.backend.position_um()
+        self.engine.backend.move_um(x + dx, y + dy)
+        return {"moved": True, "offset_um": [round(dx, 3), round(dy, 3)]}
+
+    def _scan(self, seq: useq.MDASequence) -> dict:
+        """Pause live (if running), run ``seq``, resume the same live plan."""
+        live = self.engine._current if self.engine.state == "live" else None
+        plan = live.plan if live else None
+        if live:
+            self.engine.stop(live.id)
+            self.engine.wait(live.id, 30)
+        try:
+            job = self.engine.run_sequence(seq, kind="scan")
+            self.engine.wait(job.id, 600)
+            return {"recording": job.path, "frames": job.frames, "status": job.status}
+        finally:
+            if plan:
+                self.engine.start_live(LivePlan.model_validate(plan))
+
+    def _do_z_stack(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
+        x, y, z = self.engine.backend.position_um()
+        return self._scan(useq.MDASequence(
+            stage_positions=[useq.Position(x=x, y=y, z=z)],
+            channels=[useq.Channel(config=c, exposure=a.exposure_ms) for c in a.channels],
+            z_plan=useq.ZRangeAround(range=a.z_range_um, step=a.z_step_um), axis_order="pcz"))
+
+    def _do_tile_scan(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
+        x, y, z = self.engine.backend.position_um()
+        h, w = self.engine.backend.describe()["image_shape"]
+        px = self.engine.backend.pixel_size_um()
+        return self._scan(useq.MDASequence(
+            stage_positions=[useq.Position(x=x, y=y, z=z)],
+            grid_plan=useq.GridRowsColumns(rows=a.rows, columns=a.columns, fov_width=w * px, fov_height=h * px),
+            channels=[useq.Channel(config=c, exposure=a.exposure_ms) for c in a.channels], axis_order="pgc"))
+
+    def _do_switch_live(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
+        """Restart live with another cycle and/or frame interval (fast <-> slow imaging)."""
+        live = self.engine._current if self.engine.state == "live" else None
+        plan = dict(live.plan) if live and live.plan else LivePlan().model_dump()
+        if a.interval_ms is not None:
+            plan["interval_ms"] = a.interval_ms
+        if a.live_channels:
+            plan["channels"] = [{"name": c} for c in a.live_channels]
+        if live:
+            self.engine.stop(live.id)
+            self.engine.wait(live.id, 30)
+        job = self.engine.start_live(LivePlan.model_validate(plan))
+        return {"live_job": job.id, "interval_ms": plan["interval_ms"]}
+
+    def _do_notify(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
+        if self.publisher is not None:
+            self.publisher.publish_event({"source": "triggers", "message": a.message or f"{d.trigger} fired",
+                                          "decision": d.key()})
+        return {"published": self.publisher is not None}
+

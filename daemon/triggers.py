@@ -1,0 +1,369 @@
+"""Smart acquisition: triggers that turn model output into microscope actions.
+
+A trigger measures each result of one model (declaratively — area fraction,
+object count, maximum, ROI mean, change between results — or with a Python
+class implementing :class:`Trigger`), compares it with a threshold with
+hysteresis (fire above ``above``; re-arm only below ``rearm_below``), waits out
+a cooldown, and lists actions. Safeguards are part of the decision: a rate
+limit and light-dose budgets per position and per session, charged with each
+action's planned excitation dose (exposure ms × power fraction).
+
+:class:`Decider` is pure and deterministic: its decisions depend only on the
+sequence of results (values and acquisition timestamps), so :func:`replay` over
+a recording and its offline results reproduces the live decision log.
+Executing actions is :mod:`scopecast.daemon.trigger_actions`' job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import ndimage
+
+__all__ = [
+    "ActionSpec", "Decider", "Decision", "MeasurementSpec", "Trigger", "TriggerConfig", "TriggerSpec",
+    "load_trigger_config", "replay",
+]
+
+
+# ----------------------------------------------------------------------- config
+class MeasurementSpec(BaseModel):
+    """A number computed from one output channel of a result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["area_fraction", "count", "max", "mean", "change"]
+    channel: str
+    threshold: float = Field(default=0.0, description="pixel threshold (output units) for area_fraction/count")
+    roi: tuple[int, int, int, int] | None = Field(default=None, description="y0, x0, y1, x1 in output pixels")
+    min_pixels: int = Field(default=10, ge=1, description="smallest object counted by 'count'")
+
+
+class ConditionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    above: float
+    rearm_below: float | None = Field(default=None, description="hysteresis: re-arm below this (default: above)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ConditionSpec:
+        if self.rearm_below is not None and self.rearm_below > self.above:
+            raise ValueError(f"rearm_below ({self.rearm_below}) must not exceed above ({self.above})")
+        return self
+
+
+class ActionSpec(BaseModel):
+    """One action; the fields each kind uses are listed in docs/smart-acquisition.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["confirm_fluorescence", "switch_live", "save_window", "center_object", "z_stack",
+                  "tile_scan", "notify"]
+    channels: list[str] = Field(default_factory=list)
+    exposure_ms: float = Field(default=100.0, gt=0)
+    power: float = Field(default=1.0, ge=0, le=1, description="excitation power fraction (dose accounting)")
+    interval_ms: float | None = Field(default=None, ge=0)
+    live_channels: list[str] | None = None
+    before_s: float = Field(default=2.0, ge=0)
+    after_s: float = Field(default=2.0, ge=0)
+    z_range_um: float = Field(default=6.0, gt=0)
+    z_step_um: float = Field(default=2.0, gt=0)
+    rows: int = Field(default=2, ge=1)
+    columns: int = Field(default=2, ge=1)
+    threshold: float | None = Field(default=None, description="center_object: object threshold (default: the measurement's)")
+    message: str = ""
+
+    def planned_dose(self) -> float:
+        """Excitation dose (exposure ms × power) this action will deliver, for the budgets."""
+        per_frame = self.exposure_ms * self.power * len(self.channels)
+        if self.kind == "confirm_fluorescence":
+            return per_frame
+        if self.kind == "z_stack":
+            return per_frame * (int(round(self.z_range_um / self.z_step_um)) + 1)
+        if self.kind == "tile_scan":
+            return per_frame * self.rows * self.columns
+        return 0.0
+
+
+class TriggerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model: str = Field(description="name of the model whose results are measured")
+    measurement: MeasurementSpec | None = None
+    python: str | None = Field(default=None, description="'module:Class' implementing the Trigger protocol")
+    condition: ConditionSpec
+    cooldown_s: float = Field(default=10.0, ge=0)
+    actions: list[ActionSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> TriggerSpec:
+        if (self.measurement is None) == (self.python is None):
+            raise ValueError(f"trigger {self.name!r} needs exactly one of 'measurement' or 'python'")
+        return self
+
+
+class SafetySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dose_per_position: float = Field(default=5_000.0, ge=0, description="exposure ms × power, per position")
+    dose_per_session: float = Field(default=50_000.0, ge=0)
+    max_actions_per_minute: int = Field(default=6, ge=0)
+    position_grid_um: float = Field(default=100.0, gt=0, description="positions closer than this share a budget")
+
+
+class TriggerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    triggers: list[TriggerSpec]
+    safety: SafetySpec = Field(default_factory=SafetySpec)
+    ring_buffer_s: float = Field(default=10.0, ge=0, description="frames kept for save_window")
+
+
+def load_trigger_config(source: str | Path | dict) -> TriggerConfig:
+    """From a dict, or a .yaml/.yml/.json file; errors name the offending field."""
+    if isinstance(source, dict):
+        return TriggerConfig.model_validate(source)
+    path = Path(source)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    return TriggerConfig.model_validate(data)
+
+
+# ---------------------------------------------------------------- measurements
+@runtime_checkable
+class Trigger(Protocol):
+    """A custom measurement: one number per result (raise to report a problem)."""
+
+    def measure(self, header: dict[str, Any], data: np.ndarray) -> float: ...
+
+
+class DeclarativeMeasurement:
+    """:class:`MeasurementSpec` as a :class:`Trigger`."""
+
+    def __init__(self, spec: MeasurementSpec) -> None:
+        self.spec = spec
+        self._previous: np.ndarray | None = None
+
+    def _channel(self, header: dict[str, Any], data: np.ndarray) -> np.ndarray:
+        names = header.get("channels", [])
+        if self.spec.channel not in names:
+            raise KeyError(f"model output has no channel {self.spec.channel!r} (channels: {names})")
+        img = data[names.index(self.spec.channel)]
+        if self.spec.roi is not None:
+            y0, x0, y1, x1 = self.spec.roi
+            img = img[y0:y1, x0:x1]
+            if img.size == 0:
+                raise ValueError(f"ROI {self.spec.roi} is empty for an output of shape {data.shape[1:]}")
+        return img
+
+    def measure(self, header: dict[str, Any], data: np.ndarray) -> float:
+        img = self._channel(header, data)
+        k = self.spec.kind
+        if k == "area_fraction":
+            return float(np.mean(img > self.spec.threshold))
+        if k == "count":
+            labels, n = ndimage.label(img > self.spec.threshold)
+            if n == 0:
+                return 0.0
+            sizes = np.bincount(labels.ravel())[1:]
+            return float(np.count_nonzero(sizes >= self.spec.min_pixels))
+        if k == "max":
+            return float(img.max())
+        if k == "mean":
+            return float(img.mean())
+        prev, self._previous = self._previous, img.astype(np.float32, copy=True)
+        if prev is None or prev.shape != img.shape:
+            return 0.0
+        return float(np.mean(np.abs(img - prev)))
+
+
+def _python_trigger(path: str) -> Trigger:
+    mod_name, _, cls_name = path.partition(":")
+    try:
+        obj = getattr(importlib.import_module(mod_name), cls_name)()
+    except (ImportError, AttributeError, TypeError) as e:
+        raise ValueError(f"cannot load trigger class {path!r}: {e}") from None
+    if not isinstance(obj, Trigger):
+        raise ValueError(f"{path!r} does not implement Trigger.measure(header, data) -> float")
+    return obj
+
+
+# --------------------------------------------------------------------- decider
+@dataclass
+class Decision:
+    """One line of the decision log."""
+
+    t_ns: int  # acquisition time of the deciding result's last frame
+    trigger: str
+    model: str
+    event: str  # fire | rearm | suppressed | disabled
+    reason: str
+    measurement: float | None
+    above: float
+    rearm_below: float
+    acquisition_id: str
+    bundle_id: int
+    source_seqs: list[int]
+    position_um: list[float]
+    actions: list[str] = field(default_factory=list)
+    outcome: dict[str, Any] = field(default_factory=dict)  # filled when actions ran (live only)
+
+    def key(self) -> dict[str, Any]:
+        """What replay must reproduce: everything but the live outcome."""
+        d = asdict(self)
+        d.pop("outcome")
+        d["measurement"] = None if self.measurement is None else round(self.measurement, 9)
+        return d
+
+
+@dataclass
+class _State:
+    armed: bool = True
+    last_fire_ns: int | None = None
+    disabled: str | None = None
+
+
+class Decider:
+    """Turn results into decisions (deterministic; no hardware)."""
+
+    def __init__(self, config: TriggerConfig) -> None:
+        self.config = config
+        self.measures: dict[str, Trigger] = {}
+        for t in config.triggers:
+            self.measures[t.name] = DeclarativeMeasurement(t.measurement) if t.measurement else _python_trigger(t.python)  # type: ignore[arg-type]
+        self.state = {t.name: _State() for t in config.triggers}
+        self.action_times: list[int] = []
+        self.dose_session = 0.0
+        self.dose_position: dict[tuple[int, int], float] = {}
+
+    def _position_key(self, header: dict[str, Any]) -> tuple[int, int]:
+        g = self.config.safety.position_grid_um
+        return (int(round((header.get("stage_x_um") or 0.0) / g)), int(round((header.get("stage_y_um") or 0.0) / g)))
+
+    def decide(self, header: dict[str, Any], data: np.ndarray) -> list[Decision]:
+        """Decisions (fires, re-arms, suppressions, disablements) for one result."""
+        out = []
+        t_ns = int(header.get("t_acquired_ns") or 0)
+        for spec in self.config.triggers:
+            if spec.model != header.get("model"):
+                continue
+            st = self.state[spec.name]
+            if st.disabled:
+                continue
+            cond = spec.condition
+            rearm = cond.above if cond.rearm_below is None else cond.rearm_below
+
+            def decision(event: str, reason: str, value: float | None, actions=(), spec=spec, rearm=rearm):
+                return Decision(
+                    t_ns=t_ns, trigger=spec.name, model=spec.model, event=event, reason=reason, measurement=value,
+                    above=cond.above, rearm_below=rearm, acquisition_id=str(header.get("acquisition_id")),
+                    bundle_id=int(header.get("bundle_id", -1)), source_seqs=list(header.get("source_seqs", [])),
+                    position_um=[float(header.get(k) or 0.0) for k in ("stage_x_um", "stage_y_um", "stage_z_um")],
+                    actions=list(actions),
+                )
+
+            try:
+                value = float(self.measures[spec.name].measure(header, data))
+                if not np.isfinite(value):
+                    raise ValueError(f"measurement is {value}")
+            except Exception as e:  # noqa: BLE001 - a failing trigger is disabled, acquisition goes on
+                st.disabled = f"{type(e).__name__}: {e}"
+                out.append(decision("disabled", f"trigger disabled: {st.disabled}", None))
+                continue
+            if not st.armed:
+                if value < rearm:
+                    st.armed = True
+                    out.append(decision("rearm", f"{value:.4g} < {rearm:.4g}", value))
+                continue
+            if value < cond.above:
+                continue
+            if st.last_fire_ns is not None and t_ns - st.last_fire_ns < spec.cooldown_s * 1e9:
+                out.append(decision("suppressed", f"cooldown: {(t_ns - st.last_fire_ns) / 1e9:.2f} s of "
+                                    f"{spec.cooldown_s:g} s", value))
+                continue
+            refusal = self._safety(spec, header, t_ns)
+            if refusal:
+                out.append(decision("suppressed", refusal, value))
+                continue
+            st.armed = False
+            st.last_fire_ns = t_ns
+            self._charge(spec, header, t_ns)
+            out.append(decision("fire", f"{value:.4g} >= {cond.above:.4g}", value, [a.kind for a in spec.actions]))
+        return out
+
+    def _safety(self, spec: TriggerSpec, header: dict[str, Any], t_ns: int) -> str:
+        s = self.config.safety
+        recent = [t for t in self.action_times if t_ns - t < 60e9]
+        if spec.actions and len(recent) >= s.max_actions_per_minute:
+            return f"rate limit: {len(recent)} actions in the last minute (max {s.max_actions_per_minute})"
+        dose = sum(a.planned_dose() for a in spec.actions)
+        pos = self.dose_position.get(self._position_key(header), 0.0)
+        if dose and pos + dose > s.dose_per_position:
+            return f"light budget at this position: {pos:g} + {dose:g} > {s.dose_per_position:g}"
+        if dose and self.dose_session + dose > s.dose_per_session:
+            return f"session light budget: {self.dose_session:g} + {dose:g} > {s.dose_per_session:g}"
+        return ""
+
+    def _charge(self, spec: TriggerSpec, header: dict[str, Any], t_ns: int) -> None:
+        if spec.actions:
+            self.action_times.append(t_ns)
+        dose = sum(a.planned_dose() for a in spec.actions)
+        key = self._position_key(header)
+        self.dose_position[key] = self.dose_position.get(key, 0.0) + dose
+        self.dose_session += dose
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "triggers": {n: {"armed": s.armed, "disabled": s.disabled, "last_fire_ns": s.last_fire_ns}
+                         for n, s in self.state.items()},
+            "dose_session": self.dose_session, "dose_session_budget": self.config.safety.dose_per_session,
+            "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in self.dose_position.items()},
+        }
+
+
+# ---------------------------------------------------------------------- replay
+def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> list[Decision]:
+    """Run the triggers over offline results (``scopecast engine --offline``), in acquisition order.
+
+    Returns the decisions live operation would have taken on those results;
+    actions are not executed (their planned doses are charged to the budgets as live).
+    """
+    from .recorder import open_recording
+
+    cfg = config if isinstance(config, TriggerConfig) else load_trigger_config(config)
+    rec = open_recording(results)
+    items = []
+    for s in rec.series:
+        by_bundle: dict[int, list] = {}
+        for h in s.frames:
+            by_bundle.setdefault(h.bundle_id, []).append(h)
+        for bundle_id, hs in by_bundle.items():
+            h0 = hs[0]
+            t = h0.index.get("t", 0)
+            data = np.stack([s.image(c, t=t) for c in s.channels])
+            header = {
+                "model": h0.extra.get("model"), "channels": s.channels, "acquisition_id":
+                h0.extra.get("source_acquisition_id"), "bundle_id": bundle_id,
+                "source_seqs": h0.extra.get("source_seqs", []), "t_acquired_ns": h0.t_acquired_ns,
+                "stage_x_um": h0.stage_x_um, "stage_y_um": h0.stage_y_um, "stage_z_um": h0.stage_z_um,
+                "pixel_size_um": h0.pixel_size_um,
+            }
+            items.append((h0.t_acquired_ns, bundle_id, header, data))
+    items.sort(key=lambda x: (x[0], x[1]))
+    decider = Decider(cfg)
+    decisions: list[Decision] = []
+    for _, _, header, data in items:
+        decisions += decider.decide(header, data)
+    return decisions

@@ -1,0 +1,180 @@
+"""Smart acquisition: decisions, safeguards, actions on the simulated scope, and replay."""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scopecast.daemon.control import DaemonError
+from scopecast.daemon.inference.engine import InferenceEngine
+from scopecast.daemon.inference.offline import run_offline
+from scopecast.daemon.recorder import open_recording
+from scopecast.daemon.stream import StreamSubscriber
+from scopecast.daemon.triggers import Decider, load_trigger_config, replay
+
+ROOT = Path(__file__).resolve().parents[1]
+VS = ROOT / "models" / "packages" / "virtual-staining"
+CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
+COLONY = (40000.0, 0.0)
+
+
+def _cfg(**over):
+    t = {"name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
+         "condition": {"above": 0.5, "rearm_below": 0.3}, "cooldown_s": 0,
+         "actions": [{"kind": "notify"}]}
+    t.update(over.pop("trigger", {}))
+    return load_trigger_config({"triggers": [t], **over})
+
+
+def _result(value, t_s, x=0.0):
+    header = {"model": "m", "channels": ["c"], "t_acquired_ns": int(t_s * 1e9), "bundle_id": int(t_s * 10),
+              "acquisition_id": "a", "source_seqs": [], "stage_x_um": x, "stage_y_um": 0.0}
+    return header, np.full((1, 4, 4), value, np.float32)
+
+
+def _events(decider, values, dt=1.0):
+    out = []
+    for i, v in enumerate(values):
+        out += [d.event for d in decider.decide(*_result(v, i * dt))]
+    return out
+
+
+def test_hysteresis_prevents_chatter():
+    d = Decider(_cfg())
+    # hovering around the threshold fires once; only a drop below 0.3 re-arms
+    assert _events(d, [0.4, 0.55, 0.45, 0.6, 0.49, 0.52, 0.2, 0.7]) == ["fire", "rearm", "fire"]
+    plain = Decider(_cfg(trigger={"condition": {"above": 0.5}}))
+    assert _events(plain, [0.55, 0.45, 0.6, 0.49, 0.52]) == ["fire", "rearm", "fire", "rearm", "fire"]
+
+
+def test_cooldown_suppresses_refires():
+    d = Decider(_cfg(trigger={"cooldown_s": 5}))
+    ev = _events(d, [0.6, 0.1, 0.6, 0.6, 0.1, 0.6, 0.6, 0.6], dt=1.0)
+    assert ev == ["fire", "rearm", "suppressed", "suppressed", "fire"]
+
+
+def test_light_budget_and_rate_limit_stop_actions():
+    confirm = [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 100, "power": 0.5}]
+    d = Decider(_cfg(trigger={"actions": confirm}, safety={"dose_per_position": 120, "dose_per_session": 1000}))
+    ev = [(x.event, x.reason) for x in sum((d.decide(*_result(v, i, x=0.0)) for i, v in enumerate([0.9, 0.1, 0.9])), [])]
+    assert ev[0][0] == "fire" and ev[2] == ("suppressed", "light budget at this position: 50 + 50 > 120") or \
+        ev[2][0] == "fire"  # 50 + 50 <= 120: the second still fits
+    assert [e for e, _ in ev].count("fire") == 2
+    blocked = d.decide(*_result(0.1, 3)) + d.decide(*_result(0.9, 4))
+    assert blocked[-1].event == "suppressed" and blocked[-1].reason.startswith("light budget at this position: 100 + 50")
+    elsewhere = d.decide(*_result(0.9, 5, x=5000.0))
+    assert elsewhere[-1].event == "fire" and d.dose_session == 150  # another position has its own budget
+    rate = Decider(_cfg(safety={"max_actions_per_minute": 2}))
+    assert _events(rate, [0.9, 0.1, 0.9, 0.1, 0.9]) == ["fire", "rearm", "fire", "rearm", "suppressed"]
+
+
+class BrokenTrigger:
+    def measure(self, header, data):
+        raise RuntimeError("sensor exploded")
+
+
+class MaxTrigger:
+    def measure(self, header, data):
+        return float(data.max())
+
+
+def test_python_triggers_and_a_failing_trigger_is_disabled():
+    cfg = load_trigger_config({"triggers": [
+        {"name": "broken", "model": "m", "python": "tests.test_triggers:BrokenTrigger", "condition": {"above": 1}},
+        {"name": "max", "model": "m", "python": "tests.test_triggers:MaxTrigger", "condition": {"above": 0.5}},
+    ]})
+    d = Decider(cfg)
+    first = d.decide(*_result(0.9, 0))
+    assert [(x.trigger, x.event) for x in first] == [("broken", "disabled"), ("max", "fire")]
+    assert "sensor exploded" in first[0].reason
+    assert [(x.trigger, x.event) for x in d.decide(*_result(0.1, 1))] == [("max", "rearm")]
+    assert d.status()["triggers"]["broken"]["disabled"].startswith("RuntimeError")
+
+
+def test_bad_configs_name_the_problem():
+    with pytest.raises(Exception, match="exactly one of 'measurement' or 'python'"):
+        load_trigger_config({"triggers": [{"name": "x", "model": "m", "condition": {"above": 1}}]})
+    with pytest.raises(Exception, match="rearm_below"):
+        _cfg(trigger={"condition": {"above": 0.5, "rearm_below": 0.9}})
+    with pytest.raises(Exception, match="teleport"):
+        _cfg(trigger={"actions": [{"kind": "teleport"}]})
+    with pytest.raises(ValueError, match="cannot load trigger class"):
+        Decider(load_trigger_config({"triggers": [{"name": "x", "model": "m", "python": "nowhere:Nope",
+                                                   "condition": {"above": 1}}]}))
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped yet")
+def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp_path):
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, policy="all",
+                             warmup_shape=(256, 256)).start()
+    events = StreamSubscriber(daemon.stream_address, ("event",))
+    results = StreamSubscriber(engine.results_address, ("result",))
+    try:
+        time.sleep(0.3)
+        cfg = str(ROOT / "docs" / "triggers-colony.yaml")
+        with pytest.raises(DaemonError, match="no result stream given for model"):
+            client.request("load_triggers", config=cfg, sources={})
+        client.request("load_triggers", config=cfg, sources={"virtual-staining": engine.results_address})
+        live = client.request("start_live", channels=CYCLE, record=True, interval_ms=300)
+
+        def results_at(x, n, timeout=60):
+            """Wait for ``n`` results acquired at stage x. Results lag acquisition, and the first
+            bundle after a move may straddle both positions, so it is not counted."""
+            got, t_end = -1, time.monotonic() + timeout
+            while got < n and time.monotonic() < t_end:
+                m = results.recv(0.5)
+                if m is not None and abs(m[1]["stage_x_um"] - x) < 1:
+                    got += 1
+            assert got >= n, f"only {got} results at x={x}"
+
+        def fired():
+            return client.request("triggers")["fired"]
+
+        results_at(0.0, 3)                            # ordinary cells: nothing happens
+        assert fired() == 0
+        client.request("move_stage", x=COLONY[0], y=COLONY[1])
+        results_at(COLONY[0], 4)                      # the colony: fires once, no chatter
+        assert fired() == 1
+        t_first = time.monotonic()
+        client.request("move_stage", x=0.0, y=0.0)    # re-arm on ordinary cells
+        results_at(0.0, 2)
+        client.request("move_stage", x=COLONY[0], y=COLONY[1])
+        results_at(COLONY[0], 2)                      # back within the 5 s cooldown: suppressed
+        assert fired() == 1
+        while time.monotonic() - t_first < 6.0:
+            time.sleep(0.1)
+        results_at(COLONY[0], 3)                      # cooldown over: the light budget refuses
+        stopped = client.request("stop")["stopped"]
+        time.sleep(0.5)
+        st = client.request("triggers")
+        lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
+        log = [x for x in lines if "event" in x]
+        fire = next(x for x in log if x["event"] == "fire")
+        assert fire["measurement"] > 0.25 and abs(fire["position_um"][0] - COLONY[0]) < 1
+        outcome = next(x for x in lines if x.get("outcome_of", {}).get("t_ns") == fire["t_ns"])
+        assert outcome["closed_loop_latency_ms"] > 0
+        confirm, window, note = outcome["actions"]
+        assert confirm["ok"] and confirm["channels"] == CYCLE + ["Nuclei"]
+        pair = open_recording(confirm["recording"])
+        assert pair.series[0].channels == CYCLE + ["Nuclei"]
+        assert pair.attrs["scopecast"]["decision"]["bundle_id"] == fire["bundle_id"]
+        assert pair.series[0].image("Nuclei").mean() > pair.series[0].image("DF").mean()
+        assert window["ok"] and window["frames_before_event"] > 0 and window["frames"] > window["frames_before_event"]
+        assert note["ok"] and note["published"]
+        ev = events.recv(5)
+        assert ev is not None and ev[0] == "event" and ev[1]["decision"]["trigger"] == "dense-colony"
+        reasons = [x["reason"] for x in log if x["event"] == "suppressed"]
+        assert any(r.startswith("cooldown") for r in reasons)
+        assert any(r.startswith("light budget at this position: 100 + 100 > 150") for r in reasons)
+        assert sum(x["event"] == "fire" for x in log) == 1
+        # replay: offline inference over the live recording, then the same triggers
+        res = run_offline(VS, stopped["path"], runtime="ort-cpu")
+        replayed = [d.key() for d in replay(cfg, res.output)]
+        assert replayed == log
+    finally:
+        events.close()
+        results.close()
+        client.request("unload_triggers")
+        engine.close()
