@@ -164,18 +164,21 @@ def pipeline(package_dir: Path, size: int, interval_ms: float, seconds: float, t
     return {"rate": len(heads) / elapsed, "n": len(heads), "lat": lat, "dropped": est["dropped"]}
 
 
-def torch_callback_baseline(package, size: int, seconds: float, tmp: Path) -> float:
-    """Bundles/s of PyTorch eager inside the acquisition loop's per-frame callback."""
+def _torch_model(package):
+    """The package's network in PyTorch eager: its training checkpoint (provenance), or, for the
+    synthetic benchmark net, rebuilt from the ONNX weights."""
     import onnx
     import torch
     from onnx import numpy_helper
 
-    from scopecast.daemon.backend import load_mmcore_backend
-    from scopecast.daemon.inference.worker import normalize
+    ckpt = package.manifest.provenance.get("checkpoint")
+    if ckpt:
+        from scopecast.models.training import load_checkpoint
 
-    from scopecast.daemon.inference.runtimes import default_threads
-
-    torch.set_num_threads(default_threads(1))  # the same threads as the engine's worker
+        path = Path(ckpt) if Path(ckpt).is_absolute() else ROOT / ckpt
+        if not path.is_file():
+            raise SystemExit(f"the PyTorch baseline needs the training checkpoint {path} (scopecast train recreates it)")
+        return load_checkpoint(path)[0]
     init = {t.name: numpy_helper.to_array(t) for t in onnx.load(package.model_path).graph.initializer}
     layers: list[torch.nn.Module] = []
     i = 0
@@ -185,7 +188,22 @@ def torch_callback_baseline(package, size: int, seconds: float, tmp: Path) -> fl
         conv.weight.data, conv.bias.data = w, torch.from_numpy(init[f"b{i}"].copy())
         layers += [conv, torch.nn.ReLU()]
         i += 1
-    net = torch.nn.Sequential(*layers[:-1]).eval()
+    if not layers:
+        raise SystemExit(f"cannot rebuild {package.manifest.name} in PyTorch: no checkpoint in its provenance")
+    return torch.nn.Sequential(*layers[:-1]).eval()
+
+
+def torch_callback_baseline(package, size: int, seconds: float, tmp: Path) -> float:
+    """Bundles/s of PyTorch eager inside the acquisition loop's per-frame callback."""
+    import torch
+
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.inference.worker import normalize
+
+    from scopecast.daemon.inference.runtimes import default_threads
+
+    torch.set_num_threads(default_threads(1))  # the same threads as the engine's worker
+    net = _torch_model(package)
     backend = load_mmcore_backend(_cfg(size, tmp))
     bundle: dict[str, np.ndarray] = {}
     done = 0

@@ -164,7 +164,8 @@ class Requester:
         return pool.submit(call)
 
     def close(self) -> None:
+        """Cancel queued requests and wait for the running ones (each has a timeout)."""
         for p in self._pools.values():
-            p.shutdown(wait=False, cancel_futures=True)
+            p.shutdown(wait=True, cancel_futures=True)
         for c in self._clients.values():
             c.close()

@@ -56,8 +56,12 @@ def prepare(pairs: PairSet, norm: Normalization, scale: tuple[np.ndarray, np.nda
     return x, y, scale
 
 
-def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.random.Generator):
-    """Random aligned crops with flips / 90° rotations (the optics are isotropic)."""
+def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.random.Generator, augment: bool):
+    """Random aligned crops; with ``augment`` also flips and 90° rotations.
+
+    Virtual-staining inputs must not be rotated or flipped: the DPC halves are
+    direction-specific, and rotating the image would swap their meaning.
+    """
     N, _, H, W = x.shape
     xb = np.empty((n, x.shape[1], crop, crop), np.float32)
     yb = np.empty((n, y.shape[1], crop * sf, crop * sf), np.float32)
@@ -66,17 +70,13 @@ def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.ran
         r, c = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
         xa = x[k, :, r:r + crop, c:c + crop]
         ya = y[k, :, r * sf:(r + crop) * sf, c * sf:(c + crop) * sf]
-        rot, flip = rng.integers(4), rng.integers(2)
-        xa, ya = np.rot90(xa, rot, (1, 2)), np.rot90(ya, rot, (1, 2))
-        if flip:
-            xa, ya = xa[:, :, ::-1], ya[:, :, ::-1]
+        if augment:
+            rot, flip = rng.integers(4), rng.integers(2)
+            xa, ya = np.rot90(xa, rot, (1, 2)), np.rot90(ya, rot, (1, 2))
+            if flip:
+                xa, ya = xa[:, :, ::-1], ya[:, :, ::-1]
         xb[i], yb[i] = xa, ya
     return torch.from_numpy(xb), torch.from_numpy(yb)
-
-
-def _dpc_safe_augment(task: str) -> bool:
-    # DPC halves are direction-specific: rotating the image would swap their meaning
-    return task != "virtual-staining"
 
 
 def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool = True) -> Path:
@@ -123,10 +123,7 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     try:
         for step in range(1, cfg.steps + 1):
             model.train()
-            if _dpc_safe_augment(cfg.task):
-                xb, yb = _crops(xtr, ytr, cfg.batch, crop, sf, rng)
-            else:  # flips/rotations would change which DPC half is which: crops only
-                xb, yb = _crops_plain(xtr, ytr, cfg.batch, crop, sf, rng)
+            xb, yb = _crops(xtr, ytr, cfg.batch, crop, sf, rng, augment=cfg.task != "virtual-staining")
             loss = loss_fn(model(xb), yb)
             opt.zero_grad()
             loss.backward()
@@ -156,14 +153,6 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     ckpt = _save(out / "checkpoint.pt", model, meta, step)
     write_card(out / "card.md", meta, metrics)
     return ckpt
-
-
-def _crops_plain(x, y, n, crop, sf, rng):
-    N, _, H, W = x.shape
-    idx = [(rng.integers(N), rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)) for _ in range(n)]
-    xb = np.stack([x[k, :, r:r + crop, c:c + crop] for k, r, c in idx])
-    yb = np.stack([y[k, :, r * sf:(r + crop) * sf, c * sf:(c + crop) * sf] for k, r, c in idx])
-    return torch.from_numpy(np.ascontiguousarray(xb)), torch.from_numpy(np.ascontiguousarray(yb))
 
 
 @torch.inference_mode()
