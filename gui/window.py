@@ -22,6 +22,14 @@ from .streams import LatestStreams, Requester
 
 __all__ = ["EngineEndpoint", "ScopeWindow"]
 
+
+def _shipped_packages() -> list:
+    """Model packages that ship with scopecast (offered in the model selector)."""
+    from importlib.resources import files
+
+    root = files("scopecast.models").joinpath("packages")
+    return sorted(p for p in (root.iterdir() if root.is_dir() else []) if p.joinpath("manifest.json").is_file())
+
 STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "postprocess", "result_publish",
           "display", "end_to_end")
 
@@ -112,6 +120,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.live_button = QtWidgets.QPushButton("Start live")
         self.live_button.clicked.connect(self.toggle_live)
         self.record_box = QtWidgets.QCheckBox("record")
+        self.record_box.setToolTip("record the live cycle to OME-Zarr (toggling it during live restarts live)")
+        self.record_box.clicked.connect(self.toggle_record)
         self.channel_box = QtWidgets.QComboBox()
         self.channel_box.setToolTip("channel shown in the raw view")
         self.pattern_box = QtWidgets.QComboBox()
@@ -126,8 +136,12 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.snap_button.clicked.connect(lambda: self.request("snap", record=True))
         self.pairs_button = QtWidgets.QPushButton("Capture pair")
         self.pairs_button.clicked.connect(lambda: self.request("capture_pairs"))
-        self.model_box = QtWidgets.QLineEdit()
-        self.model_box.setPlaceholderText("model package path")
+        self.model_box = QtWidgets.QComboBox()
+        self.model_box.setEditable(True)
+        self.model_box.addItems([str(p) for p in _shipped_packages()])
+        self.model_box.setCurrentText("")
+        self.model_box.lineEdit().setPlaceholderText("model package (shipped, or a path)")
+        self.model_box.setMinimumWidth(280)
         self.model_button = QtWidgets.QPushButton("Load model")
         self.model_button.clicked.connect(self.load_model)
         self.overlay_box = QtWidgets.QCheckBox("overlay on label-free")
@@ -191,8 +205,18 @@ class ScopeWindow(QtWidgets.QMainWindow):
         else:
             self.request("start_live", record=self.record_box.isChecked())
 
+    def toggle_record(self) -> None:
+        """Start or stop recording: during live, restart the same cycle with recording on/off."""
+        job = self.daemon_status.get("job") or {}
+        if self.daemon_status.get("state") != "live" or not job.get("plan"):
+            return  # applies when live starts
+        plan = dict(job["plan"])
+        plan["record"] = self.record_box.isChecked()
+        self.request("stop")
+        self.request("start_live", **{k: plan[k] for k in ("channels", "exposure_ms", "interval_ms", "record")})
+
     def load_model(self) -> None:
-        path = self.model_box.text().strip()
+        path = self.model_box.currentText().strip()
         engine = next((e for e in self.engines if e.control), None)
         if not path or engine is None:
             self._on_error("load_model", "give a package path; the first engine with a control socket loads it")
@@ -212,7 +236,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
             if source == "daemon":
                 self.daemon_status = result
                 self.connected["daemon"] = True
-                self.live_button.setText("Stop live" if result.get("state") == "live" else "Start live")
+                live = result.get("state") == "live"
+                self.live_button.setText("Stop live" if live else "Start live")
+                if live and result.get("job"):
+                    self.record_box.setChecked(bool(result["job"].get("path")))
                 n = result.get("frames_acquired", 0)
                 self._acq_hist.append((time.monotonic(), n))
             else:

@@ -96,10 +96,25 @@ def test_control_click_changes_daemon_state(app, window, client):
     assert spin(app, lambda: client.request("status")["exposure_ms"] == 23.5, 10)
 
 
+def test_recording_toggles_during_live(app, window, client):
+    client.request("start_live", channels=["BF", "DF"], interval_ms=50)
+    assert spin(app, lambda: window.daemon_status.get("state") == "live" and window.daemon_status.get("job", {}).get("plan"), 20)
+    assert not window.record_box.isChecked()
+    window.record_box.click()  # start recording: live restarts with the same cycle, recording
+    assert spin(app, lambda: (client.request("status")["job"] or {}).get("path"), 20)
+    job = client.request("status")["job"]
+    assert [c["name"] for c in job["plan"]["channels"]] == ["BF", "DF"] and job["plan"]["interval_ms"] == 50
+    assert spin(app, lambda: window.record_box.isChecked(), 10)
+    window.record_box.click()  # stop recording, keep live
+    assert spin(app, lambda: (client.request("status")["job"] or {}).get("path", "x") is None, 20)
+    client.request("stop")
+
+
 def test_daemon_errors_appear_in_the_window(app, window):
     window.request("set_pattern", pattern="rainbow")
     assert spin(app, lambda: "unknown illumination pattern 'rainbow'" in window.error_view.toPlainText(), 10)
-    window.model_box.setText("/nowhere/package")
+    assert window.model_box.count() >= 2  # the shipped packages are offered
+    window.model_box.setCurrentText("/nowhere/package")
     window.load_model()
     assert spin(app, lambda: "no manifest.json" in window.error_view.toPlainText(), 10)
 
