@@ -138,7 +138,7 @@ def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, e
     assert abs(st["frames_received"] - used - st["dropped_total"]) <= in_flight
     # recording never drops
     rec = open_recording(stopped["path"])
-    assert len(rec.frames) == stopped["frames"] == job["frames"] + stopped["frames"] - job["frames"]
+    assert len(rec.frames) == stopped["frames"] >= job["frames"]
     assert rec.series[0].data.shape[0] == stopped["frames"] // len(CYCLE)
 
 

@@ -159,7 +159,16 @@ def test_parity_failure_leaves_no_package(trained, tmp_path, monkeypatch):
     with pytest.raises(ParityError, match="exceeds the tolerance"):
         export_package(bad, tmp_path / "pkg", tile=64, halo=8)
     assert list(tmp_path.glob("pkg*")) == [] and list(tmp_path.glob(".pkg*")) == []
-    assert parity  # the function the package step uses
+
+
+def test_parity_check_reports_the_error(trained, tmp_path):
+    model, _ = load_checkpoint(trained[0])
+    x = np.random.default_rng(0).random((1, 6, 32, 32), dtype=np.float32)
+    path = export_onnx(model, x, tmp_path / "m.onnx")
+    report = parity(path, model, x, atol=1e-4)
+    assert report["passed"] and 0 <= report["max_abs_error"] <= 1e-4
+    with pytest.raises(ParityError, match="exceeds the tolerance 1e-12"):
+        parity(path, model, x, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["virtual-staining", "super-resolution"])
