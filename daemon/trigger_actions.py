@@ -103,6 +103,7 @@ class TriggerRunner:
         engine.sinks.append(self.ring)
         self.decisions: list[Decision] = []
         self.fired = 0  # counted when decided (actions may still be running)
+        self._running = 0  # firings whose actions are executing now
         self.latencies_ms: list[float] = []
         self._lock = threading.Lock()
         self._actions: queue.Queue = queue.Queue()
@@ -137,7 +138,7 @@ class TriggerRunner:
             "session": self.session, "log": str(self.log_path), **self.decider.status(),
             "decisions": len(self.decisions),
             "fired": self.fired,
-            "actions_pending": self._actions.qsize(),
+            "actions_pending": self._actions.qsize() + self._running,
             "closed_loop_latency_ms": None if lat is None else {
                 "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "n": len(lat)},
         }
@@ -176,6 +177,7 @@ class TriggerRunner:
             if item is None:
                 return
             d, header, data = item
+            self._running = 1
             spec = next(t for t in self.config.triggers if t.name == d.trigger)
             results = []
             for i, action in enumerate(spec.actions):
@@ -191,6 +193,7 @@ class TriggerRunner:
                     results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
             d.outcome["actions"] = results
             self._log({"outcome_of": {"t_ns": d.t_ns, "trigger": d.trigger, "bundle_id": d.bundle_id}, **d.outcome})
+            self._running = 0
 
     def _recorder(self, kind: str, d: Decision) -> Recorder:
         path = self.engine.data_dir / f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}.ome.zarr"
@@ -263,17 +266,21 @@ class TriggerRunner:
         return {"moved": True, "offset_um": [round(dx, 3), round(dy, 3)]}
 
     def _scan(self, seq: useq.MDASequence) -> dict:
-        """Pause live (if running), run ``seq``, resume the same live plan."""
+        """Pause live (if running), run ``seq``, return the stage, resume the same live plan."""
         live = self.engine._current if self.engine.state == "live" else None
         plan = live.plan if live else None
         if live:
             self.engine.stop(live.id)
             self.engine.wait(live.id, 30)
+        home = self.engine.backend.position_um()
         try:
             job = self.engine.run_sequence(seq, kind="scan")
             self.engine.wait(job.id, 600)
-            return {"recording": job.path, "frames": job.frames, "status": job.status}
+            if job.status != "done":
+                raise RuntimeError(f"scan {job.id} {job.status}: {job.error}")
+            return {"recording": job.path, "frames": job.frames}
         finally:
+            self.engine.backend.move_um(*home)
             if plan:
                 self.engine.start_live(LivePlan.model_validate(plan))
 

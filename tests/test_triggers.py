@@ -177,3 +177,50 @@ def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp
         results.close()
         client.request("unload_triggers")
         engine.close()
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped yet")
+def test_stage_scan_and_live_actions(daemon, client):
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=(256, 256)).start()
+    try:
+        time.sleep(0.3)
+        cfg = {"triggers": [{
+            "name": "colony", "model": "virtual-staining",
+            "measurement": {"kind": "area_fraction", "channel": "nuclei", "threshold": 2000},
+            "condition": {"above": 0.25, "rearm_below": 0.18}, "cooldown_s": 60,
+            "actions": [
+                {"kind": "center_object"},
+                {"kind": "z_stack", "channels": ["Nuclei"], "exposure_ms": 20, "z_range_um": 2, "z_step_um": 1},
+                {"kind": "tile_scan", "channels": ["BF"], "exposure_ms": 5, "rows": 1, "columns": 2},
+                {"kind": "switch_live", "interval_ms": 25, "live_channels": CYCLE},
+            ]}],
+            "safety": {"dose_per_position": 1000, "dose_per_session": 1000}}
+        client.request("load_triggers", config=cfg, sources={"virtual-staining": engine.results_address})
+        client.request("move_stage", x=COLONY[0], y=COLONY[1])
+        first = client.request("start_live", channels=CYCLE, interval_ms=100)
+        t_end = time.monotonic() + 90
+        st = client.request("triggers")
+        while time.monotonic() < t_end and not (st["fired"] and st["actions_pending"] == 0):
+            time.sleep(0.2)
+            st = client.request("triggers")
+        time.sleep(1.0)
+        lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
+        outcome = next(x for x in lines if "outcome_of" in x)
+        center, zstack, tiles, switch = outcome["actions"]
+        assert all(a["ok"] for a in outcome["actions"]), outcome
+        # the stage moved by the offset that centres the largest nucleus
+        assert center["moved"] and max(abs(v) for v in center["offset_um"]) < 256 * 0.65 / 2
+        pos = client.request("status")["position_um"]
+        assert pos["x"] == pytest.approx(COLONY[0] + center["offset_um"][0], abs=1e-3)
+        # z stack: 3 planes of the real fluorescence, recorded
+        z = open_recording(zstack["recording"]).series[0]
+        assert z.data.shape[2] == 3 and [round(f.stage_z_um, 3) for f in z.frames] == [-1.0, 0.0, 1.0]
+        assert len(open_recording(tiles["recording"]).series) == 2
+        # live was paused for the scans, resumed, then switched to the faster interval
+        st = client.request("status")
+        assert st["state"] == "live" and st["job"]["id"] != first["id"] and st["job"]["plan"]["interval_ms"] == 25
+        assert st["job"]["id"] == switch["live_job"]
+        client.request("stop")
+    finally:
+        client.request("unload_triggers")
+        engine.close()
