@@ -77,6 +77,11 @@ class AcquisitionEngine:
 
     # ------------------------------------------------------------------ state
     @property
+    def current_job(self) -> Job | None:
+        """The running job, if any."""
+        return self._current
+
+    @property
     def state(self) -> str:
         job = self._current
         return "idle" if job is None else job.kind
@@ -157,7 +162,7 @@ class AcquisitionEngine:
         if record:
             rec = self._recorder(acq, "snap", {"channel": spec.name})
             try:
-                idx = rec.add_series(self._series_spec(frame, [spec.name], [frame.header.modality]))
+                idx = rec.add_series(self.series_spec(frame, [spec.name], [frame.header.modality]))
                 rec.write(frame, idx, 0, 0)
                 self.frames_recorded += 1
             finally:
@@ -241,7 +246,7 @@ class AcquisitionEngine:
                                          default_exposure=plan.exposure_ms)
                     if rec is not None:
                         if series is None:
-                            series = rec.add_series(self._series_spec(
+                            series = rec.add_series(self.series_spec(
                                 frame, names, [self.backend.channels()[n].modality for n in names]))
                         rec.write(frame, series, cycle, i)
                         self.frames_recorded += 1
@@ -309,7 +314,7 @@ class AcquisitionEngine:
                     chans = [ch.config for ch in seq.channels if ch.camera == spec.detector]
                     mods = [frame.header.modality if ch == spec.name else self.backend.channels()[ch].modality
                             for ch in chans]
-                    series[skey] = (rec.add_series(self._series_spec(
+                    series[skey] = (rec.add_series(self.series_spec(
                         frame, chans, mods, n_z=n_z, z_step=z_step,
                         position_index=position_index)), chans)
                 sidx, chans = series[skey]
@@ -331,7 +336,7 @@ class AcquisitionEngine:
         )
 
     @staticmethod
-    def _series_spec(
+    def series_spec(
         frame: Frame, channels: Iterable[str], modalities: Iterable[str], n_z: int = 1,
         z_step: float = 1.0, position_index: int = 0,
     ) -> SeriesSpec:

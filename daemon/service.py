@@ -81,7 +81,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """State, position, counters and the running job."""
         e = self.engine
-        job = e._current
+        job = e.current_job
         x, y, z = self.backend.position_um()
         return {
             "state": e.state,

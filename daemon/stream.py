@@ -59,7 +59,6 @@ class StreamStats:
     def __init__(self) -> None:
         self.published = 0
         self.drops = DropCounter()
-        self.started = time.monotonic()
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames_published": self.published, "dropped": self.drops.snapshot(),

@@ -207,7 +207,7 @@ class TriggerRunner:
         rec = self._recorder("pair", d)
         try:
             names = [f.header.channel for f in frames]
-            idx = rec.add_series(AcquisitionEngine._series_spec(frames[0], names, [f.header.modality for f in frames]))
+            idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], names, [f.header.modality for f in frames]))
             for c, f in enumerate(frames):
                 rec.write(f, idx, 0, c)
         finally:
@@ -237,7 +237,7 @@ class TriggerRunner:
         try:
             channels = list(dict.fromkeys(f.header.channel for f in frames))
             mods = [next(f.header.modality for f in frames if f.header.channel == c) for c in channels]
-            idx = rec.add_series(AcquisitionEngine._series_spec(frames[0], channels, mods))
+            idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], channels, mods))
             t_of: dict[str, int] = collections.Counter()
             for f in frames:
                 rec.write(f, idx, t_of[f.header.channel], channels.index(f.header.channel))
@@ -267,7 +267,7 @@ class TriggerRunner:
 
     def _scan(self, seq: useq.MDASequence) -> dict:
         """Pause live (if running), run ``seq``, return the stage, resume the same live plan."""
-        live = self.engine._current if self.engine.state == "live" else None
+        live = self.engine.current_job if self.engine.state == "live" else None
         plan = live.plan if live else None
         if live:
             self.engine.stop(live.id)
@@ -302,7 +302,7 @@ class TriggerRunner:
 
     def _do_switch_live(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Restart live with another cycle and/or frame interval (fast <-> slow imaging)."""
-        live = self.engine._current if self.engine.state == "live" else None
+        live = self.engine.current_job if self.engine.state == "live" else None
         plan = dict(live.plan) if live and live.plan else LivePlan().model_dump()
         if a.interval_ms is not None:
             plan["interval_ms"] = a.interval_ms

@@ -214,7 +214,6 @@ class InferenceEngine:
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
         self._stop = threading.Event()
         self._model_lock = threading.Lock()
-        self._generation = 0
         self._pub_lock = threading.Lock()
         self.stream_address = stream_address
         self.pub = self.ctx.socket(zmq.PUB)
@@ -251,7 +250,6 @@ class InferenceEngine:
             self.package = package
             self.workers = workers
             self.assembler = BundleAssembler(package.manifest.inputs, self.drops)
-            self._generation += 1
 
     def load_model(self, path: str) -> dict[str, Any]:
         """Switch to another model package; on failure the current model keeps serving."""

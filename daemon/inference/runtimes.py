@@ -114,11 +114,13 @@ class OrtRuntime:
                 "trt_profile_max_shapes": f"{m.input_name}:8x{c}x{t}x{t}",
             }
             providers = [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
-            self.cache_path = cache
+            self.cache_path: Path | None = cache
         elif provider == "CUDAExecutionProvider":
             providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+            self.cache_path = None
         else:
             providers = ["CPUExecutionProvider"]
+            self.cache_path = None
         try:
             self.session = ort.InferenceSession(str(package.model_path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - any load failure names the model
@@ -155,7 +157,8 @@ class OrtRuntime:
         return io.copy_outputs_to_cpu()[0]
 
     def describe(self) -> dict[str, Any]:
-        return {"runtime": self.name, "providers": self.session.get_providers(), "threads": self.threads}
+        return {"runtime": self.name, "providers": self.session.get_providers(), "threads": self.threads,
+                "engine_cache": str(self.cache_path) if self.cache_path else None}
 
 
 # --------------------------------------------------------------- native TensorRT
@@ -175,7 +178,7 @@ class TensorRTRuntime:
             from cuda.bindings import runtime as cudart
         except ImportError as e:
             raise RuntimeUnavailable(f"TensorRT runtime needs the 'gpu' extra: {e}") from None
-        self._trt, self._cudart = trt, cudart
+        self._cudart = cudart
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:

@@ -8,7 +8,7 @@ values. Each step is timed for the latency figures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,6 @@ class StreamFrame:
 class Result:
     header: dict[str, Any]
     data: np.ndarray  # float32 (C, H, W)
-    timings_ns: dict[str, int] = field(default_factory=dict)
 
 
 class InferenceWorker:
