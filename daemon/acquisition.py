@@ -95,6 +95,16 @@ class AcquisitionEngine:
         except KeyError:
             raise KeyError(f"no job {job_id!r}") from None
 
+    def check_writable(self) -> None:
+        """Raise ``PermissionError`` naming the data directory unless a recording can be created there."""
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.data_dir, prefix=".write-test-"):
+                pass
+        except OSError as e:
+            raise PermissionError(f"cannot record: data directory {self.data_dir} is not writable ({e})") from None
+
     def require_idle(self, what: str, allow_live: bool = True) -> None:
         """Raise :class:`BusyError` if a job that owns the stage is running."""
         job = self._current
@@ -241,6 +251,8 @@ class AcquisitionEngine:
                 bundle = next(self._bundle)
                 frames = []
                 for i, spec in enumerate(plan.channels):
+                    if job._stop.is_set():  # stop takes effect within one frame
+                        break
                     frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bundle,
                                          bundle_index=i, bundle_size=len(names),
                                          default_exposure=plan.exposure_ms)
@@ -256,6 +268,10 @@ class AcquisitionEngine:
                 wait = plan.interval_ms / 1000 - (time.perf_counter() - t_start)
                 if wait > 0:
                     job._stop.wait(wait)
+        except BaseException as e:
+            if rec is not None:
+                rec.close(error=f"{type(e).__name__}: {e}")
+            raise
         finally:
             if rec is not None:
                 rec.close()
@@ -322,6 +338,9 @@ class AcquisitionEngine:
                 self.frames_recorded += 1
                 job.frames += 1
                 self._emit(frame)
+        except BaseException as e:
+            rec.close(error=f"{type(e).__name__}: {e}")
+            raise
         finally:
             rec.close()
 

@@ -1,31 +1,50 @@
 """The control socket: JSON request/reply over ZeroMQ (documented in docs/protocol.md).
 
-Request: one JSON part ``{"cmd": "<name>", "args": {...}, "id": <any>}``.
-Reply: a JSON part ``{"ok": true, "result": {...}, "id": ...}`` or
+Request: one JSON part ``{"cmd": "<name>", "args": {...}, "id": <string|integer|null>}``
+(``args`` and ``id`` optional, nothing else allowed). Reply: a JSON part
+``{"ok": true, "result": {...}, "id": ...}`` or
 ``{"ok": false, "error": {"type": "...", "message": "..."}, "id": ...}``,
-followed by raw buffer parts when the result describes them (``snap``). Every
-request gets exactly one reply; nothing a client sends stops the server.
+followed by raw buffer parts when the result describes them (``snap``).
+
+The contract:
+
+- Every request gets exactly one reply; nothing a client sends stops the server.
+- Requests are strict (:mod:`scopecast.daemon.wire`): UTF-8 JSON, no
+  NaN/Infinity, bounded nesting; arguments are checked against the handler's
+  signature in pydantic's strict JSON mode (``true`` is not a number, ``"25"``
+  is not a number, unknown arguments are refused). Any violation is a
+  ``BadRequest`` reply naming the problem. Replies are strict JSON too.
+- The socket thread never blocks: commands listed as ``inline`` (``status``,
+  for instance) are answered on it directly and must not wait for hardware;
+  every other command runs on a worker thread, so a ``wait``, a scan or a long
+  exposure never delays another client's ``status``.
+- The socket is a ROUTER: REQ clients work unchanged, and several requests
+  from different clients are in progress at once.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import zmq
-from pydantic import ConfigDict, ValidationError, validate_call
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-__all__ = ["ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS"]
+from .security import bind_socket, connect_socket
+from .wire import WireError, dumps_strict, loads_strict
+
+__all__ = ["BadRequest", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTROL_ADDRESS = "tcp://127.0.0.1:5555"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+_REQUEST_KEYS = {"cmd", "args", "id"}
 
 
 class DaemonError(RuntimeError):
@@ -37,30 +56,65 @@ class DaemonError(RuntimeError):
         self.message = message
 
 
+class BadRequest(ValueError):
+    """A request that is not well-formed (reply type ``BadRequest``)."""
+
+    def __init__(self, message: str, req_id: Any = None) -> None:
+        super().__init__(message)
+        self.req_id = req_id
+
+
 Handler = Callable[..., Any]
 
 
+def _arguments_model(name: str, fn: Handler) -> type[BaseModel]:
+    """A strict pydantic model of ``fn``'s keyword arguments."""
+    fields: dict[str, Any] = {}
+    hints = inspect.get_annotations(fn, eval_str=True)
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (hints.get(p.name, Any), default)
+    cfg = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    return create_model(f"{name}_args", __config__=cfg, **fields)
+
+
 class ControlServer:
-    """Serve ``handlers`` (name -> callable) on a REP socket in a thread.
+    """Serve ``handlers`` (name -> callable) on a ROUTER socket.
 
     A handler receives the request's ``args`` as keyword arguments, validated
-    against its signature (unknown or ill-typed arguments are an error reply). It
-    returns a JSON-able result, or ``(result, [buffers])`` to send raw parts.
+    strictly against its signature. It returns a JSON-able result, or
+    ``(result, [buffers])`` to send raw parts. Handlers named in ``inline`` run
+    on the socket thread (they must return at once, never wait for hardware);
+    the others run on a pool of ``workers`` threads.
     """
 
     def __init__(self, handlers: dict[str, Handler], address: str = DEFAULT_CONTROL_ADDRESS,
-                 context: zmq.Context | None = None) -> None:
-        cfg = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-        self.handlers = {name: validate_call(fn, config=cfg) for name, fn in handlers.items()}
+                 context: zmq.Context | None = None, inline: Iterable[str] = ("status",),
+                 workers: int = 16) -> None:
+        self.handlers = dict(handlers)
+        self._models = {name: _arguments_model(name, fn) for name, fn in handlers.items()}
         self._signatures = {name: str(inspect.signature(fn)) for name, fn in handlers.items()}
+        self.inline = frozenset(inline)
         self.ctx = context or zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.REP)
+        self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(address)
-        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.address = bind_socket(self.sock, address)
+        # worker threads hand replies back through this pair (sockets are not thread-safe)
+        self._reply_address = f"inproc://control-replies-{id(self)}"
+        self._replies = self.ctx.socket(zmq.PULL)
+        self._replies.setsockopt(zmq.LINGER, 0)
+        self._replies.bind(self._reply_address)
+        self._local = threading.local()
+        self._pushers: list[zmq.Socket] = []
+        self._pushers_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="control-cmd")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._count_lock = threading.Lock()
         self.requests_served = 0
         self.bad_requests = 0
 
@@ -72,66 +126,133 @@ class ControlServer:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._pushers_lock:
+            for s in self._pushers:
+                s.close(linger=0)
+        self._replies.close(linger=0)
         self.sock.close(linger=0)
 
+    # ---------------------------------------------------------------- serving
     def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._replies, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
             try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.ZMQError:
-                continue
-            reply = self.handle(parts)
-            try:
-                self.sock.send_multipart(reply, copy=False)
-            except zmq.ZMQError:
-                log.exception("could not send a control reply")
+                ready = dict(poller.poll(100))
+                if self._replies in ready:
+                    self._forward_replies()
+                if self.sock in ready:
+                    self._accept()
+            except zmq.ZMQError as e:
+                if self._stop.is_set():
+                    return
+                log.warning("control socket: %s", e)
+            except Exception:  # noqa: BLE001 - the socket thread must not die
+                log.exception("control socket loop")
 
-    def handle(self, parts: list[bytes]) -> list[Any]:
-        """Turn one request into the reply parts (never raises)."""
-        self.requests_served += 1
-        req_id = None
+    def _forward_replies(self) -> None:
+        while True:
+            try:
+                parts = self._replies.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._send(parts)
+
+    def _send(self, parts: list[Any]) -> None:
+        try:
+            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as e:  # the client went away; nothing to do
+            log.debug("control reply not sent: %s", e)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                msg = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # ROUTER envelope: identity frames, an empty delimiter (REQ), then the body
+            if b"" in msg[1:]:
+                cut = msg.index(b"", 1) + 1
+            else:  # a DEALER without delimiter: identity, body
+                cut = 1
+            envelope, body = msg[:cut], msg[cut:]
+            with self._count_lock:
+                self.requests_served += 1
+            try:
+                cmd, args, req_id = self._parse(body)
+            except BadRequest as e:
+                self._send([*envelope, self._error_reply(e.req_id, e)])
+                continue
+            if cmd in self.inline:
+                self._send([*envelope, *self._run(cmd, args, req_id)])
+            else:
+                self._pool.submit(self._run_and_push, envelope, cmd, args, req_id)
+
+    def _run_and_push(self, envelope: list[bytes], cmd: str, args: dict, req_id: Any) -> None:
+        reply = self._run(cmd, args, req_id)
+        sock = getattr(self._local, "push", None)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self._reply_address)
+            self._local.push = sock
+            with self._pushers_lock:
+                self._pushers.append(sock)
+        if not self._stop.is_set():
+            sock.send_multipart([*envelope, *reply], copy=False)
+
+    # ------------------------------------------------------------- requests
+    def _parse(self, body: list[bytes]) -> tuple[str, dict[str, Any], Any]:
+        if len(body) != 1:
+            raise BadRequest(f"a request is one JSON part, got {len(body)} parts")
+        try:
+            req = loads_strict(body[0])
+        except WireError as e:
+            raise BadRequest(f"request is not strict JSON: {e}") from None
+        if not isinstance(req, dict):
+            raise BadRequest('request must be a JSON object like {"cmd": "status", "args": {}}')
+        extra = set(req) - _REQUEST_KEYS
+        if extra:
+            raise BadRequest(f"unknown request keys {sorted(extra)}; a request has only 'cmd', 'args', 'id'")
+        req_id = req.get("id")
+        if req_id is not None and (not isinstance(req_id, str | int) or isinstance(req_id, bool)):
+            raise BadRequest(f"'id' must be a string, an integer or null, got {type(req_id).__name__}")
+        cmd = req.get("cmd")
+        if not isinstance(cmd, str):
+            raise BadRequest(f"'cmd' must be a string, got {type(cmd).__name__}", req_id)
+        if cmd not in self.handlers:
+            raise BadRequest(f"unknown command {cmd[:64]!r}; commands: {', '.join(sorted(self.handlers))}", req_id)
+        args = req.get("args", {})
+        if not isinstance(args, dict):
+            raise BadRequest(f"'args' must be a JSON object, got {type(args).__name__}", req_id)
+        return cmd, args, req_id
+
+    def _run(self, cmd: str, args: dict[str, Any], req_id: Any) -> list[Any]:
+        """Validate and run one command; the reply parts (never raises)."""
         try:
             try:
-                req = json.loads(parts[0])
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise _BadRequest(f"request is not valid UTF-8 JSON ({e})") from None
-            if not isinstance(req, dict):
-                raise _BadRequest('request must be a JSON object like {"cmd": "status", "args": {}}')
-            req_id = req.get("id")
-            cmd = req.get("cmd")
-            if cmd not in self.handlers:
-                raise _BadRequest(
-                    f"unknown command {cmd!r}; commands: {', '.join(sorted(self.handlers))}"
-                )
-            args = req.get("args") or {}
-            if not isinstance(args, dict):
-                raise _BadRequest(f"'args' must be a JSON object, got {type(args).__name__}")
-            try:
-                out = self.handlers[cmd](**args)
+                validated = self._models[cmd].model_validate_json(dumps_strict(args))
             except ValidationError as e:
-                raise _BadRequest(
+                raise BadRequest(
                     f"bad arguments for {cmd!r} {self._signatures[cmd]}: "
                     + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'args'}: {err['msg']}" for err in e.errors())
                 ) from None
+            out = self.handlers[cmd](**{k: getattr(validated, k) for k in type(validated).model_fields})
             result, buffers = out if isinstance(out, tuple) else (out, [])
-            head = json.dumps({"ok": True, "id": req_id, "result": result}, default=_json_default)
-            return [head.encode(), *buffers]
+            return [dumps_strict({"ok": True, "id": req_id, "result": result}, default=_json_default), *buffers]
         except Exception as e:  # noqa: BLE001 - every failure becomes an error reply
-            if not isinstance(e, _BadRequest):
-                log.info("control command failed: %s: %s", type(e).__name__, e)
-            else:
+            return [self._error_reply(req_id, e)]
+
+    def _error_reply(self, req_id: Any, e: Exception) -> bytes:
+        if isinstance(e, BadRequest):
+            with self._count_lock:
                 self.bad_requests += 1
-            etype = "BadRequest" if isinstance(e, _BadRequest) else type(e).__name__
-            msg = json.dumps({"ok": False, "id": req_id, "error": {"type": etype, "message": str(e)}})
-            return [msg.encode()]
-
-
-class _BadRequest(ValueError):
-    pass
+        else:
+            log.info("control command failed: %s: %s", type(e).__name__, e)
+        etype = type(e).__name__ if not isinstance(e, ValidationError) else "BadRequest"
+        return dumps_strict({"ok": False, "id": req_id, "error": {"type": etype, "message": str(e)}})
 
 
 def _json_default(o: Any) -> Any:
@@ -141,6 +262,8 @@ def _json_default(o: Any) -> Any:
         return o.tolist()
     if isinstance(o, tuple | set):
         return list(o)
+    if isinstance(o, BaseModel):
+        return o.model_dump(mode="json")
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
@@ -163,7 +286,7 @@ class ControlClient:
         if self._sock is None:
             self._sock = self.ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.connect(self.address)
+            connect_socket(self._sock, self.address)
         return self._sock
 
     def close(self) -> None:
@@ -181,13 +304,13 @@ class ControlClient:
         """Send ``cmd``; return ``(result, extra parts)`` or raise :class:`DaemonError`."""
         sock = self._socket()
         self._next_id += 1
-        sock.send(json.dumps({"cmd": cmd, "args": args, "id": self._next_id}).encode())
+        sock.send(dumps_strict({"cmd": cmd, "args": args, "id": self._next_id}, default=_json_default))
         timeout = self.timeout_ms if timeout_s is None else int(timeout_s * 1000)
         if not sock.poll(timeout):
             self.close()
             raise TimeoutError(f"no reply to {cmd!r} from {self.address} within {timeout / 1000:g} s")
         parts = sock.recv_multipart()
-        reply = json.loads(parts[0])
+        reply = loads_strict(parts[0], max_depth=1000)
         if not reply.get("ok"):
             err = reply.get("error", {})
             raise DaemonError(err.get("type", "Error"), err.get("message", "unknown error"))

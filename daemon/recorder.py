@@ -14,6 +14,7 @@ Writes are synchronous in the acquiring thread: recording never drops.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import zarr
 from .frames import Frame, FrameHeader
 
 __all__ = ["Recorder", "Recording", "RecordedSeries", "SeriesSpec", "open_recording"]
+
+log = logging.getLogger(__name__)
 
 _JOURNAL = "scopecast_frames.jsonl"
 _GROW_T = 16  # time axis grows in steps of this many points; trimmed at close
@@ -154,19 +157,35 @@ class Recorder:
             s.journal.flush()
             self.frames_written += 1
 
-    def close(self) -> None:
-        """Trim the time axes to what was written and close the journals."""
+    def close(self, error: str | None = None) -> None:
+        """Trim the time axes to what was written and close the journals.
+
+        ``error`` (the acquisition failed, e.g. the disk filled up) marks the
+        recording ``complete: false`` with that reason. Closing never raises:
+        what could not be finalised is logged, and the journal keeps every
+        frame header that was written.
+        """
         with self._lock:
             if self.closed:
                 return
-            for s in self._series:
-                s.array.resize((max(s.t_max + 1, 1), *s.array.shape[1:]))
-                s.journal.close()
-            self._root.attrs["scopecast"] = {
-                **self._root.attrs["scopecast"], "frames_written": self.frames_written,
-                "complete": True,
-            }
             self.closed = True
+            for s in self._series:
+                try:
+                    s.array.resize((max(s.t_max + 1, 1), *s.array.shape[1:]))
+                except Exception as e:  # noqa: BLE001 - keep closing the others
+                    error = error or f"could not trim series: {type(e).__name__}: {e}"
+                try:
+                    s.journal.close()
+                except OSError as e:
+                    error = error or f"could not close a journal: {e}"
+            info = {**self._root.attrs["scopecast"], "frames_written": self.frames_written,
+                    "complete": error is None}
+            if error is not None:
+                info["error"] = error
+            try:
+                self._root.attrs["scopecast"] = info
+            except Exception:  # noqa: BLE001 - e.g. a full disk
+                log.exception("recording %s: could not write its final metadata", self.path)
 
 
 # ---------------------------------------------------------------------- reading

@@ -2,7 +2,19 @@
 
 :class:`Daemon` owns the microscope. Its public methods are the control
 commands (docs/protocol.md lists them with their arguments); the control
-server validates arguments against these signatures.
+server validates arguments strictly against these signatures.
+
+The contract:
+
+- Sockets are bound before any hardware is touched: a second daemon on the
+  same ports fails before it loads a configuration.
+- ``status``, ``job``, ``jobs`` and ``triggers`` never wait for the hardware
+  (``status`` reports the last known position, channel and exposure while a
+  frame is being taken); every other command runs off the socket thread.
+- A request that cannot succeed is refused in its reply (an exposure outside
+  the camera's range, an unwritable data directory), not accepted and failed later.
+- Files: recordings go only into ``data_dir``; trigger configurations are read
+  only from ``trigger_dirs``; Python triggers only from ``trigger_modules``.
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +37,10 @@ from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .trigger_actions import TriggerRunner
 from .triggers import load_trigger_config
 
-__all__ = ["Daemon"]
+__all__ = ["MAX_WAIT_S", "Daemon"]
+
+#: Longest ``wait`` a request may ask for (s).
+MAX_WAIT_S = 600.0
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +54,41 @@ class Daemon:
         "load_triggers", "triggers", "unload_triggers", "shutdown",
     )
 
-    def __init__(self, backend: MicroscopeBackend, data_dir: str | Path,
+    #: Commands answered on the socket thread (they never wait for the hardware).
+    INLINE = ("status", "job", "jobs", "triggers", "shutdown")
+
+    def __init__(self, backend: MicroscopeBackend | Callable[[], MicroscopeBackend], data_dir: str | Path,
                  control_address: str = DEFAULT_CONTROL_ADDRESS,
-                 stream_address: str = DEFAULT_STREAM_ADDRESS) -> None:
-        self.backend = backend
-        self.engine = AcquisitionEngine(backend, data_dir)
-        self.publisher = FramePublisher(stream_address)
-        self.engine.sinks.append(self.publisher)
-        self.trigger_runner: TriggerRunner | None = None
+                 stream_address: str = DEFAULT_STREAM_ADDRESS,
+                 trigger_dirs: Iterable[str | Path] | None = None,
+                 trigger_modules: Iterable[str] = ()) -> None:
+        """``backend`` may be a factory: it is called after the sockets are bound.
+
+        ``trigger_dirs`` (default: ``data_dir``) are where ``load_triggers`` may
+        read configuration files; ``trigger_modules`` the ``module:Class`` Python
+        triggers a configuration may name.
+        """
         self.started = time.time()
         self._shutdown = threading.Event()
-        self.server = ControlServer({c: getattr(self, c) for c in self.COMMANDS}, control_address)
+        self.trigger_runner: TriggerRunner | None = None
+        self.trigger_dirs = [Path(d) for d in (trigger_dirs if trigger_dirs is not None else [data_dir])]
+        self.trigger_modules = frozenset(trigger_modules)
+        self._hw_state: dict[str, Any] = {}
+        self.server = ControlServer({c: getattr(self, c) for c in self.COMMANDS}, control_address,
+                                    inline=self.INLINE)
+        try:
+            self.publisher = FramePublisher(stream_address)
+        except Exception:
+            self.server.stop()
+            raise
+        try:
+            self.backend = backend() if callable(backend) else backend
+            self.engine = AcquisitionEngine(self.backend, data_dir)
+        except BaseException:
+            self.server.stop()
+            self.publisher.close()
+            raise
+        self.engine.sinks.append(self.publisher)
 
     @property
     def control_address(self) -> str:
@@ -78,23 +118,36 @@ class Daemon:
         self.backend.close()
 
     # ---------------------------------------------------------------- commands
+    def _hardware_state(self) -> dict[str, Any]:
+        """Position, channel and exposure: read now if the hardware is free, else the
+        last values read (``hardware_busy`` says which). Never waits."""
+        b = self.backend
+        if b.lock.acquire(blocking=False):
+            try:
+                x, y, z = b.position_um()
+                self._hw_state = {"channel": b.current_channel(), "exposure_ms": b.exposure_ms(),
+                                  "position_um": {"x": x, "y": y, "z": z}}
+            finally:
+                b.lock.release()
+            return {**self._hw_state, "hardware_busy": False}
+        return {"channel": None, "exposure_ms": None, "position_um": None, **self._hw_state,
+                "hardware_busy": True}
+
     def status(self) -> dict[str, Any]:
-        """State, position, counters and the running job."""
+        """State, position, counters and the running job (answered at once, never waits)."""
         e = self.engine
         job = e.current_job
-        x, y, z = self.backend.position_um()
         return {
             "state": e.state,
             "job": job.to_dict() if job else None,
-            "channel": self.backend.current_channel(),
-            "exposure_ms": self.backend.exposure_ms(),
-            "position_um": {"x": x, "y": y, "z": z},
+            **self._hardware_state(),
             "frames_acquired": e.frames_acquired,
             "frames_recorded": e.frames_recorded,
             "last_error": e.last_error,
             "uptime_s": time.time() - self.started,
             "control": {"requests": self.server.requests_served, "bad_requests": self.server.bad_requests},
-            "stream": {"address": self.stream_address, **self.publisher.stats.to_dict()},
+            "stream": {"address": self.stream_address, "subscribers": self.publisher.subscriptions.count,
+                       **self.publisher.stats.to_dict()},
         }
 
     def describe(self) -> dict[str, Any]:
@@ -105,7 +158,11 @@ class Daemon:
     def snap(self, channel: str | None = None, exposure_ms: float | None = None,
              detector: str | None = None, record: bool = False):
         """Snap one frame; the reply carries the header and the raw pixels as a second part."""
+        if record:
+            self.engine.check_writable()
         if exposure_ms is not None:
+            self.backend.check_exposure_ms(exposure_ms, detector)
+            self.engine.require_idle("snap")
             self.backend.set_exposure_ms(exposure_ms)
         spec = ChannelSpec(name=channel or self.backend.current_channel(), detector=detector)
         frame = self.engine.snap(spec, record=record)
@@ -118,11 +175,22 @@ class Daemon:
                                 "max_cycles": max_cycles, "record": record}
         if channels is not None:
             args["channels"] = channels
-        job = self.engine.start_live(_validated(LivePlan, args))
-        return job.to_dict()
+        plan = _validated(LivePlan, args)
+        self._check_exposures(plan.channels, plan.exposure_ms)
+        if record:
+            self.engine.check_writable()
+        return self.engine.start_live(plan).to_dict()
+
+    def _check_exposures(self, channels: Iterable[ChannelSpec], default: float | None) -> None:
+        """Refuse, at the request, an exposure the detector cannot take."""
+        for c in channels:
+            value = c.exposure_ms or default
+            if value is not None:
+                self.backend.check_exposure_ms(value, c.detector)
 
     def stop(self, job: str | None = None) -> dict:
-        """Stop the running job (or ``job``) after its current frame; waits up to 30 s."""
+        """Stop the running job (or ``job``) after its current frame; replies when it has stopped
+        (at most 30 s)."""
         j = self.engine.stop(job)
         if j is None:
             return {"stopped": None}
@@ -168,12 +236,19 @@ class Daemon:
             args["label_free"] = label_free
         if fluorescence is not None:
             args["fluorescence"] = fluorescence
-        return self.engine.capture_pairs(_validated(PairPlan, args)).to_dict()
+        plan = _validated(PairPlan, args)
+        self._check_exposures([*plan.label_free, *plan.fluorescence], plan.exposure_ms)
+        self.engine.check_writable()
+        return self.engine.capture_pairs(plan).to_dict()
 
     def run_scan(self, sequence: dict) -> dict:
         """Run a useq-schema MDASequence (JSON form); returns the job."""
         self.engine.require_idle("run a scan", allow_live=False)
         seq = _validated(useq.MDASequence, sequence)
+        for ch in seq.channels:
+            if ch.exposure is not None:
+                self.backend.check_exposure_ms(ch.exposure, ch.camera)
+        self.engine.check_writable()
         if not seq.stage_positions:
             x, y, z = self.backend.position_um()
             seq = seq.replace(stage_positions=[useq.Position(x=x, y=y, z=z)])
@@ -186,17 +261,26 @@ class Daemon:
         return [j.to_dict() for j in self.engine.jobs()]
 
     def wait(self, job: str, wait_s: float = 60.0) -> dict:
-        """Block until ``job`` ends or ``wait_s`` passes; returns its state."""
-        return self.engine.wait(job, timeout=min(wait_s, 600.0)).to_dict()
+        """Block until ``job`` ends or ``wait_s`` (0-600 s) passes; returns its state.
+        Clients should wait for the reply at least ``wait_s`` plus a margin."""
+        if not 0 <= wait_s <= MAX_WAIT_S:
+            raise ValueError(f"wait_s must be between 0 and {MAX_WAIT_S:g} s, got {wait_s}")
+        return self.engine.wait(job, timeout=wait_s).to_dict()
 
     def load_triggers(self, config: dict | str, sources: dict[str, str]) -> dict:
         """Start smart acquisition: ``config`` (a dict, or a .yaml/.json path) and the
         result stream address of each model it measures (``{"virtual-staining": "tcp://…"}``)."""
         try:
-            cfg = load_trigger_config(config)
+            cfg = load_trigger_config(config, allowed_dirs=self.trigger_dirs)
         except ValidationError as e:
             raise ValueError("invalid trigger config: " + "; ".join(
                 f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+        for t in cfg.triggers:
+            if t.python is not None and t.python not in self.trigger_modules:
+                raise PermissionError(
+                    f"trigger {t.name!r}: Python trigger {t.python!r} is not allowed; the operator allows "
+                    f"{sorted(self.trigger_modules) or 'none'} (scopecast daemon --allow-trigger {t.python})"
+                )
         self.unload_triggers()
         self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir)
         return self.trigger_runner.status()

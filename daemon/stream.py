@@ -6,27 +6,36 @@ never blocks); a sender thread drains it. Drops are explicit and counted by
 stage and reason:
 
 - ``publish:queue_full`` — the sender fell behind the camera; whole oldest
-  bundles are dropped first, so consumers keep seeing the newest ones;
-- ``publish:subscriber_slow`` — a subscriber's high-water mark was reached
-  (``XPUB_NODROP`` makes this visible instead of silent).
+  bundles are dropped first, so consumers keep seeing the newest ones (counted
+  by the daemon).
+- Back-pressure is per subscriber: each subscriber has its own queue of
+  ``hwm`` messages, and a subscriber that does not read loses its own frames,
+  never another's. Every frame carries ``stream_seq`` (the number of frame
+  messages this publisher sent before it), so a subscriber counts what it
+  lost from the gaps (the engine reports them as ``transport:lost``).
 
 Recording happens before publishing and never depends on this path.
+:func:`decode` checks every message it is given; a malformed one raises
+:class:`BadMessage` with a short ``reason`` for the drop counters.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import threading
 import time
 from typing import Any
 
+import numpy as np
 import zmq
 
 from .frames import Frame, now_ns
+from .security import bind_socket, connect_socket
+from .wire import WireError, dumps_strict, loads_strict
 
 __all__ = [
-    "DEFAULT_STREAM_ADDRESS", "DropCounter", "FramePublisher", "StreamStats", "StreamSubscriber", "decode",
+    "DEFAULT_STREAM_ADDRESS", "BadMessage", "DropCounter", "FramePublisher", "StreamStats", "StreamSubscriber",
+    "SubscriptionCounter", "decode",
 ]
 
 DEFAULT_STREAM_ADDRESS = "tcp://127.0.0.1:5556"
@@ -65,6 +74,37 @@ class StreamStats:
                 "dropped_total": self.drops.total}
 
 
+class SubscriptionCounter:
+    """Counts subscriptions seen on an XPUB socket (``\\x01topic`` in, ``\\x00topic`` out).
+
+    A subscriber has joined when its subscription arrived here, so clients and
+    tests can wait for ``count`` instead of sleeping (ZeroMQ's slow joiner).
+    """
+
+    def __init__(self) -> None:
+        self.by_topic: collections.Counter[bytes] = collections.Counter()
+
+    @property
+    def count(self) -> int:
+        """Active subscriptions (one per subscriber and topic)."""
+        return sum(v for v in self.by_topic.values() if v > 0)
+
+    def of(self, topic: str) -> int:
+        """Active subscriptions to ``topic``."""
+        return max(self.by_topic[topic.encode()], 0)
+
+    def drain(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not msg:
+                continue
+            if msg[0] in (0, 1):
+                self.by_topic[msg[1:]] += 1 if msg[0] == 1 else -1
+
+
 class FramePublisher:
     """Publish frames on ``address`` without ever blocking the caller.
 
@@ -83,10 +123,11 @@ class FramePublisher:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
-        self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, so joins are countable
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(address)
-        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.address = bind_socket(self.sock, address)
+        self.subscriptions = SubscriptionCounter()
+        self._stream_seq = 0
         self.stats = StreamStats()
         self.extra_stats: dict[str, Any] = {}
         self._queue: collections.deque[Frame] = collections.deque()
@@ -130,64 +171,83 @@ class FramePublisher:
         while True:
             with self._cv:
                 while not self._queue and not self._events and not self._stop:
-                    if not self._cv.wait(timeout=max(next_stats - time.monotonic(), 0.01)):
+                    # wake at least every 50 ms to take in (un)subscriptions
+                    if not self._cv.wait(timeout=min(max(next_stats - time.monotonic(), 0.01), 0.05)):
                         break
                 if self._stop:
                     return
                 frame = self._queue.popleft() if self._queue else None
                 events = list(self._events)
                 self._events.clear()
-            self._drain_subscriptions()
+            self.subscriptions.drain(self.sock)
             if frame is not None:
                 self._send(frame)
             for ev in events:
-                try:
-                    self.sock.send_multipart([b"event", json.dumps(ev).encode()], flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    self.stats.drops.add("publish:subscriber_slow")
+                self.sock.send_multipart([b"event", dumps_strict(ev)], flags=zmq.NOBLOCK)
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + self._interval
                 self.send_stats()
 
-    def _drain_subscriptions(self) -> None:
-        while True:
-            try:
-                self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-
     def _send(self, frame: Frame) -> None:
+        # a PUB socket never blocks: a subscriber whose queue is full loses this frame alone
         frame.header.t_published_ns = now_ns()
-        head = json.dumps(frame.header.to_dict(), separators=(",", ":")).encode()
-        try:
-            self.sock.send_multipart([b"frame", head, frame.data], flags=zmq.NOBLOCK, copy=False)
-            self.stats.published += 1
-        except zmq.Again:
-            self.stats.drops.add("publish:subscriber_slow")
+        head = frame.header.to_dict()
+        head["stream_seq"] = self._stream_seq
+        self._stream_seq += 1
+        self.sock.send_multipart([b"frame", dumps_strict(head), frame.data], flags=zmq.NOBLOCK, copy=False)
+        self.stats.published += 1
 
     def send_stats(self) -> None:
-        msg = {"source": "daemon", "t_ns": now_ns(), **self.stats.to_dict(), **self.extra_stats}
-        try:
-            self.sock.send_multipart([b"stats", json.dumps(msg).encode()], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            pass
+        msg = {"source": "daemon", "t_ns": now_ns(), "subscribers": self.subscriptions.count,
+               **self.stats.to_dict(), **self.extra_stats}
+        self.sock.send_multipart([b"stats", dumps_strict(msg)], flags=zmq.NOBLOCK)
+
+
+#: Pixel types a stream message may carry (little-endian).
+STREAM_DTYPES = frozenset({"uint8", "uint16", "uint32", "int16", "int32", "float32", "float64"})
+_MAX_DIMS, _MAX_SIDE = 4, 1 << 16
+
+
+class BadMessage(ValueError):
+    """A stream message that cannot be used; ``reason`` is its drop-counter key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def decode(parts: list[bytes] | list[zmq.Frame]) -> tuple[str, dict[str, Any], Any]:
     """Decode a stream message into ``(topic, header, pixels or None)``.
 
     ``frame`` and ``result`` messages carry a pixel buffer described by the
-    header's ``dtype`` and ``shape``; ``stats`` and ``error`` messages do not.
+    header's ``dtype`` (one of :data:`STREAM_DTYPES`) and ``shape``; ``stats``,
+    ``event`` and ``error`` messages do not. Raises :class:`BadMessage` with
+    reason ``undecodable`` (not a topic + strict JSON object), ``bad_header``
+    (dtype or shape missing or invalid) or ``size_mismatch`` (the buffer is not
+    shape × itemsize bytes).
     """
-    import numpy as np
-
-    topic = bytes(parts[0]).decode()
-    header = json.loads(bytes(parts[1]))
-    data = None
-    if len(parts) > 2:
-        buf = parts[2].buffer if isinstance(parts[2], zmq.Frame) else parts[2]
-        data = np.frombuffer(buf, dtype=header["dtype"]).reshape(header["shape"])
-    return topic, header, data
+    if len(parts) not in (2, 3):
+        raise BadMessage("undecodable", f"a stream message has 2 or 3 parts, got {len(parts)}")
+    try:
+        topic = bytes(parts[0]).decode("ascii")
+        header = loads_strict(parts[1].buffer if isinstance(parts[1], zmq.Frame) else parts[1])
+    except (UnicodeDecodeError, WireError) as e:
+        raise BadMessage("undecodable", f"undecodable stream message: {e}") from None
+    if not isinstance(header, dict):
+        raise BadMessage("undecodable", "stream header is not a JSON object")
+    if len(parts) == 2:
+        return topic, header, None
+    dtype, shape = header.get("dtype"), header.get("shape")
+    if dtype not in STREAM_DTYPES:
+        raise BadMessage("bad_header", f"stream header dtype {str(dtype)[:32]!r} is not one of {sorted(STREAM_DTYPES)}")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= _MAX_DIMS
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= _MAX_SIDE for n in shape)):
+        raise BadMessage("bad_header", f"stream header shape {str(shape)[:64]} is not a list of 1-{_MAX_DIMS} sizes")
+    buf = parts[2].buffer if isinstance(parts[2], zmq.Frame) else memoryview(parts[2])
+    dt = np.dtype(dtype).newbyteorder("<")
+    if buf.nbytes != int(np.prod(shape)) * dt.itemsize:
+        raise BadMessage("size_mismatch", f"buffer of {buf.nbytes} bytes does not hold {dtype} {shape}")
+    return topic, header, np.frombuffer(buf, dtype=dt).reshape(shape)
 
 
 class StreamSubscriber:
@@ -204,7 +264,7 @@ class StreamSubscriber:
         self.sock.setsockopt(zmq.LINGER, 0)
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        self.sock.connect(address)
+        connect_socket(self.sock, address)
         self.address = address
 
     def recv(self, timeout_s: float | None = None) -> tuple[str, dict[str, Any], Any] | None:

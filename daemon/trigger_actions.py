@@ -33,6 +33,7 @@ from .acquisition import AcquisitionEngine
 from .frames import Frame, now_ns
 from .plans import ChannelSpec, LivePlan
 from .recorder import Recorder
+from .security import connect_socket
 from .stream import FramePublisher, decode
 from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec
 
@@ -115,7 +116,7 @@ class TriggerRunner:
             s.setsockopt(zmq.SUBSCRIBE, b"result")
             s.setsockopt(zmq.RCVHWM, 16)
             s.setsockopt(zmq.LINGER, 0)
-            s.connect(addr)
+            connect_socket(s, addr)
             self._subs.append(s)
         self._threads = [threading.Thread(target=self._receive, name="triggers", daemon=True),
                          threading.Thread(target=self._act, name="trigger-actions", daemon=True)]
@@ -155,15 +156,21 @@ class TriggerRunner:
                 except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
                     log.warning("triggers: undecodable result: %s", e)
                     continue
-                for d in self.decider.decide(header, data):
-                    with self._lock:
-                        self.decisions.append(d)
-                    self._log(d.key())
-                    if d.event == "fire":
-                        self.fired += 1
-                        self._actions.put((d, header, data))
-                    if d.event in ("fire", "disabled"):
-                        log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
+                try:
+                    self._decide(header, data)
+                except Exception:  # noqa: BLE001 - the trigger thread must not die
+                    log.exception("triggers: result %s not decided", header.get("bundle_id"))
+
+    def _decide(self, header: dict[str, Any], data: Any) -> None:
+        for d in self.decider.decide(header, data):
+            with self._lock:
+                self.decisions.append(d)
+            self._log(d.key())
+            if d.event == "fire":
+                self.fired += 1
+                self._actions.put((d, header, data))
+            if d.event in ("fire", "disabled"):
+                log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
 
     def _log(self, line: dict[str, Any]) -> None:
         """Append one JSON line to the decision log (decisions in the order taken; outcomes later)."""

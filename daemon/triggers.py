@@ -94,7 +94,8 @@ class ActionSpec(BaseModel):
 class TriggerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                      description="also part of recording names: letters, digits, '_', '.', '-'")
     model: str = Field(description="name of the model whose results are measured")
     measurement: MeasurementSpec | None = None
     python: str | None = Field(default=None, description="'module:Class' implementing the Trigger protocol")
@@ -126,11 +127,25 @@ class TriggerConfig(BaseModel):
     ring_buffer_s: float = Field(default=10.0, ge=0, description="frames kept for save_window")
 
 
-def load_trigger_config(source: str | Path | dict) -> TriggerConfig:
-    """From a dict, or a .yaml/.yml/.json file; errors name the offending field."""
+#: Largest trigger configuration file read (bytes).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def load_trigger_config(source: str | Path | dict, allowed_dirs: list[Path] | None = None) -> TriggerConfig:
+    """From a dict, or a .yaml/.yml/.json file; errors name the offending field.
+
+    With ``allowed_dirs`` (a client's request), a path must be a regular file of
+    at most :data:`MAX_CONFIG_BYTES` inside one of them.
+    """
     if isinstance(source, dict):
         return TriggerConfig.model_validate(source)
     path = Path(source)
+    if allowed_dirs is not None:
+        from .confine import confined
+
+        path = confined(path, allowed_dirs, "file", "trigger config", MAX_CONFIG_BYTES)
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"trigger config {source} must be a .yaml, .yml or .json file")
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         import yaml

@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from scopecast.daemon.control import ControlClient
+from scopecast.daemon.security import connect_socket
 from scopecast.daemon.stream import decode
 
 __all__ = ["Latest", "LatestStreams", "Requester"]
@@ -53,7 +54,7 @@ class LatestStreams:
             frames.setsockopt(zmq.SUBSCRIBE, t)
         frames.setsockopt(zmq.RCVHWM, 16)
         frames.setsockopt(zmq.LINGER, 0)
-        frames.connect(frame_address)
+        connect_socket(frames, frame_address)
         self._socks[frames] = frame_address
         for addr in result_addresses:
             s = self.ctx.socket(zmq.SUB)
@@ -61,7 +62,7 @@ class LatestStreams:
                 s.setsockopt(zmq.SUBSCRIBE, t)
             s.setsockopt(zmq.RCVHWM, 16)
             s.setsockopt(zmq.LINGER, 0)
-            s.connect(addr)
+            connect_socket(s, addr)
             self._socks[s] = addr
         self.result_addresses = list(result_addresses)
         self._lock = threading.Lock()

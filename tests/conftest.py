@@ -11,7 +11,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
 
-SHIPPED_CFG = Path(__file__).resolve().parents[1] / "hardware_configs" / "sim-ledarray.cfg"
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CFG = ROOT / "hardware_configs" / "sim-ledarray.cfg"
 
 
 def small_cfg(directory: Path, size: int = 256) -> Path:
@@ -49,7 +50,8 @@ def daemon(sim_cfg, tmp_path):
     from scopecast.daemon.backend import load_mmcore_backend
     from scopecast.daemon.service import Daemon
 
-    d = Daemon(load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+               trigger_dirs=[tmp_path / "data", ROOT / "docs"]).start()
     yield d
     d.close()
 

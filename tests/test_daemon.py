@@ -164,27 +164,51 @@ def test_super_resolution_pairs_record_both_detectors(client):
     assert len({f.bundle_id for f in rec.frames}) == 1
 
 
-def test_garbage_on_the_control_socket_gets_error_replies(daemon, client):
+STRICTNESS_CASES = [
+    (b"\xff\xfe not json", "not UTF-8"),
+    (b"[1, 2, 3]", "must be a JSON object"),
+    (b'{"cmd": "status", "id": NaN}', "NaN is not JSON"),
+    (b'{"cmd": "set_exposure", "args": {"exposure_ms": Infinity}}', "Infinity is not JSON"),
+    (b"[" * 100_000, "nested deeper"),
+    (b'{"cmd": "status", "args": {"a": ' + b"[" * 40 + b"]" * 40 + b"}}", "nested deeper"),
+    (json.dumps({"cmd": ["status"]}).encode(), "'cmd' must be a string"),
+    (json.dumps({"cmd": "teleport"}).encode(), "unknown command 'teleport'"),
+    (json.dumps({"cmd": "status", "args": []}).encode(), "'args' must be a JSON object"),
+    (json.dumps({"cmd": "status", "args": [1]}).encode(), "'args' must be a JSON object"),
+    (json.dumps({"cmd": "status", "id": {"a": 1}}).encode(), "'id' must be"),
+    (json.dumps({"cmd": "status", "colour": 1}).encode(), "unknown request keys"),
+    (json.dumps({"cmd": "move_stage", "args": {"x": "far"}}).encode(), "bad arguments for 'move_stage'"),
+    (json.dumps({"cmd": "move_stage", "args": {"x": True}}).encode(), "x: Input should be a valid number"),
+    (json.dumps({"cmd": "set_exposure", "args": {"exposure_ms": True}}).encode(), "valid number"),
+    (json.dumps({"cmd": "set_exposure", "args": {"exposure_ms": "25"}}).encode(), "valid number"),
+    (json.dumps({"cmd": "start_live", "args": {"record": 1}}).encode(), "valid boolean"),
+    (json.dumps({"cmd": "snap", "args": {"colour": "red"}}).encode(), "colour"),
+]
+
+
+def test_garbage_on_the_control_socket_gets_strict_error_replies(daemon, client):
+    before = client.request("status")
     ctx = zmq.Context.instance()
     raw = ctx.socket(zmq.REQ)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(daemon.control_address)
     try:
-        for payload, expect in [
-            (b"\xff\xfe not json", "not valid UTF-8 JSON"),
-            (b"[1, 2, 3]", "must be a JSON object"),
-            (json.dumps({"cmd": "teleport"}).encode(), "unknown command 'teleport'"),
-            (json.dumps({"cmd": "move_stage", "args": {"x": "far"}}).encode(), "bad arguments for 'move_stage'"),
-            (json.dumps({"cmd": "snap", "args": {"colour": "red"}}).encode(), "colour"),
-            (json.dumps({"cmd": "status", "args": [1]}).encode(), "'args' must be a JSON object"),
-        ]:
+        for payload, expect in STRICTNESS_CASES:
             raw.send(payload)
-            assert raw.poll(5000)
-            reply = json.loads(raw.recv())
-            assert reply["ok"] is False and expect in reply["error"]["message"]
+            assert raw.poll(60_000)
+            reply = json.loads(raw.recv(), parse_constant=lambda c: pytest.fail(f"reply contains {c}"))
+            assert reply["ok"] is False and reply["error"]["type"] == "BadRequest", (payload[:60], reply)
+            assert expect in reply["error"]["message"], (payload[:60], reply)
+        raw.send_multipart([b'{"cmd": "status"}', b"extra part"])
+        assert raw.poll(60_000) and "one JSON part" in json.loads(raw.recv())["error"]["message"]
+        raw.send(b'{"cmd": "status", "id": 7}')  # a valid id comes back
+        assert raw.poll(60_000) and json.loads(raw.recv())["id"] == 7
     finally:
         raw.close()
-    assert client.request("status")["control"]["bad_requests"] == 6
+    after = client.request("status")
+    assert after["control"]["bad_requests"] - before["control"]["bad_requests"] == len(STRICTNESS_CASES) + 1
+    # nothing was changed by the refused requests
+    assert after["exposure_ms"] == before["exposure_ms"] and after["position_um"] == before["position_um"]
 
 
 def _wait_for_frames(client, n, timeout=30.0):

@@ -17,6 +17,8 @@ from scopecast.daemon.recorder import open_recording
 from scopecast.daemon.stream import StreamSubscriber
 from scopecast.models.synthetic import write_package
 
+from helpers import wait_subscribed, wait_until
+
 CYCLE = ["DPC-Left", "DPC-Right", "BF"]
 
 
@@ -31,9 +33,10 @@ def engine_factory(daemon):
 
     def make(package, **kw):
         kw.setdefault("warmup_shape", (256, 256))
+        joined = daemon.publisher.subscriptions.of("frame")
         e = InferenceEngine(package, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", **kw).start()
         engines.append(e)
-        time.sleep(0.2)  # let SUB sockets connect (ZeroMQ slow joiner)
+        wait_subscribed(daemon.publisher, "frame", joined + 1)  # the engine's SUB has joined
         return e
 
     yield make
@@ -78,11 +81,14 @@ def test_end_to_end_with_independent_clients(daemon, client, engine_factory, mod
     engine = engine_factory(model)
     frames_client = RawClient(daemon.stream_address, [b"frame"])
     results_client = RawClient(engine.results_address, [b"result", b"stats"])
-    time.sleep(0.2)
+    wait_subscribed(daemon.publisher, "frame", 2)
+    wait_subscribed(engine, "result")
+    wait_subscribed(engine, "stats")
     client.request("start_live", channels=CYCLE, record=True, interval_ms=50)
     frames, results, stats = {}, [], None
-    t_end = time.monotonic() + 60
-    while (len(results) < 3 or stats is None) and time.monotonic() < t_end:
+    t_end = time.monotonic() + 120
+    # a stats message sent before any result has no latency figures: wait for one sent after results
+    while (len(results) < 3 or stats is None or not stats["results_published"]) and time.monotonic() < t_end:
         for c in (frames_client, results_client):
             m = c.recv(0.2)
             if m is None:
@@ -99,7 +105,7 @@ def test_end_to_end_with_independent_clients(daemon, client, engine_factory, mod
         frames[m[1]["seq"]] = (m[1], m[2])
     frames_client.close()
     results_client.close()
-    assert len(results) >= 3 and stats is not None
+    assert len(results) >= 3 and stats is not None and stats["results_published"] >= 1
     head, data = results[-1]
     assert head["model"] == "tiny" and head["channels"] == ["nuclei", "membrane"]
     assert data.shape == (2, 256, 256) and data.dtype == np.float32 and np.isfinite(data).all()
@@ -120,12 +126,21 @@ def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, e
     heavy = write_package(tmp_path / "heavy", CYCLE, ["nuclei"], name="heavy", width=48, layers=6, tile=256)
     engine = engine_factory(heavy)
     sub = StreamSubscriber(engine.results_address, ("result",))
-    time.sleep(0.2)
+    wait_subscribed(engine, "result")
     job = client.request("start_live", channels=CYCLE, record=True)
     assert len(_collect(sub, "result", 3)) == 3
     stopped = client.request("stop")["stopped"]
     sub.close()
-    time.sleep(0.5)  # let in-flight bundles finish
+
+    def settled():  # every published frame has arrived and no bundle is waiting or in a worker
+        s1 = engine.status()
+        return s1["frames_received"] >= dstatus_now()["frames_published"] and s1["queued"] == 0 and (
+            engine.status()["results_published"] == s1["results_published"]) and s1
+
+    def dstatus_now():
+        return client.request("status")["stream"]
+
+    wait_until(settled, 60, "the engine to receive every published frame")
     st = engine.status()
     dstatus = client.request("status")["stream"]
     # the camera outran the model: bundles were dropped and counted
@@ -134,18 +149,20 @@ def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, e
     published = dstatus["frames_published"]
     assert published + dstatus["dropped_total"] == stopped["frames"]
     used = st["results_published"] * len(CYCLE)
-    in_flight = published - st["frames_received"] + st["queued"] * len(CYCLE) + 8 * len(CYCLE)
-    assert abs(st["frames_received"] - used - st["dropped_total"]) <= in_flight
+    # at most one bundle may still be in a worker; the assembler may hold at most 8 incomplete ones
+    in_flight = len(CYCLE) + 8 * len(CYCLE)
+    assert 0 <= st["frames_received"] - used - st["dropped_total"] <= in_flight
     # recording never drops
     rec = open_recording(stopped["path"])
     assert len(rec.frames) == stopped["frames"] >= job["frames"]
-    assert rec.series[0].data.shape[0] == stopped["frames"] // len(CYCLE)
+    # stop takes effect within one frame: the last cycle may be partial
+    assert rec.series[0].data.shape[0] == -(-stopped["frames"] // len(CYCLE))
 
 
 def test_bundle_without_model_channels_is_reported_and_engine_keeps_serving(daemon, client, engine_factory, model):
     engine = engine_factory(model)
     sub = StreamSubscriber(engine.results_address, ("result", "error"))
-    time.sleep(0.2)
+    wait_subscribed(engine, "error")
     client.request("start_live", channels=["BF", "DF"])
     errors = _collect(sub, "error", 1)
     client.request("stop")
@@ -161,7 +178,7 @@ def test_nan_model_and_bad_model_switch_keep_engine_serving(daemon, client, engi
     nan = write_package(tmp_path / "nan", CYCLE, ["x"], name="nan", nan_output=True, tile=128, layers=2, width=4)
     engine = engine_factory(nan)
     sub = StreamSubscriber(engine.results_address, ("result", "error"))
-    time.sleep(0.2)
+    wait_subscribed(engine, "error")
     client.request("start_live", channels=CYCLE)
     err = _collect(sub, "error", 1)
     assert err and "NaN/Inf" in err[0][1]["message"]
@@ -183,7 +200,7 @@ def test_nan_model_and_bad_model_switch_keep_engine_serving(daemon, client, engi
 def test_workers_share_one_stream_and_tag_results(daemon, client, engine_factory, model):
     engine = engine_factory(model, workers=2, policy="all")
     sub = StreamSubscriber(engine.results_address, ("result",))
-    time.sleep(0.2)
+    wait_subscribed(engine, "result")
     client.request("start_live", channels=CYCLE, max_cycles=12)
     res = _collect(sub, "result", 12, timeout=90)
     sub.close()
@@ -195,22 +212,42 @@ def test_workers_share_one_stream_and_tag_results(daemon, client, engine_factory
 
 def test_garbage_on_the_stream_is_counted_not_fatal(model):
     ctx = zmq.Context.instance()
-    pub = ctx.socket(zmq.PUB)
+    pub = ctx.socket(zmq.XPUB)  # XPUB: the engine's subscription is visible, no sleeping for it
     pub.bind("tcp://127.0.0.1:*")
     addr = pub.getsockopt_string(zmq.LAST_ENDPOINT)
     e = InferenceEngine(load_package(model), addr, "tcp://127.0.0.1:*", None, warmup_shape=None).start()
     sub = StreamSubscriber(e.results_address, ("result",))
-    time.sleep(0.3)
+    wait_subscribed(e, "result")
+    assert pub.poll(60_000) and pub.recv() == b"\x01frame"
+
+    def frame(bundle, ch, i, **over):
+        h = {"acquisition_id": "a", "bundle_id": bundle, "bundle_size": 3, "channel": ch, "seq": i,
+             "dtype": "uint16", "shape": [32, 32], "t_acquired_ns": 1, "t_published_ns": 1, **over}
+        return [b"frame", json.dumps(h).encode(), np.full((32, 32), i, np.uint16).tobytes()]
+
     try:
-        pub.send_multipart([b"frame", b"{not json", b"xx"])
-        pub.send_multipart([b"frame", json.dumps({"dtype": "uint16", "shape": [4, 4]}).encode(), b"\0" * 32])
-        for i, ch in enumerate(CYCLE):
-            h = {"acquisition_id": "a", "bundle_id": 1, "bundle_size": 3, "channel": ch, "seq": i,
-                 "dtype": "uint16", "shape": [32, 32], "t_acquired_ns": 1, "t_published_ns": 1}
-            pub.send_multipart([b"frame", json.dumps(h).encode(), np.full((32, 32), i, np.uint16).tobytes()])
-        assert len(_collect(sub, "result", 1, timeout=10)) == 1
+        garbage = [
+            [b"frame", b"{not json", b"xx"],                                   # undecodable
+            [b"frame", b'{"dtype": "uint16", "shape": [4, 4], "x": NaN}', b"\0" * 32],  # NaN: not strict JSON
+            [b"frame", json.dumps({"dtype": "uint16", "shape": [4, 4]}).encode(), b"\0" * 32],  # no bundle fields
+            frame([1], "BF", 0),                                                # bundle_id of the wrong type
+            frame(True, "BF", 0),                                               # a bool is not an id
+            frame(1, "BF", 0, dtype="object"),                                  # not a pixel type
+            frame(1, "BF", 0, shape=[64, 64]),                                  # buffer disagrees with shape
+            frame(1, "BF", 0, shape=[-32, -32]),
+            [b"frame", b"{}"],                                                  # no buffer
+            [b"frame", b"{}", b"", b"extra"],                                   # too many parts
+        ]
+        for m in garbage:
+            pub.send_multipart(m)
+        for i, ch in enumerate(["Nuclei", *CYCLE, "DF"]):                       # two channels the model does not use
+            pub.send_multipart(frame(2, ch, i, bundle_size=5))
+        assert len(_collect(sub, "result", 1, timeout=60)) == 1                 # the stream goes on
         d = e.status()["dropped"]
-        assert d["receive:undecodable"] == 1 and d["receive:bad_header"] == 1
+        assert d["receive:undecodable"] == 3
+        assert d["receive:bad_header"] == 6 and d["receive:size_mismatch"] == 1
+        assert d["engine:unused_channel"] == 2
+        assert all(t.is_alive() for t in e._threads)
     finally:
         sub.close()
         e.close()

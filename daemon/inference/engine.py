@@ -15,13 +15,19 @@ daemon counts the drop at its end (``publish:subscriber_slow``).
 Every drop and error is counted by ``stage:reason`` and sent in ``stats``
 messages once a second; errors (a bundle the model cannot use, NaN output, a
 model that fails to load) are also sent as ``error`` messages. The engine keeps
-serving after any of them.
+serving after any of them. The receive path cannot die: a malformed message
+(``receive:undecodable``, ``receive:bad_header``, ``receive:size_mismatch``),
+a frame of a channel the model does not use (``engine:unused_channel``) or
+frames lost on the way (``transport:lost``, from gaps in ``stream_seq``) are
+counted and the stream goes on.
+
+``load_model`` reads only packages inside the directories the operator allowed
+(``model_dirs``: by default the first package's parent and the shipped packages).
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import threading
 import time
@@ -31,9 +37,12 @@ from typing import Any
 import numpy as np
 import zmq
 
+from ..confine import confined
 from ..control import ControlServer
 from ..frames import now_ns
-from ..stream import DropCounter, decode
+from ..security import bind_socket, connect_socket
+from ..stream import BadMessage, DropCounter, SubscriptionCounter, decode
+from ..wire import dumps_strict
 from .package import ModelPackage, load_package
 from .runtimes import default_threads, open_runtime
 from .worker import BundleMismatch, InferenceWorker, NonFiniteOutput, Result, StreamFrame
@@ -76,6 +85,7 @@ class BundleAssembler:
         h = frame.header
         key = (h["acquisition_id"], h["bundle_id"])
         if key in self._released:  # a channel the model does not use, after its bundle left
+            self.drops.add("engine:unused_channel")
             return None
         frames = self._open.setdefault(key, [])
         frames.append(frame)
@@ -86,10 +96,14 @@ class BundleAssembler:
             for k in list(self._open):  # older bundles can no longer be the newest
                 if k[0] == key[0] and k[1] < key[1]:
                     self.drops.add("engine:incomplete", len(self._open.pop(k)))
-            return frames
+            used = [f for f in frames if f.header["channel"] in self.needed]
+            if len(used) < len(frames):
+                self.drops.add("engine:unused_channel", len(frames) - len(used))
+            return used
         if len(frames) >= h.get("bundle_size", 1 << 30):
             del self._open[key]
             if not self.needed & have:  # not meant for this model (e.g. a fluorescence snap)
+                self.drops.add("engine:unused_channel", len(frames))
                 return None
             self.drops.add("engine:mismatch", len(frames))
             if key[0] in self._reported:
@@ -187,6 +201,24 @@ class LatencyStats:
         return {"latency_ms": out, "results_per_s": rate}
 
 
+_HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "acquisition_id": str, "bundle_id": int, "bundle_size": int, "channel": str,
+}
+
+
+def _check_frame_header(header: dict[str, Any], data: Any) -> None:
+    """Raise :class:`BadMessage` unless ``header`` has what bundling needs, with the right types."""
+    if data is None or data.ndim != 2:
+        raise BadMessage("bad_header", "a stream frame needs a 2-D pixel buffer")
+    for key, typ in _HEADER_TYPES.items():
+        v = header.get(key)
+        if not isinstance(v, typ) or isinstance(v, bool):
+            raise BadMessage("bad_header", f"stream frame header field {key!r} must be {typ.__name__}, "
+                             f"got {str(v)[:40]!r}")
+    if header["bundle_size"] < 1:
+        raise BadMessage("bad_header", "stream frame header field 'bundle_size' must be at least 1")
+
+
 class InferenceEngine:
     """Serve one model package on a frame stream."""
 
@@ -196,6 +228,7 @@ class InferenceEngine:
         control_address: str | None = DEFAULT_ENGINE_CONTROL_ADDRESS,
         workers: int = 1, runtime: str = "auto", policy: str = "live",
         warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4, threads: int | None = None,
+        model_dirs: list[str | Path] | None = None,
     ) -> None:
         if policy not in ("live", "all"):
             raise ValueError(f"unknown policy {policy!r}; use 'live' (newest bundle) or 'all' (keep every bundle)")
@@ -216,22 +249,29 @@ class InferenceEngine:
         self._model_lock = threading.Lock()
         self._pub_lock = threading.Lock()
         self.stream_address = stream_address
-        self.pub = self.ctx.socket(zmq.PUB)
+        self._last_stream_seq: int | None = None
+        # results: XPUB so subscriptions are countable (clients wait for them); per-subscriber queues
+        self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.SNDHWM, 64)
+        self.pub.setsockopt(zmq.XPUB_VERBOSER, 1)
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.bind(results_address)
-        self.results_address = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._install(package if isinstance(package, ModelPackage) else load_package(package))
+        self.results_address = bind_socket(self.pub, results_address)
+        self.subscriptions = SubscriptionCounter()
+        first = package if isinstance(package, ModelPackage) else load_package(package)
+        from scopecast.models import packages_root
+
+        self.model_dirs = [Path(d) for d in (model_dirs or [Path(first.path).resolve().parent, packages_root()])]
+        self._install(first)
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, 64)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"frame")
-        self.sub.connect(stream_address)
+        connect_socket(self.sub, stream_address)
         self.control: ControlServer | None = None
         if control_address:
             self.control = ControlServer(
                 {"status": self.status, "load_model": self.load_model, "set_policy": self.set_policy},
-                control_address, self.ctx,
+                control_address, self.ctx, inline=("status", "set_policy"),
             )
         self._threads: list[threading.Thread] = []
 
@@ -252,9 +292,10 @@ class InferenceEngine:
             self.assembler = BundleAssembler(package.manifest.inputs, self.drops)
 
     def load_model(self, path: str) -> dict[str, Any]:
-        """Switch to another model package; on failure the current model keeps serving."""
+        """Switch to another model package (a directory inside ``model_dirs``);
+        on failure the current model keeps serving."""
         try:
-            self._install(load_package(path))
+            self._install(load_package(confined(path, self.model_dirs, kind="dir", what="model package")))
         except Exception as e:
             self._error(f"load_model {path}: {e}")
             raise
@@ -300,29 +341,40 @@ class InferenceEngine:
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
             try:
-                parts = self.sub.recv_multipart(copy=False)
-                t_rx = now_ns()
-                _, header, data = decode(parts)
-            except Exception as e:  # noqa: BLE001 - a garbage message must not stop the engine
-                self.drops.add("receive:undecodable")
-                self._error(f"undecodable stream message: {e}")
-                continue
-            self.frames_received += 1
-            try:
-                bundle = self.assembler.add(StreamFrame(header, data, t_rx))
-            except BundleMismatch as e:
-                self._error(str(e))
-                continue
-            except KeyError as e:
-                self.drops.add("receive:bad_header")
-                self._error(f"stream frame header lacks {e}")
-                continue
-            if bundle is not None:
-                self.bundles_ready += 1
-                self.queue.put(bundle)
+                if poller.poll(100):
+                    self._receive_one(self.sub.recv_multipart(copy=False))
+            except Exception as e:  # noqa: BLE001 - the receive thread must never die
+                self.drops.add("receive:error")
+                self._error(f"receive path: {type(e).__name__}: {e}")
+
+    def _receive_one(self, parts: list[zmq.Frame]) -> None:
+        t_rx = now_ns()
+        try:
+            _, header, data = decode(parts)
+            _check_frame_header(header, data)
+        except BadMessage as e:
+            self.drops.add(f"receive:{e.reason}")
+            self._error(str(e))
+            return
+        self.frames_received += 1
+        self._count_lost(header.get("stream_seq"))
+        try:
+            bundle = self.assembler.add(StreamFrame(header, data, t_rx))
+        except BundleMismatch as e:
+            self._error(str(e))
+            return
+        if bundle is not None:
+            self.bundles_ready += 1
+            self.queue.put(bundle)
+
+    def _count_lost(self, stream_seq: Any) -> None:
+        """Frames the stream sent this engine but it never received (its queue was full)."""
+        if not isinstance(stream_seq, int):
+            return
+        last, self._last_stream_seq = self._last_stream_seq, stream_seq
+        if last is not None and stream_seq > last + 1:
+            self.drops.add("transport:lost", stream_seq - last - 1)
 
     def _work(self, index: int) -> None:
         while not self._stop.is_set():
@@ -346,21 +398,18 @@ class InferenceEngine:
 
     def publish(self, result: Result) -> None:
         result.header["t_published_ns"] = now_ns()
-        head = json.dumps(result.header, separators=(",", ":")).encode()
+        head = dumps_strict(result.header)
         with self._pub_lock:
-            self.pub.send_multipart([b"result", head, result.data], copy=False)
+            self.pub.send_multipart([b"result", head, result.data], flags=zmq.NOBLOCK, copy=False)
         self.results_published += 1
         self.latency.add(result.header)
 
     def _error(self, message: str) -> None:
         log.warning("engine: %s", message)
         self.errors.append(message)
-        msg = {"source": "engine", "t_ns": now_ns(), "message": message}
+        msg = {"source": "engine", "t_ns": now_ns(), "message": message[:2000]}
         with self._pub_lock:
-            try:
-                self.pub.send_multipart([b"error", json.dumps(msg).encode()], flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass
+            self.pub.send_multipart([b"error", dumps_strict(msg)], flags=zmq.NOBLOCK)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -368,14 +417,17 @@ class InferenceEngine:
             "workers": self.n_workers, "frames_received": self.frames_received,
             "bundles_ready": self.bundles_ready, "results_published": self.results_published,
             "queued": len(self.queue), "dropped": self.drops.snapshot(), "dropped_total": self.drops.total,
-            "errors": list(self.errors)[-5:], **self.latency.summary(),
+            "subscribers": self.subscriptions.count, "errors": list(self.errors)[-5:], **self.latency.summary(),
         }
 
     def _stats_loop(self) -> None:
-        while not self._stop.wait(1.0):
-            msg = json.dumps(self.status()).encode()
+        """Take in result-stream subscriptions every 50 ms; send ``stats`` every second."""
+        next_stats = time.monotonic() + 1.0
+        while not self._stop.wait(0.05):
             with self._pub_lock:
-                try:
+                self.subscriptions.drain(self.pub)
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + 1.0
+                msg = dumps_strict(self.status())
+                with self._pub_lock:
                     self.pub.send_multipart([b"stats", msg], flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    pass

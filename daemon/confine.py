@@ -1,0 +1,69 @@
+"""Confinement: what a client may name on disk.
+
+A client never chooses where the daemon writes or what it reads outside the
+directories the operator configured. Two rules, used by every request that
+carries a path or a name that becomes part of one:
+
+- :func:`confined` resolves a path (symbolic links and ``..`` included) and
+  refuses it unless it lies inside one of the allowed roots and is of the
+  expected kind (a regular file or a directory: never a FIFO, device or socket).
+- :func:`safe_name` refuses names that could leave a directory when used as
+  a file-name component.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["OutsideAllowedDirectories", "confined", "safe_name"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class OutsideAllowedDirectories(PermissionError):
+    """A path outside the directories the operator allowed (or not a regular file/directory)."""
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """``name`` if it is a plain file-name component (letters, digits, ``_.-``; ≤ 64 chars)."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"{what} {str(name)[:80]!r} is not allowed: use 1-64 letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit, no '..')"
+        )
+    return name
+
+
+def confined(path: str | Path, roots: Iterable[str | Path], kind: Literal["file", "dir"] = "file",
+             what: str = "path", max_bytes: int | None = None) -> Path:
+    """The resolved ``path`` if it exists inside one of ``roots`` and is a ``kind``.
+
+    Relative paths are taken relative to the first root. Raises
+    :class:`OutsideAllowedDirectories` (naming the allowed roots) or
+    ``FileNotFoundError``; ``max_bytes`` bounds a file's size.
+    """
+    roots = [Path(r).expanduser().resolve() for r in roots]
+    if not roots:
+        raise OutsideAllowedDirectories(f"{what} {path}: this server was started without directories to read from")
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = roots[0] / p
+    resolved = p.resolve()
+    if not any(resolved.is_relative_to(r) for r in roots):
+        raise OutsideAllowedDirectories(
+            f"{what} {path} is outside the allowed directories ({', '.join(map(str, roots))})"
+        )
+    try:
+        st = resolved.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    ok = stat.S_ISREG(st.st_mode) if kind == "file" else stat.S_ISDIR(st.st_mode)
+    if not ok:
+        raise OutsideAllowedDirectories(f"{what} {path} is not a {'regular file' if kind == 'file' else 'directory'}")
+    if max_bytes is not None and kind == "file" and st.st_size > max_bytes:
+        raise ValueError(f"{what} {path} is {st.st_size} bytes; the limit is {max_bytes}")
+    return resolved

@@ -1,0 +1,188 @@
+"""Where sockets may listen, and CurveZMQ authentication and encryption.
+
+Every socket scopecast binds or connects goes through :func:`bind_socket` or
+:func:`connect_socket`. The contract:
+
+- Without keys, a socket may only bind to loopback (``tcp://127.x.x.x``,
+  ``tcp://localhost``, ``tcp://[::1]``), ``ipc://`` or ``inproc://``. Binding
+  anywhere else raises :class:`InsecureAddress`, whose message says how to make
+  keys.
+- With keys (:func:`use_keys`, the ``--keys DIR`` option of every command),
+  every TCP socket speaks CurveZMQ: servers (the daemon's control socket and
+  frame stream, an engine's results and control sockets) use the server key
+  pair and accept only clients whose public key is in ``DIR/authorized_clients``
+  (checked by a ZAP authenticator); clients use the client key pair and the
+  server's public key. Traffic is encrypted and clients are authenticated.
+
+Keys are configured once per process (like ``zmq.Context.instance()``): the
+command line calls :func:`use_keys` before it opens any socket.
+
+A key directory made by :func:`create_keys` (``scopecast keys DIR``)::
+
+    DIR/server.key             server public key (give it to clients)
+    DIR/server.key_secret      server key pair (keep it on the daemon/engine host)
+    DIR/client.key             client public key
+    DIR/client.key_secret      client key pair (give it to clients)
+    DIR/authorized_clients/    public keys the servers accept (client.key is there)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import zmq
+import zmq.auth
+
+__all__ = [
+    "InsecureAddress", "KeysMissing", "Keys", "bind_socket", "connect_socket", "create_keys",
+    "current_keys", "is_local_address", "use_keys",
+]
+
+AUTHORIZED = "authorized_clients"
+
+
+class InsecureAddress(ValueError):
+    """Binding off loopback without keys."""
+
+
+class KeysMissing(ValueError):
+    """A key directory that is missing or incomplete (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key pairs of one installation (see the module docstring for the layout)."""
+
+    directory: Path
+    server_public: bytes
+    server_secret: bytes | None  # None on a client-only host
+    client_public: bytes
+    client_secret: bytes
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Keys:
+        d = Path(directory).expanduser()
+        if not d.is_dir():
+            raise KeysMissing(f"key directory {d} does not exist; create one with: scopecast keys {d}")
+
+        def pair(name: str, secret: bool) -> tuple[bytes, bytes | None]:
+            path = d / (f"{name}.key_secret" if secret else f"{name}.key")
+            if not path.is_file():
+                return b"", None
+            try:
+                return zmq.auth.load_certificate(str(path))
+            except (OSError, ValueError) as e:
+                raise KeysMissing(f"unreadable key file {path}: {e}") from None
+
+        server_public, server_secret = pair("server", True)
+        if not server_public:
+            server_public, _ = pair("server", False)
+        client_public, client_secret = pair("client", True)
+        if not server_public or not client_secret:
+            raise KeysMissing(
+                f"key directory {d} lacks server.key or client.key_secret; create one with: scopecast keys {d}"
+            )
+        return cls(d, server_public, server_secret, client_public, client_secret)
+
+    @property
+    def authorized_dir(self) -> Path:
+        return self.directory / AUTHORIZED
+
+
+def create_keys(directory: str | Path, overwrite: bool = False) -> Path:
+    """Create server and client key pairs in ``directory`` (``scopecast keys``)."""
+    d = Path(directory).expanduser()
+    if (d / "server.key_secret").exists() and not overwrite:
+        raise FileExistsError(f"{d} already holds keys (pass --overwrite to replace them)")
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("server", "client"):
+        zmq.auth.create_certificates(str(d), name)
+        (d / f"{name}.key_secret").chmod(0o600)
+    auth = d / AUTHORIZED
+    auth.mkdir(exist_ok=True)
+    shutil.copy(d / "client.key", auth / "client.key")
+    return d
+
+
+_keys: Keys | None = None
+_authenticators: dict[int, object] = {}
+_auth_lock = threading.Lock()
+
+
+def use_keys(directory: str | Path | None) -> Keys | None:
+    """Use the keys in ``directory`` for every socket this process opens (None: no keys)."""
+    global _keys
+    _keys = None if directory is None else Keys.load(directory)
+    return _keys
+
+
+def current_keys() -> Keys | None:
+    return _keys
+
+
+def is_local_address(address: str) -> bool:
+    """True for loopback TCP, ``ipc://`` and ``inproc://`` addresses."""
+    scheme, _, rest = address.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp" or not rest:
+        return False
+    host = urlsplit(f"//{rest}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: not loopback
+
+
+def _authenticator(ctx: zmq.Context, keys: Keys) -> None:
+    """Start (once per context) the ZAP handler that admits authorized client keys."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    with _auth_lock:
+        if id(ctx) in _authenticators:
+            return
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(keys.authorized_dir))
+        _authenticators[id(ctx)] = auth
+
+
+def bind_socket(sock: zmq.Socket, address: str) -> str:
+    """Bind ``sock`` under the process's key policy; returns the bound endpoint."""
+    if not address.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError(f"not a ZeroMQ address: {address!r} (expected e.g. tcp://127.0.0.1:5555)")
+    keys = _keys
+    if keys is None and not is_local_address(address):
+        raise InsecureAddress(
+            f"refusing to listen on {address} without authentication: off loopback every socket needs "
+            "CurveZMQ keys. Create them with 'scopecast keys DIR' and start with '--keys DIR' "
+            "(clients need DIR's client.key_secret and server.key), or bind to tcp://127.0.0.1"
+        )
+    if keys is not None and address.startswith("tcp://"):
+        if keys.server_secret is None:
+            raise KeysMissing(f"{keys.directory} has no server.key_secret: this host cannot serve")
+        _authenticator(sock.context, keys)
+        sock.curve_secretkey = keys.server_secret
+        sock.curve_publickey = keys.server_public
+        sock.curve_server = True
+    sock.bind(address)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def connect_socket(sock: zmq.Socket, address: str) -> None:
+    """Connect ``sock`` under the process's key policy (CurveZMQ client when keys are set)."""
+    if not address.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError(f"not a ZeroMQ address: {address!r} (expected e.g. tcp://127.0.0.1:5555)")
+    keys = _keys
+    if keys is not None and address.startswith("tcp://"):
+        sock.curve_secretkey = keys.client_secret
+        sock.curve_publickey = keys.client_public
+        sock.curve_serverkey = keys.server_public
+    sock.connect(address)

@@ -1,0 +1,80 @@
+"""Strict JSON for every socket: what the daemon and engine accept and send.
+
+Requests are parsed with :func:`loads_strict`: UTF-8 JSON only, no ``NaN`` /
+``Infinity`` literals, nesting at most :data:`MAX_DEPTH` levels. Everything
+sent is encoded with :func:`dumps_strict`, which never emits ``NaN`` or
+``Infinity`` (non-finite floats become ``null``), so any standard JSON parser
+reads every message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["MAX_DEPTH", "WireError", "dumps_strict", "loads_strict"]
+
+#: Deepest nesting (objects and arrays) a message may have.
+MAX_DEPTH = 32
+
+
+class WireError(ValueError):
+    """A message that is not strict JSON (the message says why)."""
+
+
+def _no_constants(name: str) -> Any:
+    raise WireError(f"{name} is not JSON (use a finite number or null)")
+
+
+def loads_strict(data: bytes | bytearray | memoryview | str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse one strict JSON document; raise :class:`WireError` naming the problem."""
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WireError(f"not UTF-8 ({e})") from None
+    try:
+        obj = json.loads(text, parse_constant=_no_constants)
+    except WireError:
+        raise
+    except RecursionError:
+        raise WireError(f"nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError as e:
+        raise WireError(f"not valid JSON ({e})") from None
+    if _depth_exceeds(obj, max_depth):
+        raise WireError(f"nested deeper than {max_depth} levels")
+    return obj
+
+
+def _depth_exceeds(obj: Any, limit: int) -> bool:
+    stack = [(obj, 0)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict | list):
+            if d >= limit:
+                return True
+            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return False
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    return o
+
+
+def dumps_strict(obj: Any, default: Any = None) -> bytes:
+    """Encode ``obj`` as strict JSON bytes (non-finite floats become ``null``)."""
+    try:
+        return json.dumps(obj, allow_nan=False, separators=(",", ":"), default=default).encode()
+    except ValueError:  # a NaN or Infinity somewhere: replace, then encode
+        return json.dumps(_finite(_plain(obj, default)), allow_nan=False, separators=(",", ":")).encode()
+
+
+def _plain(obj: Any, default: Any) -> Any:
+    """``obj`` with every value ``default`` knows converted (so :func:`_finite` sees floats)."""
+    return json.loads(json.dumps(obj, default=default))
