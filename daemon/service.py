@@ -88,6 +88,7 @@ class Daemon:
             self.server.stop()
             self.publisher.close()
             raise
+        self.engine.sinks.append(self._note_frame)
         self.engine.sinks.append(self.publisher)
 
     @property
@@ -122,7 +123,7 @@ class Daemon:
         """Position, channel and exposure: read now if the hardware is free, else the
         last values read (``hardware_busy`` says which). Never waits."""
         b = self.backend
-        if b.lock.acquire(blocking=False):
+        if b.lock.acquire(timeout=0.005):
             try:
                 x, y, z = b.position_um()
                 self._hw_state = {"channel": b.current_channel(), "exposure_ms": b.exposure_ms(),
@@ -132,6 +133,12 @@ class Daemon:
             return {**self._hw_state, "hardware_busy": False}
         return {"channel": None, "exposure_ms": None, "position_um": None, **self._hw_state,
                 "hardware_busy": True}
+
+    def _note_frame(self, frame: Any) -> None:
+        """Frame sink: the hardware state each frame was taken in (for ``status`` while busy)."""
+        h = frame.header
+        self._hw_state = {"channel": h.channel, "exposure_ms": h.exposure_ms,
+                          "position_um": {"x": h.stage_x_um, "y": h.stage_y_um, "z": h.stage_z_um}}
 
     def status(self) -> dict[str, Any]:
         """State, position, counters and the running job (answered at once, never waits)."""

@@ -104,6 +104,7 @@ class TriggerRunner:
         engine.sinks.append(self.ring)
         self.decisions: list[Decision] = []
         self.fired = 0  # counted when decided (actions may still be running)
+        self.results_seen = 0  # results received and decided on
         self._running = 0  # firings whose actions are executing now
         self.latencies_ms: list[float] = []
         self._lock = threading.Lock()
@@ -138,6 +139,7 @@ class TriggerRunner:
         return {
             "session": self.session, "log": str(self.log_path), **self.decider.status(),
             "decisions": len(self.decisions),
+            "results": self.results_seen,
             "fired": self.fired,
             "actions_pending": self._actions.qsize() + self._running,
             "closed_loop_latency_ms": None if lat is None else {
@@ -156,6 +158,7 @@ class TriggerRunner:
                 except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
                     log.warning("triggers: undecodable result: %s", e)
                     continue
+                self.results_seen += 1
                 try:
                     self._decide(header, data)
                 except Exception:  # noqa: BLE001 - the trigger thread must not die

@@ -274,8 +274,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 parts.append(f"engine {e.results}: {'connected' if self.connected[e.results] else 'disconnected (retrying)'}")
         st = self.daemon_status
         if st:
-            pos = st.get("position_um", {})
-            parts.append(f"{st.get('state', '?')} · {st.get('channel') or '-'} · {st.get('exposure_ms', 0):.1f} ms · "
+            pos = st.get("position_um") or {}  # None while the hardware is busy and nothing is known yet
+            parts.append(f"{st.get('state', '?')} · {st.get('channel') or '-'} · {st.get('exposure_ms') or 0:.1f} ms · "
                          f"x {pos.get('x', 0):.1f} y {pos.get('y', 0):.1f} z {pos.get('z', 0):.1f} µm")
         self.status_line.setText("   |   ".join(parts))
 

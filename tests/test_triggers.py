@@ -1,5 +1,6 @@
 """Smart acquisition: decisions, safeguards, actions on the simulated scope, and replay."""
 
+import collections
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from scopecast.daemon.inference.offline import run_offline
 from scopecast.daemon.recorder import open_recording
 from scopecast.daemon.stream import StreamSubscriber
 from scopecast.daemon.triggers import Decider, load_trigger_config, replay
+
+from helpers import wait_subscribed, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 VS = ROOT / "models" / "packages" / "virtual-staining"
@@ -111,11 +114,14 @@ def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp
     events = StreamSubscriber(daemon.stream_address, ("event",))
     results = StreamSubscriber(engine.results_address, ("result",))
     try:
-        time.sleep(0.3)
+        wait_subscribed(daemon.publisher, "frame")
+        wait_subscribed(daemon.publisher, "event")
+        wait_subscribed(engine, "result")
         cfg = str(ROOT / "docs" / "triggers-colony.yaml")
         with pytest.raises(DaemonError, match="no result stream given for model"):
             client.request("load_triggers", config=cfg, sources={})
         client.request("load_triggers", config=cfg, sources={"virtual-staining": engine.results_address})
+        wait_subscribed(engine, "result", 2)  # the trigger runner has joined the result stream
         live = client.request("start_live", channels=CYCLE, record=True, interval_ms=300)
 
         def results_at(x, n, timeout=60):
@@ -146,8 +152,11 @@ def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp
             time.sleep(0.1)
         results_at(COLONY[0], 3)                      # cooldown over: the light budget refuses
         stopped = client.request("stop")["stopped"]
-        time.sleep(0.5)
-        st = client.request("triggers")
+        frames = open_recording(stopped["path"]).frames
+        complete = sum(n == len(CYCLE) for n in collections.Counter(f.bundle_id for f in frames).values())
+        # every complete bundle got a result (policy "all"), decided on, and every action finished
+        st = wait_until(lambda: (s := client.request("triggers"))["results"] >= complete
+                        and s["actions_pending"] == 0 and s, 120, f"decisions on {complete} results")
         lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
         log = [x for x in lines if "event" in x]
         fire = next(x for x in log if x["event"] == "fire")
@@ -183,7 +192,7 @@ def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp
 def test_stage_scan_and_live_actions(daemon, client):
     engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=(256, 256)).start()
     try:
-        time.sleep(0.3)
+        wait_subscribed(daemon.publisher, "frame")
         cfg = {"triggers": [{
             "name": "colony", "model": "virtual-staining",
             "measurement": {"kind": "area_fraction", "channel": "nuclei", "threshold": 2000},
@@ -196,14 +205,11 @@ def test_stage_scan_and_live_actions(daemon, client):
             ]}],
             "safety": {"dose_per_position": 1000, "dose_per_session": 1000}}
         client.request("load_triggers", config=cfg, sources={"virtual-staining": engine.results_address})
+        wait_subscribed(engine, "result")  # the trigger runner has joined the result stream
         client.request("move_stage", x=COLONY[0], y=COLONY[1])
         first = client.request("start_live", channels=CYCLE, interval_ms=100)
-        t_end = time.monotonic() + 90
-        st = client.request("triggers")
-        while time.monotonic() < t_end and not (st["fired"] and st["actions_pending"] == 0):
-            time.sleep(0.2)
-            st = client.request("triggers")
-        time.sleep(1.0)
+        st = wait_until(lambda: (s := client.request("triggers"))["fired"] and s["actions_pending"] == 0 and s,
+                        120, "the trigger to fire and its actions to finish")
         lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
         outcome = next(x for x in lines if "outcome_of" in x)
         center, zstack, tiles, switch = outcome["actions"]
@@ -217,7 +223,7 @@ def test_stage_scan_and_live_actions(daemon, client):
         assert z.data.shape[2] == 3 and [round(f.stage_z_um, 3) for f in z.frames] == [-1.0, 0.0, 1.0]
         assert len(open_recording(tiles["recording"]).series) == 2
         # live was paused for the scans, resumed, then switched to the faster interval
-        st = client.request("status")
+        st = wait_until(lambda: (s := client.request("status"))["state"] == "live" and s, 60, "live to resume")
         assert st["state"] == "live" and st["job"]["id"] != first["id"] and st["job"]["plan"]["interval_ms"] == 25
         assert st["job"]["id"] == switch["live_job"]
         client.request("stop")
