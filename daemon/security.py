@@ -142,16 +142,16 @@ def is_local_address(address: str) -> bool:
 
 
 def _authenticator(ctx: zmq.Context, keys: Keys) -> None:
-    """Start (once per context) the ZAP handler that admits authorized client keys."""
+    """Start (once per context) the ZAP handler that admits the authorized client keys
+    (re-read from ``keys.authorized_dir`` each time a server socket is bound)."""
     from zmq.auth.thread import ThreadAuthenticator
 
     with _auth_lock:
-        if id(ctx) in _authenticators:
-            return
-        auth = ThreadAuthenticator(ctx)
-        auth.start()
+        auth = _authenticators.get(id(ctx))
+        if auth is None:
+            auth = _authenticators[id(ctx)] = ThreadAuthenticator(ctx)
+            auth.start()
         auth.configure_curve(domain="*", location=str(keys.authorized_dir))
-        _authenticators[id(ctx)] = auth
 
 
 def bind_socket(sock: zmq.Socket, address: str) -> str:

@@ -1,0 +1,109 @@
+"""CurveZMQ on every socket, and the loopback-only rule without keys (real sockets, real ZAP)."""
+
+import zmq
+import pytest
+
+from scopecast.daemon import security
+from scopecast.daemon.control import ControlClient, ControlServer
+from scopecast.daemon.stream import FramePublisher, StreamSubscriber
+
+from helpers import wait_subscribed, wait_until
+
+
+@pytest.fixture
+def keys(tmp_path):
+    d = security.create_keys(tmp_path / "keys")
+    security.use_keys(d)
+    yield d
+    security.use_keys(None)
+
+
+def _handshake_events(sock: zmq.Socket):
+    """Collect the socket's handshake events (a condition to wait for, instead of a timeout)."""
+    mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    seen = []
+
+    def poll():
+        from zmq.utils.monitor import recv_monitor_message
+
+        while mon.poll(10):
+            seen.append(recv_monitor_message(mon)["event"])
+        return seen
+
+    return poll
+
+
+@pytest.mark.parametrize("address", ["tcp://0.0.0.0:*", "tcp://*:*", "tcp://192.0.2.1:5555", "tcp://eth0:5555"])
+def test_binding_off_loopback_without_keys_is_refused_with_the_fix(address):
+    sock = zmq.Context.instance().socket(zmq.REP)
+    try:
+        with pytest.raises(security.InsecureAddress, match="scopecast keys DIR.*--keys DIR"):
+            security.bind_socket(sock, address)
+    finally:
+        sock.close(linger=0)
+
+
+def test_local_addresses():
+    for a in ("tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:5", "tcp://127.3.2.1:*", "ipc:///tmp/x",
+              "inproc://y"):
+        assert security.is_local_address(a), a
+    for a in ("tcp://0.0.0.0:1", "tcp://*:1", "tcp://10.0.0.1:1", "tcp://example.org:1", "127.0.0.1:5555"):
+        assert not security.is_local_address(a), a
+    with pytest.raises(ValueError, match="not a ZeroMQ address"):
+        security.bind_socket(zmq.Context.instance().socket(zmq.REP), "127.0.0.1:5555")
+
+
+def test_keys_command_layout_and_refuses_to_overwrite(tmp_path):
+    d = security.create_keys(tmp_path / "k")
+    assert {p.name for p in d.iterdir()} >= {"server.key", "server.key_secret", "client.key", "client.key_secret",
+                                            "authorized_clients"}
+    assert (d / "server.key_secret").stat().st_mode & 0o077 == 0
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        security.create_keys(d)
+    with pytest.raises(security.KeysMissing, match="scopecast keys"):
+        security.Keys.load(tmp_path / "nothing")
+
+
+def test_control_and_stream_speak_curve_and_refuse_strangers(keys, tmp_path):
+    server = ControlServer({"status": lambda: {"up": True}}, "tcp://127.0.0.1:*")
+    server.start()
+    pub = FramePublisher("tcp://127.0.0.1:*")
+    try:
+        with ControlClient(server.address, timeout_s=60) as c:  # the authorized client key
+            assert c.request("status") == {"up": True}
+        sub = StreamSubscriber(pub.address, ("stats",))
+        wait_subscribed(pub, "stats")  # a Curve subscriber completed its handshake and subscribed
+        sub.close()
+
+        # a client without keys: the Curve server refuses the NULL handshake
+        plain = zmq.Context.instance().socket(zmq.REQ)
+        events = _handshake_events(plain)
+        plain.connect(server.address)
+        plain.send(b'{"cmd": "status"}')
+        wait_until(lambda: any(e != zmq.EVENT_HANDSHAKE_SUCCEEDED for e in events()), 60, "a failed handshake")
+        assert zmq.EVENT_HANDSHAKE_SUCCEEDED not in events()
+        plain.close(linger=0)
+
+        # a client with keys of its own that the operator never authorized: refused by ZAP
+        stranger = zmq.Context.instance().socket(zmq.REQ)
+        events = _handshake_events(stranger)
+        public, secret = zmq.curve_keypair()
+        stranger.curve_publickey, stranger.curve_secretkey = public, secret
+        stranger.curve_serverkey = security.current_keys().server_public
+        stranger.connect(server.address)
+        stranger.send(b'{"cmd": "status"}')
+        wait_until(lambda: zmq.EVENT_HANDSHAKE_FAILED_AUTH in events(), 60, "ZAP to refuse the unknown key")
+        stranger.close(linger=0)
+    finally:
+        server.stop()
+        pub.close()
+
+
+def test_binding_everywhere_with_keys_is_allowed(keys):
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    try:
+        endpoint = security.bind_socket(sock, "tcp://0.0.0.0:*")
+        assert endpoint.startswith("tcp://0.0.0.0:") and sock.curve_server
+    finally:
+        sock.close(linger=0)
