@@ -182,11 +182,12 @@ class AcquisitionEngine:
         return frame
 
     # --------------------------------------------------------------------- jobs
-    def _start(self, kind: str, run: Callable[[Job], None], record: bool, total: int | None = None) -> Job:
+    def _start(self, kind: str, run: Callable[[Job], None], record: bool, total: int | None = None,
+               plan: dict[str, Any] | None = None) -> Job:
         with self._lock:
             self.require_idle(f"start {kind}", allow_live=False)
             acq = _new_id(kind)
-            job = Job(id=acq, kind=kind, acquisition_id=acq, total=total)
+            job = Job(id=acq, kind=kind, acquisition_id=acq, total=total, plan=plan)
             if record:
                 job.path = str(self._recording_path(acq, kind))
             self._jobs[job.id] = job
@@ -235,9 +236,7 @@ class AcquisitionEngine:
         default = plan.exposure_ms or self.backend.exposure_ms()
         plan = plan.model_copy(update={"channels": [
             c if c.exposure_ms else c.model_copy(update={"exposure_ms": default}) for c in plan.channels]})
-        job = self._start("live", lambda job: self._live(job, plan), plan.record)
-        job.plan = plan.model_dump()
-        return job
+        return self._start("live", lambda job: self._live(job, plan), plan.record, plan=plan.model_dump())
 
     def _live(self, job: Job, plan: LivePlan) -> None:
         names = [c.name for c in plan.channels]
