@@ -8,7 +8,7 @@ from typing import Any
 
 from scopecast.models.manifest import ModelManifest, sha256_file
 
-__all__ = ["rdf"]
+__all__ = ["preprocessing", "rdf"]
 
 _DPC = {"text": "Tian & Waller (2015), Quantitative differential phase contrast imaging in an LED array "
                 "microscope, Optics Express 23:11394", "doi": "10.1364/OE.23.011394"}
@@ -33,14 +33,29 @@ def _space_axes(size_min: int, step: int, scale: float | None, ref: str | None =
     return axes
 
 
+def preprocessing(m: ModelManifest) -> list[dict[str, Any]]:
+    """The bioimage.io preprocessing that computes exactly what :func:`~scopecast.models.manifest.normalize` does.
+
+    ``calibrated`` -> ``scale_linear`` along the channel axis with
+    ``gain = 1/scale`` and ``offset = -offset/scale`` (the constants the
+    engine multiplies and adds); ``percentile`` -> ``scale_range`` over
+    ``(y, x)`` per sample and channel, with the exact percentiles and ``eps``;
+    ``mean_std`` -> ``fixed_zero_mean_unit_variance`` along the channel axis.
+    """
+    n = m.normalization
+    if n.kind == "calibrated":
+        gain, bias = n.linear()
+        return [{"id": "scale_linear", "kwargs": {"axis": "channel", "gain": gain, "offset": bias}}]
+    if n.kind == "mean_std":
+        return [{"id": "fixed_zero_mean_unit_variance", "kwargs": {"axis": "channel", "mean": n.mean, "std": n.std}}]
+    return [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": n.low, "max_percentile": n.high,
+                                             "eps": n.eps}}]
+
+
 def rdf(package: Path, m: ModelManifest, documentation: str = "card.md") -> dict[str, Any]:
     """The ``rdf.yaml`` content describing the same model as ``manifest.json``."""
     px = m.pixel_size_um
-    pre = [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": m.normalization.low,
-                                            "max_percentile": m.normalization.high}}]
-    if m.normalization.kind == "mean_std":
-        pre = [{"id": "fixed_zero_mean_unit_variance",
-                "kwargs": {"axis": "channel", "mean": m.normalization.mean, "std": m.normalization.std}}]
+    pre = preprocessing(m)
     post = []
     if m.output_scaling is not None:
         post = [{"id": "scale_linear", "kwargs": {"axis": "channel", "gain": m.output_scaling.scale,
@@ -71,5 +86,6 @@ def rdf(package: Path, m: ModelManifest, documentation: str = "card.md") -> dict
             "postprocessing": post,
         }],
         "weights": {"onnx": {"source": m.model_file, "sha256": m.sha256, "opset_version": 18}},
-        "config": {"scopecast": {"manifest": "manifest.json", "tile": m.tile, "halo": m.halo}},
+        "config": {"scopecast": {"manifest": "manifest.json", "tile": m.tile, "halo": m.halo,
+                                 "output_range": m.output_range.model_dump() if m.output_range else None}},
     }

@@ -2,8 +2,10 @@
 
 Steps: load the checkpoint (architecture and weights must match), export ONNX
 (opset 18, dynamic N/H/W), ``onnx.checker``, parity with PyTorch on real test
-inputs (FP32: ≤ 1e-4 absolute), manifest, bioimage.io ``rdf.yaml``, test
-tensors, the model card; optionally an FP16 model (with its own parity
+inputs (FP32: ≤ 1e-4 absolute), manifest (with the normalization, camera,
+training input distribution and output range measured at training time),
+bioimage.io ``rdf.yaml`` (declaring exactly the normalization the engine
+computes), test tensors, the model card; optionally an FP16 model (with its own parity
 report), a TensorRT ``.plan`` and a Triton model repository.
 
 Everything is written into a temporary sibling folder that is renamed into
@@ -22,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from scopecast.models.manifest import MANIFEST, ModelManifest, Normalization, OutputScaling, sha256_file
+from scopecast.models.manifest import (
+    MANIFEST, CameraCalibration, InputStats, ModelManifest, Normalization, OutputRange, OutputScaling, sha256_file,
+)
 
 from .bioimageio import rdf
 from .onnx_export import ExportError, export_onnx, parity, to_fp16
@@ -108,12 +112,16 @@ def export_package(
             output_scaling=OutputScaling(**meta["output_scaling"]) if meta.get("output_scaling") else None,
             scale_factor=int(meta.get("scale_factor", 1)), tile=tile, halo=halo, multiple=mult,
             pixel_size_um=meta.get("pixel_size_um"),
+            # the engine's input guards and output clipping (absent in checkpoints trained before them)
+            camera=CameraCalibration(**meta["camera"]) if meta.get("camera") else None,
+            input_stats=InputStats(**meta["input_stats"]) if meta.get("input_stats") else None,
+            output_range=OutputRange(**meta["output_range"]) if meta.get("output_range") else None,
             provenance={
                 "checkpoint": _portable(checkpoint), "checkpoint_sha256": sha256_file(Path(checkpoint)),
                 "arch": meta["arch"], "config": meta["config"], "parameters": meta.get("parameters"),
                 "data": {**meta.get("data", {}), "dataset": _portable(meta.get("data", {}).get("dataset", ""))},
                 "train_config": meta.get("train_config"), "metrics": meta.get("metrics"),
-                "parity": reports["fp32"],
+                "guards_on_validation": meta.get("guards_on_validation"), "parity": reports["fp32"],
             },
         )
         if fp16:

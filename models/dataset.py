@@ -6,8 +6,13 @@ slide regions, one for training and one for validation (never neighbouring
 frames of one region). Virtual-staining pairs are the label-free cycle with
 the fluorescence channels; super-resolution pairs are a widefield
 fluorescence frame with the STED detector's ground truth of the same field.
+Before capturing, :func:`calibrate_camera` measures the camera as a lab would
+(dark frames, photon transfer, an over-exposed frame) and the index records it.
 
-:func:`load_pairs` reads those recordings into arrays (numpy only; no torch).
+:func:`load_pairs` reads those recordings into arrays (numpy only; no torch);
+:func:`calibrate` measures, from the training split, what the package will
+carry: the calibrated normalization, the training input distribution the
+engine's input guards compare with, and the outputs' physical range.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["REGIONS", "TASKS", "PairSet", "gather", "load_pairs", "region_positions"]
+from .manifest import CameraCalibration, ChannelStats, InputStats, Normalization, OutputRange
+
+__all__ = [
+    "REGIONS", "TASKS", "Calibration", "PairSet", "calibrate", "calibrate_camera", "gather", "load_pairs",
+    "region_positions",
+]
 
 #: Slide regions (x range, y range, µm): training and validation never overlap.
 REGIONS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
@@ -70,14 +80,64 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
     index: dict[str, Any] = {"task": task, "seed": seed, "regions": REGIONS, "splits": {}}
     with ControlClient(control_address, timeout_s=120) as c:
         info = c.request("describe")
+        index["camera"] = calibrate_camera(c, exposure_ms)
         for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1000)):
             job = c.request("capture_pairs", label_free=spec["label_free"], fluorescence=spec["fluorescence"],
                             positions=region_positions(split, n, s), exposure_ms=exposure_ms)
-            done = c.wait(job["id"], timeout_s=3600)
+            done = c.wait(job["id"], timeout_s=600)
+            for _ in range(5):  # the daemon answers a wait after at most 600 s: ask again, up to an hour
+                if done["status"] not in ("queued", "running"):
+                    break
+                done = c.wait(job["id"], timeout_s=600)
             index["splits"][split] = {"recordings": [done["path"]], "fields": n}
         index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
     (out / "dataset.json").write_text(json.dumps(index, indent=2))
     return index
+
+
+def calibrate_camera(client: Any, exposure_ms: float = 10.0, channel: str = "BF") -> dict[str, Any]:
+    """Measure the main camera through the control socket: what a lab does with a new camera.
+
+    Offset and read noise from two dark frames (LED array off, ``x``); gain by
+    photon transfer from two frames of ``channel`` (temporal variance =
+    gain × signal + read noise²; the difference of two frames cancels the
+    specimen); the clip level from a frame exposed 64× longer (pixels piled up
+    at one maximum value). What cannot be measured on this microscope is
+    ``None`` and ``source`` says why.
+    """
+    info = client.request("describe")
+    cam: dict[str, Any] = {"offset_adu": None, "read_noise_adu": None, "gain_adu_per_e": None,
+                           "saturation_adu": None}
+    notes = []
+    if channel not in info.get("channels", {}) or "x" not in info.get("patterns", []):
+        return {**cam, "source": f"not measured: this microscope has no {channel!r} channel or LED-off pattern"}
+
+    def pair(**kw: Any) -> tuple[np.ndarray, np.ndarray]:
+        a, b = (client.snap(exposure_ms=exposure_ms, **kw)[1].astype(np.float64) for _ in range(2))
+        return a, b
+
+    client.request("set_channel", channel=channel)  # transmitted light path, fluorescence closed
+    client.request("set_pattern", pattern="x")
+    d1, d2 = pair(channel="")
+    offset = float((d1.mean() + d2.mean()) / 2)
+    read = float(np.std(d1 - d2) / np.sqrt(2))
+    cam.update(offset_adu=offset, read_noise_adu=read)
+    client.request("set_channel", channel=channel)
+    a, b = pair(channel=channel)
+    signal = float((a.mean() + b.mean()) / 2) - offset
+    var_t = float(np.var(a - b) / 2)
+    if signal > 10 * max(read, 1.0) and var_t > read**2:
+        cam["gain_adu_per_e"] = (var_t - read**2) / signal
+    else:
+        notes.append(f"gain not measured ({channel} signal {signal:.3g} ADU too low)")
+    _, over = client.snap(channel=channel, exposure_ms=exposure_ms * 64)
+    top = int(over.max())
+    if np.count_nonzero(over == top) > 1e-3 * over.size and top > offset + 10 * max(read, 1.0):
+        cam["saturation_adu"] = float(top)
+    else:
+        notes.append(f"clip level not reached at {exposure_ms * 64:g} ms")
+    return {**cam, "source": "; ".join(["dark frames, photon transfer and an over-exposed "
+                                        f"{channel} frame at gather time", *notes])}
 
 
 @dataclass
@@ -88,6 +148,7 @@ class PairSet:
     targets: np.ndarray  # (N, C_out, s·H, s·W)
     positions: list[tuple[float, float]]
     pixel_size_um: float
+    camera: dict[str, Any] | None = None  # the camera calibration recorded by :func:`gather`
 
 
 def load_pairs(dataset: str | Path, split: str) -> PairSet:
@@ -119,4 +180,80 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
             px = h0.pixel_size_um
     if not xs:
         raise ValueError(f"no complete pairs in split {split!r} of {dataset}")
-    return PairSet(np.stack(xs), np.stack(ys), pos, px)
+    return PairSet(np.stack(xs), np.stack(ys), pos, px, index.get("camera"))
+
+
+@dataclass
+class Calibration:
+    """What training measures for the package: normalization, input distribution, camera, output range."""
+
+    normalization: Normalization
+    input_stats: InputStats
+    output_range: OutputRange
+    camera: CameraCalibration
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """The manifest fields, as JSON-ready dicts (a checkpoint stores them so)."""
+        return {"input_stats": self.input_stats.model_dump(), "output_range": self.output_range.model_dump(),
+                "camera": self.camera.model_dump()}
+
+
+def _as_counts(frame: np.ndarray) -> np.ndarray:
+    """A recorded frame as the camera delivered it (uint16) when it holds whole counts, so the
+    guard figures are measured exactly as the engine measures a live frame."""
+    if frame.dtype != np.uint16 and frame.min() >= 0 and frame.max() <= 65535 and np.all(frame == np.round(frame)):
+        return frame.astype(np.uint16)
+    return frame
+
+
+def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float = 99.8,
+              camera: CameraCalibration | dict[str, Any] | None = None) -> Calibration:
+    """Measure the package's calibration from the training split (never from validation).
+
+    - camera: ``camera``, else what :func:`gather` recorded, else the offset
+      estimated as the lowest 0.1th percentile of the training inputs;
+    - normalization ``calibrated``: per channel ``offset`` = camera offset and
+      ``scale`` = the exact ``high`` percentile of all training pixels of the
+      channel minus the offset;
+    - ``input_stats``: per channel, the guard figures (:func:`~scopecast.daemon.inference.guards.measure`)
+      of every training field, as [min, median, max] ranges;
+    - ``output_range``: min/max of the training targets per output channel (output units).
+    """
+    from scopecast.daemon.inference.guards import measure
+
+    if len(inputs) != pairs.inputs.shape[1]:
+        raise ValueError(f"{len(inputs)} input names for {pairs.inputs.shape[1]} input channels")
+    cam = camera if camera is not None else pairs.camera
+    if isinstance(cam, dict):
+        cam = CameraCalibration(**cam) if cam.get("offset_adu") is not None else None
+    if cam is None:
+        est = min(float(np.percentile(pairs.inputs[:, c], 0.1)) for c in range(len(inputs)))
+        cam = CameraCalibration(offset_adu=est, source="estimated: lowest 0.1th percentile of the training "
+                                                       "inputs (the dataset records no dark frame)")
+    offset = float(cam.offset_adu)
+    channels, scale = {}, []
+    for c, name in enumerate(inputs):
+        p_low, p_high = (float(v) for v in np.percentile(pairs.inputs[:, c], [low, high]))
+        if not p_high > offset:
+            raise ValueError(f"training channel {name!r}: its {high} percentile ({p_high:.6g}) is not above the "
+                             f"camera offset ({offset:.6g}); it holds no signal to normalize")
+        scale.append(p_high - offset)
+        figs = [measure(_as_counts(f), offset, cam) for f in pairs.inputs[:, c]]
+
+        def rng(key: str, figs: list[dict[str, Any]] = figs) -> tuple[float, float, float]:
+            v = np.array([f[key] for f in figs], np.float64)
+            return float(v.min()), float(np.median(v)), float(v.max())
+
+        channels[name] = ChannelStats(
+            signal=rng("signal"), contrast=rng("contrast"), snr_min=rng("snr")[0],
+            saturated_max=rng("saturated")[2], p_low=p_low, p_high=p_high,
+        )
+    t = pairs.targets
+    return Calibration(
+        normalization=Normalization(kind="calibrated", low=low, high=high, offset=[offset] * len(inputs),
+                                    scale=scale),
+        input_stats=InputStats(fields=len(pairs.inputs), percentiles=(low, high), channels=channels),
+        output_range=OutputRange(min=[float(v) for v in t.min(axis=(0, 2, 3))],
+                                 max=[float(v) for v in t.max(axis=(0, 2, 3))]),
+        camera=cam,
+    )

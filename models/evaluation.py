@@ -120,6 +120,18 @@ def write_card(path: str | Path, meta: dict[str, Any], metrics: dict[str, Any]) 
             rows.append(f"| {name} | {o} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['pearson']:.3f} |")
     verdict = "beats every baseline on every metric" if metrics["beats_baselines"] else \
         "does NOT beat its baselines on every metric: do not ship"
+    norm = meta.get("normalization", {})
+    if norm.get("kind") == "calibrated":
+        norm_text = ("Inputs are normalized with constants fixed from the training fields, exactly as the engine "
+                     f"does: (counts − camera offset) / (training {norm.get('high', 99.8):g}th percentile − offset) "
+                     "per channel, so an empty or dim field stays dim instead of being stretched.")
+    else:
+        norm_text = "Inputs are normalized per image and channel (exact percentiles 1–99.8, as the engine does)."
+    g = meta.get("guards_on_validation")
+    guards_text = "" if not g else (
+        f"\nThe engine's input guards flagged {g['flagged']} of the {g['fields']} held-out fields"
+        + (f" ({'; '.join(g['reasons'])})." if g["reasons"] else ".")
+    )
     text = f"""# {meta.get('name', meta['task'])} — model card
 
 Task: **{meta['task']}**. Inputs (in order): {', '.join(meta['inputs'])}. Outputs: {', '.join(meta['outputs'])}
@@ -131,8 +143,8 @@ Gathered on the simulated LED-array microscope with the daemon's dual-modality c
 (`scopecast gather`), pixel size {meta['pixel_size_um']:.3f} µm at the input.
 {d['train_fields']} training fields from slide region x ∈ [-20, -2] mm and {d['val_fields']} validation
 fields from the separate region x ∈ [2, 20] mm (never neighbouring frames of one region).
-Inputs are normalized per image and channel (percentiles 1–99.8, as the engine does); targets by a
-per-channel scale/offset from the training set (the package's `output_scaling`).
+{norm_text} Targets are scaled by a per-channel scale/offset from the training set (the package's
+`output_scaling`); their min/max is the outputs' physical range.{guards_text}
 
 ## Training
 

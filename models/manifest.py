@@ -15,37 +15,133 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MANIFEST", "ModelManifest", "Normalization", "OutputScaling", "normalize", "sha256_file"]
+__all__ = [
+    "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "Normalization", "OutputRange",
+    "OutputScaling", "normalize", "percentiles", "sha256_file",
+]
 
 MANIFEST = "manifest.json"
 
-# percentiles are estimated on about this many pixels per channel (strided subsample)
-_PERCENTILE_SAMPLES = 8192
-
 
 class Normalization(BaseModel):
-    """Input normalization, applied per input channel.
+    """Input normalization, applied per input channel; every kind is exactly a bioimage.io step.
 
-    ``percentile``: ``(x - p_low) / (p_high - p_low)`` with percentiles of each
-    image (bioimage.io ``scale_range``). ``mean_std``: ``(x - mean) / std`` with
-    fixed per-channel values (``zero_mean_unit_variance`` with fixed statistics).
+    ``calibrated`` (the honest choice for live use): ``(x - offset) / scale``
+    with constants fixed at training time: ``offset`` the camera offset (ADU),
+    ``scale`` the training data's ``high`` percentile of that channel minus the
+    offset. A blank or dim field stays near 0 instead of being stretched to
+    the range of a cell field. Declared as bioimage.io ``scale_linear``
+    (``gain = 1/scale``, ``offset = -offset/scale``), which is what is computed.
+
+    ``percentile`` (older packages): ``(x - p_low) / (p_high - p_low + eps)``
+    with the exact percentiles (linear interpolation, as ``np.percentile``) of
+    each image and channel: bioimage.io ``scale_range`` over ``(y, x)``.
+    ``mean_std``: ``(x - mean) / std`` with fixed per-channel values
+    (bioimage.io ``fixed_zero_mean_unit_variance``).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["percentile", "mean_std"] = "percentile"
+    kind: Literal["percentile", "mean_std", "calibrated"] = "percentile"
     low: float = Field(default=1.0, ge=0, le=100)
     high: float = Field(default=99.8, ge=0, le=100)
     mean: list[float] | None = None
     std: list[float] | None = None
+    offset: list[float] | None = Field(default=None, description="calibrated: camera offset per channel (ADU)")
+    scale: list[float] | None = Field(default=None, description="calibrated: training p_high - offset (ADU)")
     eps: float = 1e-6
 
     @model_validator(mode="after")
     def _check(self) -> Normalization:
         if self.kind == "percentile" and not self.low < self.high:
             raise ValueError(f"percentile low ({self.low}) must be below high ({self.high})")
-        if self.kind == "mean_std" and (self.mean is None or self.std is None):
-            raise ValueError("mean_std normalization needs 'mean' and 'std' per input channel")
+        if self.kind == "mean_std":
+            if self.mean is None or self.std is None:
+                raise ValueError("mean_std normalization needs 'mean' and 'std' per input channel")
+            if len(self.mean) != len(self.std) or min(self.std) < 1e-6:
+                raise ValueError("mean_std normalization needs one mean and one std ≥ 1e-6 per channel")
+        if self.kind == "calibrated":
+            if self.offset is None or self.scale is None or len(self.offset) != len(self.scale):
+                raise ValueError("calibrated normalization needs 'offset' and 'scale' per input channel")
+            if not all(np.isfinite(self.offset)) or not all(np.isfinite(s) and s > 0 for s in self.scale):
+                raise ValueError(f"calibrated normalization needs finite offsets and positive scales, got "
+                                 f"offset={self.offset} scale={self.scale}")
+        return self
+
+    @property
+    def channels(self) -> int | None:
+        """Channels the fixed constants are for (None for per-image percentiles)."""
+        v = self.mean if self.kind == "mean_std" else self.offset if self.kind == "calibrated" else None
+        return None if v is None else len(v)
+
+    def linear(self) -> tuple[list[float], list[float]]:
+        """``(gain, bias)`` per channel with ``x' = x * gain + bias`` (fixed kinds only).
+
+        ``calibrated`` is computed exactly this way (bioimage.io ``scale_linear``
+        with these values); ``mean_std`` is ``(x - mean) / std``.
+        """
+        if self.kind == "calibrated":
+            gain = [1.0 / float(s) for s in self.scale]  # type: ignore[union-attr]
+            return gain, [-float(o) * g for o, g in zip(self.offset, gain, strict=True)]  # type: ignore[arg-type]
+        if self.kind == "mean_std":
+            gain = [1.0 / float(s) for s in self.std]  # type: ignore[union-attr]
+            return gain, [-float(m) * g for m, g in zip(self.mean, gain, strict=True)]  # type: ignore[arg-type]
+        raise ValueError("per-image percentile normalization has no fixed constants")
+
+
+class CameraCalibration(BaseModel):
+    """The camera the training data came from (ADU = offset + gain × electrons, clipped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    offset_adu: float = Field(description="mean of a dark frame")
+    read_noise_adu: float | None = Field(default=None, ge=0, description="temporal noise of a dark frame")
+    gain_adu_per_e: float | None = Field(default=None, gt=0, description="photon-transfer gain")
+    saturation_adu: float | None = Field(default=None, gt=0, description="the level at which pixels clip")
+    source: str = Field(default="", description="how these values were obtained")
+
+
+class ChannelStats(BaseModel):
+    """One input channel over the training fields, measured as the input guards measure a frame.
+
+    Ranges are ``[min, median, max]`` over the training fields; ``signal`` is
+    the field mean above the camera offset (ADU), ``contrast`` its standard
+    deviation over the signal. ``p_low``/``p_high`` are the exact percentiles
+    (``InputStats.percentiles``) of all training pixels of the channel.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal: tuple[float, float, float]
+    contrast: tuple[float, float, float]
+    snr_min: float
+    saturated_max: float = Field(ge=0, le=1)
+    p_low: float
+    p_high: float
+
+
+class InputStats(BaseModel):
+    """The training input distribution (raw counts): what the input guards compare a live bundle with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: int = Field(ge=1)
+    percentiles: tuple[float, float] = (1.0, 99.8)
+    channels: dict[str, ChannelStats]
+
+
+class OutputRange(BaseModel):
+    """The physical range of each output channel: min/max of the training targets, in output units."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: list[float]
+    max: list[float]
+
+    @model_validator(mode="after")
+    def _check(self) -> OutputRange:
+        if len(self.min) != len(self.max) or any(not lo <= hi for lo, hi in zip(self.min, self.max, strict=True)):
+            raise ValueError(f"output_range needs min <= max per channel, got min={self.min} max={self.max}")
         return self
 
 
@@ -82,6 +178,9 @@ class ModelManifest(BaseModel):
     multiple: int = Field(default=16, ge=1, description="spatial sizes must be multiples of this")
     pixel_size_um: float | None = None
     fp16: bool = False
+    camera: CameraCalibration | None = Field(default=None, description="camera of the training data")
+    input_stats: InputStats | None = Field(default=None, description="training input distribution (guards)")
+    output_range: OutputRange | None = Field(default=None, description="physical range of each output")
     provenance: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -91,11 +190,17 @@ class ModelManifest(BaseModel):
         if self.tile <= 2 * self.halo:
             raise ValueError(f"tile {self.tile} leaves no interior with halo {self.halo}")
         n = self.normalization
-        if n.kind == "mean_std" and (len(n.mean or []) != len(self.inputs) or len(n.std or []) != len(self.inputs)):
-            raise ValueError("mean/std need one value per input channel")
+        if n.channels is not None and n.channels != len(self.inputs):
+            raise ValueError(f"{n.kind} normalization has {n.channels} channel values for {len(self.inputs)} inputs")
         s = self.output_scaling
         if s is not None and (len(s.scale) != len(self.outputs) or len(s.offset) != len(self.outputs)):
             raise ValueError("output_scaling needs one scale and offset per output channel")
+        r = self.output_range
+        if r is not None and len(r.min) != len(self.outputs):
+            raise ValueError("output_range needs one min and max per output channel")
+        if self.input_stats is not None and set(self.input_stats.channels) != set(self.inputs):
+            raise ValueError(f"input_stats channels {sorted(self.input_stats.channels)} are not the inputs "
+                             f"{sorted(self.inputs)}")
         return self
 
     @property
@@ -111,27 +216,54 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def normalize(frames: list[np.ndarray], norm: Normalization, out: np.ndarray | None = None) -> np.ndarray:
-    """Stack and normalize frames into a float32 ``(C, H, W)`` array in one pass per channel.
+def percentiles(a: np.ndarray, qs: list[float] | tuple[float, ...]) -> list[float]:
+    """Exactly ``np.percentile(a, qs)`` (method ``linear``), as bioimage.io ``scale_range`` defines it.
 
-    Percentiles are estimated on a strided subsample of about
-    :data:`_PERCENTILE_SAMPLES` pixels per channel (enough for contrast
-    normalization; ~0.2 ms instead of ~5 ms for the full 512×512 frame).
+    8- and 16-bit unsigned images take a counting pass (histogram and
+    cumulative counts) instead of a partial sort: the same order statistics,
+    interpolated the same way, about 5× faster on a 512×512 frame.
+    """
+    if a.dtype not in (np.uint8, np.uint16) or a.size == 0:
+        return [float(v) for v in np.percentile(a, qs)]
+    cum = np.cumsum(np.bincount(a.ravel()))
+    n = int(cum[-1])
+    out = []
+    for q in qs:
+        vi = (n - 1) * (float(q) / 100.0)
+        prev = int(np.floor(vi))
+        if vi >= n - 1:
+            out.append(float(np.searchsorted(cum, n - 1, side="right")))
+            continue
+        gamma = vi - prev
+        lo = float(np.searchsorted(cum, prev, side="right"))  # value of the prev-th smallest pixel
+        hi = float(np.searchsorted(cum, prev + 1, side="right"))
+        d = hi - lo
+        out.append(hi - d * (1 - gamma) if gamma >= 0.5 else lo + d * gamma)  # numpy's _lerp
+    return out
+
+
+def normalize(frames: list[np.ndarray], norm: Normalization, out: np.ndarray | None = None) -> np.ndarray:
+    """Stack and normalize frames into a float32 ``(C, H, W)`` array: the one definition.
+
+    Training, export and the engine all call this. ``calibrated`` and
+    ``mean_std`` are ``x * gain + bias`` with the package's fixed constants
+    (:meth:`Normalization.linear`); ``percentile`` uses the exact percentiles
+    of each frame (:func:`percentiles`) and bioimage.io's
+    ``(x - p_low) / (p_high - p_low + eps)``.
     """
     h, w = frames[0].shape
     if out is None or out.shape != (len(frames), h, w):
         out = np.empty((len(frames), h, w), np.float32)
-    if norm.kind == "mean_std":
-        shift = [float(m) for m in norm.mean]  # type: ignore[union-attr]
-        inv = [1.0 / max(float(s), norm.eps) for s in norm.std]  # type: ignore[union-attr]
-    else:
-        step = max(1, int(np.ceil(np.sqrt(h * w / _PERCENTILE_SAMPLES))))
-        shift, inv = [], []
-        for f in frames:
-            lo, hi = np.percentile(f[::step, ::step], [norm.low, norm.high])
-            shift.append(float(lo))
-            inv.append(1.0 / max(float(hi - lo), norm.eps))
+    if norm.kind == "percentile":
+        for c, f in enumerate(frames):
+            lo, hi = percentiles(f, (norm.low, norm.high))
+            np.subtract(f, np.float32(lo), out=out[c], dtype=np.float32)
+            out[c] *= np.float32(1.0 / (hi - lo + norm.eps))
+        return out
+    if norm.channels != len(frames):
+        raise ValueError(f"{norm.kind} normalization is for {norm.channels} channels, got {len(frames)} frames")
+    gain, bias = norm.linear()
     for c, f in enumerate(frames):
-        np.subtract(f, np.float32(shift[c]), out=out[c], dtype=np.float32)
-        out[c] *= np.float32(inv[c])
+        np.multiply(f, np.float32(gain[c]), out=out[c], dtype=np.float32)
+        out[c] += np.float32(bias[c])
     return out

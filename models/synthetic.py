@@ -63,7 +63,14 @@ def conv_net(in_channels: int, out_channels: int, width: int = 16, layers: int =
 def write_package(directory: str | Path, inputs: list[str], outputs: list[str], *, name: str = "synthetic",
                   task: str = "other", width: int = 16, layers: int = 4, scale: int = 1, tile: int = 256,
                   halo: int = 16, seed: int = 0, nan_output: bool = False, **manifest_fields) -> Path:
-    """Write a synthetic model package (``model.onnx`` + ``manifest.json``)."""
+    """Write a synthetic model package (``model.onnx`` + ``manifest.json``).
+
+    ``manifest_fields`` go into the manifest as given (models or plain dicts):
+    e.g. a ``calibrated`` ``normalization``, ``camera``, ``input_stats`` and
+    ``output_range`` (from :func:`scopecast.models.dataset.calibrate`) make a
+    package whose inputs the engine's guards compare with a training
+    distribution.
+    """
     import onnx
 
     directory = Path(directory)

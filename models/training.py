@@ -1,9 +1,15 @@
 """Training on gathered pairs (PyTorch, CPU is enough for these small networks).
 
 Inputs are normalized exactly as the engine will normalize them (the package's
-:class:`~scopecast.models.manifest.Normalization`); targets are mapped to
-roughly [0, 1] with a per-channel scale and offset from the training set,
-which becomes the package's ``output_scaling``. Training is seeded, runs for a
+:class:`~scopecast.models.manifest.Normalization`, through the one
+:func:`~scopecast.models.manifest.normalize`); with ``normalization =
+"calibrated"`` its constants come from the training split
+(:func:`~scopecast.models.dataset.calibrate`: camera offset, per-channel
+high percentile), never from each image. Either way the training input
+distribution, the camera and the targets' physical range are measured and
+stored for the package (the engine's input guards use them). Targets are
+mapped to roughly [0, 1] with a per-channel scale and offset from the
+training set, which becomes the package's ``output_scaling``. Training is seeded, runs for a
 step and time budget, logs losses to ``log.jsonl``, keeps checkpoints, and ends
 with the held-out evaluation and the model card (:mod:`.evaluation`).
 """
@@ -21,7 +27,7 @@ import torch
 from torch import nn
 
 from .architectures import build, count_parameters
-from .dataset import TASKS, PairSet, load_pairs
+from .dataset import TASKS, PairSet, calibrate, load_pairs
 from .manifest import Normalization, normalize
 
 __all__ = ["TrainConfig", "load_checkpoint", "prepare", "train"]
@@ -40,6 +46,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: all cores
     checkpoint_every: int = 250
+    #: "calibrated" (fixed constants from the training data; the honest choice for live use) or
+    #: "percentile" (per image, bioimage.io scale_range; what the shipped packages were trained with)
+    normalization: str = "percentile"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,8 +99,12 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = TASKS[cfg.task]
-    norm = Normalization(kind="percentile", low=1.0, high=99.8)
+    if cfg.normalization not in ("calibrated", "percentile"):
+        raise ValueError(f"unknown normalization {cfg.normalization!r}; use 'calibrated' or 'percentile'")
     tr, va = load_pairs(dataset, "train"), load_pairs(dataset, "val")
+    cal = calibrate(tr, spec["inputs"], low=1.0, high=99.8, camera=cfg.extra.get("camera"))
+    norm = cal.normalization if cfg.normalization == "calibrated" else Normalization(kind="percentile", low=1.0,
+                                                                                      high=99.8)
     sf = tr.targets.shape[-1] // tr.inputs.shape[-1]
     xtr, ytr, scale = prepare(tr, norm)
     xva, yva, _ = prepare(va, norm, scale)
@@ -118,6 +131,7 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
         "train_config": asdict(cfg), "parameters": count_parameters(model),
         "data": {"dataset": str(Path(dataset).resolve()), "train_fields": len(tr.positions),
                  "val_fields": len(va.positions)},
+        **cal.manifest_fields(), "guards_on_validation": guard_validation(va, spec["inputs"], cal),
     }
     step, last_val = 0, float("nan")
     try:
@@ -153,6 +167,18 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     ckpt = _save(out / "checkpoint.pt", model, meta, step)
     write_card(out / "card.md", meta, metrics)
     return ckpt
+
+
+def guard_validation(va: PairSet, inputs: list[str], cal: Any) -> dict[str, Any]:
+    """The engine's input guards on the held-out fields (in distribution: ideally none is flagged)."""
+    from scopecast.daemon.inference.guards import InputGuard
+
+    from .dataset import _as_counts
+
+    guard = InputGuard(inputs, cal.camera, cal.input_stats)
+    reasons = [guard.check([_as_counts(f) for f in field]).reasons for field in va.inputs]
+    return {"fields": len(reasons), "flagged": sum(bool(r) for r in reasons),
+            "reasons": sorted({x for r in reasons for x in r})[:10]}
 
 
 @torch.inference_mode()

@@ -1,9 +1,14 @@
 """One inference worker: a bundle of frames in, one result out.
 
-``preprocess`` stacks the bundle's frames in the model's channel order and
-normalizes them as the package says; ``infer`` runs the runtime over tiles;
-``postprocess`` maps the output to physical units and refuses non-finite
-values. Each step is timed for the latency figures.
+The input guards (:mod:`.guards`) check the bundle first; a bundle that
+fails a hard check (saturated, empty, flat, under-exposed) is not inferred:
+its result carries a blank image at the output's background level.
+Otherwise ``preprocess`` stacks the bundle's frames in the model's channel
+order and normalizes them as the package says; ``infer`` runs the runtime
+over tiles; ``postprocess`` maps the output to physical units, refuses
+non-finite values and clips to the package's physical range. Every result
+header carries the ``trust`` verdict. Each step is timed for the latency
+figures.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from ..frames import now_ns
 from scopecast.models.manifest import normalize
 
+from .guards import GuardVerdict, InputGuard, OutputGuard, trust
 from .package import ModelPackage
 from .runtimes import InferenceRuntime
 from .tiling import plan_tiles, run_tiled
@@ -46,6 +52,15 @@ class Result:
     data: np.ndarray  # float32 (C, H, W)
 
 
+def _ns(v: Any) -> int:
+    """A timestamp from a frame header; 0 when the header holds something else (a result never fails on it)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63 else 0
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) else 0.0
+
+
 class InferenceWorker:
     """Runs one model package on bundles (not thread-safe: one per thread)."""
 
@@ -56,6 +71,8 @@ class InferenceWorker:
         self.worker_id = worker_id
         self.batch = batch
         self.results = 0
+        self.guard = InputGuard.from_manifest(self.m)
+        self.output_guard = OutputGuard(self.m)
         self._input: np.ndarray | None = None  # reused input buffer
 
     def warm_up(self, shape: tuple[int, int]) -> float:
@@ -95,6 +112,7 @@ class InferenceWorker:
         return out
 
     def postprocess(self, y: np.ndarray) -> np.ndarray:
+        """Physical units; raises :class:`NonFiniteOutput` (:meth:`process` then clips to the physical range)."""
         if not np.isfinite(np.sum(y, dtype=np.float64)):  # one pass; NaN/Inf propagate
             bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
             raise NonFiniteOutput(f"model {self.m.name!r} produced {bad} NaN/Inf values")
@@ -104,17 +122,30 @@ class InferenceWorker:
             y += np.asarray(s.offset, np.float32)[:, None, None]
         return y
 
+    def check(self, ordered: list[StreamFrame]) -> GuardVerdict:
+        """The input guards' verdict on a bundle (frames in model order, raw counts)."""
+        return self.guard.check([f.data for f in ordered])
+
     def process(self, frames: list[StreamFrame], t_dequeued_ns: int | None = None) -> Result:
-        """Bundle -> :class:`Result` with per-stage timestamps."""
+        """Bundle -> :class:`Result` with per-stage timestamps and the ``trust`` verdict."""
         t_deq = t_dequeued_ns or now_ns()
         ordered = self.order(frames)
-        x = self.preprocess(ordered)
-        t_pre = now_ns()
-        y = self.infer(x)
-        t_inf = now_ns()
-        y = self.postprocess(y)
+        verdict = self.check(ordered)
+        if verdict.withhold:  # nothing the model could honestly answer: a blank result saying why
+            h, w = ordered[0].data.shape
+            sf = self.m.scale_factor
+            y = self.output_guard.blank((len(self.m.outputs), h * sf, w * sf))
+            t_pre = t_inf = now_ns()
+            out_fig, out_reasons, out_margin = {**self.output_guard.apply(y)[0], "withheld": True}, [], 1.0
+        else:
+            x = self.preprocess(ordered)
+            t_pre = now_ns()
+            y = self.infer(x)
+            t_inf = now_ns()
+            y = self.postprocess(y)
+            out_fig, out_reasons, out_margin = self.output_guard.apply(y)
         t_post = now_ns()
-        last = max(ordered, key=lambda f: f.header.get("t_acquired_ns", 0))
+        last = max(ordered, key=lambda f: _ns(f.header.get("t_acquired_ns")))
         h0 = last.header
         self.results += 1
         header = {
@@ -132,18 +163,19 @@ class InferenceWorker:
             "dtype": "float32",
             "shape": list(y.shape),
             "scale_factor": self.m.scale_factor,
-            "pixel_size_um": (h0.get("pixel_size_um") or 0.0) / self.m.scale_factor,
+            "pixel_size_um": _num(h0.get("pixel_size_um")) / self.m.scale_factor,
             "stage_x_um": h0.get("stage_x_um"),
             "stage_y_um": h0.get("stage_y_um"),
             "stage_z_um": h0.get("stage_z_um"),
-            "t_exposure_start_ns": h0.get("t_exposure_start_ns", 0),
-            "t_acquired_ns": h0.get("t_acquired_ns", 0),
-            "t_frame_published_ns": max(f.header.get("t_published_ns", 0) for f in ordered),
+            "t_exposure_start_ns": _ns(h0.get("t_exposure_start_ns")),
+            "t_acquired_ns": _ns(h0.get("t_acquired_ns")),
+            "t_frame_published_ns": max(_ns(f.header.get("t_published_ns")) for f in ordered),
             "t_received_ns": max(f.t_received_ns for f in ordered),
             "t_dequeued_ns": t_deq,
             "t_preprocessed_ns": t_pre,
             "t_inferred_ns": t_inf,
             "t_postprocessed_ns": t_post,
             "t_published_ns": 0,
+            "trust": trust(verdict, out_fig, out_reasons, out_margin),
         }
         return Result(header, np.ascontiguousarray(y, dtype=np.float32))
