@@ -310,6 +310,7 @@ def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
     adapters from the Micro-Manager installation pymmcore-plus finds. A
     malformed file raises :class:`BackendError` naming the file, line and cause.
     """
+    import gc
     import os
 
     # The daemon never runs Qt: keep pymmcore-plus on psygnal events even when a Qt
@@ -319,17 +320,42 @@ def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
 
     path = resolve_config(config)
     core = UniMMCore()
+    msg = ""
     try:
         core.loadSystemConfiguration(str(path))
     except Exception as e:  # noqa: BLE001 - re-raised with the cause named
-        msg = str(e).strip()
+        msg = str(e).strip() or type(e).__name__
         cause = e.__cause__
         while cause is not None:
             if str(cause) and str(cause) not in msg:
                 msg += f"\n  caused by: {cause}"
             cause = cause.__cause__
-        raise BackendError(f"cannot load hardware config {path}:\n{msg}") from None
-    return MMCoreBackend(core)
+    backend: MMCoreBackend | None = None
+    if not msg:
+        try:
+            backend = MMCoreBackend(core)
+        except BackendError as e:
+            msg = str(e)
+    if backend is None:  # raised outside any except block: no traceback keeps the failed core alive
+        _unload_quietly(core)
+        del core
+        gc.collect()  # destroy it now (see below)
+        raise BackendError(f"cannot load hardware config {path}:\n{msg}")
+    return backend
+
+
+# A core that failed to load is unloaded and destroyed before the error is raised,
+# while the interpreter is whole. The MMCore C++ side delivers notifications (those
+# of the unload after a failed load) from its own thread; left to interpreter
+# shutdown, such a callback re-enters Python while it finalizes, the thread is
+# force-unwound through a C++ ``catch (...)`` and the process aborts with
+# ``FATAL: exception not rethrown`` (exit 134), about one failed start in three.
+# Destroying the core joins that thread first.
+def _unload_quietly(core: Any) -> None:
+    try:
+        core.unloadAllDevices()
+    except Exception:  # noqa: BLE001 - it already failed; tearing down must not raise
+        pass
 
 
 def resolve_config(config: str | Path) -> Path:

@@ -28,17 +28,113 @@ def _pin(cpus: str) -> None:
     os.sched_setaffinity(0, cores)
 
 
+def address(value: str, bind: bool = False) -> str:
+    """A ZeroMQ endpoint given on the command line, checked and normalised.
+
+    ``tcp://HOST:PORT``, ``ipc://PATH`` or ``inproc://NAME``; a bare ``HOST:PORT``
+    means ``tcp://HOST:PORT``. A port is 1-65535; ``*`` or ``0`` (any free port)
+    only where the address is bound. Raises ``argparse.ArgumentTypeError`` with
+    a one-line message naming the problem.
+    """
+    text = value.strip()
+    if "://" not in text and ":" in text and "/" not in text:
+        text = "tcp://" + text
+    scheme, sep, rest = text.partition("://")
+    example = "expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5555"
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a ZeroMQ address ({example})")
+    if not rest:
+        raise argparse.ArgumentTypeError(f"{value!r} names no {'path' if scheme == 'ipc' else 'endpoint'}")
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or any(c.isspace() for c in rest):
+            raise argparse.ArgumentTypeError(f"{value!r} lacks a host or port ({example})")
+        if port in ("*", "0"):
+            if not bind:
+                raise argparse.ArgumentTypeError(f"{value!r}: a client needs the server's actual port, not {port!r}")
+        elif not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"{value!r}: port {port!r} is not a number in 1-65535")
+    return text
+
+
+def bind_address(value: str) -> str:
+    """:func:`address` for a socket this process binds (``*`` ports allowed)."""
+    return address(value, bind=True)
+
+
+def _optional_address(value: str) -> str:
+    """:func:`address`, or "" for none."""
+    return address(value) if value.strip() else ""
+
+
+def _address_list(value: str) -> str:
+    """Comma-separated :func:`address` values (``RESULTS,CONTROL`` of an engine)."""
+    return ",".join(address(v) for v in value.split(","))
+
+
+def _unbindable(*addresses: str) -> str:
+    """Why one of the TCP ``addresses`` cannot be listened on now ("" if all can).
+
+    Probed with plain sockets (bound with ``SO_REUSEADDR`` like ZeroMQ's, all held
+    at once, closed synchronously), so that a port clash is found before any
+    hardware is touched. Any-port (``*``, ``0``) and non-TCP addresses pass.
+    """
+    import errno
+    import socket
+
+    probes: list[socket.socket] = []
+    try:
+        for a in addresses:
+            scheme, _, rest = a.partition("://")
+            host, _, port = rest.rpartition(":")
+            if scheme != "tcp" or not port.isdigit() or int(port) == 0:
+                continue
+            host = "" if host == "*" else host.strip("[]")
+            try:
+                infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            except socket.gaierror:
+                continue  # an interface name ZeroMQ resolves itself: let the real bind judge
+            family, kind, proto, _, sockaddr = infos[0]
+            sock = socket.socket(family, kind, proto)
+            probes.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+                sock.listen(1)
+            except OSError as e:
+                hint = " (is another scopecast daemon or engine running there?)" if e.errno == errno.EADDRINUSE else ""
+                return f"cannot listen on {a}: {e.strerror}{hint}"
+        return ""
+    finally:
+        for sock in probes:
+            sock.close()
+
+
 def _daemon(args: argparse.Namespace) -> int:
+    import zmq
+
     from .backend import BackendError, load_mmcore_backend
     from .service import Daemon
 
     _pin(args.cpus)
+    # sockets first: a second daemon on the same ports must not touch the first one's hardware.
+    # The probe names the address in use; the Daemon then binds its sockets before it calls
+    # the backend factory, so a port taken since the probe also fails before the hardware.
+    problem = _unbindable(args.control, args.stream)
+    if problem:
+        print(f"scopecast daemon: {problem}; the hardware config was not loaded", file=sys.stderr)
+        return 2
     try:
-        backend = load_mmcore_backend(args.config)
+        daemon = Daemon(lambda: load_mmcore_backend(args.config), args.data_dir, args.control, args.stream).start()
     except BackendError as e:
         print(f"scopecast daemon: {e}", file=sys.stderr)
         return 2
-    daemon = Daemon(backend, args.data_dir, args.control, args.stream).start()
+    except zmq.ZMQError as e:
+        print(f"scopecast daemon: cannot listen: {e}; the hardware config was not loaded", file=sys.stderr)
+        return 2
+    except ValueError as e:  # an address or data directory refused
+        print(f"scopecast daemon: {e}", file=sys.stderr)
+        return 2
     print(f"scopecast daemon: {args.config} loaded; control socket {daemon.control_address}; "
           f"frame stream {daemon.stream_address}; recording to {Path(args.data_dir).resolve()}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: daemon._shutdown.set())
@@ -60,12 +156,20 @@ def _ctl(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         print(f"scopecast ctl: --args is not valid JSON: {e}", file=sys.stderr)
         return 2
+    if not isinstance(cmd_args, dict):
+        print(f"scopecast ctl: --args must be a JSON object, got {type(cmd_args).__name__}", file=sys.stderr)
+        return 2
+    import zmq
+
     with ControlClient(args.control, timeout_s=args.timeout) as client:
         try:
             result, parts = client.request_parts(args.cmd, **cmd_args)
         except (DaemonError, TimeoutError) as e:
             print(f"scopecast ctl: {e}", file=sys.stderr)
             return 1
+        except (zmq.ZMQError, ValueError) as e:
+            print(f"scopecast ctl: cannot talk to {args.control}: {e}", file=sys.stderr)
+            return 2
     if parts and args.save:
         from .snapshot import autoscale, write_png
         import numpy as np
@@ -79,10 +183,17 @@ def _ctl(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace) -> int:
+    import zmq
+
     from .inference.package import PackageError
     from .inference.runtimes import RuntimeUnavailable
 
     _pin(args.cpus)
+    if not args.offline:
+        problem = _unbindable(args.results, args.control)
+        if problem:
+            print(f"scopecast engine: {problem}", file=sys.stderr)
+            return 2
     try:
         if args.offline:
             from .inference.offline import run_offline
@@ -96,7 +207,7 @@ def _engine(args: argparse.Namespace) -> int:
 
         engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
                                  runtime=args.runtime, policy=args.policy, threads=args.threads).start()
-    except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError) as e:
+    except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError, zmq.ZMQError) as e:
         print(f"scopecast engine: {e}", file=sys.stderr)
         return 2
     m = engine.describe_model()
@@ -213,6 +324,44 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from .supervisor import EngineSpec, Supervisor
+
+    if args.engine:
+        specs = args.engine
+    elif args.no_engines:
+        specs = []
+    else:
+        from .demo import shipped_packages
+
+        specs = [str(p) for p in shipped_packages()]
+    engines = []
+    for i, spec in enumerate(specs):
+        model, *addrs = spec.split(",")
+        if len(addrs) > 2:
+            print(f"scopecast up: --engine {spec!r}: expected MODEL[,RESULTS[,CONTROL]]", file=sys.stderr)
+            return 2
+        defaults = [f"tcp://127.0.0.1:{5557 + 2 * i}", f"tcp://127.0.0.1:{5558 + 2 * i}"]
+        try:
+            results, control = (bind_address(a) for a in [*addrs, *defaults[len(addrs):]])
+        except argparse.ArgumentTypeError as e:
+            print(f"scopecast up: --engine {spec!r}: {e}", file=sys.stderr)
+            return 2
+        engines.append(EngineSpec(model, results, control))
+    daemon_args = ["--config", args.config, "--data-dir", args.data_dir] + (["--cpus", args.cpus] if args.cpus else [])
+    engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy]
+    engine_args += ["--threads", str(args.threads)] if args.threads else []
+    engine_args += ["--cpus", args.engine_cpus] if args.engine_cpus else []
+    sup = Supervisor(daemon_args, args.control, args.stream, engines, engine_args, verbose=args.verbose)
+    problem = _unbindable(sup.control, sup.stream, *(a for e in sup.engines for a in (e.results, e.control)))
+    if problem:
+        print(f"scopecast up: {problem}; nothing was started", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sup.stop())
+    signal.signal(signal.SIGINT, lambda *_: sup.stop())
+    return sup.run()
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -234,9 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", default=DEFAULT_CONFIG,
                    help=f"Micro-Manager .cfg (path, or a shipped name; default {DEFAULT_CONFIG}: the simulator)")
     d.add_argument("--data-dir", default="data", help="where recordings go (default ./data)")
-    d.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS,
+    d.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, type=bind_address,
                    help=f"control socket address (default {DEFAULT_CONTROL_ADDRESS}, loopback only)")
-    d.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS,
+    d.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, type=bind_address,
                    help=f"frame stream address (default {DEFAULT_STREAM_ADDRESS})")
     d.add_argument("--cpus", default="", help="pin to these cores, e.g. 0 or 0-1 (keep them apart from the engine's)")
     d.set_defaults(func=_daemon)
@@ -247,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("cmd", help="command name (status, describe, snap, start_live, stop, move_stage, ...)")
     c.add_argument("--args", default="", help="JSON object of arguments")
     c.add_argument("--save", default="", help="for snap: write the frame as an auto-scaled PNG")
-    c.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS)
+    c.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, type=address,
+                   help="daemon (or engine) control socket; HOST:PORT means tcp://HOST:PORT")
     c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
     c.set_defaults(func=_ctl)
 
@@ -255,9 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load a model package, receive bundles from the frame stream, "
                        "publish results. With --offline, run over a recording instead.")
     e.add_argument("--model", required=True, help="model package directory (manifest.json + model.onnx)")
-    e.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, help="daemon frame stream to subscribe to")
-    e.add_argument("--results", default="tcp://127.0.0.1:5557", help="address to publish results on")
-    e.add_argument("--control", default="tcp://127.0.0.1:5558", help="engine control socket")
+    e.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, type=address, help="daemon frame stream to subscribe to")
+    e.add_argument("--results", default="tcp://127.0.0.1:5557", type=bind_address, help="address to publish results on")
+    e.add_argument("--control", default="tcp://127.0.0.1:5558", type=bind_address, help="engine control socket")
     e.add_argument("--workers", type=int, default=1, help="inference workers (threads with own sessions)")
     e.add_argument("--threads", type=int, default=None,
                    help="intra-op threads per worker (default: (cores - 1) / workers)")
@@ -279,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--size", type=int, default=256, help="simulated camera size (pixels) when no --control")
     g.add_argument("--config", default=DEFAULT_CONFIG, help="simulator config when no --control")
-    g.add_argument("--control", default="", help="use a running daemon instead of starting one")
+    g.add_argument("--control", default="", type=_optional_address, help="use a running daemon instead of starting one")
     g.set_defaults(func=_gather)
 
     t = sub.add_parser("train", help="train a model on a gathered dataset (needs the 'train' extra)",
@@ -314,9 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("gui", help="the live viewer (a client of the daemon and engine sockets)",
                        description="Raw and inferred images, latency figures and acquisition controls.")
-    v.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, help="daemon control socket")
-    v.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, help="daemon frame stream")
-    v.add_argument("--engine", action="append", default=[],
+    v.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, type=address, help="daemon control socket")
+    v.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, type=address, help="daemon frame stream")
+    v.add_argument("--engine", action="append", default=[], type=_address_list,
                    help="RESULTS[,CONTROL] of an engine (repeat for several), e.g. "
                    "tcp://127.0.0.1:5557,tcp://127.0.0.1:5558")
     v.add_argument("--screenshot", default="", help="render to this PNG after --frames results and exit")
@@ -332,6 +482,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="", help="write the decision log (JSON lines) here")
     r.set_defaults(func=_replay)
 
+    u = sub.add_parser("up", help="run the daemon and engines as supervised processes (restarts dead engines)",
+                       description="Start the daemon and one engine per model as child processes; restart "
+                       "any that dies (SIGKILL included) with back-off, on the same addresses; stop them "
+                       "all cleanly on SIGTERM or Ctrl-C. Exits when the daemon is shut down "
+                       "('scopecast ctl shutdown').")
+    u.add_argument("--config", default=DEFAULT_CONFIG, help="Micro-Manager .cfg for the daemon")
+    u.add_argument("--data-dir", default="data", help="where recordings go (default ./data)")
+    u.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, type=bind_address, help="daemon control socket")
+    u.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, type=bind_address, help="daemon frame stream")
+    u.add_argument("--engine", action="append", default=[], metavar="MODEL[,RESULTS[,CONTROL]]",
+                   help="an engine: model package, and the addresses it binds (default: results "
+                   "tcp://127.0.0.1:5557, control :5558, the next engine :5559/:5560, ...); repeat for "
+                   "several. Without --engine: the shipped models")
+    u.add_argument("--no-engines", action="store_true", help="supervise the daemon alone")
+    u.add_argument("--runtime", default="auto", help="engine runtime (see 'scopecast engine --help')")
+    u.add_argument("--workers", type=int, default=1, help="inference workers per engine")
+    u.add_argument("--threads", type=int, default=None, help="intra-op threads per engine worker")
+    u.add_argument("--policy", default="live", choices=["live", "all"], help="engine bundle policy")
+    u.add_argument("--cpus", default="", help="pin the daemon to these cores")
+    u.add_argument("--engine-cpus", default="", help="pin the engines to these cores")
+    u.set_defaults(func=_up)
+
     m = sub.add_parser("demo", help="the main job: simulated scope + shipped models, GUI or headless",
                        description="Start the daemon on the simulated LED-array scope and the shipped "
                        "models' engines, run live; with a display open the GUI, without one print "
@@ -346,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .supervisor import die_with_parent
+
+    die_with_parent()  # a child of 'scopecast up' ends with it
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")

@@ -1,0 +1,238 @@
+"""``scopecast up``: the daemon and its engines as supervised child processes.
+
+The contract:
+
+- One daemon (``scopecast daemon``) and one engine per model package
+  (``scopecast engine``) run as child processes, each in its own process group
+  (a terminal's Ctrl-C reaches only the supervisor, which stops them in order)
+  and each bound to die with the supervisor (``PR_SET_PDEATHSIG``), so no orphan
+  keeps a port or the hardware.
+- Every address is fixed before the first start; an any-port address
+  (``tcp://127.0.0.1:*``) is resolved to a free port once. A restarted child
+  binds exactly the addresses of the one it replaces, so subscribers and
+  clients reconnect by themselves.
+- A child that ends without being asked to (a crash, ``SIGKILL``, an exit)
+  after it served (answered ``status``) for at least ``healthy_s`` is restarted
+  at once. One that keeps dying before that (a crash loop) is restarted after a
+  back-off: none for the first such death, then ``min_backoff_s``, doubling up
+  to ``max_backoff_s``. Every death, restart and return to service is one log
+  line on stdout.
+- A child that exits with status 2 on its *first* start (a bad hardware config,
+  a port in use, a bad model package) is not retried: everything stops and
+  :meth:`Supervisor.run` returns 2. The daemon ending with status 0 (its
+  ``shutdown`` command) stops everything; ``run`` returns 0.
+- :meth:`Supervisor.stop` (``SIGTERM`` / ``SIGINT`` to ``scopecast up``) sends
+  ``SIGTERM`` to every child (the daemon ends its job, keeping what it
+  recorded), ``SIGKILL`` to any still running after ``stop_timeout_s``, and
+  ``run`` returns 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Child", "EngineSpec", "Supervisor", "resolve_port"]
+
+#: Environment variable telling a child ``scopecast`` process to die with this parent pid.
+PARENT_ENV = "SCOPECAST_SUPERVISOR_PID"
+
+
+def resolve_port(address: str) -> str:
+    """``tcp://HOST:*`` (or port 0) with a free port filled in; other addresses unchanged."""
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme != "tcp" or port not in ("*", "0"):
+        return address
+    bind_host = "" if host == "*" else host.strip("[]")
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((bind_host, 0))
+        return f"tcp://{host}:{s.getsockname()[1]}"
+
+
+def client_address(address: str) -> str:
+    """An address a local client can connect to (``tcp://*:P`` -> ``tcp://127.0.0.1:P``)."""
+    return address.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine: a model package and the two addresses it binds."""
+
+    model: str
+    results: str
+    control: str
+
+    @property
+    def name(self) -> str:
+        return Path(self.model).name
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    control: str  # its control socket: answering ``status`` there means ready
+    proc: subprocess.Popen | None = None
+    started: float = 0.0  # monotonic time of the latest start
+    starts: int = 0
+    quick_deaths: int = 0  # deaths in a row, each before it had served for healthy_s
+    ready_at: float = 0.0  # monotonic time it first answered status (0: not yet)
+    backoff_s: float = 0.0
+    next_start: float | None = None  # when a dead child is due to start again
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Supervisor:
+    """Run, watch and restart a daemon and its engines (see the module docstring)."""
+
+    def __init__(self, daemon_args: list[str], control: str, stream: str, engines: list[EngineSpec],
+                 engine_args: list[str] | None = None, verbose: bool = False, healthy_s: float = 1.0,
+                 min_backoff_s: float = 0.25, max_backoff_s: float = 30.0, stop_timeout_s: float = 40.0,
+                 poll_s: float = 0.01) -> None:
+        self.control = resolve_port(control)
+        self.stream = resolve_port(stream)
+        self.engines = [EngineSpec(e.model, resolve_port(e.results), resolve_port(e.control)) for e in engines]
+        base = [sys.executable, "-m", "scopecast.daemon.cli", *(["-v"] if verbose else [])]
+        self.children = [Child("daemon", [*base, "daemon", *daemon_args, "--control", self.control,
+                                          "--stream", self.stream], self.control)]
+        for e in self.engines:
+            self.children.append(Child(f"engine {e.name}", [
+                *base, "engine", "--model", e.model, "--stream", client_address(self.stream),
+                "--results", e.results, "--control", e.control, *(engine_args or [])], e.control))
+        self.healthy_s = healthy_s
+        self.min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stop_timeout_s = stop_timeout_s
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self.exit_code = 0
+
+    # ------------------------------------------------------------------ public
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop every child and return (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Start everything, keep it running until :meth:`stop`; returns the exit status."""
+        self.log(f"daemon: control {self.control}, frames {self.stream}"
+                 + "".join(f"; engine {e.name}: results {e.results}, control {e.control}" for e in self.engines))
+        for c in self.children:
+            self._start(c)
+        announced = False
+        try:
+            while not self._stop.wait(self.poll_s):
+                now = time.monotonic()
+                for c in self.children:
+                    if c.proc is not None and c.proc.poll() is not None:
+                        if self._died(c, now):
+                            return self.exit_code
+                    elif c.proc is None and c.next_start is not None and now >= c.next_start:
+                        self._start(c)
+                if not announced and all(c.ready.is_set() for c in self.children):
+                    announced = True
+                    self.log("ready")
+            return self.exit_code
+        finally:
+            self._shutdown()
+
+    # ---------------------------------------------------------------- children
+    def _start(self, c: Child) -> None:
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        c.ready.clear()
+        c.ready_at = 0.0
+        c.next_start = None
+        c.started = time.monotonic()
+        c.starts += 1
+        c.proc = subprocess.Popen(c.argv, env=env, process_group=0, stdin=subprocess.DEVNULL)
+        if c.starts > 1:
+            self.log(f"{c.name} restarted (pid {c.proc.pid}, restart {c.starts - 1})")
+        threading.Thread(target=self._await_ready, args=(c, c.proc), name=f"ready-{c.name}", daemon=True).start()
+
+    def _await_ready(self, c: Child, proc: subprocess.Popen) -> None:
+        """Poll the child's control socket until it answers ``status`` (or the child ends)."""
+        from .control import ControlClient, DaemonError
+
+        with ControlClient(client_address(c.control), timeout_s=1.0) as client:
+            while proc.poll() is None and not self._stop.is_set():
+                try:
+                    client.request("status", timeout_s=0.5)
+                except TimeoutError:
+                    continue
+                except DaemonError:
+                    pass  # it answered: it serves
+                if c.proc is not proc:  # replaced meanwhile; its successor has its own watcher
+                    return
+                c.ready_at = time.monotonic()
+                c.ready.set()
+                if c.starts > 1:
+                    self.log(f"{c.name} back: answering {time.monotonic() - c.started:.2f} s after the restart")
+                return
+
+    def _died(self, c: Child, now: float) -> bool:
+        """Handle the end of ``c``; True when everything must stop."""
+        assert c.proc is not None
+        rc, ran = c.proc.returncode, now - c.started
+        c.proc = None
+        how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+        if c.starts == 1 and rc == 2:
+            self.log(f"{c.name} could not start ({how}); stopping")
+            self.exit_code = 2
+            return True
+        if c.name == "daemon" and rc == 0:
+            self.log("daemon shut down (its shutdown command); stopping the engines")
+            return True
+        served = now - c.ready_at if c.ready_at else 0.0
+        c.quick_deaths = 0 if served >= self.healthy_s else c.quick_deaths + 1
+        c.backoff_s = 0.0 if c.quick_deaths <= 1 else min(
+            self.min_backoff_s * 2 ** (c.quick_deaths - 2), self.max_backoff_s)
+        c.next_start = now + c.backoff_s
+        self.log(f"{c.name} died ({how}) after {ran:.1f} s; restarting "
+                 + ("now" if c.backoff_s == 0 else f"in {c.backoff_s:.2f} s"))
+        if c.backoff_s == 0:
+            self._start(c)
+        return False
+
+    def _shutdown(self) -> None:
+        running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for c in running:
+            c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        for c in running:
+            try:
+                c.proc.wait(max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                self.log(f"{c.name} did not stop within {self.stop_timeout_s:g} s; killing it")
+                c.proc.kill()
+                c.proc.wait()
+        self.log("stopped")
+
+    @staticmethod
+    def log(message: str) -> None:
+        print(f"scopecast up: {time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def die_with_parent() -> None:
+    """In a child started by :class:`Supervisor`: end (SIGTERM) when the supervisor dies."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the supervisor died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
