@@ -639,15 +639,33 @@ def running(pid: int) -> bool:
         return False
 
 
-def child_pid(supervisor: int, needle: str, timeout_s: float = 60.0, not_pid: int | None = None) -> int:
-    """The pid of the supervisor's child whose command line contains ``needle``."""
+def listener_pid(address: str, parent: int, timeout_s: float = 60.0, not_pid: int | None = None) -> int:
+    """The pid of the child of ``parent`` listening on ``address``'s TCP port (the daemon or an
+    engine of ``scopecast up``; an engine restarted from a warm spare has no telling command line)."""
+    port = int(address.rsplit(":", 1)[1])
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for pid, cmd in children_of(supervisor).items():
-            if needle in cmd and pid != not_pid:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                f = row.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{f[9]}]")
+        for pid in children_of(parent):
+            if pid == not_pid:
+                continue
+            try:
+                links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            except OSError:
+                continue
+            if links & inodes:
                 return pid
         time.sleep(0.02)
-    raise TimeoutError(f"no child of {supervisor} runs {needle!r}")
+    raise TimeoutError(f"no child of {parent} listens on {address}")
 
 
 class ResultWatch:
@@ -787,7 +805,7 @@ def _package(tmp: Path, synthetic: bool) -> Path:
     from scopecast.daemon.demo import shipped_packages
 
     shipped = [p for p in shipped_packages() if p.name == "virtual-staining"]
-    dst = tmp / "model"
+    dst = tmp / ("virtual-staining" if shipped and not synthetic else "synthetic")
     if shipped and not synthetic:
         shutil.copytree(shipped[0], dst)
         return dst
@@ -804,6 +822,7 @@ def main() -> int:  # noqa: C901 - one linear script
     ap.add_argument("--size", type=int, default=256, help="simulated camera size")
     ap.add_argument("--interval-ms", type=float, default=0.0, help="live cycle interval (0: as fast as it goes)")
     ap.add_argument("--synthetic", action="store_true", help="a small synthetic model instead of the shipped one")
+    ap.add_argument("--no-spares", action="store_true", help="scopecast up --no-spares: engines restart cold")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     from scopecast.daemon.control import ControlClient
@@ -821,12 +840,13 @@ def main() -> int:  # noqa: C901 - one linear script
     figures: dict[str, Any] = {"crashes": 0, "hangs": 0, "dead": [], "lost": 0}
     up_log = open(tmp / "up.log", "w")  # noqa: SIM115
     up = scopecast("up", "--config", str(cfg), "--data-dir", str(data), "--control", ctl, "--stream", stream,
-                   "--engine", f"{pkg},{results},{ectl}", cwd=run, stdout=up_log, stderr=subprocess.STDOUT)
+                   "--engine", f"{pkg},{results},{ectl}", *(["--no-spares"] if a.no_spares else []), cwd=run,
+                   stdout=up_log, stderr=subprocess.STDOUT)
     probe = None
     try:
         wait_status(ctl, up)
         wait_status(ectl, up)
-        daemon_pid, engine_pid = child_pid(up.pid, " daemon "), child_pid(up.pid, " engine ")
+        daemon_pid, engine_pid = listener_pid(ctl, up.pid), listener_pid(ectl, up.pid)
         c = ControlClient(ctl, timeout_s=60)
         watch = ResultWatch(results)
         job = c.request("start_live", channels=channels, exposure_ms=10.0, interval_ms=a.interval_ms, record=True)
@@ -848,7 +868,7 @@ def main() -> int:  # noqa: C901 - one linear script
                 if pid not in now:
                     figures["crashes"] += 1
                     print(f"  CRASH: the {name} died during {where}")
-            daemon_pid, engine_pid = child_pid(up.pid, " daemon "), child_pid(up.pid, " engine ")
+            daemon_pid, engine_pid = listener_pid(ctl, up.pid), listener_pid(ectl, up.pid)
             st1 = wait_status(ctl, up, 30)
             t = time.time_ns()
             if watch.first_after(t, 30) is None:
@@ -930,7 +950,7 @@ def main() -> int:  # noqa: C901 - one linear script
                 loader = threading.Thread(target=load, daemon=True)
                 loader.start()
                 time.sleep(0.5)
-            pid = child_pid(up.pid, " engine ")
+            pid = listener_pid(ectl, up.pid)
             t_kill = time.time_ns()
             m0 = time.monotonic()
             os.kill(pid, signal.SIGKILL)
@@ -960,7 +980,7 @@ def main() -> int:  # noqa: C901 - one linear script
         while counted < 60:
             counted = c.request("status")["frames_recorded"] - base
         probe.paused.set()
-        dpid = child_pid(up.pid, " daemon ")
+        dpid = listener_pid(ctl, up.pid)
         m0 = time.monotonic()
         os.kill(dpid, signal.SIGKILL)
         c.close()
@@ -1021,7 +1041,8 @@ def main() -> int:  # noqa: C901 - one linear script
         worst = max(worst, s["p99"]) if s["timeouts"] == 0 else math.inf
         print(f"  {p:<34} n {s['n']:5d}  p50 {s['p50']:6.2f}  p99 {s['p99']:7.2f}  max {s['max']:7.2f}  "
               f"timeouts {s['timeouts']}")
-    print("\nengine back after SIGKILL (kill -> first result of its replacement, s)")
+    print(f"\nengine back after SIGKILL (kill -> first result of its replacement, s; "
+          f"{'cold restarts' if a.no_spares else 'restarts from a warm spare'})")
     all_backs = []
     for label, v in backs.items():
         all_backs += v

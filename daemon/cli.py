@@ -233,7 +233,7 @@ def _engine(args: argparse.Namespace) -> int:
 
 
 def _gather(args: argparse.Namespace) -> int:
-    from scopecast.models.dataset import gather
+    from scopecast.models.dataset import DOMAIN, gather
 
     daemon = None
     address = args.control
@@ -252,8 +252,28 @@ def _gather(args: argparse.Namespace) -> int:
         daemon = Daemon(load_mmcore_backend(tmp), Path(args.out) / "recordings", "tcp://127.0.0.1:*",
                         "tcp://127.0.0.1:*").start()
         address = daemon.control_address
+    samples = None if args.samples == "slide" else (
+        DOMAIN[args.task]["train"] if args.samples == "domain" else [k.strip() for k in args.samples.split(",") if k.strip()])
+    plan: dict = {}
+    if args.blank_fraction is not None:
+        plan["blank_fraction"] = args.blank_fraction
+    if args.exposure_range:
+        plan["exposure_ms"] = tuple(float(v) for v in args.exposure_range.split(","))
+    if args.defocus is not None:
+        plan["defocus_um"] = args.defocus
+    set_sample = None
+    if samples is not None:
+        if daemon is None:
+            print("scopecast gather: --samples needs the in-process simulator (drop --control, or pass "
+                  "--samples slide to capture whatever slide the running daemon has)", file=sys.stderr)
+            return 2
+        core = daemon.backend.core
+
+        def set_sample(kind: str) -> None:  # the simulator hub's Sample property: a new slide on the stage
+            core.setProperty("Scope", "Sample", kind)
     try:
-        index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed)
+        index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed, samples=samples,
+                       set_sample=set_sample, plan=plan)
     finally:
         if daemon is not None:
             daemon.close()
@@ -266,7 +286,8 @@ def _train(args: argparse.Namespace) -> int:
     from scopecast.models.training import TrainConfig, train
 
     cfg = TrainConfig(task=args.task, depth=args.depth, width=args.width, steps=args.steps,
-                      max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed)
+                      max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+                      normalization=args.normalization, gain_augment=args.gain_augment, threads=args.threads)
     ckpt = train(args.data, args.out, cfg)
     import torch
 
@@ -352,7 +373,8 @@ def _up(args: argparse.Namespace) -> int:
     engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy]
     engine_args += ["--threads", str(args.threads)] if args.threads else []
     engine_args += ["--cpus", args.engine_cpus] if args.engine_cpus else []
-    sup = Supervisor(daemon_args, args.control, args.stream, engines, engine_args, verbose=args.verbose)
+    sup = Supervisor(daemon_args, args.control, args.stream, engines, engine_args, verbose=args.verbose,
+                     warm_spares=not args.no_spares)
     problem = _unbindable(sup.control, sup.stream, *(a for e in sup.engines for a in (e.results, e.control)))
     if problem:
         print(f"scopecast up: {problem}; nothing was started", file=sys.stderr)
@@ -430,6 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=int, default=256, help="simulated camera size (pixels) when no --control")
     g.add_argument("--config", default=DEFAULT_CONFIG, help="simulator config when no --control")
     g.add_argument("--control", default="", type=_optional_address, help="use a running daemon instead of starting one")
+    g.add_argument("--samples", default="slide",
+                   help="sample kinds to capture, comma-separated (e.g. cells,epithelium,sparse,mitotic,debris); "
+                   "'domain': the task's training morphologies (models/dataset.py DOMAIN); 'slide' (default): "
+                   "whatever slide is loaded, one focus and exposure. Needs the in-process simulator")
+    g.add_argument("--blank-fraction", type=float, default=None, help="share of empty fields (zero targets)")
+    g.add_argument("--exposure-range", default="", help="per-field exposure range in ms, e.g. 5,15")
+    g.add_argument("--defocus", type=float, default=None, help="per-field focus drawn within ± this (µm)")
     g.set_defaults(func=_gather)
 
     t = sub.add_parser("train", help="train a model on a gathered dataset (needs the 'train' extra)",
@@ -446,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop", type=int, default=96)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--normalization", default="calibrated", choices=["calibrated", "percentile"],
+                   help="calibrated (default): constants fixed from the training data; percentile: per image")
+    t.add_argument("--gain-augment", type=float, default=1.25,
+                   help="random brightness gain per crop within [1/g, g] (exposure augmentation; 1 = off)")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     t.set_defaults(func=_train)
 
     x = sub.add_parser("export", help="checkpoint -> ONNX model package (needs the 'train' extra)",
@@ -496,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "tcp://127.0.0.1:5557, control :5558, the next engine :5559/:5560, ...); repeat for "
                    "several. Without --engine: the shipped models")
     u.add_argument("--no-engines", action="store_true", help="supervise the daemon alone")
+    u.add_argument("--no-spares", action="store_true",
+                   help="no warm spare interpreter per engine (saves its memory; restarts take longer)")
     u.add_argument("--runtime", default="auto", help="engine runtime (see 'scopecast engine --help')")
     u.add_argument("--workers", type=int, default=1, help="inference workers per engine")
     u.add_argument("--threads", type=int, default=None, help="intra-op threads per engine worker")

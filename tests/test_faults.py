@@ -21,8 +21,8 @@ import pytest
 import zmq
 
 from benchmarks.bench_faults import (
-    DAEMON_COMMANDS, ENGINE_COMMANDS, ESCAPE, FakeStream, ResultWatch, child_pid, children_of, control_cases,
-    escapes_found, free_address, frame_fuzz, fuzz_control, recording_check, running, scopecast, stream_garbage,
+    DAEMON_COMMANDS, ENGINE_COMMANDS, ESCAPE, FakeStream, ResultWatch, children_of, control_cases, escapes_found,
+    free_address, frame_fuzz, fuzz_control, listener_pid, recording_check, running, scopecast, stream_garbage,
     tree_snapshot, valid_bundle, wait_status, writes_outside,
 )
 from scopecast.daemon.control import ControlClient
@@ -259,16 +259,16 @@ def test_up_restarts_a_killed_engine_and_stops_cleanly(sim_cfg, tiny_model, run_
             c.request("start_live", channels=CYCLE, exposure_ms=5.0)
             first = watch.first_after(0, 60)
             assert first is not None
-            old = child_pid(up.pid, " engine ")
+            old = listener_pid(ectl, up.pid)
             t_kill = time.time_ns()
             os.kill(old, signal.SIGKILL)
             r = watch.first_after(t_kill, 60)  # generous: the 2 s figure is the benchmark's
             assert r is not None, "no results after the engine was killed"
             assert r["bundle_id"] > first["bundle_id"]
-            assert child_pid(up.pid, " engine ", not_pid=old) != old
+            assert listener_pid(ectl, up.pid, not_pid=old) != old
             c.request("stop")
-        kids = list(children_of(up.pid))
-        assert len(kids) == 2
+        kids = list(children_of(up.pid))  # the daemon, the engine and (once it serves) its warm spare
+        assert len(kids) >= 2
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
         assert up.returncode == 0, out
