@@ -233,7 +233,7 @@ def _engine(args: argparse.Namespace) -> int:
 
 
 def _gather(args: argparse.Namespace) -> int:
-    from scopecast.models.dataset import DOMAIN, gather
+    from scopecast.models.dataset import gather
 
     daemon = None
     address = args.control
@@ -252,28 +252,8 @@ def _gather(args: argparse.Namespace) -> int:
         daemon = Daemon(load_mmcore_backend(tmp), Path(args.out) / "recordings", "tcp://127.0.0.1:*",
                         "tcp://127.0.0.1:*").start()
         address = daemon.control_address
-    samples = None if args.samples == "slide" else (
-        DOMAIN[args.task]["train"] if args.samples == "domain" else [k.strip() for k in args.samples.split(",") if k.strip()])
-    plan: dict = {}
-    if args.blank_fraction is not None:
-        plan["blank_fraction"] = args.blank_fraction
-    if args.exposure_range:
-        plan["exposure_ms"] = tuple(float(v) for v in args.exposure_range.split(","))
-    if args.defocus is not None:
-        plan["defocus_um"] = args.defocus
-    set_sample = None
-    if samples is not None:
-        if daemon is None:
-            print("scopecast gather: --samples needs the in-process simulator (drop --control, or pass "
-                  "--samples slide to capture whatever slide the running daemon has)", file=sys.stderr)
-            return 2
-        core = daemon.backend.core
-
-        def set_sample(kind: str) -> None:  # the simulator hub's Sample property: a new slide on the stage
-            core.setProperty("Scope", "Sample", kind)
     try:
-        index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed, samples=samples,
-                       set_sample=set_sample, plan=plan)
+        index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed)
     finally:
         if daemon is not None:
             daemon.close()
@@ -286,8 +266,7 @@ def _train(args: argparse.Namespace) -> int:
     from scopecast.models.training import TrainConfig, train
 
     cfg = TrainConfig(task=args.task, depth=args.depth, width=args.width, steps=args.steps,
-                      max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
-                      normalization=args.normalization, gain_augment=args.gain_augment, threads=args.threads)
+                      max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed)
     ckpt = train(args.data, args.out, cfg)
     import torch
 
@@ -452,13 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=int, default=256, help="simulated camera size (pixels) when no --control")
     g.add_argument("--config", default=DEFAULT_CONFIG, help="simulator config when no --control")
     g.add_argument("--control", default="", type=_optional_address, help="use a running daemon instead of starting one")
-    g.add_argument("--samples", default="slide",
-                   help="sample kinds to capture, comma-separated (e.g. cells,epithelium,sparse,mitotic,debris); "
-                   "'domain': the task's training morphologies (models/dataset.py DOMAIN); 'slide' (default): "
-                   "whatever slide is loaded, one focus and exposure. Needs the in-process simulator")
-    g.add_argument("--blank-fraction", type=float, default=None, help="share of empty fields (zero targets)")
-    g.add_argument("--exposure-range", default="", help="per-field exposure range in ms, e.g. 5,15")
-    g.add_argument("--defocus", type=float, default=None, help="per-field focus drawn within ± this (µm)")
     g.set_defaults(func=_gather)
 
     t = sub.add_parser("train", help="train a model on a gathered dataset (needs the 'train' extra)",
@@ -475,11 +447,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop", type=int, default=96)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--normalization", default="calibrated", choices=["calibrated", "percentile"],
-                   help="calibrated (default): constants fixed from the training data; percentile: per image")
-    t.add_argument("--gain-augment", type=float, default=1.25,
-                   help="random brightness gain per crop within [1/g, g] (exposure augmentation; 1 = off)")
-    t.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     t.set_defaults(func=_train)
 
     x = sub.add_parser("export", help="checkpoint -> ONNX model package (needs the 'train' extra)",
