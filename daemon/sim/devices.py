@@ -32,7 +32,8 @@ from pymmcore_plus.experimental.unicore import (
 from ..illumination import PATTERN_NAMES, LedArrayGeometry, PatternError, parse_led_list
 from .camera_model import CameraModel
 from .scope import OBJECTIVES, SimScope
-from .slide import SAMPLE_KINDS
+from .slide import FILE_KIND, SAMPLE_KINDS, Slide
+from .specimens_file import load_specimen
 
 __all__ = [
     "SimCamera",
@@ -91,6 +92,9 @@ class SimScopeHub(HubDevice):
         self.scope_model = SimScope()
         self._sample = "cells"
         self._seed = 0
+        self._specimen = None  # a loaded user specimen (SpecimenFile)
+        self._specimen_path = ""
+        self._specimen_px = 0.1
 
     def initialize(self) -> None:
         with _SCOPES_LOCK:
@@ -103,15 +107,66 @@ class SimScopeHub(HubDevice):
     def get_installed_peripherals(self):
         return [(c.__name__, (c.__doc__ or "").splitlines()[0]) for c in _PERIPHERALS]
 
-    @pymm_property(allowed_values=SAMPLE_KINDS, name="Sample")
+    @pymm_property(allowed_values=(*SAMPLE_KINDS, FILE_KIND), name="Sample")
     def sample(self) -> str:
-        """Specimen on the stage."""
+        """Specimen on the stage (docs/specimens.md); ``file``: the one loaded by SpecimenFile."""
         return self._sample
 
     @sample.setter
     def sample(self, value: str) -> None:
+        if value == FILE_KIND and self._specimen is None:
+            raise ValueError(
+                "Sample 'file' needs a specimen: set Scope-SpecimenFile to a .npz, .npy, .tif or "
+                ".zarr file first"
+            )
         self._sample = value
-        self.scope_model.set_sample(value, self._seed)
+        self._apply_sample()
+
+    def _apply_sample(self) -> None:
+        scope = self.scope_model
+        with scope.lock:
+            if self._sample == FILE_KIND:
+                scope.set_sample("blank", self._seed)  # drops cached images and bleaching
+                scope.slide = Slide(FILE_KIND, self._seed, specimen=self._specimen)
+            else:
+                scope.set_sample(self._sample, self._seed)
+
+    @pymm_property(name="SpecimenFile")
+    def specimen_file(self) -> str:
+        """A specimen of your own (maps or a label image; .npz/.npy/.tif/.zarr), centred on (0, 0).
+
+        Setting it loads and checks the file and switches Sample to ``file``;
+        an empty value unloads it (Sample returns to ``cells``).
+        """
+        return self._specimen_path
+
+    @specimen_file.setter
+    def specimen_file(self, value: str) -> None:
+        path = str(value).strip()
+        if not path:
+            self._specimen, self._specimen_path = None, ""
+            if self._sample == FILE_KIND:
+                self._sample = "cells"
+                self._apply_sample()
+            return
+        specimen = load_specimen(path, self._specimen_px)  # SpecimenFileError names the problem
+        self._specimen, self._specimen_path = specimen, specimen.path
+        self._sample = FILE_KIND
+        self._apply_sample()
+
+    @pymm_property(limits=(0.001, 100.0), name="SpecimenPixelSizeUm")
+    def specimen_pixel_size(self) -> float:
+        """Pixel size of the SpecimenFile on the slide, µm."""
+        return self._specimen_px
+
+    @specimen_pixel_size.setter
+    def specimen_pixel_size(self, value: float) -> None:
+        px = float(value)
+        if self._specimen is not None:
+            self._specimen = load_specimen(self._specimen_path, px)
+        self._specimen_px = px
+        if self._sample == FILE_KIND:
+            self._apply_sample()
 
     @pymm_property(limits=(0, 2**31 - 1), name="Seed")
     def seed(self) -> int:
@@ -120,7 +175,7 @@ class SimScopeHub(HubDevice):
     @seed.setter
     def seed(self, value: float) -> None:
         self._seed = int(value)
-        self.scope_model.set_sample(self._sample, self._seed)
+        self._apply_sample()
 
     @pymm_property(allowed_values=("Off", "On"), name="Photobleaching")
     def photobleaching(self) -> str:

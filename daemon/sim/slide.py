@@ -1,91 +1,149 @@
 """A procedural specimen slide much larger than one field of view.
 
 The slide is cut into square tiles; the objects whose centres fall in a tile
-are drawn from a generator seeded by ``(seed, tile)``, so any region renders
-the same way every time and from any stage path. A rendered region gives the
-maps the optics need, sampled on an arbitrary pixel grid:
+are drawn from a generator seeded by ``(seed, tile, kind)``, so any region
+renders the same way every time and from any stage path. A rendered region
+gives the maps the optics need, sampled on an arbitrary pixel grid:
 
 - ``opd``: optical path difference (µm) -> phase ``2π·opd/λ``,
 - ``absorption``: amplitude attenuation ``a`` in ``t = exp(-a + iφ)``,
-- ``labels``: fluorophore density per label (``nuclei``, ``membrane``).
+- ``labels``: fluorophore density per label (``nuclei``, ``membrane``),
+- on request (``ids=True``), the ground-truth cell and nucleus label images.
 
-Sample kinds: ``cells`` (cultured cells: irregular cytoplasm, nucleus with
-nucleoli, scattering granules, membrane; four times denser in one colony at
-:data:`COLONY_CENTER_UM`), ``beads`` (sparse 100 nm
-fluorescent beads), ``phase-grating`` (a pure, weak sinusoidal phase object
-along x), ``blank``.
+Sample kinds (docs/specimens.md describes each and what it is for):
+
+- ``cells``: cultured cells (irregular cytoplasm, nucleus with nucleoli and
+  smooth chromatin, scattering granules, membrane); four times denser, smaller
+  and taller in one colony at :data:`COLONY_CENTER_UM`;
+- ``epithelium``: a confluent sheet, polygonal cells sharing junctions;
+- ``fibroblasts``: aligned spindle cells with elongated nuclei;
+- ``clusters``: tight clusters and dense colonies separated by empty glass;
+- ``mitotic``: a culture rich in prophase, metaphase, anaphase, telophase and
+  binucleated cells;
+- ``sparse``: isolated, well-spread cells;
+- ``debris``: dead-cell fragments, apoptotic bodies and dust fibres;
+- ``beads``: sparse 100 nm fluorescent beads;
+- ``filaments``: large flat cells with stress fibres and microtubules in the
+  ``membrane`` (orange) channel, for super-resolution;
+- ``membranes``: a sheet whose neighbouring membranes run 80-500 nm apart, with
+  Golgi stacks, for super-resolution;
+- ``resolution-target``: line pairs 0.3-1.5 µm apart, fluorescent and phase
+  (:func:`resolution_target_geometry`);
+- ``phase-grating``: a pure, weak sinusoidal phase object along x;
+- ``blank``: nothing;
+- ``file`` (:data:`FILE_KIND`): a user's specimen read by
+  :func:`~.specimens_file.load_specimen`, centred on the slide origin.
+
+Physical rules: cell bodies never overlap (touching cells share one junction),
+nuclei are never cut, textures are smooth random fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["LABELS", "SAMPLE_KINDS", "RegionMaps", "Slide"]
+from .specimens import TILE_UM, render_cells
+from .specimens_file import UserSpecimen
+from .specimens_kinds import (
+    CELL_KINDS,
+    COLONY_CENTER_UM,
+    COLONY_RADIUS_UM,
+    _seed_key,
+    cells_in_tile,
+    kind_margin_um,
+    membrane_style,
+)
+from .specimens_structures import (
+    RESOLUTION_TARGET_PERIOD_UM,
+    RESOLUTION_TARGET_SPACINGS_UM,
+    SEGMENT_SIGMA_UM,
+    Segments,
+    render_resolution_target,
+    render_segments,
+    resolution_target_geometry,
+    tile_segments,
+)
+
+__all__ = [
+    "COLONY_CENTER_UM",
+    "COLONY_RADIUS_UM",
+    "FILE_KIND",
+    "LABELS",
+    "RESOLUTION_TARGET_PERIOD_UM",
+    "RESOLUTION_TARGET_SPACINGS_UM",
+    "SAMPLE_KINDS",
+    "RegionMaps",
+    "Slide",
+    "clear_caches",
+    "resolution_target_geometry",
+]
 
 LABELS: tuple[str, ...] = ("nuclei", "membrane")
-SAMPLE_KINDS: tuple[str, ...] = ("cells", "beads", "phase-grating", "blank")
+SAMPLE_KINDS: tuple[str, ...] = (
+    "cells", "epithelium", "fibroblasts", "clusters", "mitotic", "sparse", "debris", "beads",
+    "filaments", "membranes", "resolution-target", "phase-grating", "blank",
+)
+#: The sample kind of a user-supplied specimen file.
+FILE_KIND = "file"
 
-_TILE_UM = 80.0
-#: A dense colony (cell density ×4) around (x, y) with this radius, µm: the slide
-#: region designed to contain the smart-acquisition target event.
-COLONY_CENTER_UM = (40000.0, 0.0)
-COLONY_RADIUS_UM = 400.0
+_TILE_UM = TILE_UM
 #: Period of the ``phase-grating`` sample: half the coherent cut-off of a 10x/0.25
 #: objective, inside the band where DPC with discrete LEDs transfers phase.
 GRATING_PERIOD_UM = 5.0
 GRATING_OPD_UM = 0.02
-_DN_CYTO = 0.025  # refractive index excess of cytoplasm over medium
-_DN_NUC = 0.012  # extra for the nucleus
-_DN_NUCLEOLUS = 0.03
-_DN_GRANULE = 0.12
 
 
 @dataclass
 class RegionMaps:
-    """Sample maps for one rendered region (all arrays share one shape)."""
+    """Sample maps for one rendered region (all arrays share one shape).
+
+    ``cell_ids``/``nucleus_ids`` (ground-truth instance labels, 0 = none) are
+    filled when rendering with ``ids=True``; ``overlap_px`` counts pixels that two
+    cell bodies (or two nuclei) claimed, which the renderer never lets happen.
+    """
 
     opd: np.ndarray
     absorption: np.ndarray
     labels: dict[str, np.ndarray]
+    cell_ids: np.ndarray | None = None
+    nucleus_ids: np.ndarray | None = None
+    overlap_px: int = 0
 
 
-@dataclass(frozen=True)
-class _Cell:
-    x: float
-    y: float
-    r: float  # mean radius, µm
-    aspect: float
-    angle: float
-    harmonics: tuple[tuple[float, float], ...]  # (amplitude, phase) for k=2..
-    height: float  # µm
-    nuc_dx: float
-    nuc_dy: float
-    nuc_r: float
-    nucleoli: tuple[tuple[float, float, float], ...]  # (dx, dy, r) relative to nucleus
-    granules: tuple[tuple[float, float, float], ...]  # (x, y, r) absolute
-    brightness: float
+def clear_caches() -> None:
+    """Forget every generated tile (the next render regenerates them from the seed)."""
+    from . import specimens_kinds, specimens_structures
+
+    for f in (specimens_kinds._raw, specimens_kinds._keep, specimens_kinds._built,
+              specimens_kinds.cells_in_tile, specimens_structures.tile_segments):
+        f.cache_clear()
 
 
 class Slide:
-    """A seeded, procedurally generated specimen."""
+    """A seeded, procedurally generated specimen (or a user's specimen file)."""
 
-    def __init__(self, kind: str = "cells", seed: int = 0, density: float = 1.0) -> None:
-        if kind not in SAMPLE_KINDS:
+    def __init__(self, kind: str = "cells", seed: int = 0, density: float = 1.0,
+                 specimen: UserSpecimen | None = None) -> None:
+        if kind == FILE_KIND:
+            if specimen is None:
+                raise ValueError("sample kind 'file' needs a specimen: load one with SpecimenFile first")
+        elif kind not in SAMPLE_KINDS:
             raise ValueError(
-                f"unknown sample kind {kind!r}; valid kinds: {', '.join(SAMPLE_KINDS)}"
+                f"unknown sample kind {kind!r}; valid kinds: {', '.join((*SAMPLE_KINDS, FILE_KIND))}"
             )
         self.kind = kind
         self.seed = int(seed)
         self.density = float(density)
+        self.specimen = specimen if kind == FILE_KIND else None
 
     # ------------------------------------------------------------------ objects
-    def _tile_cells(self, tx: int, ty: int) -> tuple[_Cell, ...]:
-        cx, cy = (tx + 0.5) * _TILE_UM, (ty + 0.5) * _TILE_UM
-        in_colony = np.hypot(cx - COLONY_CENTER_UM[0], cy - COLONY_CENTER_UM[1]) < COLONY_RADIUS_UM
-        return _tile_cells(self.seed, tx, ty, self.density * (4.0 if in_colony else 1.0))
+    def cells(self, tx: int, ty: int):
+        """The cells of tile ``(tx, ty)`` (cell-based kinds; empty otherwise)."""
+        if self.kind not in CELL_KINDS:
+            return ()
+        return cells_in_tile(self.kind, self.seed, tx, ty, self.density)
 
     def _tile_beads(self, tx: int, ty: int) -> np.ndarray:
         rng = np.random.default_rng(_seed_key(self.seed, tx, ty, 7))
@@ -96,26 +154,47 @@ class Slide:
     # ------------------------------------------------------------------ render
     def render(
         self, x0_um: float, y0_um: float, pixel_um: float, shape: tuple[int, int],
-        labels: tuple[str, ...] = LABELS,
+        labels: tuple[str, ...] = LABELS, ids: bool = False,
     ) -> RegionMaps:
         """Render the region whose top-left pixel centre is at ``(x0, y0)``.
 
         Slide y grows downwards with image rows (stage coordinates, µm).
+        ``ids=True`` also fills the ground-truth cell / nucleus label images.
         """
         ny, nx = shape
         opd = np.zeros(shape, np.float32)
         absorption = np.zeros(shape, np.float32)
         lab = {name: np.zeros(shape, np.float32) for name in labels}
+        out = RegionMaps(opd=opd, absorption=absorption, labels=lab)
         xs = x0_um + pixel_um * np.arange(nx, dtype=np.float64)
         ys = y0_um + pixel_um * np.arange(ny, dtype=np.float64)
         if self.kind == "phase-grating":
             opd += (GRATING_OPD_UM * np.sin(2 * np.pi * xs / GRATING_PERIOD_UM)).astype(np.float32)[None, :]
         elif self.kind == "beads":
             self._render_beads(xs, ys, pixel_um, opd, lab)
-        elif self.kind == "cells":
-            for cell in self._cells_near(xs, ys):
-                _render_cell(cell, xs, ys, opd, absorption, lab)
-        return RegionMaps(opd=opd, absorption=absorption, labels=lab)
+        elif self.kind == "resolution-target":
+            render_resolution_target(xs, ys, pixel_um, opd, lab)
+        elif self.kind == FILE_KIND:
+            cid = self.specimen.render(xs, ys, pixel_um, opd, absorption, lab)
+            if ids:
+                out.cell_ids = cid if cid is not None else np.zeros(shape, np.int64)
+        elif self.kind in CELL_KINDS:
+            tiles = list(self._tiles(xs, ys, margin=kind_margin_um(self.kind)))
+            cells = [c for tx, ty in tiles for c in cells_in_tile(self.kind, self.seed, tx, ty, self.density)]
+            diag = render_cells(cells, xs, ys, opd, absorption, lab, pixel_um=pixel_um,
+                                membrane=membrane_style(self.kind), ids=ids)
+            out.cell_ids, out.nucleus_ids, out.overlap_px = diag.cell_ids, diag.nucleus_ids, diag.overlap_px
+            if self.kind in SEGMENT_SIGMA_UM:
+                targets = {"opd": opd, "absorption": absorption, **lab}
+                found: dict[str, list[Segments]] = {}
+                for tx, ty in tiles:
+                    for seg, target in tile_segments(self.kind, self.seed, tx, ty, self.density):
+                        found.setdefault(target, []).append(seg)
+                for target, segs in found.items():
+                    if target in targets:
+                        render_segments(targets[target], Segments.concat(segs), float(xs[0]), float(ys[0]),
+                                        pixel_um, SEGMENT_SIGMA_UM[self.kind])
+        return out
 
     def _tiles(self, xs: np.ndarray, ys: np.ndarray, margin: float):
         tx0, tx1 = int(np.floor((xs[0] - margin) / _TILE_UM)), int(np.floor((xs[-1] + margin) / _TILE_UM))
@@ -123,10 +202,6 @@ class Slide:
         for ty in range(ty0, ty1 + 1):
             for tx in range(tx0, tx1 + 1):
                 yield tx, ty
-
-    def _cells_near(self, xs: np.ndarray, ys: np.ndarray):
-        for tx, ty in self._tiles(xs, ys, margin=40.0):
-            yield from self._tile_cells(tx, ty)
 
     def _render_beads(self, xs, ys, pixel_um, opd, lab) -> None:
         for tx, ty in self._tiles(xs, ys, margin=2.0):
@@ -171,105 +246,3 @@ class Slide:
             [x0_um + (ix + jitter[:, 0]) * pixel_um, y0_um + (iy + jitter[:, 1]) * pixel_um],
             axis=1,
         )
-
-
-def _seed_key(*parts: int) -> tuple[int, ...]:
-    """Non-negative seed entropy from signed integers (tile indices can be < 0)."""
-    return tuple(int(p) + (1 << 40) for p in parts)
-
-
-@lru_cache(maxsize=4096)
-def _tile_cells(seed: int, tx: int, ty: int, density: float) -> tuple[_Cell, ...]:
-    rng = np.random.default_rng(_seed_key(seed, tx, ty, 1))
-    n = rng.poisson(9 * density)
-    cells = []
-    for _ in range(n):
-        x = (tx + rng.uniform()) * _TILE_UM
-        y = (ty + rng.uniform()) * _TILE_UM
-        r = rng.uniform(9.0, 16.0)
-        nuc_r = r * rng.uniform(0.35, 0.5)
-        off = (r - nuc_r) * 0.4
-        nuc_dx, nuc_dy = rng.uniform(-off, off, size=2)
-        nucleoli = tuple(
-            (float(a), float(b), float(c))
-            for a, b, c in zip(
-                rng.uniform(-0.5, 0.5, 3) * nuc_r, rng.uniform(-0.5, 0.5, 3) * nuc_r,
-                rng.uniform(0.6, 1.2, 3), strict=True,
-            )
-        )[: rng.integers(1, 4)]
-        ng = rng.integers(8, 30)
-        ang = rng.uniform(0, 2 * np.pi, ng)
-        rad = r * np.sqrt(rng.uniform(0.25, 0.8, ng))
-        granules = tuple(
-            (float(x + rr * np.cos(a)), float(y + rr * np.sin(a)), float(s))
-            for a, rr, s in zip(ang, rad, rng.uniform(0.25, 0.6, ng), strict=True)
-        )
-        cells.append(
-            _Cell(
-                x=float(x), y=float(y), r=float(r), aspect=float(rng.uniform(0.7, 1.0)),
-                angle=float(rng.uniform(0, np.pi)),
-                harmonics=tuple(
-                    (float(rng.uniform(0, 0.12 / k)), float(rng.uniform(0, 2 * np.pi)))
-                    for k in range(2, 6)
-                ),
-                height=float(rng.uniform(2.5, 4.5)),
-                nuc_dx=float(nuc_dx), nuc_dy=float(nuc_dy), nuc_r=float(nuc_r),
-                nucleoli=nucleoli, granules=granules,
-                brightness=float(rng.uniform(0.6, 1.4)),
-            )
-        )
-    return tuple(cells)
-
-
-def _window(c: float, extent: float, axis: np.ndarray) -> slice:
-    step = axis[1] - axis[0] if len(axis) > 1 else 1.0
-    i0 = int(np.floor((c - extent - axis[0]) / step))
-    i1 = int(np.ceil((c + extent - axis[0]) / step)) + 1
-    return slice(max(i0, 0), min(i1, len(axis)))
-
-
-def _render_cell(cell: _Cell, xs, ys, opd, absorption, lab) -> None:
-    ext = cell.r * 1.35
-    sx, sy = _window(cell.x, ext, xs), _window(cell.y, ext, ys)
-    if sx.start >= sx.stop or sy.start >= sy.stop:
-        return
-    X = xs[sx][None, :] - cell.x
-    Y = ys[sy][:, None] - cell.y
-    ca, sa = np.cos(cell.angle), np.sin(cell.angle)
-    u = X * ca + Y * sa
-    v = (-X * sa + Y * ca) / cell.aspect
-    rho = np.hypot(u, v)
-    theta = np.arctan2(v, u)
-    edge = np.ones_like(rho)
-    for k, (amp, ph) in enumerate(cell.harmonics, start=2):
-        edge += amp * np.cos(k * theta + ph)
-    rn = rho / (cell.r * edge)  # 1 at the membrane
-    inside = rn < 1
-    # smooth dome-shaped cytoplasm, soft edge of ~0.5 µm
-    soft = np.clip((1 - rn) * cell.r / 0.5, 0, 1)
-    height = cell.height * np.sqrt(np.clip(1 - rn**2, 0, 1)) * soft
-    o = _DN_CYTO * height
-    # nucleus
-    nx_, ny_ = X - cell.nuc_dx, Y - cell.nuc_dy
-    rnuc = np.hypot(nx_, ny_ / 0.9) / cell.nuc_r
-    nuc = np.clip((1 - rnuc) * cell.nuc_r / 0.4, 0, 1)
-    o += _DN_NUC * cell.height * nuc * np.sqrt(np.clip(1 - rnuc**2, 0, 1))
-    chromatin = 1.0 + 0.25 * np.cos(1.7 * nx_) * np.cos(1.3 * ny_)
-    for dx, dy, r in cell.nucleoli:
-        d = np.hypot(nx_ - dx, ny_ - dy) / r
-        o += _DN_NUCLEOLUS * 1.2 * np.exp(-(d**2) * 2)
-    opd[sy, sx] += o.astype(np.float32)
-    # scattering granules (lipid droplets, vesicles): strong, small, slightly absorbing
-    for gx, gy, r in cell.granules:
-        gsx, gsy = _window(gx, 2.5 * r, xs), _window(gy, 2.5 * r, ys)
-        if gsx.start >= gsx.stop or gsy.start >= gsy.stop:
-            continue
-        d2 = ((xs[gsx][None, :] - gx) ** 2 + (ys[gsy][:, None] - gy) ** 2) / (r * r)
-        g = np.exp(-d2 * 2).astype(np.float32)
-        opd[gsy, gsx] += np.float32(_DN_GRANULE * 2 * r) * g
-        absorption[gsy, gsx] += np.float32(0.04) * g
-    if "nuclei" in lab:
-        lab["nuclei"][sy, sx] += (cell.brightness * 100.0 * nuc * chromatin).astype(np.float32)
-    if "membrane" in lab:
-        ring = np.exp(-(((rn - 1) * cell.r / 0.35) ** 2)) * inside.clip(0.3, 1)
-        lab["membrane"][sy, sx] += (cell.brightness * 80.0 * ring).astype(np.float32)

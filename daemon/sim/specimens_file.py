@@ -1,0 +1,299 @@
+"""A user-supplied specimen: maps (or a label image) read from a file.
+
+Supported files (see docs/specimens.md):
+
+- NumPy ``.npz`` with any of the keys ``opd`` (optical path difference, µm),
+  ``absorption`` (amplitude attenuation ``a`` in ``t = exp(-a + iφ)``),
+  ``nuclei`` and ``membrane`` (fluorophore density, the simulator's units:
+  ~100 in a stained nucleus), ``labels`` (integer cell labels, 0 = background);
+  a ``.npy`` holds one array, read like a one-channel TIFF.
+- TIFF (``.tif``/``.tiff``): a 2-D integer image is a label image; a 2-D float
+  image is an OPD map; a ``CYX`` stack of 2-4 float channels holds
+  ``opd, absorption, nuclei, membrane`` in that order.
+- OME-Zarr (a ``.zarr`` directory, NGFF 0.4 or 0.5): the full-resolution
+  image of the first multiscale; channels are named by their ``omero`` labels
+  when those are the keys above, else read in the TIFF order; single-plane
+  ``t``/``z`` axes are dropped.
+
+A label image alone becomes plausible maps (:func:`maps_from_labels`); maps
+given next to it win. Pixels are ``pixel_um`` wide, and the specimen is centred
+on the slide origin (0, 0); the slide is blank outside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .specimens import _sample_texture
+
+__all__ = ["MAP_KEYS", "SPECIMEN_KEYS", "SpecimenFileError", "UserSpecimen", "load_specimen", "maps_from_labels"]
+
+MAP_KEYS: tuple[str, ...] = ("opd", "absorption", "nuclei", "membrane")
+SPECIMEN_KEYS: tuple[str, ...] = (*MAP_KEYS, "labels")
+_MAX_SIDE = 16384
+_SUFFIXES = (".npz", ".npy", ".tif", ".tiff", ".zarr")
+
+
+class SpecimenFileError(ValueError):
+    """A specimen file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class UserSpecimen:
+    """Maps of a specimen on its own pixel grid, centred on the slide origin."""
+
+    path: str
+    pixel_um: float
+    maps: dict[str, np.ndarray]  # MAP_KEYS present, float32
+    labels: np.ndarray | None = None
+    _smoothed: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return next(iter(self.maps.values())).shape
+
+    def extent_um(self) -> tuple[float, float, float, float]:
+        """(x0, x1, y0, y1) of the specimen on the slide."""
+        ny, nx = self.shape
+        return (-nx * self.pixel_um / 2, nx * self.pixel_um / 2, -ny * self.pixel_um / 2, ny * self.pixel_um / 2)
+
+    def _maps_for(self, pixel_um: float) -> dict[str, np.ndarray]:
+        """Maps low-pass filtered for sampling at ``pixel_um`` (no aliasing when zoomed out)."""
+        factor = pixel_um / self.pixel_um
+        if factor <= 1.5:
+            return self.maps
+        key = round(factor, 1)
+        if key not in self._smoothed:
+            if len(self._smoothed) > 4:
+                self._smoothed.clear()
+            self._smoothed[key] = {k: ndimage.gaussian_filter(v, 0.5 * key) for k, v in self.maps.items()}
+        return self._smoothed[key]
+
+    def render(self, xs: np.ndarray, ys: np.ndarray, pixel_um: float, opd, absorption,
+               lab: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Add the specimen sampled on the grid ``ys x xs`` (µm); returns the cell labels there."""
+        ny, nx = self.shape
+        fx = xs / self.pixel_um + (nx - 1) / 2  # fractional file column of each grid column
+        fy = ys / self.pixel_um + (ny - 1) / 2
+        cols = np.flatnonzero((fx > -1) & (fx < nx))
+        rows = np.flatnonzero((fy > -1) & (fy < ny))
+        ids = None
+        if self.labels is not None:
+            ids = np.zeros((len(ys), len(xs)), np.int64)
+        if len(cols) == 0 or len(rows) == 0:
+            return ids
+        sx, sy = slice(cols[0], cols[-1] + 1), slice(rows[0], rows[-1] + 1)
+        fx, fy = fx[sx], fy[sy]
+        ix, iy = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
+        wx, wy = (fx - ix).astype(np.float32)[None, :], (fy - iy).astype(np.float32)[:, None]
+        x0, x1 = np.clip(ix, 0, nx - 1), np.clip(ix + 1, 0, nx - 1)
+        y0, y1 = np.clip(iy, 0, ny - 1), np.clip(iy + 1, 0, ny - 1)
+        # outside the file the slide is empty: zero weight beyond its edge pixels
+        vx0, vx1 = (ix >= 0).astype(np.float32)[None, :], (ix + 1 < nx).astype(np.float32)[None, :]
+        vy0, vy1 = (iy >= 0).astype(np.float32)[:, None], (iy + 1 < ny).astype(np.float32)[:, None]
+        targets = {"opd": opd, "absorption": absorption, **lab}
+        for key, m in self._maps_for(pixel_um).items():
+            if key not in targets:
+                continue
+            top = m[np.ix_(y0, x0)] * ((1 - wx) * vx0) + m[np.ix_(y0, x1)] * (wx * vx1)
+            bot = m[np.ix_(y1, x0)] * ((1 - wx) * vx0) + m[np.ix_(y1, x1)] * (wx * vx1)
+            targets[key][sy, sx] += top * ((1 - wy) * vy0) + bot * (wy * vy1)
+        if ids is not None:
+            jx, jy = np.rint(fx).astype(np.int64), np.rint(fy).astype(np.int64)
+            okx, oky = (jx >= 0) & (jx < nx), (jy >= 0) & (jy < ny)
+            sub = np.zeros((len(jy), len(jx)), np.int64)
+            sub[np.ix_(oky, okx)] = self.labels[np.ix_(jy[oky], jx[okx])]
+            ids[sy, sx] = sub
+        return ids
+
+
+# ------------------------------------------------------------------ labels
+def maps_from_labels(labels: np.ndarray, pixel_um: float) -> dict[str, np.ndarray]:
+    """Plausible maps for an integer label image (0 = background).
+
+    Each label is one cell: a dome of cytoplasm 4 µm high at its deepest point,
+    a nucleus in its core (the pixels deeper than 45 % of the cell's largest
+    depth, with a smooth chromatin texture), and a membrane line on its
+    boundary, shared with a touching neighbour. Depth is the distance to the
+    nearest pixel of another label or of the background.
+    """
+    lab = labels.astype(np.int64, copy=False)
+    fg = lab > 0
+    edge = np.zeros(lab.shape, bool)
+    for axis in (0, 1):
+        diff = np.diff(lab, axis=axis) != 0
+        lo = [slice(None), slice(None)]
+        hi = [slice(None), slice(None)]
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        edge[tuple(lo)] |= diff
+        edge[tuple(hi)] |= diff
+    depth = ndimage.distance_transform_edt(~edge) + 0.5  # pixels from the cell's boundary line
+    depth[~fg] = 0
+    ids = np.unique(lab[fg])
+    dmax = np.zeros(int(lab.max()) + 1 if lab.size else 1)
+    if len(ids):
+        dmax[ids] = ndimage.maximum(depth, lab, ids)
+    q = np.where(fg, depth / np.maximum(dmax[lab], 1e-6), 0.0)
+    height = 4.0 * np.sqrt(np.clip(1 - (1 - q) ** 2, 0, 1))
+    nuc = np.clip((q - 0.45) / 0.1, 0, 1)
+    ny, nx = lab.shape
+    tex = _sample_texture(np.arange(nx) * pixel_um, np.arange(ny) * pixel_um)
+    d_um = depth * pixel_um
+    membrane = np.where(fg, 80.0 * np.exp(-((d_um - 0.5 * pixel_um) / 0.35) ** 2), 0.0)
+    return {
+        "opd": (0.025 * height + 0.012 * 4.0 * nuc).astype(np.float32),
+        "absorption": np.zeros(lab.shape, np.float32),
+        "nuclei": (100.0 * nuc * np.clip(1 + 0.2 * tex, 0.1, None)).astype(np.float32),
+        "membrane": membrane.astype(np.float32),
+    }
+
+
+# ------------------------------------------------------------------ reading
+def _fail(path, msg: str) -> SpecimenFileError:
+    return SpecimenFileError(f"specimen file {str(path)!r}: {msg}")
+
+
+def _channels(path, arr: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Map an image (YX or CYX) to specimen keys by the rules in the module docstring."""
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+            return {"labels": arr}
+        return {"opd": arr}
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] > 4:
+        raise _fail(path, f"looks like an RGB(A) image, shape {arr.shape}: save the maps as separate "
+                          "channels (CYX: opd, absorption, nuclei, membrane) or as .npz")
+    if arr.ndim != 3 or not 1 <= arr.shape[0] <= len(MAP_KEYS):
+        raise _fail(path, f"expected a 2-D image (YX) or up to {len(MAP_KEYS)} channels (CYX), got shape {arr.shape}")
+    if names and all(n in SPECIMEN_KEYS for n in names) and len(set(names)) == len(names):
+        return dict(zip(names, arr, strict=True))
+    return dict(zip(MAP_KEYS, arr, strict=False))
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except ValueError as e:  # object arrays need pickle: refused
+        raise _fail(path, f"cannot be read without pickle ({e}); store plain numeric arrays") from None
+    except Exception as e:
+        raise _fail(path, f"is not a readable .npz archive ({e})") from None
+    unknown = sorted(set(data) - set(SPECIMEN_KEYS))
+    if unknown:
+        raise _fail(path, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(SPECIMEN_KEYS)}")
+    if not data:
+        raise _fail(path, f"holds no arrays; expected any of {', '.join(SPECIMEN_KEYS)}")
+    return data
+
+
+def _read_tiff(path: Path) -> dict[str, np.ndarray]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            series = tf.series[0]
+            arr, axes = series.asarray(), series.axes
+    except Exception as e:
+        raise _fail(path, f"is not a readable TIFF ({e})") from None
+    keep = [i for i, (n, a) in enumerate(zip(arr.shape, axes, strict=True)) if n > 1 or a in "YX"]
+    arr = arr.reshape([arr.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    if "S" in axes and arr.ndim == 3:
+        raise _fail(path, f"looks like an RGB(A) image (axes {axes}, shape {arr.shape}): save the maps as "
+                          "separate channels (CYX: opd, absorption, nuclei, membrane) or as .npz")
+    return _channels(path, arr)
+
+
+def _read_zarr(path: Path) -> dict[str, np.ndarray]:
+    import zarr
+
+    try:
+        root = zarr.open(str(path), mode="r")
+    except Exception as e:
+        raise _fail(path, f"is not a readable Zarr store ({e})") from None
+    if isinstance(root, zarr.Array):
+        return _channels(path, root[...])
+    attrs = dict(root.attrs)
+    ome = attrs.get("ome", attrs)
+    ms = ome.get("multiscales")
+    if not ms:
+        raise _fail(path, "is a Zarr group without OME-NGFF 'multiscales' metadata")
+    ds = ms[0]["datasets"][0]["path"]
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
+    arr = np.asarray(root[ds][...])
+    if axes and len(axes) == arr.ndim:
+        for name in ("t", "z"):
+            if name in axes:
+                i = axes.index(name)
+                if arr.shape[i] != 1:
+                    raise _fail(path, f"has {arr.shape[i]} planes along '{name}'; a specimen is one 2-D plane")
+                arr = arr.take(0, axis=i)
+                axes.pop(i)
+    names = [c.get("label", "") for c in ome.get("omero", {}).get("channels", [])]
+    if arr.ndim == 3 and len(names) != arr.shape[0]:
+        names = None
+    return _channels(path, arr, names)
+
+
+def _validate(path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    shapes = {k: np.shape(v) for k, v in data.items()}
+    for k, v in data.items():
+        if np.ndim(v) != 2:
+            raise _fail(path, f"'{k}' must be a 2-D image (YX), got shape {np.shape(v)}")
+        if not (np.issubdtype(v.dtype, np.number) or v.dtype == bool) or np.iscomplexobj(v):
+            raise _fail(path, f"'{k}' has dtype {v.dtype}; expected real numbers")
+        if min(v.shape) < 2 or max(v.shape) > _MAX_SIDE:
+            raise _fail(path, f"'{k}' has shape {v.shape}; each side must be 2..{_MAX_SIDE} pixels")
+    if len(set(shapes.values())) > 1:
+        raise _fail(path, "maps differ in shape: " + ", ".join(f"{k} {s}" for k, s in shapes.items()))
+    if "labels" in data:
+        lab = data["labels"]
+        if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+            raise _fail(path, f"'labels' must be an integer label image, got dtype {lab.dtype}")
+        if lab.size and lab.min() < 0:
+            raise _fail(path, "'labels' has negative values; use 0 for background and 1..N for cells")
+    for k in MAP_KEYS:
+        if k in data and not np.all(np.isfinite(data[k])):
+            raise _fail(path, f"'{k}' contains NaN or infinite values")
+    for k in ("absorption", "nuclei", "membrane"):
+        if k in data and data[k].size and float(np.min(data[k])) < 0:
+            raise _fail(path, f"'{k}' has negative values; it is a density / attenuation (>= 0)")
+    return data
+
+
+def load_specimen(path: str | Path, pixel_um: float) -> UserSpecimen:
+    """Read and check a specimen file; raises :class:`SpecimenFileError` naming the problem."""
+    p = Path(path).expanduser().absolute()
+    if not (pixel_um > 0 and np.isfinite(pixel_um)):
+        raise SpecimenFileError(f"specimen pixel size must be > 0 µm, got {pixel_um}")
+    if not p.exists():
+        raise _fail(p, "does not exist")
+    suffix = p.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise _fail(p, f"has an unsupported format {suffix or '(no suffix)'}; use one of {', '.join(_SUFFIXES)}")
+    if suffix == ".npz":
+        data = _read_npz(p)
+    elif suffix == ".npy":
+        try:
+            data = _channels(p, np.load(p, allow_pickle=False))
+        except SpecimenFileError:
+            raise
+        except Exception as e:
+            raise _fail(p, f"is not a readable .npy array without pickle ({e})") from None
+    elif suffix in (".tif", ".tiff"):
+        data = _read_tiff(p)
+    else:
+        data = _read_zarr(p)
+    data = _validate(p, data)
+    labels = data.pop("labels", None)
+    if labels is not None:
+        labels = labels.astype(np.int64)
+        derived = maps_from_labels(labels, pixel_um)
+        derived.update(data)
+        data = derived
+    maps = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in data.items()}
+    return UserSpecimen(path=str(p), pixel_um=float(pixel_um), maps=maps, labels=labels)
