@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -145,6 +146,10 @@ def _daemon(args: argparse.Namespace) -> int:
     finally:
         daemon.close()
     print("scopecast daemon: stopped", flush=True)
+    # Destroy the core now, not during interpreter shutdown: its C++ notification thread
+    # re-entering a finalizing interpreter aborts the process (see backend.load_mmcore_backend).
+    del daemon
+    gc.collect()
     return 0
 
 

@@ -8,6 +8,7 @@ then capture dual-modality pairs and read them back.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -88,6 +89,10 @@ def run_demo(config: str, out_dir: Path, seconds: float = 10.0, headless: bool |
         for e in engines:
             e.close()
         daemon.close()
+        # destroy the core now, not during interpreter shutdown, where its C++ notification
+        # thread would abort the process (see backend.load_mmcore_backend)
+        del daemon
+        gc.collect()
     return 0
 
 
