@@ -27,8 +27,8 @@ import numpy as np
 from .manifest import CameraCalibration, ChannelStats, InputStats, Normalization, OutputRange
 
 __all__ = [
-    "REGIONS", "TASKS", "Calibration", "PairSet", "calibrate", "calibrate_camera", "gather", "load_pairs",
-    "region_positions",
+    "BLANK", "DOMAIN", "REGIONS", "TASKS", "Calibration", "PairSet", "calibrate", "calibrate_camera", "field_plan",
+    "gather", "load_pairs", "region_positions",
 ]
 
 #: Slide regions (x range, y range, µm): training and validation never overlap.
@@ -56,6 +56,64 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The sample kind of an empty field (its targets are the camera's dark level: zero signal).
+BLANK = "blank"
+
+#: The validated domain of each task: what ``gather`` samples by default (``--samples`` etc.) and what
+#: the model card states. Morphologies listed under ``held_out`` are never gathered for training.
+#: Exposures (ms) are drawn per field, uniformly in log; ``target_exposure_ms`` fixes the fluorescence
+#: targets of virtual staining (the output units), chosen so that no ground-truth pixel reaches the full
+#: well (peak rates measured on the simulator at 10x: Nuclei <= 590 ADU/ms in mitotic cells,
+#: Membrane <= 95 ADU/ms; full well at 15100 ADU). Super-resolution targets are taken with the same
+#: exposure as the input (STED counts scale with it; peak <= 540 ADU/ms on 'membranes').
+DOMAIN: dict[str, dict[str, Any]] = {
+    "virtual-staining": {
+        "train": ["cells", "epithelium", "sparse", "mitotic", "debris"],
+        "held_out": ["fibroblasts", "clusters"],
+        "blank_fraction": 0.08,
+        "exposure_ms": (5.0, 15.0),  # label-free (bright-field reaches the full well at ~18 ms)
+        "target_exposure_ms": {"Nuclei": 20.0, "Membrane": 100.0},
+        "defocus_um": 2.0,  # |z - focal plane| <= this (depth of field of 10x/0.25: ~±4 µm)
+        "objectives": ["10x"],
+    },
+    "super-resolution": {
+        "train": ["cells", "epithelium", "sparse", "mitotic", "debris", "membranes"],
+        "held_out": ["fibroblasts", "clusters", "filaments"],
+        "blank_fraction": 0.05,
+        "exposure_ms": (5.0, 25.0),  # widefield and STED alike
+        "target_exposure_ms": {},
+        "defocus_um": 2.0,
+        "objectives": ["10x"],
+    },
+}
+
+
+def field_plan(task: str, region: str, n: int, seed: int, samples: list[str] | None = None,
+               blank_fraction: float | None = None, exposure_ms: tuple[float, float] | None = None,
+               defocus_um: float | None = None) -> list[dict[str, Any]]:
+    """One dict per field: sample kind, stage x/y/z, label-free and fluorescence exposures.
+
+    Kinds take turns (so every morphology gets ``n / len(samples)`` fields), a
+    ``blank_fraction`` of the fields are empty slides; exposures are drawn
+    log-uniformly in ``exposure_ms`` and the focus uniformly within ``±defocus_um``.
+    """
+    dom = DOMAIN[task]
+    samples = list(samples if samples is not None else dom["train"])
+    bf = dom["blank_fraction"] if blank_fraction is None else blank_fraction
+    lo, hi = exposure_ms or dom["exposure_ms"]
+    dz = dom["defocus_um"] if defocus_um is None else defocus_um
+    rng = np.random.default_rng(seed)
+    n_blank = int(round(bf * n)) if BLANK not in samples else 0
+    kinds = [samples[i % len(samples)] for i in range(n - n_blank)] + [BLANK] * n_blank
+    pos = region_positions(region, n, seed)
+    out = []
+    for kind, (x, y) in zip(kinds, pos, strict=True):
+        e = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        z = float(rng.uniform(-dz, dz)) if dz > 0 else 0.0
+        out.append({"kind": kind, "x": x, "y": y, "z": round(z, 3), "exposure_ms": round(e, 3)})
+    return out
+
+
 def region_positions(region: str, n: int, seed: int) -> list[tuple[float, float]]:
     """``n`` random field centres in ``region``, at least one field apart."""
     (x0, x1), (y0, y1) = REGIONS[region]
@@ -66,11 +124,20 @@ def region_positions(region: str, n: int, seed: int) -> list[tuple[float, float]
 
 
 def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val: int, seed: int = 0,
-           exposure_ms: float = 10.0) -> dict[str, Any]:
+           exposure_ms: float = 10.0, samples: list[str] | None = None, set_sample: Any = None,
+           plan: dict[str, Any] | None = None) -> dict[str, Any]:
     """Capture training and validation pairs with a running daemon; returns the dataset index.
 
     The index (``dataset.json`` in ``out``) lists the recordings of each split;
     the recordings themselves stay where the daemon wrote them.
+
+    With ``samples`` (sample kinds of the simulated slide; ``set_sample(kind)``
+    puts that specimen on the stage) every field is its own capture with its own
+    sample kind, focus and exposures (:func:`field_plan`; ``plan`` overrides its
+    keyword arguments), and the index lists, per field, what was set and the
+    fraction of ground-truth pixels at the detector's full well (which should be 0).
+    Without ``samples`` the fields come from whatever slide is on the stage, at
+    one focus and ``exposure_ms`` (the original behaviour).
     """
     from scopecast.daemon.control import ControlClient
 
@@ -78,6 +145,22 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"task": task, "seed": seed, "regions": REGIONS, "splits": {}}
+    if samples is not None:
+        if set_sample is None:
+            raise ValueError("gathering several sample kinds needs a way to change the specimen (set_sample); "
+                             "run gather on the in-process simulator (no --control)")
+        with ControlClient(control_address, timeout_s=120) as c:
+            info = c.request("describe")
+            set_sample(samples[0])
+            index["camera"] = calibrate_camera(c, exposure_ms)
+            index["samples"] = list(samples)
+            index["plan"] = dict(plan or {})
+            for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1000)):
+                fields = field_plan(task, split, n, s, samples, **(plan or {}))
+                index["splits"][split] = _gather_fields(c, task, fields, set_sample, index["camera"])
+            index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
+        (out / "dataset.json").write_text(json.dumps(index, indent=2))
+        return index
     with ControlClient(control_address, timeout_s=120) as c:
         info = c.request("describe")
         index["camera"] = calibrate_camera(c, exposure_ms)
@@ -93,6 +176,47 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
         index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
     (out / "dataset.json").write_text(json.dumps(index, indent=2))
     return index
+
+
+def _gather_fields(c: Any, task: str, fields: list[dict[str, Any]], set_sample: Any,
+                   camera: dict[str, Any]) -> dict[str, Any]:
+    """Capture ``fields`` (from :func:`field_plan`) one by one, grouped by sample kind."""
+    spec = TASKS[task]
+    targets = DOMAIN[task]["target_exposure_ms"]
+    full = camera.get("saturation_adu")
+    recs: list[str | None] = [None] * len(fields)
+    for kind in dict.fromkeys(f["kind"] for f in fields):
+        set_sample(kind)
+        for i, f in enumerate(fields):
+            if f["kind"] != kind:
+                continue
+            e = f["exposure_ms"]
+            f["target_exposure_ms"] = {}
+            fluo = []
+            for ch in spec["fluorescence"]:
+                te = targets.get(ch["name"], e) if ch.get("detector") is None and spec["label_free"] else e
+                fluo.append({**ch, "exposure_ms": te})
+                f["target_exposure_ms"][ch["name"] + (f"@{ch['detector']}" if ch.get("detector") else "")] = te
+            c.request("move_stage", z=f["z"])
+            job = c.request("capture_pairs", label_free=[{"name": n, "exposure_ms": e} for n in spec["label_free"]],
+                            fluorescence=fluo, positions=[(f["x"], f["y"])], exposure_ms=e)
+            done = c.wait(job["id"], timeout_s=600)
+            recs[i] = done["path"]
+    c.request("move_stage", z=0.0)
+    split = {"recordings": recs, "fields": len(fields), "field_info": fields}
+    if full:  # how much of the ground truth sits at the full well (it must not)
+        from scopecast.daemon.recorder import open_recording
+
+        for f, r in zip(fields, recs, strict=True):
+            rec = open_recording(r)
+            f["target_clipped"] = {}
+            for s in rec.series:
+                det = s.attrs["scopecast"]["detector"]
+                for h in s.frames:
+                    key = h.channel if det == "Camera" else f"{h.channel}@{det}"
+                    if key in spec["targets"]:
+                        f["target_clipped"][key] = float(np.mean(s.image(h.channel) >= full))
+    return split
 
 
 def calibrate_camera(client: Any, exposure_ms: float = 10.0, channel: str = "BF") -> dict[str, Any]:
@@ -149,6 +273,18 @@ class PairSet:
     positions: list[tuple[float, float]]
     pixel_size_um: float
     camera: dict[str, Any] | None = None  # the camera calibration recorded by :func:`gather`
+    fields: list[dict[str, Any]] | None = None  # per field: sample kind, focus, exposures (multi-sample gathers)
+
+    def select(self, keep: np.ndarray | list[bool]) -> PairSet:
+        """The fields where ``keep`` is true."""
+        k = np.asarray(keep, bool)
+        return PairSet(self.inputs[k], self.targets[k], [p for p, m in zip(self.positions, k, strict=True) if m],
+                       self.pixel_size_um, self.camera,
+                       None if self.fields is None else [f for f, m in zip(self.fields, k, strict=True) if m])
+
+    @property
+    def kinds(self) -> list[str]:
+        return [f.get("kind", "?") for f in self.fields] if self.fields else ["?"] * len(self.inputs)
 
 
 def load_pairs(dataset: str | Path, split: str) -> PairSet:
@@ -158,8 +294,9 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
     path = Path(dataset)
     index = json.loads((path / "dataset.json" if path.is_dir() else path).read_text())
     spec = TASKS[index["task"]]
-    xs, ys, pos, px = [], [], [], 0.0
-    for rec_path in index["splits"][split]["recordings"]:
+    xs, ys, pos, px, info = [], [], [], 0.0, []
+    field_info = index["splits"][split].get("field_info")
+    for ri, rec_path in enumerate(index["splits"][split]["recordings"]):
         rec = open_recording(rec_path)
         by_pos: dict[int, dict[str, Any]] = {}
         for s in rec.series:
@@ -178,9 +315,10 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
             h0 = frames[spec["inputs"][0]][1]
             pos.append((h0.stage_x_um, h0.stage_y_um))
             px = h0.pixel_size_um
+            info.append(field_info[ri] if field_info else {"kind": "?"})
     if not xs:
         raise ValueError(f"no complete pairs in split {split!r} of {dataset}")
-    return PairSet(np.stack(xs), np.stack(ys), pos, px, index.get("camera"))
+    return PairSet(np.stack(xs), np.stack(ys), pos, px, index.get("camera"), info if field_info else None)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .architectures import build, count_parameters
-from .dataset import TASKS, PairSet, calibrate, load_pairs
+from .dataset import BLANK, TASKS, PairSet, calibrate, load_pairs
 from .manifest import Normalization, normalize
 
 __all__ = ["TrainConfig", "load_checkpoint", "prepare", "train"]
@@ -46,9 +46,13 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: all cores
     checkpoint_every: int = 250
-    #: "calibrated" (fixed constants from the training data; the honest choice for live use) or
-    #: "percentile" (per image, bioimage.io scale_range; what the shipped packages were trained with)
-    normalization: str = "percentile"
+    #: "calibrated" (fixed constants from the training data; the honest choice for live use, the default) or
+    #: "percentile" (per image, bioimage.io scale_range; what the first shipped packages were trained with)
+    normalization: str = "calibrated"
+    #: random brightness gain per crop (log-uniform in [1/g, g]) applied to the normalized input, and for
+    #: super-resolution to the target too (its counts scale with the exposure): exposure augmentation
+    #: beyond the exposures the data were gathered with; 1 = off
+    gain_augment: float = 1.25
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,7 +69,8 @@ def prepare(pairs: PairSet, norm: Normalization, scale: tuple[np.ndarray, np.nda
     return x, y, scale
 
 
-def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.random.Generator, augment: bool):
+def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.random.Generator, augment: bool,
+           gain: float = 1.0, y_zero: np.ndarray | None = None):
     """Random aligned crops; with ``augment`` also flips and 90° rotations.
 
     Virtual-staining inputs must not be rotated or flipped: the DPC halves are
@@ -85,6 +90,11 @@ def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.ran
             if flip:
                 xa, ya = xa[:, :, ::-1], ya[:, :, ::-1]
         xb[i], yb[i] = xa, ya
+        if gain > 1.0:
+            g = float(np.exp(rng.uniform(-np.log(gain), np.log(gain))))
+            xb[i] *= g
+            if y_zero is not None:  # targets that scale with the exposure: scale their signal above zero
+                yb[i] = (yb[i] - y_zero[:, None, None]) * g + y_zero[:, None, None]
     return torch.from_numpy(xb), torch.from_numpy(yb)
 
 
@@ -102,19 +112,34 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     if cfg.normalization not in ("calibrated", "percentile"):
         raise ValueError(f"unknown normalization {cfg.normalization!r}; use 'calibrated' or 'percentile'")
     tr, va = load_pairs(dataset, "train"), load_pairs(dataset, "val")
-    cal = calibrate(tr, spec["inputs"], low=1.0, high=99.8, camera=cfg.extra.get("camera"))
+    # the calibration (normalization, guard statistics, output range) comes from the specimen fields; the
+    # empty fields are trained on (zero targets) but must not widen what the guards accept as a live input
+    specimen = [k != BLANK for k in tr.kinds]
+    cal = calibrate(tr.select(specimen) if any(specimen) else tr, spec["inputs"], low=1.0, high=99.8,
+                    camera=cfg.extra.get("camera"))
     norm = cal.normalization if cfg.normalization == "calibrated" else Normalization(kind="percentile", low=1.0,
                                                                                       high=99.8)
     sf = tr.targets.shape[-1] // tr.inputs.shape[-1]
-    xtr, ytr, scale = prepare(tr, norm)
+    xtr, ytr, scale = prepare(tr.select(specimen) if any(specimen) else tr, norm)
+    xtr, ytr, _ = prepare(tr, norm, scale)  # the target scale from the specimen fields; every field trained on
     xva, yva, _ = prepare(va, norm, scale)
     arch, conf = ("unet", {"in_channels": xtr.shape[1], "out_channels": ytr.shape[1], "depth": cfg.depth,
                            "width": cfg.width}) if sf == 1 else \
         ("sr-unet", {"in_channels": xtr.shape[1], "out_channels": ytr.shape[1], "scale": sf, "depth": cfg.depth,
                      "width": cfg.width})
     model = build(arch, conf)
+    y_zero = None
+    if sf > 1:  # super-resolution: target counts scale with the exposure above the camera offset
+        y_zero = ((cal.camera.offset_adu - scale[1]) / scale[0]).astype(np.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+
+    def lr_at(progress: float) -> float:
+        """One cycle over the run's progress (steps or time budget, whichever ends first): a linear
+        warm-up over the first 10 %, then cosine annealing, so a run cut by its time budget on a busy
+        machine still ends annealed."""
+        if progress < 0.1:
+            return cfg.lr * (0.04 + 0.96 * progress / 0.1)
+        return cfg.lr * (1e-3 + (1 - 1e-3) * 0.5 * (1 + np.cos(np.pi * min(1.0, (progress - 0.1) / 0.9))))
     loss_fn = nn.L1Loss()
     crop = cfg.crop - cfg.crop % model.multiple  # type: ignore[attr-defined]
     log = open(out / "log.jsonl", "w")
@@ -130,20 +155,29 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
         "scale_factor": sf, "pixel_size_um": tr.pixel_size_um, "multiple": model.multiple,  # type: ignore[attr-defined]
         "train_config": asdict(cfg), "parameters": count_parameters(model),
         "data": {"dataset": str(Path(dataset).resolve()), "train_fields": len(tr.positions),
-                 "val_fields": len(va.positions)},
-        **cal.manifest_fields(), "guards_on_validation": guard_validation(va, spec["inputs"], cal),
+                 "val_fields": len(va.positions), "train_kinds": _count(tr.kinds), "val_kinds": _count(va.kinds),
+                 "domain": _domain(dataset, tr)},
+        **cal.manifest_fields(), "guards_on_validation": guard_validation(
+            va.select([k != BLANK for k in va.kinds]) if any(k != BLANK for k in va.kinds) else va, spec["inputs"], cal),
     }
     step, last_val = 0, float("nan")
     try:
         for step in range(1, cfg.steps + 1):
+            progress = max((step - 1) / cfg.steps, (time.monotonic() - t0) / (cfg.max_minutes * 60))
+            if progress >= 1.0:
+                step -= 1
+                break
+            lr = lr_at(progress)
+            for group in opt.param_groups:
+                group["lr"] = lr
             model.train()
-            xb, yb = _crops(xtr, ytr, cfg.batch, crop, sf, rng, augment=cfg.task != "virtual-staining")
+            xb, yb = _crops(xtr, ytr, cfg.batch, crop, sf, rng, augment=cfg.task != "virtual-staining",
+                            gain=cfg.gain_augment, y_zero=y_zero)
             loss = loss_fn(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
-            rec = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "t_s": time.monotonic() - t0}
+            rec = {"step": step, "loss": loss.item(), "lr": lr, "t_s": time.monotonic() - t0}
             if step % 100 == 0 or step == cfg.steps:
                 last_val = _val_loss(model, xva, yva, loss_fn)
                 rec["val_loss"] = last_val
@@ -153,8 +187,6 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", val=f"{last_val:.4f}")
             if step % cfg.checkpoint_every == 0:
                 _save(out / "checkpoint.pt", model, meta, step)
-            if time.monotonic() - t0 > cfg.max_minutes * 60:
-                break
     finally:
         log.close()
         if bar is not None:
@@ -167,6 +199,30 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     ckpt = _save(out / "checkpoint.pt", model, meta, step)
     write_card(out / "card.md", meta, metrics)
     return ckpt
+
+
+def _count(kinds: list[str]) -> dict[str, int]:
+    return {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+
+
+def _domain(dataset: str | Path, tr: PairSet) -> dict[str, Any]:
+    """What the training fields covered: morphologies, exposures, focus (the card's validated domain)."""
+    if not tr.fields:
+        return {}
+    e = [f["exposure_ms"] for f in tr.fields]
+    z = [f["z"] for f in tr.fields]
+    te: dict[str, list[float]] = {}
+    for f in tr.fields:
+        for k, v in f.get("target_exposure_ms", {}).items():
+            te.setdefault(k, []).append(v)
+    clipped = max((v for f in tr.fields for v in f.get("target_clipped", {}).values()), default=None)
+    path = Path(dataset)
+    index = json.loads((path / "dataset.json" if path.is_dir() else path).read_text())
+    return {"morphologies": sorted({k for k in tr.kinds if k != BLANK}), "blank_fields": tr.kinds.count(BLANK),
+            "exposure_ms": [min(e), max(e)], "defocus_um": [min(z), max(z)],
+            "target_exposure_ms": {k: [min(v), max(v)] for k, v in te.items()},
+            "target_clipped_max": clipped, "objective": index.get("objective", "10x/0.25"),
+            "pixel_size_um": tr.pixel_size_um}
 
 
 def guard_validation(va: PairSet, inputs: list[str], cal: Any) -> dict[str, Any]:

@@ -1,0 +1,168 @@
+"""Per-morphology evaluation (scopecast evaluate) and the resolution-target analysis (issue 10, items 3-5).
+
+The blank-slide positive area through the engine, end to end, is tested in
+tests/test_guards.py (test_blank_slide_and_saturated_bright_field_end_to_end,
+also on the shipped virtual-staining package); not repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from scopecast.models.dataset import DOMAIN, field_plan  # noqa: E402
+from scopecast.models.evaluate_morphology import (  # noqa: E402
+    RAYLEIGH_DIP, SPARROW_DIP, format_report, line_pair_dip, resolution_report, run_evaluation, smallest_separated,
+    update_card,
+)
+from scopecast.models.synthetic import write_package  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ROOT / "models" / "packages"
+CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
+SPACINGS = (0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.2, 1.5)
+
+
+def _two_lines(sep: float, sigma: float, x: np.ndarray) -> np.ndarray:
+    return np.exp(-((x + sep / 2) ** 2) / (2 * sigma**2)) + np.exp(-((x - sep / 2) ** 2) / (2 * sigma**2))
+
+
+@pytest.mark.parametrize("sigma", [0.2, 0.3, 0.45])
+def test_two_gaussians_are_separated_iff_the_sum_has_a_dip(sigma):
+    """Two equal Gaussians have a dip between them exactly when they are more than 2σ apart (Sparrow)."""
+    x = np.arange(-4, 4, 0.05)
+    dips = {s: line_pair_dip(_two_lines(s, sigma, x), x, (-s / 2, s / 2), background=0.0) for s in SPACINGS}
+    for s, d in dips.items():
+        assert (d > 0.0) == (s > 2 * sigma), (s, d)
+    sparrow = smallest_separated(dips, 1e-6)
+    assert sparrow == min(s for s in SPACINGS if s > 2 * sigma)
+    rayleigh = smallest_separated(dips, RAYLEIGH_DIP)
+    assert rayleigh is None or rayleigh >= sparrow  # Rayleigh asks for more than Sparrow
+
+
+def test_a_merged_pair_has_no_dip_and_a_gap_breaks_the_run():
+    x = np.arange(-3, 3, 0.05)
+    assert line_pair_dip(np.exp(-x**2 / 0.5), x, (-0.2, 0.2), background=0.0) == 0.0
+    # separated at 1.5 and 0.8 but not at 1.0: the smallest spacing from which all larger ones are separated is 1.2
+    assert smallest_separated({0.8: 0.5, 1.0: 0.0, 1.2: 0.4, 1.5: 0.9}, SPARROW_DIP) == 1.2
+    assert smallest_separated({1.2: 0.0, 1.5: 0.01}, SPARROW_DIP) is None
+
+
+def test_resolution_report_on_a_rendered_target():
+    """Lines of the simulator's resolution target blurred by a Gaussian of known σ: the report finds 2σ."""
+    from scipy import ndimage
+
+    from scopecast.daemon.sim.slide import resolution_target_geometry
+
+    px, n, sigma = 0.05, 1600, 0.25  # 80 µm field centred on the target, 50 nm pixels
+    img = np.zeros((n, n), np.float64)
+    c = lambda u: int(round(u / px + n / 2 - 0.5))  # noqa: E731
+    for g in resolution_target_geometry():
+        (cx, cy), half = g["center_um"], g["length_um"] / 2
+        for line in g["lines_um"]:
+            if g["orientation"] == "vertical":
+                img[c(cy - half):c(cy + half), c(line)] = 1.0
+            else:
+                img[c(line), c(cx - half):c(cx + half)] = 1.0
+    img = ndimage.gaussian_filter(img, sigma / px)
+    rep = resolution_report({"blurred": (img, px)})["blurred"]
+    assert rep["sparrow_um"] == min(s for s in SPACINGS if s > 2 * sigma + 0.02)
+    assert rep["rayleigh_um"] is not None and rep["rayleigh_um"] >= rep["sparrow_um"]
+
+
+def test_field_plan_covers_every_morphology_blank_fields_and_the_ranges():
+    fields = field_plan("virtual-staining", "train", 50, seed=3)
+    kinds = [f["kind"] for f in fields]
+    dom = DOMAIN["virtual-staining"]
+    assert set(kinds) == {*dom["train"], "blank"} and not set(kinds) & set(dom["held_out"])
+    assert kinds.count("blank") == round(dom["blank_fraction"] * 50)
+    lo, hi = dom["exposure_ms"]
+    assert all(lo <= f["exposure_ms"] <= hi and abs(f["z"]) <= dom["defocus_um"] for f in fields)
+    assert all(f["x"] < -2000 for f in fields)  # the training region
+    assert field_plan("virtual-staining", "train", 50, seed=3) == fields  # seeded
+
+
+def _synthetic_package(path: Path, task: str) -> Path:
+    """A tiny random network with a calibrated manifest like a trained package's."""
+    from scopecast.models.manifest import ChannelStats, InputStats
+
+    if task == "virtual-staining":
+        inputs, outputs, scale = CYCLE, ["nuclei", "membrane"], 1
+    else:
+        inputs, outputs, scale = ["Membrane"], ["membrane-sr"], 2
+    n = len(inputs)
+    st = {c: ChannelStats(signal=(10.0, 1000.0, 20000.0), contrast=(0.001, 0.1, 10.0), snr_min=3.0,
+                          saturated_max=0.0, p_low=100.0, p_high=8000.0) for c in inputs}
+    return write_package(
+        path, inputs, outputs, name=f"tiny-{task}", task=task, width=4, layers=2, scale=scale, tile=64, halo=8,
+        normalization={"kind": "calibrated", "offset": [100.0] * n, "scale": [8000.0] * n},
+        camera={"offset_adu": 100.0, "saturation_adu": 15100.0, "read_noise_adu": 0.5, "gain_adu_per_e": 0.5},
+        input_stats=InputStats(fields=4, percentiles=(1.0, 99.8), channels=st),
+        output_scaling={"scale": [1000.0] * len(outputs), "offset": [100.0] * len(outputs)},
+        output_range={"min": [0.0] * len(outputs), "max": [15100.0] * len(outputs)}, pixel_size_um=0.65,
+    )
+
+
+@pytest.mark.parametrize("task", ["virtual-staining", "super-resolution"])
+def test_evaluate_prints_every_row_and_baseline(tmp_path, task):
+    pkg = _synthetic_package(tmp_path / "pkg", task)
+    rep = run_evaluation(pkg, fields=1, size=64, fit_fields=1, seed=7)
+    dom = DOMAIN[task]
+    rows = [r["row"] for r in rep["rows"]]
+    assert rows[:len(dom["train"])] == [f"{k} (held-out region)" for k in dom["train"]]
+    assert [f"{k} (held-out morphology)" for k in dom["held_out"]] == rows[len(dom["train"]):-5]
+    assert rows[-5] == "blank slide" and len([r for r in rep["rows"] if r["group"] == "outside domain"]) == 4
+    baselines = ["linear regression", "LR oracle"] if task == "virtual-staining" else \
+        ["bicubic", "Richardson-Lucy", "RL oracle"]
+    table = format_report(rep)
+    for r in rep["rows"]:
+        assert r["row"] in table
+        if r["group"] != "blank":
+            assert list(r["scores"]) == ["model", *baselines]
+    for b in baselines:
+        assert f"{b} PSNR / SSIM / r" in table
+    assert "positive area" in table and "Smallest margin over the best baseline" in table
+    v = rep["verdict"]
+    assert set(v["psnr_margin_db"]) == {f"{r} / {o}" for r in rows[:-5] for o in rep["outputs"]}
+    assert 0.0 <= v["blank_positive_area"] <= 1.0
+    if task == "super-resolution":
+        rt = rep["resolution_target"]["results"]
+        assert list(rt) == ["widefield", "bicubic", "Richardson-Lucy", "model", "STED ground truth"]
+        assert "Resolution target" in table
+    card = update_card(tmp_path / "card.md", rep, "scopecast evaluate --model x")
+    text = card.read_text()
+    assert text.count("## Validated domain") == 1 and "Failure modes measured outside" in text
+    update_card(card, rep)  # replaced, not appended twice
+    assert card.read_text().count("## Validated domain") == 1
+
+
+@pytest.mark.parametrize("name", ["virtual-staining", "super-resolution"])
+def test_shipped_packages_carry_calibrated_normalization_and_training_statistics(name):
+    pkg = PACKAGES / name
+    if not (pkg / "manifest.json").exists():
+        pytest.skip(f"{name} not shipped")
+    m = json.loads((pkg / "manifest.json").read_text())
+    assert m["normalization"]["kind"] == "calibrated"
+    assert len(m["normalization"]["offset"]) == len(m["inputs"]) == len(m["normalization"]["scale"])
+    assert set(m["input_stats"]["channels"]) == set(m["inputs"])
+    assert len(m["output_range"]["min"]) == len(m["outputs"]) == len(m["output_range"]["max"])
+    dom = m["provenance"]["data"]["domain"]
+    assert set(dom["morphologies"]) == set(DOMAIN[m["task"]]["train"])
+    assert not set(dom["morphologies"]) & set(DOMAIN[m["task"]]["held_out"])
+    assert dom["target_clipped_max"] == 0.0  # ground truth never at the full well
+    assert "## Validated domain and per-morphology evaluation" in (pkg / "card.md").read_text()
+
+
+def test_evaluate_command_reports_a_bad_package_by_name(tmp_path):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "evaluate", "--model", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "not a model package" in r.stderr
