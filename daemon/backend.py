@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 _PATTERN_PROPERTY = "IlluminationPattern"
+#: Exposure limits for cameras whose adapter declares none (ms).
+DEFAULT_EXPOSURE_RANGE_MS = (0.01, 60_000.0)
 
 
 class BackendError(RuntimeError):
@@ -59,10 +61,14 @@ class MicroscopeBackend(Protocol):
     """What the acquisition engine needs from a microscope.
 
     All methods may be called from several threads; implementations serialise
-    hardware access themselves. Errors are raised as :class:`BackendError` (or a
-    ``ValueError`` for a refused argument) with a message naming the problem; a
-    refused request leaves the hardware as it was.
+    hardware access themselves and hold ``lock`` while the hardware is in use
+    (callers that must never wait, like ``status``, only try it). Errors are
+    raised as :class:`BackendError` (or a ``ValueError`` for a refused argument)
+    with a message naming the problem; a refused request leaves the hardware as
+    it was.
     """
+
+    lock: threading.RLock
 
     def channels(self) -> dict[str, ChannelInfo]: ...
     def patterns(self) -> tuple[str, ...]: ...
@@ -73,6 +79,8 @@ class MicroscopeBackend(Protocol):
     def set_pattern(self, name: str) -> None: ...
     def exposure_ms(self) -> float: ...
     def set_exposure_ms(self, value: float) -> None: ...
+    def exposure_range_ms(self, detector: str | None = None) -> tuple[float, float]: ...
+    def check_exposure_ms(self, value: float, detector: str | None = None) -> None: ...
     def position_um(self) -> tuple[float, float, float]: ...
     def move_um(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None: ...
     def pixel_size_um(self, detector: str | None = None) -> float: ...
@@ -187,11 +195,28 @@ class MMCoreBackend:
         return float(self.core.getExposure())
 
     def set_exposure_ms(self, value: float) -> None:
-        value = float(value)
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"exposure must be a positive number of ms, got {value}")
+        self.check_exposure_ms(value)
         with self.lock:
-            self.core.setExposure(value)
+            self.core.setExposure(float(value))
+
+    def exposure_range_ms(self, detector: str | None = None) -> tuple[float, float]:
+        """The detector's exposure limits (its ``Exposure`` property limits where the
+        adapter declares them; otherwise :data:`DEFAULT_EXPOSURE_RANGE_MS`)."""
+        det = detector or self.main_camera
+        core = self.core
+        if det and core.hasProperty(det, "Exposure") and core.hasPropertyLimits(det, "Exposure"):
+            lo, hi = core.getPropertyLowerLimit(det, "Exposure"), core.getPropertyUpperLimit(det, "Exposure")
+            if hi > lo:
+                return max(float(lo), DEFAULT_EXPOSURE_RANGE_MS[0]), float(hi)
+        return DEFAULT_EXPOSURE_RANGE_MS
+
+    def check_exposure_ms(self, value: float, detector: str | None = None) -> None:
+        """Raise ``ValueError`` naming the range unless ``value`` is a valid exposure."""
+        lo, hi = self.exposure_range_ms(detector)
+        if not (isinstance(value, int | float) and np.isfinite(value) and lo <= value <= hi):
+            raise ValueError(
+                f"exposure {value} ms is outside {detector or self.main_camera}'s range [{lo:g}, {hi:g}] ms"
+            )
 
     # ------------------------------------------------------------------ stage
     def position_um(self) -> tuple[float, float, float]:

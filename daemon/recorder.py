@@ -221,16 +221,24 @@ def open_recording(path: str | Path) -> Recording:
     """Read a recording written by :class:`Recorder` (also an interrupted one)."""
     path = Path(path)
     root = zarr.open_group(str(path), mode="r")
-    names = list(root["OME"].attrs.get("series", []))
+    # a recording killed in its first instant may lack the OME group: it holds no series
+    names = list(root["OME"].attrs.get("series", [])) if "OME" in root else []
     series = []
     for name in names:
         g = root[name]
         frames = []
         journal = path / name / _JOURNAL
         if journal.exists():
-            for line in journal.read_text(encoding="utf-8").splitlines():
-                if line.strip():
+            lines = journal.read_text(encoding="utf-8").splitlines()
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
                     frames.append(FrameHeader.from_dict(json.loads(line)))
+                except json.JSONDecodeError:
+                    if i != len(lines) - 1:  # only the last line can be cut short by a crash
+                        raise
+                    log.warning("%s: last journal line is incomplete (interrupted recording)", journal)
         ms = g.attrs["multiscales"][0]
         series.append(RecordedSeries(ms.get("name", name), path / name, g["0"], dict(g.attrs), frames))
     return Recording(path, dict(root.attrs), series)

@@ -83,10 +83,16 @@ class Daemon:
             raise
         try:
             self.backend = backend() if callable(backend) else backend
+        except BaseException:
+            self.server.stop()
+            self.publisher.close()
+            raise
+        try:
             self.engine = AcquisitionEngine(self.backend, data_dir)
         except BaseException:
             self.server.stop()
             self.publisher.close()
+            self.backend.close()
             raise
         self.engine.sinks.append(self._note_frame)
         self.engine.sinks.append(self.publisher)
@@ -198,6 +204,8 @@ class Daemon:
     def stop(self, job: str | None = None) -> dict:
         """Stop the running job (or ``job``) after its current frame; replies when it has stopped
         (at most 30 s)."""
+        if job == "":
+            raise ValueError("job must be a job id (omit it to stop the running job)")
         j = self.engine.stop(job)
         if j is None:
             return {"stopped": None}

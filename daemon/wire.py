@@ -1,7 +1,8 @@
 """Strict JSON for every socket: what the daemon and engine accept and send.
 
 Requests are parsed with :func:`loads_strict`: UTF-8 JSON only, no ``NaN`` /
-``Infinity`` literals, nesting at most :data:`MAX_DEPTH` levels. Everything
+``Infinity`` literals nor numbers beyond a 64-bit float (``1e999``), nesting at
+most :data:`MAX_DEPTH` levels. Everything
 sent is encoded with :func:`dumps_strict`, which never emits ``NaN`` or
 ``Infinity`` (non-finite floats become ``null``), so any standard JSON parser
 reads every message.
@@ -27,6 +28,13 @@ def _no_constants(name: str) -> Any:
     raise WireError(f"{name} is not JSON (use a finite number or null)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999: valid JSON syntax, but no double holds it
+        raise WireError(f"number {text[:40]} is out of range for a 64-bit float")
+    return value
+
+
 def loads_strict(data: bytes | bytearray | memoryview | str, max_depth: int = MAX_DEPTH) -> Any:
     """Parse one strict JSON document; raise :class:`WireError` naming the problem."""
     try:
@@ -34,7 +42,7 @@ def loads_strict(data: bytes | bytearray | memoryview | str, max_depth: int = MA
     except UnicodeDecodeError as e:
         raise WireError(f"not UTF-8 ({e})") from None
     try:
-        obj = json.loads(text, parse_constant=_no_constants)
+        obj = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except WireError:
         raise
     except RecursionError:
