@@ -126,7 +126,8 @@ def _daemon(args: argparse.Namespace) -> int:
         print(f"scopecast daemon: {problem}; the hardware config was not loaded", file=sys.stderr)
         return 2
     try:
-        daemon = Daemon(lambda: load_mmcore_backend(args.config), args.data_dir, args.control, args.stream).start()
+        daemon = Daemon(lambda: load_mmcore_backend(args.config), args.data_dir, args.control, args.stream,
+                        trigger_dirs=args.trigger_dir or None, trigger_modules=args.allow_trigger).start()
     except BackendError as e:
         print(f"scopecast daemon: {e}", file=sys.stderr)
         return 2
@@ -166,7 +167,11 @@ def _ctl(args: argparse.Namespace) -> int:
         return 2
     import zmq
 
-    with ControlClient(args.control, timeout_s=args.timeout) as client:
+    timeout = args.timeout
+    if args.cmd == "wait":  # the reply comes when the job ends or wait_s passes: wait for it
+        wait_s = cmd_args.get("wait_s", 60.0)
+        timeout = max(timeout, (wait_s if isinstance(wait_s, int | float) else 0.0) + 5.0)
+    with ControlClient(args.control, timeout_s=timeout) as client:
         try:
             result, parts = client.request_parts(args.cmd, **cmd_args)
         except (DaemonError, TimeoutError) as e:
@@ -211,7 +216,8 @@ def _engine(args: argparse.Namespace) -> int:
         from .inference.engine import InferenceEngine
 
         engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
-                                 runtime=args.runtime, policy=args.policy, threads=args.threads).start()
+                                 runtime=args.runtime, policy=args.policy, threads=args.threads,
+                                 model_dirs=args.model_dir or None).start()
     except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError, zmq.ZMQError) as e:
         print(f"scopecast engine: {e}", file=sys.stderr)
         return 2
@@ -400,7 +406,12 @@ def _up(args: argparse.Namespace) -> int:
             return 2
         engines.append(EngineSpec(model, results, control))
     daemon_args = ["--config", args.config, "--data-dir", args.data_dir] + (["--cpus", args.cpus] if args.cpus else [])
+    daemon_args += [a for d in args.trigger_dir for a in ("--trigger-dir", d)]
+    daemon_args += [a for t in args.allow_trigger for a in ("--allow-trigger", t)]
     engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy]
+    if args.keys:
+        daemon_args += ["--keys", args.keys]
+        engine_args += ["--keys", args.keys]
     engine_args += ["--threads", str(args.threads)] if args.threads else []
     engine_args += ["--cpus", args.engine_cpus] if args.engine_cpus else []
     sup = Supervisor(daemon_args, args.control, args.stream, engines, engine_args, verbose=args.verbose,
@@ -419,6 +430,35 @@ def _demo(args: argparse.Namespace) -> int:
 
     return run_demo(config=args.config, out_dir=Path(args.out), seconds=args.seconds,
                     headless=True if args.headless else None)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .security import create_keys
+
+    try:
+        d = create_keys(args.dir, overwrite=args.overwrite)
+    except FileExistsError as e:
+        print(f"scopecast keys: {e}", file=sys.stderr)
+        return 2
+    print(f"scopecast keys: server and client key pairs in {d}\n"
+          f"  servers (daemon, engine): --keys {d}  (they use server.key_secret and admit the public keys in "
+          f"{d / 'authorized_clients'})\n"
+          f"  clients (ctl, gui, engines, other hosts): copy server.key and client.key_secret, then --keys DIR")
+    return 0
+
+
+def _add_keys_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keys", default="", metavar="DIR",
+                        help="CurveZMQ key directory from 'scopecast keys DIR': every socket authenticates and "
+                        "encrypts (required to listen off loopback)")
+
+
+def _add_trigger_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trigger-dir", action="append", default=[], metavar="DIR",
+                        help="directory load_triggers may read configuration files from (repeatable; "
+                        "default: the data directory)")
+    parser.add_argument("--allow-trigger", action="append", default=[], metavar="MODULE:CLASS",
+                        help="a Python trigger class configurations may name (repeatable; default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,7 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, type=bind_address,
                    help=f"frame stream address (default {DEFAULT_STREAM_ADDRESS})")
     d.add_argument("--cpus", default="", help="pin to these cores, e.g. 0 or 0-1 (keep them apart from the engine's)")
+    _add_trigger_options(d)
+    _add_keys_option(d)
     d.set_defaults(func=_daemon)
+
+    k = sub.add_parser("keys", help="create CurveZMQ key pairs (to listen off loopback, or to encrypt)",
+                       description="Create server and client key pairs in DIR (see docs/protocol.md, "
+                       "'Where sockets listen, and authentication').")
+    k.add_argument("dir", help="directory to create the keys in")
+    k.add_argument("--overwrite", action="store_true", help="replace keys already there")
+    k.set_defaults(func=_keys)
 
     c = sub.add_parser("ctl", help="send one control command to a running daemon",
                        description="Send one command; prints the JSON result. Example: "
@@ -451,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, type=address,
                    help="daemon (or engine) control socket; HOST:PORT means tcp://HOST:PORT")
     c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    _add_keys_option(c)
     c.set_defaults(func=_ctl)
 
     e = sub.add_parser("engine", help="run the inference engine on the daemon's frame stream",
@@ -470,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--offline", default="", help="run over this OME-Zarr recording and write results beside it")
     e.add_argument("--print-every", type=float, default=0.0, help="print throughput/latency every N s")
     e.add_argument("--cpus", default="", help="pin to these cores, e.g. 1 or 2-7 (apart from the daemon's)")
+    e.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                   help="directory load_model may load packages from (repeatable; default: the model's parent "
+                   "directory and the shipped packages)")
+    _add_keys_option(e)
     e.set_defaults(func=_engine)
 
     g = sub.add_parser("gather", help="record paired training data with the daemon (simulated scope)",
@@ -552,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--screenshot", default="", help="render to this PNG after --frames results and exit")
     v.add_argument("--frames", type=int, default=20, help="results (or raw frames without an engine) before --screenshot")
     v.add_argument("--timeout", type=float, default=120.0, help="give up waiting for frames after this many s")
+    _add_keys_option(v)
     v.set_defaults(func=_gui)
 
     r = sub.add_parser("replay", help="run smart-acquisition triggers over recorded results (tune thresholds)",
@@ -584,6 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--policy", default="live", choices=["live", "all"], help="engine bundle policy")
     u.add_argument("--cpus", default="", help="pin the daemon to these cores")
     u.add_argument("--engine-cpus", default="", help="pin the engines to these cores")
+    _add_trigger_options(u)
+    _add_keys_option(u)
     u.set_defaults(func=_up)
 
     m = sub.add_parser("demo", help="the main job: simulated scope + shipped models, GUI or headless",
@@ -595,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="demo-output", help="folder for the snapshot and recordings")
     m.add_argument("--seconds", type=float, default=10.0, help="how long to run live (headless)")
     m.add_argument("--headless", action="store_true", help="no GUI even when a display is present")
+    _add_keys_option(m)
     m.set_defaults(func=_demo)
     return p
 
@@ -611,6 +669,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("scopecast").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     for noisy in ("zarr", "asyncio", "numcodecs"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if getattr(args, "keys", ""):
+        from .security import KeysMissing, use_keys
+
+        try:
+            use_keys(args.keys)
+        except KeysMissing as e:
+            print(f"scopecast {args.command}: {e}", file=sys.stderr)
+            return 2
     return int(args.func(args) or 0)
 
 

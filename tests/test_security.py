@@ -106,3 +106,36 @@ def test_binding_everywhere_with_keys_is_allowed(keys):
         assert endpoint.startswith("tcp://0.0.0.0:") and sock.curve_server
     finally:
         sock.close(linger=0)
+
+
+def test_daemon_engine_and_ctl_over_curve(keys, sim_cfg, tmp_path):
+    """The whole pipeline with keys: the engine is a Curve client of the stream and a Curve server
+    of its results; the ctl command line authenticates with --keys."""
+    import subprocess
+    import sys
+
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.inference.engine import InferenceEngine
+    from scopecast.daemon.service import Daemon
+    from scopecast.models.synthetic import write_package
+
+    cycle = ["DPC-Left", "DPC-Right", "BF"]
+    pkg = write_package(tmp_path / "m", cycle, ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    e = InferenceEngine(pkg, d.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", warmup_shape=None).start()
+    sub = StreamSubscriber(e.results_address, ("result",))
+    try:
+        wait_subscribed(d.publisher, "frame")
+        wait_subscribed(e, "result")
+        with ControlClient(d.control_address, timeout_s=60) as c:
+            c.request("start_live", channels=cycle, max_cycles=3)
+            assert sub.recv(60) is not None  # frames and results crossed two Curve links
+        cmd = [sys.executable, "-m", "scopecast.daemon.cli", "ctl", "status", "--control", d.control_address]
+        ok = subprocess.run([*cmd, "--keys", str(keys)], capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0 and '"state"' in ok.stdout, ok.stderr
+        keyless = subprocess.run([*cmd, "--timeout", "3"], capture_output=True, text=True, timeout=120)
+        assert keyless.returncode == 1 and "no reply" in keyless.stderr
+    finally:
+        sub.close()
+        e.close()
+        d.close()
