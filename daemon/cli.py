@@ -320,8 +320,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     reports = []
     for model in args.model:
         try:
+            fig = None
+            if args.figure:
+                fig = args.figure if len(args.model) == 1 else str(Path(args.figure).with_name(
+                    f"{Path(args.figure).stem}-{Path(model).name}{Path(args.figure).suffix}"))
             rep = run_evaluation(model, fields=args.fields, size=args.size, seed=args.seed,
-                                 outside=not args.no_outside, progress=say)
+                                 outside=not args.no_outside, progress=say, figure=fig)
         except Exception as e:  # noqa: BLE001 - a failed evaluation is reported by name
             print(f"scopecast evaluate: {model}: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
@@ -594,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--card", action="store_true", help="write the figures into the package's card.md")
     ev.add_argument("--json", default="", help="also write the report(s) as JSON here")
     ev.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ev.add_argument("--figure", default="", help="also write a PNG: the first field of every row (with several "
+                    "--model, one file each, the package name appended)")
     ev.set_defaults(func=_evaluate)
 
     v = sub.add_parser("gui", help="the live viewer (a client of the daemon and engine sockets)",

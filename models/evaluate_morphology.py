@@ -312,8 +312,11 @@ def _outside_rows(task: str) -> list[dict[str, Any]]:
 
 
 def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: int = 500, fit_fields: int = 4,
-                   outside: bool = True, progress: Any = None) -> dict[str, Any]:
-    """Evaluate ``package`` per morphology (see the module docstring); returns the report dict."""
+                   outside: bool = True, progress: Any = None, figure: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate ``package`` per morphology (see the module docstring); returns the report dict.
+
+    ``figure``: also write a PNG with the first field of every row (input, model, truth, best baseline)."""
+    examples: list[tuple] | None = [] if figure else None
     from scopecast.daemon.inference.package import load_package
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.worker import InferenceWorker
@@ -401,6 +404,9 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
                                      **{b: _scores(v, gt, m.outputs) for b, v in base.items()}}
                     row["positive_area"] = {"model": _positive_area(pred, m), "truth": _positive_area(gt, m)}
                 report["rows"].append(row)
+                if examples is not None and r["group"] != "outside domain":
+                    best = "linear regression" if sf == 1 else "Richardson-Lucy"
+                    examples.append((r["row"], pairs.inputs[0], pred[0], gt[0], base[best][0]))
                 say(f"{r['row']}: done ({time.monotonic() - t0:.0f} s)")
             if sf > 1:
                 report["resolution_target"] = _resolution_target(sim, worker, task, camera, m, offset, rl_ab, bic_ab)
@@ -409,7 +415,63 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
             sim.close()
     report["seconds"] = round(time.monotonic() - t0, 1)
     report["verdict"] = _verdict(report)
+    if figure and examples:
+        write_figure(figure, examples, m)
     return report
+
+
+def _tile(img: np.ndarray, lo: float, hi: float, size: int) -> np.ndarray:
+    a = np.clip((img.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0, 1)
+    if a.shape[0] != size:
+        a = ndimage.zoom(a, size / a.shape[0], order=0 if a.shape[0] < size else 1)
+    return (255 * a).astype(np.uint8)
+
+
+def write_figure(path: str | Path, examples: list[tuple], m: Any, size: int = 160) -> Path:
+    """A PNG grid, one row per evaluation row: input | per output: model, truth, best baseline.
+
+    Virtual staining shows the dark-field input; super-resolution the central quarter of the field
+    (widefield bicubic-upsampled). Each output's model / truth / baseline share one grey scale: the
+    truth's 0.5-99.8th percentiles (the blank slide uses the training scale)."""
+    from PIL import Image, ImageDraw
+
+    sf = m.scale_factor
+    rows = []
+    for name, x, pred, gt, base in examples:
+        if sf > 1:
+            h = gt.shape[-1] // 4
+            sl = (slice(h, 3 * h), slice(h, 3 * h))
+            xi = ndimage.zoom(x[0].astype(np.float64), sf, order=3)[sl]
+            pred, gt, base = pred[:, sl[0], sl[1]], gt[:, sl[0], sl[1]], base[:, sl[0], sl[1]]
+        else:
+            xi = x[m.inputs.index("DF") if "DF" in m.inputs else 0]
+        cells = [_tile(xi, *np.percentile(xi, [0.5, 99.8]), size)]
+        for c in range(gt.shape[0]):
+            lo, hi = np.percentile(gt[c], [0.5, 99.8])
+            if hi - lo < 0.2 * m.output_scaling.scale[c]:  # an empty field: the training scale
+                lo, hi = m.output_scaling.offset[c], m.output_scaling.offset[c] + m.output_scaling.scale[c]
+            cells += [_tile(a[c], lo, hi, size) for a in (pred, gt, base)]
+        rows.append((name, np.concatenate([np.pad(t, 2, constant_values=255) for t in cells], axis=1)))
+    label_w = 230
+    w = label_w + rows[0][1].shape[1]
+    hdr = 22
+    out = Image.new("L", (w, hdr + sum(r[1].shape[0] for r in rows)), 255)
+    d = ImageDraw.Draw(out)
+    base_name = "linear regression" if sf == 1 else "Richardson-Lucy"
+    heads = ["DF input" if sf == 1 else "widefield (bicubic)"]
+    for o in m.outputs:
+        heads += [f"{o}: model", f"{o}: truth", f"{o}: {base_name}"]
+    for i, t in enumerate(heads):
+        d.text((label_w + i * (size + 4) + 4, 5), t, fill=0)
+    y = hdr
+    for name, img in rows:
+        out.paste(Image.fromarray(img), (label_w, y))
+        d.text((4, y + img.shape[0] // 2 - 6), name, fill=0)
+        y += img.shape[0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
+    return path
 
 
 def _resolution_target(sim: _Sim, worker: Any, task: str, camera: dict[str, Any], m: Any, offset: float,

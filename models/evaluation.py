@@ -132,6 +132,23 @@ def write_card(path: str | Path, meta: dict[str, Any], metrics: dict[str, Any]) 
         f"\nThe engine's input guards flagged {g['flagged']} of the {g['fields']} held-out fields"
         + (f" ({'; '.join(g['reasons'])})." if g["reasons"] else ".")
     )
+    dom = d.get("domain") or {}
+    if dom:
+        kinds = d.get("train_kinds", {})
+        te = "; ".join(f"{k} at {v[0]:g} ms" if v[0] == v[1] else f"{k} at {v[0]:g}-{v[1]:g} ms"
+                       for k, v in dom.get("target_exposure_ms", {}).items())
+        domain_text = (
+            f"\nTraining fields per sample kind: {', '.join(f'{k} {n}' for k, n in kinds.items())} (`blank`: empty "
+            f"slide, zero targets). Per field: exposure {dom['exposure_ms'][0]:.1f}-{dom['exposure_ms'][1]:.1f} ms "
+            f"(log-uniform), focus {dom['defocus_um'][0]:+.1f}…{dom['defocus_um'][1]:+.1f} µm, objective "
+            f"{dom.get('objective', '10x/0.25')}; targets: {te} (ground-truth pixels at the full well: "
+            f"{100 * (dom.get('target_clipped_max') or 0):.2g} %).")
+    else:
+        domain_text = ""
+    sched = ("linear warm-up then cosine decay over the run (steps or time budget, whichever ends first)"
+             if "gain_augment" in tc else "one-cycle learning rate")
+    aug = f"; brightness gain augmentation ×1/{tc['gain_augment']:g}…×{tc['gain_augment']:g}" \
+        if tc.get("gain_augment", 1.0) > 1.0 else ""
     text = f"""# {meta.get('name', meta['task'])} — model card
 
 Task: **{meta['task']}**. Inputs (in order): {', '.join(meta['inputs'])}. Outputs: {', '.join(meta['outputs'])}
@@ -142,17 +159,17 @@ Task: **{meta['task']}**. Inputs (in order): {', '.join(meta['inputs'])}. Output
 Gathered on the simulated LED-array microscope with the daemon's dual-modality capture
 (`scopecast gather`), pixel size {meta['pixel_size_um']:.3f} µm at the input.
 {d['train_fields']} training fields from slide region x ∈ [-20, -2] mm and {d['val_fields']} validation
-fields from the separate region x ∈ [2, 20] mm (never neighbouring frames of one region).
+fields from the separate region x ∈ [2, 20] mm (never neighbouring frames of one region).{domain_text}
 {norm_text} Targets are scaled by a per-channel scale/offset from the training set (the package's
 `output_scaling`); their min/max is the outputs' physical range.{guards_text}
 
 ## Training
 
-Seed {tc['seed']}; L1 loss; AdamW, one-cycle learning rate peak {tc['lr']}; batch {tc['batch']} random
-{tc['crop']}-pixel crops; {meta.get('steps_done', tc['steps'])} steps in {meta.get('train_seconds', 0) / 60:.1f} min on CPU
-(log: `log.jsonl`).
+Seed {tc['seed']}; L1 loss; AdamW, peak learning rate {tc['lr']}, {sched}; batch {tc['batch']} random
+{tc['crop']}-pixel crops{aug}; {meta.get('steps_done', tc['steps'])} steps in {meta.get('train_seconds', 0) / 60:.1f} min
+on CPU (log: `log.jsonl`).
 
-## Evaluation on the held-out fields
+## Evaluation on the held-out fields (validation region, training morphologies)
 
 | predictor | output | PSNR (dB) | SSIM | Pearson r |
 | --- | --- | ---: | ---: | ---: |
@@ -162,9 +179,10 @@ Verdict: the model {verdict}.
 
 ## Limits
 
-Trained only on simulated cultured cells; like any image-to-image network it can hallucinate
-plausible structure, and it has not seen other sample types. Check it against real fluorescence
-captures at the same position (the dual-modality capture does exactly that).
+Trained only on simulated specimens{' (' + ', '.join(dom['morphologies']) + ')' if dom else ''}; like any
+image-to-image network it can hallucinate plausible structure on sample types it has not seen (the
+per-morphology evaluation below measures that on morphologies held out of training). Check it against
+real fluorescence captures at the same position (the dual-modality capture does exactly that).
 """
     path.write_text(text)
     return path

@@ -194,7 +194,10 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     meta["train_seconds"] = time.monotonic() - t0
     meta["steps_done"] = step
     ckpt = _save(out / "checkpoint.pt", model, meta, step)
-    metrics = evaluate(model, xtr, ytr, xva, yva, meta)
+    # held-out scores on the specimen fields (an empty field's truth is camera noise: PSNR means nothing
+    # there; the blank slide is measured as the predicted positive area by `scopecast evaluate`)
+    keep = np.array([k != BLANK for k in va.kinds]) if any(k != BLANK for k in va.kinds) else np.ones(len(xva), bool)
+    metrics = evaluate(model, xtr, ytr, xva[keep], yva[keep], meta)
     meta["metrics"] = metrics
     ckpt = _save(out / "checkpoint.pt", model, meta, step)
     write_card(out / "card.md", meta, metrics)
@@ -218,6 +221,7 @@ def _domain(dataset: str | Path, tr: PairSet) -> dict[str, Any]:
     clipped = max((v for f in tr.fields for v in f.get("target_clipped", {}).values()), default=None)
     path = Path(dataset)
     index = json.loads((path / "dataset.json" if path.is_dir() else path).read_text())
+    te = {k: v for k, v in te.items() if k in TASKS[index["task"]]["targets"]}
     return {"morphologies": sorted({k for k in tr.kinds if k != BLANK}), "blank_fields": tr.kinds.count(BLANK),
             "exposure_ms": [min(e), max(e)], "defocus_um": [min(z), max(z)],
             "target_exposure_ms": {k: [min(v), max(v)] for k, v in te.items()},

@@ -97,7 +97,9 @@ def test_export_package_round_trip_through_the_engine(trained, tmp_path):
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 6, "H", "W"] and proto.opset_import[0].version >= 18
     rdf = yaml.safe_load((tmp_path / "pkg" / "rdf.yaml").read_text())
     assert rdf["format_version"].startswith("0.5") and rdf["weights"]["onnx"]["sha256"] == m.sha256
-    assert rdf["inputs"][0]["preprocessing"][0]["id"] == "scale_range"
+    # training defaults to calibrated normalization: fixed constants, declared as scale_linear
+    assert m.normalization.kind == "calibrated" and m.input_stats is not None and m.output_range is not None
+    assert rdf["inputs"][0]["preprocessing"][0]["id"] == "scale_linear"
     assert rdf["inputs"][0]["axes"][1]["channel_names"] == m.inputs
     cfg = (tmp_path / "triton" / "vs-tiny" / "config.pbtxt").read_text()
     assert "dynamic_batching" in cfg and "instance_group" in cfg and (tmp_path / "triton" / "vs-tiny" / "1" / "model.onnx").exists()
