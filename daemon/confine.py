@@ -42,17 +42,15 @@ def confined(path: str | Path, roots: Iterable[str | Path], kind: Literal["file"
              what: str = "path", max_bytes: int | None = None) -> Path:
     """The resolved ``path`` if it exists inside one of ``roots`` and is a ``kind``.
 
-    Relative paths are taken relative to the first root. Raises
+    Relative paths are taken relative to the server's working directory (as
+    before confinement), and must still resolve inside a root. Raises
     :class:`OutsideAllowedDirectories` (naming the allowed roots) or
     ``FileNotFoundError``; ``max_bytes`` bounds a file's size.
     """
     roots = [Path(r).expanduser().resolve() for r in roots]
     if not roots:
         raise OutsideAllowedDirectories(f"{what} {path}: this server was started without directories to read from")
-    p = Path(path).expanduser()
-    if not p.is_absolute():
-        p = roots[0] / p
-    resolved = p.resolve()
+    resolved = Path(path).expanduser().resolve()
     if not any(resolved.is_relative_to(r) for r in roots):
         raise OutsideAllowedDirectories(
             f"{what} {path} is outside the allowed directories ({', '.join(map(str, roots))})"
