@@ -64,7 +64,8 @@ BLANK = "blank"
 #: Exposures (ms) are drawn per field, uniformly in log; ``target_exposure_ms`` fixes the fluorescence
 #: targets of virtual staining (the output units), chosen so that no ground-truth pixel reaches the full
 #: well (peak rates measured on the simulator at 10x: Nuclei <= 590 ADU/ms in mitotic cells,
-#: Membrane <= 95 ADU/ms; full well at 15100 ADU). Super-resolution targets are taken with the same
+#: Membrane <= 95 ADU/ms; full well at 15100 ADU); :func:`load_pairs` expresses them in counts at the
+#: task's reference exposure (100 ms, as before), so outputs keep their units. Super-resolution targets are taken with the same
 #: exposure as the input (STED counts scale with it; peak <= 540 ADU/ms on 'membranes').
 DOMAIN: dict[str, dict[str, Any]] = {
     "virtual-staining": {
@@ -311,7 +312,10 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
             x = [frames[c][0].image(frames[c][1].channel) for c in spec["inputs"]]
             y = [frames[c][0].image(frames[c][1].channel) for c in spec["targets"]]
             xs.append(np.stack(x).astype(np.float32))
-            ys.append(np.stack(y).astype(np.float32))
+            y = np.stack(y).astype(np.float32)
+            if field_info and spec["label_free"]:
+                y = _to_reference_exposure(y, spec, field_info[ri], index.get("camera") or {})
+            ys.append(y)
             h0 = frames[spec["inputs"][0]][1]
             pos.append((h0.stage_x_um, h0.stage_y_um))
             px = h0.pixel_size_um
@@ -319,6 +323,20 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
     if not xs:
         raise ValueError(f"no complete pairs in split {split!r} of {dataset}")
     return PairSet(np.stack(xs), np.stack(ys), pos, px, index.get("camera"), info if field_info else None)
+
+
+def _to_reference_exposure(y: np.ndarray, spec: dict[str, Any], field: dict[str, Any], camera: dict[str, Any]
+                           ) -> np.ndarray:
+    """Virtual-staining targets taken at a shorter exposure (so that they are not clipped), in the units of
+    the task's reference exposure (``TASKS``: 100 ms): counts above the camera offset × reference / actual.
+    The model's outputs thus stay "fluorescence counts at 100 ms", whatever exposure kept the truth unclipped."""
+    ref = {c["name"]: c["exposure_ms"] for c in spec["fluorescence"] if c.get("detector") is None}
+    got = field.get("target_exposure_ms", {})
+    off = float(camera.get("offset_adu") or 0.0)
+    for c, name in enumerate(spec["targets"]):
+        if name in ref and name in got and got[name] != ref[name]:
+            y[c] = (y[c] - off) * np.float32(ref[name] / got[name]) + np.float32(off)
+    return y
 
 
 @dataclass
