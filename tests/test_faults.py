@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from benchmarks.bench_faults import (
-    DAEMON_COMMANDS, ENGINE_COMMANDS, ESCAPE, FakeStream, ResultWatch, children_of, control_cases, escapes_found,
-    free_address, frame_fuzz, fuzz_control, listener_pid, recording_check, running, scopecast, stream_garbage,
-    tree_snapshot, valid_bundle, wait_status, writes_outside,
+from faultkit import DAEMON_COMMANDS, ENGINE_COMMANDS, ESCAPE, FakeStream, control_cases, frame_fuzz, fuzz_control, stream_garbage, valid_bundle
+from faultprocs import (
+    ResultWatch, children_of, escapes_found, free_address, listener_pid, recording_check, running, scopecast, tree_snapshot, wait_status, writes_outside,
 )
 from scopecast.daemon.control import ControlClient
 from tests.conftest import SHIPPED_CFG
