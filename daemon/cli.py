@@ -118,6 +118,9 @@ def _daemon(args: argparse.Namespace) -> int:
     from .service import Daemon
 
     _pin(args.cpus)
+    # hand the GIL over every 1 ms (default 5 ms): the control thread answers status promptly
+    # while acquisition, stream and trigger threads run Python code
+    sys.setswitchinterval(0.001)
     # sockets first: a second daemon on the same ports must not touch the first one's hardware.
     # The probe names the address in use; the Daemon then binds its sockets before it calls
     # the backend factory, so a port taken since the probe also fails before the hardware.

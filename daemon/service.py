@@ -129,7 +129,7 @@ class Daemon:
         """Position, channel and exposure: read now if the hardware is free, else the
         last values read (``hardware_busy`` says which). Never waits."""
         b = self.backend
-        if b.lock.acquire(timeout=0.005):
+        if b.lock.acquire(blocking=False):
             try:
                 x, y, z = b.position_um()
                 self._hw_state = {"channel": b.current_channel(), "exposure_ms": b.exposure_ms(),
