@@ -1,0 +1,156 @@
+"""Issue 9 contracts on a real daemon: a control plane that never blocks, stop within a frame,
+per-subscriber back-pressure, errors at the request, confined files, failed recordings marked."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import zmq
+
+from scopecast.daemon.control import ControlClient, DaemonError
+from scopecast.daemon.inference.engine import InferenceEngine
+from scopecast.daemon.recorder import open_recording
+from scopecast.models.synthetic import write_package
+
+from helpers import wait_subscribed, wait_until
+
+CYCLE = ["DPC-Left", "DPC-Right", "BF"]
+
+
+def test_status_answers_while_the_hardware_is_held_and_a_wait_is_pending(daemon, client):
+    job = client.request("start_live", channels=["BF"])
+    wait_until(lambda: client.request("status")["frames_acquired"] >= 2, what="live frames")
+    waiter_done = threading.Event()
+
+    def waiter():  # another client blocks in 'wait' until the job ends
+        with ControlClient(daemon.control_address, timeout_s=120) as c:
+            c.request("wait", job=job["id"], wait_s=120)
+        waiter_done.set()
+
+    threading.Thread(target=waiter, daemon=True).start()
+    with daemon.backend.lock:  # as during a long exposure: the hardware is taken
+        st = client.request("status", timeout_s=60)
+        assert not waiter_done.is_set()
+        assert st["hardware_busy"] is True and st["state"] == "live"
+        assert st["position_um"] == {"x": 0.0, "y": 0.0, "z": 0.0}  # from the last frame
+        assert client.request("jobs", timeout_s=60)[0]["id"] == job["id"]
+    client.request("stop")
+    assert waiter_done.wait(60)
+
+
+def test_stop_takes_effect_within_one_frame(client):
+    client.request("start_live", channels=["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"])
+    wait_until(lambda: client.request("status")["frames_acquired"] >= 8, what="live frames")
+    before = client.request("status")["frames_acquired"]
+    stopped = client.request("stop")["stopped"]
+    # at most the frame finishing when status was read and the one in progress when stop arrived
+    assert stopped["status"] == "stopped" and stopped["frames"] <= before + 2
+
+
+def test_a_stalled_subscriber_loses_only_its_own_frames(daemon, client, tmp_path):
+    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    engine = InferenceEngine(pkg, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=None).start()
+    stalled = zmq.Context.instance().socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 4)
+    stalled.setsockopt(zmq.RCVBUF, 4096)
+    stalled.setsockopt(zmq.LINGER, 0)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"frame")
+    stalled.connect(daemon.stream_address)  # and never reads
+    try:
+        wait_subscribed(daemon.publisher, "frame", 2)
+        client.request("start_live", channels=CYCLE, max_cycles=150)
+        wait_until(lambda: client.request("status")["state"] == "idle", 120, "the live job to end")
+        published = client.request("status")["stream"]["frames_published"]
+        assert published == 450
+        wait_until(lambda: engine.status()["frames_received"] >= published, 60, "the engine to receive every frame")
+        assert "transport:lost" not in engine.status()["dropped"]
+        got = 0
+        while stalled.poll(0):
+            stalled.recv_multipart()
+            got += 1
+        assert got < published  # the stalled subscriber lost its own frames
+    finally:
+        stalled.close()
+        engine.close()
+
+
+def test_requests_that_cannot_succeed_are_refused_at_the_request(daemon, client):
+    for cmd, args in [("start_live", {"exposure_ms": 1e9}), ("capture_pairs", {"exposure_ms": 1e9}),
+                      ("snap", {"exposure_ms": 1e9}), ("set_exposure", {"exposure_ms": 0.0}),
+                      ("start_live", {"channels": [{"name": "BF", "exposure_ms": 1e7}]})]:
+        with pytest.raises(DaemonError, match=r"exposure .* outside .*range") as e:
+            client.request(cmd, **args)
+        assert e.value.type == "ValueError"
+    assert client.request("status")["state"] == "idle" and client.request("jobs") == []
+    data = daemon.engine.data_dir
+    data.rename(data.with_name("moved"))
+    data.write_text("not a directory")  # the data directory is gone: recording cannot work
+    try:
+        with pytest.raises(DaemonError, match="data directory .* is not writable") as e:
+            client.request("start_live", record=True)
+        assert e.value.type == "PermissionError"
+        assert client.request("jobs") == []
+        client.request("start_live", channels=["BF"], max_cycles=1)  # without recording it still works
+    finally:
+        data.unlink()
+        data.with_name("moved").rename(data)
+
+
+def test_files_clients_name_are_confined(daemon, client, tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    good = {"triggers": [{"name": "ok", "model": "m", "measurement": {"kind": "max", "channel": "x"},
+                          "condition": {"above": 1}}]}
+    with pytest.raises(DaemonError, match="trigger name|pattern"):
+        client.request("load_triggers", config={"triggers": [{**good["triggers"][0], "name": "x/../../NAME"}]},
+                       sources={"m": "tcp://127.0.0.1:1"})
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(json.dumps(good))
+    with pytest.raises(DaemonError, match="outside the allowed directories") as e:
+        client.request("load_triggers", config=str(outside), sources={"m": "tcp://127.0.0.1:1"})
+    assert e.value.type == "OutsideAllowedDirectories"
+    fifo = daemon.engine.data_dir / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero", "/etc/passwd", str(root / "README.md")):
+        with pytest.raises(DaemonError, match="not a regular file|outside the allowed"):
+            client.request("load_triggers", config=path, sources={"m": "tcp://127.0.0.1:1"})
+    evil = {"triggers": [{**good["triggers"][0], "measurement": None, "python": "os:system"}]}
+    with pytest.raises(DaemonError, match="Python trigger 'os:system' is not allowed") as e:
+        client.request("load_triggers", config=evil, sources={"m": "tcp://127.0.0.1:1"})
+    assert e.value.type == "PermissionError"
+    assert client.request("triggers") == {"loaded": False}
+    # the shipped example loads from an allowed directory
+    cfg = str(root / "docs" / "triggers-colony.yaml")
+    assert client.request("load_triggers", config=cfg, sources={"virtual-staining": "tcp://127.0.0.1:1"})
+    client.request("unload_triggers")
+
+
+def test_a_recording_whose_writes_fail_is_marked_incomplete_with_the_reason(sim_cfg, tmp_path):
+    """A real write failure (the per-file size limit, as a full disk would): the job fails with
+    the OS error, the recording says complete: false and why, and what was written reads back."""
+    data = tmp_path / "data"
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"  # chunks fit; the journal outgrows it
+        "from scopecast.daemon.cli import main\n"
+        f"sys.exit(main(['daemon', '--config', {str(sim_cfg)!r}, '--data-dir', {str(data)!r}, "
+        "'--control', 'tcp://127.0.0.1:0', '--stream', 'tcp://127.0.0.1:0']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        control = line.split("control socket ")[1].split(";")[0]
+        with ControlClient(control, timeout_s=120) as c:
+            job = c.request("start_live", channels=["BF", "DF"], record=True)
+            with pytest.raises(DaemonError, match="JobFailed.*File too large"):
+                c.wait(job["id"], timeout_s=120)
+            c.request("shutdown")
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    rec = open_recording(job["path"])
+    assert rec.attrs["scopecast"]["complete"] is False and "File too large" in rec.attrs["scopecast"]["error"]
+    assert len(rec.frames) > 0 and all(f.series == "0" for f in rec.frames)
