@@ -101,6 +101,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         views.addWidget(self.raw_view, stretch=1)
 
         self.result_views: dict[str, tuple[Any, Any, Any]] = {}
+        self.trust_badges: dict[str, Any] = {}
+        self.trust_shown: dict[str, dict[str, Any]] = {}  # engine results address -> last trust verdict shown
         for e in self.engines:
             w = pg.GraphicsLayoutWidget()
             plot = w.addPlot(title="model output")
@@ -114,6 +116,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
             w.addItem(hist)
             views.addWidget(w, stretch=1)
             self.result_views[e.results] = (plot, item, hist)
+            badge = pg.TextItem("no result yet", anchor=(0, 0), color="w", fill=pg.mkBrush(60, 60, 60, 200))
+            badge.setZValue(10)
+            plot.addItem(badge, ignoreBounds=True)
+            self.trust_badges[e.results] = badge
 
         controls = QtWidgets.QHBoxLayout()
         outer.addLayout(controls)
@@ -333,6 +339,26 @@ class ScopeWindow(QtWidgets.QMainWindow):
             hist.setLevels(float(lo), float(max(hi, lo + 1e-6)))
         self._place(plot, item, y.shape[2] * px, y.shape[1] * px)
         plot.setTitle(f"{h.get('model')} · {', '.join(h.get('channels', []))} · ×{h.get('scale_factor', 1)} · bundle {h.get('bundle_id')}")
+        self._show_trust(address, h.get("trust"))
+
+    def _show_trust(self, address: str, trust: dict[str, Any] | None) -> None:
+        """The trust verdict on the inferred view: a badge with the reasons; an untrusted
+        (or unjudged) output is dimmed so it never looks like a confident image."""
+        _, item, _ = self.result_views[address]
+        badge = self.trust_badges[address]
+        trust = trust or {"ok": False, "score": 0.0, "reasons": ["no trust verdict in the result"]}
+        self.trust_shown[address] = trust
+        if trust.get("ok"):
+            badge.setText(f"trusted · score {float(trust.get('score') or 0):.2f}")
+            badge.fill = pg.mkBrush(20, 120, 40, 210)
+            item.setOpacity(1.0)
+        else:
+            reasons = "\n".join(str(r) for r in (trust.get("reasons") or ["untrusted"])[:4])
+            badge.setText(f"NOT TRUSTED\n{reasons}")
+            badge.fill = pg.mkBrush(170, 20, 20, 220)
+            item.setOpacity(0.35)
+        badge.setPos(0, 0)
+        badge.update()
 
     def _place(self, plot, item, width_um: float, height_um: float) -> None:
         """Put an image at its physical size (µm) so linked views show the same region."""

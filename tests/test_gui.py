@@ -81,11 +81,29 @@ def test_window_shows_raw_stains_sr_and_latency(app, window, client):
                                  for s, l in window.latency_labels.items()), 30)
     assert "acquired" in window.fps_label.text() and float(window.fps_label.text().split()[1]) >= 0
     assert "display:superseded" in window.drops_label.text()
+    # every inferred view shows its trust verdict
+    for address, badge in window.trust_badges.items():
+        trust = window.trust_shown[address]
+        assert {"ok", "score", "reasons"} <= set(trust)
+        assert badge.textItem.toPlainText().startswith("trusted" if trust["ok"] else "NOT TRUSTED")
     window.overlay_box.setChecked(True)
     n = window.displayed
     assert spin(app, lambda: window.displayed > n + 1)
     assert vs_item.image.shape == (256, 256, 3)
     client.request("stop")
+
+
+def test_untrusted_output_is_marked_and_dimmed(app, window, daemon, client):
+    daemon.backend.core.setProperty("Scope", "Sample", "blank")  # an empty slide
+    job = client.request("start_live", channels=CYCLE, interval_ms=50)
+    vs = next(a for a in window.result_views if window.result_views[a][0] is not None)
+    assert spin(app, lambda: (window.streams.result(vs) or None) is not None
+                and window.streams.result(vs).header["acquisition_id"] == job["acquisition_id"]
+                and window.trust_shown.get(vs, {}).get("ok") is False)
+    client.request("stop")
+    text = window.trust_badges[vs].textItem.toPlainText()
+    assert text.startswith("NOT TRUSTED") and len(text.splitlines()) >= 2  # with its reasons
+    assert window.result_views[vs][1].opacity() < 1
 
 
 def test_control_click_changes_daemon_state(app, window, client):
