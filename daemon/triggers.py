@@ -8,6 +8,14 @@ a cooldown, and lists actions. Safeguards are part of the decision: a rate
 limit and light-dose budgets per position and per session, charged with each
 action's planned excitation dose (exposure ms × power fraction).
 
+Trust gating: a result whose ``trust.ok`` is not ``true`` (or that carries no
+``trust`` verdict) is not measured, so it can neither fire nor re-arm a trigger
+nor feed a ``change`` measurement — unless the trigger opts in with
+``act_on_untrusted: true``. Each refusal is counted; the decision log gets one
+``untrusted`` line (with the trust reasons) per transition into untrusted per
+trigger — the first refused result after a trusted one (or the first result of
+the session) — not one per result, so a blank slide does not flood the log.
+
 :class:`Decider` is pure and deterministic: its decisions depend only on the
 sequence of results (values and acquisition timestamps), so :func:`replay` over
 a recording and its offline results reproduces the live decision log.
@@ -27,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 
 __all__ = [
-    "ActionSpec", "Decider", "Decision", "MeasurementSpec", "Trigger", "TriggerConfig", "TriggerSpec",
-    "load_trigger_config", "replay",
+    "ActionSpec", "Decider", "Decision", "MeasurementSpec", "SafetySpec", "Trigger", "TriggerConfig",
+    "TriggerSpec", "load_trigger_config", "replay", "trust_refusal",
 ]
 
 
@@ -102,6 +110,7 @@ class TriggerSpec(BaseModel):
     condition: ConditionSpec
     cooldown_s: float = Field(default=10.0, ge=0)
     actions: list[ActionSpec] = Field(default_factory=list)
+    act_on_untrusted: bool = Field(default=False, description="measure results whose trust.ok is false too")
 
     @model_validator(mode="after")
     def _one_measure(self) -> TriggerSpec:
@@ -223,7 +232,7 @@ class Decision:
     t_ns: int  # acquisition time of the deciding result's last frame
     trigger: str
     model: str
-    event: str  # fire | rearm | suppressed | disabled
+    event: str  # fire | rearm | suppressed | disabled | untrusted
     reason: str
     measurement: float | None
     above: float
@@ -234,11 +243,14 @@ class Decision:
     position_um: list[float]
     actions: list[str] = field(default_factory=list)
     outcome: dict[str, Any] = field(default_factory=dict)  # filled when actions ran (live only)
+    trust_reasons: list[str] = field(default_factory=list)  # 'untrusted' lines only
 
     def key(self) -> dict[str, Any]:
-        """What replay must reproduce: everything but the live outcome."""
+        """What replay must reproduce: everything but the live outcome (``trust_reasons`` only when set)."""
         d = asdict(self)
         d.pop("outcome")
+        if not self.trust_reasons:
+            d.pop("trust_reasons")
         d["measurement"] = None if self.measurement is None else round(self.measurement, 9)
         return d
 
@@ -248,6 +260,19 @@ class _State:
     armed: bool = True
     last_fire_ns: int | None = None
     disabled: str | None = None
+    untrusted: bool = False  # the last result of this trigger's model was refused as untrusted
+    untrusted_refusals: int = 0  # results not measured because untrusted
+
+
+def trust_refusal(header: dict[str, Any]) -> list[str] | None:
+    """``None`` when the result's ``trust.ok`` is true; else the reasons it is untrusted (never empty)."""
+    t = header.get("trust")
+    if not isinstance(t, dict):
+        return ["no trust verdict in the result header"]
+    if t.get("ok") is True:
+        return None
+    reasons = [str(r) for r in t.get("reasons") or [] if isinstance(r, str | int | float)]
+    return reasons or ["trust.ok is false (no reason given)"]
 
 
 class Decider:
@@ -268,9 +293,10 @@ class Decider:
         return (int(round((header.get("stage_x_um") or 0.0) / g)), int(round((header.get("stage_y_um") or 0.0) / g)))
 
     def decide(self, header: dict[str, Any], data: np.ndarray) -> list[Decision]:
-        """Decisions (fires, re-arms, suppressions, disablements) for one result."""
+        """Decisions (fires, re-arms, suppressions, disablements, untrusted refusals) for one result."""
         out = []
         t_ns = int(header.get("t_acquired_ns") or 0)
+        refusal_reasons = trust_refusal(header)
         for spec in self.config.triggers:
             if spec.model != header.get("model"):
                 continue
@@ -289,6 +315,15 @@ class Decider:
                     actions=list(actions),
                 )
 
+            if refusal_reasons is not None and not spec.act_on_untrusted:
+                st.untrusted_refusals += 1
+                if not st.untrusted:
+                    st.untrusted = True
+                    d = decision("untrusted", "not measured: " + "; ".join(refusal_reasons), None)
+                    d.trust_reasons = list(refusal_reasons)
+                    out.append(d)
+                continue
+            st.untrusted = False
             try:
                 value = float(self.measures[spec.name].measure(header, data))
                 if not np.isfinite(value):
@@ -341,8 +376,10 @@ class Decider:
 
     def status(self) -> dict[str, Any]:
         return {
-            "triggers": {n: {"armed": s.armed, "disabled": s.disabled, "last_fire_ns": s.last_fire_ns}
+            "triggers": {n: {"armed": s.armed, "disabled": s.disabled, "last_fire_ns": s.last_fire_ns,
+                             "untrusted": s.untrusted, "untrusted_refusals": s.untrusted_refusals}
                          for n, s in self.state.items()},
+            "untrusted_refusals": sum(s.untrusted_refusals for s in self.state.values()),
             "dose_session": self.dose_session, "dose_session_budget": self.config.safety.dose_per_session,
             "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in self.dose_position.items()},
         }
@@ -375,6 +412,8 @@ def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> li
                 "stage_x_um": h0.stage_x_um, "stage_y_um": h0.stage_y_um, "stage_z_um": h0.stage_z_um,
                 "pixel_size_um": h0.pixel_size_um,
             }
+            if "trust" in h0.extra:  # recorded by offline inference; absent: the result is untrusted
+                header["trust"] = h0.extra["trust"]
             items.append((h0.t_acquired_ns, bundle_id, header, data))
     items.sort(key=lambda x: (x[0], x[1]))
     decider = Decider(cfg)

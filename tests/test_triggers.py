@@ -31,9 +31,13 @@ def _cfg(**over):
     return load_trigger_config({"triggers": [t], **over})
 
 
-def _result(value, t_s, x=0.0):
+def _result(value, t_s, x=0.0, trust=None):
+    """A synthetic result; trusted unless ``trust`` (a trust object, or False for none) says otherwise."""
     header = {"model": "m", "channels": ["c"], "t_acquired_ns": int(t_s * 1e9), "bundle_id": int(t_s * 10),
-              "acquisition_id": "a", "source_seqs": [], "stage_x_um": x, "stage_y_um": 0.0}
+              "acquisition_id": "a", "source_seqs": [], "stage_x_um": x, "stage_y_um": 0.0,
+              "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}} if trust is None else trust}
+    if trust is False:
+        del header["trust"]
     return header, np.full((1, 4, 4), value, np.float32)
 
 

@@ -5,7 +5,9 @@ bundles they were acquired as, runs the same :class:`InferenceWorker` as the
 live engine, and writes the results beside the recording as another OME-Zarr
 (``<name>.<model>.ome.zarr``) with one series per source series and one
 channel per model output. Bundles the model cannot use are reported and
-skipped; every other bundle is inferred.
+skipped; every other bundle is inferred. Each output frame's header ``extra``
+carries the result's ``trust`` verdict (as the live result header does), so
+``scopecast replay`` gates triggers on trust exactly as live operation did.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                         shape=(y.shape[1], y.shape[2]), position_index=h0.position_index,
                         t_exposure_start_ns=r["t_exposure_start_ns"], t_acquired_ns=r["t_acquired_ns"],
                         extra={"model": m.name, "model_sha256": m.sha256, "source_seqs": r["source_seqs"],
-                               "source_acquisition_id": r["acquisition_id"]},
+                               "source_acquisition_id": r["acquisition_id"], "trust": r["trust"]},
                     )
                     writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c)
                 report.inferred += 1

@@ -1,0 +1,109 @@
+"""Triggers do not act on untrusted results: pure Decider checks with synthetic result headers."""
+
+from __future__ import annotations
+
+from test_triggers import _cfg, _result
+from scopecast.daemon.triggers import Decider
+
+BLANK = {"ok": False, "score": 0.0, "reasons": ["missing: BF all zeros", "under-exposed: DF SNR 0.4 < 3"],
+         "guards": {}}
+FLAGGED = {"ok": False, "score": 0.0, "reasons": ["outside training range: DF signal"], "guards": {}}
+
+
+def _run(decider, items):
+    """``items``: (value, trust) pairs, one per second; returns the decisions."""
+    out = []
+    for i, (v, trust) in enumerate(items):
+        out += decider.decide(*_result(v, float(i), trust=trust))
+    return out
+
+
+def test_untrusted_results_never_fire_and_are_logged_once_per_transition():
+    d = Decider(_cfg())
+    log = _run(d, [(0.9, BLANK), (0.9, BLANK), (0.9, FLAGGED), (0.9, False), (0.1, None), (0.9, BLANK),
+                   (0.9, None)])
+    assert [x.event for x in log] == ["untrusted", "untrusted", "fire"]
+    first, second, fire = log
+    assert first.trust_reasons == BLANK["reasons"] and first.measurement is None
+    assert "missing: BF all zeros" in first.reason and first.key()["trust_reasons"] == BLANK["reasons"]
+    assert second.bundle_id == 50  # the 6th result: the first refused one after a trusted result
+    assert "trust_reasons" not in fire.key()  # other lines keep their shape
+    st = d.status()
+    assert st["untrusted_refusals"] == 5 and st["triggers"]["t"]["untrusted_refusals"] == 5
+    assert st["triggers"]["t"]["untrusted"] is False
+
+
+def test_a_missing_verdict_is_untrusted_and_untrusted_results_do_not_rearm():
+    d = Decider(_cfg())
+    log = _run(d, [(0.9, False), (0.9, None), (0.1, BLANK), (0.1, BLANK), (0.9, None)])
+    assert [x.event for x in log] == ["untrusted", "fire", "untrusted"]  # no rearm from the blank results
+    assert log[0].trust_reasons == ["no trust verdict in the result header"]
+    assert d.state["t"].armed is False
+
+
+def test_a_trigger_may_opt_in_to_untrusted_results():
+    d = Decider(_cfg(trigger={"act_on_untrusted": True}))
+    assert [x.event for x in _run(d, [(0.9, BLANK), (0.1, False), (0.9, FLAGGED)])] == ["fire", "rearm", "fire"]
+    assert d.status()["untrusted_refusals"] == 0
+
+
+# ------------------------------------------------------------------ simulator, end to end
+import collections  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers import wait_subscribed, wait_until  # noqa: E402
+from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
+from scopecast.daemon.inference.offline import run_offline  # noqa: E402
+from scopecast.daemon.recorder import open_recording  # noqa: E402
+from scopecast.daemon.triggers import replay  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VS = ROOT / "models" / "packages" / "virtual-staining"
+CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
+COLONY_X = 40000.0
+
+
+def _set_sample(daemon, kind: str) -> None:
+    with daemon.backend.lock:
+        daemon.backend.core.setProperty("Scope", "Sample", kind)
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_colony_trigger_refuses_a_blank_slide_fires_on_the_real_colony_and_replay_agrees(daemon, client):
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, policy="all",
+                             warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        cfg = str(ROOT / "docs" / "triggers-colony.yaml")
+        client.request("load_triggers", config=cfg, sources={"virtual-staining": engine.results_address})
+        wait_subscribed(engine, "result")  # the trigger runner has joined the result stream
+        client.request("move_stage", x=COLONY_X, y=0.0)
+        _set_sample(daemon, "blank")       # the colony's position, but an empty slide
+        client.request("start_live", channels=CYCLE, record=True, interval_ms=100)
+        st = wait_until(lambda: (s := client.request("triggers"))["untrusted_refusals"] >= 4 and s, 120,
+                        "4 untrusted results refused")
+        assert st["fired"] == 0 and st["triggers"]["dense-colony"]["untrusted"] is True
+        _set_sample(daemon, "cells")       # the real colony
+        wait_until(lambda: client.request("triggers")["fired"] >= 1, 120, "the colony trigger to fire")
+        stopped = client.request("stop")["stopped"]
+        sizes = collections.Counter(f.bundle_id for f in open_recording(stopped["path"]).frames)
+        complete = sum(n == len(CYCLE) for n in sizes.values())  # policy "all": each has a result
+        st = wait_until(lambda: (s := client.request("triggers"))["results"] >= complete
+                        and s["actions_pending"] == 0 and s, 120, "decisions on every bundle")
+        log = [x for x in map(json.loads, Path(st["log"]).read_text().splitlines()) if "event" in x]
+        untrusted = [x for x in log if x["event"] == "untrusted"]
+        assert len(untrusted) == 1, log  # one line for the whole blank stretch, not one per result
+        assert untrusted[0]["trust_reasons"] and untrusted[0]["measurement"] is None
+        assert log[0]["event"] == "untrusted"
+        assert any(x["event"] == "fire" for x in log)
+        print(f"\nblank slide: {st['untrusted_refusals']} untrusted results refused; reasons: "
+              f"{untrusted[0]['trust_reasons']}")
+        # replay over the recording reproduces the log line for line, the untrusted line included
+        res = run_offline(VS, stopped["path"], runtime="ort-cpu")
+        assert [d.key() for d in replay(cfg, res.output)] == log
+    finally:
+        client.request("unload_triggers")
+        engine.close()
