@@ -47,6 +47,19 @@ def test_a_trigger_may_opt_in_to_untrusted_results():
     assert d.status()["untrusted_refusals"] == 0
 
 
+def test_engine_trust_summary_counts_and_ranks_reasons():
+    from scopecast.daemon.inference.engine import TrustSummary
+
+    t = TrustSummary(window=3)
+    for trust in [{"ok": True, "score": 0.8, "reasons": []}, BLANK, FLAGGED, None, BLANK]:
+        t.add(trust)
+    s = t.summary()
+    assert (s["trusted"], s["untrusted"], s["window"]) == (1, 4, 3)
+    assert s["last"] == {"ok": False, "score": 0.0, "reasons": BLANK["reasons"]}
+    kinds = {r["reason"]: r["count"] for r in s["top_reasons"]}  # over the last 3: FLAGGED, None, BLANK
+    assert kinds == {"outside training range": 1, "no trust verdict": 1, "missing": 1, "under-exposed": 1}
+
+
 # ------------------------------------------------------------------ simulator, end to end
 import collections  # noqa: E402
 import json  # noqa: E402
@@ -86,6 +99,9 @@ def test_colony_trigger_refuses_a_blank_slide_fires_on_the_real_colony_and_repla
         st = wait_until(lambda: (s := client.request("triggers"))["untrusted_refusals"] >= 4 and s, 120,
                         "4 untrusted results refused")
         assert st["fired"] == 0 and st["triggers"]["dense-colony"]["untrusted"] is True
+        trust = engine.status()["trust"]  # the engine's trust state for this model agrees
+        assert trust["model"] == "virtual-staining" and trust["untrusted"] >= 4 and trust["last"]["ok"] is False
+        assert trust["top_reasons"] and trust["top_reasons"][0]["reason"] in ("under-exposed", "missing")
         _set_sample(daemon, "cells")       # the real colony
         wait_until(lambda: client.request("triggers")["fired"] >= 1, 120, "the colony trigger to fire")
         stopped = client.request("stop")["stopped"]

@@ -49,7 +49,7 @@ from .worker import BundleMismatch, InferenceWorker, NonFiniteOutput, Result, St
 
 __all__ = [
     "DEFAULT_ENGINE_CONTROL_ADDRESS", "DEFAULT_RESULTS_ADDRESS", "BundleAssembler", "BundleQueue",
-    "InferenceEngine", "LatencyStats",
+    "InferenceEngine", "LatencyStats", "TrustSummary",
 ]
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,51 @@ class LatencyStats:
         return {"latency_ms": out, "results_per_s": rate}
 
 
+class TrustSummary:
+    """The trust state of one model's published results (for ``status``).
+
+    ``trusted``/``untrusted``: counts since the model was loaded; ``last``: the
+    last result's ``trust`` (``ok``, ``score``, ``reasons``); ``top_reasons``:
+    the most frequent reason *kinds* (the text before the first ``:``, e.g.
+    ``saturated``) over the last ``window`` results, each with its count and
+    the latest full reason of that kind.
+    """
+
+    def __init__(self, window: int = 200, top: int = 5) -> None:
+        self.window, self.top = window, top
+        self.trusted = 0
+        self.untrusted = 0
+        self.last: dict[str, Any] | None = None
+        self._recent: collections.deque[list[str]] = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add(self, trust: Any) -> None:
+        ok = isinstance(trust, dict) and trust.get("ok") is True
+        reasons = [str(r) for r in trust.get("reasons") or []] if isinstance(trust, dict) else ["no trust verdict"]
+        with self._lock:
+            if ok:
+                self.trusted += 1
+            else:
+                self.untrusted += 1
+            self.last = {"ok": ok, "score": trust.get("score") if isinstance(trust, dict) else None,
+                         "reasons": reasons}
+            self._recent.append(reasons)
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            counts: collections.Counter[str] = collections.Counter()
+            latest: dict[str, str] = {}
+            for reasons in self._recent:
+                for r in reasons:
+                    kind = r.split(":", 1)[0].strip()
+                    counts[kind] += 1
+                    latest[kind] = r
+            return {"trusted": self.trusted, "untrusted": self.untrusted, "last": self.last,
+                    "window": len(self._recent),
+                    "top_reasons": [{"reason": k, "count": n, "latest": latest[k]}
+                                    for k, n in counts.most_common(self.top)]}
+
+
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "acquisition_id": str, "bundle_id": int, "bundle_size": int, "channel": str,
 }
@@ -289,6 +334,7 @@ class InferenceEngine:
         with self._model_lock:
             self.package = package
             self.workers = workers
+            self.trust = TrustSummary()  # per model: a new model starts a new summary
             self.assembler = BundleAssembler(package.manifest.inputs, self.drops)
 
     def load_model(self, path: str) -> dict[str, Any]:
@@ -403,6 +449,7 @@ class InferenceEngine:
             self.pub.send_multipart([b"result", head, result.data], flags=zmq.NOBLOCK, copy=False)
         self.results_published += 1
         self.latency.add(result.header)
+        self.trust.add(result.header.get("trust"))
 
     def _error(self, message: str) -> None:
         log.warning("engine: %s", message)
@@ -418,6 +465,7 @@ class InferenceEngine:
             "bundles_ready": self.bundles_ready, "results_published": self.results_published,
             "queued": len(self.queue), "dropped": self.drops.snapshot(), "dropped_total": self.drops.total,
             "subscribers": self.subscriptions.count, "errors": list(self.errors)[-5:], **self.latency.summary(),
+            "trust": {"model": self.package.manifest.name, **self.trust.summary()},
         }
 
     def _stats_loop(self) -> None:
