@@ -105,6 +105,15 @@ def _gui(daemon: Daemon, engines: list) -> None:
     subprocess.run(args, check=False)
 
 
+def _verdict(header: dict, full: bool = False) -> str:
+    """A result's trust verdict in words (no output is shown without it)."""
+    trust = header.get("trust") or {"ok": False, "score": 0.0, "reasons": ["no trust verdict"]}
+    if trust.get("ok"):
+        return f"trusted (score {float(trust.get('score') or 0):.2f})"
+    reasons = trust.get("reasons") or ["untrusted"]
+    return "NOT TRUSTED: " + ("; ".join(reasons) if full else reasons[0])
+
+
 def _headless(client: ControlClient, daemon: Daemon, engines: list, cycle: list[str], seconds: float,
               out_dir: Path) -> None:
     frames_sub = StreamSubscriber(daemon.stream_address, ("frame",))
@@ -130,15 +139,19 @@ def _headless(client: ControlClient, daemon: Daemon, engines: list, cycle: list[
             now = time.monotonic()
             line = f"  acquired {(st['frames_acquired'] - last_n) / (now - last_t):6.1f} frames/s"
             last_n, last_t = st["frames_acquired"], now
-            for e in engines:
+            for i, e in enumerate(engines):
                 es = e.status()
                 lat = es["latency_ms"].get("end_to_end")
                 e2e = f"p50 {lat['p50']:6.1f} p99 {lat['p99']:6.1f} ms" if lat else "(warming up)"
                 line += f" | {es['model']['name']}: {es['results_per_s']:5.1f}/s, exposure->result {e2e}"
+                if i in latest_results:
+                    line += f", {_verdict(latest_results[i][0])}"
             drops = {**st["stream"]["dropped"], **{k: v for e in engines for k, v in e.status()["dropped"].items()}}
             print(line + (f" | dropped {drops}" if drops else ""), flush=True)
     for s in (frames_sub, *result_subs):
         s.close()
+    for i, (header, _) in latest_results.items():
+        print(f"{header['model']}: last result {_verdict(header, full=True)}")
     for e in engines:
         es = e.status()
         lat = es["latency_ms"].get("end_to_end", {})
@@ -150,10 +163,13 @@ def _headless(client: ControlClient, daemon: Daemon, engines: list, cycle: list[
     size = tiles[0].shape if tiles else (256, 256)
     for header, data in latest_results.values():
         if header["task"] == "virtual-staining" and data.shape[0] > 1:
-            tiles.append((composite(data) * 255).astype(np.uint8))
+            tile = (composite(data) * 255).astype(np.uint8)
         else:
             img = autoscale(data[0])
             s = max(1, img.shape[0] // size[0])
-            tiles.append(img[::s, ::s])  # shown at the raw frame's size; full sampling is in the stream
+            tile = img[::s, ::s]  # shown at the raw frame's size; full sampling is in the stream
+        if not (header.get("trust") or {}).get("ok"):
+            tile = (tile * 0.35).astype(np.uint8)  # dimmed, as in the viewer: not a confident image
+        tiles.append(tile)
     path = write_png(out_dir / "snapshot.png", montage(tiles, columns=4))
     print(f"snapshot (raw {', '.join(c for c in cycle if c in latest_frames)}, then model outputs): {path}")

@@ -116,6 +116,8 @@ def test_main_job_runs_headless_with_the_shipped_models(tmp_path):
     out = r.stdout
     assert "engine virtual-staining" in out and "engine super-resolution" in out
     assert "exposure->result p50" in out
+    # every model's output is reported with its trust verdict
+    assert all(f"{m}: last result " in out for m in ("virtual-staining", "super-resolution"))
     assert "recorded 32 frames in 4 series" in out
     png = (tmp_path / "snapshot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
