@@ -34,6 +34,7 @@ from .backend import MicroscopeBackend
 from .control import DEFAULT_CONTROL_ADDRESS, ControlServer
 from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
+from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
 from .triggers import load_trigger_config
 
@@ -51,11 +52,12 @@ class Daemon:
     COMMANDS = (
         "status", "describe", "snap", "start_live", "stop", "set_channel", "set_pattern",
         "set_exposure", "move_stage", "capture_pairs", "run_scan", "job", "jobs", "wait",
-        "load_triggers", "triggers", "unload_triggers", "shutdown",
+        "load_triggers", "triggers", "unload_triggers", "start_spot_checks", "spot_checks", "stop_spot_checks",
+        "shutdown",
     )
 
     #: Commands answered on the socket thread (they never wait for the hardware).
-    INLINE = ("status", "job", "jobs", "triggers", "shutdown")
+    INLINE = ("status", "job", "jobs", "triggers", "spot_checks", "shutdown")
 
     def __init__(self, backend: MicroscopeBackend | Callable[[], MicroscopeBackend], data_dir: str | Path,
                  control_address: str = DEFAULT_CONTROL_ADDRESS,
@@ -71,6 +73,7 @@ class Daemon:
         self.started = time.time()
         self._shutdown = threading.Event()
         self.trigger_runner: TriggerRunner | None = None
+        self.spot_checkers: dict[str, SpotChecker] = {}
         self.trigger_dirs = [Path(d) for d in (trigger_dirs if trigger_dirs is not None else [data_dir])]
         self.trigger_modules = frozenset(trigger_modules)
         self._hw_state: dict[str, Any] = {}
@@ -117,6 +120,7 @@ class Daemon:
         """Stop any job (keeping what it recorded), the socket and the hardware."""
         self._shutdown.set()
         self.unload_triggers()
+        self.stop_spot_checks()
         job = self.engine.stop()
         if job is not None:
             self.engine.wait(job.id, timeout=30)
@@ -311,6 +315,44 @@ class Daemon:
         if runner is not None:
             runner.close()
         return {"loaded": False}
+
+    def start_spot_checks(self, model: str, results: str, period_s: float = 30.0,
+                          channels: dict[str, str | dict] | None = None, exposure_ms: float = 20.0,
+                          power: float = 1.0, reference_exposure_ms: float | None = None,
+                          min_psnr_db: float | None = None, tolerance_db: float = 3.0, window: int = 5,
+                          dose_per_position: float = 500.0, dose_per_session: float = 5000.0,
+                          position_grid_um: float = 100.0, record: bool = True) -> dict:
+        """Compare ``model``'s newest trusted result with the real fluorescence every ``period_s``
+        during live (daemon/spot_checks.py); replaces a running spot check of the same model."""
+        args = {k: v for k, v in locals().items() if k != "self"}
+        spec = _validated(SpotCheckSpec, args)
+        known = self.backend.describe()["channels"]
+        self.backend.check_exposure_ms(spec.exposure_ms, None)
+        for c in (spec.channels or {}).values():
+            name, det, exp = (c, None, None) if isinstance(c, str) else (c.channel, c.detector, c.exposure_ms)
+            if name not in known:
+                raise ValueError(f"spot checks: unknown channel {name!r} (channels: {sorted(known)})")
+            self.backend.check_exposure_ms(exp or spec.exposure_ms, det)
+        if spec.record:
+            self.engine.check_writable()
+        self.stop_spot_checks(model)
+        self.spot_checkers[model] = SpotChecker(spec, self.engine, self.publisher, self.engine.data_dir)
+        return self.spot_checkers[model].status()
+
+    def spot_checks(self) -> dict:
+        """Per model: running fidelity, the last check, alarms, light dose, recordings."""
+        return {"models": {m: c.status() for m, c in list(self.spot_checkers.items())}}
+
+    def stop_spot_checks(self, model: str | None = None) -> dict:
+        """Stop the spot checks of ``model`` (default: all); returns their final status."""
+        names = [model] if model is not None else list(self.spot_checkers)
+        out = {}
+        for m in names:
+            checker = self.spot_checkers.pop(m, None)
+            if checker is not None:
+                checker.close()
+                out[m] = checker.status()
+        return {"stopped": out}
 
     def shutdown(self) -> dict:
         """Stop the daemon after replying."""

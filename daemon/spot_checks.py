@@ -1,0 +1,444 @@
+"""Spot checks: the real fluorescence (or super-resolution ground truth) beside the virtual output.
+
+A :class:`SpotChecker` watches one model's result stream. Every ``period_s``,
+while live runs, it takes the newest *trusted* result of that model (acquired
+after the previous check), snaps the real channel behind each checked output
+at the current position (:meth:`AcquisitionEngine.snap`, allowed during live
+between its frames), and compares the two per output channel: PSNR (data range
+of the real image, as the model card's evaluation computes it) and Pearson r
+(:mod:`scopecast.models.evaluation`). The running fidelity (the mean over the
+last ``window`` checks) is published as an ``event`` on the frame stream and
+in ``spot_checks`` status; an alarm is raised when a channel's running PSNR
+falls below the figure the model card validated (``provenance.metrics.model``
+of the shipped package, less ``tolerance_db``) or below ``min_psnr_db``.
+
+Units. The virtual output is in the package's physical units
+(``output_scaling``): camera counts at a *reference exposure*. Virtual-staining
+targets are expressed at 100 ms (models/dataset.py ``TASKS``; a provenance key
+``reference_exposure_ms`` overrides it), super-resolution targets at the input
+frames' exposure. The real capture is brought to those units as
+``(counts - offset) × reference / actual + offset`` (offset: the package's camera
+calibration, else 100 ADU); each check reports the factor it applied. A
+capture is taken at ``exposure_ms`` (default 20 ms: the virtual-staining
+targets' unclipped exposure for nuclei). When the two images differ in
+sampling by an integer factor, the finer one is block-averaged.
+
+Light dose. Each check is charged ``exposure_ms × power`` per channel against
+a per-position and a per-session budget with the semantics of the triggers'
+``SafetySpec`` (positions closer than ``position_grid_um`` share a budget). A
+check that would exceed the position budget is skipped (counted); one that
+would exceed the session budget stops the spot checks (``stopped_reason``).
+A check whose capture position differs from the result's (the stage moved)
+is not compared (counted as skipped; its dose is still charged).
+
+Recording. Each check writes ``<data_dir>/<session>-<model>-spotcheck-<n>.ome.zarr``:
+the label-free bundle the result came from (from a ring buffer of recent
+frames) and the real capture, one series per detector; its
+``scopecast.spot_check`` attribute holds the figures and units. That is a
+training pair for later fine-tuning.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+from pydantic import BaseModel, ConfigDict, Field
+
+from .acquisition import AcquisitionEngine
+from .frames import Frame
+from .plans import ChannelSpec
+from .recorder import Recorder
+from .security import connect_socket
+from .stream import FramePublisher, decode
+from .trigger_actions import FrameRing
+
+__all__ = ["DoseBudget", "SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity"]
+
+log = logging.getLogger(__name__)
+
+#: Camera offset assumed when the package does not record its camera (typical sCMOS).
+DEFAULT_OFFSET_ADU = 100.0
+#: Reference exposure of virtual-staining outputs (models/dataset.py TASKS) when the package does not say.
+VS_REFERENCE_EXPOSURE_MS = 100.0
+#: Output -> real channel, by task, when the request names none.
+DEFAULT_CHANNELS: dict[str, dict[str, dict[str, Any]]] = {
+    "virtual-staining": {"nuclei": {"channel": "Nuclei"}, "membrane": {"channel": "Membrane"}},
+    "super-resolution": {"membrane-sr": {"channel": "Membrane", "detector": "STED"}},
+}
+
+
+class SpotCheckChannel(BaseModel):
+    """The real acquisition behind one output channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str = Field(description="channel preset, e.g. Nuclei")
+    detector: str | None = Field(default=None, description="e.g. STED (default: the camera)")
+    exposure_ms: float | None = Field(default=None, gt=0, description="default: the spec's exposure_ms")
+
+
+class SpotCheckSpec(BaseModel):
+    """What ``start_spot_checks`` accepts (see docs/protocol.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    results: str = Field(description="the model's result stream address")
+    period_s: float = Field(default=30.0, ge=0.1)
+    channels: dict[str, str | SpotCheckChannel] | None = Field(
+        default=None, description="output channel -> real channel (default by task)")
+    exposure_ms: float = Field(default=20.0, gt=0)
+    power: float = Field(default=1.0, gt=0, le=1)
+    reference_exposure_ms: float | None = Field(default=None, gt=0)
+    min_psnr_db: float | None = Field(default=None, description="alarm threshold (default: card - tolerance)")
+    tolerance_db: float = Field(default=3.0, ge=0)
+    window: int = Field(default=5, ge=1, le=1000)
+    dose_per_position: float = Field(default=500.0, ge=0)
+    dose_per_session: float = Field(default=5000.0, ge=0)
+    position_grid_um: float = Field(default=100.0, gt=0)
+    record: bool = True
+
+    def real_channels(self, task: str) -> dict[str, SpotCheckChannel]:
+        raw = self.channels if self.channels is not None else DEFAULT_CHANNELS.get(task)
+        if not raw:
+            raise ValueError(f"model task {task!r} has no default spot-check channels: give 'channels'")
+        out = {}
+        for name, c in raw.items():
+            c = SpotCheckChannel(channel=c) if isinstance(c, str) else SpotCheckChannel.model_validate(c)
+            out[name] = c if c.exposure_ms else c.model_copy(update={"exposure_ms": self.exposure_ms})
+        return out
+
+
+class DoseBudget:
+    """Per-position and per-session light dose (exposure ms × power), as the triggers' ``SafetySpec``."""
+
+    def __init__(self, per_position: float, per_session: float, grid_um: float) -> None:
+        self.per_position, self.per_session, self.grid_um = per_position, per_session, grid_um
+        self.session = 0.0
+        self.by_position: dict[tuple[int, int], float] = {}
+
+    def key(self, x: float, y: float) -> tuple[int, int]:
+        return int(round(x / self.grid_um)), int(round(y / self.grid_um))
+
+    def refusal(self, dose: float, x: float, y: float) -> tuple[str, str]:
+        """``(scope, reason)``: scope ``position`` or ``session``; ``("", "")`` when the dose fits."""
+        pos = self.by_position.get(self.key(x, y), 0.0)
+        if pos + dose > self.per_position:
+            return "position", f"light budget at this position: {pos:g} + {dose:g} > {self.per_position:g}"
+        if self.session + dose > self.per_session:
+            return "session", f"session light budget: {self.session:g} + {dose:g} > {self.per_session:g}"
+        return "", ""
+
+    def charge(self, dose: float, x: float, y: float) -> None:
+        k = self.key(x, y)
+        self.by_position[k] = self.by_position.get(k, 0.0) + dose
+        self.session += dose
+
+
+def _finite(v: float) -> float | None:
+    return round(float(v), 4) if np.isfinite(v) else None
+
+
+def _same_sampling(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Block-average the finer of two images to the coarser's sampling (integer factors only)."""
+    if a.shape == b.shape:
+        return a, b
+    swap = a.shape[0] < b.shape[0]
+    fine, coarse = (b, a) if swap else (a, b)
+    f = fine.shape[0] // coarse.shape[0]
+    if f < 1 or fine.shape != (coarse.shape[0] * f, coarse.shape[1] * f):
+        raise ValueError(f"virtual output {a.shape} and real capture {b.shape} differ by no integer factor")
+    fine = fine.reshape(coarse.shape[0], f, coarse.shape[1], f).mean(axis=(1, 3))
+    return (coarse, fine) if swap else (fine, coarse)
+
+
+def fidelity(virtual: np.ndarray, real: np.ndarray) -> dict[str, float | None]:
+    """PSNR (dB, data range of ``real``) and Pearson r of ``virtual`` against ``real`` (same units)."""
+    from scopecast.models.evaluation import pearson, psnr
+
+    v, r = _same_sampling(virtual.astype(np.float64), real.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"psnr_db": _finite(psnr(v, r)), "pearson": _finite(pearson(v, r))}
+
+
+def _package_manifest(model: str, sha256: str | None) -> Any:
+    """The shipped package of ``model`` (matching ``sha256`` when given), or ``None``."""
+    from scopecast.models import packages_root
+    from scopecast.models.manifest import ModelManifest
+
+    for p in sorted(packages_root().glob("*/manifest.json")):
+        try:
+            m = ModelManifest.model_validate(json.loads(p.read_text()))
+        except Exception:  # noqa: BLE001 - a broken package is not this model's
+            continue
+        if m.name == model and (sha256 is None or m.sha256 == sha256):
+            return m
+    return None
+
+
+class SpotChecker:
+    """Spot checks of one model during live (see module docstring). ``close`` stops it."""
+
+    def __init__(self, spec: SpotCheckSpec, engine: AcquisitionEngine, publisher: FramePublisher | None,
+                 data_dir: Path) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.publisher = publisher
+        self.data_dir = Path(data_dir)
+        self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.budget = DoseBudget(spec.dose_per_position, spec.dose_per_session, spec.position_grid_um)
+        self.ring = FrameRing(10.0, 256 << 20)
+        engine.sinks.append(self.ring)
+        self.results_seen = 0
+        self.untrusted_seen = 0
+        self.checks: list[dict[str, Any]] = []  # compared checks (the last ``window`` feed the fidelity)
+        self.skipped: collections.Counter[str] = collections.Counter()
+        self.last_skip: str | None = None
+        self.recordings: list[str] = []
+        self.alarm_reasons: list[str] = []
+        self.alarms_raised = 0
+        self.stopped_reason: str | None = None
+        self.card: dict[str, float] = {}
+        self._manifest: Any = None
+        self._channels: dict[str, SpotCheckChannel] | None = None
+        self._newest: tuple[dict[str, Any], np.ndarray] | None = None
+        self._last_capture_ns = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sub = zmq.Context.instance().socket(zmq.SUB)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"result")
+        self._sub.setsockopt(zmq.RCVHWM, 16)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        connect_socket(self._sub, spec.results)
+        self._thread = threading.Thread(target=self._run, name=f"spot-checks-{spec.model}", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+        self._sub.close(linger=0)
+        if self.ring in self.engine.sinks:
+            self.engine.sinks.remove(self.ring)
+
+    # ---------------------------------------------------------------- status
+    def running_fidelity(self) -> dict[str, dict[str, Any]]:
+        """Per output channel: mean PSNR and r over the last ``window`` compared checks."""
+        out: dict[str, dict[str, Any]] = {}
+        for c in self.checks[-self.spec.window:]:
+            for name, f in c["channels"].items():
+                out.setdefault(name, {"psnr": [], "r": []})
+                if f["psnr_db"] is not None:
+                    out[name]["psnr"].append(f["psnr_db"])
+                if f["pearson"] is not None:
+                    out[name]["r"].append(f["pearson"])
+        return {k: {"psnr_db": _finite(np.mean(v["psnr"])) if v["psnr"] else None,
+                    "pearson": _finite(np.mean(v["r"])) if v["r"] else None, "n": len(v["psnr"])}
+                for k, v in out.items()}
+
+    def thresholds(self) -> dict[str, float]:
+        if self.spec.min_psnr_db is not None:
+            return {k: self.spec.min_psnr_db for k in (self._channels or {})}
+        return {k: v - self.spec.tolerance_db for k, v in self.card.items()}
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "model": self.spec.model, "running": self.running and not self._stop.is_set(),
+                "stopped_reason": self.stopped_reason, "period_s": self.spec.period_s,
+                "channels": {k: c.model_dump() for k, c in (self._channels or {}).items()},
+                "results": self.results_seen, "untrusted_results": self.untrusted_seen,
+                "checks": len(self.checks), "skipped": dict(self.skipped), "last_skip": self.last_skip,
+                "last": self.checks[-1] if self.checks else None,
+                "fidelity": self.running_fidelity(), "window": self.spec.window,
+                "card_psnr_db": self.card, "alarm_below_db": self.thresholds(),
+                "alarm": bool(self.alarm_reasons), "alarm_reasons": list(self.alarm_reasons),
+                "alarms_raised": self.alarms_raised,
+                "dose_session": self.budget.session, "dose_session_budget": self.budget.per_session,
+                "dose_per_position_budget": self.budget.per_position,
+                "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in self.budget.by_position.items()},
+                "recordings": self.recordings[-5:], "recordings_written": len(self.recordings),
+            }
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        next_t = time.monotonic()
+        poller = zmq.Poller()
+        poller.register(self._sub, zmq.POLLIN)
+        while not self._stop.is_set():
+            for _ in poller.poll(50):
+                self._receive()
+            if time.monotonic() < next_t or self._newest is None or self.engine.state != "live":
+                continue
+            header, data = self._newest
+            self._newest = None
+            next_t = time.monotonic() + self.spec.period_s
+            try:
+                self._check(header, data)
+            except Exception as e:  # noqa: BLE001 - a failed check is counted; live goes on
+                log.exception("spot check of %s failed", self.spec.model)
+                self._skip(f"failed: {type(e).__name__}: {e}")
+
+    def _receive(self) -> None:
+        try:
+            _, header, data = decode(self._sub.recv_multipart(copy=False))
+        except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
+            log.warning("spot checks: undecodable result: %s", e)
+            return
+        if header.get("model") != self.spec.model or data is None:
+            return
+        self.results_seen += 1
+        trust = header.get("trust")
+        if not (isinstance(trust, dict) and trust.get("ok") is True):
+            self.untrusted_seen += 1
+            return
+        if int(header.get("t_acquired_ns") or 0) > self._last_capture_ns:
+            self._newest = (header, np.array(data, np.float32, copy=True))
+
+    def _skip(self, reason: str) -> None:
+        with self._lock:
+            self.skipped[reason.split(":", 1)[0]] += 1
+            self.last_skip = reason
+
+    def _setup(self, header: dict[str, Any]) -> None:
+        """On the first result: the package (card figures, units) and the channels to check."""
+        self._manifest = _package_manifest(self.spec.model, header.get("model_sha256"))
+        metrics = ((self._manifest.provenance.get("metrics") or {}).get("model") or {}) if self._manifest else {}
+        outputs = list(header.get("channels") or [])
+        chans = self.spec.real_channels(str(header.get("task")))
+        unknown = sorted(set(chans) - set(outputs))
+        if unknown:
+            raise ValueError(f"model {self.spec.model!r} has no output channel(s) {unknown} (outputs: {outputs})")
+        self._channels = chans
+        self.card = {k: float(metrics[k]["psnr"]) for k in chans if isinstance(metrics.get(k), dict)
+                     and isinstance(metrics[k].get("psnr"), int | float)}
+
+    def _units(self, header: dict[str, Any], bundle: list[Frame]) -> tuple[float, float | None, str]:
+        """``(offset_adu, reference_exposure_ms, how)`` of the output units."""
+        m = self._manifest
+        offset = float(m.camera.offset_adu) if m is not None and m.camera is not None else DEFAULT_OFFSET_ADU
+        if self.spec.reference_exposure_ms is not None:
+            return offset, self.spec.reference_exposure_ms, "reference exposure from the request"
+        prov = m.provenance.get("reference_exposure_ms") if m is not None else None
+        if isinstance(prov, int | float) and prov > 0:
+            return offset, float(prov), "reference exposure from the package provenance"
+        if header.get("task") == "virtual-staining":
+            return offset, VS_REFERENCE_EXPOSURE_MS, "virtual-staining targets are counts at 100 ms"
+        exps = [f.header.exposure_ms for f in bundle if f.header.exposure_ms]
+        if exps:
+            return offset, float(exps[0]), "outputs are counts at the input frames' exposure"
+        return offset, None, "reference exposure unknown: real counts compared as captured"
+
+    def _check(self, header: dict[str, Any], data: np.ndarray) -> None:
+        if self._channels is None:
+            self._setup(header)
+        chans = self._channels or {}
+        x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
+        dose = sum((c.exposure_ms or self.spec.exposure_ms) * self.spec.power for c in chans.values())
+        scope, refusal = self.budget.refusal(dose, x, y)
+        if scope == "session":
+            self.stopped_reason = refusal
+            self._skip(refusal)
+            self._event({"kind": "stopped", "reason": refusal})
+            self._stop.set()
+            return
+        if scope:
+            self._skip(refusal)
+            return
+        frames = {k: self.engine.snap(ChannelSpec(name=c.channel, exposure_ms=c.exposure_ms, detector=c.detector))
+                  for k, c in chans.items()}
+        first = next(iter(frames.values())).header
+        self._last_capture_ns = max(f.header.t_acquired_ns for f in frames.values())
+        with self._lock:
+            self.budget.charge(dose, first.stage_x_um or 0.0, first.stage_y_um or 0.0)
+        moved = max(abs((first.stage_x_um or 0.0) - x), abs((first.stage_y_um or 0.0) - y))
+        if moved > 1.0:
+            self._skip(f"stage moved: {moved:.1f} µm between the result and the capture")
+            return
+        bundle = self.ring.bundle(str(header.get("acquisition_id")), int(header.get("bundle_id", -1)))
+        offset, ref, how = self._units(header, bundle)
+        names = list(header.get("channels") or [])
+        figures, scales = {}, {}
+        for k, f in frames.items():
+            real = f.data.astype(np.float32)
+            factor = 1.0 if ref is None else ref / float(f.header.exposure_ms)
+            real = (real - offset) * np.float32(factor) + np.float32(offset)
+            figures[k] = fidelity(data[names.index(k)], real)
+            scales[k] = round(factor, 6)
+        check = {
+            "t_ns": self._last_capture_ns, "result_t_acquired_ns": int(header.get("t_acquired_ns") or 0),
+            "acquisition_id": header.get("acquisition_id"), "bundle_id": header.get("bundle_id"),
+            "position_um": [x, y, float(header.get("stage_z_um") or 0.0)],
+            "trust_score": (header.get("trust") or {}).get("score"),
+            "channels": figures, "real": {k: {"channel": c.channel, "detector": frames[k].header.detector,
+                                              "exposure_ms": frames[k].header.exposure_ms, "scale": scales[k]}
+                                          for k, c in chans.items()},
+            "units": {"offset_adu": offset, "reference_exposure_ms": ref, "how": how}, "dose": dose,
+            "label_free_frames": len(bundle),
+        }
+        if self.spec.record:
+            check["recording"] = self._record(check, bundle, list(frames.values()))
+        with self._lock:
+            self.checks.append(check)
+            del self.checks[:-1000]
+        self._judge(check)
+
+    def _judge(self, check: dict[str, Any]) -> None:
+        fid = self.running_fidelity()
+        reasons = []
+        for k, thr in self.thresholds().items():
+            run = (fid.get(k) or {}).get("psnr_db")
+            if run is not None and run < thr:
+                if self.spec.min_psnr_db is not None:
+                    reasons.append(f"spot-check fidelity {k} {run:.1f} dB < threshold {thr:.1f} dB")
+                else:
+                    reasons.append(f"spot-check fidelity {k} {run:.1f} dB < card {self.card[k]:.1f} dB"
+                                   + (f" - {self.spec.tolerance_db:g} dB" if self.spec.tolerance_db else ""))
+        with self._lock:
+            raised = bool(reasons) and not self.alarm_reasons
+            self.alarm_reasons = reasons
+            self.alarms_raised += raised
+        self._event({"kind": "fidelity", "check": check, "fidelity": fid, "alarm": bool(reasons),
+                     "alarm_reasons": reasons})
+        if raised:
+            log.warning("spot checks %s: ALARM %s", self.spec.model, "; ".join(reasons))
+            self._event({"kind": "alarm", "alarm_reasons": reasons, "fidelity": fid})
+
+    def _event(self, body: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_event({"source": "spot_checks", "model": self.spec.model, **body})
+
+    def _record(self, check: dict[str, Any], bundle: list[Frame], real: list[Frame]) -> str:
+        """The label-free bundle and the real capture as one pair recording (one series per detector)."""
+        n = len(self.recordings) + 1
+        path = self.data_dir / f"{self.session}-{self.spec.model}-spotcheck-{n}.ome.zarr"
+        info = {k: v for k, v in check.items() if k != "recording"}
+        rec = Recorder(path, path.stem, {"kind": "spot-check:pair", "model": self.spec.model, "spot_check": info})
+        try:
+            groups: dict[tuple, list[Frame]] = {}
+            for f in bundle + real:
+                groups.setdefault((f.header.detector, tuple(f.header.shape)), []).append(f)
+            for frames in groups.values():
+                names = [f.header.channel for f in frames]
+                idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], names,
+                                                                   [f.header.modality for f in frames]))
+                for c, f in enumerate(frames):
+                    rec.write(f, idx, 0, c)
+        finally:
+            rec.close()
+        with self._lock:
+            self.recordings.append(str(path))
+        return str(path)
