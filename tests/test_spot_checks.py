@@ -112,3 +112,30 @@ def test_spot_check_alarm_below_the_threshold(daemon, client):
     finally:
         client.request("stop_spot_checks")
         engine.close()
+
+
+SR = ROOT / "models" / "packages" / "super-resolution"
+
+
+@pytest.mark.skipif(not (SR / "manifest.json").exists(), reason="the super-resolution package is not shipped")
+def test_super_resolution_spot_checks_use_the_sted_detector(daemon, client):
+    engine = InferenceEngine(SR, daemon.stream_address, "tcp://127.0.0.1:*", None,
+                             warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("start_spot_checks", model="super-resolution", results=engine.results_address,
+                       period_s=0.2, exposure_ms=20.0, record=True)
+        wait_subscribed(engine, "result")
+        client.request("start_live", channels=[{"name": "Membrane", "exposure_ms": 20.0}], interval_ms=50)
+        st = wait_until(lambda: (s := client.request("spot_checks")["models"]["super-resolution"])["checks"] >= 2
+                        and s, 180, "two super-resolution spot checks")
+        client.request("stop")
+        last = st["last"]
+        assert last["real"]["membrane-sr"]["detector"] == "STED" and last["real"]["membrane-sr"]["scale"] == 5.0
+        print(f"\nsuper-resolution spot checks: {st['fidelity']}; card {st['card_psnr_db']}; last {last['channels']}")
+        assert st["fidelity"]["membrane-sr"]["pearson"] > 0.5
+        pair = open_recording(last["recording"])  # camera series (input) and STED series (ground truth)
+        assert sorted(s.attrs["scopecast"]["detector"] for s in pair.series) == ["Camera", "STED"]
+    finally:
+        client.request("stop_spot_checks")
+        engine.close()
