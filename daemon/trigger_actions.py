@@ -172,7 +172,7 @@ class TriggerRunner:
             if d.event == "fire":
                 self.fired += 1
                 self._actions.put((d, header, data))
-            if d.event in ("fire", "disabled"):
+            if d.event in ("fire", "disabled", "untrusted"):
                 log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
 
     def _log(self, line: dict[str, Any]) -> None:

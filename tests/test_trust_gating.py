@@ -1,9 +1,20 @@
-"""Triggers do not act on untrusted results: pure Decider checks with synthetic result headers."""
+"""Triggers do not act on untrusted results: pure Decider checks with synthetic headers, the engine's trust
+summary, and the colony trigger on the simulator (blank slide refused, real colony fires, replay agrees)."""
 
 from __future__ import annotations
 
+import collections
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import wait_subscribed, wait_until
 from test_triggers import _cfg, _result
-from scopecast.daemon.triggers import Decider
+from scopecast.daemon.inference.engine import InferenceEngine, TrustSummary
+from scopecast.daemon.inference.offline import run_offline
+from scopecast.daemon.recorder import open_recording
+from scopecast.daemon.triggers import Decider, replay
 
 BLANK = {"ok": False, "score": 0.0, "reasons": ["missing: BF all zeros", "under-exposed: DF SNR 0.4 < 3"],
          "guards": {}}
@@ -48,8 +59,6 @@ def test_a_trigger_may_opt_in_to_untrusted_results():
 
 
 def test_engine_trust_summary_counts_and_ranks_reasons():
-    from scopecast.daemon.inference.engine import TrustSummary
-
     t = TrustSummary(window=3)
     for trust in [{"ok": True, "score": 0.8, "reasons": []}, BLANK, FLAGGED, None, BLANK]:
         t.add(trust)
@@ -61,17 +70,8 @@ def test_engine_trust_summary_counts_and_ranks_reasons():
 
 
 # ------------------------------------------------------------------ simulator, end to end
-import collections  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import pytest  # noqa: E402
 
-from helpers import wait_subscribed, wait_until  # noqa: E402
-from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
-from scopecast.daemon.inference.offline import run_offline  # noqa: E402
-from scopecast.daemon.recorder import open_recording  # noqa: E402
-from scopecast.daemon.triggers import replay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VS = ROOT / "models" / "packages" / "virtual-staining"
