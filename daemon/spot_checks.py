@@ -1,8 +1,9 @@
 """Spot checks: the real fluorescence (or super-resolution ground truth) beside the virtual output.
 
 A :class:`SpotChecker` watches one model's result stream. Every ``period_s``,
-while live runs, it takes the newest *trusted* result of that model (acquired
-after the previous check), snaps the real channel behind each checked output
+while live runs, it takes the newest *trusted* result of that model from the
+running live job (acquired after the previous check; results of snaps are
+ignored), snaps the real channel behind each checked output
 at the current position (:meth:`AcquisitionEngine.snap`, allowed during live
 between its frames), and compares the two per output channel: PSNR (data range
 of the real image, as the model card's evaluation computes it) and Pearson r
@@ -312,7 +313,10 @@ class SpotChecker:
         if not (isinstance(trust, dict) and trust.get("ok") is True):
             self.untrusted_seen += 1
             return
-        if int(header.get("t_acquired_ns") or 0) > self._last_capture_ns:
+        job = self.engine.current_job  # only results of the running live job: a snap (ours included: a
+        live = job is not None and job.kind == "live"  # STED snap is the SR model's channel) is no live field
+        if live and header.get("acquisition_id") == job.acquisition_id \
+                and int(header.get("t_acquired_ns") or 0) > self._last_capture_ns:
             self._newest = (header, np.array(data, np.float32, copy=True))
 
     def _skip(self, reason: str) -> None:

@@ -60,7 +60,7 @@ def test_spot_checks_during_live_record_pairs_and_stop_at_the_budget(daemon, cli
                             period_s=0.5, exposure_ms=20.0, dose_per_session=130.0)
         assert st["running"] and st["checks"] == 0
         wait_subscribed(engine, "result")  # the spot checker has joined the result stream
-        client.request("start_live", channels=CYCLE, interval_ms=50)
+        live = client.request("start_live", channels=CYCLE, interval_ms=50)
         st = wait_until(lambda: (s := client.request("spot_checks")["models"]["virtual-staining"])
                         ["stopped_reason"] and s, 180, "the light budget to stop the spot checks")
         client.request("stop")
@@ -69,6 +69,7 @@ def test_spot_checks_during_live_record_pairs_and_stop_at_the_budget(daemon, cli
         fid = st["fidelity"]
         assert set(fid) == {"nuclei", "membrane"} and fid["nuclei"]["n"] == 3
         last = st["last"]
+        assert last["acquisition_id"] == live["acquisition_id"]
         assert last["real"]["nuclei"] == {"channel": "Nuclei", "detector": "Camera", "exposure_ms": 20.0,
                                           "scale": 5.0}  # counts at 20 ms -> the outputs' 100 ms units
         assert st["card_psnr_db"]["nuclei"] > 20 and set(st["alarm_below_db"]) == {"nuclei", "membrane"}
@@ -126,12 +127,14 @@ def test_super_resolution_spot_checks_use_the_sted_detector(daemon, client):
         client.request("start_spot_checks", model="super-resolution", results=engine.results_address,
                        period_s=0.2, exposure_ms=20.0, record=True)
         wait_subscribed(engine, "result")
-        client.request("start_live", channels=[{"name": "Membrane", "exposure_ms": 20.0}], interval_ms=50)
+        live = client.request("start_live", channels=[{"name": "Membrane", "exposure_ms": 20.0}], interval_ms=50)
         st = wait_until(lambda: (s := client.request("spot_checks")["models"]["super-resolution"])["checks"] >= 2
                         and s, 180, "two super-resolution spot checks")
         client.request("stop")
         last = st["last"]
         assert last["real"]["membrane-sr"]["detector"] == "STED" and last["real"]["membrane-sr"]["scale"] == 5.0
+        # the STED snaps are 'Membrane' frames too (the model infers them); only live results are checked
+        assert last["acquisition_id"] == live["acquisition_id"]
         print(f"\nsuper-resolution spot checks: {st['fidelity']}; card {st['card_psnr_db']}; last {last['channels']}")
         assert st["fidelity"]["membrane-sr"]["pearson"] > 0.5
         pair = open_recording(last["recording"])  # camera series (input) and STED series (ground truth)
