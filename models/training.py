@@ -163,7 +163,12 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     step, last_val = 0, float("nan")
     try:
         for step in range(1, cfg.steps + 1):
-            progress = max((step - 1) / cfg.steps, (time.monotonic() - t0) / (cfg.max_minutes * 60))
+            # the schedule follows the steps (so a seeded run repeats exactly) unless the time
+            # budget runs ahead of them by more than 5 % of the schedule; then it follows the clock
+            progress = (step - 1) / cfg.steps
+            on_clock = (time.monotonic() - t0) / (cfg.max_minutes * 60)
+            if on_clock > progress + 0.05:
+                progress = on_clock
             if progress >= 1.0:
                 step -= 1
                 break
