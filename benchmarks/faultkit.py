@@ -51,6 +51,9 @@ DAEMON_COMMANDS: dict[str, dict[str, str]] = {
                       "exposure_ms": "num"},
     "run_scan": {"sequence": "dict"}, "job": {"job": "str"}, "wait": {"job": "str", "wait_s": "num"},
     "load_triggers": {"config": "str", "sources": "dict"},
+    "start_spot_checks": {"model": "str", "results": "str", "period_s": "num", "channels": "dict",
+                          "exposure_ms": "num", "power": "num", "window": "int"},
+    "spot_checks": {}, "stop_spot_checks": {"model": "str"},
 }
 ENGINE_COMMANDS: dict[str, dict[str, str]] = {
     "status": {}, "load_model": {"path": "str"}, "set_policy": {"policy": "str"},

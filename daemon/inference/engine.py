@@ -83,6 +83,9 @@ class BundleAssembler:
 
     def add(self, frame: StreamFrame) -> list[StreamFrame] | None:
         h = frame.header
+        if h.get("modality") == "super-resolution":  # a ground-truth detector's frame, never a model input
+            self.drops.add("engine:unused_channel")
+            return None
         key = (h["acquisition_id"], h["bundle_id"])
         if key in self._released:  # a channel the model does not use, after its bundle left
             self.drops.add("engine:unused_channel")
