@@ -41,6 +41,8 @@ class _Counters:
     superseded: int = 0
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # source address -> last stats
     errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+    # spot-check events from the daemon (fidelity of each model against the real thing), oldest first
+    spot_checks: collections.deque = field(default_factory=lambda: collections.deque(maxlen=500))
 
 
 class LatestStreams:
@@ -50,7 +52,7 @@ class LatestStreams:
         self.ctx = context or zmq.Context.instance()
         self._socks: dict[zmq.Socket, str] = {}
         frames = self.ctx.socket(zmq.SUB)
-        for t in (b"frame", b"stats"):
+        for t in (b"frame", b"stats", b"event"):
             frames.setsockopt(zmq.SUBSCRIBE, t)
         frames.setsockopt(zmq.RCVHWM, 16)
         frames.setsockopt(zmq.LINGER, 0)
@@ -117,6 +119,8 @@ class LatestStreams:
                 c.stats[source] = header
             elif topic == "error":
                 c.errors.append(f"{header.get('source', 'engine')}: {header.get('message')}")
+            elif topic == "event" and header.get("source") == "spot_checks" and header.get("kind") == "fidelity":
+                c.spot_checks.append(header)
 
     def frame(self, channel: str | None) -> Latest | None:
         """Newest frame of ``channel`` (any channel when None), marked as displayed."""
@@ -145,7 +149,8 @@ class LatestStreams:
     def snapshot(self) -> _Counters:
         with self._lock:
             c = self.counters
-            return _Counters(c.frames, c.results, c.superseded, dict(c.stats), collections.deque(c.errors))
+            return _Counters(c.frames, c.results, c.superseded, dict(c.stats), collections.deque(c.errors),
+                             collections.deque(c.spot_checks))
 
 
 class Requester:

@@ -176,6 +176,17 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.latency_curves = {e.results: self.latency_plot.plot(pen=pg.mkPen(pg.intColor(i), width=2))
                                for i, e in enumerate(self.engines)}
         stats.addWidget(self.latency_plot, stretch=2)
+        fidelity = QtWidgets.QVBoxLayout()
+        self.fidelity_plot = pg.PlotWidget(title="spot-check fidelity (PSNR, dB)")
+        self.fidelity_plot.setLabel("bottom", "check")
+        self.fidelity_plot.addLegend(offset=(5, 5))
+        self.fidelity_curves: dict[str, Any] = {}  # "model · channel" -> curve
+        self.fidelity_alarm = False
+        self.fidelity_label = QtWidgets.QLabel("spot checks: none yet (start_spot_checks on the daemon)")
+        self.fidelity_label.setWordWrap(True)
+        fidelity.addWidget(self.fidelity_plot)
+        fidelity.addWidget(self.fidelity_label)
+        stats.addLayout(fidelity, stretch=2)
         right = QtWidgets.QVBoxLayout()
         self.fps_label = QtWidgets.QLabel("acquired – /s   inferred – /s   displayed – /s")
         self.drops_label = QtWidgets.QLabel("dropped: –")
@@ -398,11 +409,40 @@ class ScopeWindow(QtWidgets.QMainWindow):
         drops["display:superseded"] = snap.superseded
         self.drops_label.setText("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
         self.drop_counts = dict(drops)
+        self._update_fidelity(snap.spot_checks)
         while snap.errors:
             msg = snap.errors.popleft()
             if msg not in self._seen_errors:
                 self._seen_errors.add(msg)
                 self.error_view.appendPlainText(msg)
+
+    def _update_fidelity(self, events) -> None:
+        """Plot each model's spot-check PSNR per output channel; an alarm shows its reasons in red."""
+        if not events:
+            return
+        series: dict[str, list[float]] = collections.defaultdict(list)
+        last: dict[str, dict] = {}
+        for ev in events:
+            model = ev.get("model", "?")
+            last[model] = ev
+            for ch, fig in (ev.get("check", {}).get("channels") or {}).items():
+                if fig.get("psnr_db") is not None:
+                    series[f"{model} · {ch}"].append(float(fig["psnr_db"]))
+        for i, (name, values) in enumerate(sorted(series.items())):
+            if name not in self.fidelity_curves:
+                self.fidelity_curves[name] = self.fidelity_plot.plot(
+                    pen=pg.mkPen(pg.intColor(i), width=2), symbol="o", symbolSize=5, name=name)
+            self.fidelity_curves[name].setData(np.asarray(values))
+        parts = []
+        for model, ev in sorted(last.items()):
+            if ev.get("alarm"):
+                parts.append(f"<span style='color:#d00'><b>{model}: ALARM</b> {'; '.join(ev.get('alarm_reasons', []))}</span>")
+            else:
+                fid = ev.get("fidelity") or {}
+                parts.append(f"{model}: " + ", ".join(
+                    f"{ch} {f.get('psnr_db') or float('nan'):.1f} dB (n={f.get('n', 0)})" for ch, f in fid.items()))
+        self.fidelity_label.setText("<br>".join(parts))
+        self.fidelity_alarm = any(ev.get("alarm") for ev in last.values())
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self._timer.stop()

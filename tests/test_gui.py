@@ -106,6 +106,20 @@ def test_untrusted_output_is_marked_and_dimmed(app, window, daemon, client):
     assert window.result_views[vs][1].opacity() < 1
 
 
+def test_spot_check_fidelity_is_plotted_and_alarms_shown(app, window, engines, client):
+    client.request("start_spot_checks", model="vs", results=engines[0].results_address, period_s=0.2,
+                   min_psnr_db=99.0, record=False, channels={"nuclei": "Nuclei"})
+    try:
+        assert spin(app, lambda: engines[0].subscriptions.of("result") >= 2)  # the spot checker joined
+        client.request("start_live", channels=CYCLE, interval_ms=50)
+        assert spin(app, lambda: "vs · nuclei" in window.fidelity_curves and window.fidelity_alarm, 120)
+        client.request("stop")
+        assert "ALARM" in window.fidelity_label.text() and "< threshold 99.0 dB" in window.fidelity_label.text()
+        assert len(window.fidelity_curves["vs · nuclei"].getData()[1]) >= 1
+    finally:
+        client.request("stop_spot_checks")
+
+
 def test_control_click_changes_daemon_state(app, window, client):
     assert spin(app, lambda: window.connected["daemon"])
     window.live_button.click()
