@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from faultkit import ESCAPE, ROOT
+from faultkit import ESCAPE
 
 
 def free_address() -> str:
@@ -29,13 +29,9 @@ def free_address() -> str:
 
 def small_config(directory: Path, size: int = 256) -> Path:
     """The shipped simulator config with a ``size``-pixel camera."""
-    text = (ROOT / "hardware_configs" / "sim-ledarray.cfg").read_text()
-    for dev in ("Camera", "STED"):
-        for axis in ("Width", "Height"):
-            text = text.replace(f"#py Property,{dev},Sensor{axis},512", f"#py Property,{dev},Sensor{axis},{size}")
-    path = directory / f"sim-{size}.cfg"
-    path.write_text(text)
-    return path
+    from scopecast.daemon.sim import sized_config
+
+    return sized_config(directory, size)
 
 
 def scopecast(*args: str, cwd: Path | None = None, quiet: bool = True, **kw: Any) -> subprocess.Popen:

@@ -17,13 +17,9 @@ SHIPPED_CFG = ROOT / "hardware_configs" / "sim-ledarray.cfg"
 
 def small_cfg(directory: Path, size: int = 256) -> Path:
     """The shipped simulator config with a smaller sensor (keeps the suite fast)."""
-    text = SHIPPED_CFG.read_text()
-    for dev in ("Camera", "STED"):
-        for axis in ("Width", "Height"):
-            text = text.replace(f"#py Property,{dev},Sensor{axis},512", f"#py Property,{dev},Sensor{axis},{size}")
-    path = directory / f"sim-{size}.cfg"
-    path.write_text(text)
-    return path
+    from scopecast.daemon.sim import sized_config
+
+    return sized_config(directory, size, SHIPPED_CFG)
 
 
 @pytest.fixture(scope="session")
