@@ -24,7 +24,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/scopecast demo
 
 test: $(VENV)/.test-installed
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --durations=15
 
 bench: $(VENV)/.demo-installed
 	$(BIN)/python benchmarks/bench_simulator.py
