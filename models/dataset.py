@@ -400,9 +400,12 @@ def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float =
             v = np.array([f[key] for f in figs], np.float64)
             return float(v.min()), float(np.median(v)), float(v.max())
 
+        foc = np.array([f["focus"] for f in figs], np.float64)  # the guards' focus figure (NaN: no structure)
+        foc = foc[np.isfinite(foc)]
         channels[name] = ChannelStats(
             signal=rng("signal"), contrast=rng("contrast"), snr_min=rng("snr")[0],
             saturated_max=rng("saturated")[2], p_low=p_low, p_high=p_high,
+            focus=(float(foc.min()), float(np.median(foc)), float(foc.max())) if foc.size else None,
         )
     t = pairs.targets
     return Calibration(

@@ -106,7 +106,8 @@ class ChannelStats(BaseModel):
 
     Ranges are ``[min, median, max]`` over the training fields; ``signal`` is
     the field mean above the camera offset (ADU), ``contrast`` its standard
-    deviation over the signal. ``p_low``/``p_high`` are the exact percentiles
+    deviation over the signal, ``focus`` its sharpness (optional: older packages
+    lack it). ``p_low``/``p_high`` are the exact percentiles
     (``InputStats.percentiles``) of all training pixels of the channel.
     """
 
@@ -118,6 +119,10 @@ class ChannelStats(BaseModel):
     saturated_max: float = Field(ge=0, le=1)
     p_low: float
     p_high: float
+    focus: tuple[float, float, float] | None = Field(
+        default=None, description="[min, median, max] of the guards' focus figure (sharpness: the noise-corrected "
+                                  "structure function at 1 px over that at 4 px); None in packages exported before "
+                                  "it was measured, or when no training field had structure above the noise")
 
 
 class InputStats(BaseModel):

@@ -62,7 +62,7 @@ from scopecast.models.manifest import CameraCalibration, InputStats, ModelManife
 
 __all__ = [
     "DEFAULT_OFFSET_ADU", "OUTPUT_CLIPPED_MAX", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict",
-    "InputGuard", "OutputGuard", "measure", "trust",
+    "InputGuard", "OutputGuard", "focus_figure", "measure", "trust",
 ]
 
 #: Largest fraction of pixels allowed at the detector's ceiling.
@@ -79,6 +79,7 @@ DEFAULT_OFFSET_ADU = 100.0
 _SAMPLES = 128 * 128  # guard statistics: pixels per channel (strided subsample); noise: a quarter of its rows
 _QUANT_VAR = 1.0 / 12.0  # rounding to integer ADU adds this variance
 _MAD_TO_SIGMA = 1.4826 / math.sqrt(2.0)  # median |x_i - x_i+1| of Gaussian noise -> sigma
+_FOCUS_LAGS = (1, 4)  # focus figure: structure at the finest scale over structure at 4 px
 
 
 def _r(v: float, digits: int = 4) -> float | None:
@@ -113,7 +114,7 @@ def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None =
     fig: dict[str, Any] = {"min": lo, "max": hi}
     if not (math.isfinite(lo) and math.isfinite(hi)):
         fig.update(finite=False, mean=math.nan, signal=math.nan, std=math.nan, contrast=math.nan, snr=math.nan,
-                   saturated=0.0, ceiling=None)
+                   focus=math.nan, saturated=0.0, ceiling=None)
         return fig
     mean = float(sf.mean())
     signal = mean - offset
@@ -149,8 +150,45 @@ def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None =
         # Poisson noise at 1 ADU per photoelectron bounds it from the other side
         noise = max(min(_MAD_TO_SIGMA * mad, math.sqrt(max(signal, 0.0))), math.sqrt(_QUANT_VAR))
     fig.update(finite=True, mean=mean, signal=signal, std=std, contrast=std / max(signal, noise),
-               snr=signal / noise, noise=noise, saturated=saturated, ceiling=ceiling)
+               snr=signal / noise, noise=noise, saturated=saturated, ceiling=ceiling,
+               focus=focus_figure(frame, noise, k))
     return fig
+
+
+def focus_figure(frame: np.ndarray, noise: float, k: int | None = None) -> float:
+    """Sharpness of a frame: how much of its structure lives at the finest sampled scale (NaN: not measurable).
+
+    ``D(s)`` is the mean squared difference of pixels ``s`` apart (the structure function), along every
+    ``4k``-th full-resolution row and column (``k`` the guard stride: ~32 rows and 32 columns of a 512²
+    frame, never a strided subsample, which would alias away the fine detail). Independent noise adds
+    ``2 noise²`` at every lag, so it is subtracted; the figure is ``(D(1) − 2n²) / (D(4) − 2n²)``: near 1
+    when the structure varies from pixel to pixel (sharp, or sampled coarsely), ~1/16 for structure smooth
+    over many pixels (defocus spreads a point over a blur disc of radius ≈ z·NA, and a finer pixel —
+    another objective — makes the same structure span more pixels). NaN when the structure at 4 px is not
+    above the noise's own contribution (a blank or nearly uniform field: the other checks speak for it).
+    Training (:func:`scopecast.models.dataset.calibrate`) records it with this same function.
+    """
+    if k is None:
+        k = _step(frame.shape)
+    h, w = frame.shape
+    if h < 8 or w < 8:
+        return math.nan
+    kr = 4 * k
+    rows = frame[::kr].astype(np.float32)
+    cols = frame[:, ::kr].T.astype(np.float32)
+    d = []
+    for s in _FOCUS_LAGS:
+        tot, n = 0.0, 0
+        for a in (rows, cols):
+            diff = (a[:, s:] - a[:, :-s]).ravel()
+            tot += float(np.dot(diff, diff))
+            n += diff.size
+        d.append(tot / n)
+    n2 = 2.0 * noise * noise
+    fine, coarse = d[0] - n2, d[1] - n2
+    if not (math.isfinite(fine) and math.isfinite(coarse)) or coarse <= n2:
+        return math.nan
+    return max(fine, 0.0) / coarse
 
 
 @dataclass
@@ -296,7 +334,7 @@ class OutputGuard:
         return {"range": rng, "clipped": clipped}, reasons, margin
 
 
-_WIRE_FIGURES = ("signal", "snr", "contrast", "saturated", "mean", "std")
+_WIRE_FIGURES = ("signal", "snr", "contrast", "focus", "saturated", "mean", "std")
 
 
 def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_reasons: list[str] | None = None,
