@@ -101,6 +101,9 @@ class MMCoreBackend:
     """
 
     def __init__(self, core: Any, channel_group: str | None = None) -> None:
+        from .sim.unicore_workarounds import install
+
+        install(core)  # pymmcore-plus gaps for Python devices (auto-shutter, pixel size)
         self.core = core
         self.lock = threading.RLock()
         self.channel_group = channel_group or core.getChannelGroup()
@@ -244,17 +247,12 @@ class MMCoreBackend:
 
     # ----------------------------------------------------------------- camera
     def pixel_size_um(self, detector: str | None = None) -> float:
-        """Pixel size at the sample.
+        """Pixel size at the sample, from the core's pixel-size configuration.
 
-        Uses the core's pixel-size configuration; where the core cannot resolve
-        the active one (UniMMCore with Python devices), matches the presets'
-        settings against current property values. A detector other than the main
-        camera is assumed to see the same field of view.
+        A detector other than the main camera is assumed to see the same field of view.
         """
         with self.lock:
             px = float(self.core.getPixelSizeUm())
-            if px <= 0:
-                px = self._match_pixel_config()
             if detector and detector != self.main_camera and px > 0:
                 main_w = self._image_width(self.main_camera)
                 px *= main_w / self._image_width(detector)
@@ -270,19 +268,11 @@ class MMCoreBackend:
         finally:
             self.core.setCameraDevice(cur)
 
-    def _match_pixel_config(self) -> float:
-        for preset in self.core.getAvailablePixelSizeConfigs():
-            settings = self.core.getPixelSizeConfigData(preset)
-            if all(str(self.core.getProperty(d, p)) == str(v) for d, p, v in settings):
-                return float(self.core.getPixelSizeUmByID(preset))
-        return 0.0
-
     def snap(self, detector: str | None = None, exposure_ms: float | None = None) -> Snap:
         """Expose ``detector`` (default: the current camera) once.
 
         ``exposure_ms`` is applied to that detector first (each camera keeps its
-        own exposure). Opens and closes the shutter around the exposure when
-        auto-shutter is on.
+        own exposure). The core applies auto-shutter, as for any client.
         """
         with self.lock:
             core = self.core
@@ -292,20 +282,15 @@ class MMCoreBackend:
                 if det not in self.detectors():
                     raise ValueError(f"unknown detector {det!r}; detectors: {', '.join(self.detectors())}")
                 core.setCameraDevice(det)
-            shutter = core.getShutterDevice() if core.getAutoShutter() else ""
             try:
                 if exposure_ms is not None and exposure_ms != core.getExposure():
                     self.set_exposure_ms(exposure_ms)
-                if shutter:
-                    core.setShutterOpen(shutter, True)
                 t0 = now_ns()
                 core.snapImage()
                 data = core.getImage()
                 t1 = now_ns()
                 extra = self._detector_extra(det)
             finally:
-                if shutter:
-                    core.setShutterOpen(shutter, False)
                 if det != prev:
                     core.setCameraDevice(prev)
                 exposure = float(core.getExposure())

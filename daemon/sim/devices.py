@@ -34,6 +34,7 @@ from .camera_model import CameraModel
 from .scope import OBJECTIVES, SimScope
 from .slide import FILE_KIND, SAMPLE_KINDS, Slide
 from .specimens_file import load_specimen
+from .unicore_workarounds import install_for_device
 
 __all__ = [
     "SimCamera",
@@ -97,6 +98,10 @@ class SimScopeHub(HubDevice):
         self._specimen_px = 0.1
 
     def initialize(self) -> None:
+        # Any client that loads the simulator (a plain UniMMCore, its MDA runner,
+        # scopecast) gets auto-shutter and pixel size right: the core that initializes
+        # this hub is patched for pymmcore-plus gaps (unicore_workarounds; upstream #607).
+        install_for_device(self)
         with _SCOPES_LOCK:
             _SCOPES[(_core_key(self), self.get_label())] = self.scope_model
 

@@ -1,0 +1,222 @@
+"""Workarounds for pymmcore-plus ``UniMMCore`` with Python devices -- DELETE when upstream has them.
+
+Every client of the simulator meets the core, not scopecast: a script that makes
+a plain ``UniMMCore()`` and calls ``loadSystemConfiguration`` gets the
+:class:`~scopecast.daemon.sim.devices.SimScopeHub`, whose ``initialize`` calls
+:func:`install_for_device`; that finds the core initializing it and calls
+:func:`install` on it, which patches that one core *instance* (the class is a
+SWIG type and cannot be patched; C++ devices are left to the C++ core). So
+``snapImage()``, ``core.mda.run()`` and scopecast's own backend all see the same
+physical images and pixel size. :func:`scopecast.daemon.backend.load_mmcore_backend`
+calls :func:`install` on its core too, for Python devices other than the simulator's.
+
+The gaps, in pymmcore-plus 0.18.1 (``pymmcore_plus/experimental/unicore/core/_unicore.py``):
+
+1. **Auto-shutter around a Python camera's exposure.** ``UniMMCore._do_snap_image``
+   and ``_start_sequence`` run a Python camera without opening the core's
+   shutter (the C++ core does it for C++ cameras), so with ``AutoShutter`` on --
+   the Micro-Manager default -- every frame is dark: only the camera offset.
+   Upstream: pymmcore-plus pull request #607 (open). Fixed here as the C++ core
+   does it: when auto-shutter is on and the shutter is closed, open it for the
+   snap (for a sequence: until the sequence ends or is stopped) and close it
+   again. A shutter the client opened itself stays open, so an upstream fix that
+   also opens it makes this a no-op.
+2. **Pixel size of pixel configurations over Python devices.**
+   ``getCurrentPixelSizeConfig`` is the C++ core's, which cannot read Python
+   devices' properties, so it returns ``""`` and ``getPixelSizeUm()`` 0 (also
+   ``getPixelSizeAffine``). Fixed by matching the presets against current
+   property values, as the C++ core does for its own devices. (No upstream issue
+   found at the time of writing; report it with #607.) Once upstream resolves
+   it, the original methods answer first and these fall-backs never run.
+
+To remove: delete this module and its two calls (``SimScopeHub.initialize`` in
+``sim/devices.py``, ``load_mmcore_backend`` in ``backend.py``), then run
+``tests/test_third_party_clients.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["install", "install_for_device"]
+
+_MARK = "_scopecast_unicore_workarounds"
+
+
+def install(core: Any) -> None:
+    """Patch one ``UniMMCore`` instance (idempotent; no-op for other cores).
+
+    The patches hold the core by weak reference: no reference cycle keeps a core
+    alive past its last user (its C++ side must be destroyed while Python is whole).
+    """
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    if not isinstance(core, UniMMCore) or core.__dict__.get(_MARK):
+        return
+    ref = weakref.ref(core)
+    _patch_auto_shutter(core, ref)
+    _patch_pixel_size(core, ref)
+    core.__dict__[_MARK] = True
+
+
+def install_for_device(device: Any) -> None:
+    """:func:`install` on the core that is initializing ``device`` (call from ``initialize``).
+
+    Python devices only see a restricted core proxy, so the core is found on the
+    stack of the thread that called ``initializeDevice``/``initializeAllDevices``
+    (UniMMCore initializes Python devices in worker threads while that caller
+    waits) and recognised by its event signals, which the proxy shares.
+    """
+    import sys
+
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    signal = device.core.events.propertyChanged
+    frames = sys._current_frames()
+    mine = frames.pop(threading.get_ident(), None)
+    for frame in (mine, *frames.values()):
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, UniMMCore) and candidate.events.propertyChanged is signal:
+                install(candidate)
+                return
+            frame = frame.f_back
+
+
+# ------------------------------------------------------------ 1. auto-shutter
+def _open_auto_shutter(core: Any) -> str:
+    """Open the core's shutter if auto-shutter is on and it is closed; return its label ("" if untouched)."""
+    if not core.getAutoShutter():
+        return ""
+    shutter = core.getShutterDevice()
+    if not shutter or core.getShutterOpen(shutter):
+        return ""
+    core.setShutterOpen(shutter, True)
+    core.waitForDevice(shutter)
+    return shutter
+
+
+def _close(core: Any, shutter: str) -> None:
+    if shutter:
+        core.setShutterOpen(shutter, False)
+
+
+def _patch_auto_shutter(core: Any, ref: Callable[[], Any]) -> None:
+    cls = type(core)
+
+    def _do_snap_image() -> None:
+        self = ref()
+        if self._py_camera() is None:  # C++ camera: the C++ core applies auto-shutter
+            return cls._do_snap_image(self)
+        shutter = _open_auto_shutter(self)
+        try:
+            return cls._do_snap_image(self)
+        finally:
+            _close(self, shutter)
+
+    def _start_sequence(cam: Any, n_images: int | None, stop_on_overflow: bool) -> None:
+        self = ref()
+        shutter = _open_auto_shutter(self)
+        if not shutter:
+            return cls._start_sequence(self, cam, n_images, stop_on_overflow)
+        images = cam.start_sequence
+
+        def start_sequence(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            # closes when the sequence ends, or when stopSequenceAcquisition drops the
+            # acquisition thread (the generator is closed with it)
+            try:
+                yield from images(*args, **kwargs)
+            finally:
+                if (c := ref()) is not None:
+                    with contextlib.suppress(Exception):
+                        _close(c, shutter)
+
+        cam.start_sequence = start_sequence  # this one call only
+        try:
+            cls._start_sequence(self, cam, n_images, stop_on_overflow)
+        except BaseException:
+            _close(self, shutter)
+            raise
+        finally:
+            del cam.start_sequence
+
+    core._do_snap_image = _do_snap_image
+    core._start_sequence = _start_sequence
+
+
+# -------------------------------------------------------------- 2. pixel size
+def _values_match(current: Any, expected: Any) -> bool:
+    if str(current) == str(expected):
+        return True
+    try:
+        return float(current) == float(expected)
+    except (TypeError, ValueError):
+        return False
+
+
+def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
+    cls = type(core)
+
+    def getCurrentPixelSizeConfig(*args: Any) -> str:  # noqa: N802 - core API name
+        self = ref()
+        found = cls.getCurrentPixelSizeConfig(self, *args)
+        if found:
+            return found
+        cached = bool(args[0]) if args else False
+        state: dict[tuple[str, str], Any] = {}
+        for preset in self.getAvailablePixelSizeConfigs():
+            settings = list(self.getPixelSizeConfigData(preset))
+            ok = bool(settings)
+            for dev, prop, value in settings:
+                key = (dev, prop)
+                if key not in state:
+                    try:
+                        state[key] = (self.getPropertyFromCache(dev, prop) if cached
+                                      else self.getProperty(dev, prop))
+                    except Exception:  # noqa: BLE001 - an unreadable property matches nothing
+                        state[key] = None
+                if state[key] is None or not _values_match(state[key], value):
+                    ok = False
+                    break
+            if ok:
+                return str(preset)
+        return ""
+
+    def _factor(self: Any) -> float:
+        cam = self.getCameraDevice()
+        binning = 1.0
+        if cam and self.hasProperty(cam, "Binning"):
+            with contextlib.suppress(TypeError, ValueError):
+                binning = float(self.getProperty(cam, "Binning"))
+        return binning / self.getMagnificationFactor()
+
+    def getPixelSizeUm(*args: Any) -> float:  # noqa: N802
+        self = ref()
+        px = float(cls.getPixelSizeUm(self, *args))
+        if px > 0:
+            return px
+        res = getCurrentPixelSizeConfig(*args)
+        return float(self.getPixelSizeUmByID(res)) * _factor(self) if res else px
+
+    def getPixelSizeAffine(*args: Any) -> tuple[float, ...]:  # noqa: N802
+        self = ref()
+        af = tuple(cls.getPixelSizeAffine(self, *args))
+        if any(af):
+            return af
+        res = getCurrentPixelSizeConfig(*args)
+        if not res:
+            return af
+        by_id = tuple(self.getPixelSizeAffineByID(res))
+        if not any(by_id):
+            px = float(self.getPixelSizeUmByID(res))
+            by_id = (px, 0.0, 0.0, 0.0, px, 0.0)
+        f = _factor(self)
+        return tuple(v * f for v in by_id)
+
+    core.getCurrentPixelSizeConfig = getCurrentPixelSizeConfig
+    core.getPixelSizeUm = getPixelSizeUm
+    core.getPixelSizeAffine = getPixelSizeAffine
