@@ -210,12 +210,8 @@ def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
         res = getCurrentPixelSizeConfig(*args)
         if not res:
             return af
-        by_id = tuple(self.getPixelSizeAffineByID(res))
-        if not any(by_id):
-            px = float(self.getPixelSizeUmByID(res))
-            by_id = (px, 0.0, 0.0, 0.0, px, 0.0)
-        f = _factor(self)
-        return tuple(v * f for v in by_id)
+        f = _factor(self)  # scaled like the C++ core scales its own: by binning / magnification
+        return tuple(float(v) * f for v in self.getPixelSizeAffineByID(res))
 
     core.getCurrentPixelSizeConfig = getCurrentPixelSizeConfig
     core.getPixelSizeUm = getPixelSizeUm
