@@ -347,11 +347,45 @@ def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
         except BackendError as e:
             msg = str(e)
     if backend is None:  # raised outside any except block: no traceback keeps the failed core alive
+        msg += _missing_adapters_hint(core, path)
         _unload_quietly(core)
         del core
         gc.collect()  # destroy it now (see below)
         raise BackendError(f"cannot load hardware config {path}:\n{msg}")
     return backend
+
+
+def _missing_adapters_hint(core: Any, path: Path) -> str:
+    """Where the adapters were looked for and how to get them, when a ``Device`` line's
+    adapter library is not on the core's search path ("" when all were found)."""
+    wanted: list[str] = []
+    try:
+        for line in path.read_text(errors="replace").splitlines():
+            parts = [p.strip() for p in line.strip().split(",")]
+            if parts[0] == "Device" and len(parts) >= 4 and parts[2] not in wanted:
+                wanted.append(parts[2])
+        available = set(core.getDeviceAdapterNames())
+    except Exception:  # noqa: BLE001 - a hint must not hide the real error
+        return ""
+    missing = [lib for lib in wanted if lib not in available]
+    if not missing:
+        return ""
+    import pymmcore
+    from pymmcore_plus import find_micromanager
+
+    searched = list(core.getDeviceAdapterSearchPaths()) or ["(none)"]
+    parts = pymmcore.__version__.split(".")  # MMCore major.minor.patch, device interface, build
+    div = parts[3] if len(parts) > 3 else "?"
+    found = find_micromanager() or "nothing (MICROMANAGER_PATH, `mmcore install` folder, mm-test-adapters, /usr/local/lib)"
+    return (
+        f"\n  device adapter librar{'y' if len(missing) == 1 else 'ies'} not found: {', '.join(missing)}"
+        f"\n  searched: {', '.join(searched)} (pymmcore_plus.find_micromanager() found {found};"
+        f" available adapters: {', '.join(sorted(available)) or 'none'})"
+        "\n  fix: `pip install mm-test-adapters` (DemoCamera, Utilities, SequenceTester, NotificationTester),"
+        " or `mmcore install` (a Micro-Manager nightly's adapters), or set MICROMANAGER_PATH to a"
+        f" Micro-Manager installation built for device interface {div}"
+        " (pymmcore's)"
+    )
 
 
 # A core that failed to load is unloaded and destroyed before the error is raised,
