@@ -364,6 +364,8 @@ def _missing_adapters_hint(core: Any, path: Path) -> str:
             parts = [p.strip() for p in line.strip().split(",")]
             if parts[0] == "Device" and len(parts) >= 4 and parts[2] not in wanted:
                 wanted.append(parts[2])
+        if not wanted:  # Python devices only (the simulator)
+            return ""
         available = set(core.getDeviceAdapterNames())
     except Exception:  # noqa: BLE001 - a hint must not hide the real error
         return ""

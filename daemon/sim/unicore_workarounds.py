@@ -85,6 +85,13 @@ def install_for_device(device: Any) -> None:
                 install(candidate)
                 return
             frame = frame.f_back
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "device %r: the core initializing it was not found, so pymmcore-plus's auto-shutter and "
+        "pixel-size gaps are not patched (frames may be dark); call "
+        "scopecast.daemon.sim.unicore_workarounds.install(core)", device.get_label()
+    )
 
 
 # ------------------------------------------------------------ 1. auto-shutter
