@@ -61,8 +61,9 @@ import numpy as np
 from scopecast.models.manifest import CameraCalibration, InputStats, ModelManifest
 
 __all__ = [
-    "DEFAULT_OFFSET_ADU", "OUTPUT_CLIPPED_MAX", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict",
-    "InputGuard", "OutputGuard", "focus_figure", "measure", "trust",
+    "DEFAULT_OFFSET_ADU", "OUTPUT_CLIPPED_MAX", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN",
+    "FOCUS_BLUR_PX", "GuardVerdict", "InputGuard", "OutputGuard", "focus_figure", "focus_limits", "focus_width",
+    "measure", "trust",
 ]
 
 #: Largest fraction of pixels allowed at the detector's ceiling.
@@ -73,6 +74,12 @@ SNR_MIN = 3.0
 RANGE_FACTOR = 2.0
 #: Largest fraction of output pixels allowed beyond the physical range (they are clipped).
 OUTPUT_CLIPPED_MAX = 1e-3
+#: Blur (Gaussian σ, px, added in quadrature to the structure width) beyond the least sharp training field
+#: that the focus check accepts: the in-focus PSF's σ (0.21 λ/NA) at Nyquist sampling (pixel λ/4NA) is
+#: 0.84 px; defocus beyond the depth of field adds a blur at least that wide (it doubles the PSF's variance).
+FOCUS_BLUR_PX = 0.84
+#: Largest relative difference between a bundle's pixel size and the training pixel size.
+PIXEL_SIZE_TOLERANCE = 0.1
 #: Camera offset assumed when the package does not record the camera (typical sCMOS).
 DEFAULT_OFFSET_ADU = 100.0
 
@@ -202,6 +209,7 @@ class GuardVerdict:
     offset: float = 0.0
     offset_source: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
+    pixel_size_um: float | list[float] | None = None  # the bundle's sampling (header), when it says
 
 
 def _log_margin(value: float, lo: float, hi: float, factor: float) -> float:
@@ -219,18 +227,23 @@ class InputGuard:
     """Checks bundles for one package (see the module docstring for the checks)."""
 
     def __init__(self, inputs: list[str], camera: CameraCalibration | None = None,
-                 stats: InputStats | None = None) -> None:
+                 stats: InputStats | None = None, pixel_size_um: float | None = None) -> None:
         self.inputs = list(inputs)
         self.camera = camera
         self.stats = stats
+        self.pixel_size_um = pixel_size_um if pixel_size_um and pixel_size_um > 0 else None
 
     @classmethod
     def from_manifest(cls, m: ModelManifest) -> InputGuard:
-        return cls(m.inputs, m.camera, m.input_stats)
+        return cls(m.inputs, m.camera, m.input_stats, m.pixel_size_um)
 
-    def check(self, frames: list[np.ndarray]) -> GuardVerdict:
-        """Measure and check a bundle (frames in model input order, raw counts)."""
+    def check(self, frames: list[np.ndarray], pixel_sizes_um: list[float | None] | None = None) -> GuardVerdict:
+        """Measure and check a bundle (frames in model input order, raw counts).
+
+        ``pixel_sizes_um``: the frames' header pixel sizes (µm at the sample), compared with the
+        package's training sampling; ``None`` (or 0) where a frame does not say."""
         v = GuardVerdict()
+        self._check_sampling(v, pixel_sizes_um)
         if self.camera is not None:
             v.offset, v.offset_source = float(self.camera.offset_adu), "camera calibration"
         else:
@@ -244,6 +257,25 @@ class InputGuard:
             v.channels[name] = fig
             self._check_channel(v, name, f, fig)
         return v
+
+    def _check_sampling(self, v: GuardVerdict, pixel_sizes_um: list[float | None] | None) -> None:
+        """Another objective (or camera binning) than training: the same specimen at another sampling."""
+        if self.pixel_size_um is None:
+            v.skipped["pixel size"] = "the package records no training pixel size"
+            return
+        got = sorted({float(p) for p in (pixel_sizes_um or []) if p and math.isfinite(p) and p > 0})
+        if not got:
+            v.skipped["pixel size"] = "the frames carry no pixel_size_um"
+            return
+        v.pixel_size_um = got[0] if len(got) == 1 else got
+        worst = max(got, key=lambda p: abs(math.log(p / self.pixel_size_um)))
+        dev = abs(worst / self.pixel_size_um - 1.0)
+        if dev > PIXEL_SIZE_TOLERANCE:
+            px = " / ".join(f"{p:.4g}" for p in got)
+            self._fail(v, f"outside training range: pixel size {px} µm vs {self.pixel_size_um:.4g} µm trained "
+                          "(another objective or binning)", False)
+        else:
+            v.margins.append(1.0 - dev / PIXEL_SIZE_TOLERANCE)
 
     def _fail(self, v: GuardVerdict, reason: str, hard: bool) -> None:
         v.reasons.append(reason)
@@ -285,7 +317,65 @@ class InputGuard:
                           f"{clo / RANGE_FACTOR:.3g}…{chi * RANGE_FACTOR:.3g} "
                           f"(training fields {clo:.3g}…{chi:.3g})", False)
         v.margins += [m_sig, m_con]
+        self._check_focus(v, name, fig, st)
         return None
+
+    def _check_focus(self, v: GuardVerdict, name: str, fig: dict[str, Any], st: Any) -> None:
+        if st.focus is None:
+            v.skipped["focus"] = "the package records no training focus figure (exported before it was measured)"
+            return
+        f = fig.get("focus", math.nan)
+        if not math.isfinite(f):  # no structure above the noise: nothing to judge sharpness on
+            return
+        lo, hi = focus_limits(st.focus)
+        if f < lo:
+            self._fail(v, f"outside training range: {name} focus {f:.3g} < {lo:.3g}, blurred by more than "
+                          f"{FOCUS_BLUR_PX:g} px beyond the least sharp training field ({st.focus[0]:.3g}): defocus?",
+                       False)
+        elif hi is not None and f > hi:
+            self._fail(v, f"outside training range: {name} focus {f:.3g} > {hi:.3g}, sharper by more than "
+                          f"{FOCUS_BLUR_PX:g} px than the sharpest training field ({st.focus[2]:.3g})", False)
+        w, (wlo, whi) = focus_width(f), (focus_width(st.focus[2]), focus_width(st.focus[0]))
+        # margin: 1 inside the training widths, 0 at the limit (the tolerance added in quadrature)
+        if w > whi:
+            m = 1.0 - (w * w - whi * whi) / FOCUS_BLUR_PX ** 2
+        elif w < wlo:
+            m = 1.0 - (wlo * wlo - w * w) / FOCUS_BLUR_PX ** 2
+        else:
+            m = 1.0
+        v.margins.append(m)
+
+
+def focus_width(f: float) -> float:
+    """The focus figure as a structure width (px): the ``w`` of a Gaussian autocorrelation ``exp(-s²/2w²)``
+    with the same figure, ``(1 - exp(-1/2w²)) / (1 - exp(-16/2w²))`` (1 at w → 0, 1/16 at w → ∞).
+
+    Blurs add in quadrature in this width (a Gaussian blur of σ px turns ``w`` into ``sqrt(w² + 2σ²)``
+    for the autocorrelation; the limits below use ``sqrt(w² + FOCUS_BLUR_PX²)``)."""
+    f = min(max(f, 1.0 / 16 + 1e-9), 1.0 - 1e-9)
+    lo, hi = 1e-3, 1e3  # bisection in log w: f decreases with w
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        a = 1.0 / (2.0 * mid * mid)
+        fm = -math.expm1(-a) / -math.expm1(-16.0 * a)
+        lo, hi = (mid, hi) if fm > f else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def _focus_of_width(w: float) -> float:
+    a = 1.0 / (2.0 * w * w)
+    return -math.expm1(-a) / -math.expm1(-16.0 * a)
+
+
+def focus_limits(train: tuple[float, float, float]) -> tuple[float, float | None]:
+    """The accepted focus figures for a training range ``[min, median, max]``: the least sharp training field
+    blurred by a further ``FOCUS_BLUR_PX`` (in quadrature), and the sharpest sharpened by as much
+    (None when that would be sharper than any structure can be)."""
+    w_blur = focus_width(train[0])
+    w_sharp = focus_width(train[2])
+    lo = _focus_of_width(math.sqrt(w_blur * w_blur + FOCUS_BLUR_PX ** 2))
+    s2 = w_sharp * w_sharp - FOCUS_BLUR_PX ** 2
+    return lo, (_focus_of_width(math.sqrt(s2)) if s2 > 0.25 else None)
 
 
 class OutputGuard:
@@ -357,10 +447,12 @@ def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_re
     guards: dict[str, Any] = {
         "action": "withheld" if verdict.withhold else "inferred",
         "offset_adu": _r(verdict.offset, 6), "offset_source": verdict.offset_source,
+        "pixel_size_um": verdict.pixel_size_um,
         "channels": {n: {k: _r(f[k]) for k in _WIRE_FIGURES if k in f} for n, f in verdict.channels.items()},
         "output": out,
         "skipped": skipped,
         "limits": {"saturated_max": SATURATED_MAX, "snr_min": SNR_MIN, "range_factor": RANGE_FACTOR,
-                   "output_clipped_max": OUTPUT_CLIPPED_MAX},
+                   "output_clipped_max": OUTPUT_CLIPPED_MAX, "pixel_size_tolerance": PIXEL_SIZE_TOLERANCE,
+                   "focus_blur_px": FOCUS_BLUR_PX},
     }
     return {"ok": ok, "score": round(score, 4), "reasons": reasons, "guards": guards}
