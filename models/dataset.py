@@ -339,6 +339,22 @@ def _to_reference_exposure(y: np.ndarray, spec: dict[str, Any], field: dict[str,
     return y
 
 
+#: The output range is the training targets' min/max widened by this fraction of the channel's 1-99.8th
+#: percentile span on both sides: the truth's floor is the camera offset exactly (the camera cannot count
+#: fewer than zero electrons), and a regression's answer on an empty background scatters by a few ADU
+#: around it; that jitter is not "beyond the physical range" (2 % of the span is ~10x that jitter, and far
+#: below any stained structure).
+OUTPUT_RANGE_MARGIN = 0.02
+
+
+def output_range(targets: np.ndarray) -> OutputRange:
+    """The package's ``output_range`` from training targets ``(N, C, H, W)`` (see :data:`OUTPUT_RANGE_MARGIN`)."""
+    lo, hi = targets.min(axis=(0, 2, 3)).astype(np.float64), targets.max(axis=(0, 2, 3)).astype(np.float64)
+    p1, p99 = np.percentile(targets, [1, 99.8], axis=(0, 2, 3))
+    margin = OUTPUT_RANGE_MARGIN * np.maximum(p99 - p1, 0.0)
+    return OutputRange(min=[float(v) for v in lo - margin], max=[float(v) for v in hi + margin])
+
+
 @dataclass
 class Calibration:
     """What training measures for the package: normalization, input distribution, camera, output range."""
@@ -373,7 +389,8 @@ def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float =
       channel minus the offset;
     - ``input_stats``: per channel, the guard figures (:func:`~scopecast.daemon.inference.guards.measure`)
       of every training field, as [min, median, max] ranges;
-    - ``output_range``: min/max of the training targets per output channel (output units).
+    - ``output_range``: min/max of the training targets per output channel (output units), widened by
+      :data:`OUTPUT_RANGE_MARGIN` of the channel's range (:func:`output_range`).
     """
     from scopecast.daemon.inference.guards import measure
 
@@ -412,7 +429,6 @@ def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float =
         normalization=Normalization(kind="calibrated", low=low, high=high, offset=[offset] * len(inputs),
                                     scale=scale),
         input_stats=InputStats(fields=len(pairs.inputs), percentiles=(low, high), channels=channels),
-        output_range=OutputRange(min=[float(v) for v in t.min(axis=(0, 2, 3))],
-                                 max=[float(v) for v in t.max(axis=(0, 2, 3))]),
+        output_range=output_range(t),
         camera=cam,
     )

@@ -30,7 +30,7 @@ from .architectures import build, count_parameters
 from .dataset import BLANK, TASKS, PairSet, calibrate, load_pairs
 from .manifest import Normalization, normalize
 
-__all__ = ["TrainConfig", "load_checkpoint", "prepare", "train"]
+__all__ = ["TrainConfig", "load_checkpoint", "prepare", "refresh_output_range", "train"]
 
 
 @dataclass
@@ -275,3 +275,22 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(f"{path}: checkpoint does not match architecture {ckpt['arch']!r} "
                          f"{ckpt['config']}: {detail}") from None
     return model.eval(), {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def refresh_output_range(checkpoint: str | Path) -> dict[str, Any]:
+    """Re-measure a checkpoint's ``output_range`` from its training split with the current rule
+    (:func:`~scopecast.models.dataset.output_range`) and store it; returns the new range.
+
+    For checkpoints trained before the rule changed (the weights and every other figure stay as trained);
+    ``train`` itself already applies the current rule."""
+    from .dataset import output_range
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    tr = load_pairs(ckpt["data"]["dataset"], "train")
+    specimen = [k != BLANK for k in tr.kinds]
+    rng = output_range((tr.select(specimen) if any(specimen) else tr).targets).model_dump()
+    ckpt["output_range"] = rng
+    tmp = Path(checkpoint).with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(checkpoint)
+    return rng
