@@ -381,7 +381,7 @@ def test_blank_slide_and_saturated_bright_field_end_to_end(daemon, client, tmp_p
             t = h["trust"]
             assert t["guards"]["action"] == "inferred"
             if lo is None:  # a trained model on cells it was trained for
-                assert t["ok"] and t["reasons"] == [] and t["score"] > 0
+                assert t["ok"] and t["reasons"] == [] and t["score"] > 0, t["reasons"]
             else:  # a random synthetic network: its outputs may leave the range; the inputs pass
                 assert [r for r in t["reasons"] if not r.startswith("beyond physical range")] == []
                 assert all(lo[c] <= y[c].min() and y[c].max() <= hi[c] for c in range(2))

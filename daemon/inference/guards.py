@@ -23,9 +23,14 @@ under-exposed               the mean signal above the camera offset is less than
                             field's signal
 outside training range      the signal is above 2× the brightest training field's, or  flag
                             the contrast (std / signal) is outside ½×…2× the training
-                            fields' range
+                            fields' range, or the focus figure (:func:`focus_figure`)
+                            says the field is blurred by more than 0.84 px beyond the
+                            least sharp training field (or sharper by as much than
+                            the sharpest), or the frames' pixel size differs from the
+                            training pixel size by more than 10 % (another objective)
 beyond physical range       more than 0.1 % of the output pixels lie outside the       flag
-                            training targets' min/max (they are clipped to it)
+                            training targets' min/max by more than 1 % of that range
+                            (every pixel outside it is clipped to it)
 ==========================  =========================================================  =========
 
 *Withhold*: the model is not run; the result carries a blank image (every
@@ -61,7 +66,7 @@ import numpy as np
 from scopecast.models.manifest import CameraCalibration, InputStats, ModelManifest
 
 __all__ = [
-    "DEFAULT_OFFSET_ADU", "OUTPUT_CLIPPED_MAX", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN",
+    "DEFAULT_OFFSET_ADU", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN",
     "FOCUS_BLUR_PX", "GuardVerdict", "InputGuard", "OutputGuard", "focus_figure", "focus_limits", "focus_width",
     "measure", "trust",
 ]
@@ -80,6 +85,10 @@ OUTPUT_CLIPPED_MAX = 1e-3
 FOCUS_BLUR_PX = 0.84
 #: Largest relative difference between a bundle's pixel size and the training pixel size.
 PIXEL_SIZE_TOLERANCE = 0.1
+#: Output pixels count as beyond the physical range only past it by more than this fraction of the range
+#: (1 %: ~2.5 grey levels of a display spanning the range; a background predicted a few counts under the
+#: dark level is model error, not an intensity outside anything the training targets held). All are clipped.
+OUTPUT_RANGE_TOLERANCE = 0.01
 #: Camera offset assumed when the package does not record the camera (typical sCMOS).
 DEFAULT_OFFSET_ADU = 100.0
 
@@ -405,23 +414,30 @@ class OutputGuard:
         return y
 
     def apply(self, y: np.ndarray) -> tuple[dict[str, Any], list[str], float]:
-        """Clip ``y`` (C, H, W, physical units) in place; ``(figures, reasons, margin)``."""
+        """Clip ``y`` (C, H, W, physical units) in place; ``(figures, reasons, margin)``.
+
+        Every pixel outside the range is clipped (``clipped``: their fraction); the check counts only pixels
+        beyond it by more than ``OUTPUT_RANGE_TOLERANCE`` of the range (``beyond``): a background predicted a
+        few counts under the dark level is the model's error, not an intensity no specimen gave in training."""
         if self.lo is None or self.hi is None:
             return {"range": None, "clipped": None}, [], 1.0
-        clipped, reasons, margin = {}, [], 1.0
+        clipped, beyond, reasons, margin = {}, {}, [], 1.0
         for c, name in enumerate(self.outputs):
             ch, lo, hi = y[c], self.lo[c], self.hi[c]
-            frac = 0.0
+            tol = np.float32(OUTPUT_RANGE_TOLERANCE * float(hi - lo))
+            frac = far = 0.0
             if ch.min() < lo or ch.max() > hi:
                 frac = float(np.count_nonzero((ch < lo) | (ch > hi))) / ch.size
+                if ch.min() < lo - tol or ch.max() > hi + tol:
+                    far = float(np.count_nonzero((ch < lo - tol) | (ch > hi + tol))) / ch.size
                 np.clip(ch, lo, hi, out=ch)
-            clipped[name] = _r(frac)
-            margin = min(margin, 1.0 - frac / OUTPUT_CLIPPED_MAX)
-            if frac > OUTPUT_CLIPPED_MAX:
-                reasons.append(f"beyond physical range: {name} {100 * frac:.3g} % of pixels outside "
-                               f"{float(lo):.5g}…{float(hi):.5g} (clipped)")
+            clipped[name], beyond[name] = _r(frac), _r(far)
+            margin = min(margin, 1.0 - far / OUTPUT_CLIPPED_MAX)
+            if far > OUTPUT_CLIPPED_MAX:
+                reasons.append(f"beyond physical range: {name} {100 * far:.3g} % of pixels outside "
+                               f"{float(lo):.5g}…{float(hi):.5g} by more than {float(tol):.4g} (clipped)")
         rng = {n: [_r(lo, 6), _r(hi, 6)] for n, lo, hi in zip(self.outputs, self.lo, self.hi, strict=True)}
-        return {"range": rng, "clipped": clipped}, reasons, margin
+        return {"range": rng, "clipped": clipped, "beyond": beyond}, reasons, margin
 
 
 _WIRE_FIGURES = ("signal", "snr", "contrast", "focus", "saturated", "mean", "std")
@@ -452,7 +468,8 @@ def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_re
         "output": out,
         "skipped": skipped,
         "limits": {"saturated_max": SATURATED_MAX, "snr_min": SNR_MIN, "range_factor": RANGE_FACTOR,
-                   "output_clipped_max": OUTPUT_CLIPPED_MAX, "pixel_size_tolerance": PIXEL_SIZE_TOLERANCE,
+                   "output_clipped_max": OUTPUT_CLIPPED_MAX, "output_range_tolerance": OUTPUT_RANGE_TOLERANCE,
+                   "pixel_size_tolerance": PIXEL_SIZE_TOLERANCE,
                    "focus_blur_px": FOCUS_BLUR_PX},
     }
     return {"ok": ok, "score": round(score, 4), "reasons": reasons, "guards": guards}
