@@ -66,8 +66,8 @@ import numpy as np
 from scopecast.models.manifest import CameraCalibration, InputStats, ModelManifest
 
 __all__ = [
-    "DEFAULT_OFFSET_ADU", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN",
-    "FOCUS_BLUR_PX", "GuardVerdict", "InputGuard", "OutputGuard", "focus_figure", "focus_limits", "focus_width",
+    "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE", "PIXEL_SIZE_TOLERANCE",
+    "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict", "InputGuard", "OutputGuard", "focus_figure", "focus_limits", "focus_width",
     "measure", "trust",
 ]
 

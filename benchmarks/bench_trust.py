@@ -1,0 +1,352 @@
+"""The trust monitor against its targets (issue 11): flagged, false alarms, overhead, score vs error.
+
+For each shipped package, fresh bundles from the simulated scope (the real
+pymmcore-plus devices, captured through the daemon's control socket exactly as
+``scopecast evaluate`` does: models/evaluate_morphology.py) go through the
+engine's :class:`~scopecast.daemon.inference.worker.InferenceWorker` as live
+(input guards with the frames' header pixel size, calibrated normalization,
+tiling, output clipping, the ``trust`` verdict). One row per case:
+
+- *should be flagged*: blank slide, beads, saturated (a long exposure:
+  bright-field / the fluorescence past the full well), under-exposed
+  (0.5 ms), defocus 10 and 20 µm, another objective (20x and 4x for packages
+  trained at 10x);
+- *held-out morphologies*: flagging is required (≥ 95 %) only where the model
+  is worse than its best baseline on that morphology (linear regression for
+  virtual staining; bicubic or Richardson-Lucy with the true PSF for
+  super-resolution, fitted on training-region fields: never the oracles);
+- *in distribution*: every training morphology in the held-out slide region
+  at training conditions: false alarms (target ≤ 1 %).
+
+Per row: bundles, flagged %, withheld %, mean trust score, the model's PSNR
+against the ground truth and the best baseline's, the most frequent reasons.
+Then: the monitor's overhead at 512² (input guards + output guard + the trust
+object, vs preprocess + inference + postprocess, same bundles, same run) and
+Spearman's rank correlation between the trust score and the model's PSNR over
+every bundle with a non-constant ground truth (blank fields have none).
+
+Run: python benchmarks/bench_trust.py [--fields 8] [--size 256] [--model PKG] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FLAG_MIN = 0.95  # flagged fraction required on the "should be flagged" rows
+FALSE_ALARM_MAX = 0.01  # flagged fraction allowed on in-distribution bundles
+OVERHEAD_MAX = 0.05  # monitor time / inference time at 512²
+
+
+def cases(task: str) -> list[dict[str, Any]]:
+    """The benchmark's rows for a task: ``group`` is ``in distribution``, ``flag`` or ``held-out morphology``."""
+    from scopecast.models.dataset import BLANK, DOMAIN
+
+    dom = DOMAIN[task]
+    lo, hi = dom["exposure_ms"]
+    mid = round(float(np.sqrt(lo * hi)), 3)
+    at = {"exposure_ms": (mid, mid), "defocus_um": 0.0}
+    rows = [{"row": f"{k} (held-out region)", "kind": k, "group": "in distribution", "plan": {}}
+            for k in dom["train"]]
+    rows += [{"row": f"{k} (held-out morphology)", "kind": k, "group": "held-out morphology", "plan": {}}
+             for k in dom["held_out"]]
+    sat = 64.0 if task == "virtual-staining" else 400.0  # BF clips at ~18 ms; the membrane label at ~30-60 ms
+    rows += [
+        {"row": "blank slide", "kind": BLANK, "group": "flag", "plan": at},
+        {"row": "beads", "kind": "beads", "group": "flag", "plan": at},
+        {"row": f"saturated ({sat:g} ms)", "kind": "cells", "group": "flag",
+         "plan": {"exposure_ms": (sat, sat), "defocus_um": 0.0}},
+        {"row": "under-exposed (0.5 ms)", "kind": "cells", "group": "flag",
+         "plan": {"exposure_ms": (0.5, 0.5), "defocus_um": 0.0}},
+        {"row": "defocus 10 µm", "kind": "cells", "group": "flag", "plan": at, "z": 10.0},
+        {"row": "defocus 20 µm", "kind": "cells", "group": "flag", "plan": at, "z": 20.0},
+        {"row": "objective 20x/0.40", "kind": "cells", "group": "flag", "plan": at, "objective": "20x"},
+        {"row": "objective 4x/0.13", "kind": "cells", "group": "flag", "plan": at, "objective": "4x"},
+    ]
+    return rows
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its figures: 'under-exposed: BF signal 3.2 ADU < 40' -> 'under-exposed: BF signal'."""
+    head, _, rest = reason.partition(":")
+    words = []
+    for w in rest.split():
+        if w[0].isdigit() or w[0] in "-.":
+            break
+        words.append(w)
+    return f"{head}: {' '.join(words)}" if words else head
+
+
+def _field_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean PSNR over output channels whose truth is not constant (NaN when none is)."""
+    from scopecast.models.evaluation import psnr
+
+    v = [psnr(p, g) for p, g in zip(pred, gt, strict=True) if float(g.max() - g.min()) > 0]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _run_fields(worker: Any, pairs: Any, inputs: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Every field through the worker as live: frames with the headers the daemon sends (channel, pixel size)."""
+    from scopecast.daemon.inference.worker import StreamFrame
+    from scopecast.models.dataset import _as_counts
+
+    preds, trusts = [], []
+    for i, field in enumerate(pairs.inputs):
+        frames = [StreamFrame({"channel": n, "acquisition_id": "bench-trust", "bundle_id": i, "seq": c,
+                               "pixel_size_um": float(pairs.pixel_size_um), "t_acquired_ns": 0},
+                              np.ascontiguousarray(_as_counts(f))) for c, (n, f) in enumerate(zip(inputs, field,
+                                                                                                   strict=True))]
+        r = worker.process(frames)
+        preds.append(r.data.copy())
+        trusts.append(r.header["trust"])
+    return np.stack(preds), trusts
+
+
+class _Baselines:
+    """The evaluation's non-oracle baselines, fitted on training-region fields of the training morphologies."""
+
+    def __init__(self, fit: Any, m: Any, offset: float) -> None:
+        from scopecast.models import evaluate_morphology as ev
+
+        self.ev, self.sf, self.offset = ev, m.scale_factor, offset
+        self.px = (m.pixel_size_um or 0.65) / self.sf
+        if self.sf == 1:
+            self.coef = ev._lr_fit(fit.inputs, fit.targets)
+        else:
+            up = ev._bicubic(fit.inputs, self.sf)
+            self.bic = ev._gain_fit(up, fit.targets)
+            self.rl = ev._gain_fit(ev._rl_true_psf(up, self.px, offset), fit.targets)
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        ev = self.ev
+        if self.sf == 1:
+            return {"linear regression": ev._lr_apply(self.coef, x)}
+        up = ev._bicubic(x, self.sf)
+        return {"bicubic": ev._gain_apply(self.bic, up),
+                "Richardson-Lucy": ev._gain_apply(self.rl, ev._rl_true_psf(up, self.px, self.offset))}
+
+
+def measure_overhead(worker: Any, bundle: list[np.ndarray], inputs: list[str], pixel_um: float,
+                     repeats: int = 5) -> dict[str, float]:
+    """Monitor (input guards + output guard + trust object) vs model (preprocess + infer + postprocess), ms."""
+    from scopecast.daemon.inference.guards import trust
+    from scopecast.daemon.inference.worker import StreamFrame
+
+    frames = [StreamFrame({"channel": n, "pixel_size_um": pixel_um}, np.ascontiguousarray(f))
+              for n, f in zip(inputs, bundle, strict=True)]
+    ordered = worker.order(frames)
+    worker.process(frames)  # warm: allocations, kernel selection
+    mon, inf = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        v = worker.check(ordered)
+        t1 = time.perf_counter()
+        y = worker.postprocess(worker.infer(worker.preprocess(ordered)))
+        t2 = time.perf_counter()
+        out, reasons, margin = worker.output_guard.apply(y)
+        trust(v, out, reasons, margin)
+        t3 = time.perf_counter()
+        mon.append((t1 - t0) + (t3 - t2))
+        inf.append(t2 - t1)
+    g, i = float(np.median(mon)) * 1e3, float(np.median(inf)) * 1e3
+    return {"monitor_ms": round(g, 3), "inference_ms": round(i, 1), "ratio": g / i, "size": int(bundle[0].shape[0]),
+            "withheld": bool(v.withhold)}
+
+
+def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fields: int, overhead_size: int,
+                say: Any) -> dict[str, Any]:
+    from scipy.stats import spearmanr
+
+    from scopecast.daemon.inference.package import load_package
+    from scopecast.daemon.inference.runtimes import open_runtime
+    from scopecast.daemon.inference.worker import InferenceWorker
+    from scopecast.models.dataset import BLANK, DOMAIN, TASKS, calibrate_camera, field_plan
+    from scopecast.models.evaluate_morphology import _capture, _Sim
+
+    t0 = time.monotonic()
+    pkg = load_package(package)
+    m = pkg.manifest
+    task = m.task
+    spec, dom = TASKS[task], DOMAIN[task]
+    worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
+    st = m.input_stats
+    rep: dict[str, Any] = {
+        "package": str(package), "model": m.name, "sha256": m.short_hash, "task": task, "fields": fields,
+        "size": size, "seed": seed, "rows": [],
+        "package_has": {"input_stats": st is not None, "camera": m.camera is not None,
+                        "focus": bool(st and all(c.focus is not None for c in st.channels.values())),
+                        "pixel_size_um": m.pixel_size_um},
+    }
+    all_scores: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="scopecast-bench-trust-") as tmp:
+        sim = _Sim(size, Path(tmp))
+        try:
+            sim.set_sample("cells")
+            camera = calibrate_camera(sim.client)
+            offset = float(camera["offset_adu"])
+            fit = _capture(sim, task, field_plan(task, "train", fit_fields * len(dom["train"]), seed + 1,
+                                                 dom["train"], blank_fraction=0.0), "fit", camera)
+            base = _Baselines(fit, m, offset)
+            say(f"{m.name}: baselines fitted on {len(fit.inputs)} training-region fields")
+            for k, r in enumerate(cases(task)):
+                fl = field_plan(task, "val", fields, seed + 10 + k, [r["kind"]], **{"blank_fraction": 0.0,
+                                                                                    **r["plan"]})
+                if "z" in r:
+                    for i, f in enumerate(fl):
+                        f["z"] = r["z"] * (1 if i % 2 == 0 else -1)  # above and below the focal plane
+                if r.get("objective"):
+                    sim.set_objective(r["objective"])
+                try:
+                    pairs = _capture(sim, task, fl, f"row{k}", camera)
+                finally:
+                    if r.get("objective"):
+                        sim.set_objective("10x")
+                pred, trusts = _run_fields(worker, pairs, spec["inputs"])
+                gt = pairs.targets
+                if r["kind"] == BLANK:  # no truth to score against: the ground truth is the camera's dark level
+                    model_psnr = [float("nan")] * len(pred)
+                    bl = {b: [float("nan")] * len(pred) for b in base(pairs.inputs[:1])}
+                else:
+                    model_psnr = [_field_psnr(p, g) for p, g in zip(pred, gt, strict=True)]
+                    bl = {b: [_field_psnr(p, g) for p, g in zip(v, gt, strict=True)]
+                          for b, v in base(pairs.inputs).items()}
+                bl_mean = {b: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for b, v in bl.items()}
+                best = max(bl_mean, key=lambda b: -np.inf if np.isnan(bl_mean[b]) else bl_mean[b])
+                scores = [float(t["score"]) for t in trusts]
+                all_scores += [(s, p) for s, p in zip(scores, model_psnr, strict=True) if np.isfinite(p)]
+                flagged = sum(not t["ok"] for t in trusts) / len(trusts)
+                mp = float(np.nanmean(model_psnr)) if np.isfinite(model_psnr).any() else float("nan")
+                reasons = Counter(_reason_kind(x) for t in trusts for x in t["reasons"])
+                row = {"row": r["row"], "group": r["group"], "bundles": len(trusts), "flagged": flagged,
+                       "withheld": sum(t["guards"]["action"] == "withheld" for t in trusts) / len(trusts),
+                       "score": float(np.mean(scores)), "model_psnr": mp, "baseline": best,
+                       "baseline_psnr": bl_mean[best], "pixel_size_um": float(pairs.pixel_size_um),
+                       "reasons": [f"{x} ({n})" for x, n in reasons.most_common(4)],
+                       "per_field": [{"score": s, "psnr": p, "ok": t["ok"]} for s, p, t in
+                                     zip(scores, model_psnr, trusts, strict=True)]}
+                if r["group"] == "in distribution":
+                    row["target"] = f"≤ {100 * FALSE_ALARM_MAX:g} % flagged"
+                    row["met"] = flagged <= FALSE_ALARM_MAX
+                elif r["group"] == "flag" or (np.isfinite(mp) and mp < bl_mean[best]):
+                    row["target"] = f"≥ {100 * FLAG_MIN:g} % flagged"
+                    row["met"] = flagged >= FLAG_MIN
+                else:
+                    row["target"] = "none (model beats its baseline)"
+                    row["met"] = None
+                rep["rows"].append(row)
+                say(f"{m.name}: {r['row']}: flagged {100 * flagged:.0f} % ({time.monotonic() - t0:.0f} s)")
+        finally:
+            sim.close()
+        if overhead_size:
+            big = Path(tmp) / "overhead"
+            big.mkdir()
+            sim = _Sim(overhead_size, big)
+            try:
+                sim.set_sample("cells")
+                lo, hi = dom["exposure_ms"]
+                mid = round(float(np.sqrt(lo * hi)), 3)
+                fl = field_plan(task, "val", 1, seed + 99, ["cells"], blank_fraction=0.0,
+                                exposure_ms=(mid, mid), defocus_um=0.0)
+                pairs = _capture(sim, task, fl, "overhead", camera)
+            finally:
+                sim.close()
+            from scopecast.models.dataset import _as_counts
+
+            rep["overhead"] = measure_overhead(worker, [_as_counts(f) for f in pairs.inputs[0]], spec["inputs"],
+                                               float(pairs.pixel_size_um))
+    ind = [r for r in rep["rows"] if r["group"] == "in distribution"]
+    n_ind = sum(r["bundles"] for r in ind)
+    rep["false_alarm"] = sum(r["flagged"] * r["bundles"] for r in ind) / max(n_ind, 1)
+    if len(all_scores) > 2:
+        s, p = np.array(all_scores).T
+        rho = spearmanr(s, p)
+        rep["spearman"] = {"rho": float(rho.statistic), "p": float(rho.pvalue), "bundles": len(s)}
+    rep["seconds"] = round(time.monotonic() - t0, 1)
+    return rep
+
+
+def _f(v: float | None, fmt: str = ".1f") -> str:
+    return "n/a" if v is None or not np.isfinite(v) else format(v, fmt)
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    has = rep["package_has"]
+    lines = [f"### {rep['model']} ({rep['task']}, sha256 {rep['sha256']}): {rep['fields']} bundles of "
+             f"{rep['size']}² per row, through the engine's worker (ONNX Runtime CPU)", "",
+             f"Package records: input_stats {'yes' if has['input_stats'] else 'NO'}, camera "
+             f"{'yes' if has['camera'] else 'NO'}, focus range {'yes' if has['focus'] else 'NO'}, training pixel "
+             f"size {has['pixel_size_um']} µm.", "",
+             "| case | bundles | flagged | withheld | mean score | model PSNR (dB) | best baseline PSNR (dB) | "
+             "target | met | main reasons |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+    for r in rep["rows"]:
+        met = "—" if r["met"] is None else ("yes" if r["met"] else "**NO**")
+        lines.append(f"| {r['row']} | {r['bundles']} | {100 * r['flagged']:.0f} % | {100 * r['withheld']:.0f} % | "
+                     f"{r['score']:.2f} | {_f(r['model_psnr'])} | {_f(r['baseline_psnr'])} ({r['baseline']}) | "
+                     f"{r['target']} | {met} | {'; '.join(r['reasons'])} |")
+    fa = rep["false_alarm"]
+    lines += ["", f"False alarms (in-distribution bundles flagged): {100 * fa:.1f} % "
+              f"({'meets' if fa <= FALSE_ALARM_MAX else 'MISSES'} ≤ {100 * FALSE_ALARM_MAX:g} %)."]
+    ov = rep.get("overhead")
+    if ov:
+        lines.append(f"Monitor overhead at {ov['size']}² (input guards + output guard + trust object, median of 5): "
+                     f"{ov['monitor_ms']:.2f} ms vs {ov['inference_ms']:.0f} ms preprocess+inference+postprocess = "
+                     f"{100 * ov['ratio']:.2f} % ({'meets' if ov['ratio'] <= OVERHEAD_MAX else 'MISSES'} "
+                     f"≤ {100 * OVERHEAD_MAX:g} %).")
+    sp = rep.get("spearman")
+    if sp:
+        lines.append(f"Spearman rank correlation, trust score vs model PSNR against ground truth, over "
+                     f"{sp['bundles']} bundles of every case (blank-truth fields excluded): ρ = {sp['rho']:.2f} "
+                     f"(p = {sp['p']:.2g}).")
+    lines.append(f"({rep['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def verdict(rep: dict[str, Any]) -> bool:
+    ok = all(r["met"] is not False for r in rep["rows"])
+    ov = rep.get("overhead")
+    return ok and (ov is None or ov["ratio"] <= OVERHEAD_MAX)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", default=None,
+                    help="package folder or shipped package name (default: both shipped packages)")
+    ap.add_argument("--fields", type=int, default=8, help="bundles per case")
+    ap.add_argument("--size", type=int, default=256, help="field size (pixels) for the cases")
+    ap.add_argument("--fit-fields", type=int, default=2, help="baseline fit: fields per training morphology")
+    ap.add_argument("--overhead-size", type=int, default=512, help="field size of the overhead run (0: skip)")
+    ap.add_argument("--seed", type=int, default=700)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    shipped = ROOT / "models" / "packages"
+    models = [str(shipped / m) if (shipped / m).is_dir() else m for m in
+              (args.model or ["virtual-staining", "super-resolution"])]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
+    reports, ok = [], True
+    for m in models:
+        rep = run_package(m, args.fields, args.size, args.seed, args.fit_fields, args.overhead_size,
+                          lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+        print(format_report(rep), "\n", flush=True)
+        ok &= verdict(rep)
+        reports.append(rep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=2))
+    print("targets met" if ok else "targets NOT met (see the tables)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
