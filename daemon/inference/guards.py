@@ -67,8 +67,8 @@ from scopecast.models.manifest import CameraCalibration, InputStats, ModelManife
 
 __all__ = [
     "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE", "PIXEL_SIZE_TOLERANCE",
-    "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict", "InputGuard", "OutputGuard", "focus_figure", "focus_limits", "focus_width",
-    "measure", "trust",
+    "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict", "InputGuard", "OutputGuard", "focus_figure",
+    "focus_limits", "focus_width", "measure", "trust",
 ]
 
 #: Largest fraction of pixels allowed at the detector's ceiling.
