@@ -419,10 +419,13 @@ def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float =
 
         foc = np.array([f["focus"] for f in figs], np.float64)  # the guards' focus figure (NaN: no structure)
         foc = foc[np.isfinite(foc)]
+        kur = np.array([f["kurtosis"] for f in figs], np.float64)
+        kur = kur[np.isfinite(kur)]
         channels[name] = ChannelStats(
             signal=rng("signal"), contrast=rng("contrast"), snr_min=rng("snr")[0],
             saturated_max=rng("saturated")[2], p_low=p_low, p_high=p_high,
             focus=(float(foc.min()), float(np.median(foc)), float(foc.max())) if foc.size else None,
+            kurtosis=(float(kur.min()), float(np.median(kur)), float(kur.max())) if kur.size else None,
         )
     t = pairs.targets
     return Calibration(

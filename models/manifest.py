@@ -119,6 +119,9 @@ class ChannelStats(BaseModel):
     saturated_max: float = Field(ge=0, le=1)
     p_low: float
     p_high: float
+    kurtosis: tuple[float, float, float] | None = Field(
+        default=None, description="[min, median, max] of the guards' kurtosis (4th standardized moment of the "
+                                  "field: sparsity); None in packages exported before it was measured")
     focus: tuple[float, float, float] | None = Field(
         default=None, description="[min, median, max] of the guards' focus figure (sharpness: the noise-corrected "
                                   "structure function at 1 px over that at 4 px); None in packages exported before "

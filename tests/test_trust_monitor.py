@@ -97,12 +97,14 @@ def membrane_calibration(scope):
     return pairs, calibrate(pairs, ["Membrane"])
 
 
-def test_focus_figure_is_the_same_in_calibration_and_in_the_guard(membrane_calibration):
+def test_focus_and_kurtosis_are_the_same_in_calibration_and_in_the_guard(membrane_calibration):
     pairs, cal = membrane_calibration
     guard = InputGuard(["Membrane"], cal.camera, cal.input_stats, 0.65)
-    live = [guard.check([f[0].astype(np.uint16)]).channels["Membrane"]["focus"] for f in pairs.inputs]
-    assert all(np.isfinite(live))
-    assert cal.input_stats.channels["Membrane"].focus == (min(live), float(np.median(live)), max(live))
+    figs = [guard.check([f[0].astype(np.uint16)]).channels["Membrane"] for f in pairs.inputs]
+    for key in ("focus", "kurtosis"):  # the guard's figures are exactly what training recorded
+        live = [g[key] for g in figs]
+        assert all(np.isfinite(live))
+        assert getattr(cal.input_stats.channels["Membrane"], key) == (min(live), float(np.median(live)), max(live))
     # the figure falls as a field is blurred (a wider structure), and the width inverts it
     f = pairs.inputs[0, 0].astype(np.uint16)
     off, cam = cal.camera.offset_adu, cal.camera

@@ -22,8 +22,8 @@ under-exposed               the mean signal above the camera offset is less than
                             its noise (SNR < 3), or below ½ × the dimmest training
                             field's signal
 outside training range      the signal is above 2× the brightest training field's, or  flag
-                            the contrast (std / signal) is outside ½×…2× the training
-                            fields' range, or the focus figure (:func:`focus_figure`)
+                            the contrast (std / signal) or the kurtosis (sparsity) is
+                            outside ½×…2× the training fields' range, or the focus figure (:func:`focus_figure`)
                             says the field is blurred by more than 0.84 px beyond the
                             least sharp training field (or sharper by as much than
                             the sharpest), or the frames' pixel size differs from the
@@ -130,7 +130,7 @@ def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None =
     fig: dict[str, Any] = {"min": lo, "max": hi}
     if not (math.isfinite(lo) and math.isfinite(hi)):
         fig.update(finite=False, mean=math.nan, signal=math.nan, std=math.nan, contrast=math.nan, snr=math.nan,
-                   focus=math.nan, saturated=0.0, ceiling=None)
+                   kurtosis=math.nan, focus=math.nan, saturated=0.0, ceiling=None)
         return fig
     mean = float(sf.mean())
     signal = mean - offset
@@ -152,6 +152,8 @@ def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None =
     flat = sf.ravel()
     flat -= np.float32(mean)
     std = math.sqrt(max(float(np.dot(flat, flat)) / n, 0.0))
+    flat *= flat  # squared deviations: the 4th moment (sparsity of the structure)
+    kurtosis = float(np.dot(flat, flat)) / n / std ** 4 if std > 0 else math.nan
     # noise and SNR of the mean signal
     if camera is not None and camera.gain_adu_per_e and camera.read_noise_adu is not None:
         noise = math.sqrt(camera.read_noise_adu ** 2 + camera.gain_adu_per_e * max(signal, 0.0) + _QUANT_VAR)
@@ -167,7 +169,7 @@ def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None =
         noise = max(min(_MAD_TO_SIGMA * mad, math.sqrt(max(signal, 0.0))), math.sqrt(_QUANT_VAR))
     fig.update(finite=True, mean=mean, signal=signal, std=std, contrast=std / max(signal, noise),
                snr=signal / noise, noise=noise, saturated=saturated, ceiling=ceiling,
-               focus=focus_figure(frame, noise, k))
+               kurtosis=kurtosis, focus=focus_figure(frame, noise, k))
     return fig
 
 
@@ -326,8 +328,27 @@ class InputGuard:
                           f"{clo / RANGE_FACTOR:.3g}…{chi * RANGE_FACTOR:.3g} "
                           f"(training fields {clo:.3g}…{chi:.3g})", False)
         v.margins += [m_sig, m_con]
+        self._check_kurtosis(v, name, fig, st)
         self._check_focus(v, name, fig, st)
         return None
+
+    def _check_kurtosis(self, v: GuardVerdict, name: str, fig: dict[str, Any], st: Any) -> None:
+        """Sparsity: isolated point emitters (beads, debris) pile the signal into a few pixels (kurtosis ~ 1 / the
+        fraction of the field they cover); a field far sparser than any training field is another specimen."""
+        if st.kurtosis is None:
+            v.skipped["kurtosis"] = "the package records no training kurtosis (exported before it was measured)"
+            return
+        kv = fig.get("kurtosis", math.nan)
+        if not math.isfinite(kv):
+            return
+        klo, _, khi = st.kurtosis
+        m_k = _log_margin(kv, klo, khi, RANGE_FACTOR)
+        if m_k < 0:
+            what = "sparser" if kv > khi else "more uniform"
+            self._fail(v, f"outside training range: {name} kurtosis {kv:.3g} not in {klo / RANGE_FACTOR:.3g}…"
+                          f"{khi * RANGE_FACTOR:.3g} (training fields {klo:.3g}…{khi:.3g}; {what} than any: "
+                          "another specimen, e.g. beads?)", False)
+        v.margins.append(m_k)
 
     def _check_focus(self, v: GuardVerdict, name: str, fig: dict[str, Any], st: Any) -> None:
         if st.focus is None:
@@ -440,7 +461,7 @@ class OutputGuard:
         return {"range": rng, "clipped": clipped, "beyond": beyond}, reasons, margin
 
 
-_WIRE_FIGURES = ("signal", "snr", "contrast", "focus", "saturated", "mean", "std")
+_WIRE_FIGURES = ("signal", "snr", "contrast", "kurtosis", "focus", "saturated", "mean", "std")
 
 
 def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_reasons: list[str] | None = None,
