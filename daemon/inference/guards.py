@@ -50,9 +50,11 @@ with the noise estimated from the frame itself (:func:`measure`); without a
 training level, a dim but clean exposure (e.g. 0.5 ms instead of 10 ms) passes
 as long as its SNR is above 3.
 
-Cost at 512×512×6 (uint16, this project's 2-core CI machine): ~0.2 ms with a
-camera model in the package, ~0.4 ms without (the noise is then estimated from
-~4096 neighbour differences per channel).
+Cost at 512×512×6 (uint16, this project's 2-core CI machine, measured under
+load): ~0.7 ms with a camera model in the package, ~0.85 ms without (the noise
+is then estimated from ~4096 neighbour differences per channel); the focus
+figure (32 full rows and 32 full columns per channel) is most of it.
+benchmarks/bench_trust.py measures the whole monitor against the model's time.
 """
 
 from __future__ import annotations
