@@ -593,6 +593,18 @@ def update_card(card: str | Path, rep: dict[str, Any], command: str = "") -> Pat
             s = ""
         act = f"withheld {100 * r['withheld']:.0f} %, flagged {100 * r['flagged']:.0f} %"
         fails.append(f"- {r['row']}: {s} ({act}{'; ' + ', '.join(r['reasons']) if r['reasons'] else ''})")
+    claim = ""
+    rt = rep.get("resolution_target")
+    if rt:
+        r = rt["results"]
+        f = lambda x: "no spacing up to 1.5 µm" if x is None else f"{x:g} µm"  # noqa: E731
+        claim = (f"\n**Resolution (measured on the line-pair target, 0.3-1.5 µm):** the model separates line pairs "
+                 f"down to {f(r['model']['sparrow_um'])} (Sparrow; Rayleigh {f(r['model']['rayleigh_um'])}); "
+                 f"Richardson–Lucy with the true PSF {f(r['Richardson-Lucy']['sparrow_um'])} "
+                 f"(Rayleigh {f(r['Richardson-Lucy']['rayleigh_um'])}); widefield {f(r['widefield']['sparrow_um'])}; "
+                 f"the STED ground truth {f(r['STED ground truth']['sparrow_um'])} "
+                 f"(Rayleigh {f(r['STED ground truth']['rayleigh_um'])}). Claims of resolution beyond that are "
+                 "not supported by this measurement.\n")
     section = f"""{CARD_MARK}
 
 Validated domain (what the training fields covered; the engine's input guards flag or withhold what
@@ -603,7 +615,7 @@ focus within **±{dom['defocus_um']:g} µm** of the focal plane. Never trained o
 **{', '.join(dom['held_out'])}** (held-out morphologies below).
 
 {format_report(rep)}
-
+{claim}
 Failure modes measured outside the validated domain:
 
 {chr(10).join(fails) if fails else '- (not measured)'}
