@@ -254,16 +254,12 @@ def _gather(args: argparse.Namespace) -> int:
     if not address:  # run a daemon on the simulator in this process
         import tempfile
 
-        from .backend import load_mmcore_backend, resolve_config
+        from .backend import load_mmcore_backend
         from .service import Daemon
+        from .sim import sized_config
 
-        cfg = resolve_config(args.config).read_text()
-        for dev in ("Camera", "STED"):
-            for axis in ("Width", "Height"):
-                cfg = cfg.replace(f"#py Property,{dev},Sensor{axis},512", f"#py Property,{dev},Sensor{axis},{args.size}")
-        tmp = Path(tempfile.mkdtemp(prefix="scopecast-gather-")) / "sim.cfg"
-        tmp.write_text(cfg)
-        daemon = Daemon(load_mmcore_backend(tmp), Path(args.out) / "recordings", "tcp://127.0.0.1:*",
+        cfg = sized_config(tempfile.mkdtemp(prefix="scopecast-gather-"), args.size, args.config)
+        daemon = Daemon(load_mmcore_backend(cfg), Path(args.out) / "recordings", "tcp://127.0.0.1:*",
                         "tcp://127.0.0.1:*").start()
         address = daemon.control_address
     samples = None if args.samples == "slide" else (

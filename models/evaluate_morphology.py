@@ -239,17 +239,13 @@ class _Sim:
     """An in-process daemon on the simulated scope, with the specimen and objective set directly on the core."""
 
     def __init__(self, size: int, workdir: Path, config: str = "sim-ledarray.cfg") -> None:
-        from scopecast.daemon.backend import load_mmcore_backend, resolve_config
+        from scopecast.daemon.backend import load_mmcore_backend
         from scopecast.daemon.control import ControlClient
         from scopecast.daemon.service import Daemon
+        from scopecast.daemon.sim import sized_config
 
-        cfg = resolve_config(config).read_text()
-        for dev in ("Camera", "STED"):
-            for axis in ("Width", "Height"):
-                cfg = cfg.replace(f"#py Property,{dev},Sensor{axis},512", f"#py Property,{dev},Sensor{axis},{size}")
-        (workdir / "sim.cfg").write_text(cfg)
-        self.daemon = Daemon(load_mmcore_backend(workdir / "sim.cfg"), workdir / "recordings", "tcp://127.0.0.1:*",
-                             "tcp://127.0.0.1:*").start()
+        self.daemon = Daemon(load_mmcore_backend(sized_config(workdir, size, config)), workdir / "recordings",
+                             "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
         self.core = self.daemon.backend.core
         self.client = ControlClient(self.daemon.control_address, timeout_s=120).__enter__()
         self.workdir = workdir
