@@ -30,7 +30,8 @@ outside training range      the signal is above 2× the brightest training field
                             training pixel size by more than 10 % (another objective)
 beyond physical range       more than 0.1 % of the output pixels lie outside the       flag
                             training targets' min/max by more than 1 % of that range
-                            (every pixel outside it is clipped to it)
+                            or 8.95 % (Gibbs) of the output's own span, whichever is
+                            larger (every pixel outside it is clipped to it)
 ==========================  =========================================================  =========
 
 *Withhold*: the model is not run; the result carries a blank image (every
@@ -68,9 +69,9 @@ import numpy as np
 from scopecast.models.manifest import CameraCalibration, InputStats, ModelManifest
 
 __all__ = [
-    "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE", "PIXEL_SIZE_TOLERANCE",
-    "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict", "InputGuard", "OutputGuard", "focus_figure",
-    "focus_limits", "focus_width", "measure", "trust",
+    "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "GIBBS", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE",
+    "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict", "InputGuard", "OutputGuard",
+    "focus_figure", "focus_limits", "focus_width", "measure", "trust",
 ]
 
 #: Largest fraction of pixels allowed at the detector's ceiling.
@@ -91,6 +92,10 @@ PIXEL_SIZE_TOLERANCE = 0.1
 #: (1 %: ~2.5 grey levels of a display spanning the range; a background predicted a few counts under the
 #: dark level is model error, not an intensity outside anything the training targets held). All are clipped.
 OUTPUT_RANGE_TOLERANCE = 0.01
+#: ... or by more than this fraction of the output's own span within the range, whichever is larger: the
+#: Gibbs overshoot of a band-limited step (8.95 % of the jump, on either side). An upsampling network rings
+#: like that beside bright edges (negative counts next to a bright membrane); it is clipped, not invented.
+GIBBS = 0.0895
 #: Camera offset assumed when the package does not record the camera (typical sCMOS).
 DEFAULT_OFFSET_ADU = 100.0
 
@@ -440,16 +445,20 @@ class OutputGuard:
         """Clip ``y`` (C, H, W, physical units) in place; ``(figures, reasons, margin)``.
 
         Every pixel outside the range is clipped (``clipped``: their fraction); the check counts only pixels
-        beyond it by more than ``OUTPUT_RANGE_TOLERANCE`` of the range (``beyond``): a background predicted a
-        few counts under the dark level is the model's error, not an intensity no specimen gave in training."""
+        beyond it by more than ``OUTPUT_RANGE_TOLERANCE`` of the range or ``GIBBS`` of the output's own span
+        (``beyond``): a background predicted a few counts under the dark level, or the ringing of an upsampler
+        beside a bright edge, is the model's error, not an intensity no specimen gave in training."""
         if self.lo is None or self.hi is None:
             return {"range": None, "clipped": None}, [], 1.0
         clipped, beyond, reasons, margin = {}, {}, [], 1.0
         for c, name in enumerate(self.outputs):
             ch, lo, hi = y[c], self.lo[c], self.hi[c]
-            tol = np.float32(OUTPUT_RANGE_TOLERANCE * float(hi - lo))
             frac = far = 0.0
+            tol = np.float32(OUTPUT_RANGE_TOLERANCE * float(hi - lo))
             if ch.min() < lo or ch.max() > hi:
+                # a band-limited reconstruction rings by up to the Gibbs fraction of a step on either side
+                span = float(min(ch.max(), hi)) - float(max(ch.min(), lo))
+                tol = np.float32(max(float(tol), GIBBS * max(span, 0.0)))
                 frac = float(np.count_nonzero((ch < lo) | (ch > hi))) / ch.size
                 if ch.min() < lo - tol or ch.max() > hi + tol:
                     far = float(np.count_nonzero((ch < lo - tol) | (ch > hi + tol))) / ch.size
@@ -492,6 +501,7 @@ def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_re
         "skipped": skipped,
         "limits": {"saturated_max": SATURATED_MAX, "snr_min": SNR_MIN, "range_factor": RANGE_FACTOR,
                    "output_clipped_max": OUTPUT_CLIPPED_MAX, "output_range_tolerance": OUTPUT_RANGE_TOLERANCE,
+                   "gibbs": GIBBS,
                    "pixel_size_tolerance": PIXEL_SIZE_TOLERANCE,
                    "focus_blur_px": FOCUS_BLUR_PX},
     }
