@@ -165,3 +165,35 @@ def test_benchmark_runs_on_a_tiny_configuration_and_prints_every_case():
                  "Spearman rank correlation"):
         assert line in p.stdout, p.stdout
     assert p.stdout.rstrip().endswith(("targets met", "targets NOT met (see the tables)"))
+
+
+def test_beads_are_flagged_by_their_sparsity(scope, membrane_calibration):
+    d, c = scope
+    _, cal = membrane_calibration
+    guard = InputGuard(["Membrane"], cal.camera, cal.input_stats, 0.65)
+    d.backend.core.setProperty("Scope", "Sample", "beads")
+    try:
+        # exposed to the training fields' signal, so that only the shape of the field differs
+        headers, frames = _snaps(c, ["Membrane"], 3000.0, 500.0, exposure_ms=40.0)
+    finally:
+        d.backend.core.setProperty("Scope", "Sample", "cells")
+    v = guard.check(frames, [h["pixel_size_um"] for h in headers])
+    assert any(r.startswith("outside training range: Membrane kurtosis") and "beads?" in r for r in v.reasons), \
+        v.reasons
+
+
+def test_output_ringing_is_clipped_but_not_flagged_and_an_excursion_is():
+    from scopecast.daemon.inference.guards import OutputGuard
+    from scopecast.models.manifest import ModelManifest, OutputRange
+
+    m = ModelManifest(name="x", sha256="0", inputs=["Membrane"], outputs=["sr"],
+                      output_range=OutputRange(min=[100.0], max=[10100.0]))
+    g = OutputGuard(m)
+    y = np.full((1, 64, 64), 150.0, np.float32)
+    y[0, 20:24] = 9000.0  # a bright membrane
+    y[0, 19] = y[0, 24] = 100.0 - 0.08 * 8900  # its ringing: 8 % of the step below the dark level
+    fig, reasons, margin = g.apply(y)
+    assert reasons == [] and fig["clipped"]["sr"] > 0.001 and fig["beyond"]["sr"] == 0.0 and y.min() == 100.0
+    y[0, 40:44] = -3000.0  # far below anything physical: flagged (and clipped)
+    fig, reasons, margin = g.apply(y)
+    assert reasons and reasons[0].startswith("beyond physical range: sr") and margin < 0 and y.min() == 100.0
