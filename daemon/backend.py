@@ -306,11 +306,17 @@ class MMCoreBackend:
         return {}
 
     def close(self) -> None:
+        """Unload the devices and let go of the core, so that (when nothing else holds
+        it) it is destroyed now, while the interpreter is whole, not at exit (see
+        :func:`_unload_quietly`). The backend is unusable afterwards."""
+        import gc
+
         with self.lock:
-            try:
-                self.core.unloadAllDevices()
-            except Exception:  # noqa: BLE001 - closing must not raise
-                pass
+            if self.core is None:
+                return
+            _unload_quietly(self.core)
+            self.core = None
+        gc.collect()
 
 
 def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
