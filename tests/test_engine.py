@@ -132,10 +132,12 @@ def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, e
     stopped = client.request("stop")["stopped"]
     sub.close()
 
-    def settled():  # every published frame has arrived and no bundle is waiting or in a worker
-        s1 = engine.status()
-        return s1["frames_received"] >= dstatus_now()["frames_published"] and s1["queued"] == 0 and (
-            engine.status()["results_published"] == s1["results_published"]) and s1
+    def settled():  # the daemon sent (or counted) every frame, the engine received every one it sent,
+        s1 = engine.status()  # and no bundle is waiting or in a worker
+        d = dstatus_now()
+        return (d["frames_published"] + d["dropped_total"] == stopped["frames"]
+                and s1["frames_received"] >= d["frames_published"] and s1["queued"] == 0
+                and engine.status()["results_published"] == s1["results_published"] and s1)
 
     def dstatus_now():
         return client.request("status")["stream"]
