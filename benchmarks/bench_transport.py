@@ -1,7 +1,8 @@
 """Transport of 8 MiB frames on loopback: scopecast's zero-copy multipart vs pickled numpy.
 
 Sender and receiver are separate processes connected PUSH -> PULL over
-``tcp://127.0.0.1`` (the receiver must get every frame for a throughput
+``tcp://127.0.0.1`` and over ``ipc://`` (a Unix socket: what a local engine
+uses with ``--stream ipc://PATH``; the receiver must get every frame for a throughput
 figure; the frame stream's PUB/XPUB adds only subscription filtering). Each
 message carries its send time; the receiver reports GB/s (sender flat out)
 and one-way latency percentiles (sender paced at ``--rate`` frames/s, so the
@@ -16,6 +17,8 @@ import argparse
 import json
 import multiprocessing as mp
 import pickle
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -56,13 +59,19 @@ def _receive(sock: zmq.Socket, mode: str) -> tuple[int, int]:
     return img.nbytes, time.time_ns() - t
 
 
-def run(mode: str, n: int, shape: tuple[int, int], rate: float = 0.0) -> dict[str, float]:
+def run(mode: str, n: int, shape: tuple[int, int], rate: float = 0.0, transport: str = "tcp") -> dict[str, float]:
     ctx = zmq.Context()
     r = ctx.socket(zmq.PULL)
     r.setsockopt(zmq.RCVHWM, 16)
-    port = r.bind_to_random_port("tcp://127.0.0.1")
+    tmp = None
+    if transport == "ipc":
+        tmp = tempfile.mkdtemp(prefix="scopecast-bench-")
+        addr = f"ipc://{tmp}/stream"
+        r.bind(addr)
+    else:
+        addr = f"tcp://127.0.0.1:{r.bind_to_random_port('tcp://127.0.0.1')}"
     ready = mp.Event()
-    p = mp.Process(target=_sender, args=(f"tcp://127.0.0.1:{port}", mode, n, shape, ready, rate))
+    p = mp.Process(target=_sender, args=(addr, mode, n, shape, ready, rate))
     p.start()
     ready.set()
     lat, total = [], 0
@@ -76,6 +85,8 @@ def run(mode: str, n: int, shape: tuple[int, int], rate: float = 0.0) -> dict[st
     p.join()
     r.close()
     ctx.term()
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
     a = np.array(lat)
     return {"GB/s": total / elapsed / 1e9, "frames/s": (n - 1) / elapsed, "p50 ms": float(np.percentile(a, 50)),
             "p99 ms": float(np.percentile(a, 99))}
@@ -89,17 +100,21 @@ def main() -> None:
     args = ap.parse_args()
     side = int(np.sqrt(args.mib * 1024 * 1024 / 2))
     shape = (side, side)
-    print(f"{args.frames} frames of {shape[0]}x{shape[1]} uint16 ({args.mib} MiB), loopback TCP, separate processes")
-    modes = ("scopecast", "pickle")
-    flat = {m: run(m, args.frames, shape) for m in modes}
-    paced = {m: run(m, max(args.frames // 2, 50), shape, args.rate) for m in modes}
+    print(f"{args.frames} frames of {shape[0]}x{shape[1]} uint16 ({args.mib} MiB), separate processes")
+    cases = [("scopecast", "tcp"), ("scopecast", "ipc"), ("pickle", "tcp")]
+    flat = {c: run(*c[:1], args.frames, shape, transport=c[1]) for c in cases}
+    paced = {c: run(c[0], max(args.frames // 2, 50), shape, args.rate, transport=c[1]) for c in cases}
     names = {"scopecast": "scopecast (JSON + raw buffer)", "pickle": "pickled numpy array"}
-    print(f"\n{'encoding':<28} {'GB/s':>7} {'frames/s':>9} | at {args.rate:g} frames/s: {'p50 ms':>7} {'p99 ms':>7}")
-    for m in modes:
-        f, p = flat[m], paced[m]
-        print(f"{names[m]:<28} {f['GB/s']:7.2f} {f['frames/s']:9.1f} | {'':>17}{p['p50 ms']:7.2f} {p['p99 ms']:7.2f}")
-    print(f"\nthroughput scopecast / pickle: {flat['scopecast']['GB/s'] / flat['pickle']['GB/s']:.2f}x; "
-          f"p99 one-way latency pickle / scopecast: {paced['pickle']['p99 ms'] / paced['scopecast']['p99 ms']:.2f}x")
+    print(f"\n{'encoding':<28} {'transport':<9} {'GB/s':>7} {'frames/s':>9} | at {args.rate:g} frames/s: "
+          f"{'p50 ms':>7} {'p99 ms':>7}")
+    for c in cases:
+        f, p = flat[c], paced[c]
+        print(f"{names[c[0]]:<28} {c[1]:<9} {f['GB/s']:7.2f} {f['frames/s']:9.1f} | {'':>17}"
+              f"{p['p50 ms']:7.2f} {p['p99 ms']:7.2f}")
+    tcp, ipc, pkl = (flat[c]["GB/s"] for c in cases)
+    print(f"\nthroughput scopecast / pickle (tcp): {tcp / pkl:.2f}x; ipc / tcp: {ipc / tcp:.2f}x; "
+          f"p99 one-way latency pickle / scopecast (tcp): "
+          f"{paced[cases[2]]['p99 ms'] / paced[cases[0]]['p99 ms']:.2f}x")
 
 
 if __name__ == "__main__":
