@@ -236,7 +236,12 @@ def open_runtime(package: ModelPackage, preference: str | tuple[str, ...] = "aut
     """The first runtime in ``preference`` that works here ("auto": fastest first).
 
     Each skipped runtime is logged with its reason; the choice is logged too.
+    ``triton://HOST:PORT/MODEL`` sends the tiles to a Triton server (:mod:`.triton_runtime`).
     """
+    if isinstance(preference, str) and preference.startswith("triton://"):
+        from .triton_runtime import TritonRuntime
+
+        return TritonRuntime(package, preference)
     order = RUNTIME_NAMES if preference == "auto" else ((preference,) if isinstance(preference, str) else preference)
     reasons = []
     for name in order:
