@@ -255,10 +255,10 @@ def open_runtime(package: ModelPackage, preference: str | tuple[str, ...] = "aut
                 rt = OrtRuntime(package, _ORT_PROVIDER[name], threads=threads, cache_dir=cache_dir)
         except RuntimeUnavailable as e:
             reasons.append(f"{name}: {e}")
-            log.info("runtime %s unavailable: %s", name, e)
+            log.debug("runtime %s unavailable: %s", name, e)
             continue
-        log.warning("model %s runs on %s%s", package.manifest.name, rt.name,
-                    f" (skipped: {'; '.join(reasons)})" if reasons else "")
+        log.info("model %s runs on %s%s", package.manifest.name, rt.name,  # the reasons: DEBUG, above
+                 f" (not available here: {', '.join(r.split(':', 1)[0] for r in reasons)})" if reasons else "")
         rt.skipped = reasons  # type: ignore[attr-defined]
         return rt
     raise RuntimeUnavailable("no runtime can run this model here: " + "; ".join(reasons))
