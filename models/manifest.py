@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "Normalization", "OutputRange",
-    "OutputScaling", "normalize", "percentiles", "sha256_file",
+    "OutputScaling", "ValidatedFidelity", "ValidatedFigure", "normalize", "percentiles", "sha256_file",
 ]
 
 MANIFEST = "manifest.json"
@@ -162,6 +162,43 @@ class OutputScaling(BaseModel):
     offset: list[float]
 
 
+class ValidatedFigure(BaseModel):
+    """The fidelity validated for one output channel (against the ground truth, in the output's units)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    psnr_db: float = Field(description="mean PSNR (data range of the truth), dB")
+    pearson_r: float | None = Field(default=None, description="mean Pearson r (None: not measurable)")
+    fields: int = Field(default=0, ge=0, description="fields it is the mean of")
+
+
+class ValidatedFidelity(BaseModel):
+    """Measured fidelity per training morphology and output, and its floor: what spot checks compare with.
+
+    ``floor`` holds, per output, the lowest ``psnr_db`` and the lowest
+    ``pearson_r`` over ``morphologies``: the figure any in-domain field was
+    validated at, used when the specimen's morphology is not known.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    morphologies: dict[str, dict[str, ValidatedFigure]] = Field(min_length=1)
+    floor: dict[str, ValidatedFigure]
+    method: str = Field(default="", description="how it was measured (command, fields, protocol)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidatedFidelity:
+        for out, f in self.floor.items():
+            figs = [m[out] for m in self.morphologies.values() if out in m]
+            if not figs:
+                raise ValueError(f"validated floor of {out!r} has no morphology figure")
+            low = min(x.psnr_db for x in figs)
+            if abs(f.psnr_db - low) > 1e-6:
+                raise ValueError(f"validated floor of {out!r} is {f.psnr_db} dB, the lowest morphology figure is "
+                                 f"{low} dB")
+        return self
+
+
 class ModelManifest(BaseModel):
     """What the engine needs to run a model (``manifest.json``)."""
 
@@ -189,6 +226,8 @@ class ModelManifest(BaseModel):
     camera: CameraCalibration | None = Field(default=None, description="camera of the training data")
     input_stats: InputStats | None = Field(default=None, description="training input distribution (guards)")
     output_range: OutputRange | None = Field(default=None, description="physical range of each output")
+    validated: ValidatedFidelity | None = Field(
+        default=None, description="measured fidelity per training morphology and output (spot-check comparator)")
     provenance: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -206,6 +245,10 @@ class ModelManifest(BaseModel):
         r = self.output_range
         if r is not None and len(r.min) != len(self.outputs):
             raise ValueError("output_range needs one min and max per output channel")
+        v = self.validated
+        if v is not None and (set(v.floor) != set(self.outputs)
+                              or any(set(f) - set(self.outputs) for f in v.morphologies.values())):
+            raise ValueError(f"validated figures must be for the outputs {self.outputs}")
         if self.input_stats is not None and set(self.input_stats.channels) != set(self.inputs):
             raise ValueError(f"input_stats channels {sorted(self.input_stats.channels)} are not the inputs "
                              f"{sorted(self.inputs)}")
