@@ -10,17 +10,22 @@ of the real image, as the model card's evaluation computes it) and Pearson r
 (:mod:`scopecast.models.evaluation`). The running fidelity (the mean over the
 last ``window`` checks) is published as an ``event`` on the frame stream and
 in ``spot_checks`` status; an alarm is raised when a channel's running PSNR
-falls below the figure the model card validated (``provenance.metrics.model``
-of the shipped package, less ``tolerance_db``) or below ``min_psnr_db``.
+falls below the figure the package validated, less ``tolerance_db``, or below
+``min_psnr_db``. The validated figure (``status.comparator`` says which was used):
+the package's per-morphology table (``ModelManifest.validated``): the figure of
+the specimen's ``morphology`` when the request names one the table holds, else the
+table's floor (the lowest in-domain morphology figure: an ordinary field of any
+training morphology must not raise the alarm); a package without that table falls
+back to the card's validation mean (``provenance.metrics.model``, a mean over the
+training morphologies, which sits above the weaker ones).
 
 Units. The virtual output is in the package's physical units
-(``output_scaling``): camera counts at a *reference exposure*: 100 ms, the
-exposure of the training targets (models/dataset.py ``TASKS``; virtual-staining
-targets taken shorter are rescaled to it), unless the package's
-``provenance.reference_exposure_ms`` or the request says otherwise. (Measured
-on the shipped super-resolution package: its output is ~5.2× a 20 ms STED
-capture above the offset, i.e. 100 ms units, whatever the input exposure — with
-per-image percentile normalization the network cannot know the exposure.)
+(``output_scaling``): camera counts at a *reference exposure*: for virtual
+staining 100 ms, the exposure of the training targets (models/dataset.py
+``TASKS``; targets taken shorter are rescaled to it); for super-resolution the
+input's own exposure (its STED targets were taken at the input's exposure, and
+with calibrated normalization the network sees the exposure), unless the
+package's ``provenance.reference_exposure_ms`` or the request says otherwise.
 The real capture is brought to those units as
 ``(counts - offset) × reference / actual + offset`` (offset: the package's camera
 calibration, else 100 ADU); each check reports the factor it applied. A
@@ -28,11 +33,13 @@ capture is taken at ``exposure_ms`` (default 20 ms: the virtual-staining
 targets' unclipped exposure for nuclei). When the two images differ in
 sampling by an integer factor, the finer one is block-averaged.
 
-Light dose. Each check is charged ``exposure_ms × power`` per channel against
-a per-position and a per-session budget with the semantics of the triggers'
-``SafetySpec`` (positions closer than ``position_grid_um`` share a budget). A
-check that would exceed the position budget is skipped (counted); one that
-would exceed the session budget stops the spot checks (``stopped_reason``).
+Light dose. Each check is charged ``exposure_ms × power`` per channel, before it
+captures, to the session's one light budget (:func:`scopecast.daemon.dose.shared_budget`),
+which the triggers charge too: its limits (the triggers' ``SafetySpec``) bound
+the light of both, and the request's ``dose_per_position`` / ``dose_per_session``
+cap the spot checks' own share (positions closer than ``position_grid_um``
+share one). A check that would exceed a position budget is skipped (counted);
+one that would exceed a session budget stops the spot checks (``stopped_reason``).
 A check whose capture position differs from the result's (the stage moved)
 is not compared (counted as skipped; its dose is still charged).
 
@@ -59,6 +66,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field
 
 from .acquisition import AcquisitionEngine
+from .dose import shared_budget
 from .frames import Frame
 from .plans import ChannelSpec
 from .recorder import Recorder
@@ -66,7 +74,7 @@ from .security import connect_socket
 from .stream import FramePublisher, decode
 from .trigger_actions import FrameRing
 
-__all__ = ["DoseBudget", "SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity"]
+__all__ = ["SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity", "validated_psnr"]
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +113,9 @@ class SpotCheckSpec(BaseModel):
     exposure_ms: float = Field(default=20.0, gt=0)
     power: float = Field(default=1.0, gt=0, le=1)
     reference_exposure_ms: float | None = Field(default=None, gt=0)
-    min_psnr_db: float | None = Field(default=None, description="alarm threshold (default: card - tolerance)")
+    min_psnr_db: float | None = Field(default=None, description="alarm threshold (default: validated - tolerance)")
+    morphology: str | None = Field(default=None, description="the specimen's morphology, when known: its "
+                                   "validated figure is the comparator (default: the validated floor)")
     tolerance_db: float = Field(default=3.0, ge=0)
     window: int = Field(default=5, ge=1, le=1000)
     dose_per_position: float = Field(default=500.0, ge=0)
@@ -124,30 +134,8 @@ class SpotCheckSpec(BaseModel):
         return out
 
 
-class DoseBudget:
-    """Per-position and per-session light dose (exposure ms × power), as the triggers' ``SafetySpec``."""
-
-    def __init__(self, per_position: float, per_session: float, grid_um: float) -> None:
-        self.per_position, self.per_session, self.grid_um = per_position, per_session, grid_um
-        self.session = 0.0
-        self.by_position: dict[tuple[int, int], float] = {}
-
-    def key(self, x: float, y: float) -> tuple[int, int]:
-        return int(round(x / self.grid_um)), int(round(y / self.grid_um))
-
-    def refusal(self, dose: float, x: float, y: float) -> tuple[str, str]:
-        """``(scope, reason)``: scope ``position`` or ``session``; ``("", "")`` when the dose fits."""
-        pos = self.by_position.get(self.key(x, y), 0.0)
-        if pos + dose > self.per_position:
-            return "position", f"light budget at this position: {pos:g} + {dose:g} > {self.per_position:g}"
-        if self.session + dose > self.per_session:
-            return "session", f"session light budget: {self.session:g} + {dose:g} > {self.per_session:g}"
-        return "", ""
-
-    def charge(self, dose: float, x: float, y: float) -> None:
-        k = self.key(x, y)
-        self.by_position[k] = self.by_position.get(k, 0.0) + dose
-        self.session += dose
+#: The spot checks' name in the shared light budget.
+DOSE_SOURCE = "spot_checks"
 
 
 def _finite(v: float) -> float | None:
@@ -178,6 +166,29 @@ def fidelity(virtual: np.ndarray, real: np.ndarray) -> dict[str, float | None]:
                 "virtual_mean": _finite(v.mean()), "real_mean": _finite(r.mean())}
 
 
+def validated_psnr(manifest: Any, outputs: list[str], morphology: str | None) -> tuple[dict[str, float], str]:
+    """``(output -> validated PSNR dB, comparator)``: what the alarm compares the running fidelity with.
+
+    The package's per-morphology table (``validated``): the ``morphology``'s figures when it holds them, else its
+    floor; without the table, the card's validation mean (``provenance.metrics.model``); ``{}`` without either."""
+    val = getattr(manifest, "validated", None) if manifest is not None else None
+    if val is not None:
+        if morphology and morphology in val.morphologies:
+            figs, how = val.morphologies[morphology], f"validated {morphology} (package's per-morphology table)"
+        else:
+            figs = val.floor
+            how = "validated floor (the lowest in-domain morphology figure of the package's per-morphology table)"
+            if morphology:
+                how += f"; morphology {morphology!r} is not among the validated {sorted(val.morphologies)}"
+        return {k: float(figs[k].psnr_db) for k in outputs if k in figs}, how
+    metrics = ((manifest.provenance.get("metrics") or {}).get("model") or {}) if manifest is not None else {}
+    card = {k: float(metrics[k]["psnr"]) for k in outputs if isinstance(metrics.get(k), dict)
+            and isinstance(metrics[k].get("psnr"), int | float)}
+    if card:
+        return card, "card validation mean over the training morphologies (package has no per-morphology table)"
+    return {}, "none (the package records no validated fidelity; only min_psnr_db can raise the alarm)"
+
+
 def _package_manifest(model: str, sha256: str | None) -> Any:
     """The shipped package of ``model`` (matching ``sha256`` when given), or ``None``."""
     from scopecast.models import packages_root
@@ -203,7 +214,8 @@ class SpotChecker:
         self.publisher = publisher
         self.data_dir = Path(data_dir)
         self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.budget = DoseBudget(spec.dose_per_position, spec.dose_per_session, spec.position_grid_um)
+        self.budget = shared_budget(engine)  # the session's one budget: the triggers draw from it too
+        self.own_caps = (spec.dose_per_position, spec.dose_per_session, spec.position_grid_um)
         self.ring = FrameRing(10.0, 256 << 20)
         engine.sinks.append(self.ring)
         self.results_seen = 0
@@ -215,7 +227,8 @@ class SpotChecker:
         self.alarm_reasons: list[str] = []
         self.alarms_raised = 0
         self.stopped_reason: str | None = None
-        self.card: dict[str, float] = {}
+        self.card: dict[str, float] = {}  # output -> the validated PSNR the alarm compares with
+        self.comparator = "not yet known (set by the first result)"
         self._manifest: Any = None
         self._channels: dict[str, SpotCheckChannel] | None = None
         self._newest: tuple[dict[str, Any], np.ndarray] | None = None
@@ -263,6 +276,8 @@ class SpotChecker:
         return {k: v - self.spec.tolerance_db for k, v in self.card.items()}
 
     def status(self) -> dict[str, Any]:
+        own = self.budget.by_position(DOSE_SOURCE, self.spec.position_grid_um)
+        shared = self.budget.status()
         with self._lock:
             return {
                 "model": self.spec.model, "running": self.running and not self._stop.is_set(),
@@ -272,12 +287,13 @@ class SpotChecker:
                 "checks": len(self.checks), "skipped": dict(self.skipped), "last_skip": self.last_skip,
                 "last": self.checks[-1] if self.checks else None,
                 "fidelity": self.running_fidelity(), "window": self.spec.window,
-                "card_psnr_db": self.card, "alarm_below_db": self.thresholds(),
+                "card_psnr_db": self.card, "comparator": self.comparator, "alarm_below_db": self.thresholds(),
                 "alarm": bool(self.alarm_reasons), "alarm_reasons": list(self.alarm_reasons),
                 "alarms_raised": self.alarms_raised,
-                "dose_session": self.budget.session, "dose_session_budget": self.budget.per_session,
-                "dose_per_position_budget": self.budget.per_position,
-                "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in self.budget.by_position.items()},
+                "dose_session": sum(own.values()), "dose_session_budget": self.spec.dose_per_session,
+                "dose_per_position_budget": self.spec.dose_per_position,
+                "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in own.items()},
+                "shared_budget": shared,
                 "recordings": self.recordings[-5:], "recordings_written": len(self.recordings),
             }
 
@@ -327,18 +343,22 @@ class SpotChecker:
     def _setup(self, header: dict[str, Any]) -> None:
         """On the first result: the package (card figures, units) and the channels to check."""
         self._manifest = _package_manifest(self.spec.model, header.get("model_sha256"))
-        metrics = ((self._manifest.provenance.get("metrics") or {}).get("model") or {}) if self._manifest else {}
         outputs = list(header.get("channels") or [])
         chans = self.spec.real_channels(str(header.get("task")))
         unknown = sorted(set(chans) - set(outputs))
         if unknown:
             raise ValueError(f"model {self.spec.model!r} has no output channel(s) {unknown} (outputs: {outputs})")
         self._channels = chans
-        self.card = {k: float(metrics[k]["psnr"]) for k in chans if isinstance(metrics.get(k), dict)
-                     and isinstance(metrics[k].get("psnr"), int | float)}
+        self.card, self.comparator = validated_psnr(self._manifest, list(chans), self.spec.morphology)
 
-    def _units(self) -> tuple[float, float | None, str]:
-        """``(offset_adu, reference_exposure_ms, how)`` of the output units."""
+    def _comparator_short(self) -> str:
+        """The comparator as an alarm reason names it: ``validated floor``, ``validated cells`` or ``card``."""
+        return self.comparator.split(" (")[0].split(";")[0] if self.comparator.startswith("validated") else "card"
+
+    def _units(self, task: str, bundle: list[Frame]) -> tuple[float, float | None, str]:
+        """``(offset_adu, reference_exposure_ms, how)`` of the output units (None: the capture's own)."""
+        from scopecast.models.dataset import TASKS
+
         m = self._manifest
         offset = float(m.camera.offset_adu) if m is not None and m.camera is not None else DEFAULT_OFFSET_ADU
         if self.spec.reference_exposure_ms is not None:
@@ -346,6 +366,12 @@ class SpotChecker:
         prov = m.provenance.get("reference_exposure_ms") if m is not None else None
         if isinstance(prov, int | float) and prov > 0:
             return offset, float(prov), "reference exposure from the package provenance"
+        if task in TASKS and not TASKS[task]["label_free"]:
+            exp = sorted({float(f.header.exposure_ms) for f in bundle if f.header.exposure_ms})
+            if exp:
+                return offset, exp[-1], ("training targets are taken at the input's exposure (models/dataset.py "
+                                         "DOMAIN): the result's input exposure")
+            return offset, None, "training targets are taken at the input's exposure, unknown here: the capture's"
         return offset, REFERENCE_EXPOSURE_MS, "training targets are counts at 100 ms (models/dataset.py TASKS)"
 
     def _check(self, header: dict[str, Any], data: np.ndarray) -> None:
@@ -354,28 +380,26 @@ class SpotChecker:
         chans = self._channels or {}
         x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
         dose = sum((c.exposure_ms or self.spec.exposure_ms) * self.spec.power for c in chans.values())
-        scope, refusal = self.budget.refusal(dose, x, y)
-        if scope == "session":
-            self.stopped_reason = refusal
-            self._skip(refusal)
-            self._event({"kind": "stopped", "reason": refusal})
+        refusal = self.budget.request(dose, x, y, DOSE_SOURCE, self.own_caps)  # charged now if it fits
+        if refusal is not None and refusal.scope == "session":
+            self.stopped_reason = refusal.reason
+            self._skip(refusal.reason)
+            self._event({"kind": "stopped", "reason": refusal.reason})
             self._stop.set()
             return
-        if scope:
-            self._skip(refusal)
+        if refusal is not None:
+            self._skip(refusal.reason)
             return
         frames = {k: self.engine.snap(ChannelSpec(name=c.channel, exposure_ms=c.exposure_ms, detector=c.detector))
                   for k, c in chans.items()}
         first = next(iter(frames.values())).header
         self._last_capture_ns = max(f.header.t_acquired_ns for f in frames.values())
-        with self._lock:
-            self.budget.charge(dose, first.stage_x_um or 0.0, first.stage_y_um or 0.0)
         moved = max(abs((first.stage_x_um or 0.0) - x), abs((first.stage_y_um or 0.0) - y))
         if moved > 1.0:
             self._skip(f"stage moved: {moved:.1f} µm between the result and the capture")
             return
         bundle = self.ring.bundle(str(header.get("acquisition_id")), int(header.get("bundle_id", -1)))
-        offset, ref, how = self._units()
+        offset, ref, how = self._units(str(header.get("task")), bundle)
         names = list(header.get("channels") or [])
         figures, scales = {}, {}
         for k, f in frames.items():
@@ -411,7 +435,8 @@ class SpotChecker:
                 if self.spec.min_psnr_db is not None:
                     reasons.append(f"spot-check fidelity {k} {run:.1f} dB < threshold {thr:.1f} dB")
                 else:
-                    reasons.append(f"spot-check fidelity {k} {run:.1f} dB < card {self.card[k]:.1f} dB"
+                    reasons.append(f"spot-check fidelity {k} {run:.1f} dB < {self._comparator_short()} "
+                                   f"{self.card[k]:.1f} dB"
                                    + (f" - {self.spec.tolerance_db:g} dB" if self.spec.tolerance_db else ""))
         with self._lock:
             raised = bool(reasons) and not self.alarm_reasons

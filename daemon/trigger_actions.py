@@ -30,6 +30,7 @@ import zmq
 from scipy import ndimage
 
 from .acquisition import AcquisitionEngine
+from .dose import shared_budget
 from .frames import Frame, now_ns
 from .plans import ChannelSpec, LivePlan
 from .recorder import Recorder
@@ -94,7 +95,10 @@ class TriggerRunner:
         if missing:
             raise ValueError(f"no result stream given for model(s) {sorted(missing)}; sources: {sorted(sources)}")
         self.config = config
-        self.decider = Decider(config)
+        s = config.safety
+        self.budget = shared_budget(engine)  # the session's one light budget: spot checks draw from it too
+        self.budget.set_limits(s.dose_per_position, s.dose_per_session, s.position_grid_um)
+        self.decider = Decider(config, self.budget)
         self.engine = engine
         self.publisher = publisher
         self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-triggers-{uuid.uuid4().hex[:6]}"

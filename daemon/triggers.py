@@ -6,7 +6,9 @@ class implementing :class:`Trigger`), compares it with a threshold with
 hysteresis (fire above ``above``; re-arm only below ``rearm_below``), waits out
 a cooldown, and lists actions. Safeguards are part of the decision: a rate
 limit and light-dose budgets per position and per session, charged with each
-action's planned excitation dose (exposure ms × power fraction).
+action's planned excitation dose (exposure ms × power fraction). Live, the budget is the
+session's shared :class:`~scopecast.daemon.dose.DoseBudget` (spot checks draw from it too,
+and the ``safety`` limits are its limits); a :class:`Decider` made without one keeps its own.
 
 Trust gating: a result whose ``trust.ok`` is not ``true`` (or that carries no
 ``trust`` verdict) is not measured, so it can neither fire nor re-arm a trigger
@@ -18,7 +20,9 @@ the session) — not one per result, so a blank slide does not flood the log.
 
 :class:`Decider` is pure and deterministic: its decisions depend only on the
 sequence of results (values and acquisition timestamps), so :func:`replay` over
-a recording and its offline results reproduces the live decision log.
+a recording and its offline results reproduces the live decision log (a light-budget
+suppression reproduces only if no other source, e.g. spot checks, drew from the shared
+budget live: replay has its own).
 Executing actions is :mod:`scopecast.daemon.trigger_actions`' job.
 """
 
@@ -33,6 +37,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
+
+from .dose import DoseBudget
 
 __all__ = [
     "ActionSpec", "Decider", "Decision", "MeasurementSpec", "SafetySpec", "Trigger", "TriggerConfig",
@@ -278,19 +284,28 @@ def trust_refusal(header: dict[str, Any]) -> list[str] | None:
 class Decider:
     """Turn results into decisions (deterministic; no hardware)."""
 
-    def __init__(self, config: TriggerConfig) -> None:
+    def __init__(self, config: TriggerConfig, budget: DoseBudget | None = None) -> None:
+        """``budget``: the light budget to charge (live: the session's shared one); default: a budget of
+        its own with the ``safety`` limits."""
         self.config = config
+        s = config.safety
+        self.budget = budget if budget is not None else DoseBudget(s.dose_per_position, s.dose_per_session,
+                                                                  s.position_grid_um)
         self.measures: dict[str, Trigger] = {}
         for t in config.triggers:
             self.measures[t.name] = DeclarativeMeasurement(t.measurement) if t.measurement else _python_trigger(t.python)  # type: ignore[arg-type]
         self.state = {t.name: _State() for t in config.triggers}
         self.action_times: list[int] = []
-        self.dose_session = 0.0
-        self.dose_position: dict[tuple[int, int], float] = {}
 
-    def _position_key(self, header: dict[str, Any]) -> tuple[int, int]:
-        g = self.config.safety.position_grid_um
-        return (int(round((header.get("stage_x_um") or 0.0) / g)), int(round((header.get("stage_y_um") or 0.0) / g)))
+    @property
+    def dose_session(self) -> float:
+        """Light charged in the session, by every source of the budget."""
+        return self.budget.session
+
+    @property
+    def dose_position(self) -> dict[tuple[int, int], float]:
+        """Light charged per position (grid keys), by every source of the budget."""
+        return self.budget.by_position()
 
     def decide(self, header: dict[str, Any], data: np.ndarray) -> list[Decision]:
         """Decisions (fires, re-arms, suppressions, disablements, untrusted refusals) for one result."""
@@ -343,36 +358,31 @@ class Decider:
                 out.append(decision("suppressed", f"cooldown: {(t_ns - st.last_fire_ns) / 1e9:.2f} s of "
                                     f"{spec.cooldown_s:g} s", value))
                 continue
-            refusal = self._safety(spec, header, t_ns)
+            refusal = self._admit(spec, header, t_ns)
             if refusal:
                 out.append(decision("suppressed", refusal, value))
                 continue
             st.armed = False
             st.last_fire_ns = t_ns
-            self._charge(spec, header, t_ns)
             out.append(decision("fire", f"{value:.4g} >= {cond.above:.4g}", value, [a.kind for a in spec.actions]))
         return out
 
-    def _safety(self, spec: TriggerSpec, header: dict[str, Any], t_ns: int) -> str:
+    def _admit(self, spec: TriggerSpec, header: dict[str, Any], t_ns: int) -> str:
+        """The rate limit and the light budget; ``""`` when the firing may go ahead, its planned dose charged
+        (in one step with the check: another source cannot take the same light meanwhile)."""
         s = self.config.safety
         recent = [t for t in self.action_times if t_ns - t < 60e9]
         if spec.actions and len(recent) >= s.max_actions_per_minute:
             return f"rate limit: {len(recent)} actions in the last minute (max {s.max_actions_per_minute})"
         dose = sum(a.planned_dose() for a in spec.actions)
-        pos = self.dose_position.get(self._position_key(header), 0.0)
-        if dose and pos + dose > s.dose_per_position:
-            return f"light budget at this position: {pos:g} + {dose:g} > {s.dose_per_position:g}"
-        if dose and self.dose_session + dose > s.dose_per_session:
-            return f"session light budget: {self.dose_session:g} + {dose:g} > {s.dose_per_session:g}"
-        return ""
-
-    def _charge(self, spec: TriggerSpec, header: dict[str, Any], t_ns: int) -> None:
+        if dose:
+            r = self.budget.request(dose, float(header.get("stage_x_um") or 0.0),
+                                    float(header.get("stage_y_um") or 0.0), "triggers")
+            if r is not None:
+                return r.reason
         if spec.actions:
             self.action_times.append(t_ns)
-        dose = sum(a.planned_dose() for a in spec.actions)
-        key = self._position_key(header)
-        self.dose_position[key] = self.dose_position.get(key, 0.0) + dose
-        self.dose_session += dose
+        return ""
 
     def status(self) -> dict[str, Any]:
         return {
@@ -380,8 +390,7 @@ class Decider:
                              "untrusted": s.untrusted, "untrusted_refusals": s.untrusted_refusals}
                          for n, s in self.state.items()},
             "untrusted_refusals": sum(s.untrusted_refusals for s in self.state.values()),
-            "dose_session": self.dose_session, "dose_session_budget": self.config.safety.dose_per_session,
-            "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in self.dose_position.items()},
+            **self.budget.status(),
         }
 
 

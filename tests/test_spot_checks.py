@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 
 from helpers import wait_subscribed, wait_until
 from scopecast.daemon.control import DaemonError
+from scopecast.daemon.dose import DoseBudget
 from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.recorder import open_recording
-from scopecast.daemon.spot_checks import DoseBudget, fidelity
+from scopecast.daemon.spot_checks import fidelity, validated_psnr
 from scopecast.daemon.stream import StreamSubscriber
+from scopecast.daemon.triggers import Decider, load_trigger_config
+from scopecast.models.manifest import ModelManifest
 
 ROOT = Path(__file__).resolve().parents[1]
 VS = ROOT / "models" / "packages" / "virtual-staining"
@@ -35,13 +40,71 @@ def test_fidelity_figures_and_sampling():
 
 def test_dose_budget_semantics():
     b = DoseBudget(per_position=100, per_session=150, grid_um=100)
-    assert b.refusal(60, 0, 0) == ("", "")
-    b.charge(60, 0, 0)
-    assert b.refusal(60, 20, 0)[0] == "position"  # within the grid: the same position
-    assert b.refusal(60, 5000, 0) == ("", "")
-    b.charge(60, 5000, 0)
-    scope, reason = b.refusal(60, 9000, 0)
-    assert scope == "session" and reason == "session light budget: 120 + 60 > 150"
+    assert b.request(60, 0, 0, "a") is None
+    assert b.refusal(60, 20, 0).scope == "position"  # within the grid: the same position
+    assert b.request(60, 20, 0, "a").scope == "position" and b.session == 60  # refused: nothing charged
+    assert b.request(60, 5000, 0, "b") is None
+    r = b.refusal(60, 9000, 0)
+    assert r.scope == "session" and r.reason == "session light budget: 120 + 60 > 150" and r.source == ""
+    # a source's own caps count its own share only
+    own = (100.0, 70.0, 100.0)
+    assert b.refusal(10, 9000, 0, "a", own) is None  # a has 60 of its 70
+    r = b.refusal(20, 9000, 0, "a", own)
+    assert r.scope == "session" and r.reason == "a session light budget: 60 + 20 > 70" and r.source == "a"
+    assert b.status()["dose_by_source"] == {"a": 60.0, "b": 60.0}
+
+
+def _firing(value=0.9, x=0.0, t_s=1.0):
+    header = {"model": "m", "channels": ["c"], "t_acquired_ns": int(t_s * 1e9), "bundle_id": int(t_s),
+              "acquisition_id": "a", "source_seqs": [], "stage_x_um": x, "stage_y_um": 0.0,
+              "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}}}
+    return header, np.full((1, 4, 4), value, np.float32)
+
+
+def test_triggers_and_spot_checks_draw_from_one_budget():
+    """Spot checks stop when the triggers have spent the shared budget, and triggers are suppressed when the
+    spot checks have (the spot checker asks exactly this: ``request(dose, x, y, 'spot_checks', own caps)``)."""
+    cfg = load_trigger_config({"triggers": [{
+        "name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
+        "condition": {"above": 0.5, "rearm_below": 0.3}, "cooldown_s": 0,
+        "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 100}]}],
+        "safety": {"dose_per_position": 1000, "dose_per_session": 150}})
+    own = (500.0, 5000.0, 100.0)  # the spot checks' default caps: not what stops them here
+    shared = DoseBudget(cfg.safety.dose_per_position, cfg.safety.dose_per_session, cfg.safety.position_grid_um)
+    d = Decider(cfg, shared)
+    assert [x.event for x in d.decide(*_firing())] == ["fire"] and shared.session == 100
+    assert shared.request(40, 0, 0, "spot_checks", own) is None
+    r = shared.request(40, 0, 0, "spot_checks", own)
+    assert r.scope == "session" and r.reason == "session light budget: 140 + 40 > 150"  # the spot checks stop
+    assert d.status()["dose_by_source"] == {"triggers": 100.0, "spot_checks": 40.0}
+    # vice versa: the spot checks spent it first; the trigger's firing is suppressed
+    shared = DoseBudget(cfg.safety.dose_per_position, cfg.safety.dose_per_session, cfg.safety.position_grid_um)
+    d = Decider(cfg, shared)
+    for _ in range(2):
+        assert shared.request(40, 0, 0, "spot_checks", own) is None
+    (dec,) = d.decide(*_firing())
+    assert dec.event == "suppressed" and dec.reason == "session light budget: 80 + 100 > 150"
+    assert shared.status()["dose_by_source"] == {"spot_checks": 80.0}
+    # a Decider without a budget keeps its own (replay): it sees none of the spot checks' light
+    assert [x.event for x in Decider(cfg).decide(*_firing())] == ["fire"]
+
+
+def test_comparator_is_the_validated_floor_or_the_morphology():
+    m = ModelManifest.model_validate(json.loads((VS / "manifest.json").read_text()))
+    assert m.validated is not None
+    floor = {k: f.psnr_db for k, f in m.validated.floor.items()}
+    figs, how = validated_psnr(m, ["nuclei", "membrane"], None)
+    assert figs == floor and how.startswith("validated floor")
+    # the floor is the weakest training morphology, well below the card's mean over all of them (the old
+    # comparator, which raised the alarm on ordinary cells)
+    card = m.provenance["metrics"]["model"]["nuclei"]["psnr"]
+    assert floor["nuclei"] == min(v["nuclei"].psnr_db for v in m.validated.morphologies.values()) < card - 3
+    figs, how = validated_psnr(m, ["nuclei"], "debris")
+    assert figs == {"nuclei": m.validated.morphologies["debris"]["nuclei"].psnr_db} and how.startswith("validated debris")
+    figs, how = validated_psnr(m, ["nuclei"], "fibroblasts")  # held out of training: not validated
+    assert figs == {"nuclei": floor["nuclei"]} and "'fibroblasts' is not among the validated" in how
+    figs, how = validated_psnr(m.model_copy(update={"validated": None}), ["nuclei"], None)
+    assert figs == {"nuclei": card} and how.startswith("card validation mean")
 
 
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
@@ -65,18 +128,22 @@ def test_spot_checks_during_live_record_pairs_and_stop_at_the_budget(daemon, cli
                         ["stopped_reason"] and s, 180, "the light budget to stop the spot checks")
         client.request("stop")
         assert st["checks"] == 3 and st["dose_session"] == 120.0 and not st["running"]
-        assert st["stopped_reason"] == "session light budget: 120 + 40 > 130"
+        assert st["stopped_reason"] == "spot_checks session light budget: 120 + 40 > 130"
+        assert st["shared_budget"]["dose_by_source"] == {"spot_checks": 120.0}
         fid = st["fidelity"]
         assert set(fid) == {"nuclei", "membrane"} and fid["nuclei"]["n"] == 3
         last = st["last"]
         assert last["acquisition_id"] == live["acquisition_id"]
         assert last["real"]["nuclei"] == {"channel": "Nuclei", "detector": "Camera", "exposure_ms": 20.0,
                                           "scale": 5.0}  # counts at 20 ms -> the outputs' 100 ms units
-        assert st["card_psnr_db"]["nuclei"] > 20 and set(st["alarm_below_db"]) == {"nuclei", "membrane"}
+        assert st["comparator"].startswith("validated floor") and set(st["alarm_below_db"]) == {"nuclei", "membrane"}
+        floor = json.loads((VS / "manifest.json").read_text())["validated"]["floor"]
+        assert st["card_psnr_db"] == {k: v["psnr_db"] for k, v in floor.items()}
         for name in ("nuclei", "membrane"):
             assert fid[name]["pearson"] > 0.5, fid  # the virtual stain follows the real one on cells
-        print(f"\nspot-check fidelity on cells (3 checks): {fid}; card {st['card_psnr_db']}; "
+        print(f"\nspot-check fidelity on cells (3 checks): {fid}; validated floor {st['card_psnr_db']}; "
               f"alarm {st['alarm']} {st['alarm_reasons']}")
+        assert not st["alarm"], st["alarm_reasons"]  # ordinary cells: no false alarm against the floor
         # each check is a training pair: the label-free bundle and the real capture
         assert st["recordings_written"] == 3
         pair = open_recording(last["recording"])
@@ -91,6 +158,38 @@ def test_spot_checks_during_live_record_pairs_and_stop_at_the_budget(daemon, cli
     finally:
         events.close()
         client.request("stop_spot_checks")
+        engine.close()
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_spot_checks_stop_when_triggers_have_spent_the_shared_budget(daemon, client):
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
+                             warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        # fires once on the first trusted result (never re-arms) and confirms with 100 ms of Nuclei
+        cfg = {"triggers": [{"name": "once", "model": "virtual-staining",
+                             "measurement": {"kind": "max", "channel": "nuclei"},
+                             "condition": {"above": 0, "rearm_below": -1}, "cooldown_s": 0,
+                             "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 100}]}],
+               "safety": {"dose_per_position": 1000, "dose_per_session": 200}}
+        client.request("load_triggers", config=cfg, sources={"virtual-staining": engine.results_address})
+        wait_subscribed(engine, "result")
+        client.request("start_live", channels=CYCLE, interval_ms=50)
+        wait_until(lambda: (s := client.request("triggers"))["fired"] and s["actions_pending"] == 0, 120,
+                   "the trigger to fire and confirm")
+        # 2 channels x 20 ms per check: 100 (trigger) + 40 + 40 = 180; the third would pass the shared 200
+        client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
+                       period_s=0.2, record=False)
+        st = wait_until(lambda: (s := client.request("spot_checks")["models"]["virtual-staining"])
+                        ["stopped_reason"] and s, 180, "the shared light budget to stop the spot checks")
+        client.request("stop")
+        assert st["stopped_reason"] == "session light budget: 180 + 40 > 200"
+        assert st["shared_budget"]["dose_by_source"] == {"triggers": 100.0, "spot_checks": 80.0}
+        assert st["dose_session"] == 80.0 and client.request("triggers")["dose_session"] == 180.0
+    finally:
+        client.request("stop_spot_checks")
+        client.request("unload_triggers")
         engine.close()
 
 
@@ -132,11 +231,14 @@ def test_super_resolution_spot_checks_use_the_sted_detector(daemon, client):
                         and s, 180, "two super-resolution spot checks")
         client.request("stop")
         last = st["last"]
-        assert last["real"]["membrane-sr"]["detector"] == "STED" and last["real"]["membrane-sr"]["scale"] == 5.0
+        # its STED targets were taken at the input's exposure: a 20 ms capture beside a 20 ms input is unscaled
+        assert last["real"]["membrane-sr"]["detector"] == "STED" and last["real"]["membrane-sr"]["scale"] == 1.0
+        assert last["units"]["reference_exposure_ms"] == 20.0
         # the STED snaps are 'Membrane' frames too (the model infers them); only live results are checked
         assert last["acquisition_id"] == live["acquisition_id"]
         print(f"\nsuper-resolution spot checks: {st['fidelity']}; card {st['card_psnr_db']}; last {last['channels']}")
         assert st["fidelity"]["membrane-sr"]["pearson"] > 0.5
+        assert st["comparator"].startswith("validated floor") and not st["alarm"], st["alarm_reasons"]
         pair = open_recording(last["recording"])  # camera series (input) and STED series (ground truth)
         assert sorted(s.attrs["scopecast"]["detector"] for s in pair.series) == ["Camera", "STED"]
     finally:

@@ -1,0 +1,163 @@
+"""The light-dose budget of a session: one ledger that every consumer of excitation light draws from.
+
+Dose is excitation ``exposure ms × power fraction``. The specimen does not care
+whether a trigger's confirmation capture or a spot check bleached it, so the
+triggers (:mod:`.triggers`, :mod:`.trigger_actions`) and the spot checks
+(:mod:`.spot_checks`) charge one :class:`DoseBudget` per acquisition engine
+(:func:`shared_budget`): each sees the light the other has spent.
+
+Limits. The budget's own limits (per position and per session, positions
+closer than ``grid_um`` sharing one) bound the total of every source; they are
+the triggers' ``SafetySpec`` (its defaults until a trigger configuration sets
+them). A source may also cap its own share (the spot checks' ``dose_per_position``
+/ ``dose_per_session``): a request is refused when either the total or the
+source's share would exceed its limit. :meth:`DoseBudget.request` checks and
+charges in one step under a lock, so two threads cannot both take the last
+of the budget.
+
+The ledger lasts as long as the acquisition engine (the daemon's session):
+reloading triggers or restarting spot checks does not give the light back.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_PER_POSITION", "DEFAULT_PER_SESSION", "DEFAULT_GRID_UM", "DoseBudget", "Refusal",
+           "shared_budget"]
+
+#: The triggers' ``SafetySpec`` defaults (exposure ms × power).
+DEFAULT_PER_POSITION = 5_000.0
+DEFAULT_PER_SESSION = 50_000.0
+DEFAULT_GRID_UM = 100.0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a dose was refused: ``scope`` is ``position`` or ``session``; ``source`` names whose limit it hit
+    (``""``: the shared budget's)."""
+
+    scope: str
+    reason: str
+    source: str = ""
+
+
+class DoseBudget:
+    """Per-position and per-session light dose of every source (see the module docstring). Thread-safe."""
+
+    def __init__(self, per_position: float = DEFAULT_PER_POSITION, per_session: float = DEFAULT_PER_SESSION,
+                 grid_um: float = DEFAULT_GRID_UM) -> None:
+        if grid_um <= 0:
+            raise ValueError(f"dose budget grid must be positive, got {grid_um} µm")
+        self.per_position, self.per_session, self.grid_um = float(per_position), float(per_session), float(grid_um)
+        self._charges: list[tuple[float, float, float, str]] = []  # (x µm, y µm, dose, source)
+        self._lock = threading.Lock()
+
+    def set_limits(self, per_position: float, per_session: float, grid_um: float) -> None:
+        """New limits for the total (what has been charged stays charged)."""
+        if grid_um <= 0:
+            raise ValueError(f"dose budget grid must be positive, got {grid_um} µm")
+        with self._lock:
+            self.per_position, self.per_session, self.grid_um = float(per_position), float(per_session), float(grid_um)
+
+    @staticmethod
+    def _key(x: float, y: float, grid: float) -> tuple[int, int]:
+        return int(round(x / grid)), int(round(y / grid))
+
+    def _used(self, x: float, y: float, grid: float, source: str | None) -> tuple[float, float]:
+        """(at this position, in the session) charged so far, by ``source`` only or by all (None)."""
+        k = self._key(x, y, grid)
+        pos = ses = 0.0
+        for cx, cy, d, s in self._charges:
+            if source is not None and s != source:
+                continue
+            ses += d
+            if self._key(cx, cy, grid) == k:
+                pos += d
+        return pos, ses
+
+    def _refusal(self, dose: float, x: float, y: float, source: str,
+                 own: tuple[float, float, float] | None) -> Refusal | None:
+        pos, ses = self._used(x, y, self.grid_um, None)
+        if pos + dose > self.per_position:
+            return Refusal("position", f"light budget at this position: {pos:g} + {dose:g} > {self.per_position:g}")
+        if ses + dose > self.per_session:
+            return Refusal("session", f"session light budget: {ses:g} + {dose:g} > {self.per_session:g}")
+        if own is not None:
+            per_pos, per_ses, grid = own
+            p, s = self._used(x, y, grid, source)
+            if p + dose > per_pos:
+                return Refusal("position", f"{source} light budget at this position: {p:g} + {dose:g} > {per_pos:g}",
+                               source)
+            if s + dose > per_ses:
+                return Refusal("session", f"{source} session light budget: {s:g} + {dose:g} > {per_ses:g}", source)
+        return None
+
+    def refusal(self, dose: float, x: float, y: float, source: str = "",
+                own: tuple[float, float, float] | None = None) -> Refusal | None:
+        """Why ``dose`` at ``(x, y)`` µm would not fit (None: it fits). ``own``: the source's own caps on its share,
+        ``(per_position, per_session, grid_um)``."""
+        with self._lock:
+            return self._refusal(dose, x, y, source, own)
+
+    def request(self, dose: float, x: float, y: float, source: str,
+                own: tuple[float, float, float] | None = None) -> Refusal | None:
+        """Charge ``dose`` at ``(x, y)`` to ``source`` if it fits (returns None), else refuse (nothing charged)."""
+        with self._lock:
+            r = self._refusal(dose, x, y, source, own)
+            if r is None and dose > 0:
+                self._charges.append((float(x), float(y), float(dose), source))
+            return r
+
+    def charge(self, dose: float, x: float, y: float, source: str) -> None:
+        """Charge ``dose`` unconditionally (light already delivered)."""
+        if dose > 0:
+            with self._lock:
+                self._charges.append((float(x), float(y), float(dose), source))
+
+    def used(self, x: float, y: float, source: str | None = None) -> tuple[float, float]:
+        """``(at this position, in the session)`` charged so far, by ``source`` or (None) by every source."""
+        with self._lock:
+            return self._used(x, y, self.grid_um, source)
+
+    @property
+    def session(self) -> float:
+        with self._lock:
+            return sum(c[2] for c in self._charges)
+
+    def by_position(self, source: str | None = None, grid_um: float | None = None) -> dict[tuple[int, int], float]:
+        g = grid_um or self.grid_um
+        out: dict[tuple[int, int], float] = {}
+        with self._lock:
+            for x, y, d, s in self._charges:
+                if source is None or s == source:
+                    k = self._key(x, y, g)
+                    out[k] = out.get(k, 0.0) + d
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The shared figures: limits, session total, totals per source and per position (``"i,j"`` grid keys)."""
+        with self._lock:
+            by_source: dict[str, float] = {}
+            for *_, d, s in self._charges:
+                by_source[s] = by_source.get(s, 0.0) + d
+            per_position, per_session, grid = self.per_position, self.per_session, self.grid_um
+        return {"dose_session": sum(by_source.values()), "dose_session_budget": per_session,
+                "dose_per_position_budget": per_position, "position_grid_um": grid, "dose_by_source": by_source,
+                "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in self.by_position().items()}}
+
+
+_shared: weakref.WeakKeyDictionary[Any, DoseBudget] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def shared_budget(owner: Any) -> DoseBudget:
+    """The one budget of ``owner`` (the daemon's acquisition engine), created with the default limits on first use."""
+    with _shared_lock:
+        b = _shared.get(owner)
+        if b is None:
+            b = _shared[owner] = DoseBudget()
+        return b
