@@ -6,17 +6,38 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["run_gui"]
+__all__ = ["missing_display", "run_gui"]
+
+#: Qt platforms that need a window system (X11 or Wayland) to start.
+_WINDOWED = ("", "xcb", "wayland", "wayland-egl")
+
+
+def missing_display(environ: dict[str, str] | None = None, platform: str = sys.platform) -> str | None:
+    """Why no window can open here (one line), or None. Checked before Qt starts, which would
+    otherwise abort with its own message ("could not connect to display")."""
+    env = os.environ if environ is None else environ
+    if not platform.startswith("linux") or env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    qpa = env.get("QT_QPA_PLATFORM", "").split(":")[0].split(";")[0]
+    if qpa not in _WINDOWED:
+        return None
+    return ("scopecast gui: no display (DISPLAY and WAYLAND_DISPLAY are unset): run it on a desktop session, "
+            "render headless with QT_QPA_PLATFORM=offscreen and --screenshot out.png, or run the headless demo "
+            "(scopecast demo: latency figures in the terminal and a snapshot image)")
 
 
 def run_gui(control: str, stream: str, engines: list[tuple[str, str]], screenshot: str = "",
-            frames: int = 20, timeout_s: float = 120.0, size: tuple[int, int] = (1500, 900)) -> int:
+            frames: int = 20, timeout_s: float = 120.0, size: tuple[int, int] = (1600, 1000)) -> int:
     """Run the window; with ``screenshot`` render after ``frames`` results (or raw frames) and exit.
 
     ``engines`` is a list of ``(results address, control address)``.
     """
     if screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    why = missing_display()
+    if why:
+        print(why, file=sys.stderr)
+        return 2
     import time
 
     import pyqtgraph as pg

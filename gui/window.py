@@ -3,6 +3,13 @@
 Everything it shows comes from the sockets (docs/protocol.md); every button
 sends a control request. It never imports acquisition code, so it can run on
 another machine than the microscope.
+
+Layout: the image panes (raw, then one per engine) fill the central area and
+grow with the window; the controls sit in a scrollable dock on the left (live
+cycle, stage and focus, objective and camera, view, model) and the figures in
+a dock at the bottom (one latency table per engine, exposure → display plot,
+spot-check fidelity, throughput, drops and errors). Docks can be resized,
+moved or closed to give the images the whole window.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-from scopecast.daemon.snapshot import composite
-
+from .controls import LiveCycleBox, ObjectiveBox, StageBox
+from .latency import LatencyPanel
+from .panes import ImagePane
 from .streams import LatestStreams, Requester
 
 __all__ = ["EngineEndpoint", "ScopeWindow"]
+
+NEWEST = "(newest frame)"
 
 
 def _shipped_packages() -> list:
@@ -29,9 +39,6 @@ def _shipped_packages() -> list:
 
     root = files("scopecast.models").joinpath("packages")
     return sorted(p for p in (root.iterdir() if root.is_dir() else []) if p.joinpath("manifest.json").is_file())
-
-STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "postprocess", "result_publish",
-          "display", "end_to_end")
 
 
 @dataclass
@@ -43,6 +50,13 @@ class EngineEndpoint:
 class _Signals(QtCore.QObject):
     reply = QtCore.Signal(str, object)  # (what, result)
     error = QtCore.Signal(str, str)  # (what, message)
+
+
+def _percentiles(values: collections.deque) -> dict[str, float] | None:
+    if not values:
+        return None
+    a = np.fromiter(values, float)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
 
 
 class ScopeWindow(QtWidgets.QMainWindow):
@@ -59,15 +73,19 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.sig.reply.connect(self._on_reply)
         self.sig.error.connect(self._on_error)
         self.daemon_status: dict[str, Any] = {}
-        self.engine_status: dict[str, dict[str, Any]] = {}
+        self.daemon_info: dict[str, Any] = {}  # the last describe reply
+        self.engine_status: dict[str, dict[str, Any]] = {}  # results address -> newest stats/status
         self.connected = {"daemon": False, **{e.results: False for e in engines}}
         self.displayed = 0
+        self._described = False
+        self._describing = False
         self._display_times: collections.deque[float] = collections.deque(maxlen=200)
-        self._display_lat: collections.deque[float] = collections.deque(maxlen=500)
+        self._display_lat = {e.results: collections.deque(maxlen=500) for e in engines}
         self._e2e: dict[str, collections.deque[float]] = {e.results: collections.deque(maxlen=300) for e in engines}
         self._last_serial: dict[str, int] = {}
         self._acq_hist: collections.deque[tuple[float, int]] = collections.deque(maxlen=10)
         self._seen_errors: set[str] = set()
+        self._next_stats = 0.0
         self.drop_counts: dict[str, int] = {}
         self.frames_shown = 0
         self._raw_channel: str | None = None
@@ -79,57 +97,61 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self._status_timer.timeout.connect(self.poll_status)
         self._status_timer.start(1000)
         self.poll_status()
-        self.request("describe")
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        central = QtWidgets.QWidget()
-        self.setCentralWidget(central)
-        outer = QtWidgets.QVBoxLayout(central)
-        views = QtWidgets.QHBoxLayout()
-        outer.addLayout(views, stretch=4)
-
-        self.raw_view = pg.GraphicsLayoutWidget()
-        self.raw_plot = self.raw_view.addPlot(title="raw")
-        self.raw_plot.setLabel("bottom", "x", units="µm")
-        self.raw_item = pg.ImageItem(axisOrder="row-major")
-        self.raw_plot.addItem(self.raw_item)
-        self.raw_plot.setAspectLocked(True)
-        self.raw_plot.invertY(True)
-        self.raw_hist = pg.HistogramLUTItem(image=self.raw_item)
-        self.raw_view.addItem(self.raw_hist)
-        views.addWidget(self.raw_view, stretch=1)
-
-        self.result_views: dict[str, tuple[Any, Any, Any]] = {}
-        self.trust_badges: dict[str, Any] = {}
-        self.trust_shown: dict[str, dict[str, Any]] = {}  # engine results address -> last trust verdict shown
+        self.setDockOptions(QtWidgets.QMainWindow.DockOption.AnimatedDocks)
+        views = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        self.setCentralWidget(views)
+        self.raw = ImagePane("raw", units="counts (ADU)")
+        views.addWidget(self.raw)
+        self.panes: dict[str, ImagePane] = {}
         for e in self.engines:
-            w = pg.GraphicsLayoutWidget()
-            plot = w.addPlot(title="model output")
-            item = pg.ImageItem(axisOrder="row-major")
-            plot.addItem(item)
-            plot.setAspectLocked(True)
-            plot.invertY(True)
-            plot.setXLink(self.raw_plot)
-            plot.setYLink(self.raw_plot)
-            hist = pg.HistogramLUTItem(image=item)
-            w.addItem(hist)
-            views.addWidget(w, stretch=1)
-            self.result_views[e.results] = (plot, item, hist)
-            badge = pg.TextItem("no result yet", anchor=(0, 0), color="w", fill=pg.mkBrush(60, 60, 60, 200))
-            badge.setZValue(10)
-            plot.addItem(badge, ignoreBounds=True)
-            self.trust_badges[e.results] = badge
+            pane = ImagePane("model output", units="counts")
+            pane.plot.setXLink(self.raw.plot)
+            pane.plot.setYLink(self.raw.plot)
+            pane.set_message("waiting for the engine's status")
+            views.addWidget(pane)
+            self.panes[e.results] = pane
+        if not self.engines:
+            pane = ImagePane("model output")
+            pane.set_message("no engine produces model output:\nstart one (scopecast engine --model PACKAGE)\n"
+                             "and open the viewer with --engine RESULTS,CONTROL")
+            views.addWidget(pane)
+            self.no_engine_pane = pane
+        self.trust_shown: dict[str, dict[str, Any]] = {}  # engine results address -> last trust verdict shown
+        for i in range(views.count()):
+            views.setStretchFactor(i, 1)  # the panes share the width equally and grow with the window
+        self.controls_dock = self._dock("controls", self._controls())
+        self.figures_dock = self._dock("figures", self._figures())
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, self.controls_dock)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, self.figures_dock)
+        self.resizeDocks([self.figures_dock], [280], QtCore.Qt.Orientation.Vertical)  # the images get the rest
+        self.status_line = QtWidgets.QLabel("connecting…")
+        self.statusBar().addWidget(self.status_line, 1)
 
-        controls = QtWidgets.QHBoxLayout()
-        outer.addLayout(controls)
-        self.live_button = QtWidgets.QPushButton("Start live")
-        self.live_button.clicked.connect(self.toggle_live)
-        self.record_box = QtWidgets.QCheckBox("record")
-        self.record_box.setToolTip("record the live cycle to OME-Zarr (toggling it during live restarts live)")
-        self.record_box.clicked.connect(self.toggle_record)
-        self.channel_box = QtWidgets.QComboBox()
-        self.channel_box.setToolTip("channel shown in the raw view")
+    def _dock(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        return dock
+
+    def _controls(self) -> QtWidgets.QWidget:
+        inner = QtWidgets.QWidget()
+        col = QtWidgets.QVBoxLayout(inner)
+        col.setContentsMargins(4, 4, 4, 4)
+        self.cycle = LiveCycleBox()
+        self.cycle.start.clicked.connect(self.toggle_live)
+        self.cycle.record.clicked.connect(self.toggle_record)
+        self.live_button, self.record_box = self.cycle.start, self.cycle.record
+        self.stage = StageBox(self.request)
+        self.objective = ObjectiveBox(self.request)
+
+        camera = QtWidgets.QGroupBox("Camera and illumination")
+        form = QtWidgets.QFormLayout(camera)
         self.pattern_box = QtWidgets.QComboBox()
         self.pattern_box.setToolTip("LED array pattern (sets the hardware directly)")
         self.pattern_box.activated.connect(lambda _: self.request("set_pattern", pattern=self.pattern_box.currentText()))
@@ -137,46 +159,67 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.exposure.setRange(0.01, 10000.0)
         self.exposure.setSuffix(" ms")
         self.exposure.setValue(10.0)
+        self.exposure.setToolTip("the camera's exposure now (snaps; each live channel has its own)")
         self.exposure.editingFinished.connect(lambda: self.request("set_exposure", exposure_ms=self.exposure.value()))
         self.snap_button = QtWidgets.QPushButton("Snap")
         self.snap_button.clicked.connect(lambda: self.request("snap", record=True))
         self.pairs_button = QtWidgets.QPushButton("Capture pair")
         self.pairs_button.clicked.connect(lambda: self.request("capture_pairs"))
+        form.addRow("pattern", self.pattern_box)
+        form.addRow("exposure", self.exposure)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.snap_button)
+        buttons.addWidget(self.pairs_button)
+        form.addRow(buttons)
+
+        view = QtWidgets.QGroupBox("View")
+        vform = QtWidgets.QFormLayout(view)
+        self.channel_box = QtWidgets.QComboBox()
+        self.channel_box.addItem(NEWEST)
+        self.channel_box.setToolTip("channel shown in the raw pane")
+        self.overlay_box = QtWidgets.QCheckBox("stains over label-free")
+        vform.addRow("raw pane", self.channel_box)
+        vform.addRow(self.overlay_box)
+
+        model = QtWidgets.QGroupBox("Model")
+        mform = QtWidgets.QVBoxLayout(model)
         self.model_box = QtWidgets.QComboBox()
         self.model_box.setEditable(True)
         self.model_box.addItems([str(p) for p in _shipped_packages()])
         self.model_box.setCurrentText("")
-        self.model_box.lineEdit().setPlaceholderText("model package (shipped, or a path)")
-        self.model_box.setMinimumWidth(280)
+        self.model_box.lineEdit().setPlaceholderText("package (shipped, or a path)")
+        self.engine_box = QtWidgets.QComboBox()
+        self.engine_box.addItems([e.control for e in self.engines if e.control])
+        self.engine_box.setToolTip("the engine that loads it")
         self.model_button = QtWidgets.QPushButton("Load model")
         self.model_button.clicked.connect(self.load_model)
-        self.overlay_box = QtWidgets.QCheckBox("overlay on label-free")
-        for w in (self.live_button, self.record_box, QtWidgets.QLabel("view"), self.channel_box,
-                  QtWidgets.QLabel("pattern"), self.pattern_box, QtWidgets.QLabel("exposure"), self.exposure,
-                  self.snap_button, self.pairs_button, self.overlay_box, self.model_box, self.model_button):
-            controls.addWidget(w)
+        for w in (self.model_box, self.engine_box, self.model_button):
+            mform.addWidget(w)
 
-        stats = QtWidgets.QHBoxLayout()
-        outer.addLayout(stats, stretch=2)
-        grid = QtWidgets.QGridLayout()
-        grid.addWidget(QtWidgets.QLabel("<b>stage</b>"), 0, 0)
-        grid.addWidget(QtWidgets.QLabel("<b>p50 ms</b>"), 0, 1)
-        grid.addWidget(QtWidgets.QLabel("<b>p99 ms</b>"), 0, 2)
-        self.latency_labels: dict[str, tuple[QtWidgets.QLabel, QtWidgets.QLabel]] = {}
-        for i, s in enumerate(STAGES, start=1):
-            grid.addWidget(QtWidgets.QLabel(s), i, 0)
-            p50, p99 = QtWidgets.QLabel("–"), QtWidgets.QLabel("–")
-            grid.addWidget(p50, i, 1)
-            grid.addWidget(p99, i, 2)
-            self.latency_labels[s] = (p50, p99)
-        box = QtWidgets.QGroupBox("latency")
-        box.setLayout(grid)
-        stats.addWidget(box)
-        self.latency_plot = pg.PlotWidget(title="exposure → display latency (ms), last results")
-        self.latency_curves = {e.results: self.latency_plot.plot(pen=pg.mkPen(pg.intColor(i), width=2))
+        for w in (self.cycle, self.stage, self.objective, camera, view, model):
+            col.addWidget(w)
+        col.addStretch(1)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidget(inner)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(min(inner.sizeHint().width() + 20, 320))
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        return scroll
+
+    def _figures(self) -> QtWidgets.QWidget:
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        self.latency = LatencyPanel()
+        for e in self.engines:
+            self.latency.table(e.results)
+        split.addWidget(self.latency)
+        self.latency_plot = pg.PlotWidget(title="exposure → display (ms), last results")
+        self.latency_plot.addLegend(offset=(5, 5))
+        self.latency_curves = {e.results: self.latency_plot.plot(pen=pg.mkPen(pg.intColor(i), width=2), name=e.results)
                                for i, e in enumerate(self.engines)}
-        stats.addWidget(self.latency_plot, stretch=2)
-        fidelity = QtWidgets.QVBoxLayout()
+        split.addWidget(self.latency_plot)
+        fidelity = QtWidgets.QWidget()
+        fl = QtWidgets.QVBoxLayout(fidelity)
+        fl.setContentsMargins(0, 0, 0, 0)
         self.fidelity_plot = pg.PlotWidget(title="spot-check fidelity (PSNR, dB)")
         self.fidelity_plot.setLabel("bottom", "check")
         self.fidelity_plot.addLegend(offset=(5, 5))
@@ -184,10 +227,12 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.fidelity_alarm = False
         self.fidelity_label = QtWidgets.QLabel("spot checks: none yet (start_spot_checks on the daemon)")
         self.fidelity_label.setWordWrap(True)
-        fidelity.addWidget(self.fidelity_plot)
-        fidelity.addWidget(self.fidelity_label)
-        stats.addLayout(fidelity, stretch=2)
-        right = QtWidgets.QVBoxLayout()
+        fl.addWidget(self.fidelity_plot)
+        fl.addWidget(self.fidelity_label)
+        split.addWidget(fidelity)
+        right = QtWidgets.QWidget()
+        rl = QtWidgets.QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
         self.fps_label = QtWidgets.QLabel("acquired – /s   inferred – /s   displayed – /s")
         self.drops_label = QtWidgets.QLabel("dropped: –")
         self.drops_label.setWordWrap(True)
@@ -195,17 +240,17 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.error_view.setReadOnly(True)
         self.error_view.setMaximumBlockCount(200)
         self.error_view.setPlaceholderText("errors from the daemon and engines appear here")
-        right.addWidget(self.fps_label)
-        right.addWidget(self.drops_label)
-        right.addWidget(self.error_view)
-        stats.addLayout(right, stretch=2)
-        self.status_line = QtWidgets.QLabel("connecting…")
-        self.statusBar().addWidget(self.status_line)
+        for w in (self.fps_label, self.drops_label, self.error_view):
+            rl.addWidget(w)
+        split.addWidget(right)
+        split.setSizes([220 * max(1, len(self.engines)), 300, 300, 300])
+        split.setMinimumHeight(250)
+        return split
 
     # ---------------------------------------------------------------- requests
-    def request(self, cmd: str, address: str | None = None, **args: Any) -> None:
+    def request(self, cmd: str, address: str | None = None, timeout_s: float = 5.0, **args: Any) -> None:
         """Send ``cmd`` off the GUI thread; the reply or error comes back as a signal."""
-        fut = self.requester.submit(address or self.control_address, cmd, **args)
+        fut = self.requester.submit(address or self.control_address, cmd, timeout_s=timeout_s, **args)
         what = f"{address or 'daemon'}:{cmd}"
 
         def done(f) -> None:
@@ -220,7 +265,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if self.daemon_status.get("state") == "live":
             self.request("stop")
         else:
-            self.request("start_live", record=self.record_box.isChecked())
+            self.request("start_live", **self.cycle.start_live_args())
 
     def toggle_record(self) -> None:
         """Start or stop recording: during live, restart the same cycle with recording on/off."""
@@ -234,14 +279,19 @@ class ScopeWindow(QtWidgets.QMainWindow):
 
     def load_model(self) -> None:
         path = self.model_box.currentText().strip()
-        engine = next((e for e in self.engines if e.control), None)
-        if not path or engine is None:
-            self._on_error("load_model", "give a package path; the first engine with a control socket loads it")
+        engine = self.engine_box.currentText()
+        if not path or not engine:
+            self._on_error("load_model", "give a package path and an engine with a control socket")
             return
-        self.request("load_model", address=engine.control, path=path, timeout_s=120.0)
+        self.request("load_model", address=engine, path=path, timeout_s=120.0)
 
     def poll_status(self) -> None:
+        """Every second: daemon and engine status; ``describe`` until it has answered once
+        (a timeout or a daemon that is not up yet leaves no empty menus behind)."""
         self.request("status", timeout_s=1.0)
+        if not self._described and not self._describing:
+            self._describing = True
+            self.request("describe", timeout_s=3.0)
         for e in self.engines:
             if e.control:
                 self.request("status", address=e.control, timeout_s=1.0)
@@ -257,22 +307,49 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 self.live_button.setText("Stop live" if live else "Start live")
                 if live and result.get("job"):
                     self.record_box.setChecked(bool(result["job"].get("path")))
+                self.stage.show_position(result.get("position_um"))
                 n = result.get("frames_acquired", 0)
                 self._acq_hist.append((time.monotonic(), n))
             else:
-                self.engine_status[source] = result
                 for e in self.engines:
                     if e.control == source:
                         self.connected[e.results] = True
+                        self._note_engine(e.results, result)
         elif cmd == "describe":
-            self.channel_box.clear()
-            self.channel_box.addItems(list(result.get("channels", {})))
-            self.pattern_box.clear()
-            self.pattern_box.addItems(result.get("patterns", []))
-            self.exposure.setValue(float(result.get("exposure_ms", 10.0)))
+            self._described, self._describing = True, False
+            self._on_describe(result)
+        elif cmd == "move_stage":
+            self.stage.show_position(result.get("position_um"))
         elif cmd == "load_model":
             self.error_view.appendPlainText(f"engine now runs {result.get('name')} ({result.get('sha256', '')[:12]})")
         self._update_status_line()
+
+    def _on_describe(self, info: dict[str, Any]) -> None:
+        self.daemon_info = info
+        chosen = self.channel_box.currentText()
+        self.channel_box.clear()
+        self.channel_box.addItems([NEWEST, *info.get("channels", {})])
+        if chosen in ("", NEWEST):  # a steady view, not every channel of the cycle in turn
+            label_free = [n for n, c in info.get("channels", {}).items() if c.get("modality") == "label-free"]
+            chosen = (label_free or [NEWEST])[0]
+        self.channel_box.setCurrentText(chosen)
+        self.pattern_box.clear()
+        self.pattern_box.addItems(info.get("patterns", []))
+        self.pattern_box.setCurrentText(info.get("pattern", ""))
+        self.exposure.setValue(float(info.get("exposure_ms", 10.0)))
+        self.cycle.set_channels(info.get("channels", {}))
+        self.stage.show_position(info.get("position_um"), fill_targets=True)
+        self.objective.from_describe(info)
+
+    def _note_engine(self, address: str, status: dict[str, Any]) -> None:
+        """Keep the newest status of an engine (from its control socket or its stats message)."""
+        old = self.engine_status.get(address)
+        if old is None or status.get("t_ns", 0) >= old.get("t_ns", 0):
+            self.engine_status[address] = status
+            inputs: list[str] = []
+            for st in self.engine_status.values():
+                inputs += (st.get("model") or {}).get("inputs", [])
+            self.cycle.suggest(inputs)
 
     @QtCore.Slot(str, str)
     def _on_error(self, what: str, message: str) -> None:
@@ -281,6 +358,9 @@ class ScopeWindow(QtWidgets.QMainWindow):
             key = "daemon" if source == "daemon" else next((e.results for e in self.engines if e.control == source), source)
             self.connected[key] = False
             self._update_status_line()
+            return
+        if cmd == "describe":
+            self._describing = False  # asked again on the next status poll
             return
         self.error_view.appendPlainText(f"{cmd}: {message}")
 
@@ -299,8 +379,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
     # ----------------------------------------------------------------- refresh
     def refresh(self) -> None:
         """Show the newest frame and results (never waits for the camera or the engine)."""
-        chan = self.channel_box.currentText() or None
-        frame = self.streams.frame(chan) or self.streams.frame(None)
+        chan = self.channel_box.currentText()
+        frame = self.streams.frame(None if chan in ("", NEWEST) else chan)
         if frame is not None and self._last_serial.get("raw") != frame.serial:
             self._last_serial["raw"] = frame.serial
             self._show_raw(frame)
@@ -311,90 +391,120 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self._last_serial[e.results] = res.serial
             self._show_result(e.results, res)
             shown_ns = time.time_ns()
-            self._display_lat.append((shown_ns - res.header["t_published_ns"]) / 1e6)
+            self._display_lat[e.results].append((shown_ns - res.header["t_published_ns"]) / 1e6)
             self._e2e[e.results].append((shown_ns - res.header["t_acquired_ns"]) / 1e6)
             self.latency_curves[e.results].setData(np.fromiter(self._e2e[e.results], float))
             self.displayed += 1
             self._display_times.append(time.monotonic())
-        self._update_stats()
+        if time.monotonic() >= self._next_stats:  # figures and messages at 4 Hz, images at the refresh rate
+            self._next_stats = time.monotonic() + 0.25
+            self._update_stats()
+            self._update_messages(frame)
 
     def _show_raw(self, frame) -> None:
         h = frame.header
-        px = float(h.get("pixel_size_um") or 1.0)
-        self.raw_item.setImage(frame.data, autoLevels=False)
-        self._place(self.raw_plot, self.raw_item, frame.data.shape[1] * px, frame.data.shape[0] * px)
-        channel = h.get("channel") or h.get("pattern")
-        if channel != self._raw_channel:  # auto-contrast on a new channel; the user's LUT otherwise
-            self._raw_channel = channel
-            lo, hi = np.percentile(frame.data[::4, ::4], [0.5, 99.8])
-            self.raw_hist.setLevels(float(lo), float(max(hi, lo + 1)))
-        self.raw_plot.setTitle(f"raw · {h.get('channel') or h.get('pattern')} · seq {h.get('seq')}")
+        channel = h.get("channel") or h.get("pattern") or "(hardware as set)"
+        self.raw.show_grey(frame.data, float(h.get("pixel_size_um") or 1.0), channel,
+                           auto_levels=channel != self._raw_channel)  # the user's LUT until the channel changes
+        self._raw_channel = channel
+        self.raw.plot.setTitle(f"raw · {channel} · {h.get('exposure_ms', 0):g} ms", size="10pt")
         self.frames_shown += 1
 
     def _show_result(self, address: str, res) -> None:
-        plot, item, hist = self.result_views[address]
+        pane = self.panes[address]
         h, y = res.header, res.data
         px = float(h.get("pixel_size_um") or 1.0)
+        names = list(h.get("channels") or [])
         if h.get("task") == "virtual-staining" or (y.shape[0] > 1 and h.get("scale_factor", 1) == 1):
             base = None
             if self.overlay_box.isChecked():
                 f = self.streams.frame("BF") or self.streams.frame(None)
                 base = None if f is None else f.data.astype(np.float32)
-            item.setImage(composite(y, base), levels=(0, 1))
-            hist.setVisible(False)
+            pane.show_composite(y, names, px, base)
         else:
-            img = y[0]
-            item.setImage(img, autoLevels=False)
-            lo, hi = np.percentile(img[::2, ::2], [0.5, 99.8])
-            hist.setVisible(True)
-            hist.setLevels(float(lo), float(max(hi, lo + 1e-6)))
-        self._place(plot, item, y.shape[2] * px, y.shape[1] * px)
-        plot.setTitle(f"{h.get('model')} · {', '.join(h.get('channels', []))} · ×{h.get('scale_factor', 1)} · bundle {h.get('bundle_id')}")
+            pane.show_grey(y[0], px, names[0] if names else "output", auto_levels=True)
+        pane.plot.setTitle(f"{h.get('model')} · ×{h.get('scale_factor', 1)} · {px:.3g} µm/px", size="10pt")
         self._show_trust(address, h.get("trust"))
 
     def _show_trust(self, address: str, trust: dict[str, Any] | None) -> None:
         """The trust verdict on the inferred view: a badge with the reasons; an untrusted
         (or unjudged) output is dimmed so it never looks like a confident image."""
-        _, item, _ = self.result_views[address]
-        badge = self.trust_badges[address]
+        pane = self.panes[address]
         trust = trust or {"ok": False, "score": 0.0, "reasons": ["no trust verdict in the result"]}
         self.trust_shown[address] = trust
         if trust.get("ok"):
-            badge.setText(f"trusted · score {float(trust.get('score') or 0):.2f}")
-            badge.fill = pg.mkBrush(20, 120, 40, 210)
-            item.setOpacity(1.0)
+            pane.set_badge(f"trusted · score {float(trust.get('score') or 0):.2f}", (20, 120, 40, 210))
+            pane.image.setOpacity(1.0)
         else:
             reasons = "\n".join(str(r) for r in (trust.get("reasons") or ["untrusted"])[:4])
-            badge.setText(f"NOT TRUSTED\n{reasons}")
-            badge.fill = pg.mkBrush(170, 20, 20, 220)
-            item.setOpacity(0.35)
-        badge.setPos(0, 0)
-        badge.update()
+            pane.set_badge(f"NOT TRUSTED\n{reasons}", (170, 20, 20, 220))
+            pane.image.setOpacity(0.35)
 
-    def _place(self, plot, item, width_um: float, height_um: float) -> None:
-        """Put an image at its physical size (µm) so linked views show the same region."""
-        rect = QtCore.QRectF(0, 0, width_um, height_um)
-        if item.property("rect_um") != (width_um, height_um):
-            item.setProperty("rect_um", (width_um, height_um))
-            item.setRect(rect)
-            plot.autoRange()
+    # ------------------------------------------------------------ messages
+    def live_cycle(self) -> list[str] | None:
+        """Channel names of the running live cycle (None when live is not running)."""
+        job = self.daemon_status.get("job") or {}
+        if self.daemon_status.get("state") != "live" or not job.get("plan"):
+            return None
+        return [c["name"] if isinstance(c, dict) else str(c) for c in job["plan"].get("channels", [])]
+
+    def _update_messages(self, frame) -> None:
+        """Say why a pane is empty: nothing acquired, a channel missing from the cycle, no engine."""
+        cycle = self.live_cycle()
+        chan = self.channel_box.currentText()
+        if chan not in ("", NEWEST) and cycle is not None and chan not in cycle:
+            self.raw.set_message(f"no frames of channel {chan} in the live cycle\n(tick it under Live cycle)")
+        elif frame is None:
+            self.raw.set_message("no frames yet: Start live or Snap" if chan in ("", NEWEST)
+                                 else f"no frames of channel {chan} yet")
         else:
-            item.setRect(rect)
+            self.raw.set_message(None)
+        if frame is None and self.raw.values is not None:
+            self.raw.clear_image()  # never show another channel under this one's name
+            self._last_serial.pop("raw", None)
+        for e in self.engines:
+            self.panes[e.results].set_message(self.pane_message(e.results, cycle))
 
+    def pane_message(self, address: str, cycle: list[str] | None) -> str | None:
+        """Why an engine's pane has no (current) result, or None."""
+        st = self.engine_status.get(address)
+        has_result = address in self._last_serial
+        if st is None:
+            return None if has_result else f"no status from the engine at {address} yet (is it running?)"
+        model = st.get("model") or {}
+        name, inputs = model.get("name", "the model"), list(model.get("inputs") or [])
+        if cycle is not None:
+            missing = [c for c in inputs if c not in cycle]
+            if missing:
+                return (f"no frames of channel{'s' if len(missing) > 1 else ''} {', '.join(missing)} in the live cycle:\n"
+                        f"{name} needs {', '.join(inputs)}; tick {'them' if len(missing) > 1 else 'it'} under "
+                        "Live cycle" + ("\n(showing its last result)" if has_result else ""))
+            if not has_result:
+                return f"waiting for the first result of {name}"
+            return None
+        if not has_result:
+            return f"no result yet: {name} needs {', '.join(inputs)}; Start live"
+        return None
+
+    # --------------------------------------------------------------- figures
     def _update_stats(self) -> None:
         snap = self.streams.snapshot()
-        lat: dict[str, dict[str, float]] = {}
-        sources = list(self.engine_status.values()) or [s for s in snap.stats.values() if s.get("source") == "engine"]
-        for st in sources:
-            for k, v in st.get("latency_ms", {}).items():
-                lat.setdefault(k, v)
-        if self._display_lat:
-            a = np.fromiter(self._display_lat, float)
-            lat["display"] = {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
-        for s, (l50, l99) in self.latency_labels.items():
-            if s in lat:
-                l50.setText(f"{lat[s]['p50']:.2f}")
-                l99.setText(f"{lat[s]['p99']:.2f}")
+        now = time.monotonic()
+        for address, stats in snap.stats.items():
+            if stats.get("source") == "engine" and address in self.panes:
+                self._note_engine(address, stats)
+        for e in self.engines:
+            table = self.latency.table(e.results)
+            st = self.engine_status.get(e.results)
+            fresh = st is not None and st.get("t_ns") != table.property("t_ns")
+            if fresh:
+                table.setProperty("t_ns", st.get("t_ns"))
+            table.update_from(st if fresh else None, _percentiles(self._display_lat[e.results]), now)
+            if st:  # the legend names the model the engine serves now
+                label = self.latency_plot.plotItem.legend.getLabel(self.latency_curves[e.results])
+                name = (st.get("model") or {}).get("name", e.results)
+                if label is not None and label.text != name:
+                    label.setText(name)
         acq = 0.0
         if len(self._acq_hist) > 1:
             (t0, n0), (t1, n1) = self._acq_hist[0], self._acq_hist[-1]

@@ -63,47 +63,134 @@ def window(app, daemon, engines):
     app.processEvents()
 
 
-def test_window_shows_raw_stains_sr_and_latency(app, window, client):
-    assert spin(app, lambda: window.channel_box.count() > 0)  # describe reply filled the controls
-    assert "dpc.l" in [window.pattern_box.itemText(i) for i in range(window.pattern_box.count())]
-    client.request("start_live", channels=[*CYCLE, "Membrane"], interval_ms=50)
-    assert spin(app, lambda: window.displayed >= 4 and window.latency_labels["infer"][0].text() != "–", 60)
-    assert window.raw_item.image.shape == (256, 256)
-    vs_item, sr_item = (v[1] for v in window.result_views.values())
-    assert vs_item.image.shape == (256, 256, 3)  # false-colour composite
-    assert sr_item.image.shape == (512, 512)  # super-resolved at its own sampling
+def scene_point(pane, x_um, y_um):
+    return pane.plot.vb.mapViewToScene(pg.QtCore.QPointF(x_um, y_um))
+
+
+def test_window_shows_raw_stains_sr_and_latency(app, window, daemon, engines, client):
+    vs, sr = (e.results_address for e in engines)
+    # the live cycle follows the engines' inputs, so both panes fill on Start live
+    assert spin(app, lambda: {c["name"] for c in window.cycle.channels()} == {*CYCLE, "Membrane"})
+    assert [window.pattern_box.itemText(i) for i in range(window.pattern_box.count())] == \
+        client.request("describe")["patterns"]
+    window.live_button.click()
+    assert spin(app, lambda: all(window.latency.tables[a].cell("infer") != "–" for a in (vs, sr))
+                and window.panes[sr].values is not None and window.panes[vs].values is not None
+                and window.raw.values is not None, 90)
+    job = client.request("status")["job"]
+    assert {c["name"]: c["exposure_ms"] for c in job["plan"]["channels"]}["Membrane"] == 100.0
+    raw, vs_pane, sr_pane = window.raw, window.panes[vs], window.panes[sr]
+    assert raw.image.image.shape == (256, 256)
+    assert vs_pane.image.image.shape == (256, 256, 3)  # false-colour composite
+    assert sr_pane.image.image.shape == (512, 512)  # super-resolved at its own sampling
     # both views span the same field in µm (linked pan/zoom)
-    assert sr_item.mapRectToParent(sr_item.boundingRect()).width() == pytest.approx(
-        window.raw_item.mapRectToParent(window.raw_item.boundingRect()).width(), rel=1e-6)
-    first = {s: float(l[0].text()) for s, l in window.latency_labels.items() if l[0].text() != "–"}
-    assert {"acquire", "transport", "infer", "display", "end_to_end"} <= set(first)
-    assert spin(app, lambda: any(l[0].text() != "–" and float(l[0].text()) != first.get(s)
-                                 for s, l in window.latency_labels.items()), 30)
+    assert sr_pane.image.mapRectToParent(sr_pane.image.boundingRect()).width() == pytest.approx(
+        raw.image.mapRectToParent(raw.image.boundingRect()).width(), rel=1e-6)
+    # pixel readout under the cursor: the value at that pixel of the output, and the position in µm
+    px = sr_pane.px_um
+    text = sr_pane.show_value_at(scene_point(sr_pane, 100.5 * px, 40.5 * px))
+    assert f"pixel 100, 40): membrane-sr {sr_pane.values[0, 40, 100]:.1f} counts" in text
+    assert f"x {100.5 * px:.2f} µm" in text
+    text = vs_pane.show_value_at(scene_point(vs_pane, 10.5 * 0.65, 20.5 * 0.65))
+    assert "nuclei" in text and "membrane" in text and "(pixel 10, 20)" in text
+    # scale bar (a 1-2-5 length in µm, about a fifth of the visible width) and colour legends with units
+    (x0, x1), _ = raw.plot.vb.viewRange()
+    assert 0.08 * (x1 - x0) <= raw.scalebar.size <= 0.2 * (x1 - x0)
+    assert raw.scalebar.text.toPlainText() in {f"{m * 10 ** k:g} µm" for m in (1, 2, 5) for k in range(-1, 4)}
+    assert raw.legend_text().endswith("counts (ADU)") and sr_pane.legend_text().startswith("membrane-sr:")
+    assert "nuclei: black" in vs_pane.legend_text() and "membrane: black" in vs_pane.legend_text()
+    # one latency table per engine, named by its model, every row of each updated from that engine
+    assert {t.model for t in window.latency.tables.values()} == {"vs", "sr"}
+    for a in (vs, sr):
+        table = window.latency.tables[a]
+        assert {"acquire", "transport", "infer", "display", "end_to_end"} <= {
+            s for s in ("acquire", "transport", "infer", "display", "end_to_end") if table.cell(s) != "–"}
+        assert not table.stale
+    first = window.latency.tables[sr].cell("end_to_end")
+    assert spin(app, lambda: window.latency.tables[sr].cell("end_to_end") != first, 30)
     assert "acquired" in window.fps_label.text() and float(window.fps_label.text().split()[1]) >= 0
     assert "display:superseded" in window.drops_label.text()
     # every inferred view shows its trust verdict
-    for address, badge in window.trust_badges.items():
+    for address, pane in window.panes.items():
         trust = window.trust_shown[address]
         assert {"ok", "score", "reasons"} <= set(trust)
-        assert badge.textItem.toPlainText().startswith("trusted" if trust["ok"] else "NOT TRUSTED")
+        assert pane.badge.textItem.toPlainText().startswith("trusted" if trust["ok"] else "NOT TRUSTED")
     window.overlay_box.setChecked(True)
     n = window.displayed
     assert spin(app, lambda: window.displayed > n + 1)
-    assert vs_item.image.shape == (256, 256, 3)
+    assert vs_pane.image.image.shape == (256, 256, 3)
     client.request("stop")
+
+
+def test_chosen_cycle_without_an_input_says_why_and_marks_latency_stale(app, window, engines, client):
+    vs, sr = (e.results_address for e in engines)
+    assert spin(app, lambda: window.cycle.table.rowCount() > 0 and window.engine_status.get(sr))
+    window.cycle.check(CYCLE)  # the user leaves Membrane out: the super-resolution model gets nothing
+    window.cycle.interval.setValue(50)
+    window.live_button.click()
+    assert spin(app, lambda: (client.request("status")["job"] or {}).get("kind") == "live", 60)
+    plan = client.request("status")["job"]["plan"]
+    assert sorted(c["name"] for c in plan["channels"]) == sorted(CYCLE) and plan["interval_ms"] == 50
+    assert spin(app, lambda: window.panes[sr].message_text.startswith(
+        "no frames of channel Membrane in the live cycle"), 60)
+    assert spin(app, lambda: window.panes[vs].values is not None and not window.panes[vs].message_text, 60)
+    # sr never produced a result: its table says so, while vs's stays current
+    assert spin(app, lambda: window.latency.tables[sr].why == "no results yet"
+                and not window.latency.tables[vs].stale, 60)
+    window.channel_box.setCurrentText("Membrane")
+    assert spin(app, lambda: window.raw.message_text.startswith("no frames of channel Membrane in the live cycle"))
+    assert window.raw.values is None  # no other channel's frame under Membrane's name
+    client.request("stop")
+    # a model whose results stop is marked stale, not shown as current
+    client.request("start_live", channels=[*CYCLE, "Membrane"], interval_ms=50)
+    assert spin(app, lambda: not window.latency.tables[sr].stale, 90)
+    client.request("stop")
+    client.request("start_live", channels=CYCLE, interval_ms=50)
+    assert spin(app, lambda: window.latency.tables[sr].why.startswith("stale: no new result"), 60)
+    assert window.latency.tables[sr].cell("infer") != "–"  # the last figures stay, greyed
+    client.request("stop")
+
+
+def test_stage_focus_and_objective_controls(app, window, client):
+    assert spin(app, lambda: window.cycle.table.rowCount() > 0)
+    x0, y0, z0 = (client.request("status")["position_um"][k] for k in "xyz")
+    window.stage.xy_step.setValue(25.0)
+    window.stage.buttons["right"].click()
+    assert spin(app, lambda: client.request("status")["position_um"]["x"] == pytest.approx(x0 + 25.0), 60)
+    window.stage.z_step.setValue(2.0)
+    window.stage.buttons["z_up"].click()
+    assert spin(app, lambda: client.request("status")["position_um"]["z"] == pytest.approx(z0 + 2.0), 60)
+    for axis, value in (("x", 100.0), ("y", -50.0), ("z", 5.0)):
+        window.stage.target[axis].setValue(value)
+    window.stage.go.click()
+    assert spin(app, lambda: client.request("status")["position_um"] == pytest.approx(
+        {"x": 100.0, "y": -50.0, "z": 5.0}), 60)
+    assert spin(app, lambda: "x 100.00" in window.stage.position.text())
+    # the daemon has no objective command: the control says so instead of pretending
+    assert not window.objective.box.isEnabled() and "set_objective" in window.objective.box.toolTip()
+    assert window.objective.pixel.text() == "pixel size: 0.65 µm"
+
+
+def test_panes_grow_with_the_window(app, window):
+    app.processEvents()
+    before = window.raw.plot.vb.size()
+    window.resize(2000, 1300)
+    assert spin(app, lambda: window.raw.plot.vb.size().width() > before.width() + 100
+                and window.raw.plot.vb.size().height() > before.height() + 100)
+    assert window.raw.plot.vb.size().width() > 350 and window.raw.plot.vb.size().height() > 350
 
 
 def test_untrusted_output_is_marked_and_dimmed(app, window, daemon, client):
     daemon.backend.core.setProperty("Scope", "Sample", "blank")  # an empty slide
     job = client.request("start_live", channels=CYCLE, interval_ms=50)
-    vs = next(a for a in window.result_views if window.result_views[a][0] is not None)
+    vs = next(iter(window.panes))  # the virtual-staining engine
     assert spin(app, lambda: (window.streams.result(vs) or None) is not None
                 and window.streams.result(vs).header["acquisition_id"] == job["acquisition_id"]
                 and window.trust_shown.get(vs, {}).get("ok") is False)
     client.request("stop")
-    text = window.trust_badges[vs].textItem.toPlainText()
+    text = window.panes[vs].badge.textItem.toPlainText()
     assert text.startswith("NOT TRUSTED") and len(text.splitlines()) >= 2  # with its reasons
-    assert window.result_views[vs][1].opacity() < 1
+    assert window.panes[vs].image.opacity() < 1
 
 
 def test_spot_check_fidelity_is_plotted_and_alarms_shown(app, window, engines, client):
@@ -148,7 +235,8 @@ def test_recording_toggles_during_live(app, window, client):
 
 def test_daemon_errors_appear_in_the_window(app, window):
     window.request("set_pattern", pattern="rainbow")
-    assert spin(app, lambda: "unknown illumination pattern 'rainbow'" in window.error_view.toPlainText(), 60)
+    assert spin(app, lambda: "set_pattern:" in window.error_view.toPlainText()
+                and "'rainbow'" in window.error_view.toPlainText(), 60)
     assert window.model_box.count() >= 2  # the shipped packages are offered
     window.model_box.setCurrentText("/nowhere/package")
     window.load_model()
@@ -174,6 +262,8 @@ def test_status_line_reconnects_when_the_daemon_starts(app, sim_cfg, tmp_path):
         d = Daemon(load_mmcore_backend(sim_cfg), tmp_path / "d", ctl, stream).start()
         try:
             assert spin(app, lambda: w.status_line.text().startswith("daemon connected"))
+            # the channel list is asked for until the daemon answers (no empty menus)
+            assert spin(app, lambda: w.cycle.table.rowCount() > 0 and w.channel_box.count() > 1)
             assert spin(app, lambda: d.publisher.subscriptions.of("frame") >= 1)  # the stream reconnected too
             with ControlClient(ctl) as c:  # live until the window has shown two frames
                 c.request("start_live", channels=["BF"], interval_ms=20)
@@ -214,3 +304,13 @@ def test_headless_screenshot_command(daemon, engines, client, tmp_path):
     assert img.width() >= 1000 and img.height() >= 600
     arr = np.array([img.pixelColor(x, y).value() for x in range(100, 1000, 50) for y in range(50, 300, 50)])
     assert arr.std() > 5  # not a blank window
+
+
+def test_no_display_says_so_in_one_line():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "gui"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no display" in lines[0]
+    assert "QT_QPA_PLATFORM=offscreen" in lines[0] and "scopecast demo" in lines[0]

@@ -1,0 +1,214 @@
+"""The viewer's control groups: live cycle, stage and focus, objective.
+
+Each group only builds control requests (docs/protocol.md, "Commands") and
+hands them to a ``send(cmd, **args)`` callable; the window sends them off the
+GUI thread. Nothing here talks to hardware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pyqtgraph.Qt import QtCore, QtWidgets
+
+__all__ = ["LiveCycleBox", "ObjectiveBox", "StageBox"]
+
+Send = Callable[..., None]
+
+#: Default exposure per modality when a channel is ticked (ms): label-free frames are bright.
+DEFAULT_EXPOSURE_MS = {"label-free": 10.0, "fluorescence": 100.0}
+
+
+class LiveCycleBox(QtWidgets.QGroupBox):
+    """Which channels the live cycle takes, at which exposure, how often, recorded or not.
+
+    Until the user ticks a channel by hand, the cycle follows :meth:`suggest` (the
+    connected engines' model inputs), so every model's pane can fill on Start live.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Live cycle")
+        self.table = QtWidgets.QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["channel", "exposure"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setMinimumHeight(150)
+        self.table.setToolTip("tick the channels of the live cycle (the frames each model needs)")
+        self.table.itemChanged.connect(self._edited)
+        self.interval = QtWidgets.QDoubleSpinBox()
+        self.interval.setRange(0.0, 600000.0)
+        self.interval.setSuffix(" ms")
+        self.interval.setToolTip("pause between cycles")
+        self.record = QtWidgets.QCheckBox("record")
+        self.record.setToolTip("record the live cycle to OME-Zarr (toggling it during live restarts live)")
+        self.start = QtWidgets.QPushButton("Start live")
+        self.suggest_button = QtWidgets.QPushButton("engines' inputs")
+        self.suggest_button.setToolTip("tick exactly the channels the connected models need")
+        self.suggest_button.clicked.connect(lambda: self.check(self._suggested, by_user=False))
+        self.modality: dict[str, str] = {}
+        self.user_chose = False
+        self._suggested: list[str] = []
+        self._filling = False
+        form = QtWidgets.QGridLayout(self)
+        form.addWidget(self.table, 0, 0, 1, 3)
+        form.addWidget(self.suggest_button, 1, 0)
+        form.addWidget(QtWidgets.QLabel("interval"), 1, 1)
+        form.addWidget(self.interval, 1, 2)
+        form.addWidget(self.start, 2, 0, 1, 2)
+        form.addWidget(self.record, 2, 2)
+
+    def set_channels(self, channels: dict[str, dict[str, Any]]) -> None:
+        """The daemon's channels (``describe``); ticks and exposures of known names are kept."""
+        keep = {c["name"]: c["exposure_ms"] for c in self.channels()}
+        old = {self.table.item(r, 0).text(): self._spin(r).value() for r in range(self.table.rowCount())}
+        self._filling = True
+        self.table.setRowCount(0)
+        self.modality = {name: str(info.get("modality", "")) for name, info in channels.items()}
+        for name, modality in self.modality.items():
+            r = self.table.rowCount()
+            self.table.insertRow(r)
+            item = QtWidgets.QTableWidgetItem(name)
+            item.setFlags(QtCore.Qt.ItemFlag.ItemIsUserCheckable | QtCore.Qt.ItemFlag.ItemIsEnabled)
+            item.setCheckState(QtCore.Qt.CheckState.Checked if name in keep else QtCore.Qt.CheckState.Unchecked)
+            item.setToolTip(modality)
+            self.table.setItem(r, 0, item)
+            spin = QtWidgets.QDoubleSpinBox()
+            spin.setRange(0.01, 10000.0)
+            spin.setSuffix(" ms")
+            spin.setValue(old.get(name, DEFAULT_EXPOSURE_MS.get(modality, 10.0)))
+            self.table.setCellWidget(r, 1, spin)
+        self._filling = False
+        if not self.user_chose and self._suggested:
+            self.check(self._suggested, by_user=False)
+
+    def _spin(self, row: int) -> QtWidgets.QDoubleSpinBox:
+        return self.table.cellWidget(row, 1)
+
+    def _edited(self, _item: QtWidgets.QTableWidgetItem) -> None:
+        if not self._filling:
+            self.user_chose = True
+
+    def suggest(self, names: Iterable[str]) -> None:
+        """The cycle the engines need; applied unless the user has chosen one."""
+        names = [n for n in dict.fromkeys(names)]
+        if names != self._suggested:
+            self._suggested = names
+            if not self.user_chose:
+                self.check(names, by_user=False)
+
+    def check(self, names: Iterable[str], by_user: bool = True) -> None:
+        """Tick exactly ``names`` (in the daemon's channel order)."""
+        wanted = set(names)
+        self._filling = not by_user
+        for r in range(self.table.rowCount()):
+            item = self.table.item(r, 0)
+            item.setCheckState(QtCore.Qt.CheckState.Checked if item.text() in wanted
+                               else QtCore.Qt.CheckState.Unchecked)
+        self._filling = False
+        if by_user:
+            self.user_chose = True
+
+    def channels(self) -> list[dict[str, Any]]:
+        """The ticked channels as ``start_live`` channel objects ``{name, exposure_ms}``."""
+        return [{"name": self.table.item(r, 0).text(), "exposure_ms": self._spin(r).value()}
+                for r in range(self.table.rowCount())
+                if self.table.item(r, 0).checkState() == QtCore.Qt.CheckState.Checked]
+
+    def start_live_args(self) -> dict[str, Any]:
+        """Arguments of ``start_live`` for the chosen cycle (the daemon's default when none is ticked)."""
+        args: dict[str, Any] = {"interval_ms": self.interval.value(), "record": self.record.isChecked()}
+        if self.channels():
+            args["channels"] = self.channels()
+        return args
+
+
+class StageBox(QtWidgets.QGroupBox):
+    """Stage XY and focus Z: jog buttons by a step, or go to a position (``move_stage``)."""
+
+    def __init__(self, send: Send) -> None:
+        super().__init__("Stage and focus")
+        self.send = send
+        self.xy_step = QtWidgets.QDoubleSpinBox()
+        self.xy_step.setRange(0.01, 10000.0)
+        self.xy_step.setValue(50.0)
+        self.xy_step.setSuffix(" µm")
+        self.z_step = QtWidgets.QDoubleSpinBox()
+        self.z_step.setRange(0.01, 1000.0)
+        self.z_step.setValue(1.0)
+        self.z_step.setSuffix(" µm")
+        grid = QtWidgets.QGridLayout(self)
+        self.buttons: dict[str, QtWidgets.QPushButton] = {}
+        # screen directions: y grows downwards in the image panes
+        for key, label, (r, c), axis, sign in (("up", "▲", (0, 1), "y", -1), ("down", "▼", (2, 1), "y", 1),
+                                               ("left", "◀", (1, 0), "x", -1), ("right", "▶", (1, 2), "x", 1),
+                                               ("z_up", "Z+", (0, 3), "z", 1), ("z_down", "Z−", (2, 3), "z", -1)):
+            b = QtWidgets.QPushButton(label)
+            b.setToolTip(f"move {axis} by {'+' if sign > 0 else '−'} one step")
+            b.setMaximumWidth(44)
+            b.clicked.connect(lambda _=False, a=axis, s=sign: self.jog(a, s))
+            grid.addWidget(b, r, c)
+            self.buttons[key] = b
+        grid.addWidget(QtWidgets.QLabel("XY step"), 3, 0, 1, 2)
+        grid.addWidget(self.xy_step, 3, 2, 1, 2)
+        grid.addWidget(QtWidgets.QLabel("Z step"), 4, 0, 1, 2)
+        grid.addWidget(self.z_step, 4, 2, 1, 2)
+        self.target = {}
+        for i, axis in enumerate("xyz"):
+            s = QtWidgets.QDoubleSpinBox()
+            s.setRange(-1e6, 1e6)
+            s.setDecimals(2)
+            s.setPrefix(f"{axis} ")
+            s.setSuffix(" µm")
+            self.target[axis] = s
+            grid.addWidget(s, 5 + i // 2, (i % 2) * 2, 1, 2)
+        self.go = QtWidgets.QPushButton("Go to")
+        self.go.clicked.connect(self.go_to)
+        grid.addWidget(self.go, 6, 2, 1, 2)
+        self.position = QtWidgets.QLabel("position: –")
+        grid.addWidget(self.position, 7, 0, 1, 4)
+
+    def jog(self, axis: str, sign: int) -> None:
+        step = self.z_step.value() if axis == "z" else self.xy_step.value()
+        self.send("move_stage", **{axis: sign * step}, relative=True)
+
+    def go_to(self) -> None:
+        self.send("move_stage", **{a: s.value() for a, s in self.target.items()})
+
+    def show_position(self, pos: dict[str, float] | None, fill_targets: bool = False) -> None:
+        if not pos:
+            return
+        self.position.setText(f"position: x {pos['x']:.2f}  y {pos['y']:.2f}  z {pos['z']:.2f} µm")
+        if fill_targets:
+            for a, s in self.target.items():
+                s.setValue(float(pos[a]))
+
+
+class ObjectiveBox(QtWidgets.QGroupBox):
+    """The objective: switchable when the daemon offers ``set_objective`` and lists ``objectives``
+    in ``describe``; otherwise it shows the pixel size and says the daemon cannot switch it."""
+
+    def __init__(self, send: Send) -> None:
+        super().__init__("Objective")
+        self.send = send
+        self.box = QtWidgets.QComboBox()
+        self.box.activated.connect(lambda _: self.send("set_objective", objective=self.box.currentText()))
+        self.pixel = QtWidgets.QLabel("pixel size: –")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(self.box)
+        layout.addWidget(self.pixel)
+        self.from_describe({})
+
+    def from_describe(self, info: dict[str, Any]) -> None:
+        objectives = list(info.get("objectives") or [])
+        can = "set_objective" in (info.get("commands") or []) and bool(objectives)
+        self.box.clear()
+        self.box.addItems(objectives or ["(not switchable from here)"])
+        if info.get("objective") in objectives:
+            self.box.setCurrentText(info["objective"])
+        self.box.setEnabled(can)
+        self.box.setToolTip("" if can else "the daemon offers no objective command (set_objective): change the "
+                            "objective at the microscope or in its configuration; the pixel size follows")
+        if info.get("pixel_size_um"):
+            self.pixel.setText(f"pixel size: {float(info['pixel_size_um']):.4g} µm")
