@@ -276,7 +276,7 @@ class InferenceEngine:
         control_address: str | None = DEFAULT_ENGINE_CONTROL_ADDRESS,
         workers: int = 1, runtime: str = "auto", policy: str = "live",
         warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4, threads: int | None = None,
-        model_dirs: list[str | Path] | None = None,
+        model_dirs: list[str | Path] | None = None, uncertainty: int = 0,
     ) -> None:
         if policy not in ("live", "all"):
             raise ValueError(f"unknown policy {policy!r}; use 'live' (newest bundle) or 'all' (keep every bundle)")
@@ -288,6 +288,7 @@ class InferenceEngine:
         self.n_workers = workers
         self.threads = threads or default_threads(workers)
         self.batch = batch
+        self.uncertainty = uncertainty  # dihedral TTA copies per bundle (0: off; worker.py, uncertainty.py)
         self.warmup_shape = warmup_shape
         self.frames_received = 0
         self.bundles_ready = 0
@@ -329,7 +330,7 @@ class InferenceEngine:
         workers = []
         for i in range(self.n_workers):
             rt = open_runtime(package, self.runtime_pref, threads=self.threads)
-            w = InferenceWorker(package, rt, worker_id=i, batch=self.batch)
+            w = InferenceWorker(package, rt, worker_id=i, batch=self.batch, uncertainty=self.uncertainty)
             if self.warmup_shape:
                 ms = w.warm_up(self.warmup_shape)
                 log.info("worker %d warmed up in %.1f ms", i, ms)

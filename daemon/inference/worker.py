@@ -9,6 +9,14 @@ over tiles; ``postprocess`` maps the output to physical units, refuses
 non-finite values and clips to the package's physical range. Every result
 header carries the ``trust`` verdict. Each step is timed for the latency
 figures.
+
+With ``uncertainty=n`` (2, 4 or 8; default 0: off) the worker also runs the
+model on ``n − 1`` mirrored/rotated copies of the bundle (:mod:`.uncertainty`)
+and publishes the per-pixel standard deviation across the ``n`` answers as one
+extra channel per output, named ``<output>:std`` (physical units; zeros for a
+withheld bundle), and its summary as ``trust.uncertainty``. The published image
+is still the model's answer to the bundle itself; the copies' time counts as
+inference.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from .guards import GuardVerdict, InputGuard, OutputGuard, trust
 from .package import ModelPackage
 from .runtimes import InferenceRuntime
 from .tiling import plan_tiles, run_tiled
+from .uncertainty import UNCERTAINTY_CHOICES, summary, tta_std
 
 __all__ = ["BundleMismatch", "InferenceWorker", "NonFiniteOutput", "Result", "StreamFrame", "normalize"]
 
@@ -64,7 +73,12 @@ def _num(v: Any) -> float:
 class InferenceWorker:
     """Runs one model package on bundles (not thread-safe: one per thread)."""
 
-    def __init__(self, package: ModelPackage, runtime: InferenceRuntime, worker_id: int = 0, batch: int = 4) -> None:
+    def __init__(self, package: ModelPackage, runtime: InferenceRuntime, worker_id: int = 0, batch: int = 4,
+                 uncertainty: int = 0) -> None:
+        if uncertainty not in UNCERTAINTY_CHOICES:
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY_CHOICES} dihedral copies (0: off), "
+                             f"got {uncertainty}")
+        self.uncertainty = uncertainty
         self.package = package
         self.m = package.manifest
         self.runtime = runtime
@@ -122,6 +136,19 @@ class InferenceWorker:
             y += np.asarray(s.offset, np.float32)[:, None, None]
         return y
 
+    @property
+    def channels(self) -> list[str]:
+        """The result's channels: the outputs, then (with uncertainty) one ``<output>:std`` each."""
+        return list(self.m.outputs) + ([f"{o}:std" for o in self.m.outputs] if self.uncertainty else [])
+
+    def _std(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-pixel TTA standard deviation in physical units (``y``: the raw answer to ``x``, not yet scaled)."""
+        std = tta_std(x, self.infer, self.uncertainty, identity=y)
+        s = self.m.output_scaling
+        if s is not None:
+            std *= np.abs(np.asarray(s.scale, np.float32))[:, None, None]
+        return std
+
     def check(self, ordered: list[StreamFrame]) -> GuardVerdict:
         """The input guards' verdict on a bundle (frames in model order, raw counts)."""
         return self.guard.check([f.data for f in ordered], [_num(f.header.get("pixel_size_um")) for f in ordered])
@@ -131,19 +158,30 @@ class InferenceWorker:
         t_deq = t_dequeued_ns or now_ns()
         ordered = self.order(frames)
         verdict = self.check(ordered)
+        std = unc = None
         if verdict.withhold:  # nothing the model could honestly answer: a blank result saying why
             h, w = ordered[0].data.shape
             sf = self.m.scale_factor
             y = self.output_guard.blank((len(self.m.outputs), h * sf, w * sf))
             t_pre = t_inf = now_ns()
             out_fig, out_reasons, out_margin = {**self.output_guard.apply(y)[0], "withheld": True}, [], 1.0
+            if self.uncertainty:
+                std = np.zeros_like(y)
         else:
             x = self.preprocess(ordered)
             t_pre = now_ns()
             y = self.infer(x)
+            if self.uncertainty:
+                t0 = now_ns()
+                std = self._std(x, y)
+                s = self.m.output_scaling
+                unc = {**summary(std, list(self.m.outputs), None if s is None else list(s.scale), self.uncertainty),
+                       "ms": round((now_ns() - t0) / 1e6, 2)}
             t_inf = now_ns()
             y = self.postprocess(y)
             out_fig, out_reasons, out_margin = self.output_guard.apply(y)
+        if std is not None:
+            y = np.concatenate([y, std])
         t_post = now_ns()
         last = max(ordered, key=lambda f: _ns(f.header.get("t_acquired_ns")))
         h0 = last.header
@@ -159,7 +197,7 @@ class InferenceWorker:
             "acquisition_id": h0.get("acquisition_id"),
             "bundle_id": h0.get("bundle_id"),
             "source_seqs": [f.header.get("seq") for f in ordered],
-            "channels": list(self.m.outputs),
+            "channels": self.channels,
             "dtype": "float32",
             "shape": list(y.shape),
             "scale_factor": self.m.scale_factor,
@@ -178,4 +216,6 @@ class InferenceWorker:
             "t_published_ns": 0,
             "trust": trust(verdict, out_fig, out_reasons, out_margin),
         }
+        if self.uncertainty:
+            header["trust"]["uncertainty"] = unc  # None: withheld, nothing inferred
         return Result(header, np.ascontiguousarray(y, dtype=np.float32))

@@ -1,0 +1,80 @@
+"""Per-pixel uncertainty by dihedral test-time augmentation (daemon/inference/uncertainty.py, worker option)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from scopecast.daemon.inference.package import load_package
+from scopecast.daemon.inference.runtimes import open_runtime
+from scopecast.daemon.inference.uncertainty import DIHEDRAL, apply, invert, summary, tta_std
+from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
+
+VS = Path(__file__).resolve().parents[1] / "models" / "packages" / "virtual-staining"
+
+
+def test_the_eight_transforms_are_the_dihedral_group_and_invert():
+    x = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)  # not square: rotations swap the axes
+    seen = set()
+    for t in DIHEDRAL:
+        y = apply(x, t)
+        assert np.array_equal(invert(y, t), x)
+        seen.add(y.tobytes() + bytes(y.shape))
+    assert len(seen) == 8 and DIHEDRAL[0] == (0, False)
+    assert all(apply(x, t).shape == x.shape for t in DIHEDRAL[:4])  # the first four keep the field's shape
+
+
+def test_tta_std_is_zero_for_an_equivariant_map_and_the_spread_otherwise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 32, 32)).astype(np.float32)
+    blur = lambda a: ndimage.gaussian_filter(a, (0, 1.5, 1.5), mode="reflect")  # noqa: E731 - isotropic
+    assert tta_std(x, blur, 8).max() < 1e-5
+    shift = lambda a: np.roll(a, 1, axis=-1)  # noqa: E731 - not rotation invariant
+    got = tta_std(x, shift, 4)
+    answers = np.stack([invert(shift(np.ascontiguousarray(apply(x, t))), t) for t in DIHEDRAL[:4]])
+    np.testing.assert_allclose(got, answers.std(axis=0), rtol=1e-5, atol=1e-6)
+    assert got.mean() > 0.5
+    with pytest.raises(ValueError, match="dihedral copies"):
+        tta_std(x, shift, 3)
+    s = summary(np.stack([got, 2 * got]), ["a", "b"], [2.0, 2.0], 4)
+    assert s["tta"] == 4 and s["channels"]["b"]["mean"] == pytest.approx(got.mean(), rel=1e-5)
+    assert s["mean"] == s["channels"]["b"]["mean"] and s["p99"] >= s["mean"]
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_worker_publishes_an_uncertainty_channel_per_output_and_a_trust_summary():
+    pkg = load_package(VS)
+    m = pkg.manifest
+    x = np.load(VS / "test_input.npy")[0]  # a validation field, normalized: back to camera counts
+    gain, bias = m.normalization.linear()
+    raw = [np.clip(np.round((x[c] - bias[c]) / gain[c]), 0, 65535).astype(np.uint16) for c in range(len(m.inputs))]
+
+    def bundle(frames):
+        return [StreamFrame({"channel": n, "acquisition_id": "u", "bundle_id": 1, "seq": i, "t_acquired_ns": 1,
+                             "pixel_size_um": m.pixel_size_um}, f) for i, (n, f) in enumerate(zip(m.inputs, frames))]
+
+    rt = open_runtime(pkg, "ort-cpu")
+    plain = InferenceWorker(pkg, rt).process(bundle(raw))
+    assert plain.header["channels"] == m.outputs and "uncertainty" not in plain.header["trust"]
+    w = InferenceWorker(pkg, rt, uncertainty=4)
+    r = w.process(bundle(raw))
+    n = len(m.outputs)
+    assert r.header["channels"] == m.outputs + [f"{o}:std" for o in m.outputs]
+    assert r.data.shape == (2 * n, *raw[0].shape) and r.header["shape"] == list(r.data.shape)
+    np.testing.assert_array_equal(r.data[:n], plain.data)  # the published image is the model's own answer
+    std = r.data[n:]
+    assert np.isfinite(std).all() and std.min() >= 0 and std.max() > 0
+    u = r.header["trust"]["uncertainty"]
+    assert u["tta"] == 4 and set(u["channels"]) == set(m.outputs) and u["ms"] > 0
+    scale = m.output_scaling.scale
+    for c, o in enumerate(m.outputs):
+        assert u["channels"][o]["mean"] == pytest.approx(std[c].mean() / scale[c], rel=1e-4)
+    # a withheld bundle: nothing inferred, a zero uncertainty channel, no summary
+    dead = w.process(bundle([np.zeros_like(f) for f in raw]))
+    assert dead.header["trust"]["guards"]["action"] == "withheld" and dead.header["trust"]["uncertainty"] is None
+    assert dead.data.shape == r.data.shape and not dead.data[n:].any()
+    with pytest.raises(ValueError, match="uncertainty must be one of"):
+        InferenceWorker(pkg, rt, uncertainty=3)
