@@ -112,6 +112,13 @@ def test_runtime_matches_onnxruntime_and_refuses_another_package(server, package
         rt.close()
     with pytest.raises(RuntimeError, match="not package 'tiny-sr'"):
         open_runtime(sr, f"triton://{server.url}/tiny")
+    from scopecast.daemon.inference.runtimes import RuntimeUnavailable
+    from scopecast.export.triton_server import free_port
+
+    with pytest.raises(RuntimeUnavailable, match="no ready model 'nope'"):
+        open_runtime(tiny, f"triton://{server.url}/nope")
+    with pytest.raises(RuntimeUnavailable, match="not reachable"):
+        open_runtime(tiny, f"triton://127.0.0.1:{free_port()}/tiny")
 
 
 def test_engine_serves_through_triton_and_matches_onnxruntime(server, packages, daemon, client):

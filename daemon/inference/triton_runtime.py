@@ -127,10 +127,19 @@ class TritonRuntime:
         if not ready:
             self.client.close()
             raise RuntimeUnavailable(f"Triton server {self.address} is not ready")
-        self.model = self._network_of(requested)
-        cfg = self._config(self.model)
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            self.model = self._network_of(requested)
+            cfg = self._config(self.model)
+            self.server_version = self.client.get_server_metadata(client_timeout=5.0).version
+        except InferenceServerException as e:
+            self.client.close()
+            raise RuntimeUnavailable(f"Triton server {self.address}: {e}") from None
+        except BaseException:
+            self.client.close()
+            raise
         self.max_batch = int(cfg.get("max_batch_size") or 0) or 1 << 30
-        self.server_version = self.client.get_server_metadata(client_timeout=5.0).version
         host = self.address.rsplit(":", 1)[0].strip("[]")
         self.shared_memory = opts.get("shm", "auto") == "auto" and host in _LOOPBACK
         self._in = _Region(self.client, "in")
