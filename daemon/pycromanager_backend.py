@@ -103,7 +103,7 @@ class _BridgeCoreView(_CoreView):
     def getLoadedDevicesOfType(self, device_type: int) -> tuple[str, ...]:  # noqa: N802 - MMCore name
         from pymmcore_plus import DeviceType
 
-        wanted = f"{DeviceType(int(device_type)).name}Device"  # Java enum names: CameraDevice, ...
+        wanted = DeviceType(int(device_type)).name  # "CameraDevice", ...: the Java enum's names
         out = []
         for label in self.getLoadedDevices():
             kind = self._core.getDeviceType(label)
