@@ -18,15 +18,41 @@ import numpy as np
 from .frames import now_ns
 
 __all__ = [
+    "LED_CONTROLLERS",
     "BackendError",
     "ChannelInfo",
+    "LedController",
     "MMCoreBackend",
     "MicroscopeBackend",
     "Snap",
     "load_mmcore_backend",
 ]
 
-_PATTERN_PROPERTY = "IlluminationPattern"
+
+@dataclass(frozen=True)
+class LedController:
+    """How scopecast recognizes the label-free presets of an LED-array controller.
+
+    A channel preset that sets ``property`` of the controller (``device``, or the
+    first loaded device that has ``property``) to a value other than ``off`` is a
+    label-free channel whose pattern is that value; one that sets ``off`` (the
+    LEDs dark, e.g. during fluorescence) is not. docs/hardware.md has the table;
+    another controller is declared in its ``.cfg`` with a comment line
+    ``#scopecast led-pattern,<Device>,<Property>,<off value>``.
+    """
+
+    property: str
+    off: str = ""
+    device: str = ""  # a device label; "" = the first loaded device with ``property``
+    adapter: str = ""  # the Micro-Manager device it describes (documentation)
+
+
+#: Controllers recognized without a declaration (docs/hardware.md).
+LED_CONTROLLERS: tuple[LedController, ...] = (
+    LedController("IlluminationPattern", "Clear",
+                  adapter="IlluminateLedArray (Micro-Manager) and scopecast's simulator"),
+)
+_DECLARATION = "#scopecast led-pattern,"
 #: Exposure limits for cameras whose adapter declares none (ms).
 DEFAULT_EXPOSURE_RANGE_MS = (0.01, 60_000.0)
 
@@ -100,7 +126,8 @@ class MMCoreBackend:
         Config group whose presets are the channels (default: the core's channel group).
     """
 
-    def __init__(self, core: Any, channel_group: str | None = None) -> None:
+    def __init__(self, core: Any, channel_group: str | None = None,
+                 led_controllers: tuple[LedController, ...] = LED_CONTROLLERS) -> None:
         from .sim.unicore_workarounds import install
 
         install(core)  # pymmcore-plus gaps for Python devices (auto-shutter, pixel size)
@@ -116,19 +143,25 @@ class MMCoreBackend:
                 f"channel group {self.channel_group!r} is not defined; groups: "
                 f"{', '.join(core.getAvailableConfigGroups())}"
             )
-        self.led_device = next(
-            (d for d in core.getLoadedDevices() if core.hasProperty(d, _PATTERN_PROPERTY)), ""
-        )
+        for c in led_controllers:
+            if c.device and not (c.device in core.getLoadedDevices() and core.hasProperty(c.device, c.property)):
+                raise BackendError(f"the declared LED controller {c.device}-{c.property} is not a loaded "
+                                   f"device with that property ({c.adapter})")
+        found = next(((d, c) for c in led_controllers for d in ([c.device] if c.device else core.getLoadedDevices())
+                      if d in core.getLoadedDevices() and core.hasProperty(d, c.property)), ("", None))
+        self.led_device: str = found[0]
+        self.led_controller: LedController | None = found[1]
         self.main_camera = core.getCameraDevice()
         self._channels = self._discover_channels()
 
     # ------------------------------------------------------------ description
     def _discover_channels(self) -> dict[str, ChannelInfo]:
         out: dict[str, ChannelInfo] = {}
+        led = self.led_controller
         for preset in self.core.getAvailableConfigs(self.channel_group):
             pattern = ""
             for dev, prop, value in self.core.getConfigData(self.channel_group, preset):
-                if prop == _PATTERN_PROPERTY:
+                if led is not None and dev == self.led_device and prop == led.property and value != led.off:
                     pattern = value
             out[preset] = ChannelInfo(
                 preset, "label-free" if pattern else "fluorescence", pattern
@@ -138,10 +171,14 @@ class MMCoreBackend:
     def channels(self) -> dict[str, ChannelInfo]:
         return dict(self._channels)
 
+    @property
+    def _pattern_property(self) -> str:
+        return self.led_controller.property if self.led_controller else ""
+
     def patterns(self) -> tuple[str, ...]:
         if not self.led_device:
             return ()
-        return tuple(self.core.getAllowedPropertyValues(self.led_device, _PATTERN_PROPERTY))
+        return tuple(self.core.getAllowedPropertyValues(self.led_device, self._pattern_property))
 
     def detectors(self) -> tuple[str, ...]:
         from pymmcore_plus import DeviceType
@@ -173,7 +210,7 @@ class MMCoreBackend:
     def current_pattern(self) -> str:
         if not self.led_device:
             return ""
-        return str(self.core.getProperty(self.led_device, _PATTERN_PROPERTY))
+        return str(self.core.getProperty(self.led_device, self._pattern_property))
 
     def set_channel(self, name: str) -> None:
         if name not in self._channels:
@@ -187,12 +224,16 @@ class MMCoreBackend:
 
     def set_pattern(self, name: str) -> None:
         if not self.led_device:
-            raise BackendError("this microscope has no LED array (no IlluminationPattern property)")
+            raise BackendError(
+                "this microscope has no LED array scopecast recognizes (no device with "
+                + " or ".join(repr(c.property) for c in LED_CONTROLLERS)
+                + "; declare another controller in the .cfg, see docs/hardware.md)"
+            )
         valid = self.patterns()
         if name not in valid:
             raise ValueError(f"unknown illumination pattern {name!r}; valid patterns: {', '.join(valid)}")
         with self.lock:
-            self.core.setProperty(self.led_device, _PATTERN_PROPERTY, name)
+            self.core.setProperty(self.led_device, self._pattern_property, name)
 
     def exposure_ms(self) -> float:
         return float(self.core.getExposure())
@@ -349,7 +390,7 @@ def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
     backend: MMCoreBackend | None = None
     if not msg:
         try:
-            backend = MMCoreBackend(core)
+            backend = MMCoreBackend(core, led_controllers=(*_declared_controllers(path), *LED_CONTROLLERS))
         except BackendError as e:
             msg = str(e)
     if backend is None:  # raised outside any except block: no traceback keeps the failed core alive
@@ -359,6 +400,22 @@ def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
         gc.collect()  # destroy it now (see below)
         raise BackendError(f"cannot load hardware config {path}:\n{msg}")
     return backend
+
+
+def _declared_controllers(path: Path) -> tuple[LedController, ...]:
+    """LED controllers a config declares: ``#scopecast led-pattern,<Device>,<Property>,<off value>``
+    (a comment to Micro-Manager)."""
+    out = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if line.strip().startswith(_DECLARATION):
+            parts = [p.strip() for p in line.strip()[len(_DECLARATION):].split(",")]
+            if len(parts) != 3 or not all(parts[:2]):
+                raise BackendError(
+                    f"line {n}: {line.strip()!r}: "
+                    "use '#scopecast led-pattern,<Device>,<Property>,<value that turns the LEDs off>'"
+                )
+            out.append(LedController(parts[1], parts[2], parts[0], f"declared in {path.name}"))
+    return tuple(out)
 
 
 def _missing_adapters_hint(core: Any, path: Path) -> str:

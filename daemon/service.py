@@ -33,6 +33,7 @@ from .acquisition import AcquisitionEngine
 from .backend import MicroscopeBackend
 from .control import DEFAULT_CONTROL_ADDRESS, ControlServer
 from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan
+from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
@@ -63,8 +64,12 @@ class Daemon:
                  control_address: str = DEFAULT_CONTROL_ADDRESS,
                  stream_address: str = DEFAULT_STREAM_ADDRESS,
                  trigger_dirs: Iterable[str | Path] | None = None,
-                 trigger_modules: Iterable[str] = ()) -> None:
+                 trigger_modules: Iterable[str] = (), record_cap: RecordingCap | None = None,
+                 ngff: NgffVersion = "0.4") -> None:
         """``backend`` may be a factory: it is called after the sockets are bound.
+
+        ``record_cap``: the cap of every live recording (``start_live`` may lower it);
+        ``ngff``: the OME-NGFF version of recordings (``"0.4"`` on zarr 2, or ``"0.5"`` on zarr 3).
 
         ``trigger_dirs`` (default: ``data_dir``) are where ``load_triggers`` may
         read configuration files; ``trigger_modules`` the ``module:Class`` Python
@@ -91,7 +96,7 @@ class Daemon:
             self.publisher.close()
             raise
         try:
-            self.engine = AcquisitionEngine(self.backend, data_dir)
+            self.engine = AcquisitionEngine(self.backend, data_dir, record_cap=record_cap, ngff=ngff)
         except BaseException:
             self.server.stop()
             self.publisher.close()
@@ -99,6 +104,7 @@ class Daemon:
             raise
         self.engine.sinks.append(self._note_frame)
         self.engine.sinks.append(self.publisher)
+        self.engine.event_sinks.append(self.publisher.publish_event)
 
     @property
     def control_address(self) -> str:
@@ -186,17 +192,22 @@ class Daemon:
         return {"frame": frame.header.to_dict()}, [frame.data]
 
     def start_live(self, channels: list[str | dict] | None = None, exposure_ms: float | None = None,
-                   interval_ms: float = 0.0, max_cycles: int | None = None, record: bool = False) -> dict:
-        """Start repeating an illumination cycle (default: DPC halves, BF, DF)."""
+                   interval_ms: float = 0.0, max_cycles: int | None = None, record: bool = False,
+                   record_max_bytes: int | None = None, record_max_frames: int | None = None) -> dict:
+        """Start repeating an illumination cycle (default: DPC halves, BF, DF).
+
+        ``record_max_bytes`` / ``record_max_frames`` cap this recording (raw pixel bytes; only
+        below the daemon's configured cap): live stops there with ``stop_reason`` on the job."""
         args: dict[str, Any] = {"exposure_ms": exposure_ms, "interval_ms": interval_ms,
                                 "max_cycles": max_cycles, "record": record}
         if channels is not None:
             args["channels"] = channels
         plan = _validated(LivePlan, args)
         self._check_exposures(plan.channels, plan.exposure_ms)
+        cap = _validated(RecordingCap, {"max_bytes": record_max_bytes, "max_frames": record_max_frames})
         if record:
             self.engine.check_writable()
-        return self.engine.start_live(plan).to_dict()
+        return self.engine.start_live(plan, cap).to_dict()
 
     def _check_exposures(self, channels: Iterable[ChannelSpec], default: float | None) -> None:
         """Refuse, at the request, an exposure the detector cannot take."""
@@ -222,7 +233,7 @@ class Daemon:
         return {"channel": self.backend.current_channel()}
 
     def set_pattern(self, pattern: str) -> dict:
-        """Set the LED array pattern directly (firmware names: bf, df, dpc.l, ...)."""
+        """Set the LED array pattern directly (IlluminateLedArray's IlluminationPattern values: Brightfield, DPC Left, Clear, ...)."""
         self.engine.require_idle("change pattern", allow_live=True)
         self.backend.set_pattern(pattern)
         return {"pattern": pattern}

@@ -18,6 +18,7 @@ engine's input guards compare with, and the outputs' physical range.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ __all__ = [
     "BLANK", "DOMAIN", "REGIONS", "TASKS", "Calibration", "PairSet", "calibrate", "calibrate_camera", "field_plan",
     "gather", "load_pairs", "region_positions",
 ]
+
+_log = logging.getLogger("scopecast.gather")
 
 #: Slide regions (x range, y range, µm): training and validation never overlap.
 REGIONS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
@@ -141,6 +144,7 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
     one focus and ``exposure_ms`` (the original behaviour).
     """
     from scopecast.daemon.control import ControlClient
+    from scopecast.daemon.progress import Progress, wait_job
 
     spec = TASKS[task]
     out = Path(out)
@@ -156,9 +160,11 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
             index["camera"] = calibrate_camera(c, exposure_ms)
             index["samples"] = list(samples)
             index["plan"] = dict(plan or {})
+            progress = Progress(f"gather {task}", n_train + n_val, "fields", _log)
             for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1000)):
                 fields = field_plan(task, split, n, s, samples, **(plan or {}))
-                index["splits"][split] = _gather_fields(c, task, fields, set_sample, index["camera"])
+                index["splits"][split] = _gather_fields(c, task, fields, set_sample, index["camera"], progress)
+            progress.finish()
             index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
         (out / "dataset.json").write_text(json.dumps(index, indent=2))
         return index
@@ -168,11 +174,10 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
         for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1000)):
             job = c.request("capture_pairs", label_free=spec["label_free"], fluorescence=spec["fluorescence"],
                             positions=region_positions(split, n, s), exposure_ms=exposure_ms)
-            done = c.wait(job["id"], timeout_s=600)
-            for _ in range(5):  # the daemon answers a wait after at most 600 s: ask again, up to an hour
-                if done["status"] not in ("queued", "running"):
-                    break
-                done = c.wait(job["id"], timeout_s=600)
+            progress = Progress(f"gather {task} {split} ({n} fields)", job.get("total"), "frames", _log)
+            done = wait_job(c, job["id"], 3600.0, progress)
+            if done["status"] == "failed":
+                raise RuntimeError(f"pairs job {job['id']} failed: {done['error']}")
             index["splits"][split] = {"recordings": [done["path"]], "fields": n}
         index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
     (out / "dataset.json").write_text(json.dumps(index, indent=2))
@@ -180,8 +185,9 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
 
 
 def _gather_fields(c: Any, task: str, fields: list[dict[str, Any]], set_sample: Any,
-                   camera: dict[str, Any]) -> dict[str, Any]:
-    """Capture ``fields`` (from :func:`field_plan`) one by one, grouped by sample kind."""
+                   camera: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+    """Capture ``fields`` (from :func:`field_plan`) one by one, grouped by sample kind;
+    each captured field advances ``progress`` (a :class:`~scopecast.daemon.progress.Progress`)."""
     spec = TASKS[task]
     targets = DOMAIN[task]["target_exposure_ms"]
     full = camera.get("saturation_adu")
@@ -203,6 +209,8 @@ def _gather_fields(c: Any, task: str, fields: list[dict[str, Any]], set_sample: 
                             fluorescence=fluo, positions=[(f["x"], f["y"])], exposure_ms=e)
             done = c.wait(job["id"], timeout_s=600)
             recs[i] = done["path"]
+            if progress is not None:
+                progress.update(note=f"{kind}")
     c.request("move_stage", z=0.0)
     split = {"recordings": recs, "fields": len(fields), "field_info": fields}
     if full:  # how much of the ground truth sits at the full well (it must not)
@@ -223,7 +231,7 @@ def _gather_fields(c: Any, task: str, fields: list[dict[str, Any]], set_sample: 
 def calibrate_camera(client: Any, exposure_ms: float = 10.0, channel: str = "BF") -> dict[str, Any]:
     """Measure the main camera through the control socket: what a lab does with a new camera.
 
-    Offset and read noise from two dark frames (LED array off, ``x``); gain by
+    Offset and read noise from two dark frames (LED array off, ``Clear``); gain by
     photon transfer from two frames of ``channel`` (temporal variance =
     gain × signal + read noise²; the difference of two frames cancels the
     specimen); the clip level from a frame exposed 64× longer (pixels piled up
@@ -234,7 +242,7 @@ def calibrate_camera(client: Any, exposure_ms: float = 10.0, channel: str = "BF"
     cam: dict[str, Any] = {"offset_adu": None, "read_noise_adu": None, "gain_adu_per_e": None,
                            "saturation_adu": None}
     notes = []
-    if channel not in info.get("channels", {}) or "x" not in info.get("patterns", []):
+    if channel not in info.get("channels", {}) or "Clear" not in info.get("patterns", []):
         return {**cam, "source": f"not measured: this microscope has no {channel!r} channel or LED-off pattern"}
 
     def pair(**kw: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +250,7 @@ def calibrate_camera(client: Any, exposure_ms: float = 10.0, channel: str = "BF"
         return a, b
 
     client.request("set_channel", channel=channel)  # transmitted light path, fluorescence closed
-    client.request("set_pattern", pattern="x")
+    client.request("set_pattern", pattern="Clear")
     d1, d2 = pair(channel="")
     offset = float((d1.mean() + d2.mean()) / 2)
     read = float(np.std(d1 - d2) / np.sqrt(2))

@@ -23,20 +23,20 @@ def test_shipped_config_loads_every_device(backend, core):
         core.setProperty("LED", "Brightness", 300)
     with pytest.raises(Exception, match="not allowed"):
         core.setProperty("LED", "IlluminationPattern", "rainbow")
-    core.setProperty("LED", "SerialCommand", "l.15.15")
-    assert core.getProperty("LED", "IlluminationPattern") == "manual" and int(core.getProperty("LED", "LitLedCount")) == 1
+    core.setProperty("LED", "SerialCommand", "l.0")
+    assert core.getProperty("LED", "IlluminationPattern") == "Center LED" and int(core.getProperty("LED", "LitLedCount")) == 1
 
 
 def test_malformed_config_names_the_line(tmp_path):
     lines = SHIPPED_CFG.read_text().splitlines()
-    i = next(n for n, line in enumerate(lines) if line.startswith("#py Property,LED,ArrayDistanceMm"))
-    lines[i] = "#py Property,LED,ArrayDistanceMm,far"
+    i = next(n for n, line in enumerate(lines) if line.startswith("#py Property,LED,ArrayDistanceFromSample"))
+    lines[i] = "#py Property,LED,ArrayDistanceFromSample,far"
     bad = tmp_path / "bad.cfg"
     bad.write_text("\n".join(lines))
     with pytest.raises(BackendError) as e:
         load_mmcore_backend(bad)
     msg = str(e.value)
-    assert f"line {i + 1}" in msg and "ArrayDistanceMm" in msg and "far" in msg
+    assert f"line {i + 1}" in msg and "ArrayDistanceFromSample" in msg and "far" in msg
 
 
 def test_unknown_device_class_is_named(tmp_path):
@@ -78,7 +78,7 @@ def test_daemon_command_serves_and_shuts_down(sim_cfg, tmp_path):
                     assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             assert st["state"] == "idle"
             header, img = c.snap(channel="DF")
-            assert header["pattern"] == "df" and img.shape == (256, 256)
+            assert header["pattern"] == "Darkfield" and img.shape == (256, 256)
             assert c.request("shutdown") == {"shutting_down": True}
         assert proc.wait(timeout=30) == 0
         out = proc.stdout.read()

@@ -14,7 +14,7 @@ from scopecast.daemon.recorder import open_recording
 def test_snap_every_channel_and_pattern(client):
     info = client.request("describe")
     assert {"BF", "DF", "DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "Nuclei", "Membrane"} <= set(info["channels"])
-    assert info["channels"]["DPC-Left"] == {"name": "DPC-Left", "modality": "label-free", "pattern": "dpc.l"}
+    assert info["channels"]["DPC-Left"] == {"name": "DPC-Left", "modality": "label-free", "pattern": "DPC Left"}
     assert info["channels"]["Nuclei"]["modality"] == "fluorescence"
     for name in info["channels"]:
         header, img = client.snap(channel=name)
@@ -23,14 +23,14 @@ def test_snap_every_channel_and_pattern(client):
     client.request("set_channel", channel="BF")
     means = {}
     for pattern in PATTERN_NAMES:
-        if pattern == "manual":
+        if pattern == "Manual LED Indicies":
             continue
         client.request("set_pattern", pattern=pattern)
         _, img = client.snap()
         means[pattern] = img.mean()
-    assert means["bf"] > means["dpc.l"] > means["cen"] > means["x"]
-    assert means["x"] < 101  # all LEDs off: camera offset only
-    assert means["df"] < 0.1 * means["bf"]
+    assert means["Brightfield"] > means["DPC Left"] > means["Center LED"] > means["Clear"]
+    assert means["Clear"] < 101  # all LEDs off: camera offset only
+    assert means["Darkfield"] < 0.1 * means["Brightfield"]
 
 
 def test_dual_modality_pairs_over_3x3_grid_read_back(client):
@@ -53,7 +53,7 @@ def test_dual_modality_pairs_over_3x3_grid_read_back(client):
         assert len({f.bundle_id for f in s.frames}) == 1
         assert len({(f.stage_x_um, f.stage_y_um) for f in s.frames}) == 1
         f = {h.channel: h for h in s.frames}
-        assert f["Nuclei"].exposure_ms == 80 and f["BF"].pattern == "bf" and f["Nuclei"].modality == "fluorescence"
+        assert f["Nuclei"].exposure_ms == 80 and f["BF"].pattern == "Brightfield" and f["Nuclei"].modality == "fluorescence"
         for h in s.frames:
             img = s.image(h.channel)
             assert img.dtype == np.uint16 and img.std() > 0
@@ -120,7 +120,7 @@ def test_stage_move_out_of_range_is_refused_without_moving(client):
 def test_unknown_pattern_and_channel_list_valid_ones(client):
     with pytest.raises(DaemonError) as e:
         client.request("set_pattern", pattern="rainbow")
-    assert "dpc.l" in str(e.value) and "bf" in str(e.value)
+    assert "DPC Left" in str(e.value) and "Brightfield" in str(e.value)
     with pytest.raises(DaemonError, match="unknown channel 'Phase'.*DPC-Left"):
         client.request("set_channel", channel="Phase")
     with pytest.raises(DaemonError, match="unknown channel"):

@@ -137,8 +137,8 @@ def test_second_daemon_on_used_ports_exits_before_touching_hardware(tmp_path):
 
 def test_failing_config_exits_2_with_its_message_every_time(tmp_path):
     """Configs failing part-way once aborted about 1 start in 3 ('FATAL: exception not rethrown', exit 134)."""
-    late = tmp_path / "late.cfg"  # fails at line 43, after the hub and several devices loaded
-    late.write_text(re.sub(r"(?m)^#py Property,LED,ArrayDistanceMm,.*$", "#py Property,LED,ArrayDistanceMm,far",
+    late = tmp_path / "late.cfg"  # fails at line 45, after the hub and several devices loaded
+    late.write_text(re.sub(r"(?m)^#py Property,LED,ArrayDistanceFromSample,.*$", "#py Property,LED,ArrayDistanceFromSample,far",
                            SHIPPED_CFG.read_text()))
     early = tmp_path / "early.cfg"  # fails at line 1, on a device class that does not exist
     early.write_text("#py pyDevice,Cam,scopecast.daemon.sim.devices,NoSuchCamera\n")
@@ -150,7 +150,7 @@ def test_failing_config_exits_2_with_its_message_every_time(tmp_path):
         outcomes += [(p.wait(60), p.communicate()[1]) for p in procs]
     for rc, err in outcomes:
         assert rc == 2 and "FATAL" not in err and "Traceback" not in err, err
-        assert "cannot load hardware config" in err and ("ArrayDistanceMm" in err or "NoSuchCamera" in err), err
+        assert "cannot load hardware config" in err and ("ArrayDistanceFromSample" in err or "NoSuchCamera" in err), err
 
 
 def test_daemon_shutdown_exits_0_every_time(sim_cfg, tmp_path):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.fft import next_fast_len
 
-from ..illumination import LedArrayGeometry, LedPattern, compute_pattern
+from ..illumination import LedArrayState
 from . import optics
 from .slide import RegionMaps, Slide
 
@@ -57,26 +57,6 @@ def _guard(n: int) -> int:
     while (m - n) % 2:
         m = next_fast_len(m + 1)
     return (m - n) // 2
-
-
-@dataclass
-class LedArrayState:
-    geometry: LedArrayGeometry = field(default_factory=LedArrayGeometry)
-    pattern_name: str = "bf"
-    objective_na: float = 0.25
-    inner_na: float | None = None
-    outer_na: float = 1.0
-    brightness: float = 1.0
-    manual_leds: str = ""
-    wavelength_nm: float = 530.0
-    is_open: bool = False
-
-    def pattern(self) -> LedPattern:
-        return compute_pattern(
-            self.pattern_name, self.geometry, self.objective_na,
-            inner_na=self.inner_na, outer_na=self.outer_na,
-            brightness=self.brightness, manual_leds=self.manual_leds,
-        )
 
 
 @dataclass
@@ -165,12 +145,12 @@ class SimScope:
     # ------------------------------------------------------------- components
     def label_free_rate(self, pixel_um: float, shape: tuple[int, int]) -> np.ndarray | None:
         """Photon rate from the LED array, or None when it is dark."""
-        if not self.led.is_open:
+        if not self.led.emitting:  # the light path and the array's global shutter are open
             return None
         pattern = self.led.pattern()
         if pattern.n_lit == 0:
             return None
-        wl = self.led.wavelength_nm / 1000.0
+        wl = pattern.mean_wavelength_nm() / 1000.0
         key = ("lf", *self._view_key(pixel_um, shape), pattern.key(), wl, self.led.geometry)
 
         def make() -> np.ndarray:

@@ -1,0 +1,209 @@
+"""Simulated detectors: an sCMOS camera and a STED-like super-resolution detector.
+
+Both turn the photon map of :class:`~scopecast.daemon.sim.scope.SimScope` into
+counts with the noise model of :class:`~scopecast.daemon.sim.camera_model.CameraModel`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from pymmcore_plus.experimental.unicore import SimpleCameraDevice, pymm_property
+
+from .camera_model import CameraModel
+from .hub import _Peripheral
+
+__all__ = ["SimCamera", "SimStedDetector"]
+
+
+class SimCamera(_Peripheral, SimpleCameraDevice):
+    """sCMOS camera: photons from the simulated optics, realistic noise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._exposure = 10.0
+        self._width = 512
+        self._height = 512
+        self._pixel_um = 6.5
+        self._binning = 1
+        self._model = CameraModel()
+        self._noise = True
+        self._mode = "Ensemble"
+        self._rng = np.random.default_rng(1)
+        self._truth = np.zeros((0, 3))
+
+    # geometry
+    @pymm_property(limits=(16, 4096), is_pre_init=True, name="SensorWidth")
+    def sensor_width(self) -> int:
+        return self._width
+
+    @sensor_width.setter
+    def sensor_width(self, v: float) -> None:
+        self._width = int(v)
+
+    @pymm_property(limits=(16, 4096), is_pre_init=True, name="SensorHeight")
+    def sensor_height(self) -> int:
+        return self._height
+
+    @sensor_height.setter
+    def sensor_height(self, v: float) -> None:
+        self._height = int(v)
+
+    @pymm_property(limits=(1.0, 30.0), name="PhysicalPixelSizeUm")
+    def physical_pixel(self) -> float:
+        return self._pixel_um
+
+    @physical_pixel.setter
+    def physical_pixel(self, v: float) -> None:
+        self._pixel_um = float(v)
+
+    def sensor_shape(self) -> tuple[int, int]:
+        return (self._height // self._binning, self._width // self._binning)
+
+    def dtype(self) -> str:
+        return "uint16"
+
+    def get_exposure(self) -> float:
+        return self._exposure
+
+    def set_exposure(self, exposure: float) -> None:
+        if not 0.01 <= float(exposure) <= 60_000:
+            raise ValueError(f"exposure {exposure} ms outside [0.01, 60000] ms")
+        self._exposure = float(exposure)
+
+    def get_binning(self) -> int:
+        return self._binning
+
+    def set_binning(self, value: int) -> None:
+        if int(value) not in (1, 2, 4):
+            raise ValueError(f"binning {value} not supported; use 1, 2 or 4")
+        self._binning = int(value)
+
+    # noise model
+    @pymm_property(limits=(0.01, 100.0), name="Gain")
+    def gain(self) -> float:
+        """ADU per electron."""
+        return self._model.gain_adu_per_e
+
+    @gain.setter
+    def gain(self, v: float) -> None:
+        self._model.gain_adu_per_e = float(v)
+
+    @pymm_property(limits=(0.0, 10000.0), name="Offset")
+    def offset(self) -> float:
+        return self._model.offset_adu
+
+    @offset.setter
+    def offset(self, v: float) -> None:
+        self._model.offset_adu = float(v)
+
+    @pymm_property(limits=(0.0, 100.0), name="ReadNoiseElectrons")
+    def read_noise(self) -> float:
+        return self._model.read_noise_e
+
+    @read_noise.setter
+    def read_noise(self, v: float) -> None:
+        self._model.read_noise_e = float(v)
+
+    @pymm_property(limits=(0.01, 1.0), name="QuantumEfficiency")
+    def qe(self) -> float:
+        return self._model.quantum_efficiency
+
+    @qe.setter
+    def qe(self, v: float) -> None:
+        self._model.quantum_efficiency = float(v)
+
+    @pymm_property(limits=(100.0, 1e6), name="FullWellElectrons")
+    def full_well(self) -> float:
+        return self._model.full_well_e
+
+    @full_well.setter
+    def full_well(self, v: float) -> None:
+        self._model.full_well_e = float(v)
+
+    @pymm_property(allowed_values=("8", "12", "16"), name="BitDepth")
+    def bit_depth(self) -> str:
+        return str(self._model.bit_depth)
+
+    @bit_depth.setter
+    def bit_depth(self, v: str) -> None:
+        self._model.bit_depth = int(v)
+
+    @pymm_property(allowed_values=("On", "Off"), name="Noise")
+    def noise(self) -> str:
+        """``Off``: expected counts without shot/read noise (clean references, pipeline benchmarks)."""
+        return "On" if self._noise else "Off"
+
+    @noise.setter
+    def noise(self, v: str) -> None:
+        self._noise = v == "On"
+
+    @pymm_property(allowed_values=("Ensemble", "Blinking"), name="FluorophoreMode")
+    def fluorophore_mode(self) -> str:
+        """``Blinking``: single-molecule frames (sparse random emitters on)."""
+        return self._mode
+
+    @fluorophore_mode.setter
+    def fluorophore_mode(self, v: str) -> None:
+        self._mode = v
+
+    @pymm_property(is_read_only=True, name="LastEmitters")
+    def last_emitters(self) -> str:
+        """Ground truth of the last blinking frame: JSON list of [x_um, y_um, photons]."""
+        return json.dumps(np.round(self._truth, 4).tolist())
+
+    def _photons(self, shape: tuple[int, int]) -> np.ndarray:
+        scope = self.scope
+        if self._mode == "Blinking" and scope.fluo.is_open:
+            img, self._truth = scope.blinking_photons(
+                self._pixel_um, self._binning, shape, self._exposure, self._rng
+            )
+            lf = scope.label_free_rate(scope.pixel_um(self._pixel_um, self._binning), shape)
+            if lf is not None:
+                img = img + lf * np.float32(self._exposure)
+            return img
+        return scope.photons(self._pixel_um, self._binning, shape, self._exposure)
+
+    def snap(self, buffer: np.ndarray) -> dict:
+        self._model.expose(self._photons(buffer.shape), out=buffer, noise=self._noise)
+        return {"scopecast.simulated": True}
+
+
+class SimStedDetector(SimCamera):
+    """Super-resolution detector: the ground truth with a STED-like narrowed PSF.
+
+    It samples the specimen ``Oversampling`` times finer than the widefield
+    camera (same field of view) and images fluorescence with an effective PSF
+    ``StedFactor`` times narrower than the widefield Airy PSF.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._factor = 4.0
+        self._oversampling = 2
+        self._model.read_noise_e = 0.5
+
+    @pymm_property(limits=(1.0, 10.0), name="StedFactor")
+    def sted_factor(self) -> float:
+        return self._factor
+
+    @sted_factor.setter
+    def sted_factor(self, v: float) -> None:
+        self._factor = float(v)
+
+    @pymm_property(allowed_values=("1", "2", "4"), name="Oversampling")
+    def oversampling(self) -> str:
+        return str(self._oversampling)
+
+    @oversampling.setter
+    def oversampling(self, v: str) -> None:
+        self._oversampling = int(v)
+
+    def sensor_shape(self) -> tuple[int, int]:
+        h, w = super().sensor_shape()
+        return (h * self._oversampling, w * self._oversampling)
+
+    def _photons(self, shape: tuple[int, int]) -> np.ndarray:
+        pixel = self._pixel_um / self._oversampling
+        return self.scope.photons(pixel, self._binning, shape, self._exposure, self._factor)

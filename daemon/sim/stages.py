@@ -1,0 +1,81 @@
+"""Simulated XY stage and focus drive, with travel limits (moves outside them are refused)."""
+
+from __future__ import annotations
+
+from pymmcore_plus.experimental.unicore import StageDevice, XYStageDevice, pymm_property
+
+from .hub import _Peripheral
+
+__all__ = ["SimXYStage", "SimZStage"]
+
+
+class SimXYStage(_Peripheral, XYStageDevice):
+    """Motorised XY stage with travel limits; refuses moves outside them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._limit = 50_000.0
+
+    @pymm_property(limits=(100.0, 1e6), name="TravelLimitUm")
+    def travel_limit(self) -> float:
+        """Half-range of travel in x and y (µm from the origin)."""
+        return self._limit
+
+    @travel_limit.setter
+    def travel_limit(self, v: float) -> None:
+        self._limit = float(v)
+
+    def set_position_um(self, x: float, y: float) -> None:
+        lim = self._limit
+        if not (-lim <= x <= lim and -lim <= y <= lim):
+            raise ValueError(
+                f"XY move to ({x:.2f}, {y:.2f}) µm refused: outside the stage travel "
+                f"[-{lim:g}, {lim:g}] µm in x and y; the stage did not move"
+            )
+        with self.scope.lock:
+            self.scope.x_um, self.scope.y_um = float(x), float(y)
+        self.core.events.XYStagePositionChanged.emit(self.get_label(), float(x), float(y))
+
+    def get_position_um(self) -> tuple[float, float]:
+        return self.scope.x_um, self.scope.y_um
+
+    def home(self) -> None:
+        self.set_position_um(0.0, 0.0)
+
+    def stop(self) -> None:
+        pass
+
+    def set_origin_x(self) -> None:
+        raise NotImplementedError("the simulated stage keeps absolute slide coordinates")
+
+    def set_origin_y(self) -> None:
+        raise NotImplementedError("the simulated stage keeps absolute slide coordinates")
+
+
+class SimZStage(_Peripheral, StageDevice):
+    """Focus drive with travel limits."""
+
+    _LIMITS = (-2000.0, 2000.0)
+
+    def set_position_um(self, val: float) -> None:
+        lo, hi = self._LIMITS
+        if not lo <= val <= hi:
+            raise ValueError(
+                f"Z move to {val:.2f} µm refused: outside the focus travel "
+                f"[{lo:g}, {hi:g}] µm; the stage did not move"
+            )
+        with self.scope.lock:
+            self.scope.z_um = float(val)
+        self.core.events.stagePositionChanged.emit(self.get_label(), float(val))
+
+    def get_position_um(self) -> float:
+        return self.scope.z_um
+
+    def home(self) -> None:
+        self.set_position_um(0.0)
+
+    def stop(self) -> None:
+        pass
+
+    def set_origin(self) -> None:
+        raise NotImplementedError("the simulated focus keeps absolute coordinates")
