@@ -136,9 +136,6 @@ class PycromanagerBackend(MMCoreBackend):
         view = _BridgeCoreView(pycro_core) if kind == "bridge" else _CoreView(pycro_core)
         super().__init__(view, channel_group)
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "backend": f"pycromanager-{self.kind}"}
-
     def close(self) -> None:
         """Python backend: unload the devices and stop pycromanager's headless core and
         acquisition engine (``stop_headless``). Java bridge: let go of the remote core
