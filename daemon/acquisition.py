@@ -109,7 +109,12 @@ class AcquisitionEngine:
         """Raise :class:`BusyError` if a job that owns the stage is running."""
         job = self._current
         if job is not None and not (allow_live and job.kind == "live"):
-            raise BusyError(f"cannot {what}: {job.kind} job {job.id} is running; stop it or wait")
+            how = "stop it first (`scopecast ctl stop`, the `stop` command), then try again"
+            if job.kind != "live" or (job.plan or {}).get("max_cycles"):  # it ends by itself
+                how += f", or wait until it ends (`scopecast ctl wait {job.id}`)"
+            else:
+                how = "live runs until stopped: " + how
+            raise BusyError(f"cannot {what}: {job.kind} job {job.id} is running; {how}")
 
     # ------------------------------------------------------------------ frames
     def acquire(
