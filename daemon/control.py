@@ -20,6 +20,9 @@ The contract:
   exposure never delays another client's ``status``.
 - The socket is a ROUTER: REQ clients work unchanged, and several requests
   from different clients are in progress at once.
+- Every server answers ``commands`` (inline): each command's summary and the
+  JSON Schema of its arguments, built from the same models that validate them,
+  so a client (``scopecast ctl``) can derive its options from the server.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from .security import bind_socket, connect_socket
 from .wire import WireError, dumps_strict, loads_strict
 
-__all__ = ["BadRequest", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS"]
+__all__ = ["BadRequest", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS", "describe_commands"]
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +75,27 @@ def _arguments_model(name: str, fn: Handler) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     hints = inspect.get_annotations(fn, eval_str=True)
     for p in inspect.signature(fn).parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":  # self: an unbound method
             continue
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (hints.get(p.name, Any), default)
     cfg = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
     return create_model(f"{name}_args", __config__=cfg, **fields)
+
+
+def describe_commands(handlers: dict[str, Handler], inline: Iterable[str] = ()) -> dict[str, Any]:
+    """The ``commands`` reply: per command its ``summary`` (the docstring's first
+    paragraph), whether it is ``inline`` and the JSON Schema of its ``arguments``."""
+    out: dict[str, Any] = {}
+    for name, fn in handlers.items():
+        try:
+            schema = _arguments_model(name, fn).model_json_schema()
+        except Exception as e:  # noqa: BLE001 - a type without a JSON Schema: say so, describe the rest
+            schema = {"type": "object", "description": f"no JSON Schema: {e}"}
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
+        out[name] = {"summary": " ".join(doc.replace("``", "`").split()), "inline": name in inline,
+                     "arguments": schema}
+    return out
 
 
 class ControlServer:
@@ -94,9 +112,19 @@ class ControlServer:
                  context: zmq.Context | None = None, inline: Iterable[str] = ("status",),
                  workers: int = 16) -> None:
         self.handlers = dict(handlers)
-        self._models = {name: _arguments_model(name, fn) for name, fn in handlers.items()}
-        self._signatures = {name: str(inspect.signature(fn)) for name, fn in handlers.items()}
         self.inline = frozenset(inline)
+        if "commands" not in self.handlers:  # built in: how to call every command, itself included
+            described: dict[str, Any] = {}
+
+            def commands() -> dict[str, Any]:
+                """Every command's summary and the JSON Schema of its arguments."""
+                return described
+
+            self.handlers["commands"] = commands
+            self.inline |= {"commands"}
+            described["commands"] = describe_commands(self.handlers, self.inline)
+        self._models = {name: _arguments_model(name, fn) for name, fn in self.handlers.items()}
+        self._signatures = {name: str(inspect.signature(fn)) for name, fn in self.handlers.items()}
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
