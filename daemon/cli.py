@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from .cli_ctl import add_ctl_parser
+from .cli_logging import configure_logging
 from .control import DEFAULT_CONTROL_ADDRESS
 from .stream import DEFAULT_STREAM_ADDRESS
 
@@ -157,44 +158,6 @@ def _daemon(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ctl(args: argparse.Namespace) -> int:
-    from .control import ControlClient, DaemonError
-
-    try:
-        cmd_args = json.loads(args.args) if args.args else {}
-    except json.JSONDecodeError as e:
-        print(f"scopecast ctl: --args is not valid JSON: {e}", file=sys.stderr)
-        return 2
-    if not isinstance(cmd_args, dict):
-        print(f"scopecast ctl: --args must be a JSON object, got {type(cmd_args).__name__}", file=sys.stderr)
-        return 2
-    import zmq
-
-    timeout = args.timeout
-    if args.cmd == "wait":  # the reply comes when the job ends or wait_s passes: wait for it
-        wait_s = cmd_args.get("wait_s", 60.0)
-        timeout = max(timeout, (wait_s if isinstance(wait_s, int | float) else 0.0) + 5.0)
-    with ControlClient(args.control, timeout_s=timeout) as client:
-        try:
-            result, parts = client.request_parts(args.cmd, **cmd_args)
-        except (DaemonError, TimeoutError) as e:
-            print(f"scopecast ctl: {e}", file=sys.stderr)
-            return 1
-        except (zmq.ZMQError, ValueError) as e:
-            print(f"scopecast ctl: cannot talk to {args.control}: {e}", file=sys.stderr)
-            return 2
-    if parts and args.save:
-        from .snapshot import autoscale, write_png
-        import numpy as np
-
-        h = result["frame"]
-        img = np.frombuffer(parts[0], dtype=h["dtype"]).reshape(h["shape"])
-        write_png(args.save, autoscale(img))
-        result["saved"] = args.save
-    print(json.dumps(result, indent=2))
-    return 0
-
-
 def _engine(args: argparse.Namespace) -> int:
     import zmq
 
@@ -221,14 +184,19 @@ def _engine(args: argparse.Namespace) -> int:
         engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
                                  runtime=args.runtime, policy=args.policy, threads=args.threads,
                                  model_dirs=args.model_dir or None).start()
-    except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError, zmq.ZMQError) as e:
+    except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError, FileExistsError,
+            zmq.ZMQError) as e:
         print(f"scopecast engine: {e}", file=sys.stderr)
         return 2
     m = engine.describe_model()
     print(f"scopecast engine: model {m['name']} ({m['sha256'][:12]}) on {m['runtime']['runtime']} x{args.workers}; "
           f"frames from {args.stream}; results on {engine.results_address}; control {args.control}", flush=True)
-    for reason in m["skipped_runtimes"]:
-        print(f"  not used: {reason}", flush=True)
+    if m["skipped_runtimes"]:  # the reasons are long: one line of names, the reasons with -v
+        names = ", ".join(r.split(":", 1)[0] for r in m["skipped_runtimes"])
+        print(f"  not available here: {names}" + ("" if args.verbose else " (scopecast -v engine ... says why)"),
+              flush=True)
+        for reason in m["skipped_runtimes"] if args.verbose else []:
+            print(f"    {reason}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -470,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live deep-learning inference beside a Micro-Manager microscope. "
         "Without a hardware config, everything runs on the simulated LED-array microscope.",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log debug messages, pymmcore-plus's (hardware adapters) included")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only (no progress lines)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("daemon", help="run the acquisition daemon (owns the microscope)",
@@ -494,17 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--overwrite", action="store_true", help="replace keys already there")
     k.set_defaults(func=_keys)
 
-    c = sub.add_parser("ctl", help="send one control command to a running daemon",
-                       description="Send one command; prints the JSON result. Example: "
-                       "scopecast ctl snap --args '{\"channel\": \"DF\"}' --save df.png")
-    c.add_argument("cmd", help="command name (status, describe, snap, start_live, stop, move_stage, ...)")
-    c.add_argument("--args", default="", help="JSON object of arguments")
-    c.add_argument("--save", default="", help="for snap: write the frame as an auto-scaled PNG")
-    c.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, type=address,
-                   help="daemon (or engine) control socket; HOST:PORT means tcp://HOST:PORT")
-    c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
-    _add_keys_option(c)
-    c.set_defaults(func=_ctl)
+    add_ctl_parser(sub, address, _add_keys_option)
 
     e = sub.add_parser("engine", help="run the inference engine on the daemon's frame stream",
                        description="Load a model package, receive bundles from the frame stream, "
@@ -666,14 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     from .supervisor import die_with_parent
 
     die_with_parent()  # a child of 'scopecast up' ends with it
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
-    # pymmcore-plus configures the root logger; keep ours at the level asked for
-    logging.getLogger("scopecast").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    for noisy in ("zarr", "asyncio", "numcodecs"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "ctl":  # ctl takes its command's options from the server (cli_ctl)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    configure_logging(args.verbose, args.quiet)
     if getattr(args, "keys", ""):
         from .security import KeysMissing, use_keys
 

@@ -1,0 +1,238 @@
+"""The command line as a user types it: ``scopecast ctl`` options derived from the daemon's own
+command signatures, actionable busy errors, progress of long work and what is logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from scopecast.daemon.cli import main
+from scopecast.daemon.cli_logging import configure_logging
+from scopecast.daemon.control import ControlServer, DaemonError
+from scopecast.daemon.progress import Progress
+from scopecast.daemon.service import Daemon
+from tests.conftest import ROOT
+
+PYMM_ENV = ("PYMM_STDERR_LOG", "PYMM_DEBUG_LOG")
+
+
+@pytest.fixture
+def restore_logging():
+    """Take back what ``configure_logging`` did (its handler, levels, -v's environment)."""
+    root = logging.getLogger()
+    level, env = root.level, {k: os.environ.get(k) for k in PYMM_ENV}
+    yield
+    for h in [h for h in root.handlers if getattr(h, "scopecast", False)]:
+        root.removeHandler(h)
+    root.setLevel(level)
+    logging.getLogger("scopecast").setLevel(logging.NOTSET)
+    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def cli(capsys, restore_logging):
+    """``run(*argv) -> (exit status, stdout, stderr)`` of the real ``scopecast`` main, in this process."""
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
+
+
+def test_ctl_takes_the_command_arguments_as_options(daemon, cli, tmp_path):
+    ctl = ("ctl", "--control", daemon.control_address)
+    rc, out, err = cli(*ctl, "snap", "--channel", "DF", "--exposure", "50")
+    assert rc == 0, err
+    h = json.loads(out)["frame"]
+    assert (h["channel"], h["exposure_ms"]) == ("DF", 50.0)
+    # JSON --args still works; an option overrides its key; --save writes the PNG
+    rc, out, err = cli(*ctl, "snap", "--args", '{"channel": "BF", "exposure_ms": 5}', "--exposure-ms", "7",
+                       "--save", tmp_path / "bf.png")
+    assert rc == 0, err
+    h = json.loads(out)["frame"]
+    assert (h["channel"], h["exposure_ms"]) == ("BF", 7.0)
+    assert (tmp_path / "bf.png").read_bytes()[:4] == b"\x89PNG"
+    # negative numbers, booleans as flags, a required argument given positionally
+    rc, out, err = cli(*ctl, "move_stage", "--x", "-120.5", "--y", "40")
+    assert rc == 0 and json.loads(out)["position_um"] == {"x": -120.5, "y": 40.0, "z": 0.0}, err
+    rc, out, err = cli(*ctl, "move_stage", "--x", "20", "--relative")
+    assert rc == 0 and json.loads(out)["position_um"]["x"] == pytest.approx(-100.5), err
+    rc, out, err = cli(*ctl, "set_channel", "DF")
+    assert rc == 0 and json.loads(out) == {"channel": "DF"}, err
+    # lists of pairs and KEY=VALUE objects, checked by the daemon's own validation
+    rc, out, err = cli(*ctl, "capture_pairs", "--positions", "0,0", "--grid", "rows=1", "columns=2",
+                       "--label-free", "BF,DF", "--fluorescence", "Nuclei", "--exposure", "2")
+    assert rc == 0, err
+    job = json.loads(out)
+    assert job["kind"] == "pairs" and job["total"] == 2 * 3  # 2 grid tiles x (BF, DF, Nuclei)
+    rc, out, err = cli(*ctl, "wait", job["id"])
+    assert rc == 0 and json.loads(out)["status"] == "done", err
+    # what cannot become a request is refused, naming the option, before anything is sent
+    frames = daemon.engine.frames_acquired
+    for argv, says in [(("snap", "--exposure", "fifty"), "--exposure-ms: 'fifty' is not a number"),
+                       (("snap", "--colour", "DF"), "unrecognized arguments: --colour DF"),
+                       (("capture_pairs", "--positions", "0,0,5"), "is not [number, number]"),
+                       (("capture_pairs", "--grid", "rows"), "'rows' is not KEY=VALUE"),
+                       (("snapp", "--channel", "DF"), "unknown command 'snapp'")]:
+        rc, out, err = cli(*ctl, *argv)
+        assert rc == 2 and says in err and not out, (argv, err)
+    assert daemon.engine.frames_acquired == frames
+
+
+def test_options_and_help_come_from_the_server(daemon, cli):
+    """Any control server describes its commands; the CLI invents none of its options."""
+
+    def focus(z_um: float, fast: bool = False, labels: list[str] | None = None) -> dict:
+        """Move the focus."""
+        return {"z_um": z_um, "fast": fast, "labels": labels}
+
+    server = ControlServer({"focus": focus}, "tcp://127.0.0.1:*")
+    server.start()
+    try:
+        rc, out, err = cli("ctl", "--control", server.address, "focus", "3", "--fast", "--labels", "a", "b,c")
+        assert rc == 0 and json.loads(out) == {"z_um": 3.0, "fast": True, "labels": ["a", "b", "c"]}, err
+        rc, out, _ = cli("ctl", "--control", server.address, "focus", "--help")
+        assert rc == 0 and "Move the focus." in out
+        assert "--z-um NUMBER, --z NUMBER" in out and "--fast, --no-fast" in out and "list of string" in out
+    finally:
+        server.stop()
+    # the daemon's: every command listed with its arguments and their types
+    rc, out, _ = cli("ctl", "--control", daemon.control_address, "--help")
+    assert rc == 0 and f"commands of the server at {daemon.control_address}" in out
+    for name in Daemon.COMMANDS:
+        assert f"\n  {name} " in out, name
+    words = " ".join(out.split())  # wrapped to the terminal's width
+    assert "Arguments: JOB: string [--wait-s number]." in words and "[--exposure-ms number]" in words
+    rc, out, _ = cli("ctl", "--control", daemon.control_address, "snap", "--help")
+    assert rc == 0 and "--exposure-ms NUMBER, --exposure NUMBER" in out and "--record, --no-record" in out
+
+
+def test_commands_reply_is_the_schema_requests_are_validated_with(client):
+    described = client.request("commands")["commands"]
+    assert set(described) == {*Daemon.COMMANDS, "commands"}
+    assert described["status"]["inline"] and not described["snap"]["inline"]
+    snap = described["snap"]["arguments"]
+    assert set(snap["properties"]) == {"channel", "exposure_ms", "detector", "record"} and not snap.get("required")
+    assert described["wait"]["arguments"]["required"] == ["job"]
+    assert described["wait"]["summary"].startswith("Block until `job` ends")
+    with pytest.raises(DaemonError, match="BadRequest.*exposure"):  # a name the schema does not list
+        client.request("snap", exposure=5.0)
+
+
+def test_busy_errors_say_what_runs_and_how_to_go_on(daemon, cli):
+    ctl = ("ctl", "--control", daemon.control_address)
+    rc, out, err = cli(*ctl, "live", "--channels", "BF", "DF")
+    assert rc == 0, err
+    live = json.loads(out)["id"]
+    rc, out, err = cli(*ctl, "capture_pairs", "--positions", "0,0")
+    assert rc == 1 and not out
+    assert f"live job {live} is running" in err and "runs until stopped" in err and "scopecast ctl stop" in err
+    rc, out, err = cli(*ctl, "stop")
+    assert rc == 0 and json.loads(out)["stopped"]["status"] == "stopped", err
+    # a job that ends by itself: also how to wait for it
+    rc, out, err = cli(*ctl, "start_live", "--channels", "BF", "--max-cycles", "100000")
+    bounded = json.loads(out)["id"]
+    rc, out, err = cli(*ctl, "run_scan", "--sequence", '{"channels": [{"config": "BF"}]}')
+    assert rc == 1 and f"scopecast ctl wait {bounded}" in err and "scopecast ctl stop" in err
+    assert cli(*ctl, "stop")[0] == 0
+    # triggers only act on live results: loading them while idle says so
+    rc, out, err = cli(*ctl, "load_triggers", ROOT / "docs" / "triggers-colony.yaml",
+                       "--sources", "virtual-staining=tcp://127.0.0.1:1")
+    try:
+        assert rc == 0, err
+        assert "the daemon is idle" in err and "scopecast ctl start_live" in err
+    finally:
+        cli(*ctl, "unload_triggers")
+
+
+def test_ctl_wait_shows_the_running_jobs_progress(daemon, cli):
+    ctl = ("ctl", "--control", daemon.control_address)
+    rc, out, err = cli(*ctl, "capture_pairs", "--positions", "0,0", "50,0", "--label-free", "BF", "--fluorescence",
+                       "Nuclei", "--exposure", "2")
+    job = json.loads(out)
+    rc, out, err = cli(*ctl, "wait")  # no job named: the running one
+    assert rc == 0, err
+    done = json.loads(out)
+    assert done["id"] == job["id"] and done["status"] == "done" and done["frames"] == done["total"] == job["total"]
+    last = err.strip().splitlines()[-1]
+    assert f"pairs job {job['id']}: {job['total']}/{job['total']} frames (100 %)" in last and "done" in last
+    rc, out, err = cli(*ctl, "wait")
+    assert rc == 2 and "no job is running" in err
+
+
+def test_progress_lines_are_rate_limited_with_rate_and_time_left(caplog):
+    t = [0.0]
+    p = Progress("gather", 10, "fields", logging.getLogger("scopecast.test"), every_s=5.0, clock=lambda: t[0])
+    with caplog.at_level(logging.INFO, logger="scopecast.test"):
+        for _ in range(10):
+            t[0] += 1.0
+            p.update()
+        p.finish()
+    assert [r.getMessage() for r in caplog.records] == [
+        "gather: 1/10 fields (10 %), 1 fields/s, 9.0 s left",
+        "gather: 6/10 fields (60 %), 1 fields/s, 4.0 s left",
+        "gather: 10/10 fields (100 %), 1 fields/s, in 10 s",
+    ]
+
+
+def test_gather_and_the_offline_engine_report_progress(cli, tmp_path):
+    from scopecast.models.synthetic import write_package
+
+    rc, out, err = cli("gather", "--task", "virtual-staining", "--out", tmp_path / "ds", "--train", "2", "--val", "1",
+                       "--size", "64", "--samples", "cells")
+    assert rc == 0, err
+    assert "gather virtual-staining: 1/3 fields (33 %)" in err and "3/3 fields (100 %)" in err
+    index = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    rec = index["splits"]["train"]["recordings"][0]
+    pkg = write_package(tmp_path / "m", ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"], ["nuclei"],
+                        name="tiny", width=4, layers=2, tile=64)
+    rc, out, err = cli("engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
+    assert rc == 0 and "1/1 bundles inferred" in out, err
+    assert f"offline tiny on {Path(rec).name}: 1/1 bundles (100 %)" in err and "1 inferred, 0 skipped" in err
+    rc, out, err = cli("engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
+    assert rc == 2 and "already exists" in err and "Traceback" not in err  # never overwritten
+    rec = index["splits"]["val"]["recordings"][0]
+    rc, out, err = cli("-q", "engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
+    assert rc == 0 and "1/1 bundles inferred" in out and "bundles (100 %)" not in err  # -q: warnings only
+
+
+def test_logging_one_line_runtime_summary_and_pymmcore_plus_only_with_v(capsys, caplog, tmp_path,
+                                                                         restore_logging):
+    from scopecast.daemon.inference.package import load_package
+    from scopecast.daemon.inference.runtimes import open_runtime
+    from scopecast.models.synthetic import write_package
+
+    pkg = load_package(write_package(tmp_path / "m", ["BF"], ["nuclei"], name="tiny", width=4, layers=2, tile=64))
+    with caplog.at_level(logging.DEBUG, logger="scopecast.daemon.inference.runtimes"):
+        open_runtime(pkg, "auto")
+    records = [r for r in caplog.records if r.name == "scopecast.daemon.inference.runtimes"]
+    infos = [r.getMessage() for r in records if r.levelno >= logging.INFO]
+    assert len(infos) == 1 and infos[0].startswith("model tiny runs on ") and len(infos[0]) < 120, infos
+    assert records[-1].levelno == logging.INFO  # the reasons, if any, came before it at DEBUG
+
+    mm, sc, other = (logging.getLogger(n) for n in ("pymmcore-plus", "scopecast.test", "otherlib"))
+    for verbose, quiet in ((False, False), (False, True), (True, False)):
+        configure_logging(verbose, quiet)
+        capsys.readouterr()
+        mm.info("adapter says hi")
+        sc.info("progress line")
+        sc.debug("detail")
+        other.info("library chatter")
+        other.warning("library warning")
+        err = capsys.readouterr().err
+        assert err.count("adapter says hi") == (1 if verbose else 0), err  # once: its own handler is gone
+        assert ("progress line" in err) == (not quiet) and ("detail" in err) == verbose
+        assert ("library chatter" in err) == verbose and "library warning" in err
+    assert os.environ.get("PYMM_STDERR_LOG") == "1"  # -v: the Micro-Manager core logs to stderr too
