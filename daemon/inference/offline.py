@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..frames import Frame, FrameHeader, now_ns
+from ..progress import Progress
 from ..recorder import Recorder, SeriesSpec, open_recording
 from .package import ModelPackage, load_package
 from .runtimes import default_threads, open_runtime
@@ -51,16 +52,21 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
     out = Path(output) if output else results_path(Path(recording), m.name)
     worker = InferenceWorker(pkg, open_runtime(pkg, runtime, threads=default_threads(1)))
     report = OfflineReport(out)
+    grouped = []  # per series, its bundles in order (headers only: cheap)
+    for series in rec.series:
+        bundles: dict[int, list[FrameHeader]] = defaultdict(list)
+        for h in series.frames:
+            bundles[h.bundle_id].append(h)
+        grouped.append((series, sorted(bundles.items())))
+    progress = Progress(f"offline {m.name} on {Path(recording).name}", sum(len(b) for _, b in grouped),
+                        "bundles", log)
     writer = Recorder(out, f"{rec.attrs['scopecast']['acquisition_id']}.{m.name}", {
         "kind": "inference", "model": m.name, "model_sha256": m.sha256, "source": str(Path(recording).resolve()),
     })
     try:
-        for series in rec.series:
-            bundles: dict[int, list[FrameHeader]] = defaultdict(list)
-            for h in series.frames:
-                bundles[h.bundle_id].append(h)
+        for series, series_bundles in grouped:
             out_series = None
-            for t, (bundle_id, headers) in enumerate(sorted(bundles.items())):
+            for t, (bundle_id, headers) in enumerate(series_bundles):
                 report.bundles += 1
                 frames = [StreamFrame(h.to_dict(), series.image(h.channel, h.index.get("t", 0), h.index.get("z", 0)),
                                       now_ns()) for h in headers]
@@ -69,6 +75,7 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                 except (BundleMismatch, NonFiniteOutput) as e:
                     report.skipped.append(f"{series.name} bundle {bundle_id}: {e}")
                     log.warning("offline: %s", report.skipped[-1])
+                    progress.update()
                     continue
                 h0 = headers[0]
                 y = result.data
@@ -95,6 +102,8 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                     )
                     writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c)
                 report.inferred += 1
+                progress.update()
+        progress.finish(f"{report.inferred} inferred, {len(report.skipped)} skipped")
     finally:
         writer.close()
     return report
