@@ -88,19 +88,22 @@ def measure(package: str, runtime: str, streams: int, bundle: Path, seconds: flo
     n = sum(r[0] for r in res)
     wall = max(r[1] for r in res)
     lat = np.concatenate([r[2] for r in res]) * 1e3
-    return {"streams": streams, "runtime": "triton" if runtime.startswith("triton://") else runtime, "results": n, "results_per_s": n / wall,
+    return {"streams": streams, "runtime": "triton" if runtime.startswith("triton://") else runtime,
+            "results": n, "results_per_s": n / wall,
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--package", default=str(Path(__file__).resolve().parents[1] / "models" / "packages" / "virtual-staining"))
+    ap.add_argument("--package", default=str(Path(__file__).resolve().parents[1] / "models" / "packages"
+                                             / "virtual-staining"))
     ap.add_argument("--url", default="", help="HOST:PORT of a running server (default: start the PyPI tritonserver)")
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--size", type=int, default=512, help="camera frame size (pixels, square)")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--instances", type=int, default=1, help="model instances in the server")
-    ap.add_argument("--threads", type=int, default=0, help="onnxruntime threads per instance / local session (0: default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="onnxruntime threads per server instance and per local session (0: default)")
     ap.add_argument("--local", action="store_true", help="also measure each stream with its own local ort-cpu session")
     args = ap.parse_args(argv)
 

@@ -83,7 +83,8 @@ class TritonServer:
     def _backends(self, binary: Path, root: Path) -> Path | None:
         """A backend directory with the python backend and this interpreter's stub (None: the binary's own)."""
         dist = binary.parent.parent
-        stub = dist / "python_backend_stubs" / f"{sys.version_info[0]}.{sys.version_info[1]}" / "triton_python_backend_stub"
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not (dist / "python_backend_stubs").is_dir():
             return None  # not the pytriton layout: the server's default backend directory
         if not stub.is_file():

@@ -47,7 +47,8 @@ def parse_triton_url(url: str) -> tuple[str, str, dict[str, str]]:
         raise ValueError(f"bad Triton address {url!r}: use triton://HOST:PORT/MODEL (the server's gRPC port)")
     model = parts.path.strip("/")
     if not model or "/" in model:
-        raise ValueError(f"bad Triton address {url!r}: name one model after the port, e.g. triton://{parts.netloc}/virtual-staining")
+        raise ValueError(f"bad Triton address {url!r}: name one model after the port, "
+                         f"e.g. triton://{parts.netloc}/virtual-staining")
     opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     unknown = set(opts) - {"shm", "timeout"}
     if unknown or opts.get("shm", "auto") not in ("auto", "off"):
@@ -172,8 +173,8 @@ class TritonRuntime:
         if served != m.sha256:
             raise RuntimeError(
                 f"Triton model {model!r} on {self.address} serves "
-                f"{'weights of sha256 ' + served[:12] + '…' if served else 'a model without a scopecast manifest hash'}"
-                f", not package {m.name!r} ({m.short_hash}…): export the repository from this package")
+                + (f"weights of sha256 {served[:12]}…" if served else "a model without a scopecast manifest hash")
+                + f", not package {m.name!r} ({m.short_hash}…): export the repository from this package")
         inputs = [i["name"] for i in cfg.get("input", [])]
         outputs = [o["name"] for o in cfg.get("output", [])]
         if m.input_name not in inputs or m.output_name not in outputs:
@@ -192,7 +193,8 @@ class TritonRuntime:
         req = g.InferRequestedOutput(m.output_name)
         if not self.shared_memory:
             inp.set_data_from_numpy(x)
-            return self.client.infer(self.model, [inp], outputs=[req], client_timeout=self.timeout).as_numpy(m.output_name)
+            res = self.client.infer(self.model, [inp], outputs=[req], client_timeout=self.timeout)
+            return res.as_numpy(m.output_name)
         import tritonclient.utils.shared_memory as shm
 
         self._in.ensure(x.nbytes)
