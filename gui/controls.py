@@ -34,7 +34,6 @@ class LiveCycleBox(QtWidgets.QGroupBox):
         self.table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.setMinimumHeight(150)
         self.table.setToolTip("tick the channels of the live cycle (the frames each model needs)")
         self.table.itemChanged.connect(self._edited)
         self.interval = QtWidgets.QDoubleSpinBox()
@@ -80,6 +79,8 @@ class LiveCycleBox(QtWidgets.QGroupBox):
             spin.setValue(old.get(name, DEFAULT_EXPOSURE_MS.get(modality, 10.0)))
             self.table.setCellWidget(r, 1, spin)
         self._filling = False
+        rows = min(self.table.rowCount(), 12)  # every channel visible without scrolling (up to 12)
+        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height() + 22 * max(rows, 3) + 4)
         if not self.user_chose and self._suggested:
             self.check(self._suggested, by_user=False)
 

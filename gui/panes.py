@@ -33,6 +33,10 @@ def nice_length(target_um: float) -> float:
     return 10**k
 
 
+def _count(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def _format_um(v: float) -> str:
     return f"{v * 1000:g} nm" if v < 1 else f"{v:g} µm"
 
@@ -87,6 +91,7 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.message.setZValue(11)
         self.message.setParentItem(self.plot.vb)
         self.plot.vb.sigResized.connect(self._center_message)
+        self.plot.vb.sigResized.connect(self._fit_badge)
         self.values: np.ndarray | None = None  # (C, H, W) physical values of what is shown
         self.channel_names: list[str] = []
         self.px_um = 1.0
@@ -94,6 +99,7 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self._rect: tuple[float, float] | None = None
         self.scene().sigMouseMoved.connect(self.show_value_at)
         self._legend_mode(grey=True)
+        self.hist.setVisible(False)  # no LUT to show before the first image
 
     # ------------------------------------------------------------------ images
     def show_grey(self, img: np.ndarray, px_um: float, name: str, auto_levels: bool = False) -> None:
@@ -119,8 +125,8 @@ class ImagePane(pg.GraphicsLayoutWidget):
         for c, (lo, hi) in enumerate(composite_limits(values)):
             r, g, b = (int(255 * v) for v in STAIN_COLORS[c % len(STAIN_COLORS)])
             name = names[c] if c < len(names) else f"channel {c}"
-            rows.append(f"<span style='color:rgb({r},{g},{b})'>&#9632;</span> {name}: black {lo:.4g} → "
-                        f"full {hi:.4g} {self.units}")
+            rows.append(f"<span style='color:rgb({r},{g},{b})'>&#9632;</span> {name}: black {_count(lo)} → "
+                        f"full {_count(hi)} {self.units}")
         if base is not None:
             rows.append("over the label-free image (grey)")
         self.legend.setText("<br>".join(rows))
@@ -129,6 +135,7 @@ class ImagePane(pg.GraphicsLayoutWidget):
     def clear_image(self) -> None:
         self.image.clear()
         self.values = None
+        self.hist.setVisible(False)
 
     def _legend_mode(self, grey: bool) -> None:
         self.hist.setVisible(grey)
@@ -140,7 +147,7 @@ class ImagePane(pg.GraphicsLayoutWidget):
         """What the colour legend says (the LUT axis label for grey images)."""
         if self.hist.isVisible():
             lo, hi = self.hist.getLevels()
-            return f"{self.channel_names[0] if self.channel_names else ''}: {lo:.4g} → {hi:.4g} {self.units}"
+            return f"{self.channel_names[0] if self.channel_names else ''}: {_count(lo)} → {_count(hi)} {self.units}"
         return self.legend.text
 
     def place(self, width_um: float, height_um: float) -> None:
@@ -165,9 +172,17 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.message.setPos(r.center())
 
     def set_badge(self, text: str, color: tuple[int, int, int, int]) -> None:
+        """The trust badge (top left), wrapped to the pane's width rather than cut off at its edge."""
         self.badge.setText(text)
         self.badge.fill = pg.mkBrush(*color)
         self.badge.setVisible(True)
+        self._fit_badge()
+
+    def _fit_badge(self) -> None:
+        avail = max(120.0, self.plot.vb.width() - 12)
+        self.badge.setTextWidth(-1)
+        if self.badge.textItem.boundingRect().width() > avail:
+            self.badge.setTextWidth(avail)
         self.badge.update()
 
     # ---------------------------------------------------------------- readout

@@ -463,7 +463,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self.raw.clear_image()  # never show another channel under this one's name
             self._last_serial.pop("raw", None)
         for e in self.engines:
-            self.panes[e.results].set_message(self.pane_message(e.results, cycle))
+            pane = self.panes[e.results]
+            pane.set_message(self.pane_message(e.results, cycle))
+            st = self.engine_status.get(e.results)
+            if e.results not in self._last_serial and st:  # name the model before its first result
+                pane.plot.setTitle(f"{(st.get('model') or {}).get('name', 'model')} · no result yet", size="10pt")
 
     def pane_message(self, address: str, cycle: list[str] | None) -> str | None:
         """Why an engine's pane has no (current) result, or None."""
@@ -476,9 +480,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if cycle is not None:
             missing = [c for c in inputs if c not in cycle]
             if missing:
+                ticked = {c["name"] for c in self.cycle.channels()}
+                hint = ("ticked under Live cycle: Stop and Start live to apply" if set(missing) <= ticked
+                        else f"tick {'them' if len(missing) > 1 else 'it'} under Live cycle")
                 return (f"no frames of channel{'s' if len(missing) > 1 else ''} {', '.join(missing)} in the live cycle:\n"
-                        f"{name} needs {', '.join(inputs)}; tick {'them' if len(missing) > 1 else 'it'} under "
-                        "Live cycle" + ("\n(showing its last result)" if has_result else ""))
+                        f"{name} needs {', '.join(inputs)};\n{hint}" + ("\n(showing its last result)" if has_result else ""))
             if not has_result:
                 return f"waiting for the first result of {name}"
             return None
