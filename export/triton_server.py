@@ -33,6 +33,10 @@ class TritonServerUnavailable(RuntimeError):
     """No Triton server can run here (the message says why)."""
 
 
+class _PortInUse(RuntimeError):
+    """The gRPC port was taken (by another process) before the server bound it."""
+
+
 def free_port() -> int:
     """A TCP port free on loopback now."""
     with socket.socket() as s:
@@ -73,6 +77,7 @@ class TritonServer:
 
     def __init__(self, repository: str | Path, grpc_port: int | None = None, log_verbose: int = 0) -> None:
         self.repository = Path(repository).resolve()
+        self._auto_port = grpc_port is None
         self.grpc_port = grpc_port or free_port()
         self.url = f"127.0.0.1:{self.grpc_port}"
         self.log_verbose = log_verbose
@@ -108,6 +113,18 @@ class TritonServer:
         return root / "backends"
 
     def start(self, timeout: float = 60.0) -> TritonServer:
+        """Start and wait until ready; an auto-chosen port taken meanwhile is replaced (3 tries)."""
+        for attempt in range(3 if self._auto_port else 1):
+            try:
+                return self._start(timeout)
+            except _PortInUse:
+                if attempt == 2 or not self._auto_port:
+                    raise
+                self.grpc_port = free_port()
+                self.url = f"127.0.0.1:{self.grpc_port}"
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> TritonServer:
         binary = find_tritonserver()
         self._tmp = tempfile.TemporaryDirectory(prefix="scopecast-triton-")
         root = Path(self._tmp.name)
@@ -151,6 +168,8 @@ class TritonServer:
                 code = self.process.poll() if self.process else None
                 if code is not None:
                     log = self.log_tail()
+                    if "already in use" in log:
+                        raise _PortInUse(f"tritonserver: port {self.grpc_port} is already in use:\n{log}")
                     if listening or "failed to load" in log:
                         raise RuntimeError(f"tritonserver exited ({code}) with a model that did not load:\n{log}")
                     raise TritonServerUnavailable(f"tritonserver exited ({code}) before it listened:\n{log}")
