@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "hardware_configs"
