@@ -8,6 +8,10 @@ Spatial sizes must be multiples of ``2**depth``.
 - :class:`UNet` — virtual staining: LED-array channels -> fluorescence channels.
 - :class:`SuperResolutionNet` — widefield -> ``scale``× sampled super-resolution
   (a U-Net at the input sampling followed by a pixel shuffle).
+- :class:`LiveNet` — the real-time tier for either task: pixel-unshuffle stem,
+  dilated depthwise-separable residual blocks at 1/``unshuffle`` resolution,
+  pixel-shuffle head; trained by distillation from the accurate model
+  (:mod:`.training`, ``teacher``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "SuperResolutionNet", "UNet", "build", "count_parameters"]
+__all__ = ["ARCHITECTURES", "LiveNet", "SuperResolutionNet", "UNet", "build", "count_parameters"]
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -74,7 +78,56 @@ class SuperResolutionNet(nn.Module):
         return self.shuffle(self.body(x))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "sr-unet": SuperResolutionNet}
+class _SeparableBlock(nn.Module):
+    """Residual ``x + pw(relu(bn(dw(x))))``: a dilated 3×3 depthwise conv, then a 1×1 mix."""
+
+    def __init__(self, width: int, dilation: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, groups=width, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.pw = nn.Conv2d(width, width, 1)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pw(self.act(self.bn(self.dw(x))))
+
+
+class LiveNet(nn.Module):
+    """CPU real-time network: every full-resolution pixel is touched only by the stem and the head.
+
+    ``PixelUnshuffle(unshuffle)`` folds each ``unshuffle``² block into channels;
+    a 3×3 stem, then ``blocks`` depthwise-separable residual blocks with
+    dilations 1, 2, 4, … (receptive field ≈ ``unshuffle`` × (3 + 2·Σ dilations)
+    input pixels) at that low resolution; a 1×1 head predicts
+    ``out_channels × (unshuffle·scale)²`` sub-pixel values and a pixel shuffle
+    puts them back at ``scale``× the input sampling (``scale`` 1 for virtual
+    staining, 2 for super-resolution). Spatial sizes must be multiples of
+    ``unshuffle``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale: int = 1, width: int = 48, blocks: int = 6,
+                 unshuffle: int = 4) -> None:
+        super().__init__()
+        if min(width, blocks, unshuffle, scale) < 1:
+            raise ValueError(f"width, blocks, unshuffle and scale must be >= 1, got {width}, {blocks}, "
+                             f"{unshuffle}, {scale}")
+        self.scale, self.unshuffle = scale, unshuffle
+        self.stem = nn.Sequential(nn.PixelUnshuffle(unshuffle),
+                                  nn.Conv2d(in_channels * unshuffle**2, width, 3, padding=1),
+                                  nn.ReLU(inplace=True))
+        self.body = nn.Sequential(*[_SeparableBlock(width, 2 ** (i % 3)) for i in range(blocks)])
+        self.head = nn.Sequential(nn.Conv2d(width, out_channels * (unshuffle * scale) ** 2, 1),
+                                  nn.PixelShuffle(unshuffle * scale))
+
+    @property
+    def multiple(self) -> int:
+        return self.unshuffle
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(x)))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "sr-unet": SuperResolutionNet, "live": LiveNet}
 
 
 def build(arch: str, config: dict[str, Any]) -> nn.Module:

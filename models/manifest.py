@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "Normalization", "OutputRange",
+    "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "ModelVariant", "Normalization", "OutputRange",
     "OutputScaling", "ValidatedFidelity", "ValidatedFigure", "normalize", "percentiles", "sha256_file",
 ]
 
@@ -199,6 +199,18 @@ class ValidatedFidelity(BaseModel):
         return self
 
 
+class ModelVariant(BaseModel):
+    """Another file of the same model at lower precision, kept because it held fidelity (``export/quantize.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    sha256: str
+    precision: Literal["int8"]
+    loss_db: dict[str, float] = Field(description="PSNR lost against the ground truth per output, dB")
+    speedup: float = Field(description="p50 speed-up over the FP32 model on one CPU tile")
+
+
 class ModelManifest(BaseModel):
     """What the engine needs to run a model (``manifest.json``)."""
 
@@ -211,6 +223,7 @@ class ModelManifest(BaseModel):
     model_file: str = "model.onnx"
     sha256: str = Field(description="sha256 of model_file")
     plan_file: str | None = Field(default=None, description="optional serialized TensorRT engine")
+    variants: dict[str, ModelVariant] = Field(default_factory=dict, description="lower-precision files, by precision")
     input_name: str = "input"
     output_name: str = "output"
     inputs: list[str] = Field(min_length=1, description="channel names, in model input order")

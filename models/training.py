@@ -53,6 +53,15 @@ class TrainConfig:
     #: super-resolution to the target too (its counts scale with the exposure): exposure augmentation
     #: beyond the exposures the data were gathered with; 1 = off
     gain_augment: float = 1.25
+    #: "accurate" (a U-Net: ``unet`` for virtual staining, ``sr-unet`` for super-resolution; ``depth`` and
+    #: ``width``) or "live" (:class:`~scopecast.models.architectures.LiveNet`, the CPU real-time tier;
+    #: ``width`` and ``blocks``)
+    tier: str = "accurate"
+    blocks: int = 8
+    #: distillation: an accurate checkpoint of the same task whose outputs on the training fields are a
+    #: second target; the loss is ``L1(y) + distill_weight · L1(teacher)``
+    teacher: str | None = None
+    distill_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -123,14 +132,16 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     xtr, ytr, scale = prepare(tr.select(specimen) if any(specimen) else tr, norm)
     xtr, ytr, _ = prepare(tr, norm, scale)  # the target scale from the specimen fields; every field trained on
     xva, yva, _ = prepare(va, norm, scale)
-    arch, conf = ("unet", {"in_channels": xtr.shape[1], "out_channels": ytr.shape[1], "depth": cfg.depth,
-                           "width": cfg.width}) if sf == 1 else \
-        ("sr-unet", {"in_channels": xtr.shape[1], "out_channels": ytr.shape[1], "scale": sf, "depth": cfg.depth,
-                     "width": cfg.width})
+    arch, conf = _architecture(cfg, xtr.shape[1], ytr.shape[1], sf)
     model = build(arch, conf)
+    n_out = ytr.shape[1]
+    if cfg.teacher:  # the teacher's outputs ride along as extra target channels, so crops stay aligned
+        ytr = np.concatenate([ytr, teacher_outputs(cfg.teacher, tr, norm, scale, cfg.task)], axis=1)
     y_zero = None
     if sf > 1:  # super-resolution: target counts scale with the exposure above the camera offset
         y_zero = ((cal.camera.offset_adu - scale[1]) / scale[0]).astype(np.float32)
+        if cfg.teacher:
+            y_zero = np.concatenate([y_zero, y_zero])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
 
     def lr_at(progress: float) -> float:
@@ -140,7 +151,13 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
         if progress < 0.1:
             return cfg.lr * (0.04 + 0.96 * progress / 0.1)
         return cfg.lr * (1e-3 + (1 - 1e-3) * 0.5 * (1 + np.cos(np.pi * min(1.0, (progress - 0.1) / 0.9))))
-    loss_fn = nn.L1Loss()
+    l1 = nn.L1Loss()
+
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = l1(pred, target[:, :n_out])
+        if target.shape[1] > n_out:
+            loss = loss + cfg.distill_weight * l1(pred, target[:, n_out:])
+        return loss
     crop = cfg.crop - cfg.crop % model.multiple  # type: ignore[attr-defined]
     log = open(out / "log.jsonl", "w")
     bar = None
@@ -202,11 +219,48 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     # held-out scores on the specimen fields (an empty field's truth is camera noise: PSNR means nothing
     # there; the blank slide is measured as the predicted positive area by `scopecast evaluate`)
     keep = np.array([k != BLANK for k in va.kinds]) if any(k != BLANK for k in va.kinds) else np.ones(len(xva), bool)
-    metrics = evaluate(model, xtr, ytr, xva[keep], yva[keep], meta)
+    metrics = evaluate(model, xtr, ytr[:, :n_out], xva[keep], yva[keep], meta)
     meta["metrics"] = metrics
     ckpt = _save(out / "checkpoint.pt", model, meta, step)
     write_card(out / "card.md", meta, metrics)
     return ckpt
+
+
+def _architecture(cfg: TrainConfig, cin: int, cout: int, sf: int) -> tuple[str, dict[str, Any]]:
+    if cfg.tier == "live":
+        return "live", {"in_channels": cin, "out_channels": cout, "scale": sf, "width": cfg.width,
+                        "blocks": cfg.blocks}
+    if cfg.tier != "accurate":
+        raise ValueError(f"unknown tier {cfg.tier!r}; use 'accurate' or 'live'")
+    if sf == 1:
+        return "unet", {"in_channels": cin, "out_channels": cout, "depth": cfg.depth, "width": cfg.width}
+    return "sr-unet", {"in_channels": cin, "out_channels": cout, "scale": sf, "depth": cfg.depth,
+                       "width": cfg.width}
+
+
+@torch.no_grad()
+def teacher_outputs(checkpoint: str | Path, pairs: PairSet, norm: Normalization,
+                    scale: tuple[np.ndarray, np.ndarray], task: str) -> np.ndarray:
+    """The teacher's predictions on ``pairs``, in the student's scaled target units.
+
+    The teacher sees its inputs normalized by its own package normalization, and
+    its outputs go through its own output scaling to physical units, then into
+    the student's (so a teacher trained on another dataset still teaches the right
+    units). Errors name a teacher of another task or other inputs/outputs.
+    """
+    teacher, meta = load_checkpoint(checkpoint)
+    if meta.get("task") != task or meta.get("inputs") != TASKS[task]["inputs"]:
+        raise ValueError(f"teacher {checkpoint} is for task {meta.get('task')!r} with inputs "
+                         f"{meta.get('inputs')}; this run trains {task!r} on {TASKS[task]['inputs']}")
+    t_norm = Normalization.model_validate(meta["normalization"])
+    t_scale = np.asarray(meta["output_scaling"]["scale"], np.float32)[:, None, None]
+    t_off = np.asarray(meta["output_scaling"]["offset"], np.float32)[:, None, None]
+    out = []
+    for i in range(len(pairs.inputs)):
+        x = normalize(list(pairs.inputs[i]), t_norm)
+        y = teacher(torch.from_numpy(x[None])).numpy()[0] * t_scale + t_off  # physical units
+        out.append((y - scale[1][:, None, None]) / scale[0][:, None, None])
+    return np.stack(out).astype(np.float32)
 
 
 def _count(kinds: list[str]) -> dict[str, int]:

@@ -360,7 +360,8 @@ class InferenceEngine:
     def describe_model(self) -> dict[str, Any]:
         m = self.package.manifest
         return {"name": m.name, "task": m.task, "sha256": m.sha256, "inputs": m.inputs, "outputs": m.outputs,
-                "scale_factor": m.scale_factor, "runtime": self.workers[0].runtime.describe(),
+                "scale_factor": m.scale_factor, "precision": self.package.precision,
+                "runtime": self.workers[0].runtime.describe(),
                 "skipped_runtimes": getattr(self.workers[0].runtime, "skipped", [])}
 
     # ------------------------------------------------------------------ run

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from scopecast.models.manifest import MANIFEST, ModelManifest, Normalization, OutputScaling, sha256_file
 
 __all__ = [
-    "ModelManifest", "ModelPackage", "Normalization", "OutputScaling", "PackageError", "load_package",
+    "PRECISIONS", "ModelManifest", "ModelPackage", "Normalization", "OutputScaling", "PackageError", "load_package",
 ]
 
 
@@ -21,15 +21,21 @@ class PackageError(ValueError):
     """A model package that cannot be used (message names the file and the problem)."""
 
 
-class ModelPackage:
-    """A loaded, verified model package."""
+PRECISIONS = ("fp32", "int8")
 
-    def __init__(self, path: Path, manifest: ModelManifest) -> None:
+
+class ModelPackage:
+    """A loaded, verified model package, at one precision (``fp32``: the manifest's ``model_file``)."""
+
+    def __init__(self, path: Path, manifest: ModelManifest, precision: str = "fp32") -> None:
         self.path = path
         self.manifest = manifest
+        self.precision = precision
 
     @property
     def model_path(self) -> Path:
+        if self.precision != "fp32":
+            return self.path / self.manifest.variants[self.precision].file
         return self.path / self.manifest.model_file
 
     @property
@@ -38,11 +44,19 @@ class ModelPackage:
 
     def __repr__(self) -> str:
         m = self.manifest
-        return f"ModelPackage({m.name!r}, {m.task}, inputs={m.inputs}, outputs={m.outputs}, sha256={m.short_hash})"
+        return (f"ModelPackage({m.name!r}, {m.task}, inputs={m.inputs}, outputs={m.outputs}, sha256={m.short_hash}, "
+                f"precision={self.precision})")
 
 
-def load_package(path: str | Path) -> ModelPackage:
-    """Load and verify a package directory; raises :class:`PackageError` naming the problem."""
+def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
+    """Load and verify a package directory; raises :class:`PackageError` naming the problem.
+
+    ``precision="int8"`` runs the package's INT8 variant, which exists only
+    where quantization kept fidelity (``scopecast.export.quantize``); a package
+    without it is refused with the reason.
+    """
+    if precision not in PRECISIONS:
+        raise PackageError(f"unknown precision {precision!r}; precisions: {', '.join(PRECISIONS)}")
     path = Path(path)
     mf = path / MANIFEST
     if not mf.is_file():
@@ -61,4 +75,14 @@ def load_package(path: str | Path) -> ModelPackage:
             f"{model}: sha256 {digest[:12]}… does not match the manifest ({manifest.sha256[:12]}…); "
             "the file is corrupt or was replaced"
         )
-    return ModelPackage(path, manifest)
+    if precision != "fp32":
+        variant = manifest.variants.get(precision)
+        if variant is None:
+            report = path / "int8.json"
+            why = (f"quantization was refused (see {report})" if report.is_file()
+                   else "it was never quantized (scopecast.export.quantize)")
+            raise PackageError(f"{path}: no {precision} variant: {why}")
+        vfile = path / variant.file
+        if not vfile.is_file() or sha256_file(vfile) != variant.sha256:
+            raise PackageError(f"{vfile}: the {precision} variant is missing or does not match its sha256")
+    return ModelPackage(path, manifest, precision)

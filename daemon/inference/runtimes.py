@@ -100,7 +100,8 @@ class OrtRuntime:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any]
         if provider == "TensorrtExecutionProvider":
-            cache = (cache_dir or Path.home() / ".cache" / "scopecast" / "trt") / self.cache_key(package, "fp16" if m.fp16 else "fp32")
+            precision = package.precision if package.precision != "fp32" else "fp16" if m.fp16 else "fp32"
+            cache = (cache_dir or Path.home() / ".cache" / "scopecast" / "trt") / self.cache_key(package, precision)
             cache.mkdir(parents=True, exist_ok=True)
             c = len(m.inputs)
             t = m.tile

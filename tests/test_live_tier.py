@@ -1,0 +1,110 @@
+"""The real-time tier (LiveNet, distilled from an accurate teacher) and INT8 variants (tiny data: the pipeline)."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is not installed")
+
+from scopecast.daemon.inference.package import PackageError, load_package  # noqa: E402
+from scopecast.daemon.inference.runtimes import open_runtime  # noqa: E402
+from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame  # noqa: E402
+from scopecast.export.package import export_package  # noqa: E402
+from scopecast.export.quantize import QuantizationRefused, quantize_package  # noqa: E402
+from scopecast.models.architectures import LiveNet  # noqa: E402
+from scopecast.models.dataset import gather, load_pairs  # noqa: E402
+from scopecast.models.training import TrainConfig, load_checkpoint, train  # noqa: E402
+from tests.conftest import small_cfg  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vs_data(tmp_path_factory):
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+
+    tmp = tmp_path_factory.mktemp("live")
+    d = Daemon(load_mmcore_backend(small_cfg(tmp, 64)), tmp / "rec", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    try:
+        gather(d.control_address, "virtual-staining", tmp / "vs", n_train=3, n_val=2, seed=4)
+    finally:
+        d.close()
+    teacher = train(tmp / "vs", tmp / "teacher", TrainConfig(task="virtual-staining", depth=2, width=4, steps=6,
+                                                             batch=2, crop=32, seed=1), progress=False)
+    return tmp / "vs", teacher
+
+
+def test_livenet_shapes_and_multiple():
+    for scale in (1, 2):
+        m = LiveNet(3, 2, scale=scale, width=8, blocks=3, unshuffle=4).eval()
+        y = m(torch.zeros(1, 3, 32, 48))
+        assert tuple(y.shape) == (1, 2, 32 * scale, 48 * scale) and m.multiple == 4
+    with pytest.raises(ValueError, match="width, blocks, unshuffle and scale"):
+        LiveNet(3, 2, width=0)
+
+
+def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
+    data, teacher = vs_data
+    cfg = TrainConfig(task="virtual-staining", tier="live", width=8, blocks=2, steps=8, batch=2, crop=32, seed=2,
+                      teacher=str(teacher), distill_weight=0.5)
+    ckpt = train(data, tmp_path / "run", cfg, progress=False)
+    model, meta = load_checkpoint(ckpt)
+    assert meta["arch"] == "live" and meta["config"]["blocks"] == 2 and meta["train_config"]["teacher"] == str(teacher)
+    assert meta["outputs"] == ["nuclei", "membrane"] and "metrics" in meta  # held-out figures on 2 channels only
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+
+    res = export_package(ckpt, tmp_path / "pkg", name="vs-live-tiny", tile=64, halo=8)
+    assert res.reports["fp32"]["passed"]
+    pkg = load_package(tmp_path / "pkg")
+    with pytest.raises(PackageError, match="no int8 variant: it was never quantized"):
+        load_package(tmp_path / "pkg", "int8")
+
+    # a loss budget nothing can meet: refused, reported, nothing registered
+    with pytest.raises(QuantizationRefused, match="loses") as refused:
+        quantize_package(tmp_path / "pkg", data, max_loss_db=-1.0, calibration_fields=2, speed_size=64,
+                         speed_repeats=1)
+    assert refused.value.report["accepted"] is False and not (tmp_path / "pkg" / "model_int8.onnx").exists()
+    with pytest.raises(PackageError, match="quantization was refused"):
+        load_package(tmp_path / "pkg", "int8")
+
+    report = quantize_package(tmp_path / "pkg", data, max_loss_db=100.0, calibration_fields=2, speed_size=64,
+                              speed_repeats=1)
+    assert report["accepted"] and set(report["loss_db"]) == {"nuclei", "membrane"}
+    assert report["fields"] == len(load_pairs(data, "val").inputs) and report["speed"]["int8_p50_ms"] > 0
+    q = load_package(tmp_path / "pkg", "int8")
+    assert q.model_path.name == "model_int8.onnx" and q.manifest.variants["int8"].loss_db == report["loss_db"]
+    assert load_package(tmp_path / "pkg").model_path.name == "model.onnx"  # fp32 stays the default
+
+    # the INT8 variant runs in the engine's worker; its output stays near the FP32 output
+    frames = [StreamFrame({"channel": c, "seq": i, "bundle_id": 1, "pixel_size_um": 0.65},
+                          np.full((64, 64), 2000 + 100 * i, np.uint16)) for i, c in enumerate(pkg.manifest.inputs)]
+    y32 = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu")).process(frames).data
+    y8 = InferenceWorker(q, open_runtime(q, "ort-cpu")).process(frames).data
+    assert y8.shape == y32.shape and np.isfinite(y8).all()
+    span = float(np.ptp(y32)) or 1.0
+    assert float(np.abs(y8 - y32).max()) <= 0.25 * span + 1.0
+
+    # tampering with the variant is caught like tampering with the model
+    (tmp_path / "pkg" / "model_int8.onnx").write_bytes(b"garbage")
+    with pytest.raises(PackageError, match="does not match its sha256"):
+        load_package(tmp_path / "pkg", "int8")
+
+
+def test_teacher_of_another_task_is_refused(vs_data, tmp_path):
+    data, teacher = vs_data
+    ckpt = torch.load(teacher, map_location="cpu", weights_only=False)
+    ckpt["task"] = "super-resolution"
+    torch.save(ckpt, tmp_path / "wrong.pt")
+    cfg = TrainConfig(task="virtual-staining", tier="live", width=8, blocks=2, steps=2, batch=2, crop=32,
+                      teacher=str(tmp_path / "wrong.pt"))
+    with pytest.raises(ValueError, match="teacher .* is for task 'super-resolution'"):
+        train(data, tmp_path / "run", cfg, progress=False)
+
+
+def test_unknown_tier_and_precision_are_named(vs_data, tmp_path):
+    data, _ = vs_data
+    with pytest.raises(ValueError, match="unknown tier 'fast'"):
+        train(data, tmp_path / "r", TrainConfig(task="virtual-staining", tier="fast", steps=1), progress=False)
+    with pytest.raises(PackageError, match="unknown precision 'int4'"):
+        load_package(tmp_path, "int4")
