@@ -18,6 +18,9 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev,train,engine,gui]"
+	# the tritonserver binary for tests/test_triton.py; --no-deps: nvidia-pytriton pins numpy<2,
+	# which zarr 3 cannot use, and the server needs none of its Python dependencies (docs/triton.md)
+	$(BIN)/python -m pip install -q --no-deps "nvidia-pytriton==0.7.0"
 	touch $@
 
 demo: $(VENV)/.demo-installed
