@@ -2,9 +2,12 @@
 
 One worker thread runs one job at a time (a live session, a pair capture, a
 scan). Every frame gets a :class:`~scopecast.daemon.frames.FrameHeader`, goes to
-the recorder of its acquisition (synchronously: recording never drops) and
-then to the registered frame sinks (the stream publisher), which must not
-block. A job that fails keeps and closes everything it recorded.
+the recorder of its acquisition (which queues it for its writer thread and
+only waits when that queue is full: recording never drops) and then to the
+registered frame sinks (the stream publisher), which must not block. A job
+that fails keeps and closes everything it recorded. A live recording stops at
+its cap (:class:`~scopecast.daemon.recording.RecordingCap`, and always before
+the data disk fills), with a warning event first and the reason on the job.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import useq
 from .backend import ChannelInfo, MicroscopeBackend
 from .frames import Frame, FrameHeader, now_ns
 from .plans import ChannelSpec, LivePlan, PairPlan
-from .recorder import Recorder, SeriesSpec
+from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
 
 __all__ = ["AcquisitionEngine", "BusyError", "Job"]
 
 log = logging.getLogger(__name__)
 
 FrameSink = Callable[[Frame], None]
+EventSink = Callable[[dict[str, Any]], None]
 
 
 class BusyError(RuntimeError):
@@ -49,6 +53,8 @@ class Job:
     total: int | None = None
     error: str | None = None
     plan: dict[str, Any] | None = None  # the live plan, so a trigger can switch it
+    stop_reason: str | None = None  # why a job stopped by itself (e.g. its recording cap)
+    recording: dict[str, Any] | None = None  # a live recording's cap and progress
     started: float = field(default_factory=time.time)
     finished: float | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -61,8 +67,14 @@ class Job:
 class AcquisitionEngine:
     """Runs acquisitions on a :class:`MicroscopeBackend`."""
 
-    def __init__(self, backend: MicroscopeBackend, data_dir: str | Path) -> None:
+    def __init__(self, backend: MicroscopeBackend, data_dir: str | Path, *,
+                 record_cap: RecordingCap | None = None, ngff: NgffVersion = "0.4") -> None:
+        """``record_cap``: the configured cap of live recordings (a request may only lower it);
+        ``ngff``: the OME-NGFF version recordings are written in."""
         self.backend = backend
+        self.record_cap = record_cap or RecordingCap()
+        self.ngff = ngff
+        self.event_sinks: list[EventSink] = []
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.sinks: list[FrameSink] = []
@@ -72,7 +84,8 @@ class AcquisitionEngine:
         self._current: Job | None = None
         self._lock = threading.Lock()
         self.frames_acquired = 0
-        self.frames_recorded = 0
+        self.frames_recorded = 0  # durable frames (journaled), counted by the recorders' writers
+        self._count_lock = threading.Lock()
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------ state
@@ -179,7 +192,6 @@ class AcquisitionEngine:
             try:
                 idx = rec.add_series(self.series_spec(frame, [spec.name], [frame.header.modality]))
                 rec.write(frame, idx, 0, 0)
-                self.frames_recorded += 1
             finally:
                 rec.close()
             frame.header.extra = {**frame.header.extra, "recording": str(rec.path)}
@@ -230,7 +242,8 @@ class AcquisitionEngine:
         return job
 
     # --------------------------------------------------------------------- live
-    def start_live(self, plan: LivePlan) -> Job:
+    def start_live(self, plan: LivePlan, cap: RecordingCap | None = None) -> Job:
+        """Start the live cycle; a recording stops at ``cap`` merged with the configured cap."""
         for c in plan.channels:
             if c.name not in self.backend.channels():
                 raise ValueError(
@@ -241,11 +254,17 @@ class AcquisitionEngine:
         default = plan.exposure_ms or self.backend.exposure_ms()
         plan = plan.model_copy(update={"channels": [
             c if c.exposure_ms else c.model_copy(update={"exposure_ms": default}) for c in plan.channels]})
-        return self._start("live", lambda job: self._live(job, plan), plan.record, plan=plan.model_dump())
+        cap = self.record_cap.merged(cap)
+        return self._start("live", lambda job: self._live(job, plan, cap), plan.record, plan=plan.model_dump())
 
-    def _live(self, job: Job, plan: LivePlan) -> None:
+    def _live(self, job: Job, plan: LivePlan, cap: RecordingCap) -> None:
         names = [c.name for c in plan.channels]
-        rec = self._recorder(job.acquisition_id, "live", {"plan": plan.model_dump()}, job.path) if plan.record else None
+        rec = None
+        if plan.record:
+            rec = self._recorder(job.acquisition_id, "live", {"plan": plan.model_dump()}, job.path)
+            max_bytes, max_frames, limited_by = cap.limits(self.data_dir)
+            job.recording = {"frames": 0, "bytes": 0, "max_bytes": max_bytes, "max_frames": max_frames,
+                             "bytes_limited_by": limited_by, "warned": False}
         series = None
         try:
             for cycle in itertools.count():
@@ -257,6 +276,8 @@ class AcquisitionEngine:
                 for i, spec in enumerate(plan.channels):
                     if job._stop.is_set():  # stop takes effect within one frame
                         break
+                    if rec is not None and self._cap_reached(job, rec, cap):
+                        break
                     frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bundle,
                                          bundle_index=i, bundle_size=len(names),
                                          default_exposure=plan.exposure_ms)
@@ -265,7 +286,7 @@ class AcquisitionEngine:
                             series = rec.add_series(self.series_spec(
                                 frame, names, [self.backend.channels()[n].modality for n in names]))
                         rec.write(frame, series, cycle, i)
-                        self.frames_recorded += 1
+                        job.recording.update(frames=rec.frames_accepted, bytes=rec.bytes_accepted)  # type: ignore[union-attr]
                     job.frames += 1
                     frames.append(frame)
                     self._emit(frame)
@@ -339,7 +360,6 @@ class AcquisitionEngine:
                         position_index=position_index)), chans)
                 sidx, chans = series[skey]
                 rec.write(frame, sidx, t, chans.index(spec.name), zi)
-                self.frames_recorded += 1
                 job.frames += 1
                 self._emit(frame)
         except BaseException as e:
@@ -349,6 +369,47 @@ class AcquisitionEngine:
             rec.close()
 
     # ------------------------------------------------------------------ helpers
+    def _cap_reached(self, job: Job, rec: Recorder, cap: RecordingCap) -> bool:
+        """Before the next live frame: warn once near the cap; at the cap stop the job with its reason.
+
+        The next frame is assumed as large as the last (a live series has one shape)."""
+        r = job.recording
+        assert r is not None
+        frame_bytes = rec.bytes_accepted // rec.frames_accepted if rec.frames_accepted else 0
+        max_bytes, max_frames = r["max_bytes"], r["max_frames"]
+        used = max(rec.bytes_accepted / max_bytes if max_bytes else 0.0,
+                   rec.frames_accepted / max_frames if max_frames else 0.0)
+        if not r["warned"] and used >= cap.warn_fraction:
+            r["warned"] = True
+            msg = (f"recording {rec.path.name} has used {used:.0%} of its cap "
+                   f"({_cap_text(rec.frames_accepted, rec.bytes_accepted, r)})")
+            log.warning("%s", msg)
+            self._event({"source": "recording", "kind": "cap_warning", "job": job.id, "path": str(rec.path),
+                         "used": used, "message": msg, **{k: v for k, v in r.items() if k != "warned"}})
+        over_bytes = max_bytes is not None and rec.bytes_accepted + frame_bytes > max_bytes
+        over_frames = max_frames is not None and rec.frames_accepted + 1 > max_frames
+        if not (over_bytes or over_frames):
+            return False
+        what = "frame cap" if over_frames else ("byte cap" if r["bytes_limited_by"] == "cap" else "free disk space")
+        job.stop_reason = (f"recording {what} reached: {_cap_text(rec.frames_accepted, rec.bytes_accepted, r)}; "
+                           "everything acquired was recorded")
+        log.warning("live %s stopped: %s", job.id, job.stop_reason)
+        self._event({"source": "recording", "kind": "cap_reached", "job": job.id, "path": str(rec.path),
+                     "message": job.stop_reason})
+        job._stop.set()
+        return True
+
+    def _event(self, event: dict[str, Any]) -> None:
+        for sink in self.event_sinks:
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001 - a consumer must never stop acquisition
+                log.exception("event sink failed")
+
+    def _count_recorded(self, n: int) -> None:
+        with self._count_lock:
+            self.frames_recorded += n
+
     def _recording_path(self, acquisition_id: str, kind: str) -> Path:
         return self.data_dir / f"{acquisition_id}.ome.zarr"
 
@@ -356,6 +417,7 @@ class AcquisitionEngine:
         return Recorder(
             path or self._recording_path(acquisition_id, kind), acquisition_id,
             {"kind": kind, "created": datetime.now(timezone.utc).isoformat(), **info},
+            ngff=self.ngff, on_durable=self._count_recorded,
         )
 
     @staticmethod
@@ -370,6 +432,13 @@ class AcquisitionEngine:
             pixel_size_um=h.pixel_size_um, position_um=(h.stage_x_um, h.stage_y_um, h.stage_z_um),
             n_z=n_z, z_step_um=z_step, detector=h.detector, position_index=position_index,
         )
+
+
+def _cap_text(frames: int, nbytes: int, r: dict[str, Any]) -> str:
+    parts = [f"{frames} frames" + (f" of {r['max_frames']}" if r["max_frames"] else "")]
+    if r["max_bytes"] is not None:
+        parts.append(f"{nbytes / 1e6:.1f} of {r['max_bytes'] / 1e6:.1f} MB ({r['bytes_limited_by']})")
+    return ", ".join(parts)
 
 
 def _new_id(kind: str) -> str:

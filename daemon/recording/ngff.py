@@ -1,0 +1,186 @@
+"""OME-NGFF and OME-XML metadata of a recording (no I/O here).
+
+NGFF 0.4 (zarr format 2) is the default: every reader tried reads it
+(ome-zarr-py 0.18, napari-ome-zarr 0.10, zarr-python 3); NGFF 0.5 (zarr
+format 3, attributes under ``"ome"``) is offered for readers that want it.
+Both use the ``bioformats2raw`` layout: series ``0``, ``1``, … listed in the
+``OME`` group and described by ``OME/METADATA.ome.xml``, one ``Image`` per
+series whose ``ID`` is ``Image:<series>`` (napari-ome-zarr finds the series
+through those IDs, ome-zarr-py through their order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["NGFF_VERSIONS", "ChannelWindow", "NgffVersion", "image_attrs", "ome_xml", "root_attrs", "series_list_attrs"]
+
+NgffVersion = Literal["0.4", "0.5"]
+NGFF_VERSIONS: tuple[str, ...] = ("0.4", "0.5")
+COLORS = {"label-free": "FFFFFF", "fluorescence": "00FF00", "super-resolution": "FF00FF"}
+_PIXEL_TYPES = {"uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "int8": "int8", "int16": "int16",
+                "int32": "int32", "float32": "float", "float64": "double"}
+
+
+@dataclass
+class ChannelWindow:
+    """Running display range of one channel, from a 1-in-16 pixel subsample of every frame.
+
+    Integer data keeps a histogram (for the 0.1 / 99.9 percentiles); other
+    data its minimum and maximum.
+    """
+
+    dtype: np.dtype
+    lo: float = float("inf")
+    hi: float = float("-inf")
+    hist: np.ndarray | None = None
+
+    def add(self, plane: np.ndarray) -> None:
+        sub = plane[::4, ::4]
+        if sub.dtype.kind == "u" and sub.dtype.itemsize <= 2:
+            counts = np.bincount(sub.ravel(), minlength=1 << (8 * sub.dtype.itemsize))
+            self.hist = counts if self.hist is None else self.hist + counts
+            nz = np.flatnonzero(counts)
+            if nz.size:
+                self.lo, self.hi = min(self.lo, float(nz[0])), max(self.hi, float(nz[-1]))
+        elif sub.size:
+            finite = sub[np.isfinite(sub)] if sub.dtype.kind == "f" else sub
+            if finite.size:
+                self.lo, self.hi = min(self.lo, float(finite.min())), max(self.hi, float(finite.max()))
+
+    def window(self) -> dict[str, float]:
+        """The omero ``window``: ``min``/``max`` the data range, ``start``/``end`` its 0.1-99.9 percentiles."""
+        if self.lo > self.hi:  # nothing written
+            info = np.iinfo(self.dtype) if self.dtype.kind in "ui" else None
+            lo, hi = (float(info.min), float(info.max)) if info else (0.0, 1.0)
+            return {"min": lo, "max": hi, "start": lo, "end": hi}
+        start, end = self.lo, self.hi
+        if self.hist is not None:
+            cdf = np.cumsum(self.hist) / self.hist.sum()
+            start = float(np.searchsorted(cdf, 0.001))
+            end = float(np.searchsorted(cdf, 0.999))
+        if end <= start:
+            end = start + 1
+        return {"min": self.lo, "max": max(self.hi, end), "start": start, "end": end}
+
+
+@dataclass
+class PlaneInfo:
+    """One journaled plane, for the OME-XML ``Plane`` element."""
+
+    t: int
+    c: int
+    z: int
+    t_ns: int
+    exposure_ms: float
+    x_um: float
+    y_um: float
+    z_um: float
+
+
+@dataclass
+class SeriesMeta:
+    """What the metadata of one series needs, besides its spec."""
+
+    t_count: int = 1
+    t_first_ns: dict[int, int] = field(default_factory=dict)  # time point -> first exposure start
+    windows: list[ChannelWindow] = field(default_factory=list)
+    planes: list[PlaneInfo] = field(default_factory=list)
+
+    def time_scale_s(self) -> float:
+        """Mean interval between time points (s); 1.0 with a single time point."""
+        ts = sorted(self.t_first_ns.items())
+        if len(ts) < 2 or ts[-1][0] == ts[0][0]:
+            return 1.0
+        return max((ts[-1][1] - ts[0][1]) / 1e9 / (ts[-1][0] - ts[0][0]), 1e-9)
+
+
+def _wrap(version: str, ome: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """0.4 keeps the OME keys at the top of the attributes; 0.5 nests them under ``"ome"``."""
+    extra = extra or {}
+    if version == "0.4":
+        return {**ome, **extra}
+    return {"ome": {"version": "0.5", **ome}, **extra}
+
+
+def root_attrs(version: str, scopecast: dict[str, Any]) -> dict[str, Any]:
+    return _wrap(version, {"bioformats2raw.layout": 3}, {"scopecast": scopecast})
+
+
+def series_list_attrs(version: str, names: list[str]) -> dict[str, Any]:
+    return _wrap(version, {"series": names})
+
+
+def image_attrs(version: str, spec: Any, meta: SeriesMeta) -> dict[str, Any]:
+    """``multiscales`` (µm scale, stage translation, the real time step) and ``omero`` (data windows)."""
+    ny, nx = spec.shape_yx
+    px, (x, y, z) = spec.pixel_size_um, spec.position_um
+    multiscale: dict[str, Any] = {
+        "name": spec.name,
+        "axes": [
+            {"name": "t", "type": "time", "unit": "second"},
+            {"name": "c", "type": "channel"},
+            {"name": "z", "type": "space", "unit": "micrometer"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"},
+        ],
+        "datasets": [{
+            "path": "0",
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [meta.time_scale_s(), 1.0, spec.z_step_um, px, px]},
+                {"type": "translation", "translation": [0.0, 0.0, z, y - ny / 2 * px, x - nx / 2 * px]},
+            ],
+        }],
+    }
+    if version == "0.4":
+        multiscale = {"version": "0.4", **multiscale}
+    omero = {
+        "name": spec.name,
+        "channels": [
+            {"label": c, "color": COLORS.get(m, "FFFFFF"), "active": True, "window": w.window()}
+            for c, m, w in zip(spec.channels, spec.modalities, meta.windows, strict=True)
+        ],
+        "rdefs": {"model": "color"},
+    }
+    scopecast = {
+        "channels": list(spec.channels), "modalities": list(spec.modalities), "detector": spec.detector,
+        "position_index": spec.position_index, "position_um": list(spec.position_um), "pixel_size_um": px,
+    }
+    return _wrap(version, {"multiscales": [multiscale], "omero": omero}, {"scopecast": scopecast})
+
+
+def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: bool = True) -> str:
+    """``OME/METADATA.ome.xml``: one ``Image`` per series with (``planes``) a ``Plane`` per written
+    frame (``DeltaT`` from the recording's first exposure, ``ExposureTime``, ``PositionX/Y/Z``)."""
+    from ome_types import model as m
+    from ome_types import to_xml
+
+    images = []
+    for i, (spec, meta) in enumerate(series):
+        ny, nx = spec.shape_yx
+        plane_elements = [
+            m.Plane(the_t=p.t, the_c=p.c, the_z=p.z,
+                    delta_t=(p.t_ns - t0_ns) / 1e9 if t0_ns else None, delta_t_unit="s",
+                    exposure_time=p.exposure_ms, exposure_time_unit="ms",
+                    position_x=p.x_um, position_x_unit="µm", position_y=p.y_um, position_y_unit="µm",
+                    position_z=p.z_um, position_z_unit="µm")
+            for p in (sorted(list(meta.planes), key=lambda p: (p.t, p.c, p.z)) if planes else [])
+        ]
+        pixels = m.Pixels(
+            id=f"Pixels:{i}", dimension_order="XYZCT", type=_PIXEL_TYPES.get(spec.dtype, "uint16"),
+            size_x=nx, size_y=ny, size_z=spec.n_z, size_c=len(spec.channels), size_t=max(meta.t_count, 1),
+            physical_size_x=spec.pixel_size_um, physical_size_x_unit="µm",
+            physical_size_y=spec.pixel_size_um, physical_size_y_unit="µm",
+            physical_size_z=spec.z_step_um, physical_size_z_unit="µm",
+            time_increment=meta.time_scale_s(), time_increment_unit="s",
+            channels=[m.Channel(id=f"Channel:{i}:{c}", name=name, samples_per_pixel=1)
+                      for c, name in enumerate(spec.channels)],
+            planes=plane_elements, metadata_only=m.MetadataOnly(),
+        )
+        date = datetime.fromtimestamp(t0_ns / 1e9, timezone.utc) if t0_ns else None
+        images.append(m.Image(id=f"Image:{i}", name=spec.name, acquisition_date=date, pixels=pixels))
+    return to_xml(m.OME(images=images, creator="scopecast"))

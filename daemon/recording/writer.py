@@ -1,0 +1,347 @@
+"""The recorder: one acquisition to one OME-Zarr store, written off the acquiring thread.
+
+Contract:
+
+- :meth:`Recorder.write` validates the frame, stamps its header's ``series``
+  and ``index`` and queues it; it returns at once unless the frames accepted
+  but not yet durable exceed ``queue_bytes`` (default 512 MiB), in which case
+  it waits (back-pressure): recording never drops a frame.
+- A writer thread hands each frame to tensorstore (chunk compression and file
+  writes run on tensorstore's own threads, several frames in flight) and
+  appends the frame's header to its series' ``scopecast_frames.jsonl`` only
+  once tensorstore has committed the chunk (written and, with tensorstore's
+  default ``file_io_sync``, fsync'ed). The journal therefore lists exactly the
+  planes that are durable; a crash loses at most the queued frames, never
+  one the journal names. ``on_durable(n)`` is called as frames become durable.
+- A write failure (a full disk) is raised by the next :meth:`write` (and
+  :meth:`flush`) as :class:`RecordingError` naming the recording and the OS
+  error; :meth:`close` never raises, marks the recording ``complete: false``
+  with the reason, and keeps what is durable.
+- At close the time axes are trimmed to what was written, the time scale is
+  set to the measured mean interval, the omero display windows to the data's
+  range, and ``OME/METADATA.ome.xml`` lists every plane with its time,
+  exposure and stage position (it is written as soon as a series exists, so an
+  interrupted recording still opens whole).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+import zarr
+
+from ..frames import Frame
+from .ngff import ChannelWindow, NgffVersion, PlaneInfo, SeriesMeta, image_attrs, ome_xml, root_attrs, series_list_attrs
+
+__all__ = ["JOURNAL", "Recorder", "RecordingError", "SeriesSpec"]
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "scopecast_frames.jsonl"
+_GROW_T = 16  # time axis grows in steps of this many points; trimmed at close
+_MAX_IN_FLIGHT = 16  # frames handed to tensorstore and not yet committed
+DEFAULT_QUEUE_BYTES = 512 << 20
+
+
+class RecordingError(RuntimeError):
+    """A frame could not be made durable (the writer stopped; later frames are refused)."""
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """Shape and meaning of one recorded series."""
+
+    name: str  # human name, e.g. "pos003 Camera"
+    channels: tuple[str, ...]
+    modalities: tuple[str, ...]
+    shape_yx: tuple[int, int]
+    dtype: str
+    pixel_size_um: float
+    position_um: tuple[float, float, float]
+    n_z: int = 1
+    z_step_um: float = 1.0
+    detector: str = ""
+    position_index: int = 0
+
+
+@dataclass
+class _Series:
+    spec: SeriesSpec
+    group: Any  # zarr group (attributes)
+    array: Any  # tensorstore handle; replaced on resize
+    journal: Any
+    meta: SeriesMeta
+    t_capacity: int = _GROW_T
+    t_max: int = -1
+
+
+@dataclass
+class _Item:
+    series: int
+    t: int
+    c: int
+    z: int
+    data: np.ndarray
+    header: dict[str, Any]
+    future: Any = None
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nbytes = self.data.nbytes
+
+
+def _array_spec(path: Path, version: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str) -> dict:
+    kv = {"driver": "file", "path": str(path)}
+    if version == "0.4":
+        return {"driver": "zarr", "kvstore": kv, "metadata": {
+            "shape": list(shape), "chunks": list(chunks), "dtype": np.dtype(dtype).str, "fill_value": 0,
+            "dimension_separator": "/", "order": "C",
+            "compressor": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1},
+        }}
+    return {"driver": "zarr3", "kvstore": kv, "metadata": {
+        "shape": list(shape), "data_type": np.dtype(dtype).name, "fill_value": 0,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "dimension_names": ["t", "c", "z", "y", "x"],
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                   {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle",
+                                                       "typesize": np.dtype(dtype).itemsize, "blocksize": 0}}],
+    }}
+
+
+class Recorder:
+    """Write one acquisition to ``path`` (an ``.ome.zarr`` directory).
+
+    ``ngff``: ``"0.4"`` (zarr format 2, the default: read by every reader
+    tried) or ``"0.5"`` (zarr format 3).
+    """
+
+    def __init__(self, path: str | Path, acquisition_id: str, info: dict[str, Any], *,
+                 ngff: NgffVersion = "0.4", queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 on_durable: Callable[[int], None] | None = None) -> None:
+        if ngff not in ("0.4", "0.5"):
+            raise ValueError(f"ngff must be '0.4' or '0.5', got {ngff!r}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"recording {self.path} already exists; refusing to overwrite")
+        self.acquisition_id = acquisition_id
+        self.ngff = ngff
+        self._info = {"acquisition_id": acquisition_id, "ngff": ngff, **info}
+        self._root = zarr.open_group(str(self.path), mode="w-", zarr_format=2 if ngff == "0.4" else 3)
+        self._root.attrs.update(root_attrs(ngff, self._info))
+        self._ome = self._root.create_group("OME")
+        self._ome.attrs.update(series_list_attrs(ngff, []))
+        self._series: list[_Series] = []
+        self._t0_ns: int | None = None
+        self._queue_bytes = max(int(queue_bytes), 1)
+        self._on_durable = on_durable
+        # _cv guards the byte accounting (back-pressure); it is never taken by tensorstore's
+        # threads: their completion callbacks only post to the writer's inbox (a blocked
+        # callback would starve tensorstore's pool, and an open() waiting on it).
+        self._cv = threading.Condition()
+        self._series_lock = threading.Lock()
+        self._inbox: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()  # None: a write completed / close
+        self._pending_bytes = 0  # accepted, not yet durable
+        self._pending_frames = 0
+        self._error: BaseException | None = None
+        self.frames_accepted = 0
+        self.bytes_accepted = 0
+        self.frames_written = 0  # durable and journaled
+        self.closed = False
+        self._thread = threading.Thread(target=self._run, name=f"recorder-{acquisition_id}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ series
+    def add_series(self, spec: SeriesSpec) -> int:
+        """Create a series; returns its index (its group name is ``str(index)``)."""
+        with self._series_lock:
+            self._raise_if_failed()
+            idx = len(self._series)
+            g = self._root.create_group(str(idx))
+            ny, nx = spec.shape_yx
+            arr = ts.open(_array_spec(self.path / str(idx) / "0", self.ngff,
+                                      (_GROW_T, len(spec.channels), spec.n_z, ny, nx), (1, 1, 1, ny, nx), spec.dtype),
+                          create=True).result()
+            meta = SeriesMeta(windows=[ChannelWindow(np.dtype(spec.dtype)) for _ in spec.channels])
+            g.attrs.update(image_attrs(self.ngff, spec, meta))
+            journal = open(self.path / str(idx) / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115
+            self._series.append(_Series(spec, g, arr, journal, meta))
+            self._ome.attrs.update(series_list_attrs(self.ngff, [str(i) for i in range(len(self._series))]))
+            self._write_ome_xml(planes=False)  # the planes come at close
+            return idx
+
+    # ------------------------------------------------------------------ frames
+    def write(self, frame: Frame, series: int, t: int, c: int, z: int = 0) -> None:
+        """Queue ``frame`` for ``(t, c, z)`` of ``series``; waits only while the queue is full."""
+        data = frame.data
+        with self._cv:
+            if self.closed:
+                raise RuntimeError(f"recording {self.path} is closed")
+            self._raise_if_failed()
+            s = self._series[series]
+            ny, nx = s.spec.shape_yx
+            if data.shape != (ny, nx):
+                raise ValueError(f"frame shape {data.shape} does not match series {series} shape {(ny, nx)}")
+            if not (0 <= c < len(s.spec.channels) and 0 <= z < s.spec.n_z and t >= 0):
+                raise ValueError(f"index (t={t}, c={c}, z={z}) is outside series {series} "
+                                 f"({len(s.spec.channels)} channels, {s.spec.n_z} planes)")
+            frame.header.series = str(series)
+            frame.header.index = {"t": t, "c": c, "z": z}
+            item = _Item(series, t, c, z, data, frame.header.to_dict())
+            while self._pending_bytes and self._pending_bytes + item.nbytes > self._queue_bytes and not self._error:
+                self._cv.wait()  # back-pressure: the writer is behind
+            self._raise_if_failed()
+            self._pending_bytes += item.nbytes
+            self._pending_frames += 1
+            self.frames_accepted += 1
+            self.bytes_accepted += item.nbytes
+            self._inbox.put(item)  # under the lock: always before close's end marker
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted frame is durable (or the writer failed: raises)."""
+        with self._cv:
+            done = self._cv.wait_for(lambda: self._error or not self._pending_frames, timeout)
+            self._raise_if_failed()
+            return bool(done)
+
+    @property
+    def pending(self) -> int:
+        """Frames accepted and not yet durable."""
+        with self._cv:
+            return self._pending_frames
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            e = self._error
+            raise RecordingError(f"recording {self.path} failed: {type(e).__name__}: {e}") from e
+
+    # ------------------------------------------------------------------ writer
+    def _run(self) -> None:
+        """Submit queued frames (at most ``_MAX_IN_FLIGHT`` uncommitted) and journal the committed
+        ones in order, until close has been asked and nothing is left."""
+        waiting: collections.deque[_Item] = collections.deque()
+        in_flight: collections.deque[_Item] = collections.deque()
+        closing = False
+        try:
+            while True:
+                msg = self._inbox.get()
+                while True:  # drain what else arrived
+                    if msg is None:
+                        closing = closing or self.closed
+                    else:
+                        waiting.append(msg)
+                    try:
+                        msg = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                while waiting and len(in_flight) < _MAX_IN_FLIGHT:
+                    item = waiting.popleft()
+                    self._submit(item)
+                    in_flight.append(item)
+                done = []
+                while in_flight and in_flight[0].future.done():
+                    done.append(in_flight.popleft())
+                if done:
+                    self._journal(done)
+                if closing and not waiting and not in_flight:
+                    return
+        except BaseException as e:  # noqa: BLE001 - reported by the next write and by close
+            log.exception("recording %s: writer failed", self.path)
+            with self._cv:
+                self._error = e
+                self._pending_bytes = self._pending_frames = 0
+                self._cv.notify_all()
+
+    def _submit(self, item: _Item) -> None:
+        s = self._series[item.series]
+        if item.t >= s.t_capacity:
+            s.t_capacity = (item.t // _GROW_T + 1) * _GROW_T
+            s.array = s.array.resize(exclusive_max=[s.t_capacity, None, None, None, None], expand_only=True).result()
+        item.future = s.array[item.t, item.c, item.z].write(item.data).commit
+        item.future.add_done_callback(lambda _f: self._inbox.put(None))  # never blocks
+        s.meta.windows[item.c].add(item.data)
+
+    def _journal(self, done: list[_Item]) -> None:
+        touched = set()
+        for item in done:
+            item.future.result()  # raises the write's error
+            s = self._series[item.series]
+            h = item.header
+            s.journal.write(json.dumps(h, separators=(",", ":")) + "\n")
+            touched.add(item.series)
+            s.t_max = max(s.t_max, item.t)
+            t_ns = int(h.get("t_exposure_start_ns") or 0)
+            if t_ns:
+                s.meta.t_first_ns[item.t] = min(s.meta.t_first_ns.get(item.t, t_ns), t_ns)
+                self._t0_ns = t_ns if self._t0_ns is None else min(self._t0_ns, t_ns)
+            s.meta.planes.append(PlaneInfo(item.t, item.c, item.z, t_ns, float(h.get("exposure_ms") or 0.0),
+                                           float(h.get("stage_x_um") or 0.0), float(h.get("stage_y_um") or 0.0),
+                                           float(h.get("stage_z_um") or 0.0)))
+        for i in touched:
+            self._series[i].journal.flush()
+        with self._cv:
+            self._pending_bytes -= sum(item.nbytes for item in done)
+            self._pending_frames -= len(done)
+            self.frames_written += len(done)
+            self._cv.notify_all()
+        if self._on_durable is not None:
+            self._on_durable(len(done))
+
+    # ------------------------------------------------------------------ close
+    def close(self, error: str | None = None) -> None:
+        """Wait for every accepted frame, then finalise the metadata and close the journals.
+
+        ``error`` (the acquisition failed, e.g. the disk filled up) marks the
+        recording ``complete: false`` with that reason. Closing never raises:
+        what could not be finalised is logged, and the journal keeps every
+        frame header that was made durable.
+        """
+        with self._cv:
+            if self.closed:
+                return
+            self.closed = True
+        self._inbox.put(None)
+        self._thread.join()
+        if self._error is not None:
+            error = error or f"{type(self._error).__name__}: {self._error}"
+        for s in self._series:
+            s.meta.t_count = s.t_max + 1
+            try:
+                s.array = s.array.resize(exclusive_max=[max(s.t_max + 1, 1), None, None, None, None],
+                                         shrink_only=True, resize_metadata_only=True).result()
+            except Exception as e:  # noqa: BLE001 - keep closing the others
+                error = error or f"could not trim series: {type(e).__name__}: {e}"
+            try:
+                s.journal.close()
+            except OSError as e:
+                error = error or f"could not close a journal: {e}"
+            try:
+                s.group.attrs.update(image_attrs(self.ngff, s.spec, s.meta))
+            except Exception:  # noqa: BLE001 - e.g. a full disk
+                log.exception("recording %s: could not write the final metadata of a series", self.path)
+        try:
+            self._write_ome_xml()
+        except Exception:  # noqa: BLE001
+            log.exception("recording %s: could not write OME/METADATA.ome.xml", self.path)
+        info = {**self._info, "frames_written": self.frames_written, "complete": error is None}
+        if error is not None:
+            info["error"] = error
+        try:
+            self._root.attrs.update(root_attrs(self.ngff, info))
+        except Exception:  # noqa: BLE001 - e.g. a full disk
+            log.exception("recording %s: could not write its final metadata", self.path)
+
+    def _write_ome_xml(self, planes: bool = True) -> None:
+        xml = ome_xml([(s.spec, s.meta) for s in self._series], self._t0_ns, planes)
+        tmp = self.path / "OME" / "METADATA.ome.xml.tmp"
+        tmp.write_text(xml, encoding="utf-8")
+        tmp.replace(self.path / "OME" / "METADATA.ome.xml")

@@ -1,0 +1,270 @@
+"""Recordings: written off the acquiring thread, durable before journaled, opened whole by
+ome-zarr-py and napari-ome-zarr (NGFF 0.4 and 0.5), capped in live with a warning first."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import wait_subscribed, wait_until
+
+from scopecast.daemon.frames import Frame, FrameHeader
+from scopecast.daemon.recording import Recorder, RecordingCap, SeriesSpec, open_recording
+from scopecast.daemon.stream import StreamSubscriber
+
+T0_NS = 1_790_000_000_000_000_000
+STEP_S = 0.5
+SIZE = 64
+POSITIONS = [(1000.0, -500.0, 2.0), (1041.6, -500.0, 2.0)]
+
+
+def _header(seq: int, t: int, c: int, pos: tuple[float, float, float]) -> FrameHeader:
+    t_ns = T0_NS + int(t * STEP_S * 1e9) + c * 10_000_000
+    return FrameHeader(acquisition_id="rec-test", seq=seq, bundle_id=t, bundle_index=c, bundle_size=2,
+                       channel=("BF", "Nuclei")[c], modality=("label-free", "fluorescence")[c], pattern="",
+                       detector="Camera", stage_x_um=pos[0], stage_y_um=pos[1], stage_z_um=pos[2],
+                       exposure_ms=(10.0, 80.0)[c], pixel_size_um=0.65, dtype="uint16", shape=(SIZE, SIZE),
+                       position_index=0, t_exposure_start_ns=t_ns, t_acquired_ns=t_ns + 1000)
+
+
+def _plane(p: int, t: int, c: int) -> np.ndarray:
+    """Data from 2000 to ~15000 counts (never the dtype's range), unique per plane."""
+    rng = np.random.default_rng(100 * p + 10 * t + c)
+    return (2000 + 1000 * c + rng.integers(0, 12000, (SIZE, SIZE))).astype(np.uint16)
+
+
+def _write(path: Path, ngff: str, n_t: int = 4) -> Path:
+    rec = Recorder(path, "rec-test", {"kind": "test"}, ngff=ngff)
+    seq = 0
+    for p, pos in enumerate(POSITIONS):
+        s = rec.add_series(SeriesSpec(f"pos{p:03d} Camera", ("BF", "Nuclei"), ("label-free", "fluorescence"),
+                                      (SIZE, SIZE), "uint16", 0.65, pos, position_index=p))
+        for t in range(n_t):
+            for c in range(2):
+                rec.write(Frame(_header(seq, t, c, pos), _plane(p, t, c)), s, t, c)
+                seq += 1
+    rec.close()
+    return path
+
+
+def _translation(pos: tuple[float, float, float]) -> list[float]:
+    return [0.0, 0.0, pos[2], pos[1] - SIZE / 2 * 0.65, pos[0] - SIZE / 2 * 0.65]
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_recording_round_trip_with_real_metadata(tmp_path, ngff):
+    path = _write(tmp_path / "r.ome.zarr", ngff)
+    zarr_json = (path / "zarr.json").exists()
+    assert zarr_json == (ngff == "0.5") and (path / ".zattrs").exists() == (ngff == "0.4")
+    rec = open_recording(path)
+    assert rec.attrs["scopecast"]["complete"] is True and rec.attrs["scopecast"]["frames_written"] == 16
+    assert len(rec.series) == 2
+    for p, s in enumerate(rec.series):
+        assert s.data.shape == (4, 2, 1, SIZE, SIZE) and len(s.frames) == 8
+        for h in s.frames:
+            assert np.array_equal(s.image(h.channel, h.index["t"]), _plane(p, h.index["t"], h.index["c"]))
+        ms = s.attrs["multiscales"][0]
+        scale, translation = (t[k] for t, k in zip(ms["datasets"][0]["coordinateTransformations"],
+                                                   ("scale", "translation"), strict=True))
+        assert scale == pytest.approx([STEP_S, 1.0, 1.0, 0.65, 0.65])  # the real frame interval
+        assert translation == pytest.approx(_translation(POSITIONS[p]))
+        for c, ch in enumerate(s.attrs["omero"]["channels"]):  # display windows from the data
+            data = np.asarray(s.data[:, c])
+            w = ch["window"]
+            assert data.min() <= w["start"] < w["end"] <= data.max() + 1
+            assert w["min"] >= data.min() - 1 and w["max"] <= data.max() + 1 and w["max"] < 20000
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_ome_xml_has_every_plane_with_time_exposure_and_position(tmp_path, ngff):
+    from ome_types import from_xml
+
+    path = _write(tmp_path / "r.ome.zarr", ngff)
+    ome = from_xml((path / "OME" / "METADATA.ome.xml").read_text(encoding="utf-8"))
+    assert [i.id for i in ome.images] == ["Image:0", "Image:1"]
+    for p, image in enumerate(ome.images):
+        px = image.pixels
+        assert (px.size_t, px.size_c, px.size_z, px.size_y, px.size_x) == (4, 2, 1, SIZE, SIZE)
+        assert px.physical_size_x == pytest.approx(0.65) and px.time_increment == pytest.approx(STEP_S)
+        assert [c.name for c in px.channels] == ["BF", "Nuclei"]
+        assert len(px.planes) == 8
+        for pl in px.planes:
+            assert pl.delta_t == pytest.approx(pl.the_t * STEP_S + pl.the_c * 0.01)
+            assert pl.exposure_time == (10.0, 80.0)[pl.the_c]
+            assert (pl.position_x, pl.position_y, pl.position_z) == pytest.approx(POSITIONS[p])
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_ome_zarr_py_finds_every_series_at_the_root(tmp_path, ngff):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Multiscales, Reader
+    from ome_zarr.utils import find_multiscales
+
+    path = _write(tmp_path / "r.ome.zarr", ngff)
+    found = find_multiscales(path)  # the bioformats2raw root, through OME/METADATA.ome.xml
+    assert [(Path(f[0]).name, f[1]) for f in found] == [("0", "pos000 Camera"), ("1", "pos001 Camera")]
+    for p, (series_path, _, _) in enumerate(found):
+        node = next(iter(Reader(parse_url(str(series_path)))()))
+        assert node.load(Multiscales) is not None
+        assert node.data[0].shape == (4, 2, 1, SIZE, SIZE)
+        tr = node.metadata["coordinateTransformations"][0]
+        assert tr[0]["scale"][0] == pytest.approx(STEP_S)
+        assert tr[1]["translation"] == pytest.approx(_translation(POSITIONS[p]))
+
+
+needs_napari = pytest.mark.skipif(importlib.util.find_spec("napari_ome_zarr") is None,
+                                  reason="napari-ome-zarr is not installed (pip install -e '.[dev]')")
+
+
+def _napari_layers(path: Path) -> list:
+    from napari_ome_zarr import napari_get_reader
+
+    reader = napari_get_reader(str(path))
+    assert reader is not None, "napari-ome-zarr does not recognise the recording"
+    return reader(str(path))
+
+
+@needs_napari
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_napari_opens_the_root_with_every_series(tmp_path, ngff):
+    path = _write(tmp_path / "r.ome.zarr", ngff)
+    layers = _napari_layers(path)  # headless: the reader function, no viewer
+    assert len(layers) == 2
+    for p, (data, kw, kind) in enumerate(layers):
+        assert kind == "image" and data[0].shape == (4, 2, 1, SIZE, SIZE) and kw["channel_axis"] == 1
+        assert kw["name"] == [f"pos{p:03d} Camera: BF", f"pos{p:03d} Camera: Nuclei"]
+        assert kw["scale"] == pytest.approx([STEP_S, 1.0, 0.65, 0.65])
+        for (lo, hi), c in zip(kw["contrast_limits"], range(2), strict=True):
+            plane = np.asarray(data[0][:, c])
+            assert plane.min() <= lo < hi <= plane.max() + 1  # not 0-65535: opens bright
+
+
+@needs_napari
+@pytest.mark.xfail(strict=True, reason=(
+    "napari-ome-zarr 0.10 reads only datasets[0].coordinateTransformations[0] (the scale) of an NGFF 0.4/0.5 "
+    "image (ome_zarr_reader.Multiscales.metadata) and drops the translation the spec puts after it; "
+    "ome-zarr-py reads it (test above). Remove this mark when napari-ome-zarr places series again."))
+def test_napari_places_each_series_at_its_stage_position(tmp_path):
+    layers = _napari_layers(_write(tmp_path / "r.ome.zarr", "0.4"))
+    for p, (_, kw, _) in enumerate(layers):
+        t = _translation(POSITIONS[p])
+        assert list(kw["affine"].translate) == pytest.approx([t[0], t[2], t[3], t[4]])
+
+
+def test_writes_back_pressure_within_the_queue_and_never_drop(tmp_path):
+    frame_bytes = SIZE * SIZE * 2
+    rec = Recorder(tmp_path / "q.ome.zarr", "q", {}, queue_bytes=2 * frame_bytes)
+    s = rec.add_series(SeriesSpec("q", ("BF", "Nuclei"), ("label-free", "fluorescence"), (SIZE, SIZE), "uint16",
+                                  0.65, POSITIONS[0]))
+    most = 0
+    for t in range(60):
+        for c in range(2):
+            rec.write(Frame(_header(2 * t + c, t, c, POSITIONS[0]), _plane(0, t, c)), s, t, c)
+            most = max(most, rec.pending)
+    assert most <= 2  # the writer never holds more than the queue allows
+    rec.close()
+    back = open_recording(rec.path)
+    assert back.series[0].data.shape[0] == 60 and len(back.frames) == 120 and rec.frames_written == 120
+    assert all(np.array_equal(back.series[0].image(h.channel, h.index["t"]), _plane(0, h.index["t"], h.index["c"]))
+               for h in back.frames)
+    with pytest.raises(RuntimeError, match="is closed"):
+        rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), _plane(0, 0, 0)), s, 0, 0)
+
+
+def test_bad_input_is_refused_at_write(tmp_path):
+    rec = Recorder(tmp_path / "b.ome.zarr", "b", {})
+    s = rec.add_series(SeriesSpec("b", ("BF",), ("label-free",), (SIZE, SIZE), "uint16", 0.65, POSITIONS[0]))
+    with pytest.raises(ValueError, match=r"frame shape \(8, 8\) does not match series 0"):
+        rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), np.zeros((8, 8), np.uint16)), s, 0, 0)
+    with pytest.raises(ValueError, match="outside series 0"):
+        rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), _plane(0, 0, 0)), s, 0, 1)
+    with pytest.raises(ValueError, match="ngff must be"):
+        Recorder(tmp_path / "c.ome.zarr", "c", {}, ngff="0.3")  # type: ignore[arg-type]
+    rec.close()
+    assert open_recording(rec.path).attrs["scopecast"]["complete"] is True
+
+
+_KILLED_WRITER = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_recording import _header, _plane, POSITIONS, SIZE
+from scopecast.daemon.frames import Frame
+from scopecast.daemon.recording import Recorder, SeriesSpec
+rec = Recorder({path!r}, "k", {{}})
+s = rec.add_series(SeriesSpec("k", ("BF", "Nuclei"), ("label-free", "fluorescence"), (SIZE, SIZE), "uint16",
+                              0.65, POSITIONS[0]))
+t = 0
+while True:  # until killed
+    for c in range(2):
+        rec.write(Frame(_header(2 * t + c, t, c, POSITIONS[0]), _plane(0, t % 7, c)), s, t, c)
+    t += 1
+"""
+
+
+def test_a_killed_recording_keeps_every_journaled_frame(tmp_path):
+    """SIGKILL mid-recording: every frame the journal names is in the array (journaled only once durable)."""
+    path = tmp_path / "k.ome.zarr"
+    code = _KILLED_WRITER.format(tests=str(Path(__file__).parent), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    journal = path / "0" / "scopecast_frames.jsonl"
+    try:
+        wait_until(lambda: journal.exists() and journal.read_text().count("\n") >= 40, 120, "40 journaled frames")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    rec = open_recording(path)
+    frames = rec.series[0].frames
+    assert len(frames) >= 40 and rec.attrs["scopecast"].get("complete") is None  # never closed
+    for h in frames:
+        t, c = h.index["t"], h.index["c"]
+        assert np.array_equal(rec.series[0].image(h.channel, t), _plane(0, t % 7, c)), f"plane t={t} c={c} lost"
+
+
+def test_cap_merges_to_the_tighter_and_never_past_the_disk(tmp_path):
+    cap = RecordingCap(max_bytes=10**12, max_frames=100).merged(RecordingCap(max_frames=5))
+    assert (cap.max_bytes, cap.max_frames) == (10**12, 5)
+    max_bytes, max_frames, by = cap.limits(tmp_path)
+    assert by == "free disk space" and max_bytes < 10**12 and max_frames == 5  # this disk is under 1 TB free
+    assert RecordingCap(max_bytes=1000).limits(tmp_path) == (1000, None, "cap")
+    with pytest.raises(ValueError):
+        RecordingCap(max_frames=0)
+
+
+def test_live_recording_stops_at_its_cap_with_a_warning_first(daemon, client):
+    events = StreamSubscriber(daemon.stream_address, ("event",))
+    try:
+        wait_subscribed(daemon.publisher, "event")
+        job = client.request("start_live", channels=["BF", "DF"], record=True, record_max_frames=7)
+        done = client.wait(job["id"], timeout_s=120)
+        assert done["status"] == "stopped" and done["frames"] == 7
+        assert "recording frame cap reached: 7 frames of 7" in done["stop_reason"]
+        assert done["recording"]["max_frames"] == 7 and done["recording"]["warned"] is True
+        kinds = []
+        wait_until(lambda: (m := events.recv(1)) and m[1].get("source") == "recording"
+                   and kinds.append(m[1]["kind"]) is None and "cap_reached" in kinds, 30, "the cap events")
+        assert kinds == ["cap_warning", "cap_reached"]  # warned before it stopped
+    finally:
+        events.close()
+    rec = open_recording(done["path"])
+    assert rec.attrs["scopecast"]["complete"] is True and len(rec.frames) == 7  # nothing acquired was lost
+    assert client.request("status")["frames_recorded"] == 7
+    with pytest.raises(Exception, match="max_bytes.*greater than or equal to 1"):
+        client.request("start_live", channels=["BF"], record=True, record_max_bytes=0)
+
+
+def test_live_recording_time_scale_is_the_measured_interval(client):
+    job = client.request("start_live", channels=["BF"], interval_ms=150, max_cycles=4, record=True)
+    done = client.wait(job["id"], timeout_s=120)
+    s = open_recording(done["path"]).series[0]
+    starts = [h.t_exposure_start_ns for h in s.frames]
+    mean = (starts[-1] - starts[0]) / 1e9 / 3
+    scale = s.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][0]
+    assert scale == pytest.approx(mean, rel=1e-6) and scale >= 0.15
+    assert json.loads((Path(done["path"]) / ".zattrs").read_text())["bioformats2raw.layout"] == 3
