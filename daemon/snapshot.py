@@ -106,6 +106,8 @@ def write_png(path: str | Path, img: np.ndarray) -> Path:
 # --------------------------------------------------------------------- labels
 _FONT_CHARS = "".join(chr(c) for c in range(32, 127)) + "µ·×→–"
 _GLYPH_W, _GLYPH_H = 7, 12
+#: characters outside the font that trust reasons and labels use, written with ones inside it
+_SUBSTITUTES = str.maketrans({"…": "...", "≤": "<=", "≥": ">=", "²": "^2", "±": "+/-", "σ": "s", "ρ": "rho"})
 _FONT_B64 = (
     "AAAAAAAAAAAAAAAAAAAYGBgYGAAYGAAAAAAoKCgAAAAAAAAAAAAUNH4oKPxYUAAAAAAQOFB4PBRUOBAQAADgoOQYINwUHAAA"
     "AAA4MDAQempuPgAAAAAQEBAAAAAAAAAAAAgYEDAwMDAQGAgAACAwEBgYGBgQMCAAAAAQVDg4VBAAAAAAAAAAABAQfBAQAAAA"
@@ -139,6 +141,7 @@ def draw_text(img: np.ndarray, text: str, x: int, y: int, scale: int = 1,
     """Draw one line of ``text`` into an RGB uint8 image (top-left at ``x, y``), clipped to it;
     characters outside the built-in font are drawn as ``?``."""
     glyphs = _glyphs()
+    text = text.translate(_SUBSTITUTES)
     gw, gh = _GLYPH_W * scale, _GLYPH_H * scale
     for i, ch in enumerate(text):
         g = glyphs.get(ch, glyphs["?"])
@@ -155,7 +158,7 @@ def labelled(tile: np.ndarray, lines: Iterable[tuple[str, tuple[int, int, int]]]
     """``tile`` (grey or RGB uint8) under a dark strip with ``(text, colour)`` lines, each
     wrapped to the tile's width (at most three lines each)."""
     rgb = np.repeat(tile[..., None], 3, axis=2) if tile.ndim == 2 else tile
-    scale = 2 if rgb.shape[1] >= 1024 else 1
+    scale = 2 if rgb.shape[1] >= 512 else 1  # legible on full-size frames
     fit = max(4, (rgb.shape[1] - 6) // (_GLYPH_W * scale))
     wrapped = [(part, color) for text, color in lines
                for part in (textwrap.wrap(text, fit, break_long_words=True) or [""])[:3]]

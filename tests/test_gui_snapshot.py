@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from scopecast.daemon.snapshot import autoscale, draw_text, snapshot
+from scopecast.daemon.snapshot import _GLYPH_H, autoscale, draw_text, snapshot
 
 
 def _header(model, task, channels, scale, trust):
@@ -27,7 +27,11 @@ def test_snapshot_labels_tiles_and_keeps_the_super_resolved_sampling():
     # unresampled, and dimmed because it is not trusted (never shown as a confident image)
     assert np.array_equal(sr_tile, (autoscale(sr[0]) * 0.35).astype(np.uint8))
     # the label strip above it names the model and sampling, and shows the verdict in red
-    label = img[-512 - 34 : -512, 256 + 6 :]
+    strip = 0  # the label strip: rows above the tile whose left margin has the strip's grey
+    while img[-513 - strip, 256 + 6, 0] == 24:
+        strip += 1
+    assert strip >= 2 * _GLYPH_H  # two lines: what it shows, and the verdict
+    label = img[-512 - strip : -512, 256 + 6 :]
     assert (label == 230).all(axis=2).any() and ((label[..., 0] == 255) & (label[..., 1] == 110)).any()
     # the trusted composite is labelled in green; each raw tile has its label
     assert ((img[256 + 6 :, :256, 0] == 110) & (img[256 + 6 :, :256, 1] == 230)).any()
