@@ -1,12 +1,15 @@
 """Checkpoint -> model package: the one entry point of ``scopecast export``.
 
-Steps: load the checkpoint (architecture and weights must match), export ONNX
-(opset 18, dynamic N/H/W), ``onnx.checker``, parity with PyTorch on real test
-inputs (FP32: ≤ 1e-4 absolute), manifest (with the normalization, camera,
-training input distribution and output range measured at training time),
-bioimage.io ``rdf.yaml`` (declaring exactly the normalization the engine
-computes), test tensors, the model card; optionally an FP16 model (with its own parity
-report), a TensorRT ``.plan`` and a Triton model repository.
+Steps (each logged at INFO on ``scopecast.export``): load the checkpoint
+(architecture and weights must match), export ONNX (opset 18, dynamic N/H/W),
+``onnx.checker``, parity with PyTorch on a real validation field (FP32: ≤ 1e-4
+absolute), manifest (with the normalization, camera, training input
+distribution and output range measured at training time); optionally an FP16
+model (with its own parity report) and a TensorRT ``.plan``; then the
+bioimage.io files (:mod:`.repackage`: raw-count test input, the engine's
+physical output for it, sample tensors, cover, the card's Validation section,
+``rdf.yaml`` built with ``bioimageio.spec``) and ``bioimageio test``, which must
+pass; optionally a Triton model repository.
 
 Everything is written into a temporary sibling folder that is renamed into
 place only when every step passed, so a failed export never leaves anything
@@ -16,6 +19,7 @@ that looks like a valid package.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,13 +29,17 @@ from typing import Any
 import numpy as np
 
 from scopecast.models.manifest import (
-    MANIFEST, CameraCalibration, InputStats, ModelManifest, Normalization, OutputRange, OutputScaling, sha256_file,
+    MANIFEST, CameraCalibration, InputStats, ModelManifest, Normalization, OutputRange, OutputScaling, normalize,
+    sha256_file,
 )
 
-from .bioimageio import rdf
+from .bioimageio import raw_counts
 from .onnx_export import ExportError, export_onnx, parity, to_fp16
+from .repackage import write_bioimageio_files
 
 __all__ = ["ExportResult", "export_package"]
+
+log = logging.getLogger("scopecast.export")
 
 FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 2e-2
@@ -47,17 +55,16 @@ def _portable(path: str | Path) -> str:
 
 
 def _real_test_input(meta: dict[str, Any], mult: int) -> np.ndarray | None:
-    """The first validation field of the checkpoint's dataset, normalized as the engine does (≤128²)."""
+    """The first validation field of the checkpoint's dataset in raw camera counts (≤128², cropped)."""
     try:
         from scopecast.models.dataset import load_pairs
-        from scopecast.models.manifest import normalize
 
         pairs = load_pairs(meta["data"]["dataset"], "val")
     except (KeyError, OSError, ValueError):
         return None
-    x = normalize(list(pairs.inputs[0]), Normalization(**meta["normalization"]))
+    x = pairs.inputs[0]
     h = (min(x.shape[1], x.shape[2], 128) // mult) * mult
-    return np.ascontiguousarray(x[None, :, :h, :h])
+    return raw_counts(np.ascontiguousarray(x[None, :, :h, :h]))
 
 
 @dataclass
@@ -68,47 +75,67 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _random_raw(meta: dict[str, Any], mult: int) -> np.ndarray:
+    """Random raw counts spanning the normalization's range (when no dataset is beside the checkpoint)."""
+    rng = np.random.default_rng(0)
+    shape = (1, len(meta["inputs"]), 16 * mult, 16 * mult)
+    n = Normalization(**meta["normalization"])
+    if n.kind == "calibrated":
+        off = np.asarray(n.offset)[None, :, None, None]
+        sc = np.asarray(n.scale)[None, :, None, None]
+        return np.clip(np.round(off + rng.random(shape) * sc), 0, 65535).astype(np.uint16)
+    return rng.integers(0, 4096, shape).astype(np.uint16)
+
+
 def export_package(
     checkpoint: str | Path, out: str | Path, *, name: str | None = None, test_input: np.ndarray | None = None,
     tile: int = 256, halo: int = 32, fp16: bool = False, tensorrt: bool = False,
     triton_repository: str | Path | None = None, overwrite: bool = False,
 ) -> ExportResult:
-    """Export ``checkpoint`` to a package directory ``out`` (see module docstring)."""
+    """Export ``checkpoint`` to a package directory ``out`` (see module docstring).
+
+    ``test_input``: raw camera counts ``(1, C, H, W)`` (default: the first validation field of the
+    checkpoint's dataset, ≤128²). Raises :class:`ExportError` (or its subclasses, and
+    :class:`~.bioimageio.BioimageioTestError`) naming the failed step; nothing is left at ``out``.
+    """
     from scopecast.models.training import load_checkpoint
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    log.info("export: loading checkpoint %s", checkpoint)
     model, meta = load_checkpoint(checkpoint)
     result_notes: list[str] = []
     mult = int(meta.get("multiple", 1))
     if tile % mult:
         raise ExportError(f"tile {tile} is not a multiple of the network's size multiple {mult}")
-    if test_input is None:
-        test_input = _real_test_input(meta, mult)
-    if test_input is None:
-        rng = np.random.default_rng(0)
-        test_input = rng.random((1, len(meta["inputs"]), 16 * mult, 16 * mult), dtype=np.float32)
-        result_notes.append("no dataset beside the checkpoint: parity checked on random inputs")
-    test_input = np.ascontiguousarray(test_input, dtype=np.float32)
-    if test_input.ndim != 4 or test_input.shape[1] != len(meta["inputs"]):
-        raise ExportError(f"test input must be (N, {len(meta['inputs'])}, H, W), got {test_input.shape}")
+    raw = test_input if test_input is not None else _real_test_input(meta, mult)
+    if raw is None:
+        raw = _random_raw(meta, mult)
+        result_notes.append("no dataset beside the checkpoint: parity and bioimageio test on random counts")
+    raw = raw_counts(raw)
+    if raw.ndim != 4 or raw.shape[0] != 1 or raw.shape[1] != len(meta["inputs"]):
+        raise ExportError(f"test input must be raw counts (1, {len(meta['inputs'])}, H, W), got {raw.shape}")
+    norm = Normalization(**meta["normalization"])
+    x = np.ascontiguousarray(normalize(list(raw[0]), norm)[None])
+    try:
+        import bioimageio.core  # noqa: F401 - the export ends with its test
+    except ImportError as e:
+        raise ExportError(f"bioimageio.core is not installed ({e}); it tests every package: "
+                          "pip install 'scopecast[dev]'") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        onnx_path = export_onnx(model, test_input, tmp / "model.onnx")
-        reports = {"fp32": parity(onnx_path, model, test_input, FP32_TOLERANCE)}
-        import torch
-
-        with torch.inference_mode():
-            test_output = model(torch.from_numpy(test_input)).numpy()
-        np.save(tmp / "test_input.npy", test_input)
-        np.save(tmp / "test_output.npy", test_output)
+        log.info("export: ONNX (opset 18, dynamic N/H/W) of %s %s", meta["arch"], meta["config"])
+        onnx_path = export_onnx(model, x, tmp / "model.onnx")
+        log.info("export: parity ONNX Runtime vs PyTorch on %s", list(x.shape))
+        reports = {"fp32": parity(onnx_path, model, x, FP32_TOLERANCE)}
+        log.info("export: FP32 parity max |err| %.2e <= %g", reports["fp32"]["max_abs_error"], FP32_TOLERANCE)
         manifest = ModelManifest(
             name=name or meta.get("name") or meta["task"], task=meta["task"],
             description=f"{meta['arch']} {meta['config']} trained by scopecast",
             sha256=sha256_file(onnx_path), inputs=list(meta["inputs"]), outputs=list(meta["outputs"]),
-            normalization=Normalization(**meta["normalization"]),
+            normalization=norm,
             output_scaling=OutputScaling(**meta["output_scaling"]) if meta.get("output_scaling") else None,
             scale_factor=int(meta.get("scale_factor", 1)), tile=tile, halo=halo, multiple=mult,
             pixel_size_um=meta.get("pixel_size_um"),
@@ -125,29 +152,36 @@ def export_package(
             },
         )
         if fp16:
+            import torch
+
+            log.info("export: FP16 model and its parity")
+            with torch.inference_mode():
+                ref = model(torch.from_numpy(x)).numpy()
             fp16_path = to_fp16(onnx_path, tmp / "model_fp16.onnx")
-            tol = FP16_RELATIVE_TOLERANCE * float(np.abs(test_output).max())
-            reports["fp16"] = parity(fp16_path, model, test_input, tol)
+            tol = FP16_RELATIVE_TOLERANCE * float(np.abs(ref).max())
+            reports["fp16"] = parity(fp16_path, model, x, tol)
             manifest.provenance["fp16_model"] = {"file": "model_fp16.onnx", "sha256": sha256_file(fp16_path),
                                                  "parity": reports["fp16"]}
         if tensorrt:
             from .tensorrt_engine import TensorRTUnavailable, build_plan
 
+            log.info("export: TensorRT engine")
             try:
                 build_plan(onnx_path, manifest, tmp / "model.plan", fp16=True)
                 manifest.plan_file = "model.plan"
             except TensorRTUnavailable as e:
                 result_notes.append(f"TensorRT engine not built: {e}")
+        log.info("export: packaging (manifest, card, bioimage.io files)")
         card = Path(checkpoint).with_name("card.md")
         if card.is_file():
             shutil.copy2(card, tmp / "card.md")
         else:
             (tmp / "card.md").write_text(f"# {manifest.name}\n\nNo model card was found beside {checkpoint}.\n")
-        (tmp / "parity.json").write_text(json.dumps(reports, indent=2))
         (tmp / MANIFEST).write_text(json.dumps(manifest.model_dump(), indent=2))
-        import yaml
-
-        (tmp / "rdf.yaml").write_text(yaml.safe_dump(rdf(tmp, manifest), sort_keys=False))
+        log.info("export: bioimageio test")
+        bio = write_bioimageio_files(tmp, manifest, raw, package_path=_portable(out))
+        reports["bioimageio"] = bio.as_dict() if bio else None
+        (tmp / "parity.json").write_text(json.dumps(reports, indent=2))
         tmp.chmod(0o755)  # mkdtemp makes it private; a package is meant to be shared
         if out.exists():
             shutil.rmtree(out)
@@ -155,9 +189,11 @@ def export_package(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    log.info("export: %s written (sha256 %s)", out, manifest.short_hash)
     result = ExportResult(out, manifest, reports, result_notes)
     if triton_repository:
         from .triton import write_triton_repository
 
+        log.info("export: Triton model repository %s", triton_repository)
         write_triton_repository(out, manifest, Path(triton_repository))
     return result

@@ -14,10 +14,19 @@ from scopecast.export.onnx_export import ExportError, ParityError, export_onnx, 
 from scopecast.export.package import export_package  # noqa: E402
 from scopecast.models import architectures  # noqa: E402
 from scopecast.models.dataset import REGIONS, gather, load_pairs  # noqa: E402
+from scopecast.models.manifest import normalize  # noqa: E402
 from scopecast.models.training import TrainConfig, load_checkpoint, train  # noqa: E402
 from tests.conftest import small_cfg  # noqa: E402
 
 PACKAGES = Path(__file__).resolve().parents[1] / "models" / "packages"
+
+
+def _physical(pkg, raw):
+    """The engine's computation on raw counts: normalize, ONNX Runtime, output scaling."""
+    m = pkg.manifest
+    y = open_runtime(pkg, "ort-cpu").run(normalize(list(raw[0]), m.normalization)[None])
+    s = m.output_scaling
+    return y * np.asarray(s.scale, np.float32)[:, None, None] + np.asarray(s.offset, np.float32)[:, None, None]
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +96,13 @@ def test_export_package_round_trip_through_the_engine(trained, tmp_path):
     pkg = load_package(tmp_path / "pkg")
     m = pkg.manifest
     assert m.inputs[:2] == ["DPC-Left", "DPC-Right"] and m.multiple == 4 and m.output_scaling is not None
+    # bioimage.io tensors: raw counts in, physical output out; its test ran in the export and passed
     x, y = np.load(tmp_path / "pkg" / "test_input.npy"), np.load(tmp_path / "pkg" / "test_output.npy")
-    np.testing.assert_allclose(open_runtime(pkg, "ort-cpu").run(x), y, atol=1e-4)
+    assert x.dtype == np.uint16 and res.reports["bioimageio"]["status"] == "passed"
+    assert res.reports["bioimageio"]["max_abs_diff"] <= 0.5
+    np.testing.assert_allclose(_physical(pkg, x), y, rtol=1e-5, atol=1e-3)
+    assert {"sample_input.tif", "sample_output.tif", "cover.png"} <= files
+    assert "## Validation" in (tmp_path / "pkg" / "card.md").read_text()
     import onnx
     import yaml
 
@@ -99,7 +113,8 @@ def test_export_package_round_trip_through_the_engine(trained, tmp_path):
     assert rdf["format_version"].startswith("0.5") and rdf["weights"]["onnx"]["sha256"] == m.sha256
     # training defaults to calibrated normalization: fixed constants, declared as scale_linear
     assert m.normalization.kind == "calibrated" and m.input_stats is not None and m.output_range is not None
-    assert rdf["inputs"][0]["preprocessing"][0]["id"] == "scale_linear"
+    assert [p["id"] for p in rdf["inputs"][0]["preprocessing"]] == ["ensure_dtype", "scale_linear", "ensure_dtype"]
+    assert rdf["outputs"][0]["postprocessing"][0]["kwargs"]["gain"] == m.output_scaling.scale
     assert rdf["inputs"][0]["axes"][1]["channel_names"] == m.inputs
     cfg = (tmp_path / "triton" / "vs-tiny" / "config.pbtxt").read_text()
     assert "dynamic_batching" in cfg and "instance_group" in cfg and (tmp_path / "triton" / "vs-tiny" / "1" / "model.onnx").exists()
@@ -180,7 +195,7 @@ def test_shipped_packages_pass_their_own_parity_and_beat_baselines(name):
         pytest.skip(f"package {name} has not been trained and shipped yet")
     pkg = load_package(path)
     x, y = np.load(path / "test_input.npy"), np.load(path / "test_output.npy")
-    np.testing.assert_allclose(open_runtime(pkg, "ort-cpu").run(x), y, atol=1e-4)
+    np.testing.assert_allclose(_physical(pkg, x), y, rtol=1e-5, atol=1e-3)
     assert pkg.manifest.provenance["metrics"]["beats_baselines"] is True
     assert (path / "model.onnx").stat().st_size < 8 * 2**20
     assert "beats every baseline" in (path / "card.md").read_text()

@@ -1,0 +1,179 @@
+"""Writing a package's bioimage.io files from its model and manifest, and re-packaging shipped packages.
+
+:func:`write_bioimageio_files` writes everything a bioimage.io consumer reads besides the model:
+the raw test input and the engine's output for it (see :mod:`.bioimageio`), sample tensors
+(``sample_input.tif`` / ``sample_output.tif``), a cover image, the card's ``## Validation``
+section and ``rdf.yaml``; then it runs ``bioimageio test`` and records the result in the card.
+:func:`export_package` calls it; :func:`repackage` calls it on an existing package, recovering the
+raw counts from an older package's normalized ``test_input.npy``. Neither touches the model files
+or ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from scopecast.models.manifest import MANIFEST, ModelManifest, normalize, sha256_file
+
+from .bioimageio import (
+    COVER, SAMPLE_INPUT, SAMPLE_OUTPUT, TEST_INPUT, TEST_OUTPUT, TOLERANCE, BioimageioTestReport, engine_output,
+    raw_counts, run_bioimageio_test, write_rdf,
+)
+
+__all__ = ["raw_test_input", "repackage", "validation_section", "write_bioimageio_files"]
+
+log = logging.getLogger("scopecast.export")
+
+VALIDATION = "## Validation"
+
+
+def _stretch(a: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(a, (0.5, 99.5))
+    return np.clip((a.astype(np.float64) - lo) / (hi - lo + 1e-12), 0, 1)
+
+
+def write_cover(path: Path, m: ModelManifest, raw: np.ndarray, out: np.ndarray) -> Path:
+    """A 2:1 PNG: the input (bright-field when present, else the first channel) | the output.
+
+    Two-channel outputs are shown as a composite (first channel magenta, second green); the
+    input is repeated to the output's sampling so both halves show the same field of view.
+    """
+    import imageio.v3 as iio
+
+    c = m.inputs.index("BF") if "BF" in m.inputs else 0
+    sf = m.scale_factor
+    left = np.repeat(np.repeat(_stretch(raw[0, c]), sf, axis=0), sf, axis=1)
+    left = np.stack([left] * 3, axis=-1)
+    o = [_stretch(ch) for ch in out[0]]
+    if len(o) == 1:
+        right = np.stack([o[0]] * 3, axis=-1)
+    else:
+        right = np.stack([o[0], o[1], o[0]], axis=-1)
+    img = (np.concatenate([left, right], axis=1) * 255).round().astype(np.uint8)
+    iio.imwrite(path, img)
+    return path
+
+
+def validation_section(m: ModelManifest, report: BioimageioTestReport | None = None,
+                       package_path: str | None = None) -> str:
+    """The card's ``## Validation`` section: how to validate on unseen data and the bioimage.io test."""
+    where = package_path or f"models/packages/{m.name}"
+    atol, rtol, mism = (TOLERANCE[k] for k in ("absolute_tolerance", "relative_tolerance",
+                                               "mismatched_elements_per_million"))
+    last = ("not run yet" if report is None else
+            f"**{report.status}** with bioimage.io's own pre/postprocessing and ONNX adapter (CPU), "
+            f"max |Δ| = {report.max_abs_diff:.2g} counts (relative {report.max_rel_diff:.2g}), "
+            f"bioimageio.core {report.version}")
+    return f"""{VALIDATION}
+
+How to validate this model quantitatively on data it has never seen:
+
+- **Unseen fields, through the engine:** `scopecast evaluate --model {where} --fields 8 --size 256 --seed 500`
+  captures fresh fields on the simulated scope (a slide region never used for training, held-out
+  morphologies, a blank slide, failure modes outside the validated domain) and scores the package,
+  run by the engine with its input guards, against ground truth and baselines (the tables above).
+- **On a real microscope:** the dual-modality capture (`capture_pairs`) acquires the real target
+  modality at the same positions; the engine's trust monitor compares spot checks with the model's
+  output and reports the live fidelity.
+- **bioimage.io reproducibility:** `bioimageio test rdf.yaml` feeds `{TEST_INPUT}` (raw camera counts,
+  uint16, 1×{len(m.inputs)}×H×W: a validation field never trained on, exactly as the engine receives the
+  frames) through the declared preprocessing (`scale_linear`: the calibrated normalization with the
+  engine's constants), `{m.model_file}` and the postprocessing (`scale_linear`: the output scaling to
+  physical counts), and compares the result with `{TEST_OUTPUT}` (the engine's output for the same field,
+  before its output guard clips to the physical range). Declared tolerance
+  (`config.bioimageio.reproducibility_tolerance`): |Δ| ≤ {atol} + {rtol:g}·|expected| counts,
+  {mism} mismatched elements per million (bioimage.io computes the linear steps in
+  float64, the engine in float32). Last run: {last}. `{SAMPLE_INPUT}` / `{SAMPLE_OUTPUT}` hold the same
+  field as images.
+"""
+
+
+def set_card_section(card: Path, section: str, mark: str = VALIDATION) -> None:
+    """Replace the card's section starting with ``mark`` (up to the next ``## `` heading), or append it."""
+    text = card.read_text() if card.exists() else ""
+    m = re.search(rf"^{re.escape(mark)}\s*$", text, flags=re.M)
+    if m:
+        nxt = text.find("\n## ", m.end())
+        tail = text[nxt:] if nxt >= 0 else "\n"
+        text = text[:m.start()] + section.rstrip() + "\n" + tail
+    else:
+        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
+    card.write_text(text)
+
+
+def write_bioimageio_files(package: Path, m: ModelManifest, raw: np.ndarray, *, test: bool = True,
+                           package_path: str | None = None) -> BioimageioTestReport | None:
+    """Write the bioimage.io files of ``package`` for raw input ``raw`` ``(1, C, H, W)`` and test them.
+
+    Raises :class:`~.bioimageio.BioimageioTestError` when ``bioimageio test`` fails (``test=True``).
+    """
+    import tifffile
+
+    package = Path(package)
+    raw = raw_counts(raw)
+    out = engine_output(package / m.model_file, m, raw)
+    np.save(package / TEST_INPUT, raw)
+    np.save(package / TEST_OUTPUT, out)
+    tifffile.imwrite(package / SAMPLE_INPUT, raw[0])
+    tifffile.imwrite(package / SAMPLE_OUTPUT, out[0])
+    write_cover(package / COVER, m, raw, out)
+    card = package / "card.md"
+    set_card_section(card, validation_section(m, None, package_path))
+    write_rdf(package, m)
+    if not test:
+        return None
+    report = run_bioimageio_test(package)
+    # record the result in the card (its sha256 is in the rdf: rewrite that, and test what ships)
+    set_card_section(card, validation_section(m, report, package_path))
+    write_rdf(package, m)
+    return run_bioimageio_test(package)
+
+
+def raw_test_input(package: Path, m: ModelManifest) -> np.ndarray:
+    """The package's test input as raw counts; an older package's normalized input is inverted exactly.
+
+    Raises ``ValueError`` when the stored input is not the normalization of integer counts.
+    """
+    x = np.load(Path(package) / TEST_INPUT)
+    if np.issubdtype(x.dtype, np.integer):
+        return x
+    n = m.normalization
+    if n.kind == "percentile":
+        raise ValueError(f"{package}: {TEST_INPUT} is normalized per image (percentiles): the raw counts cannot be "
+                         "recovered; re-export the package from its checkpoint")
+    gain, bias = n.linear()
+    g = np.asarray(gain)[None, :, None, None]
+    b = np.asarray(bias)[None, :, None, None]
+    raw = raw_counts(np.round((x.astype(np.float64) - b) / g))
+    if raw.dtype != np.uint16 or not all(np.array_equal(normalize(list(r), n), s) for r, s in zip(raw, x, strict=True)):
+        raise ValueError(f"{package}: {TEST_INPUT} is not the normalization of 16-bit camera counts; "
+                         "re-export the package from its checkpoint")
+    return raw
+
+
+def repackage(package: str | Path, *, test: bool = True) -> BioimageioTestReport | None:
+    """Rewrite the bioimage.io files of an existing package from its model and manifest (no retraining).
+
+    Only ``test_*.npy``, ``sample_*.tif``, ``cover.png``, the card's ``## Validation`` section and
+    ``rdf.yaml`` change; the model files and ``manifest.json`` are verified, never written.
+    """
+    package = Path(package)
+    m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
+    model = package / m.model_file
+    if sha256_file(model) != m.sha256:
+        raise ValueError(f"{model}: sha256 does not match {MANIFEST}; refusing to describe a different model")
+    log.info("repackaging %s (%s)", package, m.name)
+    return write_bioimageio_files(package, m, raw_test_input(package, m), test=test,
+                                  package_path=_package_path(package))
+
+
+def _package_path(package: Path) -> str:
+    p = package.resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
