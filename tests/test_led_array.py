@@ -177,7 +177,7 @@ def test_sequence_runs_with_the_firmware_timing(core):
         p = core.getProperty("LED", "IlluminationPattern")
         if not seen or seen[-1] != p:
             seen.append(p)
-        return not core.deviceBusy("LED")
+        return core.getProperty("LED", "SequenceRunning") == 0
 
     wait_until(done, timeout=30)
     elapsed = time.monotonic() - t0
@@ -190,8 +190,8 @@ def test_individual_led_scan_lights_one_led_at_a_time(core):
     core.setProperty("LED", "SequenceDelaySeconds", 0.0)
     core.setProperty("LED", "Sequence", "Individual LEDs (Brightfield)")
     counts = set()
-    wait_until(lambda: counts.add(int(core.getProperty("LED", "LitLedCount"))) or not core.deviceBusy("LED"),
-               timeout=30)
+    wait_until(lambda: counts.add(int(core.getProperty("LED", "LitLedCount")))
+               or core.getProperty("LED", "SequenceRunning") == 0, timeout=30)
     assert counts <= {0, 1}
     assert core.getProperty("LED", "IlluminationPattern") == "Clear"
 

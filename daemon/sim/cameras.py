@@ -7,12 +7,13 @@ counts with the noise model of :class:`~scopecast.daemon.sim.camera_model.Camera
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 from pymmcore_plus.experimental.unicore import SimpleCameraDevice, pymm_property
 
 from .camera_model import CameraModel
-from .hub import _Peripheral
+from .hub import _Peripheral, trigger_line
 
 __all__ = ["SimCamera", "SimStedDetector"]
 
@@ -32,6 +33,10 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         self._mode = "Ensemble"
         self._rng = np.random.default_rng(1)
         self._truth = np.zeros((0, 3))
+        self._timing = "Instant"
+        self._line_time_us = 9.74  # ORCA-Flash4.0-like rolling-shutter line time
+        self._seq_t0: float | None = None
+        self._seq_frames = 0
 
     # geometry
     @pymm_property(limits=(16, 4096), is_pre_init=True, name="SensorWidth")
@@ -165,8 +170,49 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
             return img
         return scope.photons(self._pixel_um, self._binning, shape, self._exposure)
 
+    # timing
+    @pymm_property(allowed_values=("Instant", "Realistic"), name="TimingModel")
+    def timing_model(self) -> str:
+        """``Realistic``: a snap takes exposure + readout, a sequence runs at one frame per
+        max(exposure, readout) (overlapped sCMOS readout); ``Instant``: as fast as computed."""
+        return self._timing
+
+    @timing_model.setter
+    def timing_model(self, v: str) -> None:
+        self._timing = v
+
+    @pymm_property(limits=(0.1, 100.0), name="LineTimeUs")
+    def line_time(self) -> float:
+        """Rolling-shutter line time; readout = sensor rows x line time."""
+        return self._line_time_us
+
+    @line_time.setter
+    def line_time(self, v: float) -> None:
+        self._line_time_us = float(v)
+
+    def readout_ms(self) -> float:
+        return self.sensor_shape()[0] * self._line_time_us / 1000.0
+
+    def start_sequence(self, n, get_buffer):
+        """Frames of a sequence acquisition; with realistic timing paced at max(exposure, readout)."""
+        self._seq_t0, self._seq_frames = time.perf_counter(), 0
+        try:
+            yield from super().start_sequence(n, get_buffer)
+        finally:
+            self._seq_t0 = None
+
     def snap(self, buffer: np.ndarray) -> dict:
+        t_start = time.perf_counter()
         self._model.expose(self._photons(buffer.shape), out=buffer, noise=self._noise)
+        if self._timing == "Realistic":
+            if self._seq_t0 is not None:
+                self._seq_frames += 1
+                period = max(self._exposure, self.readout_ms()) / 1000.0
+                deadline = self._seq_t0 + self._seq_frames * period
+            else:
+                deadline = t_start + (self._exposure + self.readout_ms()) / 1000.0
+            time.sleep(max(0.0, deadline - time.perf_counter()))
+        trigger_line(self.scope).fire()  # end of this exposure: the exposure-out TTL falls
         return {"scopecast.simulated": True}
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from pymmcore_plus.experimental.unicore import HubDevice, pymm_property
@@ -21,7 +23,7 @@ from .slide import FILE_KIND, SAMPLE_KINDS, Slide
 from .specimens_file import load_specimen
 from .unicore_workarounds import install_for_device
 
-__all__ = ["SimScopeHub"]
+__all__ = ["SimScopeHub", "TriggerLine", "trigger_line"]
 
 # (id of the core's event signal, hub label) -> scope.
 _SCOPES: dict[tuple[int, str], SimScope] = {}
@@ -30,6 +32,41 @@ _SCOPES_LOCK = threading.Lock()
 
 def _core_key(device: Any) -> int:
     return id(device.core.events.propertyChanged)
+
+
+class TriggerLine:
+    """The cameras' exposure-out TTL, wired to whatever listens (an LED array running a
+    triggered sequence). Every camera frame fires it once, at the end of its exposure;
+    listeners run synchronously in the camera's thread, so a pattern switched by the
+    trigger is in place before the next exposure, as in hardware (microseconds)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def connect(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def disconnect(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def fire(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+
+_TRIGGER_LINES: weakref.WeakKeyDictionary[SimScope, TriggerLine] = weakref.WeakKeyDictionary()
+
+
+def trigger_line(scope: SimScope) -> TriggerLine:
+    """The trigger line of one simulated microscope."""
+    with _SCOPES_LOCK:
+        return _TRIGGER_LINES.setdefault(scope, TriggerLine())
 
 
 class _Peripheral:

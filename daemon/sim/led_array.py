@@ -34,6 +34,7 @@ real adapter reads its geometry from the controller). Diagnostic:
 from __future__ import annotations
 
 import threading
+import time
 from typing import ClassVar
 
 from pymmcore_plus.experimental.unicore import ShutterDevice, pymm_property
@@ -48,7 +49,7 @@ from ..illumination import (
     PatternError,
     parse_led_list,
 )
-from .hub import _Peripheral
+from .hub import _Peripheral, trigger_line
 
 __all__ = ["SEQUENCES", "TRIGGER_MODES", "SimLedArray"]
 
@@ -80,6 +81,10 @@ class SimLedArray(_Peripheral, ShutterDevice):
         self._trigger_in = self._trigger_out = "Disabled"
         self._sequence_thread: threading.Thread | None = None
         self._sequence_stop = threading.Event()
+        self._trigger = threading.Event()
+        self._triggered: list[dict] = []  # the remaining patterns of an every-pattern-change sequence
+        self._armed = False  # an every-pattern-change sequence waits for camera triggers
+        self._serial_delay_s = 0.0
 
     @classmethod
     def name(cls) -> str:
@@ -91,6 +96,7 @@ class SimLedArray(_Peripheral, ShutterDevice):
 
     def shutdown(self) -> None:
         self._stop_sequence()
+        trigger_line(self.scope).disconnect(self._on_trigger)
 
     # ---------------------------------------------------------------- shutter
     def get_open(self) -> bool:
@@ -143,9 +149,12 @@ class SimLedArray(_Peripheral, ShutterDevice):
         self._pitch = float(v)
 
     # ---------------------------------------------------------------- pattern
-    def _set(self, **changes) -> None:
+    def _set(self, serial: bool = True, **changes) -> None:
         """Apply controller settings; refuse (and keep the old state) if the current
-        pattern cannot be formed with them."""
+        pattern cannot be formed with them. ``serial``: a command over the serial line,
+        which costs ``SerialDelayMs`` (the adapter waits 30 ms for every answer)."""
+        if serial and self._serial_delay_s:
+            time.sleep(self._serial_delay_s)
         led = self.scope.led
         with self.scope.lock:
             old = {k: getattr(led, k) for k in changes}
@@ -267,6 +276,16 @@ class SimLedArray(_Peripheral, ShutterDevice):
         self._balance(2, v)
 
     # ------------------------------------------------------- device parameters
+    @pymm_property(limits=(0.0, 1000.0), name="SerialDelayMs")
+    def serial_delay(self) -> float:
+        """Simulator timing: what each serial command costs (the adapter's SERIAL_DELAY_MS is 30;
+        0, the default, keeps the simulator fast)."""
+        return self._serial_delay_s * 1000.0
+
+    @serial_delay.setter
+    def serial_delay(self, v: float) -> None:
+        self._serial_delay_s = float(v) / 1000.0
+
     @pymm_property(is_read_only=True, name="LedCount")
     def led_count(self) -> int:
         return self.scope.led.geometry.n_leds
@@ -396,12 +415,38 @@ class SimLedArray(_Peripheral, ShutterDevice):
         if not value:
             return
         patterns = self._sequence_patterns(value)
+        if self._serial_delay_s:
+            time.sleep(self._serial_delay_s)  # the one serial command that starts it
         self._stop_sequence()
+        if self._trigger_in == "Every Pattern Change":
+            # the camera's exposure-out advances the array: switched in the camera's thread
+            # (microseconds on the hardware), so each frame sees its own pattern
+            runs = patterns * max(1, self._sequence_runs)
+            self._set(serial=False, **runs[0])
+            self._triggered, self._armed = runs[1:], True
+            trigger_line(self.scope).connect(self._on_trigger)
+            return
         self._sequence_stop.clear()
+        self._trigger.clear()
+        trigger_line(self.scope).connect(self._on_trigger)
         t = threading.Thread(target=self._run_sequence, args=(patterns,), name=f"{self.get_label()}-sequence",
                              daemon=True)
         self._sequence_thread = t
         t.start()
+
+    def _on_trigger(self) -> None:
+        if self._trigger_in != "Every Pattern Change" or self._sequence_thread is not None:
+            self._trigger.set()
+            return
+        with self.scope.lock:
+            if not self._armed:
+                return
+            if self._triggered:
+                self._set(serial=False, **self._triggered.pop(0))
+                return
+            self._set(serial=False, pattern_name=CLEAR)  # done: cleared, like the firmware
+            self._armed = False
+        trigger_line(self.scope).disconnect(self._on_trigger)
 
     def _sequence_patterns(self, value: str) -> list[dict]:
         led = self.scope.led
@@ -417,13 +462,26 @@ class SimLedArray(_Peripheral, ShutterDevice):
         return [{"pattern_name": MANUAL, "manual_leds": str(i)} for i in numbers]
 
     def _run_sequence(self, patterns: list[dict]) -> None:
-        for _ in range(max(1, self._sequence_runs)):
-            for settings in patterns:
-                if self._sequence_stop.is_set():
-                    return
-                self._set(**settings)
-                self._sequence_stop.wait(self._sequence_delay_s)
-        self._set(pattern_name=CLEAR)
+        """The firmware's timed sequence: each pattern for SequenceDelaySeconds; with an input
+        trigger mode, a cycle (or the first pattern) waits for the camera's trigger first."""
+        mode = self._trigger_in
+        try:
+            for run in range(max(1, self._sequence_runs)):
+                for k, settings in enumerate(patterns):
+                    if self._sequence_stop.is_set():
+                        return
+                    self._set(serial=False, **settings)
+                    gate = (mode == "Every Pattern Cycle" and k == 0) or (
+                        mode == "Start of First Pattern" and run == 0 and k == 0)
+                    if gate:
+                        self._trigger.clear()
+                        while not self._trigger.wait(0.05):
+                            if self._sequence_stop.is_set():
+                                return
+                    self._sequence_stop.wait(self._sequence_delay_s)
+            self._set(serial=False, pattern_name=CLEAR)
+        finally:
+            trigger_line(self.scope).disconnect(self._on_trigger)
 
     def _stop_sequence(self) -> None:
         self._sequence_stop.set()
@@ -431,10 +489,15 @@ class SimLedArray(_Peripheral, ShutterDevice):
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5)
         self._sequence_thread = None
+        self._triggered, self._armed = [], False
+        trigger_line(self.scope).disconnect(self._on_trigger)
 
-    def busy(self) -> bool:
+    @pymm_property(is_read_only=True, name="SequenceRunning")
+    def sequence_running(self) -> int:
+        """Simulator diagnostic: 1 while a sequence runs or waits for camera triggers (the
+        adapter cannot tell, and like it the device never reports busy)."""
         t = self._sequence_thread
-        return t is not None and t.is_alive()
+        return int((t is not None and t.is_alive()) or self._armed)
 
     @pymm_property(limits=(0.0, 60.0), name="SequenceDelaySeconds")
     def sequence_delay(self) -> float:
@@ -459,6 +522,8 @@ class SimLedArray(_Peripheral, ShutterDevice):
 
     @trigger_input0_mode.setter
     def trigger_input0_mode(self, v: str) -> None:
+        if self._serial_delay_s:
+            time.sleep(self._serial_delay_s)  # the adapter sends it to the firmware
         self._trigger_in = v
 
     @pymm_property(allowed_values=TRIGGER_MODES, name="TriggerOutput0Mode")
@@ -467,6 +532,8 @@ class SimLedArray(_Peripheral, ShutterDevice):
 
     @trigger_output0_mode.setter
     def trigger_output0_mode(self, v: str) -> None:
+        if self._serial_delay_s:
+            time.sleep(self._serial_delay_s)  # the adapter sends it to the firmware
         self._trigger_out = v
 
 

@@ -1,0 +1,99 @@
+"""Hardware-sequenced DPC (the camera's exposure-out advancing the LED array), its
+software-timed fallback, and the simulator's timing model, on a real core."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import SHIPPED_CFG
+
+from scopecast.daemon.backend import load_mmcore_backend
+from scopecast.daemon.sequenced import acquire_cycle, acquire_dpc_sequence, plan_dpc_sequence
+from scopecast.daemon.sim import sized_config
+from tests.helpers import wait_until
+
+
+@pytest.fixture
+def seq_backend(tmp_path):
+    b = load_mmcore_backend(sized_config(tmp_path, 64, SHIPPED_CFG))
+    b.core.setProperty("Scope", "Sample", "phase-grating")
+    b.core.setProperty("Camera", "Noise", "Off")  # expected counts: frames compare exactly
+    yield b
+    b.close()
+
+
+def test_burst_frames_are_the_patterns_of_their_channels(seq_backend):
+    b, core = seq_backend, seq_backend.core
+    plan = plan_dpc_sequence(b)
+    assert plan.channels == ("DPC-Top", "DPC-Bottom", "DPC-Left", "DPC-Right"), plan.why
+    soft = {c: s.data for c, s in acquire_cycle(b, plan.channels, 5.0, hardware=False)}
+    assert not np.array_equal(soft["DPC-Left"], soft["DPC-Right"])  # the grating tells the halves apart
+    frames = acquire_dpc_sequence(b, plan, 5.0, cycles=3)
+    assert [c for c, _ in frames] == list(plan.channels) * 3
+    for channel, snap in frames:
+        np.testing.assert_array_equal(snap.data, soft[channel], err_msg=channel)
+        assert snap.extra["sequenced"] and snap.exposure_ms == 5.0
+    assert core.getProperty("LED", "IlluminationPattern") == "Clear"  # the firmware clears at the end
+    assert core.getProperty("LED", "SequenceRunning") == 0 and not core.isSequenceRunning()
+    assert not core.getShutterOpen()  # auto-shutter closed after the sequence
+
+
+def test_a_cycle_mixes_the_burst_with_software_frames_in_the_requested_order(seq_backend):
+    b = seq_backend
+    cycle = ["DPC-Left", "BF", "DPC-Right", "DPC-Top", "DF", "DPC-Bottom"]
+    soft = dict(acquire_cycle(b, cycle, 5.0, hardware=False))
+    mixed = acquire_cycle(b, cycle, 5.0)
+    assert [c for c, _ in mixed] == cycle
+    for channel, snap in mixed:
+        np.testing.assert_array_equal(snap.data, soft[channel].data, err_msg=channel)
+    assert [bool(s.extra.get("sequenced")) for _, s in mixed] == [c.startswith("DPC") for c in cycle]
+
+
+def test_presets_that_differ_beyond_the_pattern_fall_back_to_software(tmp_path):
+    text = SHIPPED_CFG.read_text().replace("#py ConfigGroup,Channel,DPC-Bottom,Emission,Label,Open",
+                                           "#py ConfigGroup,Channel,DPC-Bottom,Emission,Label,525/50")
+    cfg = tmp_path / "differ.cfg"
+    cfg.write_text(text)
+    b = load_mmcore_backend(sized_config(tmp_path, 64, cfg))
+    try:
+        plan = plan_dpc_sequence(b)
+        assert not plan and "'DPC-Top' and 'DPC-Bottom' differ in more than the LED pattern" in plan.why
+        with pytest.raises(ValueError, match="cannot hardware-sequence DPC"):
+            acquire_dpc_sequence(b, plan)
+        frames = acquire_cycle(b, ["DPC-Top", "DPC-Bottom"], 5.0)
+        assert [c for c, _ in frames] == ["DPC-Top", "DPC-Bottom"] and not any(s.extra for _, s in frames)
+    finally:
+        b.close()
+    assert "no Micro-Manager LED array" in plan_dpc_sequence(object()).why
+
+
+def test_realistic_timing_lower_bounds(seq_backend):
+    """The emulation's timing, as lower bounds (a loaded machine only adds): a snap takes
+    exposure + readout, a pattern command the serial wait, a burst frame max(exposure, readout)."""
+    b, core = seq_backend, seq_backend.core
+    core.setProperty("Camera", "TimingModel", "Realistic")
+    core.setProperty("LED", "SerialDelayMs", 30)
+    readout = 64 * float(core.getProperty("Camera", "LineTimeUs")) / 1000.0
+    plan = plan_dpc_sequence(b)
+    t = time.perf_counter()
+    acquire_cycle(b, plan.channels, 20.0, hardware=False)
+    software_ms = (time.perf_counter() - t) * 1000
+    assert software_ms >= 4 * (30 + 20 + readout) * 0.95
+    t = time.perf_counter()
+    acquire_dpc_sequence(b, plan, 20.0, cycles=2)
+    burst_ms = (time.perf_counter() - t) * 1000
+    assert burst_ms >= (30 + 8 * 20) * 0.95
+
+
+def test_start_of_first_pattern_waits_for_the_camera(seq_backend):
+    core = seq_backend.core
+    core.setProperty("LED", "TriggerInput0Mode", "Start of First Pattern")
+    core.setProperty("LED", "SequenceDelaySeconds", 0.01)
+    core.setProperty("LED", "Sequence", "DPC Patterns")
+    wait_until(lambda: core.getProperty("LED", "IlluminationPattern") == "DPC Top", timeout=30, what="first pattern")
+    assert core.getProperty("LED", "SequenceRunning") == 1  # held at the first pattern: no trigger yet
+    core.snapImage()  # the exposure-out releases it; then the firmware's own timing
+    wait_until(lambda: core.getProperty("LED", "SequenceRunning") == 0, timeout=30, what="sequence end")
+    assert core.getProperty("LED", "IlluminationPattern") == "Clear"
