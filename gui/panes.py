@@ -197,8 +197,9 @@ class ImagePane(pg.GraphicsLayoutWidget):
         if not (0 <= row < h and 0 <= col < w):
             text = f"x {x_um:.2f} µm, y {y_um:.2f} µm: outside the image"
         else:
-            vals = ", ".join(f"{n} {float(v):.1f}" for n, v in zip(self.channel_names, self.values[:, row, col],
-                                                                   strict=False))
+            fmt = "{:d}" if self.values.dtype.kind in "ui" else "{:.1f}"  # camera counts are integers
+            vals = ", ".join(f"{n} {fmt.format(v.item())}" for n, v in zip(self.channel_names, self.values[:, row, col],
+                                                                            strict=False))
             text = f"x {x_um:.2f} µm, y {y_um:.2f} µm (pixel {col}, {row}): {vals} {self.units}"
         self.readout.setText(text)
         return text

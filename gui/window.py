@@ -454,6 +454,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         chan = self.channel_box.currentText()
         if chan not in ("", NEWEST) and cycle is not None and chan not in cycle:
             self.raw.set_message(f"no frames of channel {chan} in the live cycle\n(tick it under Live cycle)")
+        elif frame is None and not self.connected["daemon"]:
+            self.raw.set_message(f"no answer from the daemon at {self.control_address} (retrying)")
         elif frame is None:
             self.raw.set_message("no frames yet: Start live or Snap" if chan in ("", NEWEST)
                                  else f"no frames of channel {chan} yet")

@@ -91,6 +91,8 @@ def test_window_shows_raw_stains_sr_and_latency(app, window, daemon, engines, cl
     text = sr_pane.show_value_at(scene_point(sr_pane, 100.5 * px, 40.5 * px))
     assert f"pixel 100, 40): membrane-sr {sr_pane.values[0, 40, 100]:.1f} counts" in text
     assert f"x {100.5 * px:.2f} µm" in text
+    text = raw.show_value_at(scene_point(raw, 3.5 * 0.65, 7.5 * 0.65))
+    assert text.endswith(f"(pixel 3, 7): {raw.channel_names[0]} {int(raw.values[0, 7, 3])} counts (ADU)")
     text = vs_pane.show_value_at(scene_point(vs_pane, 10.5 * 0.65, 20.5 * 0.65))
     assert "nuclei" in text and "membrane" in text and "(pixel 10, 20)" in text
     # scale bar (a 1-2-5 length in µm, about a fifth of the visible width) and colour legends with units
@@ -259,6 +261,7 @@ def test_status_line_reconnects_when_the_daemon_starts(app, sim_cfg, tmp_path):
     w = ScopeWindow(ctl, stream, [])
     try:
         assert spin(app, lambda: "disconnected (retrying)" in w.status_line.text(), 60)
+        assert spin(app, lambda: w.raw.message_text.startswith(f"no answer from the daemon at {ctl}"))
         d = Daemon(load_mmcore_backend(sim_cfg), tmp_path / "d", ctl, stream).start()
         try:
             assert spin(app, lambda: w.status_line.text().startswith("daemon connected"))
