@@ -22,7 +22,7 @@ from .backend import BackendError, load_mmcore_backend
 from .control import ControlClient
 from .recorder import open_recording
 from .service import Daemon
-from .snapshot import autoscale, composite, montage, write_png
+from .snapshot import snapshot, write_png
 from .stream import StreamSubscriber
 
 __all__ = ["run_demo", "shipped_packages"]
@@ -159,17 +159,7 @@ def _headless(client: ControlClient, daemon: Daemon, engines: list, cycle: list[
         print(f"{es['model']['name']}: {es['results_published']} results, exposure->result p50 "
               f"{lat.get('p50', float('nan')):.1f} ms p99 {lat.get('p99', float('nan')):.1f} ms "
               f"(stage p50 ms: {stages}); dropped {es['dropped']}")
-    tiles = [autoscale(latest_frames[c]) for c in cycle if c in latest_frames]
-    size = tiles[0].shape if tiles else (256, 256)
-    for header, data in latest_results.values():
-        if header["task"] == "virtual-staining" and data.shape[0] > 1:
-            tile = (composite(data) * 255).astype(np.uint8)
-        else:
-            img = autoscale(data[0])
-            s = max(1, img.shape[0] // size[0])
-            tile = img[::s, ::s]  # shown at the raw frame's size; full sampling is in the stream
-        if not (header.get("trust") or {}).get("ok"):
-            tile = (tile * 0.35).astype(np.uint8)  # dimmed, as in the viewer: not a confident image
-        tiles.append(tile)
-    path = write_png(out_dir / "snapshot.png", montage(tiles, columns=4))
+    # labelled tiles; outputs at their own sampling, untrusted ones dimmed (daemon/snapshot.py)
+    results = [latest_results[i] for i in sorted(latest_results)]  # in engine order
+    path = write_png(out_dir / "snapshot.png", snapshot(latest_frames, results, cycle))
     print(f"snapshot (raw {', '.join(c for c in cycle if c in latest_frames)}, then model outputs): {path}")
