@@ -178,7 +178,7 @@ def describe(package: Path, m: ModelManifest, *, documentation: str = "card.md",
             cite=[bio.CiteEntry(**c) for c in _CITATIONS.get(m.task, []) + [_DPC]],
             license=bio.LicenseId("BSD-3-Clause"),
             tags=["scopecast", m.task, "led-array", "simulated"],
-            documentation=f(documentation),
+            documentation=bio.FileDescr(source=bio.RelativeFilePath(Path(documentation))),
             covers=[cover] if cover else [],
             timestamp=bio.Datetime(timestamp) if timestamp else bio.Datetime.now(),
             inputs=[inp], outputs=[out],
@@ -193,11 +193,18 @@ def describe(package: Path, m: ModelManifest, *, documentation: str = "card.md",
 
 
 def write_rdf(package: Path, m: ModelManifest, **kwargs: Any) -> Path:
-    """Write ``package/rdf.yaml`` from :func:`describe` (``bioimageio.spec``'s serializer)."""
-    from bioimageio.spec import save_bioimageio_yaml_only
+    """Write ``package/rdf.yaml`` from :func:`describe` (``bioimageio.spec``'s serializer).
+
+    Every file is pinned by its sha256 except the card, which ``scopecast evaluate --card`` updates.
+    """
+    from bioimageio.spec import dump_description, save_bioimageio_yaml_only
 
     path = Path(package) / "rdf.yaml"
-    save_bioimageio_yaml_only(describe(package, m, **kwargs), file=path)
+    content = dump_description(describe(package, m, **kwargs))
+    # the spec fills in the card's sha256; drop it: the card is a living document (`scopecast evaluate --card`)
+    if isinstance(content.get("documentation"), dict):
+        content["documentation"].pop("sha256", None)
+    save_bioimageio_yaml_only(content, file=path)
     return path
 
 
