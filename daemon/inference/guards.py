@@ -19,8 +19,9 @@ flat                        every sampled pixel has the same value (and the fram
                             flat" when the clip level is unknown and the value is
                             above the offset (a fully clipped frame looks the same)
 under-exposed               the mean signal above the camera offset is less than 3×    withhold
-                            its noise (SNR < 3), or below ½ × the dimmest training
-                            field's signal
+                            its noise (SNR < 3; with training statistics: below the
+                            lower of 3 and ½ × the training fields' lowest SNR), or
+                            below ½ × the dimmest training field's signal
 outside training range      the signal is above 2× the brightest training field's, or  flag
                             the contrast (std / signal) or the kurtosis (sparsity) is
                             outside ½×…2× the training fields' range, or the focus figure (:func:`focus_figure`)
@@ -42,7 +43,14 @@ its output is clipped to the physical range, and ``trust.ok = false``.
 
 The thresholds are policy, chosen from the physics, not fitted to any test:
 SNR 3 is the usual detection limit (the mean signal three noise standard
-deviations above the dark level); 0.1 % saturated is ~260 pixels of a 512²
+deviations above the dark level). Where the training fields themselves reach
+down to that limit (the dark-field channel of a sparse specimen is mostly
+black: its *mean* sits a few noise units above the offset however long the
+exposure), the package's own training range governs, with the same factor 2
+as every other training-range check: a channel is under-exposed below ½ × the
+lowest SNR among the training fields (and below ½ × their dimmest signal),
+not because a field of a training morphology is as sparse as the sparsest the
+model learnt from. 0.1 % saturated is ~260 pixels of a 512²
 frame, a structure rather than a few hot pixels; a factor of 2 (one photographic
 stop) beyond anything seen in training is extrapolation. Packages without
 training statistics (older ones) skip the training-range checks (``guards.skipped``
@@ -71,7 +79,7 @@ from scopecast.models.manifest import CameraCalibration, InputStats, ModelManife
 __all__ = [
     "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "GIBBS", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE",
     "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict", "InputGuard", "OutputGuard",
-    "focus_figure", "focus_limits", "focus_width", "measure", "trust",
+    "focus_figure", "focus_limits", "focus_width", "measure", "snr_floor", "trust",
 ]
 
 #: Largest fraction of pixels allowed at the detector's ceiling.
@@ -313,11 +321,13 @@ class InputGuard:
                 return self._fail(v, f"saturated or flat: {name} is constant at {fig['max']:.6g} ADU "
                                      "(the package does not record the camera's ceiling)", True)
             return self._fail(v, f"flat: {name} is constant at {fig['max']:.6g}", True)
-        if fig["snr"] < SNR_MIN:
-            return self._fail(v, f"under-exposed: {name} SNR {fig['snr']:.2g} < {SNR_MIN:g} "
-                                 f"(signal {fig['signal']:.3g} ADU above the offset)", True)
-        v.margins.append(min(1.0, fig["snr"] / SNR_MIN - 1.0))
         st = self.stats.channels.get(name) if self.stats is not None else None
+        floor = snr_floor(st)
+        if fig["snr"] < floor:
+            trained = f"; training fields down to SNR {st.snr_min:.2g}" if st is not None else ""
+            return self._fail(v, f"under-exposed: {name} SNR {fig['snr']:.2g} < {floor:.3g} "
+                                 f"(signal {fig['signal']:.3g} ADU above the offset{trained})", True)
+        v.margins.append(min(1.0, fig["snr"] / floor - 1.0))
         if st is None:
             return None
         lo, _, hi = st.signal
@@ -381,6 +391,15 @@ class InputGuard:
         else:
             m = 1.0
         v.margins.append(m)
+
+
+def snr_floor(st: Any) -> float:
+    """The SNR below which a channel is under-exposed: :data:`SNR_MIN`, or, when the training fields of the
+    channel (``ChannelStats`` ``st``) reach below twice that, ½ × their lowest SNR (the factor of every
+    training-range check)."""
+    if st is None or not (isinstance(st.snr_min, int | float) and st.snr_min > 0):
+        return SNR_MIN
+    return min(SNR_MIN, float(st.snr_min) / RANGE_FACTOR)
 
 
 def focus_width(f: float) -> float:
