@@ -222,6 +222,9 @@ def test_a_killed_recording_keeps_every_journaled_frame(tmp_path):
     rec = open_recording(path)
     frames = rec.series[0].frames
     assert len(frames) >= 40 and rec.attrs["scopecast"].get("complete") is None  # never closed
+    from ome_zarr.utils import find_multiscales
+
+    assert [Path(f[0]).name for f in find_multiscales(path)] == ["0"]  # the root still opens whole
     for h in frames:
         t, c = h.index["t"], h.index["c"]
         assert np.array_equal(rec.series[0].image(h.channel, t), _plane(0, t % 7, c)), f"plane t={t} c={c} lost"

@@ -153,6 +153,7 @@ class Recorder:
         self._pending_bytes = 0  # accepted, not yet durable
         self._pending_frames = 0
         self._error: BaseException | None = None
+        self._xml_series = 0  # series already in OME/METADATA.ome.xml
         self.frames_accepted = 0
         self.bytes_accepted = 0
         self.frames_written = 0  # durable and journaled
@@ -176,8 +177,7 @@ class Recorder:
             journal = open(self.path / str(idx) / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115
             self._series.append(_Series(spec, g, arr, journal, meta))
             self._ome.attrs.update(series_list_attrs(self.ngff, [str(i) for i in range(len(self._series))]))
-            self._write_ome_xml(planes=False)  # the planes come at close
-            return idx
+            return idx  # the writer adds it to OME/METADATA.ome.xml before journaling its first frame
 
     # ------------------------------------------------------------------ frames
     def write(self, frame: Frame, series: int, t: int, c: int, z: int = 0) -> None:
@@ -271,6 +271,9 @@ class Recorder:
         s.meta.windows[item.c].add(item.data)
 
     def _journal(self, done: list[_Item]) -> None:
+        if self._xml_series < len(self._series):  # a new series: the root must open with it (planes at close)
+            self._xml_series = len(self._series)
+            self._write_ome_xml(planes=False)
         touched = set()
         for item in done:
             item.future.result()  # raises the write's error
