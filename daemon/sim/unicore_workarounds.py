@@ -2,7 +2,7 @@
 
 Every client of the simulator meets the core, not scopecast: a script that makes
 a plain ``UniMMCore()`` and calls ``loadSystemConfiguration`` gets the
-:class:`~scopecast.daemon.sim.devices.SimScopeHub`, whose ``initialize`` calls
+:class:`~scopecast.daemon.sim.hub.SimScopeHub`, whose ``initialize`` calls
 :func:`install_for_device`; that finds the core initializing it and calls
 :func:`install` on it, which patches that one core *instance* (the class is a
 SWIG type and cannot be patched; C++ devices are left to the C++ core). So
@@ -30,7 +30,7 @@ The gaps, in pymmcore-plus 0.18.1 (``pymmcore_plus/experimental/unicore/core/_un
    it, the original methods answer first and these fall-backs never run.
 
 To remove: delete this module and its two calls (``SimScopeHub.initialize`` in
-``sim/devices.py``, ``load_mmcore_backend`` in ``backend.py``), then run
+``sim/hub.py``, ``load_mmcore_backend`` in ``backend.py``), then run
 ``tests/test_third_party_clients.py``.
 """
 
