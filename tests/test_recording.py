@@ -183,6 +183,8 @@ def test_bad_input_is_refused_at_write(tmp_path):
     s = rec.add_series(SeriesSpec("b", ("BF",), ("label-free",), (SIZE, SIZE), "uint16", 0.65, POSITIONS[0]))
     with pytest.raises(ValueError, match=r"frame shape \(8, 8\) does not match series 0"):
         rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), np.zeros((8, 8), np.uint16)), s, 0, 0)
+    with pytest.raises(ValueError, match="frame dtype float32 does not match series 0 dtype uint16"):
+        rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), _plane(0, 0, 0).astype(np.float32)), s, 0, 0)
     with pytest.raises(ValueError, match="outside series 0"):
         rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), _plane(0, 0, 0)), s, 0, 1)
     with pytest.raises(ValueError, match="ngff must be"):

@@ -192,6 +192,8 @@ class Recorder:
             ny, nx = s.spec.shape_yx
             if data.shape != (ny, nx):
                 raise ValueError(f"frame shape {data.shape} does not match series {series} shape {(ny, nx)}")
+            if data.dtype != np.dtype(s.spec.dtype):
+                raise ValueError(f"frame dtype {data.dtype} does not match series {series} dtype {s.spec.dtype}")
             if not (0 <= c < len(s.spec.channels) and 0 <= z < s.spec.n_z and t >= 0):
                 raise ValueError(f"index (t={t}, c={c}, z={z}) is outside series {series} "
                                  f"({len(s.spec.channels)} channels, {s.spec.n_z} planes)")
@@ -200,6 +202,8 @@ class Recorder:
             item = _Item(series, t, c, z, data, frame.header.to_dict())
             while self._pending_bytes and self._pending_bytes + item.nbytes > self._queue_bytes and not self._error:
                 self._cv.wait()  # back-pressure: the writer is behind
+            if self.closed:  # closed by another thread meanwhile
+                raise RuntimeError(f"recording {self.path} is closed")
             self._raise_if_failed()
             self._pending_bytes += item.nbytes
             self._pending_frames += 1
