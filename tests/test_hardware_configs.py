@@ -177,9 +177,9 @@ def on_simulator(text: str, size: int = 64) -> tuple[str, str]:
     The LED array's Device line becomes the simulated ``IlluminateLedArray``, and all
     its other lines stay as they are. Other devices become simulated ones (their
     hardware-specific property lines dropped) or go (serial ports, the epi light);
-    preset rows that switch the core shutter are dropped too: UniMMCore 0.18.1
-    cannot make a Python device the core shutter from a preset (the C++ core applies
-    ``Core,Shutter`` rows and does not know Python devices).
+    preset rows that make a device that went the core shutter go with it. Rows that
+    make the LED array the core shutter stay (UniMMCore 0.18.1 needs
+    ``daemon/sim/unicore_workarounds.py`` for them).
     """
     kept: dict[str, str] = {}
     gone: set[str] = set()
@@ -207,7 +207,7 @@ def on_simulator(text: str, size: int = 64) -> tuple[str, str]:
         dev = {"Property": 1, "Label": 1, "Parent": 1, "ConfigPixelSize": 2}.get(cmd)
         if cmd == "ConfigGroup" and len(parts) >= 5:
             dev = 3
-            if parts[3] == "Core" and parts[4] == "Shutter":
+            if parts[3] == "Core" and parts[4] == "Shutter" and parts[5] in gone:
                 continue
         if dev is not None and len(parts) > dev:
             label = parts[dev]
@@ -243,8 +243,14 @@ def test_rig_runs_on_the_simulator_changing_only_device_lines(cfg, tmp_path):
         core.setProperty("SimHub", "Sample", "cells")
         offset = float(core.getProperty("Camera", "Offset"))
         means = {}
+        switches = any(",Core,Shutter," in ln for ln in text.splitlines() if ln.startswith("ConfigGroup,Channel,"))
         for channel in LABEL_FREE:
+            core.setShutterDevice("")
             b.set_channel(channel)
+            if switches:  # the preset's Core,Shutter row made the LED array the core shutter again
+                assert core.getShutterDevice() == led, channel
+            else:
+                core.setShutterDevice(led)
             means[channel] = b.snap(exposure_ms=10).data.mean() - offset
         assert means["BF"] > 1000 and means["DPC-Left"] == pytest.approx(means["BF"] / 2, rel=0.1)
         assert means["DF"] < 0.1 * means["BF"]

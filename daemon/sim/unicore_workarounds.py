@@ -29,6 +29,17 @@ The gaps, in pymmcore-plus 0.18.1 (``pymmcore_plus/experimental/unicore/core/_un
    found at the time of writing; report it with #607.) Once upstream resolves
    it, the original methods answer first and these fall-backs never run.
 
+3. **Core role rows naming a Python device** (``ConfigGroup,Channel,BF,Core,Shutter,LED``,
+   what every real rig's channel presets carry). ``UniMMCore.defineConfig`` hands
+   ``Core`` rows to the C++ core, so ``setConfig`` fails with "Cannot set Core
+   property Shutter to invalid value", and ``setProperty``/``getProperty`` on
+   ``Core`` reach the C++ core, which knows no Python device (upstream already
+   special-cases ``Core,ChannelGroup`` in ``setProperty``, with a FIXME saying so;
+   no upstream issue found: report it with #607). Fixed by keeping such rows with
+   the Python-device settings and routing ``Core`` role properties through
+   ``setShutterDevice``/``getShutterDevice`` and their siblings, which accept
+   Python devices.
+
 To remove: delete this module and its two calls (``SimScopeHub.initialize`` in
 ``sim/hub.py``, ``load_mmcore_backend`` in ``backend.py``), then run
 ``tests/test_third_party_clients.py``.
@@ -60,6 +71,7 @@ def install(core: Any) -> None:
     ref = weakref.ref(core)
     _patch_auto_shutter(core, ref)
     _patch_pixel_size(core, ref)
+    _patch_core_roles(core, ref)
     core.__dict__[_MARK] = True
 
 
@@ -223,3 +235,42 @@ def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
     core.getCurrentPixelSizeConfig = getCurrentPixelSizeConfig
     core.getPixelSizeUm = getPixelSizeUm
     core.getPixelSizeAffine = getPixelSizeAffine
+
+
+#: ``Core`` properties that name the device playing a role, and the core's setter/getter for it.
+_ROLES = {"Shutter": "ShutterDevice", "Camera": "CameraDevice", "Focus": "FocusDevice",
+          "XYStage": "XYStageDevice", "AutoFocus": "AutoFocusDevice", "SLM": "SLMDevice",
+          "Galvo": "GalvoDevice"}
+
+
+def _patch_core_roles(core: Any, ref: Callable[[], Any]) -> None:
+    cls = type(core)
+
+    def defineConfig(group: str, preset: str, *row: Any) -> None:  # noqa: N802 - core API name
+        self = ref()
+        if len(row) == 3 and row[0] == "Core" and row[1] in _ROLES and str(row[2]) in self._pydevices:
+            if not self.isGroupDefined(group):
+                self.defineConfigGroup(group)
+            if not self.isConfigDefined(group, preset):
+                cls.defineConfig(self, group, preset)
+            self._py_config_groups.setdefault(group, {}).setdefault(preset, {})[("Core", row[1])] = str(row[2])
+            self.events.configDefined.emit(group, preset, "Core", row[1], str(row[2]))
+            return
+        cls.defineConfig(self, group, preset, *row)
+
+    def setProperty(label: str, prop: str, value: Any) -> None:  # noqa: N802
+        self = ref()
+        if label == "Core" and prop in _ROLES:
+            getattr(self, "set" + _ROLES[prop])(str(value))
+            return
+        cls.setProperty(self, label, prop, value)
+
+    def getProperty(label: str, prop: str) -> Any:  # noqa: N802
+        self = ref()
+        if label == "Core" and prop in _ROLES:
+            return getattr(self, "get" + _ROLES[prop])()
+        return cls.getProperty(self, label, prop)
+
+    core.defineConfig = defineConfig
+    core.setProperty = setProperty
+    core.getProperty = getProperty
