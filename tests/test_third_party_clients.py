@@ -148,28 +148,3 @@ def test_mda_runner_delivers_the_snapped_physics(core):
         np.testing.assert_array_equal(frames[ch], expected[ch], err_msg=ch)
     assert meta_px and all(p == pytest.approx(0.65) for p in meta_px)
     assert not core.getShutterOpen()
-
-
-def test_pycromanager_python_backend(cfg_path):
-    pycromanager = pytest.importorskip("pycromanager", reason="pycromanager not installed (extra 'pycromanager')")
-    from pymmcore_plus import find_micromanager
-    from pymmcore_plus.experimental.unicore import UniMMCore
-
-    mm = find_micromanager()
-    if not mm:
-        pytest.skip("no Micro-Manager adapters found (pip install mm-test-adapters)")
-    pycromanager.start_headless(mm, None, python_backend=True)
-    try:
-        core = pycromanager.Core()
-        if not isinstance(core, UniMMCore):
-            pytest.skip(
-                f"pycromanager {pycromanager.__version__}'s Python backend makes a plain pymmcore "
-                f"{type(core).__mro__[1].__name__} (mmpycorex), which cannot load Python devices "
-                "('#py' config lines): the simulator needs a pymmcore-plus UniMMCore (pycromanager's Java "
-                "bridge drives MMCoreJ, C++ adapters only, so neither backend can host it)"
-            )
-        core.load_system_configuration(cfg_path)
-        core.snap_image()
-        assert core.get_image().mean() > 1000
-    finally:
-        pycromanager.stop_headless()
