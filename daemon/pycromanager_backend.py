@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import BackendError, MMCoreBackend, _missing_adapters_hint, _unload_quietly, resolve_config
+from .backend import (LED_CONTROLLERS, BackendError, LedController, MMCoreBackend, _declared_controllers,
+                      _missing_adapters_hint, _unload_quietly, resolve_config)
 
 __all__ = ["DEFAULT_BRIDGE_PORT", "PycromanagerBackend", "load_pycromanager_backend", "start_python_backend"]
 
@@ -128,13 +129,14 @@ class PycromanagerBackend(MMCoreBackend):
     ``"bridge"``.
     """
 
-    def __init__(self, pycro_core: Any, kind: str, channel_group: str | None = None) -> None:
+    def __init__(self, pycro_core: Any, kind: str, channel_group: str | None = None,
+                 led_controllers: tuple[LedController, ...] = LED_CONTROLLERS) -> None:
         if kind not in ("python", "bridge"):
             raise ValueError(f"unknown pycromanager backend kind {kind!r}; use 'python' or 'bridge'")
         self.kind = kind
         self.pycro_core = pycro_core
         view = _BridgeCoreView(pycro_core) if kind == "bridge" else _CoreView(pycro_core)
-        super().__init__(view, channel_group)
+        super().__init__(view, channel_group, led_controllers)
 
     def close(self) -> None:
         """Python backend: unload the devices and stop pycromanager's headless core and
@@ -243,7 +245,8 @@ def load_pycromanager_backend(
     backend: PycromanagerBackend | None = None
     if not msg:
         try:
-            backend = PycromanagerBackend(core, "python", channel_group)
+            backend = PycromanagerBackend(core, "python", channel_group,
+                                          (*_declared_controllers(path), *LED_CONTROLLERS))
         except BackendError as e:
             msg = str(e)
     if backend is None:  # raised outside the except blocks: no traceback keeps the core alive
