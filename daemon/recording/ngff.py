@@ -68,7 +68,7 @@ class ChannelWindow:
         return {"min": self.lo, "max": max(self.hi, end), "start": start, "end": end}
 
 
-@dataclass
+@dataclass(slots=True)
 class PlaneInfo:
     """One journaled plane, for the OME-XML ``Plane`` element."""
 
@@ -159,17 +159,17 @@ def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: boo
     from ome_types import model as m
     from ome_types import to_xml
 
-    images = []
+    images, plane_xml = [], []
     for i, (spec, meta) in enumerate(series):
         ny, nx = spec.shape_yx
-        plane_elements = [
-            m.Plane(the_t=p.t, the_c=p.c, the_z=p.z,
-                    delta_t=(p.t_ns - t0_ns) / 1e9 if t0_ns else None, delta_t_unit="s",
-                    exposure_time=p.exposure_ms, exposure_time_unit="ms",
-                    position_x=p.x_um, position_x_unit="µm", position_y=p.y_um, position_y_unit="µm",
-                    position_z=p.z_um, position_z_unit="µm")
-            for p in (sorted(list(meta.planes), key=lambda p: (p.t, p.c, p.z)) if planes else [])
-        ]
+        # Plane elements are formatted here, not built as ome-types models: ~1 µs instead of ~0.4 ms
+        # each, which matters at close for hours at 100 frames/s
+        plane_xml.append("".join(
+            f'<Plane TheZ="{p.z}" TheT="{p.t}" TheC="{p.c}"'
+            + (f' DeltaT="{(p.t_ns - t0_ns) / 1e9!r}" DeltaTUnit="s"' if t0_ns and p.t_ns else "")
+            + f' ExposureTime="{p.exposure_ms!r}" ExposureTimeUnit="ms" PositionX="{p.x_um!r}" PositionXUnit="µm"'
+            f' PositionY="{p.y_um!r}" PositionYUnit="µm" PositionZ="{p.z_um!r}" PositionZUnit="µm"/>'
+            for p in (sorted(list(meta.planes), key=lambda p: (p.t, p.c, p.z)) if planes else [])))
         pixels = m.Pixels(
             id=f"Pixels:{i}", dimension_order="XYZCT", type=_PIXEL_TYPES.get(spec.dtype, "uint16"),
             size_x=nx, size_y=ny, size_z=spec.n_z, size_c=len(spec.channels), size_t=max(meta.t_count, 1),
@@ -179,8 +179,12 @@ def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: boo
             time_increment=meta.time_scale_s(), time_increment_unit="s",
             channels=[m.Channel(id=f"Channel:{i}:{c}", name=name, samples_per_pixel=1)
                       for c, name in enumerate(spec.channels)],
-            planes=plane_elements, metadata_only=m.MetadataOnly(),
+            metadata_only=m.MetadataOnly(),
         )
         date = datetime.fromtimestamp(t0_ns / 1e9, timezone.utc) if t0_ns else None
         images.append(m.Image(id=f"Image:{i}", name=spec.name, acquisition_date=date, pixels=pixels))
-    return to_xml(m.OME(images=images, creator="scopecast"))
+    xml = to_xml(m.OME(images=images, creator="scopecast"))
+    parts = xml.split("<MetadataOnly/>")  # one per Pixels, in image order; the planes follow it (schema order)
+    if len(parts) != len(images) + 1:
+        raise RuntimeError("unexpected OME-XML from ome-types: cannot place the Plane elements")
+    return "".join(p + "<MetadataOnly/>" + planes_i for p, planes_i in zip(parts, plane_xml)) + parts[-1]
