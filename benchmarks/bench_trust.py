@@ -25,7 +25,15 @@ object, vs preprocess + inference + postprocess, same bundles, same run) and
 Spearman's rank correlation between the trust score and the model's PSNR over
 every bundle with a non-constant ground truth (blank fields have none).
 
-Run: python benchmarks/bench_trust.py [--fields 8] [--size 256] [--model PKG] [--json out.json]
+``--uncertainty N`` (2, 4 or 8) runs the worker with the dihedral test-time
+augmentation (daemon/inference/uncertainty.py) and adds: its cost at 512² (the
+``N − 1`` extra inferences vs the model's own), the mean normalized uncertainty
+per row, its rank correlation with the PSNR and with the normalized RMSE over
+every inferred bundle, and how well it separates each held-out morphology from
+the in-distribution bundles (ROC AUC; and the fraction above the highest
+in-distribution figure, i.e. flagged by a threshold with no false alarm there).
+
+Run: python benchmarks/bench_trust.py [--fields 8] [--size 256] [--model PKG] [--uncertainty N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -87,6 +95,21 @@ def _reason_kind(reason: str) -> str:
             break
         words.append(w)
     return f"{head}: {' '.join(words)}" if words else head
+
+
+def _field_nrmse(pred: np.ndarray, gt: np.ndarray, scale: list[float]) -> float:
+    """Mean over output channels (non-constant truth) of the RMSE over the output's training scale (NaN: none)."""
+    v = [float(np.sqrt(np.mean((p.astype(np.float64) - g) ** 2))) / abs(s)
+         for p, g, s in zip(pred, gt, scale, strict=True) if float(g.max() - g.min()) > 0]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _auc(pos: list[float], neg: list[float]) -> float:
+    """ROC AUC of ``pos`` above ``neg`` (Mann-Whitney; ties count half)."""
+    if not pos or not neg:
+        return float("nan")
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
 def _field_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -161,8 +184,19 @@ def measure_overhead(worker: Any, bundle: list[np.ndarray], inputs: list[str], p
         mon.append((t1 - t0) + (t3 - t2))
         inf.append(t2 - t1)
     g, i = float(np.median(mon)) * 1e3, float(np.median(inf)) * 1e3
-    return {"monitor_ms": round(g, 3), "inference_ms": round(i, 1), "ratio": g / i, "size": int(bundle[0].shape[0]),
-            "withheld": bool(v.withhold)}
+    out = {"monitor_ms": round(g, 3), "inference_ms": round(i, 1), "ratio": g / i, "size": int(bundle[0].shape[0]),
+           "withheld": bool(v.withhold)}
+    if worker.uncertainty:  # the dihedral copies: N - 1 more inferences and the running spread
+        unc = []
+        for _ in range(max(1, repeats // 2)):
+            x = worker.preprocess(ordered)
+            y = worker.infer(x)
+            t0 = time.perf_counter()
+            worker._std(x, y)
+            unc.append(time.perf_counter() - t0)
+        u = float(np.median(unc)) * 1e3
+        out.update(uncertainty_ms=round(u, 1), uncertainty_ratio=u / i, uncertainty_tta=worker.uncertainty)
+    return out
 
 
 def restat(package: str | Path, out: Path) -> tuple[Path, list[str]]:
@@ -198,7 +232,7 @@ def restat(package: str | Path, out: Path) -> tuple[Path, list[str]]:
 
 
 def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fields: int, overhead_size: int,
-                say: Any) -> dict[str, Any]:
+                say: Any, uncertainty: int = 0) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from scopecast.daemon.inference.package import load_package
@@ -212,7 +246,9 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
     m = pkg.manifest
     task = m.task
     spec, dom = TASKS[task], DOMAIN[task]
-    worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
+    worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty=uncertainty)
+    n_out = len(m.outputs)
+    scale = list(m.output_scaling.scale) if m.output_scaling is not None else [1.0] * n_out
     st = m.input_stats
     rep: dict[str, Any] = {
         "package": str(package), "model": m.name, "sha256": m.short_hash, "task": task, "fields": fields,
@@ -222,6 +258,7 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                         "pixel_size_um": m.pixel_size_um},
     }
     all_scores: list[tuple[float, float]] = []
+    all_unc: list[tuple[float, float, float, str]] = []  # (uncertainty, psnr, nrmse, row group / row)
     with tempfile.TemporaryDirectory(prefix="scopecast-bench-trust-") as tmp:
         sim = _Sim(size, Path(tmp))
         try:
@@ -246,12 +283,19 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                     if r.get("objective"):
                         sim.set_objective("10x")
                 pred, trusts = _run_fields(worker, pairs, spec["inputs"])
+                pred = pred[:, :n_out]  # with --uncertainty the std channels follow the outputs
                 gt = pairs.targets
                 if r["kind"] == BLANK:  # no truth to score against: the ground truth is the camera's dark level
                     model_psnr = [float("nan")] * len(pred)
                     bl = {b: [float("nan")] * len(pred) for b in base(pairs.inputs[:1])}
                 else:
                     model_psnr = [_field_psnr(p, g) for p, g in zip(pred, gt, strict=True)]
+                    if uncertainty:
+                        for p, g, t, ps in zip(pred, gt, trusts, model_psnr, strict=True):
+                            u = t.get("uncertainty")
+                            if u is not None and np.isfinite(ps):
+                                all_unc.append((float(u["mean"]), ps, _field_nrmse(p, g, scale),
+                                                "in distribution" if r["group"] == "in distribution" else r["row"]))
                     bl = {b: [_field_psnr(p, g) for p, g in zip(v, gt, strict=True)]
                           for b, v in base(pairs.inputs).items()}
                 bl_mean = {b: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for b, v in bl.items()}
@@ -277,6 +321,9 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                 else:
                     row["target"] = "none (model beats its baseline)"
                     row["met"] = None
+                if uncertainty:
+                    us = [t["uncertainty"]["mean"] for t in trusts if t.get("uncertainty") is not None]
+                    row["uncertainty"] = float(np.mean(us)) if us else float("nan")
                 rep["rows"].append(row)
                 say(f"{m.name}: {r['row']}: flagged {100 * flagged:.0f} % ({time.monotonic() - t0:.0f} s)")
         finally:
@@ -305,6 +352,19 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
         s, p = np.array(all_scores).T
         rho = spearmanr(s, p)
         rep["spearman"] = {"rho": float(rho.statistic), "p": float(rho.pvalue), "bundles": len(s)}
+    if len(all_unc) > 2:
+        u, p, e = (np.array([a[i] for a in all_unc]) for i in range(3))
+        ind = [a[0] for a in all_unc if a[3] == "in distribution"]
+        sep = {}
+        for name in dict.fromkeys(a[3] for a in all_unc if a[3] != "in distribution"):
+            pos = [a[0] for a in all_unc if a[3] == name]
+            sep[name] = {"auc": _auc(pos, ind), "above_in_distribution_max":
+                         float(np.mean(np.asarray(pos) > max(ind))) if ind else float("nan"), "bundles": len(pos)}
+        rep["uncertainty"] = {
+            "tta": uncertainty, "bundles": len(u),
+            "spearman_psnr": float(spearmanr(u, p).statistic), "spearman_nrmse": float(spearmanr(u, e).statistic),
+            "in_distribution": {"mean": float(np.mean(ind)), "max": float(np.max(ind))} if ind else None,
+            "separation": sep}
     rep["seconds"] = round(time.monotonic() - t0, 1)
     return rep
 
@@ -337,6 +397,22 @@ def format_report(rep: dict[str, Any]) -> str:
                      f"{ov['monitor_ms']:.2f} ms vs {ov['inference_ms']:.0f} ms preprocess+inference+postprocess = "
                      f"{100 * ov['ratio']:.2f} % ({'meets' if ov['ratio'] <= OVERHEAD_MAX else 'MISSES'} "
                      f"≤ {100 * OVERHEAD_MAX:g} %).")
+    un = rep.get("uncertainty")
+    if un:
+        lines.append(f"Uncertainty (dihedral TTA x{un['tta']}, mean std / output scale) over {un['bundles']} inferred "
+                     f"bundles: Spearman ρ vs PSNR {un['spearman_psnr']:.2f}, vs normalized RMSE "
+                     f"{un['spearman_nrmse']:.2f}; per row: " + ", ".join(
+                         f"{r['row']} {r['uncertainty']:.4f}" for r in rep["rows"] if np.isfinite(r.get("uncertainty",
+                                                                                                       np.nan))))
+        if un["in_distribution"]:
+            lines.append("Separation from in-distribution bundles (ROC AUC; above the in-distribution maximum "
+                         f"{un['in_distribution']['max']:.4f}): " + "; ".join(
+                             f"{k} {v['auc']:.2f} ({100 * v['above_in_distribution_max']:.0f} %)"
+                             for k, v in un["separation"].items()))
+    if ov and "uncertainty_ms" in ov:
+        lines.append(f"Uncertainty cost at {ov['size']}² (x{ov['uncertainty_tta']}: {ov['uncertainty_tta'] - 1} more "
+                     f"inferences + the spread): {ov['uncertainty_ms']:.0f} ms = "
+                     f"{100 * ov['uncertainty_ratio']:.0f} % of the model's time.")
     sp = rep.get("spearman")
     if sp:
         lines.append(f"Spearman rank correlation, trust score vs model PSNR against ground truth, over "
@@ -364,6 +440,8 @@ def main() -> int:
     ap.add_argument("--restat", action="store_true",
                     help="re-measure each package's input_stats on its training dataset first (adds statistics "
                          "the package was exported without; see restat())")
+    ap.add_argument("--uncertainty", type=int, default=0, choices=(0, 2, 4, 8),
+                    help="dihedral TTA copies per bundle (uncertainty figures and cost; 0: off)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     shipped = ROOT / "models" / "packages"
@@ -378,7 +456,7 @@ def main() -> int:
             print(f"{Path(m).name}: input_stats re-measured on its training fields; added: "
                   f"{', '.join(added) or 'nothing'}", flush=True)
         rep = run_package(m, args.fields, args.size, args.seed, args.fit_fields, args.overhead_size,
-                          lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+                          lambda s: print(f"  {s}", file=sys.stderr, flush=True), args.uncertainty)
         print(format_report(rep), "\n", flush=True)
         ok &= verdict(rep)
         reports.append(rep)
