@@ -9,7 +9,7 @@ command line cannot drift from the daemon or engine it talks to::
     scopecast ctl live --record                       # alias of start_live
     scopecast ctl capture_pairs --grid rows=3 columns=3
     scopecast ctl move_stage --x 40000 --y 0
-    scopecast ctl wait                                # the running job, with progress
+    scopecast ctl wait                                # until the running job ends, with progress
     scopecast ctl snap --args '{"channel": "DF"}'     # JSON, as before
 
 How values are read (from the argument's JSON Schema): booleans are flags
@@ -64,7 +64,7 @@ def add_ctl_parser(sub: Any, address_type: Any, add_keys_option: Any) -> argpars
         "  scopecast ctl snap --channel DF --exposure 50 --save df.png\n"
         "  scopecast ctl live --record                   # live = start_live\n"
         "  scopecast ctl capture_pairs --grid rows=3 columns=3\n"
-        "  scopecast ctl wait                            # the running job, with progress on stderr\n"
+        "  scopecast ctl wait                            # until the running job ends (progress on stderr)\n"
         "  scopecast ctl snap --args '{\"channel\": \"DF\"}'  # JSON arguments (options override them)\n"
         f"aliases: {', '.join(f'{a} = {c}' for a, c in ALIASES.items())}")
     c.add_argument("cmd", nargs="?", default="", metavar="COMMAND",
@@ -410,6 +410,9 @@ def run_ctl(args: argparse.Namespace) -> int:
         except UsageError as e:
             print(f"scopecast ctl {cmd}: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C while waiting: the job itself goes on
+            print(f"scopecast ctl {cmd}: interrupted (a job goes on: scopecast ctl stop ends it)", file=sys.stderr)
+            return 130
         except (DaemonError, TimeoutError) as e:
             print(f"scopecast ctl: {e}", file=sys.stderr)
             return 1
@@ -430,11 +433,13 @@ def run_ctl(args: argparse.Namespace) -> int:
 
 
 def _wait(client: Any, cmd_args: dict[str, Any], margin_s: float) -> dict[str, Any]:
-    """``wait`` with the job's progress on stderr; without ``job``, the running one."""
+    """``wait`` with the job's progress on stderr, until it ends (or ``wait_s`` passes: the
+    client waits in slices of the daemon's ``wait``, so any length is fine); without ``job``,
+    the running one."""
     from .progress import Progress, wait_job
 
     job = cmd_args.get("job")
-    wait_s = cmd_args.get("wait_s", 60.0)  # the daemon's default
+    wait_s = cmd_args.get("wait_s", math.inf)  # the command line waits for the end unless told
     unknown = set(cmd_args) - {"job", "wait_s"}
     if unknown:
         raise UsageError(f"unknown arguments {sorted(unknown)} (wait takes job and wait_s)")

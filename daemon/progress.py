@@ -88,9 +88,10 @@ class Progress:
         if emit and self.clock() - self._last_line >= self.every_s:
             self._emit(note)
 
-    def finish(self, note: str = "") -> None:
-        """Log the final line (always)."""
-        self._emit(note, finished=True)
+    def finish(self, note: str = "", finished: bool = True) -> None:
+        """Log the last line (always); ``finished=False`` when the work goes on unobserved
+        (the line then keeps the time left instead of the time taken)."""
+        self._emit(note, finished=finished)
 
     def _emit(self, note: str, finished: bool = False) -> None:
         self._last_line = self.clock()
@@ -102,7 +103,8 @@ def wait_job(client: Any, job_id: str, timeout_s: float = 600.0, progress: Progr
              poll_s: float = 2.0, margin_s: float = 30.0) -> dict[str, Any]:
     """Wait for a daemon job through ``client`` (a :class:`ControlClient`), showing its
     progress (frames / total) on ``progress``; return the job when it ended or
-    ``timeout_s`` passed (its ``status`` is then still ``queued`` or ``running``).
+    ``timeout_s`` passed (its ``status`` is then still ``queued`` or ``running``;
+    ``math.inf``: until it ends).
 
     Uses the daemon's own ``wait`` in slices of ``poll_s``, so the reply comes the
     moment the job ends, never a fixed sleep later; each reply is awaited ``margin_s``
@@ -116,6 +118,8 @@ def wait_job(client: Any, job_id: str, timeout_s: float = 600.0, progress: Progr
         if progress is not None:
             progress.update(done=int(info.get("frames") or 0), total=info.get("total"), emit=not ended)
             if ended:
-                progress.finish(str(info.get("status", "")))
+                status = str(info.get("status", ""))
+                running = status in ("queued", "running")
+                progress.finish(f"still {status}" if running else status, finished=not running)
         if ended:
             return info

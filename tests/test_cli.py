@@ -146,6 +146,8 @@ def test_busy_errors_say_what_runs_and_how_to_go_on(daemon, cli):
     bounded = json.loads(out)["id"]
     rc, out, err = cli(*ctl, "run_scan", "--sequence", '{"channels": [{"config": "BF"}]}')
     assert rc == 1 and f"scopecast ctl wait {bounded}" in err and "scopecast ctl stop" in err
+    rc, out, err = cli(*ctl, "wait", "--wait", "0")  # a bounded wait returns the job as it is
+    assert rc == 0 and json.loads(out)["status"] == "running" and "still running" in err, err
     assert cli(*ctl, "stop")[0] == 0
     # triggers only act on live results: loading them while idle says so
     rc, out, err = cli(*ctl, "load_triggers", ROOT / "docs" / "triggers-colony.yaml",
