@@ -40,7 +40,7 @@ def test_tta_std_is_zero_for_an_equivariant_map_and_the_spread_otherwise():
     with pytest.raises(ValueError, match="dihedral copies"):
         tta_std(x, shift, 3)
     s = summary(np.stack([got, 2 * got]), ["a", "b"], [2.0, 2.0], 4)
-    assert s["tta"] == 4 and s["channels"]["b"]["mean"] == pytest.approx(got.mean(), rel=1e-5)
+    assert s["tta"] == 4 and s["channels"]["b"]["mean"] == pytest.approx(got.mean(), rel=1e-3)
     assert s["mean"] == s["channels"]["b"]["mean"] and s["p99"] >= s["mean"]
 
 
@@ -48,9 +48,14 @@ def test_tta_std_is_zero_for_an_equivariant_map_and_the_spread_otherwise():
 def test_worker_publishes_an_uncertainty_channel_per_output_and_a_trust_summary():
     pkg = load_package(VS)
     m = pkg.manifest
-    x = np.load(VS / "test_input.npy")[0]  # a validation field, normalized: back to camera counts
-    gain, bias = m.normalization.linear()
-    raw = [np.clip(np.round((x[c] - bias[c]) / gain[c]), 0, 65535).astype(np.uint16) for c in range(len(m.inputs))]
+    # a textured field at each channel's median training signal (camera counts with shot noise): inferred, not
+    # withheld (it need not be trusted: the uncertainty is published either way)
+    rng = np.random.default_rng(0)
+    texture = ndimage.gaussian_filter(rng.normal(size=(128, 128)), 3.0)
+    texture /= np.abs(texture).max()
+    off = m.camera.offset_adu
+    raw = [np.clip(off + rng.poisson(m.input_stats.channels[c].signal[1] * (1.0 + 0.5 * texture)), 0, 65535)
+           .astype(np.uint16) for c in m.inputs]
 
     def bundle(frames):
         return [StreamFrame({"channel": n, "acquisition_id": "u", "bundle_id": 1, "seq": i, "t_acquired_ns": 1,
@@ -61,6 +66,7 @@ def test_worker_publishes_an_uncertainty_channel_per_output_and_a_trust_summary(
     assert plain.header["channels"] == m.outputs and "uncertainty" not in plain.header["trust"]
     w = InferenceWorker(pkg, rt, uncertainty=4)
     r = w.process(bundle(raw))
+    assert r.header["trust"]["guards"]["action"] == "inferred", r.header["trust"]["reasons"]
     n = len(m.outputs)
     assert r.header["channels"] == m.outputs + [f"{o}:std" for o in m.outputs]
     assert r.data.shape == (2 * n, *raw[0].shape) and r.header["shape"] == list(r.data.shape)
@@ -71,7 +77,7 @@ def test_worker_publishes_an_uncertainty_channel_per_output_and_a_trust_summary(
     assert u["tta"] == 4 and set(u["channels"]) == set(m.outputs) and u["ms"] > 0
     scale = m.output_scaling.scale
     for c, o in enumerate(m.outputs):
-        assert u["channels"][o]["mean"] == pytest.approx(std[c].mean() / scale[c], rel=1e-4)
+        assert u["channels"][o]["mean"] == pytest.approx(std[c].mean() / scale[c], rel=1e-3)
     # a withheld bundle: nothing inferred, a zero uncertainty channel, no summary
     dead = w.process(bundle([np.zeros_like(f) for f in raw]))
     assert dead.header["trust"]["guards"]["action"] == "withheld" and dead.header["trust"]["uncertainty"] is None

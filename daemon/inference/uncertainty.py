@@ -89,7 +89,7 @@ def summary(std: np.ndarray, outputs: list[str], scale: list[float] | None, n: i
     for c, name in enumerate(outputs):
         ch = std[c]
         sub = ch[::max(1, ch.shape[0] // 256), ::max(1, ch.shape[1] // 256)]  # ~256² pixels for the percentile
-        per[name] = {"mean": round(float(ch.mean()) / s[c], 6),
-                     "p99": round(float(np.percentile(sub, 99)) / s[c], 6)}
+        per[name] = {"mean": float(f"{float(ch.mean()) / s[c]:.4g}"),
+                     "p99": float(f"{float(np.percentile(sub, 99)) / s[c]:.4g}")}
     return {"tta": n, "channels": per, "mean": max(v["mean"] for v in per.values()),
             "p99": max(v["p99"] for v in per.values())}
