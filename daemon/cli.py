@@ -191,12 +191,6 @@ def _engine(args: argparse.Namespace) -> int:
     m = engine.describe_model()
     print(f"scopecast engine: model {m['name']} ({m['sha256'][:12]}) on {m['runtime']['runtime']} x{args.workers}; "
           f"frames from {args.stream}; results on {engine.results_address}; control {args.control}", flush=True)
-    if m["skipped_runtimes"]:  # the reasons are long: one line of names, the reasons with -v
-        names = ", ".join(r.split(":", 1)[0] for r in m["skipped_runtimes"])
-        print(f"  not available here: {names}" + ("" if args.verbose else " (scopecast -v engine ... says why)"),
-              flush=True)
-        for reason in m["skipped_runtimes"] if args.verbose else []:
-            print(f"    {reason}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
