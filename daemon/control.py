@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from .security import bind_socket, connect_socket
 from .wire import WireError, dumps_strict, loads_strict
 
-__all__ = ["BadRequest", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS", "describe_commands"]
+__all__ = ["BadRequest", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS",
+           "describe_commands"]
 
 log = logging.getLogger(__name__)
 
