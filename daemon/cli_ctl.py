@@ -451,8 +451,8 @@ def _wait(client: Any, cmd_args: dict[str, Any], margin_s: float) -> dict[str, A
             raise UsageError("no job is running; name one (scopecast ctl jobs lists them)")
         job = running["id"]
     first = client.request("job", job=job)
-    progress = Progress(f"{first['kind']} job {job}", first.get("total"), "frames", log, every_s=2.0)
-    progress.update(done=int(first.get("frames") or 0), emit=False)  # the rate counts from here
+    progress = Progress(f"{first['kind']} job {job}", first.get("total"), "frames", log, every_s=2.0,
+                        done=int(first.get("frames") or 0))  # the rate counts from here
     return wait_job(client, job, float(wait_s), progress, margin_s=margin_s)
 
 

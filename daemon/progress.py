@@ -34,29 +34,30 @@ class Progress:
 
     ``update`` sets (``done=``) or advances (``advance=``) the count and logs a
     line at most every ``every_s`` seconds; ``finish`` logs the last line. The
-    rate is measured from the first count seen (so a job already under way when
-    it is first observed gets an honest rate), the time left from that rate.
+    rate is measured from the moment of construction and its ``done`` (work
+    already under way when it is first observed gets an honest rate), the time
+    left from that rate.
     """
 
     def __init__(self, what: str, total: int | None = None, unit: str = "items",
                  log: logging.Logger | None = None, every_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, done: int = 0) -> None:
         self.what = what
         self.total = total
         self.unit = unit
         self.log = log or logging.getLogger("scopecast.progress")
         self.every_s = every_s
         self.clock = clock
-        self.done = 0
+        self.done = done
         self._t0 = clock()
-        self._done0: int | None = None
+        self._done0 = done
         self._last_line = -float("inf")
         self.lines = 0
 
     def rate(self) -> float | None:
-        """Units per second since the first count (None before there is one to measure)."""
+        """Units per second since construction (None before there is one to measure)."""
         elapsed = self.clock() - self._t0
-        if self._done0 is None or elapsed <= 0 or self.done <= self._done0:
+        if elapsed <= 0 or self.done <= self._done0:
             return None
         return (self.done - self._done0) / elapsed
 
@@ -82,9 +83,6 @@ class Progress:
         if total is not None:
             self.total = total
         self.done = done if done is not None else self.done + advance
-        if self._done0 is None:
-            self._done0 = self.done if done is not None else 0
-            self._t0 = self.clock() if done is not None else self._t0
         if emit and self.clock() - self._last_line >= self.every_s:
             self._emit(note)
 

@@ -187,6 +187,12 @@ def test_progress_lines_are_rate_limited_with_rate_and_time_left(caplog):
         "gather: 6/10 fields (60 %), 1 fields/s, 4.0 s left",
         "gather: 10/10 fields (100 %), 1 fields/s, in 10 s",
     ]
+    # a job first seen under way: its rate counts from there, not from zero
+    t[0] = 0.0
+    job = Progress("pairs job x", 40, "frames", logging.getLogger("scopecast.test"), clock=lambda: t[0], done=30)
+    t[0] = 2.0
+    job.update(done=34, emit=False)
+    assert job.line() == "pairs job x: 34/40 frames (85 %), 2 frames/s, 3.0 s left"
 
 
 def test_gather_and_the_offline_engine_report_progress(cli, tmp_path):
