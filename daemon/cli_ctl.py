@@ -188,7 +188,7 @@ def _scalar(text: str, schema: dict[str, Any], option: str) -> Any:
     kind, s = _kind(schema)
     stripped = text.strip()
     if kind == "union":
-        if stripped[:1] in "{[":
+        if stripped.startswith(("{", "[")):
             return _json(stripped, option)
         for o in s["anyOf"]:
             try:
