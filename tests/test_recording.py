@@ -119,8 +119,13 @@ def test_ome_zarr_py_finds_every_series_at_the_root(tmp_path, ngff):
         assert tr[1]["translation"] == pytest.approx(_translation(POSITIONS[p]))
 
 
-needs_napari = pytest.mark.skipif(importlib.util.find_spec("napari_ome_zarr") is None,
-                                  reason="napari-ome-zarr is not installed (pip install -e '.[dev]')")
+_NAPARI = importlib.util.find_spec("napari_ome_zarr") is not None
+
+
+def needs_napari(test):
+    """Skip without napari-ome-zarr; silence napari's own pydantic-v1-style deprecation warnings."""
+    test = pytest.mark.filterwarnings("ignore::DeprecationWarning")(test)
+    return pytest.mark.skipif(not _NAPARI, reason="napari-ome-zarr is not installed (pip install -e '.[dev]')")(test)
 
 
 def _napari_layers(path: Path) -> list:
