@@ -55,6 +55,7 @@ class Job:
     plan: dict[str, Any] | None = None  # the live plan, so a trigger can switch it
     stop_reason: str | None = None  # why a job stopped by itself (e.g. its recording cap)
     recording: dict[str, Any] | None = None  # a live recording's cap and progress
+    sequenced: dict[str, Any] | None = None  # live: channels taken as a hardware burst, or why none
     started: float = field(default_factory=time.time)
     finished: float | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -149,6 +150,15 @@ class AcquisitionEngine:
             x, y, z = b.position_um()
             snap = b.snap(spec.detector, spec.exposure_ms or default_exposure)
             pixel = b.pixel_size_um(spec.detector)
+        return self._frame(spec, info, snap, (x, y, z), pixel, acquisition_id=acquisition_id, bundle_id=bundle_id,
+                           bundle_index=bundle_index, bundle_size=bundle_size, position_index=position_index)
+
+    def _frame(self, spec: ChannelSpec, info: ChannelInfo, snap: Any, position: tuple[float, float, float],
+               pixel: float, *, acquisition_id: str, bundle_id: int, bundle_index: int, bundle_size: int,
+               position_index: int = 0) -> Frame:
+        """The frame of one snap: its header (sequence number, bundle, channel, stage, timing)."""
+        b = self.backend
+        x, y, z = position
         modality = info.modality
         if spec.detector and spec.detector != getattr(b, "main_camera", spec.detector):
             modality = "super-resolution"
@@ -266,6 +276,7 @@ class AcquisitionEngine:
             job.recording = {"frames": 0, "bytes": 0, "max_bytes": max_bytes, "max_frames": max_frames,
                              "bytes_limited_by": limited_by, "warned": False}
         series = None
+        burst_plan = self._burst_plan(job, plan) if plan.hardware_sequence else None
         try:
             for cycle in itertools.count():
                 if job._stop.is_set() or (plan.max_cycles and cycle >= plan.max_cycles):
@@ -273,14 +284,22 @@ class AcquisitionEngine:
                 t_start = time.perf_counter()
                 bundle = next(self._bundle)
                 frames = []
+                burst = self._burst(burst_plan, plan) if burst_plan else {}
                 for i, spec in enumerate(plan.channels):
                     if job._stop.is_set():  # stop takes effect within one frame
                         break
                     if rec is not None and self._cap_reached(job, rec, cap):
                         break
-                    frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bundle,
-                                         bundle_index=i, bundle_size=len(names),
-                                         default_exposure=plan.exposure_ms)
+                    if spec.name in burst:
+                        snap, where, pixel = burst[spec.name]
+                        frame = self._frame(spec, self.backend.channels()[spec.name], snap, where, pixel,
+                                            acquisition_id=job.acquisition_id, bundle_id=bundle, bundle_index=i,
+                                            bundle_size=len(names))
+                        self.frames_acquired += 1
+                    else:
+                        frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bundle,
+                                             bundle_index=i, bundle_size=len(names),
+                                             default_exposure=plan.exposure_ms)
                     if rec is not None:
                         if series is None:
                             series = rec.add_series(self.series_spec(
@@ -300,6 +319,35 @@ class AcquisitionEngine:
         finally:
             if rec is not None:
                 rec.close()
+
+    def _burst_plan(self, job: Job, plan: LivePlan) -> Any:
+        """The DPC burst this live cycle can run in hardware, or None (software timing); the
+        choice and its reason go on the job (``sequenced``)."""
+        from .sequenced import plan_dpc_sequence
+
+        seq = plan_dpc_sequence(self.backend)
+        specs = {c.name: c for c in plan.channels}
+        why = seq.why
+        if seq and not set(seq.channels) <= set(specs):
+            why = f"the cycle lacks {', '.join(c for c in seq.channels if c not in specs)}"
+        elif seq and (len({specs[c].exposure_ms for c in seq.channels}) > 1
+                      or any(specs[c].detector for c in seq.channels)):
+            why = "the DPC channels differ in exposure or detector (one camera sequence has one of each)"
+        job.sequenced = {"hardware": list(seq.channels)} if seq and not why else {"hardware": [], "why": why}
+        if why:
+            log.info("live %s: software-timed cycle (%s)", job.id, why)
+        return seq if seq and not why else None
+
+    def _burst(self, seq: Any, plan: LivePlan) -> dict[str, tuple[Any, tuple[float, float, float], float]]:
+        """One hardware DPC burst: ``{channel: (snap, stage position, pixel size)}``."""
+        from .sequenced import acquire_dpc_sequence
+
+        exposure = next(c.exposure_ms for c in plan.channels if c.name == seq.channels[0]) or plan.exposure_ms
+        with self.backend.lock:  # type: ignore[attr-defined]
+            where = self.backend.position_um()
+            pixel = self.backend.pixel_size_um()
+            snaps = acquire_dpc_sequence(self.backend, seq, exposure)  # type: ignore[arg-type]
+        return {c: (snap, where, pixel) for c, snap in snaps}
 
     # -------------------------------------------------------------- sequences
     def capture_pairs(self, plan: PairPlan) -> Job:

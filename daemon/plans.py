@@ -62,6 +62,9 @@ class LivePlan(BaseModel):
     interval_ms: float = Field(default=0.0, ge=0, description="minimum time between cycle starts")
     max_cycles: int | None = Field(default=None, ge=1)
     record: bool = False
+    hardware_sequence: bool = Field(
+        default=False, description="take the DPC channels as one hardware-triggered LED/camera burst where the "
+        "rig can (daemon/sequenced.py); otherwise, and for the other channels, software-timed")
 
     _v = field_validator("channels", mode="before")(classmethod(lambda cls, v: _channels(v)))
 

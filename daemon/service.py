@@ -193,13 +193,17 @@ class Daemon:
 
     def start_live(self, channels: list[str | dict] | None = None, exposure_ms: float | None = None,
                    interval_ms: float = 0.0, max_cycles: int | None = None, record: bool = False,
-                   record_max_bytes: int | None = None, record_max_frames: int | None = None) -> dict:
+                   record_max_bytes: int | None = None, record_max_frames: int | None = None,
+                   hardware_sequence: bool = False) -> dict:
         """Start repeating an illumination cycle (default: DPC halves, BF, DF).
+
+        ``hardware_sequence``: the DPC channels as one LED-array/camera burst per cycle where the rig
+        can (the job's ``sequenced`` says which channels, or why not), the rest software-timed.
 
         ``record_max_bytes`` / ``record_max_frames`` cap this recording (raw pixel bytes; only
         below the daemon's configured cap): live stops there with ``stop_reason`` on the job."""
         args: dict[str, Any] = {"exposure_ms": exposure_ms, "interval_ms": interval_ms,
-                                "max_cycles": max_cycles, "record": record}
+                                "max_cycles": max_cycles, "record": record, "hardware_sequence": hardware_sequence}
         if channels is not None:
             args["channels"] = channels
         plan = _validated(LivePlan, args)

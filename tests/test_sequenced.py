@@ -97,3 +97,38 @@ def test_start_of_first_pattern_waits_for_the_camera(seq_backend):
     core.snapImage()  # the exposure-out releases it; then the firmware's own timing
     wait_until(lambda: core.getProperty("LED", "SequenceRunning") == 0, timeout=30, what="sequence end")
     assert core.getProperty("LED", "IlluminationPattern") == "Clear"
+
+
+def test_daemon_live_runs_the_dpc_burst_in_hardware_and_says_so(tmp_path):
+    """``start_live(hardware_sequence=True)``: the DPC frames come from one burst per cycle (their
+    headers carry ``sequenced``), BF/DF are software-timed, the bundle order is the requested one; a
+    cycle without every DPC channel falls back to software and the job says why."""
+    from scopecast.daemon.control import ControlClient
+    from scopecast.daemon.service import Daemon
+    from scopecast.daemon.stream import StreamSubscriber
+    from tests.helpers import wait_subscribed
+
+    cfg = sized_config(tmp_path, 64, SHIPPED_CFG)
+    d = Daemon(lambda: load_mmcore_backend(cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    sub = StreamSubscriber(d.stream_address, topics=("frame",))
+    cycle = ["DPC-Left", "BF", "DPC-Right", "DPC-Top", "DF", "DPC-Bottom"]
+    try:
+        wait_subscribed(d.publisher, "frame", 1)
+        with ControlClient(d.control_address, timeout_s=60) as c:
+            job = c.request("start_live", channels=cycle, exposure_ms=5, max_cycles=2, hardware_sequence=True)
+            done = c.wait(job["id"], timeout_s=60)
+            assert done["status"] == "done" and done["frames"] == 12, done
+            assert done["sequenced"] == {"hardware": ["DPC-Top", "DPC-Bottom", "DPC-Left", "DPC-Right"]}
+            heads = []
+            while len(heads) < 12 and (m := sub.recv(10)) is not None:
+                heads.append(m[1])
+            assert [h["channel"] for h in heads] == cycle * 2
+            assert [bool(h.get("extra", {}).get("sequenced")) for h in heads] == [x.startswith("DPC") for x in cycle] * 2
+            assert len({h["bundle_id"] for h in heads}) == 2 and [h["bundle_index"] for h in heads[:6]] == list(range(6))
+            job = c.request("start_live", channels=["DPC-Left", "DPC-Right", "BF"], max_cycles=1,
+                            hardware_sequence=True)
+            done = c.wait(job["id"], timeout_s=60)
+            assert done["sequenced"]["hardware"] == [] and "lacks DPC-Top" in done["sequenced"]["why"]
+    finally:
+        sub.close()
+        d.close()
