@@ -206,7 +206,8 @@ def test_another_sample_type_is_flagged_not_withheld(scope, calibration):
 
 def test_under_exposure_floor_follows_the_training_fields_where_they_reach_the_detection_limit():
     """A sparse dark-field: the mean sits a few noise units above the offset however long the exposure. Below
-    SNR 3 it is withheld without training statistics; with them, only below ½ x the training fields' lowest SNR."""
+    SNR 3 it is withheld without training statistics; with them, and a bright-field that witnesses the exposure,
+    only below ½ x the training fields' lowest SNR; alone (no witness: a short exposure looks the same) below 3."""
     from scopecast.daemon.inference.guards import snr_floor
     from scopecast.models.manifest import CameraCalibration, ChannelStats, InputStats
 
@@ -217,16 +218,28 @@ def test_under_exposure_floor_follows_the_training_fields_where_they_reach_the_d
                         p_low=100.0, p_high=600.0)
     bright = dark.model_copy(update={"snr_min": 60.0})
     assert snr_floor(None) == 3.0 and snr_floor(bright) == 3.0 and snr_floor(dark) == pytest.approx(1.8)
+    assert snr_floor(dark, exposure_witness=False) == 3.0
     fig = measure(f, 100.0, cam)
     assert 1.8 < fig["snr"] < 3.0
-    bare = InputGuard(["DF"], cam).check([f])
-    assert bare.withhold and bare.reasons[0].startswith("under-exposed: DF SNR 2.") and "< 3 " in bare.reasons[0]
-    trained = InputGuard(["DF"], cam, InputStats(fields=10, channels={"DF": dark})).check([f])
-    assert not any(r.startswith("under-exposed") for r in trained.reasons), trained.reasons
-    assert InputGuard(["DF"], cam, InputStats(fields=10, channels={"DF": bright})).check([f]).withhold
+    bf = np.random.default_rng(2).poisson(3000, (256, 256)).astype(np.uint16) + np.uint16(100)
+    bf_st = ChannelStats(signal=(2000.0, 3000.0, 5000.0), contrast=(0.001, 0.02, 0.1), snr_min=80.0,
+                         saturated_max=0.0, p_low=2000.0, p_high=5000.0)
+    stats = InputStats(fields=10, channels={"BF": bf_st, "DF": dark})
+    bare = InputGuard(["BF", "DF"], cam).check([bf, f])
+    assert bare.withhold and any(r.startswith("under-exposed: DF SNR 2.") and "< 3 " in r for r in bare.reasons)
+    trained = InputGuard(["BF", "DF"], cam, stats).check([bf, f])
+    assert trained.channels["DF"]["snr"] < 3 and not any(r.startswith("under-exposed") for r in trained.reasons), \
+        trained.reasons
+    alone = InputGuard(["DF"], cam, InputStats(fields=10, channels={"DF": dark})).check([f])
+    assert alone.withhold and alone.reasons[0].startswith("under-exposed: DF SNR 2.")
+    assert InputGuard(["BF", "DF"], cam, InputStats(fields=10, channels={"BF": bf_st, "DF": bright})
+                      ).check([bf, f]).withhold
     blank = np.full((256, 256), 100, np.uint16) + np.random.default_rng(0).poisson(0.3, (256, 256)).astype(np.uint16)
-    v = InputGuard(["DF"], cam, InputStats(fields=10, channels={"DF": dark})).check([blank])
-    assert v.withhold and v.reasons[0].startswith("under-exposed: DF") and "training fields down to SNR 3.6" in v.reasons[0]
+    v = InputGuard(["BF", "DF"], cam, stats).check([bf, blank])
+    assert v.withhold and any(r.startswith("under-exposed: DF") and "training fields down to SNR 3.6" in r
+                              for r in v.reasons), v.reasons
+    dim = InputGuard(["BF", "DF"], cam, stats).check([(bf - 100) // 20 + 100, f])  # a 20x shorter exposure
+    assert dim.withhold and any(r.startswith("under-exposed: BF signal") for r in dim.reasons), dim.reasons
 
 
 def test_saturation_from_the_dtype_and_from_a_pile_up():

@@ -19,9 +19,9 @@ flat                        every sampled pixel has the same value (and the fram
                             flat" when the clip level is unknown and the value is
                             above the offset (a fully clipped frame looks the same)
 under-exposed               the mean signal above the camera offset is less than 3×    withhold
-                            its noise (SNR < 3; with training statistics: below the
-                            lower of 3 and ½ × the training fields' lowest SNR), or
-                            below ½ × the dimmest training field's signal
+                            its noise (SNR < 3; see below for channels whose training
+                            fields reach that limit), or below ½ × the dimmest
+                            training field's signal
 outside training range      the signal is above 2× the brightest training field's, or  flag
                             the contrast (std / signal) or the kurtosis (sparsity) is
                             outside ½×…2× the training fields' range, or the focus figure (:func:`focus_figure`)
@@ -46,11 +46,14 @@ SNR 3 is the usual detection limit (the mean signal three noise standard
 deviations above the dark level). Where the training fields themselves reach
 down to that limit (the dark-field channel of a sparse specimen is mostly
 black: its *mean* sits a few noise units above the offset however long the
-exposure), the package's own training range governs, with the same factor 2
-as every other training-range check: a channel is under-exposed below ½ × the
-lowest SNR among the training fields (and below ½ × their dimmest signal),
-not because a field of a training morphology is as sparse as the sparsest the
-model learnt from. 0.1 % saturated is ~260 pixels of a 512²
+exposure), the channel's dimness says more about the specimen than about the
+exposure; if the bundle has a channel that witnesses the exposure instead (one
+whose training fields never came within 2× of the limit, e.g. bright-field,
+whose level the illumination sets), the dim channel is under-exposed only below
+½ × the lowest SNR among its training fields (the factor of every training-range
+check), and short exposures are caught on the witness's level. A package with
+no such channel (super-resolution's one fluorescence channel, whose SNR is low
+both for a sparse field and for a short exposure) keeps SNR 3. 0.1 % saturated is ~260 pixels of a 512²
 frame, a structure rather than a few hot pixels; a factor of 2 (one photographic
 stop) beyond anything seen in training is extrapolation. Packages without
 training statistics (older ones) skip the training-range checks (``guards.skipped``
@@ -258,6 +261,9 @@ class InputGuard:
         self.camera = camera
         self.stats = stats
         self.pixel_size_um = pixel_size_um if pixel_size_um and pixel_size_um > 0 else None
+        # a channel whose training fields were all far above the detection limit witnesses the exposure
+        self.exposure_witness = stats is not None and any(
+            isinstance(c.snr_min, int | float) and c.snr_min >= 2 * SNR_MIN for c in stats.channels.values())
 
     @classmethod
     def from_manifest(cls, m: ModelManifest) -> InputGuard:
@@ -322,7 +328,7 @@ class InputGuard:
                                      "(the package does not record the camera's ceiling)", True)
             return self._fail(v, f"flat: {name} is constant at {fig['max']:.6g}", True)
         st = self.stats.channels.get(name) if self.stats is not None else None
-        floor = snr_floor(st)
+        floor = snr_floor(st, self.exposure_witness)
         if fig["snr"] < floor:
             trained = f"; training fields down to SNR {st.snr_min:.2g}" if st is not None else ""
             return self._fail(v, f"under-exposed: {name} SNR {fig['snr']:.2g} < {floor:.3g} "
@@ -393,11 +399,11 @@ class InputGuard:
         v.margins.append(m)
 
 
-def snr_floor(st: Any) -> float:
+def snr_floor(st: Any, exposure_witness: bool = True) -> float:
     """The SNR below which a channel is under-exposed: :data:`SNR_MIN`, or, when the training fields of the
-    channel (``ChannelStats`` ``st``) reach below twice that, ½ × their lowest SNR (the factor of every
-    training-range check)."""
-    if st is None or not (isinstance(st.snr_min, int | float) and st.snr_min > 0):
+    channel (``ChannelStats`` ``st``) reach below twice that and another channel of the bundle witnesses the
+    exposure (``exposure_witness``), ½ × their lowest SNR (the factor of every training-range check)."""
+    if st is None or not exposure_witness or not (isinstance(st.snr_min, int | float) and st.snr_min > 0):
         return SNR_MIN
     return min(SNR_MIN, float(st.snr_min) / RANGE_FACTOR)
 
