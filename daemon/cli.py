@@ -129,9 +129,22 @@ def _daemon(args: argparse.Namespace) -> int:
     if problem:
         print(f"scopecast daemon: {problem}; the hardware config was not loaded", file=sys.stderr)
         return 2
+    if args.backend == "mmcore":
+        def backend():
+            return load_mmcore_backend(args.config)
+    else:
+        from .pycromanager_backend import load_pycromanager_backend
+
+        def backend():
+            if args.backend == "pycromanager-bridge":  # the running Micro-Manager's own configuration
+                return load_pycromanager_backend(bridge=True, port=args.bridge_port)
+            return load_pycromanager_backend(args.config)
     try:
-        daemon = Daemon(lambda: load_mmcore_backend(args.config), args.data_dir, args.control, args.stream,
-                        trigger_dirs=args.trigger_dir or None, trigger_modules=args.allow_trigger).start()
+        from .recording import RecordingCap
+
+        cap = RecordingCap(max_bytes=args.record_max_bytes, max_frames=args.record_max_frames)
+        daemon = Daemon(backend, args.data_dir, args.control, args.stream, trigger_dirs=args.trigger_dir or None,
+                        trigger_modules=args.allow_trigger, record_cap=cap, ngff=args.ngff).start()
     except BackendError as e:
         print(f"scopecast daemon: {e}", file=sys.stderr)
         return 2
@@ -183,7 +196,7 @@ def _engine(args: argparse.Namespace) -> int:
 
         engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
                                  runtime=args.runtime, policy=args.policy, threads=args.threads,
-                                 model_dirs=args.model_dir or None).start()
+                                 model_dirs=args.model_dir or None, precision=args.precision).start()
     except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError, FileExistsError,
             zmq.ZMQError) as e:
         print(f"scopecast engine: {e}", file=sys.stderr)
@@ -205,122 +218,6 @@ def _engine(args: argparse.Namespace) -> int:
         pass
     finally:
         engine.close()
-    return 0
-
-
-def _gather(args: argparse.Namespace) -> int:
-    from scopecast.models.dataset import DOMAIN, gather
-
-    daemon = None
-    address = args.control
-    if not address:  # run a daemon on the simulator in this process
-        import tempfile
-
-        from .backend import load_mmcore_backend
-        from .service import Daemon
-        from .sim import sized_config
-
-        cfg = sized_config(tempfile.mkdtemp(prefix="scopecast-gather-"), args.size, args.config)
-        daemon = Daemon(load_mmcore_backend(cfg), Path(args.out) / "recordings", "tcp://127.0.0.1:*",
-                        "tcp://127.0.0.1:*").start()
-        address = daemon.control_address
-    samples = None if args.samples == "slide" else (
-        DOMAIN[args.task]["train"] if args.samples == "domain" else [k.strip() for k in args.samples.split(",") if k.strip()])
-    plan: dict = {}
-    if args.blank_fraction is not None:
-        plan["blank_fraction"] = args.blank_fraction
-    if args.exposure_range:
-        plan["exposure_ms"] = tuple(float(v) for v in args.exposure_range.split(","))
-    if args.defocus is not None:
-        plan["defocus_um"] = args.defocus
-    set_sample = None
-    if samples is not None:
-        if daemon is None:
-            print("scopecast gather: --samples needs the in-process simulator (drop --control, or pass "
-                  "--samples slide to capture whatever slide the running daemon has)", file=sys.stderr)
-            return 2
-        core = daemon.backend.core
-
-        def set_sample(kind: str) -> None:  # the simulator hub's Sample property: a new slide on the stage
-            core.setProperty("Scope", "Sample", kind)
-    try:
-        index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed, samples=samples,
-                       set_sample=set_sample, plan=plan)
-    finally:
-        if daemon is not None:
-            daemon.close()
-    print(f"scopecast gather: {args.task}: {index['splits']['train']['fields']} training and "
-          f"{index['splits']['val']['fields']} validation fields -> {Path(args.out) / 'dataset.json'}")
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    from scopecast.models.training import TrainConfig, train
-
-    cfg = TrainConfig(task=args.task, depth=args.depth, width=args.width, steps=args.steps,
-                      max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
-                      normalization=args.normalization, gain_augment=args.gain_augment, threads=args.threads)
-    ckpt = train(args.data, args.out, cfg)
-    import torch
-
-    meta = torch.load(ckpt, map_location="cpu", weights_only=False)
-    print(f"scopecast train: {ckpt} ({meta['parameters']:,} parameters, {meta['steps_done']} steps, "
-          f"{meta['train_seconds'] / 60:.1f} min); card: {Path(args.out) / 'card.md'}")
-    m = meta["metrics"]
-    for who, scores in [("model", m["model"]), *m["baselines"].items()]:
-        for o, s in scores.items():
-            print(f"  {who:<18} {o:<12} PSNR {s['psnr']:6.2f}  SSIM {s['ssim']:.3f}  r {s['pearson']:.3f}")
-    print(f"  beats baselines: {m['beats_baselines']}")
-    return 0 if m["beats_baselines"] else 3
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from scopecast.models.evaluate_morphology import format_report, run_evaluation, update_card
-
-    say = (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)) if not args.quiet else None
-    reports = []
-    for model in args.model:
-        try:
-            fig = None
-            if args.figure:
-                fig = args.figure if len(args.model) == 1 else str(Path(args.figure).with_name(
-                    f"{Path(args.figure).stem}-{Path(model).name}{Path(args.figure).suffix}"))
-            rep = run_evaluation(model, fields=args.fields, size=args.size, seed=args.seed,
-                                 outside=not args.no_outside, progress=say, figure=fig)
-        except Exception as e:  # noqa: BLE001 - a failed evaluation is reported by name
-            print(f"scopecast evaluate: {model}: {type(e).__name__}: {e}", file=sys.stderr)
-            return 2
-        print(format_report(rep), flush=True)
-        print()
-        if args.card:
-            cmd = f"scopecast evaluate --model {model} --fields {args.fields} --size {args.size} --seed {args.seed}"
-            update_card(Path(model) / "card.md", rep, cmd)
-        reports.append(rep)
-    if args.json:
-        Path(args.json).write_text(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
-    ok = all(r["verdict"]["beats_best_baseline_by_3db_everywhere"] and
-             (r["verdict"]["blank_ok"] or r["task"] != "virtual-staining") for r in reports)
-    return 0 if ok else 3
-
-
-def _export(args: argparse.Namespace) -> int:
-    from scopecast.export.package import export_package
-
-    try:
-        res = export_package(args.checkpoint, args.out, name=args.name, tile=args.tile, halo=args.halo,
-                             fp16=args.fp16, tensorrt=args.tensorrt, triton_repository=args.triton or None,
-                             overwrite=args.overwrite)
-    except Exception as e:  # noqa: BLE001 - every export failure is reported by name
-        print(f"scopecast export: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    p = res.reports["fp32"]
-    print(f"scopecast export: {res.path} ({res.manifest.name}, sha256 {res.manifest.short_hash}); "
-          f"FP32 parity max |err| {p['max_abs_error']:.2e} <= {p['tolerance']:g} on {p['inputs_shape']}")
-    if "fp16" in res.reports:
-        q = res.reports["fp16"]
-        print(f"  FP16 model: max |err| {q['max_abs_error']:.2e} <= {q['tolerance']:.2e}")
-    for note in res.notes:
-        print(f"  {note}")
     return 0
 
 
@@ -370,7 +267,8 @@ def _up(args: argparse.Namespace) -> int:
             print(f"scopecast up: --engine {spec!r}: {e}", file=sys.stderr)
             return 2
         engines.append(EngineSpec(model, results, control))
-    daemon_args = ["--config", args.config, "--data-dir", args.data_dir] + (["--cpus", args.cpus] if args.cpus else [])
+    daemon_args = ["--config", args.config, "--data-dir", args.data_dir, "--backend", args.backend]
+    daemon_args += ["--cpus", args.cpus] if args.cpus else []
     daemon_args += [a for d in args.trigger_dir for a in ("--trigger-dir", d)]
     daemon_args += [a for t in args.allow_trigger for a in ("--allow-trigger", t)]
     engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy]
@@ -447,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, type=bind_address,
                    help=f"frame stream address (default {DEFAULT_STREAM_ADDRESS})")
     d.add_argument("--cpus", default="", help="pin to these cores, e.g. 0 or 0-1 (keep them apart from the engine's)")
+    d.add_argument("--backend", default="mmcore", choices=["mmcore", "pycromanager", "pycromanager-bridge"],
+                   help="mmcore: pymmcore-plus (simulator and C++ adapters); pycromanager: its Python backend "
+                   "(C++ adapters only); pycromanager-bridge: a running Micro-Manager (docs/pycromanager.md)")
+    d.add_argument("--bridge-port", type=int, default=4827, help="pycromanager-bridge: the Java bridge's port")
+    d.add_argument("--record-max-bytes", type=int, default=None, help="cap every live recording (raw bytes)")
+    d.add_argument("--record-max-frames", type=int, default=None, help="cap every live recording (frames)")
+    d.add_argument("--ngff", default="0.4", choices=["0.4", "0.5"],
+                   help="OME-Zarr version of recordings (0.4: zarr v2, read most widely; 0.5: zarr v3)")
     _add_trigger_options(d)
     _add_keys_option(d)
     d.set_defaults(func=_daemon)
@@ -471,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=None,
                    help="intra-op threads per worker (default: (cores - 1) / workers)")
     e.add_argument("--runtime", default="auto",
-                   help="auto (fastest available), tensorrt, ort-tensorrt, ort-cuda or ort-cpu")
+                   help="auto (fastest available), tensorrt, ort-tensorrt, ort-cuda, ort-cpu, or "
+                   "triton://HOST:PORT/MODEL (a Triton server; docs/triton.md)")
+    e.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="int8: the package's INT8 variant (exists only where it kept fidelity: scopecast export --int8)")
     e.add_argument("--policy", default="live", choices=["live", "all"],
                    help="live: infer the newest bundle, drop older ones (counted); all: queue every bundle")
     e.add_argument("--offline", default="", help="run over this OME-Zarr recording and write results beside it")
@@ -483,77 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys_option(e)
     e.set_defaults(func=_engine)
 
-    g = sub.add_parser("gather", help="record paired training data with the daemon (simulated scope)",
-                       description="Dual-modality captures over separate training and validation slide regions.")
-    g.add_argument("--task", default="virtual-staining", choices=["virtual-staining", "super-resolution"])
-    g.add_argument("--out", required=True, help="dataset folder (dataset.json + recordings)")
-    g.add_argument("--train", type=int, default=48, help="training fields of view")
-    g.add_argument("--val", type=int, default=16, help="validation fields of view (another slide region)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--size", type=int, default=256, help="simulated camera size (pixels) when no --control")
-    g.add_argument("--config", default=DEFAULT_CONFIG, help="simulator config when no --control")
-    g.add_argument("--control", default="", type=_optional_address, help="use a running daemon instead of starting one")
-    g.add_argument("--samples", default="slide",
-                   help="sample kinds to capture, comma-separated (e.g. cells,epithelium,sparse,mitotic,debris); "
-                   "'domain': the task's training morphologies (models/dataset.py DOMAIN); 'slide' (default): "
-                   "whatever slide is loaded, one focus and exposure. Needs the in-process simulator")
-    g.add_argument("--blank-fraction", type=float, default=None, help="share of empty fields (zero targets)")
-    g.add_argument("--exposure-range", default="", help="per-field exposure range in ms, e.g. 5,15")
-    g.add_argument("--defocus", type=float, default=None, help="per-field focus drawn within ± this (µm)")
-    g.set_defaults(func=_gather)
+    from .cli_models import add_model_commands  # here: it imports this module's helpers
 
-    t = sub.add_parser("train", help="train a model on a gathered dataset (needs the 'train' extra)",
-                       description="Seeded CPU training with checkpoints, a loss log, held-out evaluation "
-                       "against baselines and a model card.")
-    t.add_argument("--task", default="virtual-staining", choices=["virtual-staining", "super-resolution"])
-    t.add_argument("--data", required=True, help="dataset folder from 'scopecast gather'")
-    t.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.jsonl, card.md)")
-    t.add_argument("--steps", type=int, default=1500)
-    t.add_argument("--minutes", type=float, default=12.0, help="time budget")
-    t.add_argument("--depth", type=int, default=3)
-    t.add_argument("--width", type=int, default=16)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--crop", type=int, default=96)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--normalization", default="calibrated", choices=["calibrated", "percentile"],
-                   help="calibrated (default): constants fixed from the training data; percentile: per image")
-    t.add_argument("--gain-augment", type=float, default=1.25,
-                   help="random brightness gain per crop within [1/g, g] (exposure augmentation; 1 = off)")
-    t.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    t.set_defaults(func=_train)
-
-    x = sub.add_parser("export", help="checkpoint -> ONNX model package (needs the 'train' extra)",
-                       description="ONNX (opset 18, dynamic shapes) + parity check + manifest + bioimage.io "
-                       "rdf.yaml + test tensors; optional FP16, TensorRT engine, Triton repository.")
-    x.add_argument("--checkpoint", required=True)
-    x.add_argument("--out", required=True, help="package folder to create")
-    x.add_argument("--name", default=None)
-    x.add_argument("--tile", type=int, default=256)
-    x.add_argument("--halo", type=int, default=32)
-    x.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx with its parity report")
-    x.add_argument("--tensorrt", action="store_true", help="also build model.plan (needs TensorRT and a GPU)")
-    x.add_argument("--triton", default="", help="also write a Triton model repository here")
-    x.add_argument("--overwrite", action="store_true")
-    x.set_defaults(func=_export)
-
-    ev = sub.add_parser("evaluate", help="per-morphology evaluation of model packages against baselines (no torch)",
-                        description="Captures fresh fields on the simulated scope (held-out region of each training "
-                        "morphology, held-out morphologies, a blank slide, failure modes outside the validated "
-                        "domain) and runs the package through the engine (guards included) next to linear "
-                        "regression / bicubic / Richardson-Lucy baselines; for super-resolution also the "
-                        "resolution target. Exit status 3 when a target of issue 10 is missed.")
-    ev.add_argument("--model", action="append", required=True, help="package folder (repeat for several)")
-    ev.add_argument("--fields", type=int, default=8, help="fields per row")
-    ev.add_argument("--size", type=int, default=256, help="simulated camera size (pixels)")
-    ev.add_argument("--seed", type=int, default=500, help="field positions (never those of training)")
-    ev.add_argument("--no-outside", action="store_true", help="skip the outside-the-domain rows")
-    ev.add_argument("--card", action="store_true", help="write the figures into the package's card.md")
-    ev.add_argument("--json", default="", help="also write the report(s) as JSON here")
-    ev.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    ev.add_argument("--figure", default="", help="also write a PNG: the first field of every row (with several "
-                    "--model, one file each, the package name appended)")
-    ev.set_defaults(func=_evaluate)
+    add_model_commands(sub)
 
     v = sub.add_parser("gui", help="the live viewer (a client of the daemon and engine sockets)",
                        description="Raw and inferred images, latency figures and acquisition controls.")
@@ -589,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an engine: model package, and the addresses it binds (default: results "
                    "tcp://127.0.0.1:5557, control :5558, the next engine :5559/:5560, ...); repeat for "
                    "several. Without --engine: the shipped models")
+    u.add_argument("--backend", default="mmcore", choices=["mmcore", "pycromanager"], help="see 'scopecast daemon'")
     u.add_argument("--no-engines", action="store_true", help="supervise the daemon alone")
     u.add_argument("--no-spares", action="store_true",
                    help="no warm spare interpreter per engine (saves its memory; restarts take longer)")

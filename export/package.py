@@ -91,6 +91,7 @@ def export_package(
     checkpoint: str | Path, out: str | Path, *, name: str | None = None, test_input: np.ndarray | None = None,
     tile: int = 256, halo: int = 32, fp16: bool = False, tensorrt: bool = False,
     triton_repository: str | Path | None = None, overwrite: bool = False,
+    triton_options: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export ``checkpoint`` to a package directory ``out`` (see module docstring).
 
@@ -195,5 +196,5 @@ def export_package(
         from .triton import write_triton_repository
 
         log.info("export: Triton model repository %s", triton_repository)
-        write_triton_repository(out, manifest, Path(triton_repository))
+        write_triton_repository(out, manifest, Path(triton_repository), **(triton_options or {}))
     return result

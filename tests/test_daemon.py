@@ -231,5 +231,6 @@ def test_malformed_request_does_not_lose_recording(client):
     with pytest.raises(DaemonError):
         client.request("set_pattern", pattern="sparkles")
     done = client.request("stop")["stopped"]
+    done = client.wait(done["id"], timeout_s=300)  # stop's own wait is bounded; the recording may still be closing
     rec = open_recording(done["path"])
     assert len(rec.frames) == done["frames"] > 0

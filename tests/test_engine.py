@@ -131,6 +131,9 @@ def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, e
     assert len(_collect(sub, "result", 3)) == 3
     stopped = client.request("stop")["stopped"]
     sub.close()
+    # stop waits a bounded time; a loaded disk may still be making the recording durable
+    stopped = client.wait(stopped["id"], timeout_s=300)
+    assert stopped["status"] == "stopped", stopped
 
     def settled():  # the daemon sent (or counted) every frame, the engine received every one it sent,
         s1 = engine.status()  # and no bundle is waiting or in a worker

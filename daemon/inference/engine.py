@@ -276,7 +276,7 @@ class InferenceEngine:
         control_address: str | None = DEFAULT_ENGINE_CONTROL_ADDRESS,
         workers: int = 1, runtime: str = "auto", policy: str = "live",
         warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4, threads: int | None = None,
-        model_dirs: list[str | Path] | None = None, uncertainty: int = 0,
+        model_dirs: list[str | Path] | None = None, uncertainty: int = 0, precision: str = "fp32",
     ) -> None:
         if policy not in ("live", "all"):
             raise ValueError(f"unknown policy {policy!r}; use 'live' (newest bundle) or 'all' (keep every bundle)")
@@ -306,7 +306,8 @@ class InferenceEngine:
         self.pub.setsockopt(zmq.LINGER, 0)
         self.results_address = bind_socket(self.pub, results_address)
         self.subscriptions = SubscriptionCounter()
-        first = package if isinstance(package, ModelPackage) else load_package(package)
+        self.precision = package.precision if isinstance(package, ModelPackage) else precision
+        first = package if isinstance(package, ModelPackage) else load_package(package, precision)
         from scopecast.models import packages_root
 
         self.model_dirs = [Path(d) for d in (model_dirs or [Path(first.path).resolve().parent, packages_root()])]
@@ -345,7 +346,8 @@ class InferenceEngine:
         """Switch to another model package (a directory inside ``model_dirs``);
         on failure the current model keeps serving."""
         try:
-            self._install(load_package(confined(path, self.model_dirs, kind="dir", what="model package")))
+            self._install(load_package(confined(path, self.model_dirs, kind="dir", what="model package"),
+                                       self.precision))
         except Exception as e:
             self._error(f"load_model {path}: {e}")
             raise
