@@ -253,7 +253,7 @@ def _up(args: argparse.Namespace) -> int:
     else:
         from .demo import shipped_packages
 
-        specs = [str(p) for p in shipped_packages()]
+        specs = [str(p) for p in shipped_packages(args.tier)]
     engines = []
     for i, spec in enumerate(specs):
         model, *addrs = spec.split(",")
@@ -431,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "tcp://127.0.0.1:5557, control :5558, the next engine :5559/:5560, ...); repeat for "
                    "several. Without --engine: the shipped models")
     u.add_argument("--backend", default="mmcore", choices=["mmcore", "pycromanager"], help="see 'scopecast daemon'")
+    u.add_argument("--tier", default="accurate", choices=["accurate", "live"],
+                   help="without --engine: the shipped accurate models, or their real-time tier (*-live)")
     u.add_argument("--no-engines", action="store_true", help="supervise the daemon alone")
     u.add_argument("--no-spares", action="store_true",
                    help="no warm spare interpreter per engine (saves its memory; restarts take longer)")

@@ -30,12 +30,18 @@ __all__ = ["run_demo", "shipped_packages"]
 _FLUO_EXPOSURE_MS = 100.0
 
 
-def shipped_packages() -> list[Path]:
-    """The trained packages that ship in ``models/packages`` (virtual staining first)."""
+def shipped_packages(tier: str = "accurate") -> list[Path]:
+    """The trained packages that ship in ``models/packages`` (virtual staining first) of one tier:
+    ``accurate`` (the default models) or ``live`` (the real-time tier, named ``*-live``)."""
+    if tier not in ("accurate", "live"):
+        raise ValueError(f"unknown tier {tier!r}; use 'accurate' or 'live'")
     root = Path(str(files("scopecast.models").joinpath("packages")))
-    order = ["virtual-staining", "super-resolution"]
+    suffix = "-live" if tier == "live" else ""
+    order = [f"virtual-staining{suffix}", f"super-resolution{suffix}"]
     found = [root / n for n in order if (root / n / "manifest.json").is_file()]
-    return found + sorted(p for p in root.glob("*") if (p / "manifest.json").is_file() and p not in found)
+    rest = (p for p in root.glob("*") if (p / "manifest.json").is_file() and p not in found
+            and p.name.endswith("-live") == (tier == "live"))
+    return found + sorted(rest)
 
 
 def run_demo(config: str, out_dir: Path, seconds: float = 10.0, headless: bool | None = None) -> int:
