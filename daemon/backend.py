@@ -57,6 +57,10 @@ _DECLARATION = "#scopecast led-pattern,"
 DEFAULT_EXPOSURE_RANGE_MS = (0.01, 60_000.0)
 
 
+#: Config group whose presets are the objectives (Micro-Manager's convention).
+OBJECTIVE_GROUP = "Objective"
+
+
 class BackendError(RuntimeError):
     """A hardware request that could not be carried out (message names the cause)."""
 
@@ -110,6 +114,8 @@ class MicroscopeBackend(Protocol):
     def position_um(self) -> tuple[float, float, float]: ...
     def move_um(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None: ...
     def pixel_size_um(self, detector: str | None = None) -> float: ...
+    def objectives(self) -> tuple[str, ...]: ...
+    def set_objective(self, name: str) -> None: ...
     def snap(self, detector: str | None = None, exposure_ms: float | None = None) -> Snap: ...
     def describe(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
@@ -200,7 +206,27 @@ class MMCoreBackend:
                 "position_um": {"x": x, "y": y, "z": z},
                 "pixel_size_um": self.pixel_size_um(),
                 "image_shape": [self.core.getImageHeight(), self.core.getImageWidth()],
+                "objectives": list(self.objectives()),
+                "objective": self.core.getCurrentConfig(OBJECTIVE_GROUP) if self.objectives() else "",
             }
+
+    # -------------------------------------------------------------- objective
+    def objectives(self) -> tuple[str, ...]:
+        """The presets of the ``Objective`` config group (empty: the config has none)."""
+        if OBJECTIVE_GROUP not in self.core.getAvailableConfigGroups():
+            return ()
+        return tuple(self.core.getAvailableConfigs(OBJECTIVE_GROUP))
+
+    def set_objective(self, name: str) -> None:
+        """Switch the objective (the ``Objective`` preset ``name``) and wait until the devices settle."""
+        with self.lock:
+            names = self.objectives()
+            if not names:
+                raise ValueError("this microscope's config has no 'Objective' config group")
+            if name not in names:
+                raise ValueError(f"unknown objective {name!r}; objectives: {', '.join(names)}")
+            self.core.setConfig(OBJECTIVE_GROUP, name)
+            self.core.waitForConfig(OBJECTIVE_GROUP, name)
 
     # ---------------------------------------------------------------- settings
     def current_channel(self) -> str:

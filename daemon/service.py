@@ -52,7 +52,7 @@ class Daemon:
 
     COMMANDS = (
         "status", "describe", "snap", "start_live", "stop", "set_channel", "set_pattern",
-        "set_exposure", "move_stage", "capture_pairs", "run_scan", "job", "jobs", "wait",
+        "set_exposure", "set_objective", "move_stage", "capture_pairs", "run_scan", "job", "jobs", "wait",
         "load_triggers", "triggers", "unload_triggers", "start_spot_checks", "spot_checks", "stop_spot_checks",
         "shutdown",
     )
@@ -232,6 +232,7 @@ class Daemon:
         return {"stopped": j.to_dict()}
 
     def set_channel(self, channel: str) -> dict:
+        """Apply a channel preset (allowed during live, between its frames)."""
         self.engine.require_idle("change channel", allow_live=True)
         self.backend.set_channel(channel)
         return {"channel": self.backend.current_channel()}
@@ -243,8 +244,17 @@ class Daemon:
         return {"pattern": pattern}
 
     def set_exposure(self, exposure_ms: float) -> dict:
+        """Set the main camera's exposure (ms); a live cycle keeps the exposures it was started with."""
         self.backend.set_exposure_ms(exposure_ms)
         return {"exposure_ms": self.backend.exposure_ms()}
+
+    def set_objective(self, objective: str) -> dict:
+        """Switch the objective (a preset of the config's ``Objective`` group); allowed during live, between frames.
+
+        The pixel size follows (the pixel-size presets); the reply names the objective and the new pixel size."""
+        self.engine.require_idle("change the objective", allow_live=True)
+        self.backend.set_objective(objective)
+        return {"objective": objective, "pixel_size_um": self.backend.pixel_size_um()}
 
     def move_stage(self, x: float | None = None, y: float | None = None, z: float | None = None,
                    relative: bool = False) -> dict:
@@ -289,9 +299,11 @@ class Daemon:
         return self.engine.run_sequence(seq).to_dict()
 
     def job(self, job: str) -> dict:
+        """One job (live, pairs, scan) by id: status, frames, recording, errors."""
         return self.engine.job(job).to_dict()
 
     def jobs(self) -> list[dict]:
+        """Every job of this daemon run, oldest first."""
         return [j.to_dict() for j in self.engine.jobs()]
 
     def wait(self, job: str, wait_s: float = 60.0) -> dict:
@@ -326,6 +338,7 @@ class Daemon:
         return {"loaded": True, **self.trigger_runner.status()}
 
     def unload_triggers(self) -> dict:
+        """Stop and remove the loaded smart-acquisition triggers (their decision logs stay)."""
         runner, self.trigger_runner = self.trigger_runner, None
         if runner is not None:
             runner.close()

@@ -211,5 +211,11 @@ class ObjectiveBox(QtWidgets.QGroupBox):
         self.box.setEnabled(can)
         self.box.setToolTip("" if can else "the daemon offers no objective command (set_objective): change the "
                             "objective at the microscope or in its configuration; the pixel size follows")
-        if info.get("pixel_size_um"):
-            self.pixel.setText(f"pixel size: {float(info['pixel_size_um']):.4g} µm")
+        self.show_objective(info.get("objective", ""), info.get("pixel_size_um"))
+
+    def show_objective(self, objective: str, pixel_size_um: float | None) -> None:
+        """The objective now in use (from ``describe`` or a ``set_objective`` reply) and its pixel size."""
+        if objective and self.box.findText(objective) >= 0:
+            self.box.setCurrentText(objective)
+        if pixel_size_um:
+            self.pixel.setText(f"pixel size: {float(pixel_size_um):.4g} µm")

@@ -320,6 +320,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self._on_describe(result)
         elif cmd == "move_stage":
             self.stage.show_position(result.get("position_um"))
+        elif cmd == "set_objective":
+            self.objective.show_objective(result.get("objective", ""), result.get("pixel_size_um"))
         elif cmd == "load_model":
             self.error_view.appendPlainText(f"engine now runs {result.get('name')} ({result.get('sha256', '')[:12]})")
         self._update_status_line()

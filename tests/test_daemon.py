@@ -234,3 +234,17 @@ def test_malformed_request_does_not_lose_recording(client):
     done = client.wait(done["id"], timeout_s=300)  # stop's own wait is bounded; the recording may still be closing
     rec = open_recording(done["path"])
     assert len(rec.frames) == done["frames"] > 0
+
+
+def test_objective_switches_with_its_pixel_size_and_unknown_ones_are_named(client):
+    info = client.request("describe")
+    assert "set_objective" in info["commands"] and {"4x", "10x", "20x", "40x"} <= set(info["objectives"])
+    assert info["objective"] == "10x" and info["pixel_size_um"] == pytest.approx(0.65)
+    reply = client.request("set_objective", objective="20x")
+    assert reply == {"objective": "20x", "pixel_size_um": pytest.approx(0.325)}
+    header, _ = client.snap(channel="BF")
+    assert header["pixel_size_um"] == pytest.approx(0.325)
+    with pytest.raises(DaemonError, match="unknown objective '63x'; objectives: .*10x"):
+        client.request("set_objective", objective="63x")
+    assert client.request("describe")["objective"] == "20x"  # a refused switch changes nothing
+    client.request("set_objective", objective="10x")

@@ -168,9 +168,14 @@ def test_stage_focus_and_objective_controls(app, window, client):
     assert spin(app, lambda: client.request("status")["position_um"] == pytest.approx(
         {"x": 100.0, "y": -50.0, "z": 5.0}), 60)
     assert spin(app, lambda: "x 100.00" in window.stage.position.text())
-    # the daemon has no objective command: the control says so instead of pretending
-    assert not window.objective.box.isEnabled() and "set_objective" in window.objective.box.toolTip()
-    assert window.objective.pixel.text() == "pixel size: 0.65 µm"
+    # the objective: the daemon's presets; choosing one switches it and the pixel size follows
+    box = window.objective.box
+    assert box.isEnabled() and box.currentText() == "10x" and window.objective.pixel.text() == "pixel size: 0.65 µm"
+    box.setCurrentText("20x")
+    box.activated.emit(box.currentIndex())
+    assert spin(app, lambda: client.request("describe")["objective"] == "20x", 60)
+    assert spin(app, lambda: window.objective.pixel.text() == "pixel size: 0.325 µm")
+    client.request("set_objective", objective="10x")
 
 
 def test_panes_grow_with_the_window(app, window):
