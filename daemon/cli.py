@@ -196,7 +196,8 @@ def _engine(args: argparse.Namespace) -> int:
 
         engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
                                  runtime=args.runtime, policy=args.policy, threads=args.threads,
-                                 model_dirs=args.model_dir or None, precision=args.precision).start()
+                                 model_dirs=args.model_dir or None, precision=args.precision,
+                                 uncertainty=args.uncertainty).start()
     except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError, FileExistsError,
             zmq.ZMQError) as e:
         print(f"scopecast engine: {e}", file=sys.stderr)
@@ -271,7 +272,8 @@ def _up(args: argparse.Namespace) -> int:
     daemon_args += ["--cpus", args.cpus] if args.cpus else []
     daemon_args += [a for d in args.trigger_dir for a in ("--trigger-dir", d)]
     daemon_args += [a for t in args.allow_trigger for a in ("--allow-trigger", t)]
-    engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy]
+    engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy,
+                   "--uncertainty", str(args.uncertainty)]
     if args.keys:
         daemon_args += ["--keys", args.keys]
         engine_args += ["--keys", args.keys]
@@ -381,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "triton://HOST:PORT/MODEL (a Triton server; docs/triton.md)")
     e.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                    help="int8: the package's INT8 variant (exists only where it kept fidelity: scopecast export --int8)")
+    e.add_argument("--uncertainty", type=int, default=0, choices=[0, 2, 4, 8],
+                   help="per-pixel uncertainty from N flipped/rotated copies (extra '<output>:std' channels and "
+                   "trust.uncertainty; costs about N inferences)")
     e.add_argument("--policy", default="live", choices=["live", "all"],
                    help="live: infer the newest bundle, drop older ones (counted); all: queue every bundle")
     e.add_argument("--offline", default="", help="run over this OME-Zarr recording and write results beside it")
@@ -438,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no warm spare interpreter per engine (saves its memory; restarts take longer)")
     u.add_argument("--runtime", default="auto", help="engine runtime (see 'scopecast engine --help')")
     u.add_argument("--workers", type=int, default=1, help="inference workers per engine")
+    u.add_argument("--uncertainty", type=int, default=0, choices=[0, 2, 4, 8], help="see 'scopecast engine'")
     u.add_argument("--threads", type=int, default=None, help="intra-op threads per engine worker")
     u.add_argument("--policy", default="live", choices=["live", "all"], help="engine bundle policy")
     u.add_argument("--cpus", default="", help="pin the daemon to these cores")

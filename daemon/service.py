@@ -347,11 +347,15 @@ class Daemon:
     def start_spot_checks(self, model: str, results: str, period_s: float = 30.0,
                           channels: dict[str, str | dict] | None = None, exposure_ms: float = 20.0,
                           power: float = 1.0, reference_exposure_ms: float | None = None,
-                          min_psnr_db: float | None = None, tolerance_db: float = 3.0, window: int = 5,
+                          min_psnr_db: float | None = None, morphology: str | None = None,
+                          tolerance_db: float = 3.0, window: int = 5,
                           dose_per_position: float = 500.0, dose_per_session: float = 5000.0,
                           position_grid_um: float = 100.0, record: bool = True) -> dict:
         """Compare ``model``'s newest trusted result with the real fluorescence every ``period_s``
-        during live (daemon/spot_checks.py); replaces a running spot check of the same model."""
+        during live (daemon/spot_checks.py); replaces a running spot check of the same model.
+
+        The alarm compares with the package's validated floor, or with ``morphology``'s validated
+        figure when the specimen's morphology is known; the light dose is shared with the triggers."""
         args = {k: v for k, v in locals().items() if k != "self"}
         spec = _validated(SpotCheckSpec, args)
         known = self.backend.describe()["channels"]
