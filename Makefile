@@ -21,6 +21,10 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	# the tritonserver binary for tests/test_triton.py; --no-deps: nvidia-pytriton pins numpy<2,
 	# which zarr 3 cannot use, and the server needs none of its Python dependencies (docs/triton.md)
 	$(BIN)/python -m pip install -q --no-deps "nvidia-pytriton==0.7.0"
+	# its python backend stub is built against numpy 1.x: the server runs in its own small
+	# environment (export/triton_server.py, stub_environment)
+	$(PYTHON) -m venv $(VENV)-triton
+	$(VENV)-triton/bin/python -m pip install -q "numpy<2" "onnxruntime>=1.18"
 	touch $@
 
 demo: $(VENV)/.demo-installed
@@ -33,4 +37,4 @@ bench: $(VENV)/.demo-installed
 	$(BIN)/python benchmarks/bench_simulator.py
 
 clean:
-	rm -rf $(VENV) demo-output data
+	rm -rf $(VENV) $(VENV)-triton demo-output data

@@ -44,6 +44,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stub_environment() -> Path:
+    """The Python environment the python backend's stub runs in -- a workaround, DELETE with it.
+
+    The stub's embedded Python takes its ``sys.prefix`` (hence its site-packages) from the first
+    ``python3`` on ``PATH``. The stub in nvidia-pytriton 0.7.0 (Triton 2.51) is built against numpy 1.x
+    (the wheel pins ``numpy<2``): with numpy 2 there, ``pb_utils.Tensor(name, array)`` answers with an
+    empty output buffer and ``Tensor.from_dlpack`` fails with "PyCapsule_GetPointer called with incorrect
+    name" (measured here; no upstream issue found). scopecast needs numpy 2 (zarr 3), so the server gets
+    its own small environment with numpy 1.x and onnxruntime (all the exported models import):
+    ``$SCOPECAST_TRITON_ENV``, else ``<this venv>-triton`` (``make test`` creates ``.venv-triton``),
+    else this environment (right once the stub takes numpy 2)."""
+    env = os.environ.get("SCOPECAST_TRITON_ENV")
+    own = Path(env) if env else Path(sys.prefix).with_name(Path(sys.prefix).name + "-triton")
+    return own if (own / "bin" / "python3").exists() else Path(sys.executable).parent.parent
+
+
 def find_tritonserver() -> Path:
     """``$SCOPECAST_TRITONSERVER``, the binary in the nvidia-pytriton wheel, or ``tritonserver`` on PATH."""
     env = os.environ.get("SCOPECAST_TRITONSERVER")
@@ -135,7 +151,7 @@ class TritonServer:
         if backends is not None:
             cmd.append(f"--backend-directory={backends}")
         env = dict(os.environ)
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["PATH"] = f"{stub_environment() / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         libs = binary.parent.parent.parent.parent / "nvidia_pytriton.libs"
         if libs.is_dir():
             env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p)
