@@ -166,7 +166,7 @@ def _case(scope, validation, case):
 
 # (case, expected reason prefix with the calibrated package, with an old package)
 BAD = [
-    ("blank slide", "under-exposed: DF SNR", "under-exposed: DF SNR"),
+    ("blank slide", "no specimen: DF SNR", "under-exposed: DF SNR"),  # old: no training SNR to tell
     ("0.5 ms exposure", "under-exposed: BF signal", None),  # an old package has no training level to compare
     ("saturated BF", "saturated: BF", "saturated: BF"),
     ("flat DF", "flat: DF is constant at 400", "saturated or flat: DF is constant at 400"),
@@ -236,8 +236,10 @@ def test_under_exposure_floor_follows_the_training_fields_where_they_reach_the_d
                       ).check([bf, f]).withhold
     blank = np.full((256, 256), 100, np.uint16) + np.random.default_rng(0).poisson(0.3, (256, 256)).astype(np.uint16)
     v = InputGuard(["BF", "DF"], cam, stats).check([bf, blank])
-    assert v.withhold and any(r.startswith("under-exposed: DF") and "training fields down to SNR 3.6" in r
-                              for r in v.reasons), v.reasons
+    # a bright-field within its training range shows the exposure is right: the dark-field is dark because the
+    # field is empty, and the reason says so (withheld all the same)
+    assert v.withhold and any(r.startswith("no specimen: DF") and "training fields down to SNR 3.6" in r
+                              and "BF well exposed" in r for r in v.reasons), v.reasons
     dim = InputGuard(["BF", "DF"], cam, stats).check([(bf - 100) // 20 + 100, f])  # a 20x shorter exposure
     assert dim.withhold and any(r.startswith("under-exposed: BF signal") for r in dim.reasons), dim.reasons
 
@@ -427,7 +429,7 @@ def test_blank_slide_and_saturated_bright_field_end_to_end(daemon, client, tmp_p
         for h, y in _live(client, sub, 3, exposure_ms=10.0):
             t = h["trust"]
             assert not t["ok"] and t["score"] == 0.0 and t["guards"]["action"] == "withheld"
-            assert any(r.startswith("under-exposed: DF SNR") for r in t["reasons"]), t["reasons"]
+            assert any(r.startswith("no specimen: DF SNR") for r in t["reasons"]), t["reasons"]
             assert _positive_area(h, y, package) <= 0.005
         _sample(daemon, "cells")
         for h, y in _live(client, sub, 3, exposure_ms=30.0):  # bright-field clipped at full well

@@ -101,7 +101,7 @@ def test_colony_trigger_refuses_a_blank_slide_fires_on_the_real_colony_and_repla
         assert st["fired"] == 0 and st["triggers"]["dense-colony"]["untrusted"] is True
         trust = engine.status()["trust"]  # the engine's trust state for this model agrees
         assert trust["model"] == "virtual-staining" and trust["untrusted"] >= 4 and trust["last"]["ok"] is False
-        assert any(r["reason"] in ("under-exposed", "missing") for r in trust["top_reasons"])
+        assert any(r["reason"] in ("no specimen", "under-exposed", "missing") for r in trust["top_reasons"])
         _set_sample(daemon, "cells")       # the real colony
         wait_until(lambda: client.request("triggers")["fired"] >= 1, 120, "the colony trigger to fire")
         stopped = client.request("stop")["stopped"]

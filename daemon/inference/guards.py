@@ -22,6 +22,11 @@ under-exposed               the mean signal above the camera offset is less than
                             its noise (SNR < 3; see below for channels whose training
                             fields reach that limit), or below ½ × the dimmest
                             training field's signal
+no specimen                 a channel is under its SNR floor while another channel of  withhold
+                            the bundle is well exposed (within its training signal
+                            range): the exposure is right, so the dark channel
+                            (dark-field) is dark because the field is empty (said
+                            instead of "under-exposed")
 outside training range      the signal is above 2× the brightest training field's, or  flag
                             the contrast (std / signal) or the kurtosis (sparsity) is
                             outside ½×…2× the training fields' range, or the focus figure (:func:`focus_figure`)
@@ -288,7 +293,26 @@ class InputGuard:
             fig = measure(f, v.offset, self.camera)
             v.channels[name] = fig
             self._check_channel(v, name, f, fig)
+        self._check_specimen(v)
         return v
+
+    def _check_specimen(self, v: GuardVerdict) -> None:
+        """An empty region of the slide: a channel is under its SNR floor while another channel of the
+        same bundle is well exposed (not saturated, SNR above its floor, signal within the training
+        range). The bundle's exposure is then shown to be right, so the dark channel (dark-field, where
+        nothing scatters) is dark because the field is empty: its reason says ``no specimen``, not
+        ``under-exposed``. A short exposure dims every channel and stays ``under-exposed``."""
+        if self.stats is None:
+            return
+        troubled = {r.split(" ", 2)[1] for r in v.reasons if r.split(":")[0] in ("under-exposed", "saturated",
+                                                                                 "missing", "flat", "non-finite")}
+        lit = [n for n in self.inputs if n not in troubled and n in v.channels and self.stats.channels.get(n)]
+        dark = [r for r in v.reasons if r.startswith("under-exposed: ") and " SNR " in r]
+        if not lit or not dark:
+            return
+        v.reasons[:] = [("no specimen: " + r.removeprefix("under-exposed: ") + f"; {', '.join(lit)} well exposed: "
+                         "nothing in the field scatters or fluoresces (an empty region?)" if r in dark else r)
+                        for r in v.reasons]
 
     def _check_sampling(self, v: GuardVerdict, pixel_sizes_um: list[float | None] | None) -> None:
         """Another objective (or camera binning) than training: the same specimen at another sampling."""
