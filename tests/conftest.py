@@ -22,6 +22,18 @@ def small_cfg(directory: Path, size: int = 256) -> Path:
     return sized_config(directory, size, SHIPPED_CFG)
 
 
+def small_demo_cfg(directory: Path, size: int) -> Path:
+    """The shipped DemoCamera config (compiled test adapters) with a ``size``² sensor."""
+    text = (ROOT / "hardware_configs" / "demo-camera.cfg").read_text().replace(
+        "Property,Camera,Exposure,10.0000",
+        f"Property,Camera,Exposure,10.0000\nProperty,Camera,OnCameraCCDXSize,{size}\n"
+        f"Property,Camera,OnCameraCCDYSize,{size}",
+    )
+    path = directory / "demo-small.cfg"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="session")
 def sim_cfg(tmp_path_factory) -> Path:
     return small_cfg(tmp_path_factory.mktemp("cfg"))

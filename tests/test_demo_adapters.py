@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, small_demo_cfg
 
 from scopecast.daemon.backend import BackendError, load_mmcore_backend
 from scopecast.daemon.control import ControlClient, DaemonError
@@ -49,14 +49,7 @@ needs_demo = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
 @pytest.fixture(scope="module")
 def demo_cfg(tmp_path_factory):
     """The shipped DemoCamera config with a small sensor (keeps the suite fast)."""
-    text = DEMO_CFG.read_text().replace(
-        "Property,Camera,Exposure,10.0000",
-        f"Property,Camera,Exposure,10.0000\nProperty,Camera,OnCameraCCDXSize,{SIZE}\n"
-        f"Property,Camera,OnCameraCCDYSize,{SIZE}",
-    )
-    path = tmp_path_factory.mktemp("demo") / "demo-small.cfg"
-    path.write_text(text)
-    return path
+    return small_demo_cfg(tmp_path_factory.mktemp("demo"), SIZE)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, small_demo_cfg
 from helpers import wait_subscribed, wait_until
 
 pycromanager = pytest.importorskip("pycromanager", reason="pycromanager not installed (the dev extra)")
@@ -68,14 +68,7 @@ def no_leaked_core():
 @pytest.fixture(scope="module")
 def demo_cfg(tmp_path_factory):
     """The shipped DemoCamera config with a small sensor (keeps the suite fast)."""
-    text = DEMO_CFG.read_text().replace(
-        "Property,Camera,Exposure,10.0000",
-        f"Property,Camera,Exposure,10.0000\nProperty,Camera,OnCameraCCDXSize,{SIZE}\n"
-        f"Property,Camera,OnCameraCCDYSize,{SIZE}",
-    )
-    path = tmp_path_factory.mktemp("pm") / "demo-small.cfg"
-    path.write_text(text)
-    return path
+    return small_demo_cfg(tmp_path_factory.mktemp("pm"), SIZE)
 
 
 @pytest.fixture
