@@ -56,6 +56,7 @@ class Job:
     stop_reason: str | None = None  # why a job stopped by itself (e.g. its recording cap)
     recording: dict[str, Any] | None = None  # a live recording's cap and progress
     sequenced: dict[str, Any] | None = None  # live: channels taken as a hardware burst, or why none
+    frames_at_stop: int | None = None  # frames acquired when the stop request arrived
     started: float = field(default_factory=time.time)
     finished: float | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -242,7 +243,8 @@ class AcquisitionEngine:
     def stop(self, job_id: str | None = None) -> Job | None:
         """Ask the running job (or ``job_id``) to stop after its current frame."""
         job = self._jobs.get(job_id) if job_id else self._current
-        if job is not None:
+        if job is not None and not job._stop.is_set():
+            job.frames_at_stop = job.frames  # what "within one frame" is measured from
             job._stop.set()
         return job
 

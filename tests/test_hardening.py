@@ -47,8 +47,10 @@ def test_stop_takes_effect_within_one_frame(client):
     wait_until(lambda: client.request("status")["frames_acquired"] >= 8, what="live frames")
     before = client.request("status")["frames_acquired"]
     stopped = client.request("stop")["stopped"]
-    # at most the frame finishing when status was read and the one in progress when stop arrived
-    assert stopped["status"] == "stopped" and stopped["frames"] <= before + 2
+    # measured from when the request reached the daemon (a loaded client may take several frames to
+    # send it): at most the frame in progress then
+    assert stopped["status"] == "stopped" and stopped["frames_at_stop"] >= before - 1 > 0
+    assert stopped["frames"] <= stopped["frames_at_stop"] + 1, stopped
 
 
 def test_a_stalled_subscriber_loses_only_its_own_frames(daemon, client, tmp_path):
