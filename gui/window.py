@@ -178,8 +178,12 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.channel_box.addItem(NEWEST)
         self.channel_box.setToolTip("channel shown in the raw pane")
         self.overlay_box = QtWidgets.QCheckBox("stains over label-free")
+        self.uncertainty_box = QtWidgets.QCheckBox("uncertainty map")
+        self.uncertainty_box.setToolTip("show the per-pixel uncertainty (engine --uncertainty N: the spread of the "
+                                        "model over flipped/rotated copies) instead of the output")
         vform.addRow("raw pane", self.channel_box)
         vform.addRow(self.overlay_box)
+        vform.addRow(self.uncertainty_box)
 
         model = QtWidgets.QGroupBox("Model")
         mform = QtWidgets.QVBoxLayout(model)
@@ -417,6 +421,16 @@ class ScopeWindow(QtWidgets.QMainWindow):
         h, y = res.header, res.data
         px = float(h.get("pixel_size_um") or 1.0)
         names = list(h.get("channels") or [])
+        # '<output>:std' channels (engine --uncertainty) follow the outputs: a map of their own, never a stain
+        std = [i for i, n in enumerate(names) if n.endswith(":std")]
+        keep = [i for i in range(len(names)) if i not in std]
+        if std and self.uncertainty_box.isChecked():
+            pane.show_grey(y[std].mean(axis=0), px, "uncertainty (std, output units)", auto_levels=True)
+            pane.plot.setTitle(f"{h.get('model')} · uncertainty · {px:.3g} µm/px", size="10pt")
+            self._show_trust(address, h.get("trust"))
+            return
+        if std:
+            y, names = y[keep], [names[i] for i in keep]
         if h.get("task") == "virtual-staining" or (y.shape[0] > 1 and h.get("scale_factor", 1) == 1):
             base = None
             if self.overlay_box.isChecked():
@@ -434,12 +448,14 @@ class ScopeWindow(QtWidgets.QMainWindow):
         pane = self.panes[address]
         trust = trust or {"ok": False, "score": 0.0, "reasons": ["no trust verdict in the result"]}
         self.trust_shown[address] = trust
+        u = trust.get("uncertainty") or {}
+        spread = f" · uncertainty p99 {float(u['p99']):.3g}" if isinstance(u.get("p99"), int | float) else ""
         if trust.get("ok"):
-            pane.set_badge(f"trusted · score {float(trust.get('score') or 0):.2f}", (20, 120, 40, 210))
+            pane.set_badge(f"trusted · score {float(trust.get('score') or 0):.2f}{spread}", (20, 120, 40, 210))
             pane.image.setOpacity(1.0)
         else:
             reasons = "\n".join(str(r) for r in (trust.get("reasons") or ["untrusted"])[:4])
-            pane.set_badge(f"NOT TRUSTED\n{reasons}", (170, 20, 20, 220))
+            pane.set_badge(f"NOT TRUSTED{spread}\n{reasons}", (170, 20, 20, 220))
             pane.image.setOpacity(0.35)
 
     # ------------------------------------------------------------ messages

@@ -322,3 +322,34 @@ def test_no_display_says_so_in_one_line():
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "no display" in lines[0]
     assert "QT_QPA_PLATFORM=offscreen" in lines[0] and "scopecast demo" in lines[0]
+
+
+def test_uncertainty_channels_are_a_map_of_their_own_never_a_stain(app, daemon, client, tmp_path):
+    """An engine with --uncertainty publishes '<output>:std' channels: the composite shows only the
+    outputs; the 'uncertainty map' box shows the spread instead; the badge gives its p99."""
+    from scopecast.gui.window import EngineEndpoint, ScopeWindow
+
+    vs = write_package(tmp_path / "vsu", CYCLE, ["nuclei", "membrane"], name="vsu", task="virtual-staining",
+                       width=4, layers=2, tile=256)
+    e = InferenceEngine(vs, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+                        warmup_shape=(256, 256), uncertainty=2).start()
+    w = ScopeWindow(daemon.control_address, daemon.stream_address, [EngineEndpoint(e.results_address, e.control.address)])
+    try:
+        w.show()
+        assert spin(app, lambda: daemon.publisher.subscriptions.of("frame") >= 2 and e.subscriptions.of("result") >= 1)
+        pane = w.panes[e.results_address]
+        client.request("start_live", channels=CYCLE, interval_ms=50)
+        assert spin(app, lambda: (r := w.streams.result(e.results_address)) is not None
+                    and r.header["channels"] == ["nuclei", "membrane", "nuclei:std", "membrane:std"]
+                    and pane.channel_names == ["nuclei", "membrane"], 120)
+        assert pane.values.shape[0] == 2 and ":std" not in pane.legend_text()
+        w.uncertainty_box.setChecked(True)
+        assert spin(app, lambda: pane.channel_names == ["uncertainty (std, output units)"], 60)
+        assert pane.legend_text().startswith("uncertainty (std, output units):")
+        client.request("stop")
+        badge = pane.badge.textItem.toPlainText()
+        assert "uncertainty p99" in badge.splitlines()[0], badge
+    finally:
+        w.close()
+        app.processEvents()
+        e.close()
