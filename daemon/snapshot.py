@@ -202,6 +202,10 @@ def snapshot(frames: dict[str, np.ndarray], results: Iterable[tuple[dict[str, An
     rows = [raw[i : i + columns] for i in range(0, len(raw), columns)]
     outputs = []
     for header, data in results:
+        names = list(header.get("channels") or [])
+        keep = [i for i, n in enumerate(names) if not n.endswith(":std")]  # uncertainty maps are not stains
+        if len(keep) < len(names):
+            data, names = data[keep], [names[i] for i in keep]
         if header.get("task") == "virtual-staining" and data.shape[0] > 1:
             tile = (composite(data) * 255).astype(np.uint8)
         else:
@@ -212,7 +216,7 @@ def snapshot(frames: dict[str, np.ndarray], results: Iterable[tuple[dict[str, An
         px = header.get("pixel_size_um")
         sampling = f"x{header.get('scale_factor', 1)}, {px:.3g} µm/px" if px else f"x{header.get('scale_factor', 1)}"
         outputs.append(labelled(tile, [
-            (f"{header.get('model', 'model')} · {', '.join(header.get('channels') or [])} · {sampling}",
+            (f"{header.get('model', 'model')} · {', '.join(names)} · {sampling}",
              (230, 230, 230)),
             _verdict(header)]))
     return flow_montage([*rows, outputs])
