@@ -45,3 +45,15 @@ def test_text_is_drawn_and_clipped():
     assert img[:, :7].any() and img[:, 7:14].any()  # 'µ' and 'm' drawn from the built-in font
     draw_text(img, "a long line that runs off the edge", 0, 5)  # clipped, no error
     assert img.shape == (20, 30, 3)
+
+
+def test_uncertainty_channels_are_not_composited_as_stains():
+    rng = np.random.default_rng(2)
+    frames = {"BF": rng.integers(100, 4000, (256, 256)).astype(np.uint16)}
+    y = rng.random((2, 256, 256)).astype(np.float32)
+    std = rng.random((2, 256, 256)).astype(np.float32) * 1e3  # would add colour if treated as stains
+    plain = snapshot(frames, [(_header("vs", "virtual-staining", ["nuclei", "membrane"], 1, {"ok": True}), y)])
+    with_std = snapshot(frames, [(_header("vs", "virtual-staining", ["nuclei", "membrane", "nuclei:std",
+                                                                      "membrane:std"], 1, {"ok": True}),
+                                  np.concatenate([y, std]))])
+    assert np.array_equal(plain, with_std)  # same tile and the same label
