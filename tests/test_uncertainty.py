@@ -84,3 +84,42 @@ def test_worker_publishes_an_uncertainty_channel_per_output_and_a_trust_summary(
     assert dead.data.shape == r.data.shape and not dead.data[n:].any()
     with pytest.raises(ValueError, match="uncertainty must be one of"):
         InferenceWorker(pkg, rt, uncertainty=3)
+
+
+def test_mirrored_copies_are_physical_inputs_on_the_simulated_scope(tmp_path):
+    """The copies the TTA feeds the model are what the microscope would record of the mirrored field: on the
+    simulator, DPC-Left of a mirrored specimen is the mirrored DPC-Right of the specimen (and Top/Bottom under
+    an up-down mirror), which is what channel_order permutes; mirroring without the swap is not."""
+    from conftest import small_cfg
+
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.inference.uncertainty import channel_order
+
+    rng = np.random.default_rng(0)
+    opd = ndimage.gaussian_filter(rng.normal(0, 1, (256, 256)), 4)
+    opd *= 0.3 / opd.std()
+    b = load_mmcore_backend(small_cfg(tmp_path, 64))
+    try:
+        b.core.setProperty("Camera", "Noise", "Off")
+        b.core.setProperty("Scope", "SpecimenPixelSizeUm", 0.325)
+
+        def snap_all(o, name):
+            np.savez(tmp_path / name, opd=o)
+            b.core.setProperty("Scope", "SpecimenFile", str(tmp_path / name))
+            out = {}
+            for ch in ("DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom"):
+                b.set_channel(ch)
+                out[ch] = b.snap(exposure_ms=10).data.astype(np.float64)
+            return out
+
+        names = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom"]
+        plain = np.stack([snap_all(opd, "a.npz")[c] for c in names])
+        for t, mirrored in (((0, True), opd[:, ::-1]), ((2, True), opd[::-1, :])):
+            seen = np.stack([snap_all(np.ascontiguousarray(mirrored), "m.npz")[c] for c in names])
+            order = channel_order(names, t)
+            right = apply(plain[order], t)  # what the TTA feeds the model
+            wrong = apply(plain, t)  # mirrored frames without the swap
+            err = lambda a: float(np.abs(a - seen).mean() / seen.std())  # noqa: E731
+            assert err(right) < 0.1 and err(wrong) > 3 * err(right), (t, err(right), err(wrong))
+    finally:
+        b.close()

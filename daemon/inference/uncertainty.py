@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DIHEDRAL", "UNCERTAINTY_CHOICES", "apply", "invert", "summary", "tta_std"]
+__all__ = ["DIHEDRAL", "UNCERTAINTY_CHOICES", "apply", "channel_order", "invert", "summary", "tta_std"]
 
 #: The dihedral group of the square as ``(k, flip)``: ``np.rot90(·, k)`` after an optional left-right mirror.
 #: Order: identity, the three mirrors that keep the shape (lr, ud, both = rot180), then the transposing ones.
@@ -37,6 +37,38 @@ DIHEDRAL: tuple[tuple[int, bool], ...] = ((0, False), (0, True), (2, True), (2, 
                                           (1, False), (3, False), (1, True), (3, True))
 #: Allowed numbers of copies (0: off).
 UNCERTAINTY_CHOICES = (0, 2, 4, 8)
+
+
+#: Direction-specific inputs (illumination from one side) and what a mirror does to them: a left-right mirror of
+#: the field is the field lit from the other side, so its DPC-Left is the mirrored DPC-Right (and vice versa).
+_LR_SWAP = {"DPC-Left": "DPC-Right", "DPC-Right": "DPC-Left"}
+_UD_SWAP = {"DPC-Top": "DPC-Bottom", "DPC-Bottom": "DPC-Top"}
+
+
+def channel_order(inputs: list[str] | None, t: tuple[int, bool]) -> list[int] | None:
+    """Which input channel feeds each position of the transformed bundle, so that the copy is a physical
+    input (the field mirrored, lit as the model expects); None when ``t`` cannot be expressed that way.
+
+    Isotropic channels (bright-field, dark-field, fluorescence) stay. Under the left-right mirror DPC-Left
+    and DPC-Right swap, under the up-down mirror (``(2, True)``) DPC-Top and DPC-Bottom, under the 180°
+    rotation both pairs. A 90° rotation would turn left/right illumination into top/bottom in a sense
+    that depends on how the camera sits on the LED array, which the package does not record: None."""
+    names = list(inputs or [])
+    if not any(n in _LR_SWAP or n in _UD_SWAP for n in names):
+        return list(range(len(names)))
+    k, flip = t
+    if k % 2:
+        return None
+    # (0, True): left-right mirror; (2, False): 180°, both mirrors; (2, True): lr mirror then 180° = up-down mirror
+    swap: dict[str, str] = {}
+    if flip != (k == 2):
+        swap.update(_LR_SWAP)
+    if k == 2:
+        swap.update(_UD_SWAP)
+    try:
+        return [names.index(swap.get(n, n)) for n in names]
+    except ValueError:  # one side of a pair is missing: that copy is not a physical input
+        return None
 
 
 def apply(x: np.ndarray, t: tuple[int, bool]) -> np.ndarray:
@@ -56,20 +88,26 @@ def invert(y: np.ndarray, t: tuple[int, bool]) -> np.ndarray:
 
 
 def tta_std(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], n: int,
-            identity: np.ndarray | None = None) -> np.ndarray:
+            identity: np.ndarray | None = None, inputs: list[str] | None = None) -> np.ndarray:
     """Per-pixel standard deviation ``(C_out, H', W')`` of ``infer`` over ``n`` dihedral copies of ``x`` ``(C, H, W)``.
 
     ``infer`` maps a normalized input to the raw model output (any spatial size: the engine tiles). ``identity``:
-    the model's answer to ``x`` itself when already computed (saves one inference)."""
+    the model's answer to ``x`` itself when already computed (saves one inference). ``inputs``: the channel
+    names, so direction-specific channels are permuted (:func:`channel_order`); raises ``ValueError`` when
+    ``n`` needs a copy that cannot be a physical input."""
     if n not in UNCERTAINTY_CHOICES[1:]:
         raise ValueError(f"uncertainty needs {', '.join(map(str, UNCERTAINTY_CHOICES[1:]))} dihedral copies, got {n}")
+    orders = [channel_order(inputs, t) if inputs is not None else list(range(x.shape[0])) for t in DIHEDRAL[:n]]
+    if any(o is None for o in orders):
+        raise ValueError(f"uncertainty {n} needs 90° rotations, which turn DPC left/right into top/bottom in a "
+                         "sense the package does not record; use 2 or 4 (mirrors and 180°)")
     mean: np.ndarray | None = None
     m2: np.ndarray | None = None
     for i, t in enumerate(DIHEDRAL[:n]):
         if i == 0 and identity is not None:
             y = identity
         else:
-            y = invert(infer(np.ascontiguousarray(apply(x, t))), t)
+            y = invert(infer(np.ascontiguousarray(apply(x[orders[i]], t))), t)
         y = y.astype(np.float64)
         if mean is None:  # Welford: one pass, no stack of n outputs
             mean, m2 = y.copy(), np.zeros_like(y)

@@ -33,7 +33,7 @@ from .guards import GuardVerdict, InputGuard, OutputGuard, trust
 from .package import ModelPackage
 from .runtimes import InferenceRuntime
 from .tiling import plan_tiles, run_tiled
-from .uncertainty import UNCERTAINTY_CHOICES, summary, tta_std
+from .uncertainty import DIHEDRAL, UNCERTAINTY_CHOICES, channel_order, summary, tta_std
 
 __all__ = ["BundleMismatch", "InferenceWorker", "NonFiniteOutput", "Result", "StreamFrame", "normalize"]
 
@@ -78,6 +78,9 @@ class InferenceWorker:
         if uncertainty not in UNCERTAINTY_CHOICES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_CHOICES} dihedral copies (0: off), "
                              f"got {uncertainty}")
+        if uncertainty and any(channel_order(package.manifest.inputs, t) is None for t in DIHEDRAL[:uncertainty]):
+            raise ValueError(f"uncertainty {uncertainty} needs 90° rotations, which turn the DPC inputs' left/right "
+                             "into top/bottom in a sense the package does not record; use 2 or 4")
         self.uncertainty = uncertainty
         self.package = package
         self.m = package.manifest
@@ -143,7 +146,7 @@ class InferenceWorker:
 
     def _std(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-pixel TTA standard deviation in physical units (``y``: the raw answer to ``x``, not yet scaled)."""
-        std = tta_std(x, self.infer, self.uncertainty, identity=y)
+        std = tta_std(x, self.infer, self.uncertainty, identity=y, inputs=list(self.m.inputs))
         s = self.m.output_scaling
         if s is not None:
             std *= np.abs(np.asarray(s.scale, np.float32))[:, None, None]
