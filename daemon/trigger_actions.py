@@ -6,21 +6,30 @@ actions of each firing in one action thread (so deciding never waits for
 hardware). It keeps a ring buffer of recent frames for pre-trigger windows and
 the label-free half of confirmation pairs. Every decision is appended to the
 decision log (JSON lines) with its outcome and the closed-loop latency — from
-the exposure start of the deciding frame to the start of the first hardware
-action. Decisions are logged in the order taken; the outcome of a firing's
-actions follows as its own line (``outcome_of`` names the decision). An action
-that fails is logged as failed; acquisition continues.
+the exposure start of the deciding frame (the last frame of the deciding bundle,
+whose timestamps the result header carries) to the moment the first action
+starts on the hardware (holds the microscope; an action without hardware: when
+it starts). Its parts are logged beside it (``closed_loop_ms``: the engine's
+stages from the result header, then delivery to this runner, the decision, the
+hand-off to the action thread and the wait for the microscope), and the
+acquisition of the rest of the bundle before the deciding frame. Decisions are
+logged in the order taken; the outcome of a firing's actions follows as its own
+line (``outcome_of`` names the decision). An action that fails is logged as
+failed; acquisition continues.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +47,51 @@ from .security import connect_socket
 from .stream import FramePublisher, decode
 from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec
 
-__all__ = ["TriggerRunner"]
+__all__ = ["LOOP_STAGES", "TriggerRunner", "loop_breakdown"]
+
+#: Actions that start by holding the microscope (their closed loop ends when they hold it); the
+#: others start when they start (``z_stack``/``tile_scan``/``switch_live`` begin by stopping live).
+HARDWARE_ACTIONS = frozenset({"confirm_fluorescence", "center_object"})
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Firing:
+    """A firing on its way to the hardware, with the runner's timestamps (ns since the epoch)."""
+
+    decision: Decision
+    header: dict[str, Any]
+    data: Any
+    t_received_ns: int  # the result reached the trigger thread
+    t_decided_ns: int  # the decision was taken
+    t_action_ns: int = 0  # the action thread took it up
+    t_hardware_ns: int = 0  # its first action held the microscope (0: no hardware action yet)
+
+
+#: The parts of the closed loop (name, from, to): result-header stamps, then the runner's.
+LOOP_STAGES = (
+    ("exposure_readout", "t_exposure_start_ns", "t_acquired_ns"),
+    ("frame_publish", "t_acquired_ns", "t_frame_published_ns"),
+    ("transport", "t_frame_published_ns", "t_received_ns"),
+    ("engine_queue", "t_received_ns", "t_dequeued_ns"),
+    ("model", "t_dequeued_ns", "t_postprocessed_ns"),
+    ("result_publish", "t_postprocessed_ns", "t_published_ns"),
+    ("result_delivery", "t_published_ns", "t_trigger_received_ns"),
+    ("decide", "t_trigger_received_ns", "t_decided_ns"),
+    ("action_handoff", "t_decided_ns", "t_action_ns"),
+    ("hardware_wait", "t_action_ns", "t_hardware_ns"),
+)
+
+
+def loop_breakdown(stamps: dict[str, int]) -> dict[str, float | None]:
+    """Milliseconds per :data:`LOOP_STAGES` entry (``None`` where a stamp is missing); they add up to the
+    closed-loop latency."""
+    out: dict[str, float | None] = {}
+    for name, a, b in LOOP_STAGES:
+        ta, tb = stamps.get(a) or 0, stamps.get(b) or 0
+        out[name] = round((tb - ta) / 1e6, 3) if ta and tb else None
+    return out
 
 
 class FrameRing:
@@ -113,6 +164,7 @@ class TriggerRunner:
         self.latencies_ms: list[float] = []
         self._lock = threading.Lock()
         self._actions: queue.Queue = queue.Queue()
+        self._firing: _Firing | None = None  # the firing whose actions run now
         self._stop = threading.Event()
         self.ctx = zmq.Context.instance()
         self._subs = []
@@ -158,24 +210,28 @@ class TriggerRunner:
         while not self._stop.is_set():
             for sock, _ in poller.poll(100):
                 try:
-                    _, header, data = decode(sock.recv_multipart(copy=False))
+                    parts = sock.recv_multipart(copy=False)
+                    t_rx = now_ns()
+                    _, header, data = decode(parts)
                 except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
                     log.warning("triggers: undecodable result: %s", e)
                     continue
                 self.results_seen += 1
                 try:
-                    self._decide(header, data)
+                    self._decide(header, data, t_rx)
                 except Exception:  # noqa: BLE001 - the trigger thread must not die
                     log.exception("triggers: result %s not decided", header.get("bundle_id"))
 
-    def _decide(self, header: dict[str, Any], data: Any) -> None:
-        for d in self.decider.decide(header, data):
+    def _decide(self, header: dict[str, Any], data: Any, t_received_ns: int = 0) -> None:
+        decisions = self.decider.decide(header, data)
+        t_decided = now_ns()
+        for d in decisions:
             with self._lock:
                 self.decisions.append(d)
             self._log(d.key())
             if d.event == "fire":
                 self.fired += 1
-                self._actions.put((d, header, data))
+                self._actions.put(_Firing(d, header, data, t_received_ns or t_decided, t_decided))
             if d.event in ("fire", "disabled", "untrusted"):
                 log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
 
@@ -187,27 +243,59 @@ class TriggerRunner:
     # -------------------------------------------------------------------- act
     def _act(self) -> None:
         while True:
-            item = self._actions.get()
-            if item is None:
+            firing = self._actions.get()
+            if firing is None:
                 return
-            d, header, data = item
+            d, header, data = firing.decision, firing.header, firing.data
             self._running = 1
+            firing.t_action_ns = now_ns()
+            self._firing = firing
             spec = next(t for t in self.config.triggers if t.name == d.trigger)
             results = []
             for i, action in enumerate(spec.actions):
-                started = now_ns()
-                if i == 0:
-                    d.outcome["closed_loop_latency_ms"] = (started - int(header.get("t_exposure_start_ns") or started)) / 1e6
-                    self.latencies_ms.append(d.outcome["closed_loop_latency_ms"])
+                if i == 0 and action.kind not in HARDWARE_ACTIONS:  # starts without the microscope
+                    firing.t_hardware_ns = now_ns()
                 try:
                     res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
                     results.append({"action": action.kind, "ok": True, **(res or {})})
                 except Exception as e:  # noqa: BLE001 - a failing action is logged; acquisition goes on
                     log.exception("trigger %s action %s failed", d.trigger, action.kind)
                     results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
+                if i == 0:
+                    firing.t_hardware_ns = firing.t_hardware_ns or firing.t_action_ns
+                    self._record_latency(firing)
             d.outcome["actions"] = results
+            self._firing = None
             self._log({"outcome_of": {"t_ns": d.t_ns, "trigger": d.trigger, "bundle_id": d.bundle_id}, **d.outcome})
             self._running = 0
+
+    def _record_latency(self, f: _Firing) -> None:
+        """``closed_loop_latency_ms`` (deciding frame's exposure start -> the first action on the hardware),
+        its parts, and the deciding bundle's acquisition before its last frame."""
+        h = f.header
+        stamps = {k: h.get(k) for k in ("t_exposure_start_ns", "t_acquired_ns", "t_frame_published_ns",
+                                          "t_received_ns", "t_dequeued_ns", "t_postprocessed_ns", "t_published_ns")}
+        stamps.update(t_trigger_received_ns=f.t_received_ns, t_decided_ns=f.t_decided_ns,
+                      t_action_ns=f.t_action_ns, t_hardware_ns=f.t_hardware_ns)
+        t0 = int(h.get("t_exposure_start_ns") or 0)
+        if not t0:
+            return
+        d = f.decision
+        d.outcome["closed_loop_latency_ms"] = round((f.t_hardware_ns - t0) / 1e6, 3)
+        d.outcome["closed_loop_ms"] = loop_breakdown(stamps)
+        first = min((fr.header.t_exposure_start_ns for fr in self.ring.bundle(d.acquisition_id, d.bundle_id)),
+                    default=0)
+        d.outcome["bundle_before_deciding_frame_ms"] = round((t0 - first) / 1e6, 3) if first else None
+        self.latencies_ms.append(d.outcome["closed_loop_latency_ms"])
+
+    @contextlib.contextmanager
+    def _hardware(self) -> Iterator[None]:
+        """Hold the microscope for an action; the first time in a firing stamps when it started on the hardware."""
+        with self.engine.backend.lock:  # type: ignore[attr-defined]
+            f = self._firing
+            if f is not None and not f.t_hardware_ns:
+                f.t_hardware_ns = now_ns()
+            yield
 
     def _recorder(self, kind: str, d: Decision) -> Recorder:
         path = self.engine.data_dir / f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}.ome.zarr"
@@ -216,7 +304,8 @@ class TriggerRunner:
     def _do_confirm_fluorescence(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
         label_free = self.ring.bundle(d.acquisition_id, d.bundle_id)
-        fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
+        with self._hardware():
+            fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
         frames = label_free + fluo
         rec = self._recorder("pair", d)
         try:
@@ -275,8 +364,9 @@ class TriggerRunner:
         px = float(header.get("pixel_size_um") or 0.0)
         h, w = img.shape
         dx, dy = (cx + 0.5 - w / 2) * px, (cy + 0.5 - h / 2) * px
-        x, y, z = self.engine.backend.position_um()
-        self.engine.backend.move_um(x + dx, y + dy)
+        with self._hardware():
+            x, y, z = self.engine.backend.position_um()
+            self.engine.backend.move_um(x + dx, y + dy)
         return {"moved": True, "offset_um": [round(dx, 3), round(dy, 3)]}
 
     def _scan(self, seq: useq.MDASequence) -> dict:
