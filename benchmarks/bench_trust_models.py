@@ -20,8 +20,23 @@ the results the monitor trusted (a spot check only ever compares a trusted
 result), and ``--write`` adds that table, and nothing else, to each package's
 manifest.json.
 
+``--uncertainty`` measures instead the thresholds of the engine's uncertainty
+check (``validated.uncertainty``, daemon/inference/uncertainty.py): fresh fields
+of every training morphology in the *training* slide region (never the held-out
+region where bench_trust.py counts false alarms, never a should-be-flagged case)
+at training conditions (the domain's exposures and focus range), through the
+engine's worker; per field every candidate statistic (``uncertainty.STATISTICS``
+× 2, 4 and, without DPC inputs, 8 dihedral copies). Threshold per morphology, a
+rule fixed before any test case was run: the larger of 1.25 × the largest field
+and the log-normal 99.9th percentile (exp(mean + 3.09 sd) of the log figures);
+``ceiling``: the largest morphology threshold. ``--statistic S --tta N --write``
+adds the chosen candidate, and nothing else, to ``validated.uncertainty`` of each
+package's manifest.json; ``--json`` keeps every candidate (bench_trust.py
+``--thresholds`` evaluates them all).
+
 Run: python benchmarks/bench_trust_models.py [--fields 8] [--size 256] [--json out.json]
      python benchmarks/bench_trust_models.py --validated [--write]
+     python benchmarks/bench_trust_models.py --uncertainty [--fields 16] [--statistic signal --tta 2 --write]
 """
 
 from __future__ import annotations
@@ -106,6 +121,91 @@ def measure_validated(package: str | Path, fields: int = 8, size: int = 256, see
     return {"validated": val.model_dump(), "all_fields": every, "seconds": round(time.monotonic() - t0, 1)}
 
 
+MARGIN = 1.25  # threshold >= this x the largest calibration field
+Z999 = 3.090  # one-sided 99.9 % point of the normal distribution
+
+
+def threshold_rule(values: list[float]) -> float:
+    """The uncertainty threshold of one morphology from its calibration fields (see the module docstring)."""
+    v = np.log(np.maximum(np.asarray(values, float), 1e-12))
+    return float(max(MARGIN * np.exp(v.max()), np.exp(v.mean() + Z999 * v.std(ddof=1))))
+
+
+def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, seed: int = 1100,
+                        say: Any = None) -> dict[str, Any]:
+    """Every candidate uncertainty statistic on fresh training-region fields of each training morphology.
+
+    Returns ``{"candidates": {"<statistic>@<n>": {"morphologies": {kind: {threshold, median, max, fields}},
+    "ceiling"}}, "values": {candidate: {kind: [per field]}}, "method"}``."""
+    from scopecast.daemon.inference.package import load_package
+    from scopecast.daemon.inference.runtimes import open_runtime
+    from scopecast.daemon.inference.uncertainty import DIHEDRAL, STATISTICS, channel_order, statistic
+    from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
+    from scopecast.models.dataset import DOMAIN, TASKS, _as_counts, calibrate_camera, field_plan
+    from scopecast.models.evaluate_morphology import _capture, _Sim
+
+    say = say or (lambda *_: None)
+    t0 = time.monotonic()
+    pkg = load_package(package)
+    m = pkg.manifest
+    worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=0.0)
+    ns = tuple(n for n in (2, 4, 8) if all(channel_order(m.inputs, t) is not None for t in DIHEDRAL[:n]))
+    inputs = TASKS[m.task]["inputs"]
+    values: dict[str, dict[str, list[float]]] = {f"{k}@{n}": {} for k in STATISTICS for n in ns}
+    withheld: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="scopecast-uncertainty-") as tmp:
+        sim = _Sim(size, Path(tmp))
+        try:
+            sim.set_sample("cells")
+            camera = calibrate_camera(sim.client)
+            for k, kind in enumerate(DOMAIN[m.task]["train"]):
+                fl = field_plan(m.task, "train", fields, seed + k, [kind], blank_fraction=0.0)
+                pairs = _capture(sim, m.task, fl, f"cal{k}", camera)
+                withheld[kind] = 0
+                for field in pairs.inputs:
+                    frames = [StreamFrame({"channel": c, "pixel_size_um": float(pairs.pixel_size_um)},
+                                          np.ascontiguousarray(_as_counts(f))) for c, f in zip(inputs, field,
+                                                                                                strict=True)]
+                    ordered = worker.order(frames)
+                    if worker.check(ordered).withhold:
+                        withheld[kind] += 1
+                        continue
+                    x = worker.preprocess(ordered)
+                    y = worker.infer(x)
+                    stds = worker._stds(x, y, ns, raw=True)
+                    for key, per in values.items():
+                        st, n = key.split("@")
+                        per.setdefault(kind, []).append(statistic(stds[int(n)], y, st))
+                say(f"{m.name}: {kind}: {len(pairs.inputs)} fields ({time.monotonic() - t0:.0f} s)")
+        finally:
+            sim.close()
+    cands = {}
+    for key, per in values.items():
+        morph = {kind: {"threshold": float(f"{threshold_rule(v):.4g}"), "median": float(f"{np.median(v):.4g}"),
+                        "max": float(f"{max(v):.4g}"), "fields": len(v)} for kind, v in per.items() if len(v) >= 2}
+        cands[key] = {"morphologies": morph, "ceiling": max(f["threshold"] for f in morph.values())}
+    method = (f"benchmarks/bench_trust_models.py --uncertainty --fields {fields} --size {size} --seed {seed}: "
+              f"{fields} fresh fields of {size}² per training morphology in the training slide region at training "
+              "conditions (exposures and focus range of the domain), through the engine's worker; threshold per "
+              f"morphology: max({MARGIN} x the largest field, log-normal 99.9th percentile)")
+    return {"candidates": cands, "values": values, "withheld": withheld, "method": method,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def write_uncertainty(package: str | Path, measured: dict[str, Any], stat: str, tta: int) -> Path:
+    """Add (or replace) ``validated.uncertainty`` with the ``stat@tta`` candidate; nothing else changes."""
+    from scopecast.models.manifest import MANIFEST
+
+    path = Path(package) / MANIFEST
+    m = json.loads(path.read_text())
+    if not m.get("validated"):
+        raise ValueError(f"{package}: no validated section to add the uncertainty thresholds to (run --validated)")
+    c = measured["candidates"][f"{stat}@{tta}"]
+    val = {**m["validated"], "uncertainty": {"statistic": stat, "tta": tta, "morphologies": c["morphologies"],
+                                            "ceiling": c["ceiling"], "method": measured["method"]}}
+    return write_validated(package, val)
+
+
 def write_validated(package: str | Path, validated: dict[str, Any]) -> Path:
     """Add (or replace) ``validated`` in the package's manifest.json; every other value stays as it is."""
     from scopecast.models.manifest import MANIFEST, ModelManifest
@@ -131,11 +231,34 @@ def main() -> int:
     ap.add_argument("--validated", action="store_true",
                     help="measure the per-morphology validated fidelity table (ModelManifest.validated) instead")
     ap.add_argument("--write", action="store_true", help="with --validated: add the table to each manifest.json")
+    ap.add_argument("--uncertainty", action="store_true",
+                    help="measure the uncertainty check's candidate statistics and thresholds instead")
+    ap.add_argument("--statistic", default="", help="with --uncertainty --write: the statistic to store")
+    ap.add_argument("--tta", type=int, default=2, help="with --uncertainty --write: its dihedral copies")
+    ap.add_argument("--from-json", default="", help="with --uncertainty: the measurement a previous --json kept")
     args = ap.parse_args()
     from scopecast.models.evaluate_morphology import format_report, run_evaluation
 
     models = args.model or [str(ROOT / "models" / "packages" / n) for n in ("virtual-staining", "super-resolution")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.uncertainty:
+        out = {}
+        for m in models:
+            if args.from_json:  # a measurement kept with --json: write it without measuring again
+                rep = json.loads(Path(args.from_json).read_text())[m]
+            else:
+                rep = measure_uncertainty(m, args.fields, args.size,
+                                          say=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+            for key, c in rep["candidates"].items():
+                print(f"{Path(m).name} {key}: ceiling {c['ceiling']:.4g}; " + ", ".join(
+                    f"{k} median {v['median']:.4g} max {v['max']:.4g} -> {v['threshold']:.4g}"
+                    for k, v in c["morphologies"].items()), flush=True)
+            if args.write:
+                print(f"wrote {write_uncertainty(m, rep, args.statistic, args.tta)}")
+            out[m] = rep
+            if args.json:  # after each package: a long run keeps what it measured
+                Path(args.json).write_text(json.dumps(out, indent=2))
+        return 0
     if args.validated:
         out = {}
         for m in models:

@@ -197,7 +197,8 @@ def _engine(args: argparse.Namespace) -> int:
         engine = InferenceEngine(args.model, args.stream, args.results, args.control, workers=args.workers,
                                  runtime=args.runtime, policy=args.policy, threads=args.threads,
                                  model_dirs=args.model_dir or None, precision=args.precision,
-                                 uncertainty=args.uncertainty).start()
+                                 uncertainty=args.uncertainty, uncertainty_budget=args.uncertainty_budget,
+                                 uncertainty_morphology=args.uncertainty_morphology or None).start()
     except (PackageError, RuntimeUnavailable, ValueError, RuntimeError, FileNotFoundError, FileExistsError,
             zmq.ZMQError) as e:
         print(f"scopecast engine: {e}", file=sys.stderr)
@@ -273,7 +274,8 @@ def _up(args: argparse.Namespace) -> int:
     daemon_args += [a for d in args.trigger_dir for a in ("--trigger-dir", d)]
     daemon_args += [a for t in args.allow_trigger for a in ("--allow-trigger", t)]
     engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy,
-                   "--uncertainty", str(args.uncertainty)]
+                   "--uncertainty", str(args.uncertainty), "--uncertainty-budget", str(args.uncertainty_budget)]
+    engine_args += ["--uncertainty-morphology", args.uncertainty_morphology] if args.uncertainty_morphology else []
     if args.keys:
         daemon_args += ["--keys", args.keys]
         engine_args += ["--keys", args.keys]
@@ -324,6 +326,15 @@ def _add_trigger_options(parser: argparse.ArgumentParser) -> None:
                         "default: the data directory)")
     parser.add_argument("--allow-trigger", action="append", default=[], metavar="MODULE:CLASS",
                         help="a Python trigger class configurations may name (repeatable; default: none)")
+
+
+def _add_uncertainty_check_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--uncertainty-budget", type=float, default=0.03,
+                        help="share of inference time the uncertainty check may add (its verdict, against the "
+                        "package's validated threshold, can make results untrusted; 0: off)")
+    parser.add_argument("--uncertainty-morphology", default="",
+                        help="the specimen's training morphology, whose validated uncertainty threshold applies "
+                        "(default: the largest of the package's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -386,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--uncertainty", type=int, default=0, choices=[0, 2, 4, 8],
                    help="per-pixel uncertainty from N flipped/rotated copies (extra '<output>:std' channels and "
                    "trust.uncertainty; costs about N inferences)")
+    _add_uncertainty_check_options(e)
     e.add_argument("--policy", default="live", choices=["live", "all"],
                    help="live: infer the newest bundle, drop older ones (counted); all: queue every bundle")
     e.add_argument("--offline", default="", help="run over this OME-Zarr recording and write results beside it")
@@ -444,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--runtime", default="auto", help="engine runtime (see 'scopecast engine --help')")
     u.add_argument("--workers", type=int, default=1, help="inference workers per engine")
     u.add_argument("--uncertainty", type=int, default=0, choices=[0, 2, 4, 8], help="see 'scopecast engine'")
+    _add_uncertainty_check_options(u)
     u.add_argument("--threads", type=int, default=None, help="intra-op threads per engine worker")
     u.add_argument("--policy", default="live", choices=["live", "all"], help="engine bundle policy")
     u.add_argument("--cpus", default="", help="pin the daemon to these cores")

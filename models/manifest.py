@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "ModelVariant", "Normalization", "OutputRange",
-    "OutputScaling", "ValidatedFidelity", "ValidatedFigure", "normalize", "percentiles", "sha256_file",
+    "OutputScaling", "UncertaintyThreshold", "ValidatedFidelity", "ValidatedFigure", "ValidatedUncertainty",
+    "normalize", "percentiles", "sha256_file",
 ]
 
 MANIFEST = "manifest.json"
@@ -172,6 +173,34 @@ class ValidatedFigure(BaseModel):
     fields: int = Field(default=0, ge=0, description="fields it is the mean of")
 
 
+class UncertaintyThreshold(BaseModel):
+    """The model-uncertainty statistic measured on in-domain fields of one training morphology, and its limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(gt=0, description="above this the uncertainty check fails")
+    median: float = Field(ge=0)
+    max: float = Field(ge=0)
+    fields: int = Field(ge=1)
+
+
+class ValidatedUncertainty(BaseModel):
+    """Thresholds of the engine's uncertainty check (``daemon/inference/uncertainty.py``), per training morphology.
+
+    ``statistic`` names the scalar (``uncertainty.STATISTICS``) computed from the spread of the model's
+    answers to ``tta`` dihedral copies of a bundle; ``ceiling`` is the largest morphology threshold, used
+    when the specimen's morphology is not known.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    statistic: str
+    tta: int = Field(ge=2)
+    morphologies: dict[str, UncertaintyThreshold] = Field(min_length=1)
+    ceiling: float = Field(gt=0)
+    method: str = ""
+
+
 class ValidatedFidelity(BaseModel):
     """Measured fidelity per training morphology and output, and its floor: what spot checks compare with.
 
@@ -185,6 +214,7 @@ class ValidatedFidelity(BaseModel):
     morphologies: dict[str, dict[str, ValidatedFigure]] = Field(min_length=1)
     floor: dict[str, ValidatedFigure]
     method: str = Field(default="", description="how it was measured (command, fields, protocol)")
+    uncertainty: ValidatedUncertainty | None = Field(default=None, description="the uncertainty check's thresholds")
 
     @model_validator(mode="after")
     def _check(self) -> ValidatedFidelity:

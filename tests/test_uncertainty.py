@@ -63,7 +63,7 @@ def test_worker_publishes_an_uncertainty_channel_per_output_and_a_trust_summary(
 
     rt = open_runtime(pkg, "ort-cpu")
     plain = InferenceWorker(pkg, rt).process(bundle(raw))
-    assert plain.header["channels"] == m.outputs and "uncertainty" not in plain.header["trust"]
+    assert plain.header["channels"] == m.outputs and set(plain.header["trust"]["uncertainty"]) == {"check"}
     w = InferenceWorker(pkg, rt, uncertainty=4)
     r = w.process(bundle(raw))
     assert r.header["trust"]["guards"]["action"] == "inferred", r.header["trust"]["reasons"]
@@ -78,9 +78,10 @@ def test_worker_publishes_an_uncertainty_channel_per_output_and_a_trust_summary(
     scale = m.output_scaling.scale
     for c, o in enumerate(m.outputs):
         assert u["channels"][o]["mean"] == pytest.approx(std[c].mean() / scale[c], rel=1e-3)
-    # a withheld bundle: nothing inferred, a zero uncertainty channel, no summary
+    # a withheld bundle: nothing inferred, a zero uncertainty channel, no summary (the check's state only)
     dead = w.process(bundle([np.zeros_like(f) for f in raw]))
-    assert dead.header["trust"]["guards"]["action"] == "withheld" and dead.header["trust"]["uncertainty"] is None
+    assert dead.header["trust"]["guards"]["action"] == "withheld"
+    assert set(dead.header["trust"]["uncertainty"]) == {"check"}
     assert dead.data.shape == r.data.shape and not dead.data[n:].any()
     with pytest.raises(ValueError, match="uncertainty must be one of"):
         InferenceWorker(pkg, rt, uncertainty=3)

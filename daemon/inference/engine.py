@@ -277,6 +277,7 @@ class InferenceEngine:
         workers: int = 1, runtime: str = "auto", policy: str = "live",
         warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4, threads: int | None = None,
         model_dirs: list[str | Path] | None = None, uncertainty: int = 0, precision: str = "fp32",
+        uncertainty_budget: float = 0.03, uncertainty_morphology: str | None = None,
     ) -> None:
         if policy not in ("live", "all"):
             raise ValueError(f"unknown policy {policy!r}; use 'live' (newest bundle) or 'all' (keep every bundle)")
@@ -289,6 +290,8 @@ class InferenceEngine:
         self.threads = threads or default_threads(workers)
         self.batch = batch
         self.uncertainty = uncertainty  # dihedral TTA copies per bundle (0: off; worker.py, uncertainty.py)
+        self.uncertainty_budget = uncertainty_budget  # the uncertainty check's share of inference time (0: off)
+        self.uncertainty_morphology = uncertainty_morphology  # whose validated threshold (None: the ceiling)
         self.warmup_shape = warmup_shape
         self.frames_received = 0
         self.bundles_ready = 0
@@ -331,7 +334,9 @@ class InferenceEngine:
         workers = []
         for i in range(self.n_workers):
             rt = open_runtime(package, self.runtime_pref, threads=self.threads)
-            w = InferenceWorker(package, rt, worker_id=i, batch=self.batch, uncertainty=self.uncertainty)
+            w = InferenceWorker(package, rt, worker_id=i, batch=self.batch, uncertainty=self.uncertainty,
+                                uncertainty_budget=self.uncertainty_budget,
+                                uncertainty_morphology=self.uncertainty_morphology)
             if self.warmup_shape:
                 ms = w.warm_up(self.warmup_shape)
                 log.info("worker %d warmed up in %.1f ms", i, ms)

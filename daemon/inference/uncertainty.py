@@ -17,19 +17,26 @@ divided by the output's training scale (``output_scaling.scale``, the span of
 the training targets), so figures of different outputs and models compare.
 
 It costs ``n − 1`` extra inferences per bundle (the identity is the result
-itself), far above the monitor's 5 % budget, so it is off unless an engine
-asks for it (``InferenceEngine(uncertainty=n)``; benchmarks/bench_trust.py
-``--uncertainty n`` measures cost and how well it flags errors).
+itself), far above the monitor's 5 % budget on every bundle, so the per-pixel
+map is off unless an engine asks for it (``InferenceEngine(uncertainty=n)``).
+:class:`UncertaintyCheck` makes a verdict of it within the budget: a scalar
+:func:`statistic` against the package's validated threshold, run on the first
+bundle of each new :class:`Scene` when a duty-cycle credit covers it and
+carried to the later bundles of the scene. benchmarks/bench_trust.py measures
+how well it flags errors and its cost; bench_trust_models.py ``--uncertainty``
+measures the thresholds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DIHEDRAL", "UNCERTAINTY_CHOICES", "apply", "channel_order", "invert", "summary", "tta_std"]
+__all__ = ["DIHEDRAL", "STATISTICS", "UNCERTAINTY_CHOICES", "Scene", "UncertaintyCheck", "apply", "channel_order",
+           "invert", "statistic", "summary", "tta_std", "tta_stds"]
 
 #: The dihedral group of the square as ``(k, flip)``: ``np.rot90(·, k)`` after an optional left-right mirror.
 #: Order: identity, the three mirrors that keep the shape (lr, ud, both = rot180), then the transposing ones.
@@ -87,23 +94,29 @@ def invert(y: np.ndarray, t: tuple[int, bool]) -> np.ndarray:
     return y[..., :, ::-1] if flip else y
 
 
-def tta_std(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], n: int,
-            identity: np.ndarray | None = None, inputs: list[str] | None = None) -> np.ndarray:
-    """Per-pixel standard deviation ``(C_out, H', W')`` of ``infer`` over ``n`` dihedral copies of ``x`` ``(C, H, W)``.
+def tta_stds(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], ns: tuple[int, ...] | list[int],
+             identity: np.ndarray | None = None, inputs: list[str] | None = None) -> dict[int, np.ndarray]:
+    """Per-pixel standard deviation ``(C_out, H', W')`` of ``infer`` over the first ``n`` dihedral copies of ``x``
+    ``(C, H, W)`` for every ``n`` in ``ns``, from one pass over ``max(ns)`` copies (the first ``n`` copies of a
+    larger set are exactly the ``n``-copy set).
 
     ``infer`` maps a normalized input to the raw model output (any spatial size: the engine tiles). ``identity``:
     the model's answer to ``x`` itself when already computed (saves one inference). ``inputs``: the channel
     names, so direction-specific channels are permuted (:func:`channel_order`); raises ``ValueError`` when
-    ``n`` needs a copy that cannot be a physical input."""
-    if n not in UNCERTAINTY_CHOICES[1:]:
-        raise ValueError(f"uncertainty needs {', '.join(map(str, UNCERTAINTY_CHOICES[1:]))} dihedral copies, got {n}")
-    orders = [channel_order(inputs, t) if inputs is not None else list(range(x.shape[0])) for t in DIHEDRAL[:n]]
+    a copy cannot be a physical input."""
+    bad = [n for n in ns if n not in UNCERTAINTY_CHOICES[1:]]
+    if bad or not ns:
+        raise ValueError(f"uncertainty needs {', '.join(map(str, UNCERTAINTY_CHOICES[1:]))} dihedral copies, "
+                         f"got {list(ns)}")
+    top = max(ns)
+    orders = [channel_order(inputs, t) if inputs is not None else list(range(x.shape[0])) for t in DIHEDRAL[:top]]
     if any(o is None for o in orders):
-        raise ValueError(f"uncertainty {n} needs 90° rotations, which turn DPC left/right into top/bottom in a "
+        raise ValueError(f"uncertainty {top} needs 90° rotations, which turn DPC left/right into top/bottom in a "
                          "sense the package does not record; use 2 or 4 (mirrors and 180°)")
     mean: np.ndarray | None = None
     m2: np.ndarray | None = None
-    for i, t in enumerate(DIHEDRAL[:n]):
+    out: dict[int, np.ndarray] = {}
+    for i, t in enumerate(DIHEDRAL[:top]):
         if i == 0 and identity is not None:
             y = identity
         else:
@@ -115,8 +128,15 @@ def tta_std(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], n: int,
         d = y - mean
         mean += d / (i + 1)
         m2 += d * (y - mean)
-    assert m2 is not None
-    return np.sqrt(m2 / n).astype(np.float32)
+        if i + 1 in ns:
+            out[i + 1] = np.sqrt(m2 / (i + 1)).astype(np.float32)
+    return out
+
+
+def tta_std(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], n: int,
+            identity: np.ndarray | None = None, inputs: list[str] | None = None) -> np.ndarray:
+    """:func:`tta_stds` for one ``n``."""
+    return tta_stds(x, infer, (n,), identity, inputs)[n]
 
 
 def summary(std: np.ndarray, outputs: list[str], scale: list[float] | None, n: int) -> dict[str, Any]:
@@ -131,3 +151,166 @@ def summary(std: np.ndarray, outputs: list[str], scale: list[float] | None, n: i
                      "p99": float(f"{float(np.percentile(sub, 99)) / s[c]:.4g}")}
     return {"tta": n, "channels": per, "mean": max(v["mean"] for v in per.values()),
             "p99": max(v["p99"] for v in per.values())}
+
+
+# ------------------------------------------------------------------ the check
+#: A floor under the denominators of the relative statistics: 1 % of the output's training span (model units).
+_EPS = 0.01
+
+#: Scalar statistics of a bundle's spread, in the model's output units (the training targets' span is 1, so each
+#: is scale-free): the largest over the output channels of
+#: ``mean``: the mean per-pixel std; ``signal``: the mean std over the output's own mean |signal| (above its
+#: background); ``structure``: the mean std over the output's spatial standard deviation.
+STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "mean": lambda s, y: float(s.mean()),
+    "signal": lambda s, y: float(s.mean()) / (float(np.abs(y).mean()) + _EPS),
+    "structure": lambda s, y: float(s.mean()) / (float(y.std()) + _EPS),
+}
+
+
+def statistic(std: np.ndarray, y: np.ndarray, kind: str) -> float:
+    """The ``kind`` statistic (:data:`STATISTICS`) of a per-pixel ``std`` ``(C, H, W)`` around the answer ``y``,
+    both in the model's output units (before ``output_scaling``): the largest over the channels."""
+    try:
+        f = STATISTICS[kind]
+    except KeyError:
+        raise ValueError(f"unknown uncertainty statistic {kind!r}; known: {sorted(STATISTICS)}") from None
+    return max(f(s, v) for s, v in zip(std, y, strict=True))
+
+
+def _hnum(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a bundle's frame header says about the field it shows; :meth:`same` tells whether two bundles show the
+    same scene (an uncertainty verdict carries over) or not (a new check is due).
+
+    Same scene: the same acquisition, the stage within a quarter of the field of view in x and y and within 1 µm
+    in z (well inside the 10x depth of field), the same pixel size (objective, binning) and exposure within 1 %.
+    A header that lacks any of these figures proves nothing: such a bundle is a scene of its own."""
+
+    acquisition_id: Any
+    x: float | None
+    y: float | None
+    z: float | None
+    pixel_size_um: float | None
+    exposure_ms: float | None
+    field_px: int
+
+    @classmethod
+    def of(cls, header: dict[str, Any], field_px: int) -> Scene:
+        g = header.get
+        return cls(g("acquisition_id"), _hnum(g("stage_x_um")), _hnum(g("stage_y_um")), _hnum(g("stage_z_um")),
+                   _hnum(g("pixel_size_um")), _hnum(g("exposure_ms")), field_px)
+
+    @property
+    def known(self) -> bool:
+        return None not in (self.x, self.y, self.z, self.pixel_size_um, self.exposure_ms)
+
+    def same(self, other: Scene | None) -> bool:
+        if other is None or not (self.known and other.known) or self.acquisition_id != other.acquisition_id:
+            return False
+        a, b = self, other
+        assert a.pixel_size_um and b.pixel_size_um and a.exposure_ms is not None and b.exposure_ms is not None
+        fov = min(a.field_px, b.field_px) * a.pixel_size_um
+        return (abs(a.x - b.x) <= fov / 4 and abs(a.y - b.y) <= fov / 4 and abs(a.z - b.z) <= 1.0  # type: ignore[operator]
+                and abs(a.pixel_size_um / b.pixel_size_um - 1) <= 0.01
+                and abs(a.exposure_ms - b.exposure_ms) <= 0.01 * max(a.exposure_ms, b.exposure_ms))
+
+
+class UncertaintyCheck:
+    """The uncertainty check under a duty-cycle budget, for one worker (not thread-safe).
+
+    Work is counted in model passes over the bundle's pixels, so the budget is exact and deterministic: every
+    ordinary inference earns ``budget`` × its pixels of credit; a check costs ``tta − 1`` passes (the answer to
+    the bundle itself is the first copy) and runs when the credit covers it: on the first bundle of a new
+    :class:`Scene` as soon as it does, on a scene already checked only when the credit covers two checks
+    (one stays in reserve for the next new scene). The credit never exceeds two checks' cost, so the extra
+    passes over any run stay within ``budget`` × the ordinary passes. The verdict carries to the later
+    bundles of its scene (with its age) and is dropped when the scene changes.
+
+    ``validated``: the package's :class:`~scopecast.models.manifest.ValidatedUncertainty` (None: no threshold;
+    the statistic is still measured and reported, never judged). ``morphology``: whose threshold applies
+    (None or one the package did not validate: the ``ceiling``, the largest). ``budget`` 0 disables the
+    check; ``float('inf')`` checks every inferred bundle."""
+
+    def __init__(self, validated: Any, budget: float = 0.03, morphology: str | None = None,
+                 default_tta: int = 2) -> None:
+        if not budget >= 0:
+            raise ValueError(f"uncertainty budget must be a fraction of inference time >= 0, got {budget}")
+        self.validated = validated
+        self.budget = budget
+        self.tta = int(validated.tta) if validated is not None else default_tta
+        self.kind = validated.statistic if validated is not None else "signal"
+        if self.kind not in STATISTICS:
+            raise ValueError(f"the package's uncertainty statistic {self.kind!r} is not one this engine knows "
+                             f"({sorted(STATISTICS)})")
+        self.threshold: float | None = None
+        self.against = "no validated threshold"
+        if validated is not None:
+            if morphology is not None and morphology in validated.morphologies:
+                self.threshold, self.against = float(validated.morphologies[morphology].threshold), morphology
+            else:
+                self.threshold = float(validated.ceiling)
+                self.against = "ceiling" if morphology is None else f"ceiling; {morphology!r} not validated"
+        self.credit = 0.0
+        self.passes = 0.0  # ordinary passes (bundle pixels / 1e6 each) and the checks' extra ones
+        self.extra_passes = 0.0
+        self.checks = 0
+        self.bundles = 0
+        self._scene: Scene | None = None
+        self._verdict: dict[str, Any] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget > 0
+
+    def due(self, header: dict[str, Any], shape: tuple[int, int], inferred: bool) -> bool:
+        """Account one bundle (its frame header, input ``shape``; ``inferred``: the model ran on it) and say
+        whether the check should run on it now."""
+        self.bundles += 1
+        scene = Scene.of(header, min(shape))
+        if not scene.same(self._scene):
+            self._verdict = None
+        self._scene = scene
+        if not (self.enabled and inferred):
+            return False
+        work = shape[0] * shape[1] / 1e6
+        cost = (self.tta - 1) * work
+        self.passes += work
+        self.credit = min(self.credit + self.budget * work, 2 * cost) if np.isfinite(self.budget) else np.inf
+        return self.credit >= (cost if self._verdict is None else 2 * cost)
+
+    def record(self, value: float, header: dict[str, Any], shape: tuple[int, int], spent: bool = True) -> None:
+        """The statistic measured on this bundle (``spent``: its copies were run for the check, not for a
+        per-pixel map the engine computes anyway)."""
+        if spent:
+            cost = (self.tta - 1) * shape[0] * shape[1] / 1e6
+            self.credit -= cost
+            self.extra_passes += cost
+        self.checks += 1
+        ok = None if self.threshold is None else bool(value <= self.threshold)
+        self._verdict = {"value": float(f"{value:.4g}"), "ok": ok, "checked_bundle": header.get("bundle_id"),
+                         "checked_at": self.bundles}
+
+    def report(self) -> tuple[dict[str, Any], str | None]:
+        """``trust.uncertainty.check`` for the bundle last passed to :meth:`due`, and the failure reason (or None)."""
+        rep: dict[str, Any] = {"statistic": self.kind, "tta": self.tta, "threshold": self.threshold,
+                               "morphology": self.against, "budget": self.budget if np.isfinite(self.budget) else None}
+        v = self._verdict
+        if not self.enabled:
+            return {**rep, "state": "off", "ok": None}, None
+        if v is None:
+            return {**rep, "state": "pending", "ok": None}, None
+        age = self.bundles - v["checked_at"]
+        rep.update(state="checked" if age == 0 else "carried", value=v["value"], ok=v["ok"],
+                   checked_bundle=v["checked_bundle"], age=age)
+        if self.threshold is None:
+            rep["state"] += " (informational: the package records no validated uncertainty threshold)"
+            return rep, None
+        if v["ok"]:
+            return rep, None
+        return rep, (f"uncertainty: {self.kind} {v['value']:.3g} > validated {self.threshold:.3g} ({self.against}, "
+                     f"x{self.tta}{'' if age == 0 else f', checked {age} bundles ago'})")

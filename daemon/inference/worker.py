@@ -17,6 +17,19 @@ extra channel per output, named ``<output>:std`` (physical units; zeros for a
 withheld bundle), and its summary as ``trust.uncertainty``. The published image
 is still the model's answer to the bundle itself; the copies' time counts as
 inference.
+
+The **uncertainty check** (on by default: ``uncertainty_budget=0.03``, which
+with the guards keeps the monitor within 5 % of inference time) turns that
+spread into a verdict within the monitor's budget: a credit of
+``uncertainty_budget`` × the model passes this worker runs pays for the check's
+``tta − 1`` extra passes on the first bundle of a new scene (stage position,
+pixel size, exposure, acquisition: :class:`.uncertainty.Scene`) and, with credit
+to spare, re-checks; the verdict carries to the later bundles of the scene.
+A statistic above the package's validated threshold (``validated.uncertainty``:
+per training morphology; ``uncertainty_morphology`` picks one, else the largest)
+makes ``trust.ok`` false with an ``uncertainty:`` reason; a package without
+thresholds gets the statistic reported, not judged. With ``uncertainty=n`` ≥ the
+check's copies the check is free and runs on every bundle.
 """
 
 from __future__ import annotations
@@ -33,7 +46,7 @@ from .guards import GuardVerdict, InputGuard, OutputGuard, trust
 from .package import ModelPackage
 from .runtimes import InferenceRuntime
 from .tiling import plan_tiles, run_tiled
-from .uncertainty import DIHEDRAL, UNCERTAINTY_CHOICES, channel_order, summary, tta_std
+from .uncertainty import DIHEDRAL, UNCERTAINTY_CHOICES, UncertaintyCheck, channel_order, statistic, summary, tta_stds
 
 __all__ = ["BundleMismatch", "InferenceWorker", "NonFiniteOutput", "Result", "StreamFrame", "normalize"]
 
@@ -74,7 +87,8 @@ class InferenceWorker:
     """Runs one model package on bundles (not thread-safe: one per thread)."""
 
     def __init__(self, package: ModelPackage, runtime: InferenceRuntime, worker_id: int = 0, batch: int = 4,
-                 uncertainty: int = 0) -> None:
+                 uncertainty: int = 0, uncertainty_budget: float = 0.03,
+                 uncertainty_morphology: str | None = None) -> None:
         if uncertainty not in UNCERTAINTY_CHOICES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_CHOICES} dihedral copies (0: off), "
                              f"got {uncertainty}")
@@ -91,6 +105,13 @@ class InferenceWorker:
         self.guard = InputGuard.from_manifest(self.m)
         self.output_guard = OutputGuard(self.m)
         self._input: np.ndarray | None = None  # reused input buffer
+        val = self.m.validated.uncertainty if self.m.validated is not None else None
+        default_tta = 2
+        self.check_uncertainty = UncertaintyCheck(val, uncertainty_budget, uncertainty_morphology, default_tta)
+        if uncertainty_budget and any(channel_order(self.m.inputs, t) is None
+                                      for t in DIHEDRAL[:self.check_uncertainty.tta]):
+            raise ValueError(f"the package's uncertainty check needs {self.check_uncertainty.tta} dihedral copies, "
+                             "which the DPC inputs cannot take (90° rotations)")
 
     def warm_up(self, shape: tuple[int, int]) -> float:
         """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms."""
@@ -146,11 +167,40 @@ class InferenceWorker:
 
     def _std(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Per-pixel TTA standard deviation in physical units (``y``: the raw answer to ``x``, not yet scaled)."""
-        std = tta_std(x, self.infer, self.uncertainty, identity=y, inputs=list(self.m.inputs))
+        return self._stds(x, y, (self.uncertainty,))[self.uncertainty]
+
+    def _stds(self, x: np.ndarray, y: np.ndarray, ns: tuple[int, ...], raw: bool = False) -> dict[int, np.ndarray]:
+        """:meth:`_std` for several copy counts from one pass (``raw``: in model units, not scaled)."""
+        stds = tta_stds(x, self.infer, ns, identity=y, inputs=list(self.m.inputs))
+        s = self.m.output_scaling
+        if s is not None and not raw:
+            for std in stds.values():
+                std *= np.abs(np.asarray(s.scale, np.float32))[:, None, None]
+        return stds
+
+    def _uncertainty(self, x: np.ndarray, y: np.ndarray, header: dict[str, Any]) -> tuple[np.ndarray | None, Any]:
+        """The per-pixel map (``uncertainty=n``; physical units) and/or the check's statistic on this bundle;
+        returns ``(map or None, map summary or None)``."""
+        chk = self.check_uncertainty
+        shape = (x.shape[1], x.shape[2])
+        due = chk.due(header, shape, inferred=True)
+        free = self.uncertainty >= chk.tta and chk.enabled  # the map's copies include the check's
+        ns = tuple(sorted({*((self.uncertainty,) if self.uncertainty else ()), *((chk.tta,) if due or free else ())}))
+        if not ns:
+            return None, None
+        t0 = now_ns()
+        stds = self._stds(x, y, ns, raw=True)
+        if due or free:
+            chk.record(statistic(stds[chk.tta], y, chk.kind), header, shape, spent=not free)
+        if not self.uncertainty:
+            return None, None
+        std = stds[self.uncertainty]
         s = self.m.output_scaling
         if s is not None:
-            std *= np.abs(np.asarray(s.scale, np.float32))[:, None, None]
-        return std
+            std = std * np.abs(np.asarray(s.scale, np.float32))[:, None, None]
+        unc = {**summary(std, list(self.m.outputs), None if s is None else list(s.scale), self.uncertainty),
+               "ms": round((now_ns() - t0) / 1e6, 2)}
+        return std, unc
 
     def check(self, ordered: list[StreamFrame]) -> GuardVerdict:
         """The input guards' verdict on a bundle (frames in model order, raw counts)."""
@@ -162,6 +212,7 @@ class InferenceWorker:
         ordered = self.order(frames)
         verdict = self.check(ordered)
         std = unc = None
+        h0 = max(ordered, key=lambda f: _ns(f.header.get("t_acquired_ns"))).header
         if verdict.withhold:  # nothing the model could honestly answer: a blank result saying why
             h, w = ordered[0].data.shape
             sf = self.m.scale_factor
@@ -170,24 +221,18 @@ class InferenceWorker:
             out_fig, out_reasons, out_margin = {**self.output_guard.apply(y)[0], "withheld": True}, [], 1.0
             if self.uncertainty:
                 std = np.zeros_like(y)
+            self.check_uncertainty.due(h0, (h, w), inferred=False)
         else:
             x = self.preprocess(ordered)
             t_pre = now_ns()
             y = self.infer(x)
-            if self.uncertainty:
-                t0 = now_ns()
-                std = self._std(x, y)
-                s = self.m.output_scaling
-                unc = {**summary(std, list(self.m.outputs), None if s is None else list(s.scale), self.uncertainty),
-                       "ms": round((now_ns() - t0) / 1e6, 2)}
+            std, unc = self._uncertainty(x, y, h0)
             t_inf = now_ns()
             y = self.postprocess(y)
             out_fig, out_reasons, out_margin = self.output_guard.apply(y)
         if std is not None:
             y = np.concatenate([y, std])
         t_post = now_ns()
-        last = max(ordered, key=lambda f: _ns(f.header.get("t_acquired_ns")))
-        h0 = last.header
         self.results += 1
         header = {
             "version": h0.get("version", 1),
@@ -219,6 +264,10 @@ class InferenceWorker:
             "t_published_ns": 0,
             "trust": trust(verdict, out_fig, out_reasons, out_margin),
         }
-        if self.uncertainty:
-            header["trust"]["uncertainty"] = unc  # None: withheld, nothing inferred
+        check, reason = self.check_uncertainty.report()
+        t = header["trust"]
+        t["uncertainty"] = {**(unc or {}), "check": check}  # the map's summary only when it was computed
+        if reason:
+            t["reasons"].append(reason)
+            t["ok"], t["score"] = False, 0.0
         return Result(header, np.ascontiguousarray(y, dtype=np.float32))
