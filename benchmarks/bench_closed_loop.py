@@ -121,19 +121,19 @@ def _save_bundle(stream: str, client, path: Path) -> None:
 
 # ------------------------------------------------------------------ the loop
 def _fire(c, n: int, deadline: float) -> None:
-    """Move between the colony and ordinary cells until ``n`` more firings; each firing starts with the
-    action thread idle (the previous firing's actions, snap and recording, have finished)."""
+    """Move between ordinary cells and the colony until ``n`` more firings; each firing starts armed, with
+    the action thread idle (the previous firing's actions, snap and recording, have finished)."""
     target = c.request("triggers")["fired"] + n
     while c.request("triggers")["fired"] < target and time.monotonic() < deadline:
-        fired = c.request("triggers")["fired"]
-        c.request("move_stage", x=COLONY[0], y=COLONY[1])
-        while c.request("triggers")["fired"] == fired and time.monotonic() < deadline:
-            time.sleep(0.02)
         c.request("move_stage", x=0.0, y=0.0)
         while time.monotonic() < deadline:  # re-armed on ordinary cells, nothing left to do
             st = c.request("triggers")
             if st["triggers"][TRIGGER]["armed"] and not st["actions_pending"]:
                 break
+            time.sleep(0.02)
+        fired = st["fired"]
+        c.request("move_stage", x=COLONY[0], y=COLONY[1])
+        while c.request("triggers")["fired"] == fired and time.monotonic() < deadline:
             time.sleep(0.02)
 
 

@@ -12,12 +12,13 @@ the data disk fills), with a warning event first and the reason on the job.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,6 +90,8 @@ class AcquisitionEngine:
         self.frames_recorded = 0  # durable frames (journaled), counted by the recorders' writers
         self._count_lock = threading.Lock()
         self.last_error: str | None = None
+        self._wanted = 0  # threads waiting in hardware(): a live cycle yields to them between frames
+        self._wanted_cv = threading.Condition()
 
     # ------------------------------------------------------------------ state
     @property
@@ -175,6 +178,27 @@ class AcquisitionEngine:
         self.frames_acquired += 1
         return Frame(header, snap.data)
 
+    @contextlib.contextmanager
+    def hardware(self) -> Iterator[None]:
+        """Hold the microscope (``backend.lock``) from the end of the frame in progress: a live cycle
+        yields before its next frame until the holder is done. The lock alone is not fair: on a busy
+        core the live thread took it again, frame after frame, while a snap waited."""
+        with self._wanted_cv:
+            self._wanted += 1
+        try:
+            with self.backend.lock:  # type: ignore[attr-defined]
+                yield
+        finally:
+            with self._wanted_cv:
+                self._wanted -= 1
+                self._wanted_cv.notify_all()
+
+    def _yield_hardware(self) -> None:
+        """Between live frames: let the callers of :meth:`hardware` have the microscope first."""
+        if self._wanted:
+            with self._wanted_cv:
+                self._wanted_cv.wait_for(lambda: not self._wanted)
+
     def _emit(self, frame: Frame) -> None:
         for sink in self.sinks:
             try:
@@ -190,7 +214,7 @@ class AcquisitionEngine:
         """
         self.require_idle("snap")
         acq = _new_id("snap")
-        with self.backend.lock:  # type: ignore[attr-defined]
+        with self.hardware():
             previous = self.backend.exposure_ms() if spec.exposure_ms and not spec.detector else None
             try:
                 frame = self.acquire(spec, acquisition_id=acq, bundle_id=next(self._bundle),
@@ -286,12 +310,14 @@ class AcquisitionEngine:
                 t_start = time.perf_counter()
                 bundle = next(self._bundle)
                 frames = []
+                self._yield_hardware()
                 burst = self._burst(burst_plan, plan) if burst_plan else {}
                 for i, spec in enumerate(plan.channels):
                     if job._stop.is_set():  # stop takes effect within one frame
                         break
                     if rec is not None and self._cap_reached(job, rec, cap):
                         break
+                    self._yield_hardware()
                     if spec.name in burst:
                         snap, where, pixel = burst[spec.name]
                         frame = self._frame(spec, self.backend.channels()[spec.name], snap, where, pixel,

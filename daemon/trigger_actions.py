@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class _Firing:
     t_decided_ns: int  # the decision was taken
     t_action_ns: int = 0  # the action thread took it up
     t_hardware_ns: int = 0  # its first action held the microscope (0: no hardware action yet)
+    logged: threading.Event = field(default_factory=threading.Event)  # its decision line is in the log
 
 
 #: The parts of the closed loop (name, from, to): result-header stamps, then the runner's.
@@ -160,7 +161,7 @@ class TriggerRunner:
         self.decisions: list[Decision] = []
         self.fired = 0  # counted when decided (actions may still be running)
         self.results_seen = 0  # results received and decided on
-        self._running = 0  # firings whose actions are executing now
+        self._pending = 0  # firings decided whose outcome is not logged yet (queued or executing)
         self.latencies_ms: list[float] = []
         self._lock = threading.Lock()
         self._actions: queue.Queue = queue.Queue()
@@ -197,7 +198,7 @@ class TriggerRunner:
             "decisions": len(self.decisions),
             "results": self.results_seen,
             "fired": self.fired,
-            "actions_pending": self._actions.qsize() + self._running,
+            "actions_pending": self._pending,
             "closed_loop_latency_ms": None if lat is None else {
                 "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "n": len(lat)},
         }
@@ -223,17 +224,30 @@ class TriggerRunner:
                     log.exception("triggers: result %s not decided", header.get("bundle_id"))
 
     def _decide(self, header: dict[str, Any], data: Any, t_received_ns: int = 0) -> None:
+        """Decide on one result; a firing goes to the action thread before anything is logged (the
+        hardware does not wait for the log), and its outcome line waits for its decision line."""
         decisions = self.decider.decide(header, data)
         t_decided = now_ns()
-        for d in decisions:
+        firings = [_Firing(d, header, data, t_received_ns or t_decided, t_decided)
+                   for d in decisions if d.event == "fire"]
+        for f in firings:
             with self._lock:
-                self.decisions.append(d)
-            self._log(d.key())
-            if d.event == "fire":
-                self.fired += 1
-                self._actions.put(_Firing(d, header, data, t_received_ns or t_decided, t_decided))
-            if d.event in ("fire", "disabled", "untrusted"):
-                log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
+                self._pending += 1
+            self.fired += 1
+            self._actions.put(f)
+        try:
+            for d in decisions:
+                with self._lock:
+                    self.decisions.append(d)
+                self._log(d.key())
+                for f in firings:
+                    if f.decision is d:
+                        f.logged.set()
+                if d.event in ("fire", "disabled", "untrusted"):
+                    log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
+        finally:  # an outcome never waits for a decision line that failed to be written
+            for f in firings:
+                f.logged.set()
 
     def _log(self, line: dict[str, Any]) -> None:
         """Append one JSON line to the decision log (decisions in the order taken; outcomes later)."""
@@ -246,28 +260,35 @@ class TriggerRunner:
             firing = self._actions.get()
             if firing is None:
                 return
-            d, header, data = firing.decision, firing.header, firing.data
-            self._running = 1
             firing.t_action_ns = now_ns()
-            self._firing = firing
-            spec = next(t for t in self.config.triggers if t.name == d.trigger)
-            results = []
-            for i, action in enumerate(spec.actions):
-                if i == 0 and action.kind not in HARDWARE_ACTIONS:  # starts without the microscope
-                    firing.t_hardware_ns = now_ns()
-                try:
-                    res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
-                    results.append({"action": action.kind, "ok": True, **(res or {})})
-                except Exception as e:  # noqa: BLE001 - a failing action is logged; acquisition goes on
-                    log.exception("trigger %s action %s failed", d.trigger, action.kind)
-                    results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
-                if i == 0:
-                    firing.t_hardware_ns = firing.t_hardware_ns or firing.t_action_ns
-                    self._record_latency(firing)
-            d.outcome["actions"] = results
-            self._firing = None
-            self._log({"outcome_of": {"t_ns": d.t_ns, "trigger": d.trigger, "bundle_id": d.bundle_id}, **d.outcome})
-            self._running = 0
+            try:
+                self._run_actions(firing)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def _run_actions(self, firing: _Firing) -> None:
+        """Execute a firing's actions in order and log their outcome (after the decision's own line)."""
+        d, header, data = firing.decision, firing.header, firing.data
+        self._firing = firing
+        spec = next(t for t in self.config.triggers if t.name == d.trigger)
+        results = []
+        for i, action in enumerate(spec.actions):
+            if i == 0 and action.kind not in HARDWARE_ACTIONS:  # starts without the microscope
+                firing.t_hardware_ns = now_ns()
+            try:
+                res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
+                results.append({"action": action.kind, "ok": True, **(res or {})})
+            except Exception as e:  # noqa: BLE001 - a failing action is logged; acquisition goes on
+                log.exception("trigger %s action %s failed", d.trigger, action.kind)
+                results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
+            if i == 0:
+                firing.t_hardware_ns = firing.t_hardware_ns or firing.t_action_ns
+                self._record_latency(firing)
+        d.outcome["actions"] = results
+        self._firing = None
+        firing.logged.wait()
+        self._log({"outcome_of": {"t_ns": d.t_ns, "trigger": d.trigger, "bundle_id": d.bundle_id}, **d.outcome})
 
     def _record_latency(self, f: _Firing) -> None:
         """``closed_loop_latency_ms`` (deciding frame's exposure start -> the first action on the hardware),
@@ -291,7 +312,7 @@ class TriggerRunner:
     @contextlib.contextmanager
     def _hardware(self) -> Iterator[None]:
         """Hold the microscope for an action; the first time in a firing stamps when it started on the hardware."""
-        with self.engine.backend.lock:  # type: ignore[attr-defined]
+        with self.engine.hardware():  # live yields it before its next frame
             f = self._firing
             if f is not None and not f.t_hardware_ns:
                 f.t_hardware_ns = now_ns()
@@ -303,9 +324,9 @@ class TriggerRunner:
 
     def _do_confirm_fluorescence(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
-        label_free = self.ring.bundle(d.acquisition_id, d.bundle_id)
         with self._hardware():
             fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
+        label_free = self.ring.bundle(d.acquisition_id, d.bundle_id)  # still in the ring (seconds of frames)
         frames = label_free + fluo
         rec = self._recorder("pair", d)
         try:
