@@ -137,15 +137,37 @@ def _fire(c, n: int, deadline: float) -> None:
             time.sleep(0.02)
 
 
+def _summary(outs: list[dict], model: dict[str, list[float]]) -> dict[str, float]:
+    """The loop's figures over some firings' outcome lines (ms)."""
+    loop = [x["closed_loop_latency_ms"] for x in outs]
+    rest = [x["closed_loop_latency_ms"] - (x["closed_loop_ms"]["model"] or 0) for x in outs]
+    whole = [x["closed_loop_latency_ms"] + x["bundle_before_deciding_frame_ms"] for x in outs
+             if x.get("bundle_before_deciding_frame_ms") is not None]
+    out = {"firings": len(outs), "loop p50": _pct(loop, 50), "loop p99": _pct(loop, 99),
+           "loop - model latency, p50": _pct(loop, 50) - _pct(model["process"], 50),
+           "loop - model latency, p99": _pct(loop, 99) - _pct(model["process"], 99),
+           "loop - its own model stage, p50": _pct(rest, 50), "loop - its own model stage, p99": _pct(rest, 99),
+           "from the bundle's first exposure, p50": _pct(whole, 50),
+           "from the bundle's first exposure, p99": _pct(whole, 99)}
+    for name in (outs[0]["closed_loop_ms"] if outs else []):
+        v = [x["closed_loop_ms"][name] for x in outs]
+        out[f"{name} p50"], out[f"{name} p99"] = _pct(v, 50), _pct(v, 99)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=20, help="firings in all")
-    ap.add_argument("--rounds", type=int, default=2, help="ABAB rounds of (isolated model, firings)")
+    ap.add_argument("--events", type=int, default=20, help="firings per live mode, in all")
+    ap.add_argument("--rounds", type=int, default=2, help="ABAB rounds of (isolated model, firings per mode)")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--exposure-ms", type=float, default=10.0)
+    ap.add_argument("--camera-timing", choices=("Instant", "Realistic"), default="Instant",
+                    help="the simulated camera's TimingModel: Realistic takes exposure + readout per frame")
     ap.add_argument("--threads", type=int, default=1, help="engine intra-op threads (and the isolated model's)")
     ap.add_argument("--daemon-cpus", default="0")
     ap.add_argument("--engine-cpus", default="1")
+    ap.add_argument("--pace-ms", type=float, default=0.0,
+                    help="the paced live cycle's interval (default: 1.5 x the first round's model latency)")
     ap.add_argument("--n", type=int, default=30, help="isolated model runs per round")
     ap.add_argument("--isolated", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write every figure here")
@@ -160,7 +182,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="scopecast-loop-"))
     cfg = (ROOT / "hardware_configs" / "sim-ledarray.cfg").read_text()
     cfg = cfg.replace("Width,512", f"Width,{args.size}").replace("Height,512", f"Height,{args.size}")
-    (tmp / "sim.cfg").write_text(cfg)
+    (tmp / "sim.cfg").write_text(cfg + f"#py Property,Camera,TimingModel,{args.camera_timing}\n")
     triggers = {
         "triggers": [{"name": TRIGGER, "model": "virtual-staining",
                       "measurement": {"kind": "area_fraction", "channel": "nuclei", "threshold": 2000},
@@ -180,6 +202,8 @@ def main() -> None:
                                "--threads", str(args.threads), "--cpus", engine_cpus],
                               env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "engine.log", "w"))
     model: dict[str, list[float]] = {}
+    modes: dict[str, list[tuple[int, int]]] = {"free-running": [], "paced": []}  # firing index ranges
+    pace = args.pace_ms
     try:
         with ControlClient(ctl, timeout_s=120) as c:
             while True:
@@ -198,16 +222,20 @@ def main() -> None:
             _save_bundle(stream, c, tmp / "bundle.npz")
             c.request("move_stage", x=0.0, y=0.0)
             c.request("load_triggers", config=triggers, sources={"virtual-staining": results})
-            deadline = time.monotonic() + 30 * args.events + 120
+            deadline = time.monotonic() + 60 * args.events + 120
             per_round = [args.events // args.rounds + (r < args.events % args.rounds) for r in range(args.rounds)]
             for n in per_round:
                 for k, v in _run_isolated(tmp / "bundle.npz", args.n, args.threads, engine_cpus).items():
                     model.setdefault(k, []).extend(v)
-                c.request("start_live", channels=CYCLE, interval_ms=0)
-                _fire(c, n, deadline)
-                c.request("stop")
-                while c.request("status")["state"] != "idle" or c.request("triggers")["actions_pending"]:
-                    time.sleep(0.05)
+                pace = pace or 5 * np.ceil(1.5 * _pct(model["process"], 50) / 5)
+                for mode, interval in (("free-running", 0.0), ("paced", pace)):
+                    first = c.request("triggers")["fired"]
+                    c.request("start_live", channels=CYCLE, interval_ms=interval)
+                    _fire(c, n, deadline)
+                    c.request("stop")
+                    while c.request("status")["state"] != "idle" or c.request("triggers")["actions_pending"]:
+                        time.sleep(0.05)
+                    modes[mode].append((first, c.request("triggers")["fired"]))
             st = c.request("triggers")
     finally:
         for p in (engine, daemon):
@@ -215,37 +243,30 @@ def main() -> None:
             p.wait(timeout=30)
     load_end = os.getloadavg()
     lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
-    outs = [x for x in lines if "outcome_of" in x and "closed_loop_ms" in x]
-    loop = [x["closed_loop_latency_ms"] for x in outs]
-    whole = [x["closed_loop_latency_ms"] + x["bundle_before_deciding_frame_ms"] for x in outs
-             if x.get("bundle_before_deciding_frame_ms") is not None]
-    stages = list(outs[0]["closed_loop_ms"]) if outs else []
-    m50, m99 = _pct(model["process"], 50), _pct(model["process"], 99)
+    outs = [x for x in lines if "outcome_of" in x]  # in firing order (one action thread)
+    by_mode = {m: [o for a, b in r for o in outs[a:b] if "closed_loop_ms" in o] for m, r in modes.items()}
+    figures = {m: _summary(o, model) for m, o in by_mode.items()}
 
     print(f"machine: {platform.machine()}, {cpus} cores, python {platform.python_version()}; load average "
           f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end; {args.size}x{args.size} frames, exposure "
-          f"{args.exposure_ms:g} ms, virtual-staining, engine on core(s) {engine_cpus} with {args.threads} "
-          f"thread(s), daemon on {args.daemon_cpus}; {args.rounds} ABAB rounds")
+          f"{args.exposure_ms:g} ms ({args.camera_timing} camera timing), virtual-staining, engine on core(s) {engine_cpus} with {args.threads} "
+          f"thread(s), daemon on {args.daemon_cpus}; {args.rounds} ABAB rounds (isolated model, free-running "
+          f"live, live paced at {pace:g} ms per cycle)")
     print(f"model latency (InferenceWorker.process on an in-memory bundle, same size/threads/core; "
-          f"{len(model['process'])} runs): p50 {m50:.1f} ms, p99 {m99:.1f} ms "
-          f"(inference alone p50 {_pct(model['infer'], 50):.1f} ms; guards+normalization "
-          f"{_pct(model['guards_normalize'], 50):.2f} ms; output scaling {_pct(model['postprocess'], 50):.2f} ms; "
-          f"trusted: {all(model['trusted'])})")
-    print(f"closed loop, deciding (last) frame's exposure start -> action holds the microscope "
-          f"({len(loop)} firings): p50 {_pct(loop, 50):.1f} ms, p99 {_pct(loop, 99):.1f} ms, max {max(loop):.1f} ms")
-    print(f"  the loop adds (closed loop - model latency): p50 {_pct(loop, 50) - m50:+.1f} ms, "
-          f"p99 {_pct(loop, 99) - m99:+.1f} ms   [target <= +5 ms]")
-    print(f"  from the bundle's first exposure start (six exposures): p50 {_pct(whole, 50):.1f} ms, "
-          f"p99 {_pct(whole, 99):.1f} ms")
-    print("\n| stage (per firing) | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: |")
-    for s in stages:
-        v = [x["closed_loop_ms"][s] for x in outs]
-        print(f"| {s} | {_pct(v, 50):.2f} | {_pct(v, 99):.2f} | {max(y for y in v if y is not None):.2f} |")
-    rest = [x["closed_loop_latency_ms"] - (x["closed_loop_ms"]["model"] or 0) for x in outs]
-    print(f"| everything but the model stage | {_pct(rest, 50):.2f} | {_pct(rest, 99):.2f} | {max(rest):.2f} |")
+          f"{len(model['process'])} runs): p50 {_pct(model['process'], 50):.1f} ms, p99 "
+          f"{_pct(model['process'], 99):.1f} ms (inference alone p50 {_pct(model['infer'], 50):.1f} ms; guards + "
+          f"normalization {_pct(model['guards_normalize'], 50):.2f} ms; output scaling "
+          f"{_pct(model['postprocess'], 50):.2f} ms; trusted: {all(model['trusted'])})")
+    print("closed loop: from the exposure start of the deciding (last) frame of the bundle to the moment the "
+          "action holds the microscope; target: loop - model latency <= +5 ms\n")
+    print("| figure (ms) | free-running live | paced live |\n| --- | ---: | ---: |")
+    for key in figures["free-running"]:
+        row = [figures[m].get(key, float("nan")) for m in modes]
+        fmt = "{:.0f}" if key == "firings" else ("{:+.2f}" if " - " in key else "{:.2f}")
+        print(f"| {key} | " + " | ".join(fmt.format(v) for v in row) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"model": model, "loop": loop, "from_bundle_start": whole,
-                                         "outcomes": outs, "load": [load_start, load_end]}, indent=1))
+        args.json.write_text(json.dumps({"model": model, "figures": figures, "outcomes": by_mode, "pace_ms": pace,
+                                         "load": [load_start, load_end]}, indent=1))
 
 
 if __name__ == "__main__":

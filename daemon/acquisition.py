@@ -92,6 +92,9 @@ class AcquisitionEngine:
         self.last_error: str | None = None
         self._wanted = 0  # threads waiting in hardware(): a live cycle yields to them between frames
         self._wanted_cv = threading.Condition()
+        #: called after each live cycle with (job, bundle id), before the interval's rest; may wait (lockstep
+        #: triggers wait there for the cycle's decision) and must return once ``job`` is stopped
+        self.cycle_gates: list[Callable[[Job, int], None]] = []
 
     # ------------------------------------------------------------------ state
     @property
@@ -337,6 +340,8 @@ class AcquisitionEngine:
                     job.frames += 1
                     frames.append(frame)
                     self._emit(frame)
+                for gate in list(self.cycle_gates):
+                    gate(job, bundle)
                 wait = plan.interval_ms / 1000 - (time.perf_counter() - t_start)
                 if wait > 0:
                     job._stop.wait(wait)

@@ -68,6 +68,7 @@ class _Firing:
     t_action_ns: int = 0  # the action thread took it up
     t_hardware_ns: int = 0  # its first action held the microscope (0: no hardware action yet)
     logged: threading.Event = field(default_factory=threading.Event)  # its decision line is in the log
+    held: bool = False  # its first action has started (on the microscope, for a hardware action)
 
 
 #: The parts of the closed loop (name, from, to): result-header stamps, then the runner's.
@@ -166,6 +167,11 @@ class TriggerRunner:
         self._lock = threading.Lock()
         self._actions: queue.Queue = queue.Queue()
         self._firing: _Firing | None = None  # the firing whose actions run now
+        # lockstep: what live waits for after each cycle
+        self._progress = threading.Condition()
+        self._decided: dict[str, tuple[str, int]] = {}  # model -> (acquisition id, bundle id) last decided on
+        self._unheld = 0  # firings whose first action has not started yet
+        self.lockstep_timeouts = 0
         self._stop = threading.Event()
         self.ctx = zmq.Context.instance()
         self._subs = []
@@ -180,9 +186,13 @@ class TriggerRunner:
                          threading.Thread(target=self._act, name="trigger-actions", daemon=True)]
         for t in self._threads:
             t.start()
+        if config.lockstep:
+            engine.cycle_gates.append(self._gate)
 
     def close(self) -> None:
         self._stop.set()
+        if self._gate in self.engine.cycle_gates:
+            self.engine.cycle_gates.remove(self._gate)
         self._actions.put(None)
         for t in self._threads:
             t.join(timeout=5)
@@ -199,6 +209,7 @@ class TriggerRunner:
             "results": self.results_seen,
             "fired": self.fired,
             "actions_pending": self._pending,
+            "lockstep": {"enabled": self.config.lockstep, "timeouts": self.lockstep_timeouts},
             "closed_loop_latency_ms": None if lat is None else {
                 "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "n": len(lat)},
         }
@@ -234,6 +245,12 @@ class TriggerRunner:
             with self._lock:
                 self._pending += 1
             self.fired += 1
+        with self._progress:
+            self._unheld += len(firings)
+            self._decided[str(header.get("model"))] = (str(header.get("acquisition_id")),
+                                                       int(header.get("bundle_id", -1)))
+            self._progress.notify_all()
+        for f in firings:
             self._actions.put(f)
         try:
             for d in decisions:
@@ -264,6 +281,7 @@ class TriggerRunner:
             try:
                 self._run_actions(firing)
             finally:
+                self._held(firing)
                 with self._lock:
                     self._pending -= 1
 
@@ -275,7 +293,7 @@ class TriggerRunner:
         results = []
         for i, action in enumerate(spec.actions):
             if i == 0 and action.kind not in HARDWARE_ACTIONS:  # starts without the microscope
-                firing.t_hardware_ns = now_ns()
+                self._held(firing)
             try:
                 res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
                 results.append({"action": action.kind, "ok": True, **(res or {})})
@@ -283,7 +301,9 @@ class TriggerRunner:
                 log.exception("trigger %s action %s failed", d.trigger, action.kind)
                 results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
             if i == 0:
-                firing.t_hardware_ns = firing.t_hardware_ns or firing.t_action_ns
+                if not firing.held:  # a hardware action that ended without the microscope: its start
+                    firing.t_hardware_ns = firing.t_action_ns
+                    self._held(firing)
                 self._record_latency(firing)
         d.outcome["actions"] = results
         self._firing = None
@@ -314,9 +334,43 @@ class TriggerRunner:
         """Hold the microscope for an action; the first time in a firing stamps when it started on the hardware."""
         with self.engine.hardware():  # live yields it before its next frame
             f = self._firing
-            if f is not None and not f.t_hardware_ns:
-                f.t_hardware_ns = now_ns()
+            if f is not None:
+                self._held(f)
             yield
+
+    def _held(self, f: _Firing) -> None:
+        """The firing's first action has started (holding the microscope, for a hardware action): stamp it,
+        once, and let a lockstep live cycle go on."""
+        if f.held:
+            return
+        f.held = True
+        f.t_hardware_ns = f.t_hardware_ns or now_ns()
+        with self._progress:
+            self._unheld -= 1
+            self._progress.notify_all()
+
+    def _gate(self, job: Any, bundle: int) -> None:
+        """Lockstep (an :class:`AcquisitionEngine` cycle gate): after a live cycle, wait until every model the
+        triggers read has decided on this bundle (or a later one) and every firing's first action has started,
+        so the microscope is idle while the model decides and free when an action needs it. Gives up after
+        ``lockstep_timeout_s`` (counted in the status: an engine that dropped the bundle never stops live)."""
+        models = {t.model for t in self.config.triggers}
+        deadline = time.monotonic() + self.config.lockstep_timeout_s
+
+        def done() -> bool:
+            return not self._unheld and all(
+                (d := self._decided.get(m)) is not None and d[0] == job.acquisition_id and d[1] >= bundle
+                for m in models)
+
+        with self._progress:
+            while not done():
+                left = deadline - time.monotonic()
+                if job._stop.is_set() or self._stop.is_set():
+                    return
+                if left <= 0:
+                    self.lockstep_timeouts += 1
+                    return
+                self._progress.wait(min(left, 0.05))  # a stop request is seen within 50 ms
 
     def _recorder(self, kind: str, d: Decision) -> Recorder:
         path = self.engine.data_dir / f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}.ome.zarr"

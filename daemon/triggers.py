@@ -140,6 +140,11 @@ class TriggerConfig(BaseModel):
     triggers: list[TriggerSpec]
     safety: SafetySpec = Field(default_factory=SafetySpec)
     ring_buffer_s: float = Field(default=10.0, ge=0, description="frames kept for save_window")
+    lockstep: bool = Field(default=False, description=(
+        "live waits after each cycle until its bundle is decided on (and a firing's first action holds the "
+        "microscope): the loop as in-process, no bundle queued behind the model, no live frame in the action's "
+        "way; the frame rate drops to one cycle per (cycle + model)"))
+    lockstep_timeout_s: float = Field(default=2.0, gt=0, description="lockstep: go on without a decision after this")
 
 
 #: Largest trigger configuration file read (bytes).

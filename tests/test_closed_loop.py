@@ -28,10 +28,12 @@ EXPOSURE_MS = 30.0  # a live frame is long next to the hand-over: an action star
 
 
 class InstantEngine:
-    """Answers each complete live bundle with a result (mean ``value``) carrying its timestamps."""
+    """Answers each complete live bundle with a result (mean ``value``) carrying its timestamps,
+    ``model_s`` after the bundle's last frame arrived (a model that takes that long)."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, model_s: float = 0.0) -> None:
         self.value = 0.0
+        self.model_s = model_s
         self.frames: list[dict] = []  # every frame header seen on the stream (live and snaps)
         self.ctx = zmq.Context.instance()
         self.pub = self.ctx.socket(zmq.XPUB)
@@ -61,6 +63,8 @@ class InstantEngine:
                 continue
             last = max(got, key=lambda f: f["t_acquired_ns"])
             t = time.time_ns()
+            if self.model_s:
+                time.sleep(self.model_s)  # the model computing (this stand-in's only cost)
             header = {
                 "kind": "result", "model": "m", "channels": ["c"], "shape": [1, 8, 8], "dtype": "float32",
                 "acquisition_id": h["acquisition_id"], "bundle_id": h["bundle_id"],
@@ -68,7 +72,7 @@ class InstantEngine:
                 "stage_z_um": h["stage_z_um"], "pixel_size_um": h["pixel_size_um"],
                 "t_exposure_start_ns": last["t_exposure_start_ns"], "t_acquired_ns": last["t_acquired_ns"],
                 "t_frame_published_ns": max(f["t_published_ns"] for f in got), "t_received_ns": t,
-                "t_dequeued_ns": t, "t_preprocessed_ns": t, "t_inferred_ns": t, "t_postprocessed_ns": t,
+                "t_dequeued_ns": t, "t_preprocessed_ns": t, "t_inferred_ns": t, "t_postprocessed_ns": time.time_ns(),
                 "t_published_ns": time.time_ns(), "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}},
             }
             data = np.full((1, 8, 8), self.value, np.float32)
@@ -134,3 +138,43 @@ def test_the_loop_is_timed_in_parts_and_ends_when_the_action_holds_the_microscop
         # live yields the microscope to a waiting action: at most the frame it had begun starts meanwhile
         # (on the plain lock, live took it again for 2-3 more frames about every other firing)
         assert len([f for f in live if t_action <= f["t_exposure_start_ns"] <= t_end]) <= 1
+
+
+def test_lockstep_live_waits_for_each_decision_and_leaves_the_microscope_free(daemon, client):
+    """With ``lockstep``, live starts no cycle while the model decides on the last one, so a firing finds
+    the microscope idle: no live frame between the deciding frame and the action."""
+    daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")
+    model_s = 0.08
+    config = {"lockstep": True, "triggers": [{
+        "name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
+        "condition": {"above": 0.5}, "cooldown_s": 0,
+        "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 5}]}],
+        "safety": {"dose_per_position": 1e6, "dose_per_session": 1e6, "max_actions_per_minute": 100}}
+    with InstantEngine(daemon.stream_address, model_s) as engine:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("load_triggers", config=config, sources={"m": engine.address})
+        engine.wait_subscriber()
+        client.request("start_live", channels=CYCLE, exposure_ms=10, interval_ms=0)
+        wait_until(lambda: client.request("triggers")["results"] >= 3, 60, "results below the threshold")
+        engine.value = 1.0
+        st = wait_until(lambda: (s := client.request("triggers"))["fired"] and not s["actions_pending"] and s,
+                        60, "the firing and its action")
+        client.request("stop")
+    assert st["lockstep"] == {"enabled": True, "timeouts": 0}
+    live = [f for f in engine.frames if "-live-" in f["acquisition_id"]]
+    starts: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    for f in live:
+        starts[f["bundle_id"]] = min(starts.get(f["bundle_id"], f["t_exposure_start_ns"]), f["t_exposure_start_ns"])
+        ends[f["bundle_id"]] = max(ends.get(f["bundle_id"], 0), f["t_acquired_ns"])
+    bundles = sorted(starts)
+    # each cycle starts only after the model's time on the previous one (free-running: right away)
+    gaps = [(starts[b] - ends[a]) / 1e6 for a, b in zip(bundles, bundles[1:], strict=False)]
+    assert gaps and min(gaps) >= model_s * 1e3, gaps
+    lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
+    fire = next(x for x in lines if x.get("event") == "fire")
+    out = next(x for x in lines if x.get("outcome_of", {}).get("t_ns") == fire["t_ns"])
+    deciding = next(f for f in live if f["seq"] == max(fire["source_seqs"]))
+    t_end = deciding["t_exposure_start_ns"] + out["closed_loop_latency_ms"] * 1e6
+    assert not [f for f in live if deciding["t_acquired_ns"] < f["t_exposure_start_ns"] <= t_end]
+    assert out["closed_loop_ms"]["hardware_wait"] < out["closed_loop_ms"]["exposure_readout"]
