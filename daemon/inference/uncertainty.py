@@ -283,9 +283,10 @@ class UncertaintyCheck:
         self.credit = min(self.credit + self.budget * work, 2 * cost) if np.isfinite(self.budget) else np.inf
         return self.credit >= (cost if self._verdict is None else 2 * cost)
 
-    def record(self, value: float, header: dict[str, Any], shape: tuple[int, int], spent: bool = True) -> None:
+    def record(self, value: float, header: dict[str, Any], shape: tuple[int, int], spent: bool = True,
+               ms: float = 0.0) -> None:
         """The statistic measured on this bundle (``spent``: its copies were run for the check, not for a
-        per-pixel map the engine computes anyway)."""
+        per-pixel map the engine computes anyway; ``ms``: the time they took)."""
         if spent:
             cost = (self.tta - 1) * shape[0] * shape[1] / 1e6
             self.credit -= cost
@@ -293,7 +294,7 @@ class UncertaintyCheck:
         self.checks += 1
         ok = None if self.threshold is None else bool(value <= self.threshold)
         self._verdict = {"value": float(f"{value:.4g}"), "ok": ok, "checked_bundle": header.get("bundle_id"),
-                         "checked_at": self.bundles}
+                         "checked_at": self.bundles, "ms": round(ms, 2)}
 
     def report(self) -> tuple[dict[str, Any], str | None]:
         """``trust.uncertainty.check`` for the bundle last passed to :meth:`due`, and the failure reason (or None)."""
@@ -306,7 +307,7 @@ class UncertaintyCheck:
             return {**rep, "state": "pending", "ok": None}, None
         age = self.bundles - v["checked_at"]
         rep.update(state="checked" if age == 0 else "carried", value=v["value"], ok=v["ok"],
-                   checked_bundle=v["checked_bundle"], age=age)
+                   checked_bundle=v["checked_bundle"], age=age, ms=v["ms"])
         if self.threshold is None:
             rep["state"] += " (informational: the package records no validated uncertainty threshold)"
             return rep, None

@@ -191,7 +191,8 @@ class InferenceWorker:
         t0 = now_ns()
         stds = self._stds(x, y, ns, raw=True)
         if due or free:
-            chk.record(statistic(stds[chk.tta], y, chk.kind), header, shape, spent=not free)
+            chk.record(statistic(stds[chk.tta], y, chk.kind), header, shape, spent=not free,
+                       ms=(now_ns() - t0) / 1e6)
         if not self.uncertainty:
             return None, None
         std = stds[self.uncertainty]
