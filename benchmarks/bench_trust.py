@@ -316,7 +316,7 @@ def restat(package: str | Path, out: Path) -> tuple[Path, list[str]]:
 
 def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fields: int, overhead_size: int,
                 say: Any, uncertainty: int = 0, ind_fields: int = 0, thresholds: dict[str, Any] | None = None,
-                budget: float = 0.03, scene_every: int = 30, only_overhead: bool = False) -> dict[str, Any]:
+                budget: float = 0.025, scene_every: int = 30, only_overhead: bool = False) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from scopecast.daemon.inference.package import load_package
@@ -616,7 +616,7 @@ def main() -> int:
                     help="bundles per training morphology in the held-out region (default: --fields)")
     ap.add_argument("--thresholds", default="",
                     help="bench_trust_models.py --uncertainty --json output: score every candidate statistic too")
-    ap.add_argument("--budget", type=float, default=0.03, help="uncertainty check budget for the overhead run")
+    ap.add_argument("--budget", type=float, default=0.025, help="uncertainty check budget for the overhead run")
     ap.add_argument("--scene-every", type=int, default=30, help="overhead run: a new scene every N bundles")
     ap.add_argument("--only-overhead", action="store_true", help="measure the overheads only (no cases)")
     ap.add_argument("--json", default="")

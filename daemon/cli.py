@@ -329,7 +329,7 @@ def _add_trigger_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_uncertainty_check_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--uncertainty-budget", type=float, default=0.03,
+    parser.add_argument("--uncertainty-budget", type=float, default=0.025,
                         help="share of inference time the uncertainty check may add (its verdict, against the "
                         "package's validated threshold, can make results untrusted; 0: off)")
     parser.add_argument("--uncertainty-morphology", default="",

@@ -277,7 +277,7 @@ class InferenceEngine:
         workers: int = 1, runtime: str = "auto", policy: str = "live",
         warmup_shape: tuple[int, int] | None = (512, 512), batch: int = 4, threads: int | None = None,
         model_dirs: list[str | Path] | None = None, uncertainty: int = 0, precision: str = "fp32",
-        uncertainty_budget: float = 0.03, uncertainty_morphology: str | None = None,
+        uncertainty_budget: float = 0.025, uncertainty_morphology: str | None = None,
     ) -> None:
         if policy not in ("live", "all"):
             raise ValueError(f"unknown policy {policy!r}; use 'live' (newest bundle) or 'all' (keep every bundle)")

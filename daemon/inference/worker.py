@@ -18,7 +18,7 @@ withheld bundle), and its summary as ``trust.uncertainty``. The published image
 is still the model's answer to the bundle itself; the copies' time counts as
 inference.
 
-The **uncertainty check** (on by default: ``uncertainty_budget=0.03``, which
+The **uncertainty check** (on by default: ``uncertainty_budget=0.025``, which
 with the guards keeps the monitor within 5 % of inference time) turns that
 spread into a verdict within the monitor's budget: a credit of
 ``uncertainty_budget`` × the model passes this worker runs pays for the check's
@@ -87,7 +87,7 @@ class InferenceWorker:
     """Runs one model package on bundles (not thread-safe: one per thread)."""
 
     def __init__(self, package: ModelPackage, runtime: InferenceRuntime, worker_id: int = 0, batch: int = 4,
-                 uncertainty: int = 0, uncertainty_budget: float = 0.03,
+                 uncertainty: int = 0, uncertainty_budget: float = 0.025,
                  uncertainty_morphology: str | None = None) -> None:
         if uncertainty not in UNCERTAINTY_CHOICES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_CHOICES} dihedral copies (0: off), "
