@@ -17,13 +17,23 @@ publish, transport, waiting for the engine, result publish, delivery to the
 trigger, the decision, the hand-off to the action thread and the wait for the
 microscope.
 
-Rounds alternate (ABAB): the isolated model while the scope is idle, then a
-batch of firings, so the machine's load drifts evenly over both figures. The
-stage alternates between ordinary cells and the dense colony so the trigger
-re-arms and fires again; the shipped virtual-staining model decides. Daemon and
-engine run as in deployment (separate processes, separate cores).
+Because the isolated model and the loop run at different moments of a shared
+machine, the loop is also given against its own ``model`` stage (per firing,
+from the result header): what the loop adds, independent of how fast the model
+happened to run.
+
+Live runs in two modes (docs/smart-acquisition.md, "The closed loop"):
+free-running (the camera as fast as it goes, the engine takes the newest
+bundle) and lockstep (live waits for each cycle's decision, as a model run in
+the camera callback makes it). Rounds alternate (ABAB...): the isolated model
+while the scope is idle, then a batch of firings in each mode, so the machine's
+load drifts evenly over all figures. The stage alternates between ordinary
+cells and the dense colony so the trigger re-arms and fires again; each firing
+starts with the action thread idle; the shipped virtual-staining model decides.
+Daemon and engine run as in deployment (separate processes, separate cores).
 
 Run: python benchmarks/bench_closed_loop.py [--events 20] [--rounds 2] [--size 256]
+     [--camera-timing Realistic] [--modes free-running,lockstep]
 """
 
 from __future__ import annotations
@@ -166,8 +176,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="engine intra-op threads (and the isolated model's)")
     ap.add_argument("--daemon-cpus", default="0")
     ap.add_argument("--engine-cpus", default="1")
-    ap.add_argument("--pace-ms", type=float, default=0.0,
-                    help="the paced live cycle's interval (default: 1.5 x the first round's model latency)")
+    ap.add_argument("--modes", default="free-running,lockstep", help="live modes to measure, in each round")
     ap.add_argument("--n", type=int, default=30, help="isolated model runs per round")
     ap.add_argument("--isolated", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write every figure here")
@@ -202,8 +211,9 @@ def main() -> None:
                                "--threads", str(args.threads), "--cpus", engine_cpus],
                               env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "engine.log", "w"))
     model: dict[str, list[float]] = {}
-    modes: dict[str, list[tuple[int, int]]] = {"free-running": [], "paced": []}  # firing index ranges
-    pace = args.pace_ms
+    modes: dict[str, list[dict]] = {m: [] for m in args.modes.split(",")}  # outcome lines per live mode
+    if set(modes) - {"free-running", "lockstep"}:
+        raise SystemExit(f"unknown live mode in --modes {args.modes!r}: use free-running and/or lockstep")
     try:
         with ControlClient(ctl, timeout_s=120) as c:
             while True:
@@ -221,37 +231,39 @@ def main() -> None:
             c.request("move_stage", x=COLONY[0], y=COLONY[1])
             _save_bundle(stream, c, tmp / "bundle.npz")
             c.request("move_stage", x=0.0, y=0.0)
-            c.request("load_triggers", config=triggers, sources={"virtual-staining": results})
             deadline = time.monotonic() + 60 * args.events + 120
             per_round = [args.events // args.rounds + (r < args.events % args.rounds) for r in range(args.rounds)]
             for n in per_round:
                 for k, v in _run_isolated(tmp / "bundle.npz", args.n, args.threads, engine_cpus).items():
                     model.setdefault(k, []).extend(v)
-                pace = pace or 5 * np.ceil(1.5 * _pct(model["process"], 50) / 5)
-                for mode, interval in (("free-running", 0.0), ("paced", pace)):
-                    first = c.request("triggers")["fired"]
-                    c.request("start_live", channels=CYCLE, interval_ms=interval)
+                for mode in modes:
+                    lockstep = {"lockstep": True} if mode == "lockstep" else {}
+                    c.request("load_triggers", config={**triggers, **lockstep},
+                              sources={"virtual-staining": results})
+                    c.request("start_live", channels=CYCLE, interval_ms=0)
                     _fire(c, n, deadline)
                     c.request("stop")
                     while c.request("status")["state"] != "idle" or c.request("triggers")["actions_pending"]:
                         time.sleep(0.05)
-                    modes[mode].append((first, c.request("triggers")["fired"]))
-            st = c.request("triggers")
+                    st = c.request("triggers")
+                    lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
+                    modes[mode] += [x for x in lines if "closed_loop_ms" in x]
+                    timeouts = st.get("lockstep", {}).get("timeouts")
+                    if timeouts:
+                        print(f"note: {timeouts} lockstep cycle(s) went on without a decision", file=sys.stderr)
+            c.request("unload_triggers")
     finally:
         for p in (engine, daemon):
             p.terminate()
             p.wait(timeout=30)
     load_end = os.getloadavg()
-    lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
-    outs = [x for x in lines if "outcome_of" in x]  # in firing order (one action thread)
-    by_mode = {m: [o for a, b in r for o in outs[a:b] if "closed_loop_ms" in o] for m, r in modes.items()}
-    figures = {m: _summary(o, model) for m, o in by_mode.items()}
+    figures = {m: _summary(o, model) for m, o in modes.items()}
 
     print(f"machine: {platform.machine()}, {cpus} cores, python {platform.python_version()}; load average "
           f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end; {args.size}x{args.size} frames, exposure "
           f"{args.exposure_ms:g} ms ({args.camera_timing} camera timing), virtual-staining, engine on core(s) {engine_cpus} with {args.threads} "
-          f"thread(s), daemon on {args.daemon_cpus}; {args.rounds} ABAB rounds (isolated model, free-running "
-          f"live, live paced at {pace:g} ms per cycle)")
+          f"thread(s), daemon on {args.daemon_cpus}; {args.rounds} ABAB rounds (isolated model, "
+          + ", ".join(f"{m} live" for m in modes) + ")")
     print(f"model latency (InferenceWorker.process on an in-memory bundle, same size/threads/core; "
           f"{len(model['process'])} runs): p50 {_pct(model['process'], 50):.1f} ms, p99 "
           f"{_pct(model['process'], 99):.1f} ms (inference alone p50 {_pct(model['infer'], 50):.1f} ms; guards + "
@@ -259,13 +271,13 @@ def main() -> None:
           f"{_pct(model['postprocess'], 50):.2f} ms; trusted: {all(model['trusted'])})")
     print("closed loop: from the exposure start of the deciding (last) frame of the bundle to the moment the "
           "action holds the microscope; target: loop - model latency <= +5 ms\n")
-    print("| figure (ms) | free-running live | paced live |\n| --- | ---: | ---: |")
-    for key in figures["free-running"]:
+    print("| figure (ms) | " + " | ".join(f"{m} live" for m in modes) + " |\n| --- |" + " ---: |" * len(modes))
+    for key in next(iter(figures.values())):
         row = [figures[m].get(key, float("nan")) for m in modes]
         fmt = "{:.0f}" if key == "firings" else ("{:+.2f}" if " - " in key else "{:.2f}")
         print(f"| {key} | " + " | ".join(fmt.format(v) for v in row) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"model": model, "figures": figures, "outcomes": by_mode, "pace_ms": pace,
+        args.json.write_text(json.dumps({"model": model, "figures": figures, "outcomes": modes,
                                          "load": [load_start, load_end]}, indent=1))
 
 
