@@ -59,8 +59,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_pipeline import CYCLE, _cfg, _port  # noqa: E402  (the same simulator config as the pipeline benchmark)
 
-ACCURATE = ROOT / "models" / "packages" / "virtual-staining"
-LIVE = ROOT / "models" / "packages" / "virtual-staining-live"
+def _packages() -> Path:
+    """The shipped packages of the scopecast being measured (its manifests match its code)."""
+    from scopecast.models import packages_root
+
+    return Path(packages_root())
+
+
+ACCURATE = _packages() / "virtual-staining"
+LIVE = _packages() / "virtual-staining-live"
 WARMUP_RESULTS = 2  # results skipped before the measured window (start-up, caches)
 
 
@@ -70,10 +77,11 @@ class Row:
     label: str
     kind: str  # "ort", "inproc", "scopecast"
     cores: str  # the model's cores ("1", "0-1")
-    threads: int
+    threads: int  # intra-op threads (scopecast: 0 = the engine's default)
     daemon_cores: str = ""  # scopecast only
     pace: str = ""  # scopecast: live interval = this (model-alone) row's p50 in the same round
     camera: str = "Instant"  # the simulator's TimingModel: "Realistic" exposes for the exposure time + readout
+    demand: bool = False  # scopecast: each bundle acquired just in time for the engine (DemandPacer, a prototype)
 
 
 ROWS = (
@@ -88,6 +96,12 @@ ROWS = (
 EXTRA_ROWS = (
     Row("sc-shared-paced", "scopecast on both cores, live cycle paced at the model alone's p50 (`interval_ms`)",
         "scopecast", "0-1", 2, "0-1", pace="ort-2"),
+    Row("sc-split-demand", "scopecast, daemon (core 0) + engine (core 1, 1 thread), bundles acquired on demand "
+        "(prototype)", "scopecast", "1", 1, "0", demand=True),
+    Row("sc-shared-demand", "scopecast on both cores (2 threads), bundles acquired on demand (prototype)",
+        "scopecast", "0-1", 2, "0-1", demand=True),
+    Row("sc-shared-default", "scopecast on both cores, the engine's default threads (no `--threads`)",
+        "scopecast", "0-1", 0, "0-1"),
     Row("inproc-2-real", "in-process, 2 cores, camera with real timing (10 ms exposure + 5 ms readout)",
         "inproc", "0-1", 2, camera="Realistic"),
     Row("sc-shared-real", "scopecast on both cores, camera with real timing", "scopecast", "0-1", 2, "0-1",
@@ -254,9 +268,72 @@ def _wait_ready(client: Any, proc: subprocess.Popen, what: str, log: Path, timeo
                 raise RuntimeError(f"the {what} did not answer 'status' within {timeout_s:g} s") from None
 
 
+class DemandPacer:
+    """PROTOTYPE of a daemon feature (not in the daemon yet): acquire each bundle just in time for the engine.
+
+    The in-process loop never makes a frame it cannot use; a free-running live cycle on a camera that
+    costs CPU (the simulator) does, and steals those cores from the model. This client stands in for a
+    live cycle paced by the engine's demand: on each result (the engine has just taken the next bundle)
+    it asks for one more cycle (``start_live`` with ``max_cycles=1``) after ``worker time - bundle
+    time - margin``, so the bundle is complete when the worker frees up: no bundle is superseded, none
+    waits. Worker time (engine dequeue -> postprocessed) and bundle time (request -> last frame acquired)
+    are running medians of the last results.
+    """
+
+    def __init__(self, address: str, channels: list[str], margin_ms: float = 3.0) -> None:
+        from scopecast.daemon.control import ControlClient
+
+        self.client = ControlClient(address, timeout_s=60)
+        self.channels = channels
+        self.margin_s = margin_ms / 1000
+        self.requested: dict[str, int] = {}  # acquisition id -> request time (ns)
+        self.worker_s: list[float] = []
+        self.bundle_s: list[float] = []
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def request(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            t = time.time_ns()
+            while True:
+                try:
+                    job = self.client.request("start_live", channels=self.channels, max_cycles=1)
+                    break
+                except Exception as e:  # noqa: BLE001 - the previous cycle is still running: wait for it
+                    if "running" not in str(e):
+                        raise
+                    time.sleep(0.001)
+            self.requested[job["acquisition_id"]] = t
+
+    def start(self) -> None:
+        """Two bundles: one for the engine now, one waiting for it."""
+        self.request()
+        self.request()
+
+    def on_result(self, h: dict[str, Any]) -> None:
+        t_req = self.requested.pop(h["acquisition_id"], None)
+        self.worker_s = (self.worker_s + [(h["t_postprocessed_ns"] - h["t_dequeued_ns"]) / 1e9])[-9:]
+        if t_req:
+            self.bundle_s = (self.bundle_s + [(h["t_acquired_ns"] - t_req) / 1e9])[-9:]
+        delay = float(np.median(self.worker_s)) - (float(np.median(self.bundle_s)) if self.bundle_s else 0.0)
+        self._timer = threading.Timer(max(0.0, delay - self.margin_s), self.request)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.client.close()
+
+
 def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str, threads: int, seconds: float,
                   tmp: Path, interval_ms: float = 0.0, save: str = "", bundles: int = 0,
-                  engine_args: tuple[str, ...] = ()) -> dict[str, Any]:
+                  engine_args: tuple[str, ...] = (), demand: bool = False) -> dict[str, Any]:
     """``scopecast daemon`` + ``scopecast engine`` as a user starts them; this process is the
     user's client (pinned with the daemon) and receives the results."""
     import zmq
@@ -271,7 +348,8 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                                "--data-dir", str(tmp / "data"), "--cpus", daemon_cores],
                               env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "daemon.log").open("w"))
     engine = subprocess.Popen([*cli, "engine", "--model", str(pkg_dir), "--stream", stream, "--results", results,
-                               "--control", ectl, "--cpus", engine_cores, "--threads", str(threads),
+                               "--control", ectl, "--cpus", engine_cores,
+                               *(["--threads", str(threads)] if threads > 0 else []),
                                "--runtime", "ort-cpu", *engine_args],
                               env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "engine.log").open("w"))
     own = os.sched_getaffinity(0)
@@ -307,21 +385,36 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                 if time.monotonic() > t_join:
                     raise RuntimeError("the subscriptions did not reach the daemon and the engine within 120 s")
                 time.sleep(0.05)
-            job = c.request("start_live", channels=CYCLE, interval_ms=interval_ms)
+            pacer = DemandPacer(ctl, CYCLE) if demand else None
+            if pacer is not None:
+                pacer.start()
+            else:
+                c.request("start_live", channels=CYCLE, interval_ms=interval_ms)
             done: list[int] = []
             lat: list[float] = []
             k, t_end, last = 0, None, None
             cpu0 = {"daemon": 0.0, "engine": 0.0}
             frames0 = 0
             while True:
-                if not sub.poll(120_000):
-                    raise RuntimeError(f"no result for 120 s (engine exit code {engine.poll()}, daemon "
-                                       f"{daemon.poll()})")
+                t_wait = time.monotonic() + 120
+                while not sub.poll(1000):
+                    if pacer is not None:  # a bundle was superseded or lost: one more keeps the engine fed
+                        pacer.request()
+                    if time.monotonic() > t_wait:
+                        raise RuntimeError(f"no result for 120 s (engine exit code {engine.poll()}, daemon "
+                                           f"{daemon.poll()})")
                 parts = sub.recv_multipart(copy=False)
                 t1 = time.time_ns()
                 _, h, data = decode(parts)
+                if pacer is not None:
+                    pacer.on_result(h)
                 k += 1
-                t_first = first_exposure.get((h["acquisition_id"], h["bundle_id"]), 0)
+                # the engine names the bundle's first exposure (worker.py); older engines do not, and the
+                # header watcher (one more subscriber: a little CPU on the daemon's cores) stands in
+                t_first = h.get("t_bundle_exposure_start_ns") or first_exposure.get(
+                    (h["acquisition_id"], h["bundle_id"]), 0)
+                if h.get("t_bundle_exposure_start_ns"):
+                    stop.set()
                 last = data
                 if bundles:
                     done.append(t1)
@@ -331,7 +424,7 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                     continue
                 if k <= WARMUP_RESULTS:
                     cpu0 = {"daemon": _cpu_s(daemon.pid), "engine": _cpu_s(engine.pid)}
-                    frames0 = c.request("job", job=job["id"])["frames"]
+                    frames0 = c.request("status")["frames_acquired"]
                     continue
                 t_end = t_end or time.monotonic() + seconds
                 done.append(t1)
@@ -340,7 +433,9 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                 if time.monotonic() > t_end and len(done) >= 3:
                     break
             cpu = {"daemon": _cpu_s(daemon.pid) - cpu0["daemon"], "engine": _cpu_s(engine.pid) - cpu0["engine"]}
-            frames = c.request("job", job=job["id"])["frames"] - frames0
+            frames = c.request("status")["frames_acquired"] - frames0
+            if pacer is not None:
+                pacer.close()
             c.request("stop")
             est = ec.request("status")
     finally:
@@ -378,7 +473,7 @@ def run_row(row: Row, pkg_dir: Path, cfg: Path, seconds: float, tmp: Path, inter
             save: str = "", bundles: int = 0) -> dict[str, Any]:
     if row.kind == "scopecast":
         return run_scopecast(pkg_dir, cfg, row.daemon_cores, row.cores, row.threads, seconds, tmp,
-                             interval_ms, save, bundles)
+                             interval_ms, save, bundles, demand=row.demand)
     cmd = [sys.executable, __file__, "--child", row.kind, "--model", str(pkg_dir), "--cfg", str(cfg),
            "--threads", str(row.threads), "--seconds", str(seconds), "--save", save, "--bundles", str(bundles)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -488,6 +583,7 @@ def main() -> None:
             print(f"| {row.label} | {_fmt(v, 'rate', 2)} | {_fmt(v, 'p50', 0)} | {_fmt(v, 'p95', 0)} | {cpu} |")
         ratios = []
         for a, b in (("sc-split", "inproc-1"), ("sc-shared", "inproc-2"), ("sc-shared-paced", "inproc-2"),
+                     ("sc-split-demand", "inproc-1"), ("sc-shared-demand", "inproc-2"),
                      ("sc-shared-real", "inproc-2-real")):
             if (model.name, a) in out and (model.name, b) in out:
                 va, vb = out[(model.name, a)], out[(model.name, b)]
@@ -495,7 +591,8 @@ def main() -> None:
                 dl = [x["p50"] - y["p50"] for x, y in zip(va, vb, strict=True)]
                 ratios.append(f"{a} / {b}: throughput {np.median(tr):.2f}× ({min(tr):.2f}–{max(tr):.2f}), "
                               f"latency {np.median(dl):+.0f} ms ({min(dl):+.0f} to {max(dl):+.0f})")
-        for a, b in (("sc-split", "ort-1"), ("sc-shared", "ort-2"), ("sc-shared-paced", "ort-2")):
+        for a, b in (("sc-split", "ort-1"), ("sc-shared", "ort-2"), ("sc-shared-paced", "ort-2"),
+                     ("sc-split-demand", "ort-1"), ("sc-shared-demand", "ort-2"), ("sc-shared-default", "ort-2")):
             if (model.name, a) in out and (model.name, b) in out:
                 eff = [x["rate"] / y["rate"] for x, y in zip(out[(model.name, a)], out[(model.name, b)], strict=True)]
                 ratios.append(f"efficiency {a} / {b}: {np.median(eff):.2f} ({min(eff):.2f}–{max(eff):.2f})")
