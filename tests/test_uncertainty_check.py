@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import open_runtime
-from scopecast.daemon.inference.uncertainty import Scene
+from scopecast.daemon.inference.uncertainty import COPY_COST, Scene
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
 VS = Path(__file__).resolve().parents[1] / "models" / "packages" / "virtual-staining"
@@ -128,9 +128,10 @@ def test_the_verdict_carries_within_a_scene_and_resets_on_a_new_one(tmp_path, fi
     s = _statistic(tmp_path, field)
     pkg = _package(tmp_path, {"cells": s / 2})  # every check fails
     m = pkg.manifest
-    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=0.3)
-    # credit 0.3 a bundle, a check costs 1: pending, pending, pending, checked (0.2 left), carried (0.5),
-    # then a new scene: the old verdict is dropped, pending until the credit covers a check (0.8, then 1.1)
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=0.3 * COPY_COST)
+    # credit 0.3 a bundle, a check costs 1 (in units of COPY_COST passes): pending, pending, pending, checked
+    # (0.2 left), carried (0.5), then a new scene: the old verdict is dropped, pending until the credit covers a
+    # check (0.8, then 1.1)
     scenes = [dict(x=0.0)] * 5 + [dict(x=0.0, z=5.0)] * 2
     got = [w.process(_bundle(m, field, i, **sc)).header["trust"] for i, sc in enumerate(scenes)]
     states = [t["uncertainty"]["check"]["state"] for t in got]
@@ -162,3 +163,37 @@ def test_scenes_are_told_apart_by_what_the_frame_headers_carry():
         assert not a.same(Scene.of({**h, **change}, 512)), change
     bare = Scene.of({"acquisition_id": "a"}, 512)  # a header without position proves nothing: never the same
     assert not bare.same(bare) and not a.same(None)
+
+
+SR = Path(__file__).resolve().parents[1] / "models" / "packages" / "super-resolution"
+
+
+@pytest.mark.skipif(not (SR / "manifest.json").exists(), reason="the super-resolution package is not shipped")
+def test_shipped_thresholds_flag_filaments_and_trust_membranes_on_the_simulated_scope(tmp_path):
+    """The case the input guards miss (a held-out morphology where the model is no better than Richardson-Lucy):
+    a filaments field from the simulator goes untrusted by the uncertainty check against the shipped package's
+    validated ceiling; a membranes field (a training morphology, held-out slide region) stays trusted."""
+    from scopecast.models.dataset import _as_counts, calibrate_camera, field_plan
+    from scopecast.models.evaluate_morphology import _capture, _Sim
+
+    pkg = load_package(SR)
+    assert pkg.manifest.validated.uncertainty is not None, "the shipped package has no uncertainty thresholds"
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=float("inf"))
+    sim = _Sim(256, tmp_path)
+    try:
+        sim.set_sample("cells")
+        cam = calibrate_camera(sim.client)
+        got = {}
+        for kind in ("filaments", "membranes"):
+            fl = field_plan("super-resolution", "val", 1, 31, [kind], blank_fraction=0.0, exposure_ms=(11.2, 11.2),
+                            defocus_um=0.0)
+            p = _capture(sim, "super-resolution", fl, kind, cam)
+            got[kind] = w.process([StreamFrame({"channel": "Membrane", "pixel_size_um": float(p.pixel_size_um),
+                                                "bundle_id": 0}, _as_counts(p.inputs[0][0]))]).header["trust"]
+    finally:
+        sim.close()
+    fil, mem = got["filaments"], got["membranes"]
+    assert fil["ok"] is False and any(r.startswith("uncertainty: signal") and "(ceiling, x2)" in r
+                                      for r in fil["reasons"]), fil["reasons"]
+    assert mem["ok"] is True and mem["uncertainty"]["check"]["ok"] is True, mem["reasons"]
+    assert fil["uncertainty"]["check"]["value"] > mem["uncertainty"]["check"]["value"]
