@@ -294,14 +294,17 @@ class TriggerRunner:
         for i, action in enumerate(spec.actions):
             if i == 0 and action.kind not in HARDWARE_ACTIONS:  # starts without the microscope
                 self._held(firing)
+            # the first hardware action asks for the microscope at once (live yields it before its next frame)
+            first_on_hardware = i == 0 and action.kind in HARDWARE_ACTIONS
             try:
-                res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
+                with self._hardware() if first_on_hardware else contextlib.nullcontext():
+                    res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
                 results.append({"action": action.kind, "ok": True, **(res or {})})
             except Exception as e:  # noqa: BLE001 - a failing action is logged; acquisition goes on
                 log.exception("trigger %s action %s failed", d.trigger, action.kind)
                 results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
             if i == 0:
-                if not firing.held:  # a hardware action that ended without the microscope: its start
+                if not firing.held:  # the microscope was never had (e.g. it raised): the loop ends at the start
                     firing.t_hardware_ns = firing.t_action_ns
                     self._held(firing)
                 self._record_latency(firing)
