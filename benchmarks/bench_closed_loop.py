@@ -176,6 +176,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="engine intra-op threads (and the isolated model's)")
     ap.add_argument("--daemon-cpus", default="0")
     ap.add_argument("--engine-cpus", default="1")
+    ap.add_argument("--uncertainty-budget", type=float, default=None,
+                    help="the engine's uncertainty-check budget (default: the engine's; 0: no check)")
     ap.add_argument("--modes", default="free-running,lockstep", help="live modes to measure, in each round")
     ap.add_argument("--n", type=int, default=30, help="isolated model runs per round")
     ap.add_argument("--isolated", type=Path, help=argparse.SUPPRESS)
@@ -208,7 +210,9 @@ def main() -> None:
                               stderr=open(tmp / "daemon.log", "w"))
     engine = subprocess.Popen([sys.executable, "-m", "scopecast.daemon.cli", "engine", "--model", str(VS),
                                "--stream", stream, "--results", results, "--control", _port(),
-                               "--threads", str(args.threads), "--cpus", engine_cpus],
+                               "--threads", str(args.threads), "--cpus", engine_cpus,
+                               *(["--uncertainty-budget", str(args.uncertainty_budget)]
+                                 if args.uncertainty_budget is not None else [])],
                               env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "engine.log", "w"))
     model: dict[str, list[float]] = {}
     modes: dict[str, list[dict]] = {m: [] for m in args.modes.split(",")}  # outcome lines per live mode
