@@ -314,12 +314,21 @@ class DemandPacer:
         self.request()
 
     def on_result(self, h: dict[str, Any]) -> None:
+        """The engine published a result and takes the next bundle: keep exactly one more coming."""
         t_req = self.requested.pop(h["acquisition_id"], None)
         self.worker_s = (self.worker_s + [(h["t_postprocessed_ns"] - h["t_dequeued_ns"]) / 1e9])[-9:]
         if t_req:
             self.bundle_s = (self.bundle_s + [(h["t_acquired_ns"] - t_req) / 1e9])[-9:]
-        delay = float(np.median(self.worker_s)) - (float(np.median(self.bundle_s)) if self.bundle_s else 0.0)
-        self._timer = threading.Timer(max(0.0, delay - self.margin_s), self.request)
+            for acq in [a for a, t in self.requested.items() if t < t_req]:  # superseded: never coming
+                del self.requested[acq]
+        if self._timer is not None and self._timer.is_alive():
+            return  # the next bundle is already scheduled
+        delay = float(np.median(self.worker_s)) - self.margin_s
+        if not self.requested:  # the engine has nothing: one bundle now, the next one just in time
+            self.request()
+        else:
+            delay -= float(np.median(self.bundle_s)) if self.bundle_s else 0.0
+        self._timer = threading.Timer(max(0.0, delay), self.request)
         self._timer.daemon = True
         self._timer.start()
 
