@@ -316,7 +316,8 @@ def restat(package: str | Path, out: Path) -> tuple[Path, list[str]]:
 
 def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fields: int, overhead_size: int,
                 say: Any, uncertainty: int = 0, ind_fields: int = 0, thresholds: dict[str, Any] | None = None,
-                budget: float = 0.025, scene_every: int = 30, only_overhead: bool = False) -> dict[str, Any]:
+                budget: float = 0.025, scene_every: int = 30, only_overhead: bool = False,
+                check_bundles: int = 120) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from scopecast.daemon.inference.package import load_package
@@ -452,7 +453,7 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
             if budget > 0:
                 rep["check_overhead"] = measure_check_overhead(pkg, big_bundle, spec["inputs"],
                                                                float(pairs.pixel_size_um), budget,
-                                                               scene_every=scene_every)
+                                                               bundles=check_bundles, scene_every=scene_every)
                 say(f"{m.name}: check overhead {rep['check_overhead']}")
     ind = [r for r in rep["rows"] if r["group"] == "in distribution"]
     n_ind = sum(r["bundles"] for r in ind)
@@ -521,12 +522,12 @@ def format_report(rep: dict[str, Any]) -> str:
     pct = lambda v: "n/a" if v is None else f"{100 * v:.0f} %"  # noqa: E731
     for r in rep["rows"]:
         met = "—" if r["met"] is None else ("yes" if r["met"] else "**NO**")
-        chk = "— (withheld)" if not r["checked"] else (
-            f"{pct(r['check_flagged'])}{'' if r['check_flagged_named'] is None else ' / ' + pct(r['check_flagged_named'])}"
-            f" of {r['checked']}")
+        named = "" if r["check_flagged_named"] is None else " / " + pct(r["check_flagged_named"])
+        chk = "— (withheld)" if not r["checked"] else f"{pct(r['check_flagged'])}{named} of {r['checked']}"
         lines.append(f"| {r['row']} | {r['bundles']} | {pct(r['flagged'])} | {chk} | {pct(r['flagged_monitor'])} | "
                      f"{pct(r['withheld'])} | {r['score']:.2f} | {_f(r['model_psnr'])} | "
-                     f"{_f(r['baseline_psnr'])} ({r['baseline']}) | {r['target']} | {met} | {'; '.join(r['reasons'])} |")
+                     f"{_f(r['baseline_psnr'])} ({r['baseline']}) | {r['target']} | {met} | "
+                     f"{'; '.join(r['reasons'])} |")
     fa = rep["false_alarm"]
     lines += ["", f"False alarms (in-distribution bundles flagged): {100 * fa:.1f} % by the whole monitor over "
               f"{rep['in_distribution_bundles']} bundles (guards alone {100 * rep['false_alarm_guards']:.1f} %; "
@@ -543,8 +544,8 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append("Uncertainty check: the package records no validated threshold (informational only).")
     co = rep.get("check_overhead")
     if co:
-        lines.append(f"Budgeted uncertainty check at {co['size']}² (budget {100 * co['budget']:g} %, a new scene every "
-                     f"{co['scene_every']} bundles, {co['bundles']} bundles): "
+        lines.append(f"Budgeted uncertainty check at {co['size']}² (budget {100 * co['budget']:g} %, a new scene "
+                     f"every {co['scene_every']} bundles, {co['bundles']} bundles): "
                      f"{co['checks']} checks of {co['check_ms_median']:.0f} ms (median) against bundles of "
                      f"{co['bundle_ms_median']:.0f} ms (median, preprocess to postprocess) = "
                      f"{100 * co['time_ratio']:.2f} % time, counted work {100 * co['work_ratio']:.2f} %; raw ABAB "
@@ -618,6 +619,7 @@ def main() -> int:
                     help="bench_trust_models.py --uncertainty --json output: score every candidate statistic too")
     ap.add_argument("--budget", type=float, default=0.025, help="uncertainty check budget for the overhead run")
     ap.add_argument("--scene-every", type=int, default=30, help="overhead run: a new scene every N bundles")
+    ap.add_argument("--check-bundles", type=int, default=120, help="bundles of the budgeted check's overhead run")
     ap.add_argument("--only-overhead", action="store_true", help="measure the overheads only (no cases)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
@@ -636,7 +638,8 @@ def main() -> int:
         th = next((v for k, v in calib.items() if Path(k).name == Path(m).name), None)
         rep = run_package(m, args.fields, args.size, args.seed, args.fit_fields, args.overhead_size,
                           lambda s: print(f"  {s}", file=sys.stderr, flush=True), args.uncertainty,
-                          args.in_distribution_fields, th, args.budget, args.scene_every, args.only_overhead)
+                          args.in_distribution_fields, th, args.budget, args.scene_every, args.only_overhead,
+                          args.check_bundles)
         print(format_report(rep), "\n", flush=True)
         ok &= verdict(rep)
         reports.append(rep)

@@ -21,7 +21,8 @@ from scopecast.daemon.inference.uncertainty import COPY_COST, Scene
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
 VS = Path(__file__).resolve().parents[1] / "models" / "packages" / "virtual-staining"
-pytestmark = pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+pytestmark = pytest.mark.skipif(not (VS / "manifest.json").exists(),
+                                reason="the virtual-staining package is not shipped")
 
 
 class CountingRuntime:

@@ -214,8 +214,10 @@ class Scene:
             return False
         a, b = self, other
         assert a.pixel_size_um and b.pixel_size_um and a.exposure_ms is not None and b.exposure_ms is not None
+        assert a.x is not None and b.x is not None and a.y is not None and b.y is not None
+        assert a.z is not None and b.z is not None
         fov = min(a.field_px, b.field_px) * a.pixel_size_um
-        return (abs(a.x - b.x) <= fov / 4 and abs(a.y - b.y) <= fov / 4 and abs(a.z - b.z) <= 1.0  # type: ignore[operator]
+        return (abs(a.x - b.x) <= fov / 4 and abs(a.y - b.y) <= fov / 4 and abs(a.z - b.z) <= 1.0
                 and abs(a.pixel_size_um / b.pixel_size_um - 1) <= 0.01
                 and abs(a.exposure_ms - b.exposure_ms) <= 0.01 * max(a.exposure_ms, b.exposure_ms))
 
@@ -230,8 +232,8 @@ class UncertaintyCheck:
 
     Work is counted in model passes over the bundle's pixels, so the budget is exact and deterministic: every
     ordinary inference earns ``budget`` × its pixels of credit; a check costs ``tta − 1`` copies (the answer to
-    the bundle itself is the first) of :data:`COPY_COST` passes each and runs when the credit covers it: on the first bundle of a new
-    :class:`Scene` as soon as it does, on a scene already checked only when the credit covers two checks
+    the bundle itself is the first) of :data:`COPY_COST` passes each and runs when the credit covers it: on the
+    first bundle of a new :class:`Scene` as soon as it does, on a scene already checked only when the credit covers two checks
     (one stays in reserve for the next new scene). The credit never exceeds two checks' cost, so the extra
     passes over any run stay within ``budget`` × the ordinary passes. The verdict carries to the later
     bundles of its scene (with its age) and is dropped when the scene changes.
