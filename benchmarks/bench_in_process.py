@@ -106,6 +106,8 @@ EXTRA_ROWS = (
         "inproc", "0-1", 2, camera="Realistic"),
     Row("sc-shared-real", "scopecast on both cores, camera with real timing", "scopecast", "0-1", 2, "0-1",
         camera="Realistic"),
+    Row("sc-shared-real-demand", "scopecast on both cores, camera with real timing, bundles acquired on demand "
+        "(prototype)", "scopecast", "0-1", 2, "0-1", camera="Realistic", demand=True),
 )
 
 
@@ -504,10 +506,10 @@ def _versions() -> str:
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "daemon"],
                            capture_output=True, text=True).stdout.strip()
     src = Path(scopecast.daemon.__file__).resolve().parent.parent
-    where = "" if src == ROOT else f" (scopecast imported from {src})"
+    code = (f"scopecast {sha}{' with daemon/ modified' if dirty else ''}" if src == ROOT
+            else f"scopecast imported from {src}, benchmark from checkout {sha}")
     return (f"python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, pymmcore-plus "
-            f"{pymmcore_plus.__version__}, pyzmq {zmq.__version__}; checkout {sha}"
-            f"{' with daemon/ modified' if dirty and not where else ''}{where}")
+            f"{pymmcore_plus.__version__}, pyzmq {zmq.__version__}; {code}")
 
 
 def _cpu_model() -> str:
@@ -593,7 +595,7 @@ def main() -> None:
         ratios = []
         for a, b in (("sc-split", "inproc-1"), ("sc-shared", "inproc-2"), ("sc-shared-paced", "inproc-2"),
                      ("sc-split-demand", "inproc-1"), ("sc-shared-demand", "inproc-2"),
-                     ("sc-shared-real", "inproc-2-real")):
+                     ("sc-shared-real", "inproc-2-real"), ("sc-shared-real-demand", "inproc-2-real")):
             if (model.name, a) in out and (model.name, b) in out:
                 va, vb = out[(model.name, a)], out[(model.name, b)]
                 tr = [x["rate"] / y["rate"] for x, y in zip(va, vb, strict=True)]
