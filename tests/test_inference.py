@@ -139,3 +139,14 @@ def test_nan_output_is_an_error(tmp_path):
     w = InferenceWorker(p, open_runtime(p, "ort-cpu"))
     with pytest.raises(NonFiniteOutput, match="NaN/Inf"):
         w.process(_frames(["A"]))
+
+
+def test_default_threads_follow_the_process_affinity_not_the_machine(monkeypatch):
+    """An engine pinned with --cpus to one core of eight gets one intra-op thread, not seven."""
+    from scopecast.daemon.inference import runtimes
+
+    monkeypatch.setattr(runtimes.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(runtimes.os, "sched_getaffinity", lambda pid: {3})
+    assert runtimes.default_threads(1) == 1
+    monkeypatch.setattr(runtimes.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert runtimes.default_threads(1) == 7 and runtimes.default_threads(2) == 3

@@ -266,6 +266,9 @@ def open_runtime(package: ModelPackage, preference: str | tuple[str, ...] = "aut
 
 
 def default_threads(workers: int) -> int:
-    """Intra-op threads per worker: all cores but one (left to the daemon and the
-    engine's receiver), shared evenly between workers, at least one each."""
-    return max(1, ((os.cpu_count() or 1) - 1) // max(workers, 1))
+    """Intra-op threads per worker: all the cores this process may run on (its
+    affinity, which ``--cpus`` sets) but one (left to the daemon and the engine's
+    receiver), shared evenly between workers, at least one each. Counting
+    ``os.cpu_count()`` instead gave 7 threads to an engine pinned to one core of 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, (cores - 1) // max(workers, 1))
