@@ -28,6 +28,7 @@ import useq
 
 from .backend import ChannelInfo, MicroscopeBackend
 from .frames import Frame, FrameHeader, now_ns
+from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan
 from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
 
@@ -58,6 +59,7 @@ class Job:
     recording: dict[str, Any] | None = None  # a live recording's cap and progress
     sequenced: dict[str, Any] | None = None  # live: channels taken as a hardware burst, or why none
     frames_at_stop: int | None = None  # frames acquired when the stop request arrived
+    pacing: dict[str, Any] | None = None  # live paced by an engine (plan.pace_from): results seen, waits
     started: float = field(default_factory=time.time)
     finished: float | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -306,11 +308,15 @@ class AcquisitionEngine:
                              "bytes_limited_by": limited_by, "warned": False}
         series = None
         burst_plan = self._burst_plan(job, plan) if plan.hardware_sequence else None
+        pacer = EnginePacer(plan.pace_from, job.acquisition_id) if plan.pace_from else None
+        previous: int | None = None
         try:
             for cycle in itertools.count():
                 if job._stop.is_set() or (plan.max_cycles and cycle >= plan.max_cycles):
                     break
                 t_start = time.perf_counter()
+                if pacer is not None:
+                    pacer.cycle_started()
                 bundle = next(self._bundle)
                 frames = []
                 self._yield_hardware()
@@ -342,6 +348,10 @@ class AcquisitionEngine:
                     self._emit(frame)
                 for gate in list(self.cycle_gates):
                     gate(job, bundle)
+                if pacer is not None:
+                    pacer.gate(job, bundle, previous)
+                    job.pacing = pacer.status()
+                previous = bundle
                 wait = plan.interval_ms / 1000 - (time.perf_counter() - t_start)
                 if wait > 0:
                     job._stop.wait(wait)
@@ -350,6 +360,9 @@ class AcquisitionEngine:
                 rec.close(error=f"{type(e).__name__}: {e}")
             raise
         finally:
+            if pacer is not None:
+                job.pacing = pacer.status()
+                pacer.close()
             if rec is not None:
                 rec.close()
 

@@ -65,6 +65,9 @@ class LivePlan(BaseModel):
     hardware_sequence: bool = Field(
         default=False, description="take the DPC channels as one hardware-triggered LED/camera burst where the "
         "rig can (daemon/sequenced.py); otherwise, and for the other channels, software-timed")
+    pace_from: str | None = Field(
+        default=None, pattern=r"^(tcp|ipc)://.+", description="an engine's results address: acquire each cycle "
+        "just in time for that engine's model instead of free-running (daemon/pacing.py)")
 
     _v = field_validator("channels", mode="before")(classmethod(lambda cls, v: _channels(v)))
 

@@ -194,8 +194,12 @@ class Daemon:
     def start_live(self, channels: list[str | dict] | None = None, exposure_ms: float | None = None,
                    interval_ms: float = 0.0, max_cycles: int | None = None, record: bool = False,
                    record_max_bytes: int | None = None, record_max_frames: int | None = None,
-                   hardware_sequence: bool = False) -> dict:
+                   hardware_sequence: bool = False, pace_from: str | None = None) -> dict:
         """Start repeating an illumination cycle (default: DPC halves, BF, DF).
+
+        ``pace_from``: an engine's results address; each cycle is then acquired just in time for that
+        engine's model (one bundle in the model, the next being acquired, none dropped) instead of as
+        fast as the camera goes (daemon/pacing.py; the job's ``pacing`` reports it).
 
         ``hardware_sequence``: the DPC channels as one LED-array/camera burst per cycle where the rig
         can (the job's ``sequenced`` says which channels, or why not), the rest software-timed.
@@ -203,7 +207,8 @@ class Daemon:
         ``record_max_bytes`` / ``record_max_frames`` cap this recording (raw pixel bytes; only
         below the daemon's configured cap): live stops there with ``stop_reason`` on the job."""
         args: dict[str, Any] = {"exposure_ms": exposure_ms, "interval_ms": interval_ms,
-                                "max_cycles": max_cycles, "record": record, "hardware_sequence": hardware_sequence}
+                                "max_cycles": max_cycles, "record": record, "hardware_sequence": hardware_sequence,
+                                "pace_from": pace_from}
         if channels is not None:
             args["channels"] = channels
         plan = _validated(LivePlan, args)

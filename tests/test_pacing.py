@@ -1,0 +1,65 @@
+"""Live paced by an engine (``start_live pace_from``): each cycle is acquired just in time for the model."""
+
+import time
+
+import pytest
+
+from scopecast.daemon.backend import load_mmcore_backend
+from scopecast.daemon.control import ControlClient, DaemonError
+from scopecast.daemon.inference.engine import InferenceEngine
+from scopecast.daemon.inference.package import load_package
+from scopecast.daemon.service import Daemon
+from scopecast.models.synthetic import write_package
+
+from helpers import wait_subscribed, wait_until
+
+CYCLE = ["DPC-Left", "DPC-Right", "BF"]
+
+
+@pytest.mark.parametrize("paced", [True, False])
+def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, paced):
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
+               "tcp://127.0.0.1:*").start()
+    # a model several times slower than the simulated cycle (3 cheap 256² frames), as a U-Net on a CPU is
+    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="slow", width=32, layers=6, tile=256)
+    e = InferenceEngine(load_package(pkg), d.stream_address, "tcp://127.0.0.1:*", None, threads=1,
+                        warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(d.publisher, "frame", 1)
+        with ControlClient(d.control_address, timeout_s=120) as c:
+            args = {"pace_from": e.results_address} if paced else {}
+            c.request("start_live", channels=CYCLE, **args)
+            wait_until(lambda: e.results_published >= 8, timeout=120, what="8 results")
+            job = c.request("stop")["stopped"]
+        cycles = job["frames"] // len(CYCLE)
+        dropped = e.drops.total
+        if paced:
+            p = job["pacing"]
+            assert p["results"] >= 8 and p["timeouts"] == 0 and p["model_ms"] > 0
+            # one bundle in the model and the next being acquired: never a bundle the engine has to drop
+            assert cycles <= p["results"] + 3, (cycles, p)
+            assert dropped <= 1, (dropped, p)
+        else:  # free-running: the camera outpaces the model and the engine drops what it cannot take
+            assert job["pacing"] is None
+            assert cycles > e.results_published + 3 and dropped > 1, (cycles, e.results_published, dropped)
+    finally:
+        e.close()
+        d.close()
+
+
+def test_pacing_is_checked_at_the_request_and_never_stops_live(sim_cfg, tmp_path):
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
+               "tcp://127.0.0.1:*").start()
+    try:
+        with ControlClient(d.control_address, timeout_s=60) as c:
+            with pytest.raises(DaemonError, match="pace_from"):
+                c.request("start_live", channels=CYCLE, pace_from="http://127.0.0.1:5557")
+            # no engine there: the second cycle waits for a result that never comes, then goes on (counted)
+            t0 = time.monotonic()
+            job = c.request("start_live", channels=CYCLE, max_cycles=2, pace_from="tcp://127.0.0.1:1")
+            done = c.request("wait", job=job["id"], wait_s=30)
+        assert done["status"] == "done" and done["frames"] == 2 * len(CYCLE)
+        assert done["pacing"]["timeouts"] == 1 and done["pacing"]["results"] == 0
+        assert time.monotonic() - t0 >= 2.0  # it did wait for the engine (timeout_s)
+    finally:
+        d.close()
