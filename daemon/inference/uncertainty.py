@@ -121,15 +121,16 @@ def tta_stds(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], ns: tuple
             y = identity
         else:
             y = invert(infer(np.ascontiguousarray(apply(x[orders[i]], t))), t)
-        y = y.astype(np.float64)
-        if mean is None:  # Welford: one pass, no stack of n outputs
+        y = np.asarray(y, np.float32)
+        if mean is None:  # Welford in float32 (at most 8 answers): one pass, no stack of n outputs
             mean, m2 = y.copy(), np.zeros_like(y)
             continue
         d = y - mean
-        mean += d / (i + 1)
-        m2 += d * (y - mean)
+        mean += d / np.float32(i + 1)
+        d *= y - mean
+        m2 += d
         if i + 1 in ns:
-            out[i + 1] = np.sqrt(m2 / (i + 1)).astype(np.float32)
+            out[i + 1] = np.sqrt(m2 / np.float32(i + 1))
     return out
 
 
