@@ -22,10 +22,12 @@ machine, the loop is also given against its own ``model`` stage (per firing,
 from the result header): what the loop adds, independent of how fast the model
 happened to run.
 
-Live runs in two modes (docs/smart-acquisition.md, "The closed loop"):
+Live runs in three modes (docs/smart-acquisition.md, "The closed loop"):
 free-running (the camera as fast as it goes, the engine takes the newest
 bundle) and lockstep (live waits for each cycle's decision, as a model run in
-the camera callback makes it). Rounds alternate (ABAB...): the isolated model
+the camera callback makes it); ``paced`` is free-running triggers with live
+paced by the engine (``start_live pace_from``: each cycle acquired just in time
+for the model, daemon/pacing.py). Rounds alternate (ABAB...): the isolated model
 while the scope is idle, then a batch of firings in each mode, so the machine's
 load drifts evenly over all figures. The stage alternates between ordinary
 cells and the dense colony so the trigger re-arms and fires again; each firing
@@ -33,7 +35,7 @@ starts with the action thread idle; the shipped virtual-staining model decides.
 Daemon and engine run as in deployment (separate processes, separate cores).
 
 Run: python benchmarks/bench_closed_loop.py [--events 20] [--rounds 2] [--size 256]
-     [--camera-timing Realistic] [--modes free-running,lockstep]
+     [--camera-timing Realistic] [--modes free-running,lockstep,paced]
 """
 
 from __future__ import annotations
@@ -216,8 +218,8 @@ def main() -> None:
                               env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "engine.log", "w"))
     model: dict[str, list[float]] = {}
     modes: dict[str, list[dict]] = {m: [] for m in args.modes.split(",")}  # outcome lines per live mode
-    if set(modes) - {"free-running", "lockstep"}:
-        raise SystemExit(f"unknown live mode in --modes {args.modes!r}: use free-running and/or lockstep")
+    if set(modes) - {"free-running", "lockstep", "paced"}:
+        raise SystemExit(f"unknown live mode in --modes {args.modes!r}: use free-running, lockstep and/or paced")
     try:
         with ControlClient(ctl, timeout_s=120) as c:
             while True:
@@ -244,7 +246,8 @@ def main() -> None:
                     lockstep = {"lockstep": True} if mode == "lockstep" else {}
                     c.request("load_triggers", config={**triggers, **lockstep},
                               sources={"virtual-staining": results})
-                    c.request("start_live", channels=CYCLE, interval_ms=0)
+                    c.request("start_live", channels=CYCLE, interval_ms=0,
+                              **({"pace_from": results} if mode == "paced" else {}))
                     _fire(c, n, deadline)
                     c.request("stop")
                     while c.request("status")["state"] != "idle" or c.request("triggers")["actions_pending"]:

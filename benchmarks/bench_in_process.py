@@ -14,7 +14,10 @@ The rows (issue 14 item 3), re-measured in one run and interleaved over
                 1 core, 1 thread;
 ``sc-shared``   daemon and engine both on cores 0-1, engine with 2 threads;
 ``inproc-2``    the in-process alternative on 2 cores with 2 threads;
-``ort-2``       the model alone with 2 threads on 2 cores.
+``ort-2``       the model alone with 2 threads on 2 cores;
+``sc-shared-demand``  as ``sc-shared``, live paced by the engine (``start_live
+                pace_from=<engine results>``, daemon/pacing.py): each cycle is
+                acquired just in time for the model instead of free-running.
 
 Every row runs in its own processes pinned with ``sched_setaffinity`` as the
 row says (the measuring client of the scopecast rows runs on the daemon's
@@ -81,7 +84,7 @@ class Row:
     daemon_cores: str = ""  # scopecast only
     pace: str = ""  # scopecast: live interval = this (model-alone) row's p50 in the same round
     camera: str = "Instant"  # the simulator's TimingModel: "Realistic" exposes for the exposure time + readout
-    demand: bool = False  # scopecast: each bundle acquired just in time for the engine (DemandPacer, a prototype)
+    demand: bool = False  # scopecast: live paced by the engine (start_live pace_from: daemon/pacing.py)
 
 
 ROWS = (
@@ -91,23 +94,23 @@ ROWS = (
     Row("sc-shared", "scopecast, daemon and engine (2 threads) on both cores", "scopecast", "0-1", 2, "0-1"),
     Row("inproc-2", "in-process, 2 cores, 2 threads", "inproc", "0-1", 2),
     Row("ort-2", "ONNX Runtime alone, 2 cores, 2 threads", "ort", "0-1", 2),
+    Row("sc-shared-demand", "scopecast on both cores (2 threads), live paced by the engine (`pace_from`)",
+        "scopecast", "0-1", 2, "0-1", demand=True),
 )
 # --extra: the live cycle paced at the model's rate, and a camera whose exposure takes time, not CPU
 EXTRA_ROWS = (
     Row("sc-shared-paced", "scopecast on both cores, live cycle paced at the model alone's p50 (`interval_ms`)",
         "scopecast", "0-1", 2, "0-1", pace="ort-2"),
-    Row("sc-split-demand", "scopecast, daemon (core 0) + engine (core 1, 1 thread), bundles acquired on demand "
-        "(prototype)", "scopecast", "1", 1, "0", demand=True),
-    Row("sc-shared-demand", "scopecast on both cores (2 threads), bundles acquired on demand (prototype)",
-        "scopecast", "0-1", 2, "0-1", demand=True),
+    Row("sc-split-demand", "scopecast, daemon (core 0) + engine (core 1, 1 thread), live paced by the engine "
+        "(`pace_from`)", "scopecast", "1", 1, "0", demand=True),
     Row("sc-shared-default", "scopecast on both cores, the engine's default threads (no `--threads`)",
         "scopecast", "0-1", 0, "0-1"),
     Row("inproc-2-real", "in-process, 2 cores, camera with real timing (10 ms exposure + 5 ms readout)",
         "inproc", "0-1", 2, camera="Realistic"),
     Row("sc-shared-real", "scopecast on both cores, camera with real timing", "scopecast", "0-1", 2, "0-1",
         camera="Realistic"),
-    Row("sc-shared-real-demand", "scopecast on both cores, camera with real timing, bundles acquired on demand "
-        "(prototype)", "scopecast", "0-1", 2, "0-1", camera="Realistic", demand=True),
+    Row("sc-shared-real-demand", "scopecast on both cores, camera with real timing, live paced by the engine "
+        "(`pace_from`)", "scopecast", "0-1", 2, "0-1", camera="Realistic", demand=True),
 )
 
 
@@ -270,78 +273,6 @@ def _wait_ready(client: Any, proc: subprocess.Popen, what: str, log: Path, timeo
                 raise RuntimeError(f"the {what} did not answer 'status' within {timeout_s:g} s") from None
 
 
-class DemandPacer:
-    """PROTOTYPE of a daemon feature (not in the daemon yet): acquire each bundle just in time for the engine.
-
-    The in-process loop never makes a frame it cannot use; a free-running live cycle on a camera that
-    costs CPU (the simulator) does, and steals those cores from the model. This client stands in for a
-    live cycle paced by the engine's demand: on each result (the engine has just taken the next bundle)
-    it asks for one more cycle (``start_live`` with ``max_cycles=1``) after ``worker time - bundle
-    time - margin``, so the bundle is complete when the worker frees up: no bundle is superseded, none
-    waits. Worker time (engine dequeue -> postprocessed) and bundle time (request -> last frame acquired)
-    are running medians of the last results.
-    """
-
-    def __init__(self, address: str, channels: list[str], margin_ms: float = 3.0) -> None:
-        from scopecast.daemon.control import ControlClient
-
-        self.client = ControlClient(address, timeout_s=60)
-        self.channels = channels
-        self.margin_s = margin_ms / 1000
-        self.requested: dict[str, int] = {}  # acquisition id -> request time (ns)
-        self.worker_s: list[float] = []
-        self.bundle_s: list[float] = []
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
-        self.closed = False
-
-    def request(self) -> None:
-        with self._lock:
-            if self.closed:
-                return
-            t = time.time_ns()
-            while True:
-                try:
-                    job = self.client.request("start_live", channels=self.channels, max_cycles=1)
-                    break
-                except Exception as e:  # noqa: BLE001 - the previous cycle is still running: wait for it
-                    if "running" not in str(e):
-                        raise
-                    time.sleep(0.001)
-            self.requested[job["acquisition_id"]] = t
-
-    def start(self) -> None:
-        """Two bundles: one for the engine now, one waiting for it."""
-        self.request()
-        self.request()
-
-    def on_result(self, h: dict[str, Any]) -> None:
-        """The engine published a result and takes the next bundle: keep exactly one more coming."""
-        t_req = self.requested.pop(h["acquisition_id"], None)
-        self.worker_s = (self.worker_s + [(h["t_postprocessed_ns"] - h["t_dequeued_ns"]) / 1e9])[-9:]
-        if t_req:
-            self.bundle_s = (self.bundle_s + [(h["t_acquired_ns"] - t_req) / 1e9])[-9:]
-            for acq in [a for a, t in self.requested.items() if t < t_req]:  # superseded: never coming
-                del self.requested[acq]
-        if self._timer is not None and self._timer.is_alive():
-            return  # the next bundle is already scheduled
-        delay = float(np.median(self.worker_s)) - self.margin_s
-        if not self.requested:  # the engine has nothing: one bundle now, the next one just in time
-            self.request()
-        else:
-            delay -= float(np.median(self.bundle_s)) if self.bundle_s else 0.0
-        self._timer = threading.Timer(max(0.0, delay), self.request)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-        self.client.close()
-
-
 def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str, threads: int, seconds: float,
                   tmp: Path, interval_ms: float = 0.0, save: str = "", bundles: int = 0,
                   engine_args: tuple[str, ...] = (), demand: bool = False) -> dict[str, Any]:
@@ -396,11 +327,8 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                 if time.monotonic() > t_join:
                     raise RuntimeError("the subscriptions did not reach the daemon and the engine within 120 s")
                 time.sleep(0.05)
-            pacer = DemandPacer(ctl, CYCLE) if demand else None
-            if pacer is not None:
-                pacer.start()
-            else:
-                c.request("start_live", channels=CYCLE, interval_ms=interval_ms)
+            c.request("start_live", channels=CYCLE, interval_ms=interval_ms,
+                      **({"pace_from": results} if demand else {}))
             done: list[int] = []
             lat: list[float] = []
             k, t_end, last = 0, None, None
@@ -409,16 +337,12 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
             while True:
                 t_wait = time.monotonic() + 120
                 while not sub.poll(1000):
-                    if pacer is not None:  # a bundle was superseded or lost: one more keeps the engine fed
-                        pacer.request()
                     if time.monotonic() > t_wait:
                         raise RuntimeError(f"no result for 120 s (engine exit code {engine.poll()}, daemon "
                                            f"{daemon.poll()})")
                 parts = sub.recv_multipart(copy=False)
                 t1 = time.time_ns()
                 _, h, data = decode(parts)
-                if pacer is not None:
-                    pacer.on_result(h)
                 k += 1
                 # the engine names the bundle's first exposure (worker.py); older engines do not, and the
                 # header watcher (one more subscriber: a little CPU on the daemon's cores) stands in
@@ -445,8 +369,6 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                     break
             cpu = {"daemon": _cpu_s(daemon.pid) - cpu0["daemon"], "engine": _cpu_s(engine.pid) - cpu0["engine"]}
             frames = c.request("status")["frames_acquired"] - frames0
-            if pacer is not None:
-                pacer.close()
             c.request("stop")
             est = ec.request("status")
     finally:
