@@ -90,6 +90,7 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.message = pg.TextItem("", anchor=(0.5, 0.5), color=(255, 220, 120), fill=pg.mkBrush(0, 0, 0, 190))
         self.message.setZValue(11)
         self.message.setParentItem(self.plot.vb)
+        self.message.setVisible(False)  # an empty message still draws its dark box over the image
         self.plot.vb.sigResized.connect(self._center_message)
         self.plot.vb.sigResized.connect(self._fit_badge)
         self.values: np.ndarray | None = None  # (C, H, W) physical values of what is shown

@@ -353,3 +353,15 @@ def test_uncertainty_channels_are_a_map_of_their_own_never_a_stain(app, daemon, 
         w.close()
         app.processEvents()
         e.close()
+
+
+def test_a_pane_without_a_message_draws_no_message_box(app):
+    """A new pane's empty message must be hidden: visible, its dark background showed as an object in the field."""
+    from scopecast.gui.panes import ImagePane
+
+    pane = ImagePane("raw")
+    assert not pane.message.isVisible()
+    pane.set_message("no frames yet")
+    assert pane.message.isVisible()
+    pane.set_message(None)
+    assert not pane.message.isVisible()
