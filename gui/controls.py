@@ -42,6 +42,11 @@ class LiveCycleBox(QtWidgets.QGroupBox):
         self.interval.setToolTip("pause between cycles")
         self.record = QtWidgets.QCheckBox("record")
         self.record.setToolTip("record the live cycle to OME-Zarr (toggling it during live restarts live)")
+        self.pace = QtWidgets.QCheckBox("pace by the engine")
+        self.pace.setToolTip("acquire each cycle just in time for the (first) engine's model instead of as fast "
+                             "as the camera goes: no bundles dropped, less CPU; the raw view then updates at the "
+                             "model's rate (start_live pace_from)")
+        self.pace_from: str | None = None  # the engine results address pacing uses (set by the window)
         self.start = QtWidgets.QPushButton("Start live")
         self.suggest_button = QtWidgets.QPushButton("engines' inputs")
         self.suggest_button.setToolTip("tick exactly the channels the connected models need")
@@ -57,6 +62,7 @@ class LiveCycleBox(QtWidgets.QGroupBox):
         form.addWidget(self.interval, 1, 2)
         form.addWidget(self.start, 2, 0, 1, 2)
         form.addWidget(self.record, 2, 2)
+        form.addWidget(self.pace, 3, 0, 1, 3)
 
     def set_channels(self, channels: dict[str, dict[str, Any]]) -> None:
         """The daemon's channels (``describe``); ticks and exposures of known names are kept."""
@@ -122,6 +128,8 @@ class LiveCycleBox(QtWidgets.QGroupBox):
         args: dict[str, Any] = {"interval_ms": self.interval.value(), "record": self.record.isChecked()}
         if self.channels():
             args["channels"] = self.channels()
+        if self.pace.isChecked() and self.pace_from:
+            args["pace_from"] = self.pace_from
         return args
 
 

@@ -147,6 +147,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.cycle.start.clicked.connect(self.toggle_live)
         self.cycle.record.clicked.connect(self.toggle_record)
         self.live_button, self.record_box = self.cycle.start, self.cycle.record
+        self.cycle.pace_from = self.engines[0].results if self.engines else None
+        self.cycle.pace.setEnabled(bool(self.engines))
         self.stage = StageBox(self.request)
         self.objective = ObjectiveBox(self.request)
 
@@ -279,7 +281,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         plan = dict(job["plan"])
         plan["record"] = self.record_box.isChecked()
         self.request("stop")
-        self.request("start_live", **{k: plan[k] for k in ("channels", "exposure_ms", "interval_ms", "record")})
+        self.request("start_live", **{k: plan[k] for k in ("channels", "exposure_ms", "interval_ms", "record",
+                                                           "pace_from") if k in plan})
 
     def load_model(self) -> None:
         path = self.model_box.currentText().strip()

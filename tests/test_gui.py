@@ -226,6 +226,19 @@ def test_control_click_changes_daemon_state(app, window, client):
     assert spin(app, lambda: client.request("status")["exposure_ms"] == 23.5, 60)
 
 
+def test_live_paced_by_the_engine_from_the_viewer(app, window, engines, client):
+    """'pace by the engine': live starts with the first engine's results as its pace, and is paced by them."""
+    assert spin(app, lambda: window.connected["daemon"])
+    window.cycle.pace.setChecked(True)
+    window.live_button.click()
+    assert spin(app, lambda: (client.request("status")["job"] or {}).get("plan", {}).get("pace_from"), 60)
+    assert client.request("status")["job"]["plan"]["pace_from"] == engines[0].results_address
+    assert spin(app, lambda: ((client.request("status")["job"] or {}).get("pacing") or {}).get("results", 0) >= 2, 60)
+    window.live_button.click()
+    assert spin(app, lambda: client.request("status")["state"] == "idle", 60)
+    window.cycle.pace.setChecked(False)
+
+
 def test_recording_toggles_during_live(app, window, client):
     client.request("start_live", channels=["BF", "DF"], interval_ms=50)
     assert spin(app, lambda: window.daemon_status.get("state") == "live" and window.daemon_status.get("job", {}).get("plan"), 60)
