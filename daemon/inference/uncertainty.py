@@ -224,9 +224,9 @@ class Scene:
 
 
 #: What one extra copy of a check is charged, in model passes over the bundle: the pass, plus the mirrored input,
-#: the running spread in float64 and the statistic (measured at 512² on the 2-core dev machine, median of 8 checks
-#: against the median bundle: 0.99 virtual staining, 1.17 its live tier, 1.30 super-resolution, whose output has
-#: 4x the pixels), with a margin, so that the check's time stays within the budget.
+#: the running spread and the statistic (bench_trust.py at 512² on the shared 2-core dev machine, median check
+#: against the median bundle: 1.0-1.2 virtual staining and its live tier, 1.3-1.6 super-resolution, whose output
+#: has 4x the pixels), so that the check's time stays within the budget.
 COPY_COST = 1.5
 
 
