@@ -234,6 +234,7 @@ def test_live_paced_by_the_engine_from_the_viewer(app, window, engines, client):
     assert spin(app, lambda: (client.request("status")["job"] or {}).get("plan", {}).get("pace_from"), 60)
     assert client.request("status")["job"]["plan"]["pace_from"] == engines[0].results_address
     assert spin(app, lambda: ((client.request("status")["job"] or {}).get("pacing") or {}).get("results", 0) >= 2, 60)
+    assert spin(app, lambda: window.live_button.text() == "Stop live", 60)  # the window has seen live
     window.live_button.click()
     assert spin(app, lambda: client.request("status")["state"] == "idle", 60)
     window.cycle.pace.setChecked(False)
