@@ -1,0 +1,77 @@
+"""Make ``docs/gui.png``: the viewer with live virtual staining and super-resolution on cells.
+
+Real processes: ``scopecast up`` (the daemon on the shipped simulator config and two engines
+running the shipped ``virtual-staining`` and ``super-resolution`` packages) and ``scopecast gui
+--screenshot`` (offscreen). Once the viewer is subscribed, live runs the cycle both models need
+(DPC ×4, BF, DF and Membrane), paced by the virtual-staining engine (``start_live pace_from``),
+and the viewer renders after ``--frames`` results and exits.
+
+Usage (about 1–2 minutes on a 2-core machine)::
+
+    .venv/bin/python docs/examples/viewer_screenshot.py --out docs/gui.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trust_screenshot import CONFIG, ROOT, free_port, wait_for  # noqa: E402  (same directory)
+
+CYCLE = [("DPC-Left", 10.0), ("DPC-Right", 10.0), ("DPC-Top", 10.0), ("DPC-Bottom", 10.0), ("BF", 10.0),
+         ("DF", 10.0), ("Membrane", 20.0)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(ROOT / "docs" / "gui.png"))
+    p.add_argument("--frames", type=int, default=12, help="results the viewer shows before the screenshot")
+    args = p.parse_args()
+
+    from scopecast.daemon.control import ControlClient
+
+    exe = [sys.executable, "-m", "scopecast.daemon.cli"]
+    pkgs = ROOT / "models" / "packages"
+    ctl, stream = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    engines = [(pkgs / name, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+               for name in ("virtual-staining", "super-resolution")]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    data = Path(os.environ.get("TMPDIR", "/tmp")) / f"viewer-shot-{os.getpid()}"
+    up = subprocess.Popen([*exe, "-q", "up", "--config", str(CONFIG), "--data-dir", str(data), "--control", ctl,
+                           "--stream", stream, "--no-spares",
+                           *[a for m, r, c in engines for a in ("--engine", f"{m},{r},{c}")]], env=env)
+    gui = None
+    try:
+        with ControlClient(ctl, timeout_s=10) as daemon:
+            wait_for("the daemon", lambda: daemon.request("status"), 120)
+            for _, _, c in engines:
+                with ControlClient(c, timeout_s=10) as e:
+                    wait_for(f"the engine on {c}", lambda e=e: e.request("status"), 180)
+            gui = subprocess.Popen([*exe, "gui", "--control", ctl, "--stream", stream,
+                                    *[a for _, r, c in engines for a in ("--engine", f"{r},{c}")],
+                                    "--screenshot", args.out, "--frames", str(args.frames), "--timeout", "600"],
+                                   env=env)
+            # the viewer's frame subscription has arrived (the engines hold one each)
+            wait_for("the viewer", lambda: daemon.request("status")["stream"]["subscribers"] >= 3, 120)
+            daemon.request("start_live", channels=[{"name": n, "exposure_ms": t} for n, t in CYCLE],
+                           pace_from=engines[0][1])
+            rc = gui.wait(timeout=600)
+            job = daemon.request("stop")["stopped"]
+            print(f"viewer_screenshot: viewer exit {rc}; {job['frames']} frames, pacing {job['pacing']}")
+            daemon.request("shutdown")
+            up.wait(timeout=60)
+            return rc
+    finally:
+        for proc in (gui, up):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
