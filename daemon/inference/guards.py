@@ -76,6 +76,7 @@ benchmarks/bench_trust.py measures the whole monitor against the model's time.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -432,6 +433,7 @@ def snr_floor(st: Any, exposure_witness: bool = True) -> float:
     return min(SNR_MIN, float(st.snr_min) / RANGE_FACTOR)
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function; the training ranges' widths recur on every bundle
 def focus_width(f: float) -> float:
     """The focus figure as a structure width (px): the ``w`` of a Gaussian autocorrelation ``exp(-s²/2w²)``
     with the same figure, ``(1 - exp(-1/2w²)) / (1 - exp(-16/2w²))`` (1 at w → 0, 1/16 at w → ∞).
