@@ -506,12 +506,13 @@ class OutputGuard:
             ch, lo, hi = y[c], self.lo[c], self.hi[c]
             frac = far = 0.0
             tol = np.float32(OUTPUT_RANGE_TOLERANCE * float(hi - lo))
-            if ch.min() < lo or ch.max() > hi:
+            mn, mx = ch.min(), ch.max()  # once: each is a pass over the output
+            if mn < lo or mx > hi:
                 # a band-limited reconstruction rings by up to the Gibbs fraction of a step on either side
-                span = float(min(ch.max(), hi)) - float(max(ch.min(), lo))
+                span = float(min(mx, hi)) - float(max(mn, lo))
                 tol = np.float32(max(float(tol), GIBBS * max(span, 0.0)))
                 frac = float(np.count_nonzero((ch < lo) | (ch > hi))) / ch.size
-                if ch.min() < lo - tol or ch.max() > hi + tol:
+                if mn < lo - tol or mx > hi + tol:
                     far = float(np.count_nonzero((ch < lo - tol) | (ch > hi + tol))) / ch.size
                 np.clip(ch, lo, hi, out=ch)
             clipped[name], beyond[name] = _r(frac), _r(far)
