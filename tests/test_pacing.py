@@ -37,7 +37,9 @@ def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, 
             p = job["pacing"]
             assert p["results"] >= 8 and p["timeouts"] == 0 and p["model_ms"] > 0
             # one bundle in the model and the next being acquired. Drops count frames: usually 0; once, in the
-            # whole suite beside a CPU hog, one bundle (3 frames) was dropped, cause not pinned down yet
+            # whole suite beside a CPU hog, one bundle (3 frames), most likely at the start, where two cycles run
+            # back to back and a starved engine had not taken the first when the second completed (it keeps the
+            # newer bundle)
             assert cycles <= p["results"] + 3, (cycles, p)
             assert dropped <= 2 * len(CYCLE), (dropped, e.drops.snapshot(), p)
         else:  # free-running: the camera outpaces the model and the engine drops what it cannot take
