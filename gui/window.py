@@ -27,6 +27,7 @@ from .controls import LiveCycleBox, ObjectiveBox, StageBox
 from .latency import LatencyPanel
 from .panes import ImagePane
 from .streams import LatestStreams, Requester
+from .trust_badge import badge_text
 
 __all__ = ["EngineEndpoint", "ScopeWindow"]
 
@@ -446,20 +447,15 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self._show_trust(address, h.get("trust"))
 
     def _show_trust(self, address: str, trust: dict[str, Any] | None) -> None:
-        """The trust verdict on the inferred view: a badge with the reasons; an untrusted
-        (or unjudged) output is dimmed so it never looks like a confident image."""
+        """The trust verdict on the inferred view: a badge with the uncertainty check's state and the reasons
+        (:mod:`.trust_badge`); an untrusted (or unjudged) output is dimmed so it never looks like a confident image."""
         pane = self.panes[address]
-        trust = trust or {"ok": False, "score": 0.0, "reasons": ["no trust verdict in the result"]}
+        if not isinstance(trust, dict) or not trust:
+            trust = {"ok": False, "score": 0.0, "reasons": ["no trust verdict in the result"]}
         self.trust_shown[address] = trust
-        u = trust.get("uncertainty") or {}
-        spread = f" · uncertainty p99 {float(u['p99']):.3g}" if isinstance(u.get("p99"), int | float) else ""
-        if trust.get("ok"):
-            pane.set_badge(f"trusted · score {float(trust.get('score') or 0):.2f}{spread}", (20, 120, 40, 210))
-            pane.image.setOpacity(1.0)
-        else:
-            reasons = "\n".join(str(r) for r in (trust.get("reasons") or ["untrusted"])[:4])
-            pane.set_badge(f"NOT TRUSTED{spread}\n{reasons}", (170, 20, 20, 220))
-            pane.image.setOpacity(0.35)
+        text, trusted = badge_text(trust)  # the verdict, the uncertainty check's state, the reasons
+        pane.set_badge(text, (20, 120, 40, 210) if trusted else (170, 20, 20, 220))
+        pane.image.setOpacity(1.0 if trusted else 0.35)
 
     # ------------------------------------------------------------ messages
     def live_cycle(self) -> list[str] | None:
