@@ -282,38 +282,6 @@ def measure_check_overhead(pkg: Any, bundle: list[np.ndarray], inputs: list[str]
             "work_ratio": c.extra_passes / max(c.passes, 1e-12), "states": dict(states)}
 
 
-def restat(package: str | Path, out: Path) -> tuple[Path, list[str]]:
-    """A copy of ``package`` whose ``input_stats`` are re-measured by today's ``calibrate`` on the package's own
-    training fields (``provenance.data.dataset``, specimen fields of the train split, as training does): for
-    packages exported before a statistic (focus, kurtosis) existed. Every statistic the package already records
-    must come out identical (same fields, same function); returns the copy and the statistics added."""
-    import shutil
-
-    from scopecast.models.dataset import BLANK, TASKS, calibrate, load_pairs
-    from scopecast.models.manifest import MANIFEST, CameraCalibration
-
-    src = Path(package)
-    m = json.loads((src / MANIFEST).read_text())
-    data = Path(m["provenance"]["data"]["dataset"])
-    tr = load_pairs(data if data.is_absolute() else ROOT / data, "train")
-    cam = CameraCalibration(**m["camera"]) if m.get("camera") else None
-    cal = calibrate(tr.select([k != BLANK for k in tr.kinds]), TASKS[m["task"]]["inputs"], camera=cam)
-    added = set()
-    for name, st in cal.input_stats.channels.items():
-        old = m["input_stats"]["channels"][name]
-        new = st.model_dump()
-        for key, v in new.items():
-            if old.get(key) is None and v is not None:
-                added.add(key)
-            elif key in old and not np.allclose(np.asarray(old[key], float), np.asarray(v, float), rtol=1e-9):
-                raise ValueError(f"{src}: {name}.{key} re-measured as {v}, the package says {old[key]}: "
-                                 "not the package's training fields")
-        m["input_stats"]["channels"][name] = new
-    shutil.copytree(src, out)
-    (out / MANIFEST).write_text(json.dumps(m, indent=2))
-    return out, sorted(added)
-
-
 def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fields: int, overhead_size: int,
                 say: Any, uncertainty: int = 0, ind_fields: int = 0, thresholds: dict[str, Any] | None = None,
                 budget: float = 0.025, scene_every: int = 30, only_overhead: bool = False,
@@ -608,9 +576,6 @@ def main() -> int:
     ap.add_argument("--fit-fields", type=int, default=2, help="baseline fit: fields per training morphology")
     ap.add_argument("--overhead-size", type=int, default=512, help="field size of the overhead run (0: skip)")
     ap.add_argument("--seed", type=int, default=700)
-    ap.add_argument("--restat", action="store_true",
-                    help="re-measure each package's input_stats on its training dataset first (adds statistics "
-                         "the package was exported without; see restat())")
     ap.add_argument("--uncertainty", type=int, default=0, choices=(0, 2, 4, 8),
                     help="dihedral TTA copies per bundle (uncertainty figures and cost; 0: off)")
     ap.add_argument("--in-distribution-fields", type=int, default=0,
@@ -629,12 +594,7 @@ def main() -> int:
               (args.model or ["virtual-staining", "super-resolution"])]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
     reports, ok = [], True
-    tmp = tempfile.TemporaryDirectory(prefix="scopecast-restat-")
     for m in models:
-        if args.restat:
-            m, added = restat(m, Path(tmp.name) / Path(m).name)
-            print(f"{Path(m).name}: input_stats re-measured on its training fields; added: "
-                  f"{', '.join(added) or 'nothing'}", flush=True)
         th = next((v for k, v in calib.items() if Path(k).name == Path(m).name), None)
         rep = run_package(m, args.fields, args.size, args.seed, args.fit_fields, args.overhead_size,
                           lambda s: print(f"  {s}", file=sys.stderr, flush=True), args.uncertainty,

@@ -34,7 +34,16 @@ adds the chosen candidate, and nothing else, to ``validated.uncertainty`` of eac
 package's manifest.json; ``--json`` keeps every candidate (bench_trust.py
 ``--thresholds`` evaluates them all).
 
+``--input-stats DATASET`` re-measures instead each package's training input
+distribution (``input_stats``: what the input guards compare a bundle with) on
+the specimen fields of its own training split plus those of ``DATASET``
+(gathered in the training slide region with the training domain's plan at other
+positions; repeatable), and ``--write`` replaces ``input_stats``, and nothing
+else, in each package's manifest.json. The model and its normalization are
+untouched.
+
 Run: python benchmarks/bench_trust_models.py [--fields 8] [--size 256] [--json out.json]
+     python benchmarks/bench_trust_models.py --input-stats datasets/vs-stats [--write]
      python benchmarks/bench_trust_models.py --validated [--write]
      python benchmarks/bench_trust_models.py --uncertainty [--fields 16] [--statistic signal --tta 2 --write]
 """
@@ -206,6 +215,53 @@ def write_uncertainty(package: str | Path, measured: dict[str, Any], stat: str, 
     return write_validated(package, val)
 
 
+def measure_input_stats(package: str | Path, datasets: list[str | Path]) -> dict[str, Any]:
+    """The package's ``input_stats`` re-measured by today's guards on more fields of the training distribution:
+    the specimen fields of the train split of the package's own dataset (``provenance.data.dataset``) and of
+    each of ``datasets`` (gathered with the same plan in the training slide region at other positions:
+    ``scopecast gather --samples domain --seed S``). The normalization's percentiles (``p_low``/``p_high``)
+    stay the package's own: they are part of the model. More fields make the ranges' ends, which the guards
+    extrapolate by a factor of 2, less of an accident of which fields training happened to draw."""
+    from scopecast.models.dataset import BLANK, channel_stats, load_pairs
+    from scopecast.models.manifest import MANIFEST, CameraCalibration, InputStats
+
+    m = json.loads((Path(package) / MANIFEST).read_text())
+    own = Path(m["provenance"]["data"]["dataset"])
+    sets = [own if own.is_absolute() else ROOT / own, *[Path(d) for d in datasets]]
+    stacks, names = [], []
+    for d in sets:
+        tr = load_pairs(d, "train")
+        idx = json.loads((d / "dataset.json").read_text())
+        if idx["task"] != m["task"] or (idx.get("plan") or {}) != {}:
+            raise ValueError(f"{d}: a {idx['task']} dataset gathered with plan {idx.get('plan')}, not the "
+                             f"package's task ({m['task']}) with the training domain's default plan")
+        keep = [k != BLANK for k in tr.kinds]
+        stacks.append(tr.inputs[np.asarray(keep, bool)])
+        names.append(f"{sum(keep)} of {Path(d).name} (seed {idx.get('seed')})")
+    cam = CameraCalibration(**m["camera"])
+    old = m["input_stats"]
+    channels = {}
+    for c, name in enumerate(m["inputs"]):
+        st = old["channels"][name]
+        channels[name] = channel_stats([s[:, c] for s in stacks], cam.offset_adu, cam, st["p_low"], st["p_high"])
+    n = sum(len(s) for s in stacks)
+    return InputStats(fields=n, percentiles=tuple(old["percentiles"]), channels=channels,
+                      source=f"specimen fields of the train split (training slide region, training domain): "
+                             f"{' + '.join(names)}").model_dump(mode="json")
+
+
+def write_input_stats(package: str | Path, stats: dict[str, Any]) -> Path:
+    """Replace ``input_stats`` in the package's manifest.json; every other value stays as it is."""
+    from scopecast.models.manifest import MANIFEST, ModelManifest
+
+    path = Path(package) / MANIFEST
+    before = json.loads(path.read_text())
+    after = {**before, "input_stats": stats}
+    ModelManifest.model_validate(after)
+    path.write_text(json.dumps(after, indent=2) + ("\n" if path.read_text().endswith("\n") else ""))
+    return path
+
+
 def write_validated(package: str | Path, validated: dict[str, Any]) -> Path:
     """Add (or replace) ``validated`` in the package's manifest.json; every other value stays as it is."""
     from scopecast.models.manifest import MANIFEST, ModelManifest
@@ -236,11 +292,23 @@ def main() -> int:
     ap.add_argument("--statistic", default="", help="with --uncertainty --write: the statistic to store")
     ap.add_argument("--tta", type=int, default=2, help="with --uncertainty --write: its dihedral copies")
     ap.add_argument("--from-json", default="", help="with --uncertainty: the measurement a previous --json kept")
+    ap.add_argument("--input-stats", action="append", default=None, metavar="DATASET",
+                    help="re-measure each package's input_stats on its own training fields and this dataset's "
+                         "(repeatable; with --write: store them)")
     args = ap.parse_args()
     from scopecast.models.evaluate_morphology import format_report, run_evaluation
 
     models = args.model or [str(ROOT / "models" / "packages" / n) for n in ("virtual-staining", "super-resolution")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.input_stats:
+        for m in models:
+            st = measure_input_stats(m, args.input_stats)
+            print(f"{Path(m).name}: {st['fields']} fields: {st['source']}")
+            for name, c in st["channels"].items():
+                print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("p_low", "p_high")))
+            if args.write:
+                print(f"wrote {write_input_stats(m, st)}")
+        return 0
     if args.uncertainty:
         out = {}
         for m in models:

@@ -386,6 +386,28 @@ def _as_counts(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+def channel_stats(stacks: list[np.ndarray], offset: float, camera: CameraCalibration | None, p_low: float,
+                  p_high: float) -> ChannelStats:
+    """One channel's training statistics: the guard figures (:func:`~scopecast.daemon.inference.guards.measure`)
+    of every field in ``stacks`` (arrays of fields, raw counts) as [min, median, max] ranges; ``p_low``/``p_high``
+    are the normalization's exact percentiles, recorded beside them."""
+    from scopecast.daemon.inference.guards import measure
+
+    figs = [measure(_as_counts(f), offset, camera) for stack in stacks for f in stack]
+
+    def rng(key: str) -> tuple[float, float, float] | None:
+        v = np.array([f[key] for f in figs], np.float64)
+        v = v[np.isfinite(v)]  # focus: NaN without structure above the noise; kurtosis: NaN on a flat field
+        return (float(v.min()), float(np.median(v)), float(v.max())) if v.size else None
+
+    sig, con = rng("signal"), rng("contrast")
+    if sig is None or con is None:
+        raise ValueError("no training field with a finite signal to take statistics from")
+    return ChannelStats(signal=sig, contrast=con, snr_min=float(min(f["snr"] for f in figs)), peak=rng("peak"),
+                        saturated_max=float(max(f["saturated"] for f in figs)), p_low=p_low, p_high=p_high,
+                        focus=rng("focus"), kurtosis=rng("kurtosis"))
+
+
 def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float = 99.8,
               camera: CameraCalibration | dict[str, Any] | None = None) -> Calibration:
     """Measure the package's calibration from the training split (never from validation).
@@ -400,8 +422,6 @@ def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float =
     - ``output_range``: min/max of the training targets per output channel (output units), widened by
       :data:`OUTPUT_RANGE_MARGIN` of the channel's range (:func:`output_range`).
     """
-    from scopecast.daemon.inference.guards import measure
-
     if len(inputs) != pairs.inputs.shape[1]:
         raise ValueError(f"{len(inputs)} input names for {pairs.inputs.shape[1]} input channels")
     cam = camera if camera is not None else pairs.camera
@@ -419,22 +439,7 @@ def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float =
             raise ValueError(f"training channel {name!r}: its {high} percentile ({p_high:.6g}) is not above the "
                              f"camera offset ({offset:.6g}); it holds no signal to normalize")
         scale.append(p_high - offset)
-        figs = [measure(_as_counts(f), offset, cam) for f in pairs.inputs[:, c]]
-
-        def rng(key: str, figs: list[dict[str, Any]] = figs) -> tuple[float, float, float]:
-            v = np.array([f[key] for f in figs], np.float64)
-            return float(v.min()), float(np.median(v)), float(v.max())
-
-        foc = np.array([f["focus"] for f in figs], np.float64)  # the guards' focus figure (NaN: no structure)
-        foc = foc[np.isfinite(foc)]
-        kur = np.array([f["kurtosis"] for f in figs], np.float64)
-        kur = kur[np.isfinite(kur)]
-        channels[name] = ChannelStats(
-            signal=rng("signal"), contrast=rng("contrast"), snr_min=rng("snr")[0],
-            saturated_max=rng("saturated")[2], p_low=p_low, p_high=p_high,
-            focus=(float(foc.min()), float(np.median(foc)), float(foc.max())) if foc.size else None,
-            kurtosis=(float(kur.min()), float(np.median(kur)), float(kur.max())) if kur.size else None,
-        )
+        channels[name] = channel_stats([pairs.inputs[:, c]], offset, cam, p_low, p_high)
     t = pairs.targets
     return Calibration(
         normalization=Normalization(kind="calibrated", low=low, high=high, offset=[offset] * len(inputs),

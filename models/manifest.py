@@ -107,8 +107,9 @@ class ChannelStats(BaseModel):
 
     Ranges are ``[min, median, max]`` over the training fields; ``signal`` is
     the field mean above the camera offset (ADU), ``contrast`` its standard
-    deviation over the signal, ``focus`` its sharpness (optional: older packages
-    lack it). ``p_low``/``p_high`` are the exact percentiles
+    deviation over the signal, ``peak`` its structure level (the brightest 0.1 %
+    above the offset), ``focus`` its sharpness (optional: older packages
+    lack them). ``p_low``/``p_high`` are the exact percentiles
     (``InputStats.percentiles``) of all training pixels of the channel.
     """
 
@@ -120,6 +121,10 @@ class ChannelStats(BaseModel):
     saturated_max: float = Field(ge=0, le=1)
     p_low: float
     p_high: float
+    peak: tuple[float, float, float] | None = Field(
+        default=None, description="[min, median, max] of the guards' structure level (the brightest 0.1 % of the "
+                                  "field above the offset, ADU): what exposure is judged on; None in packages "
+                                  "exported before it was measured")
     kurtosis: tuple[float, float, float] | None = Field(
         default=None, description="[min, median, max] of the guards' kurtosis (4th standardized moment of the "
                                   "field: sparsity); None in packages exported before it was measured")
@@ -137,6 +142,8 @@ class InputStats(BaseModel):
     fields: int = Field(ge=1)
     percentiles: tuple[float, float] = (1.0, 99.8)
     channels: dict[str, ChannelStats]
+    source: str | None = Field(default=None, description="which fields the ranges were measured on (None: the "
+                                                         "training split the model was trained on)")
 
 
 class OutputRange(BaseModel):

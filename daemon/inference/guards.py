@@ -18,12 +18,12 @@ flat                        every sampled pixel has the same value (and the fram
                             not saturated): a stuck or synthetic frame; "saturated or
                             flat" when the clip level is unknown and the value is
                             above the offset (a fully clipped frame looks the same)
-under-exposed               the mean signal above the camera offset is less than 3×    withhold
-                            its noise (SNR < 3; see below for channels whose training
-                            fields reach that limit), or below ½ × the dimmest
-                            training field's signal
-no specimen                 a channel is under its SNR floor while another channel of  withhold
-                            the bundle is well exposed (within its training signal
+under-exposed               the structure (the brightest 0.1 % of the sampled pixels,  withhold
+                            above the camera offset: ``peak``) is less than 5× its
+                            noise (the Rose criterion), or below ½ × the dimmest
+                            training field's structure
+no specimen                 a channel fails the Rose criterion while another channel   withhold
+                            of the bundle is well exposed (within its training signal
                             range): the exposure is right, so the dark channel
                             (dark-field) is dark because the field is empty (said
                             instead of "under-exposed")
@@ -46,31 +46,31 @@ empty or under-exposed input holds no information the network could turn into
 a stain, so any image it produced would be invented. *Flag*: the model runs,
 its output is clipped to the physical range, and ``trust.ok = false``.
 
-The thresholds are policy, chosen from the physics, not fitted to any test:
-SNR 3 is the usual detection limit (the mean signal three noise standard
-deviations above the dark level). Where the training fields themselves reach
-down to that limit (the dark-field channel of a sparse specimen is mostly
-black: its *mean* sits a few noise units above the offset however long the
-exposure), the channel's dimness says more about the specimen than about the
-exposure; if the bundle has a channel that witnesses the exposure instead (one
-whose training fields never came within 2× of the limit, e.g. bright-field,
-whose level the illumination sets), the dim channel is under-exposed only below
-½ × the lowest SNR among its training fields (the factor of every training-range
-check), and short exposures are caught on the witness's level. A package with
-no such channel (super-resolution's one fluorescence channel, whose SNR is low
-both for a sparse field and for a short exposure) keeps SNR 3. 0.1 % saturated is ~260 pixels of a 512²
+The thresholds are policy, chosen from the physics, not fitted to any test.
+Exposure is judged on the specimen's structure, not on the field's mean: a
+sparse field (a few cells, a dark-field of scattered debris) has a mean a few
+noise units above the offset however long the exposure, while its cells are
+bright; an empty field, or a short exposure, has no structure that stands out.
+The structure level is the 99.9th percentile of the sampled pixels (the
+brightest 0.1 %: ~260 pixels of a 512² frame, a structure rather than a few hot
+pixels, as for saturation), and a feature is detectable when it stands 5 noise
+standard deviations above the background (Rose). Pure read noise reaches
+~3.1 σ at its 99.9th percentile, so an empty field always fails; a short
+exposure that still clears Rose is caught below ½ × the dimmest training
+field's structure. 0.1 % saturated is ~260 pixels of a 512²
 frame, a structure rather than a few hot pixels; a factor of 2 (one photographic
 stop) beyond anything seen in training is extrapolation. Packages without
 training statistics (older ones) skip the training-range checks (``guards.skipped``
 says so) and assume a camera offset of min(100 ADU, the darkest sampled pixel),
 with the noise estimated from the frame itself (:func:`measure`); without a
 training level, a dim but clean exposure (e.g. 0.5 ms instead of 10 ms) passes
-as long as its SNR is above 3.
+as long as its structure clears the Rose criterion.
 
-Cost at 512×512×6 (uint16, this project's 2-core CI machine, measured under
-load): ~0.7 ms with a camera model in the package, ~0.85 ms without (the noise
-is then estimated from ~4096 neighbour differences per channel); the focus
-figure (32 full rows and 32 full columns per channel) is most of it.
+Cost at 512×512×6 (uint16, this project's 2-core CI machine): see
+benchmarks/bench_trust.py, which measures the whole monitor against the model's
+time. Every figure reads a strided subsample and 3 full rows per 16 (the focus
+figure), never every row, so a frame fresh from the socket costs a fraction of
+one pass over it.
 benchmarks/bench_trust.py measures the whole monitor against the model's time.
 """
 
@@ -87,14 +87,18 @@ from scopecast.models.manifest import CameraCalibration, InputStats, ModelManife
 
 __all__ = [
     "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "GIBBS", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE",
-    "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "SATURATED_MAX", "SNR_MIN", "GuardVerdict", "InputGuard", "OutputGuard",
-    "focus_figure", "focus_limits", "focus_width", "measure", "snr_floor", "trust",
+    "PEAK_FRACTION", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "ROSE_SNR", "SATURATED_MAX", "GuardVerdict",
+    "InputGuard", "OutputGuard",
+    "focus_figure", "focus_figures", "focus_limits", "focus_width", "measure", "measure_bundle", "trust",
 ]
 
 #: Largest fraction of pixels allowed at the detector's ceiling.
 SATURATED_MAX = 1e-3
-#: Smallest mean signal-to-noise ratio (signal above the offset / its noise).
-SNR_MIN = 3.0
+#: Smallest signal-to-noise ratio of the structure (the brightest ``PEAK_FRACTION`` of the pixels above the
+#: offset / the noise at that level) for it to be detectable: the Rose criterion.
+ROSE_SNR = 5.0
+#: The structure level of a frame: this top fraction of its (sampled) pixels.
+PEAK_FRACTION = 1e-3
 #: How far (as a factor) beyond the training fields' range an input may lie.
 RANGE_FACTOR = 2.0
 #: Largest fraction of output pixels allowed beyond the physical range (they are clipped).
@@ -135,7 +139,15 @@ def _step(shape: tuple[int, ...]) -> int:
 
 
 def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None = None) -> dict[str, Any]:
-    """Guard figures of one frame (raw counts) given the camera ``offset`` (ADU).
+    """Guard figures of one frame (raw counts) given the camera ``offset`` (ADU): :func:`measure_bundle`
+    of a bundle of one (training measures its fields with this, the engine its bundles with that: the
+    same figures)."""
+    return measure_bundle([frame], offset, camera)[0]
+
+
+def measure_bundle(frames: list[np.ndarray], offset: float,
+                   camera: CameraCalibration | None = None) -> list[dict[str, Any]]:
+    """Guard figures of each frame (raw counts) given the camera ``offset`` (ADU).
 
     ``signal``: mean above the offset; ``contrast``: std / signal (or / noise when the
     signal is lower); ``snr``:
@@ -143,66 +155,110 @@ def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None =
     the recorded gain, rounding) when the package records gain and read noise;
     else the smaller of the median absolute difference of neighbouring pixels
     (robust, but fine structure adds to it) and Poisson noise at 1 ADU per
-    photoelectron, never below the rounding noise; ``saturated``: fraction of
-    pixels at the ceiling (``ceiling``, ADU).
+    photoelectron, never below the rounding noise; ``peak``: the structure, the
+    brightest :data:`PEAK_FRACTION` of the sampled pixels above the offset, and
+    ``peak_snr`` its SNR (the camera model's noise at that level; without one,
+    the frame's noise estimate, at least Poisson at 1 ADU per photoelectron); ``saturated``: fraction of
+    pixels at the ceiling (``ceiling``, ADU); ``kurtosis``; ``focus`` (:func:`focus_figure`).
+
+    Frames of one shape and dtype (a bundle from one camera) are measured together, each reduction one
+    numpy call over the bundle: at 512² × 6 the per-call overhead, not the memory, is what costs.
     """
-    k = _step(frame.shape)
-    s = frame[::k, ::k]
-    sf = s.astype(np.float32)
-    n = sf.size
-    lo, hi = float(sf.min()), float(sf.max())
-    fig: dict[str, Any] = {"min": lo, "max": hi}
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        fig.update(finite=False, mean=math.nan, signal=math.nan, std=math.nan, contrast=math.nan, snr=math.nan,
-                   kurtosis=math.nan, focus=math.nan, saturated=0.0, ceiling=None)
-        return fig
-    mean = float(sf.mean())
-    signal = mean - offset
+    kinds = {(f.shape, f.dtype) for f in frames}
+    if len(kinds) > 1:
+        return [measure_bundle([f], offset, camera)[0] for f in frames]
+    if not frames:
+        return []
+    shape, dtype = kinds.pop()
+    k = _step(shape)
+    sub = frames[0][::k, ::k].shape
+    sf = np.empty((len(frames), sub[0] * sub[1]), np.float32)
+    for c, f in enumerate(frames):
+        sf[c].reshape(sub)[...] = f[::k, ::k]  # one strided read and cast per frame
+    n = sf.shape[1]
+    los, his = sf.min(axis=1), sf.max(axis=1)
+    figs: list[dict[str, Any]] = [{"min": float(a), "max": float(b)} for a, b in zip(los, his, strict=True)]
+    finite = np.isfinite(los) & np.isfinite(his)
+    if not finite.all():
+        for c in np.flatnonzero(~finite):
+            figs[c].update(finite=False, mean=math.nan, signal=math.nan, std=math.nan, contrast=math.nan,
+                           snr=math.nan, peak=math.nan, peak_snr=math.nan, kurtosis=math.nan, focus=math.nan,
+                           saturated=0.0, ceiling=None)
+        if finite.any():
+            ok = [c for c in range(len(frames)) if finite[c]]
+            for c, fig in zip(ok, measure_bundle([frames[c] for c in ok], offset, camera), strict=True):
+                figs[c] = fig
+        return figs
+    means = sf.mean(axis=1, dtype=np.float64)
+    top = min(n - 1, int(round((1.0 - PEAK_FRACTION) * (n - 1))))
+    peaks = np.partition(sf, top, axis=1)[:, top].astype(np.float64) - offset
     # saturation: a known ceiling (camera, dtype), else a pile-up at the frame maximum
     ceilings = []
     if camera is not None and camera.saturation_adu:
         ceilings.append(float(camera.saturation_adu))
-    if np.issubdtype(frame.dtype, np.integer):
-        ceilings.append(float(np.iinfo(frame.dtype).max))
+    if np.issubdtype(dtype, np.integer):
+        ceilings.append(float(np.iinfo(dtype).max))
     ceiling = min(ceilings) if ceilings else None
-    saturated = float(np.count_nonzero(sf >= ceiling)) / n if ceiling is not None and hi >= ceiling else 0.0
-    if (camera is None or not camera.saturation_adu) and saturated <= SATURATED_MAX and offset < hi and lo < hi:
-        at_max = int(np.count_nonzero(sf == np.float32(hi)))
-        if at_max > SATURATED_MAX * n:
-            edge = np.float32(hi - max(1.0, 0.01 * (hi - offset)))  # the top 1 % of the signal range
-            below = int(np.count_nonzero((sf < np.float32(hi)) & (sf >= edge)))
-            if at_max > 2 * below:  # clipped: far more pixels at the maximum than just below it
-                saturated, ceiling = at_max / n, hi
-    flat = sf.ravel()
-    flat -= np.float32(mean)
-    std = math.sqrt(max(float(np.dot(flat, flat)) / n, 0.0))
-    flat *= flat  # squared deviations: the 4th moment (sparsity of the structure)
-    kurtosis = float(np.dot(flat, flat)) / n / std ** 4 if std > 0 else math.nan
-    # noise and SNR of the mean signal
+    sats = [0.0] * len(frames)
+    ceils: list[float | None] = [ceiling] * len(frames)
+    if ceiling is not None and float(his.max()) >= ceiling:
+        sats = list(np.count_nonzero(sf >= np.float32(ceiling), axis=1) / n)
+    if camera is None or not camera.saturation_adu:
+        for c in range(len(frames)):
+            lo, hi = float(los[c]), float(his[c])
+            if sats[c] > SATURATED_MAX or not (offset < hi and lo < hi):
+                continue
+            row = sf[c]
+            at_max = int(np.count_nonzero(row == np.float32(hi)))
+            if at_max > SATURATED_MAX * n:
+                edge = np.float32(hi - max(1.0, 0.01 * (hi - offset)))  # the top 1 % of the signal range
+                below = int(np.count_nonzero((row < np.float32(hi)) & (row >= edge)))
+                if at_max > 2 * below:  # clipped: far more pixels at the maximum than just below it
+                    sats[c], ceils[c] = at_max / n, hi
+    sf -= means.astype(np.float32)[:, None]
+    var = np.vecdot(sf, sf) / n
+    sf *= sf  # squared deviations: the 4th moment (sparsity of the structure)
+    m4 = np.vecdot(sf, sf) / n
+    for c, f in enumerate(frames):
+        signal, peak = float(means[c]) - offset, float(peaks[c])
+        std = math.sqrt(max(float(var[c]), 0.0))
+        kurtosis = float(m4[c]) / std ** 4 if std > 0 else math.nan
+        noise, peak_noise = _noise(f, k, signal, peak, camera)
+        figs[c].update(finite=True, mean=float(means[c]), signal=signal, std=std, contrast=std / max(signal, noise),
+                       snr=signal / noise, noise=noise, peak=peak, peak_snr=peak / peak_noise,
+                       saturated=float(sats[c]), ceiling=ceils[c], kurtosis=kurtosis)
+    for c, fo in enumerate(focus_figures(frames, [fig["noise"] for fig in figs], k)):
+        figs[c]["focus"] = fo
+    return figs
+
+
+def _noise(frame: np.ndarray, k: int, signal: float, peak: float,
+           camera: CameraCalibration | None) -> tuple[float, float]:
+    """The noise (ADU) at the mean signal and at the structure level (see :func:`measure_bundle`)."""
     if camera is not None and camera.gain_adu_per_e and camera.read_noise_adu is not None:
-        noise = math.sqrt(camera.read_noise_adu ** 2 + camera.gain_adu_per_e * max(signal, 0.0) + _QUANT_VAR)
-    else:
-        w, kr = frame.shape[1], 4 * k  # ~4096 neighbour pairs
-        a = frame[::kr, 0:w - 1:k]
-        b = frame[::kr, 1:w:k]
-        wide = np.int32 if np.issubdtype(frame.dtype, np.integer) else np.float32
-        d = np.abs(a.astype(wide) - b).ravel()
-        mad = float(np.partition(d, d.size // 2)[d.size // 2]) if d.size else math.inf
-        # the neighbour spread over-estimates the noise where the sample has fine structure;
-        # Poisson noise at 1 ADU per photoelectron bounds it from the other side
-        noise = max(min(_MAD_TO_SIGMA * mad, math.sqrt(max(signal, 0.0))), math.sqrt(_QUANT_VAR))
-    fig.update(finite=True, mean=mean, signal=signal, std=std, contrast=std / max(signal, noise),
-               snr=signal / noise, noise=noise, saturated=saturated, ceiling=ceiling,
-               kurtosis=kurtosis, focus=focus_figure(frame, noise, k))
-    return fig
+        r2, g = camera.read_noise_adu ** 2 + _QUANT_VAR, camera.gain_adu_per_e
+        return math.sqrt(r2 + g * max(signal, 0.0)), math.sqrt(r2 + g * max(peak, 0.0))
+    w, kr = frame.shape[1], 4 * k  # ~4096 neighbour pairs
+    a = frame[::kr, 0:w - 1:k]
+    b = frame[::kr, 1:w:k]
+    wide = np.int32 if np.issubdtype(frame.dtype, np.integer) else np.float32
+    d = np.abs(a.astype(wide) - b).ravel()
+    mad = float(np.partition(d, d.size // 2)[d.size // 2]) if d.size else math.inf
+    # the neighbour spread over-estimates the noise where the sample has fine structure;
+    # Poisson noise at 1 ADU per photoelectron bounds it from the other side
+    noise = max(min(_MAD_TO_SIGMA * mad, math.sqrt(max(signal, 0.0))), math.sqrt(_QUANT_VAR))
+    # at the structure: at least Poisson at 1 ADU per photoelectron (the offset, the darkest pixel, sits a few
+    # noise units low, so an empty field's structure would otherwise look like a feature)
+    return noise, max(noise, math.sqrt(max(peak, 0.0)))
 
 
 def focus_figure(frame: np.ndarray, noise: float, k: int | None = None) -> float:
     """Sharpness of a frame: how much of its structure lives at the finest sampled scale (NaN: not measurable).
 
     ``D(s)`` is the mean squared difference of pixels ``s`` apart (the structure function), along every
-    ``4k``-th full-resolution row and column (``k`` the guard stride: ~32 rows and 32 columns of a 512²
-    frame, never a strided subsample, which would alias away the fine detail). Independent noise adds
+    ``4k``-th full-resolution row and, vertically, between that row and the rows ``s`` below it (``k`` the
+    guard stride: ~32 base rows of a 512² frame and 3 rows each in all, so the figure reads ~19 % of the
+    frame; never a strided subsample, which would alias away the fine detail). Independent noise adds
     ``2 noise²`` at every lag, so it is subtracted; the figure is ``(D(1) − 2n²) / (D(4) − 2n²)``: near 1
     when the structure varies from pixel to pixel (sharp, or sampled coarsely), ~1/16 for structure smooth
     over many pixels (defocus spreads a point over a blur disc of radius ≈ z·NA, and a finer pixel —
@@ -210,27 +266,40 @@ def focus_figure(frame: np.ndarray, noise: float, k: int | None = None) -> float
     above the noise's own contribution (a blank or nearly uniform field: the other checks speak for it).
     Training (:func:`scopecast.models.dataset.calibrate`) records it with this same function.
     """
+    return focus_figures([frame], [noise], k)[0]
+
+
+def focus_figures(frames: list[np.ndarray], noises: list[float], k: int | None = None) -> list[float]:
+    """:func:`focus_figure` of frames of one shape, each structure function one numpy call over them all."""
+    if not frames:
+        return []
+    h, w = frames[0].shape
     if k is None:
-        k = _step(frame.shape)
-    h, w = frame.shape
-    if h < 8 or w < 8:
-        return math.nan
-    kr = 4 * k
-    rows = frame[::kr].astype(np.float32)
-    cols = frame[:, ::kr].T.astype(np.float32)
+        k = _step((h, w))
+    lag = max(_FOCUS_LAGS)
+    if h <= lag or w < 8:
+        return [math.nan] * len(frames)
+    base = np.arange(0, h - lag, 4 * k)
+    lags = (0, *_FOCUS_LAGS)
+    idx = np.concatenate([base + s for s in lags])
+    rows = np.empty((len(frames), len(lags), base.size, w), np.float32)
+    for c, f in enumerate(frames):
+        rows[c].reshape(-1, w)[...] = f[idx]  # one read and cast per frame: 3 rows per base row
+    r0 = rows[:, 0]
     d = []
-    for s in _FOCUS_LAGS:
-        tot, n = 0.0, 0
-        for a in (rows, cols):
-            diff = (a[:, s:] - a[:, :-s]).ravel()
-            tot += float(np.dot(diff, diff))
-            n += diff.size
-        d.append(tot / n)
-    n2 = 2.0 * noise * noise
-    fine, coarse = d[0] - n2, d[1] - n2
-    if not (math.isfinite(fine) and math.isfinite(coarse)) or coarse <= n2:
-        return math.nan
-    return max(fine, 0.0) / coarse
+    for i, s in enumerate(_FOCUS_LAGS, start=1):
+        along = (r0[:, :, s:] - r0[:, :, :-s]).reshape(len(frames), -1)  # horizontal pairs
+        across = (rows[:, i] - r0).reshape(len(frames), -1)  # vertical pairs
+        d.append((np.vecdot(along, along) + np.vecdot(across, across)) / (along.shape[1] + across.shape[1]))
+    out = []
+    for c, noise in enumerate(noises):
+        n2 = 2.0 * noise * noise
+        fine, coarse = float(d[0][c]) - n2, float(d[1][c]) - n2
+        if not (math.isfinite(fine) and math.isfinite(coarse)) or coarse <= n2:
+            out.append(math.nan)
+        else:
+            out.append(max(fine, 0.0) / coarse)
+    return out
 
 
 @dataclass
@@ -239,6 +308,7 @@ class GuardVerdict:
 
     withhold: bool = False
     reasons: list[str] = field(default_factory=list)
+    hard: list[bool] = field(default_factory=list)  # per reason: does it withhold the bundle
     margins: list[float] = field(default_factory=list)  # per passed check: 0 at its threshold, 1 well inside
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     offset: float = 0.0
@@ -267,9 +337,6 @@ class InputGuard:
         self.camera = camera
         self.stats = stats
         self.pixel_size_um = pixel_size_um if pixel_size_um and pixel_size_um > 0 else None
-        # a channel whose training fields were all far above the detection limit witnesses the exposure
-        self.exposure_witness = stats is not None and any(
-            isinstance(c.snr_min, int | float) and c.snr_min >= 2 * SNR_MIN for c in stats.channels.values())
 
     @classmethod
     def from_manifest(cls, m: ModelManifest) -> InputGuard:
@@ -290,30 +357,40 @@ class InputGuard:
             v.offset_source = f"assumed: min({DEFAULT_OFFSET_ADU:g} ADU, darkest pixel); package records no camera"
         if self.stats is None:
             v.skipped["training range"] = "the package records no training input statistics"
-        for name, f in zip(self.inputs, frames, strict=True):
-            fig = measure(f, v.offset, self.camera)
+        for name, f, fig in zip(self.inputs, frames, measure_bundle(frames, v.offset, self.camera), strict=True):
             v.channels[name] = fig
             self._check_channel(v, name, f, fig)
         self._check_specimen(v)
         return v
 
     def _check_specimen(self, v: GuardVerdict) -> None:
-        """An empty region of the slide: a channel is under its SNR floor while another channel of the
-        same bundle is well exposed (not saturated, SNR above its floor, signal within the training
-        range). The bundle's exposure is then shown to be right, so the dark channel (dark-field, where
-        nothing scatters) is dark because the field is empty: its reason says ``no specimen``, not
-        ``under-exposed``. A short exposure dims every channel and stays ``under-exposed``."""
+        """A dark channel beside a well-exposed one is dark because of the specimen, not the exposure.
+
+        When another channel of the bundle is well exposed (its structure clear of the noise and within its
+        training range, not saturated), the bundle's exposure is shown to be right. A channel with no structure
+        above the noise (the dark-field of an empty region, where nothing scatters) then says ``no specimen``
+        instead of ``under-exposed`` (withheld all the same); a channel with structure, but dimmer than any
+        training field's (a weakly scattering specimen: a phase grating's dark-field) is ``outside training
+        range``: flagged, not withheld. A short exposure dims every channel and stays ``under-exposed``."""
         if self.stats is None:
             return
-        troubled = {r.split(" ", 2)[1] for r in v.reasons if r.split(":")[0] in ("under-exposed", "saturated",
-                                                                                 "missing", "flat", "non-finite")}
+        bad = ("under-exposed", "saturated", "saturated or flat", "missing", "flat", "non-finite")
+        troubled = {r.split(": ", 1)[1].split(" ", 1)[0] for r in v.reasons if r.split(": ", 1)[0] in bad}
         lit = [n for n in self.inputs if n not in troubled and n in v.channels and self.stats.channels.get(n)]
-        dark = [r for r in v.reasons if r.startswith("under-exposed: ") and " SNR " in r]
-        if not lit or not dark:
+        if not lit:
             return
-        v.reasons[:] = [("no specimen: " + r.removeprefix("under-exposed: ") + f"; {', '.join(lit)} well exposed: "
-                         "nothing in the field scatters or fluoresces (an empty region?)" if r in dark else r)
-                        for r in v.reasons]
+        witness = f"; {', '.join(lit)} well exposed"
+        for i, r in enumerate(v.reasons):
+            if not r.startswith("under-exposed: "):
+                continue
+            what = r.removeprefix("under-exposed: ")
+            if " SNR " in r:  # the Rose criterion: nothing there
+                v.reasons[i] = f"no specimen: {what}{witness}: nothing in the field scatters or fluoresces " \
+                               "(an empty region?)"
+            else:  # structure, but dimmer than any training field's
+                v.reasons[i] = f"outside training range: {what}{witness}: a dimmer specimen than any in training"
+                v.hard[i] = False
+        v.withhold = any(v.hard)
 
     def _check_sampling(self, v: GuardVerdict, pixel_sizes_um: list[float | None] | None) -> None:
         """Another objective (or camera binning) than training: the same specimen at another sampling."""
@@ -336,6 +413,7 @@ class InputGuard:
 
     def _fail(self, v: GuardVerdict, reason: str, hard: bool) -> None:
         v.reasons.append(reason)
+        v.hard.append(hard)
         v.withhold |= hard
 
     def _check_channel(self, v: GuardVerdict, name: str, f: np.ndarray, fig: dict[str, Any]) -> None:
@@ -353,19 +431,25 @@ class InputGuard:
                                      "(the package does not record the camera's ceiling)", True)
             return self._fail(v, f"flat: {name} is constant at {fig['max']:.6g}", True)
         st = self.stats.channels.get(name) if self.stats is not None else None
-        floor = snr_floor(st, self.exposure_witness)
-        if fig["snr"] < floor:
-            trained = f"; training fields down to SNR {st.snr_min:.2g}" if st is not None else ""
-            return self._fail(v, f"under-exposed: {name} SNR {fig['snr']:.2g} < {floor:.3g} "
-                                 f"(signal {fig['signal']:.3g} ADU above the offset{trained})", True)
-        v.margins.append(min(1.0, fig["snr"] / floor - 1.0))
+        if fig["peak_snr"] < ROSE_SNR:
+            return self._fail(v, f"under-exposed: {name} SNR {fig['peak_snr']:.2g} < {ROSE_SNR:g} at its brightest "
+                                 f"{100 * PEAK_FRACTION:g} % ({fig['peak']:.3g} ADU above the offset): nothing stands "
+                                 "out of the noise", True)
+        v.margins.append(min(1.0, fig["peak_snr"] / ROSE_SNR - 1.0))
         if st is None:
             return None
+        if st.peak is None:
+            v.skipped["structure level"] = "the package records no training structure level (exported before it " \
+                                           "was measured): short exposures are judged by the Rose criterion only"
+        else:
+            plo, _, phi = st.peak
+            m_pk = _log_margin(fig["peak"], plo, math.inf, RANGE_FACTOR)
+            if m_pk < 0:
+                return self._fail(v, f"under-exposed: {name} brightest {100 * PEAK_FRACTION:g} % at {fig['peak']:.3g} "
+                                     f"ADU < {plo / RANGE_FACTOR:.3g} (training fields {plo:.3g}…{phi:.3g} ADU)", True)
+            v.margins.append(m_pk)
         lo, _, hi = st.signal
-        m_sig = _log_margin(fig["signal"], lo, hi, RANGE_FACTOR)
-        if m_sig < 0 and fig["signal"] < lo:
-            return self._fail(v, f"under-exposed: {name} signal {fig['signal']:.3g} ADU < {lo / RANGE_FACTOR:.3g} "
-                                 f"(training fields {lo:.3g}…{hi:.3g} ADU)", True)
+        m_sig = 1.0 - math.log(fig["signal"] / hi) / math.log(RANGE_FACTOR) if fig["signal"] > hi > 0 else 1.0
         if m_sig < 0:
             self._fail(v, f"outside training range: {name} signal {fig['signal']:.3g} ADU > "
                           f"{hi * RANGE_FACTOR:.3g} (training fields {lo:.3g}…{hi:.3g} ADU)", False)
@@ -422,15 +506,6 @@ class InputGuard:
         else:
             m = 1.0
         v.margins.append(m)
-
-
-def snr_floor(st: Any, exposure_witness: bool = True) -> float:
-    """The SNR below which a channel is under-exposed: :data:`SNR_MIN`, or, when the training fields of the
-    channel (``ChannelStats`` ``st``) reach below twice that and another channel of the bundle witnesses the
-    exposure (``exposure_witness``), ½ × their lowest SNR (the factor of every training-range check)."""
-    if st is None or not exposure_witness or not (isinstance(st.snr_min, int | float) and st.snr_min > 0):
-        return SNR_MIN
-    return min(SNR_MIN, float(st.snr_min) / RANGE_FACTOR)
 
 
 @functools.lru_cache(maxsize=1024)  # a pure function; the training ranges' widths recur on every bundle
@@ -524,7 +599,7 @@ class OutputGuard:
         return {"range": rng, "clipped": clipped, "beyond": beyond}, reasons, margin
 
 
-_WIRE_FIGURES = ("signal", "snr", "contrast", "kurtosis", "focus", "saturated", "mean", "std")
+_WIRE_FIGURES = ("signal", "snr", "peak", "peak_snr", "contrast", "kurtosis", "focus", "saturated", "mean", "std")
 
 
 def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_reasons: list[str] | None = None,
@@ -551,7 +626,8 @@ def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_re
         "channels": {n: {k: _r(f[k]) for k in _WIRE_FIGURES if k in f} for n, f in verdict.channels.items()},
         "output": out,
         "skipped": skipped,
-        "limits": {"saturated_max": SATURATED_MAX, "snr_min": SNR_MIN, "range_factor": RANGE_FACTOR,
+        "limits": {"saturated_max": SATURATED_MAX, "rose_snr": ROSE_SNR, "peak_fraction": PEAK_FRACTION,
+                   "range_factor": RANGE_FACTOR,
                    "output_clipped_max": OUTPUT_CLIPPED_MAX, "output_range_tolerance": OUTPUT_RANGE_TOLERANCE,
                    "gibbs": GIBBS,
                    "pixel_size_tolerance": PIXEL_SIZE_TOLERANCE,
