@@ -68,7 +68,7 @@ as long as its structure clears the Rose criterion.
 
 Cost at 512×512×6 (uint16, this project's 2-core CI machine): see
 benchmarks/bench_trust.py, which measures the whole monitor against the model's
-time. Every figure reads a strided subsample and 3 full rows per 16 (the focus
+time. Every figure reads a strided subsample and 3 full rows per 32 (the focus
 figure), never every row, so a frame fresh from the socket costs a fraction of
 one pass over it.
 benchmarks/bench_trust.py measures the whole monitor against the model's time.
@@ -124,6 +124,7 @@ _SAMPLES = 128 * 128  # guard statistics: pixels per channel (strided subsample)
 _QUANT_VAR = 1.0 / 12.0  # rounding to integer ADU adds this variance
 _MAD_TO_SIGMA = 1.4826 / math.sqrt(2.0)  # median |x_i - x_i+1| of Gaussian noise -> sigma
 _FOCUS_LAGS = (1, 4)  # focus figure: structure at the finest scale over structure at 4 px
+_FOCUS_ROW_STRIDE = 8  # focus figure: base rows every 8k (16 of a 512² frame: ~16,000 pairs per lag)
 
 
 def _r(v: float, digits: int = 4) -> float | None:
@@ -176,9 +177,10 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
     for c, f in enumerate(frames):
         sf[c].reshape(sub)[...] = f[::k, ::k]  # one strided read and cast per frame
     n = sf.shape[1]
-    los, his = sf.min(axis=1), sf.max(axis=1)
-    figs: list[dict[str, Any]] = [{"min": float(a), "max": float(b)} for a, b in zip(los, his, strict=True)]
-    finite = np.isfinite(los) & np.isfinite(his)
+    top = min(n - 1, int(round((1.0 - PEAK_FRACTION) * (n - 1))))
+    his, means = sf.max(axis=1), sf.mean(axis=1)  # NaN or Inf in a frame makes one of them non-finite
+    figs: list[dict[str, Any]] = [{"max": float(b)} for b in his]
+    finite = np.isfinite(his) & np.isfinite(means)
     if not finite.all():
         for c in np.flatnonzero(~finite):
             figs[c].update(finite=False, mean=math.nan, signal=math.nan, std=math.nan, contrast=math.nan,
@@ -189,8 +191,6 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
             for c, fig in zip(ok, measure_bundle([frames[c] for c in ok], offset, camera), strict=True):
                 figs[c] = fig
         return figs
-    means = sf.mean(axis=1, dtype=np.float64)
-    top = min(n - 1, int(round((1.0 - PEAK_FRACTION) * (n - 1))))
     peaks = np.partition(sf, top, axis=1)[:, top].astype(np.float64) - offset
     # saturation: a known ceiling (camera, dtype), else a pile-up at the frame maximum
     ceilings = []
@@ -205,10 +205,9 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
         sats = list(np.count_nonzero(sf >= np.float32(ceiling), axis=1) / n)
     if camera is None or not camera.saturation_adu:
         for c in range(len(frames)):
-            lo, hi = float(los[c]), float(his[c])
-            if sats[c] > SATURATED_MAX or not (offset < hi and lo < hi):
+            row, hi = sf[c], float(his[c])
+            if sats[c] > SATURATED_MAX or not (offset < hi and float(row.min()) < hi):
                 continue
-            row = sf[c]
             at_max = int(np.count_nonzero(row == np.float32(hi)))
             if at_max > SATURATED_MAX * n:
                 edge = np.float32(hi - max(1.0, 0.01 * (hi - offset)))  # the top 1 % of the signal range
@@ -256,9 +255,10 @@ def focus_figure(frame: np.ndarray, noise: float, k: int | None = None) -> float
     """Sharpness of a frame: how much of its structure lives at the finest sampled scale (NaN: not measurable).
 
     ``D(s)`` is the mean squared difference of pixels ``s`` apart (the structure function), along every
-    ``4k``-th full-resolution row and, vertically, between that row and the rows ``s`` below it (``k`` the
-    guard stride: ~32 base rows of a 512² frame and 3 rows each in all, so the figure reads ~19 % of the
-    frame; never a strided subsample, which would alias away the fine detail). Independent noise adds
+    ``8k``-th full-resolution row and, vertically, between that row and the rows ``s`` below it (``k`` the
+    guard stride: 16 base rows of a 512² frame and 3 rows each in all, so the figure reads ~9 % of the
+    frame, ~16,000 pairs per lag in each direction; never a strided subsample, which would alias away the
+    fine detail). Independent noise adds
     ``2 noise²`` at every lag, so it is subtracted; the figure is ``(D(1) − 2n²) / (D(4) − 2n²)``: near 1
     when the structure varies from pixel to pixel (sharp, or sampled coarsely), ~1/16 for structure smooth
     over many pixels (defocus spreads a point over a blur disc of radius ≈ z·NA, and a finer pixel —
@@ -279,7 +279,7 @@ def focus_figures(frames: list[np.ndarray], noises: list[float], k: int | None =
     lag = max(_FOCUS_LAGS)
     if h <= lag or w < 8:
         return [math.nan] * len(frames)
-    base = np.arange(0, h - lag, 4 * k)
+    base = np.arange(0, h - lag, _FOCUS_ROW_STRIDE * k)
     lags = (0, *_FOCUS_LAGS)
     idx = np.concatenate([base + s for s in lags])
     rows = np.empty((len(frames), len(lags), base.size, w), np.float32)
@@ -424,7 +424,7 @@ class InputGuard:
         if fig["saturated"] > SATURATED_MAX:
             return self._fail(v, f"saturated: {name} {100 * fig['saturated']:.3g} % at {fig['ceiling']:.6g} ADU", True)
         v.margins.append(1.0 - fig["saturated"] / SATURATED_MAX)
-        if fig["min"] == fig["max"]:
+        if fig["std"] == 0:
             ceiling_unknown = self.camera is None or not self.camera.saturation_adu
             if ceiling_unknown and fig["max"] > v.offset:  # a clipped frame looks exactly like this
                 return self._fail(v, f"saturated or flat: {name} is constant at {fig['max']:.6g} ADU "
@@ -586,9 +586,12 @@ class OutputGuard:
                 # a band-limited reconstruction rings by up to the Gibbs fraction of a step on either side
                 span = float(min(mx, hi)) - float(max(mn, lo))
                 tol = np.float32(max(float(tol), GIBBS * max(span, 0.0)))
-                frac = float(np.count_nonzero((ch < lo) | (ch > hi))) / ch.size
+                # one comparison pass per violated side (a pass over the output each)
+                frac = float((np.count_nonzero(ch < lo) if mn < lo else 0) +
+                             (np.count_nonzero(ch > hi) if mx > hi else 0)) / ch.size
                 if mn < lo - tol or mx > hi + tol:
-                    far = float(np.count_nonzero((ch < lo - tol) | (ch > hi + tol))) / ch.size
+                    far = float((np.count_nonzero(ch < lo - tol) if mn < lo - tol else 0) +
+                                (np.count_nonzero(ch > hi + tol) if mx > hi + tol else 0)) / ch.size
                 np.clip(ch, lo, hi, out=ch)
             clipped[name], beyond[name] = _r(frac), _r(far)
             margin = min(margin, 1.0 - far / OUTPUT_CLIPPED_MAX)
