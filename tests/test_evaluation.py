@@ -153,6 +153,9 @@ def test_shipped_packages_carry_calibrated_normalization_and_training_statistics
     assert m["normalization"]["kind"] == "calibrated"
     assert len(m["normalization"]["offset"]) == len(m["inputs"]) == len(m["normalization"]["scale"])
     assert set(m["input_stats"]["channels"]) == set(m["inputs"])
+    # the guards judge exposure on the structure level, measured over 4x the fields the model was trained on
+    assert all(c.get("peak") for c in m["input_stats"]["channels"].values())
+    assert m["input_stats"]["fields"] > 400 and "training slide region" in m["input_stats"]["source"]
     assert len(m["output_range"]["min"]) == len(m["outputs"]) == len(m["output_range"]["max"])
     dom = m["provenance"]["data"]["domain"]
     assert set(dom["morphologies"]) == set(DOMAIN[m["task"]]["train"])

@@ -340,6 +340,7 @@ def test_calibrated_training_and_export(tmp_path):
                "tcp://127.0.0.1:*").start()
     try:
         index = gather(d.control_address, "virtual-staining", tmp_path / "vs", n_train=3, n_val=2, seed=4)
+        gather(d.control_address, "virtual-staining", tmp_path / "more", n_train=2, n_val=0, seed=5)
     finally:
         d.close()
     assert index["camera"]["saturation_adu"] == 15100.0
@@ -358,6 +359,22 @@ def test_calibrated_training_and_export(tmp_path):
     x = np.load(tmp_path / "pkg" / "test_input.npy")
     assert np.array_equal(x[0], val.inputs[0][:, :x.shape[2], :x.shape[3]])  # raw counts, as the engine gets them
     assert "constants fixed from the training fields" in (tmp_path / "pkg" / "card.md").read_text()
+    # more fields of the training distribution for the guards' ranges: the model and its normalization untouched
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_trust_models import measure_input_stats, write_input_stats
+
+    before = (tmp_path / "pkg" / "manifest.json").read_text()
+    st = measure_input_stats(tmp_path / "pkg", [tmp_path / "more"])
+    assert st["fields"] == 5 and "3 of vs" in st["source"] and "2 of more (seed 5)" in st["source"]
+    write_input_stats(tmp_path / "pkg", st)
+    m2 = load_package(tmp_path / "pkg").manifest
+    assert m2.model_dump(exclude={"input_stats"}) == m.model_dump(exclude={"input_stats"})
+    for name, c in m2.input_stats.channels.items():
+        old = m.input_stats.channels[name]
+        assert (c.p_low, c.p_high) == (old.p_low, old.p_high) and c.peak is not None
+        assert c.signal[0] <= old.signal[0] and c.signal[2] >= old.signal[2]  # 5 fields span at least the 3
+    assert before != (tmp_path / "pkg" / "manifest.json").read_text()
 
 
 # ----------------------------------------------------------------------------- end to end
