@@ -222,13 +222,13 @@ def measure_input_stats(package: str | Path, datasets: list[str | Path]) -> dict
     ``scopecast gather --samples domain --seed S``). The normalization's percentiles (``p_low``/``p_high``)
     stay the package's own: they are part of the model. More fields make the ranges' ends, which the guards
     extrapolate by a factor of 2, less of an accident of which fields training happened to draw."""
-    from scopecast.models.dataset import BLANK, channel_stats, load_pairs
+    from scopecast.models.dataset import BLANK, channel_stats, exposure_range, load_pairs
     from scopecast.models.manifest import MANIFEST, CameraCalibration, InputStats
 
     m = json.loads((Path(package) / MANIFEST).read_text())
     own = Path(m["provenance"]["data"]["dataset"])
     sets = [own if own.is_absolute() else ROOT / own, *[Path(d) for d in datasets]]
-    stacks, names = [], []
+    stacks, names, kept = [], [], []
     for d in sets:
         tr = load_pairs(d, "train")
         idx = json.loads((d / "dataset.json").read_text())
@@ -236,7 +236,8 @@ def measure_input_stats(package: str | Path, datasets: list[str | Path]) -> dict
             raise ValueError(f"{d}: a {idx['task']} dataset gathered with plan {idx.get('plan')}, not the "
                              f"package's task ({m['task']}) with the training domain's default plan")
         keep = [k != BLANK for k in tr.kinds]
-        stacks.append(tr.inputs[np.asarray(keep, bool)])
+        kept.append(tr.select(keep))
+        stacks.append(kept[-1].inputs)
         names.append(f"{sum(keep)} of {Path(d).name} (seed {idx.get('seed')})")
     cam = CameraCalibration(**m["camera"])
     old = m["input_stats"]
@@ -246,6 +247,7 @@ def measure_input_stats(package: str | Path, datasets: list[str | Path]) -> dict
         channels[name] = channel_stats([s[:, c] for s in stacks], cam.offset_adu, cam, st["p_low"], st["p_high"])
     n = sum(len(s) for s in stacks)
     return InputStats(fields=n, percentiles=tuple(old["percentiles"]), channels=channels,
+                      exposure_ms=exposure_range(*kept),
                       source=f"specimen fields of the train split (training slide region, training domain): "
                              f"{' + '.join(names)}").model_dump(mode="json")
 

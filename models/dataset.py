@@ -386,6 +386,15 @@ def _as_counts(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+def exposure_range(*pairs: PairSet) -> tuple[float, float] | None:
+    """[min, max] exposure of the input frames of the fields of ``pairs`` (ms); None when a set does not say
+    (gathered without per-field plans)."""
+    e = [float(f["exposure_ms"]) for p in pairs for f in (p.fields or [{}] * len(p.inputs)) if "exposure_ms" in f]
+    if not e or len(e) != sum(len(p.inputs) for p in pairs):
+        return None
+    return min(e), max(e)
+
+
 def channel_stats(stacks: list[np.ndarray], offset: float, camera: CameraCalibration | None, p_low: float,
                   p_high: float) -> ChannelStats:
     """One channel's training statistics: the guard figures (:func:`~scopecast.daemon.inference.guards.measure`)
@@ -444,7 +453,8 @@ def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float =
     return Calibration(
         normalization=Normalization(kind="calibrated", low=low, high=high, offset=[offset] * len(inputs),
                                     scale=scale),
-        input_stats=InputStats(fields=len(pairs.inputs), percentiles=(low, high), channels=channels),
+        input_stats=InputStats(fields=len(pairs.inputs), percentiles=(low, high), channels=channels,
+                               exposure_ms=exposure_range(pairs)),
         output_range=output_range(t),
         camera=cam,
     )

@@ -144,6 +144,9 @@ class InputStats(BaseModel):
     channels: dict[str, ChannelStats]
     source: str | None = Field(default=None, description="which fields the ranges were measured on (None: the "
                                                          "training split the model was trained on)")
+    exposure_ms: tuple[float, float] | None = Field(
+        default=None, description="[min, max] exposure time of the input frames of those fields (ms); None when "
+                                  "the dataset does not record it")
 
 
 class OutputRange(BaseModel):

@@ -252,6 +252,20 @@ def test_exposure_is_judged_on_the_structure_not_on_the_mean():
     assert not old.withhold and "structure level" in old.skipped  # older packages: Rose only, and they say so
 
 
+def test_an_exposure_time_beyond_the_training_fields_is_flagged(calibration, validation):
+    """The header's exposure_ms against the training fields' (x2 either way, as every training-range check)."""
+    stats = calibration.input_stats.model_copy(update={"exposure_ms": (5.0, 15.0)})
+    guard = InputGuard(CYCLE, calibration.camera, stats)
+    bundle = validation[0]
+    assert guard.check(bundle, exposures_ms=[10.0] * 6).reasons == []
+    for e, text in ((1.25, "exposure 1.25 ms not in 2.5…30 ms (training fields 5…15 ms)"), (40.0, "exposure 40 ms")):
+        v = guard.check(bundle, exposures_ms=[e] * 6)
+        assert not v.withhold and any(r.startswith(f"outside training range: {text}") for r in v.reasons), v.reasons
+    assert "exposure" in guard.check(bundle).skipped  # the frames do not say
+    assert "exposure" in InputGuard(CYCLE, calibration.camera, calibration.input_stats.model_copy(
+        update={"exposure_ms": None})).check(bundle, exposures_ms=[1.0] * 6).skipped
+
+
 def test_saturation_from_the_dtype_and_from_a_pile_up():
     rng = np.random.default_rng(3)
     f = rng.normal(3000, 50, (256, 256)).astype(np.uint16)

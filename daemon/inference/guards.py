@@ -33,7 +33,9 @@ outside training range      the signal is above 2× the brightest training field
                             says the field is blurred by more than 0.84 px beyond the
                             least sharp training field (or sharper by as much than
                             the sharpest), or the frames' pixel size differs from the
-                            training pixel size by more than 10 % (another objective)
+                            training pixel size by more than 10 % (another objective),
+                            or their exposure time is outside ½×…2× the training
+                            fields' exposures (the header's ``exposure_ms``)
 beyond physical range       more than 0.1 % of the output pixels lie outside the       flag
                             training targets' min/max by more than 1 % of that range
                             or 8.95 % (Gibbs) of the output's own span, whichever is
@@ -347,13 +349,16 @@ class InputGuard:
     def from_manifest(cls, m: ModelManifest) -> InputGuard:
         return cls(m.inputs, m.camera, m.input_stats, m.pixel_size_um)
 
-    def check(self, frames: list[np.ndarray], pixel_sizes_um: list[float | None] | None = None) -> GuardVerdict:
+    def check(self, frames: list[np.ndarray], pixel_sizes_um: list[float | None] | None = None,
+              exposures_ms: list[float | None] | None = None) -> GuardVerdict:
         """Measure and check a bundle (frames in model input order, raw counts).
 
         ``pixel_sizes_um``: the frames' header pixel sizes (µm at the sample), compared with the
-        package's training sampling; ``None`` (or 0) where a frame does not say."""
+        package's training sampling; ``exposures_ms``: their exposure times, compared with the training
+        fields' (``InputStats.exposure_ms``); ``None`` (or 0) where a frame does not say."""
         v = GuardVerdict()
         self._check_sampling(v, pixel_sizes_um)
+        self._check_exposure(v, exposures_ms)
         if self.camera is not None:
             v.offset, v.offset_source = float(self.camera.offset_adu), "camera calibration"
         else:
@@ -415,6 +420,27 @@ class InputGuard:
                           "(another objective or binning)", False)
         else:
             v.margins.append(1.0 - dev / PIXEL_SIZE_TOLERANCE)
+
+    def _check_exposure(self, v: GuardVerdict, exposures_ms: list[float | None] | None) -> None:
+        """An exposure time a factor of 2 beyond the training fields' (the factor of every training-range
+        check): the model never saw that balance of signal and noise. Flagged; a short exposure whose structure
+        also drowns is withheld by the under-exposure check."""
+        rng = self.stats.exposure_ms if self.stats is not None else None
+        if rng is None:
+            v.skipped["exposure"] = "the package records no training exposure range"
+            return
+        got = sorted({float(e) for e in (exposures_ms or []) if e and math.isfinite(e) and e > 0})
+        if not got:
+            v.skipped["exposure"] = "the frames carry no exposure_ms"
+            return
+        lo, hi = rng
+        m = min(_log_margin(e, lo, hi, RANGE_FACTOR) for e in got)
+        if m < 0:
+            e = " / ".join(f"{x:.4g}" for x in got)
+            self._fail(v, f"outside training range: exposure {e} ms not in {lo / RANGE_FACTOR:.3g}…"
+                          f"{hi * RANGE_FACTOR:.3g} ms (training fields {lo:.3g}…{hi:.3g} ms)", False)
+        else:
+            v.margins.append(m)
 
     def _fail(self, v: GuardVerdict, reason: str, hard: bool) -> None:
         v.reasons.append(reason)

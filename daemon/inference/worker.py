@@ -205,7 +205,8 @@ class InferenceWorker:
 
     def check(self, ordered: list[StreamFrame]) -> GuardVerdict:
         """The input guards' verdict on a bundle (frames in model order, raw counts)."""
-        return self.guard.check([f.data for f in ordered], [_num(f.header.get("pixel_size_um")) for f in ordered])
+        return self.guard.check([f.data for f in ordered], [_num(f.header.get("pixel_size_um")) for f in ordered],
+                                [_num(f.header.get("exposure_ms")) for f in ordered])
 
     def process(self, frames: list[StreamFrame], t_dequeued_ns: int | None = None) -> Result:
         """Bundle -> :class:`Result` with per-stage timestamps and the ``trust`` verdict."""
