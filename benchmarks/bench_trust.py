@@ -138,18 +138,21 @@ def _field_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def _run_fields(worker: Any, pairs: Any, inputs: list[str], candidates: list[str] | None = None
                 ) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, float] | None]]:
-    """Every field through the worker as live: frames with the headers the daemon sends (channel, pixel size).
+    """Every field through the worker as live: frames with the headers the daemon sends (channel, pixel size,
+    exposure).
     With ``candidates`` (``"<statistic>@<n>"``) also every candidate uncertainty statistic of each inferred
     bundle (None: withheld)."""
     from scopecast.daemon.inference.uncertainty import statistic
     from scopecast.daemon.inference.worker import StreamFrame
     from scopecast.models.dataset import _as_counts
+    from scopecast.models.evaluate_morphology import field_exposure
 
     preds, trusts, cands = [], [], []
     ns = tuple(sorted({int(c.split("@")[1]) for c in candidates or []}))
     for i, field in enumerate(pairs.inputs):
         frames = [StreamFrame({"channel": n, "acquisition_id": "bench-trust", "bundle_id": i, "seq": c,
-                               "pixel_size_um": float(pairs.pixel_size_um), "t_acquired_ns": 0},
+                               "pixel_size_um": float(pairs.pixel_size_um), "t_acquired_ns": 0,
+                               **field_exposure(pairs, i)},
                               np.ascontiguousarray(_as_counts(f))) for c, (n, f) in enumerate(zip(inputs, field,
                                                                                                    strict=True))]
         r = worker.process(frames)

@@ -275,19 +275,28 @@ def _capture(sim: _Sim, task: str, fields: list[dict[str, Any]], name: str, came
 
 
 def _engine_run(worker: Any, pairs: PairSet, inputs: list[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Every field through the engine's worker: (outputs in physical units, trust verdicts)."""
+    """Every field through the engine's worker, with the headers the daemon sends (channel, pixel size,
+    exposure): (outputs in physical units, trust verdicts)."""
     from scopecast.daemon.inference.worker import StreamFrame
 
     from .dataset import _as_counts
 
     preds, trusts = [], []
     for i, field in enumerate(pairs.inputs):
-        frames = [StreamFrame({"channel": n, "acquisition_id": "evaluate", "bundle_id": i, "t_acquired_ns": 0},
-                              np.ascontiguousarray(_as_counts(f))) for n, f in zip(inputs, field, strict=True)]
+        head = {"acquisition_id": "evaluate", "bundle_id": i, "t_acquired_ns": 0,
+                "pixel_size_um": float(pairs.pixel_size_um), **field_exposure(pairs, i)}
+        frames = [StreamFrame({"channel": n, **head}, np.ascontiguousarray(_as_counts(f)))
+                  for n, f in zip(inputs, field, strict=True)]
         r = worker.process(frames)
         preds.append(r.data.copy())
         trusts.append(r.header["trust"])
     return np.stack(preds), trusts
+
+
+def field_exposure(pairs: PairSet, i: int) -> dict[str, float]:
+    """``{"exposure_ms": …}`` of field ``i``'s input frames when the dataset records it, else ``{}``."""
+    f = (pairs.fields or [{}] * len(pairs.inputs))[i]
+    return {"exposure_ms": float(f["exposure_ms"])} if "exposure_ms" in f else {}
 
 
 # ------------------------------------------------------------------ the evaluation
