@@ -244,6 +244,11 @@ def test_exposure_is_judged_on_the_structure_not_on_the_mean():
     dim = InputGuard(["BF", "DF"], cam, stats).check(short)
     assert dim.withhold and {r.split(" ")[1] for r in dim.reasons if r.startswith("under-exposed:")} == {"BF", "DF"}
     assert any(r.startswith("under-exposed: DF brightest 0.1 %") and "< 150" in r for r in dim.reasons), dim.reasons
+    # a dark-field that passes beside a dim bright-field does not show the exposure is right: its level is the
+    # specimen's (training fields near the detection limit), so the bright-field stays under-exposed
+    bright_df = InputStats(fields=10, channels={"BF": bf_st, "DF": dark.model_copy(update={"peak": (10.0, 50.0, 90.0)})})
+    both = InputGuard(["BF", "DF"], cam, bright_df).check([short[0], f])
+    assert both.withhold and any(r.startswith("under-exposed: BF brightest") for r in both.reasons), both.reasons
     faint = InputGuard(["BF", "DF"], cam, stats).check([bf, short[1]])  # the bright-field shows the exposure is right
     assert not faint.withhold and any(r.startswith("outside training range: DF brightest 0.1 %") and
                                       "a dimmer specimen than any in training" in r for r in faint.reasons), faint

@@ -344,6 +344,11 @@ class InputGuard:
         self.camera = camera
         self.stats = stats
         self.pixel_size_um = pixel_size_um if pixel_size_um and pixel_size_um > 0 else None
+        #: channels whose level the illumination sets, not the specimen: every training field's mean signal at
+        #: least 2 x the Rose criterion above the noise (bright-field, DPC; not dark-field or fluorescence, whose
+        #: sparse fields are nearly black at any exposure). Only they can show that an exposure is right.
+        self.witnesses = {n for n, c in (stats.channels.items() if stats is not None else ())
+                          if isinstance(c.snr_min, int | float) and c.snr_min >= 2 * ROSE_SNR}
 
     @classmethod
     def from_manifest(cls, m: ModelManifest) -> InputGuard:
@@ -376,8 +381,8 @@ class InputGuard:
     def _check_specimen(self, v: GuardVerdict) -> None:
         """A dark channel beside a well-exposed one is dark because of the specimen, not the exposure.
 
-        When another channel of the bundle is well exposed (its structure clear of the noise and within its
-        training range, not saturated), the bundle's exposure is shown to be right. A channel with no structure
+        When a channel that witnesses the exposure (:attr:`witnesses`) is well exposed (its structure clear of
+        the noise and within its training range, not saturated), the bundle's exposure is shown to be right. A channel with no structure
         above the noise (the dark-field of an empty region, where nothing scatters) then says ``no specimen``
         instead of ``under-exposed`` (withheld all the same); a channel with structure, but dimmer than any
         training field's (a weakly scattering specimen: a phase grating's dark-field) is ``outside training
@@ -386,7 +391,7 @@ class InputGuard:
             return
         bad = ("under-exposed", "saturated", "saturated or flat", "missing", "flat", "non-finite")
         troubled = {r.split(": ", 1)[1].split(" ", 1)[0] for r in v.reasons if r.split(": ", 1)[0] in bad}
-        lit = [n for n in self.inputs if n not in troubled and n in v.channels and self.stats.channels.get(n)]
+        lit = [n for n in self.inputs if n not in troubled and n in v.channels and n in self.witnesses]
         if not lit:
             return
         witness = f"; {', '.join(lit)} well exposed"
