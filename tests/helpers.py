@@ -26,3 +26,15 @@ def wait_subscribed(publisher, topic: str, at_least: int = 1, timeout: float = 6
     subscriptions to ``topic`` (instead of sleeping for ZeroMQ's slow joiner)."""
     wait_until(lambda: publisher.subscriptions.of(topic) >= at_least, timeout,
                f"{at_least} subscription(s) to {topic!r}")
+
+
+def spin(app, cond: Callable[[], object], timeout: float = 60.0) -> bool:
+    """Process Qt events of ``app`` until ``cond()`` holds; False after ``timeout`` s (a bound for a loaded
+    machine, never an expected duration)."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False

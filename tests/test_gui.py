@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ pg = pytest.importorskip("pyqtgraph", reason="the 'gui' extra is not installed")
 from scopecast.daemon.control import ControlClient  # noqa: E402
 from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
 from scopecast.models.synthetic import write_package  # noqa: E402
+from tests.helpers import spin  # noqa: E402
 
 CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
 
@@ -21,17 +21,6 @@ CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
 def app():
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     return pg.mkQApp("scopecast-tests")
-
-
-def spin(app, cond, timeout=60.0):
-    """Process Qt events until ``cond()`` holds (``timeout`` is a bound for a loaded machine)."""
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        app.processEvents()
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

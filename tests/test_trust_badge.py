@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-import time
 
 import pytest
 
 from scopecast.gui.trust_badge import badge_text, check_line
+from tests.helpers import spin
 
 CHECK = {"statistic": "signal", "tta": 2, "threshold": 0.131, "morphology": "cells", "budget": 0.025}
 
@@ -100,22 +100,14 @@ def test_the_window_badge_says_whether_the_check_judged_the_scene(daemon, client
     def badge(e):
         return w.panes[e.results_address].badge.textItem.toPlainText()
 
-    def spin(cond, timeout=120.0):  # Qt events until cond() holds (the timeout bounds a loaded machine)
-        t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end:
-            app.processEvents()
-            if cond():
-                return True
-            time.sleep(0.02)
-        return False
-
     try:
         w.show()
-        assert spin(lambda: daemon.publisher.subscriptions.of("frame") >= 3
+        assert spin(app, lambda: daemon.publisher.subscriptions.of("frame") >= 3
                     and all(e.subscriptions.of("result") >= 1 for e in (every, default)))
         client.request("start_live", channels=CYCLE, interval_ms=50)
         checked = "uncertainty check: ok "
-        assert spin(lambda: checked in badge(every) and "pending" in badge(default)), (badge(every), badge(default))
+        assert spin(app, lambda: checked in badge(every) and "pending" in badge(default), 120), \
+            (badge(every), badge(default))
         client.request("stop")
         for e, line in ((every, checked), (default, "uncertainty check: pending (new scene, guards only)")):
             text = badge(e)
