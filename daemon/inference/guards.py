@@ -22,11 +22,13 @@ under-exposed               the structure (the brightest 0.1 % of the sampled pi
                             above the camera offset: ``peak``) is less than 5× its
                             noise (the Rose criterion), or below ½ × the dimmest
                             training field's structure
-no specimen                 a channel fails the Rose criterion while another channel   withhold
-                            of the bundle is well exposed (within its training signal
-                            range): the exposure is right, so the dark channel
-                            (dark-field) is dark because the field is empty (said
-                            instead of "under-exposed")
+no specimen                 a channel fails the Rose criterion while a channel whose   withhold
+                            level the illumination sets (bright-field, DPC: every
+                            training field's mean SNR ≥ 10) is well exposed: the
+                            exposure is right, so the dark channel (dark-field) is
+                            dark because the field is empty (said instead of
+                            "under-exposed"); one with faint structure beside it is
+                            flagged "outside training range" instead
 outside training range      the signal is above 2× the brightest training field's, or  flag
                             the contrast (std / signal) or the kurtosis (sparsity) is
                             outside ½×…2× the training fields' range, or the focus figure (:func:`focus_figure`)
@@ -165,7 +167,8 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
     pixels at the ceiling (``ceiling``, ADU); ``kurtosis``; ``focus`` (:func:`focus_figure`).
 
     Frames of one shape and dtype (a bundle from one camera) are measured together, each reduction one
-    numpy call over the bundle: at 512² × 6 the per-call overhead, not the memory, is what costs.
+    numpy call over the bundle; what remains at 512² × 6 is mostly reading frames that inference has just
+    pushed out of the cache (0.45 ms warm, ~1.1–1.5 ms cold on the dev machine).
     """
     kinds = {(f.shape, f.dtype) for f in frames}
     if len(kinds) > 1:
