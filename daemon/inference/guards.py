@@ -327,6 +327,11 @@ class GuardVerdict:
     pixel_size_um: float | list[float] | None = None  # the bundle's sampling (header), when it says
 
 
+def _header_values(values: list[float | None] | None) -> list[float]:
+    """The distinct positive finite values the bundle's frame headers give (sorted); [] when none says."""
+    return sorted({float(x) for x in (values or []) if x and math.isfinite(x) and x > 0})
+
+
 def _log_margin(value: float, lo: float, hi: float, factor: float) -> float:
     """1 inside [lo, hi]; falls (in log) to 0 at [lo / factor, hi * factor]; negative beyond."""
     if value <= 0 or lo <= 0:
@@ -415,7 +420,7 @@ class InputGuard:
         if self.pixel_size_um is None:
             v.skipped["pixel size"] = "the package records no training pixel size"
             return
-        got = sorted({float(p) for p in (pixel_sizes_um or []) if p and math.isfinite(p) and p > 0})
+        got = _header_values(pixel_sizes_um)
         if not got:
             v.skipped["pixel size"] = "the frames carry no pixel_size_um"
             return
@@ -437,7 +442,7 @@ class InputGuard:
         if rng is None:
             v.skipped["exposure"] = "the package records no training exposure range"
             return
-        got = sorted({float(e) for e in (exposures_ms or []) if e and math.isfinite(e) and e > 0})
+        got = _header_values(exposures_ms)
         if not got:
             v.skipped["exposure"] = "the frames carry no exposure_ms"
             return
