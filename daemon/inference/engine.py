@@ -455,13 +455,15 @@ class InferenceEngine:
             self.publish(result)
 
     def publish(self, result: Result) -> None:
+        """Send a result. The engine's own counts (``status``: results, latency, trust) take it first, so a
+        client that has received a result never reads a status that does not include it."""
         result.header["t_published_ns"] = now_ns()
         head = dumps_strict(result.header)
-        with self._pub_lock:
-            self.pub.send_multipart([b"result", head, result.data], flags=zmq.NOBLOCK, copy=False)
         self.results_published += 1
         self.latency.add(result.header)
         self.trust.add(result.header.get("trust"))
+        with self._pub_lock:
+            self.pub.send_multipart([b"result", head, result.data], flags=zmq.NOBLOCK, copy=False)
 
     def _error(self, message: str) -> None:
         log.warning("engine: %s", message)
