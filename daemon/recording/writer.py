@@ -273,6 +273,10 @@ class Recorder:
             s.array = s.array.resize(exclusive_max=[s.t_capacity, None, None, None, None], expand_only=True).result()
         item.future = s.array[item.t, item.c, item.z].write(item.data).commit
         item.future.add_done_callback(lambda _f: self._inbox.put(None))  # never blocks
+        # a commit may be deferred until forced; only result() forces it by itself, and a callback alone
+        # never does (tensorstore Future.force). Unforced, the last commits of a short recording could wait
+        # forever and close() with them: seen as a trigger's save_window that never finished.
+        item.future.force()
         s.meta.windows[item.c].add(item.data)
 
     def _journal(self, done: list[_Item]) -> None:
