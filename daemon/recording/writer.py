@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 JOURNAL = "scopecast_frames.jsonl"
 _GROW_T = 16  # time axis grows in steps of this many points; trimmed at close
 _MAX_IN_FLIGHT = 16  # frames handed to tensorstore and not yet committed
+#: While commits are in flight the writer also polls their futures this often (s): a done-callback that
+#: never wakes it (seen beside a CPU hog: a trigger's window recording whose close() never returned, its
+#: writer waiting for a wake-up with a commit in flight) cannot stall the recording.
+_POLL_S = 0.05
 DEFAULT_QUEUE_BYTES = 512 << 20
 
 
@@ -238,16 +242,21 @@ class Recorder:
         closing = False
         try:
             while True:
-                msg = self._inbox.get()
+                msgs = []
+                try:  # a commit's done-callback wakes the writer; while commits are in flight it also polls
+                    msgs.append(self._inbox.get(timeout=_POLL_S if in_flight else None))
+                except queue.Empty:
+                    pass
                 while True:  # drain what else arrived
+                    try:
+                        msgs.append(self._inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                for msg in msgs:
                     if msg is None:
                         closing = closing or self.closed
                     else:
                         waiting.append(msg)
-                    try:
-                        msg = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
                 while waiting and len(in_flight) < _MAX_IN_FLIGHT:
                     item = waiting.popleft()
                     self._submit(item)
