@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +183,31 @@ def test_writes_back_pressure_within_the_queue_and_never_drop(tmp_path):
                for h in back.frames)
     with pytest.raises(RuntimeError, match="is closed"):
         rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), _plane(0, 0, 0)), s, 0, 0)
+
+
+def test_close_gives_up_on_a_writer_that_stalls_and_says_so(tmp_path, monkeypatch):
+    """A chunk commit that never completes (seen once in ~25 loaded runs, cause not pinned down) must not hang
+    whoever closes the recording: it is marked incomplete with the reason; what was committed reads back."""
+    from scopecast.daemon.recording import writer
+
+    monkeypatch.setattr(writer, "_STALL_S", 0.5)
+    rec = Recorder(tmp_path / "s.ome.zarr", "s", {})
+    s = rec.add_series(SeriesSpec("s", ("BF", "Nuclei"), ("label-free", "fluorescence"), (SIZE, SIZE), "uint16",
+                                  0.65, POSITIONS[0]))
+    rec.write(Frame(_header(0, 0, 0, POSITIONS[0]), _plane(0, 0, 0)), s, 0, 0)
+    assert rec.flush(60)
+    stuck = threading.Event()
+    submit = rec._submit
+    monkeypatch.setattr(rec, "_submit", lambda item: (stuck.wait(), submit(item)))  # the next commit never starts
+    rec.write(Frame(_header(1, 0, 1, POSITIONS[0]), _plane(0, 0, 1)), s, 0, 1)
+    t0 = time.monotonic()
+    rec.close()
+    assert time.monotonic() - t0 < 30
+    back = open_recording(rec.path)
+    info = back.attrs["scopecast"]
+    assert info["complete"] is False and "writer stalled: 1 frames not committed" in info["error"], info
+    assert len(back.frames) == 1  # the committed frame is kept
+    stuck.set()
 
 
 def test_bad_input_is_refused_at_write(tmp_path):

@@ -31,6 +31,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ _MAX_IN_FLIGHT = 16  # frames handed to tensorstore and not yet committed
 #: never wakes it (seen beside a CPU hog: a trigger's window recording whose close() never returned, its
 #: writer waiting for a wake-up with a commit in flight) cannot stall the recording.
 _POLL_S = 0.05
+#: close() gives up on a writer that commits nothing for this long (s) and marks the recording incomplete.
+_STALL_S = 20.0
 DEFAULT_QUEUE_BYTES = 512 << 20
 
 
@@ -318,6 +321,24 @@ class Recorder:
             self._on_durable(len(done))
 
     # ------------------------------------------------------------------ close
+    def _join_writer(self) -> str | None:
+        """Wait for the writer while it makes progress; None when it finished, else why it was given up on.
+
+        A writer that commits nothing for :data:`_STALL_S` is left behind (a daemon thread) and the recording
+        is marked incomplete with the count it still held: closing must not hang whoever closes (a trigger's
+        action, live's end). Seen beside a CPU hog, cause not pinned down: a chunk commit in flight that
+        never completed."""
+        last, t_last = -1, time.monotonic()
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+            if self.frames_written != last:
+                last, t_last = self.frames_written, time.monotonic()
+            elif time.monotonic() - t_last > _STALL_S:
+                log.error("recording %s: the writer committed nothing for %g s with %d frames pending; "
+                          "closing without them", self.path, _STALL_S, self.pending)
+                return f"writer stalled: {self.pending} frames not committed after {_STALL_S:g} s without progress"
+        return None
+
     def close(self, error: str | None = None) -> None:
         """Wait for every accepted frame, then finalise the metadata and close the journals.
 
@@ -331,9 +352,10 @@ class Recorder:
                 return
             self.closed = True
         self._inbox.put(None)
-        self._thread.join()
+        stalled = self._join_writer()
         if self._error is not None:
             error = error or f"{type(self._error).__name__}: {self._error}"
+        error = error or stalled
         for s in self._series:
             s.meta.t_count = s.t_max + 1
             try:
