@@ -414,7 +414,7 @@ def channel_stats(stacks: list[np.ndarray], offset: float, camera: CameraCalibra
         raise ValueError("no training field with a finite signal to take statistics from")
     return ChannelStats(signal=sig, contrast=con, snr_min=float(min(f["snr"] for f in figs)), peak=rng("peak"),
                         saturated_max=float(max(f["saturated"] for f in figs)), p_low=p_low, p_high=p_high,
-                        focus=rng("focus"), kurtosis=rng("kurtosis"))
+                        focus=rng("focus"), kurtosis=rng("kurtosis"), extent=rng("extent"))
 
 
 def calibrate(pairs: PairSet, inputs: list[str], low: float = 1.0, high: float = 99.8,

@@ -108,8 +108,8 @@ class ChannelStats(BaseModel):
     Ranges are ``[min, median, max]`` over the training fields; ``signal`` is
     the field mean above the camera offset (ADU), ``contrast`` its standard
     deviation over the signal, ``peak`` its structure level (the brightest 0.1 %
-    above the offset), ``focus`` its sharpness (optional: older packages
-    lack them). ``p_low``/``p_high`` are the exact percentiles
+    above the offset), ``focus`` its sharpness, ``extent`` how far its brightest
+    structures reach (optional: older packages lack them). ``p_low``/``p_high`` are the exact percentiles
     (``InputStats.percentiles``) of all training pixels of the channel.
     """
 
@@ -132,6 +132,11 @@ class ChannelStats(BaseModel):
         default=None, description="[min, median, max] of the guards' focus figure (sharpness: the noise-corrected "
                                   "structure function at 1 px over that at 4 px); None in packages exported before "
                                   "it was measured, or when no training field had structure above the noise")
+    extent: tuple[float, float, float] | None = Field(
+        default=None, description="[min, median, max] of the guards' structure extent (how much of the brightest "
+                                  "structures' level is left 2 px from their maxima, along the direction they "
+                                  "persist most: ~0.1 for isolated points, beads); None in packages exported "
+                                  "before it was measured")
 
 
 class InputStats(BaseModel):

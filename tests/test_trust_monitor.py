@@ -167,10 +167,12 @@ def test_benchmark_runs_on_a_tiny_configuration_and_prints_every_case():
     assert p.stdout.rstrip().endswith(("targets met", "targets NOT met (see the tables)"))
 
 
-def test_beads_are_flagged_by_their_sparsity(scope, membrane_calibration):
+def test_beads_are_flagged_as_isolated_points(scope, membrane_calibration):
     d, c = scope
     _, cal = membrane_calibration
     guard = InputGuard(["Membrane"], cal.camera, cal.input_stats, 0.65)
+    st = cal.input_stats.channels["Membrane"]
+    assert st.extent is not None and st.extent[0] > 0.3  # cells: structures that reach beyond the optics' spot
     d.backend.core.setProperty("Scope", "Sample", "beads")
     try:
         # exposed to the training fields' signal, so that only the shape of the field differs
@@ -178,8 +180,42 @@ def test_beads_are_flagged_by_their_sparsity(scope, membrane_calibration):
     finally:
         d.backend.core.setProperty("Scope", "Sample", "cells")
     v = guard.check(frames, [h["pixel_size_um"] for h in headers])
-    assert any(r.startswith("outside training range: Membrane kurtosis") and "beads?" in r for r in v.reasons), \
-        v.reasons
+    assert v.channels["Membrane"]["extent"] < 0.2, v.channels["Membrane"]
+    assert any(r.startswith("outside training range: Membrane extent") and "isolated points" in r and "beads?" in r
+               for r in v.reasons), v.reasons
+    assert not v.withhold  # flagged: the model runs, its answer is not trusted
+
+
+def test_structure_extent_tells_points_from_lines_blobs_and_bright_backgrounds():
+    """The figure on frames whose answer is known: a PSF-sized spot has fallen to a few % 2 px away in every
+    direction, a line persists along itself, a disc all around; a bright background has no figure."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float64)
+
+    def frame(img):
+        return (100.0 + img + rng.normal(0, 2.0, img.shape)).round().astype(np.uint16)
+
+    sigma = 0.84  # a Nyquist-sampled in-focus PSF (FOCUS_BLUR_PX)
+    points = np.zeros((256, 256))
+    for x, y in rng.uniform(10, 246, (40, 2)):
+        points += 2000.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
+    lines = np.zeros((256, 256))
+    for k in range(8):  # lines at every angle, PSF-wide across
+        a, c0 = rng.uniform(0, np.pi), rng.uniform(20, 236)
+        dist = (xx - c0) * np.sin(a) - (yy - c0) * np.cos(a)
+        lines += 2000.0 * np.exp(-dist ** 2 / (2 * sigma ** 2))
+    discs = np.zeros((256, 256))
+    for x, y in rng.uniform(10, 246, (20, 2)):
+        discs += 2000.0 / (1 + np.exp((np.hypot(xx - x, yy - y) - 4.0) / 0.8))  # 4 px radius
+    got = {name: measure(frame(img), 100.0)["extent"] for name, img in
+           (("points", points), ("lines", lines), ("discs", discs))}
+    assert got["points"] < 0.12, got
+    # a line at an angle between the four directions is seen up to 22.5° off it, and the brightest pixels sit
+    # where lines cross (one line persists there): still 4x the points' figure
+    assert got["lines"] > 0.45 and got["discs"] > 0.8, got
+    bright = frame(3000.0 + points)  # the same points on a bright-field's background: the figure says nothing
+    assert np.isnan(measure(bright, 100.0)["extent"])
+    assert np.isnan(measure(frame(np.zeros((256, 256))), 100.0)["extent"])  # nothing above the noise
 
 
 def test_output_ringing_is_clipped_but_not_flagged_and_an_excursion_is():

@@ -37,7 +37,9 @@ outside training range      the signal is above 2× the brightest training field
                             the sharpest), or the frames' pixel size differs from the
                             training pixel size by more than 10 % (another objective),
                             or their exposure time is outside ½×…2× the training
-                            fields' exposures (the header's ``exposure_ms``)
+                            fields' exposures (the header's ``exposure_ms``), or the
+                            brightest structures are isolated points: their extent
+                            (:func:`structure_extents`) below ½ × the training fields'
 beyond physical range       more than 0.1 % of the output pixels lie outside the       flag
                             training targets' min/max by more than 1 % of that range
                             or 8.95 % (Gibbs) of the output's own span, whichever is
@@ -70,16 +72,12 @@ with the noise estimated from the frame itself (:func:`measure`); without a
 training level, a dim but clean exposure (e.g. 0.5 ms instead of 10 ms) passes
 as long as its structure clears the Rose criterion.
 
-Cost at 512×512×6 (uint16, this project's 2-core CI machine): see
-benchmarks/bench_trust.py, which measures the whole monitor against the model's
-time. Every figure reads a strided subsample and every 16th full row and column
-(the focus figure), each reduction one numpy call over the bundle; what costs
-is reading a bundle that inference has just pushed out of the cache.
+The figures themselves, and what they cost, are :mod:`.guard_figures`'s;
+benchmarks/bench_trust.py measures the whole monitor against the model's time.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,28 +86,34 @@ import numpy as np
 
 from scopecast.models.manifest import CameraCalibration, InputStats, ModelManifest
 
+from .guard_figures import (
+    EXTENT_LAG_PX,
+    FOCUS_BLUR_PX,
+    PEAK_FRACTION,
+    ROSE_SNR,
+    SATURATED_MAX,
+    sample_stride,
+    focus_figure,
+    focus_figures,
+    focus_limits,
+    focus_width,
+    measure,
+    measure_bundle,
+    structure_extents,
+)
+
 __all__ = [
     "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "GIBBS", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE",
     "PEAK_FRACTION", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "ROSE_SNR", "SATURATED_MAX", "GuardVerdict",
-    "InputGuard", "OutputGuard",
-    "focus_figure", "focus_figures", "focus_limits", "focus_width", "measure", "measure_bundle", "trust",
+    "InputGuard", "OutputGuard", "EXTENT_LAG_PX",  # the figures (guard_figures) are re-exported here
+    "focus_figure", "focus_figures", "focus_limits", "focus_width", "measure", "measure_bundle", "structure_extents",
+    "trust",
 ]
 
-#: Largest fraction of pixels allowed at the detector's ceiling.
-SATURATED_MAX = 1e-3
-#: Smallest signal-to-noise ratio of the structure (the brightest ``PEAK_FRACTION`` of the pixels above the
-#: offset / the noise at that level) for it to be detectable: the Rose criterion.
-ROSE_SNR = 5.0
-#: The structure level of a frame: this top fraction of its (sampled) pixels.
-PEAK_FRACTION = 1e-3
 #: How far (as a factor) beyond the training fields' range an input may lie.
 RANGE_FACTOR = 2.0
 #: Largest fraction of output pixels allowed beyond the physical range (they are clipped).
 OUTPUT_CLIPPED_MAX = 1e-3
-#: Blur (Gaussian σ, px, added in quadrature to the structure width) beyond the least sharp training field
-#: that the focus check accepts: the in-focus PSF's σ (0.21 λ/NA) at Nyquist sampling (pixel λ/4NA) is
-#: 0.84 px; defocus beyond the depth of field adds a blur at least that wide (it doubles the PSF's variance).
-FOCUS_BLUR_PX = 0.84
 #: Largest relative difference between a bundle's pixel size and the training pixel size.
 PIXEL_SIZE_TOLERANCE = 0.1
 #: Output pixels count as beyond the physical range only past it by more than this fraction of the range
@@ -123,12 +127,6 @@ GIBBS = 0.0895
 #: Camera offset assumed when the package does not record the camera (typical sCMOS).
 DEFAULT_OFFSET_ADU = 100.0
 
-_SAMPLES = 128 * 128  # guard statistics: pixels per channel (strided subsample); noise: a quarter of its rows
-_QUANT_VAR = 1.0 / 12.0  # rounding to integer ADU adds this variance
-_MAD_TO_SIGMA = 1.4826 / math.sqrt(2.0)  # median |x_i - x_i+1| of Gaussian noise -> sigma
-_FOCUS_LAGS = (1, 4)  # focus figure: structure at the finest scale over structure at 4 px
-#: focus figure: every 4k-th row and column (32 + 32 of a 512² frame)
-_FOCUS_ROW_STRIDE = 4
 
 
 def _r(v: float, digits: int = 4) -> float | None:
@@ -137,179 +135,6 @@ def _r(v: float, digits: int = 4) -> float | None:
     if not math.isfinite(v):
         return None
     return float(f"{v:.{digits}g}")
-
-
-def _step(shape: tuple[int, ...]) -> int:
-    return max(1, int(math.ceil(math.sqrt(shape[0] * shape[1] / _SAMPLES))))
-
-
-def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None = None) -> dict[str, Any]:
-    """Guard figures of one frame (raw counts) given the camera ``offset`` (ADU): :func:`measure_bundle`
-    of a bundle of one (training measures its fields with this, the engine its bundles with that: the
-    same figures)."""
-    return measure_bundle([frame], offset, camera)[0]
-
-
-def measure_bundle(frames: list[np.ndarray], offset: float,
-                   camera: CameraCalibration | None = None) -> list[dict[str, Any]]:
-    """Guard figures of each frame (raw counts) given the camera ``offset`` (ADU).
-
-    ``signal``: mean above the offset; ``contrast``: std / signal (or / noise when the
-    signal is lower); ``snr``:
-    signal / noise, the noise from the camera model (read noise, shot noise at
-    the recorded gain, rounding) when the package records gain and read noise;
-    else the smaller of the median absolute difference of neighbouring pixels
-    (robust, but fine structure adds to it) and Poisson noise at 1 ADU per
-    photoelectron, never below the rounding noise; ``peak``: the structure, the
-    brightest :data:`PEAK_FRACTION` of the sampled pixels above the offset, and
-    ``peak_snr`` its SNR (the camera model's noise at that level; without one,
-    the frame's noise estimate, at least Poisson at 1 ADU per photoelectron); ``saturated``: fraction of
-    pixels at the ceiling (``ceiling``, ADU); ``kurtosis``; ``focus`` (:func:`focus_figure`).
-
-    Frames of one shape and dtype (a bundle from one camera) are measured together, each reduction one
-    numpy call over the bundle; what remains at 512² × 6 is mostly reading frames that inference has just
-    pushed out of the cache (0.45 ms warm, ~1.1–1.5 ms cold on the dev machine).
-    """
-    kinds = {(f.shape, f.dtype) for f in frames}
-    if len(kinds) > 1:
-        return [measure_bundle([f], offset, camera)[0] for f in frames]
-    if not frames:
-        return []
-    shape, dtype = kinds.pop()
-    k = _step(shape)
-    sub = frames[0][::k, ::k].shape
-    sf = np.empty((len(frames), sub[0] * sub[1]), np.float32)
-    for c, f in enumerate(frames):
-        sf[c].reshape(sub)[...] = f[::k, ::k]  # one strided read and cast per frame
-    n = sf.shape[1]
-    top = min(n - 1, int(round((1.0 - PEAK_FRACTION) * (n - 1))))
-    his, means = sf.max(axis=1), sf.mean(axis=1)  # NaN or Inf in a frame makes one of them non-finite
-    figs: list[dict[str, Any]] = [{"max": float(b)} for b in his]
-    finite = np.isfinite(his) & np.isfinite(means)
-    if not finite.all():
-        for c in np.flatnonzero(~finite):
-            figs[c].update(finite=False, mean=math.nan, signal=math.nan, std=math.nan, contrast=math.nan,
-                           snr=math.nan, peak=math.nan, peak_snr=math.nan, kurtosis=math.nan, focus=math.nan,
-                           saturated=0.0, ceiling=None)
-        if finite.any():
-            ok = [c for c in range(len(frames)) if finite[c]]
-            for c, fig in zip(ok, measure_bundle([frames[c] for c in ok], offset, camera), strict=True):
-                figs[c] = fig
-        return figs
-    peaks = np.partition(sf, top, axis=1)[:, top].astype(np.float64) - offset
-    # saturation: a known ceiling (camera, dtype), else a pile-up at the frame maximum
-    ceilings = []
-    if camera is not None and camera.saturation_adu:
-        ceilings.append(float(camera.saturation_adu))
-    if np.issubdtype(dtype, np.integer):
-        ceilings.append(float(np.iinfo(dtype).max))
-    ceiling = min(ceilings) if ceilings else None
-    sats = [0.0] * len(frames)
-    ceils: list[float | None] = [ceiling] * len(frames)
-    if ceiling is not None and float(his.max()) >= ceiling:
-        sats = list(np.count_nonzero(sf >= np.float32(ceiling), axis=1) / n)
-    if camera is None or not camera.saturation_adu:
-        for c in range(len(frames)):
-            row, hi = sf[c], float(his[c])
-            if sats[c] > SATURATED_MAX or not (offset < hi and float(row.min()) < hi):
-                continue
-            at_max = int(np.count_nonzero(row == np.float32(hi)))
-            if at_max > SATURATED_MAX * n:
-                edge = np.float32(hi - max(1.0, 0.01 * (hi - offset)))  # the top 1 % of the signal range
-                below = int(np.count_nonzero((row < np.float32(hi)) & (row >= edge)))
-                if at_max > 2 * below:  # clipped: far more pixels at the maximum than just below it
-                    sats[c], ceils[c] = at_max / n, hi
-    sf -= means.astype(np.float32)[:, None]
-    var = np.vecdot(sf, sf) / n
-    sf *= sf  # squared deviations: the 4th moment (sparsity of the structure)
-    m4 = np.vecdot(sf, sf) / n
-    for c, f in enumerate(frames):
-        signal, peak = float(means[c]) - offset, float(peaks[c])
-        std = math.sqrt(max(float(var[c]), 0.0))
-        kurtosis = float(m4[c]) / std ** 4 if std > 0 else math.nan
-        noise, peak_noise = _noise(f, k, signal, peak, camera)
-        figs[c].update(finite=True, mean=float(means[c]), signal=signal, std=std, contrast=std / max(signal, noise),
-                       snr=signal / noise, noise=noise, peak=peak, peak_snr=peak / peak_noise,
-                       saturated=float(sats[c]), ceiling=ceils[c], kurtosis=kurtosis)
-    for c, fo in enumerate(focus_figures(frames, [fig["noise"] for fig in figs], k)):
-        figs[c]["focus"] = fo
-    return figs
-
-
-def _noise(frame: np.ndarray, k: int, signal: float, peak: float,
-           camera: CameraCalibration | None) -> tuple[float, float]:
-    """The noise (ADU) at the mean signal and at the structure level (see :func:`measure_bundle`)."""
-    if camera is not None and camera.gain_adu_per_e and camera.read_noise_adu is not None:
-        r2, g = camera.read_noise_adu ** 2 + _QUANT_VAR, camera.gain_adu_per_e
-        return math.sqrt(r2 + g * max(signal, 0.0)), math.sqrt(r2 + g * max(peak, 0.0))
-    w, kr = frame.shape[1], 4 * k  # ~4096 neighbour pairs
-    a = frame[::kr, 0:w - 1:k]
-    b = frame[::kr, 1:w:k]
-    wide = np.int32 if np.issubdtype(frame.dtype, np.integer) else np.float32
-    d = np.abs(a.astype(wide) - b).ravel()
-    mad = float(np.partition(d, d.size // 2)[d.size // 2]) if d.size else math.inf
-    # the neighbour spread over-estimates the noise where the sample has fine structure;
-    # Poisson noise at 1 ADU per photoelectron bounds it from the other side
-    noise = max(min(_MAD_TO_SIGMA * mad, math.sqrt(max(signal, 0.0))), math.sqrt(_QUANT_VAR))
-    # at the structure: at least Poisson at 1 ADU per photoelectron (the offset, the darkest pixel, sits a few
-    # noise units low, so an empty field's structure would otherwise look like a feature)
-    return noise, max(noise, math.sqrt(max(peak, 0.0)))
-
-
-def focus_figure(frame: np.ndarray, noise: float, k: int | None = None) -> float:
-    """Sharpness of a frame: how much of its structure lives at the finest sampled scale (NaN: not measurable).
-
-    ``D(s)`` is the mean squared difference of pixels ``s`` apart (the structure function), along every
-    ``4k``-th full-resolution row and column (``k`` the guard stride: ~32 rows and 32 columns of a 512² frame;
-    never a strided subsample, which would alias away the fine detail). Columns cost a read of every cache
-    line of the frame, but the cheaper alternatives tried (vertical pairs from 3 rows per base row, at the
-    base rows or halfway between them) gave a noisier figure at the extremes of the training fields, where the
-    guards extrapolate from (the dark-field's least sharp of 441 VS training fields 0.124–0.128 against 0.144
-    with full columns), and so a weaker defocus check. Independent noise adds
-    ``2 noise²`` at every lag, so it is subtracted; the figure is ``(D(1) − 2n²) / (D(4) − 2n²)``: near 1
-    when the structure varies from pixel to pixel (sharp, or sampled coarsely), ~1/16 for structure smooth
-    over many pixels (defocus spreads a point over a blur disc of radius ≈ z·NA, and a finer pixel —
-    another objective — makes the same structure span more pixels). NaN when the structure at 4 px is not
-    above the noise's own contribution (a blank or nearly uniform field: the other checks speak for it).
-    Training (:func:`scopecast.models.dataset.calibrate`) records it with this same function.
-    """
-    return focus_figures([frame], [noise], k)[0]
-
-
-def focus_figures(frames: list[np.ndarray], noises: list[float], k: int | None = None) -> list[float]:
-    """:func:`focus_figure` of frames of one shape, each structure function one numpy call over them all."""
-    if not frames:
-        return []
-    h, w = frames[0].shape
-    if k is None:
-        k = _step((h, w))
-    lag = max(_FOCUS_LAGS)
-    if h <= lag or w < 8:
-        return [math.nan] * len(frames)
-    kr = _FOCUS_ROW_STRIDE * k
-    n = len(frames)
-    rows = np.empty((n, (h + kr - 1) // kr, w), np.float32)
-    cols = np.empty((n, (w + kr - 1) // kr, h), np.float32)
-    for c, f in enumerate(frames):  # one read and cast each: every kr-th full row, every kr-th full column
-        rows[c] = f[::kr]
-        cols[c] = f[:, ::kr].T
-    d = []
-    for s in _FOCUS_LAGS:
-        tot, cnt = 0.0, 0
-        for a in (rows, cols):
-            diff = (a[:, :, s:] - a[:, :, :-s]).reshape(n, -1)
-            tot = tot + np.vecdot(diff, diff)
-            cnt += diff.shape[1]
-        d.append(tot / cnt)
-    out = []
-    for c, noise in enumerate(noises):
-        n2 = 2.0 * noise * noise
-        fine, coarse = float(d[0][c]) - n2, float(d[1][c]) - n2
-        if not (math.isfinite(fine) and math.isfinite(coarse)) or coarse <= n2:
-            out.append(math.nan)
-        else:
-            out.append(max(fine, 0.0) / coarse)
-    return out
 
 
 @dataclass
@@ -375,7 +200,7 @@ class InputGuard:
         if self.camera is not None:
             v.offset, v.offset_source = float(self.camera.offset_adu), "camera calibration"
         else:
-            darkest = min(float(f[::_step(f.shape), ::_step(f.shape)].min()) for f in frames)
+            darkest = min(float(f[::sample_stride(f.shape), ::sample_stride(f.shape)].min()) for f in frames)
             v.offset = min(DEFAULT_OFFSET_ADU, darkest) if math.isfinite(darkest) else DEFAULT_OFFSET_ADU
             v.offset_source = f"assumed: min({DEFAULT_OFFSET_ADU:g} ADU, darkest pixel); package records no camera"
         if self.stats is None:
@@ -505,8 +330,30 @@ class InputGuard:
                           f"(training fields {clo:.3g}…{chi:.3g})", False)
         v.margins += [m_sig, m_con]
         self._check_kurtosis(v, name, fig, st)
+        self._check_extent(v, name, fig, st)
         self._check_focus(v, name, fig, st)
         return None
+
+    def _check_extent(self, v: GuardVerdict, name: str, fig: dict[str, Any], st: Any) -> None:
+        """Point sources: the brightest structures are isolated spots of the optics' own size (sub-resolution
+        beads, not the extended structures of cells), which no training field was made of. Only the lower side:
+        the figure is bounded by ~1 (structure persisting everywhere), which twice the largest training field's
+        never reaches."""
+        e = fig.get("extent", math.nan)
+        if not math.isfinite(e):  # no structure above the noise, a bright background, too few maxima inside
+            return
+        if st.extent is None:
+            v.skipped["extent"] = "the package records no training structure extent (exported before it was " \
+                                  "measured)"
+            return
+        lo, _, hi = st.extent
+        m_e = _log_margin(e, lo, math.inf, RANGE_FACTOR)
+        if m_e < 0:
+            self._fail(v, f"outside training range: {name} extent {e:.2g} < {lo / RANGE_FACTOR:.2g} (training "
+                          f"fields {lo:.2g}…{hi:.2g}): its brightest structures are isolated points, fallen to "
+                          f"{e:.0%} of their peak {EXTENT_LAG_PX} px away in every direction (beads? "
+                          "sub-resolution objects)", False)
+        v.margins.append(m_e)
 
     def _check_kurtosis(self, v: GuardVerdict, name: str, fig: dict[str, Any], st: Any) -> None:
         """Sparsity: isolated point emitters (beads, debris) pile the signal into a few pixels (kurtosis ~ 1 / the
@@ -550,39 +397,6 @@ class InputGuard:
         else:
             m = 1.0
         v.margins.append(m)
-
-
-@functools.lru_cache(maxsize=1024)  # a pure function; the training ranges' widths recur on every bundle
-def focus_width(f: float) -> float:
-    """The focus figure as a structure width (px): the ``w`` of a Gaussian autocorrelation ``exp(-s²/2w²)``
-    with the same figure, ``(1 - exp(-1/2w²)) / (1 - exp(-16/2w²))`` (1 at w → 0, 1/16 at w → ∞).
-
-    Blurs add in quadrature in this width (a Gaussian blur of σ px turns ``w`` into ``sqrt(w² + 2σ²)``
-    for the autocorrelation; the limits below use ``sqrt(w² + FOCUS_BLUR_PX²)``)."""
-    f = min(max(f, 1.0 / 16 + 1e-9), 1.0 - 1e-9)
-    lo, hi = 1e-3, 1e3  # bisection in log w: f decreases with w
-    for _ in range(60):
-        mid = math.sqrt(lo * hi)
-        a = 1.0 / (2.0 * mid * mid)
-        fm = -math.expm1(-a) / -math.expm1(-16.0 * a)
-        lo, hi = (mid, hi) if fm > f else (lo, mid)
-    return math.sqrt(lo * hi)
-
-
-def _focus_of_width(w: float) -> float:
-    a = 1.0 / (2.0 * w * w)
-    return -math.expm1(-a) / -math.expm1(-16.0 * a)
-
-
-def focus_limits(train: tuple[float, float, float]) -> tuple[float, float | None]:
-    """The accepted focus figures for a training range ``[min, median, max]``: the least sharp training field
-    blurred by a further ``FOCUS_BLUR_PX`` (in quadrature), and the sharpest sharpened by as much
-    (None when that would be sharper than any structure can be)."""
-    w_blur = focus_width(train[0])
-    w_sharp = focus_width(train[2])
-    lo = _focus_of_width(math.sqrt(w_blur * w_blur + FOCUS_BLUR_PX ** 2))
-    s2 = w_sharp * w_sharp - FOCUS_BLUR_PX ** 2
-    return lo, (_focus_of_width(math.sqrt(s2)) if s2 > 0.25 else None)
 
 
 class OutputGuard:
@@ -646,7 +460,8 @@ class OutputGuard:
         return {"range": rng, "clipped": clipped, "beyond": beyond}, reasons, margin
 
 
-_WIRE_FIGURES = ("signal", "snr", "peak", "peak_snr", "contrast", "kurtosis", "focus", "saturated", "mean", "std")
+_WIRE_FIGURES = ("signal", "snr", "peak", "peak_snr", "contrast", "kurtosis", "focus", "extent", "saturated", "mean",
+                 "std")
 
 
 def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_reasons: list[str] | None = None,
