@@ -193,8 +193,9 @@ class _Baselines:
 
 
 def measure_overhead(worker: Any, bundle: list[np.ndarray], inputs: list[str], pixel_um: float,
-                     repeats: int = 5) -> dict[str, float]:
-    """Monitor (input guards + output guard + trust object) vs model (preprocess + infer + postprocess), ms."""
+                     repeats: int = 21) -> dict[str, float]:
+    """Monitor (input guards + output guard + trust object) vs model (preprocess + infer + postprocess), ms:
+    medians of ``repeats`` (a median of 5 moved by ±0.2 ms between runs on the shared 2-core machine)."""
     from scopecast.daemon.inference.guards import trust
     from scopecast.daemon.inference.worker import StreamFrame
 
@@ -216,10 +217,10 @@ def measure_overhead(worker: Any, bundle: list[np.ndarray], inputs: list[str], p
         inf.append(t2 - t1)
     g, i = float(np.median(mon)) * 1e3, float(np.median(inf)) * 1e3
     out = {"monitor_ms": round(g, 3), "inference_ms": round(i, 1), "ratio": g / i, "size": int(bundle[0].shape[0]),
-           "withheld": bool(v.withhold)}
+           "repeats": repeats, "withheld": bool(v.withhold)}
     if worker.uncertainty:  # the dihedral copies: N - 1 more inferences and the running spread
         unc = []
-        for _ in range(max(1, repeats // 2)):
+        for _ in range(max(1, min(repeats // 2, 5))):
             x = worker.preprocess(ordered)
             y = worker.infer(x)
             t0 = time.perf_counter()
@@ -533,7 +534,8 @@ def format_report(rep: dict[str, Any]) -> str:
                 f"{100 * x['flagged']:.0f} % ({x['auc']:.2f})" for x in v["rows"].values()) + " |")
     ov = rep.get("overhead")
     if ov:
-        lines.append(f"Monitor overhead at {ov['size']}² (input guards + output guard + trust object, median of 5): "
+        lines.append(f"Monitor overhead at {ov['size']}² (input guards + output guard + trust object, "
+                     f"median of {ov.get('repeats', 5)}): "
                      f"{ov['monitor_ms']:.2f} ms vs {ov['inference_ms']:.0f} ms preprocess+inference+postprocess = "
                      f"{100 * ov['ratio']:.2f} % ({'meets' if ov['ratio'] <= OVERHEAD_MAX else 'MISSES'} "
                      f"≤ {100 * OVERHEAD_MAX:g} %).")
