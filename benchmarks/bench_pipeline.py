@@ -42,7 +42,7 @@ logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
 
 ROOT = Path(__file__).resolve().parents[1]
 CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
-STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "postprocess", "result_publish",
+STAGES = ("acquire", "publish", "transport", "queue", "guards", "preprocess", "infer", "postprocess", "result_publish",
           "end_to_end")
 
 
@@ -155,7 +155,8 @@ def pipeline(package_dir: Path, size: int, interval_ms: float, seconds: float, t
             "publish": col("t_acquired_ns", "t_frame_published_ns"),
             "transport": col("t_frame_published_ns", "t_received_ns"),
             "queue": col("t_received_ns", "t_dequeued_ns"),
-            "preprocess": col("t_dequeued_ns", "t_preprocessed_ns"),
+            "guards": col("t_dequeued_ns", "t_checked_ns"),
+            "preprocess": col("t_checked_ns", "t_preprocessed_ns"),
             "infer": col("t_preprocessed_ns", "t_inferred_ns"),
             "postprocess": col("t_inferred_ns", "t_postprocessed_ns"),
             "result_publish": col("t_postprocessed_ns", "t_published_ns"),

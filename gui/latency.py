@@ -16,7 +16,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 __all__ = ["STAGES", "STALE_S", "LatencyPanel", "LatencyTable"]
 
-STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "postprocess", "result_publish",
+STAGES = ("acquire", "publish", "transport", "queue", "guards", "preprocess", "infer", "postprocess", "result_publish",
           "display", "end_to_end")
 
 #: A table is stale when its engine produced no new result (or sent no stats) for this long (s).

@@ -116,10 +116,11 @@ def test_end_to_end_with_independent_clients(daemon, client, engine_factory, mod
     for h, img in (frames[s] for s in head["source_seqs"] if s in frames):
         assert img.dtype == np.uint16 and img.shape == (256, 256)
     t = [head[k] for k in ("t_exposure_start_ns", "t_acquired_ns", "t_frame_published_ns", "t_received_ns",
-                           "t_dequeued_ns", "t_preprocessed_ns", "t_inferred_ns", "t_postprocessed_ns",
+                           "t_dequeued_ns", "t_checked_ns", "t_preprocessed_ns", "t_inferred_ns", "t_postprocessed_ns",
                            "t_published_ns")]
     assert t == sorted(t) and t[0] > 0
     assert stats["source"] == "engine" and "infer" in stats["latency_ms"] and stats["results_published"] >= 1
+    assert {"guards", "preprocess"} <= set(stats["latency_ms"])  # the input guards timed apart from normalization
 
 
 def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, engine_factory, tmp_path):

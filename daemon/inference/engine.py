@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RESULTS_ADDRESS = "tcp://127.0.0.1:5557"
 DEFAULT_ENGINE_CONTROL_ADDRESS = "tcp://127.0.0.1:5558"
 
-STAGES = ("acquire", "publish", "transport", "queue", "preprocess", "infer", "postprocess",
+STAGES = ("acquire", "publish", "transport", "queue", "guards", "preprocess", "infer", "postprocess",
           "result_publish", "end_to_end")
 
 
@@ -180,7 +180,8 @@ class LatencyStats:
             "publish": ms("t_acquired_ns", "t_frame_published_ns"),
             "transport": ms("t_frame_published_ns", "t_received_ns"),
             "queue": ms("t_received_ns", "t_dequeued_ns"),
-            "preprocess": ms("t_dequeued_ns", "t_preprocessed_ns"),
+            "guards": ms("t_dequeued_ns", "t_checked_ns"),  # the input guards
+            "preprocess": ms("t_checked_ns", "t_preprocessed_ns"),  # normalization
             "infer": ms("t_preprocessed_ns", "t_inferred_ns"),
             "postprocess": ms("t_inferred_ns", "t_postprocessed_ns"),
             "result_publish": ms("t_postprocessed_ns", "t_published_ns"),

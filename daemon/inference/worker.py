@@ -213,6 +213,7 @@ class InferenceWorker:
         t_deq = t_dequeued_ns or now_ns()
         ordered = self.order(frames)
         verdict = self.check(ordered)
+        t_chk = now_ns()
         std = unc = None
         h0 = max(ordered, key=lambda f: _ns(f.header.get("t_acquired_ns"))).header
         if verdict.withhold:  # nothing the model could honestly answer: a blank result saying why
@@ -260,6 +261,7 @@ class InferenceWorker:
             "t_frame_published_ns": max(_ns(f.header.get("t_published_ns")) for f in ordered),
             "t_received_ns": max(f.t_received_ns for f in ordered),
             "t_dequeued_ns": t_deq,
+            "t_checked_ns": t_chk,
             "t_preprocessed_ns": t_pre,
             "t_inferred_ns": t_inf,
             "t_postprocessed_ns": t_post,
