@@ -77,8 +77,9 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
     (:func:`structure_extents`).
 
     Frames of one shape and dtype (a bundle from one camera) are measured together, each reduction one
-    numpy call over the bundle; what remains at 512² × 6 is mostly reading frames that inference has just
-    pushed out of the cache (0.45 ms warm, ~1.1–1.5 ms cold on the dev machine).
+    numpy call over the bundle. Right after an inference every call runs cold (its data and numpy's own
+    code), so the count of calls matters as much as the pixels read; benchmarks/bench_trust.py measures the
+    whole monitor as live.
     """
     kinds = {(f.shape, f.dtype) for f in frames}
     if len(kinds) > 1:

@@ -92,22 +92,22 @@ from .guard_figures import (
     PEAK_FRACTION,
     ROSE_SNR,
     SATURATED_MAX,
-    sample_stride,
     focus_figure,
     focus_figures,
     focus_limits,
     focus_width,
     measure,
     measure_bundle,
+    sample_stride,
     structure_extents,
 )
 
 __all__ = [
     "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "GIBBS", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE",
-    "PEAK_FRACTION", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "ROSE_SNR", "SATURATED_MAX", "GuardVerdict",
-    "InputGuard", "OutputGuard", "EXTENT_LAG_PX",  # the figures (guard_figures) are re-exported here
+    "PEAK_FRACTION", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "ROSE_SNR", "SATURATED_MAX", "EXTENT_LAG_PX",
+    "GuardVerdict", "InputGuard", "OutputGuard", "trust",
+    # the figures (guard_figures), re-exported
     "focus_figure", "focus_figures", "focus_limits", "focus_width", "measure", "measure_bundle", "structure_extents",
-    "trust",
 ]
 
 #: How far (as a factor) beyond the training fields' range an input may lie.
@@ -126,7 +126,6 @@ OUTPUT_RANGE_TOLERANCE = 0.01
 GIBBS = 0.0895
 #: Camera offset assumed when the package does not record the camera (typical sCMOS).
 DEFAULT_OFFSET_ADU = 100.0
-
 
 
 def _r(v: float, digits: int = 4) -> float | None:
