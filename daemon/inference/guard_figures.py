@@ -186,11 +186,12 @@ def structure_extents(frames: list[np.ndarray], brightest: np.ndarray, sub_w: in
         peak = np.unique(np.take_along_axis(idx, flat[idx].argmax(axis=1)[:, None], axis=1))  # distinct maxima
         if peak.size < 4:
             continue
-        # the maximum, then both sides of the row, the column and both diagonals; every maximum is above the
-        # offset (it is at least a sampled pixel of the brightest 0.1 %, which clears the Rose criterion)
+        # the maximum, then both sides of the row, the column and both diagonals. A maximum is at least the
+        # brightest 0.1 %'s level, far above the offset, unless its window was moved in from the frame's edge:
+        # a floor of 1 ADU keeps such a one from dividing by zero
         at = flat[peak[:, None] + around].astype(np.float64) - offset
         pairs = at[:, 1::2] + at[:, 2::2]  # (maxima, 4 directions)
-        r = np.sort(0.5 * pairs.max(axis=1) / at[:, 0])
+        r = np.sort(0.5 * pairs.max(axis=1) / np.maximum(at[:, 0], 1.0))
         half = r.size // 2
         out[c] = float(r[half] if r.size % 2 else 0.5 * (r[half - 1] + r[half]))  # the median
     return out
