@@ -186,8 +186,8 @@ def test_writes_back_pressure_within_the_queue_and_never_drop(tmp_path):
 
 
 def test_close_gives_up_on_a_writer_that_stalls_and_says_so(tmp_path, monkeypatch):
-    """A chunk commit that never completes (seen once in ~25 loaded runs, cause not pinned down) must not hang
-    whoever closes the recording: it is marked incomplete with the reason; what was committed reads back."""
+    """A chunk commit that never completes (storage that hangs) must not hang whoever closes the recording:
+    it is marked incomplete with the reason; what was committed reads back."""
     from scopecast.daemon.recording import writer
 
     monkeypatch.setattr(writer, "_STALL_S", 0.5)
@@ -208,6 +208,70 @@ def test_close_gives_up_on_a_writer_that_stalls_and_says_so(tmp_path, monkeypatc
     assert info["complete"] is False and "writer stalled: 1 frames not committed" in info["error"], info
     assert len(back.frames) == 1  # the committed frame is kept
     stuck.set()
+
+
+class _GatedCommit:
+    """A completed commit that reports itself done only once ``gate`` is set (what the writer polls)."""
+
+    def __init__(self, real, gate: threading.Event):
+        self._real, self._gate = real, gate
+
+    def done(self) -> bool:
+        return self._gate.is_set()
+
+    def result(self):
+        return self._real.result()
+
+
+def test_frames_waiting_behind_a_full_window_of_commits_are_written(tmp_path, monkeypatch):
+    """The writer keeps at most ``_MAX_IN_FLIGHT`` commits in flight. When that whole window completes at once,
+    after close's end marker and every completion wake-up were taken, the frames still waiting must be
+    submitted: the writer once retired the window and then waited for a wake-up that never came (a close
+    that gave up after ``_STALL_S``, about once in 50 recordings of 160 frames)."""
+    import queue
+    import types
+
+    from scopecast.daemon.recording import writer
+
+    class CountingQueue(queue.SimpleQueue):
+        def __init__(self):
+            self.ends = 0  # None messages put: completion wake-ups and close's end marker
+
+        def put(self, item, block=True, timeout=None):
+            self.ends += item is None
+            super().put(item, block, timeout)
+
+    monkeypatch.setattr(writer, "queue", types.SimpleNamespace(SimpleQueue=CountingQueue, Empty=queue.Empty))
+    monkeypatch.setattr(writer, "_STALL_S", 10.0)
+    window = writer._MAX_IN_FLIGHT
+    rec = Recorder(tmp_path / "w.ome.zarr", "w", {})
+    s = rec.add_series(SeriesSpec("w", ("BF", "Nuclei"), ("label-free", "fluorescence"), (SIZE, SIZE), "uint16",
+                                  0.65, POSITIONS[0]))
+    gate, submitted = threading.Event(), []
+    submit = rec._submit
+
+    def gated_submit(item):
+        submit(item)
+        item.future.result()  # committed, its wake-up posted; the writer only learns of it through the gate
+        item.future = _GatedCommit(item.future, gate)
+        submitted.append(item)
+
+    monkeypatch.setattr(rec, "_submit", gated_submit)
+    n_t = (window + 4) // 2
+    for t in range(n_t):
+        for c in range(2):
+            rec.write(Frame(_header(2 * t + c, t, c, POSITIONS[0]), _plane(0, t, c)), s, t, c)
+    closer = threading.Thread(target=rec.close)
+    closer.start()
+    wait_until(lambda: len(submitted) == window and rec._inbox.ends == window + 1 and rec._inbox.empty(),
+               what="a full window in flight, every wake-up and the end marker taken")
+    gate.set()
+    closer.join(60)
+    assert not closer.is_alive()
+    back = open_recording(rec.path)
+    info = back.attrs["scopecast"]
+    assert info["complete"] is True, info
+    assert len(back.frames) == 2 * n_t == rec.frames_written and len(submitted) == 2 * n_t
 
 
 def test_bad_input_is_refused_at_write(tmp_path):

@@ -51,9 +51,8 @@ log = logging.getLogger(__name__)
 JOURNAL = "scopecast_frames.jsonl"
 _GROW_T = 16  # time axis grows in steps of this many points; trimmed at close
 _MAX_IN_FLIGHT = 16  # frames handed to tensorstore and not yet committed
-#: While commits are in flight the writer also polls their futures this often (s): a done-callback that
-#: never wakes it (seen beside a CPU hog: a trigger's window recording whose close() never returned, its
-#: writer waiting for a wake-up with a commit in flight) cannot stall the recording.
+#: While commits are in flight the writer also polls their futures this often (s), so that it never
+#: depends on a done-callback's wake-up alone.
 _POLL_S = 0.05
 #: close() gives up on a writer that commits nothing for this long (s) and marks the recording incomplete.
 _STALL_S = 20.0
@@ -260,13 +259,17 @@ class Recorder:
                         closing = closing or self.closed
                     else:
                         waiting.append(msg)
+                done = []
+                while in_flight and in_flight[0].future.done():
+                    done.append(in_flight.popleft())
+                # submit after retiring: frames left waiting then always have a full in_flight beside them,
+                # so the get above polls. Submitting first let a full in_flight retire completely (its
+                # callbacks' wake-ups already drained) with frames still waiting, and the untimed get blocked
+                # for ever: the recording stall seen about once in 50 recordings of 160 frames.
                 while waiting and len(in_flight) < _MAX_IN_FLIGHT:
                     item = waiting.popleft()
                     self._submit(item)
                     in_flight.append(item)
-                done = []
-                while in_flight and in_flight[0].future.done():
-                    done.append(in_flight.popleft())
                 if done:
                     self._journal(done)
                 if closing and not waiting and not in_flight:
@@ -326,8 +329,8 @@ class Recorder:
 
         A writer that commits nothing for :data:`_STALL_S` is left behind (a daemon thread) and the recording
         is marked incomplete with the count it still held: closing must not hang whoever closes (a trigger's
-        action, live's end). Seen beside a CPU hog, cause not pinned down: a chunk commit in flight that
-        never completed."""
+        action, live's end) whatever the storage does (a commit that never completes, e.g. on a hung
+        network share)."""
         last, t_last = -1, time.monotonic()
         while self._thread.is_alive():
             self._thread.join(0.1)
