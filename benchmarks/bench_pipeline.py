@@ -170,21 +170,22 @@ class BaselineUnavailable(RuntimeError):
 
 
 def _torch_model(package):
-    """The package's network in PyTorch eager: its training checkpoint (provenance), or, for the
-    synthetic benchmark net, rebuilt from the ONNX weights."""
+    """The package's network in PyTorch eager: its own PyTorch weights (``weights.pt``, as bioimage.io loads
+    them), or, for the synthetic benchmark net, rebuilt from the ONNX weights."""
     import onnx
     import torch
     from onnx import numpy_helper
 
-    ckpt = package.manifest.provenance.get("checkpoint")
-    if ckpt:
-        from scopecast.models.training import load_checkpoint
+    prov = package.manifest.provenance
+    if prov.get("pytorch_state_dict"):
+        from scopecast.models.architectures import build
 
-        path = Path(ckpt) if Path(ckpt).is_absolute() else ROOT / ckpt
-        if not path.is_file():
-            raise BaselineUnavailable(f"needs the training checkpoint {path}, which is not in the repository "
-                                      "(the README's 'Reproduce the shipped packages' recreates it)")
-        return load_checkpoint(path)[0]
+        net = build(prov["arch"], prov["config"])
+        net.load_state_dict(torch.load(package.path / prov["pytorch_state_dict"]["file"], weights_only=True))
+        return net.eval()
+    if prov.get("checkpoint"):
+        raise BaselineUnavailable(f"{package.manifest.name} carries no PyTorch weights (weights.pt); "
+                                  "re-export it with `scopecast export`")
     init = {t.name: numpy_helper.to_array(t) for t in onnx.load(package.model_path).graph.initializer}
     layers: list[torch.nn.Module] = []
     i = 0

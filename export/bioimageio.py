@@ -6,7 +6,9 @@ A bioimage.io consumer sees the model exactly as the engine does:
 - ``test_input.npy``: raw camera counts (uint16 ``(1, C, H, W)``), the frames as the engine receives them;
 - preprocessing: ``ensure_dtype`` float32, the package's normalization
   (``calibrated`` -> ``scale_linear`` with :meth:`Normalization.linear`'s constants), ``ensure_dtype`` float32;
-- the ONNX model (``model.onnx``);
+- the ONNX model (``model.onnx``), and the network's PyTorch weights it was exported from (``weights.pt``,
+  ``pytorch_state_dict`` with the architecture class of :mod:`scopecast.models.architectures`; ``model.onnx``
+  names it as its parent) in packages that carry them;
 - postprocessing: ``scale_linear`` with the manifest's ``output_scaling`` (physical units);
 - ``test_output.npy``: what the engine computes from ``test_input.npy`` (:func:`engine_output`):
   :func:`~scopecast.models.manifest.normalize`, ONNX Runtime (CPU), output scaling, in float32.
@@ -23,6 +25,7 @@ against it. ``bioimageio.spec`` / ``bioimageio.core`` are imported lazily (``dev
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,14 +185,34 @@ def describe(package: Path, m: ModelManifest, *, documentation: str = "card.md",
             covers=[cover] if cover else [],
             timestamp=bio.Datetime(timestamp) if timestamp else bio.Datetime.now(),
             inputs=[inp], outputs=[out],
-            weights=bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(
-                source=bio.RelativeFilePath(Path(m.model_file)), sha256=m.sha256, opset_version=18)),
+            weights=_weights(bio, m),
             config=bio.Config(
                 bioimageio=bio.BioimageioConfig(reproducibility_tolerance=[bio.ReproducibilityTolerance(**TOLERANCE)]),
                 scopecast={"manifest": "manifest.json", "tile": m.tile, "halo": m.halo,
                            "output_range": m.output_range.model_dump() if m.output_range else None},
             ),
         )
+
+
+def _weights(bio: Any, m: ModelManifest) -> Any:
+    """``model.onnx``; with the network's PyTorch weights (``provenance["pytorch_state_dict"]``) as its
+    parent, described by the architecture's class in :mod:`scopecast.models.architectures` and its kwargs."""
+    sd = m.provenance.get("pytorch_state_dict")
+    if not sd:
+        return bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(
+            source=bio.RelativeFilePath(Path(m.model_file)), sha256=m.sha256, opset_version=18))
+    from scopecast.models.architectures import ARCHITECTURES  # PyTorch: export only, never the daemon
+
+    arch = ARCHITECTURES[m.provenance["arch"]]
+    return bio.WeightsDescr(
+        pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
+            source=bio.RelativeFilePath(Path(sd["file"])), sha256=sd["sha256"],
+            architecture=bio.ArchitectureFromLibraryDescr(callable=arch.__name__, import_from=arch.__module__,
+                                                          kwargs=dict(m.provenance["config"])),
+            pytorch_version=bio.Version(sd["pytorch_version"])),
+        onnx=bio.OnnxWeightsDescr(source=bio.RelativeFilePath(Path(m.model_file)), sha256=m.sha256,
+                                  opset_version=18, parent="pytorch_state_dict"),
+    )
 
 
 def write_rdf(package: Path, m: ModelManifest, **kwargs: Any) -> Path:
@@ -219,6 +242,8 @@ class BioimageioTestReport:
     version: str
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: max |Δ| per weight format bioimage.io ran (``onnx``, ``pytorch_state_dict``)
+    max_abs_diff_by_format: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -227,7 +252,7 @@ class BioimageioTestReport:
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
                 "seconds": round(self.seconds, 2), "bioimageio.core": self.version, "tolerance": TOLERANCE,
-                "failures": self.failures, "warnings": self.warnings}
+                "by_format": self.max_abs_diff_by_format, "failures": self.failures, "warnings": self.warnings}
 
 
 def _details(summary: Any) -> tuple[list[str], list[str]]:
@@ -244,8 +269,9 @@ def _details(summary: Any) -> tuple[list[str], list[str]]:
 def run_bioimageio_test(package: str | Path, *, raise_on_failure: bool = True) -> BioimageioTestReport:
     """Run ``bioimageio.core.test_model`` on ``package/rdf.yaml`` (CPU) and measure max |Δ| of its output.
 
-    The difference is bioimage.io's own prediction (its pre/postprocessing, its ONNX adapter) on
-    ``test_input.npy`` against ``test_output.npy``. Raises :class:`BioimageioTestError` listing
+    The difference is bioimage.io's own prediction (its pre/postprocessing, its adapter for each weight
+    format the package has: ONNX, and PyTorch when it carries ``weights.pt``) on ``test_input.npy``
+    against ``test_output.npy``; the largest over the formats, and each in ``max_abs_diff_by_format``. Raises :class:`BioimageioTestError` listing
     the failing checks unless ``raise_on_failure`` is False.
     """
     import bioimageio.core
@@ -258,21 +284,26 @@ def run_bioimageio_test(package: str | Path, *, raise_on_failure: bool = True) -
     t0 = time.perf_counter()
     summary = test_model(rdf, devices=["cpu"])
     fails, warns = _details(summary)
+    by_format: dict[str, float] = {}
     dmax = rmax = float("nan")
     try:
         descr = load_model_description(rdf)
         expected = np.load(package / TEST_OUTPUT)
-        # not `with pipeline:` - its unload() waits forever on bioimageio.core 0.11.0 (after predict)
-        pp = create_prediction_pipeline(descr, devices=["cpu"])
-        got = predict(model=pp, inputs={descr.inputs[0].id: np.load(package / TEST_INPUT)})
-        d = np.abs(got.members[descr.outputs[0].id].data.to_numpy().astype(np.float64) - expected)
-        dmax, rmax = float(d.max()), float((d / np.maximum(np.abs(expected), 1e-6)).max())
+        for wf in descr.weights.available_formats:
+            # not `with pipeline:` - its unload() waits forever on bioimageio.core 0.11.0 (after predict)
+            pp = create_prediction_pipeline(descr, devices=["cpu"], weight_format=wf)
+            got = predict(model=pp, inputs={descr.inputs[0].id: np.load(package / TEST_INPUT)})
+            d = np.abs(got.members[descr.outputs[0].id].data.to_numpy().astype(np.float64) - expected)
+            by_format[wf] = float(d.max())
+            dmax = float(d.max()) if math.isnan(dmax) else max(dmax, float(d.max()))
+            r = float((d / np.maximum(np.abs(expected), 1e-6)).max())
+            rmax = r if math.isnan(rmax) else max(rmax, r)
     except Exception as e:  # noqa: BLE001 - reported beside the test's own findings
         fails.append(f"prediction on {TEST_INPUT}: {type(e).__name__}: {e}")
     report = BioimageioTestReport(summary.status, dmax, rmax, time.perf_counter() - t0,
-                                  bioimageio.core.__version__, fails, warns)
-    log.info("bioimageio test %s: %s, max |Δ| %.3g (rel %.3g), %.1f s", package.name, report.status, dmax, rmax,
-             report.seconds)
+                                  bioimageio.core.__version__, fails, warns, by_format)
+    log.info("bioimageio test %s: %s, max |Δ| %.3g (rel %.3g; %s), %.1f s", package.name, report.status, dmax, rmax,
+             ", ".join(f"{k} {v:.3g}" for k, v in by_format.items()), report.seconds)
     if raise_on_failure and not report.passed:
         raise BioimageioTestError(f"{package}: bioimageio test {report.status}: " + "; ".join(fails or warns))
     return report

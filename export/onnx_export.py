@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExportError", "ParityError", "export_onnx", "parity", "to_fp16"]
+__all__ = ["FP32_TOLERANCE", "ExportError", "ParityError", "export_onnx", "parity", "to_fp16"]
 
 OPSET = 18
 
@@ -48,6 +48,10 @@ def export_onnx(model, example: np.ndarray, path: Path, opset: int = OPSET,
     if proto.opset_import[0].version < 18:
         raise ExportError(f"exported opset {proto.opset_import[0].version} < 18")
     return path
+
+
+#: ONNX Runtime against PyTorch on a real field (normalized units): the largest |difference| an export accepts
+FP32_TOLERANCE = 1e-4
 
 
 def parity(onnx_path: Path, model, inputs: np.ndarray, atol: float, input_name: str = "input") -> dict[str, Any]:

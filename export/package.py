@@ -34,14 +34,13 @@ from scopecast.models.manifest import (
 )
 
 from .bioimageio import raw_counts
-from .onnx_export import ExportError, export_onnx, parity, to_fp16
-from .repackage import write_bioimageio_files
+from .onnx_export import FP32_TOLERANCE, ExportError, export_onnx, parity, to_fp16
+from .repackage import save_state_dict, write_bioimageio_files
 
 __all__ = ["ExportResult", "export_package"]
 
 log = logging.getLogger("scopecast.export")
 
-FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 2e-2
 
 
@@ -150,6 +149,8 @@ def export_package(
                 "data": {**meta.get("data", {}), "dataset": _portable(meta.get("data", {}).get("dataset", ""))},
                 "train_config": meta.get("train_config"), "metrics": meta.get("metrics"),
                 "guards_on_validation": meta.get("guards_on_validation"), "parity": reports["fp32"],
+                # the network's own weights, model.onnx's parent for bioimage.io
+                "pytorch_state_dict": save_state_dict(model, tmp),
             },
         )
         if fp16:

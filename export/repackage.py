@@ -11,9 +11,11 @@ or ``manifest.json``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +26,16 @@ from .bioimageio import (
     raw_counts, run_bioimageio_test, write_rdf,
 )
 
-__all__ = ["raw_test_input", "repackage", "validation_section", "write_bioimageio_files"]
+__all__ = [
+    "STATE_DICT", "attach_state_dict", "raw_test_input", "repackage", "save_state_dict", "validation_section",
+    "write_bioimageio_files",
+]
 
 log = logging.getLogger("scopecast.export")
 
 VALIDATION = "## Validation"
+#: The network's PyTorch weights in a package (bioimage.io ``pytorch_state_dict``; ``model.onnx`` is its child)
+STATE_DICT = "weights.pt"
 
 
 def _stretch(a: np.ndarray) -> np.ndarray:
@@ -64,9 +71,12 @@ def validation_section(m: ModelManifest, report: BioimageioTestReport | None = N
     where = package_path or f"models/packages/{m.name}"
     atol, rtol, mism = (TOLERANCE[k] for k in ("absolute_tolerance", "relative_tolerance",
                                                "mismatched_elements_per_million"))
+    adapters = {"onnx": "ONNX", "pytorch_state_dict": "PyTorch"}
+    by = report.max_abs_diff_by_format if report is not None else {}
     last = ("not run yet" if report is None else
-            f"**{report.status}** with bioimage.io's own pre/postprocessing and ONNX adapter (CPU), "
-            f"max |Δ| = {report.max_abs_diff:.2g} counts (relative {report.max_rel_diff:.2g}), "
+            f"**{report.status}** with bioimage.io's own pre/postprocessing and "
+            + (" and ".join(f"{adapters.get(k, k)} adapter (max |Δ| {v:.2g})" for k, v in by.items()) or "adapter")
+            + f" (CPU), max |Δ| = {report.max_abs_diff:.2g} counts (relative {report.max_rel_diff:.2g}), "
             f"bioimageio.core {report.version}")
     return f"""{VALIDATION}
 
@@ -169,6 +179,44 @@ def repackage(package: str | Path, *, test: bool = True) -> BioimageioTestReport
     log.info("repackaging %s (%s)", package, m.name)
     return write_bioimageio_files(package, m, raw_test_input(package, m), test=test,
                                   package_path=_package_path(package))
+
+
+def save_state_dict(model: Any, package: Path) -> dict[str, Any]:
+    """Save ``model``'s weights as ``package/weights.pt`` (a plain ``state_dict``, what bioimage.io's
+    ``pytorch_state_dict`` format and ``torch.load(weights_only=True)`` read); returns the manifest's
+    ``provenance["pytorch_state_dict"]`` entry (file, sha256, the PyTorch version that wrote it)."""
+    import torch
+
+    path = Path(package) / STATE_DICT
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    return {"file": STATE_DICT, "sha256": sha256_file(path), "pytorch_version": torch.__version__.split("+")[0]}
+
+
+def attach_state_dict(package: str | Path, checkpoint: str | Path) -> BioimageioTestReport | None:
+    """Add the PyTorch weights to a package exported before packages carried them, then :func:`repackage`.
+
+    ``checkpoint`` must be the one the package was exported from (its sha256 is in the manifest's
+    provenance) and must reproduce the package's ONNX model on its test input (the export's FP32 parity);
+    only ``weights.pt``, the manifest's provenance and the bioimage.io files change.
+    """
+    from scopecast.models.training import load_checkpoint
+
+    from .onnx_export import FP32_TOLERANCE, parity
+
+    package, checkpoint = Path(package), Path(checkpoint)
+    m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
+    want = m.provenance.get("checkpoint_sha256")
+    if sha256_file(checkpoint) != want:
+        raise ValueError(f"{checkpoint}: sha256 does not match the checkpoint {m.name} was exported from ({want})")
+    model, _ = load_checkpoint(checkpoint)
+    x = np.ascontiguousarray(normalize(list(raw_test_input(package, m)[0]), m.normalization)[None])
+    report = parity(package / m.model_file, model, x, FP32_TOLERANCE, m.input_name)
+    raw = json.loads((package / MANIFEST).read_text())  # as written, one key more: a reviewable diff
+    raw["provenance"]["pytorch_state_dict"] = {**save_state_dict(model, package), "parity": report}
+    ModelManifest.model_validate(raw)
+    (package / MANIFEST).write_text(json.dumps(raw, indent=2))
+    log.info("%s: weights.pt attached (parity with model.onnx, max |err| %.2e)", package, report["max_abs_error"])
+    return repackage(package)
 
 
 def _package_path(package: Path) -> str:

@@ -44,6 +44,8 @@ def test_shipped_package_passes_bioimageio_test(name):
     assert report.passed and report.failures == []
     # bioimage.io's own prediction (its pre/postprocessing, its ONNX adapter) vs test_output.npy
     assert report.max_abs_diff <= TOLERANCE["absolute_tolerance"]
+    # and with its PyTorch weights (weights.pt, what the ONNX model was exported from)
+    assert set(report.max_abs_diff_by_format) == {"onnx", "pytorch_state_dict"}, report.max_abs_diff_by_format
     assert not any("sample_tensor" in w or "Validation" in w or "cover" in w for w in report.warnings), report.warnings
     print(f"{name}: bioimageio test {report.status}, max |Δ| {report.max_abs_diff:.3g}, {seconds:.1f} s")
 

@@ -14,7 +14,7 @@ from scopecast.export.onnx_export import ExportError, ParityError, export_onnx, 
 from scopecast.export.package import export_package  # noqa: E402
 from scopecast.models import architectures  # noqa: E402
 from scopecast.models.dataset import REGIONS, gather, load_pairs  # noqa: E402
-from scopecast.models.manifest import normalize  # noqa: E402
+from scopecast.models.manifest import normalize, sha256_file  # noqa: E402
 from scopecast.models.training import TrainConfig, load_checkpoint, train  # noqa: E402
 from tests.conftest import small_cfg  # noqa: E402
 
@@ -111,6 +111,14 @@ def test_export_package_round_trip_through_the_engine(trained, tmp_path):
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 6, "H", "W"] and proto.opset_import[0].version >= 18
     rdf = yaml.safe_load((tmp_path / "pkg" / "rdf.yaml").read_text())
     assert rdf["format_version"].startswith("0.5") and rdf["weights"]["onnx"]["sha256"] == m.sha256
+    # the network's PyTorch weights ship too (bioimage.io pytorch_state_dict, model.onnx's parent), and
+    # bioimage.io's PyTorch adapter reproduced the test output as its ONNX adapter did
+    sd = m.provenance["pytorch_state_dict"]
+    assert sd["sha256"] == sha256_file(tmp_path / "pkg" / "weights.pt") == rdf["weights"]["pytorch_state_dict"]["sha256"]
+    assert rdf["weights"]["onnx"]["parent"] == "pytorch_state_dict"
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"] == {
+        "callable": "UNet", "import_from": "scopecast.models.architectures", "kwargs": m.provenance["config"]}
+    assert set(res.reports["bioimageio"]["by_format"]) == {"onnx", "pytorch_state_dict"}
     # training defaults to calibrated normalization: fixed constants, declared as scale_linear
     assert m.normalization.kind == "calibrated" and m.input_stats is not None and m.output_range is not None
     assert [p["id"] for p in rdf["inputs"][0]["preprocessing"]] == ["ensure_dtype", "scale_linear", "ensure_dtype"]
@@ -120,6 +128,40 @@ def test_export_package_round_trip_through_the_engine(trained, tmp_path):
     assert "dynamic_batching" in cfg and "instance_group" in cfg and (tmp_path / "triton" / "vs-tiny" / "1" / "model.onnx").exists()
     if not res.manifest.plan_file:
         assert res.notes == [] or all("TensorRT" in n for n in res.notes)
+
+
+def test_attach_state_dict_adds_the_weights_a_package_was_exported_from(trained, tmp_path):
+    """A package exported before packages carried weights.pt gets them from its own checkpoint, never another."""
+    import shutil
+
+    import yaml
+
+    from scopecast.export.bioimageio import write_rdf
+    from scopecast.export.repackage import attach_state_dict
+
+    ckpt, _ = trained
+    export_package(ckpt, tmp_path / "pkg", name="vs-tiny", tile=64, halo=8)
+    pkg = tmp_path / "pkg"
+    raw = json.loads((pkg / "manifest.json").read_text())  # as an older export wrote it
+    del raw["provenance"]["pytorch_state_dict"]
+    (pkg / "manifest.json").write_text(json.dumps(raw, indent=2))
+    (pkg / "weights.pt").unlink()
+    write_rdf(pkg, load_package(pkg).manifest)
+    assert set(yaml.safe_load((pkg / "rdf.yaml").read_text())["weights"]) == {"onnx"}
+    model_sha = sha256_file(pkg / "model.onnx")
+    other = tmp_path / "other.pt"
+    shutil.copy(ckpt, other)
+    with other.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="does not match the checkpoint vs-tiny was exported from"):
+        attach_state_dict(pkg, other)
+    assert not (pkg / "weights.pt").exists()
+    report = attach_state_dict(pkg, ckpt)
+    assert report.passed and set(report.max_abs_diff_by_format) == {"onnx", "pytorch_state_dict"}
+    m = load_package(pkg).manifest
+    assert sha256_file(pkg / "model.onnx") == model_sha == m.sha256
+    assert m.provenance["pytorch_state_dict"]["parity"]["passed"]
+    assert "PyTorch adapter" in (pkg / "card.md").read_text()
 
 
 def test_tensorrt_without_gpu_is_a_clear_note(trained, tmp_path):
