@@ -9,7 +9,7 @@ command line cannot drift from the daemon or engine it talks to::
     scopecast ctl live --record                       # alias of start_live
     scopecast ctl capture_pairs --grid rows=3 columns=3
     scopecast ctl move_stage --x 40000 --y 0
-    scopecast ctl wait                                # until the running job ends, with progress
+    scopecast ctl wait                                # until the running (or latest) job ends, with progress
     scopecast ctl snap --args '{"channel": "DF"}'     # JSON, as before
 
 How values are read (from the argument's JSON Schema): booleans are flags
@@ -64,7 +64,7 @@ def add_ctl_parser(sub: Any, address_type: Any, add_keys_option: Any) -> argpars
         "  scopecast ctl snap --channel DF --exposure 50 --save df.png\n"
         "  scopecast ctl live --record                   # live = start_live\n"
         "  scopecast ctl capture_pairs --grid rows=3 columns=3\n"
-        "  scopecast ctl wait                            # until the running job ends (progress on stderr)\n"
+        "  scopecast ctl wait                            # until the running (or latest) job ends (progress on stderr)\n"
         "  scopecast ctl snap --args '{\"channel\": \"DF\"}'  # JSON arguments (options override them)\n"
         f"aliases: {', '.join(f'{a} = {c}' for a, c in ALIASES.items())}")
     c.add_argument("cmd", nargs="?", default="", metavar="COMMAND",
@@ -435,7 +435,7 @@ def run_ctl(args: argparse.Namespace) -> int:
 def _wait(client: Any, cmd_args: dict[str, Any], margin_s: float) -> dict[str, Any]:
     """``wait`` with the job's progress on stderr, until it ends (or ``wait_s`` passes: the
     client waits in slices of the daemon's ``wait``, so any length is fine); without ``job``,
-    the running one."""
+    the running one, else the latest (a short job may end before ``wait`` starts: that one is meant)."""
     from .progress import Progress, wait_job
 
     job = cmd_args.get("job")
@@ -446,10 +446,10 @@ def _wait(client: Any, cmd_args: dict[str, Any], margin_s: float) -> dict[str, A
     if not isinstance(wait_s, int | float) or isinstance(wait_s, bool) or wait_s < 0:
         raise UsageError(f"wait_s must be a number of seconds >= 0, got {wait_s!r}")
     if job is None:
-        running = client.request("status").get("job")
-        if not running:
-            raise UsageError("no job is running; name one (scopecast ctl jobs lists them)")
-        job = running["id"]
+        latest = client.request("status").get("job") or (client.request("jobs") or [None])[-1]
+        if not latest:
+            raise UsageError("this daemon has run no job yet; start one (scopecast ctl --help lists them)")
+        job = latest["id"]
     first = client.request("job", job=job)
     progress = Progress(f"{first['kind']} job {job}", first.get("total"), "frames", log, every_s=2.0,
                         done=int(first.get("frames") or 0))  # the rate counts from here

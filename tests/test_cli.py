@@ -164,14 +164,19 @@ def test_ctl_wait_shows_the_running_jobs_progress(daemon, cli):
     rc, out, err = cli(*ctl, "capture_pairs", "--positions", "0,0", "50,0", "--label-free", "BF", "--fluorescence",
                        "Nuclei", "--exposure", "2")
     job = json.loads(out)
-    rc, out, err = cli(*ctl, "wait")  # no job named: the running one
+    rc, out, err = cli(*ctl, "wait")  # no job named: the running one (or, if it already ended, the latest)
     assert rc == 0, err
     done = json.loads(out)
     assert done["id"] == job["id"] and done["status"] == "done" and done["frames"] == done["total"] == job["total"]
     last = err.strip().splitlines()[-1]
     assert f"pairs job {job['id']}: {job['total']}/{job['total']} frames (100 %)" in last and "done" in last
-    rc, out, err = cli(*ctl, "wait")
-    assert rc == 2 and "no job is running" in err
+    rc, out, err = cli(*ctl, "wait")  # ended: the latest job again, at once
+    assert rc == 0 and json.loads(out)["id"] == job["id"], err
+
+
+def test_ctl_wait_without_any_job_says_so(daemon, cli):
+    rc, out, err = cli("ctl", "--control", daemon.control_address, "wait")  # a fresh daemon
+    assert rc == 2 and "this daemon has run no job yet" in err and out == ""
 
 
 def test_progress_lines_are_rate_limited_with_rate_and_time_left(caplog):
