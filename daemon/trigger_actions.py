@@ -228,11 +228,12 @@ class TriggerRunner:
                 except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
                     log.warning("triggers: undecodable result: %s", e)
                     continue
-                self.results_seen += 1
                 try:
                     self._decide(header, data, t_rx)
                 except Exception:  # noqa: BLE001 - the trigger thread must not die
                     log.exception("triggers: result %s not decided", header.get("bundle_id"))
+                finally:  # counted once its decisions are logged: a client that waits for the count reads them
+                    self.results_seen += 1
 
     def _decide(self, header: dict[str, Any], data: Any, t_received_ns: int = 0) -> None:
         """Decide on one result; a firing goes to the action thread before anything is logged (the

@@ -108,6 +108,9 @@ def test_the_loop_is_timed_in_parts_and_ends_when_the_action_holds_the_microscop
             engine.value = 1.0
             st = wait_until(lambda n=n: (s := client.request("triggers"))["fired"] >= n
                             and not s["actions_pending"] and s, 60, f"firing {n} and its action")
+        # the confirmations' frames reach the stand-in engine through the publisher thread, after the action
+        wait_until(lambda: sum("-snap-" in f["acquisition_id"] and f["channel"] == "Nuclei" for f in list(engine.frames))
+                   >= FIRINGS, 60, "every confirmation's frame at the stand-in engine")
         client.request("stop")
     lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
     fires = [x for x in lines if x.get("event") == "fire"]
@@ -145,7 +148,7 @@ def test_lockstep_live_waits_for_each_decision_and_leaves_the_microscope_free(da
     the microscope idle: no live frame between the deciding frame and the action."""
     daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")
     model_s = 0.08
-    config = {"lockstep": True, "triggers": [{
+    config = {"lockstep": True, "lockstep_timeout_s": 60, "triggers": [{
         "name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
         "condition": {"above": 0.5}, "cooldown_s": 0,
         "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 5}]}],

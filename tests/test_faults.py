@@ -220,7 +220,7 @@ def test_daemon_survives_control_and_stream_fuzz(daemon_proc, tmp_path):
         while c.request("status")["frames_acquired"] <= st1["frames_acquired"]:
             assert time.monotonic() < deadline, "acquisition stopped after the fuzz"
         c.request("stop")
-        done = c.request("job", job=job["id"])
+        done = c.wait(job["id"], timeout_s=300)  # stop replies within 30 s; the writer may still be draining
     rec = recording_check(done["path"], done["frames"])
     assert rec["lost"] == 0 and rec["journalled"] == done["frames"] and rec["complete"]
     assert writes_outside(before, tree_snapshot(tmp_path, [data])) == []

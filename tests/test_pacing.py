@@ -30,6 +30,9 @@ def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, 
             args = {"pace_from": e.results_address} if paced else {}
             c.request("start_live", channels=CYCLE, **args)
             wait_until(lambda: e.results_published >= 8, timeout=120, what="8 results")
+            if paced:  # and the pacer has seen them (published is counted before the send)
+                wait_until(lambda: (((c.request("status")["job"] or {}).get("pacing") or {}).get("results", 0) >= 8),
+                           timeout=120, what="the pacer to see 8 results")
             job = c.request("stop")["stopped"]
         cycles = job["frames"] // len(CYCLE)
         dropped = e.drops.total

@@ -242,7 +242,7 @@ def test_frames_waiting_behind_a_full_window_of_commits_are_written(tmp_path, mo
             super().put(item, block, timeout)
 
     monkeypatch.setattr(writer, "queue", types.SimpleNamespace(SimpleQueue=CountingQueue, Empty=queue.Empty))
-    monkeypatch.setattr(writer, "_STALL_S", 10.0)
+    monkeypatch.setattr(writer, "_STALL_S", 60.0)  # bounds the wait below too: generous for a loaded machine
     window = writer._MAX_IN_FLIGHT
     rec = Recorder(tmp_path / "w.ome.zarr", "w", {})
     s = rec.add_series(SeriesSpec("w", ("BF", "Nuclei"), ("label-free", "fluorescence"), (SIZE, SIZE), "uint16",

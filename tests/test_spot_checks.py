@@ -125,7 +125,7 @@ def test_spot_checks_during_live_record_pairs_and_stop_at_the_budget(daemon, cli
         wait_subscribed(engine, "result")  # the spot checker has joined the result stream
         live = client.request("start_live", channels=CYCLE, interval_ms=50)
         st = wait_until(lambda: (s := client.request("spot_checks")["models"]["virtual-staining"])
-                        ["stopped_reason"] and s, 180, "the light budget to stop the spot checks")
+                        ["stopped_reason"] and not s["running"] and s, 180, "the light budget to stop the spot checks")
         client.request("stop")
         assert st["checks"] == 3 and st["dose_session"] == 120.0 and not st["running"]
         assert st["stopped_reason"] == "spot_checks session light budget: 120 + 40 > 130"

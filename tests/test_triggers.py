@@ -145,6 +145,7 @@ def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp
         assert fired() == 0
         client.request("move_stage", x=COLONY[0], y=COLONY[1])
         results_at(COLONY[0], 4)                      # the colony: fires once, no chatter
+        wait_until(lambda: fired() >= 1, 60, "the trigger runner to decide on the colony")  # its own socket
         assert fired() == 1
         t_first = time.monotonic()
         client.request("move_stage", x=0.0, y=0.0)    # re-arm on ordinary cells
@@ -156,6 +157,7 @@ def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp
             time.sleep(0.1)
         results_at(COLONY[0], 3)                      # cooldown over: the light budget refuses
         stopped = client.request("stop")["stopped"]
+        stopped = client.wait(stopped["id"], timeout_s=300)  # stop replies within 30 s; the writer may lag
         frames = open_recording(stopped["path"]).frames
         complete = sum(n == len(CYCLE) for n in collections.Counter(f.bundle_id for f in frames).values())
         # every complete bundle got a result (policy "all"), decided on, and every action finished

@@ -106,6 +106,7 @@ def test_colony_trigger_refuses_a_blank_slide_fires_on_the_real_colony_and_repla
         _set_sample(daemon, "cells")       # the real colony
         wait_until(lambda: client.request("triggers")["fired"] >= 1, 120, "the colony trigger to fire")
         stopped = client.request("stop")["stopped"]
+        stopped = client.wait(stopped["id"], timeout_s=300)  # stop replies within 30 s; the writer may lag
         sizes = collections.Counter(f.bundle_id for f in open_recording(stopped["path"]).frames)
         complete = sum(n == len(CYCLE) for n in sizes.values())  # policy "all": each has a result
         try:
