@@ -64,7 +64,7 @@ def add_ctl_parser(sub: Any, address_type: Any, add_keys_option: Any) -> argpars
         "  scopecast ctl snap --channel DF --exposure 50 --save df.png\n"
         "  scopecast ctl live --record                   # live = start_live\n"
         "  scopecast ctl capture_pairs --grid rows=3 columns=3\n"
-        "  scopecast ctl wait                            # until the running (or latest) job ends (progress on stderr)\n"
+        "  scopecast ctl wait                            # until the running (or latest) job ends (progress: stderr)\n"
         "  scopecast ctl snap --args '{\"channel\": \"DF\"}'  # JSON arguments (options override them)\n"
         f"aliases: {', '.join(f'{a} = {c}' for a, c in ALIASES.items())}")
     c.add_argument("cmd", nargs="?", default="", metavar="COMMAND",

@@ -109,8 +109,8 @@ def test_the_loop_is_timed_in_parts_and_ends_when_the_action_holds_the_microscop
             st = wait_until(lambda n=n: (s := client.request("triggers"))["fired"] >= n
                             and not s["actions_pending"] and s, 60, f"firing {n} and its action")
         # the confirmations' frames reach the stand-in engine through the publisher thread, after the action
-        wait_until(lambda: sum("-snap-" in f["acquisition_id"] and f["channel"] == "Nuclei" for f in list(engine.frames))
-                   >= FIRINGS, 60, "every confirmation's frame at the stand-in engine")
+        wait_until(lambda: sum("-snap-" in f["acquisition_id"] and f["channel"] == "Nuclei"
+                               for f in list(engine.frames)) >= FIRINGS, 60, "every confirmation's frame at the engine")
         client.request("stop")
     lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
     fires = [x for x in lines if x.get("event") == "fire"]
