@@ -15,6 +15,7 @@ import sys
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .stream import StreamSubscriber
 
 __all__ = ["run_demo", "shipped_packages"]
 
-_FLUO_EXPOSURE_MS = 100.0
+_FLUO_EXPOSURE_MS = 100.0  # a channel no model takes (the models' inputs use their training exposure)
 
 
 def shipped_packages(tier: str = "accurate") -> list[Path]:
@@ -42,6 +43,10 @@ def shipped_packages(tier: str = "accurate") -> list[Path]:
     rest = (p for p in root.glob("*") if (p / "manifest.json").is_file() and p not in found
             and p.name.endswith("-live") == (tier == "live"))
     return found + sorted(rest)
+
+
+def _default_exposure(info: dict[str, Any], channel: str) -> float:
+    return _FLUO_EXPOSURE_MS if info["channels"][channel]["modality"] == "fluorescence" else 10.0
 
 
 def run_demo(config: str, out_dir: Path, seconds: float = 10.0, headless: bool | None = None) -> int:
@@ -69,12 +74,12 @@ def run_demo(config: str, out_dir: Path, seconds: float = 10.0, headless: bool |
     try:
         with ControlClient(daemon.control_address, timeout_s=120) as client:
             info = client.request("describe")
-            cycle: list[str] = []
+            exposure: dict[str, float] = {}  # each model's inputs at an exposure it was trained on (the first wins)
             for e in engines:
-                cycle += [c for c in e.package.manifest.inputs if c not in cycle]
-            cycle = cycle or ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
-            channels = [{"name": c, "exposure_ms": _FLUO_EXPOSURE_MS
-                         if info["channels"][c]["modality"] == "fluorescence" else 10.0} for c in cycle]
+                for c in e.package.manifest.inputs:
+                    exposure.setdefault(c, e.package.manifest.trained_exposure_ms or _default_exposure(info, c))
+            cycle = list(exposure) or ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
+            channels = [{"name": c, "exposure_ms": exposure.get(c) or _default_exposure(info, c)} for c in cycle]
             job = client.request("start_live", channels=channels)
             print(f"live cycle {cycle} ({job['id']})")
             if headless:

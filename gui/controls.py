@@ -23,8 +23,9 @@ DEFAULT_EXPOSURE_MS = {"label-free": 10.0, "fluorescence": 100.0}
 class LiveCycleBox(QtWidgets.QGroupBox):
     """Which channels the live cycle takes, at which exposure, how often, recorded or not.
 
-    Until the user ticks a channel by hand, the cycle follows :meth:`suggest` (the
-    connected engines' model inputs), so every model's pane can fill on Start live.
+    Until the user ticks a channel or sets an exposure by hand, the cycle follows :meth:`suggest` (the
+    connected engines' model inputs, each at an exposure its model was trained on), so every model's
+    pane can fill on Start live with a result the model can be trusted on.
     """
 
     def __init__(self) -> None:
@@ -50,10 +51,11 @@ class LiveCycleBox(QtWidgets.QGroupBox):
         self.start = QtWidgets.QPushButton("Start live")
         self.suggest_button = QtWidgets.QPushButton("engines' inputs")
         self.suggest_button.setToolTip("tick exactly the channels the connected models need")
-        self.suggest_button.clicked.connect(lambda: self.check(self._suggested, by_user=False))
+        self.suggest_button.clicked.connect(self._apply_suggestion)
         self.modality: dict[str, str] = {}
         self.user_chose = False
         self._suggested: list[str] = []
+        self._suggested_exposure: dict[str, float] = {}
         self._filling = False
         form = QtWidgets.QGridLayout(self)
         form.addWidget(self.table, 0, 0, 1, 3)
@@ -82,13 +84,14 @@ class LiveCycleBox(QtWidgets.QGroupBox):
             spin = QtWidgets.QDoubleSpinBox()
             spin.setRange(0.01, 10000.0)
             spin.setSuffix(" ms")
-            spin.setValue(old.get(name, DEFAULT_EXPOSURE_MS.get(modality, 10.0)))
+            spin.setValue(old.get(name, self._suggested_exposure.get(name, DEFAULT_EXPOSURE_MS.get(modality, 10.0))))
+            spin.valueChanged.connect(self._exposure_edited)
             self.table.setCellWidget(r, 1, spin)
         self._filling = False
         rows = min(self.table.rowCount(), 12)  # every channel visible without scrolling (up to 12)
         self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height() + 22 * max(rows, 3) + 4)
         if not self.user_chose and self._suggested:
-            self.check(self._suggested, by_user=False)
+            self._apply_suggestion()
 
     def _spin(self, row: int) -> QtWidgets.QDoubleSpinBox:
         return self.table.cellWidget(row, 1)
@@ -97,13 +100,28 @@ class LiveCycleBox(QtWidgets.QGroupBox):
         if not self._filling:
             self.user_chose = True
 
-    def suggest(self, names: Iterable[str]) -> None:
-        """The cycle the engines need; applied unless the user has chosen one."""
+    def _exposure_edited(self, _value: float) -> None:
+        if not self._filling:
+            self.user_chose = True
+
+    def suggest(self, names: Iterable[str], exposure_ms: dict[str, float] | None = None) -> None:
+        """The cycle the engines need (and an exposure per channel, ms); applied unless the user has chosen."""
         names = [n for n in dict.fromkeys(names)]
-        if names != self._suggested:
-            self._suggested = names
+        exposure = {n: float(v) for n, v in (exposure_ms or {}).items() if v}
+        if names != self._suggested or exposure != self._suggested_exposure:
+            self._suggested, self._suggested_exposure = names, exposure
             if not self.user_chose:
-                self.check(names, by_user=False)
+                self._apply_suggestion()
+
+    def _apply_suggestion(self) -> None:
+        """Tick the suggested channels and set their suggested exposures."""
+        self._filling = True
+        for r in range(self.table.rowCount()):
+            ms = self._suggested_exposure.get(self.table.item(r, 0).text())
+            if ms is not None:
+                self._spin(r).setValue(ms)
+        self._filling = False
+        self.check(self._suggested, by_user=False)
 
     def check(self, names: Iterable[str], by_user: bool = True) -> None:
         """Tick exactly ``names`` (in the daemon's channel order)."""

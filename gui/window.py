@@ -357,9 +357,14 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if old is None or status.get("t_ns", 0) >= old.get("t_ns", 0):
             self.engine_status[address] = status
             inputs: list[str] = []
+            exposure: dict[str, float] = {}  # the first engine's, where two models share an input
             for st in self.engine_status.values():
-                inputs += (st.get("model") or {}).get("inputs", [])
-            self.cycle.suggest(inputs)
+                model = st.get("model") or {}
+                inputs += model.get("inputs", [])
+                for name in model.get("inputs", []):
+                    if model.get("exposure_ms"):
+                        exposure.setdefault(name, model["exposure_ms"])
+            self.cycle.suggest(inputs, exposure)
 
     @QtCore.Slot(str, str)
     def _on_error(self, what: str, message: str) -> None:

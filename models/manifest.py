@@ -9,6 +9,7 @@ import it.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -315,6 +316,14 @@ class ModelManifest(BaseModel):
     @property
     def short_hash(self) -> str:
         return self.sha256[:12]
+
+    @property
+    def trained_exposure_ms(self) -> float | None:
+        """An exposure (ms) for the input channels inside what the model was trained on: the geometric mean
+        of the training fields' range (``input_stats.exposure_ms``), to 0.1 ms; None when not recorded.
+        Clients that compose a live cycle for this model (the demo, the viewer) start from it."""
+        r = self.input_stats.exposure_ms if self.input_stats is not None else None
+        return None if r is None else round(math.sqrt(r[0] * r[1]), 1)
 
 
 def sha256_file(path: Path) -> str:

@@ -194,7 +194,8 @@ def test_nan_model_and_bad_model_switch_keep_engine_serving(daemon, client, engi
         (corrupt / "manifest.json").write_text("{}")
         with pytest.raises(DaemonError, match="invalid manifest"):
             ec.request("load_model", path=str(corrupt))
-        assert ec.request("status")["model"]["name"] == "nan"
+        serving = ec.request("status")["model"]
+        assert serving["name"] == "nan" and serving["exposure_ms"] is None  # no training exposures recorded
         assert ec.request("load_model", path=str(model))["name"] == "tiny"
     res = _collect(sub, "result", 2)
     client.request("stop")

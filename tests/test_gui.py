@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,3 +369,26 @@ def test_a_pane_without_a_message_draws_no_message_box(app):
     assert pane.message.isVisible()
     pane.set_message(None)
     assert not pane.message.isVisible()
+
+
+def test_the_cycle_follows_the_engines_inputs_at_their_trained_exposure(app):
+    """The viewer suggests each model input at an exposure the model was trained on (the engine's status
+    carries it from the package), until the user chooses channels or exposures."""
+    from scopecast.daemon.inference.package import load_package
+    from scopecast.gui.controls import LiveCycleBox
+
+    sr = load_package(Path(__file__).resolve().parents[1] / "models" / "packages" / "super-resolution").manifest
+    lo, hi = sr.input_stats.exposure_ms
+    assert lo <= sr.trained_exposure_ms <= hi  # 11.2 ms for 5-25 ms training fields, not the preset's 100
+    channels = {"BF": {"modality": "label-free"}, "Nuclei": {"modality": "fluorescence"},
+                "Membrane": {"modality": "fluorescence"}}
+    box = LiveCycleBox()
+    box.set_channels(channels)
+    box.suggest(["Membrane"], {"Membrane": sr.trained_exposure_ms})
+    assert box.channels() == [{"name": "Membrane", "exposure_ms": sr.trained_exposure_ms}]
+    box.set_channels({**channels, "DF": {"modality": "label-free"}})  # the daemon describes itself again
+    assert box.channels() == [{"name": "Membrane", "exposure_ms": sr.trained_exposure_ms}]
+    row = next(r for r in range(box.table.rowCount()) if box.table.item(r, 0).text() == "Membrane")
+    box.table.cellWidget(row, 1).setValue(50.0)  # the user's exposure is kept: suggestions stop
+    box.suggest(["Membrane", "BF"], {"Membrane": sr.trained_exposure_ms, "BF": 8.7})
+    assert box.channels() == [{"name": "Membrane", "exposure_ms": 50.0}]

@@ -369,6 +369,7 @@ class InferenceEngine:
         m = self.package.manifest
         return {"name": m.name, "task": m.task, "sha256": m.sha256, "inputs": m.inputs, "outputs": m.outputs,
                 "scale_factor": m.scale_factor, "precision": self.package.precision,
+                "exposure_ms": m.trained_exposure_ms,  # for its inputs: inside what it was trained on
                 "runtime": self.workers[0].runtime.describe(),
                 "skipped_runtimes": getattr(self.workers[0].runtime, "skipped", [])}
 
