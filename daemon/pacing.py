@@ -17,8 +17,10 @@ model's time per bundle minus the time a cycle takes to acquire, so that cycle
 next being acquired, none waiting and none dropped. The model's time is the
 median of the results' ``t_published_ns − t_dequeued_ns``; the cycle's, the
 median of the measured acquisitions. A result that does not come within
-``timeout_s`` (an engine that stopped, or dropped the bundle) lets live go on
-(counted in the job's ``pacing``), so pacing never stops acquisition.
+``timeout_s``, or within :data:`SLOW_FACTOR` × the model's time where that is longer
+(a U-Net on a 2048² CPU bundle takes seconds), lets live go on (an engine that
+stopped, or dropped the bundle; counted in the job's ``pacing``), so pacing never
+stops acquisition.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 __all__ = ["EnginePacer"]
 
 MARGIN_S = 0.002  # the next bundle is complete this long before the model is free
+#: A result is waited for at most this many times the model's measured time per bundle (at least ``timeout_s``).
+SLOW_FACTOR = 4.0
 
 
 class EnginePacer:
@@ -110,8 +114,9 @@ class EnginePacer:
         if previous is None:
             return  # nothing in the model yet: acquire the next bundle at once
         t0 = time.monotonic()
-        deadline = t0 + self.timeout_s
         with self._cv:
+            measured = statistics.median(self._model_s) if self._model_s else 0.0
+            deadline = t0 + max(self.timeout_s, SLOW_FACTOR * measured)
             while self._last[0] < previous:
                 if job._stop.is_set() or self._stop.is_set():
                     return

@@ -70,3 +70,43 @@ def test_pacing_is_checked_at_the_request_and_never_stops_live(sim_cfg, tmp_path
         assert time.monotonic() - t0 >= 2.0  # it did wait for the engine (timeout_s)
     finally:
         d.close()
+
+
+def test_a_slow_models_result_is_waited_for_in_proportion_to_its_time():
+    """A model that takes seconds per bundle (a U-Net on a 2048² CPU bundle) is waited for up to
+    ``SLOW_FACTOR`` × its measured time, not only ``timeout_s``; a result that does not come still lets live on."""
+    import json
+    import threading
+
+    import numpy as np
+    import zmq
+
+    from scopecast.daemon.pacing import SLOW_FACTOR, EnginePacer
+
+    pub = zmq.Context.instance().socket(zmq.XPUB)  # XPUB: the pacer's subscription is visible
+    pub.bind("tcp://127.0.0.1:*")
+    pacer = EnginePacer(pub.getsockopt_string(zmq.LAST_ENDPOINT), "acq", timeout_s=0.2)
+
+    class Job:
+        _stop = threading.Event()
+
+    def result(bundle: int, model_s: float) -> None:
+        h = {"acquisition_id": "acq", "bundle_id": bundle, "t_dequeued_ns": 1, "t_published_ns": 1 + int(model_s * 1e9),
+             "dtype": "float32", "shape": [1, 1]}
+        pub.send_multipart([b"result", json.dumps(h).encode(), np.zeros(1, np.float32).tobytes()])
+
+    try:
+        assert pub.poll(60_000) and pub.recv() == b"\x01result"
+        result(0, 1.0)  # the model takes 1 s per bundle
+        wait_until(lambda: pacer.results == 1, what="the first result at the pacer")
+        late = threading.Timer(0.6, result, (1, 1.0))  # 3 × timeout_s, within SLOW_FACTOR × 1 s
+        late.start()
+        pacer.gate(Job, bundle=2, previous=1)
+        late.join()
+        assert pacer.timeouts == 0 and pacer.results == 2 and SLOW_FACTOR * 1.0 > 0.6
+        t0 = time.monotonic()
+        pacer.gate(Job, bundle=3, previous=2)  # bundle 2's result never comes: live goes on, counted
+        assert pacer.timeouts == 1 and time.monotonic() - t0 < SLOW_FACTOR * 1.0 + 30
+    finally:
+        pacer.close()
+        pub.close(linger=0)
