@@ -92,13 +92,16 @@ def _evaluate(args: argparse.Namespace) -> int:
                 fig = args.figure if len(args.model) == 1 else str(Path(args.figure).with_name(
                     f"{Path(args.figure).stem}-{Path(model).name}{Path(args.figure).suffix}"))
             rep = run_evaluation(model, fields=args.fields, size=args.size, seed=args.seed,
-                                 outside=not args.no_outside, progress=say, figure=fig)
+                                 outside=not args.no_outside, progress=say, figure=fig, precision=args.precision)
         except Exception as e:  # noqa: BLE001 - a failed evaluation is reported by name
             print(f"scopecast evaluate: {model}: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
         print(format_report(rep), flush=True)
         print()
-        if args.card:
+        if args.card and args.precision != "fp32":
+            print(f"scopecast evaluate: --card describes the package's fp32 model; not written for "
+                  f"--precision {args.precision}", file=sys.stderr)
+        elif args.card:
             cmd = f"scopecast evaluate --model {model} --fields {args.fields} --size {args.size} --seed {args.seed}"
             update_card(Path(model) / "card.md", rep, cmd)
         reports.append(rep)
@@ -138,7 +141,8 @@ def _export(args: argparse.Namespace) -> int:
 
         try:
             r = quantize_package(res.path, args.int8)
-            print(f"  INT8 variant kept: loses {max(r['loss_db'].values()):.2f} dB at most, "
+            print(f"  INT8 variant kept ({r['calibration']['method']} calibration): loses "
+                  f"{max(r['loss_db'].values()):.2f} dB at most, "
                   f"{r['speed']['speedup']:.2f}x faster (int8.json)")
         except QuantizationRefused as e:
             print(f"  INT8 variant not kept: {e}")
@@ -205,7 +209,8 @@ def add_model_commands(sub) -> None:
     x.add_argument("--triton", default="", help="also write a Triton model repository here")
     x.add_argument("--overwrite", action="store_true")
     x.add_argument("--int8", default="", metavar="DATASET", help="also quantize to INT8, calibrated on this "
-                   "gathered dataset's training fields; kept only if no output loses more than 0.5 dB")
+                   "gathered dataset's training fields (the calibration chosen on further training fields); kept "
+                   "only if no output loses more than 0.5 dB on its validation fields")
     x.add_argument("--triton-backend", default="python", choices=["python", "onnxruntime", "tensorrt"],
                    help="network model backend in the Triton repository (python: what the PyPI server loads)")
     x.add_argument("--triton-gpu", action="store_true", help="Triton instances on the GPU (KIND_GPU)")
@@ -224,6 +229,8 @@ def add_model_commands(sub) -> None:
     ev.add_argument("--size", type=int, default=256, help="simulated camera size (pixels)")
     ev.add_argument("--seed", type=int, default=500, help="field positions (never those of training)")
     ev.add_argument("--no-outside", action="store_true", help="skip the outside-the-domain rows")
+    ev.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                    help="int8: evaluate the package's INT8 variant (scopecast export --int8)")
     ev.add_argument("--card", action="store_true", help="write the figures into the package's card.md")
     ev.add_argument("--json", default="", help="also write the report(s) as JSON here")
     ev.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

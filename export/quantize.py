@@ -1,10 +1,15 @@
 """INT8 variants of a model package: ONNX Runtime static quantization, kept only where fidelity holds.
 
 ``quantize_package(package, dataset)`` calibrates a QDQ model (8-bit
-per-channel weights, 8-bit activations, entropy calibration by default) on
-the package's own training fields, normalized exactly as the engine normalizes
-them (:func:`scopecast.models.manifest.normalize`), then measures on the
-dataset's validation fields, through the package's output scaling:
+per-channel weights, 8-bit activations) on the package's own training fields,
+normalized exactly as the engine normalizes them
+(:func:`scopecast.models.manifest.normalize`). The calibration (how each
+activation's 8-bit range is chosen: ONNX Runtime's entropy, min-max or
+percentile calibrators, :data:`CALIBRATIONS`) is chosen by ``method="auto"``
+on further *training* fields the calibration did not see (the one whose worst
+output loses least against the ground truth); the validation fields never take
+part in a choice. It then measures on the dataset's validation fields, through
+the package's output scaling:
 
 - parity: the INT8 output against the FP32 output (max |Δ| in output units,
   PSNR of INT8 against FP32);
@@ -40,6 +45,19 @@ log = logging.getLogger(__name__)
 
 INT8_FILE = "model_int8.onnx"
 REPORT_FILE = "int8.json"
+#: ONNX Runtime calibrations ``quantize_package`` can use: (``CalibrationMethod`` name, ``extra_options``). A
+#: percentile calibrator clips each activation's range at that percentile of its calibration values (the
+#: rare extremes then saturate instead of coarsening every other value's step); "percentile" is ONNX
+#: Runtime's default 99.999.
+CALIBRATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "entropy": ("Entropy", {}),
+    "minmax": ("MinMax", {}),
+    "percentile": ("Percentile", {}),
+    "percentile-99.99": ("Percentile", {"CalibPercentile": 99.99}),
+    "percentile-99.9": ("Percentile", {"CalibPercentile": 99.9}),
+}
+#: Training fields (beyond the calibration fields, not empty) on which ``method="auto"`` compares calibrations.
+SELECTION_FIELDS = 16
 
 
 class QuantizationRefused(RuntimeError):
@@ -88,50 +106,55 @@ def _p50_ms(sess: Any, name: str, x: np.ndarray, repeats: int) -> float:
 
 
 def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: float = 0.5, calibration_fields: int = 24,
-                     method: str = "entropy", threads: int = 1,
+                     method: str = "auto", threads: int = 1,
                      speed_size: int = 512, speed_repeats: int = 10) -> dict[str, Any]:
     """Write and register the INT8 variant of ``package`` if it keeps fidelity; returns the report.
 
-    ``dataset`` is the gathered dataset the package was trained on (its
-    ``train`` split calibrates, its ``val`` split measures). Raises
-    :class:`QuantizationRefused` (nothing registered) when a channel loses
-    more than ``max_loss_db`` dB PSNR against the ground truth.
+    ``dataset`` is the gathered dataset the package was trained on: ``calibration_fields`` of its ``train``
+    split calibrate, up to :data:`SELECTION_FIELDS` other non-empty training fields choose the calibration
+    when ``method`` is ``"auto"`` (else ``method`` names one of :data:`CALIBRATIONS`; with too few training
+    fields the calibration fields also choose, and the report says so), and its ``val`` split measures.
+    Raises :class:`QuantizationRefused` (nothing registered) when a channel loses more than ``max_loss_db``
+    dB PSNR against the ground truth on the validation fields.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import quant_pre_process
 
+    if method != "auto" and method not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration method {method!r}; methods: auto, {', '.join(CALIBRATIONS)}")
     package = Path(package)
     m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
     fp32 = package / m.model_file
     tr, va = load_pairs(dataset, "train"), load_pairs(dataset, "val")
     if tr.inputs.shape[1] != len(m.inputs):
         raise ValueError(f"{dataset} has {tr.inputs.shape[1]} input channels; {m.name} needs {len(m.inputs)}")
-    rng = np.random.default_rng(0)
-    idx = [int(i) for i in rng.permutation(len(tr.inputs))[:calibration_fields]]
+    order = [int(i) for i in np.random.default_rng(0).permutation(len(tr.inputs))]
+    idx = order[:calibration_fields]
     calib = _inputs(m, tr, idx)
-    log.info("int8 %s: calibrating on %d training fields (%s)", m.name, len(idx), method)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(calib[i:i + 1] for i in range(len(calib)))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self._it, None)
-            return None if x is None else {m.input_name: x}
-
-    calib_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                    "entropy": CalibrationMethod.Entropy}
-    if method not in calib_method:
-        raise ValueError(f"unknown calibration method {method!r}; methods: {', '.join(calib_method)}")
     out = package / INT8_FILE
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calib_method[method])
+        selection: dict[str, Any] = {}
+        if method == "auto":
+            chosen = [i for i in order[calibration_fields:] if tr.kinds[i] != BLANK][:SELECTION_FIELDS]
+            sel_from = "training fields apart from the calibration fields"
+            if not chosen:
+                chosen = [i for i in idx if tr.kinds[i] != BLANK] or idx
+                sel_from = "the calibration fields (no other training fields)"
+            losses = {}
+            for name in CALIBRATIONS:
+                _quantize(pre, Path(tmp) / f"{name}.onnx", m, calib, name)
+                losses[name] = max(_fidelity(m, fp32, Path(tmp) / f"{name}.onnx", tr, chosen, threads)[2].values())
+                log.info("int8 %s: calibration %s loses %.2f dB at most on %d training fields", m.name, name,
+                         losses[name], len(chosen))
+            method = min(losses, key=lambda k: losses[k])
+            (Path(tmp) / f"{method}.onnx").replace(out)
+            selection = {"fields": len(chosen), "from": sel_from, "worst_loss_db": losses}
+        else:
+            _quantize(pre, out, m, calib, method)
     report = _measure(m, fp32, out, va, threads, speed_size, speed_repeats)
-    report.update({"calibration": {"fields": len(idx), "method": method, "dataset": str(dataset)},
+    report.update({"calibration": {"fields": len(idx), "method": method, "dataset": str(dataset),
+                                   **({"selection": selection} if selection else {})},
                    "max_loss_db": max_loss_db})
     worst = max(report["loss_db"].values())
     report["accepted"] = bool(worst <= max_loss_db)
@@ -144,14 +167,36 @@ def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: floa
     variants["int8"] = ModelVariant(file=INT8_FILE, sha256=sha256_file(out), precision="int8",
                                     loss_db=report["loss_db"], speedup=report["speed"]["speedup"])
     (package / MANIFEST).write_text(m.model_copy(update={"variants": variants}).model_dump_json(indent=2) + "\n")
-    log.info("int8 %s: accepted (worst loss %.2f dB, %.2fx faster)", m.name, worst, report["speed"]["speedup"])
+    log.info("int8 %s: accepted (%s calibration, worst loss %.2f dB, %.2fx faster)", m.name, method, worst,
+             report["speed"]["speedup"])
     return report
 
 
-def _measure(m: ModelManifest, fp32: Path, int8: Path, va: Any, threads: int, size: int, repeats: int
-             ) -> dict[str, Any]:
-    keep = [i for i, k in enumerate(va.kinds) if k != BLANK] or list(range(len(va.inputs)))
-    x = _inputs(m, va, keep)
+def _quantize(pre: Path, out: Path, m: ModelManifest, calib: np.ndarray, method: str) -> None:
+    """QDQ model of the pre-processed ``pre`` at ``out``: per-channel int8 weights, uint8 activations."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(calib[i:i + 1] for i in range(len(calib)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._it, None)
+            return None if x is None else {m.input_name: x}
+
+    log.info("int8 %s: calibrating on %d training fields (%s)", m.name, len(calib), method)
+    kind, extra = CALIBRATIONS[method]
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, kind), extra_options=dict(extra))
+
+
+def _fidelity(m: ModelManifest, fp32: Path, int8: Path, pairs: Any, keep: list[int], threads: int
+              ) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, float]]:
+    """Mean PSNR of FP32 and of INT8 against the ground truth on fields ``keep`` of ``pairs`` per output, their
+    loss (dB), and the parity of INT8 against FP32 (``max_abs`` in output units, ``psnr`` dB)."""
+    x = _inputs(m, pairs, keep)
     s32, s8 = _session(fp32, threads), _session(int8, threads)
     psnr32: dict[str, list[float]] = {o: [] for o in m.outputs}
     psnr8: dict[str, list[float]] = {o: [] for o in m.outputs}
@@ -162,18 +207,26 @@ def _measure(m: ModelManifest, fp32: Path, int8: Path, va: Any, threads: int, si
         max_abs = max(max_abs, float(np.abs(y32 - y8).max()))
         parity.append(_psnr(y32, y8))
         for c, o in enumerate(m.outputs):
-            psnr32[o].append(_psnr(va.targets[i, c], y32[c]))
-            psnr8[o].append(_psnr(va.targets[i, c], y8[c]))
+            psnr32[o].append(_psnr(pairs.targets[i, c], y32[c]))
+            psnr8[o].append(_psnr(pairs.targets[i, c], y8[c]))
+    f32 = {o: float(np.mean(v)) for o, v in psnr32.items()}
+    f8 = {o: float(np.mean(v)) for o, v in psnr8.items()}
+    return f32, f8, {o: f32[o] - f8[o] for o in m.outputs}, {"max_abs": max_abs, "psnr": float(np.mean(parity))}
+
+
+def _measure(m: ModelManifest, fp32: Path, int8: Path, va: Any, threads: int, size: int, repeats: int
+             ) -> dict[str, Any]:
+    keep = [i for i, k in enumerate(va.kinds) if k != BLANK] or list(range(len(va.inputs)))
+    f32, f8, loss, parity = _fidelity(m, fp32, int8, va, keep, threads)
+    s32, s8 = _session(fp32, threads), _session(int8, threads)
     t = np.zeros((1, len(m.inputs), size, size), np.float32)
     t += np.random.default_rng(1).random(t.shape, np.float32)
     ms32, ms8 = _p50_ms(s32, m.input_name, t, repeats), _p50_ms(s8, m.input_name, t, repeats)
-    f32 = {o: float(np.mean(v)) for o, v in psnr32.items()}
-    f8 = {o: float(np.mean(v)) for o, v in psnr8.items()}
     return {
         "fields": len(keep),
-        "parity": {"max_abs_output_units": max_abs, "psnr_int8_vs_fp32_db": float(np.mean(parity))},
+        "parity": {"max_abs_output_units": parity["max_abs"], "psnr_int8_vs_fp32_db": parity["psnr"]},
         "psnr_db": {"fp32": f32, "int8": f8},
-        "loss_db": {o: f32[o] - f8[o] for o in m.outputs},
+        "loss_db": loss,
         "speed": {"size": size, "threads": threads, "fp32_p50_ms": ms32, "int8_p50_ms": ms8,
                   "speedup": ms32 / ms8 if ms8 > 0 else float("nan")},
     }

@@ -11,7 +11,7 @@ from scopecast.daemon.inference.package import PackageError, load_package  # noq
 from scopecast.daemon.inference.runtimes import open_runtime  # noqa: E402
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame  # noqa: E402
 from scopecast.export.package import export_package  # noqa: E402
-from scopecast.export.quantize import QuantizationRefused, quantize_package  # noqa: E402
+from scopecast.export.quantize import CALIBRATIONS, INT8_FILE, QuantizationRefused, quantize_package  # noqa: E402
 from scopecast.models.architectures import LiveNet  # noqa: E402
 from scopecast.models.dataset import gather, load_pairs  # noqa: E402
 from scopecast.models.training import TrainConfig, load_checkpoint, train  # noqa: E402
@@ -72,6 +72,16 @@ def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
                               speed_repeats=1)
     assert report["accepted"] and set(report["loss_db"]) == {"nuclei", "membrane"}
     assert report["fields"] == len(load_pairs(data, "val").inputs) and report["speed"]["int8_p50_ms"] > 0
+    # "auto" tried every calibration on training fields and kept the one whose worst output lost least
+    cal = report["calibration"]
+    losses = cal["selection"]["worst_loss_db"]
+    assert set(losses) == set(CALIBRATIONS) and cal["selection"]["fields"] >= 1
+    assert cal["method"] == min(losses, key=losses.get)
+    written = (tmp_path / "pkg" / INT8_FILE).read_bytes()
+    again = quantize_package(tmp_path / "pkg", data, max_loss_db=100.0, calibration_fields=2, method=cal["method"],
+                             speed_size=64, speed_repeats=1)
+    assert "selection" not in again["calibration"] and again["loss_db"] == report["loss_db"]
+    assert (tmp_path / "pkg" / INT8_FILE).read_bytes() == written  # the chosen calibration is the one written
     q = load_package(tmp_path / "pkg", "int8")
     assert q.model_path.name == "model_int8.onnx" and q.manifest.variants["int8"].loss_db == report["loss_db"]
     assert load_package(tmp_path / "pkg").model_path.name == "model.onnx"  # fp32 stays the default
@@ -108,3 +118,5 @@ def test_unknown_tier_and_precision_are_named(vs_data, tmp_path):
         train(data, tmp_path / "r", TrainConfig(task="virtual-staining", tier="fast", steps=1), progress=False)
     with pytest.raises(PackageError, match="unknown precision 'int4'"):
         load_package(tmp_path, "int4")
+    with pytest.raises(ValueError, match="unknown calibration method 'kl'; methods: auto, entropy"):
+        quantize_package(tmp_path, data, method="kl")
