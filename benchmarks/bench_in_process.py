@@ -154,13 +154,13 @@ def _sim_bundle(cfg: Path) -> list[np.ndarray]:
 
 
 # ------------------------------------------------------------------ children
-def child_ort(pkg_dir: Path, cfg: Path, threads: int, seconds: float) -> dict[str, Any]:
+def child_ort(pkg_dir: Path, cfg: Path, threads: int, seconds: float, precision: str = "fp32") -> dict[str, Any]:
     """The model alone: the engine's worker back to back on one in-memory bundle."""
     from scopecast.daemon.inference.package import load_package
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
-    package = load_package(pkg_dir)
+    package = load_package(pkg_dir, precision)
     frames = _sim_bundle(cfg)
     w = InferenceWorker(package, open_runtime(package, "ort-cpu", threads=threads))
     bundle = [StreamFrame({"channel": c, "seq": i, "bundle_id": 0, "acquisition_id": "ort"}, f)
@@ -185,7 +185,7 @@ def child_ort(pkg_dir: Path, cfg: Path, threads: int, seconds: float) -> dict[st
 
 
 def child_inproc(pkg_dir: Path, cfg: Path, threads: int, seconds: float, save: str = "",
-                 bundles: int = 0) -> dict[str, Any]:
+                 bundles: int = 0, precision: str = "fp32") -> dict[str, Any]:
     """What a pymmcore-plus user writes: ``core.mda.run`` with the model in ``frameReady``."""
     import useq
     from pymmcore_plus.experimental.unicore import UniMMCore
@@ -194,7 +194,7 @@ def child_inproc(pkg_dir: Path, cfg: Path, threads: int, seconds: float, save: s
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
-    package = load_package(pkg_dir)
+    package = load_package(pkg_dir, precision)
     worker = InferenceWorker(package, open_runtime(package, "ort-cpu", threads=threads))
     core = UniMMCore()
     core.loadSystemConfiguration(str(cfg))
@@ -275,7 +275,7 @@ def _wait_ready(client: Any, proc: subprocess.Popen, what: str, log: Path, timeo
 
 def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str, threads: int, seconds: float,
                   tmp: Path, interval_ms: float = 0.0, save: str = "", bundles: int = 0,
-                  engine_args: tuple[str, ...] = (), demand: bool = False) -> dict[str, Any]:
+                  engine_args: tuple[str, ...] = (), demand: bool = False, precision: str = "fp32") -> dict[str, Any]:
     """``scopecast daemon`` + ``scopecast engine`` as a user starts them; this process is the
     user's client (pinned with the daemon) and receives the results."""
     import zmq
@@ -292,7 +292,7 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
     engine = subprocess.Popen([*cli, "engine", "--model", str(pkg_dir), "--stream", stream, "--results", results,
                                "--control", ectl, "--cpus", engine_cores,
                                *(["--threads", str(threads)] if threads > 0 else []),
-                               "--runtime", "ort-cpu", *engine_args],
+                               "--runtime", "ort-cpu", "--precision", precision, *engine_args],
                               env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "engine.log").open("w"))
     own = os.sched_getaffinity(0)
     os.sched_setaffinity(0, _cores(daemon_cores))
@@ -403,11 +403,12 @@ def camera_cfg(size: int, tmp: Path, timing: str = "Instant") -> Path:
 
 
 def run_row(row: Row, pkg_dir: Path, cfg: Path, seconds: float, tmp: Path, interval_ms: float = 0.0,
-            save: str = "", bundles: int = 0) -> dict[str, Any]:
+            save: str = "", bundles: int = 0, precision: str = "fp32") -> dict[str, Any]:
     if row.kind == "scopecast":
         return run_scopecast(pkg_dir, cfg, row.daemon_cores, row.cores, row.threads, seconds, tmp,
-                             interval_ms, save, bundles, demand=row.demand)
-    cmd = [sys.executable, __file__, "--child", row.kind, "--model", str(pkg_dir), "--cfg", str(cfg),
+                             interval_ms, save, bundles, demand=row.demand, precision=precision)
+    cmd = [sys.executable, __file__, "--child", row.kind, "--model", str(pkg_dir), "--precision", precision,
+           "--cfg", str(cfg),
            "--threads", str(row.threads), "--seconds", str(seconds), "--save", save, "--bundles", str(bundles)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.run(["taskset", "-c", row.cores, *cmd], env=env, capture_output=True, text=True, timeout=900)
@@ -454,6 +455,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--model", default=str(ACCURATE), help="model package (default: the shipped virtual staining)")
     ap.add_argument("--live", action="store_true", help="also run every row with the live tier package")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                    help="every row runs the packages' model file of this precision (int8: the INT8 variants)")
     ap.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], help="subset of the rows")
     ap.add_argument("--interval-ms", type=float, default=0.0, help="the scopecast live cycle's interval")
     ap.add_argument("--extra", action="store_true",
@@ -469,6 +472,7 @@ def main() -> None:
     if args.child:
         fn = child_ort if args.child == "ort" else child_inproc
         kw = {"save": args.save, "bundles": args.bundles} if args.child == "inproc" else {}
+        kw["precision"] = args.precision
         print(json.dumps(fn(Path(args.model), Path(args.cfg), args.threads, args.seconds, **kw)), flush=True)
         # the figures are out: skip interpreter teardown, where the core's C++ notification thread can
         # re-enter a finalizing interpreter and abort ("FATAL: exception not rethrown"; see daemon/cli.py)
@@ -487,7 +491,8 @@ def main() -> None:
                 interval = args.interval_ms
                 if row.pace:
                     interval = out[(model.name, row.pace)][-1]["p50"]
-                r = run_row(row, model, camera_cfg(args.size, tmp, row.camera), args.seconds, tmp, interval)
+                r = run_row(row, model, camera_cfg(args.size, tmp, row.camera), args.seconds, tmp, interval,
+                            precision=args.precision)
                 r["interval_ms"] = interval
                 out.setdefault((model.name, row.key), []).append(r)
                 print(f"# round {rnd + 1} {model.name} {row.key}: {r['rate']:.2f}/s p50 {r['p50']:.1f} ms "
@@ -502,7 +507,7 @@ def main() -> None:
     print(f"{args.size}² six-channel cycle {'/'.join(CYCLE)}, simulated camera Noise=Off; {args.rounds} rounds of "
           f"{args.seconds:g} s per row, rows interleaved; median (min–max over rounds)\n")
     for model in models:
-        print(f"model `{model.name}`\n")
+        print(f"model `{model.name}`{' (INT8 variant)' if args.precision == 'int8' else ''}\n")
         print("| configuration | results/s | exposure→result p50 ms | p95 ms | CPU per result |")
         print("| --- | --- | --- | --- | --- |")
         for row in rows:

@@ -289,7 +289,7 @@ def measure_check_overhead(pkg: Any, bundle: list[np.ndarray], inputs: list[str]
 def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fields: int, overhead_size: int,
                 say: Any, uncertainty: int = 0, ind_fields: int = 0, thresholds: dict[str, Any] | None = None,
                 budget: float = 0.025, scene_every: int = 30, only_overhead: bool = False,
-                check_bundles: int = 120) -> dict[str, Any]:
+                check_bundles: int = 120, precision: str = "fp32") -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from scopecast.daemon.inference.package import load_package
@@ -299,7 +299,7 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
     from scopecast.models.evaluate_morphology import _capture, _Sim
 
     t0 = time.monotonic()
-    pkg = load_package(package)
+    pkg = load_package(package, precision)
     m = pkg.manifest
     task = m.task
     spec, dom = TASKS[task], DOMAIN[task]
@@ -311,7 +311,8 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
     scale = list(m.output_scaling.scale) if m.output_scaling is not None else [1.0] * n_out
     st = m.input_stats
     rep: dict[str, Any] = {
-        "package": str(package), "model": m.name, "sha256": m.short_hash, "task": task, "fields": fields,
+        "package": str(package), "model": m.name, "sha256": m.short_hash, "task": task, "precision": precision,
+        "fields": fields,
         "size": size, "seed": seed, "rows": [],
         "check": None if val_u is None else {"statistic": val_u.statistic, "tta": val_u.tta, "ceiling": val_u.ceiling,
                                              "morphologies": {k: v.threshold for k, v in val_u.morphologies.items()}},
@@ -482,7 +483,8 @@ def _f(v: float | None, fmt: str = ".1f") -> str:
 
 def format_report(rep: dict[str, Any]) -> str:
     has = rep["package_has"]
-    lines = [f"### {rep['model']} ({rep['task']}, sha256 {rep['sha256']}): {rep['fields']} bundles of "
+    int8 = ", INT8 variant" if rep.get("precision") == "int8" else ""
+    lines = [f"### {rep['model']}{int8} ({rep['task']}, sha256 {rep['sha256']}): {rep['fields']} bundles of "
              f"{rep['size']}² per row, through the engine's worker (ONNX Runtime CPU)", "",
              f"Package records: input_stats {'yes' if has['input_stats'] else 'NO'}, camera "
              f"{'yes' if has['camera'] else 'NO'}, focus range {'yes' if has['focus'] else 'NO'}, training pixel "
@@ -591,6 +593,8 @@ def main() -> int:
     ap.add_argument("--scene-every", type=int, default=30, help="overhead run: a new scene every N bundles")
     ap.add_argument("--check-bundles", type=int, default=120, help="bundles of the budgeted check's overhead run")
     ap.add_argument("--only-overhead", action="store_true", help="measure the overheads only (no cases)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                    help="run the packages' model file of this precision (int8: the INT8 variant)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     calib = json.loads(Path(args.thresholds).read_text()) if args.thresholds else {}
@@ -604,7 +608,7 @@ def main() -> int:
         rep = run_package(m, args.fields, args.size, args.seed, args.fit_fields, args.overhead_size,
                           lambda s: print(f"  {s}", file=sys.stderr, flush=True), args.uncertainty,
                           args.in_distribution_fields, th, args.budget, args.scene_every, args.only_overhead,
-                          args.check_bundles)
+                          args.check_bundles, args.precision)
         print(format_report(rep), "\n", flush=True)
         ok &= verdict(rep)
         reports.append(rep)

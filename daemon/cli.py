@@ -269,11 +269,21 @@ def _up(args: argparse.Namespace) -> int:
             print(f"scopecast up: --engine {spec!r}: {e}", file=sys.stderr)
             return 2
         engines.append(EngineSpec(model, results, control))
+    if args.precision != "fp32":  # every engine runs that variant: a package without one starts nothing
+        from .inference.package import PackageError, load_package
+
+        for e in engines:
+            try:
+                load_package(e.model, args.precision)
+            except PackageError as err:
+                print(f"scopecast up: --precision {args.precision}: {err}; nothing was started", file=sys.stderr)
+                return 2
     daemon_args = ["--config", args.config, "--data-dir", args.data_dir, "--backend", args.backend]
     daemon_args += ["--cpus", args.cpus] if args.cpus else []
     daemon_args += [a for d in args.trigger_dir for a in ("--trigger-dir", d)]
     daemon_args += [a for t in args.allow_trigger for a in ("--allow-trigger", t)]
-    engine_args = ["--runtime", args.runtime, "--workers", str(args.workers), "--policy", args.policy,
+    engine_args = ["--runtime", args.runtime, "--precision", args.precision, "--workers", str(args.workers),
+                   "--policy", args.policy,
                    "--uncertainty", str(args.uncertainty), "--uncertainty-budget", str(args.uncertainty_budget)]
     engine_args += ["--uncertainty-morphology", args.uncertainty_morphology] if args.uncertainty_morphology else []
     if args.keys:
@@ -450,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--backend", default="mmcore", choices=["mmcore", "pycromanager"], help="see 'scopecast daemon'")
     u.add_argument("--tier", default="accurate", choices=["accurate", "live"],
                    help="without --engine: the shipped accurate models, or their real-time tier (*-live)")
+    u.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="every engine runs its package's model of this precision (int8: the INT8 variant, which "
+                   "exists only where it kept fidelity; a package without one starts nothing)")
     u.add_argument("--no-engines", action="store_true", help="supervise the daemon alone")
     u.add_argument("--no-spares", action="store_true",
                    help="no warm spare interpreter per engine (saves its memory; restarts take longer)")

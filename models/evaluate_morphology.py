@@ -317,10 +317,12 @@ def _outside_rows(task: str) -> list[dict[str, Any]]:
 
 
 def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: int = 500, fit_fields: int = 4,
-                   outside: bool = True, progress: Any = None, figure: str | Path | None = None) -> dict[str, Any]:
+                   outside: bool = True, progress: Any = None, figure: str | Path | None = None,
+                   precision: str = "fp32") -> dict[str, Any]:
     """Evaluate ``package`` per morphology (see the module docstring); returns the report dict.
 
-    ``figure``: also write a PNG with the first field of every row (input, model, truth, best baseline)."""
+    ``figure``: also write a PNG with the first field of every row (input, model, truth, best baseline).
+    ``precision``: the package's model file the engine runs (``"int8"``: its INT8 variant)."""
     examples: list[tuple] | None = [] if figure else None
     from scopecast.daemon.inference.package import load_package
     from scopecast.daemon.inference.runtimes import open_runtime
@@ -328,7 +330,7 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
 
     say = progress or (lambda *_: None)
     t0 = time.monotonic()
-    pkg = load_package(package)
+    pkg = load_package(package, precision)
     m = pkg.manifest
     task = m.task
     if task not in TASKS:
@@ -337,6 +339,7 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=0 or None))
     sf = m.scale_factor
     report: dict[str, Any] = {"package": str(package), "model": m.name, "sha256": m.short_hash, "task": task,
+                              "precision": precision,
                               "fields_per_row": fields, "size": size, "seed": seed, "outputs": list(m.outputs),
                               "rows": [], "domain": {k: dom[k] for k in ("train", "held_out", "exposure_ms",
                                                                          "defocus_um", "objectives")}}
@@ -524,7 +527,8 @@ def format_report(rep: dict[str, Any]) -> str:
     """The table (markdown) of a report from :func:`run_evaluation`."""
     outs = rep["outputs"]
     preds = None
-    lines = [f"### {rep['model']} ({rep['task']}, sha256 {rep['sha256']}): {rep['fields_per_row']} fields of "
+    int8 = ", INT8 variant" if rep.get("precision", "fp32") == "int8" else ""
+    lines = [f"### {rep['model']}{int8} ({rep['task']}, sha256 {rep['sha256']}): {rep['fields_per_row']} fields of "
              f"{rep['size']}² per row, through the engine (ONNX Runtime CPU, input guards on)", ""]
     for row in rep["rows"]:
         if "scores" in row:

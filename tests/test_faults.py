@@ -272,6 +272,11 @@ def test_up_restarts_a_killed_engine_and_stops_cleanly(sim_cfg, tiny_model, run_
         r = _cli("up", "--config", "missing.cfg", "--control", ctl, "--stream", stream,
                  "--engine", f"{tiny_model},{results},{ectl}")
         assert r.returncode == 2 and "nothing was started" in r.stderr, r.stderr
+        # every engine on its INT8 variant: a package without one is named, and nothing is started
+        r = _cli("up", "--config", str(sim_cfg), "--precision", "int8", "--control", free_address(),
+                 "--stream", free_address(), "--engine", f"{tiny_model},{free_address()},{free_address()}")
+        assert r.returncode == 2 and "no int8 variant: it was never quantized" in r.stderr, r.stderr
+        assert "nothing was started" in r.stderr
         with ControlClient(ctl, timeout_s=60) as c:
             c.request("start_live", channels=CYCLE, exposure_ms=5.0)
             first = watch.first_after(0, 60)
