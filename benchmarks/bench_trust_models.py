@@ -46,6 +46,7 @@ Run: python benchmarks/bench_trust_models.py [--fields 8] [--size 256] [--json o
      python benchmarks/bench_trust_models.py --input-stats datasets/vs-stats [--write]
      python benchmarks/bench_trust_models.py --validated [--write]
      python benchmarks/bench_trust_models.py --uncertainty [--fields 16] [--statistic signal --tta 2 --write]
+     python benchmarks/bench_trust_models.py --validated --precision int8 --write   (the INT8 variant's own figures)
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure_validated(package: str | Path, fields: int = 8, size: int = 256, seed: int = 500,
-                      say: Any = None) -> dict[str, Any]:
+                      say: Any = None, precision: str = "fp32") -> dict[str, Any]:
     """The package's validated fidelity per training morphology and output channel (see the module docstring).
 
     Returns ``{"validated": <ModelManifest.validated as a dict>, "all_fields": {morphology: {output: psnr}}}``;
@@ -82,7 +83,7 @@ def measure_validated(package: str | Path, fields: int = 8, size: int = 256, see
 
     say = say or (lambda *_: None)
     t0 = time.monotonic()
-    pkg = load_package(package)
+    pkg = load_package(package, precision)
     m = pkg.manifest
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
     dom = DOMAIN[m.task]
@@ -121,7 +122,8 @@ def measure_validated(package: str | Path, fields: int = 8, size: int = 256, see
                       "fields": sum(f["fields"] for f in figs)}
     val = ValidatedFidelity.model_validate({
         "morphologies": per, "floor": floor,
-        "method": (f"benchmarks/bench_trust_models.py --validated --fields {fields} --size {size} --seed {seed}: "
+        "method": (f"benchmarks/bench_trust_models.py --validated --fields {fields} --size {size} --seed {seed}"
+                   f"{'' if precision == 'fp32' else f' --precision {precision}'}: "
                    f"{fields} fields of {size}² per training morphology in the held-out slide region at training "
                    "conditions (the per-morphology evaluation's rows), through the engine's worker; mean PSNR (data "
                    "range of the truth) and Pearson r per output over the results the monitor trusted; floor: the "
@@ -141,7 +143,7 @@ def threshold_rule(values: list[float]) -> float:
 
 
 def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, seed: int = 1100,
-                        say: Any = None) -> dict[str, Any]:
+                        say: Any = None, precision: str = "fp32") -> dict[str, Any]:
     """Every candidate uncertainty statistic on fresh training-region fields of each training morphology.
 
     Returns ``{"candidates": {"<statistic>@<n>": {"morphologies": {kind: {threshold, median, max, fields}},
@@ -155,7 +157,7 @@ def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, 
 
     say = say or (lambda *_: None)
     t0 = time.monotonic()
-    pkg = load_package(package)
+    pkg = load_package(package, precision)
     m = pkg.manifest
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=0.0)
     ns = tuple(n for n in (2, 4, 8) if all(channel_order(m.inputs, t) is not None for t in DIHEDRAL[:n]))
@@ -193,7 +195,8 @@ def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, 
         morph = {kind: {"threshold": float(f"{threshold_rule(v):.4g}"), "median": float(f"{np.median(v):.4g}"),
                         "max": float(f"{max(v):.4g}"), "fields": len(v)} for kind, v in per.items() if len(v) >= 2}
         cands[key] = {"morphologies": morph, "ceiling": max(f["threshold"] for f in morph.values())}
-    method = (f"benchmarks/bench_trust_models.py --uncertainty --fields {fields} --size {size} --seed {seed}: "
+    method = (f"benchmarks/bench_trust_models.py --uncertainty --fields {fields} --size {size} --seed {seed}"
+              f"{'' if precision == 'fp32' else f' --precision {precision}'}: "
               f"{fields} fresh fields of {size}² per training morphology in the training slide region at training "
               "conditions (exposures and focus range of the domain), through the engine's worker; threshold per "
               f"morphology: max({MARGIN} x the largest field, log-normal 99.9th percentile)")
@@ -201,18 +204,22 @@ def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, 
             "seconds": round(time.monotonic() - t0, 1)}
 
 
-def write_uncertainty(package: str | Path, measured: dict[str, Any], stat: str, tta: int) -> Path:
-    """Add (or replace) ``validated.uncertainty`` with the ``stat@tta`` candidate; nothing else changes."""
+def write_uncertainty(package: str | Path, measured: dict[str, Any], stat: str, tta: int,
+                      precision: str = "fp32") -> Path:
+    """Add (or replace) ``validated.uncertainty`` (of the ``precision`` variant) with the ``stat@tta`` candidate;
+    nothing else changes."""
     from scopecast.models.manifest import MANIFEST
 
     path = Path(package) / MANIFEST
     m = json.loads(path.read_text())
-    if not m.get("validated"):
-        raise ValueError(f"{package}: no validated section to add the uncertainty thresholds to (run --validated)")
+    validated = m.get("validated") if precision == "fp32" else m["variants"][precision].get("validated")
+    if not validated:
+        raise ValueError(f"{package}: no validated section ({precision}) to add the uncertainty thresholds to "
+                         "(run --validated)")
     c = measured["candidates"][f"{stat}@{tta}"]
-    val = {**m["validated"], "uncertainty": {"statistic": stat, "tta": tta, "morphologies": c["morphologies"],
-                                            "ceiling": c["ceiling"], "method": measured["method"]}}
-    return write_validated(package, val)
+    val = {**validated, "uncertainty": {"statistic": stat, "tta": tta, "morphologies": c["morphologies"],
+                                        "ceiling": c["ceiling"], "method": measured["method"]}}
+    return write_validated(package, val, precision)
 
 
 def measure_input_stats(package: str | Path, datasets: list[str | Path]) -> dict[str, Any]:
@@ -264,15 +271,29 @@ def write_input_stats(package: str | Path, stats: dict[str, Any]) -> Path:
     return path
 
 
-def write_validated(package: str | Path, validated: dict[str, Any]) -> Path:
-    """Add (or replace) ``validated`` in the package's manifest.json; every other value stays as it is."""
+def write_validated(package: str | Path, validated: dict[str, Any], precision: str = "fp32") -> Path:
+    """Add (or replace) ``validated`` in the package's manifest.json (``precision`` other than fp32: the
+    variant's own, ``variants.<precision>.validated``); every other value stays as it is."""
     from scopecast.models.manifest import MANIFEST, ModelManifest
 
     path = Path(package) / MANIFEST
     before = json.loads(path.read_text())
-    after = {**before, "validated": validated}
+    if precision == "fp32":
+        after = {**before, "validated": validated}
+    else:
+        if precision not in before.get("variants", {}):
+            raise ValueError(f"{package}: no {precision} variant to validate")
+        variant = {**before["variants"][precision], "validated": validated}
+        after = {**before, "variants": {**before["variants"], precision: variant}}
     ModelManifest.model_validate(after)
-    if {k: v for k, v in after.items() if k != "validated"} != {k: v for k, v in before.items() if k != "validated"}:
+
+    def rest(d: dict[str, Any]) -> dict[str, Any]:
+        d = {k: v for k, v in d.items() if k != "validated"}
+        if "variants" in d:
+            d["variants"] = {k: {a: b for a, b in v.items() if a != "validated"} for k, v in d["variants"].items()}
+        return d
+
+    if rest(after) != rest(before):
         raise AssertionError("writing 'validated' would change another manifest value")
     path.write_text(json.dumps(after, indent=2) + ("\n" if path.read_text().endswith("\n") else ""))
     return path
@@ -293,6 +314,9 @@ def main() -> int:
                     help="measure the uncertainty check's candidate statistics and thresholds instead")
     ap.add_argument("--statistic", default="", help="with --uncertainty --write: the statistic to store")
     ap.add_argument("--tta", type=int, default=2, help="with --uncertainty --write: its dihedral copies")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                    help="with --validated / --uncertainty: measure (and --write) the package's variant of this "
+                    "precision (its own figures: variants.<precision>.validated)")
     ap.add_argument("--from-json", default="", help="with --uncertainty: the measurement a previous --json kept")
     ap.add_argument("--input-stats", action="append", default=None, metavar="DATASET",
                     help="re-measure each package's input_stats on its own training fields and this dataset's "
@@ -318,13 +342,14 @@ def main() -> int:
                 rep = json.loads(Path(args.from_json).read_text())[m]
             else:
                 rep = measure_uncertainty(m, args.fields, args.size,
-                                          say=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+                                          say=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
+                                          precision=args.precision)
             for key, c in rep["candidates"].items():
                 print(f"{Path(m).name} {key}: ceiling {c['ceiling']:.4g}; " + ", ".join(
                     f"{k} median {v['median']:.4g} max {v['max']:.4g} -> {v['threshold']:.4g}"
                     for k, v in c["morphologies"].items()), flush=True)
             if args.write:
-                print(f"wrote {write_uncertainty(m, rep, args.statistic, args.tta)}")
+                print(f"wrote {write_uncertainty(m, rep, args.statistic, args.tta, args.precision)}")
             out[m] = rep
             if args.json:  # after each package: a long run keeps what it measured
                 Path(args.json).write_text(json.dumps(out, indent=2))
@@ -333,10 +358,10 @@ def main() -> int:
         out = {}
         for m in models:
             rep = measure_validated(m, args.fields, args.size, args.seed,
-                                    lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+                                    lambda s: print(f"  {s}", file=sys.stderr, flush=True), args.precision)
             print(json.dumps(rep, indent=1), flush=True)
             if args.write:
-                print(f"wrote {write_validated(m, rep['validated'])}")
+                print(f"wrote {write_validated(m, rep['validated'], args.precision)}")
             out[m] = rep
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2))

@@ -255,6 +255,10 @@ class ModelVariant(BaseModel):
     precision: Literal["int8"]
     loss_db: dict[str, float] = Field(description="PSNR lost against the ground truth per output, dB")
     speedup: float = Field(description="p50 speed-up over the FP32 model on one CPU tile")
+    validated: ValidatedFidelity | None = Field(
+        default=None, description="this file's own validated fidelity and uncertainty thresholds (its rounding "
+        "changes the spread the uncertainty check measures); the engine running it uses them in place of the "
+        "package's, which apply only when it has none")
 
 
 class ModelManifest(BaseModel):

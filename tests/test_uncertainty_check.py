@@ -198,3 +198,36 @@ def test_shipped_thresholds_flag_filaments_and_trust_membranes_on_the_simulated_
                                       for r in fil["reasons"]), fil["reasons"]
     assert mem["ok"] is True and mem["uncertainty"]["check"]["ok"] is True, mem["reasons"]
     assert fil["uncertainty"]["check"]["value"] > mem["uncertainty"]["check"]["value"]
+
+
+def test_the_int8_variant_is_judged_by_its_own_validated_thresholds(tmp_path, field):
+    """Rounding changes the spread between the dihedral copies: an INT8 file is checked against the thresholds
+    measured on it (``variants.int8.validated``), the FP32 file against the package's; a variant that records
+    none falls back to the package's."""
+    if "int8" not in load_package(VS).manifest.variants:
+        pytest.skip("the shipped virtual-staining package has no INT8 variant")
+    dst = tmp_path / "pkg"
+    shutil.copytree(VS, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+
+    def thresholds(v: float) -> dict[str, Any]:
+        return {"statistic": "signal", "tta": 2, "ceiling": v, "method": "test",
+                "morphologies": {"cells": {"threshold": v, "median": v / 2, "max": v / 1.5, "fields": 4}}}
+
+    m["validated"]["uncertainty"] = thresholds(1e9)  # the package's: nothing fails it
+    m["variants"]["int8"]["validated"] = {**m["validated"], "uncertainty": thresholds(1e-9)}  # everything fails
+    (dst / "manifest.json").write_text(json.dumps(m))
+
+    def check(precision: str) -> dict[str, Any]:
+        pkg = load_package(dst, precision)
+        w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=float("inf"))
+        return w.process(_bundle(pkg.manifest, field, 1)).header["trust"]
+
+    t8, t32 = check("int8"), check("fp32")
+    assert t8["uncertainty"]["check"]["ok"] is False and t8["uncertainty"]["check"]["threshold"] == pytest.approx(1e-9)
+    assert t8["ok"] is False and any(r.startswith("uncertainty:") for r in t8["reasons"]), t8["reasons"]
+    assert t32["uncertainty"]["check"]["ok"] is True and t32["uncertainty"]["check"]["threshold"] == pytest.approx(1e9)
+    assert not any(r.startswith("uncertainty") for r in t32["reasons"]), t32["reasons"]
+    del m["variants"]["int8"]["validated"]
+    (dst / "manifest.json").write_text(json.dumps(m))
+    assert check("int8")["uncertainty"]["check"]["threshold"] == pytest.approx(1e9)

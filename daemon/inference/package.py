@@ -53,7 +53,9 @@ def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
 
     ``precision="int8"`` runs the package's INT8 variant, which exists only
     where quantization kept fidelity (``scopecast.export.quantize``); a package
-    without it is refused with the reason.
+    without it is refused with the reason. The returned manifest's ``validated``
+    (spot-check floors, uncertainty thresholds) is the variant's own where it
+    records one.
     """
     if precision not in PRECISIONS:
         raise PackageError(f"unknown precision {precision!r}; precisions: {', '.join(PRECISIONS)}")
@@ -85,4 +87,6 @@ def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
         vfile = path / variant.file
         if not vfile.is_file() or sha256_file(vfile) != variant.sha256:
             raise PackageError(f"{vfile}: the {precision} variant is missing or does not match its sha256")
+        if variant.validated is not None:  # the figures the monitor compares with are the variant's own
+            manifest = manifest.model_copy(update={"validated": variant.validated})
     return ModelPackage(path, manifest, precision)
