@@ -5,7 +5,8 @@ FP32 and INT8 where the package has an accepted INT8 variant):
 
 - speed: ONNX Runtime CPU on one 512² bundle (the engine's tiling, 1 and 2
   intra-op threads), p50 ms and results/s, all rows in one run;
-- fidelity: ``scopecast evaluate``'s per-morphology rows (same seed, same
+- fidelity: ``scopecast evaluate``'s per-morphology rows for every file (INT8
+  variants included; same seed, same
   fields: the simulator is deterministic per seed), model PSNR per output and
   row, the held-out morphologies' mean, and the blank slide's predicted
   positive area.
@@ -71,8 +72,9 @@ def main() -> None:
         from scopecast.models.evaluate_morphology import run_evaluation
 
         reports = {}
-        for p in args.package:  # fidelity of the fp32 file; int8 is measured by its own report (int8.json)
-            reports[Path(p).name] = run_evaluation(p, fields=args.fields, outside=False)
+        for p, prec in variants:  # every file, INT8 variants included, on the same fields
+            name = Path(p).name + ("" if prec == "fp32" else f"/{prec}")
+            reports[name] = run_evaluation(p, fields=args.fields, outside=False, precision=prec)
         names = list(reports)
         rows = [r["row"] for r in reports[names[0]]["rows"]]
         outputs = reports[names[0]]["outputs"]

@@ -159,6 +159,7 @@ def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: floa
     worst = max(report["loss_db"].values())
     report["accepted"] = bool(worst <= max_loss_db)
     (package / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    _update_card(package / "card.md", report)
     if not report["accepted"]:
         out.unlink()
         raise QuantizationRefused(f"{m.name}: INT8 loses {worst:.2f} dB PSNR (allowed {max_loss_db} dB); "
@@ -170,6 +171,38 @@ def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: floa
     log.info("int8 %s: accepted (%s calibration, worst loss %.2f dB, %.2fx faster)", m.name, method, worst,
              report["speed"]["speedup"])
     return report
+
+
+CARD_SECTION = "## INT8 variant"
+
+
+def _update_card(card: Path, report: dict[str, Any]) -> None:
+    """Replace (or append) the card's INT8 section with what this quantization measured (kept or refused)."""
+    if not card.is_file():
+        return
+    cal, sp = report["calibration"], report["speed"]
+    losses = ", ".join(f"{o} {v:.2f} dB" for o, v in report["loss_db"].items())
+    sel = cal.get("selection")
+    chosen = (f"chosen among {', '.join(sel['worst_loss_db'])} by the worst output's loss on {sel['fields']} "
+              f"{sel['from']} ({', '.join(f'{k} {v:.2f} dB' for k, v in sel['worst_loss_db'].items())})"
+              if sel else "named by the caller")
+    kept = (f"**Kept** as `{INT8_FILE}` (`--precision int8` in `scopecast engine`, `up` and `evaluate`; the "
+            "engine judges it by its own validated figures, `variants.int8.validated`, once measured)."
+            if report["accepted"] else f"**Not kept**: an output lost more than {report['max_loss_db']} dB.")
+    section = (f"{CARD_SECTION}\n\nONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 "
+               f"activations), calibrated on {cal['fields']} training fields of `{cal['dataset']}` with the "
+               f"`{cal['method']}` calibrator ({chosen}). On {report['fields']} validation fields, against the "
+               f"ground truth: loss {losses} (allowed {report['max_loss_db']} dB); {sp['speedup']:.2f}x the FP32 "
+               f"model's speed ({sp['int8_p50_ms']:.0f} against {sp['fp32_p50_ms']:.0f} ms per {sp['size']}² tile, "
+               f"{sp['threads']} thread). {kept} The whole report: `{REPORT_FILE}`.\n")
+    text = card.read_text()
+    if CARD_SECTION in text:
+        head, _, rest = text.partition(CARD_SECTION)
+        nxt = rest.find("\n## ", 1)
+        text = head + section + (rest[nxt:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    card.write_text(text)
 
 
 def _quantize(pre: Path, out: Path, m: ModelManifest, calib: np.ndarray, method: str) -> None:

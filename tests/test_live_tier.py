@@ -65,6 +65,8 @@ def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
         quantize_package(tmp_path / "pkg", data, max_loss_db=-1.0, calibration_fields=2, speed_size=64,
                          speed_repeats=1)
     assert refused.value.report["accepted"] is False and not (tmp_path / "pkg" / "model_int8.onnx").exists()
+    assert "## INT8 variant" in (tmp_path / "pkg" / "card.md").read_text() and "**Not kept**" in \
+        (tmp_path / "pkg" / "card.md").read_text()
     with pytest.raises(PackageError, match="quantization was refused"):
         load_package(tmp_path / "pkg", "int8")
 
@@ -82,6 +84,9 @@ def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
                              speed_size=64, speed_repeats=1)
     assert "selection" not in again["calibration"] and again["loss_db"] == report["loss_db"]
     assert (tmp_path / "pkg" / INT8_FILE).read_bytes() == written  # the chosen calibration is the one written
+    card = (tmp_path / "pkg" / "card.md").read_text()  # the card's INT8 section replaced, not appended
+    assert card.count("## INT8 variant") == 1 and "**Kept**" in card and "Not kept" not in card
+    assert f"`{cal['method']}` calibrator" in card
     q = load_package(tmp_path / "pkg", "int8")
     assert q.model_path.name == "model_int8.onnx" and q.manifest.variants["int8"].loss_db == report["loss_db"]
     assert load_package(tmp_path / "pkg").model_path.name == "model.onnx"  # fp32 stays the default
