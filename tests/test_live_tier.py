@@ -105,6 +105,15 @@ def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
     with pytest.raises(PackageError, match="does not match its sha256"):
         load_package(tmp_path / "pkg", "int8")
 
+    # a refusal after a kept variant removes it: file, manifest entry and all
+    with pytest.raises(QuantizationRefused, match=r"loses .* dB PSNR on \S+ / (nuclei|membrane)"):
+        quantize_package(tmp_path / "pkg", data, max_loss_db=-1.0, calibration_fields=2, method="minmax",
+                         speed_size=64, speed_repeats=1)
+    assert "int8" not in load_package(tmp_path / "pkg").manifest.variants
+    assert not (tmp_path / "pkg" / INT8_FILE).exists()
+    with pytest.raises(PackageError, match="quantization was refused"):
+        load_package(tmp_path / "pkg", "int8")
+
 
 def test_teacher_of_another_task_is_refused(vs_data, tmp_path):
     data, teacher = vs_data
