@@ -169,3 +169,39 @@ def test_evaluate_command_reports_a_bad_package_by_name(tmp_path):
     r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "evaluate", "--model", str(tmp_path)],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "not a model package" in r.stderr
+
+
+def test_evaluating_the_int8_variant_of_a_package_without_one_names_why(tmp_path):
+    pkg = _synthetic_package(tmp_path / "pkg", "virtual-staining")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "evaluate", "--model", str(pkg),
+                        "--precision", "int8"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "no int8 variant: it was never quantized" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["virtual-staining", "virtual-staining-live", "super-resolution"])
+def test_shipped_int8_variants_are_kept_only_where_every_morphology_kept_fidelity(name):
+    from scopecast.daemon.inference.package import PackageError, load_package
+
+    pkg = PACKAGES / name
+    if not (pkg / "int8.json").exists():
+        pytest.skip(f"{name} not shipped or never quantized")
+    report = json.loads((pkg / "int8.json").read_text())
+    sel = report["calibration"]["selection"]  # chosen on training fields, judged on validation fields
+    assert sel["from"] == "training fields apart from the calibration fields" and sel["fields"] == 32
+    assert report["calibration"]["method"] == min(sel["worst_loss_db"], key=sel["worst_loss_db"].get)
+    by_morphology = report["loss_db_by_morphology"]
+    assert len(by_morphology) >= 5 and report["worst_loss_db"] == max(
+        v for per in by_morphology.values() for v in per.values())
+    kept = report["worst_loss_db"] <= report["max_loss_db"] == 0.5
+    assert report["accepted"] is kept and (pkg / "model_int8.onnx").exists() is kept
+    if not kept:
+        with pytest.raises(PackageError, match="quantization was refused"):
+            load_package(pkg, "int8")
+        return
+    q = load_package(pkg, "int8")  # present and its sha256 verified
+    assert q.manifest.variants["int8"].loss_db == report["loss_db"]
+    # judged by its own trust figures, measured on it like the package's own
+    own = q.manifest.validated
+    assert own is not None and own.uncertainty is not None and "--precision int8" in own.uncertainty.method
+    assert own.uncertainty.statistic == load_package(pkg).manifest.validated.uncertainty.statistic
