@@ -245,7 +245,7 @@ def _fidelity(m: ModelManifest, fp32: Path, int8: Path, pairs: Any, keep: list[i
     (``by_kind``), and the parity of INT8 against FP32 (``max_abs`` in output units, ``psnr`` dB)."""
     x = _inputs(m, pairs, keep)
     s32, s8 = _session(fp32, threads), _session(int8, threads)
-    rows: list[tuple[str, str, float, float]] = []  # (kind, output, psnr fp32, psnr int8) per field
+    psnr: dict[tuple[str, str], list[tuple[float, float]]] = {}  # (kind, output) -> (fp32, int8) per field
     parity, max_abs = [], 0.0
     for j, i in enumerate(keep):
         y32 = _physical(m, s32.run(None, {m.input_name: x[j:j + 1]})[0][0])
@@ -253,18 +253,15 @@ def _fidelity(m: ModelManifest, fp32: Path, int8: Path, pairs: Any, keep: list[i
         max_abs = max(max_abs, float(np.abs(y32 - y8).max()))
         parity.append(_psnr(y32, y8))
         for c, o in enumerate(m.outputs):
-            rows.append((str(pairs.kinds[i]), o, _psnr(pairs.targets[i, c], y32[c]),
-                         _psnr(pairs.targets[i, c], y8[c])))
-
-    def mean(col: int, **where: str) -> float:
-        return float(np.mean([r[col] for r in rows if all(r[{"kind": 0, "output": 1}[k]] == v
-                                                           for k, v in where.items())]))
-
-    f32 = {o: mean(2, output=o) for o in m.outputs}
-    f8 = {o: mean(3, output=o) for o in m.outputs}
-    kinds = sorted({r[0] for r in rows})
-    by_kind = {k: {o: mean(2, kind=k, output=o) - mean(3, kind=k, output=o) for o in m.outputs} for k in kinds}
-    return {"fp32": f32, "int8": f8, "loss": {o: f32[o] - f8[o] for o in m.outputs}, "by_kind": by_kind,
+            psnr.setdefault((str(pairs.kinds[i]), o), []).append(
+                (_psnr(pairs.targets[i, c], y32[c]), _psnr(pairs.targets[i, c], y8[c])))
+    pooled = {o: np.mean([v for (_, out), vs in psnr.items() if out == o for v in vs], axis=0) for o in m.outputs}
+    by_kind: dict[str, dict[str, float]] = {}
+    for (kind, o), vs in sorted(psnr.items()):
+        f32, f8 = np.mean(vs, axis=0)
+        by_kind.setdefault(kind, {})[o] = float(f32 - f8)
+    return {"fp32": {o: float(v[0]) for o, v in pooled.items()}, "int8": {o: float(v[1]) for o, v in pooled.items()},
+            "loss": {o: float(v[0] - v[1]) for o, v in pooled.items()}, "by_kind": by_kind,
             "max_abs": max_abs, "psnr": float(np.mean(parity))}
 
 
