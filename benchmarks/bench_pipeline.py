@@ -20,7 +20,8 @@ Everything runs in one invocation, side by side, on the simulated scope:
    bundles/s, compared with the pipeline's sustained rate.
 
 Run: python benchmarks/bench_pipeline.py [--sizes 512 2048] [--model PACKAGE]
-(without --model a synthetic 6-input conv net of 4 layers x 16 channels is used).
+(without --model a synthetic 6-input conv net of 4 layers x 16 channels is used). The live cycle is
+the package's inputs: the six LED-array channels for virtual staining, ``Membrane`` for super-resolution.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def isolated(package, size: int, seconds: float, interval_s: float = 0.0) -> dic
     return {"p50": float(np.median(a)), "rate": 1000.0 / float(np.mean(a)), "runtime": w.runtime.name}
 
 
-def pipeline(package_dir: Path, size: int, interval_ms: float, seconds: float, tmp: Path) -> dict:
+def pipeline(package_dir: Path, channels: list[str], size: int, interval_ms: float, seconds: float,
+             tmp: Path) -> dict:
+    """``scopecast daemon`` + ``scopecast engine`` on separate cores, live over ``channels`` (the model's inputs)."""
     from scopecast.daemon.control import ControlClient
     from scopecast.daemon.stream import StreamSubscriber
 
@@ -121,11 +124,11 @@ def pipeline(package_dir: Path, size: int, interval_ms: float, seconds: float, t
                         pass
             sub = StreamSubscriber(results, ("result",))
             # warm the simulator's optics cache at this position, then run
-            warm = c.request("start_live", channels=CYCLE, max_cycles=1)
+            warm = c.request("start_live", channels=channels, max_cycles=1)
             c.request("wait", job=warm["id"], wait_s=300, timeout_s=310)
             while sub.recv(0.5) is not None:
                 pass
-            c.request("start_live", channels=CYCLE, interval_ms=interval_ms)
+            c.request("start_live", channels=channels, interval_ms=interval_ms)
             heads, t0 = [], None
             t_end = time.monotonic() + seconds + 3.0
             while time.monotonic() < t_end:
@@ -214,23 +217,24 @@ def torch_callback_baseline(package, size: int, seconds: float, tmp: Path) -> fl
     backend = load_mmcore_backend(_cfg(size, tmp))
     bundle: dict[str, np.ndarray] = {}
     done = 0
+    cycle = list(package.manifest.inputs)
 
     def on_frame(channel: str, img: np.ndarray) -> None:  # the image-processor callback
         nonlocal done
         bundle[channel] = img
-        if len(bundle) == len(CYCLE):
-            x = normalize([bundle[c] for c in CYCLE], package.manifest.normalization)
+        if len(bundle) == len(cycle):
+            x = normalize([bundle[c] for c in cycle], package.manifest.normalization)
             with torch.inference_mode():
                 net(torch.from_numpy(x)[None])
             bundle.clear()
             done += 1
 
-    for ch in CYCLE:  # warm the optics cache
+    for ch in cycle:  # warm the optics cache
         backend.set_channel(ch)
         backend.snap()
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds or done < 2:
-        for ch in CYCLE:
+        for ch in cycle:
             backend.set_channel(ch)
             on_frame(ch, backend.snap().data)
     rate = done / (time.perf_counter() - t0)
@@ -255,9 +259,9 @@ def main() -> None:
           f"model {package.manifest.name} ({len(package.manifest.inputs)} inputs)")
     for size in args.sizes:
         iso = isolated(package, size, min(args.seconds, 5.0))
-        fast = pipeline(pkg_dir, size, 1000.0 / (1.5 * iso["rate"]), args.seconds, tmp)
+        fast = pipeline(pkg_dir, list(package.manifest.inputs), size, 1000.0 / (1.5 * iso["rate"]), args.seconds, tmp)
         slow_interval = 1000.0 / (0.5 * iso["rate"])
-        slow = pipeline(pkg_dir, size, slow_interval, args.seconds, tmp)
+        slow = pipeline(pkg_dir, list(package.manifest.inputs), size, slow_interval, args.seconds, tmp)
         iso_paced = isolated(package, size, min(args.seconds, 5.0), slow_interval / 1000.0)
         try:
             base: float | None = torch_callback_baseline(package, size, min(args.seconds, 8.0), tmp)

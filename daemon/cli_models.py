@@ -64,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(task=args.task, depth=args.depth, width=args.width, steps=args.steps,
                       max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
                       normalization=args.normalization, gain_augment=args.gain_augment, threads=args.threads,
-                      tier=args.tier, blocks=args.blocks, teacher=args.teacher or None,
+                      tier=args.tier, blocks=args.blocks, unshuffle=args.unshuffle, teacher=args.teacher or None,
                       distill_weight=args.distill_weight)
     ckpt = train(args.data, args.out, cfg)
     import torch
@@ -190,8 +190,10 @@ def add_model_commands(sub) -> None:
                    help="random brightness gain per crop within [1/g, g] (exposure augmentation; 1 = off)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     t.add_argument("--tier", default="accurate", choices=["accurate", "live"],
-                   help="accurate: U-Net (--depth, --width); live: the CPU real-time LiveNet (--width, --blocks)")
+                   help="accurate: U-Net (--depth, --width); live: the CPU real-time LiveNet (--width, --blocks, --unshuffle)")
     t.add_argument("--blocks", type=int, default=8, help="live tier: separable blocks")
+    t.add_argument("--unshuffle", type=int, default=4, help="live tier: pixel-unshuffle factor of the stem "
+                   "(the body runs at 1/unshuffle of the input sampling)")
     t.add_argument("--teacher", default="", help="distil from this accurate checkpoint of the same task")
     t.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher's L1 term")
     t.set_defaults(func=_train)

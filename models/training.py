@@ -55,9 +55,12 @@ class TrainConfig:
     gain_augment: float = 1.25
     #: "accurate" (a U-Net: ``unet`` for virtual staining, ``sr-unet`` for super-resolution; ``depth`` and
     #: ``width``) or "live" (:class:`~scopecast.models.architectures.LiveNet`, the CPU real-time tier;
-    #: ``width`` and ``blocks``)
+    #: ``width``, ``blocks`` and ``unshuffle``)
     tier: str = "accurate"
     blocks: int = 8
+    #: live tier: the stem folds ``unshuffle``² pixel blocks into channels (4 for virtual staining; 2 keeps
+    #: the super-resolution body at half the input sampling, where sub-pixel detail lives)
+    unshuffle: int = 4
     #: distillation: an accurate checkpoint of the same task whose outputs on the training fields are a
     #: second target; the loss is ``L1(y) + distill_weight · L1(teacher)``
     teacher: str | None = None
@@ -229,7 +232,7 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
 def _architecture(cfg: TrainConfig, cin: int, cout: int, sf: int) -> tuple[str, dict[str, Any]]:
     if cfg.tier == "live":
         return "live", {"in_channels": cin, "out_channels": cout, "scale": sf, "width": cfg.width,
-                        "blocks": cfg.blocks}
+                        "blocks": cfg.blocks, "unshuffle": cfg.unshuffle}
     if cfg.tier != "accurate":
         raise ValueError(f"unknown tier {cfg.tier!r}; use 'accurate' or 'live'")
     if sf == 1:

@@ -36,9 +36,10 @@ def vs_data(tmp_path_factory):
 
 def test_livenet_shapes_and_multiple():
     for scale in (1, 2):
-        m = LiveNet(3, 2, scale=scale, width=8, blocks=3, unshuffle=4).eval()
-        y = m(torch.zeros(1, 3, 32, 48))
-        assert tuple(y.shape) == (1, 2, 32 * scale, 48 * scale) and m.multiple == 4
+        for unshuffle in (2, 4):
+            m = LiveNet(3, 2, scale=scale, width=8, blocks=3, unshuffle=unshuffle).eval()
+            y = m(torch.zeros(1, 3, 32, 48))
+            assert tuple(y.shape) == (1, 2, 32 * scale, 48 * scale) and m.multiple == unshuffle
     with pytest.raises(ValueError, match="width, blocks, unshuffle and scale"):
         LiveNet(3, 2, width=0)
 
@@ -124,6 +125,16 @@ def test_teacher_of_another_task_is_refused(vs_data, tmp_path):
                       teacher=str(tmp_path / "wrong.pt"))
     with pytest.raises(ValueError, match="teacher .* is for task 'super-resolution'"):
         train(data, tmp_path / "run", cfg, progress=False)
+
+
+def test_live_tier_stem_factor_reaches_the_checkpoint_and_the_package(vs_data, tmp_path):
+    data, _ = vs_data
+    cfg = TrainConfig(task="virtual-staining", tier="live", width=8, blocks=2, unshuffle=2, steps=2, batch=2, crop=32,
+                      seed=3)
+    model, meta = load_checkpoint(train(data, tmp_path / "run", cfg, progress=False))
+    assert meta["config"]["unshuffle"] == 2 and meta["multiple"] == 2 and model.unshuffle == 2
+    export_package(tmp_path / "run" / "checkpoint.pt", tmp_path / "pkg", name="vs-live-u2", tile=64, halo=8)
+    assert load_package(tmp_path / "pkg").manifest.multiple == 2  # the engine tiles to the stem's multiple
 
 
 def test_unknown_tier_and_precision_are_named(vs_data, tmp_path):
