@@ -87,6 +87,26 @@ def test_unloadable_model_names_the_file(tmp_path):
         open_runtime(load_package(p), "ort-cpu")
 
 
+def test_cpu_sessions_are_specialized_to_the_input_shape_with_the_same_output(pkg, monkeypatch):
+    import scopecast.daemon.inference.runtimes as runtimes
+
+    monkeypatch.setattr(runtimes, "SHAPED_SESSIONS", 2)
+    rt = open_runtime(pkg, "ort-cpu", threads=1)
+    assert rt.session.get_inputs()[0].shape[2:] == ["H", "W"]  # the package's model is dynamic
+    rng = np.random.default_rng(3)
+    shapes = [(1, 3, 64, 96), (2, 3, 64, 96), (1, 3, 128, 128)]
+    for i, shape in enumerate(shapes):
+        x = rng.standard_normal(shape).astype(np.float32)
+        got = rt.run(x)
+        generic = rt.session.run([rt.output_name], {rt.input_name: x})[0]
+        np.testing.assert_allclose(got, generic, rtol=1e-5, atol=1e-5)
+        specialized = rt._shaped[shape]
+        assert specialized is not rt.session
+        assert specialized.get_inputs()[0].shape == list(shape)  # static: what the graph optimizer was given
+        assert rt.describe()["shapes"] == [list(s) for s in shapes[max(0, i - 1):i + 1]]  # at most 2 kept
+    assert rt.run(x) is not None and list(rt._shaped) == shapes[1:]
+
+
 def test_auto_runtime_falls_back_and_says_why(pkg):
     rt = open_runtime(pkg)
     if gpu_name() is None:

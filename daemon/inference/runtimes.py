@@ -18,6 +18,7 @@ can actually run here; every skipped choice is logged with its reason ("no GPU",
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -35,6 +36,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RUNTIME_NAMES = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
+#: CPU sessions specialized to an input shape kept per runtime (:meth:`OrtRuntime._session_for`)
+SHAPED_SESSIONS = 8
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -126,6 +129,8 @@ class OrtRuntime:
             self.session = ort.InferenceSession(str(package.model_path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - any load failure names the model
             raise RuntimeError(f"cannot load {package.model_path} with {provider}: {e}") from None
+        self._model_path, self._threads_opts = str(package.model_path), threads
+        self._shaped: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self.provider = provider
         self.name = {"TensorrtExecutionProvider": "ort-tensorrt", "CUDAExecutionProvider": "ort-cuda"}.get(provider, "ort-cpu")
         self.input_name = m.input_name
@@ -145,10 +150,47 @@ class OrtRuntime:
         digest = hashlib.sha256(f"{m.sha256}|{gpu}|{precision}|{profile}".encode()).hexdigest()[:16]
         return f"{m.name}-{m.short_hash}-{gpu}-{precision}-{profile}-{digest}"
 
+    def _session_for(self, shape: tuple[int, ...]) -> Any:
+        """The CPU session for inputs of ``shape``: one built with ONNX Runtime's free-dimension overrides
+        (``N``, ``H``, ``W`` fixed), so the graph optimizer sees static shapes. With symbolic spatial sizes
+        it cannot prove that a residual ``Add``'s operands have one shape and leaves it unfused: the
+        super-resolution live tier ran 1.4× slower (``benchmarks/bench_live_tier.py``). At most
+        :data:`SHAPED_SESSIONS` shapes are kept (a camera sends one frame size; tiles add a few batch
+        sizes); the generic session serves any shape whose specialization failed."""
+        sess = self._shaped.get(shape)
+        if sess is not None:
+            self._shaped.move_to_end(shape)
+            return sess
+        import onnxruntime as ort
+
+        dims = self.session.get_inputs()[0].shape
+        free = {d: n for d, n in zip(dims, shape, strict=False) if isinstance(d, str)}
+        sess = self.session
+        if free and len(dims) == len(shape):
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            if self._threads_opts:
+                opts.intra_op_num_threads = self._threads_opts
+                opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            for name, n in free.items():
+                opts.add_free_dimension_override_by_name(name, int(n))
+            try:
+                sess = ort.InferenceSession(self._model_path, opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001 - the generic session still runs it
+                log.warning("%s: no session specialized to %s (%s); the dynamic one runs it", self._model_path,
+                            shape, e)
+                sess = self.session
+        self._shaped[shape] = sess
+        while len(self._shaped) > SHAPED_SESSIONS:
+            self._shaped.popitem(last=False)
+        return sess
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if self._io is None:
-            return self.session.run([self.output_name], {self.input_name: x})[0]
+            return self._session_for(x.shape).run([self.output_name], {self.input_name: x})[0]
         io = self._io
         io.clear_binding_inputs()
         io.clear_binding_outputs()
@@ -159,7 +201,8 @@ class OrtRuntime:
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.name, "providers": self.session.get_providers(), "threads": self.threads,
-                "engine_cache": str(self.cache_path) if self.cache_path else None}
+                "engine_cache": str(self.cache_path) if self.cache_path else None,
+                "shapes": [list(s) for s, sess in self._shaped.items() if sess is not self.session]}
 
 
 # --------------------------------------------------------------- native TensorRT
