@@ -20,7 +20,7 @@ from scopecast.export.repackage import raw_test_input, repackage  # noqa: E402
 from scopecast.models.manifest import normalize, sha256_file  # noqa: E402
 
 PACKAGES = Path(__file__).resolve().parents[1] / "models" / "packages"
-SHIPPED = ["virtual-staining", "super-resolution", "virtual-staining-live"]
+SHIPPED = ["virtual-staining", "super-resolution", "virtual-staining-live", "super-resolution-live"]
 
 
 def _shipped(name: str) -> Path:

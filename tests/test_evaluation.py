@@ -144,7 +144,8 @@ def test_evaluate_prints_every_row_and_baseline(tmp_path, task):
     assert card.read_text().count("## Validated domain") == 1
 
 
-@pytest.mark.parametrize("name", ["virtual-staining", "super-resolution"])
+@pytest.mark.parametrize("name", ["virtual-staining", "super-resolution", "virtual-staining-live",
+                                  "super-resolution-live"])
 def test_shipped_packages_carry_calibrated_normalization_and_training_statistics(name):
     pkg = PACKAGES / name
     if not (pkg / "manifest.json").exists():
@@ -179,7 +180,8 @@ def test_evaluating_the_int8_variant_of_a_package_without_one_names_why(tmp_path
     assert r.returncode == 2 and "no int8 variant: it was never quantized" in r.stderr
 
 
-@pytest.mark.parametrize("name", ["virtual-staining", "virtual-staining-live", "super-resolution"])
+@pytest.mark.parametrize("name", ["virtual-staining", "virtual-staining-live", "super-resolution",
+                                  "super-resolution-live"])
 def test_shipped_int8_variants_are_kept_only_where_every_morphology_kept_fidelity(name):
     from scopecast.daemon.inference.package import PackageError, load_package
 

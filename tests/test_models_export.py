@@ -230,7 +230,8 @@ def test_parity_check_reports_the_error(trained, tmp_path):
         parity(path, model, x, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["virtual-staining", "super-resolution"])
+@pytest.mark.parametrize("name", ["virtual-staining", "super-resolution", "virtual-staining-live",
+                                  "super-resolution-live"])
 def test_shipped_packages_pass_their_own_parity_and_beat_baselines(name):
     path = PACKAGES / name
     if not path.exists():
