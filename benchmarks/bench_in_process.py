@@ -9,15 +9,18 @@ The rows (issue 14 item 3), re-measured in one run and interleaved over
 ``sc-split``    ``scopecast daemon --cpus 0`` + ``scopecast engine --cpus 1 --threads 1``;
 ``inproc-1``    what a pymmcore-plus user writes instead: a ``UniMMCore`` on the
                 same simulated config, ``core.mda.run`` of a ``useq.MDASequence``
-                of the six channels (time points until stopped), the same worker
-                in ``core.mda.events.frameReady`` once the six channels are in;
-                1 core, 1 thread;
+                of the package's inputs (time points until stopped; one snap per
+                frame), the same worker in ``core.mda.events.frameReady`` once
+                the bundle is in; 1 core, 1 thread;
 ``sc-shared``   daemon and engine both on cores 0-1, engine with 2 threads;
 ``inproc-2``    the in-process alternative on 2 cores with 2 threads;
 ``ort-2``       the model alone with 2 threads on 2 cores;
 ``sc-shared-demand``  as ``sc-shared``, live paced by the engine (``start_live
                 pace_from=<engine results>``, daemon/pacing.py): each cycle is
                 acquired just in time for the model instead of free-running.
+
+The live cycle is the package's inputs: the six LED-array channels for virtual
+staining, ``Membrane`` alone for super-resolution.
 
 Every row runs in its own processes pinned with ``sched_setaffinity`` as the
 row says (the measuring client of the scopecast rows runs on the daemon's
@@ -60,7 +63,7 @@ logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_pipeline import CYCLE, _cfg, _port  # noqa: E402  (the same simulator config as the pipeline benchmark)
+from bench_pipeline import _cfg, _port  # noqa: E402  (the same simulator config as the pipeline benchmark)
 
 def _packages() -> Path:
     """The shipped packages of the scopecast being measured (its manifests match its code)."""
@@ -70,7 +73,22 @@ def _packages() -> Path:
 
 
 ACCURATE = _packages() / "virtual-staining"
-LIVE = _packages() / "virtual-staining-live"
+
+
+def cycle_of(pkg_dir: Path) -> list[str]:
+    """The live cycle every row acquires: the package's inputs (the six LED-array channels for
+    virtual staining, ``Membrane`` for super-resolution)."""
+    from scopecast.daemon.inference.package import load_package
+
+    return list(load_package(pkg_dir).manifest.inputs)
+
+
+def live_tier_of(pkg_dir: Path) -> Path:
+    """The real-time tier shipped beside ``pkg_dir`` (``<name>-live``)."""
+    live = pkg_dir.with_name(pkg_dir.name + "-live")
+    if not (live / "manifest.json").is_file():
+        raise SystemExit(f"--live: no live tier {live} beside {pkg_dir}")
+    return live
 WARMUP_RESULTS = 2  # results skipped before the measured window (start-up, caches)
 
 
@@ -137,7 +155,7 @@ def _summary(done_ns: list[int], lat_ms: list[float], **extra: Any) -> dict[str,
             "p95": float(np.percentile(a, 95)), **extra}
 
 
-def _sim_bundle(cfg: Path) -> list[np.ndarray]:
+def _sim_bundle(cfg: Path, cycle: list[str]) -> list[np.ndarray]:
     """One bundle of real simulator frames (the model alone must see what the camera makes:
     random pixels could trip the input guards, which then skip the model)."""
     from pymmcore_plus.experimental.unicore import UniMMCore
@@ -145,7 +163,7 @@ def _sim_bundle(cfg: Path) -> list[np.ndarray]:
     core = UniMMCore()
     core.loadSystemConfiguration(str(cfg))
     frames = []
-    for c in CYCLE:
+    for c in cycle:
         core.setConfig("Channel", c)
         core.snapImage()
         frames.append(np.array(core.getImage()))
@@ -161,10 +179,11 @@ def child_ort(pkg_dir: Path, cfg: Path, threads: int, seconds: float, precision:
     from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
     package = load_package(pkg_dir, precision)
-    frames = _sim_bundle(cfg)
+    cycle = list(package.manifest.inputs)
+    frames = _sim_bundle(cfg, cycle)
     w = InferenceWorker(package, open_runtime(package, "ort-cpu", threads=threads))
     bundle = [StreamFrame({"channel": c, "seq": i, "bundle_id": 0, "acquisition_id": "ort"}, f)
-              for i, (c, f) in enumerate(zip(CYCLE, frames, strict=True))]
+              for i, (c, f) in enumerate(zip(cycle, frames, strict=True))]
     done, lat = [], []
     cpu0, k = time.process_time(), 0
     t_end = None
@@ -195,6 +214,7 @@ def child_inproc(pkg_dir: Path, cfg: Path, threads: int, seconds: float, save: s
     from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
     package = load_package(pkg_dir, precision)
+    cycle = list(package.manifest.inputs)
     worker = InferenceWorker(package, open_runtime(package, "ort-cpu", threads=threads))
     core = UniMMCore()
     core.loadSystemConfiguration(str(cfg))
@@ -218,14 +238,14 @@ def child_inproc(pkg_dir: Path, cfg: Path, threads: int, seconds: float, save: s
     @core.mda.events.frameReady.connect
     def on_frame(img: np.ndarray, event: useq.MDAEvent, meta: dict) -> None:  # the user's callback
         ch = event.channel.config
-        if ch == CYCLE[0]:
+        if ch == cycle[0]:
             state["first"] = t_exposure[0]
             state["bundle"] = {}
         state["bundle"][ch] = img
-        if len(state["bundle"]) < len(CYCLE):
+        if len(state["bundle"]) < len(cycle):
             return
         frames = [StreamFrame({"channel": c, "seq": i, "bundle_id": state["k"], "acquisition_id": "mda"},
-                              state["bundle"][c]) for i, c in enumerate(CYCLE)]
+                              state["bundle"][c]) for i, c in enumerate(cycle)]
         result = worker.process(frames)
         t1 = time.time_ns()
         state["k"] += 1
@@ -245,7 +265,11 @@ def child_inproc(pkg_dir: Path, cfg: Path, threads: int, seconds: float, save: s
         if time.monotonic() > state["t_end"] and len(done) >= 3:
             core.mda.cancel()
 
-    seq = useq.MDASequence(channels=[{"config": c, "group": "Channel"} for c in CYCLE],
+    # one snap per frame, as the daemon acquires: a single-channel cycle (super-resolution) would
+    # otherwise run as a hardware sequence, the camera free-running and rendering frames the model never
+    # sees on the model's own cores (and no snap to stamp the exposure start on)
+    core.mda.engine.use_hardware_sequencing = False  # type: ignore[union-attr]
+    seq = useq.MDASequence(channels=[{"config": c, "group": "Channel"} for c in cycle],
                            time_plan={"interval": 0, "loops": 100_000}, axis_order="tc")
     core.mda.run(seq)
     if save and state["last"] is not None:
@@ -327,7 +351,7 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                 if time.monotonic() > t_join:
                     raise RuntimeError("the subscriptions did not reach the daemon and the engine within 120 s")
                 time.sleep(0.05)
-            c.request("start_live", channels=CYCLE, interval_ms=interval_ms,
+            c.request("start_live", channels=cycle_of(pkg_dir), interval_ms=interval_ms,
                       **({"pace_from": results} if demand else {}))
             done: list[int] = []
             lat: list[float] = []
@@ -479,7 +503,7 @@ def main() -> None:
         os._exit(0)
 
     tmp = Path(tempfile.mkdtemp(prefix="scopecast-inproc-"))
-    models = [Path(args.model)] + ([LIVE] if args.live else [])
+    models = [Path(args.model)] + ([live_tier_of(Path(args.model))] if args.live else [])
     every = ROWS + EXTRA_ROWS
     rows = [r for r in every if r.key in args.rows or (args.extra and r in EXTRA_ROWS)]
     load0 = os.getloadavg()
@@ -504,10 +528,11 @@ def main() -> None:
     load1 = os.getloadavg()
     print(f"\n{started:%Y-%m-%d %H:%M} UTC, {_cpu_model()}, {os.cpu_count()} cores; load average "
           f"{load0[0]:.2f} before, {load1[0]:.2f} after; {_versions()}")
-    print(f"{args.size}² six-channel cycle {'/'.join(CYCLE)}, simulated camera Noise=Off; {args.rounds} rounds of "
+    print(f"{args.size}² frames, simulated camera Noise=Off; {args.rounds} rounds of "
           f"{args.seconds:g} s per row, rows interleaved; median (min–max over rounds)\n")
     for model in models:
-        print(f"model `{model.name}`{' (INT8 variant)' if args.precision == 'int8' else ''}\n")
+        print(f"model `{model.name}`{' (INT8 variant)' if args.precision == 'int8' else ''}, live cycle "
+              f"{'/'.join(cycle_of(model))}\n")
         print("| configuration | results/s | exposure→result p50 ms | p95 ms | CPU per result |")
         print("| --- | --- | --- | --- | --- |")
         for row in rows:
