@@ -194,7 +194,8 @@ def add_model_commands(sub) -> None:
     t.add_argument("--blocks", type=int, default=8, help="live tier: separable blocks")
     t.add_argument("--unshuffle", type=int, default=4, help="live tier: pixel-unshuffle factor of the stem "
                    "(the body runs at 1/unshuffle of the input sampling)")
-    t.add_argument("--teacher", default="", help="distil from this accurate checkpoint of the same task")
+    t.add_argument("--teacher", default="", help="distil from this accurate model of the same task: a checkpoint, "
+                   "or a package directory with PyTorch weights (e.g. models/packages/virtual-staining)")
     t.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher's L1 term")
     t.set_defaults(func=_train)
 

@@ -30,7 +30,7 @@ from .architectures import build, count_parameters
 from .dataset import BLANK, TASKS, PairSet, calibrate, load_pairs
 from .manifest import Normalization, normalize
 
-__all__ = ["TrainConfig", "load_checkpoint", "prepare", "refresh_output_range", "train"]
+__all__ = ["TrainConfig", "load_checkpoint", "load_teacher", "prepare", "refresh_output_range", "train"]
 
 
 @dataclass
@@ -251,7 +251,7 @@ def teacher_outputs(checkpoint: str | Path, pairs: PairSet, norm: Normalization,
     the student's (so a teacher trained on another dataset still teaches the right
     units). Errors name a teacher of another task or other inputs/outputs.
     """
-    teacher, meta = load_checkpoint(checkpoint)
+    teacher, meta = load_teacher(checkpoint)
     if meta.get("task") != task or meta.get("inputs") != TASKS[task]["inputs"]:
         raise ValueError(f"teacher {checkpoint} is for task {meta.get('task')!r} with inputs "
                          f"{meta.get('inputs')}; this run trains {task!r} on {TASKS[task]['inputs']}")
@@ -264,6 +264,37 @@ def teacher_outputs(checkpoint: str | Path, pairs: PairSet, norm: Normalization,
         y = teacher(torch.from_numpy(x[None])).numpy()[0] * t_scale + t_off  # physical units
         out.append((y - scale[1][:, None, None]) / scale[0][:, None, None])
     return np.stack(out).astype(np.float32)
+
+
+def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A teacher for distillation: a training checkpoint, or a shipped package directory.
+
+    A package rebuilds its network from the manifest's provenance (``arch``, ``config``) and its
+    PyTorch weights (``weights.pt``, checked against the sha256 the manifest records), so a live tier
+    can be distilled from a shipped accurate model in a fresh clone, without retraining it. The returned
+    metadata has what :func:`teacher_outputs` reads: ``task``, ``inputs``, ``normalization`` and
+    ``output_scaling``. Errors name a package without PyTorch weights or with other weights.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return load_checkpoint(path)
+    from .manifest import MANIFEST, ModelManifest, sha256_file
+
+    if not (path / MANIFEST).is_file():
+        raise ValueError(f"teacher {path}: a directory without {MANIFEST} (give a checkpoint or a package)")
+    m = ModelManifest.model_validate_json((path / MANIFEST).read_text())
+    weights = m.provenance.get("pytorch_state_dict")
+    if not weights or not (path / weights["file"]).is_file():
+        raise ValueError(f"teacher {path}: the package carries no PyTorch weights (weights.pt); "
+                         "attach them with export.repackage.attach_state_dict or give its checkpoint")
+    if sha256_file(path / weights["file"]) != weights["sha256"]:
+        raise ValueError(f"teacher {path}: {weights['file']} does not match the sha256 in {MANIFEST}")
+    model = build(m.provenance["arch"], m.provenance["config"])
+    model.load_state_dict(torch.load(path / weights["file"], map_location="cpu", weights_only=True), strict=True)
+    scaling = m.output_scaling.model_dump() if m.output_scaling else {"scale": [1.0] * len(m.outputs),
+                                                                       "offset": [0.0] * len(m.outputs)}
+    return model.eval(), {"task": m.task, "inputs": list(m.inputs),
+                          "normalization": m.normalization.model_dump(), "output_scaling": scaling}
 
 
 def _count(kinds: list[str]) -> dict[str, int]:

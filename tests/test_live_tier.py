@@ -14,7 +14,7 @@ from scopecast.export.package import export_package  # noqa: E402
 from scopecast.export.quantize import CALIBRATIONS, INT8_FILE, QuantizationRefused, quantize_package  # noqa: E402
 from scopecast.models.architectures import LiveNet  # noqa: E402
 from scopecast.models.dataset import gather, load_pairs  # noqa: E402
-from scopecast.models.training import TrainConfig, load_checkpoint, train  # noqa: E402
+from scopecast.models.training import TrainConfig, load_checkpoint, teacher_outputs, train  # noqa: E402
 from tests.conftest import small_cfg  # noqa: E402
 
 
@@ -125,6 +125,35 @@ def test_teacher_of_another_task_is_refused(vs_data, tmp_path):
                       teacher=str(tmp_path / "wrong.pt"))
     with pytest.raises(ValueError, match="teacher .* is for task 'super-resolution'"):
         train(data, tmp_path / "run", cfg, progress=False)
+
+
+def test_a_shipped_package_teaches_like_its_checkpoint(vs_data, tmp_path):
+    """``--teacher`` takes a package directory (a fresh clone has no checkpoints): the network rebuilt from
+    the manifest and weights.pt gives the checkpoint's outputs; other weights or none are refused by name."""
+    data, teacher = vs_data
+    export_package(teacher, tmp_path / "pkg", name="vs-teacher-tiny", tile=64, halo=8)
+    pairs = load_pairs(data, "train")
+    meta = load_checkpoint(teacher)[1]
+    from scopecast.models.manifest import Normalization
+
+    norm = Normalization.model_validate(meta["normalization"])
+    scale = (np.full(2, 2.0, np.float32), np.full(2, 10.0, np.float32))  # any student units: both see the same
+    want = teacher_outputs(teacher, pairs, norm, scale, "virtual-staining")
+    got = teacher_outputs(tmp_path / "pkg", pairs, norm, scale, "virtual-staining")
+    assert want.shape == got.shape and float(np.ptp(want)) > 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+    with pytest.raises(ValueError, match="teacher .* is for task 'virtual-staining'"):
+        teacher_outputs(tmp_path / "pkg", pairs, norm, scale, "super-resolution")
+    weights = tmp_path / "pkg" / "weights.pt"
+    weights.write_bytes(weights.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="weights.pt does not match the sha256"):
+        teacher_outputs(tmp_path / "pkg", pairs, norm, scale, "virtual-staining")
+    weights.unlink()
+    with pytest.raises(ValueError, match="carries no PyTorch weights"):
+        teacher_outputs(tmp_path / "pkg", pairs, norm, scale, "virtual-staining")
+    with pytest.raises(ValueError, match="without manifest.json"):
+        teacher_outputs(tmp_path, pairs, norm, scale, "virtual-staining")
 
 
 def test_live_tier_stem_factor_reaches_the_checkpoint_and_the_package(vs_data, tmp_path):
