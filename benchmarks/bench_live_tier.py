@@ -53,6 +53,12 @@ def main() -> None:
     ap.add_argument("--no-fidelity", action="store_true", help="speed only")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
+    tasks = {p: load_package(p).manifest.task for p in args.package}
+    if not args.no_fidelity and len(set(tasks.values())) > 1:
+        ap.error("fidelity compares packages of one task; got " + ", ".join(f"{p} ({t})" for p, t in tasks.items())
+                 + " (use --no-fidelity to time them together)")
+    dirs = [Path(p).name for p in args.package]  # the directory name, or the path where two names collide
+    label = {p: (n if dirs.count(n) == 1 else p) for p, n in zip(args.package, dirs)}
     variants = []
     for p in args.package:
         variants.append((p, "fp32"))
@@ -63,23 +69,23 @@ def main() -> None:
     print(f"{'package':<40} {'prec':<5} {'params':>8} {'1 thread p50 ms':>16} {'2 threads p50 ms':>17} "
           f"{'results/s (2 thr)':>18}")
     for p, prec in variants:
-        key = f"{Path(p).name}/{prec}"
+        key = f"{label[p]}/{prec}"
         ms1, ms2 = speed(p, prec, 1), speed(p, prec, 2)
         out[key] = {"p50_ms_1t": ms1, "p50_ms_2t": ms2}
         params = (load_package(p).manifest.provenance or {}).get("parameters", "")
-        print(f"{Path(p).name:<40} {prec:<5} {params!s:>8} {ms1:16.1f} {ms2:17.1f} {1e3 / ms2:18.1f}")
+        print(f"{label[p]:<40} {prec:<5} {params!s:>8} {ms1:16.1f} {ms2:17.1f} {1e3 / ms2:18.1f}")
     if not args.no_fidelity:
         from scopecast.models.evaluate_morphology import run_evaluation
 
         reports = {}
         for p, prec in variants:  # every file, INT8 variants included, on the same fields
-            name = Path(p).name + ("" if prec == "fp32" else f"/{prec}")
+            name = label[p] + ("" if prec == "fp32" else f"/{prec}")
             reports[name] = run_evaluation(p, fields=args.fields, outside=False, precision=prec)
         names = list(reports)
         rows = [r["row"] for r in reports[names[0]]["rows"]]
         outputs = reports[names[0]]["outputs"]
         print(f"\nfidelity: model PSNR (dB) per row, {args.fields} fields of 256² per row, seed 500")
-        print(f"{'row':<44} {'output':<12} " + " ".join(f"{n[:22]:>22}" for n in names))
+        print(f"{'row':<44} {'output':<12} " + " ".join(f"{n[-22:]:>22}" for n in names))
         for i, row in enumerate(rows):
             for o in outputs:
                 vals = []
