@@ -1,4 +1,4 @@
-"""``scopecast gather | train | export | evaluate``: the model subcommands (training needs the 'train' extra)."""
+"""``scopecast gather | train | export | reexport | evaluate``: the model subcommands (torch for train and export)."""
 
 from __future__ import annotations
 
@@ -149,8 +149,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reexport(args: argparse.Namespace) -> int:
+    from scopecast.export.repackage import reexport_onnx
+
+    for package in args.package:
+        try:
+            r = reexport_onnx(package)
+        except Exception as e:  # noqa: BLE001 - every failure is reported by name
+            print(f"scopecast reexport: {package}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        print(f"scopecast reexport: {package}: model.onnx sha256 {r['old_sha256'][:12]} -> {r['sha256'][:12]}; "
+              f"max |new - old| {r['max_abs_error_vs_old']:.2e}, FP32 parity {r['parity']['max_abs_error']:.2e}")
+    return 0
+
+
 def add_model_commands(sub) -> None:
-    """The model subcommands: gather, train, export, evaluate."""
+    """The model subcommands: gather, train, export, reexport, evaluate."""
     g = sub.add_parser("gather", help="record paired training data with the daemon (simulated scope)",
                        description="Dual-modality captures over separate training and validation slide regions.")
     g.add_argument("--task", default="virtual-staining", choices=["virtual-staining", "super-resolution"])
@@ -220,6 +234,14 @@ def add_model_commands(sub) -> None:
     x.add_argument("--triton-instances", type=int, default=1, help="Triton model instances")
     x.add_argument("--triton-max-batch", type=int, default=8, help="Triton max_batch_size (dynamic batching)")
     x.set_defaults(func=_export)
+
+    rx = sub.add_parser("reexport", help="write a package's model.onnx again from its own weights.pt (needs the "
+                        "'train' extra)", description="Re-export with the current exporter (e.g. a faster graph for "
+                        "the same network); the new file must give the old one's outputs on the package's test input "
+                        "(FP32 tolerance), so the package's measured figures still hold. Updates the manifest's "
+                        "sha256 and the bioimage.io files; variants are left as they are.")
+    rx.add_argument("--package", action="append", required=True, help="package folder (repeat for several)")
+    rx.set_defaults(func=_reexport)
 
     ev = sub.add_parser("evaluate", help="per-morphology evaluation of model packages against baselines (no torch)",
                         description="Captures fresh fields on the simulated scope (held-out region of each training "

@@ -27,8 +27,8 @@ from .bioimageio import (
 )
 
 __all__ = [
-    "STATE_DICT", "attach_state_dict", "raw_test_input", "repackage", "save_state_dict", "validation_section",
-    "write_bioimageio_files",
+    "STATE_DICT", "attach_state_dict", "raw_test_input", "reexport_onnx", "repackage", "save_state_dict",
+    "validation_section", "write_bioimageio_files",
 ]
 
 log = logging.getLogger("scopecast.export")
@@ -217,6 +217,60 @@ def attach_state_dict(package: str | Path, checkpoint: str | Path) -> Bioimageio
     (package / MANIFEST).write_text(json.dumps(raw, indent=2))
     log.info("%s: weights.pt attached (parity with model.onnx, max |err| %.2e)", package, report["max_abs_error"])
     return repackage(package)
+
+
+def reexport_onnx(package: str | Path) -> dict[str, Any]:
+    """Write a package's ``model.onnx`` again from its own ``weights.pt`` with the current exporter, then :func:`repackage`.
+
+    For an exporter improvement (e.g. LiveNet's folded stem: no 6-D Transpose) reaching a shipped package
+    without retraining. The network is rebuilt from the manifest's provenance and its weights (sha256
+    checked); the new file must match PyTorch (the export's FP32 parity) *and* the old ``model.onnx`` on the
+    package's test input within the same tolerance, so every figure measured on the package still holds.
+    Only ``model.onnx``, the manifest's ``sha256`` and FP32 parity, ``parity.json``'s ``fp32`` entry and the
+    bioimage.io files change; variants (INT8, FP16, TensorRT) are separate files and stay as they are.
+    Returns ``{"old_sha256", "sha256", "max_abs_error_vs_old", "parity"}``.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    from scopecast.models.training import load_teacher
+
+    from .onnx_export import FP32_TOLERANCE, export_onnx, parity
+
+    package = Path(package)
+    m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
+    model_path = package / m.model_file
+    if sha256_file(model_path) != m.sha256:
+        raise ValueError(f"{model_path}: sha256 does not match {MANIFEST}; refusing to replace a model it does not "
+                         "describe")
+    model, _ = load_teacher(package)
+    x = np.ascontiguousarray(normalize(list(raw_test_input(package, m)[0]), m.normalization)[None]).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        new = export_onnx(model, x, Path(tmp) / "model.onnx", input_name=m.input_name, output_name=m.output_name)
+        report = parity(new, model, x, FP32_TOLERANCE, m.input_name)
+        outputs = [ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(None, {m.input_name: x})[0]
+                   for f in (model_path, new)]
+        vs_old = float(np.abs(outputs[0].astype(np.float64) - outputs[1]).max())
+        if vs_old > FP32_TOLERANCE:
+            raise ValueError(f"{package}: the re-exported model differs from the shipped model.onnx by {vs_old:.3g} "
+                             f"(> {FP32_TOLERANCE:g}) on the test input; not replaced")
+        old_sha = m.sha256
+        model_path.write_bytes(new.read_bytes())
+    raw = json.loads((package / MANIFEST).read_text())
+    raw["sha256"] = sha256_file(model_path)
+    raw["provenance"]["parity"] = report
+    ModelManifest.model_validate(raw)
+    (package / MANIFEST).write_text(json.dumps(raw, indent=2))
+    parity_file = package / "parity.json"
+    if parity_file.is_file():
+        reports = json.loads(parity_file.read_text())
+        reports["fp32"] = report
+        parity_file.write_text(json.dumps(reports, indent=2))
+    log.info("%s: model.onnx re-exported (sha256 %s -> %s; max |new - old| %.2e)", package, old_sha[:12],
+             raw["sha256"][:12], vs_old)
+    repackage(package)
+    return {"old_sha256": old_sha, "sha256": raw["sha256"], "max_abs_error_vs_old": vs_old, "parity": report}
 
 
 def _package_path(package: Path) -> str:

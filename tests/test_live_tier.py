@@ -44,6 +44,24 @@ def test_livenet_shapes_and_multiple():
         LiveNet(3, 2, width=0)
 
 
+def test_livenet_runs_its_stem_folded_the_same_sums_without_a_transpose(tmp_path):
+    """forward() = pixel unshuffle + 3x3 conv (the stored parameters), run as one strided conv; ONNX has no Transpose."""
+    import onnx
+
+    from scopecast.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    for unshuffle in (2, 4):
+        m = LiveNet(3, 2, scale=2, width=8, blocks=3, unshuffle=unshuffle).eval()
+        x = torch.rand(2, 3, 32, 48)
+        with torch.no_grad():
+            reference = m.head(m.body(m.stem(x)))  # the unfolded stem, as the parameters are stored
+            assert torch.allclose(m(x), reference, atol=1e-5)
+        path = export_onnx(m, x[:1].numpy(), tmp_path / f"live{unshuffle}.onnx")
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert "Transpose" not in ops and "Conv" in ops, ops
+
+
 def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
     data, teacher = vs_data
     cfg = TrainConfig(task="virtual-staining", tier="live", width=8, blocks=2, steps=8, batch=2, crop=32, seed=2,
@@ -116,6 +134,65 @@ def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
         load_package(tmp_path / "pkg", "int8")
 
 
+def test_reexport_replaces_an_unfolded_model_onnx_with_the_same_outputs(vs_data, tmp_path, capsys):
+    """A package exported before the folded stem (6-D Transpose in its graph) is re-exported from its weights:
+    same outputs, no Transpose, manifest sha256 and bioimage.io files follow; a model.onnx that is not the
+    weights' network is refused and left in place."""
+    import hashlib
+
+    import onnx
+
+    from scopecast.daemon.cli import main
+    from scopecast.export.onnx_export import export_onnx
+
+    data, teacher = vs_data
+    cfg = TrainConfig(task="virtual-staining", tier="live", width=8, blocks=2, steps=4, batch=2, crop=32, seed=3,
+                      teacher=str(teacher))
+    ckpt = train(data, tmp_path / "run", cfg, progress=False)
+    pkg_dir = tmp_path / "pkg"
+    export_package(ckpt, pkg_dir, name="vs-live-old", tile=64, halo=8)
+    model, _ = load_checkpoint(ckpt)
+
+    class Unfolded(torch.nn.Module):  # the graph the exporter wrote before the stem was folded
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m.head(self.m.body(self.m.stem(x)))
+
+    x = np.random.default_rng(0).random((1, 6, 64, 64), dtype=np.float32)
+    export_onnx(Unfolded(model), x, pkg_dir / "model.onnx")
+    manifest = json.loads((pkg_dir / "manifest.json").read_text())
+    manifest["sha256"] = hashlib.sha256((pkg_dir / "model.onnx").read_bytes()).hexdigest()
+    (pkg_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    frames = [StreamFrame({"channel": c, "seq": i, "bundle_id": 1, "pixel_size_um": 0.65},
+                          np.full((64, 64), 2000 + 150 * i, np.uint16)) for i, c in enumerate(manifest["inputs"])]
+    old = load_package(pkg_dir)
+    y_old = InferenceWorker(old, open_runtime(old, "ort-cpu")).process(frames).data
+    assert "Transpose" in {n.op_type for n in onnx.load(str(pkg_dir / "model.onnx")).graph.node}
+
+    assert main(["reexport", "--package", str(pkg_dir)]) == 0
+    assert "max |new - old|" in capsys.readouterr().out
+    new = load_package(pkg_dir)  # the manifest's sha256 follows the new file
+    assert new.manifest.sha256 != old.manifest.sha256
+    assert "Transpose" not in {n.op_type for n in onnx.load(str(pkg_dir / "model.onnx")).graph.node}
+    y_new = InferenceWorker(new, open_runtime(new, "ort-cpu")).process(frames).data
+    np.testing.assert_allclose(y_new, y_old, atol=1e-3)
+    assert new.manifest.sha256 in (pkg_dir / "rdf.yaml").read_text()  # bioimage.io files rewritten
+
+    # a model.onnx that is not the network of weights.pt: refused by name, nothing replaced
+    other = LiveNet(6, 2, width=8, blocks=2).eval()
+    export_onnx(other, x, pkg_dir / "model.onnx")
+    manifest = json.loads((pkg_dir / "manifest.json").read_text())
+    manifest["sha256"] = hashlib.sha256((pkg_dir / "model.onnx").read_bytes()).hexdigest()
+    (pkg_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    before = (pkg_dir / "model.onnx").read_bytes()
+    assert main(["reexport", "--package", str(pkg_dir)]) == 2
+    assert "differs from the shipped model.onnx" in capsys.readouterr().err
+    assert (pkg_dir / "model.onnx").read_bytes() == before
+
+
 def test_teacher_of_another_task_is_refused(vs_data, tmp_path):
     data, teacher = vs_data
     ckpt = torch.load(teacher, map_location="cpu", weights_only=False)
@@ -174,3 +251,19 @@ def test_unknown_tier_and_precision_are_named(vs_data, tmp_path):
         load_package(tmp_path, "int4")
     with pytest.raises(ValueError, match="unknown calibration method 'kl'; methods: auto, entropy"):
         quantize_package(tmp_path, data, method="kl")
+
+
+def test_bench_live_tier_refuses_to_compare_fidelity_across_tasks():
+    """Fidelity rows are per task: a mix is refused by name before any work, not a KeyError at the table."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_live_tier.py"),
+                        "--package", str(root / "models/packages/virtual-staining-live"),
+                        "--package", str(root / "models/packages/super-resolution-live")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "fidelity compares packages of one task" in r.stderr and "super-resolution-live (super-resolution)" \
+        in r.stderr
