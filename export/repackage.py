@@ -220,14 +220,15 @@ def attach_state_dict(package: str | Path, checkpoint: str | Path) -> Bioimageio
 
 
 def reexport_onnx(package: str | Path) -> dict[str, Any]:
-    """Write a package's ``model.onnx`` again from its own ``weights.pt`` with the current exporter, then :func:`repackage`.
+    """Write a package's ``model.onnx`` again from its ``weights.pt`` with the current exporter; :func:`repackage`.
 
     For an exporter improvement (e.g. LiveNet's folded stem: no 6-D Transpose) reaching a shipped package
     without retraining. The network is rebuilt from the manifest's provenance and its weights (sha256
     checked); the new file must match PyTorch (the export's FP32 parity) *and* the old ``model.onnx`` on the
     package's test input within the same tolerance, so every figure measured on the package still holds.
-    Only ``model.onnx``, the manifest's ``sha256`` and FP32 parity, ``parity.json``'s ``fp32`` entry and the
-    bioimage.io files change; variants (INT8, FP16, TensorRT) are separate files and stay as they are.
+    Only ``model.onnx``, the manifest's ``sha256`` and FP32 parity, ``parity.json``'s ``fp32`` entry, the
+    card's citations of the old file's sha256 and the bioimage.io files change; variants (INT8, FP16,
+    TensorRT) are separate files and stay as they are.
     Returns ``{"old_sha256", "sha256", "max_abs_error_vs_old", "parity"}``.
     """
     import tempfile
@@ -267,6 +268,11 @@ def reexport_onnx(package: str | Path) -> dict[str, Any]:
         reports = json.loads(parity_file.read_text())
         reports["fp32"] = report
         parity_file.write_text(json.dumps(reports, indent=2))
+    card = package / "card.md"  # figures measured on the old file hold for the new one: say so where they cite it
+    if card.is_file():
+        card.write_text(card.read_text().replace(
+            f"sha256 {old_sha[:12]}", f"sha256 {raw['sha256'][:12]}, re-exported from {old_sha[:12]} with outputs "
+            f"within {vs_old:.1e}"))
     log.info("%s: model.onnx re-exported (sha256 %s -> %s; max |new - old| %.2e)", package, old_sha[:12],
              raw["sha256"][:12], vs_old)
     repackage(package)

@@ -45,7 +45,7 @@ def test_livenet_shapes_and_multiple():
 
 
 def test_livenet_runs_its_stem_folded_the_same_sums_without_a_transpose(tmp_path):
-    """forward() = pixel unshuffle + 3x3 conv (the stored parameters), run as one strided conv; ONNX has no Transpose."""
+    """forward() = pixel unshuffle + 3x3 conv (the parameters as stored) run as one strided conv; no ONNX Transpose."""
     import onnx
 
     from scopecast.export.onnx_export import export_onnx
@@ -169,6 +169,9 @@ def test_reexport_replaces_an_unfolded_model_onnx_with_the_same_outputs(vs_data,
     frames = [StreamFrame({"channel": c, "seq": i, "bundle_id": 1, "pixel_size_um": 0.65},
                           np.full((64, 64), 2000 + 150 * i, np.uint16)) for i, c in enumerate(manifest["inputs"])]
     old = load_package(pkg_dir)
+    with (pkg_dir / "card.md").open("a") as card:  # as 'scopecast evaluate --card' cites the file it measured
+        card.write(f"\n## Validated domain\n\n### vs-live-old (virtual-staining, sha256 {old.manifest.sha256[:12]}): "
+                   "8 fields\n")
     y_old = InferenceWorker(old, open_runtime(old, "ort-cpu")).process(frames).data
     assert "Transpose" in {n.op_type for n in onnx.load(str(pkg_dir / "model.onnx")).graph.node}
 
@@ -180,6 +183,8 @@ def test_reexport_replaces_an_unfolded_model_onnx_with_the_same_outputs(vs_data,
     y_new = InferenceWorker(new, open_runtime(new, "ort-cpu")).process(frames).data
     np.testing.assert_allclose(y_new, y_old, atol=1e-3)
     assert new.manifest.sha256 in (pkg_dir / "rdf.yaml").read_text()  # bioimage.io files rewritten
+    assert f"(virtual-staining, sha256 {new.manifest.sha256[:12]}, re-exported from {old.manifest.sha256[:12]} " \
+        "with outputs within" in (pkg_dir / "card.md").read_text()  # figures cited by the old file's hash
 
     # a model.onnx that is not the network of weights.pt: refused by name, nothing replaced
     other = LiveNet(6, 2, width=8, blocks=2).eval()
