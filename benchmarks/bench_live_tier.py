@@ -58,7 +58,7 @@ def main() -> None:
         ap.error("fidelity compares packages of one task; got " + ", ".join(f"{p} ({t})" for p, t in tasks.items())
                  + " (use --no-fidelity to time them together)")
     dirs = [Path(p).name for p in args.package]  # the directory name, or the path where two names collide
-    label = {p: (n if dirs.count(n) == 1 else p) for p, n in zip(args.package, dirs)}
+    label = {p: (n if dirs.count(n) == 1 else "/".join(Path(p).parts[-2:])) for p, n in zip(args.package, dirs)}
     variants = []
     for p in args.package:
         variants.append((p, "fp32"))
@@ -85,16 +85,17 @@ def main() -> None:
         rows = [r["row"] for r in reports[names[0]]["rows"]]
         outputs = reports[names[0]]["outputs"]
         print(f"\nfidelity: model PSNR (dB) per row, {args.fields} fields of 256² per row, seed 500")
-        print(f"{'row':<44} {'output':<12} " + " ".join(f"{n[-22:]:>22}" for n in names))
+        width = max(22, *(len(n) for n in names))
+        print(f"{'row':<44} {'output':<12} " + " ".join(f"{n:>{width}}" for n in names))
         for i, row in enumerate(rows):
             for o in outputs:
                 vals = []
                 for n in names:
                     r = reports[n]["rows"][i]
                     if "scores" in r:
-                        vals.append(f"{r['scores']['model'][o]['psnr']:22.2f}")
+                        vals.append(f"{r['scores']['model'][o]['psnr']:{width}.2f}")
                     else:
-                        vals.append(f"{'area ' + format(r['positive_area']['model'][o] * 100, '.2f') + ' %':>22}")
+                        vals.append(f"{'area ' + format(r['positive_area']['model'][o] * 100, '.2f') + ' %':>{width}}")
                 print(f"{row:<44} {o:<12} " + " ".join(vals))
         for n in names:
             held = [r for r in reports[n]["rows"] if r["group"] == "held-out morphology"]
