@@ -79,13 +79,19 @@ def _psnr(truth: np.ndarray, pred: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(rng * rng / mse)
 
 
-def _session(path: Path, threads: int):
+def _session(path: Path, threads: int, shape: tuple[int, ...] | None = None):
+    """A CPU session; with ``shape``, specialized to it as the engine runs every model (free-dimension
+    overrides for the exporter's ``N``, ``H``, ``W``: see ``OrtRuntime._session_for``), so a speed ratio is
+    the one the engine sees: a dynamic FP32 session leaves LiveNet's residual Adds unfused."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if shape is not None:
+        for name, n in zip(("N", "H", "W"), (shape[0], shape[2], shape[3]), strict=True):
+            so.add_free_dimension_override_by_name(name, int(n))
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -112,7 +118,7 @@ def _p50_ms(sess: Any, name: str, x: np.ndarray, repeats: int) -> float:
 
 def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: float = 0.5, calibration_fields: int = 24,
                      method: str = "auto", threads: int = 1,
-                     speed_size: int = 512, speed_repeats: int = 10) -> dict[str, Any]:
+                     speed_size: int = 512, speed_repeats: int = 10, min_speedup: float = 1.0) -> dict[str, Any]:
     """Write and register the INT8 variant of ``package`` if it keeps fidelity; returns the report.
 
     ``dataset`` is the gathered dataset the package was trained on: ``calibration_fields`` of its ``train``
@@ -120,7 +126,9 @@ def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: floa
     when ``method`` is ``"auto"`` (else ``method`` names one of :data:`CALIBRATIONS`; with too few training
     fields the calibration fields also choose, and the report says so), and its ``val`` split measures.
     Raises :class:`QuantizationRefused` (nothing registered; an earlier variant removed) when an output loses
-    more than ``max_loss_db`` dB PSNR against the ground truth on the validation fields of any morphology.
+    more than ``max_loss_db`` dB PSNR against the ground truth on the validation fields of any morphology,
+    or when it is not faster than FP32 by more than ``min_speedup`` at ``speed_size``² as the engine runs both
+    (shape-specialized sessions): a variant no faster than its parent only adds a way to lose fidelity.
     """
     from onnxruntime.quantization import quant_pre_process
 
@@ -161,8 +169,9 @@ def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: floa
     report.update({"calibration": {"fields": len(idx), "method": method, "dataset": str(dataset),
                                    **({"selection": selection} if selection else {})},
                    "max_loss_db": max_loss_db})
-    worst = report["worst_loss_db"]
-    report["accepted"] = bool(worst <= max_loss_db)
+    worst, speedup = report["worst_loss_db"], report["speed"]["speedup"]
+    report["min_speedup"] = min_speedup
+    report["accepted"] = bool(worst <= max_loss_db and speedup > min_speedup)
     (package / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     _update_card(package / "card.md", report)
     variants = dict(m.variants)
@@ -172,8 +181,11 @@ def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: floa
             (package / MANIFEST).write_text(m.model_copy(update={"variants": variants}).model_dump_json(indent=2)
                                             + "\n")
         where = report["worst_where"]
-        raise QuantizationRefused(f"{m.name}: INT8 loses {worst:.2f} dB PSNR on {where} (allowed {max_loss_db} dB "
-                                  f"per morphology); variant not written (report: {package / REPORT_FILE})", report)
+        why = (f"INT8 loses {worst:.2f} dB PSNR on {where} (allowed {max_loss_db} dB per morphology)"
+               if worst > max_loss_db else
+               f"INT8 is {speedup:.2f}x the FP32 model's speed at {report['speed']['size']}² (needs more than "
+               f"{min_speedup:g}x)")
+        raise QuantizationRefused(f"{m.name}: {why}; variant not written (report: {package / REPORT_FILE})", report)
     variants["int8"] = ModelVariant(file=INT8_FILE, sha256=sha256_file(out), precision="int8",
                                     loss_db=report["loss_db"], speedup=report["speed"]["speedup"])
     (package / MANIFEST).write_text(m.model_copy(update={"variants": variants}).model_dump_json(indent=2) + "\n")
@@ -200,7 +212,9 @@ def _update_card(card: Path, report: dict[str, Any]) -> None:
     kept = (f"**Kept** as `{INT8_FILE}` (`--precision int8` in `scopecast engine`, `up` and `evaluate`; the "
             "engine judges it by its own validated figures, `variants.int8.validated`, once measured)."
             if report["accepted"] else f"**Not kept**: an output lost more than {report['max_loss_db']} dB on a "
-            "morphology.")
+            "morphology." if report["worst_loss_db"] > report["max_loss_db"] else
+            f"**Not kept**: no faster than the FP32 model as the engine runs both (needs more than "
+            f"{report.get('min_speedup', 1.0):g}x).")
     section = (f"{CARD_SECTION}\n\nONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 "
                f"activations), calibrated on {cal['fields']} training fields of `{cal['dataset']}` with the "
                f"`{cal['method']}` calibrator ({chosen}). On {report['fields']} validation fields, against the "
@@ -274,9 +288,9 @@ def _measure(m: ModelManifest, fp32: Path, int8: Path, va: Any, threads: int, si
              ) -> dict[str, Any]:
     keep = [i for i, k in enumerate(va.kinds) if k != BLANK] or list(range(len(va.inputs)))
     fid = _fidelity(m, fp32, int8, va, keep, threads)
-    s32, s8 = _session(fp32, threads), _session(int8, threads)
     t = np.zeros((1, len(m.inputs), size, size), np.float32)
     t += np.random.default_rng(1).random(t.shape, np.float32)
+    s32, s8 = _session(fp32, threads, t.shape), _session(int8, threads, t.shape)
     ms32, ms8 = _p50_ms(s32, m.input_name, t, repeats), _p50_ms(s8, m.input_name, t, repeats)
     return {
         "fields": len(keep),

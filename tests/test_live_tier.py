@@ -89,8 +89,15 @@ def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
     with pytest.raises(PackageError, match="quantization was refused"):
         load_package(tmp_path / "pkg", "int8")
 
+    # a speed the tiny model cannot reach: refused by name, like a fidelity loss
+    with pytest.raises(QuantizationRefused, match=r"x the FP32 model's speed at 64² \(needs more than 100x\)"):
+        quantize_package(tmp_path / "pkg", data, max_loss_db=100.0, calibration_fields=2, speed_size=64,
+                         speed_repeats=1, min_speedup=100.0)
+    assert "no faster than the FP32 model" in (tmp_path / "pkg" / "card.md").read_text()
+
+    # min_speedup=0: the tiny test model's speed says nothing (INT8 overheads dominate at 64²)
     report = quantize_package(tmp_path / "pkg", data, max_loss_db=100.0, calibration_fields=2, speed_size=64,
-                              speed_repeats=1)
+                              speed_repeats=1, min_speedup=0.0)
     assert report["accepted"] and set(report["loss_db"]) == {"nuclei", "membrane"}
     assert report["fields"] == len(load_pairs(data, "val").inputs) and report["speed"]["int8_p50_ms"] > 0
     # "auto" tried every calibration on training fields and kept the one whose worst output lost least
@@ -100,7 +107,7 @@ def test_distilled_live_tier_trains_exports_and_runs_int8(vs_data, tmp_path):
     assert cal["method"] == min(losses, key=losses.get)
     written = (tmp_path / "pkg" / INT8_FILE).read_bytes()
     again = quantize_package(tmp_path / "pkg", data, max_loss_db=100.0, calibration_fields=2, method=cal["method"],
-                             speed_size=64, speed_repeats=1)
+                             speed_size=64, speed_repeats=1, min_speedup=0.0)
     assert "selection" not in again["calibration"] and again["loss_db"] == report["loss_db"]
     assert (tmp_path / "pkg" / INT8_FILE).read_bytes() == written  # the chosen calibration is the one written
     card = (tmp_path / "pkg" / "card.md").read_text()  # the card's INT8 section replaced, not appended
