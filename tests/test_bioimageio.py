@@ -62,7 +62,7 @@ def test_test_tensors_are_raw_counts_in_and_the_engines_physical_output_out(name
                                                                                   for s in raw.shape[2:]))
     w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
     frames = [StreamFrame({"channel": c}, raw[0, i]) for i, c in enumerate(m.inputs)]
-    y = w.postprocess(w.infer(w.preprocess(w.order(frames))))
+    y, _ = w.postprocess(w.infer(w.preprocess(w.order(frames))))
     assert _within_tolerance(y, expected[0])
     assert np.abs(y - expected[0]).max() < 0.05  # counts: float32 rounding, not a different computation
     # a physical output, not the network's normalized one: it spans the output scaling

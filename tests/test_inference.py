@@ -161,6 +161,23 @@ def test_nan_output_is_an_error(tmp_path):
         w.process(_frames(["A"]))
 
 
+def test_postprocess_extremes_are_exactly_the_scaled_outputs_and_catch_inf(pkg):
+    """The output guard trusts the extremes postprocess hands it: they must be the scaled output's own min and
+    max, bit for bit, whatever the sign of the scale; an Inf (which a sum would also catch) must raise."""
+    from scopecast.models.manifest import OutputScaling
+
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
+    w.m = w.m.model_copy(update={"output_scaling": OutputScaling(scale=[1234.567, -0.0371], offset=[99.9, 7.25])})
+    rng = np.random.default_rng(3)
+    y = rng.normal(0.3, 0.4, (2, 97, 131)).astype(np.float32)
+    got, ext = w.postprocess(y.copy())
+    assert np.array_equal(ext[:, 0], got.min(axis=(1, 2))) and np.array_equal(ext[:, 1], got.max(axis=(1, 2)))
+    assert ext[1, 0] < ext[1, 1]  # the negative scale swapped them
+    y[1, 5, 7] = np.inf
+    with pytest.raises(NonFiniteOutput, match="1 NaN/Inf"):
+        w.postprocess(y)
+
+
 def test_default_threads_follow_the_process_affinity_not_the_machine(monkeypatch):
     """An engine pinned with --cpus to one core of eight gets one intra-op thread, not seven."""
     from scopecast.daemon.inference import runtimes

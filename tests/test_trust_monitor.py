@@ -233,3 +233,8 @@ def test_output_ringing_is_clipped_but_not_flagged_and_an_excursion_is():
     y[0, 40:44] = -3000.0  # far below anything physical: flagged (and clipped)
     fig, reasons, margin = g.apply(y)
     assert reasons and reasons[0].startswith("beyond physical range: sr") and margin < 0 and y.min() == 100.0
+    # the extremes the worker hands over give the same verdict as measuring them here
+    y[0, 40:44] = -3000.0
+    y2 = y.copy()
+    with_extremes = g.apply(y2, np.array([[y2.min(), y2.max()]], np.float32))
+    assert with_extremes == g.apply(y) and np.array_equal(y, y2)

@@ -424,31 +424,43 @@ class OutputGuard:
         y[...] = self.fill[:, None, None]
         return y
 
-    def apply(self, y: np.ndarray) -> tuple[dict[str, Any], list[str], float]:
+    def apply(self, y: np.ndarray, extremes: np.ndarray | None = None) -> tuple[dict[str, Any], list[str], float]:
         """Clip ``y`` (C, H, W, physical units) in place; ``(figures, reasons, margin)``.
 
+        ``extremes``: each channel's ``[min, max]`` when the caller has them (the worker's finite check
+        measures them; ``(C, 2)``), else measured here. Within the range that is the whole check; otherwise
+        one pass per violated side counts the pixels outside it, one more those far outside, and one clips.
         Every pixel outside the range is clipped (``clipped``: their fraction); the check counts only pixels
         beyond it by more than ``OUTPUT_RANGE_TOLERANCE`` of the range or ``GIBBS`` of the output's own span
         (``beyond``): a background predicted a few counts under the dark level, or the ringing of an upsampler
         beside a bright edge, is the model's error, not an intensity no specimen gave in training."""
         if self.lo is None or self.hi is None:
             return {"range": None, "clipped": None}, [], 1.0
+        if extremes is None:
+            extremes = np.stack([y.min(axis=(1, 2)), y.max(axis=(1, 2))], axis=1)
         clipped, beyond, reasons, margin = {}, {}, [], 1.0
+        mask: np.ndarray | None = None  # one reused boolean buffer for the comparisons
         for c, name in enumerate(self.outputs):
             ch, lo, hi = y[c], self.lo[c], self.hi[c]
             frac = far = 0.0
             tol = np.float32(OUTPUT_RANGE_TOLERANCE * float(hi - lo))
-            mn, mx = ch.min(), ch.max()  # once: each is a pass over the output
+            mn, mx = np.float32(extremes[c, 0]), np.float32(extremes[c, 1])
             if mn < lo or mx > hi:
+                if mask is None:
+                    mask = np.empty(ch.shape, bool)
                 # a band-limited reconstruction rings by up to the Gibbs fraction of a step on either side
                 span = float(min(mx, hi)) - float(max(mn, lo))
                 tol = np.float32(max(float(tol), GIBBS * max(span, 0.0)))
-                # one comparison pass per violated side (a pass over the output each)
-                frac = float((np.count_nonzero(ch < lo) if mn < lo else 0) +
-                             (np.count_nonzero(ch > hi) if mx > hi else 0)) / ch.size
+
+                def count(side: Any, level: np.float32) -> int:
+                    side(ch, level, out=mask)
+                    return int(np.count_nonzero(mask))
+
+                frac = float((count(np.less, lo) if mn < lo else 0) + (count(np.greater, hi) if mx > hi else 0))
                 if mn < lo - tol or mx > hi + tol:
-                    far = float((np.count_nonzero(ch < lo - tol) if mn < lo - tol else 0) +
-                                (np.count_nonzero(ch > hi + tol) if mx > hi + tol else 0)) / ch.size
+                    far = float((count(np.less, lo - tol) if mn < lo - tol else 0) +
+                                (count(np.greater, hi + tol) if mx > hi + tol else 0))
+                frac, far = frac / ch.size, far / ch.size
                 np.clip(ch, lo, hi, out=ch)
             clipped[name], beyond[name] = _r(frac), _r(far)
             margin = min(margin, 1.0 - far / OUTPUT_CLIPPED_MAX)

@@ -149,16 +149,24 @@ class InferenceWorker:
             raise BundleMismatch(f"model {self.m.name!r} produced {out.shape[0]} channels, manifest says {expected}")
         return out
 
-    def postprocess(self, y: np.ndarray) -> np.ndarray:
-        """Physical units; raises :class:`NonFiniteOutput` (:meth:`process` then clips to the physical range)."""
-        if not np.isfinite(np.sum(y, dtype=np.float64)):  # one pass; NaN/Inf propagate
+    def postprocess(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Physical units in place, and each channel's ``[min, max]`` in them (``(C, 2)``; the output guard's
+        first look at the range). Raises :class:`NonFiniteOutput` (:meth:`process` then clips to the physical
+        range): NaN and Inf propagate into the extremes, so they are the finite check too, one pass each."""
+        lo, hi = y.min(axis=(1, 2)), y.max(axis=(1, 2))
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
             bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
             raise NonFiniteOutput(f"model {self.m.name!r} produced {bad} NaN/Inf values")
         s = self.m.output_scaling
         if s is not None:
-            y *= np.asarray(s.scale, np.float32)[:, None, None]
-            y += np.asarray(s.offset, np.float32)[:, None, None]
-        return y
+            scale, offset = np.asarray(s.scale, np.float32), np.asarray(s.offset, np.float32)
+            y *= scale[:, None, None]
+            y += offset[:, None, None]
+            # the same float32 operations as on the pixels, so these are exactly the scaled extremes (a
+            # negative scale swaps them)
+            lo, hi = lo * scale + offset, hi * scale + offset
+            lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+        return y, np.stack([lo, hi], axis=1)
 
     @property
     def channels(self) -> list[str]:
@@ -231,8 +239,8 @@ class InferenceWorker:
             y = self.infer(x)
             std, unc = self._uncertainty(x, y, h0)
             t_inf = now_ns()
-            y = self.postprocess(y)
-            out_fig, out_reasons, out_margin = self.output_guard.apply(y)
+            y, extremes = self.postprocess(y)
+            out_fig, out_reasons, out_margin = self.output_guard.apply(y, extremes)
         if std is not None:
             y = np.concatenate([y, std])
         t_post = now_ns()
