@@ -113,23 +113,27 @@ def tta_stds(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], ns: tuple
     if any(o is None for o in orders):
         raise ValueError(f"uncertainty {top} needs 90° rotations, which turn DPC left/right into top/bottom in a "
                          "sense the package does not record; use 2 or 4 (mirrors and 180°)")
-    mean: np.ndarray | None = None
-    m2: np.ndarray | None = None
+    mean = m2 = d = None
     out: dict[int, np.ndarray] = {}
     for i, t in enumerate(DIHEDRAL[:top]):
         if i == 0 and identity is not None:
-            y = identity
-        else:
-            y = invert(infer(np.ascontiguousarray(apply(x[orders[i]], t))), t)
-        y = np.asarray(y, np.float32)
-        if mean is None:  # Welford in float32 (at most 8 answers): one pass, no stack of n outputs
-            mean, m2 = y.copy(), np.zeros_like(y)
+            y = np.asarray(identity, np.float32)
+        else:  # one copy: the transformed view, its channels permuted (fancy indexing allocates it contiguous)
+            y = np.asarray(invert(infer(np.ascontiguousarray(apply(x, t)[orders[i]])), t), np.float32)
+        if i == 0:  # Welford in float32 (at most 8 answers): in place, no stack of n outputs
+            mean = y if top == 2 else y.copy()  # two answers need no running mean: ``identity`` is only read
             continue
-        d = y - mean
-        mean += d / np.float32(i + 1)
-        d *= y - mean
-        m2 += d
-        if i + 1 in ns:
+        d = np.subtract(y, mean, out=d)  # y - the mean of the first i
+        if i + 1 == 2:
+            out[2] = np.abs(d) * np.float32(0.5)  # two answers: the std is half their difference
+            if top == 2:
+                break
+        d *= np.float32(1.0 / (i + 1))  # the mean's step
+        mean += d
+        d *= d
+        d *= np.float32(i * (i + 1))  # m2 grows by (y - old mean)² · i / (i + 1)
+        m2 = d.copy() if m2 is None else np.add(m2, d, out=m2)
+        if i + 1 in ns and i + 1 != 2:
             out[i + 1] = np.sqrt(m2 / np.float32(i + 1))
     return out
 
@@ -224,9 +228,11 @@ class Scene:
 
 
 #: What one extra copy of a check is charged, in model passes over the bundle: the pass, plus the mirrored input,
-#: the running spread and the statistic (bench_trust.py at 512² on the shared 2-core dev machine, median check
-#: against the median bundle: 1.0-1.2 virtual staining and its live tier, 1.3-1.6 super-resolution, whose output
-#: has 4x the pixels), so that the check's time stays within the budget.
+#: the running spread and the statistic. Measured (bench_trust.py at 512² on the shared 2-core dev machine, median
+#: check against the median bundle, 2026-11-23, after the mirrored input became one copy and two answers' spread
+#: one subtraction): 1.05-1.06 virtual staining and its live tier, 1.12-1.17 super-resolution (4x the output
+#: pixels); before, 1.0-1.75. The charge keeps a margin over that for slower machines: the check's time stays
+#: within the budget (1.8-2.0 % of the bundles' time at a 2.5 % budget).
 COPY_COST = 1.5
 
 
