@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import open_runtime
-from scopecast.daemon.inference.uncertainty import DIHEDRAL, apply, invert, summary, tta_std
+from scopecast.daemon.inference.uncertainty import DIHEDRAL, apply, invert, summary, tta_std, tta_stds
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
 VS = Path(__file__).resolve().parents[1] / "models" / "packages" / "virtual-staining"
@@ -42,6 +42,24 @@ def test_tta_std_is_zero_for_an_equivariant_map_and_the_spread_otherwise():
     s = summary(np.stack([got, 2 * got]), ["a", "b"], [2.0, 2.0], 4)
     assert s["tta"] == 4 and s["channels"]["b"]["mean"] == pytest.approx(got.mean(), rel=1e-3)
     assert s["mean"] == s["channels"]["b"]["mean"] and s["p99"] >= s["mean"]
+
+
+def test_tta_stds_of_every_copy_count_are_the_spread_of_the_answers_and_leave_the_identity_alone():
+    """One pass gives 2, 4 and 8 copies (2: half the difference; more: Welford in place), with channels permuted
+    by the transform; the caller's answer to the bundle itself is read, never written."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 24, 24)).astype(np.float32)
+    f = lambda a: np.stack([2 * a[0] + np.roll(a[1], 1, axis=-1), a[2] ** 2])  # noqa: E731 - no symmetry
+    order = [2, 0, 1]
+    got = tta_stds(x, lambda a: f(a[order]), (2, 4, 8))
+    for n in (2, 4, 8):
+        answers = np.stack([invert(f(np.ascontiguousarray(apply(x, t))[order]), t) for t in DIHEDRAL[:n]])
+        np.testing.assert_allclose(got[n], answers.std(axis=0), rtol=1e-5, atol=1e-6)
+        assert got[n].mean() > 0.1
+    identity = f(x[order])
+    kept = identity.copy()
+    two = tta_stds(x, lambda a: f(a[order]), (2,), identity=identity)
+    assert np.array_equal(identity, kept) and np.array_equal(two[2], got[2])
 
 
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
