@@ -19,7 +19,8 @@ is still the model's answer to the bundle itself; the copies' time counts as
 inference.
 
 The **uncertainty check** (on by default: ``uncertainty_budget=0.025``, which
-with the guards keeps the monitor within 5 % of inference time) turns that
+with the guards keeps the monitor within 5 % of the accurate models' inference
+time; not of the live tiers', whose guards alone cost 6-11 %) turns that
 spread into a verdict within the monitor's budget: a credit of
 ``uncertainty_budget`` × the model passes this worker runs pays for the check's
 ``tta − 1`` extra passes on the first bundle of a new scene (stage position,
