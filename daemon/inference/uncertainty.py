@@ -124,16 +124,16 @@ def tta_stds(x: np.ndarray, infer: Callable[[np.ndarray], np.ndarray], ns: tuple
             mean = y if top == 2 else y.copy()  # two answers need no running mean: ``identity`` is only read
             continue
         d = np.subtract(y, mean, out=d)  # y - the mean of the first i
-        if i + 1 == 2:
+        if i + 1 == 2 and 2 in ns:
             out[2] = np.abs(d) * np.float32(0.5)  # two answers: the std is half their difference
-            if top == 2:
-                break
+        if top == 2:
+            break
         d *= np.float32(1.0 / (i + 1))  # the mean's step
         mean += d
         d *= d
         d *= np.float32(i * (i + 1))  # m2 grows by (y - old mean)² · i / (i + 1)
         m2 = d.copy() if m2 is None else np.add(m2, d, out=m2)
-        if i + 1 in ns and i + 1 != 2:
+        if i + 1 in ns and i + 1 > 2:
             out[i + 1] = np.sqrt(m2 / np.float32(i + 1))
     return out
 
