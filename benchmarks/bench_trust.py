@@ -368,10 +368,12 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                 best = max(bl_mean, key=lambda b: -np.inf if np.isnan(bl_mean[b]) else bl_mean[b])
                 scores = [float(t["score"]) for t in trusts]
                 all_scores += [(s, p) for s, p in zip(scores, model_psnr, strict=True) if np.isfinite(p)]
-                guards_only = [[x for x in t["reasons"] if not x.startswith("uncertainty:")] for t in trusts]
+                guards_only = [[x for x in t["reasons"] if not x.startswith(("uncertainty:", "inconsistent with"))]
+                               for t in trusts]
                 flagged_all = sum(not t["ok"] for t in trusts) / len(trusts)
                 flagged = sum(bool(g) for g in guards_only) / len(trusts)  # the input/output guards alone
                 checked = [t["uncertainty"]["check"] for t in trusts if "value" in t["uncertainty"]["check"]]
+                consistent = [t["consistency"] for t in trusts if t.get("consistency", {}).get("ok") is not None]
                 named = val_u.morphologies.get(r["kind"]) if val_u is not None else None
                 mp = float(np.nanmean(model_psnr)) if np.isfinite(model_psnr).any() else float("nan")
                 reasons = Counter(_reason_kind(x) for g in guards_only for x in g)
@@ -385,9 +387,13 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                        "check_flagged_named": (sum(c["value"] > named.threshold for c in checked) / len(checked))
                        if checked and named is not None else None,
                        "check_values": [c["value"] for c in checked],
+                       "consistency_checked": len(consistent),
+                       "consistency_flagged": (sum(c["ok"] is False for c in consistent) / len(consistent))
+                       if consistent else None,
                        "candidates": [c for c in cands if c is not None],
                        "per_field": [{"score": s, "psnr": p, "baseline_psnr": b, "ok": t["ok"],
-                                      "uncertainty": t["uncertainty"]["check"].get("value")} for s, p, b, t in
+                                      "uncertainty": t["uncertainty"]["check"].get("value"),
+                                      "consistency": t.get("consistency", {}).get("value")} for s, p, b, t in
                                      zip(scores, model_psnr, bl[best], trusts, strict=True)]}
                 # the same question per bundle: of the fields where the model loses to the baseline, how many flagged
                 losing = [f for f in row["per_field"] if np.isfinite(f["psnr"]) and f["psnr"] < f["baseline_psnr"]]
@@ -495,15 +501,17 @@ def format_report(rep: dict[str, Any]) -> str:
              f"{'yes' if has['camera'] else 'NO'}, focus range {'yes' if has['focus'] else 'NO'}, training pixel "
              f"size {has['pixel_size_um']} µm.", "",
              "| case | bundles | guards flagged | uncertainty check alone (ceiling / named morphology) | "
-             "monitor flagged | withheld | mean score | model PSNR (dB) | best baseline PSNR (dB) | fields it loses: "
-             "flagged | target | met | main reasons (guards) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+             "consistency check alone | monitor flagged | withheld | mean score | model PSNR (dB) | best baseline "
+             "PSNR (dB) | fields it loses: flagged | target | met | main reasons (guards) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     pct = lambda v: "n/a" if v is None else f"{100 * v:.0f} %"  # noqa: E731
     for r in rep["rows"]:
         met = "—" if r["met"] is None else ("yes" if r["met"] else "**NO**")
         named = "" if r["check_flagged_named"] is None else " / " + pct(r["check_flagged_named"])
         chk = "— (withheld)" if not r["checked"] else f"{pct(r['check_flagged'])}{named} of {r['checked']}"
-        lines.append(f"| {r['row']} | {r['bundles']} | {pct(r['flagged'])} | {chk} | {pct(r['flagged_monitor'])} | "
+        con = "—" if not r.get("consistency_checked") else \
+            f"{pct(r['consistency_flagged'])} of {r['consistency_checked']}"
+        lines.append(f"| {r['row']} | {r['bundles']} | {pct(r['flagged'])} | {chk} | {con} | {pct(r['flagged_monitor'])} | "
                      f"{pct(r['withheld'])} | {r['score']:.2f} | {_f(r['model_psnr'])} | "
                      f"{_f(r['baseline_psnr'])} ({r['baseline']}) | {r['losing_flagged']} of {r['losing_fields']} | "
                      f"{r['target']} | {met} | "

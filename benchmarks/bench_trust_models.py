@@ -34,6 +34,13 @@ adds the chosen candidate, and nothing else, to ``validated.uncertainty`` of eac
 package's manifest.json; ``--json`` keeps every candidate (bench_trust.py
 ``--thresholds`` evaluates them all).
 
+``--consistency`` measures instead, on the same fields and by the same rule, the
+thresholds of the engine's data-consistency check (super-resolution packages:
+the output blurred back through the widefield optics against the input, in
+units of the camera noise; daemon/inference/consistency.py), with the optics
+assumed (the simulator's 10x/0.25 objective, 0.6 µm emission); ``--write``
+adds them, and nothing else, as ``validated.consistency``.
+
 ``--input-stats DATASET`` re-measures instead each package's training input
 distribution (``input_stats``: what the input guards compare a bundle with) on
 the specimen fields of its own training split plus those of ``DATASET``
@@ -46,6 +53,7 @@ Run: python benchmarks/bench_trust_models.py [--fields 8] [--size 256] [--json o
      python benchmarks/bench_trust_models.py --input-stats datasets/vs-stats [--write]
      python benchmarks/bench_trust_models.py --validated [--write]
      python benchmarks/bench_trust_models.py --uncertainty [--fields 16] [--statistic signal --tta 2 --write]
+     python benchmarks/bench_trust_models.py --consistency --fields 16 --model PKG [--write]
      python benchmarks/bench_trust_models.py --validated --precision int8 --write   (the INT8 variant's own figures)
 """
 
@@ -143,26 +151,34 @@ def threshold_rule(values: list[float]) -> float:
 
 
 def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, seed: int = 1100,
-                        say: Any = None, precision: str = "fp32") -> dict[str, Any]:
+                        say: Any = None, precision: str = "fp32", consistency: bool = False) -> dict[str, Any]:
     """Every candidate uncertainty statistic on fresh training-region fields of each training morphology.
 
     Returns ``{"candidates": {"<statistic>@<n>": {"morphologies": {kind: {threshold, median, max, fields}},
-    "ceiling"}}, "values": {candidate: {kind: [per field]}}, "method"}``."""
+    "ceiling"}}, "values": {candidate: {kind: [per field]}}, "method"}``. ``consistency``: the data-consistency
+    figure (daemon/inference/consistency.py) instead, the one candidate ``"consistency"``, on the same fields
+    (super-resolution packages), with the optics it assumed (``"optics"``)."""
+    from scopecast.daemon.inference.consistency import bundle_figure
     from scopecast.daemon.inference.package import load_package
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.uncertainty import DIHEDRAL, STATISTICS, channel_order, statistic
     from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
     from scopecast.models.dataset import DOMAIN, TASKS, _as_counts, calibrate_camera, field_plan
-    from scopecast.models.evaluate_morphology import _capture, _Sim
+    from scopecast.models.evaluate_morphology import _EM_UM, _NA, _capture, _Sim
 
     say = say or (lambda *_: None)
     t0 = time.monotonic()
     pkg = load_package(package, precision)
     m = pkg.manifest
+    if consistency and (m.scale_factor < 2 or m.camera is None or m.pixel_size_um is None):
+        raise ValueError(f"{package}: the consistency check needs a super-resolution package with its camera "
+                         "calibration and pixel size")
+    optics = {"wavelength_um": _EM_UM, "na": _NA, "pixel_size_um": m.pixel_size_um}  # the simulator's 10x, membrane
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=0.0)
     ns = tuple(n for n in (2, 4, 8) if all(channel_order(m.inputs, t) is not None for t in DIHEDRAL[:n]))
     inputs = TASKS[m.task]["inputs"]
-    values: dict[str, dict[str, list[float]]] = {f"{k}@{n}": {} for k in STATISTICS for n in ns}
+    values: dict[str, dict[str, list[float]]] = {"consistency": {}} if consistency else {
+        f"{k}@{n}": {} for k in STATISTICS for n in ns}
     withheld: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="scopecast-uncertainty-") as tmp:
         sim = _Sim(size, Path(tmp))
@@ -183,6 +199,12 @@ def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, 
                         continue
                     x = worker.preprocess(ordered)
                     y = worker.infer(x)
+                    if consistency:
+                        yp, _ = worker.postprocess(y)
+                        values["consistency"].setdefault(kind, []).append(bundle_figure(
+                            [f.data for f in ordered], yp, m.scale_factor, m.camera, float(pairs.pixel_size_um),
+                            optics["wavelength_um"], optics["na"]))
+                        continue
                     stds = worker._stds(x, y, ns, raw=True)
                     for key, per in values.items():
                         st, n = key.split("@")
@@ -195,12 +217,13 @@ def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, 
         morph = {kind: {"threshold": float(f"{threshold_rule(v):.4g}"), "median": float(f"{np.median(v):.4g}"),
                         "max": float(f"{max(v):.4g}"), "fields": len(v)} for kind, v in per.items() if len(v) >= 2}
         cands[key] = {"morphologies": morph, "ceiling": max(f["threshold"] for f in morph.values())}
-    method = (f"benchmarks/bench_trust_models.py --uncertainty --fields {fields} --size {size} --seed {seed}"
+    method = (f"benchmarks/bench_trust_models.py --{'consistency' if consistency else 'uncertainty'} "
+              f"--fields {fields} --size {size} --seed {seed}"
               f"{'' if precision == 'fp32' else f' --precision {precision}'}: "
               f"{fields} fresh fields of {size}² per training morphology in the training slide region at training "
               "conditions (exposures and focus range of the domain), through the engine's worker; threshold per "
               f"morphology: max({MARGIN} x the largest field, log-normal 99.9th percentile)")
-    return {"candidates": cands, "values": values, "withheld": withheld, "method": method,
+    return {"candidates": cands, "values": values, "withheld": withheld, "method": method, "optics": optics,
             "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -218,6 +241,22 @@ def write_uncertainty(package: str | Path, measured: dict[str, Any], stat: str, 
                          "(run --validated)")
     c = measured["candidates"][f"{stat}@{tta}"]
     val = {**validated, "uncertainty": {"statistic": stat, "tta": tta, "morphologies": c["morphologies"],
+                                        "ceiling": c["ceiling"], "method": measured["method"]}}
+    return write_validated(package, val, precision)
+
+
+def write_consistency(package: str | Path, measured: dict[str, Any], precision: str = "fp32") -> Path:
+    """Add (or replace) ``validated.consistency`` (of the ``precision`` variant) from a ``consistency=True``
+    measurement; nothing else changes."""
+    from scopecast.models.manifest import MANIFEST
+
+    m = json.loads((Path(package) / MANIFEST).read_text())
+    validated = m.get("validated") if precision == "fp32" else m["variants"][precision].get("validated")
+    if not validated:
+        raise ValueError(f"{package}: no validated section ({precision}) to add the consistency thresholds to "
+                         "(run --validated)")
+    c = measured["candidates"]["consistency"]
+    val = {**validated, "consistency": {**measured["optics"], "morphologies": c["morphologies"],
                                         "ceiling": c["ceiling"], "method": measured["method"]}}
     return write_validated(package, val, precision)
 
@@ -312,6 +351,9 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="with --validated: add the table to each manifest.json")
     ap.add_argument("--uncertainty", action="store_true",
                     help="measure the uncertainty check's candidate statistics and thresholds instead")
+    ap.add_argument("--consistency", action="store_true",
+                    help="measure the consistency check's thresholds (super-resolution) instead, on the "
+                         "--uncertainty fields; with --write: store them")
     ap.add_argument("--statistic", default="", help="with --uncertainty --write: the statistic to store")
     ap.add_argument("--tta", type=int, default=2, help="with --uncertainty --write: its dihedral copies")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
@@ -335,7 +377,7 @@ def main() -> int:
             if args.write:
                 print(f"wrote {write_input_stats(m, st)}")
         return 0
-    if args.uncertainty:
+    if args.uncertainty or args.consistency:
         out = {}
         for m in models:
             if args.from_json:  # a measurement kept with --json: write it without measuring again
@@ -343,12 +385,14 @@ def main() -> int:
             else:
                 rep = measure_uncertainty(m, args.fields, args.size,
                                           say=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
-                                          precision=args.precision)
+                                          precision=args.precision, consistency=args.consistency)
             for key, c in rep["candidates"].items():
                 print(f"{Path(m).name} {key}: ceiling {c['ceiling']:.4g}; " + ", ".join(
                     f"{k} median {v['median']:.4g} max {v['max']:.4g} -> {v['threshold']:.4g}"
                     for k, v in c["morphologies"].items()), flush=True)
-            if args.write:
+            if args.write and args.consistency:
+                print(f"wrote {write_consistency(m, rep, args.precision)}")
+            elif args.write:
                 print(f"wrote {write_uncertainty(m, rep, args.statistic, args.tta, args.precision)}")
             out[m] = rep
             if args.json:  # after each package: a long run keeps what it measured

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "ModelVariant", "Normalization", "OutputRange",
-    "OutputScaling", "UncertaintyThreshold", "ValidatedFidelity", "ValidatedFigure", "ValidatedUncertainty",
+    "OutputScaling", "UncertaintyThreshold", "ValidatedConsistency", "ValidatedFidelity", "ValidatedFigure", "ValidatedUncertainty",
     "normalize", "percentiles", "sha256_file",
 ]
 
@@ -190,11 +190,12 @@ class ValidatedFigure(BaseModel):
 
 
 class UncertaintyThreshold(BaseModel):
-    """The model-uncertainty statistic measured on in-domain fields of one training morphology, and its limit."""
+    """A trust statistic (model uncertainty, data consistency) measured on in-domain fields of one training
+    morphology, and its limit."""
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(gt=0, description="above this the uncertainty check fails")
+    threshold: float = Field(gt=0, description="above this the check fails")
     median: float = Field(ge=0)
     max: float = Field(ge=0)
     fields: int = Field(ge=1)
@@ -217,6 +218,21 @@ class ValidatedUncertainty(BaseModel):
     method: str = ""
 
 
+class ValidatedConsistency(BaseModel):
+    """Thresholds of the engine's data-consistency check (``daemon/inference/consistency.py``), per training
+    morphology, and the optics it blurs the output with: the residual of the input against the output blurred
+    back, in units of the camera noise; ``ceiling`` is the largest morphology threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wavelength_um: float = Field(gt=0, description="emission wavelength of the inputs")
+    na: float = Field(gt=0, description="numerical aperture of the objective the training data came from")
+    pixel_size_um: float = Field(gt=0, description="input pixel size, when a frame header does not say")
+    morphologies: dict[str, UncertaintyThreshold] = Field(min_length=1)
+    ceiling: float = Field(gt=0)
+    method: str = ""
+
+
 class ValidatedFidelity(BaseModel):
     """Measured fidelity per training morphology and output, and its floor: what spot checks compare with.
 
@@ -231,6 +247,7 @@ class ValidatedFidelity(BaseModel):
     floor: dict[str, ValidatedFigure]
     method: str = Field(default="", description="how it was measured (command, fields, protocol)")
     uncertainty: ValidatedUncertainty | None = Field(default=None, description="the uncertainty check's thresholds")
+    consistency: ValidatedConsistency | None = Field(default=None, description="the consistency check's thresholds")
 
     @model_validator(mode="after")
     def _check(self) -> ValidatedFidelity:

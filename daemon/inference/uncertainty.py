@@ -276,6 +276,7 @@ class UncertaintyCheck:
         self.extra_passes = 0.0
         self.checks = 0
         self.bundles = 0
+        self.scene_changed = False  # by the last due(): verdicts of the previous scene no longer apply
         self._scene: Scene | None = None
         self._verdict: dict[str, Any] | None = None
 
@@ -288,7 +289,8 @@ class UncertaintyCheck:
         whether the check should run on it now."""
         self.bundles += 1
         scene = Scene.of(header, min(shape))
-        if not scene.same(self._scene):
+        self.scene_changed = not scene.same(self._scene)
+        if self.scene_changed:
             self._verdict = None
         self._scene = scene
         if not (self.enabled and inferred):
@@ -311,6 +313,14 @@ class UncertaintyCheck:
         ok = None if self.threshold is None else bool(value <= self.threshold)
         self._verdict = {"value": float(f"{value:.4g}"), "ok": ok, "checked_bundle": header.get("bundle_id"),
                          "checked_at": self.bundles, "ms": round(ms, 2)}
+
+    def charge(self, passes: float, shape: tuple[int, int]) -> None:
+        """Charge work done with the check (another check run on its bundle: the consistency check) to the
+        credit, in model passes over the bundle of input ``shape`` (its time / the bundle's inference time)."""
+        if passes > 0:
+            work = passes * shape[0] * shape[1] / 1e6
+            self.credit -= work
+            self.extra_passes += work
 
     def report(self) -> tuple[dict[str, Any], str | None]:
         """``trust.uncertainty.check`` for the bundle last passed to :meth:`due`, and the failure reason (or None)."""

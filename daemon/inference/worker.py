@@ -31,6 +31,13 @@ per training morphology; ``uncertainty_morphology`` picks one, else the largest)
 makes ``trust.ok`` false with an ``uncertainty:`` reason; a package without
 thresholds gets the statistic reported, not judged. With ``uncertainty=n`` ≥ the
 check's copies the check is free and runs on every bundle.
+
+On the bundles the uncertainty check runs on, the **consistency check**
+(:mod:`.consistency`; super-resolution packages with ``validated.consistency``)
+blurs the output back through the widefield optics and compares it with the
+input frame; its time is charged to the same credit, its verdict carried and
+dropped with the scene, a figure above the validated threshold makes
+``trust.ok`` false with an ``inconsistent with the input:`` reason.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import numpy as np
 from ..frames import now_ns
 from scopecast.models.manifest import normalize
 
+from .consistency import ConsistencyCheck
 from .guards import GuardVerdict, InputGuard, OutputGuard, trust
 from .package import ModelPackage
 from .runtimes import InferenceRuntime
@@ -113,6 +121,10 @@ class InferenceWorker:
                                       for t in DIHEDRAL[:self.check_uncertainty.tta]):
             raise ValueError(f"the package's uncertainty check needs {self.check_uncertainty.tta} dihedral copies, "
                              "which the DPC inputs cannot take (90° rotations)")
+        self.check_consistency = ConsistencyCheck(self.m.validated.consistency if self.m.validated else None,
+                                                  self.m.camera, self.m.scale_factor, len(self.m.inputs),
+                                                  len(self.m.outputs), uncertainty_morphology)
+        self._checked_now = False  # the uncertainty check ran on the bundle in hand
 
     def warm_up(self, shape: tuple[int, int]) -> float:
         """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms."""
@@ -194,6 +206,7 @@ class InferenceWorker:
         shape = (x.shape[1], x.shape[2])
         due = chk.due(header, shape, inferred=True)
         free = self.uncertainty >= chk.tta and chk.enabled  # the map's copies include the check's
+        self._checked_now = due or free
         ns = tuple(sorted({*((self.uncertainty,) if self.uncertainty else ()), *((chk.tta,) if due or free else ())}))
         if not ns:
             return None, None
@@ -234,14 +247,24 @@ class InferenceWorker:
             if self.uncertainty:
                 std = np.zeros_like(y)
             self.check_uncertainty.due(h0, (h, w), inferred=False)
+            self._checked_now = False
         else:
             x = self.preprocess(ordered)
             t_pre = now_ns()
             y = self.infer(x)
+            t_model = now_ns()
             std, unc = self._uncertainty(x, y, h0)
             t_inf = now_ns()
             y, extremes = self.postprocess(y)
             out_fig, out_reasons, out_margin = self.output_guard.apply(y, extremes)
+        if self.check_uncertainty.scene_changed:
+            self.check_consistency.new_scene()
+        if self._checked_now and self.check_consistency.enabled:
+            t0 = now_ns()
+            self.check_consistency.run([f.data for f in ordered], y, _num(h0.get("pixel_size_um")) or None,
+                                       h0.get("bundle_id"), self.check_uncertainty.bundles)
+            # charged to the uncertainty check's budget in passes of this bundle's model run
+            self.check_uncertainty.charge((now_ns() - t0) / max(t_model - t_pre, 1), (x.shape[1], x.shape[2]))
         if std is not None:
             y = np.concatenate([y, std])
         t_post = now_ns()
@@ -280,7 +303,9 @@ class InferenceWorker:
         check, reason = self.check_uncertainty.report()
         t = header["trust"]
         t["uncertainty"] = {**(unc or {}), "check": check}  # the map's summary only when it was computed
-        if reason:
-            t["reasons"].append(reason)
-            t["ok"], t["score"] = False, 0.0
+        t["consistency"], reason_c = self.check_consistency.report(self.check_uncertainty.bundles)
+        for r in (reason, reason_c):
+            if r:
+                t["reasons"].append(r)
+                t["ok"], t["score"] = False, 0.0
         return Result(header, np.ascontiguousarray(y, dtype=np.float32))

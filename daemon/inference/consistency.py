@@ -1,0 +1,159 @@
+"""Data consistency of a super-resolved output: blurred back by the widefield optics, does it reproduce its input?
+
+A super-resolution model's output (``scale_factor`` × the input sampling, physical units) is a claim about the
+specimen; its widefield input is a measurement of the same specimen through known optics. Binned
+``scale × scale`` and blurred by the in-focus widefield PSF (incoherent imaging through a circular pupil: the
+closed-form OTF of the numerical aperture, emission wavelength and pixel size), an honest output reproduces the
+input up to one gain and offset per field (the two modalities' photon budgets differ) and the camera's noise.
+:func:`residual_figure` is the root mean square of what is left, in units of the camera model's noise (read
+noise, shot noise at the recorded gain, rounding): ~1 where the forward model holds exactly, somewhat above
+with the model's small errors, and far above where the output draws or misplaces structure the measurement does
+not support. It needs no ground truth and no extra inference.
+
+It costs two FFTs of the input's size (~5-10 ms at 512² on one core), so it runs with the uncertainty check, on
+the same bundles (the first of a new scene, within the check's duty-cycle budget, which it is charged to), and
+its verdict carries to the later bundles of the scene like that check's. The threshold per training morphology
+comes from fresh training-region fields (benchmarks/bench_trust_models.py ``--uncertainty``;
+``validated.consistency``), by the same rule as the uncertainty thresholds.
+
+Where it applies: super-resolution packages (``scale_factor`` > 1) with as many outputs as inputs (output ``i``
+is the super-resolved input ``i``), whose camera calibration records gain and read noise and whose
+``validated.consistency`` records the optics. Elsewhere the check is off and says why.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any
+
+import numpy as np
+from scipy import fft as sfft
+
+__all__ = ["BORDER_PX", "ConsistencyCheck", "bundle_figure", "residual_figure", "widefield_otf"]
+
+#: Pixels at each edge left out of the figure: the FFT's blur wraps around the field, and the in-focus PSF
+#: (first zero 0.61 λ/NA, ~2 px at Nyquist sampling) has fallen to nothing well within this.
+BORDER_PX = 8
+
+
+@functools.lru_cache(maxsize=16)
+def widefield_otf(shape: tuple[int, int], pixel_um: float, wavelength_um: float, na: float) -> np.ndarray:
+    """rfft2-layout OTF of the in-focus incoherent widefield PSF (circular pupil; 1 at DC, 0 beyond 2 NA / λ)."""
+    ny, nx = shape
+    fy = sfft.fftfreq(ny, d=pixel_um)[:, None]
+    fx = sfft.rfftfreq(nx, d=pixel_um)[None, :]
+    rho = np.minimum(np.sqrt(fx * fx + fy * fy) / (2.0 * na / wavelength_um), 1.0)
+    otf = (2.0 / math.pi) * (np.arccos(rho) - rho * np.sqrt(1.0 - rho * rho))
+    otf = otf.astype(np.float32)
+    otf.setflags(write=False)
+    return otf
+
+
+def residual_figure(x: np.ndarray, y: np.ndarray, scale: int, offset_adu: float, gain_adu_per_e: float,
+                    read_noise_adu: float, pixel_um: float, wavelength_um: float, na: float) -> float:
+    """RMS of ``x − (a · blur(bin(y)) + c)`` over the camera noise of ``x`` (see the module docstring).
+
+    ``x``: one input frame (raw counts, ``(H, W)``); ``y``: its output channel (``(scale·H, scale·W)``, any
+    linear units); ``pixel_um``: the input's pixel size. ``a`` and ``c`` are fitted by least squares. NaN when
+    nothing can be judged: an output without structure (a withheld result's constant) or a field too small."""
+    h, w = x.shape
+    if y.shape != (h * scale, w * scale) or min(h, w) <= 4 * BORDER_PX:
+        return math.nan
+    yb = y.reshape(h, scale, w, scale).mean(axis=(1, 3), dtype=np.float32) if scale > 1 else y.astype(np.float32)
+    blur = sfft.irfft2(sfft.rfft2(yb) * widefield_otf((h, w), pixel_um, wavelength_um, na), s=(h, w))
+    inner = (slice(BORDER_PX, h - BORDER_PX), slice(BORDER_PX, w - BORDER_PX))
+    b = blur[inner].astype(np.float64)
+    xs = x[inner].astype(np.float64) - offset_adu
+    b -= b.mean()
+    bb = float(np.vdot(b.ravel(), b.ravel()))
+    if not bb > 0:
+        return math.nan
+    xm = xs.mean()
+    xs -= xm
+    res = xs - (float(np.vdot(b.ravel(), xs.ravel())) / bb) * b
+    var = np.maximum(xs + xm, 0.0) * gain_adu_per_e + (read_noise_adu * read_noise_adu + 1.0 / 12.0)
+    return float(math.sqrt(np.mean(res * res / var)))
+
+
+def bundle_figure(frames: list[np.ndarray], y: np.ndarray, scale: int, camera: Any, pixel_um: float,
+                  wavelength_um: float, na: float) -> float:
+    """The bundle's figure: the largest :func:`residual_figure` over its input/output channel pairs (``frames``
+    in model order, raw counts; ``y`` output channels first, physical units; ``camera`` a
+    :class:`~scopecast.models.manifest.CameraCalibration` with gain and read noise); NaN if none is finite."""
+    figs = [residual_figure(f, y[c], scale, camera.offset_adu, camera.gain_adu_per_e, camera.read_noise_adu,
+                            pixel_um, wavelength_um, na) for c, f in enumerate(frames)]
+    finite = [f for f in figs if math.isfinite(f)]
+    return max(finite) if finite else math.nan
+
+
+class ConsistencyCheck:
+    """The data-consistency verdict of one worker (not thread-safe); scheduled by the worker with the
+    uncertainty check (:meth:`new_scene` when that check drops its verdict, :meth:`run` when it runs).
+
+    ``validated``: the package's ``validated.consistency`` (None: off); ``camera``: its camera calibration;
+    ``morphology``: whose threshold applies (None or one not validated: the ``ceiling``, the largest)."""
+
+    def __init__(self, validated: Any, camera: Any, scale: int, n_inputs: int, n_outputs: int,
+                 morphology: str | None = None) -> None:
+        self.validated = validated
+        self.scale = scale
+        self.camera = camera
+        self.why_off = ""
+        if validated is None:
+            self.why_off = "the package records no validated consistency threshold"
+        elif scale < 2 or n_inputs != n_outputs:
+            self.why_off = "not a super-resolution package with one output per input"
+        elif camera is None or camera.gain_adu_per_e is None or camera.read_noise_adu is None:
+            self.why_off = "the package's camera calibration records no gain and read noise"
+        self.threshold: float | None = None
+        self.against = ""
+        if validated is not None:
+            if morphology is not None and morphology in validated.morphologies:
+                self.threshold, self.against = float(validated.morphologies[morphology].threshold), morphology
+            else:
+                self.threshold = float(validated.ceiling)
+                self.against = "ceiling" if morphology is None else f"ceiling; {morphology!r} not validated"
+        self.checks = 0
+        self._verdict: dict[str, Any] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return not self.why_off
+
+    def new_scene(self) -> None:
+        """The scene changed: the last verdict no longer applies."""
+        self._verdict = None
+
+    def run(self, frames: list[np.ndarray], y: np.ndarray, pixel_um: float | None, bundle_id: Any,
+            bundle_index: int) -> None:
+        """Judge ``y`` (the model's answer in physical units, output channels first) against ``frames`` (the
+        inputs in model order, raw counts). ``bundle_index``: the uncertainty check's bundle count (the age)."""
+        t0 = time.perf_counter()
+        v = self.validated
+        px = pixel_um if pixel_um and pixel_um > 0 else v.pixel_size_um
+        value = bundle_figure(frames, y, self.scale, self.camera, px, v.wavelength_um, v.na)
+        judged = math.isfinite(value)
+        self.checks += 1
+        self._verdict = {"value": float(f"{value:.4g}") if judged else None,
+                         "ok": None if not judged else bool(value <= (self.threshold or math.inf)),
+                         "checked_bundle": bundle_id, "checked_at": bundle_index,
+                         "ms": round((time.perf_counter() - t0) * 1e3, 2)}
+
+    def report(self, bundle_index: int) -> tuple[dict[str, Any], str | None]:
+        """``trust.consistency`` for the current bundle and the failure reason (or None)."""
+        rep: dict[str, Any] = {"threshold": self.threshold, "morphology": self.against or None}
+        if not self.enabled:
+            return {**rep, "state": f"off: {self.why_off}", "ok": None}, None
+        v = self._verdict
+        if v is None:
+            return {**rep, "state": "pending", "ok": None}, None
+        age = bundle_index - v["checked_at"]
+        rep.update(state="checked" if age == 0 else "carried", value=v["value"], ok=v["ok"],
+                   checked_bundle=v["checked_bundle"], age=age, ms=v["ms"])
+        if v["ok"] is not False:
+            return rep, None
+        return rep, (f"inconsistent with the input: residual {v['value']:.3g} x noise > validated "
+                     f"{self.threshold:.3g} ({self.against}{'' if age == 0 else f', checked {age} bundles ago'}): "
+                     "blurred by the widefield optics, the output does not reproduce the measured frame")
