@@ -2,7 +2,8 @@
 
 The badge's first line is the verdict (``trusted · score 1.00`` or ``NOT TRUSTED``, with the per-pixel
 map's ``uncertainty p99`` when the engine computes it), the second says whether the engine's uncertainty
-check has judged the scene shown (:func:`check_line`), then an untrusted result's reasons.
+check has judged the scene shown (:func:`check_line`), a third the same of the consistency check where it
+applies (super-resolution), then an untrusted result's reasons.
 
 The viewer is a socket client of engines of possibly other versions: every field may be absent or of
 another type, and a field it cannot read leaves its part out rather than raising.
@@ -33,9 +34,10 @@ def _when(age: Any) -> str:
     return "this bundle" if age == 0 else f"{age} bundle{'' if age == 1 else 's'} ago"
 
 
-def check_line(check: Any) -> str | None:
-    """One line on the engine's uncertainty check (``trust.uncertainty.check``), or None when there is none
-    or it cannot be read (an older engine, a malformed header).
+def check_line(check: Any, label: str = "uncertainty check", show_off: bool = True) -> str | None:
+    """One line on the engine's uncertainty check (``trust.uncertainty.check``; or another check of the same
+    shape named by ``label``: ``trust.consistency``), or None when there is none or it cannot be read (an
+    older engine, a malformed header), or it is off and ``show_off`` is false (a check that does not apply).
 
     - ``off``: ``uncertainty check: off``;
     - ``pending`` (a new scene, not yet checked): ``uncertainty check: pending (new scene, guards only)``;
@@ -51,26 +53,26 @@ def check_line(check: Any) -> str | None:
         return None
     state = check["state"].strip()
     base = state.split("(", 1)[0].strip()
-    if base == "off":
-        return "uncertainty check: off"
+    if base == "off" or base.startswith("off:"):
+        return f"{label}: off" if show_off else None
     if base == "pending":
-        return "uncertainty check: pending (new scene, guards only)"
+        return f"{label}: pending (new scene, guards only)"
     if base not in ("checked", "carried"):
-        return "uncertainty check: " + " ".join(state.split())[:80]
+        return f"{label}: " + " ".join(state.split())[:80]
     value, threshold, ok = _num(check.get("value")), _num(check.get("threshold")), check.get("ok")
     when = _when(check.get("age"))
     if "informational" in state or threshold is None:
         stat = check.get("statistic")
         figure = "" if value is None else f"{stat} {value:.3g}" if isinstance(stat, str) and stat else f"{value:.3g}"
         measured = ", ".join(p for p in (figure, when) if p)
-        return "uncertainty check: informational (no validated threshold)" + (f", {measured}" if measured else "")
+        return f"{label}: informational (no validated threshold)" + (f", {measured}" if measured else "")
     if value is None or not isinstance(ok, bool):
         return None  # a judged state without its figures: nothing honest to say
     against = check.get("morphology")
     against = f" ({against})" if isinstance(against, str) and against else ""
     if ok:
-        return f"uncertainty check: ok {value:.3g} ≤ {threshold:.3g}{against}" + (f", {when}" if when else "")
-    return f"uncertainty check: failed {value:.3g} > {threshold:.3g}{against}"
+        return f"{label}: ok {value:.3g} ≤ {threshold:.3g}{against}" + (f", {when}" if when else "")
+    return f"{label}: failed {value:.3g} > {threshold:.3g}{against}"
 
 
 def badge_text(trust: Any) -> tuple[str, bool]:
@@ -82,8 +84,8 @@ def badge_text(trust: Any) -> tuple[str, bool]:
     u = u if isinstance(u, dict) else {}
     p99 = _num(u.get("p99"))
     spread = f" · uncertainty p99 {p99:.3g}" if p99 is not None else ""
-    line = check_line(u.get("check"))
-    check = f"\n{line}" if line else ""
+    lines = [check_line(u.get("check")), check_line(trust.get("consistency"), "consistency check", show_off=False)]
+    check = "".join(f"\n{x}" for x in lines if x)
     if trust.get("ok") is True:
         score = _num(trust.get("score"))
         return f"trusted · score {score or 0.0:.2f}{spread}{check}", True

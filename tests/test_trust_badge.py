@@ -71,6 +71,26 @@ def test_badge_text_puts_the_check_under_the_verdict():
     assert badge_text(None) == ("NOT TRUSTED\nno trust verdict in the result", False)
 
 
+def test_badge_text_adds_the_consistency_check_where_it_applies():
+    """``trust.consistency`` (super-resolution) gets its own line under the uncertainty check's; off (the
+    virtual-staining packages, where no forward model applies) gives no line."""
+    unc = {**CHECK, "state": "checked", "value": 0.041, "ok": True, "age": 0}
+    cons = {"state": "checked", "value": 1.9, "threshold": 5.7, "ok": True, "morphology": "ceiling", "age": 0}
+    text, ok = badge_text({"ok": True, "score": 0.9, "reasons": [], "uncertainty": {"check": unc},
+                           "consistency": cons})
+    assert ok and text.splitlines()[1:] == ["uncertainty check: ok 0.041 ≤ 0.131 (cells), this bundle",
+                                            "consistency check: ok 1.9 ≤ 5.7 (ceiling), this bundle"]
+    reason = "inconsistent with the input: residual 9.1 x noise > validated 5.7 (ceiling): ..."
+    text, ok = badge_text({"ok": False, "score": 0.0, "reasons": [reason], "uncertainty": {"check": unc},
+                           "consistency": {**cons, "state": "carried", "value": 9.1, "ok": False, "age": 4}})
+    assert not ok and text.splitlines()[2:] == ["consistency check: failed 9.1 > 5.7 (ceiling)", reason]
+    pending = badge_text({"ok": True, "score": 1.0, "consistency": {"state": "pending", "ok": None}})[0]
+    assert pending.splitlines()[1:] == ["consistency check: pending (new scene, guards only)"]
+    off = {"state": "off: not a super-resolution package with one output per input", "ok": None}
+    assert badge_text({"ok": True, "score": 1.0, "consistency": off}) == ("trusted · score 1.00", True)
+    assert check_line(off) == "uncertainty check: off"  # the default label still shows an off check
+
+
 # ------------------------------------------------------------------ the real window
 CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
 
