@@ -10,11 +10,12 @@ noise, shot noise at the recorded gain, rounding): ~1 where the forward model ho
 with the model's small errors, and far above where the output draws or misplaces structure the measurement does
 not support. It needs no ground truth and no extra inference.
 
-It costs a binning and two FFTs of the input's size (3.2 ms for a 512² input and 1024² output on one core, measured), so it runs with the uncertainty check, on
-the same bundles (the first of a new scene, within the check's duty-cycle budget, which it is charged to), and
-its verdict carries to the later bundles of the scene like that check's. The threshold per training morphology
-comes from fresh training-region fields (benchmarks/bench_trust_models.py ``--uncertainty``;
-``validated.consistency``), by the same rule as the uncertainty thresholds.
+It costs a binning and two FFTs of the input's size (3.2 ms for a 512² input and its 1024² output on one
+core, measured), so it runs with the uncertainty check, on the same bundles (the first of a new scene, within
+the check's duty-cycle budget, which it is charged to), and its verdict carries to the later bundles of the
+scene like that check's. The threshold per training morphology comes from fresh training-region fields
+(benchmarks/bench_trust_models.py ``--consistency``; ``validated.consistency``), by the same rule as the
+uncertainty thresholds.
 
 Where it applies: super-resolution packages (``scale_factor`` > 1) with as many outputs as inputs (output ``i``
 is the super-resolved input ``i``), whose camera calibration records gain and read noise and whose
