@@ -1,9 +1,14 @@
-"""Waiting for conditions (never for fixed times): shared by the tests."""
+"""Shared by the tests: waiting for conditions (never for fixed times), and package copies with an edited
+``validated`` section."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
@@ -38,3 +43,18 @@ def spin(app, cond: Callable[[], object], timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def package_with_validated(src: Path, dst: Path, key: str, section: dict[str, Any] | None) -> Any:
+    """A copy of the package folder ``src`` at ``dst`` whose manifest's ``validated[key]`` is ``section`` (None:
+    removed), loaded as the engine loads it."""
+    from scopecast.daemon.inference.package import load_package
+
+    shutil.copytree(src, dst)
+    path = dst / "manifest.json"
+    m = json.loads(path.read_text())
+    m["validated"].pop(key, None)
+    if section is not None:
+        m["validated"][key] = section
+    path.write_text(json.dumps(m))
+    return load_package(dst)

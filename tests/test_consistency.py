@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import open_runtime
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 from scopecast.models.manifest import CameraCalibration
+from tests.helpers import package_with_validated
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = ROOT / "models" / "packages" / "super-resolution"
@@ -87,18 +87,12 @@ needs_sr = pytest.mark.skipif(not (SR / "manifest.json").exists(), reason="the s
 def _package(tmp_path: Path, threshold: float | None, name: str = "pkg") -> Any:
     """A copy of the shipped super-resolution package whose validated.consistency has ``threshold`` for cells
     and 4x it for sparse (ceiling); None: no consistency section."""
-    dst = tmp_path / name
-    shutil.copytree(SR, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    m["validated"].pop("consistency", None)
-    if threshold is not None:
-        m["validated"]["consistency"] = {
-            "wavelength_um": WL, "na": NA, "pixel_size_um": m["pixel_size_um"], "ceiling": 4 * threshold,
-            "method": "test", "morphologies": {
-                "cells": {"threshold": threshold, "median": threshold / 2, "max": threshold / 1.5, "fields": 4},
-                "sparse": {"threshold": 4 * threshold, "median": threshold, "max": threshold, "fields": 4}}}
-    (dst / "manifest.json").write_text(json.dumps(m))
-    return load_package(dst)
+    section = None if threshold is None else {
+        "wavelength_um": WL, "na": NA, "ceiling": 4 * threshold, "method": "test",
+        "pixel_size_um": json.loads((SR / "manifest.json").read_text())["pixel_size_um"], "morphologies": {
+            "cells": {"threshold": threshold, "median": threshold / 2, "max": threshold / 1.5, "fields": 4},
+            "sparse": {"threshold": 4 * threshold, "median": threshold, "max": threshold, "fields": 4}}}
+    return package_with_validated(SR, tmp_path / name, "consistency", section)
 
 
 def _bundle(m: Any, frame: np.ndarray, i: int, x: float = 0.0) -> list[StreamFrame]:

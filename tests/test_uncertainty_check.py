@@ -19,6 +19,7 @@ from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import open_runtime
 from scopecast.daemon.inference.uncertainty import COPY_COST, Scene
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
+from tests.helpers import package_with_validated
 
 VS = Path(__file__).resolve().parents[1] / "models" / "packages" / "virtual-staining"
 pytestmark = pytest.mark.skipif(not (VS / "manifest.json").exists(),
@@ -41,17 +42,11 @@ class CountingRuntime:
 
 def _package(tmp_path: Path, thresholds: dict[str, float] | None, name: str = "pkg") -> Any:
     """A copy of the shipped package whose validated.uncertainty holds ``thresholds`` (None: no thresholds)."""
-    dst = tmp_path / name
-    shutil.copytree(VS, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    m["validated"].pop("uncertainty", None)
-    if thresholds is not None:
-        m["validated"]["uncertainty"] = {
-            "statistic": "signal", "tta": 2, "ceiling": max(thresholds.values()), "method": "test",
-            "morphologies": {k: {"threshold": v, "median": v / 2, "max": v / 1.5, "fields": 4}
-                             for k, v in thresholds.items()}}
-    (dst / "manifest.json").write_text(json.dumps(m))
-    return load_package(dst)
+    section = None if thresholds is None else {
+        "statistic": "signal", "tta": 2, "ceiling": max(thresholds.values()), "method": "test",
+        "morphologies": {k: {"threshold": v, "median": v / 2, "max": v / 1.5, "fields": 4}
+                         for k, v in thresholds.items()}}
+    return package_with_validated(VS, tmp_path / name, "uncertainty", section)
 
 
 @pytest.fixture(scope="module")

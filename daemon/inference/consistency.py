@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from scipy import fft as sfft
 
+from .uncertainty import validated_threshold
+
 __all__ = ["BORDER_PX", "ConsistencyCheck", "bundle_figure", "residual_figure", "widefield_otf"]
 
 #: Pixels at each edge left out of the figure: the FFT's blur wraps around the field, and the in-focus PSF
@@ -130,11 +132,7 @@ class ConsistencyCheck:
         self.threshold: float | None = None
         self.against = ""
         if validated is not None:
-            if morphology is not None and morphology in validated.morphologies:
-                self.threshold, self.against = float(validated.morphologies[morphology].threshold), morphology
-            else:
-                self.threshold = float(validated.ceiling)
-                self.against = "ceiling" if morphology is None else f"ceiling; {morphology!r} not validated"
+            self.threshold, self.against = validated_threshold(validated, morphology)
         self.checks = 0
         self._verdict: dict[str, Any] | None = None
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["COPY_COST", "DIHEDRAL", "STATISTICS", "UNCERTAINTY_CHOICES", "Scene", "UncertaintyCheck", "apply",
-           "channel_order", "invert", "statistic", "summary", "tta_std", "tta_stds"]
+           "channel_order", "invert", "statistic", "summary", "tta_std", "tta_stds", "validated_threshold"]
 
 #: The dihedral group of the square as ``(k, flip)``: ``np.rot90(·, k)`` after an optional left-right mirror.
 #: Order: identity, the three mirrors that keep the shape (lr, ud, both = rot180), then the transposing ones.
@@ -236,6 +236,15 @@ class Scene:
 COPY_COST = 1.5
 
 
+def validated_threshold(validated: Any, morphology: str | None) -> tuple[float, str]:
+    """The threshold of a validated check (``validated.uncertainty`` or ``validated.consistency``: per-morphology
+    thresholds and their ``ceiling``) that applies to ``morphology``, and what it is: that morphology's own, or
+    the ceiling (the largest) when none is named or the package did not validate the one named."""
+    if morphology is not None and morphology in validated.morphologies:
+        return float(validated.morphologies[morphology].threshold), morphology
+    return float(validated.ceiling), "ceiling" if morphology is None else f"ceiling; {morphology!r} not validated"
+
+
 class UncertaintyCheck:
     """The uncertainty check under a duty-cycle budget, for one worker (not thread-safe).
 
@@ -266,11 +275,7 @@ class UncertaintyCheck:
         self.threshold: float | None = None
         self.against = "no validated threshold"
         if validated is not None:
-            if morphology is not None and morphology in validated.morphologies:
-                self.threshold, self.against = float(validated.morphologies[morphology].threshold), morphology
-            else:
-                self.threshold = float(validated.ceiling)
-                self.against = "ceiling" if morphology is None else f"ceiling; {morphology!r} not validated"
+            self.threshold, self.against = validated_threshold(validated, morphology)
         self.credit = 0.0
         self.passes = 0.0  # ordinary passes (bundle pixels / 1e6 each) and the checks' extra ones
         self.extra_passes = 0.0
