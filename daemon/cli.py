@@ -341,7 +341,8 @@ def _add_trigger_options(parser: argparse.ArgumentParser) -> None:
 def _add_uncertainty_check_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty-budget", type=float, default=0.025,
                         help="share of inference time the uncertainty check may add (its verdict, against the "
-                        "package's validated threshold, can make results untrusted; 0: off)")
+                        "package's validated threshold, can make results untrusted); a super-resolution "
+                        "package's consistency check gets 0.4 x this on top; 0: both off")
     parser.add_argument("--uncertainty-morphology", default="",
                         help="the specimen's training morphology, whose validated uncertainty threshold applies "
                         "(default: the largest of the package's)")

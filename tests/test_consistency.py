@@ -18,7 +18,7 @@ import pytest
 from scipy import fft as sfft
 from scipy import ndimage
 
-from scopecast.daemon.inference.consistency import ConsistencyCheck, residual_figure, widefield_otf
+from scopecast.daemon.inference.consistency import FIRST_COST_PASSES, ConsistencyCheck, residual_figure, widefield_otf
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import open_runtime
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
@@ -138,24 +138,74 @@ def test_a_figure_above_the_validated_threshold_makes_the_result_untrusted(tmp_p
     assert t["consistency"]["state"] == "pending" and not any(r.startswith("inconsistent") for r in t["reasons"])
 
 
+def test_the_check_runs_on_its_own_credit_judges_new_scenes_first_and_carries_its_verdict(tmp_path):
+    """The schedule, driven bundle by bundle with a chosen cost (the worker pays what a check took)."""
+    v = _package(tmp_path, 3.0, "v").manifest.validated.consistency
+    cam = CameraCalibration(offset_adu=OFFSET, read_noise_adu=READ, gain_adu_per_e=GAIN)
+    obj = _scene()
+    x = _measure(obj)
+    c = ConsistencyCheck(v, cam, 2, 1, 1, budget=1 / 64)  # binary fractions: the credit sums exactly
+    work, cost = 0.25, 1 / 16  # a 512² frame; a check of 1/16 model pass
+    ran, states = [], []
+    for i in range(60):
+        if c.due(scene_changed=i in (40, 41, 42), work=work, inferred=i != 50):
+            c.run([x], obj, PX, i)
+            c.pay(cost, work)
+            ran.append(i)
+        rep, reason = c.report()
+        states.append((rep["state"], rep.get("age")))
+        assert reason is None and rep["ok"] in (True, None)
+    # the first check is advanced (bundle 0); then the measured cost sets the pace: a judged scene again when the
+    # credit covers two checks (every 4 bundles: the budget, spent), a new scene as soon as it covers one (40 and
+    # 41 at once; the scene of bundle 42, the third in a row, after 2 more); a withheld bundle (50) earns nothing
+    assert ran == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 41, 44, 53, 57], ran
+    assert states[0] == ("checked", 0) and states[3] == ("carried", 3)
+    assert states[42] == states[43] == ("pending", None) and states[44] == ("checked", 0)
+    assert states[50] == ("carried", 6)  # the withheld bundle's scene was judged
+    assert c.checks == 15 and c.spent_passes == pytest.approx(15 * cost * work)
+    assert c.spent_passes <= c.budget * c.passes + cost * work  # the budget holds, plus the advanced check
+    # inf: every inferred bundle; 0: never
+    every = ConsistencyCheck(v, cam, 2, 1, 1, budget=float("inf"))
+    assert all(every.due(False, work, True) for _ in range(5)) and not every.due(False, work, False)
+    never = ConsistencyCheck(v, cam, 2, 1, 1)
+    assert not any(never.due(i == 0, work, True) for i in range(100))
+    with pytest.raises(ValueError, match="consistency budget"):
+        ConsistencyCheck(v, cam, 2, 1, 1, budget=-0.1)
+
+
 @needs_sr
-def test_the_verdict_carries_within_a_scene_is_dropped_with_it_and_its_time_is_charged_to_the_check(tmp_path, field):
+def test_through_the_worker_a_new_scene_is_judged_within_a_few_bundles_and_within_the_budget(tmp_path, field):
     pkg = _package(tmp_path, 1e6)
-    rt = open_runtime(pkg, "ort-cpu")
-    w = InferenceWorker(pkg, rt, uncertainty_budget=0.5)
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty_budget=0.1)  # consistency: 0.04
+    cons = w.check_consistency
+    measured, pay = [], cons.pay
+
+    def fixed_pay(passes: float, work: float) -> None:  # what the worker measured; the schedule runs on a fixed
+        measured.append(passes)                        # cost, so a loaded machine cannot move it
+        pay(0.1, work)
+
+    cons.pay = fixed_pay
     states = []
-    for i in range(8):  # a new scene at bundle 4
-        t = w.process(_bundle(pkg.manifest, field, i, x=0.0 if i < 4 else 500.0)).header["trust"]
-        states.append((t["consistency"]["state"], t["uncertainty"]["check"]["state"]))
-    # both checks run on the same bundles: the consistency verdict is checked or carried exactly when the
-    # uncertainty one is, and is dropped with it at the new scene
-    for cons, unc in states:
-        assert cons.split()[0] == unc.split()[0], states
-    assert states[4][0] in ("pending", "checked") and "carried" in [s for s, _ in states[:4]], states
+    for i in range(24):  # a new scene every 8 bundles
+        t = w.process(_bundle(pkg.manifest, field, i, x=500.0 * (i // 8))).header["trust"]
+        states.append((t["consistency"]["state"], t["uncertainty"]["check"]["state"].split()[0]))
+    # the worker pays for every check with its measured time over the bundle's model run
+    assert len(measured) == cons.checks >= 3 and all(0 < p < math.inf for p in measured), measured
+    for k in range(3):  # every scene judged within 3 bundles, re-checked as the credit allows, never carried over
+        scene = [s for s, _ in states[8 * k:8 * k + 8]]
+        assert "checked" in scene[:3] and "carried" in scene and scene[0] != "carried", states
+        first = scene.index("checked")
+        assert all(s in ("checked", "carried") for s in scene[first:]), states
+    # it judges scenes the uncertainty check (1.5 passes a check, 0.1 a bundle) has not reached yet
+    assert [u for _, u in states[:8]] == ["pending"] * 8 and states[0][0] == "checked", states
+    assert cons.spent_passes <= cons.budget * cons.passes + FIRST_COST_PASSES * field.size / 1e6  # the budget
+    # a withheld bundle (all zeros: missing) is not judged (nothing was inferred), though its new scene is due
+    n = cons.checks
+    t = w.process(_bundle(pkg.manifest, np.zeros_like(field), 24, x=5000.0)).header["trust"]
+    assert t["guards"]["action"] == "withheld" and t["consistency"]["state"] == "pending" and cons.checks == n
+    # the uncertainty check's own accounting is unchanged: its extra passes are its copies' alone
     chk = w.check_uncertainty
-    assert w.check_consistency.checks == chk.checks >= 2
-    # the extra passes include the consistency check's time, beyond the copies' own (1 per check at tta 2)
-    assert chk.extra_passes > chk.checks * (chk.tta - 1) * field.size / 1e6
+    assert chk.extra_passes == pytest.approx(chk.checks * (chk.tta - 1) * field.size / 1e6)
 
 
 @needs_sr
@@ -172,5 +222,5 @@ def test_packages_it_does_not_apply_to_say_why_it_is_off(tmp_path, field):
                       ((CameraCalibration(offset_adu=OFFSET), 2, 1, 1), "records no gain and read noise"),
                       ((None, 2, 1, 1), "records no gain and read noise")):
         c = ConsistencyCheck(v, *args)
-        rep, reason = c.report(0)
+        rep, reason = c.report()
         assert not c.enabled and why in rep["state"] and rep["state"].startswith("off: ") and reason is None

@@ -11,9 +11,10 @@ with the model's small errors, and far above where the output draws or misplaces
 not support. It needs no ground truth and no extra inference.
 
 It costs a binning and two FFTs of the input's size (3.2 ms for a 512² input and its 1024² output on one
-core, measured), so it runs with the uncertainty check, on the same bundles (the first of a new scene, within
-the check's duty-cycle budget, which it is charged to), and its verdict carries to the later bundles of the
-scene like that check's. The threshold per training morphology comes from fresh training-region fields
+core, measured: 0.04 passes of the super-resolution U-Net, 0.15 of its live tier), so it runs under its own
+duty-cycle budget (:class:`ConsistencyCheck`), far more often than the uncertainty check's 1.5 passes allow:
+on a new scene within a few bundles, then again as the credit allows; its verdict carries to the later bundles
+of the scene. The threshold per training morphology comes from fresh training-region fields
 (benchmarks/bench_trust_models.py ``--consistency``; ``validated.consistency``), by the same rule as the
 uncertainty thresholds.
 
@@ -34,11 +35,17 @@ from scipy import fft as sfft
 
 from .uncertainty import validated_threshold
 
-__all__ = ["BORDER_PX", "ConsistencyCheck", "bundle_figure", "residual_figure", "widefield_otf"]
+__all__ = ["BORDER_PX", "BUDGET_SHARE", "FIRST_COST_PASSES", "ConsistencyCheck", "bundle_figure", "residual_figure", "widefield_otf"]
 
 #: Pixels at each edge left out of the figure: the FFT's blur wraps around the field, and the in-focus PSF
 #: (first zero 0.61 λ/NA, ~2 px at Nyquist sampling) has fallen to nothing well within this.
 BORDER_PX = 8
+#: The consistency check's budget as a fraction of the uncertainty check's, on top of it (1 % of the model's
+#: time at the default 2.5 %). A check costs 0.04 (U-Net) to 0.15 (live tier) model passes at 512², so a new
+#: scene is judged within a few bundles, where the uncertainty check's 1.5 passes take ~60 bundles of credit.
+BUDGET_SHARE = 0.4
+#: A check's cost in model passes until one has been timed (then the last one's).
+FIRST_COST_PASSES = 0.25
 
 
 @functools.lru_cache(maxsize=16)
@@ -111,17 +118,30 @@ def bundle_figure(frames: list[np.ndarray], y: np.ndarray, scale: int, camera: A
 
 
 class ConsistencyCheck:
-    """The data-consistency verdict of one worker (not thread-safe); scheduled by the worker with the
-    uncertainty check (:meth:`new_scene` when that check drops its verdict, :meth:`run` when it runs).
+    """The data-consistency verdict of one worker (not thread-safe), under its own duty-cycle budget.
+
+    Work is counted in model passes over the bundle's pixels, like the uncertainty check's: every inferred
+    bundle earns ``budget`` × its pixels of credit (the worker gives it :data:`BUDGET_SHARE` of the uncertainty
+    check's budget, on top of that one); a check costs what the last one took against its bundle's model run
+    (:meth:`pay`; :data:`FIRST_COST_PASSES` until one has been paid for). It runs on a scene not yet judged as
+    soon as the credit covers one check, on a judged one only when it covers two (one stays in reserve for the
+    next new scene). The credit never exceeds two checks' cost, and the first check is advanced (a fresh worker
+    judges its first scene at once), so what the checks spend stays within ``budget`` × the model passes plus
+    one check. The verdict carries to the later bundles of its scene and is dropped with it (the scene rule is
+    the uncertainty check's, :class:`.uncertainty.Scene`).
 
     ``validated``: the package's ``validated.consistency`` (None: off); ``camera``: its camera calibration;
-    ``morphology``: whose threshold applies (None or one not validated: the ``ceiling``, the largest)."""
+    ``morphology``: whose threshold applies (None or one not validated: the ``ceiling``, the largest);
+    ``budget``: fraction of the model's time (0: never runs; ``inf``: every inferred bundle)."""
 
     def __init__(self, validated: Any, camera: Any, scale: int, n_inputs: int, n_outputs: int,
-                 morphology: str | None = None) -> None:
+                 morphology: str | None = None, budget: float = 0.0) -> None:
+        if not budget >= 0:
+            raise ValueError(f"consistency budget must be a fraction of inference time >= 0, got {budget}")
         self.validated = validated
         self.scale = scale
         self.camera = camera
+        self.budget = budget
         self.why_off = ""
         if validated is None:
             self.why_off = "the package records no validated consistency threshold"
@@ -133,41 +153,65 @@ class ConsistencyCheck:
         self.against = ""
         if validated is not None:
             self.threshold, self.against = validated_threshold(validated, morphology)
+        self.cost_passes = FIRST_COST_PASSES
+        self.credit: float | None = None
+        self.passes = 0.0  # ordinary model passes (bundle pixels / 1e6 each) and the checks' cost in them
+        self.spent_passes = 0.0
         self.checks = 0
+        self.bundles = 0
         self._verdict: dict[str, Any] | None = None
 
     @property
     def enabled(self) -> bool:
         return not self.why_off
 
-    def new_scene(self) -> None:
-        """The scene changed: the last verdict no longer applies."""
-        self._verdict = None
+    def due(self, scene_changed: bool, work: float, inferred: bool) -> bool:
+        """Account one bundle (``scene_changed``: not the scene of the last one; ``work``: its input pixels / 1e6;
+        ``inferred``: the model ran on it) and say whether the check should run on it now."""
+        self.bundles += 1
+        if scene_changed:
+            self._verdict = None
+        if not (self.enabled and inferred and self.budget > 0):
+            return False
+        cost = self.cost_passes * work
+        self.passes += work
+        if self.credit is None:  # one check advanced: a fresh worker judges its first scene at once
+            self.credit = cost
+        self.credit = min(self.credit + self.budget * work, 2 * cost) if math.isfinite(self.budget) else math.inf
+        return self.credit >= (cost if self._verdict is None else 2 * cost)
 
-    def run(self, frames: list[np.ndarray], y: np.ndarray, pixel_um: float | None, bundle_id: Any,
-            bundle_index: int) -> None:
+    def run(self, frames: list[np.ndarray], y: np.ndarray, pixel_um: float | None, bundle_id: Any) -> float:
         """Judge ``y`` (the model's answer in physical units, output channels first) against ``frames`` (the
-        inputs in model order, raw counts). ``bundle_index``: the uncertainty check's bundle count (the age)."""
+        inputs in model order, raw counts); returns the time it took (ms), for :meth:`pay`."""
         t0 = time.perf_counter()
         v = self.validated
         px = pixel_um if pixel_um and pixel_um > 0 else v.pixel_size_um
         value = bundle_figure(frames, y, self.scale, self.camera, px, v.wavelength_um, v.na)
         judged = math.isfinite(value)
+        ms = (time.perf_counter() - t0) * 1e3
         self.checks += 1
         self._verdict = {"value": float(f"{value:.4g}") if judged else None,
                          "ok": None if not judged else bool(value <= (self.threshold or math.inf)),
-                         "checked_bundle": bundle_id, "checked_at": bundle_index,
-                         "ms": round((time.perf_counter() - t0) * 1e3, 2)}
+                         "checked_bundle": bundle_id, "checked_at": self.bundles, "ms": round(ms, 2)}
+        return ms
 
-    def report(self, bundle_index: int) -> tuple[dict[str, Any], str | None]:
-        """``trust.consistency`` for the current bundle and the failure reason (or None)."""
+    def pay(self, passes: float, work: float) -> None:
+        """Pay for the check just run from the credit: ``passes``, its time over its bundle's model run, of
+        ``work`` (the bundle's input pixels / 1e6); the next check is expected to cost as much."""
+        if passes > 0:
+            self.cost_passes = passes
+            self.credit = min((self.credit or 0.0) - passes * work, passes * work)  # at most one check in reserve
+            self.spent_passes += passes * work
+
+    def report(self) -> tuple[dict[str, Any], str | None]:
+        """``trust.consistency`` for the bundle last passed to :meth:`due`, and the failure reason (or None)."""
         rep: dict[str, Any] = {"threshold": self.threshold, "morphology": self.against or None}
         if not self.enabled:
             return {**rep, "state": f"off: {self.why_off}", "ok": None}, None
         v = self._verdict
         if v is None:
             return {**rep, "state": "pending", "ok": None}, None
-        age = bundle_index - v["checked_at"]
+        age = self.bundles - v["checked_at"]
         rep.update(state="checked" if age == 0 else "carried", value=v["value"], ok=v["ok"],
                    checked_bundle=v["checked_bundle"], age=age, ms=v["ms"])
         if v["ok"] is not False:

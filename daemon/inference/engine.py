@@ -291,7 +291,7 @@ class InferenceEngine:
         self.threads = threads or default_threads(workers)
         self.batch = batch
         self.uncertainty = uncertainty  # dihedral TTA copies per bundle (0: off; worker.py, uncertainty.py)
-        self.uncertainty_budget = uncertainty_budget  # the uncertainty check's share of inference time (0: off)
+        self.uncertainty_budget = uncertainty_budget  # the checks' share of inference time (0: off; worker.py)
         self.uncertainty_morphology = uncertainty_morphology  # whose validated threshold (None: the ceiling)
         self.warmup_shape = warmup_shape
         self.frames_received = 0

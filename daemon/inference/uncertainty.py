@@ -319,14 +319,6 @@ class UncertaintyCheck:
         self._verdict = {"value": float(f"{value:.4g}"), "ok": ok, "checked_bundle": header.get("bundle_id"),
                          "checked_at": self.bundles, "ms": round(ms, 2)}
 
-    def charge(self, passes: float, shape: tuple[int, int]) -> None:
-        """Charge work done with the check (another check run on its bundle: the consistency check) to the
-        credit, in model passes over the bundle of input ``shape`` (its time / the bundle's inference time)."""
-        if passes > 0:
-            work = passes * shape[0] * shape[1] / 1e6
-            self.credit -= work
-            self.extra_passes += work
-
     def report(self) -> tuple[dict[str, Any], str | None]:
         """``trust.uncertainty.check`` for the bundle last passed to :meth:`due`, and the failure reason (or None)."""
         rep: dict[str, Any] = {"statistic": self.kind, "tta": self.tta, "threshold": self.threshold,

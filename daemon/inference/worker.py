@@ -32,12 +32,15 @@ makes ``trust.ok`` false with an ``uncertainty:`` reason; a package without
 thresholds gets the statistic reported, not judged. With ``uncertainty=n`` ≥ the
 check's copies the check is free and runs on every bundle.
 
-On the bundles the uncertainty check runs on, the **consistency check**
-(:mod:`.consistency`; super-resolution packages with ``validated.consistency``)
-blurs the output back through the widefield optics and compares it with the
-input frame; its time is charged to the same credit, its verdict carried and
-dropped with the scene, a figure above the validated threshold makes
-``trust.ok`` false with an ``inconsistent with the input:`` reason.
+The **consistency check** (:mod:`.consistency`; super-resolution packages
+with ``validated.consistency``) blurs the output back through the widefield
+optics and compares it with the input frame, under a credit of its own
+(:data:`.consistency.BUDGET_SHARE` × ``uncertainty_budget``, on top of it: one
+knob for the monitor's checks, 0 turns both off); it costs a small fraction of
+a model pass, so a new scene is judged within a few bundles. Its verdict is
+carried and dropped with the scene (the same scene rule); a figure above the
+validated threshold makes ``trust.ok`` false with an ``inconsistent with the
+input:`` reason.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ import numpy as np
 from ..frames import now_ns
 from scopecast.models.manifest import normalize
 
-from .consistency import ConsistencyCheck
+from .consistency import BUDGET_SHARE as CONSISTENCY_SHARE, ConsistencyCheck
 from .guards import GuardVerdict, InputGuard, OutputGuard, trust
 from .package import ModelPackage
 from .runtimes import InferenceRuntime
@@ -123,8 +126,8 @@ class InferenceWorker:
                              "which the DPC inputs cannot take (90° rotations)")
         self.check_consistency = ConsistencyCheck(self.m.validated.consistency if self.m.validated else None,
                                                   self.m.camera, self.m.scale_factor, len(self.m.inputs),
-                                                  len(self.m.outputs), uncertainty_morphology)
-        self._checked_now = False  # the uncertainty check ran on the bundle in hand
+                                                  len(self.m.outputs), uncertainty_morphology,
+                                                  CONSISTENCY_SHARE * uncertainty_budget)
 
     def warm_up(self, shape: tuple[int, int]) -> float:
         """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms."""
@@ -206,7 +209,6 @@ class InferenceWorker:
         shape = (x.shape[1], x.shape[2])
         due = chk.due(header, shape, inferred=True)
         free = self.uncertainty >= chk.tta and chk.enabled  # the map's copies include the check's
-        self._checked_now = due or free
         ns = tuple(sorted({*((self.uncertainty,) if self.uncertainty else ()), *((chk.tta,) if due or free else ())}))
         if not ns:
             return None, None
@@ -242,12 +244,11 @@ class InferenceWorker:
             h, w = ordered[0].data.shape
             sf = self.m.scale_factor
             y = self.output_guard.blank((len(self.m.outputs), h * sf, w * sf))
-            t_pre = t_inf = now_ns()
+            t_pre = t_model = t_inf = now_ns()
             out_fig, out_reasons, out_margin = {**self.output_guard.apply(y)[0], "withheld": True}, [], 1.0
             if self.uncertainty:
                 std = np.zeros_like(y)
             self.check_uncertainty.due(h0, (h, w), inferred=False)
-            self._checked_now = False
         else:
             x = self.preprocess(ordered)
             t_pre = now_ns()
@@ -257,14 +258,11 @@ class InferenceWorker:
             t_inf = now_ns()
             y, extremes = self.postprocess(y)
             out_fig, out_reasons, out_margin = self.output_guard.apply(y, extremes)
-        if self.check_uncertainty.scene_changed:
-            self.check_consistency.new_scene()
-        if self._checked_now and self.check_consistency.enabled:
-            t0 = now_ns()
-            self.check_consistency.run([f.data for f in ordered], y, _num(h0.get("pixel_size_um")) or None,
-                                       h0.get("bundle_id"), self.check_uncertainty.bundles)
-            # charged to the uncertainty check's budget in passes of this bundle's model run
-            self.check_uncertainty.charge((now_ns() - t0) / max(t_model - t_pre, 1), (x.shape[1], x.shape[2]))
+        work = ordered[0].data.size / 1e6
+        if self.check_consistency.due(self.check_uncertainty.scene_changed, work, inferred=not verdict.withhold):
+            ms = self.check_consistency.run([f.data for f in ordered], y, _num(h0.get("pixel_size_um")) or None,
+                                            h0.get("bundle_id"))
+            self.check_consistency.pay(ms / max((t_model - t_pre) / 1e6, 1e-3), work)
         if std is not None:
             y = np.concatenate([y, std])
         t_post = now_ns()
@@ -303,7 +301,7 @@ class InferenceWorker:
         check, reason = self.check_uncertainty.report()
         t = header["trust"]
         t["uncertainty"] = {**(unc or {}), "check": check}  # the map's summary only when it was computed
-        t["consistency"], reason_c = self.check_consistency.report(self.check_uncertainty.bundles)
+        t["consistency"], reason_c = self.check_consistency.report()
         for r in (reason, reason_c):
             if r:
                 t["reasons"].append(r)
