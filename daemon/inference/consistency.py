@@ -35,7 +35,8 @@ from scipy import fft as sfft
 
 from .uncertainty import validated_threshold
 
-__all__ = ["BORDER_PX", "BUDGET_SHARE", "FIRST_COST_PASSES", "ConsistencyCheck", "bundle_figure", "residual_figure", "widefield_otf"]
+__all__ = ["BORDER_PX", "BUDGET_SHARE", "FIRST_COST_PASSES", "ConsistencyCheck", "bundle_figure", "residual_figure",
+           "widefield_otf"]
 
 #: Pixels at each edge left out of the figure: the FFT's blur wraps around the field, and the in-focus PSF
 #: (first zero 0.61 λ/NA, ~2 px at Nyquist sampling) has fallen to nothing well within this.
