@@ -519,8 +519,8 @@ def format_report(rep: dict[str, Any]) -> str:
         chk = "— (withheld)" if not r["checked"] else f"{pct(r['check_flagged'])}{named} of {r['checked']}"
         con = "—" if not r.get("consistency_checked") else \
             f"{pct(r['consistency_flagged'])} of {r['consistency_checked']}"
-        lines.append(f"| {r['row']} | {r['bundles']} | {pct(r['flagged'])} | {chk} | {con} | {pct(r['flagged_monitor'])} | "
-                     f"{pct(r['withheld'])} | {r['score']:.2f} | {_f(r['model_psnr'])} | "
+        lines.append(f"| {r['row']} | {r['bundles']} | {pct(r['flagged'])} | {chk} | {con} | "
+                     f"{pct(r['flagged_monitor'])} | {pct(r['withheld'])} | {r['score']:.2f} | {_f(r['model_psnr'])} | "
                      f"{_f(r['baseline_psnr'])} ({r['baseline']}) | {r['losing_flagged']} of {r['losing_fields']} | "
                      f"{r['target']} | {met} | "
                      f"{'; '.join(r['reasons'])} |")
