@@ -15,7 +15,9 @@ moved or closed to give the images the whole window.
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +92,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.drop_counts: dict[str, int] = {}
         self.frames_shown = 0
         self._raw_channel: str | None = None
+        self._raw_default = True  # the raw pane's channel is the viewer's default, not the user's pick
+        self._setting_raw = False  # the viewer itself is setting it (not the user)
         self._build()
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self.refresh)
@@ -180,6 +184,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.channel_box = QtWidgets.QComboBox()
         self.channel_box.addItem(NEWEST)
         self.channel_box.setToolTip("channel shown in the raw pane")
+        self.channel_box.currentTextChanged.connect(self._on_raw_pick)
         self.overlay_box = QtWidgets.QCheckBox("stains over label-free")
         self.uncertainty_box = QtWidgets.QCheckBox("uncertainty map")
         self.uncertainty_box.setToolTip("show the per-pixel uncertainty (engine --uncertainty N: the spread of the "
@@ -337,12 +342,13 @@ class ScopeWindow(QtWidgets.QMainWindow):
     def _on_describe(self, info: dict[str, Any]) -> None:
         self.daemon_info = info
         chosen = self.channel_box.currentText()
-        self.channel_box.clear()
-        self.channel_box.addItems([NEWEST, *info.get("channels", {})])
-        if chosen in ("", NEWEST):  # a steady view, not every channel of the cycle in turn
-            label_free = [n for n, c in info.get("channels", {}).items() if c.get("modality") == "label-free"]
-            chosen = (label_free or [NEWEST])[0]
-        self.channel_box.setCurrentText(chosen)
+        with self._viewer_sets_raw():
+            self.channel_box.clear()
+            self.channel_box.addItems([NEWEST, *info.get("channels", {})])
+            if chosen in ("", NEWEST):  # a steady view, not every channel of the cycle in turn
+                label_free = [n for n, c in info.get("channels", {}).items() if c.get("modality") == "label-free"]
+                chosen = (label_free or [NEWEST])[0]
+            self.channel_box.setCurrentText(chosen)
         self.pattern_box.clear()
         self.pattern_box.addItems(info.get("patterns", []))
         self.pattern_box.setCurrentText(info.get("pattern", ""))
@@ -350,6 +356,27 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.cycle.set_channels(info.get("channels", {}))
         self.stage.show_position(info.get("position_um"), fill_targets=True)
         self.objective.from_describe(info)
+
+    @contextlib.contextmanager
+    def _viewer_sets_raw(self) -> Iterator[None]:
+        self._setting_raw = True
+        try:
+            yield
+        finally:
+            self._setting_raw = False
+
+    def _on_raw_pick(self, _text: str) -> None:
+        if not self._setting_raw:
+            self._raw_default = False  # the user's pick is kept, and the pane says why it is empty
+
+    def _follow_cycle(self, cycle: list[str] | None, chan: str) -> str:
+        """The raw pane's channel: left at the viewer's default (not picked by the user) and absent from the running
+        live cycle (e.g. BF while live runs the Membrane channel alone), it follows the cycle's first channel."""
+        if self._raw_default and cycle and chan not in ("", NEWEST) and chan not in cycle:
+            with self._viewer_sets_raw():
+                self.channel_box.setCurrentText(cycle[0])
+            return self.channel_box.currentText()
+        return chan
 
     def _note_engine(self, address: str, status: dict[str, Any]) -> None:
         """Keep the newest status of an engine (from its control socket or its stats message)."""
@@ -473,7 +500,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
     def _update_messages(self, frame) -> None:
         """Say why a pane is empty: nothing acquired, a channel missing from the cycle, no engine."""
         cycle = self.live_cycle()
-        chan = self.channel_box.currentText()
+        chan = self._follow_cycle(cycle, self.channel_box.currentText())
         if chan not in ("", NEWEST) and cycle is not None and chan not in cycle:
             self.raw.set_message(f"no frames of channel {chan} in the live cycle\n(tick it under Live cycle)")
         elif frame is None and not self.connected["daemon"]:

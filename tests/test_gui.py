@@ -143,6 +143,27 @@ def test_chosen_cycle_without_an_input_says_why_and_marks_latency_stale(app, win
     client.request("stop")
 
 
+def test_the_raw_pane_left_at_its_default_follows_the_live_cycle(app, window, engines, client):
+    """Live on the Membrane channel alone (a super-resolution session): the raw pane, left at the viewer's default
+    (a label-free channel), shows Membrane; a channel the user picked is kept, and the pane says why it is empty."""
+    assert spin(app, lambda: window.channel_box.currentText() not in ("", "(newest frame)", "Membrane")
+                and window.channel_box.count() > 2)
+    default = window.channel_box.currentText()
+    membrane = [{"name": "Membrane", "exposure_ms": 10.0}]
+    client.request("start_live", channels=membrane, interval_ms=50)
+    assert spin(app, lambda: window.channel_box.currentText() == "Membrane" and window.raw.values is not None
+                and "Membrane" in window.raw.plot.titleLabel.text, 60)
+    client.request("stop")
+    assert spin(app, lambda: client.request("status")["state"] != "live", 60)
+    window.channel_box.setCurrentText(default)  # the user's pick
+    n = window.frames_shown
+    client.request("start_live", channels=membrane, interval_ms=50)
+    assert spin(app, lambda: window.raw.message_text.startswith(f"no frames of channel {default} in the live cycle"),
+                60)
+    assert window.channel_box.currentText() == default and window.frames_shown == n
+    client.request("stop")
+
+
 def test_stage_focus_and_objective_controls(app, window, client):
     assert spin(app, lambda: window.cycle.table.rowCount() > 0)
     x0, y0, z0 = (client.request("status")["position_um"][k] for k in "xyz")
