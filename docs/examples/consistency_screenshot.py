@@ -18,15 +18,13 @@ It prints the engine's trust summary: the reasons the picture shows.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trust_screenshot import CONFIG, ROOT, free_port, wait_for  # noqa: E402  (a sibling example's helpers)
+from trust_screenshot import (  # noqa: E402  (a sibling's)
+    CONFIG, ROOT, free_port, shut_down, start_up, start_viewer, terminate, wait_for)
 
 
 def write_config(path: Path, sample: str, sensor: int) -> None:
@@ -52,24 +50,19 @@ def main() -> int:
 
     from scopecast.daemon.control import ControlClient
 
-    exe = [sys.executable, "-m", "scopecast.daemon.cli"]
-    model = ROOT / "models" / "packages" / "super-resolution"
-    ctl, stream, res, ectl = (f"tcp://127.0.0.1:{free_port()}" for _ in range(4))
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    engine_at = (ROOT / "models" / "packages" / "super-resolution",
+                 *(f"tcp://127.0.0.1:{free_port()}" for _ in range(2)))
+    ctl, stream = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     with tempfile.TemporaryDirectory(prefix="consistency-shot-") as tmp:
         tmp_dir = Path(tmp)
         write_config(tmp_dir / "sim.cfg", args.sample, args.sensor)
-        up = subprocess.Popen([*exe, "-q", "up", "--config", str(tmp_dir / "sim.cfg"), "--data-dir",
-                               str(tmp_dir / "data"), "--control", ctl, "--stream", stream, "--engine",
-                               f"{model},{res},{ectl}", "--no-spares"], env=env)
+        up = start_up(tmp_dir / "sim.cfg", tmp_dir / "data", ctl, stream, [engine_at])
         gui = None
         try:
-            with ControlClient(ctl, timeout_s=10) as daemon, ControlClient(ectl, timeout_s=10) as engine:
+            with ControlClient(ctl, timeout_s=10) as daemon, ControlClient(engine_at[2], timeout_s=10) as engine:
                 wait_for("the daemon", lambda: daemon.request("status"), 120)
                 wait_for("the engine", lambda: engine.request("status"), 180)
-                gui = subprocess.Popen([*exe, "gui", "--control", ctl, "--stream", stream, "--engine", f"{res},{ectl}",
-                                        "--screenshot", args.out, "--frames", str(args.frames), "--timeout", "600"],
-                                       env=env)
+                gui = start_viewer(ctl, stream, [engine_at], args.out, args.frames)
                 # live starts once the viewer subscribes to the frames (beside the engine) and to the results
                 wait_for("the viewer", lambda: daemon.request("status")["stream"]["subscribers"] >= 2
                          and engine.request("status")["subscribers"] >= 1, 120)
@@ -82,14 +75,10 @@ def main() -> int:
                       f"{args.sample}")
                 print(f"  trust: {est['trust']}")
                 daemon.request("stop")
-                daemon.request("shutdown")
-                up.wait(timeout=60)
+                shut_down(daemon, up)
                 return rc
         finally:
-            for proc in (gui, up):
-                if proc is not None and proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(timeout=30)
+            terminate(gui, up)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,40 @@ def wait_for(what: str, cond, timeout_s: float, poll_s: float = 0.5):
     raise SystemExit(f"trust_screenshot: timed out after {timeout_s:g} s waiting for {what}")
 
 
+EXE = [sys.executable, "-m", "scopecast.daemon.cli"]
+ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+
+
+def start_up(config: Path, data_dir: Path, control: str, stream: str,
+             engines: list[tuple[Path, str, str]]) -> subprocess.Popen:
+    """``scopecast up``: the daemon on ``config`` and one engine per ``(package, results, control)``."""
+    return subprocess.Popen([*EXE, "-q", "up", "--config", str(config), "--data-dir", str(data_dir), "--control",
+                             control, "--stream", stream, "--no-spares",
+                             *[a for m, r, c in engines for a in ("--engine", f"{m},{r},{c}")]], env=ENV)
+
+
+def start_viewer(control: str, stream: str, engines: list[tuple[Path, str, str]], out: str,
+                 frames: int) -> subprocess.Popen:
+    """``scopecast gui --screenshot out`` (offscreen) on the daemon and the engines, after ``frames`` results."""
+    return subprocess.Popen([*EXE, "gui", "--control", control, "--stream", stream,
+                             *[a for _, r, c in engines for a in ("--engine", f"{r},{c}")],
+                             "--screenshot", out, "--frames", str(frames), "--timeout", "600"], env=ENV)
+
+
+def terminate(*procs: subprocess.Popen | None) -> None:
+    """SIGTERM each process still running (the viewer, ``scopecast up``) and wait for it."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def shut_down(daemon, up: subprocess.Popen) -> None:
+    """Ask the daemon to shut down (``scopecast up`` then stops its engines) and wait for ``up`` to exit."""
+    daemon.request("shutdown")
+    up.wait(timeout=60)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "gui-trust.png"))
@@ -98,26 +132,20 @@ def main() -> int:
 
     from scopecast.daemon.control import ControlClient
 
-    exe = [sys.executable, "-m", "scopecast.daemon.cli"]
     model = ROOT / "models" / "packages" / "virtual-staining"
     ctl, stream, res, ectl = (f"tcp://127.0.0.1:{free_port()}" for _ in range(4))
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     with tempfile.TemporaryDirectory(prefix="trust-shot-") as tmp:
         tmp = Path(tmp)
         write_specimen(tmp / "cells.npz", 650.0, seed=0)
         write_config(tmp / "sim.cfg", tmp / "cells.npz", args.sensor)
-        up = subprocess.Popen([*exe, "-q", "up", "--config", str(tmp / "sim.cfg"), "--data-dir", str(tmp / "data"),
-                               "--control", ctl, "--stream", stream, "--engine", f"{model},{res},{ectl}",
-                               "--no-spares"], env=env)
+        up = start_up(tmp / "sim.cfg", tmp / "data", ctl, stream, [(model, res, ectl)])
         gui = None
         try:
             with ControlClient(ctl, timeout_s=10) as daemon, ControlClient(ectl, timeout_s=10) as engine:
                 wait_for("the daemon", lambda: daemon.request("status"), 120)
                 wait_for("the engine", lambda: engine.request("status"), 180)
                 before = daemon.request("status")["control"]["requests"]
-                gui = subprocess.Popen([*exe, "gui", "--control", ctl, "--stream", stream, "--engine", f"{res},{ectl}",
-                                        "--screenshot", args.out, "--frames", str(args.frames), "--timeout", "600"],
-                                       env=env)
+                gui = start_viewer(ctl, stream, [(model, res, ectl)], args.out, args.frames)
                 # the viewer subscribes to the frames (beside the engine) and to the results, and its event
                 # loop runs (it polls the daemon's status every second: requests beyond this script's own).
                 # Live starts only then: a raw pane whose first update already has a frame keeps its empty
@@ -167,14 +195,10 @@ def main() -> int:
                 print(f"  trust: {est['trust']}")
                 daemon.request("stop_spot_checks")
                 daemon.request("stop")
-                daemon.request("shutdown")
-                up.wait(timeout=60)
+                shut_down(daemon, up)
                 return rc
         finally:
-            for proc in (gui, up):
-                if proc is not None and proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(timeout=30)
+            terminate(gui, up)
 
 
 if __name__ == "__main__":

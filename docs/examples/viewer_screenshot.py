@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trust_screenshot import CONFIG, ROOT, free_port, wait_for  # noqa: E402  (same directory)
+from trust_screenshot import (  # noqa: E402  (same directory)
+    CONFIG, ROOT, free_port, shut_down, start_up, start_viewer, terminate, wait_for)
 
 CYCLE = [("DPC-Left", 10.0), ("DPC-Right", 10.0), ("DPC-Top", 10.0), ("DPC-Bottom", 10.0), ("BF", 10.0),
          ("DF", 10.0), ("Membrane", 20.0)]
@@ -35,16 +34,12 @@ def main() -> int:
 
     from scopecast.daemon.control import ControlClient
 
-    exe = [sys.executable, "-m", "scopecast.daemon.cli"]
     pkgs = ROOT / "models" / "packages"
     ctl, stream = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     engines = [(pkgs / name, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
                for name in ("virtual-staining", "super-resolution")]
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     data = Path(os.environ.get("TMPDIR", "/tmp")) / f"viewer-shot-{os.getpid()}"
-    up = subprocess.Popen([*exe, "-q", "up", "--config", str(CONFIG), "--data-dir", str(data), "--control", ctl,
-                           "--stream", stream, "--no-spares",
-                           *[a for m, r, c in engines for a in ("--engine", f"{m},{r},{c}")]], env=env)
+    up = start_up(CONFIG, data, ctl, stream, engines)
     gui = None
     try:
         with ControlClient(ctl, timeout_s=10) as daemon:
@@ -52,10 +47,7 @@ def main() -> int:
             for _, _, c in engines:
                 with ControlClient(c, timeout_s=10) as e:
                     wait_for(f"the engine on {c}", lambda e=e: e.request("status"), 180)
-            gui = subprocess.Popen([*exe, "gui", "--control", ctl, "--stream", stream,
-                                    *[a for _, r, c in engines for a in ("--engine", f"{r},{c}")],
-                                    "--screenshot", args.out, "--frames", str(args.frames), "--timeout", "600"],
-                                   env=env)
+            gui = start_viewer(ctl, stream, engines, args.out, args.frames)
             # the viewer's frame subscription has arrived (the engines hold one each)
             wait_for("the viewer", lambda: daemon.request("status")["stream"]["subscribers"] >= 3, 120)
             daemon.request("start_live", channels=[{"name": n, "exposure_ms": t} for n, t in CYCLE],
@@ -63,14 +55,10 @@ def main() -> int:
             rc = gui.wait(timeout=600)
             job = daemon.request("stop")["stopped"]
             print(f"viewer_screenshot: viewer exit {rc}; {job['frames']} frames, pacing {job['pacing']}")
-            daemon.request("shutdown")
-            up.wait(timeout=60)
+            shut_down(daemon, up)
             return rc
     finally:
-        for proc in (gui, up):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
+        terminate(gui, up)
 
 
 if __name__ == "__main__":
