@@ -9,7 +9,10 @@ result, 1.75 ms of daemon CPU each with the simulated camera). A fixed
 so bundles wait in the engine's queue.
 
 :class:`EnginePacer` reads the engine's result stream (``start_live
-pace_from=<results address>``) and, as an :class:`AcquisitionEngine` cycle gate,
+pace_from=<results address>``), the ``done`` messages only (each result's header
+without its pixels: receiving a 4 MiB super-resolution output over TCP took the
+daemon's cores ~2 ms and told it of the result ~4 ms late, so the engine idled
+that long per bundle), and, as an :class:`AcquisitionEngine` cycle gate,
 holds live after cycle *k* until the result of cycle *k − 1* has arrived (the
 engine then starts on cycle *k*), then until that result's time plus the
 model's time per bundle minus the time a cycle takes to acquire, so that cycle
@@ -61,7 +64,7 @@ class EnginePacer:
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._sock = zmq.Context.instance().socket(zmq.SUB)
-        self._sock.setsockopt(zmq.SUBSCRIBE, b"result")
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"done")  # the result headers alone: pixels would arrive late
         self._sock.setsockopt(zmq.RCVHWM, 16)
         self._sock.setsockopt(zmq.LINGER, 0)
         connect_socket(self._sock, address)

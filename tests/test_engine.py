@@ -80,15 +80,16 @@ class RawClient:
 def test_end_to_end_with_independent_clients(daemon, client, engine_factory, model):
     engine = engine_factory(model)
     frames_client = RawClient(daemon.stream_address, [b"frame"])
-    results_client = RawClient(engine.results_address, [b"result", b"stats"])
+    results_client = RawClient(engine.results_address, [b"result", b"stats", b"done"])
     wait_subscribed(daemon.publisher, "frame", 2)
-    wait_subscribed(engine, "result")
-    wait_subscribed(engine, "stats")
+    for topic in ("result", "stats", "done"):
+        wait_subscribed(engine, topic)
     client.request("start_live", channels=CYCLE, record=True, interval_ms=50)
-    frames, results, stats = {}, [], None
+    frames, results, stats, done = {}, [], None, {}
     t_end = time.monotonic() + 120
     # a stats message sent before any result has no latency figures: wait for one that has them
-    while (len(results) < 3 or stats is None or "infer" not in stats["latency_ms"]) and time.monotonic() < t_end:
+    while ((len(results) < 3 or stats is None or "infer" not in stats["latency_ms"] or results[2][0]["bundle_id"]
+            not in done) and time.monotonic() < t_end):
         for c in (frames_client, results_client):
             m = c.recv(0.2)
             if m is None:
@@ -100,12 +101,16 @@ def test_end_to_end_with_independent_clients(daemon, client, engine_factory, mod
                 results.append((head, data))
             elif topic == "stats":
                 stats = head
+            elif topic == "done":
+                assert data is None  # the header alone: pacing and logging clients do not receive the pixels
+                done[head["bundle_id"]] = head
     client.request("stop")
     while (m := frames_client.recv(0.5)) is not None:  # drain what is still queued
         frames[m[1]["seq"]] = (m[1], m[2])
     frames_client.close()
     results_client.close()
     assert len(results) >= 3 and stats is not None and stats["results_published"] >= 1
+    assert all(done[h["bundle_id"]] == h for h, _ in results[:3])  # each result's own header, after it
     head, data = results[-1]
     assert head["model"] == "tiny" and head["channels"] == ["nuclei", "membrane"]
     assert data.shape == (2, 256, 256) and data.dtype == np.float32 and np.isfinite(data).all()

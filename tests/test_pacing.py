@@ -90,13 +90,14 @@ def test_a_slow_models_result_is_waited_for_in_proportion_to_its_time():
     class Job:
         _stop = threading.Event()
 
-    def result(bundle: int, model_s: float) -> None:
+    def result(bundle: int, model_s: float) -> None:  # as the engine publishes it: the result, then its header
         h = {"acquisition_id": "acq", "bundle_id": bundle, "t_dequeued_ns": 1, "t_published_ns": 1 + int(model_s * 1e9),
              "dtype": "float32", "shape": [1, 1]}
         pub.send_multipart([b"result", json.dumps(h).encode(), np.zeros(1, np.float32).tobytes()])
+        pub.send_multipart([b"done", json.dumps(h).encode()])
 
-    try:
-        assert pub.poll(60_000) and pub.recv() == b"\x01result"
+    try:  # the pacer asks for the headers alone, never the pixels
+        assert pub.poll(60_000) and pub.recv() == b"\x01done" and not pub.poll(200)
         result(0, 1.0)  # the model takes 1 s per bundle
         wait_until(lambda: pacer.results == 1, what="the first result at the pacer")
         late = threading.Timer(0.6, result, (1, 1.0))  # 3 × timeout_s, within SLOW_FACTOR × 1 s

@@ -457,8 +457,10 @@ class InferenceEngine:
             self.publish(result)
 
     def publish(self, result: Result) -> None:
-        """Send a result. The engine's own counts (``status``: results, latency, trust) take it first, so a
-        client that has received a result never reads a status that does not include it."""
+        """Send a result, then its header alone as ``done`` (docs/protocol.md: a client that only needs to
+        know when a result was published, such as live pacing, does not receive its pixels: a 1024² output
+        is 4 MiB per subscriber). The engine's own counts (``status``: results, latency, trust) take it
+        first, so a client that has received a result never reads a status that does not include it."""
         result.header["t_published_ns"] = now_ns()
         head = dumps_strict(result.header)
         self.results_published += 1
@@ -466,6 +468,7 @@ class InferenceEngine:
         self.trust.add(result.header.get("trust"))
         with self._pub_lock:
             self.pub.send_multipart([b"result", head, result.data], flags=zmq.NOBLOCK, copy=False)
+            self.pub.send_multipart([b"done", head], flags=zmq.NOBLOCK)
 
     def _error(self, message: str) -> None:
         log.warning("engine: %s", message)
