@@ -19,6 +19,12 @@ The rows (issue 14 item 3), re-measured in one run and interleaved over
                 pace_from=<engine results>``, daemon/pacing.py): each cycle is
                 acquired just in time for the model instead of free-running.
 
+``--extra`` adds the live cycle paced at a fixed interval, a camera whose exposure
+takes time instead of CPU (the simulator's ``TimingModel=Realistic``), and
+``sc-shared-demand-ipc``: paced, with both streams over ``ipc://``, as the README
+advises for an engine on the same machine (a 4 MiB super-resolution result takes
+~2.3 ms over loopback TCP, ~1.2 ms over a Unix socket).
+
 The live cycle is the package's inputs: the six LED-array channels for virtual
 staining, ``Membrane`` alone for super-resolution.
 
@@ -103,6 +109,7 @@ class Row:
     pace: str = ""  # scopecast: live interval = this (model-alone) row's p50 in the same round
     camera: str = "Instant"  # the simulator's TimingModel: "Realistic" exposes for the exposure time + readout
     demand: bool = False  # scopecast: live paced by the engine (start_live pace_from: daemon/pacing.py)
+    ipc: bool = False  # scopecast: frame and result streams over ipc:// (a Unix socket), as for a local engine
 
 
 ROWS = (
@@ -129,6 +136,8 @@ EXTRA_ROWS = (
         camera="Realistic"),
     Row("sc-shared-real-demand", "scopecast on both cores, camera with real timing, live paced by the engine "
         "(`pace_from`)", "scopecast", "0-1", 2, "0-1", camera="Realistic", demand=True),
+    Row("sc-shared-demand-ipc", "scopecast on both cores, live paced by the engine, streams over `ipc://`",
+        "scopecast", "0-1", 2, "0-1", demand=True, ipc=True),
 )
 
 
@@ -299,15 +308,19 @@ def _wait_ready(client: Any, proc: subprocess.Popen, what: str, log: Path, timeo
 
 def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str, threads: int, seconds: float,
                   tmp: Path, interval_ms: float = 0.0, save: str = "", bundles: int = 0,
-                  engine_args: tuple[str, ...] = (), demand: bool = False, precision: str = "fp32") -> dict[str, Any]:
+                  engine_args: tuple[str, ...] = (), demand: bool = False, precision: str = "fp32",
+                  ipc: bool = False) -> dict[str, Any]:
     """``scopecast daemon`` + ``scopecast engine`` as a user starts them; this process is the
-    user's client (pinned with the daemon) and receives the results."""
+    user's client (pinned with the daemon) and receives the results. ``ipc``: the frame and result
+    streams over Unix sockets (the README's advice for an engine on the same machine), else loopback TCP."""
     import zmq
 
     from scopecast.daemon.control import ControlClient
     from scopecast.daemon.stream import decode
 
     ctl, stream, results, ectl = _port(), _port(), _port(), _port()
+    if ipc:
+        stream, results = f"ipc://{tmp}/frames-{os.getpid()}", f"ipc://{tmp}/results-{os.getpid()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "scopecast.daemon.cli"]
     daemon = subprocess.Popen([*cli, "daemon", "--config", str(cfg), "--control", ctl, "--stream", stream,
@@ -430,7 +443,7 @@ def run_row(row: Row, pkg_dir: Path, cfg: Path, seconds: float, tmp: Path, inter
             save: str = "", bundles: int = 0, precision: str = "fp32") -> dict[str, Any]:
     if row.kind == "scopecast":
         return run_scopecast(pkg_dir, cfg, row.daemon_cores, row.cores, row.threads, seconds, tmp,
-                             interval_ms, save, bundles, demand=row.demand, precision=precision)
+                             interval_ms, save, bundles, demand=row.demand, precision=precision, ipc=row.ipc)
     cmd = [sys.executable, __file__, "--child", row.kind, "--model", str(pkg_dir), "--precision", precision,
            "--cfg", str(cfg),
            "--threads", str(row.threads), "--seconds", str(seconds), "--save", save, "--bundles", str(bundles)]
@@ -484,7 +497,7 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], help="subset of the rows")
     ap.add_argument("--interval-ms", type=float, default=0.0, help="the scopecast live cycle's interval")
     ap.add_argument("--extra", action="store_true",
-                    help="also the paced live cycle and the real-timing camera rows (EXTRA_ROWS)")
+                    help="also the paced live cycle, the real-timing camera and the ipc:// rows (EXTRA_ROWS)")
     ap.add_argument("--json", default="", help="also write every measurement here")
     # child processes (one row, pinned by the parent)
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -547,7 +560,8 @@ def main() -> None:
         ratios = []
         for a, b in (("sc-split", "inproc-1"), ("sc-shared", "inproc-2"), ("sc-shared-paced", "inproc-2"),
                      ("sc-split-demand", "inproc-1"), ("sc-shared-demand", "inproc-2"),
-                     ("sc-shared-real", "inproc-2-real"), ("sc-shared-real-demand", "inproc-2-real")):
+                     ("sc-shared-real", "inproc-2-real"), ("sc-shared-real-demand", "inproc-2-real"),
+                     ("sc-shared-demand-ipc", "inproc-2")):
             if (model.name, a) in out and (model.name, b) in out:
                 va, vb = out[(model.name, a)], out[(model.name, b)]
                 tr = [x["rate"] / y["rate"] for x, y in zip(va, vb, strict=True)]
@@ -555,7 +569,8 @@ def main() -> None:
                 ratios.append(f"{a} / {b}: throughput {np.median(tr):.2f}× ({min(tr):.2f}–{max(tr):.2f}), "
                               f"latency {np.median(dl):+.0f} ms ({min(dl):+.0f} to {max(dl):+.0f})")
         for a, b in (("sc-split", "ort-1"), ("sc-shared", "ort-2"), ("sc-shared-paced", "ort-2"),
-                     ("sc-split-demand", "ort-1"), ("sc-shared-demand", "ort-2"), ("sc-shared-default", "ort-2")):
+                     ("sc-split-demand", "ort-1"), ("sc-shared-demand", "ort-2"), ("sc-shared-default", "ort-2"),
+                     ("sc-shared-demand-ipc", "ort-2")):
             if (model.name, a) in out and (model.name, b) in out:
                 eff = [x["rate"] / y["rate"] for x, y in zip(out[(model.name, a)], out[(model.name, b)], strict=True)]
                 ratios.append(f"efficiency {a} / {b}: {np.median(eff):.2f} ({min(eff):.2f}–{max(eff):.2f})")

@@ -124,6 +124,8 @@ def test_end_to_end_with_independent_clients(daemon, client, engine_factory, mod
                            "t_dequeued_ns", "t_checked_ns", "t_preprocessed_ns", "t_inferred_ns", "t_postprocessed_ns",
                            "t_published_ns")]
     assert t == sorted(t) and t[0] > 0
+    # the cycle's latency starts at its first frame's exposure (the first channel's), not the last's
+    assert head["t_bundle_exposure_start_ns"] == min(h["t_exposure_start_ns"] for h in srcs) < t[0]
     assert stats["source"] == "engine" and "infer" in stats["latency_ms"] and stats["results_published"] >= 1
     assert {"guards", "preprocess"} <= set(stats["latency_ms"])  # the input guards timed apart from normalization
 

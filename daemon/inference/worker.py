@@ -287,6 +287,7 @@ class InferenceWorker:
             "stage_y_um": h0.get("stage_y_um"),
             "stage_z_um": h0.get("stage_z_um"),
             "t_exposure_start_ns": _ns(h0.get("t_exposure_start_ns")),
+            "t_bundle_exposure_start_ns": min(_ns(f.header.get("t_exposure_start_ns")) for f in ordered),
             "t_acquired_ns": _ns(h0.get("t_acquired_ns")),
             "t_frame_published_ns": max(_ns(f.header.get("t_published_ns")) for f in ordered),
             "t_received_ns": max(f.t_received_ns for f in ordered),
