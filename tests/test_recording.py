@@ -207,7 +207,10 @@ def test_close_gives_up_on_a_writer_that_stalls_and_says_so(tmp_path, monkeypatc
     info = back.attrs["scopecast"]
     assert info["complete"] is False and "writer stalled: 1 frames not committed" in info["error"], info
     assert len(back.frames) == 1  # the committed frame is kept
-    stuck.set()
+    stuck.set()  # the storage comes back: the writer left behind journals nothing into the closed recording
+    rec._thread.join(60)
+    assert not rec._thread.is_alive() and rec._error is None
+    assert len(open_recording(rec.path).frames) == 1
 
 
 class _GatedCommit:

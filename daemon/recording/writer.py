@@ -165,6 +165,7 @@ class Recorder:
         self.bytes_accepted = 0
         self.frames_written = 0  # durable and journaled
         self.closed = False
+        self._given_up = False  # close left a stalled writer behind (_join_writer)
         self._thread = threading.Thread(target=self._run, name=f"recorder-{acquisition_id}", daemon=True)
         self._thread.start()
 
@@ -270,6 +271,11 @@ class Recorder:
                     item = waiting.popleft()
                     self._submit(item)
                     in_flight.append(item)
+                if self._given_up:  # the storage came back after close closed without these frames
+                    log.warning("recording %s: the writer close gave up on resumed; its %d late frames stay "
+                                "out of the closed recording, which says they were not committed", self.path,
+                                len(done) + len(in_flight) + len(waiting))
+                    return
                 if done:
                     self._journal(done)
                 if closing and not waiting and not in_flight:
@@ -330,7 +336,8 @@ class Recorder:
         A writer that commits nothing for :data:`_STALL_S` is left behind (a daemon thread) and the recording
         is marked incomplete with the count it still held: closing must not hang whoever closes (a trigger's
         action, live's end) whatever the storage does (a commit that never completes, e.g. on a hung
-        network share)."""
+        network share). Should the storage come back, that writer journals nothing more and ends: the
+        closed recording keeps saying what close found."""
         last, t_last = -1, time.monotonic()
         while self._thread.is_alive():
             self._thread.join(0.1)
@@ -339,6 +346,7 @@ class Recorder:
             elif time.monotonic() - t_last > _STALL_S:
                 log.error("recording %s: the writer committed nothing for %g s with %d frames pending; "
                           "closing without them", self.path, _STALL_S, self.pending)
+                self._given_up = True
                 return f"writer stalled: {self.pending} frames not committed after {_STALL_S:g} s without progress"
         return None
 
