@@ -247,7 +247,7 @@ def main() -> None:
                     c.request("load_triggers", config={**triggers, **lockstep},
                               sources={"virtual-staining": results})
                     c.request("start_live", channels=CYCLE, interval_ms=0,
-                              **({"pace_from": results} if mode == "paced" else {}))
+                              **({"pace_from": [results]} if mode == "paced" else {}))
                     _fire(c, n, deadline)
                     c.request("stop")
                     while c.request("status")["state"] != "idle" or c.request("triggers")["actions_pending"]:

@@ -365,7 +365,7 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                     raise RuntimeError("the subscriptions did not reach the daemon and the engine within 120 s")
                 time.sleep(0.05)
             c.request("start_live", channels=cycle_of(pkg_dir), interval_ms=interval_ms,
-                      **({"pace_from": results} if demand else {}))
+                      **({"pace_from": [results]} if demand else {}))
             done: list[int] = []
             lat: list[float] = []
             k, t_end, last = 0, None, None

@@ -80,8 +80,11 @@ def run_demo(config: str, out_dir: Path, seconds: float = 10.0, headless: bool |
                     exposure.setdefault(c, e.package.manifest.trained_exposure_ms or _default_exposure(info, c))
             cycle = list(exposure) or ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
             channels = [{"name": c, "exposure_ms": exposure.get(c) or _default_exposure(info, c)} for c in cycle]
-            job = client.request("start_live", channels=channels)
-            print(f"live cycle {cycle} ({job['id']})")
+            # paced by the engines: each cycle is acquired just in time for the slower model, instead of
+            # free-running frames the engines would receive and drop (daemon/pacing.py)
+            pace = {"pace_from": [e.results_address for e in engines]} if engines else {}
+            job = client.request("start_live", channels=channels, **pace)
+            print(f"live cycle {cycle} ({job['id']}){', paced by the engines' if engines else ''}")
             if headless:
                 _headless(client, daemon, engines, cycle, seconds, out_dir)
             else:

@@ -8,7 +8,9 @@ small pydantic models. :meth:`PairPlan.to_sequence` turns a pair plan into the
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 import useq
 
 __all__ = [
@@ -23,6 +25,10 @@ __all__ = [
 #: The label-free cycle a virtual-staining model sees (DPC halves, bright-, dark-field).
 DEFAULT_LABEL_FREE: tuple[str, ...] = ("DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF")
 DEFAULT_FLUORESCENCE: tuple[str, ...] = ("Nuclei", "Membrane")
+#: At most this many engines pace one live cycle.
+MAX_PACING_ENGINES = 8
+#: An engine's results address (``tcp://`` or ``ipc://``).
+EngineAddress = Annotated[str, StringConstraints(pattern=r"^(tcp|ipc)://.+")]
 
 
 class ChannelSpec(BaseModel):
@@ -65,11 +71,20 @@ class LivePlan(BaseModel):
     hardware_sequence: bool = Field(
         default=False, description="take the DPC channels as one hardware-triggered LED/camera burst where the "
         "rig can (daemon/sequenced.py); otherwise, and for the other channels, software-timed")
-    pace_from: str | None = Field(
-        default=None, pattern=r"^(tcp|ipc)://.+", description="an engine's results address: acquire each cycle "
-        "just in time for that engine's model instead of free-running (daemon/pacing.py)")
+    pace_from: list[EngineAddress] | None = Field(
+        default=None, min_length=1, max_length=MAX_PACING_ENGINES, description="the results addresses of one or "
+        "more engines: acquire each cycle just in time for the slowest of their models instead of free-running "
+        "(daemon/pacing.py)")
 
     _v = field_validator("channels", mode="before")(classmethod(lambda cls, v: _channels(v)))
+
+    @field_validator("pace_from", mode="before")
+    @classmethod
+    def _addresses(cls, v: Any) -> Any:
+        """Each address once, in order."""
+        if isinstance(v, list) and all(isinstance(a, str) for a in v):
+            return list(dict.fromkeys(v))
+        return v
 
 
 class GridSpec(BaseModel):

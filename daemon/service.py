@@ -194,12 +194,13 @@ class Daemon:
     def start_live(self, channels: list[str | dict] | None = None, exposure_ms: float | None = None,
                    interval_ms: float = 0.0, max_cycles: int | None = None, record: bool = False,
                    record_max_bytes: int | None = None, record_max_frames: int | None = None,
-                   hardware_sequence: bool = False, pace_from: str | None = None) -> dict:
+                   hardware_sequence: bool = False, pace_from: list[str] | None = None) -> dict:
         """Start repeating an illumination cycle (default: DPC halves, BF, DF).
 
-        ``pace_from``: an engine's results address; each cycle is then acquired just in time for that
-        engine's model (one bundle in the model, the next being acquired, none dropped) instead of as
-        fast as the camera goes (daemon/pacing.py; the job's ``pacing`` reports it).
+        ``pace_from``: the results addresses of one or more engines; each cycle is then acquired just
+        in time for the slowest of their models (one bundle in each model, the next being
+        acquired, none dropped) instead of as fast as the camera goes (daemon/pacing.py; the job's
+        ``pacing`` reports it).
 
         ``hardware_sequence``: the DPC channels as one LED-array/camera burst per cycle where the rig
         can (the job's ``sequenced`` says which channels, or why not), the rest software-timed.

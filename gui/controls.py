@@ -43,11 +43,11 @@ class LiveCycleBox(QtWidgets.QGroupBox):
         self.interval.setToolTip("pause between cycles")
         self.record = QtWidgets.QCheckBox("record")
         self.record.setToolTip("record the live cycle to OME-Zarr (toggling it during live restarts live)")
-        self.pace = QtWidgets.QCheckBox("pace by the engine")
-        self.pace.setToolTip("acquire each cycle just in time for the (first) engine's model instead of as fast "
-                             "as the camera goes: no bundles dropped, less CPU; the raw view then updates at the "
-                             "model's rate (start_live pace_from)")
-        self.pace_from: str | None = None  # the engine results address pacing uses (set by the window)
+        self.pace = QtWidgets.QCheckBox("pace by the engines")
+        self.pace.setToolTip("acquire each cycle just in time for the slowest connected engine's model instead of "
+                             "as fast as the camera goes: no bundles dropped, less CPU; the raw view then updates "
+                             "at the models' rate (start_live pace_from)")
+        self.pace_from: list[str] = []  # the engines' results addresses pacing uses (set by the window)
         self.start = QtWidgets.QPushButton("Start live")
         self.suggest_button = QtWidgets.QPushButton("engines' inputs")
         self.suggest_button.setToolTip("tick exactly the channels the connected models need")

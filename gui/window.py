@@ -152,7 +152,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.cycle.start.clicked.connect(self.toggle_live)
         self.cycle.record.clicked.connect(self.toggle_record)
         self.live_button, self.record_box = self.cycle.start, self.cycle.record
-        self.cycle.pace_from = self.engines[0].results if self.engines else None
+        self.cycle.pace_from = [e.results for e in self.engines]
         self.cycle.pace.setEnabled(bool(self.engines))
         self.stage = StageBox(self.request)
         self.objective = ObjectiveBox(self.request)

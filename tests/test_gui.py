@@ -237,13 +237,14 @@ def test_control_click_changes_daemon_state(app, window, client):
     assert spin(app, lambda: client.request("status")["exposure_ms"] == 23.5, 60)
 
 
-def test_live_paced_by_the_engine_from_the_viewer(app, window, engines, client):
-    """'pace by the engine': live starts with the first engine's results as its pace, and is paced by them."""
+def test_live_paced_by_the_engines_from_the_viewer(app, window, engines, client):
+    """'pace by the engines': live starts with every connected engine's results as its pace, and is paced by
+    them."""
     assert spin(app, lambda: window.connected["daemon"])
     window.cycle.pace.setChecked(True)
     window.live_button.click()
     assert spin(app, lambda: (client.request("status")["job"] or {}).get("plan", {}).get("pace_from"), 60)
-    assert client.request("status")["job"]["plan"]["pace_from"] == engines[0].results_address
+    assert client.request("status")["job"]["plan"]["pace_from"] == [e.results_address for e in engines]
     assert spin(app, lambda: ((client.request("status")["job"] or {}).get("pacing") or {}).get("results", 0) >= 2, 60)
     assert spin(app, lambda: window.live_button.text() == "Stop live", 60)  # the window has seen live
     window.live_button.click()

@@ -27,7 +27,7 @@ def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, 
     try:
         wait_subscribed(d.publisher, "frame", 1)
         with ControlClient(d.control_address, timeout_s=120) as c:
-            args = {"pace_from": e.results_address} if paced else {}
+            args = {"pace_from": [e.results_address]} if paced else {}
             c.request("start_live", channels=CYCLE, **args)
             wait_until(lambda: e.results_published >= 8, timeout=120, what="8 results")
             if paced:  # and the pacer has seen them (published is counted before the send)
@@ -54,16 +54,72 @@ def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, 
         d.close()
 
 
+def test_several_engines_pace_live_by_the_slowest_model(sim_cfg, tmp_path):
+    """Two engines on one live cycle (as the demo runs virtual staining and super-resolution): paced by both,
+    each cycle waits for the slower model, so neither drops bundles. The fast engine comes first in the list,
+    so pacing by the first engine alone would flood the slow one."""
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
+               "tcp://127.0.0.1:*").start()
+    fast = write_package(tmp_path / "fast", CYCLE, ["nuclei"], name="fast", width=4, layers=2, tile=256)
+    slow = write_package(tmp_path / "slow", CYCLE, ["nuclei"], name="slow", width=32, layers=6, tile=256)
+    engines = [InferenceEngine(load_package(p), d.stream_address, "tcp://127.0.0.1:*", None, threads=1,
+                               warmup_shape=(256, 256)).start() for p in (fast, slow)]
+    try:
+        wait_subscribed(d.publisher, "frame", 2)
+        with ControlClient(d.control_address, timeout_s=120) as c:
+            c.request("start_live", channels=CYCLE, pace_from=[e.results_address for e in engines])
+            wait_until(lambda: engines[1].results_published >= 8, timeout=120, what="8 results of the slow model")
+            wait_until(lambda: all(e["results"] >= 8 for e in
+                                   (((c.request("status")["job"] or {}).get("pacing") or {}).get("engines") or [{}])),
+                       timeout=120, what="the pacer to see 8 results of each engine")
+            job = c.request("stop")["stopped"]
+        cycles = job["frames"] // len(CYCLE)
+        p = job["pacing"]
+        assert p["from"] == [e.results_address for e in engines] and p["timeouts"] == 0, p
+        by_address = {e["address"]: e for e in p["engines"]}
+        slow_ms = by_address[engines[1].results_address]["model_ms"]
+        assert p["model_ms"] == slow_ms and slow_ms > by_address[engines[0].results_address]["model_ms"], p
+        assert cycles <= engines[1].results_published + 3, (cycles, engines[1].results_published, p)
+        for e in engines:  # as for one engine (above): at most one bundle, at the start
+            assert e.drops.total <= 2 * len(CYCLE), (e.package.manifest.name, e.drops.snapshot(), p)
+    finally:
+        for e in engines:
+            e.close()
+        d.close()
+
+
+def test_an_engine_that_does_not_answer_costs_one_timeout_not_one_per_cycle(sim_cfg, tmp_path):
+    """Paced by a live engine and an address where none listens: the first wait for the missing one times out,
+    then live is paced by the live engine alone (each cycle waiting out a timeout would make it crawl)."""
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
+               "tcp://127.0.0.1:*").start()
+    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="fast", width=4, layers=2, tile=256)
+    e = InferenceEngine(load_package(pkg), d.stream_address, "tcp://127.0.0.1:*", None, threads=1,
+                        warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(d.publisher, "frame", 1)
+        with ControlClient(d.control_address, timeout_s=120) as c:
+            job = c.request("start_live", channels=CYCLE, max_cycles=12,
+                            pace_from=[e.results_address, "tcp://127.0.0.1:1"])
+            done = c.request("wait", job=job["id"], wait_s=300)
+        assert done["status"] == "done" and done["frames"] == 12 * len(CYCLE)
+        missing = {x["address"]: x for x in done["pacing"]["engines"]}["tcp://127.0.0.1:1"]
+        assert missing["timeouts"] == 1 and missing["results"] == 0 and missing["absent"], done["pacing"]
+    finally:
+        e.close()
+        d.close()
+
+
 def test_pacing_is_checked_at_the_request_and_never_stops_live(sim_cfg, tmp_path):
     d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
                "tcp://127.0.0.1:*").start()
     try:
         with ControlClient(d.control_address, timeout_s=60) as c:
             with pytest.raises(DaemonError, match="pace_from"):
-                c.request("start_live", channels=CYCLE, pace_from="http://127.0.0.1:5557")
+                c.request("start_live", channels=CYCLE, pace_from=["http://127.0.0.1:5557"])
             # no engine there: the second cycle waits for a result that never comes, then goes on (counted)
             t0 = time.monotonic()
-            job = c.request("start_live", channels=CYCLE, max_cycles=2, pace_from="tcp://127.0.0.1:1")
+            job = c.request("start_live", channels=CYCLE, max_cycles=2, pace_from=["tcp://127.0.0.1:1"])
             done = c.request("wait", job=job["id"], wait_s=30)
         assert done["status"] == "done" and done["frames"] == 2 * len(CYCLE)
         assert done["pacing"]["timeouts"] == 1 and done["pacing"]["results"] == 0
@@ -85,7 +141,7 @@ def test_a_slow_models_result_is_waited_for_in_proportion_to_its_time():
 
     pub = zmq.Context.instance().socket(zmq.XPUB)  # XPUB: the pacer's subscription is visible
     pub.bind("tcp://127.0.0.1:*")
-    pacer = EnginePacer(pub.getsockopt_string(zmq.LAST_ENDPOINT), "acq", timeout_s=0.2)
+    pacer = EnginePacer([pub.getsockopt_string(zmq.LAST_ENDPOINT)], "acq", timeout_s=0.2)
 
     class Job:
         _stop = threading.Event()
