@@ -3,7 +3,7 @@
 Real processes: ``scopecast up`` (the daemon on the shipped simulator config and two engines
 running the shipped ``virtual-staining`` and ``super-resolution`` packages) and ``scopecast gui
 --screenshot`` (offscreen). Once the viewer is subscribed, live runs the cycle both models need
-(DPC ×4, BF, DF and Membrane), paced by the virtual-staining engine (``start_live pace_from``),
+(DPC ×4, BF, DF and Membrane), paced by both engines (``start_live pace_from``),
 and the viewer renders after ``--frames`` results and exits.
 
 Usage (about 1–2 minutes on a 2-core machine)::
@@ -29,7 +29,8 @@ CYCLE = [("DPC-Left", 10.0), ("DPC-Right", 10.0), ("DPC-Top", 10.0), ("DPC-Botto
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "gui.png"))
-    p.add_argument("--frames", type=int, default=12, help="results the viewer shows before the screenshot")
+    p.add_argument("--frames", type=int, default=40, help="results the viewer shows before the screenshot (its latency "
+                   "tables then show more than the start-up)")
     args = p.parse_args()
 
     from scopecast.daemon.control import ControlClient
@@ -51,7 +52,7 @@ def main() -> int:
             # the viewer's frame subscription has arrived (the engines hold one each)
             wait_for("the viewer", lambda: daemon.request("status")["stream"]["subscribers"] >= 3, 120)
             daemon.request("start_live", channels=[{"name": n, "exposure_ms": t} for n, t in CYCLE],
-                           pace_from=engines[0][1])
+                           pace_from=[results for _, results, _ in engines])
             rc = gui.wait(timeout=600)
             job = daemon.request("stop")["stopped"]
             print(f"viewer_screenshot: viewer exit {rc}; {job['frames']} frames, pacing {job['pacing']}")
