@@ -160,7 +160,10 @@ def _headless(client: ControlClient, daemon: Daemon, engines: list, cycle: list[
                 line += f" | {es['model']['name']}: {es['results_per_s']:5.1f}/s, exposure->result {e2e}"
                 if i in latest_results:
                     line += f", {_verdict(latest_results[i][0])}"
-            drops = {**st["stream"]["dropped"], **{k: v for e in engines for k, v in e.status()["dropped"].items()}}
+            # frames of channels a model does not take (every engine receives the whole cycle) are not lost
+            drops = {**st["stream"]["dropped"], **{f"{e.package.manifest.name} {k}": v for e in engines
+                                                   for k, v in e.status()["dropped"].items()
+                                                   if not k.endswith("unused_channel")}}
             print(line + (f" | dropped {drops}" if drops else ""), flush=True)
     for s in (frames_sub, *result_subs):
         s.close()
