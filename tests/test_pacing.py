@@ -1,5 +1,6 @@
-"""Live paced by an engine (``start_live pace_from``): each cycle is acquired just in time for the model."""
+"""Live paced by engines (``start_live pace_from``): each cycle is acquired just in time for the slowest model."""
 
+import contextlib
 import time
 
 import pytest
@@ -14,18 +15,33 @@ from scopecast.models.synthetic import write_package
 from helpers import wait_subscribed, wait_until
 
 CYCLE = ["DPC-Left", "DPC-Right", "BF"]
+#: synthetic models by speed: "slow" is several times slower than the simulated cycle (3 cheap 256² frames), as
+#: a U-Net on a CPU is; "fast" keeps up with it
+MODELS = {"slow": {"width": 32, "layers": 6}, "fast": {"width": 4, "layers": 2}}
+
+
+@contextlib.contextmanager
+def scope_with_engines(sim_cfg, tmp_path, *speeds: str):
+    """A daemon on the simulated scope and one engine (one thread) per speed in ``speeds``, all subscribed."""
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
+               "tcp://127.0.0.1:*").start()
+    engines = []
+    try:
+        for i, speed in enumerate(speeds):
+            pkg = write_package(tmp_path / f"m{i}", CYCLE, ["nuclei"], name=speed, tile=256, **MODELS[speed])
+            engines.append(InferenceEngine(load_package(pkg), d.stream_address, "tcp://127.0.0.1:*", None,
+                                           threads=1, warmup_shape=(256, 256)).start())
+        wait_subscribed(d.publisher, "frame", len(engines))
+        yield d, engines
+    finally:
+        for e in engines:
+            e.close()
+        d.close()
 
 
 @pytest.mark.parametrize("paced", [True, False])
 def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, paced):
-    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
-               "tcp://127.0.0.1:*").start()
-    # a model several times slower than the simulated cycle (3 cheap 256² frames), as a U-Net on a CPU is
-    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="slow", width=32, layers=6, tile=256)
-    e = InferenceEngine(load_package(pkg), d.stream_address, "tcp://127.0.0.1:*", None, threads=1,
-                        warmup_shape=(256, 256)).start()
-    try:
-        wait_subscribed(d.publisher, "frame", 1)
+    with scope_with_engines(sim_cfg, tmp_path, "slow") as (d, (e,)):
         with ControlClient(d.control_address, timeout_s=120) as c:
             args = {"pace_from": [e.results_address]} if paced else {}
             c.request("start_live", channels=CYCLE, **args)
@@ -49,23 +65,13 @@ def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, 
             assert job["pacing"] is None
             assert cycles > e.results_published + 3 and dropped > 2 * len(CYCLE), (cycles, e.results_published,
                                                                                  dropped)
-    finally:
-        e.close()
-        d.close()
 
 
 def test_several_engines_pace_live_by_the_slowest_model(sim_cfg, tmp_path):
     """Two engines on one live cycle (as the demo runs virtual staining and super-resolution): paced by both,
     each cycle waits for the slower model, so neither drops bundles. The fast engine comes first in the list,
     so pacing by the first engine alone would flood the slow one."""
-    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
-               "tcp://127.0.0.1:*").start()
-    fast = write_package(tmp_path / "fast", CYCLE, ["nuclei"], name="fast", width=4, layers=2, tile=256)
-    slow = write_package(tmp_path / "slow", CYCLE, ["nuclei"], name="slow", width=32, layers=6, tile=256)
-    engines = [InferenceEngine(load_package(p), d.stream_address, "tcp://127.0.0.1:*", None, threads=1,
-                               warmup_shape=(256, 256)).start() for p in (fast, slow)]
-    try:
-        wait_subscribed(d.publisher, "frame", 2)
+    with scope_with_engines(sim_cfg, tmp_path, "fast", "slow") as (d, engines):
         with ControlClient(d.control_address, timeout_s=120) as c:
             c.request("start_live", channels=CYCLE, pace_from=[e.results_address for e in engines])
             wait_until(lambda: engines[1].results_published >= 8, timeout=120, what="8 results of the slow model")
@@ -82,22 +88,12 @@ def test_several_engines_pace_live_by_the_slowest_model(sim_cfg, tmp_path):
         assert cycles <= engines[1].results_published + 3, (cycles, engines[1].results_published, p)
         for e in engines:  # as for one engine (above): at most one bundle, at the start
             assert e.drops.total <= 2 * len(CYCLE), (e.package.manifest.name, e.drops.snapshot(), p)
-    finally:
-        for e in engines:
-            e.close()
-        d.close()
 
 
 def test_an_engine_that_does_not_answer_costs_one_timeout_not_one_per_cycle(sim_cfg, tmp_path):
     """Paced by a live engine and an address where none listens: the first wait for the missing one times out,
     then live is paced by the live engine alone (each cycle waiting out a timeout would make it crawl)."""
-    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
-               "tcp://127.0.0.1:*").start()
-    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="fast", width=4, layers=2, tile=256)
-    e = InferenceEngine(load_package(pkg), d.stream_address, "tcp://127.0.0.1:*", None, threads=1,
-                        warmup_shape=(256, 256)).start()
-    try:
-        wait_subscribed(d.publisher, "frame", 1)
+    with scope_with_engines(sim_cfg, tmp_path, "fast") as (d, (e,)):
         with ControlClient(d.control_address, timeout_s=120) as c:
             job = c.request("start_live", channels=CYCLE, max_cycles=12,
                             pace_from=[e.results_address, "tcp://127.0.0.1:1"])
@@ -105,15 +101,10 @@ def test_an_engine_that_does_not_answer_costs_one_timeout_not_one_per_cycle(sim_
         assert done["status"] == "done" and done["frames"] == 12 * len(CYCLE)
         missing = {x["address"]: x for x in done["pacing"]["engines"]}["tcp://127.0.0.1:1"]
         assert missing["timeouts"] == 1 and missing["results"] == 0 and missing["absent"], done["pacing"]
-    finally:
-        e.close()
-        d.close()
 
 
 def test_pacing_is_checked_at_the_request_and_never_stops_live(sim_cfg, tmp_path):
-    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
-               "tcp://127.0.0.1:*").start()
-    try:
+    with scope_with_engines(sim_cfg, tmp_path) as (d, _):
         with ControlClient(d.control_address, timeout_s=60) as c:
             with pytest.raises(DaemonError, match="pace_from"):
                 c.request("start_live", channels=CYCLE, pace_from=["http://127.0.0.1:5557"])
@@ -124,8 +115,6 @@ def test_pacing_is_checked_at_the_request_and_never_stops_live(sim_cfg, tmp_path
         assert done["status"] == "done" and done["frames"] == 2 * len(CYCLE)
         assert done["pacing"]["timeouts"] == 1 and done["pacing"]["results"] == 0
         assert time.monotonic() - t0 >= 2.0  # it did wait for the engine (timeout_s)
-    finally:
-        d.close()
 
 
 def test_a_slow_models_result_is_waited_for_in_proportion_to_its_time():
