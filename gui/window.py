@@ -277,7 +277,17 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if self.daemon_status.get("state") == "live":
             self.request("stop")
         else:
-            self.request("start_live", **self.cycle.start_live_args())
+            self.request("start_live", **self._paced_by_engines_served(self.cycle.start_live_args()))
+
+    def _paced_by_engines_served(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``start_live`` arguments whose pacing leaves out the engines whose model needs a channel the chosen
+        cycle lacks: they would never answer, and the first cycle would wait out a timeout for each."""
+        if not args.get("pace_from") or not args.get("channels"):
+            return args
+        cycle = {c["name"] for c in args["channels"]}
+        served = [a for a in args["pace_from"]
+                  if set((self.engine_status.get(a, {}).get("model") or {}).get("inputs") or []) <= cycle]
+        return {**args, "pace_from": served} if served else {k: v for k, v in args.items() if k != "pace_from"}
 
     def toggle_record(self) -> None:
         """Start or stop recording: during live, restart the same cycle with recording on/off."""

@@ -249,6 +249,18 @@ def test_live_paced_by_the_engines_from_the_viewer(app, window, engines, client)
     assert spin(app, lambda: window.live_button.text() == "Stop live", 60)  # the window has seen live
     window.live_button.click()
     assert spin(app, lambda: client.request("status")["state"] == "idle", 60)
+    # a cycle without the super-resolution model's input: paced by the virtual-staining engine alone (the other
+    # would never answer)
+    assert spin(app, lambda: all((window.engine_status.get(e.results_address, {}).get("model") or {}).get("inputs")
+                                 for e in engines), 60)
+    window.cycle.check(CYCLE)
+    assert spin(app, lambda: window.live_button.text() == "Start live", 60)  # the window has seen live stop
+    window.live_button.click()
+    assert spin(app, lambda: (client.request("status")["job"] or {}).get("plan", {}).get("pace_from"), 60)
+    assert client.request("status")["job"]["plan"]["pace_from"] == [engines[0].results_address]
+    assert spin(app, lambda: window.live_button.text() == "Stop live", 60)
+    window.live_button.click()
+    assert spin(app, lambda: client.request("status")["state"] == "idle", 60)
     window.cycle.pace.setChecked(False)
 
 
