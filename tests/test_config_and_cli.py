@@ -17,6 +17,12 @@ def test_shipped_config_loads_every_device(backend, core):
     assert backend.pixel_size_um() == pytest.approx(0.65)
     core.setConfig("Objective", "20x")
     assert backend.pixel_size_um() == pytest.approx(0.325)
+    # the backend matches presets against the core's property cache: every way of turning the nosepiece through
+    # the core updates it (the state, the label, the property)
+    for turn, px in ((lambda: core.setState("Objective", 0), 1.625), (lambda: core.setStateLabel("Objective", "40x/0.65"),
+                     0.1625), (lambda: core.setProperty("Objective", "Label", "20x/0.40"), 0.325)):
+        turn()
+        assert backend.pixel_size_um() == pytest.approx(px) == core.getPixelSizeUm()
     assert float(core.getProperty("LED", "NumericalAperture")) == pytest.approx(0.4)
     # properties have limits and allowed values like real adapters
     with pytest.raises(Exception, match="not within the allowed range"):

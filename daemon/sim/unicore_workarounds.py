@@ -27,7 +27,8 @@ The gaps, in pymmcore-plus 0.18.1 (``pymmcore_plus/experimental/unicore/core/_un
    ``getPixelSizeAffine``). Fixed by matching the presets against current
    property values, as the C++ core does for its own devices. (No upstream issue
    found at the time of writing; report it with #607.) Once upstream resolves
-   it, the original methods answer first and these fall-backs never run.
+   it, the original ``getCurrentPixelSizeConfig`` answers first and these fall-backs never run;
+   ``getPixelSizeUm`` applies the core's own formula to that answer (one match per call).
 
 3. **Core role rows naming a Python device** (``ConfigGroup,Channel,BF,Core,Shutter,LED``,
    what every real rig's channel presets carry). ``UniMMCore.defineConfig`` hands
@@ -214,12 +215,13 @@ def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
         return binning / self.getMagnificationFactor()
 
     def getPixelSizeUm(*args: Any) -> float:  # noqa: N802
+        # the C++ core's formula (the preset's size x binning / magnification) on the one preset found above (the
+        # core's own match first, then the Python devices'). Asking the original first matched three times per
+        # call (UniMMCore's getPixelSizeUm matches, then CMMCore's matches again and fails) and then twice more
+        # here: 0.3-0.5 ms of every frame the daemon takes.
         self = ref()
-        px = float(cls.getPixelSizeUm(self, *args))
-        if px > 0:
-            return px
         res = getCurrentPixelSizeConfig(*args)
-        return float(self.getPixelSizeUmByID(res)) * _factor(self) if res else px
+        return float(self.getPixelSizeUmByID(res)) * _factor(self) if res else 0.0
 
     def getPixelSizeAffine(*args: Any) -> tuple[float, ...]:  # noqa: N802
         self = ref()
