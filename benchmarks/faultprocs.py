@@ -21,10 +21,22 @@ import zmq
 from faultkit import ESCAPE
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    """A loopback TCP address whose port was free a moment ago and was not handed out before in this process.
+
+    The kernel may give the same ephemeral port to two ``bind(0)`` calls in a row once the first socket is
+    closed: two daemons started together were then handed one port, and one of them exited "Address already
+    in use" (the fault suite, about 1 run in 100)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return f"tcp://127.0.0.1:{port}"
 
 
 def small_config(directory: Path, size: int = 256) -> Path:

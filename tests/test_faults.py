@@ -143,9 +143,10 @@ def test_failing_config_exits_2_with_its_message_every_time(tmp_path):
     early = tmp_path / "early.cfg"  # fails at line 1, on a device class that does not exist
     early.write_text("#py pyDevice,Cam,scopecast.daemon.sim.devices,NoSuchCamera\n")
     outcomes = []
-    for _ in range(5):  # 10 starts, two at a time
+    for i in range(5):  # 10 starts, two at a time; Unix sockets of their own (no port two starts could share)
         procs = [subprocess.Popen([sys.executable, "-m", "scopecast.daemon.cli", "daemon", "--config", str(cfg),
-                                   "--control", free_address(), "--stream", free_address()],
+                                   "--control", f"ipc://{tmp_path}/{cfg.stem}-{i}-control",
+                                   "--stream", f"ipc://{tmp_path}/{cfg.stem}-{i}-stream"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cfg in (late, early)]
         outcomes += [(p.wait(60), p.communicate()[1]) for p in procs]
     for rc, err in outcomes:
