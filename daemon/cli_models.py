@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(task=args.task, depth=args.depth, width=args.width, steps=args.steps,
                       max_minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
-                      normalization=args.normalization, gain_augment=args.gain_augment, augment=args.augment, threads=args.threads,
+                      normalization=args.normalization, gain_augment=args.gain_augment, threads=args.threads,
                       tier=args.tier, blocks=args.blocks, unshuffle=args.unshuffle, teacher=args.teacher or None,
                       distill_weight=args.distill_weight)
     ckpt = train(args.data, args.out, cfg)
@@ -202,9 +202,6 @@ def add_model_commands(sub) -> None:
                    help="calibrated (default): constants fixed from the training data; percentile: per image")
     t.add_argument("--gain-augment", type=float, default=1.25,
                    help="random brightness gain per crop within [1/g, g] (exposure augmentation; 1 = off)")
-    t.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="no mirror/rotation augmentation (by default each crop is mirrored or rotated, direction-"
-                   "specific DPC inputs permuted so it stays physical); the shipped virtual-staining U-Net's recipe")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     t.add_argument("--tier", default="accurate", choices=["accurate", "live"],
                    help="accurate: U-Net (--depth, --width); live: the CPU real-time LiveNet (--width, --blocks, --unshuffle)")

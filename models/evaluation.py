@@ -149,8 +149,6 @@ def write_card(path: str | Path, meta: dict[str, Any], metrics: dict[str, Any]) 
              if "gain_augment" in tc else "one-cycle learning rate")
     aug = f"; brightness gain augmentation ×1/{tc['gain_augment']:g}…×{tc['gain_augment']:g}" \
         if tc.get("gain_augment", 1.0) > 1.0 else ""
-    if tc.get("augment"):  # recorded since mirror augmentation became the default (older cards: none for VS)
-        aug += "; mirrored and rotated crops (DPC halves permuted to stay physical; `mirror_table`)"
     text = f"""# {meta.get('name', meta['task'])} — model card
 
 Task: **{meta['task']}**. Inputs (in order): {', '.join(meta['inputs'])}. Outputs: {', '.join(meta['outputs'])}

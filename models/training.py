@@ -30,7 +30,7 @@ from .architectures import build, count_parameters
 from .dataset import BLANK, TASKS, PairSet, calibrate, load_pairs
 from .manifest import Normalization, normalize
 
-__all__ = ["TrainConfig", "load_checkpoint", "load_teacher", "mirror_table", "prepare", "refresh_output_range", "train"]
+__all__ = ["TrainConfig", "load_checkpoint", "load_teacher", "prepare", "refresh_output_range", "train"]
 
 
 @dataclass
@@ -53,9 +53,6 @@ class TrainConfig:
     #: super-resolution to the target too (its counts scale with the exposure): exposure augmentation
     #: beyond the exposures the data were gathered with; 1 = off
     gain_augment: float = 1.25
-    #: each crop mirrored or rotated (:func:`mirror_table`: only transforms that keep the inputs physical,
-    #: direction-specific DPC channels permuted); the shipped virtual-staining U-Net was trained without
-    augment: bool = True
     #: "accurate" (a U-Net: ``unet`` for virtual staining, ``sr-unet`` for super-resolution; ``depth`` and
     #: ``width``) or "live" (:class:`~scopecast.models.architectures.LiveNet`, the CPU real-time tier;
     #: ``width``, ``blocks`` and ``unshuffle``)
@@ -84,44 +81,13 @@ def prepare(pairs: PairSet, norm: Normalization, scale: tuple[np.ndarray, np.nda
     return x, y, scale
 
 
-def mirror_table(inputs: list[str], norm: Normalization) -> list[tuple[tuple[int, bool], np.ndarray, np.ndarray,
-                                                                          np.ndarray]]:
-    """The augmentations that keep a training input physical, as ``(t, order, a, b)`` per dihedral element ``t``
-    (:data:`~scopecast.daemon.inference.uncertainty.DIHEDRAL`): the transformed crop's channel ``i`` is input
-    channel ``order[i]`` transformed, renormalized ``x · a[i] + b[i]`` to channel ``i``'s constants.
-
-    A mirrored field is the mirrored specimen lit from the mirrored side, so its DPC-Left is the mirrored
-    DPC-Right (:func:`~scopecast.daemon.inference.uncertainty.channel_order`, which the uncertainty check
-    uses for its copies and tests/test_uncertainty.py checks on the simulated scope); isotropic channels
-    stay. With direction-specific inputs only the mirrors and the half turn qualify (a quarter turn's sense
-    depends on how the camera sits on the LED array); with isotropic ones all eight.
-    """
-    from scopecast.daemon.inference.uncertainty import DIHEDRAL, channel_order
-
-    n = len(inputs)
-    if norm.kind == "percentile":  # per image: the same frame normalizes the same in any channel
-        gain, bias = np.ones(n, np.float32), np.zeros(n, np.float32)
-    else:
-        gain, bias = (np.asarray(v, np.float64) for v in norm.linear())
-    table = []
-    for t in DIHEDRAL:
-        order = channel_order(inputs, t)
-        if order is None:
-            continue
-        o = np.asarray(order)
-        a = gain / gain[o]  # channel i's gain over the source channel's: raw = (x - b_o) / g_o
-        table.append((t, o, a.astype(np.float32), (bias - bias[o] * a).astype(np.float32)))
-    return table
-
-
-def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.random.Generator,
-           mirrors: list[tuple[tuple[int, bool], np.ndarray, np.ndarray, np.ndarray]] | None,
+def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.random.Generator, augment: bool,
            gain: float = 1.0, y_zero: np.ndarray | None = None):
-    """Random aligned crops; with ``mirrors`` (:func:`mirror_table`) each crop is one of its transforms, drawn
-    uniformly, inputs permuted and renormalized so that the crop stays a physical input; targets (isotropic
-    outputs) are only transformed."""
-    from scopecast.daemon.inference.uncertainty import apply
+    """Random aligned crops; with ``augment`` also flips and 90° rotations.
 
+    Virtual-staining inputs must not be rotated or flipped: the DPC halves are
+    direction-specific, and rotating the image would swap their meaning.
+    """
     N, _, H, W = x.shape
     xb = np.empty((n, x.shape[1], crop, crop), np.float32)
     yb = np.empty((n, y.shape[1], crop * sf, crop * sf), np.float32)
@@ -130,10 +96,11 @@ def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.ran
         r, c = rng.integers(0, H - crop + 1), rng.integers(0, W - crop + 1)
         xa = x[k, :, r:r + crop, c:c + crop]
         ya = y[k, :, r * sf:(r + crop) * sf, c * sf:(c + crop) * sf]
-        if mirrors:
-            t, order, a, b = mirrors[rng.integers(len(mirrors))]
-            xa, ya = apply(xa, t)[order], apply(ya, t)
-            xa = xa * a[:, None, None] + b[:, None, None]
+        if augment:
+            rot, flip = rng.integers(4), rng.integers(2)
+            xa, ya = np.rot90(xa, rot, (1, 2)), np.rot90(ya, rot, (1, 2))
+            if flip:
+                xa, ya = xa[:, :, ::-1], ya[:, :, ::-1]
         xb[i], yb[i] = xa, ya
         if gain > 1.0:
             g = float(np.exp(rng.uniform(-np.log(gain), np.log(gain))))
@@ -179,7 +146,6 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
         if cfg.teacher:
             y_zero = np.concatenate([y_zero, y_zero])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    mirrors = mirror_table(spec["inputs"], norm) if cfg.augment else None
 
     def lr_at(progress: float) -> float:
         """One cycle over the run's progress (steps or time budget, whichever ends first): a linear
@@ -230,7 +196,8 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
             for group in opt.param_groups:
                 group["lr"] = lr
             model.train()
-            xb, yb = _crops(xtr, ytr, cfg.batch, crop, sf, rng, mirrors, gain=cfg.gain_augment, y_zero=y_zero)
+            xb, yb = _crops(xtr, ytr, cfg.batch, crop, sf, rng, augment=cfg.task != "virtual-staining",
+                            gain=cfg.gain_augment, y_zero=y_zero)
             loss = loss_fn(model(xb), yb)
             opt.zero_grad()
             loss.backward()
