@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,9 +60,9 @@ TRIGGER = "colony"
 
 
 def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    from scopecast.daemon.supervisor import free_port
+
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def _pct(a, q: float) -> float:

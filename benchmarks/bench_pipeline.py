@@ -30,7 +30,6 @@ import argparse
 import logging
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,9 +47,9 @@ STAGES = ("acquire", "publish", "transport", "queue", "guards", "preprocess", "i
 
 
 def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    from scopecast.daemon.supervisor import free_port
+
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def _core(i: int) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,22 +20,12 @@ import zmq
 from faultkit import ESCAPE
 
 
-_HANDED_OUT: set[int] = set()
-
-
 def free_address() -> str:
-    """A loopback TCP address whose port was free a moment ago and was not handed out before in this process.
+    """A loopback TCP address on a free port (:func:`scopecast.daemon.supervisor.free_port`: never one handed out
+    before in this process)."""
+    from scopecast.daemon.supervisor import free_port
 
-    The kernel may give the same ephemeral port to two ``bind(0)`` calls in a row once the first socket is
-    closed: two daemons started together were then handed one port, and one of them exited "Address already
-    in use" (the fault suite, about 1 run in 100)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return f"tcp://127.0.0.1:{port}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def small_config(directory: Path, size: int = 256) -> Path:

@@ -46,23 +46,41 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Child", "EngineSpec", "Supervisor", "resolve_port"]
+__all__ = ["Child", "EngineSpec", "Supervisor", "free_port", "resolve_port"]
 
 #: Environment variable telling a child ``scopecast`` process to die with this parent pid.
 PARENT_ENV = "SCOPECAST_SUPERVISOR_PID"
 
 
+_HANDED_OUT: set[tuple[str, int]] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago and that this process has not handed out before.
+
+    Once the probing socket is closed the kernel may give the same ephemeral port to the next ``bind(0)``, so two
+    listeners picked one after the other could be handed one port and the second would fail "Address already in
+    use" (seen in the fault suite on a loaded machine). Every test, benchmark and ``scopecast up`` picks ports
+    here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with _HANDED_OUT_LOCK:
+        while True:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            if (host, port) not in _HANDED_OUT:
+                _HANDED_OUT.add((host, port))
+                return port
+
+
 def resolve_port(address: str) -> str:
-    """``tcp://HOST:*`` (or port 0) with a free port filled in; other addresses unchanged."""
+    """``tcp://HOST:*`` (or port 0) with a free port filled in (:func:`free_port`); other addresses unchanged."""
     scheme, _, rest = address.partition("://")
     host, _, port = rest.rpartition(":")
     if scheme != "tcp" or port not in ("*", "0"):
         return address
-    bind_host = "" if host == "*" else host.strip("[]")
-    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((bind_host, 0))
-        return f"tcp://{host}:{s.getsockname()[1]}"
+    return f"tcp://{host}:{free_port('' if host == '*' else host.strip('[]'))}"
 
 
 def client_address(address: str) -> str:

@@ -58,11 +58,9 @@ def test_missing_config_is_named():
 
 
 def _free_port() -> int:
-    import socket
+    from scopecast.daemon.supervisor import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def test_daemon_command_serves_and_shuts_down(sim_cfg, tmp_path):

@@ -289,18 +289,13 @@ def test_daemon_errors_appear_in_the_window(app, window):
 
 
 def test_status_line_reconnects_when_the_daemon_starts(app, sim_cfg, tmp_path):
-    import socket
-
     from scopecast.daemon.backend import load_mmcore_backend
     from scopecast.daemon.service import Daemon
     from scopecast.gui.window import ScopeWindow
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    ctl, stream = (f"tcp://127.0.0.1:{p}" for p in ports)
+    from scopecast.daemon.supervisor import free_port
+
+    ctl, stream = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     w = ScopeWindow(ctl, stream, [])
     try:
         assert spin(app, lambda: "disconnected (retrying)" in w.status_line.text(), 60)

@@ -210,9 +210,9 @@ def test_java_bridge_error_names_the_fix():
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from scopecast.daemon.supervisor import free_port
+
+    return free_port()
 
 
 # ------------------------------------------------- 2. pycro-manager -> scopecast engine
