@@ -17,10 +17,13 @@ def test_shipped_config_loads_every_device(backend, core):
     assert backend.pixel_size_um() == pytest.approx(0.65)
     core.setConfig("Objective", "20x")
     assert backend.pixel_size_um() == pytest.approx(0.325)
-    # the backend matches presets against the core's property cache: every way of turning the nosepiece through
-    # the core updates it (the state, the label, the property)
-    for turn, px in ((lambda: core.setState("Objective", 0), 1.625), (lambda: core.setStateLabel("Objective", "40x/0.65"),
-                     0.1625), (lambda: core.setProperty("Objective", "Label", "20x/0.40"), 0.325)):
+    # every way of turning the nosepiece through the core changes the pixel size (the state, the label, the
+    # property); the core's cached match, getPixelSizeUm(True), would not: UniMMCore's cache keeps the old Label
+    # after setState until something reads it uncached
+    turns = ((lambda: core.setState("Objective", 0), 1.625),
+             (lambda: core.setStateLabel("Objective", "40x/0.65"), 0.1625),
+             (lambda: core.setProperty("Objective", "Label", "20x/0.40"), 0.325))
+    for turn, px in turns:
         turn()
         assert backend.pixel_size_um() == pytest.approx(px) == core.getPixelSizeUm()
     assert float(core.getProperty("LED", "NumericalAperture")) == pytest.approx(0.4)
