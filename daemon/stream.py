@@ -1,18 +1,13 @@
 """The frame stream: every frame, published zero-copy on a ZeroMQ XPUB socket.
 
 Message: ``[b"frame", header JSON, pixel buffer]`` (docs/protocol.md). The
-acquisition thread only appends to a bounded queue (:meth:`FramePublisher.__call__`
-never blocks); a sender thread drains it. Drops are explicit and counted by
-stage and reason:
-
-- ``publish:queue_full`` — the sender fell behind the camera; whole oldest
-  bundles are dropped first, so consumers keep seeing the newest ones (counted
-  by the daemon).
-- Back-pressure is per subscriber: each subscriber has its own queue of
-  ``hwm`` messages, and a subscriber that does not read loses its own frames,
-  never another's. Every frame carries ``stream_seq`` (the number of frame
-  messages this publisher sent before it), so a subscriber counts what it
-  lost from the gaps (the engine reports them as ``transport:lost``).
+acquisition thread sends each frame itself (:meth:`FramePublisher.__call__`
+never blocks: a PUB socket drops rather than waits). Back-pressure is per
+subscriber: each subscriber has its own queue of ``hwm`` messages, and a
+subscriber that does not read loses its own frames, never another's. Every
+frame carries ``stream_seq`` (the number of frame messages this publisher
+sent before it), so a subscriber counts what it lost from the gaps (the
+engine reports them as ``transport:lost``).
 
 Recording happens before publishing and never depends on this path.
 :func:`decode` checks every message it is given; a malformed one raises
@@ -106,19 +101,18 @@ class SubscriptionCounter:
 
 
 class FramePublisher:
-    """Publish frames on ``address`` without ever blocking the caller.
+    """Publish frames on ``address`` from the caller's thread, without ever blocking it.
 
-    Parameters
-    ----------
-    queue_frames:
-        Frames that may wait for the sender; beyond that the oldest bundle goes.
-    hwm:
-        ZeroMQ send high-water mark per subscriber (messages).
-    stats_interval_s:
-        Period of ``[b"stats", JSON]`` messages.
+    ``publisher(frame)`` sends at once (zero-copy, ``NOBLOCK``): a PUB socket never
+    blocks, a subscriber whose queue (``hwm`` messages) is full loses that frame
+    alone. A sender thread used to take each frame from a queue; the hand-over cost
+    the acquisition thread a wake-up and a GIL hand-off per frame, and the frame
+    ~0.4 ms on a busy machine. A lock makes the socket safe to share: a small
+    housekeeping thread takes in (un)subscriptions and sends ``[b"stats", JSON]``
+    every ``stats_interval_s``.
     """
 
-    def __init__(self, address: str = DEFAULT_STREAM_ADDRESS, queue_frames: int = 64, hwm: int = 64,
+    def __init__(self, address: str = DEFAULT_STREAM_ADDRESS, hwm: int = 64,
                  stats_interval_s: float = 1.0, context: zmq.Context | None = None) -> None:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.XPUB)
@@ -130,77 +124,54 @@ class FramePublisher:
         self._stream_seq = 0
         self.stats = StreamStats()
         self.extra_stats: dict[str, Any] = {}
-        self._queue: collections.deque[Frame] = collections.deque()
-        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
-        self._max = queue_frames
-        self._cv = threading.Condition()
-        self._stop = False
+        self._lock = threading.Lock()  # the socket and the sequence number
+        self._closed = False
+        self._stop = threading.Event()
         self._interval = stats_interval_s
         self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
         self._thread.start()
 
-    # called from the acquisition thread
     def __call__(self, frame: Frame) -> None:
-        with self._cv:
-            q = self._queue
-            if len(q) >= self._max:
-                oldest = q[0].header.bundle_id
-                dropped = 0
-                while q and q[0].header.bundle_id == oldest:
-                    q.popleft()
-                    dropped += 1
-                self.stats.drops.add("publish:queue_full", dropped)
-            q.append(frame)
-            self._cv.notify()
+        """Send ``frame`` now (any thread; never blocks beyond a concurrent send)."""
+        with self._lock:
+            if self._closed:
+                return
+            frame.header.t_published_ns = now_ns()
+            head = frame.header.to_dict()
+            head["stream_seq"] = self._stream_seq
+            self._stream_seq += 1
+            self.sock.send_multipart([b"frame", dumps_strict(head), frame.data], flags=zmq.NOBLOCK, copy=False)
+            self.stats.published += 1
 
     def publish_event(self, event: dict[str, Any]) -> None:
-        """Queue a ``[b"event", JSON]`` message (smart-acquisition notifications); never blocks."""
-        with self._cv:
-            self._events.append({"t_ns": now_ns(), **event})
-            self._cv.notify()
+        """Send a ``[b"event", JSON]`` message (smart-acquisition notifications); never blocks."""
+        msg = dumps_strict({"t_ns": now_ns(), **event})
+        with self._lock:
+            if not self._closed:
+                self.sock.send_multipart([b"event", msg], flags=zmq.NOBLOCK)
 
     def close(self) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
+        self._stop.set()
         self._thread.join(timeout=2)
-        self.sock.close(linger=0)
+        with self._lock:
+            self._closed = True
+            self.sock.close(linger=0)
 
     def _run(self) -> None:
         next_stats = time.monotonic() + self._interval
-        while True:
-            with self._cv:
-                while not self._queue and not self._events and not self._stop:
-                    # wake at least every 50 ms to take in (un)subscriptions
-                    if not self._cv.wait(timeout=min(max(next_stats - time.monotonic(), 0.01), 0.05)):
-                        break
-                if self._stop:
-                    return
-                frame = self._queue.popleft() if self._queue else None
-                events = list(self._events)
-                self._events.clear()
-            self.subscriptions.drain(self.sock)
-            if frame is not None:
-                self._send(frame)
-            for ev in events:
-                self.sock.send_multipart([b"event", dumps_strict(ev)], flags=zmq.NOBLOCK)
+        while not self._stop.wait(0.05):  # (un)subscriptions are counted within 50 ms
+            with self._lock:
+                self.subscriptions.drain(self.sock)
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + self._interval
                 self.send_stats()
 
-    def _send(self, frame: Frame) -> None:
-        # a PUB socket never blocks: a subscriber whose queue is full loses this frame alone
-        frame.header.t_published_ns = now_ns()
-        head = frame.header.to_dict()
-        head["stream_seq"] = self._stream_seq
-        self._stream_seq += 1
-        self.sock.send_multipart([b"frame", dumps_strict(head), frame.data], flags=zmq.NOBLOCK, copy=False)
-        self.stats.published += 1
-
     def send_stats(self) -> None:
         msg = {"source": "daemon", "t_ns": now_ns(), "subscribers": self.subscriptions.count,
                **self.stats.to_dict(), **self.extra_stats}
-        self.sock.send_multipart([b"stats", dumps_strict(msg)], flags=zmq.NOBLOCK)
+        with self._lock:
+            if not self._closed:
+                self.sock.send_multipart([b"stats", dumps_strict(msg)], flags=zmq.NOBLOCK)
 
 
 #: Pixel types a stream message may carry (little-endian).

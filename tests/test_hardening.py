@@ -66,12 +66,9 @@ def test_a_stalled_subscriber_loses_only_its_own_frames(daemon, client, tmp_path
         wait_subscribed(daemon.publisher, "frame", 2)
         client.request("start_live", channels=CYCLE, max_cycles=150)
         wait_until(lambda: client.request("status")["state"] == "idle", 120, "the live job to end")
-        # the sender may still hold the last frames when the job ends; every frame is then published or
-        # counted as dropped by the daemon's own queue (whole bundles, on a loaded machine)
-        stream = wait_until(lambda: (st := client.request("status")["stream"])["frames_published"]
-                            + st["dropped"].get("publish:queue_full", 0) == 450 and st, 60, "all frames sent")
-        published = stream["frames_published"]
-        assert published > 0
+        # the daemon sends every frame as it is acquired: a stalled subscriber costs no other one a frame
+        published = client.request("status")["stream"]["frames_published"]
+        assert published == 450
         wait_until(lambda: engine.status()["frames_received"] >= published, 60, "the engine to receive every frame")
         assert "transport:lost" not in engine.status()["dropped"]
         got = 0
