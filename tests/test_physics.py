@@ -165,3 +165,42 @@ def test_noise_off_gives_the_expected_counts(backend, core):
     electrons = (clean[0] - offset) / gain
     var_adu = np.var(noisy[0] - noisy[1]) / 2
     assert var_adu == pytest.approx(electrons.mean() * gain**2, rel=0.1)
+
+
+def test_noise_off_frames_are_kept_and_exactly_the_rendered_ones(backend, core):
+    """Without noise the camera copies a frame it made for the same photon maps and settings; every state
+    change (pattern, position, exposure, gain, photobleaching) still gives the frame rendered anew."""
+    core.setProperty("Camera", "Noise", "Off")
+    camera = core._pydevices["Camera"]  # its kept frames, to render the reference anew
+
+    def snap_and_fresh(channel, exposure=10):
+        kept = _snap(backend, channel, exposure)
+        camera._frames.clear()
+        return kept, _snap(backend, channel, exposure)
+
+    cycle = ["BF", "DF", "DPC-Left", "DPC-Right"]
+    first = {c: _snap(backend, c, 10) for c in cycle}
+    for c in cycle:  # a second cycle copies the kept frames: the same as rendering them
+        kept, fresh = snap_and_fresh(c)
+        assert np.array_equal(kept, first[c]) and np.array_equal(kept, fresh)
+    assert len({first[c].tobytes() for c in cycle}) == len(cycle)
+    x, y, z = backend.position_um()
+    backend.move_um(x + 40.0, y)  # another field
+    moved, fresh = snap_and_fresh("BF")
+    assert not np.array_equal(moved, first["BF"]) and np.array_equal(moved, fresh)
+    backend.move_um(x, y)
+    assert np.array_equal(_snap(backend, "BF", 10), first["BF"])
+    longer, fresh = snap_and_fresh("BF", 20)
+    assert np.array_equal(longer, fresh) and longer.mean() > first["BF"].mean() + 100
+    assert np.array_equal(_snap(backend, "BF", 10), first["BF"])  # kept again
+    gain = float(core.getProperty("Camera", "Gain"))
+    core.setProperty("Camera", "Gain", gain * 2)
+    doubled, fresh = snap_and_fresh("BF")
+    assert np.array_equal(doubled, fresh) and doubled.mean() > first["BF"].mean() + 100
+    core.setProperty("Camera", "Gain", gain)
+    core.setProperty("Scope", "Photobleaching", "On")
+    try:
+        dims = [_snap(backend, "Nuclei", 500).mean() for _ in range(4)]
+    finally:
+        core.setProperty("Scope", "Photobleaching", "Off")
+    assert dims[-1] < 0.95 * dims[0]  # each exposure bleaches: never a kept frame

@@ -2,20 +2,29 @@
 
 Both turn the photon map of :class:`~scopecast.daemon.sim.scope.SimScope` into
 counts with the noise model of :class:`~scopecast.daemon.sim.camera_model.CameraModel`.
+With ``Noise=Off`` a frame is a function of the scope's cached photon maps and the
+camera's settings alone, so the camera keeps the last few it made and copies one
+that is asked for again (a live cycle of patterns at one position): a frame then
+costs a copy, as with a real camera, and is identical to a rendered one.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 
 import numpy as np
 from pymmcore_plus.experimental.unicore import SimpleCameraDevice, pymm_property
 
 from .camera_model import CameraModel
 from .hub import _Peripheral, trigger_line
+from .scope import PhotonTerms
 
 __all__ = ["SimCamera", "SimStedDetector"]
+
+#: Noiseless frames a camera keeps (each with the photon maps it was made from), at most this many bytes.
+FRAME_CACHE_BYTES = 64 << 20
 
 
 class SimCamera(_Peripheral, SimpleCameraDevice):
@@ -37,6 +46,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         self._line_time_us = 9.74  # ORCA-Flash4.0-like rolling-shutter line time
         self._seq_t0: float | None = None
         self._seq_frames = 0
+        self._frames: OrderedDict[tuple, tuple[np.ndarray, PhotonTerms]] = OrderedDict()
 
     # geometry
     @pymm_property(limits=(16, 4096), is_pre_init=True, name="SensorWidth")
@@ -158,9 +168,15 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         """Ground truth of the last blinking frame: JSON list of [x_um, y_um, photons]."""
         return json.dumps(np.round(self._truth, 4).tolist())
 
+    def _terms(self, shape: tuple[int, int]) -> PhotonTerms:
+        return self.scope.photon_terms(self._pixel_um, self._binning, shape, self._exposure)
+
+    def _blinking(self) -> bool:
+        return self._mode == "Blinking" and self.scope.fluo.is_open
+
     def _photons(self, shape: tuple[int, int]) -> np.ndarray:
         scope = self.scope
-        if self._mode == "Blinking" and scope.fluo.is_open:
+        if self._blinking():
             img, self._truth = scope.blinking_photons(
                 self._pixel_um, self._binning, shape, self._exposure, self._rng
             )
@@ -168,7 +184,25 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
             if lf is not None:
                 img = img + lf * np.float32(self._exposure)
             return img
-        return scope.photons(self._pixel_um, self._binning, shape, self._exposure)
+        return self._terms(shape).compose()
+
+    def _expose(self, buffer: np.ndarray) -> None:
+        """Fill ``buffer`` with the next frame: rendered, or without noise the kept frame of the same terms."""
+        if self._noise or self._blinking():
+            self._model.expose(self._photons(buffer.shape), out=buffer, noise=self._noise)
+            return
+        terms = self._terms(buffer.shape)
+        m = self._model
+        key = (terms.key, m.quantum_efficiency, m.gain_adu_per_e, m.offset_adu, m.bit_depth, m.full_well_e)
+        kept = self._frames.get(key)
+        if kept is None:
+            kept = (m.expose(terms.compose(), noise=False), terms)  # ``terms`` holds the maps its key names
+            self._frames[key] = kept
+            while sum(f.nbytes for f, _ in self._frames.values()) > FRAME_CACHE_BYTES and len(self._frames) > 1:
+                self._frames.popitem(last=False)
+        else:
+            self._frames.move_to_end(key)
+        np.copyto(buffer, kept[0])
 
     # timing
     @pymm_property(allowed_values=("Instant", "Realistic"), name="TimingModel")
@@ -203,7 +237,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
 
     def snap(self, buffer: np.ndarray) -> dict:
         t_start = time.perf_counter()
-        self._model.expose(self._photons(buffer.shape), out=buffer, noise=self._noise)
+        self._expose(buffer)
         if self._timing == "Realistic":
             if self._seq_t0 is not None:
                 self._seq_frames += 1
@@ -250,6 +284,9 @@ class SimStedDetector(SimCamera):
         h, w = super().sensor_shape()
         return (h * self._oversampling, w * self._oversampling)
 
-    def _photons(self, shape: tuple[int, int]) -> np.ndarray:
+    def _terms(self, shape: tuple[int, int]) -> PhotonTerms:
         pixel = self._pixel_um / self._oversampling
-        return self.scope.photons(pixel, self._binning, shape, self._exposure, self._factor)
+        return self.scope.photon_terms(pixel, self._binning, shape, self._exposure, self._factor)
+
+    def _blinking(self) -> bool:
+        return False  # the detector images the ensemble

@@ -8,7 +8,9 @@ Micro-Manager adapters over it.
 Caching: the noiseless photon rate (photons / pixel / ms) of a detector view is
 cached by everything it depends on (position, focus, objective, pattern,
 wavelengths, sampling, sample), so a repeated pattern at one position costs
-only the camera noise; a new position costs the optics.
+only the camera noise; a new position costs the optics. :class:`PhotonTerms`
+names one exposure by those cached maps, so a camera without noise keeps the
+frame it made from them (as a real camera's frame costs little CPU).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..illumination import LedArrayState
 from . import optics
 from .slide import RegionMaps, Slide
 
-__all__ = ["FLUOROPHORES", "OBJECTIVES", "Objective", "SimScope"]
+__all__ = ["FLUOROPHORES", "OBJECTIVES", "Objective", "PhotonTerms", "SimScope"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,43 @@ def _guard(n: int) -> int:
     while (m - n) % 2:
         m = next_fast_len(m + 1)
     return (m - n) // 2
+
+
+@dataclass(frozen=True)
+class PhotonTerms:
+    """One exposure's expected photon map before it is summed: cached rate maps and their factors.
+
+    :meth:`compose` sums them (photons / pixel for ``exposure_ms``). The maps are the scope's cached,
+    read-only arrays, held here: while this object lives, :attr:`key` (their ids and every factor) names
+    the same map exactly, so a noiseless detector may keep the frame it made for it.
+    """
+
+    shape: tuple[int, int]
+    exposure_ms: float
+    label_free: np.ndarray | None  # photons / pixel / ms from the LED array
+    fluorescence: tuple[tuple[np.ndarray, float, float | None], ...]  # (map, efficiency x flux, bleaching)
+
+    @property
+    def key(self) -> tuple:
+        lf = None if self.label_free is None else id(self.label_free)
+        return (self.shape, self.exposure_ms, lf, tuple((id(m), f, b) for m, f, b in self.fluorescence))
+
+    def compose(self) -> np.ndarray:
+        parts = [] if self.label_free is None else [self.label_free]
+        fl = None
+        for m, factor, bleach in self.fluorescence:
+            rate = m * np.float32(factor)
+            if bleach is not None:
+                rate = rate * np.float32(bleach)
+            fl = rate if fl is None else fl + rate
+        if fl is not None:
+            parts.append(fl)
+        if not parts:
+            return np.zeros(self.shape, np.float32)
+        total = parts[0] * np.float32(self.exposure_ms)
+        for p in parts[1:]:
+            total += p * np.float32(self.exposure_ms)
+        return total
 
 
 @dataclass
@@ -174,13 +213,14 @@ class SimScope:
         e *= np.exp(-(((f.emission_filter_nm - em) / 30.0) ** 2))
         return float(e * f.power)
 
-    def fluorescence_rate(
+    def fluorescence_terms(
         self, pixel_um: float, shape: tuple[int, int], sted_factor: float | None = None,
-    ) -> np.ndarray | None:
-        """Photon rate from fluorescence; ``sted_factor`` gives the narrowed ground truth."""
+    ) -> tuple[tuple[np.ndarray, float, float | None], ...]:
+        """Fluorescence, one term per label: (cached rate map at unit density and flux, efficiency × flux,
+        the bleaching factor or None); ``sted_factor`` gives the narrowed ground truth."""
         if not self.fluo.is_open:
-            return None
-        total = None
+            return ()
+        terms = []
         for label in FLUOROPHORES:
             eff = self._label_efficiency(label)
             if eff < 1e-3:
@@ -201,11 +241,9 @@ class SimScope:
                     )
                 return self._crop(optics.fluorescence_image(maps.labels[label], otf), shape)
 
-            rate = self._cached(key, make) * np.float32(eff * self.fluo_flux)
-            if self.photobleaching:
-                rate = rate * np.float32(self._bleach_factor(label))
-            total = rate if total is None else total + rate
-        return total
+            bleach = self._bleach_factor(label) if self.photobleaching else None
+            terms.append((self._cached(key, make), eff * self.fluo_flux, bleach))
+        return tuple(terms)
 
     # ---------------------------------------------------------- photobleaching
     def _bleach_key(self) -> tuple[int, int]:
@@ -225,28 +263,24 @@ class SimScope:
             doses[label] = doses.get(label, 0.0) + eff * exposure_ms * 100.0
 
     # -------------------------------------------------------------- detectors
+    def photon_terms(
+        self, camera_pixel_um: float, binning: int, shape: tuple[int, int],
+        exposure_ms: float, sted_factor: float | None = None,
+    ) -> PhotonTerms:
+        """What one exposure on a detector is made of (and the exposure recorded, for photobleaching)."""
+        with self.lock:
+            px = self.pixel_um(camera_pixel_um, binning)
+            lf = self.label_free_rate(px, shape) if sted_factor is None else None
+            fl = self.fluorescence_terms(px, shape, sted_factor)
+            self.record_exposure(exposure_ms)
+        return PhotonTerms(tuple(shape), float(exposure_ms), lf, fl)
+
     def photons(
         self, camera_pixel_um: float, binning: int, shape: tuple[int, int],
         exposure_ms: float, sted_factor: float | None = None,
     ) -> np.ndarray:
         """Expected photons per pixel for one exposure on a detector."""
-        with self.lock:
-            px = self.pixel_um(camera_pixel_um, binning)
-            parts = []
-            if sted_factor is None:
-                lf = self.label_free_rate(px, shape)
-                if lf is not None:
-                    parts.append(lf)
-            fl = self.fluorescence_rate(px, shape, sted_factor)
-            if fl is not None:
-                parts.append(fl)
-            self.record_exposure(exposure_ms)
-        if not parts:
-            return np.zeros(shape, np.float32)
-        total = parts[0] * np.float32(exposure_ms)
-        for p in parts[1:]:
-            total += p * np.float32(exposure_ms)
-        return total
+        return self.photon_terms(camera_pixel_um, binning, shape, exposure_ms, sted_factor).compose()
 
     def blinking_photons(
         self, camera_pixel_um: float, binning: int, shape: tuple[int, int],
