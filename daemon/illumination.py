@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -167,27 +167,34 @@ class LedArrayGeometry:
 
 @dataclass(frozen=True)
 class LedPattern:
-    """Which LEDs are lit and how brightly, per colour channel (0..1)."""
+    """Which LEDs are lit and how brightly, per colour channel (0..1); read-only, its figures computed once."""
 
     name: str
     rgb: np.ndarray = field(repr=False)  # (n_leds, 3) output of the red, green, blue emitters
 
-    @property
+    def __post_init__(self) -> None:
+        self.rgb.setflags(write=False)  # shared by every caller of the same pattern (compute_pattern's cache)
+
+    @cached_property
     def weights(self) -> np.ndarray:
         """Total output of each LED (sum over its colour channels)."""
-        return self.rgb.sum(axis=1)
+        return _read_only(self.rgb.sum(axis=1))
 
-    @property
+    @cached_property
     def lit(self) -> np.ndarray:
         """Numbers of the LEDs with non-zero output."""
-        return np.flatnonzero(self.weights)
+        return _read_only(np.flatnonzero(self.weights))
 
-    @property
+    @cached_property
     def n_lit(self) -> int:
         return int(np.count_nonzero(self.weights))
 
     def mean_wavelength_nm(self) -> float:
         """Output-weighted mean wavelength of the lit emitters (green when nothing is lit)."""
+        return self._mean_wavelength_nm
+
+    @cached_property
+    def _mean_wavelength_nm(self) -> float:
         power = self.rgb.sum(axis=0)
         if power.sum() <= 0:
             return COLOR_WAVELENGTHS_NM[1]
@@ -195,8 +202,17 @@ class LedPattern:
 
     def key(self) -> tuple:
         """A hashable identity (used by simulator caches)."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> tuple:
         lit = self.lit
         return (self.name, tuple(lit.tolist()), tuple(self.rgb[lit].round(6).ravel().tolist()))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 def parse_led_list(text: str, geometry: LedArrayGeometry) -> list[int]:
@@ -233,6 +249,7 @@ def _quadrants(nx: np.ndarray, ny: np.ndarray) -> list[np.ndarray]:
     return [(nx <= 0) & (ny >= 0), (nx >= 0) & (ny >= 0), (nx >= 0) & (ny <= 0), (nx <= 0) & (ny <= 0)]
 
 
+@lru_cache(maxsize=256)
 def compute_pattern(
     name: str,
     geometry: LedArrayGeometry,
@@ -249,7 +266,8 @@ def compute_pattern(
 
     ``brightness`` (0..1) and ``color`` (per-channel balance, 0..1) scale every
     LED but those of the colour patterns; ``annulus_start_na`` defaults to the
-    objective NA. Raises :class:`PatternError` naming the valid patterns when
+    objective NA. The same arguments give the same (read-only) pattern object: it is computed once,
+    as a live cycle sets its few patterns over and over. Raises :class:`PatternError` naming the valid patterns when
     ``name`` is unknown, and when a bright-field, dark-field, DPC or annulus
     pattern would light no LED (so a geometry or NA mistake is not a dark frame).
     """

@@ -144,3 +144,13 @@ def test_state_emits_only_with_both_shutters_open():
     assert not s.emitting
     s.color_balance = (255, 0, 0)
     assert s.wavelength_nm == 630.0
+
+
+def test_a_pattern_is_computed_once_and_read_only():
+    bf = compute_pattern("Brightfield", GEOM, 0.4)
+    assert compute_pattern("Brightfield", GEOM, 0.4) is bf  # a live cycle's patterns come from the cache
+    assert compute_pattern("Brightfield", GEOM, 0.3) is not bf and compute_pattern("Brightfield", GEOM, 0.3).n_lit < bf.n_lit
+    with pytest.raises(ValueError):
+        bf.rgb[0] = 1.0  # shared by every caller: nobody may change it
+    with pytest.raises(ValueError):
+        bf.lit[0] = 5
