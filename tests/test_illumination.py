@@ -149,7 +149,8 @@ def test_state_emits_only_with_both_shutters_open():
 def test_a_pattern_is_computed_once_and_read_only():
     bf = compute_pattern("Brightfield", GEOM, 0.4)
     assert compute_pattern("Brightfield", GEOM, 0.4) is bf  # a live cycle's patterns come from the cache
-    assert compute_pattern("Brightfield", GEOM, 0.3) is not bf and compute_pattern("Brightfield", GEOM, 0.3).n_lit < bf.n_lit
+    narrower = compute_pattern("Brightfield", GEOM, 0.3)
+    assert narrower is not bf and narrower.n_lit < bf.n_lit
     with pytest.raises(ValueError):
         bf.rgb[0] = 1.0  # shared by every caller: nobody may change it
     with pytest.raises(ValueError):
