@@ -107,7 +107,7 @@ class FramePublisher:
     blocks, a subscriber whose queue (``hwm`` messages) is full loses that frame
     alone. A sender thread used to take each frame from a queue; the hand-over cost
     the acquisition thread a wake-up and a GIL hand-off per frame, and the frame
-    ~0.4 ms on a busy machine. A lock makes the socket safe to share: a small
+    ~0.3 ms on a busy machine. A lock makes the socket safe to share: a small
     housekeeping thread takes in (un)subscriptions and sends ``[b"stats", JSON]``
     every ``stats_interval_s``.
     """

@@ -61,7 +61,7 @@ def _guard(n: int) -> int:
     return (m - n) // 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PhotonTerms:
     """One exposure's expected photon map before it is summed: cached rate maps and their factors.
 
