@@ -84,7 +84,8 @@ def run_tiled(
     c, h, w = image.shape
     th, tw = plan.tile
     if plan.whole:
-        padded = np.pad(image, ((0, 0), (0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
+        padded = image if (th, tw) == (h, w) else \
+            np.pad(image, ((0, 0), (0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
         out = run(padded[None].astype(np.float32, copy=False))[0]
         return out[:, : h * scale, : w * scale]
     hal = plan.halo
