@@ -71,6 +71,7 @@ from .frames import Frame
 from .plans import ChannelSpec
 from .recorder import Recorder
 from .security import connect_socket
+from .shm_results import SharedResults
 from .stream import FramePublisher, decode
 from .trigger_actions import FrameRing
 
@@ -236,7 +237,7 @@ class SpotChecker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sub = zmq.Context.instance().socket(zmq.SUB)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"result")
+        self._shared = SharedResults(self._sub, spec.results)  # by shared memory from a local engine
         self._sub.setsockopt(zmq.RCVHWM, 16)
         self._sub.setsockopt(zmq.LINGER, 0)
         connect_socket(self._sub, spec.results)
@@ -252,6 +253,7 @@ class SpotChecker:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
         self._sub.close(linger=0)
+        self._shared.close()
         if self.ring in self.engine.sinks:
             self.engine.sinks.remove(self.ring)
 
@@ -318,10 +320,13 @@ class SpotChecker:
 
     def _receive(self) -> None:
         try:
-            _, header, data = decode(self._sub.recv_multipart(copy=False))
+            got = self._shared.resolve(*decode(self._sub.recv_multipart(copy=False)))
         except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
             log.warning("spot checks: undecodable result: %s", e)
             return
+        if got is None:  # a result lost in shared memory (a reused slot) or the switch to inline
+            return
+        _, header, data = got
         if header.get("model") != self.spec.model or data is None:
             return
         self.results_seen += 1

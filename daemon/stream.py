@@ -84,9 +84,15 @@ class SubscriptionCounter:
         """Active subscriptions (one per subscriber and topic)."""
         return sum(v for v in self.by_topic.values() if v > 0)
 
-    def of(self, topic: str) -> int:
-        """Active subscriptions to ``topic``."""
-        return max(self.by_topic[topic.encode()], 0)
+    def of(self, *topics: str) -> int:
+        """Active subscriptions to these topics (results: ``of("result", "shm")``, inline or shared memory)."""
+        return sum(max(self.by_topic[t.encode()], 0) for t in topics)
+
+    def receiving(self, topic: str) -> bool:
+        """Whether a subscriber would receive ``topic`` (ZeroMQ matches subscriptions as prefixes: ``b""``
+        takes every topic)."""
+        t = topic.encode()
+        return any(n > 0 and t.startswith(k) for k, n in list(self.by_topic.items()))
 
     def drain(self, sock: zmq.Socket) -> None:
         while True:
@@ -224,27 +230,43 @@ def decode(parts: list[bytes] | list[zmq.Frame]) -> tuple[str, dict[str, Any], A
 class StreamSubscriber:
     """Subscribe to a daemon's frame stream or an engine's result stream.
 
-    ``recv(timeout_s)`` returns ``(topic, header, pixels)`` or None on timeout.
+    ``recv(timeout_s)`` returns ``(topic, header, pixels)`` or None on timeout. Results from an engine on
+    this machine come through its shared-memory ring (:class:`~.shm_results.SharedResults`: the ``shm``
+    topic, returned as ``result`` with a copy of the pixels), from elsewhere inline.
     """
 
     def __init__(self, address: str, topics: tuple[str, ...] = ("frame", "result", "stats", "error"),
                  hwm: int = 64, context: zmq.Context | None = None) -> None:
+        from .shm_results import SharedResults
+
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
         for t in topics:
-            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+            if t != "result":
+                self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self.results = SharedResults(self.sock, address) if "result" in topics else None
         connect_socket(self.sock, address)
         self.address = address
 
     def recv(self, timeout_s: float | None = None) -> tuple[str, dict[str, Any], Any] | None:
-        if timeout_s is not None and not self.sock.poll(int(timeout_s * 1000)):
-            return None
-        return decode(self.sock.recv_multipart(copy=False))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if wait is not None and not self.sock.poll(int(wait * 1000)):
+                return None
+            msg = decode(self.sock.recv_multipart(copy=False))
+            if self.results is None:
+                return msg
+            out = self.results.resolve(*msg)
+            if out is not None:
+                return out
 
     def close(self) -> None:
         self.sock.close(linger=0)
+        if self.results is not None:
+            self.results.close()
 
     def __enter__(self) -> StreamSubscriber:
         return self

@@ -44,6 +44,7 @@ from .frames import Frame, now_ns
 from .plans import ChannelSpec, LivePlan
 from .recorder import Recorder
 from .security import connect_socket
+from .shm_results import SharedResults
 from .stream import FramePublisher, decode
 from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec
 
@@ -175,9 +176,10 @@ class TriggerRunner:
         self._stop = threading.Event()
         self.ctx = zmq.Context.instance()
         self._subs = []
+        self._shared: dict[zmq.Socket, SharedResults] = {}  # results by shared memory from local engines
         for model, addr in sources.items():
             s = self.ctx.socket(zmq.SUB)
-            s.setsockopt(zmq.SUBSCRIBE, b"result")
+            self._shared[s] = SharedResults(s, addr)
             s.setsockopt(zmq.RCVHWM, 16)
             s.setsockopt(zmq.LINGER, 0)
             connect_socket(s, addr)
@@ -198,6 +200,7 @@ class TriggerRunner:
             t.join(timeout=5)
         for s in self._subs:
             s.close(linger=0)
+            self._shared[s].close()
         if self.ring in self.engine.sinks:
             self.engine.sinks.remove(self.ring)
 
@@ -224,10 +227,13 @@ class TriggerRunner:
                 try:
                     parts = sock.recv_multipart(copy=False)
                     t_rx = now_ns()
-                    _, header, data = decode(parts)
+                    got = self._shared[sock].resolve(*decode(parts))
                 except Exception as e:  # noqa: BLE001 - garbage is logged, not fatal
                     log.warning("triggers: undecodable result: %s", e)
                     continue
+                if got is None:  # a result lost in shared memory (a reused slot) or the switch to inline
+                    continue
+                _, header, data = got
                 try:
                     self._decide(header, data, t_rx)
                 except Exception:  # noqa: BLE001 - the trigger thread must not die

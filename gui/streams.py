@@ -21,6 +21,7 @@ import zmq
 
 from scopecast.daemon.control import ControlClient
 from scopecast.daemon.security import connect_socket
+from scopecast.daemon.shm_results import SharedResults
 from scopecast.daemon.stream import decode
 
 __all__ = ["Latest", "LatestStreams", "Requester"]
@@ -58,10 +59,12 @@ class LatestStreams:
         frames.setsockopt(zmq.LINGER, 0)
         connect_socket(frames, frame_address)
         self._socks[frames] = frame_address
+        self._shared: dict[zmq.Socket, SharedResults] = {}  # results by shared memory from local engines
         for addr in result_addresses:
             s = self.ctx.socket(zmq.SUB)
-            for t in (b"result", b"stats", b"error"):
+            for t in (b"stats", b"error"):
                 s.setsockopt(zmq.SUBSCRIBE, t)
+            self._shared[s] = SharedResults(s, addr)
             s.setsockopt(zmq.RCVHWM, 16)
             s.setsockopt(zmq.LINGER, 0)
             connect_socket(s, addr)
@@ -82,6 +85,8 @@ class LatestStreams:
         self._thread.join(timeout=2)
         for s in self._socks:
             s.close(linger=0)
+        for r in self._shared.values():
+            r.close()
 
     def _run(self) -> None:
         poller = zmq.Poller()
@@ -90,12 +95,15 @@ class LatestStreams:
         while not self._stop.is_set():
             for sock, _ in poller.poll(100):
                 try:
-                    topic, header, data = decode(sock.recv_multipart(copy=False))
+                    msg = decode(sock.recv_multipart(copy=False))
+                    shared = self._shared.get(sock)
+                    got = shared.resolve(*msg) if shared is not None else msg
                 except Exception as e:  # noqa: BLE001 - show it, keep reading
                     with self._lock:
                         self.counters.errors.append(f"undecodable message: {e}")
                     continue
-                self._store(self._socks[sock], topic, header, data)
+                if got is not None:
+                    self._store(self._socks[sock], *got)
 
     def _store(self, source: str, topic: str, header: dict, data: Any) -> None:
         now = time.time_ns()

@@ -28,8 +28,10 @@ def wait_until(cond: Callable[[], object], timeout: float = 60.0, what: str = "c
 
 def wait_subscribed(publisher, topic: str, at_least: int = 1, timeout: float = 60.0) -> None:
     """Wait until ``publisher`` (a FramePublisher or InferenceEngine) has ``at_least``
-    subscriptions to ``topic`` (instead of sleeping for ZeroMQ's slow joiner)."""
-    wait_until(lambda: publisher.subscriptions.of(topic) >= at_least, timeout,
+    subscriptions to ``topic`` (instead of sleeping for ZeroMQ's slow joiner). ``result`` counts ``shm`` too:
+    a result subscriber on the engine's machine takes its results by shared memory."""
+    topics = ("result", "shm") if topic == "result" else (topic,)
+    wait_until(lambda: publisher.subscriptions.of(*topics) >= at_least, timeout,
                f"{at_least} subscription(s) to {topic!r}")
 
 

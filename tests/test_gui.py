@@ -47,7 +47,7 @@ def window(app, daemon, engines):
     w.show()
     # the window's and the engines' subscriptions have arrived (no frame or result is missed)
     assert spin(app, lambda: daemon.publisher.subscriptions.of("frame") >= 3
-                and all(e.subscriptions.of("result") >= 1 for e in engines))
+                and all(e.subscriptions.of("result", "shm") >= 1 for e in engines))
     yield w
     w.close()
     app.processEvents()
@@ -215,7 +215,7 @@ def test_spot_check_fidelity_is_plotted_and_alarms_shown(app, window, engines, c
     client.request("start_spot_checks", model="vs", results=engines[0].results_address, period_s=0.2,
                    min_psnr_db=99.0, record=False, channels={"nuclei": "Nuclei"})
     try:
-        assert spin(app, lambda: engines[0].subscriptions.of("result") >= 2)  # the spot checker joined
+        assert spin(app, lambda: engines[0].subscriptions.of("result", "shm") >= 2)  # the spot checker joined
         client.request("start_live", channels=CYCLE, interval_ms=50)
         assert spin(app, lambda: "vs · nuclei" in window.fidelity_curves and window.fidelity_alarm, 120)
         client.request("stop")
@@ -369,7 +369,7 @@ def test_uncertainty_channels_are_a_map_of_their_own_never_a_stain(app, daemon, 
     w = ScopeWindow(daemon.control_address, daemon.stream_address, [EngineEndpoint(e.results_address, e.control.address)])
     try:
         w.show()
-        assert spin(app, lambda: daemon.publisher.subscriptions.of("frame") >= 2 and e.subscriptions.of("result") >= 1)
+        assert spin(app, lambda: daemon.publisher.subscriptions.of("frame") >= 2 and e.subscriptions.of("result", "shm") >= 1)
         pane = w.panes[e.results_address]
         client.request("start_live", channels=CYCLE, interval_ms=50)
         assert spin(app, lambda: (r := w.streams.result(e.results_address)) is not None

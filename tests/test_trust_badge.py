@@ -123,7 +123,7 @@ def test_the_window_badge_says_whether_the_check_judged_the_scene(daemon, client
     try:
         w.show()
         assert spin(app, lambda: daemon.publisher.subscriptions.of("frame") >= 3
-                    and all(e.subscriptions.of("result") >= 1 for e in (every, default)))
+                    and all(e.subscriptions.of("result", "shm") >= 1 for e in (every, default)))
         client.request("start_live", channels=CYCLE, interval_ms=50)
         checked = "uncertainty check: ok "
         assert spin(app, lambda: checked in badge(every) and "pending" in badge(default), 120), \

@@ -41,6 +41,7 @@ from ..confine import confined
 from ..control import ControlServer
 from ..frames import now_ns
 from ..security import bind_socket, connect_socket
+from ..shm_results import SharedResultRing
 from ..stream import BadMessage, DropCounter, SubscriptionCounter, decode
 from ..wire import dumps_strict
 from .package import ModelPackage, load_package
@@ -310,6 +311,7 @@ class InferenceEngine:
         self.pub.setsockopt(zmq.LINGER, 0)
         self.results_address = bind_socket(self.pub, results_address)
         self.subscriptions = SubscriptionCounter()
+        self.shm: SharedResultRing | None = None  # results in shared memory, once a client subscribes to `shm`
         self.precision = package.precision if isinstance(package, ModelPackage) else precision
         first = package if isinstance(package, ModelPackage) else load_package(package, precision)
         from scopecast.models import packages_root
@@ -396,6 +398,8 @@ class InferenceEngine:
             self.control.stop()
         self.sub.close(linger=0)
         self.pub.close(linger=0)
+        if self.shm is not None:
+            self.shm.close()
 
     def _receive(self) -> None:
         poller = zmq.Poller()
@@ -444,8 +448,10 @@ class InferenceEngine:
             t_deq = now_ns()
             with self._model_lock:
                 worker = self.workers[index]
+            refs: list[dict[str, Any]] = []
             try:
-                result = worker.process(bundle, t_deq)
+                result = worker.process(bundle, t_deq,
+                                        self._shm_slot(refs) if self.subscriptions.receiving("shm") else None)
             except (BundleMismatch, NonFiniteOutput) as e:
                 self.drops.add("engine:mismatch" if isinstance(e, BundleMismatch) else "engine:nonfinite", len(bundle))
                 self._error(str(e))
@@ -454,20 +460,39 @@ class InferenceEngine:
                 self.drops.add("engine:error", len(bundle))
                 self._error(f"inference failed: {type(e).__name__}: {e}")
                 continue
-            self.publish(result)
+            self.publish(result, refs[0] if refs else None)
 
-    def publish(self, result: Result) -> None:
+    def _shm_slot(self, refs: list[dict[str, Any]]) -> Any:
+        """An ``out`` for :meth:`InferenceWorker.process`: the next slot of the shared-memory result ring
+        (its reference appended to ``refs``), so the worker writes the result where local clients read it."""
+        def slot(shape: tuple[int, int, int]) -> np.ndarray:
+            with self._pub_lock:
+                self.shm = self.shm or SharedResultRing(min_slots=max(4, 2 * self.n_workers + 2))
+            data, ref = self.shm.reserve(shape)
+            refs.append(ref)
+            return data
+        return slot
+
+    def publish(self, result: Result, shm_ref: dict[str, Any] | None = None) -> None:
         """Send a result, then its header alone as ``done`` (docs/protocol.md: a client that only needs to
         know when a result was published, such as live pacing, does not receive its pixels: a 1024² output
         is 4 MiB per subscriber). The engine's own counts (``status``: results, latency, trust) take it
-        first, so a client that has received a result never reads a status that does not include it."""
+        first, so a client that has received a result never reads a status that does not include it.
+
+        ``shm_ref``: the result was written into the shared-memory ring: its header goes out on ``shm`` too,
+        and the inline ``result`` copies the pixels (the slot is reused while a slow subscriber's queue may
+        still hold the message), which the zero-copy send of a result the worker owns does not need."""
         result.header["t_published_ns"] = now_ns()
         head = dumps_strict(result.header)
         self.results_published += 1
         self.latency.add(result.header)
         self.trust.add(result.header.get("trust"))
         with self._pub_lock:
-            self.pub.send_multipart([b"result", head, result.data], flags=zmq.NOBLOCK, copy=False)
+            ref = self.shm.commit(shm_ref) if shm_ref is not None and self.shm is not None else None
+            if ref is not None:
+                self.pub.send_multipart([b"shm", dumps_strict({**result.header, "shm": ref})], flags=zmq.NOBLOCK)
+            if shm_ref is None or self.subscriptions.receiving("result"):
+                self.pub.send_multipart([b"result", head, result.data], flags=zmq.NOBLOCK, copy=shm_ref is not None)
             self.pub.send_multipart([b"done", head], flags=zmq.NOBLOCK)
 
     def _error(self, message: str) -> None:

@@ -45,6 +45,7 @@ input:`` reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,24 +166,29 @@ class InferenceWorker:
             raise BundleMismatch(f"model {self.m.name!r} produced {out.shape[0]} channels, manifest says {expected}")
         return out
 
-    def postprocess(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Physical units in place, and each channel's ``[min, max]`` in them (``(C, 2)``; the output guard's
-        first look at the range). Raises :class:`NonFiniteOutput` (:meth:`process` then clips to the physical
-        range): NaN and Inf propagate into the extremes, so they are the finite check too, one pass each."""
+    def postprocess(self, y: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Physical units, in place or into ``out`` (``y``'s shape: e.g. a slot of the shared-memory result
+        ring, written by the scaling pass itself), and each channel's ``[min, max]`` in them (``(C, 2)``; the
+        output guard's first look at the range). Raises :class:`NonFiniteOutput` (:meth:`process` then clips
+        to the physical range): NaN and Inf propagate into the extremes, so they are the finite check too, one
+        pass each."""
         lo, hi = y.min(axis=(1, 2)), y.max(axis=(1, 2))
         if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
             bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
             raise NonFiniteOutput(f"model {self.m.name!r} produced {bad} NaN/Inf values")
         s = self.m.output_scaling
+        dest = y if out is None else out
+        if s is None and out is not None:
+            np.copyto(out, y)
         if s is not None:
             scale, offset = np.asarray(s.scale, np.float32), np.asarray(s.offset, np.float32)
-            y *= scale[:, None, None]
-            y += offset[:, None, None]
+            np.multiply(y, scale[:, None, None], out=dest)
+            dest += offset[:, None, None]
             # the same float32 operations as on the pixels, so these are exactly the scaled extremes (a
             # negative scale swaps them)
             lo, hi = lo * scale + offset, hi * scale + offset
             lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
-        return y, np.stack([lo, hi], axis=1)
+        return dest, np.stack([lo, hi], axis=1)
 
     @property
     def channels(self) -> list[str]:
@@ -232,9 +238,14 @@ class InferenceWorker:
         return self.guard.check([f.data for f in ordered], [_num(f.header.get("pixel_size_um")) for f in ordered],
                                 [_num(f.header.get("exposure_ms")) for f in ordered])
 
-    def process(self, frames: list[StreamFrame], t_dequeued_ns: int | None = None) -> Result:
-        """Bundle -> :class:`Result` with per-stage timestamps and the ``trust`` verdict."""
+    def process(self, frames: list[StreamFrame], t_dequeued_ns: int | None = None,
+                out: Callable[[tuple[int, int, int]], np.ndarray] | None = None) -> Result:
+        """Bundle -> :class:`Result` with per-stage timestamps and the ``trust`` verdict.
+
+        ``out``: called with the result's shape once it is known, returns the float32 array to write the
+        result into (the engine's shared-memory ring); ``Result.data`` is then that array."""
         t_deq = t_dequeued_ns or now_ns()
+        dest: np.ndarray | None = None
         ordered = self.order(frames)
         verdict = self.check(ordered)
         t_chk = now_ns()
@@ -244,6 +255,10 @@ class InferenceWorker:
             h, w = ordered[0].data.shape
             sf = self.m.scale_factor
             y = self.output_guard.blank((len(self.m.outputs), h * sf, w * sf))
+            if out is not None:
+                dest = out((len(self.channels), *y.shape[1:]))
+                dest[:len(y)] = y
+                y = dest[:len(y)]
             t_pre = t_model = t_inf = now_ns()
             out_fig, out_reasons, out_margin = {**self.output_guard.apply(y)[0], "withheld": True}, [], 1.0
             if self.uncertainty:
@@ -256,7 +271,8 @@ class InferenceWorker:
             t_model = now_ns()
             std, unc = self._uncertainty(x, y, h0)
             t_inf = now_ns()
-            y, extremes = self.postprocess(y)
+            dest = None if out is None else out((len(self.channels), *y.shape[1:]))
+            y, extremes = self.postprocess(y, None if dest is None else dest[:len(y)])
             out_fig, out_reasons, out_margin = self.output_guard.apply(y, extremes)
         work = ordered[0].data.size / 1e6
         if self.check_consistency.due(self.check_uncertainty.scene_changed, work, inferred=not verdict.withhold):
@@ -264,7 +280,11 @@ class InferenceWorker:
                                             h0.get("bundle_id"))
             self.check_consistency.pay(ms / max((t_model - t_pre) / 1e6, 1e-3), work)
         if std is not None:
-            y = np.concatenate([y, std])
+            if dest is None:
+                y = np.concatenate([y, std])
+            else:  # y is the first channels of dest
+                dest[len(y):] = std
+                y = dest
         t_post = now_ns()
         self.results += 1
         header = {
@@ -307,4 +327,4 @@ class InferenceWorker:
             if r:
                 t["reasons"].append(r)
                 t["ok"], t["score"] = False, 0.0
-        return Result(header, np.ascontiguousarray(y, dtype=np.float32))
+        return Result(header, dest if dest is not None else np.ascontiguousarray(y, dtype=np.float32))
