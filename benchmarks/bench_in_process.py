@@ -110,6 +110,7 @@ class Row:
     camera: str = "Instant"  # the simulator's TimingModel: "Realistic" exposes for the exposure time + readout
     demand: bool = False  # scopecast: live paced by the engine (start_live pace_from: daemon/pacing.py)
     ipc: bool = False  # scopecast: frame and result streams over ipc:// (a Unix socket), as for a local engine
+    inline: bool = False  # scopecast: the client takes results inline (`result`), not by shared memory (`shm`)
 
 
 ROWS = (
@@ -138,6 +139,8 @@ EXTRA_ROWS = (
         "(`pace_from`)", "scopecast", "0-1", 2, "0-1", camera="Realistic", demand=True),
     Row("sc-shared-demand-ipc", "scopecast on both cores, live paced by the engine, streams over `ipc://`",
         "scopecast", "0-1", 2, "0-1", demand=True, ipc=True),
+    Row("sc-shared-demand-ipc-inline", "the same, results inline (`result`) instead of by shared memory",
+        "scopecast", "0-1", 2, "0-1", demand=True, ipc=True, inline=True),
 )
 
 
@@ -309,13 +312,15 @@ def _wait_ready(client: Any, proc: subprocess.Popen, what: str, log: Path, timeo
 def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str, threads: int, seconds: float,
                   tmp: Path, interval_ms: float = 0.0, save: str = "", bundles: int = 0,
                   engine_args: tuple[str, ...] = (), demand: bool = False, precision: str = "fp32",
-                  ipc: bool = False) -> dict[str, Any]:
+                  ipc: bool = False, inline: bool = False) -> dict[str, Any]:
     """``scopecast daemon`` + ``scopecast engine`` as a user starts them; this process is the
-    user's client (pinned with the daemon) and receives the results. ``ipc``: the frame and result
+    user's client (pinned with the daemon) and receives the results, by shared memory as every local
+    client does (``inline``: as the pixels of ``result`` messages). ``ipc``: the frame and result
     streams over Unix sockets (the README's advice for an engine on the same machine), else loopback TCP."""
     import zmq
 
     from scopecast.daemon.control import ControlClient
+    from scopecast.daemon.shm_results import SharedResults
     from scopecast.daemon.stream import decode
 
     ctl, stream, results, ectl = _port(), _port(), _port(), _port()
@@ -353,14 +358,16 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
     watcher = threading.Thread(target=frame_headers, daemon=True)
     watcher.start()
     sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"result")
+    if inline:
+        sub.setsockopt(zmq.SUBSCRIBE, b"result")
+    shared = None if inline else SharedResults(sub, results)
     sub.connect(results)
     try:
         with ControlClient(ctl, timeout_s=120) as c, ControlClient(ectl, timeout_s=120) as ec:
             _wait_ready(c, daemon, "daemon", tmp / "daemon.log")
             _wait_ready(ec, engine, "engine", tmp / "engine.log")
             t_join = time.monotonic() + 120  # the engine and the header watcher on the stream, us on the results
-            while (c.request("status")["stream"]["subscribers"] < 2 or ec.request("status")["subscribers"] < 1):
+            while c.request("status")["stream"]["subscribers"] < 2 or ec.request("status")["subscribers"] < 1:
                 if time.monotonic() > t_join:
                     raise RuntimeError("the subscriptions did not reach the daemon and the engine within 120 s")
                 time.sleep(0.05)
@@ -377,9 +384,12 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                     if time.monotonic() > t_wait:
                         raise RuntimeError(f"no result for 120 s (engine exit code {engine.poll()}, daemon "
                                            f"{daemon.poll()})")
-                parts = sub.recv_multipart(copy=False)
-                t1 = time.time_ns()
-                _, h, data = decode(parts)
+                got = decode(sub.recv_multipart(copy=False))
+                got = got if shared is None else shared.resolve(*got, copy=False)  # a view, checked
+                t1 = time.time_ns()  # the pixels in the client's hands
+                if got is None:  # a slot reused before it was read (or the switch to inline)
+                    continue
+                _, h, data = got
                 k += 1
                 # the engine names the bundle's first exposure (worker.py); older engines do not, and the
                 # header watcher (one more subscriber: a little CPU on the daemon's cores) stands in
@@ -387,7 +397,7 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
                     (h["acquisition_id"], h["bundle_id"]), 0)
                 if h.get("t_bundle_exposure_start_ns"):
                     stop.set()
-                last = data
+                last = np.array(data) if save else None  # a copy: the engine reuses its slots
                 if bundles:
                     done.append(t1)
                     lat.append((t1 - t_first) / 1e6 if t_first else float("nan"))
@@ -411,6 +421,8 @@ def run_scopecast(pkg_dir: Path, cfg: Path, daemon_cores: str, engine_cores: str
     finally:
         stop.set()
         sub.close(linger=0)
+        if shared is not None:
+            shared.close()
         os.sched_setaffinity(0, own)
         for p in (engine, daemon):
             p.terminate()
@@ -443,7 +455,8 @@ def run_row(row: Row, pkg_dir: Path, cfg: Path, seconds: float, tmp: Path, inter
             save: str = "", bundles: int = 0, precision: str = "fp32") -> dict[str, Any]:
     if row.kind == "scopecast":
         return run_scopecast(pkg_dir, cfg, row.daemon_cores, row.cores, row.threads, seconds, tmp,
-                             interval_ms, save, bundles, demand=row.demand, precision=precision, ipc=row.ipc)
+                             interval_ms, save, bundles, demand=row.demand, precision=precision, ipc=row.ipc,
+                             inline=row.inline)
     cmd = [sys.executable, __file__, "--child", row.kind, "--model", str(pkg_dir), "--precision", precision,
            "--cfg", str(cfg),
            "--threads", str(row.threads), "--seconds", str(seconds), "--save", save, "--bundles", str(bundles)]
@@ -561,7 +574,8 @@ def main() -> None:
         for a, b in (("sc-split", "inproc-1"), ("sc-shared", "inproc-2"), ("sc-shared-paced", "inproc-2"),
                      ("sc-split-demand", "inproc-1"), ("sc-shared-demand", "inproc-2"),
                      ("sc-shared-real", "inproc-2-real"), ("sc-shared-real-demand", "inproc-2-real"),
-                     ("sc-shared-demand-ipc", "inproc-2")):
+                     ("sc-shared-demand-ipc", "inproc-2"), ("sc-shared-demand-ipc-inline", "inproc-2"),
+                     ("sc-shared-demand-ipc", "sc-shared-demand-ipc-inline")):
             if (model.name, a) in out and (model.name, b) in out:
                 va, vb = out[(model.name, a)], out[(model.name, b)]
                 tr = [x["rate"] / y["rate"] for x, y in zip(va, vb, strict=True)]
@@ -570,7 +584,7 @@ def main() -> None:
                               f"latency {np.median(dl):+.0f} ms ({min(dl):+.0f} to {max(dl):+.0f})")
         for a, b in (("sc-split", "ort-1"), ("sc-shared", "ort-2"), ("sc-shared-paced", "ort-2"),
                      ("sc-split-demand", "ort-1"), ("sc-shared-demand", "ort-2"), ("sc-shared-default", "ort-2"),
-                     ("sc-shared-demand-ipc", "ort-2")):
+                     ("sc-shared-demand-ipc", "ort-2"), ("sc-shared-demand-ipc-inline", "ort-2")):
             if (model.name, a) in out and (model.name, b) in out:
                 eff = [x["rate"] / y["rate"] for x, y in zip(out[(model.name, a)], out[(model.name, b)], strict=True)]
                 ratios.append(f"efficiency {a} / {b}: {np.median(eff):.2f} ({min(eff):.2f}–{max(eff):.2f})")
