@@ -178,6 +178,8 @@ class SharedResultReader:
                                "the engine runs on another machine, or has stopped") from None
             try:
                 mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            except (OSError, ValueError) as e:  # e.g. an empty file: nothing an engine would have sent
+                raise ShmError(f"shm segment {name} cannot be mapped: {e}") from None
             finally:
                 os.close(fd)
             self._maps[name] = mm

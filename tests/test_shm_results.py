@@ -75,6 +75,7 @@ def test_a_larger_result_gets_a_new_segment_and_readers_follow(tmp_path):
 @pytest.mark.parametrize("ref, shape, says", [
     ({"segment": "../../etc/passwd", "offset": 0, "nbytes": 256}, [1, 8, 8], "not a scopecast result segment"),
     ({"segment": "scopecast-results-1-0", "offset": 0, "nbytes": 256}, [1, 8, 8], "cannot be opened here"),
+    ({"segment": "scopecast-results-1-1", "offset": 0, "nbytes": 256}, [1, 8, 8], "cannot be mapped"),
     (None, [1, 8, 8], "no 'shm' reference"),
     ("real", [1, 4096, 4096], "does not fit"),
     ("real-offset", [1, 8, 8], "does not fit"),
@@ -83,6 +84,7 @@ def test_a_larger_result_gets_a_new_segment_and_readers_follow(tmp_path):
 def test_a_bad_reference_is_refused_with_what_is_wrong(tmp_path, ref, shape, says):
     ring = SharedResultRing(directory=tmp_path)
     reader = SharedResultReader(tmp_path)
+    (tmp_path / "scopecast-results-1-1").write_bytes(b"")  # an empty file of a segment's name
     try:
         _, real = ring.reserve((1, 8, 8))
         ring.commit(real)
