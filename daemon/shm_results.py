@@ -234,15 +234,19 @@ def is_local(address: str) -> bool:
 
 
 class SharedResults:
-    """A result client's side of the choice: on a local ``address``, subscribe ``sock`` to ``shm`` and read
-    the pixels from the engine's ring, else to ``result``.
+    """A result client's side of the choice: on a local ``address``, take results from the engine's
+    shared-memory ring (``shm``) where the engine offers it, else inline (``result``).
 
+    ``sock`` is subscribed to both at first; the first ``shm`` message switches it to ``shm`` alone (the
+    engine then stops sending this client pixels inline), and until one comes — an engine that does not
+    offer shared memory, or one that has not yet taken in the subscription — results come inline as ever.
     :meth:`resolve` turns a decoded ``shm`` message into ``("result", header, pixels)`` (a copy the caller
-    owns; pass ``copy=False`` for a read-only view, valid until :meth:`SharedResultReader.valid` says
-    otherwise) and passes every other message through. It returns None for a result whose slot the engine
-    reused before it was read (counted in ``overwritten``) and for the message on which the segment proved
-    unreadable (an engine in another container or on another machine): from then on the socket takes
-    ``result`` inline (``fallback`` says why).
+    owns; ``copy=False``: a read-only view, valid until :meth:`SharedResultReader.valid` says otherwise),
+    drops the inline duplicates still queued at the switch, and passes every other message through. It
+    returns None for those duplicates, for a result whose slot the engine reused before it was read
+    (counted in ``overwritten``), and for the message on which the segment proved unreadable (an engine in
+    another container or on another machine): from then on the socket takes ``result`` alone
+    (``fallback`` says why). Off this machine it takes ``result`` alone from the start.
     """
 
     def __init__(self, sock: Any, address: str) -> None:
@@ -250,16 +254,26 @@ class SharedResults:
 
         self.sock = sock
         self.reader: SharedResultReader | None = SharedResultReader() if is_local(address) else None
+        self.shared = False  # results come by shared memory (the first `shm` message arrived)
         self.overwritten = 0
         self.fallback: str | None = None
-        sock.setsockopt(zmq.SUBSCRIBE, b"shm" if self.reader is not None else b"result")
+        sock.setsockopt(zmq.SUBSCRIBE, b"result")
+        if self.reader is not None:
+            sock.setsockopt(zmq.SUBSCRIBE, b"shm")
 
     def resolve(self, topic: str, header: dict[str, Any], data: Any,
                 copy: bool = True) -> tuple[str, dict[str, Any], Any] | None:
+        import zmq
+
+        if topic == "result" and self.shared:  # sent inline too before the engine saw the switch
+            return None
         if topic != "shm":
             return topic, header, data
         if self.reader is None:  # queued before the fallback
             return None
+        if not self.shared:
+            self.shared = True
+            self.sock.setsockopt(zmq.UNSUBSCRIBE, b"result")
         try:
             if copy:
                 pixels = self.reader.read(header)
@@ -267,9 +281,8 @@ class SharedResults:
                 pixels = self.reader.view(header)
                 pixels = pixels if self.reader.valid(header) else None
         except ShmError as e:
-            import zmq
-
             self.fallback = str(e)
+            self.shared = False
             self.sock.setsockopt(zmq.SUBSCRIBE, b"result")
             self.sock.setsockopt(zmq.UNSUBSCRIBE, b"shm")
             self.reader.close()

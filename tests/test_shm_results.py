@@ -15,6 +15,7 @@ from scopecast.daemon.inference.runtimes import open_runtime
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 from scopecast.daemon.shm_results import SharedResultReader, SharedResultRing, SharedResults, ShmError, is_local
 from scopecast.daemon.stream import StreamSubscriber, decode
+from scopecast.daemon.wire import dumps_strict
 from scopecast.models.synthetic import write_package
 
 from helpers import wait_subscribed, wait_until
@@ -190,7 +191,10 @@ def test_an_engine_serves_local_clients_by_shared_memory_and_others_inline(daemo
             assert hs["shm"]["segment"].startswith(f"scopecast-results-{os.getpid()}-") and "shm" not in hi
             assert {k: v for k, v in hs.items() if k != "shm"} == hi
             np.testing.assert_array_equal(ds, di)  # bit for bit the inline pixels
-        assert shared.results.overwritten == 0 and shared.results.fallback is None
+        assert shared.results.overwritten == 0 and shared.results.fallback is None and shared.results.shared
+        # switched: the engine sends pixels inline to the inline client alone
+        wait_until(lambda: engine.subscriptions.of("result") == 1 and engine.subscriptions.of("shm") == 1, 60,
+                   "the shared-memory client to drop its inline subscription")
         path = engine.shm.path
         assert path is not None and path.exists()
     finally:
@@ -229,3 +233,22 @@ def test_resolve_passes_other_topics_through(tmp_path):
         assert r.resolve("shm", {"shm": {}}, None) is None
     finally:
         sock.close(linger=0)
+
+
+def test_an_engine_that_offers_no_shared_memory_is_read_inline():
+    """A result publisher written from docs/protocol.md without the ``shm`` topic, on this machine: the
+    results still arrive, inline."""
+    pub = zmq.Context.instance().socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:*")
+    sub = StreamSubscriber(pub.getsockopt(zmq.LAST_ENDPOINT).decode(), ("result",))
+    try:
+        assert pub.poll(60_000) and pub.recv()[0] == 1  # a subscription has arrived
+        head = {"kind": "result", "bundle_id": 1, "shape": [1, 2, 2], "dtype": "float32"}
+        data = np.arange(4, dtype=np.float32).reshape(1, 2, 2)
+        got = wait_until(lambda: pub.send_multipart([b"result", dumps_strict(head), data]) or sub.recv(0.1), 60,
+                         "an inline result")
+        assert got[0] == "result" and got[1] == head and (got[2] == data).all() and not sub.results.shared
+    finally:
+        sub.close()
+        pub.close(linger=0)
