@@ -154,6 +154,24 @@ def test_worker_orders_channels_normalizes_and_reports(pkg):
         w.process(_frames(["A", "B"]))
 
 
+def test_a_bundle_normalized_beside_the_guards_gives_the_step_by_step_result(pkg, tmp_path):
+    """Several frames are normalized on the worker's second thread while the guards run: bundles one after
+    another (the one reused input buffer) give exactly what the steps one at a time give. Frames large
+    enough that normalizing takes longer than the guards (subsampled): an input read before it is ready
+    holds the bundle before's."""
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
+    for seed in range(3):
+        frames = _frames(["C", "A", "B"], shape=(1536, 1536), seed=seed)
+        r = w.process(frames)
+        y, _ = w.postprocess(w.infer(w.preprocess(w.order(frames))))
+        assert np.array_equal(r.data, y), seed
+    assert w._beside is not None  # the second thread did the normalizing
+    single = load_package(write_package(tmp_path, ["A"], ["x"]))
+    one = InferenceWorker(single, open_runtime(single, "ort-cpu"))
+    one.process(_frames(["A"]))
+    assert one._beside is None  # one frame: normalized in line
+
+
 def test_nan_output_is_an_error(tmp_path):
     p = load_package(write_package(tmp_path, ["A"], ["x"], nan_output=True))
     w = InferenceWorker(p, open_runtime(p, "ort-cpu"))

@@ -182,7 +182,7 @@ class LatencyStats:
             "transport": ms("t_frame_published_ns", "t_received_ns"),
             "queue": ms("t_received_ns", "t_dequeued_ns"),
             "guards": ms("t_dequeued_ns", "t_checked_ns"),  # the input guards
-            "preprocess": ms("t_checked_ns", "t_preprocessed_ns"),  # normalization
+            "preprocess": ms("t_checked_ns", "t_preprocessed_ns"),  # what normalizing has left after the guards
             "infer": ms("t_preprocessed_ns", "t_inferred_ns"),
             "postprocess": ms("t_inferred_ns", "t_postprocessed_ns"),
             "result_publish": ms("t_postprocessed_ns", "t_published_ns"),

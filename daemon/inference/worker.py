@@ -4,7 +4,9 @@ The input guards (:mod:`.guards`) check the bundle first; a bundle that
 fails a hard check (saturated, empty, flat, under-exposed) is not inferred:
 its result carries a blank image at the output's background level.
 Otherwise ``preprocess`` stacks the bundle's frames in the model's channel
-order and normalizes them as the package says; ``infer`` runs the runtime
+order and normalizes them as the package says (a bundle of several frames
+on a second thread, while the guards check it: the stage ``preprocess`` is
+then what is left of it once they are done); ``infer`` runs the runtime
 over tiles; ``postprocess`` maps the output to physical units, refuses
 non-finite values and clips to the package's physical range. Every result
 header carries the ``trust`` verdict. Each step is timed for the latency
@@ -46,6 +48,7 @@ input:`` reason.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +121,7 @@ class InferenceWorker:
         self.guard = InputGuard.from_manifest(self.m)
         self.output_guard = OutputGuard(self.m)
         self._input: np.ndarray | None = None  # reused input buffer
+        self._beside: ThreadPoolExecutor | None = None  # the worker's second thread (:meth:`_normalize_beside`)
         val = self.m.validated.uncertainty if self.m.validated is not None else None
         default_tta = 2
         self.check_uncertainty = UncertaintyCheck(val, uncertainty_budget, uncertainty_morphology, default_tta)
@@ -129,6 +133,19 @@ class InferenceWorker:
                                                   self.m.camera, self.m.scale_factor, len(self.m.inputs),
                                                   len(self.m.outputs), uncertainty_morphology,
                                                   CONSISTENCY_SHARE * uncertainty_budget)
+
+    def _normalize_beside(self, ordered: list[StreamFrame]) -> Future[np.ndarray] | None:
+        """Start :meth:`preprocess` on the worker's second thread, to run while the guards check the bundle,
+        on the core the model's threads leave idle between passes (numpy releases the GIL in its loops); one
+        thread, so bundles are normalized in order into the one reused buffer. Bundles of several frames only
+        (None for one frame: it normalizes in ~0.2 ms at 512², less than the guards lose to the second thread,
+        measured in a paced super-resolution live cycle: guards +0.3 ms, normalization −0.1 ms; six frames
+        of virtual staining: guards and normalization 3.0 → 2.3 ms)."""
+        if len(ordered) < 2:
+            return None
+        if self._beside is None:
+            self._beside = ThreadPoolExecutor(1, thread_name_prefix=f"worker-{self.worker_id}-normalize")
+        return self._beside.submit(self.preprocess, ordered)
 
     def warm_up(self, shape: tuple[int, int]) -> float:
         """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms."""
@@ -247,11 +264,14 @@ class InferenceWorker:
         t_deq = t_dequeued_ns or now_ns()
         dest: np.ndarray | None = None
         ordered = self.order(frames)
+        pending = self._normalize_beside(ordered)
         verdict = self.check(ordered)
         t_chk = now_ns()
         std = unc = None
         h0 = max(ordered, key=lambda f: _ns(f.header.get("t_acquired_ns"))).header
         if verdict.withhold:  # nothing the model could honestly answer: a blank result saying why
+            if pending is not None:
+                pending.result()
             h, w = ordered[0].data.shape
             sf = self.m.scale_factor
             y = self.output_guard.blank((len(self.m.outputs), h * sf, w * sf))
@@ -265,7 +285,7 @@ class InferenceWorker:
                 std = np.zeros_like(y)
             self.check_uncertainty.due(h0, (h, w), inferred=False)
         else:
-            x = self.preprocess(ordered)
+            x = pending.result() if pending is not None else self.preprocess(ordered)
             t_pre = now_ns()
             y = self.infer(x)
             t_model = now_ns()
