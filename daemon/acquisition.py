@@ -27,7 +27,7 @@ from typing import Any
 import useq
 
 from .backend import ChannelInfo, MicroscopeBackend
-from .frames import Frame, FrameHeader, now_ns
+from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan
 from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec

@@ -38,7 +38,7 @@ def tiny_dataset(tmp_path_factory):
     d = Daemon(load_mmcore_backend(small_cfg(tmp, 64)), tmp / "rec", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
     try:
         vs = gather(d.control_address, "virtual-staining", tmp / "vs", n_train=3, n_val=2, seed=1)
-        sr = gather(d.control_address, "super-resolution", tmp / "sr", n_train=3, n_val=2, seed=2)
+        gather(d.control_address, "super-resolution", tmp / "sr", n_train=3, n_val=2, seed=2)
     finally:
         d.close()
     return tmp / "vs", tmp / "sr", vs

@@ -126,7 +126,7 @@ def test_colony_fires_confirms_and_replay_reproduces_the_log(daemon, client, tmp
             client.request("load_triggers", config=cfg, sources={})
         client.request("load_triggers", config=cfg, sources={"virtual-staining": engine.results_address})
         wait_subscribed(engine, "result", 2)  # the trigger runner has joined the result stream
-        live = client.request("start_live", channels=CYCLE, record=True, interval_ms=300)
+        client.request("start_live", channels=CYCLE, record=True, interval_ms=300)
 
         def results_at(x, n, timeout=60):
             """Wait for ``n`` results acquired at stage x. Results lag acquisition, and the first
