@@ -13,8 +13,10 @@ carries ``seq``. A reader that has used a slot checks that the stamp still equal
 (:meth:`SharedResultReader.valid`): a slot reused for a newer result while the reader was on it — a
 reader more than ``slots - 1`` results behind — fails the check and the reader drops that result.
 
-A segment is named ``scopecast-results-<pid>-<n>`` (``n`` counts the segments of one engine: a larger
-result needs a larger segment) and is created by the engine's user alone (mode 0600). The engine unlinks
+A segment is named ``scopecast-results-<pid>-<n>`` (``n`` counts the segments of the engine's process: a
+process may run several engines, as the demo does, and a larger result needs a larger segment; a name
+already taken, say by a file a crashed process left under a pid now reused, is skipped) and is created by
+the engine's user alone (mode 0600). The engine unlinks
 its segments on close and, at start, those of engines that are no longer running. A reader opens only
 names of that form, inside the shared-memory directory, read-only, and only what the file holds.
 """
@@ -22,6 +24,7 @@ names of that form, inside the shared-memory directory, read-only, and only what
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import os
 import re
@@ -43,6 +46,7 @@ SLOT_HEADER = 64
 #: stains). Memory of a tmpfs file, taken as the slots are first written.
 RING_BYTES = 64 << 20
 _NAME = re.compile(r"^scopecast-results-(\d{1,10})-(\d{1,10})$")
+_SEGMENTS = itertools.count()  # ``n`` of the segment names: one count for every ring of the process
 
 
 class ShmError(ValueError):
@@ -80,7 +84,6 @@ class SharedResultRing:
         self.min_slots = self.slots = min_slots
         self.directory = directory or shm_directory()
         self._lock = threading.Lock()
-        self._generation = 0
         self._seq = 0
         self._next = 0
         self._capacity = 0
@@ -103,10 +106,17 @@ class SharedResultRing:
         self._capacity = -(-nbytes // SLOT_HEADER) * SLOT_HEADER
         self.slots = max(self.min_slots, min(64, RING_BYTES // (SLOT_HEADER + self._capacity)))
         self._next = 0
-        self.name = f"scopecast-results-{os.getpid()}-{self._generation}"
-        self._generation += 1
-        self.path = self.directory / self.name
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        for _ in range(1000):
+            name = f"scopecast-results-{os.getpid()}-{next(_SEGMENTS)}"
+            try:
+                fd = os.open(self.directory / name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                break
+            except FileExistsError:  # not ours: never write into it, never unlink it
+                continue
+        else:
+            raise ShmError(f"no free shared-memory segment name in {self.directory}: 1000 names of process "
+                           f"{os.getpid()} already taken")
+        self.name, self.path = name, self.directory / name
         try:
             os.ftruncate(fd, self.slots * (SLOT_HEADER + self._capacity))
             self._mm = mmap.mmap(fd, self.slots * (SLOT_HEADER + self._capacity))

@@ -123,6 +123,7 @@ def test_main_job_runs_headless_with_the_shipped_models(tmp_path):
     out = r.stdout
     assert "engine virtual-staining" in out and "engine super-resolution" in out
     assert "exposure->result p50" in out
+    assert "engine:error" not in out, out[-3000:]  # every bundle the engines took gave a result
     # every model's output is reported with its trust verdict, and on the demo's cells, each input at an
     # exposure its model was trained on, that verdict is "trusted" (the demo once ran the super-resolution
     # input at 100 ms against its 5-25 ms training fields: untrusted on every result)

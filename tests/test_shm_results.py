@@ -115,6 +115,35 @@ def test_segments_of_engines_no_longer_running_are_removed_at_start(tmp_path):
     assert not stale.exists() and alive.exists() and other.exists()
 
 
+def test_engines_of_one_process_get_segments_of_their_own(tmp_path):
+    """The demo runs its engines in one process: each ring takes its own name (they once both took
+    ``<pid>-0``, and the second engine's results failed), and a name already taken, such as a file a dead
+    process left under a pid now reused, is skipped and left alone."""
+    a, b = SharedResultRing(directory=tmp_path), SharedResultRing(directory=tmp_path)
+    reader = SharedResultReader(tmp_path)
+    try:
+        da, ra = a.reserve((1, 8, 8))
+        db, rb = b.reserve((1, 8, 8))
+        assert ra["segment"] != rb["segment"]
+        da[...], db[...] = 1.0, 2.0
+        a.commit(ra), b.commit(rb)
+        assert (reader.read({"shape": [1, 8, 8], "shm": ra}) == 1.0).all()
+        assert (reader.read({"shm": rb, "shape": [1, 8, 8]}) == 2.0).all()
+        n = int(rb["segment"].rsplit("-", 1)[1])
+        taken = [tmp_path / f"scopecast-results-{os.getpid()}-{n + i}" for i in (1, 2)]
+        for p in taken:
+            p.write_bytes(b"not a ring")
+        c = SharedResultRing(directory=tmp_path)
+        _, rc = c.reserve((1, 8, 8))
+        assert rc["segment"] == f"scopecast-results-{os.getpid()}-{n + 3}"
+        c.close()
+        assert all(p.read_bytes() == b"not a ring" for p in taken)
+    finally:
+        reader.close()
+        a.close()
+        b.close()
+
+
 def test_which_addresses_are_local():
     assert is_local("ipc:///run/scopecast/results") and is_local("tcp://127.0.0.1:5557")
     assert is_local("tcp://localhost:5557") and is_local("tcp://[::1]:5557")
