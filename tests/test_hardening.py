@@ -53,6 +53,28 @@ def test_stop_takes_effect_within_one_frame(client):
     assert stopped["frames"] <= stopped["frames_at_stop"] + 1, stopped
 
 
+def test_frames_an_engine_lost_at_the_end_of_a_run_are_counted(daemon, client, tmp_path):
+    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    # subscribed but not started: nothing reads, so its queue at the socket fills and the run's last frames
+    # are lost; no later frame shows a gap, only the daemon's next stats message says they were sent
+    engine = InferenceEngine(pkg, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=None)
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("start_live", channels=CYCLE, max_cycles=150)
+        wait_until(lambda: client.request("status")["state"] == "idle", 120, "the live job to end")
+        published = client.request("status")["stream"]["frames_published"]
+        engine.start()
+
+        def accounted():
+            s = engine.status()
+            return s["frames_received"] + s["dropped"].get("transport:lost", 0) == published and s
+
+        s = wait_until(accounted, 60, "every frame received or counted lost")
+        assert 0 < s["frames_received"] < published, s
+    finally:
+        engine.close()
+
+
 def test_a_stalled_subscriber_loses_only_its_own_frames(daemon, client, tmp_path):
     pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="tiny", width=4, layers=2, tile=128)
     engine = InferenceEngine(pkg, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=None).start()

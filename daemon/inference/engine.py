@@ -9,8 +9,8 @@
 Policy ``live`` keeps only the newest complete bundle waiting: a bundle that
 is replaced before a worker takes it is dropped and counted
 (``engine:superseded``). Policy ``all`` queues every bundle; when the queue is
-full the receiver waits, so the socket's high-water mark pushes back and the
-daemon counts the drop at its end (``publish:subscriber_slow``).
+full the receiver waits, so this engine's queue at the daemon's socket fills
+and the frames the socket then drops are counted here (``transport:lost``).
 
 Every drop and error is counted by ``stage:reason`` and sent in ``stats``
 messages once a second; errors (a bundle the model cannot use, NaN output, a
@@ -18,7 +18,8 @@ model that fails to load) are also sent as ``error`` messages. The engine keeps
 serving after any of them. The receive path cannot die: a malformed message
 (``receive:undecodable``, ``receive:bad_header``, ``receive:size_mismatch``),
 a frame of a channel the model does not use (``engine:unused_channel``) or
-frames lost on the way (``transport:lost``, from gaps in ``stream_seq``) are
+frames lost on the way (``transport:lost``: gaps in ``stream_seq``, and frames the
+daemon's next ``stats`` message says it sent after the last one received) are
 counted and the stream goes on.
 
 ``load_model`` reads only packages inside the directories the operator allowed
@@ -322,6 +323,7 @@ class InferenceEngine:
         self.sub.setsockopt(zmq.RCVHWM, 64)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"stats")  # the daemon's count of frames sent: losses at the end
         connect_socket(self.sub, stream_address)
         self.control: ControlServer | None = None
         if control_address:
@@ -415,7 +417,10 @@ class InferenceEngine:
     def _receive_one(self, parts: list[zmq.Frame]) -> None:
         t_rx = now_ns()
         try:
-            _, header, data = decode(parts)
+            topic, header, data = decode(parts)
+            if topic == "stats":
+                self._count_lost_before(header.get("frames_published"))
+                return
             _check_frame_header(header, data)
         except BadMessage as e:
             self.drops.add(f"receive:{e.reason}")
@@ -439,6 +444,15 @@ class InferenceEngine:
         last, self._last_stream_seq = self._last_stream_seq, stream_seq
         if last is not None and stream_seq > last + 1:
             self.drops.add("transport:lost", stream_seq - last - 1)
+
+    def _count_lost_before(self, frames_published: Any) -> None:
+        """The daemon's ``stats``: it had sent ``frames_published`` frames before this message, so every one
+        after the last received is lost (a gap alone shows a loss only once a later frame arrives). Nothing
+        is counted before this engine has received a frame (it joined the stream then)."""
+        last = self._last_stream_seq
+        if isinstance(frames_published, int) and last is not None and frames_published - 1 > last:
+            self.drops.add("transport:lost", frames_published - 1 - last)
+            self._last_stream_seq = frames_published - 1
 
     def _work(self, index: int) -> None:
         while not self._stop.is_set():
