@@ -37,7 +37,7 @@ from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
-from .triggers import load_trigger_config
+from .triggers import TriggerConfigError, check_hardware, check_sources, load_trigger_config
 
 __all__ = ["MAX_WAIT_S", "Daemon"]
 
@@ -321,18 +321,24 @@ class Daemon:
 
     def load_triggers(self, config: dict | str, sources: dict[str, str]) -> dict:
         """Start smart acquisition: ``config`` (a dict, or a .yaml/.json path) and the
-        result stream address of each model it measures (``{"virtual-staining": "tcp://…"}``)."""
+        result stream address of each model it measures (``{"virtual-staining": "tcp://…"}``).
+
+        A configuration whose actions could only fail when they fire is refused here (``ValueError`` naming
+        the trigger, field and value): out-of-bounds fields, repeated names, channels the microscope lacks,
+        exposures outside the camera's range, models without a result stream. A refused load leaves the
+        triggers already loaded as they were."""
         try:
             cfg = load_trigger_config(config, allowed_dirs=self.trigger_dirs)
-        except ValidationError as e:
-            raise ValueError("invalid trigger config: " + "; ".join(
-                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+        except TriggerConfigError as e:
+            raise ValueError(f"invalid trigger config: {e}") from None
         for t in cfg.triggers:
             if t.python is not None and t.python not in self.trigger_modules:
                 raise PermissionError(
                     f"trigger {t.name!r}: Python trigger {t.python!r} is not allowed; the operator allows "
                     f"{sorted(self.trigger_modules) or 'none'} (scopecast daemon --allow-trigger {t.python})"
                 )
+        check_sources(cfg, sources)
+        check_hardware(cfg, self.backend)
         self.unload_triggers()
         self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir)
         return self.trigger_runner.status()

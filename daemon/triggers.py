@@ -18,6 +18,17 @@ nor feed a ``change`` measurement — unless the trigger opts in with
 trigger — the first refused result after a trusted one (or the first result of
 the session) — not one per result, so a blank slide does not flood the log.
 
+Suppressions are logged the same way: a ``suppressed`` line when a trigger's suppression reason
+changes (cooldown, rate limit, light budget, or the budget's position), then only counted while
+the same reason repeats; the stretch's count is written on one more ``suppressed`` line (its
+``repeats``) when another line of the trigger follows, and every :data:`SUPPRESSION_SUMMARY_S`
+of acquisition time while it lasts. A spent light budget therefore does not flood the log.
+
+Loading: the specs bound what is physical or structural (ROI, tile grid, Z planes, ring buffer,
+windows; the limits are in the field descriptions); :func:`check_hardware` checks a configuration
+against the microscope (channels, exposures) and :func:`check_sources` its result streams, so the
+daemon refuses at ``load_triggers`` what could only fail when a trigger fires.
+
 :class:`Decider` is pure and deterministic: its decisions depend only on the
 sequence of results (values and acquisition timestamps), so :func:`replay` over
 a recording and its offline results reproduces the live decision log (a light-budget
@@ -30,20 +41,36 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy import ndimage
 
 from .dose import DoseBudget
 
 __all__ = [
-    "ActionSpec", "Decider", "Decision", "MeasurementSpec", "SafetySpec", "Trigger", "TriggerConfig",
-    "TriggerSpec", "load_trigger_config", "replay", "trust_refusal",
+    "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM",
+    "SUPPRESSION_SUMMARY_S", "ActionSpec", "Decider", "Decision", "MeasurementSpec", "SafetySpec", "Trigger",
+    "TriggerConfig", "TriggerConfigError", "TriggerSpec", "check_hardware", "check_sources", "load_trigger_config",
+    "replay", "trust_refusal",
 ]
+
+#: Most rows, and most columns, of a ``tile_scan`` action (at most 100 × 100 = 10,000 fields).
+MAX_TILES_PER_AXIS = 100
+#: Most planes of a ``z_stack`` action (``round(z_range_um / z_step_um) + 1``).
+MAX_Z_PLANES = 1000
+#: Largest ``z_range_um`` of a ``z_stack`` action (µm): beyond any objective's working distance.
+MAX_Z_RANGE_UM = 2000.0
+#: Longest ``before_s`` / ``after_s`` of a ``save_window`` action (s); ``after_s`` holds the action thread.
+MAX_WINDOW_S = 600.0
+#: Longest ``ring_buffer_s`` (s); the ring is also capped in bytes (trigger_actions.FrameRing).
+MAX_RING_BUFFER_S = 600.0
+#: While one suppression reason repeats, its count is logged at least this often (s of acquisition time).
+SUPPRESSION_SUMMARY_S = 60.0
 
 
 # ----------------------------------------------------------------------- config
@@ -55,8 +82,18 @@ class MeasurementSpec(BaseModel):
     kind: Literal["area_fraction", "count", "max", "mean", "change"]
     channel: str
     threshold: float = Field(default=0.0, description="pixel threshold (output units) for area_fraction/count")
-    roi: tuple[int, int, int, int] | None = Field(default=None, description="y0, x0, y1, x1 in output pixels")
+    roi: tuple[int, int, int, int] | None = Field(
+        default=None, description="y0, x0, y1, x1 in output pixels: 0 <= y0 < y1 and 0 <= x0 < x1")
     min_pixels: int = Field(default=10, ge=1, description="smallest object counted by 'count'")
+
+    @model_validator(mode="after")
+    def _check_roi(self) -> MeasurementSpec:
+        if self.roi is not None:
+            y0, x0, y1, x1 = self.roi
+            if min(y0, x0) < 0 or y1 <= y0 or x1 <= x0:
+                raise ValueError(f"roi {list(self.roi)} must be y0, x0, y1, x1 with 0 <= y0 < y1 and 0 <= x0 < x1 "
+                                 "(a region of positive size, in output pixels)")
+        return self
 
 
 class ConditionSpec(BaseModel):
@@ -84,14 +121,31 @@ class ActionSpec(BaseModel):
     power: float = Field(default=1.0, ge=0, le=1, description="excitation power fraction (dose accounting)")
     interval_ms: float | None = Field(default=None, ge=0)
     live_channels: list[str] | None = None
-    before_s: float = Field(default=2.0, ge=0)
-    after_s: float = Field(default=2.0, ge=0)
-    z_range_um: float = Field(default=6.0, gt=0)
+    before_s: float = Field(default=2.0, ge=0, le=MAX_WINDOW_S, description=f"at most {MAX_WINDOW_S:g} s")
+    after_s: float = Field(default=2.0, ge=0, le=MAX_WINDOW_S, description=f"at most {MAX_WINDOW_S:g} s")
+    z_range_um: float = Field(default=6.0, gt=0, le=MAX_Z_RANGE_UM, description=(
+        f"at most {MAX_Z_RANGE_UM:g} µm, and at most {MAX_Z_PLANES} planes (z_range_um / z_step_um + 1)"))
     z_step_um: float = Field(default=2.0, gt=0)
-    rows: int = Field(default=2, ge=1)
-    columns: int = Field(default=2, ge=1)
+    rows: int = Field(default=2, ge=1, le=MAX_TILES_PER_AXIS, description=f"at most {MAX_TILES_PER_AXIS}")
+    columns: int = Field(default=2, ge=1, le=MAX_TILES_PER_AXIS, description=f"at most {MAX_TILES_PER_AXIS}")
     threshold: float | None = Field(default=None, description="center_object: object threshold (default: the measurement's)")
     message: str = ""
+
+    @model_validator(mode="after")
+    def _check_planes(self) -> ActionSpec:
+        if self.kind == "z_stack" and self.z_planes() > MAX_Z_PLANES:
+            raise ValueError(f"z_range_um {self.z_range_um:g} / z_step_um {self.z_step_um:g} makes "
+                             f"{self.z_planes():.6g} planes; at most {MAX_Z_PLANES}")
+        return self
+
+    def z_planes(self) -> float:
+        """Planes of a ``z_stack`` (a float: a huge ratio is reported, not turned into a huge int)."""
+        ratio = self.z_range_um / self.z_step_um
+        return float(round(ratio)) + 1 if ratio < 1e15 else float("inf")
+
+    def uses_channels(self) -> bool:
+        """Whether the action takes frames (``channels``, ``exposure_ms`` and ``power`` apply)."""
+        return self.kind in ("confirm_fluorescence", "z_stack", "tile_scan")
 
     def planned_dose(self) -> float:
         """Excitation dose (exposure ms × power) this action will deliver, for the budgets."""
@@ -99,7 +153,7 @@ class ActionSpec(BaseModel):
         if self.kind == "confirm_fluorescence":
             return per_frame
         if self.kind == "z_stack":
-            return per_frame * (int(round(self.z_range_um / self.z_step_um)) + 1)
+            return per_frame * self.z_planes()
         if self.kind == "tile_scan":
             return per_frame * self.rows * self.columns
         return 0.0
@@ -139,26 +193,62 @@ class TriggerConfig(BaseModel):
 
     triggers: list[TriggerSpec]
     safety: SafetySpec = Field(default_factory=SafetySpec)
-    ring_buffer_s: float = Field(default=10.0, ge=0, description="frames kept for save_window")
+    ring_buffer_s: float = Field(default=10.0, ge=0, le=MAX_RING_BUFFER_S, description=(
+        f"frames kept for save_window and confirmation pairs, at most {MAX_RING_BUFFER_S:g} s"))
     lockstep: bool = Field(default=False, description=(
         "live waits after each cycle until its bundle is decided on (and a firing's first action holds the "
         "microscope): the loop as in-process, no bundle queued behind the model, no live frame in the action's "
         "way; the frame rate drops to one cycle per (cycle + model)"))
     lockstep_timeout_s: float = Field(default=2.0, gt=0, description="lockstep: go on without a decision after this")
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> TriggerConfig:
+        """Names identify triggers (state, log, recordings): a repeated one would silently replace another."""
+        repeated = [n for n, k in Counter(t.name for t in self.triggers).items() if k > 1]
+        if repeated:
+            where = {n: [i for i, t in enumerate(self.triggers) if t.name == n] for n in repeated}
+            raise ValueError("trigger names must be unique: " + "; ".join(
+                f"{n!r} is the name of triggers {', '.join(f'[{i}]' for i in where[n])}" for n in repeated))
+        return self
+
 
 #: Largest trigger configuration file read (bytes).
 MAX_CONFIG_BYTES = 1 << 20
 
 
+class TriggerConfigError(ValueError):
+    """A trigger configuration that does not validate; the message names each trigger, field and value."""
+
+
+def _config_error(e: ValidationError, data: Any) -> TriggerConfigError:
+    """``e`` as one message: ``trigger 'name' (triggers[i]) actions[j].rows = 1000000: <problem>`` per error."""
+    problems = []
+    for err in e.errors():
+        loc = list(err["loc"])
+        head = ""
+        if len(loc) >= 2 and loc[0] == "triggers" and isinstance(loc[1], int):
+            raw = data.get("triggers") if isinstance(data, dict) else None
+            name = raw[loc[1]].get("name") if isinstance(raw, list) and isinstance(raw[loc[1]], dict) else None
+            head = f"trigger {name!r} (triggers[{loc[1]}])" if name is not None else f"triggers[{loc[1]}]"
+            loc = loc[2:]
+        path = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
+        where = " ".join(x for x in (head, path) if x)
+        value = err.get("input")
+        shown = f" = {value!r}" if path and isinstance(value, int | float | str | list | tuple | None) else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}{shown}: {msg}" if where else msg)
+    return TriggerConfigError("; ".join(problems))
+
+
 def load_trigger_config(source: str | Path | dict, allowed_dirs: list[Path] | None = None) -> TriggerConfig:
-    """From a dict, or a .yaml/.yml/.json file; errors name the offending field.
+    """From a dict, or a .yaml/.yml/.json file. A configuration that does not validate raises
+    :class:`TriggerConfigError` (a ``ValueError``) naming each trigger, field and value.
 
     With ``allowed_dirs`` (a client's request), a path must be a regular file of
     at most :data:`MAX_CONFIG_BYTES` inside one of them.
     """
     if isinstance(source, dict):
-        return TriggerConfig.model_validate(source)
+        return _validate_config(source)
     path = Path(source)
     if allowed_dirs is not None:
         from .confine import confined
@@ -173,7 +263,57 @@ def load_trigger_config(source: str | Path | dict, allowed_dirs: list[Path] | No
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)
-    return TriggerConfig.model_validate(data)
+    return _validate_config(data)
+
+
+def _validate_config(data: Any) -> TriggerConfig:
+    try:
+        return TriggerConfig.model_validate(data)
+    except ValidationError as e:
+        raise _config_error(e, data) from None
+
+
+class Hardware(Protocol):
+    """What :func:`check_hardware` asks of the microscope (a :class:`~scopecast.daemon.backend.MicroscopeBackend`)."""
+
+    def channels(self) -> dict[str, Any]: ...
+    def check_exposure_ms(self, value: float, detector: str | None = None) -> None: ...
+
+
+def check_hardware(config: TriggerConfig, hardware: Hardware) -> None:
+    """Raise ``ValueError`` naming the trigger, field and value unless every action can run on ``hardware``:
+    its ``channels`` and ``live_channels`` are channel presets of the microscope, and the ``exposure_ms`` of an
+    action that takes frames is within the camera's range (actions take frames on the main camera).
+
+    The focus travel is not part of the backend interface: a ``z_stack`` is bounded statically
+    (:data:`MAX_Z_RANGE_UM`, :data:`MAX_Z_PLANES`), and a move beyond the travel is refused when it runs."""
+    known = hardware.channels()
+    for t in config.triggers:
+        for i, a in enumerate(t.actions):
+            where = f"trigger {t.name!r} actions[{i}] ({a.kind})"
+            fields = {"channels": a.channels if a.uses_channels() else [], "live_channels": a.live_channels or []}
+            for name, channels in fields.items():
+                unknown = [c for c in channels if c not in known]
+                if unknown:
+                    raise ValueError(f"{where} {name} = {channels}: unknown channel(s) {unknown}; the microscope has "
+                                     f"{sorted(known)}")
+            if a.uses_channels():
+                try:
+                    hardware.check_exposure_ms(a.exposure_ms)
+                except ValueError as e:
+                    raise ValueError(f"{where} exposure_ms = {a.exposure_ms:g}: {e}") from None
+
+
+def check_sources(config: TriggerConfig, sources: dict[str, str]) -> None:
+    """Raise ``ValueError`` unless every trigger's model has a result stream in ``sources`` (model -> ZeroMQ
+    address) and each address is one."""
+    missing = {t.model for t in config.triggers} - set(sources)
+    if missing:
+        raise ValueError(f"no result stream given for model(s) {sorted(missing)}; sources: {sorted(sources)}")
+    for model, address in sources.items():
+        if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"sources[{model!r}] = {address!r}: not a ZeroMQ address "
+                             "(expected e.g. tcp://127.0.0.1:5557)")
 
 
 # ---------------------------------------------------------------- measurements
@@ -255,13 +395,19 @@ class Decision:
     actions: list[str] = field(default_factory=list)
     outcome: dict[str, Any] = field(default_factory=dict)  # filled when actions ran (live only)
     trust_reasons: list[str] = field(default_factory=list)  # 'untrusted' lines only
+    # 'suppressed' lines that close or summarise a stretch of one reason: the suppressed results (this one
+    # included) since the stretch's previous line, which were counted but not logged; 0: not such a line
+    repeats: int = 0
 
     def key(self) -> dict[str, Any]:
-        """What replay must reproduce: everything but the live outcome (``trust_reasons`` only when set)."""
+        """What replay must reproduce: everything but the live outcome (``trust_reasons`` and ``repeats`` only
+        when set)."""
         d = asdict(self)
         d.pop("outcome")
         if not self.trust_reasons:
             d.pop("trust_reasons")
+        if not self.repeats:
+            d.pop("repeats")
         d["measurement"] = None if self.measurement is None else round(self.measurement, 9)
         return d
 
@@ -273,6 +419,17 @@ class _State:
     disabled: str | None = None
     untrusted: bool = False  # the last result of this trigger's model was refused as untrusted
     untrusted_refusals: int = 0  # results not measured because untrusted
+    suppressed: int = 0  # results suppressed (cooldown, rate limit, light budget), logged or not
+    stretch: tuple[str, tuple[int, int]] | None = None  # (reason kind, budget cell) of the logged suppression
+    stretch_logged_ns: int = 0  # acquisition time of the stretch's last line
+    unlogged: Decision | None = None  # the stretch's latest suppression not logged yet
+    unlogged_count: int = 0  # suppressions of the stretch since its last line
+
+
+def _reason_kind(reason: str) -> str:
+    """What makes a suppression reason new: its kind (``cooldown``, ``rate limit``, ``light budget at this
+    position`` …), not the figures in it (the seconds of a cooldown change with every result)."""
+    return reason.split(":", 1)[0]
 
 
 def trust_refusal(header: dict[str, Any]) -> list[str] | None:
@@ -341,7 +498,7 @@ class Decider:
                     st.untrusted = True
                     d = decision("untrusted", "not measured: " + "; ".join(refusal_reasons), None)
                     d.trust_reasons = list(refusal_reasons)
-                    out.append(d)
+                    self._emit(out, st, d)
                 continue
             st.untrusted = False
             try:
@@ -350,27 +507,57 @@ class Decider:
                     raise ValueError(f"measurement is {value}")
             except Exception as e:  # noqa: BLE001 - a failing trigger is disabled, acquisition goes on
                 st.disabled = f"{type(e).__name__}: {e}"
-                out.append(decision("disabled", f"trigger disabled: {st.disabled}", None))
+                self._emit(out, st, decision("disabled", f"trigger disabled: {st.disabled}", None))
                 continue
             if not st.armed:
                 if value < rearm:
                     st.armed = True
-                    out.append(decision("rearm", f"{value:.4g} < {rearm:.4g}", value))
+                    self._emit(out, st, decision("rearm", f"{value:.4g} < {rearm:.4g}", value))
                 continue
             if value < cond.above:
                 continue
             if st.last_fire_ns is not None and t_ns - st.last_fire_ns < spec.cooldown_s * 1e9:
-                out.append(decision("suppressed", f"cooldown: {(t_ns - st.last_fire_ns) / 1e9:.2f} s of "
-                                    f"{spec.cooldown_s:g} s", value))
+                self._suppress(out, st, decision("suppressed", f"cooldown: {(t_ns - st.last_fire_ns) / 1e9:.2f} s "
+                                                 f"of {spec.cooldown_s:g} s", value))
                 continue
             refusal = self._admit(spec, header, t_ns)
             if refusal:
-                out.append(decision("suppressed", refusal, value))
+                self._suppress(out, st, decision("suppressed", refusal, value))
                 continue
             st.armed = False
             st.last_fire_ns = t_ns
-            out.append(decision("fire", f"{value:.4g} >= {cond.above:.4g}", value, [a.kind for a in spec.actions]))
+            self._emit(out, st, decision("fire", f"{value:.4g} >= {cond.above:.4g}", value,
+                                         [a.kind for a in spec.actions]))
         return out
+
+    @staticmethod
+    def _close_stretch(out: list[Decision], st: _State) -> None:
+        """Log the count of a stretch of one suppression reason, on its latest suppression, if any is unlogged."""
+        if st.unlogged is not None:
+            st.unlogged.repeats = st.unlogged_count
+            out.append(st.unlogged)
+        st.stretch, st.unlogged, st.unlogged_count = None, None, 0
+
+    def _emit(self, out: list[Decision], st: _State, d: Decision) -> None:
+        """Log a line other than a suppression: it ends the trigger's stretch of suppressions (its count first)."""
+        self._close_stretch(out, st)
+        out.append(d)
+
+    def _suppress(self, out: list[Decision], st: _State, d: Decision) -> None:
+        """Log a suppression when its reason (kind, and budget cell) differs from the stretch's; else count it,
+        writing the count every :data:`SUPPRESSION_SUMMARY_S` of acquisition time."""
+        st.suppressed += 1
+        g = self.budget.grid_um
+        key = (_reason_kind(d.reason), (int(round(d.position_um[0] / g)), int(round(d.position_um[1] / g))))
+        if st.stretch == key:
+            st.unlogged, st.unlogged_count = d, st.unlogged_count + 1
+            if d.t_ns - st.stretch_logged_ns >= SUPPRESSION_SUMMARY_S * 1e9:
+                self._close_stretch(out, st)
+                st.stretch, st.stretch_logged_ns = key, d.t_ns
+            return
+        self._close_stretch(out, st)
+        out.append(d)
+        st.stretch, st.stretch_logged_ns = key, d.t_ns
 
     def _admit(self, spec: TriggerSpec, header: dict[str, Any], t_ns: int) -> str:
         """The rate limit and the light budget; ``""`` when the firing may go ahead, its planned dose charged
@@ -392,7 +579,8 @@ class Decider:
     def status(self) -> dict[str, Any]:
         return {
             "triggers": {n: {"armed": s.armed, "disabled": s.disabled, "last_fire_ns": s.last_fire_ns,
-                             "untrusted": s.untrusted, "untrusted_refusals": s.untrusted_refusals}
+                             "untrusted": s.untrusted, "untrusted_refusals": s.untrusted_refusals,
+                             "suppressed": s.suppressed, "suppressed_unlogged": s.unlogged_count}
                          for n, s in self.state.items()},
             "untrusted_refusals": sum(s.untrusted_refusals for s in self.state.values()),
             **self.budget.status(),

@@ -52,10 +52,15 @@ def run_gui(control: str, stream: str, engines: list[tuple[str, str]], screensho
     code = {"rc": 0}
     if screenshot:
         t_end = time.monotonic() + timeout_s
+        timer = QtCore.QTimer()
 
         def check() -> None:
+            """Save the screenshot once: the timer is stopped before ``processEvents`` could run it again."""
+            if not timer.isActive():
+                return
             done = win.displayed >= frames if engines else win.frames_shown >= frames
             if done or time.monotonic() > t_end:
+                timer.stop()
                 if not done:
                     print(f"scopecast gui: only {win.displayed} results / {win.frames_shown} frames in "
                           f"{timeout_s:g} s; saving what is shown", file=sys.stderr)
@@ -66,7 +71,6 @@ def run_gui(control: str, stream: str, engines: list[tuple[str, str]], screensho
                 win.close()
                 app.quit()
 
-        timer = QtCore.QTimer()
         timer.timeout.connect(check)
         timer.start(200)
     app.exec()

@@ -1,0 +1,155 @@
+"""Confirmed trigger defects, fixed: load_triggers refuses actions that could only fail when they fire; a spent light
+budget does not flood the decision log; ``gui --screenshot`` saves once. Real daemon, real sockets, offscreen Qt."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from scopecast.daemon.control import DaemonError
+from scopecast.daemon.triggers import Decider, load_trigger_config
+from scopecast.daemon.wire import dumps_strict
+
+from helpers import wait_until
+
+NOWHERE = "tcp://127.0.0.1:6222"  # a result stream nobody publishes on: loading only subscribes to it
+
+
+def _trigger(name: str = "bad", **over) -> dict:
+    t = {"name": name, "model": "m", "measurement": {"kind": "mean", "channel": "c"},
+         "condition": {"above": 0.5, "rearm_below": 0.3}, "cooldown_s": 0, "actions": [{"kind": "notify"}]}
+    t.update(over)
+    return t
+
+
+# (config, what the error must name: the trigger, the field, the value)
+REFUSED = [
+    ({"triggers": [_trigger(actions=[{"kind": "confirm_fluorescence", "channels": ["Nope"]}])]},
+     ["'bad'", "channels", "Nope"]),
+    ({"triggers": [_trigger(actions=[{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 1e9}])]},
+     ["'bad'", "exposure_ms = 1e+09", "range [0.01, 60000] ms"]),
+    ({"triggers": [_trigger(actions=[{"kind": "switch_live", "live_channels": ["BF", "Nope"]}])]},
+     ["'bad'", "live_channels", "Nope"]),
+    ({"triggers": [_trigger(actions=[{"kind": "z_stack", "channels": ["Nuclei"], "z_range_um": 1e9,
+                                      "z_step_um": 1e-9}])]}, ["'bad'", "z_range_um = 1000000000.0", "2000"]),
+    ({"triggers": [_trigger(actions=[{"kind": "z_stack", "channels": ["Nuclei"], "z_range_um": 100,
+                                      "z_step_um": 1e-3}])]}, ["'bad'", "z_step_um 0.001", "100001 planes"]),
+    ({"triggers": [_trigger(actions=[{"kind": "tile_scan", "channels": ["BF"], "rows": 1_000_000,
+                                      "columns": 1_000_000, "power": 0}])]}, ["'bad'", "rows = 1000000", "100"]),
+    ({"triggers": [_trigger(measurement={"kind": "mean", "channel": "c", "roi": [100, 100, -5, -5]})]},
+     ["'bad'", "roi", "[100, 100, -5, -5]"]),
+    ({"triggers": [_trigger()], "ring_buffer_s": 1e12}, ["ring_buffer_s = 1000000000000.0", "600"]),
+    ({"triggers": [_trigger(), _trigger(condition={"above": 0.9})]}, ["names must be unique", "'bad'"]),
+]
+
+
+@pytest.mark.parametrize(("config", "named"), REFUSED, ids=[
+    "unknown-channel", "exposure-out-of-range", "unknown-live-channel", "z-range", "z-planes", "tile-grid",
+    "inverted-roi", "ring-buffer", "duplicate-names"])
+def test_load_triggers_refuses_actions_that_cannot_run(daemon, client, config, named):
+    loaded = client.request("load_triggers", config={"triggers": [_trigger("good")]}, sources={"m": NOWHERE})
+    with pytest.raises(DaemonError) as e:
+        client.request("load_triggers", config=config, sources={"m": NOWHERE})
+    assert e.value.type == "ValueError", e.value
+    msg = e.value.message
+    assert all(n in msg for n in named), msg
+    st = client.request("triggers")  # the refused load changed nothing
+    assert st["loaded"] and st["session"] == loaded["session"] and list(st["triggers"]) == ["good"]
+
+
+def test_refused_sources_leave_the_loaded_triggers(daemon, client):
+    loaded = client.request("load_triggers", config={"triggers": [_trigger("good")]}, sources={"m": NOWHERE})
+    with pytest.raises(DaemonError, match="no result stream given for model"):
+        client.request("load_triggers", config={"triggers": [_trigger("other", model="x")]}, sources={"m": NOWHERE})
+    with pytest.raises(DaemonError, match=r"sources\['m'\] = 'nowhere': not a ZeroMQ address"):
+        client.request("load_triggers", config={"triggers": [_trigger("other")]}, sources={"m": "nowhere"})
+    st = client.request("triggers")
+    assert st["session"] == loaded["session"] and list(st["triggers"]) == ["good"]
+
+
+def _result(value: float, t_s: float, x: float = 0.0) -> tuple[dict, np.ndarray]:
+    data = np.full((1, 4, 4), value, np.float32)
+    header = {"model": "m", "channels": ["c"], "t_acquired_ns": int(t_s * 1e9), "bundle_id": int(t_s),
+              "acquisition_id": "a", "source_seqs": [int(t_s)], "stage_x_um": x, "stage_y_um": 0.0, "stage_z_um": 0.0,
+              "pixel_size_um": 0.65, "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}},
+              "dtype": "float32", "shape": list(data.shape)}
+    return header, data
+
+
+def test_spent_light_budget_logs_one_suppression_per_reason(daemon, client):
+    """After the one firing the position's budget is spent: the next 69 results above the threshold give one
+    ``suppressed`` line, one count every 60 s of acquisition time, and one when the stretch ends (the firing
+    elsewhere) — not 69 lines. The decisions equal the Decider's on the same results (replay)."""
+    config = {"triggers": [_trigger("t", actions=[{"kind": "confirm_fluorescence", "channels": ["Nuclei"],
+                                                   "exposure_ms": 100, "power": 1}])],
+              "safety": {"dose_per_position": 150, "dose_per_session": 1000}}
+    results = [_result(0.9, 0), _result(0.1, 1)] + [_result(0.9, t) for t in range(2, 71)] + [_result(0.9, 71, 5000.0)]
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.XPUB)  # tells when the trigger runner has subscribed
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        st = client.request("load_triggers", config=config, sources={"m": f"tcp://127.0.0.1:{port}"})
+        assert pub.poll(60_000), "the trigger runner did not subscribe to the result stream"
+        assert pub.recv().startswith(b"\x01")
+        for i, (header, data) in enumerate(results):  # one at a time: the runner's queue is short
+            pub.send_multipart([b"result", dumps_strict(header), data.tobytes()])
+            wait_until(lambda i=i: client.request("triggers")["results"] > i, 60, f"the decision on result {i}")
+        st = wait_until(lambda: (s := client.request("triggers"))["actions_pending"] == 0 and s, 120,
+                        "the firings' actions to finish")
+    finally:
+        pub.close()
+    log = [x for x in map(json.loads, Path(st["log"]).read_text().splitlines()) if "event" in x]
+    assert [(x["event"], x.get("repeats", 0)) for x in log] == [
+        ("fire", 0), ("rearm", 0), ("suppressed", 0), ("suppressed", 60), ("suppressed", 8), ("fire", 0)]
+    assert log[2]["reason"] == "light budget at this position: 100 + 100 > 150" and log[2]["bundle_id"] == 2
+    assert [x["bundle_id"] for x in log[3:]] == [62, 70, 71]
+    assert st["triggers"]["t"]["suppressed"] == 69 and st["triggers"]["t"]["suppressed_unlogged"] == 0
+    decider = Decider(load_trigger_config(config))
+    assert [d.key() for h, data in results for d in decider.decide(h, data)] == log
+
+
+def test_cooldown_suppressions_are_logged_once_with_their_count():
+    d = Decider(load_trigger_config({"triggers": [_trigger("t", cooldown_s=8)]}))
+    out = [x for i, v in enumerate([0.9, 0.1] + [0.9] * 6 + [0.1, 0.9]) for x in d.decide(*_result(v, i))]
+    assert [(x.event, x.repeats) for x in out] == [("fire", 0), ("rearm", 0), ("suppressed", 0), ("suppressed", 5),
+                                                  ("fire", 0)]
+    assert out[2].reason == "cooldown: 2.00 s of 8 s" and out[3].reason == "cooldown: 7.00 s of 8 s"
+
+
+#: Runs ``scopecast gui`` with ``QApplication.processEvents`` slowed down, as on a loaded machine where the pending
+#: events take longer than the screenshot timer's period (the timer is then due inside the screenshot's own
+#: ``processEvents``: before the fix it ran the screenshot a second time).
+SLOW_EVENTS_GUI = """
+import runpy, sys, time
+from pyqtgraph.Qt import QtWidgets
+process_events = QtWidgets.QApplication.processEvents
+def slow(*args, **kwargs):
+    time.sleep(0.5)
+    return process_events(*args, **kwargs)
+QtWidgets.QApplication.processEvents = staticmethod(slow)
+sys.argv = ["scopecast", *sys.argv[1:]]
+runpy.run_module("scopecast.daemon.cli", run_name="__main__")
+"""
+
+
+def test_headless_screenshot_saves_once(daemon, client, tmp_path):
+    client.request("start_live", channels=["BF"], interval_ms=50)
+    out = tmp_path / "shot.png"
+    args = [sys.executable, "-c", SLOW_EVENTS_GUI, "gui", "--control", daemon.control_address,
+            "--stream", daemon.stream_address, "--screenshot", str(out), "--frames", "2", "--timeout", "120"]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        client.request("stop")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("scopecast gui: screenshot") == 1, r.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
