@@ -9,6 +9,10 @@ carries a path or a name that becomes part of one:
   expected kind (a regular file or a directory: never a FIFO, device or socket).
 - :func:`safe_name` refuses names that could leave a directory when used as
   a file-name component.
+
+:func:`inside` is the rule for paths the daemon builds itself (a new
+recording named after a client's words): one plain entry of a directory,
+still inside it once resolved.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["OutsideAllowedDirectories", "confined", "safe_name"]
+__all__ = ["OutsideAllowedDirectories", "confined", "inside", "safe_name"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole name: fullmatch (no "\n" after it)
 
 
 class OutsideAllowedDirectories(PermissionError):
@@ -30,7 +34,7 @@ class OutsideAllowedDirectories(PermissionError):
 
 def safe_name(name: str, what: str = "name") -> str:
     """``name`` if it is a plain file-name component (letters, digits, ``_.-``; ≤ 64 chars)."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ValueError(
             f"{what} {str(name)[:80]!r} is not allowed: use 1-64 letters, digits, '_', '.', '-' "
             "(starting with a letter or digit, no '..')"
@@ -65,3 +69,21 @@ def confined(path: str | Path, roots: Iterable[str | Path], kind: Literal["file"
     if max_bytes is not None and kind == "file" and st.st_size > max_bytes:
         raise ValueError(f"{what} {path} is {st.st_size} bytes; the limit is {max_bytes}")
     return resolved
+
+
+def inside(directory: str | Path, name: str, what: str = "path") -> Path:
+    """``directory / name`` if ``name`` is one plain entry of ``directory`` that stays inside it once resolved.
+
+    For paths the daemon builds (which need not exist yet): ``name`` must not be empty, ``.``/``..``, hold a
+    path separator or a NUL, and ``directory / name`` resolved (symbolic links included) must lie directly in
+    ``directory`` resolved. Raises :class:`OutsideAllowedDirectories` naming ``what`` and ``name``.
+    """
+    base = Path(directory)
+    bad = (not isinstance(name, str) or name in ("", ".", "..") or "\0" in name
+           or "/" in name or "\\" in name or Path(name).name != name)
+    if not bad:
+        root = base.expanduser().resolve()
+        bad = (root / name).resolve().parent != root
+    if bad:
+        raise OutsideAllowedDirectories(f"{what} {str(name)[:120]!r} is not a plain entry of {base}: refused")
+    return base / name

@@ -63,9 +63,10 @@ from typing import Any
 
 import numpy as np
 import zmq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .acquisition import AcquisitionEngine
+from .confine import inside, safe_name
 from .dose import shared_budget
 from .frames import Frame
 from .plans import ChannelSpec
@@ -106,7 +107,8 @@ class SpotCheckSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: str = Field(description="the model's name; also part of recording names: 1-64 letters, digits, "
+                       "'_', '.', '-' (starting with a letter or digit, no '..')")
     results: str = Field(description="the model's result stream address")
     period_s: float = Field(default=30.0, ge=0.1)
     channels: dict[str, str | SpotCheckChannel] | None = Field(
@@ -123,6 +125,12 @@ class SpotCheckSpec(BaseModel):
     dose_per_session: float = Field(default=5000.0, ge=0)
     position_grid_um: float = Field(default=100.0, gt=0)
     record: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _plain_model_name(cls, v: str) -> str:
+        """A model name becomes part of a file name: refuse one that could leave the data directory."""
+        return safe_name(v, "model")
 
     def real_channels(self, task: str) -> dict[str, SpotCheckChannel]:
         raw = self.channels if self.channels is not None else DEFAULT_CHANNELS.get(task)
@@ -460,9 +468,10 @@ class SpotChecker:
     def _record(self, check: dict[str, Any], bundle: list[Frame], real: list[Frame]) -> str:
         """The label-free bundle and the real capture as one pair recording (one series per detector)."""
         n = len(self.recordings) + 1
-        path = self.data_dir / f"{self.session}-{self.spec.model}-spotcheck-{n}.ome.zarr"
+        acquisition_id = f"{self.session}-{self.spec.model}-spotcheck-{n}"
+        path = inside(self.data_dir, f"{acquisition_id}.ome.zarr", "spot-check recording")
         info = {k: v for k, v in check.items() if k != "recording"}
-        rec = Recorder(path, path.stem, {"kind": "spot-check:pair", "model": self.spec.model, "spot_check": info})
+        rec = Recorder(path, acquisition_id, {"kind": "spot-check:pair", "model": self.spec.model, "spot_check": info})
         try:
             groups: dict[tuple, list[Frame]] = {}
             for f in bundle + real:

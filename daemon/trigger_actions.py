@@ -39,6 +39,7 @@ import zmq
 from scipy import ndimage
 
 from .acquisition import AcquisitionEngine
+from .confine import inside
 from .dose import shared_budget
 from .frames import Frame, now_ns
 from .plans import ChannelSpec, LivePlan
@@ -95,6 +96,29 @@ def loop_breakdown(stamps: dict[str, int]) -> dict[str, float | None]:
         ta, tb = stamps.get(a) or 0, stamps.get(b) or 0
         out[name] = round((tb - ta) / 1e6, 3) if ta and tb else None
     return out
+
+
+def window_layout(frames: list[Frame]) -> tuple[list[str], list[tuple[int, int]]]:
+    """Where each of ``frames`` (in acquisition order) goes in a window recording: ``(channels, [(t, c)])``.
+
+    One time point per bundle (``acquisition_id``, ``bundle_id``: one live cycle, or one snap), in the order
+    the bundles began, as live recordings index a cycle; a channel a bundle lacks (a window that starts or
+    ends mid-cycle) stays unwritten there. The channels are those of the fullest bundle, in its order, then
+    any other (e.g. a confirmation snap) as first seen; a name taken twice in one bundle gets a column per
+    occurrence, so no frame overwrites another.
+    """
+    bundles = [(f.header.acquisition_id, f.header.bundle_id) for f in frames]
+    t_of = {b: t for t, b in enumerate(dict.fromkeys(bundles))}
+    keys: list[tuple[str, int]] = []  # per frame: (channel, its occurrence within the frame's bundle)
+    counts: dict[tuple[str, int], collections.Counter[str]] = {b: collections.Counter() for b in t_of}
+    for f, b in zip(frames, bundles, strict=True):
+        keys.append((f.header.channel, counts[b][f.header.channel]))
+        counts[b][f.header.channel] += 1
+    fullest = max(t_of, key=lambda b: (counts[b].total(), -t_of[b]))
+    order = [k for k, b in zip(keys, bundles, strict=True) if b == fullest] + keys
+    column = {k: c for c, k in enumerate(dict.fromkeys(order))}
+    index = [(t_of[b], column[k]) for k, b in zip(keys, bundles, strict=True)]
+    return [name for name, _ in column], index
 
 
 class FrameRing:
@@ -383,8 +407,9 @@ class TriggerRunner:
                 self._progress.wait(min(left, 0.05))  # a stop request is seen within 50 ms
 
     def _recorder(self, kind: str, d: Decision) -> Recorder:
-        path = self.engine.data_dir / f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}.ome.zarr"
-        return Recorder(path, path.stem, {"kind": f"trigger:{kind}", "decision": d.key()})
+        acquisition_id = f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}"
+        path = inside(self.engine.data_dir, f"{acquisition_id}.ome.zarr", "trigger recording")
+        return Recorder(path, acquisition_id, {"kind": f"trigger:{kind}", "decision": d.key()})
 
     def _do_confirm_fluorescence(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
@@ -421,19 +446,18 @@ class TriggerRunner:
         frames.sort(key=lambda f: f.header.seq)
         if not frames:
             return {"frames": 0}
+        columns, index = window_layout(frames)
         rec = self._recorder("window", d)
         try:
-            channels = list(dict.fromkeys(f.header.channel for f in frames))
-            mods = [next(f.header.modality for f in frames if f.header.channel == c) for c in channels]
-            idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], channels, mods))
-            t_of: dict[str, int] = collections.Counter()
-            for f in frames:
-                rec.write(f, idx, t_of[f.header.channel], channels.index(f.header.channel))
-                t_of[f.header.channel] += 1
+            mods = [next(f.header.modality for f in frames if f.header.channel == c) for c in columns]
+            idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], columns, mods))
+            for f, (t, c) in zip(frames, index, strict=True):
+                rec.write(f, idx, t, c)
         finally:
             rec.close()
         n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
-        return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before}
+        return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before,
+                "time_points": 1 + max(t for t, _ in index), "channels": columns}
 
     def _do_center_object(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Move the stage so the largest object of the measured channel is centred."""

@@ -2,6 +2,11 @@
 
 :func:`load_package` validates the manifest and verifies the model file's
 sha256, so a corrupt or swapped file is refused with a message naming it.
+Every file the manifest names (``model_file``, ``plan_file``, each variant's
+``file``) must lie inside the package directory once resolved (symbolic
+links included): one that points elsewhere is refused before anything looks
+at it, so a package can neither make the engine read other files nor learn
+whether they exist.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from pydantic import ValidationError
 from scopecast.models.manifest import MANIFEST, ModelManifest, Normalization, OutputScaling, sha256_file
 
 __all__ = [
-    "PRECISIONS", "ModelManifest", "ModelPackage", "Normalization", "OutputScaling", "PackageError", "load_package",
+    "PRECISIONS", "ModelManifest", "ModelPackage", "Normalization", "OutputScaling", "PackageError", "in_package",
+    "load_package",
 ]
 
 
@@ -35,17 +41,34 @@ class ModelPackage:
     @property
     def model_path(self) -> Path:
         if self.precision != "fp32":
-            return self.path / self.manifest.variants[self.precision].file
-        return self.path / self.manifest.model_file
+            return in_package(self.path, self.manifest.variants[self.precision].file,
+                              f"variants.{self.precision}.file")
+        return in_package(self.path, self.manifest.model_file, "model_file")
 
     @property
     def plan_path(self) -> Path | None:
-        return self.path / self.manifest.plan_file if self.manifest.plan_file else None
+        return in_package(self.path, self.manifest.plan_file, "plan_file") if self.manifest.plan_file else None
 
     def __repr__(self) -> str:
         m = self.manifest
         return (f"ModelPackage({m.name!r}, {m.task}, inputs={m.inputs}, outputs={m.outputs}, sha256={m.short_hash}, "
                 f"precision={self.precision})")
+
+
+def in_package(package: Path, name: str, field: str) -> Path:
+    """``package / name`` if it resolves (symbolic links included) to a path inside ``package``.
+
+    Checked before the file is looked at: the :class:`PackageError` names the manifest ``field`` and its
+    value, never whether or what lies outside."""
+    try:
+        root = package.resolve()
+        target = (package / name).resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL in the name, a symbolic-link loop
+        raise PackageError(f"{package}: {field} {name!r} is not a usable file name") from None
+    if target == root or not target.is_relative_to(root):
+        raise PackageError(f"{package}: {field} {name!r} is outside the package directory; a package may only "
+                           "name files inside it")
+    return package / name
 
 
 def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
@@ -68,7 +91,11 @@ def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'manifest'}: {err['msg']}" for err in e.errors())
         raise PackageError(f"{mf}: invalid manifest: {problems}") from None
-    model = path / manifest.model_file
+    model = in_package(path, manifest.model_file, "model_file")
+    for key, variant in manifest.variants.items():
+        in_package(path, variant.file, f"variants.{key}.file")
+    if manifest.plan_file:
+        in_package(path, manifest.plan_file, "plan_file")
     if not model.is_file():
         raise PackageError(f"{path}: model file {manifest.model_file!r} is missing")
     digest = sha256_file(model)
@@ -84,7 +111,7 @@ def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
             why = (f"quantization was refused (see {report})" if report.is_file()
                    else "it was never quantized (scopecast.export.quantize)")
             raise PackageError(f"{path}: no {precision} variant: {why}")
-        vfile = path / variant.file
+        vfile = in_package(path, variant.file, f"variants.{precision}.file")
         if not vfile.is_file() or sha256_file(vfile) != variant.sha256:
             raise PackageError(f"{vfile}: the {precision} variant is missing or does not match its sha256")
         if variant.validated is not None:  # the figures the monitor compares with are the variant's own
