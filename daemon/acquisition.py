@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import threading
 import time
 import uuid
@@ -32,9 +33,15 @@ from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan
 from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
 
-__all__ = ["AcquisitionEngine", "BusyError", "Job"]
+__all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "sequence_size"]
 
 log = logging.getLogger(__name__)
+
+#: The most frames one scan or pair capture may plan (500 GB of 512² uint16 frames): a plan of more is
+#: refused at the request, counted from its axes without building its events
+MAX_SEQUENCE_EVENTS = 1_000_000
+#: The latest a scan's last time point may start
+MAX_SEQUENCE_DAYS = 365
 
 FrameSink = Callable[[Frame], None]
 EventSink = Callable[[dict[str, Any]], None]
@@ -64,6 +71,7 @@ class Job:
     finished: float | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _restore: dict[str, Any] = field(default_factory=dict, repr=False)  # the hardware state the job found
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -244,7 +252,7 @@ class AcquisitionEngine:
         with self._lock:
             self.require_idle(f"start {kind}", allow_live=False)
             acq = _new_id(kind)
-            job = Job(id=acq, kind=kind, acquisition_id=acq, total=total, plan=plan)
+            job = Job(id=acq, kind=kind, acquisition_id=acq, total=total, plan=plan, _restore=self._found_state())
             if record:
                 job.path = str(self._recording_path(acq, kind))
             self._jobs[job.id] = job
@@ -256,22 +264,60 @@ class AcquisitionEngine:
         job.status = "running"
         try:
             run(job)
-            job.status = "stopped" if job._stop.is_set() and job.kind == "live" else "done"
+            cut_short = job.kind == "live" or job.total is None or job.frames < job.total
+            job.status = "stopped" if job._stop.is_set() and cut_short else "done"
         except Exception as e:  # noqa: BLE001 - reported on the job and the control socket
             log.exception("%s job %s failed", job.kind, job.id)
             job.status = "failed"
             job.error = f"{type(e).__name__}: {e}"
             self.last_error = f"{job.kind} {job.id}: {job.error}"
         finally:
+            self._restore_state(job)
             job.finished = time.time()
             with self._lock:
                 if self._current is job:
                     self._current = None
             job._done.set()
 
+    def note_exposure(self, exposure_ms: float) -> None:
+        """The user set the main camera's exposure: the running job leaves it at this value when it ends."""
+        job = self._current
+        if job is not None:
+            job._restore["exposure_ms"] = exposure_ms
+
+    def _found_state(self) -> dict[str, Any]:
+        """What a job puts back when it ends (:meth:`_restore_state`): the main camera's exposure, the
+        channel preset and the stage position it found."""
+        b = self.backend
+        with b.lock:  # type: ignore[attr-defined]
+            return {"exposure_ms": b.exposure_ms(), "channel": b.current_channel(), "position_um": b.position_um()}
+
+    def _restore_state(self, job: Job) -> None:
+        """Leave the microscope as the job found it, like pymmcore-plus's MDA engine: the main camera's
+        exposure (or the one the user set during the job, :meth:`note_exposure`) and the channel preset,
+        so a job's last channel never becomes the next job's default; and the focus, where the job ends
+        at the XY position it started from (a z-stack around the current plane: a move back within the
+        range the job itself just travelled). XY is not moved back: with no known focus direction the
+        order of the moves could not be made safe."""
+        found, b = job._restore, self.backend
+        if not found:
+            return
+        try:
+            with self.hardware():
+                if b.exposure_ms() != found["exposure_ms"]:
+                    b.set_exposure_ms(found["exposure_ms"])
+                if found["channel"] in b.channels() and b.current_channel() != found["channel"]:
+                    b.set_channel(found["channel"])
+                (x0, y0, z0), (x, y, z) = found["position_um"], b.position_um()
+                if job.kind != "live" and abs(x - x0) < 1e-3 and abs(y - y0) < 1e-3 and z != z0:
+                    b.move_um(z=z0)
+        except Exception as e:  # noqa: BLE001 - the job's own outcome stands; say what was left as it is
+            log.warning("%s job %s: could not restore the microscope's state: %s: %s", job.kind, job.id,
+                        type(e).__name__, e)
+
     def stop(self, job_id: str | None = None) -> Job | None:
-        """Ask the running job (or ``job_id``) to stop after its current frame."""
-        job = self._jobs.get(job_id) if job_id else self._current
+        """Ask the running job (or ``job_id``: ``KeyError`` if unknown) to stop after its current frame."""
+        job = self.job(job_id) if job_id else self._current
         if job is not None and not job._stop.is_set():
             job.frames_at_stop = job.frames  # what "within one frame" is measured from
             job._stop.set()
@@ -406,17 +452,24 @@ class AcquisitionEngine:
         return self.run_sequence(seq, kind="pairs")
 
     def run_sequence(self, seq: useq.MDASequence, kind: str = "scan") -> Job:
-        """Run and record a useq ``MDASequence``; frames at one (position, grid, time) form a bundle."""
-        known = self.backend.channels()
+        """Run and record a useq ``MDASequence``; frames at one (position, grid, time) form a bundle.
+
+        Refused at the request (``ValueError`` naming the problem): an unknown channel or detector, no
+        channels, a position with a sequence of its own, more than :data:`MAX_SEQUENCE_EVENTS` frames or a
+        last time point beyond :data:`MAX_SEQUENCE_DAYS`. Events are made as the job reaches them."""
+        known, detectors = self.backend.channels(), self.backend.detectors()
         for ch in seq.channels:
             if ch.config not in known:
                 raise ValueError(f"unknown channel {ch.config!r} in sequence; channels: {', '.join(known)}")
+            if ch.camera and ch.camera not in detectors:
+                raise ValueError(f"unknown detector {ch.camera!r} for channel {ch.config!r}; "
+                                 f"detectors: {', '.join(detectors)}")
         if not seq.channels:
             raise ValueError("the sequence has no channels")
-        events = list(seq.iter_events())
-        return self._start(kind, lambda job: self._sequence(job, seq, events), True, len(events))
+        total = sequence_size(seq)
+        return self._start(kind, lambda job: self._sequence(job, seq, seq.iter_events()), True, total)
 
-    def _sequence(self, job: Job, seq: useq.MDASequence, events: list[useq.MDAEvent]) -> None:
+    def _sequence(self, job: Job, seq: useq.MDASequence, events: Iterable[useq.MDAEvent]) -> None:
         rec = self._recorder(job.acquisition_id, job.kind, {"sequence": seq.model_dump(mode="json")}, job.path)
         detectors = [c.camera for c in seq.channels]
         series: dict[tuple, tuple[int, list[str]]] = {}
@@ -533,6 +586,52 @@ def _cap_text(frames: int, nbytes: int, r: dict[str, Any]) -> str:
     if r["max_bytes"] is not None:
         parts.append(f"{nbytes / 1e6:.1f} of {r['max_bytes'] / 1e6:.1f} MB ({r['bytes_limited_by']})")
     return ", ".join(parts)
+
+
+def sequence_size(seq: useq.MDASequence) -> int | None:
+    """The frames ``seq`` plans, counted from its axes without making its events (None where channels skip
+    time points or z-stacks: then the count is an upper bound, checked the same way).
+
+    ``ValueError`` naming the problem for a plan this daemon refuses: a position with a sequence of its
+    own, an axis it cannot count (a time plan that never ends, a grid without a field of view), more than
+    :data:`MAX_SEQUENCE_EVENTS` frames, or a last time point beyond :data:`MAX_SEQUENCE_DAYS`."""
+    for i, pos in enumerate(seq.stage_positions):
+        if pos.sequence is not None:
+            raise ValueError(f"stage position {i} has a sequence of its own; per-position sequences are not "
+                             "supported: run one scan per position")
+    axes = {"positions": max(len(seq.stage_positions), 1), "channels": len(seq.channels)}
+    for name, plan, count in (("grid", seq.grid_plan, "num_positions"), ("time", seq.time_plan, "num_timepoints"),
+                              ("z", seq.z_plan, "num_positions")):
+        if plan is None:
+            continue
+        try:
+            axes[name] = int(getattr(plan, count)())
+        except (ArithmeticError, TypeError, ValueError) as e:
+            hint = " (an interval of 0 needs loops, not a duration)" if name == "time" else ""
+            raise ValueError(f"cannot count the {name} plan's points{hint}: {type(e).__name__}: {e}") from None
+    total = math.prod(axes.values())
+    if total > MAX_SEQUENCE_EVENTS:
+        sizes = " x ".join(f"{v} {k}" for k, v in axes.items())
+        raise ValueError(f"the plan has {total} frames ({sizes}), more than the {MAX_SEQUENCE_EVENTS} one scan "
+                         "may have: split it into several scans")
+    last = _last_time_point_s(seq.time_plan) if seq.time_plan is not None else 0.0
+    if last > MAX_SEQUENCE_DAYS * 86400:
+        raise ValueError(f"the time plan's last point starts after {last / 86400:.0f} days, beyond the "
+                         f"{MAX_SEQUENCE_DAYS} days one scan may last")
+    exact = all(ch.acquire_every == 1 and ch.do_stack for ch in seq.channels)
+    return total if exact else None
+
+
+def _last_time_point_s(plan: Any) -> float:
+    """When a useq time plan's last point starts (s after the first); phases add up."""
+    phases = getattr(plan, "phases", None)
+    if phases is not None:
+        return sum(_last_time_point_s(p) for p in phases)
+    try:
+        duration = getattr(plan, "duration", None)
+    except OverflowError:  # beyond any date
+        return math.inf
+    return duration.total_seconds() if duration is not None else 0.0
 
 
 def _new_id(kind: str) -> str:

@@ -15,6 +15,7 @@ import useq
 
 __all__ = [
     "DEFAULT_FLUORESCENCE",
+    "DEFAULT_FLUORESCENCE_EXPOSURE_MS",
     "DEFAULT_LABEL_FREE",
     "ChannelSpec",
     "GridSpec",
@@ -25,6 +26,9 @@ __all__ = [
 #: The label-free cycle a virtual-staining model sees (DPC halves, bright-, dark-field).
 DEFAULT_LABEL_FREE: tuple[str, ...] = ("DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF")
 DEFAULT_FLUORESCENCE: tuple[str, ...] = ("Nuclei", "Membrane")
+#: Pairs' default fluorescence exposures: the training targets' (models/dataset.py), below the full well on
+#: the simulated slides (Nuclei at 100 ms clipped ~3.5 % of its pixels)
+DEFAULT_FLUORESCENCE_EXPOSURE_MS: dict[str, float] = {"Nuclei": 20.0, "Membrane": 100.0}
 #: At most this many engines pace one live cycle.
 MAX_PACING_ENGINES = 8
 #: An engine's results address (``tcp://`` or ``ipc://``).
@@ -110,7 +114,8 @@ class PairPlan(BaseModel):
         default_factory=lambda: [ChannelSpec(name=c) for c in DEFAULT_LABEL_FREE]
     )
     fluorescence: list[ChannelSpec] = Field(
-        default_factory=lambda: [ChannelSpec(name=c, exposure_ms=100.0) for c in DEFAULT_FLUORESCENCE]
+        default_factory=lambda: [ChannelSpec(name=c, exposure_ms=DEFAULT_FLUORESCENCE_EXPOSURE_MS[c])
+                                 for c in DEFAULT_FLUORESCENCE]
     )
     positions: list[tuple[float, float]] | None = Field(
         default=None, description="stage (x, y) µm; default: the current position"

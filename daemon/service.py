@@ -43,6 +43,8 @@ __all__ = ["MAX_WAIT_S", "Daemon"]
 
 #: Longest ``wait`` a request may ask for (s).
 MAX_WAIT_S = 600.0
+#: How long shutdown waits for the running job to end (its recording closed and durable) before it gives up
+SHUTDOWN_WAIT_S = 600
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,15 @@ class Daemon:
         self.unload_triggers()
         self.stop_spot_checks()
         job = self.engine.stop()
-        if job is not None:
-            self.engine.wait(job.id, timeout=30)
+        waited = 0
+        while job is not None and self.engine.wait(job.id, timeout=30).finished is None:
+            waited += 30  # a loaded disk may take long to make a recording durable: never cut it short
+            if waited >= SHUTDOWN_WAIT_S:
+                log.error("shutdown: %s job %s still running after %d s; closing without it", job.kind, job.id,
+                          waited)
+                break
+            log.warning("shutdown: waiting for %s job %s to finish its recording (%d s so far)", job.kind, job.id,
+                        waited)
         self.server.stop()
         self.publisher.close()
         self.backend.close()
@@ -180,14 +189,15 @@ class Daemon:
 
     def snap(self, channel: str | None = None, exposure_ms: float | None = None,
              detector: str | None = None, record: bool = False):
-        """Snap one frame; the reply carries the header and the raw pixels as a second part."""
+        """Snap one frame; the reply carries the header and the raw pixels as a second part.
+
+        ``exposure_ms`` applies to this frame only (``set_exposure`` changes the camera's)."""
         if record:
             self.engine.check_writable()
         if exposure_ms is not None:
             self.backend.check_exposure_ms(exposure_ms, detector)
-            self.engine.require_idle("snap")
-            self.backend.set_exposure_ms(exposure_ms)
-        spec = ChannelSpec(name=channel or self.backend.current_channel(), detector=detector)
+        spec = ChannelSpec(name=channel or self.backend.current_channel(), exposure_ms=exposure_ms,
+                           detector=detector)
         frame = self.engine.snap(spec, record=record)
         return {"frame": frame.header.to_dict()}, [frame.data]
 
@@ -250,8 +260,10 @@ class Daemon:
         return {"pattern": pattern}
 
     def set_exposure(self, exposure_ms: float) -> dict:
-        """Set the main camera's exposure (ms); a live cycle keeps the exposures it was started with."""
+        """Set the main camera's exposure (ms); a live cycle keeps the exposures it was started with, and a
+        job ends leaving this exposure set."""
         self.backend.set_exposure_ms(exposure_ms)
+        self.engine.note_exposure(exposure_ms)
         return {"exposure_ms": self.backend.exposure_ms()}
 
     def set_objective(self, objective: str) -> dict:
