@@ -195,6 +195,14 @@ def test_bundle_without_model_channels_is_reported_and_engine_keeps_serving(daem
     sub.close()
 
 
+def test_a_snap_is_not_a_bundle_a_multi_channel_model_reports(daemon, client, engine_factory, model):
+    engine = engine_factory(model)
+    client.snap(channel="BF")  # one of the model's channels, alone: not meant for it, not an error
+    wait_until(lambda: engine.status()["dropped"].get("engine:unused_channel", 0) >= 1, 60, "the snap to arrive")
+    st = engine.status()
+    assert "engine:mismatch" not in st["dropped"] and st["errors"] == [], st
+
+
 def test_nan_model_and_bad_model_switch_keep_engine_serving(daemon, client, engine_factory, model, tmp_path):
     nan = write_package(tmp_path / "nan", CYCLE, ["x"], name="nan", nan_output=True, tile=128, layers=2, width=4)
     engine = engine_factory(nan)

@@ -71,8 +71,9 @@ class BundleAssembler:
     older than a released one that never completed are dropped
     (``engine:incomplete``); a bundle whose frames all arrived without the
     needed channels is dropped (``engine:mismatch``) and raises
-    :class:`BundleMismatch` once per acquisition, unless it shares no channel
-    with the model at all (then it was not meant for it and is ignored).
+    :class:`BundleMismatch` once per acquisition, unless it was not meant for
+    the model (``engine:unused_channel``): it shares no channel with it, or it is
+    one frame (a snap) and the model needs several.
     """
 
     def __init__(self, needed: list[str], drops: DropCounter, max_open: int = 8) -> None:
@@ -107,7 +108,7 @@ class BundleAssembler:
             return used
         if len(frames) >= h.get("bundle_size", 1 << 30):
             del self._open[key]
-            if not self.needed & have:  # not meant for this model (e.g. a fluorescence snap)
+            if not self.needed & have or len(frames) == 1:  # not meant for this model (e.g. a snap)
                 self.drops.add("engine:unused_channel", len(frames))
                 return None
             self.drops.add("engine:mismatch", len(frames))
