@@ -167,10 +167,11 @@ def control_cases(rng: random.Random, n: int, commands: dict[str, dict[str, str]
     @gen
     def huge_number(i):
         if not huge_targets:
-            text = f'{{"cmd": "status", "args": {{}}, "id": {rng.choice(["1e999", "-1e999"])}}}'
+            text = f'{{"cmd": "status", "args": {{}}, "id": {rng.choice(["1e999", "-1e999", "1" * 5000])}}}'
             return Case("huge number", [text.encode()], "bad_request")
         cmd, arg = rng.choice(huge_targets)
-        lit = rng.choice(["1e308", "-1e308", "1e999", "-1e999", "1" + "0" * 400, "1.7976931348623157e308"])
+        # "1" * 5000: more digits than Python converts to an int (a BadRequest, not a request left unanswered)
+        lit = rng.choice(["1e308", "-1e308", "1e999", "-1e999", "1" + "0" * 400, "1" * 5000, "1.7976931348623157e308"])
         extra = ', "job": "no-such-job"' if cmd == "wait" else ""
         text = f'{{"cmd": "{cmd}", "args": {{"{arg}": {lit}{extra}}}, "id": {i}}}'
         return Case("huge number", [text.encode()], "error")

@@ -34,6 +34,8 @@ import sys
 from typing import Any
 
 from .control import DEFAULT_CONTROL_ADDRESS
+from .progress import Progress, format_duration
+from .wire import WireError, loads_strict
 
 __all__ = ["ALIASES", "add_ctl_parser", "command_parser", "run_ctl"]
 
@@ -45,6 +47,8 @@ ALIASES = {"live": "start_live", "pairs": "capture_pairs", "scan": "run_scan"}
 UNITS = ("_ms", "_s", "_um", "_db")
 #: Options of ``ctl`` itself; a command argument of the same name can only be given in ``--args``.
 CTL_OPTIONS = frozenset({"--args", "--save", "--control", "--timeout", "--keys", "--help", "-h"})
+#: Seconds to wait for a connection to the server before saying none answers (a reply may take ``--timeout``).
+CONNECT_TIMEOUT_S = 5.0
 
 
 class UsageError(ValueError):
@@ -232,16 +236,17 @@ def _scalar(text: str, schema: dict[str, Any], option: str) -> Any:
         if stripped.startswith("{"):
             return _json(stripped, option)
         raise UsageError(f"{option}: {text!r} is not an object (give KEY=VALUE pairs or JSON)")
-    try:  # any
-        return json.loads(stripped)
-    except ValueError:
+    try:  # any: JSON if it is strict JSON (NaN, 1e999 stay text), else text
+        return loads_strict(stripped)
+    except WireError:
         return text
 
 
 def _json(text: str, option: str) -> Any:
+    """``text`` parsed as strict JSON (no NaN/Infinity, no number out of range); :class:`UsageError` naming why not."""
     try:
-        return json.loads(text)
-    except ValueError as e:
+        return loads_strict(text)
+    except WireError as e:
         raise UsageError(f"{option}: not valid JSON: {e}") from None
 
 
@@ -382,18 +387,19 @@ def run_ctl(args: argparse.Namespace) -> int:
         print("scopecast ctl: name a command (scopecast ctl --help lists them)", file=sys.stderr)
         return 2
     try:
-        cmd_args = json.loads(args.args) if args.args else {}
-    except json.JSONDecodeError as e:
-        print(f"scopecast ctl: --args is not valid JSON: {e}", file=sys.stderr)
+        cmd_args = _json(args.args, "--args") if args.args else {}
+    except UsageError as e:
+        print(f"scopecast ctl: {e}", file=sys.stderr)
         return 2
     if not isinstance(cmd_args, dict):
         print(f"scopecast ctl: --args must be a JSON object, got {type(cmd_args).__name__}", file=sys.stderr)
         return 2
     import zmq
 
-    from .control import ControlClient, DaemonError
+    from .control import ControlClient, DaemonError, ServerUnreachable
 
-    with ControlClient(args.control, timeout_s=args.timeout) as client:
+    connect_s = min(args.timeout, CONNECT_TIMEOUT_S)
+    with ControlClient(args.control, timeout_s=args.timeout, connect_timeout_s=connect_s) as client:
         try:
             if extra:
                 commands = _described(client, args.control)
@@ -413,6 +419,11 @@ def run_ctl(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # Ctrl-C while waiting: the job itself goes on
             print(f"scopecast ctl {cmd}: interrupted (a job goes on: scopecast ctl stop ends it)", file=sys.stderr)
             return 130
+        except ServerUnreachable:
+            print(f"scopecast ctl: no reply: no daemon (or engine) answered at {args.control} within {connect_s:g} s."
+                  " Is it running? Give its control address with --control HOST:PORT (and its keys with --keys DIR"
+                  " if it uses CurveZMQ)", file=sys.stderr)
+            return 1
         except (DaemonError, TimeoutError) as e:
             print(f"scopecast ctl: {e}", file=sys.stderr)
             return 1
@@ -436,7 +447,7 @@ def _wait(client: Any, cmd_args: dict[str, Any], margin_s: float) -> dict[str, A
     """``wait`` with the job's progress on stderr, until it ends (or ``wait_s`` passes: the
     client waits in slices of the daemon's ``wait``, so any length is fine); without ``job``,
     the running one, else the latest (a short job may end before ``wait`` starts: that one is meant)."""
-    from .progress import Progress, wait_job
+    from .progress import wait_job
 
     job = cmd_args.get("job")
     wait_s = cmd_args.get("wait_s", math.inf)  # the command line waits for the end unless told
@@ -451,9 +462,52 @@ def _wait(client: Any, cmd_args: dict[str, Any], margin_s: float) -> dict[str, A
             raise UsageError("this daemon has run no job yet; start one (scopecast ctl --help lists them)")
         job = latest["id"]
     first = client.request("job", job=job)
-    progress = Progress(f"{first['kind']} job {job}", first.get("total"), "frames", log, every_s=2.0,
-                        done=int(first.get("frames") or 0))  # the rate counts from here
-    return wait_job(client, job, float(wait_s), progress, margin_s=margin_s)
+    progress = _JobProgress(first, log)
+    return wait_job(_Watching(client, progress), job, float(wait_s), progress, margin_s=margin_s)
+
+
+def job_run_s(job: dict[str, Any]) -> float | None:
+    """How long a job ran: its ``finished`` minus its ``started`` (Unix s, the daemon's clock); None while it runs."""
+    started, finished = job.get("started"), job.get("finished")
+    if not isinstance(started, int | float) or not isinstance(finished, int | float):
+        return None
+    return max(0.0, finished - started)
+
+
+class _JobProgress(Progress):
+    """Progress of a daemon job: while it runs as :class:`Progress` (rate from when it was first seen);
+    the last line of an ended job gives its own run time and rate (``started`` to ``finished``), not how
+    long it was watched."""
+
+    def __init__(self, job: dict[str, Any], logger: logging.Logger) -> None:
+        super().__init__(f"{job['kind']} job {job['id']}", job.get("total"), "frames", logger, every_s=2.0,
+                         done=int(job.get("frames") or 0))  # the rate counts from here
+        self.job = job
+
+    def line(self, note: str = "", finished: bool = False) -> str:
+        ran = job_run_s(self.job) if finished else None
+        if ran is None:
+            return super().line(note, finished)
+        count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+        parts = [f"{count} {self.unit}" + (f" ({100 * self.done / self.total:.0f} %)" if self.total else "")]
+        if ran > 0 and self.done:
+            parts.append(f"{self.done / ran:.3g} {self.unit}/s")
+        parts.append(f"in {format_duration(ran)}")
+        return f"{self.what}: " + ", ".join(p for p in [*parts, note] if p)
+
+
+class _Watching:
+    """``client`` as :func:`~.progress.wait_job` uses it, handing each ``wait`` reply (the job) to ``progress``."""
+
+    def __init__(self, client: Any, progress: _JobProgress) -> None:
+        self.client = client
+        self.progress = progress
+
+    def request(self, cmd: str, timeout_s: float | None = None, **args: Any) -> Any:
+        result = self.client.request(cmd, timeout_s=timeout_s, **args)
+        if cmd == "wait" and isinstance(result, dict):
+            self.progress.job = result
+        return result
 
 
 def _hint_live(client: Any) -> None:

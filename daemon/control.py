@@ -18,6 +18,10 @@ The contract:
   for instance) are answered on it directly and must not wait for hardware;
   every other command runs on a worker thread, so a ``wait``, a scan or a long
   exposure never delays another client's ``status``.
+- Commands that block until something ends (``long``: ``wait``, ``stop``) run
+  on threads of their own, at most ``long_limit`` of each command at once (one
+  more is refused at once with ``BusyError`` naming the limit), so no number of
+  them can delay the other commands (``stop``, ``snap``, ``describe``, ...).
 - The socket is a ROUTER: REQ clients work unchanged, and several requests
   from different clients are in progress at once.
 - Every server answers ``commands`` (inline): each command's summary and the
@@ -30,6 +34,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,14 +46,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from .security import bind_socket, connect_socket
 from .wire import WireError, dumps_strict, loads_strict
 
-__all__ = ["BadRequest", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS",
-           "describe_commands"]
+__all__ = ["BadRequest", "BusyError", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS",
+           "LONG_COMMANDS", "ServerUnreachable", "describe_commands"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTROL_ADDRESS = "tcp://127.0.0.1:5555"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _REQUEST_KEYS = {"cmd", "args", "id"}
+#: Commands that block until a job ends (the daemon's ``wait``: up to 600 s; ``stop``: up to 30 s).
+LONG_COMMANDS = ("wait", "stop")
 
 
 class DaemonError(RuntimeError):
@@ -66,6 +73,15 @@ class BadRequest(ValueError):
     def __init__(self, message: str, req_id: Any = None) -> None:
         super().__init__(message)
         self.req_id = req_id
+
+
+class BusyError(RuntimeError):
+    """The server already runs as many requests of one long command as it allows (reply type ``BusyError``)."""
+
+
+class ServerUnreachable(TimeoutError):
+    """No connection to the server's address: nothing listens there (or not yet), or it refused this
+    client's CurveZMQ keys (or their absence)."""
 
 
 Handler = Callable[..., Any]
@@ -106,12 +122,15 @@ class ControlServer:
     strictly against its signature. It returns a JSON-able result, or
     ``(result, [buffers])`` to send raw parts. Handlers named in ``inline`` run
     on the socket thread (they must return at once, never wait for hardware);
-    the others run on a pool of ``workers`` threads.
+    those named in ``long`` (they block until something ends) each on a lane of
+    ``long_limit`` threads of their own, a request beyond that refused with
+    ``BusyError``; the others on a pool of ``workers`` threads, which therefore
+    no long request can fill.
     """
 
     def __init__(self, handlers: dict[str, Handler], address: str = DEFAULT_CONTROL_ADDRESS,
                  context: zmq.Context | None = None, inline: Iterable[str] = ("status",),
-                 workers: int = 16) -> None:
+                 workers: int = 16, long: Iterable[str] = LONG_COMMANDS, long_limit: int = 16) -> None:
         self.handlers = dict(handlers)
         self.inline = frozenset(inline)
         if "commands" not in self.handlers:  # built in: how to call every command, itself included
@@ -141,6 +160,8 @@ class ControlServer:
         self._pushers: list[zmq.Socket] = []
         self._pushers_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="control-cmd")
+        self._lanes = {name: _Lane(name, long_limit) for name in long
+                       if name in self.handlers and name not in self.inline}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._count_lock = threading.Lock()
@@ -156,6 +177,8 @@ class ControlServer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for lane in self._lanes.values():
+            lane.pool.shutdown(wait=False, cancel_futures=True)
         with self._pushers_lock:
             for s in self._pushers:
                 s.close(linger=0)
@@ -214,10 +237,36 @@ class ControlServer:
             except BadRequest as e:
                 self._send([*envelope, self._error_reply(e.req_id, e)])
                 continue
+            except Exception as e:  # noqa: BLE001 - a parser bug still gets its one reply
+                log.exception("control request not parsed")
+                self._send([*envelope, self._error_reply(None, BadRequest(f"request not understood: {e}"))])
+                continue
             if cmd in self.inline:
                 self._send([*envelope, *self._run(cmd, args, req_id)])
+            elif cmd in self._lanes:
+                self._dispatch_long(self._lanes[cmd], envelope, args, req_id)
             else:
                 self._pool.submit(self._run_and_push, envelope, cmd, args, req_id)
+
+    def _dispatch_long(self, lane: _Lane, envelope: list[bytes], args: dict, req_id: Any) -> None:
+        """Run a long command on its lane, or refuse it at once (``BusyError``) when the lane is full."""
+        if not lane.slots.acquire(blocking=False):
+            busy = BusyError(f"{lane.limit} {lane.name!r} requests are already in progress, the most this server "
+                             f"runs at once; try again when one has been answered"
+                             + (" (or wait in shorter slices)" if lane.name == "wait" else ""))
+            self._send([*envelope, self._error_reply(req_id, busy)])
+            return
+
+        def run() -> None:
+            try:
+                self._run_and_push(envelope, lane.name, args, req_id)
+            finally:
+                lane.slots.release()
+
+        try:
+            lane.pool.submit(run)
+        except RuntimeError:  # the server is stopping
+            lane.slots.release()
 
     def _run_and_push(self, envelope: list[bytes], cmd: str, args: dict, req_id: Any) -> None:
         reply = self._run(cmd, args, req_id)
@@ -284,6 +333,18 @@ class ControlServer:
         return dumps_strict({"ok": False, "id": req_id, "error": {"type": etype, "message": str(e)}})
 
 
+class _Lane:
+    """The threads of one long command: at most ``limit`` requests at once, each on a thread of its own."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"long_limit must be at least 1, got {limit}")
+        self.name = name
+        self.limit = limit
+        self.slots = threading.BoundedSemaphore(limit)
+        self.pool = ThreadPoolExecutor(limit, thread_name_prefix=f"control-{name}")
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
@@ -300,13 +361,17 @@ class ControlClient:
     """A blocking client of the control socket.
 
     A timed-out request closes and reopens the socket (REQ sockets cannot
-    recover otherwise) and raises ``TimeoutError``.
+    recover otherwise) and raises ``TimeoutError``: :class:`ServerUnreachable`
+    when no connection to ``address`` was made within ``connect_timeout_s``
+    (default: the request's whole timeout), so a server that is not running
+    is told apart from one that does not answer.
     """
 
     def __init__(self, address: str = DEFAULT_CONTROL_ADDRESS, timeout_s: float = 30.0,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, connect_timeout_s: float | None = None) -> None:
         self.address = address
         self.timeout_ms = int(timeout_s * 1000)
+        self.connect_timeout_ms = None if connect_timeout_s is None else int(connect_timeout_s * 1000)
         self.ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._next_id = 0
@@ -315,6 +380,7 @@ class ControlClient:
         if self._sock is None:
             self._sock = self.ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.IMMEDIATE, 1)  # writable only once connected: see request_parts
             connect_socket(self._sock, self.address)
         return self._sock
 
@@ -333,11 +399,19 @@ class ControlClient:
         """Send ``cmd``; return ``(result, extra parts)`` or raise :class:`DaemonError`."""
         sock = self._socket()
         self._next_id += 1
-        sock.send(dumps_strict({"cmd": cmd, "args": args, "id": self._next_id}, default=_json_default))
         timeout = self.timeout_ms if timeout_s is None else int(timeout_s * 1000)
-        if not sock.poll(timeout):
+        connect_ms = timeout if self.connect_timeout_ms is None else min(timeout, self.connect_timeout_ms)
+        t0 = time.monotonic()
+        if not sock.poll(connect_ms, zmq.POLLOUT):  # no connection (costs nothing once connected)
             self.close()
-            raise TimeoutError(f"no reply to {cmd!r} from {self.address} within {timeout / 1000:g} s")
+            raise ServerUnreachable(f"no reply to {cmd!r}: no connection to {self.address} within "
+                                    f"{connect_ms / 1000:g} s (is the daemon or engine running at this address? "
+                                    "does it need CurveZMQ keys?)")
+        sock.send(dumps_strict({"cmd": cmd, "args": args, "id": self._next_id}, default=_json_default))
+        if not sock.poll(max(0, timeout - int((time.monotonic() - t0) * 1000))):
+            self.close()
+            raise TimeoutError(f"no reply to {cmd!r} from {self.address} within {timeout / 1000:g} s "
+                               "(connected, but the server did not answer)")
         parts = sock.recv_multipart()
         reply = loads_strict(parts[0], max_depth=1000)
         if not reply.get("ok"):

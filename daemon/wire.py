@@ -1,8 +1,8 @@
 """Strict JSON for every socket: what the daemon and engine accept and send.
 
 Requests are parsed with :func:`loads_strict`: UTF-8 JSON only, no ``NaN`` /
-``Infinity`` literals nor numbers beyond a 64-bit float (``1e999``), nesting at
-most :data:`MAX_DEPTH` levels. Everything
+``Infinity`` literals nor numbers beyond a 64-bit float (``1e999``), no integers
+longer than Python converts (4300 digits), nesting at most :data:`MAX_DEPTH` levels. Everything
 sent is encoded with :func:`dumps_strict`, which never emits ``NaN`` or
 ``Infinity`` (non-finite floats become ``null``), so any standard JSON parser
 reads every message.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 __all__ = ["MAX_DEPTH", "WireError", "dumps_strict", "loads_strict"]
@@ -36,7 +37,8 @@ def _finite_float(text: str) -> float:
 
 
 def loads_strict(data: bytes | bytearray | memoryview | str, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse one strict JSON document; raise :class:`WireError` naming the problem."""
+    """Parse one strict JSON document; raise :class:`WireError` naming the problem (never another
+    exception for any input: not UTF-8, not JSON, NaN, a number too large, nesting too deep)."""
     try:
         text = data if isinstance(data, str) else bytes(data).decode("utf-8")
     except UnicodeDecodeError as e:
@@ -49,9 +51,19 @@ def loads_strict(data: bytes | bytearray | memoryview | str, max_depth: int = MA
         raise WireError(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as e:
         raise WireError(f"not valid JSON ({e})") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts (4300 by default)
+        raise WireError(_value_error_text(e)) from None
     if _depth_exceeds(obj, max_depth):
         raise WireError(f"nested deeper than {max_depth} levels")
     return obj
+
+
+def _value_error_text(e: ValueError) -> str:
+    """What a ``ValueError`` from :func:`json.loads` (not a syntax error) says about the message."""
+    if "integer string conversion" in str(e):
+        return (f"a number too large: an integer of more than {sys.get_int_max_str_digits()} digits "
+                "(give a number that fits a 64-bit float or integer)")
+    return f"not valid JSON ({e})"
 
 
 def _depth_exceeds(obj: Any, limit: int) -> bool:

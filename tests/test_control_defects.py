@@ -1,0 +1,238 @@
+"""Control-socket defects, fixed: huge integers get their one reply (daemon, engine, stream), ``ctl --args``
+is strict JSON, long requests (``wait``, ``stop``) cannot starve the other commands, and ``ctl`` says when
+no daemon answers and how long a job ran."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from scopecast.daemon.cli import main
+from scopecast.daemon.control import ControlClient, ControlServer, ServerUnreachable
+from scopecast.daemon.inference.engine import InferenceEngine
+from scopecast.daemon.progress import format_duration
+from scopecast.daemon.wire import WireError, loads_strict
+from scopecast.models.synthetic import write_package
+
+from helpers import wait_until
+
+HUGE = "1" * 5000  # more digits than Python converts to an int (4300)
+CYCLE = ["DPC-Left", "DPC-Right", "BF"]
+
+
+@pytest.fixture
+def cli(capsys):
+    """``run(*argv) -> (exit status, stdout, stderr)`` of the real ``scopecast`` main, in this process
+    (logging restored afterwards, as in test_cli)."""
+    root = logging.getLogger()
+    level, env = root.level, {k: os.environ.get(k) for k in ("PYMM_STDERR_LOG", "PYMM_DEBUG_LOG")}
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    yield run
+    for h in [h for h in root.handlers if getattr(h, "scopecast", False)]:
+        root.removeHandler(h)
+    root.setLevel(level)
+    logging.getLogger("scopecast").setLevel(logging.NOTSET)
+    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _raw(address: str, body: bytes, timeout_s: float = 60.0) -> dict | None:
+    """Send one raw request on a fresh REQ socket; the decoded reply, or None if none came in ``timeout_s``."""
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    try:
+        sock.send(body)
+        if not sock.poll(int(timeout_s * 1000)):
+            return None
+        return json.loads(sock.recv_multipart()[0])
+    finally:
+        sock.close(linger=0)
+
+
+# ------------------------------------------------------------- D4: huge integers
+def test_loads_strict_names_an_integer_too_large():
+    for text in (HUGE, '{"id": -' + HUGE + "}", "[[" + HUGE + "]]"):
+        with pytest.raises(WireError, match="number too large"):
+            loads_strict(text)
+    assert loads_strict("1" * 4000) > 0  # long, but Python converts it
+
+
+def test_a_huge_integer_gets_its_bad_request_reply_from_the_daemon(daemon, client):
+    for body in ('{"cmd": "status", "id": ' + HUGE + "}",
+                 '{"cmd": "move_stage", "args": {"x": ' + HUGE + '}, "id": 3}'):
+        reply = _raw(daemon.control_address, body.encode())
+        assert reply is not None, "no reply to a request with a 5000-digit integer"
+        assert reply["ok"] is False and reply["error"]["type"] == "BadRequest"
+        assert "number too large" in reply["error"]["message"], reply
+    assert client.request("status")["state"] == "idle"
+    assert client.request("describe")["position_um"] == {"x": 0.0, "y": 0.0, "z": 0.0}  # nothing moved
+
+
+def test_the_engine_replies_to_and_counts_huge_integers_as_undecodable(tmp_path):
+    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    pub = zmq.Context.instance().socket(zmq.XPUB)  # XPUB: the engine's subscription is visible
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:*")
+    engine = InferenceEngine(pkg, pub.getsockopt_string(zmq.LAST_ENDPOINT), "tcp://127.0.0.1:*",
+                             "tcp://127.0.0.1:*", warmup_shape=None).start()
+    try:
+        assert engine.control is not None
+        reply = _raw(engine.control.address, ('{"cmd": "status", "id": ' + HUGE + "}").encode())
+        assert reply is not None, "the engine's control socket sent no reply"
+        assert reply["error"]["type"] == "BadRequest" and "number too large" in reply["error"]["message"]
+        assert pub.poll(60_000) and pub.recv() == b"\x01frame"
+        header = '{"dtype": "uint16", "shape": [4, 4], "seq": ' + HUGE + "}"
+        pub.send_multipart([b"frame", header.encode(), np.zeros((4, 4), np.uint16).tobytes()])
+        wait_until(lambda: sum(engine.status()["dropped"].values()) >= 1, what="the bad frame counted")
+        dropped = engine.status()["dropped"]
+        assert dropped.get("receive:undecodable") == 1 and "receive:error" not in dropped, dropped
+    finally:
+        engine.close()
+        pub.close(linger=0)
+
+
+# ------------------------------------------------------------- D6: ctl --args is strict JSON
+def test_ctl_args_refuses_non_finite_and_huge_numbers(daemon, client, cli):
+    ctl = ("ctl", "--control", daemon.control_address)
+    cases = [
+        (("start_live", "--args", '{"max_cycles": NaN, "channels": ["BF"]}'), "NaN"),
+        (("move_stage", "--args", '{"x": NaN, "y": 500}'), "NaN"),
+        (("move_stage", "--args", '{"x": -Infinity}'), "Infinity"),
+        (("snap", "--args", '{"exposure_ms": 1e999}'), "1e999"),
+        (("move_stage", "--args", '{"x": ' + HUGE + "}"), "number too large"),
+        (("capture_pairs", "--grid", '{"rows": NaN}'), "NaN"),  # an object option given as JSON
+        (("capture_pairs", "--positions", "[[1e999, 0]]"), "1e999"),  # an array option given as JSON
+    ]
+    for argv, named in cases:
+        rc, out, err = cli(*ctl, *argv)
+        assert rc == 2 and out == "", (argv, rc, out, err)
+        assert named in err and "not valid JSON" in err, (argv, err)
+    st = client.request("status")
+    assert st["state"] == "idle" and st["job"] is None, "a refused command ran"
+    assert client.request("describe")["position_um"] == {"x": 0.0, "y": 0.0, "z": 0.0}
+
+
+# ------------------------------------------------------------- D3: long requests do not starve the others
+def test_sixteen_waits_delay_neither_stop_nor_describe_nor_snap(daemon, client):
+    job = client.request("start_live", channels=["BF"], interval_ms=100)
+    ctx = zmq.Context.instance()
+    waiters = []
+    served = daemon.server.requests_served
+    for i in range(16):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(daemon.control_address)
+        request = {"cmd": "wait", "args": {"job": job["id"], "wait_s": 300}, "id": i}
+        s.send_multipart([b"", json.dumps(request).encode()])
+        waiters.append(s)
+    try:
+        wait_until(lambda: daemon.server.requests_served >= served + 16, what="the 16 waits to arrive")
+        # each bound is generous for a loaded machine; before the fix each took the whole wait (300 s)
+        assert "image_shape" in client.request("describe", timeout_s=60)
+        header, _ = client.snap()
+        assert header["channel"]
+        stopped = client.request("stop", timeout_s=60)["stopped"]
+        assert stopped["id"] == job["id"] and stopped["status"] == "stopped"
+        for s in waiters:  # the job ended: every wait is answered with it
+            assert s.poll(60_000), "a wait was not answered when its job ended"
+            reply = json.loads(s.recv_multipart()[-1])
+            assert reply["ok"] and reply["result"]["status"] == "stopped"
+    finally:
+        for s in waiters:
+            s.close(linger=0)
+
+
+def test_a_long_command_beyond_its_limit_is_refused_with_busy_error():
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def wait(wait_s: float = 1.0) -> dict:
+        """Block until released (as the daemon's wait blocks until a job ends)."""
+        started.release()
+        release.wait(120)
+        return {"waited": True}
+
+    def ping() -> dict:
+        """Answer at once (off the socket thread, like describe)."""
+        return {"pong": True}
+
+    server = ControlServer({"wait": wait, "ping": ping}, "tcp://127.0.0.1:*", long_limit=2)
+    server.start()
+    ctx = zmq.Context.instance()
+    socks = []
+    try:
+        for i in range(2):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(server.address)
+            s.send_multipart([b"", json.dumps({"cmd": "wait", "id": i}).encode()])
+            socks.append(s)
+        for _ in range(2):
+            assert started.acquire(timeout=60), "a wait did not start"
+        with ControlClient(server.address, timeout_s=60) as c:
+            assert c.request("ping") == {"pong": True}
+            reply = _raw(server.address, b'{"cmd": "wait", "id": "third"}')
+            assert reply is not None and reply["id"] == "third"
+            assert reply["error"]["type"] == "BusyError", reply
+            assert "2 'wait' requests are already in progress" in reply["error"]["message"]
+            release.set()
+            for s in socks:
+                assert s.poll(60_000)
+                assert json.loads(s.recv_multipart()[-1])["result"] == {"waited": True}
+            assert c.request("wait") == {"waited": True}  # the lane is free again
+    finally:
+        release.set()
+        for s in socks:
+            s.close(linger=0)
+        server.stop()
+
+
+# ------------------------------------------------------------- cosmetic: no daemon; how long a job ran
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ctl_says_at_once_when_no_daemon_answers(cli):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    rc, out, err = cli("ctl", "--control", address, "--timeout", "60", "status")
+    took = time.monotonic() - t0
+    assert rc == 1 and out == ""
+    assert f"no daemon (or engine) answered at {address} within 5 s" in err and "Is it running" in err
+    assert "--control" in err
+    assert took < 45, f"ctl waited {took:.0f} s for a daemon that is not there"  # bound; it tries for 5 s
+    with ControlClient(address, timeout_s=60, connect_timeout_s=0.5) as c, pytest.raises(ServerUnreachable):
+        c.request("status")
+
+
+def test_ctl_wait_reports_how_long_the_job_ran(daemon, client, cli):
+    job = client.request("capture_pairs", positions=[[0, 0], [50, 0]], label_free=["BF"], fluorescence=["Nuclei"],
+                         exposure_ms=100)
+    done = client.wait(job["id"], timeout_s=120)
+    ran = done["finished"] - done["started"]
+    assert ran >= 0.2, done  # four 100 ms exposures: long enough to tell from the instant ctl watches below
+    rc, out, err = cli("ctl", "--control", daemon.control_address, "wait", job["id"])
+    assert rc == 0, err
+    last = err.strip().splitlines()[-1]
+    assert f"in {format_duration(ran)}" in last and "done" in last, last
