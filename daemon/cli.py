@@ -213,8 +213,9 @@ def _engine(args: argparse.Namespace) -> int:
             if args.print_every:
                 st = engine.status()
                 lat = st["latency_ms"].get("end_to_end", {})
-                print(f"  results {st['results_published']:6d}  {st['results_per_s']:6.1f}/s  end-to-end p50 "
-                      f"{lat.get('p50', float('nan')):6.1f} ms p99 {lat.get('p99', float('nan')):6.1f} ms  "
+                latency = (f"end-to-end p50 {lat['p50']:6.1f} ms p99 {lat['p99']:6.1f} ms" if "p50" in lat
+                           else "no result yet")
+                print(f"  results {st['results_published']:6d}  {st['results_per_s']:6.1f}/s  {latency}  "
                       f"dropped {st['dropped']}", flush=True)
     except KeyboardInterrupt:
         pass

@@ -56,8 +56,10 @@ def confined(path: str | Path, roots: Iterable[str | Path], kind: Literal["file"
         raise OutsideAllowedDirectories(f"{what} {path}: this server was started without directories to read from")
     resolved = Path(path).expanduser().resolve()
     if not any(resolved.is_relative_to(r) for r in roots):
+        relative = "" if Path(path).is_absolute() else f"; a relative path is read from the server's working " \
+            f"directory, {Path.cwd()}: give an absolute one"
         raise OutsideAllowedDirectories(
-            f"{what} {path} is outside the allowed directories ({', '.join(map(str, roots))})"
+            f"{what} {path} is outside the allowed directories ({', '.join(map(str, roots))}){relative}"
         )
     try:
         st = resolved.stat()

@@ -291,8 +291,9 @@ class TriggerRunner:
                 for f in firings:
                     if f.decision is d:
                         f.logged.set()
-                if d.event in ("fire", "disabled", "untrusted"):
-                    log.warning("trigger %s: %s (%s)", d.trigger, d.event, d.reason)
+                if d.event in ("fire", "disabled", "untrusted"):  # a firing is the normal case; the others warn
+                    log.log(logging.INFO if d.event == "fire" else logging.WARNING, "trigger %s: %s (%s)",
+                            d.trigger, d.event, d.reason)
         finally:  # an outcome never waits for a decision line that failed to be written
             for f in firings:
                 f.logged.set()

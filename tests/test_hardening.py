@@ -137,6 +137,8 @@ def test_files_clients_name_are_confined(daemon, client, tmp_path):
     with pytest.raises(DaemonError, match="outside the allowed directories") as e:
         client.request("load_triggers", config=str(outside), sources={"m": "tcp://127.0.0.1:1"})
     assert e.value.type == "OutsideAllowedDirectories"
+    with pytest.raises(DaemonError, match="a relative path is read from the server's working directory"):
+        client.request("load_triggers", config="no/such/dir/t.yaml", sources={"m": "tcp://127.0.0.1:1"})
     fifo = daemon.engine.data_dir / "fifo.yaml"
     os.mkfifo(fifo)
     for path in (str(fifo), "/dev/zero", "/etc/passwd", str(root / "README.md")):
