@@ -70,3 +70,39 @@ def client(daemon):
 
     with ControlClient(daemon.control_address, timeout_s=120) as c:
         yield c
+
+
+PYMM_ENV = ("PYMM_STDERR_LOG", "PYMM_DEBUG_LOG")
+
+
+@pytest.fixture
+def restore_logging():
+    """Take back what ``configure_logging`` did (its handler, levels, -v's environment)."""
+    root = logging.getLogger()
+    level, env = root.level, {k: os.environ.get(k) for k in PYMM_ENV}
+    yield
+    for h in [h for h in root.handlers if getattr(h, "scopecast", False)]:
+        root.removeHandler(h)
+    root.setLevel(level)
+    logging.getLogger("scopecast").setLevel(logging.NOTSET)
+    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def cli(capsys, restore_logging):
+    """``run(*argv) -> (exit status, stdout, stderr)`` of the real ``scopecast`` main, in this process."""
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        from scopecast.daemon.cli import main
+
+        rc = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run

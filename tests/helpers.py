@@ -60,3 +60,78 @@ def package_with_validated(src: Path, dst: Path, key: str, section: dict[str, An
         m["validated"][key] = section
     path.write_text(json.dumps(m))
     return load_package(dst)
+
+
+class StandInEngine:
+    """A stand-in engine: answers each complete live bundle of the daemon's ``stream`` with a trusted result of
+    model ``m`` (one output ``channel``, every pixel ``value``; 8×8, or the camera's shape with ``full_frame``)
+    carrying the bundle's timestamps, ``model_s`` after its last frame arrived (a model that takes that long).
+    No model is needed to test what the daemon does with results. ``frames``: every frame header seen."""
+
+    def __init__(self, stream: str, model_s: float = 0.0, value: float = 0.0, channel: str = "c",
+                 task: str | None = None, full_frame: bool = False) -> None:
+        import threading
+
+        import zmq
+
+        from scopecast.daemon.stream import StreamSubscriber
+
+        self.value, self.model_s, self.channel, self.task, self.full_frame = value, model_s, channel, task, full_frame
+        self.frames: list[dict] = []
+        self.pub = zmq.Context.instance().socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind("tcp://127.0.0.1:*")
+        self.address = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.sub = StreamSubscriber(stream, ("frame",))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def wait_subscriber(self) -> None:
+        """The trigger runner's subscription has reached this publisher."""
+        assert self.pub.poll(60_000), "the trigger runner never subscribed to the results"
+        assert self.pub.recv()[0] == 1
+
+    def _run(self) -> None:
+        import numpy as np
+
+        from scopecast.daemon.wire import dumps_strict
+
+        bundles: dict[tuple, list[dict]] = {}
+        while not self._stop.is_set():
+            m = self.sub.recv(0.1)
+            if m is None:
+                continue
+            h = m[1]
+            self.frames.append(h)
+            got = bundles.setdefault((h["acquisition_id"], h["bundle_id"]), [])
+            got.append(h)
+            if len(got) < h["bundle_size"] or "-live-" not in h["acquisition_id"]:
+                continue
+            last = max(got, key=lambda f: f["t_acquired_ns"])
+            t = time.time_ns()
+            if self.model_s:
+                time.sleep(self.model_s)  # the model computing (this stand-in's only cost)
+            shape = [1, *h["shape"]] if self.full_frame else [1, 8, 8]
+            header = {
+                "kind": "result", "model": "m", "channels": [self.channel], "shape": shape, "dtype": "float32",
+                "acquisition_id": h["acquisition_id"], "bundle_id": h["bundle_id"],
+                "source_seqs": [f["seq"] for f in got], "stage_x_um": h["stage_x_um"], "stage_y_um": h["stage_y_um"],
+                "stage_z_um": h["stage_z_um"], "pixel_size_um": h["pixel_size_um"],
+                "t_exposure_start_ns": last["t_exposure_start_ns"], "t_acquired_ns": last["t_acquired_ns"],
+                "t_frame_published_ns": max(f["t_published_ns"] for f in got), "t_received_ns": t,
+                "t_dequeued_ns": t, "t_preprocessed_ns": t, "t_inferred_ns": t, "t_postprocessed_ns": time.time_ns(),
+                "t_published_ns": time.time_ns(), "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}},
+            }
+            if self.task:
+                header["task"] = self.task
+            self.pub.send_multipart([b"result", dumps_strict(header), np.full(shape, self.value, np.float32)])
+
+    def __enter__(self) -> StandInEngine:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sub.close()
+        self.pub.close(linger=0)

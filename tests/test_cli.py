@@ -10,46 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from scopecast.daemon.cli import main
 from scopecast.daemon.cli_logging import configure_logging
 from scopecast.daemon.control import ControlServer, DaemonError
 from scopecast.daemon.progress import Progress
 from scopecast.daemon.service import Daemon
 from tests.conftest import ROOT
-
-PYMM_ENV = ("PYMM_STDERR_LOG", "PYMM_DEBUG_LOG")
-
-
-@pytest.fixture
-def restore_logging():
-    """Take back what ``configure_logging`` did (its handler, levels, -v's environment)."""
-    root = logging.getLogger()
-    level, env = root.level, {k: os.environ.get(k) for k in PYMM_ENV}
-    yield
-    for h in [h for h in root.handlers if getattr(h, "scopecast", False)]:
-        root.removeHandler(h)
-    root.setLevel(level)
-    logging.getLogger("scopecast").setLevel(logging.NOTSET)
-    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture
-def cli(capsys, restore_logging):
-    """``run(*argv) -> (exit status, stdout, stderr)`` of the real ``scopecast`` main, in this process."""
-
-    def run(*argv: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
-
 
 def test_ctl_takes_the_command_arguments_as_options(daemon, cli, tmp_path):
     ctl = ("ctl", "--control", daemon.control_address)

@@ -9,84 +9,15 @@ closed loop of a zero-cost model): no model is needed to test what the loop adds
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
-import zmq
-
-from scopecast.daemon.stream import StreamSubscriber
 from scopecast.daemon.trigger_actions import LOOP_STAGES
-from scopecast.daemon.wire import dumps_strict
 
-from helpers import wait_subscribed, wait_until
+from helpers import StandInEngine, wait_subscribed, wait_until
 
 CYCLE = ["BF", "DF"]
 FIRINGS = 5
 EXPOSURE_MS = 30.0  # a live frame is long next to the hand-over: an action starting mid-frame is likely
-
-
-class InstantEngine:
-    """Answers each complete live bundle with a result (mean ``value``) carrying its timestamps,
-    ``model_s`` after the bundle's last frame arrived (a model that takes that long)."""
-
-    def __init__(self, stream: str, model_s: float = 0.0) -> None:
-        self.value = 0.0
-        self.model_s = model_s
-        self.frames: list[dict] = []  # every frame header seen on the stream (live and snaps)
-        self.ctx = zmq.Context.instance()
-        self.pub = self.ctx.socket(zmq.XPUB)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.bind("tcp://127.0.0.1:*")
-        self.address = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.sub = StreamSubscriber(stream, ("frame",))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def wait_subscriber(self) -> None:
-        """The trigger runner's subscription has reached this publisher."""
-        assert self.pub.poll(60_000), "the trigger runner never subscribed to the results"
-        assert self.pub.recv()[0] == 1
-
-    def _run(self) -> None:
-        bundles: dict[tuple, list[dict]] = {}
-        while not self._stop.is_set():
-            m = self.sub.recv(0.1)
-            if m is None:
-                continue
-            h = m[1]
-            self.frames.append(h)
-            got = bundles.setdefault((h["acquisition_id"], h["bundle_id"]), [])
-            got.append(h)
-            if len(got) < h["bundle_size"] or "-live-" not in h["acquisition_id"]:
-                continue
-            last = max(got, key=lambda f: f["t_acquired_ns"])
-            t = time.time_ns()
-            if self.model_s:
-                time.sleep(self.model_s)  # the model computing (this stand-in's only cost)
-            header = {
-                "kind": "result", "model": "m", "channels": ["c"], "shape": [1, 8, 8], "dtype": "float32",
-                "acquisition_id": h["acquisition_id"], "bundle_id": h["bundle_id"],
-                "source_seqs": [f["seq"] for f in got], "stage_x_um": h["stage_x_um"], "stage_y_um": h["stage_y_um"],
-                "stage_z_um": h["stage_z_um"], "pixel_size_um": h["pixel_size_um"],
-                "t_exposure_start_ns": last["t_exposure_start_ns"], "t_acquired_ns": last["t_acquired_ns"],
-                "t_frame_published_ns": max(f["t_published_ns"] for f in got), "t_received_ns": t,
-                "t_dequeued_ns": t, "t_preprocessed_ns": t, "t_inferred_ns": t, "t_postprocessed_ns": time.time_ns(),
-                "t_published_ns": time.time_ns(), "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}},
-            }
-            data = np.full((1, 8, 8), self.value, np.float32)
-            self.pub.send_multipart([b"result", dumps_strict(header), data])
-
-    def __enter__(self) -> InstantEngine:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sub.close()
-        self.pub.close(linger=0)
 
 
 def test_the_loop_is_timed_in_parts_and_ends_when_the_action_holds_the_microscope(daemon, client):
@@ -96,7 +27,7 @@ def test_the_loop_is_timed_in_parts_and_ends_when_the_action_holds_the_microscop
         "condition": {"above": 0.5}, "cooldown_s": 0,
         "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 5}]}],
         "safety": {"dose_per_position": 1e6, "dose_per_session": 1e6, "max_actions_per_minute": 100}}
-    with InstantEngine(daemon.stream_address) as engine:
+    with StandInEngine(daemon.stream_address) as engine:
         wait_subscribed(daemon.publisher, "frame")
         client.request("load_triggers", config=config, sources={"m": engine.address})
         engine.wait_subscriber()
@@ -153,7 +84,7 @@ def test_lockstep_live_waits_for_each_decision_and_leaves_the_microscope_free(da
         "condition": {"above": 0.5}, "cooldown_s": 0,
         "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 5}]}],
         "safety": {"dose_per_position": 1e6, "dose_per_session": 1e6, "max_actions_per_minute": 100}}
-    with InstantEngine(daemon.stream_address, model_s) as engine:
+    with StandInEngine(daemon.stream_address, model_s) as engine:
         wait_subscribed(daemon.publisher, "frame")
         client.request("load_triggers", config=config, sources={"m": engine.address})
         engine.wait_subscriber()

@@ -15,76 +15,23 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
-from helpers import wait_subscribed, wait_until
+from helpers import StandInEngine, wait_subscribed, wait_until
 from scopecast.daemon.confine import OutsideAllowedDirectories, inside, safe_name
 from scopecast.daemon.control import ControlClient, DaemonError
 from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.inference.offline import run_offline
 from scopecast.daemon.inference.package import PackageError, load_package
 from scopecast.daemon.recorder import open_recording
-from scopecast.daemon.stream import StreamSubscriber
-from scopecast.daemon.wire import dumps_strict
 from scopecast.models.synthetic import write_package
 
 CYCLE = ["DPC-Left", "DPC-Right", "BF"]
 SAFETY = {"dose_per_position": 1e6, "dose_per_session": 1e6, "max_actions_per_minute": 100}
-
-
-class StandInEngine:
-    """Answers each complete live bundle with a trusted ``virtual-staining`` result of model ``m`` (one output
-    channel ``nuclei``, the camera's shape, every pixel ``value``)."""
-
-    def __init__(self, stream: str, value: float = 1000.0) -> None:
-        self.value = value
-        self.pub = zmq.Context.instance().socket(zmq.PUB)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.bind("tcp://127.0.0.1:*")
-        self.address = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.sub = StreamSubscriber(stream, ("frame",))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        bundles: dict[tuple, list[dict]] = defaultdict(list)
-        while not self._stop.is_set():
-            m = self.sub.recv(0.1)
-            if m is None:
-                continue
-            h = m[1]
-            got = bundles[(h["acquisition_id"], h["bundle_id"])]
-            got.append(h)
-            if len(got) < h["bundle_size"] or "-live-" not in h["acquisition_id"]:
-                continue
-            last = max(got, key=lambda f: f["t_acquired_ns"])
-            header = {
-                "kind": "result", "model": "m", "task": "virtual-staining", "channels": ["nuclei"],
-                "shape": [1, *h["shape"]], "dtype": "float32", "acquisition_id": h["acquisition_id"],
-                "bundle_id": h["bundle_id"], "source_seqs": [f["seq"] for f in got],
-                "stage_x_um": h["stage_x_um"], "stage_y_um": h["stage_y_um"], "stage_z_um": h["stage_z_um"],
-                "pixel_size_um": h["pixel_size_um"], "t_exposure_start_ns": last["t_exposure_start_ns"],
-                "t_acquired_ns": last["t_acquired_ns"],
-                "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}},
-            }
-            self.pub.send_multipart([b"result", dumps_strict(header),
-                                     np.full((1, *h["shape"]), self.value, np.float32)])
-
-    def __enter__(self) -> StandInEngine:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sub.close()
-        self.pub.close(linger=0)
 
 
 def _trigger(actions: list[dict]) -> dict:
@@ -92,6 +39,12 @@ def _trigger(actions: list[dict]) -> dict:
     return {"triggers": [{"name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "nuclei"},
                           "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 0, "actions": actions}],
             "safety": SAFETY}
+
+
+def _stand_in(daemon) -> StandInEngine:
+    """A trusted virtual-staining result of model ``m`` (``nuclei``, the camera's shape) for each live bundle."""
+    return StandInEngine(daemon.stream_address, value=1000.0, channel="nuclei", task="virtual-staining",
+                         full_frame=True)
 
 
 def _fire_once(client, engine: StandInEngine, actions: list[dict]) -> dict:
@@ -192,7 +145,7 @@ def test_package_files_outside_the_package_are_refused_without_saying_whether_th
 
 # --------------------------------------------------------------------------- 3: acquisition ids
 def test_trigger_and_spot_check_recordings_store_the_acquisition_id_of_their_name(daemon, client):
-    with StandInEngine(daemon.stream_address) as engine:
+    with _stand_in(daemon) as engine:
         wait_subscribed(daemon.publisher, "frame")
         client.request("start_spot_checks", model="m", results=engine.address, channels={"nuclei": "Nuclei"},
                        period_s=0.1, exposure_ms=5.0)
@@ -215,7 +168,7 @@ def test_trigger_and_spot_check_recordings_store_the_acquisition_id_of_their_nam
 
 # --------------------------------------------------------------------------- 4: save_window time points
 def test_save_window_has_one_time_point_per_bundle(daemon, client, tmp_path):
-    with StandInEngine(daemon.stream_address) as engine:
+    with _stand_in(daemon) as engine:
         wait_subscribed(daemon.publisher, "frame")
         # the confirmation's snap lands inside the window: a bundle of its own
         out = _fire_once(client, engine, [

@@ -5,8 +5,6 @@ no daemon answers and how long a job ran."""
 from __future__ import annotations
 
 import json
-import logging
-import os
 import socket
 import threading
 import time
@@ -15,7 +13,6 @@ import numpy as np
 import pytest
 import zmq
 
-from scopecast.daemon.cli import main
 from scopecast.daemon.control import ControlClient, ControlServer, ServerUnreachable
 from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.progress import format_duration
@@ -26,32 +23,6 @@ from helpers import wait_until
 
 HUGE = "1" * 5000  # more digits than Python converts to an int (4300)
 CYCLE = ["DPC-Left", "DPC-Right", "BF"]
-
-
-@pytest.fixture
-def cli(capsys):
-    """``run(*argv) -> (exit status, stdout, stderr)`` of the real ``scopecast`` main, in this process
-    (logging restored afterwards, as in test_cli)."""
-    root = logging.getLogger()
-    level, env = root.level, {k: os.environ.get(k) for k in ("PYMM_STDERR_LOG", "PYMM_DEBUG_LOG")}
-
-    def run(*argv: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    yield run
-    for h in [h for h in root.handlers if getattr(h, "scopecast", False)]:
-        root.removeHandler(h)
-    root.setLevel(level)
-    logging.getLogger("scopecast").setLevel(logging.NOTSET)
-    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def _raw(address: str, body: bytes, timeout_s: float = 60.0) -> dict | None:
