@@ -71,6 +71,11 @@ class _Firing:
     t_hardware_ns: int = 0  # its first action held the microscope (0: no hardware action yet)
     logged: threading.Event = field(default_factory=threading.Event)  # its decision line is in the log
     held: bool = False  # its first action has started (on the microscope, for a hardware action)
+    # what its actions read from the ring, taken when it is decided (later actions, a queue of firings or a
+    # slow model would otherwise find those frames evicted): the deciding bundle, and per save_window action
+    # (by id) the frames before the event and the bucket that collects those after it
+    bundle: list[Frame] = field(default_factory=list)
+    windows: dict[int, tuple[list[Frame], list[Frame]]] = field(default_factory=dict)
 
 
 #: The parts of the closed loop (name, from, to): result-header stamps, then the runner's.
@@ -273,6 +278,7 @@ class TriggerRunner:
         firings = [_Firing(d, header, data, t_received_ns or t_decided, t_decided)
                    for d in decisions if d.event == "fire"]
         for f in firings:
+            self._pin(f)
             with self._lock:
                 self._pending += 1
             self.fired += 1
@@ -298,6 +304,16 @@ class TriggerRunner:
             for f in firings:
                 f.logged.set()
 
+    def _pin(self, f: _Firing) -> None:
+        """Take from the ring, now, the frames the firing's actions will read."""
+        d = f.decision
+        f.bundle = self.ring.bundle(d.acquisition_id, d.bundle_id)
+        spec = next(t for t in self.config.triggers if t.name == d.trigger)
+        for a in spec.actions:
+            if a.kind == "save_window":
+                f.windows[id(a)] = (self.ring.window(d.t_ns - int(a.before_s * 1e9)),
+                                    self.ring.follow(d.t_ns + int(a.after_s * 1e9)))
+
     def _log(self, line: dict[str, Any]) -> None:
         """Append one JSON line to the decision log (decisions in the order taken; outcomes later)."""
         with self._lock, open(self.log_path, "a", encoding="utf-8") as f:
@@ -313,6 +329,8 @@ class TriggerRunner:
             try:
                 self._run_actions(firing)
             finally:
+                for _, bucket in firing.windows.values():
+                    self.ring.unfollow(bucket)
                 self._held(firing)
                 with self._lock:
                     self._pending -= 1
@@ -359,8 +377,7 @@ class TriggerRunner:
         d = f.decision
         d.outcome["closed_loop_latency_ms"] = round((f.t_hardware_ns - t0) / 1e6, 3)
         d.outcome["closed_loop_ms"] = loop_breakdown(stamps)
-        first = min((fr.header.t_exposure_start_ns for fr in self.ring.bundle(d.acquisition_id, d.bundle_id)),
-                    default=0)
+        first = min((fr.header.t_exposure_start_ns for fr in f.bundle), default=0)
         d.outcome["bundle_before_deciding_frame_ms"] = round((t0 - first) / 1e6, 3) if first else None
         self.latencies_ms.append(d.outcome["closed_loop_latency_ms"])
 
@@ -407,6 +424,12 @@ class TriggerRunner:
                     return
                 self._progress.wait(min(left, 0.05))  # a stop request is seen within 50 ms
 
+    def _pinned(self) -> _Firing:
+        """The firing whose actions run now (an action runs only inside :meth:`_run_actions`)."""
+        if self._firing is None:
+            raise RuntimeError("no firing is running")
+        return self._firing
+
     def _recorder(self, kind: str, d: Decision) -> Recorder:
         acquisition_id = f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}"
         path = inside(self.engine.data_dir, f"{acquisition_id}.ome.zarr", "trigger recording")
@@ -416,8 +439,7 @@ class TriggerRunner:
         """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
         with self._hardware():
             fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
-        label_free = self.ring.bundle(d.acquisition_id, d.bundle_id)  # still in the ring (seconds of frames)
-        frames = label_free + fluo
+        frames = self._pinned().bundle + fluo  # the deciding bundle, taken from the ring when it was decided
         rec = self._recorder("pair", d)
         try:
             names = [f.header.channel for f in frames]
@@ -429,10 +451,10 @@ class TriggerRunner:
         return {"recording": str(rec.path), "channels": names}
 
     def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
-        """Frames from ``before_s`` before the event to ``after_s`` after it (from the ring buffer)."""
+        """Frames from ``before_s`` before the event (taken from the ring when it was decided) to ``after_s``
+        after it."""
         t_event = d.t_ns
-        bucket = self.ring.follow(t_event + int(a.after_s * 1e9))
-        before = self.ring.window(t_event - int(a.before_s * 1e9))
+        before, bucket = self._pinned().windows[id(a)]
         deadline = time.monotonic() + a.after_s + 5.0
         while time.monotonic() < deadline and not any(f.header.t_acquired_ns > t_event + a.after_s * 1e9 for f in bucket):
             if self.engine.state != "live":
@@ -446,7 +468,7 @@ class TriggerRunner:
                 frames.append(f)
         frames.sort(key=lambda f: f.header.seq)
         if not frames:
-            return {"frames": 0}
+            return {"frames": 0, **self._window_short(a, d)}
         columns, index = window_layout(frames)
         rec = self._recorder("window", d)
         try:
@@ -458,7 +480,19 @@ class TriggerRunner:
             rec.close()
         n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
         return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before,
-                "time_points": 1 + max(t for t, _ in index), "channels": columns}
+                "time_points": 1 + max(t for t, _ in index), "channels": columns, **self._window_short(a, d)}
+
+    def _window_short(self, a: ActionSpec, d: Decision) -> dict[str, str]:
+        """``{"warning": ...}`` when the event was decided on so late that the ring buffer had already dropped
+        the start of the window before it (nothing otherwise)."""
+        lag_s = (self._pinned().t_decided_ns - d.t_ns) / 1e9
+        if lag_s + a.before_s <= self.ring.seconds:
+            return {}
+        warning = (f"decided {lag_s:.1f} s after the event: the ring buffer ({self.ring.seconds:g} s) kept only "
+                   f"the last {max(self.ring.seconds - lag_s, 0):.1f} s of the {a.before_s:g} s before it; "
+                   "raise ring_buffer_s")
+        log.warning("trigger %s save_window: %s", d.trigger, warning)
+        return {"warning": warning}
 
     def _do_center_object(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Move the stage so the largest object of the measured channel is centred."""

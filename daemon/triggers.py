@@ -209,6 +209,13 @@ class TriggerConfig(BaseModel):
             where = {n: [i for i, t in enumerate(self.triggers) if t.name == n] for n in repeated}
             raise ValueError("trigger names must be unique: " + "; ".join(
                 f"{n!r} is the name of triggers {', '.join(f'[{i}]' for i in where[n])}" for n in repeated))
+        short = [f"trigger {t.name!r} actions[{j}] save_window before_s = {a.before_s:g}"
+                 for t in self.triggers for j, a in enumerate(t.actions)
+                 if a.kind == "save_window" and 0 < a.before_s >= self.ring_buffer_s]
+        if short:
+            raise ValueError(f"ring_buffer_s = {self.ring_buffer_s:g} cannot hold the frames before an event: "
+                             + "; ".join(short) + " (the ring keeps before_s plus the time a result takes to be "
+                             "decided on; raise ring_buffer_s)")
         return self
 
 

@@ -17,7 +17,7 @@ from scopecast.daemon.control import DaemonError
 from scopecast.daemon.triggers import Decider, load_trigger_config
 from scopecast.daemon.wire import dumps_strict
 
-from helpers import wait_until
+from helpers import StandInEngine, wait_until
 
 NOWHERE = "tcp://127.0.0.1:6222"  # a result stream nobody publishes on: loading only subscribes to it
 
@@ -47,12 +47,14 @@ REFUSED = [
      ["'bad'", "roi", "[100, 100, -5, -5]"]),
     ({"triggers": [_trigger()], "ring_buffer_s": 1e12}, ["ring_buffer_s = 1000000000000.0", "600"]),
     ({"triggers": [_trigger(), _trigger(condition={"above": 0.9})]}, ["names must be unique", "'bad'"]),
+    ({"triggers": [_trigger(actions=[{"kind": "save_window", "before_s": 3}])], "ring_buffer_s": 2},
+     ["ring_buffer_s = 2", "'bad'", "actions[0] save_window before_s = 3", "raise ring_buffer_s"]),
 ]
 
 
 @pytest.mark.parametrize(("config", "named"), REFUSED, ids=[
     "unknown-channel", "exposure-out-of-range", "unknown-live-channel", "z-range", "z-planes", "tile-grid",
-    "inverted-roi", "ring-buffer", "duplicate-names"])
+    "inverted-roi", "ring-buffer", "duplicate-names", "ring-shorter-than-window"])
 def test_load_triggers_refuses_actions_that_cannot_run(daemon, client, config, named):
     loaded = client.request("load_triggers", config={"triggers": [_trigger("good")]}, sources={"m": NOWHERE})
     with pytest.raises(DaemonError) as e:
@@ -122,6 +124,55 @@ def test_cooldown_suppressions_are_logged_once_with_their_count():
     assert [(x.event, x.repeats) for x in out] == [("fire", 0), ("rearm", 0), ("suppressed", 0), ("suppressed", 5),
                                                   ("fire", 0)]
     assert out[2].reason == "cooldown: 2.00 s of 8 s" and out[3].reason == "cooldown: 7.00 s of 8 s"
+
+
+def _outcomes(client, engine: StandInEngine, config: dict, fired: int, model_s: float = 0.0) -> dict[str, dict]:
+    """Live BF until ~3 s of frames are in the ring, then results above every threshold (each ``model_s``
+    after its bundle) until ``fired`` firings are decided and their actions done: each trigger's outcome line,
+    by trigger name."""
+    client.request("load_triggers", config=config, sources={"m": engine.address})
+    try:
+        engine.wait_subscriber()
+        client.request("start_live", channels=["BF"], interval_ms=100)
+        first = wait_until(lambda: engine.frames and engine.frames[0]["t_acquired_ns"], 60, "a live frame")
+        wait_until(lambda: engine.frames[-1]["t_acquired_ns"] - first > 3e9, 120, "3 s of live frames")
+        engine.model_s, engine.value = model_s, 0.9  # from now on every result is above the thresholds
+        st = wait_until(lambda: (s := client.request("triggers"))["fired"] >= fired and not s["actions_pending"]
+                        and s, 120, "the firings and their actions")
+        client.request("stop")
+    finally:
+        client.request("unload_triggers")
+    lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines()]
+    return {x["outcome_of"]["trigger"]: x for x in lines if "outcome_of" in x}
+
+
+def test_a_queued_save_window_keeps_the_frames_before_its_event(daemon, client):
+    """Two triggers fire on the same result; the second's save_window runs only after the first's has waited
+    4 s for frames after the event, by which time a 3.5 s ring has dropped every frame before the event. The
+    frames before it are taken from the ring when the firing is decided, so the window still has them."""
+    t = _trigger(cooldown_s=600, condition={"above": 0.5, "rearm_below": -1})
+    config = {"triggers": [{**t, "name": "first", "actions": [{"kind": "save_window", "before_s": 0, "after_s": 4}]},
+                           {**t, "name": "second", "actions": [{"kind": "save_window", "before_s": 1.5,
+                                                                "after_s": 0}]}],
+              "ring_buffer_s": 3.5}
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        out = _outcomes(client, engine, config, 2)
+    first, second = out["first"]["actions"][0], out["second"]["actions"][0]
+    assert first["ok"] and first["frames"] > 0 and first["frames_before_event"] == 0
+    assert second["ok"] and second["frames_before_event"] > 0, second
+
+
+def test_a_window_decided_later_than_the_ring_holds_says_so(daemon, client):
+    """A model that takes 3 s: by the decision a 4 s ring holds only the last ~1 s of a 2 s window before the
+    event. The outcome says so, and what to change."""
+    config = {"triggers": [_trigger("late", cooldown_s=600, condition={"above": 0.5, "rearm_below": -1},
+                                    actions=[{"kind": "save_window", "before_s": 2, "after_s": 0}])],
+              "ring_buffer_s": 4}
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        window = _outcomes(client, engine, config, 1, model_s=3.0)["late"]["actions"][0]
+    assert window["ok"]
+    assert window["warning"].startswith("decided ") and "the ring buffer (4 s) kept only the last" in window["warning"]
+    assert window["warning"].endswith("of the 2 s before it; raise ring_buffer_s")
 
 
 #: Runs ``scopecast gui`` with ``QApplication.processEvents`` slowed down, as on a loaded machine where the pending
