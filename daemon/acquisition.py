@@ -319,8 +319,8 @@ class AcquisitionEngine:
         """Ask the running job (or ``job_id``: ``KeyError`` if unknown) to stop after its current frame."""
         job = self.job(job_id) if job_id else self._current
         if job is not None and not job._stop.is_set():
+            job._stop.set()  # first: a frame counted after this read is the one in progress, at most
             job.frames_at_stop = job.frames  # what "within one frame" is measured from
-            job._stop.set()
         return job
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
