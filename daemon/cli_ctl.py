@@ -49,6 +49,8 @@ UNITS = ("_ms", "_s", "_um", "_db")
 CTL_OPTIONS = frozenset({"--args", "--save", "--control", "--timeout", "--keys", "--help", "-h"})
 #: Seconds to wait for a connection to the server before saying none answers (a reply may take ``--timeout``).
 CONNECT_TIMEOUT_S = 5.0
+#: The same for ``ctl --help``, which falls back to this installation's commands when no server is there.
+HELP_CONNECT_TIMEOUT_S = 3.0
 
 
 class UsageError(ValueError):
@@ -323,18 +325,26 @@ def _help(args: argparse.Namespace, parser_help: str, cmd: str) -> int:
     """``ctl --help`` (every command, with its options) or ``ctl COMMAND --help``."""
     import zmq
 
-    from .control import ControlClient
+    from .control import ControlClient, ServerUnreachable
 
     source = f"the server at {args.control}"
     commands: dict[str, Any] | None = None
-    with ControlClient(args.control, timeout_s=min(args.timeout, 3.0)) as client:
+    why = "does not describe its commands"
+    # no server there: fall back after a short wait for a connection; a server that is there (if busy) is waited
+    # for up to --timeout, as any command is, rather than silently listing this installation's commands
+    connect_s = min(args.timeout, HELP_CONNECT_TIMEOUT_S)
+    with ControlClient(args.control, timeout_s=args.timeout, connect_timeout_s=connect_s) as client:
         try:
             commands = _described(client, args.control, required=False)
-        except (TimeoutError, zmq.ZMQError):
-            commands = None
+        except ServerUnreachable:
+            why = f"did not answer: no connection within {connect_s:g} s"
+        except TimeoutError:
+            why = f"did not answer: connected, but no reply within {args.timeout:g} s"
+        except zmq.ZMQError as e:
+            why = f"did not answer: {e}"
     if commands is None:
         commands = _local_commands()
-        source = f"this installation's daemon ({args.control} did not answer)"
+        source = f"this installation's daemon ({args.control} {why})"
     if cmd:
         if cmd not in commands:
             print(f"scopecast ctl: unknown command {cmd!r}; commands of {source}: {', '.join(sorted(commands))}",

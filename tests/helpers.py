@@ -132,6 +132,6 @@ class StandInEngine:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(60)  # generous: a starved thread must be done before its sockets are closed
         self.sub.close()
         self.pub.close(linger=0)

@@ -68,19 +68,20 @@ def test_options_and_help_come_from_the_server(daemon, cli):
     try:
         rc, out, err = cli("ctl", "--control", server.address, "focus", "3", "--fast", "--labels", "a", "b,c")
         assert rc == 0 and json.loads(out) == {"z_um": 3.0, "fast": True, "labels": ["a", "b", "c"]}, err
-        rc, out, _ = cli("ctl", "--control", server.address, "focus", "--help")
+        # --timeout: how long help waits for a server that is there (a starved one may be slow to answer)
+        rc, out, _ = cli("ctl", "--control", server.address, "--timeout", "120", "focus", "--help")
         assert rc == 0 and "Move the focus." in out
         assert "--z-um NUMBER, --z NUMBER" in out and "--fast, --no-fast" in out and "list of string" in out
     finally:
         server.stop()
     # the daemon's: every command listed with its arguments and their types
-    rc, out, _ = cli("ctl", "--control", daemon.control_address, "--help")
+    rc, out, _ = cli("ctl", "--control", daemon.control_address, "--timeout", "120", "--help")
     assert rc == 0 and f"commands of the server at {daemon.control_address}" in out
     for name in Daemon.COMMANDS:
         assert f"\n  {name} " in out, name
     words = " ".join(out.split())  # wrapped to the terminal's width
     assert "Arguments: JOB: string [--wait-s number]." in words and "[--exposure-ms number]" in words
-    rc, out, _ = cli("ctl", "--control", daemon.control_address, "snap", "--help")
+    rc, out, _ = cli("ctl", "--control", daemon.control_address, "--timeout", "120", "snap", "--help")
     assert rc == 0 and "--exposure-ms NUMBER, --exposure NUMBER" in out and "--record, --no-record" in out
 
 

@@ -134,7 +134,7 @@ def test_package_files_outside_the_package_are_refused_without_saying_whether_th
     engine = InferenceEngine(good, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
                              warmup_shape=None, model_dirs=[models]).start()
     try:
-        with ControlClient(engine.control.address) as ec:
+        with ControlClient(engine.control.address, timeout_s=120) as ec:
             outside = package("outside", model_file=str(secret))
             with pytest.raises(DaemonError, match=re.escape(f"model_file {str(secret)!r} is outside the package")):
                 ec.request("load_model", path=str(outside))

@@ -202,7 +202,8 @@ def test_daemon_survives_control_and_stream_fuzz(daemon_proc, tmp_path):
     with ControlClient(ctl, timeout_s=60) as c:
         job = c.request("start_live", channels=CYCLE, exposure_ms=5.0, record=True)
         before = tree_snapshot(tmp_path, [data])
-        report = fuzz_control(ctl, control_cases(rng, N, DAEMON_COMMANDS))
+        # a request unanswered in reply_timeout_s counts as a hang: generous, as the daemon may be starved
+        report = fuzz_control(ctl, control_cases(rng, N, DAEMON_COMMANDS), reply_timeout_s=60.0)
         assert report.oversized_sent == 2
         assert stream_garbage(stream, N, rng) == N
         assert proc.poll() is None, "the daemon died under the fuzz"
@@ -232,10 +233,10 @@ def test_daemon_survives_control_and_stream_fuzz(daemon_proc, tmp_path):
 def test_engine_survives_control_fuzz(fake_engine, tmp_path, run_dir):
     proc, fake, ctl, results, watch = fake_engine
     before = tree_snapshot(tmp_path, [run_dir / "data"])
-    report = fuzz_control(ctl, control_cases(random.Random(2), N, ENGINE_COMMANDS))
+    report = fuzz_control(ctl, control_cases(random.Random(2), N, ENGINE_COMMANDS), reply_timeout_s=60.0)
     assert stream_garbage(results, N, random.Random(3)) == N
     assert proc.poll() is None, "the engine died under the fuzz"
-    assert wait_status(ctl, proc, 30)["model"]["name"] == "tiny"
+    assert wait_status(ctl, proc, 120)["model"]["name"] == "tiny"
     assert _results_flow(fake, watch, "after-control-fuzz") is not None, "no results after the fuzz"
     assert writes_outside(before, tree_snapshot(tmp_path, [run_dir / "data"])) == []
     assert escapes_found(tmp_path) == []
@@ -252,7 +253,7 @@ def test_engine_survives_malformed_frames(fake_engine):
     assert sent >= N
     r = _results_flow(fake, watch, "after-frame-fuzz")
     assert proc.poll() is None, "the engine died on malformed frames"
-    st = wait_status(ctl, proc, 30)
+    st = wait_status(ctl, proc, 120)
     assert r is not None, f"no results after {sent} malformed frames; engine status: {st}"
     # every malformed message was read and counted (as a frame or as a refused one), none lost
     refused = sum(v for k, v in st["dropped"].items() if k.startswith("receive:"))
@@ -280,12 +281,12 @@ def test_up_restarts_a_killed_engine_and_stops_cleanly(sim_cfg, tiny_model, run_
         assert "nothing was started" in r.stderr
         with ControlClient(ctl, timeout_s=60) as c:
             c.request("start_live", channels=CYCLE, exposure_ms=5.0)
-            first = watch.first_after(0, 60)
+            first = watch.first_after(0, 300)
             assert first is not None
             old = listener_pid(ectl, up.pid)
             t_kill = time.time_ns()
             os.kill(old, signal.SIGKILL)
-            r = watch.first_after(t_kill, 60)  # generous: the 2 s figure is the benchmark's
+            r = watch.first_after(t_kill, 300)  # generous: the 2 s figure is the benchmark's
             assert r is not None, "no results after the engine was killed"
             assert r["bundle_id"] > first["bundle_id"]
             assert listener_pid(ectl, up.pid, not_pid=old) != old

@@ -97,9 +97,10 @@ def test_window_shows_raw_stains_sr_and_latency(app, window, daemon, engines, cl
     for a in (vs, sr):
         table = window.latency.tables[a]
         assert all(table.cell(s) != "–" for s in stages)
-        assert not table.stale
+        # waited for, not checked once: on a loaded machine a gap between results can exceed STALE_S (3 s)
+        assert spin(app, lambda: not table.stale, 120), table.why
     first = window.latency.tables[sr].cell("end_to_end")
-    assert spin(app, lambda: window.latency.tables[sr].cell("end_to_end") != first, 30)
+    assert spin(app, lambda: window.latency.tables[sr].cell("end_to_end") != first, 120)
     assert "acquired" in window.fps_label.text() and float(window.fps_label.text().split()[1]) >= 0
     assert "display:superseded" in window.drops_label.text()
     # every inferred view shows its trust verdict
@@ -306,7 +307,7 @@ def test_status_line_reconnects_when_the_daemon_starts(app, sim_cfg, tmp_path):
             # the channel list is asked for until the daemon answers (no empty menus)
             assert spin(app, lambda: w.cycle.table.rowCount() > 0 and w.channel_box.count() > 1)
             assert spin(app, lambda: d.publisher.subscriptions.of("frame") >= 1)  # the stream reconnected too
-            with ControlClient(ctl) as c:  # live until the window has shown two frames
+            with ControlClient(ctl, timeout_s=120) as c:  # live until the window has shown two frames
                 c.request("start_live", channels=["BF"], interval_ms=20)
                 assert spin(app, lambda: w.frames_shown >= 2)
                 c.request("stop")
@@ -330,11 +331,11 @@ def test_headless_screenshot_command(daemon, engines, client, tmp_path):
     client.request("start_live", channels=[*CYCLE, "Membrane"], interval_ms=50)
     out = tmp_path / "shot.png"
     args = [sys.executable, "-m", "scopecast.daemon.cli", "gui", "--control", daemon.control_address,
-            "--stream", daemon.stream_address, "--screenshot", str(out), "--frames", "6", "--timeout", "60"]
+            "--stream", daemon.stream_address, "--screenshot", str(out), "--frames", "6", "--timeout", "400"]
     for e in engines:
         args += ["--engine", f"{e.results_address},{e.control.address}"]
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=500, env=env)  # above the gui's --timeout
     client.request("stop")
     assert r.returncode == 0, r.stderr[-2000:]
     data = out.read_bytes()

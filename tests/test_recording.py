@@ -352,7 +352,7 @@ def test_live_recording_stops_at_its_cap_with_a_warning_first(daemon, client):
         assert done["recording"]["max_frames"] == 7 and done["recording"]["warned"] is True
         kinds = []
         wait_until(lambda: (m := events.recv(1)) and m[1].get("source") == "recording"
-                   and kinds.append(m[1]["kind"]) is None and "cap_reached" in kinds, 30, "the cap events")
+                   and kinds.append(m[1]["kind"]) is None and "cap_reached" in kinds, 120, "the cap events")
         assert kinds == ["cap_warning", "cap_reached"]  # warned before it stopped
     finally:
         events.close()

@@ -92,10 +92,10 @@ def test_start_of_first_pattern_waits_for_the_camera(seq_backend):
     core.setProperty("LED", "TriggerInput0Mode", "Start of First Pattern")
     core.setProperty("LED", "SequenceDelaySeconds", 0.01)
     core.setProperty("LED", "Sequence", "DPC Patterns")
-    wait_until(lambda: core.getProperty("LED", "IlluminationPattern") == "DPC Top", timeout=30, what="first pattern")
+    wait_until(lambda: core.getProperty("LED", "IlluminationPattern") == "DPC Top", timeout=120, what="first pattern")
     assert core.getProperty("LED", "SequenceRunning") == 1  # held at the first pattern: no trigger yet
     core.snapImage()  # the exposure-out releases it; then the firmware's own timing
-    wait_until(lambda: core.getProperty("LED", "SequenceRunning") == 0, timeout=30, what="sequence end")
+    wait_until(lambda: core.getProperty("LED", "SequenceRunning") == 0, timeout=120, what="sequence end")
     assert core.getProperty("LED", "IlluminationPattern") == "Clear"
 
 

@@ -150,7 +150,7 @@ def test_spot_checks_during_live_record_pairs_and_stop_at_the_budget(daemon, cli
         assert pair.series[0].channels == CYCLE + ["Nuclei", "Membrane"]
         assert pair.attrs["scopecast"]["spot_check"]["bundle_id"] == last["bundle_id"]
         # the fidelity is published on the frame stream
-        ev = wait_until(lambda: (m := events.recv(1)) and m[1].get("kind") == "fidelity" and m, 30,
+        ev = wait_until(lambda: (m := events.recv(1)) and m[1].get("kind") == "fidelity" and m, 120,
                         "a fidelity event")
         assert ev[1]["source"] == "spot_checks" and ev[1]["fidelity"]["nuclei"]["n"] >= 1
         assert client.request("stop_spot_checks")["stopped"]["virtual-staining"]["checks"] == 3

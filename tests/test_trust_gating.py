@@ -96,7 +96,10 @@ def test_colony_trigger_refuses_a_blank_slide_fires_on_the_real_colony_and_repla
         wait_subscribed(engine, "result")  # the trigger runner has joined the result stream
         client.request("move_stage", x=COLONY_X, y=0.0)
         _set_sample(daemon, "blank")       # the colony's position, but an empty slide
-        client.request("start_live", channels=CYCLE, record=True, interval_ms=100)
+        # paced by the engine: with policy "all" a free-running cycle outruns the model on a loaded machine (its
+        # queue fills, frames overflow the stream socket, bundles go without a result)
+        client.request("start_live", channels=CYCLE, record=True, interval_ms=100,
+                       pace_from=[engine.results_address])
         st = wait_until(lambda: (s := client.request("triggers"))["untrusted_refusals"] >= 4 and s, 120,
                         "4 untrusted results refused")
         assert st["fired"] == 0 and st["triggers"]["dense-colony"]["untrusted"] is True
