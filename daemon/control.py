@@ -44,6 +44,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .security import bind_socket, connect_socket
+from .stream import threads_ended
 from .wire import WireError, dumps_strict, loads_strict
 
 __all__ = ["BadRequest", "BusyError", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS",
@@ -174,11 +175,12 @@ class ControlServer:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
+        ended = self._thread is None or threads_ended([self._thread], "control server")
         self._pool.shutdown(wait=False, cancel_futures=True)
         for lane in self._lanes.values():
             lane.pool.shutdown(wait=False, cancel_futures=True)
+        if not ended:
+            return
         with self._pushers_lock:
             for s in self._pushers:
                 s.close(linger=0)

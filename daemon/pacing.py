@@ -44,7 +44,7 @@ from typing import Any
 
 import zmq
 
-from .stream import decode
+from .stream import decode, threads_ended
 from .security import connect_socket
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,9 @@ class EnginePacer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
-        for e in self._engines:
-            e.sock.close(linger=0)
+        if threads_ended([self._thread], "live pacer"):
+            for e in self._engines:
+                e.sock.close(linger=0)
 
     def status(self) -> dict[str, Any]:
         """The job's ``pacing``: totals, the slowest model's median ms, the cycle's, and each engine's."""

@@ -29,11 +29,34 @@ from .security import bind_socket, connect_socket
 from .wire import WireError, dumps_strict, loads_strict
 
 __all__ = [
-    "DEFAULT_STREAM_ADDRESS", "BadMessage", "DropCounter", "FramePublisher", "StreamStats", "StreamSubscriber",
-    "SubscriptionCounter", "decode",
+    "DEFAULT_STREAM_ADDRESS", "THREAD_EXIT_S", "BadMessage", "DropCounter", "FramePublisher", "StreamStats",
+    "StreamSubscriber", "SubscriptionCounter", "decode", "threads_ended",
 ]
 
 DEFAULT_STREAM_ADDRESS = "tcp://127.0.0.1:5556"
+
+#: How long closing waits for the threads that use its sockets (they look at their stop flag every 100 ms or
+#: less, so this is only reached on a badly starved machine or by a thread stuck in a call).
+THREAD_EXIT_S = 30.0
+
+
+def threads_ended(threads: list[threading.Thread], what: str, timeout_s: float = THREAD_EXIT_S) -> bool:
+    """Wait up to ``timeout_s`` for ``threads`` to end (their stop flag set). False, logged with ``what``,
+    when one has not: the caller then leaves the sockets it uses open. A ZeroMQ socket is not thread-safe,
+    and closing one under a thread still polling it can abort the whole process in a libzmq assertion."""
+    deadline = time.monotonic() + timeout_s
+    alive = []
+    for t in threads:
+        if t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive() and t is not threading.current_thread():
+            alive.append(t.name)
+    if alive:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: thread(s) %s still running after %g s; their sockets are left "
+                                            "open", what, ", ".join(alive), timeout_s)
+    return not alive
 
 
 class DropCounter:
@@ -158,10 +181,11 @@ class FramePublisher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        ended = threads_ended([self._thread], "frame publisher")
         with self._lock:
             self._closed = True
-            self.sock.close(linger=0)
+            if ended:
+                self.sock.close(linger=0)
 
     def _run(self) -> None:
         next_stats = time.monotonic() + self._interval

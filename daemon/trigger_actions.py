@@ -46,7 +46,7 @@ from .plans import ChannelSpec, LivePlan
 from .recorder import Recorder
 from .security import connect_socket
 from .shm_results import SharedResults
-from .stream import FramePublisher, decode
+from .stream import FramePublisher, decode, threads_ended
 from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec
 
 __all__ = ["LOOP_STAGES", "TriggerRunner", "loop_breakdown"]
@@ -225,11 +225,11 @@ class TriggerRunner:
         if self._gate in self.engine.cycle_gates:
             self.engine.cycle_gates.remove(self._gate)
         self._actions.put(None)
-        for t in self._threads:
-            t.join(timeout=5)
-        for s in self._subs:
-            s.close(linger=0)
-            self._shared[s].close()
+        self._threads[1].join(timeout=5)  # an action under way (a tile scan, say) finishes on its own
+        if threads_ended(self._threads[:1], "trigger runner"):
+            for s in self._subs:
+                s.close(linger=0)
+                self._shared[s].close()
         if self.ring in self.engine.sinks:
             self.engine.sinks.remove(self.ring)
 

@@ -22,7 +22,7 @@ import zmq
 from scopecast.daemon.control import ControlClient
 from scopecast.daemon.security import connect_socket
 from scopecast.daemon.shm_results import SharedResults
-from scopecast.daemon.stream import decode
+from scopecast.daemon.stream import decode, threads_ended
 
 __all__ = ["Latest", "LatestStreams", "Requester"]
 
@@ -82,7 +82,8 @@ class LatestStreams:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        if not threads_ended([self._thread], "viewer streams"):
+            return
         for s in self._socks:
             s.close(linger=0)
         for r in self._shared.values():

@@ -43,7 +43,7 @@ from ..control import ControlServer
 from ..frames import now_ns
 from ..security import bind_socket, connect_socket
 from ..shm_results import SharedResultRing
-from ..stream import BadMessage, DropCounter, SubscriptionCounter, decode
+from ..stream import BadMessage, DropCounter, SubscriptionCounter, decode, threads_ended
 from ..wire import dumps_strict
 from .package import ModelPackage, load_package
 from .runtimes import default_threads, open_runtime
@@ -395,12 +395,12 @@ class InferenceEngine:
     def close(self) -> None:
         self._stop.set()
         self.queue.close()
-        for t in self._threads:
-            t.join(timeout=2)
+        ended = threads_ended(self._threads, "engine")
         if self.control is not None:
             self.control.stop()
-        self.sub.close(linger=0)
-        self.pub.close(linger=0)
+        if ended:
+            self.sub.close(linger=0)
+            self.pub.close(linger=0)
         if self.shm is not None:
             self.shm.close()
 
