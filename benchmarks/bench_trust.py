@@ -310,7 +310,9 @@ def measure_check_overhead(pkg: Any, bundle: list[np.ndarray], inputs: list[str]
 def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fields: int, overhead_size: int,
                 say: Any, uncertainty: int = 0, ind_fields: int = 0, thresholds: dict[str, Any] | None = None,
                 budget: float = 0.025, scene_every: int = 30, only_overhead: bool = False,
-                check_bundles: int = 120, precision: str = "fp32") -> dict[str, Any]:
+                check_bundles: int = 120, precision: str = "fp32", only_rows: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One package's report. ``only_rows``: run only the cases whose row name contains one of these (each
+    with the fields it has in a full run); the summary figures then cover those rows alone."""
     from scipy.stats import spearmanr
 
     from scopecast.daemon.inference.package import load_package
@@ -355,6 +357,8 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                 base = _Baselines(fit, m, offset)
                 say(f"{m.name}: baselines fitted on {len(fit.inputs)} training-region fields")
             for k, r in enumerate([] if only_overhead else cases(task)):
+                if only_rows and not any(part in r["row"] for part in only_rows):
+                    continue
                 nf = ind_fields if ind_fields and r["group"] == "in distribution" else fields
                 fl = field_plan(task, "val", nf, seed + 10 + k, [r["kind"]], **{"blank_fraction": 0.0, **r["plan"]})
                 if "z" in r:
@@ -638,6 +642,8 @@ def main() -> int:
     ap.add_argument("--only-overhead", action="store_true", help="measure the overheads only (no cases)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                     help="run the packages' model file of this precision (int8: the INT8 variant)")
+    ap.add_argument("--rows", action="append", default=[],
+                    help="run only the cases whose row contains this text (repeatable; same fields as a full run)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     calib = json.loads(Path(args.thresholds).read_text()) if args.thresholds else {}
@@ -651,7 +657,7 @@ def main() -> int:
         rep = run_package(m, args.fields, args.size, args.seed, args.fit_fields, args.overhead_size,
                           lambda s: print(f"  {s}", file=sys.stderr, flush=True), args.uncertainty,
                           args.in_distribution_fields, th, args.budget, args.scene_every, args.only_overhead,
-                          args.check_bundles, args.precision)
+                          args.check_bundles, args.precision, tuple(args.rows))
         print(format_report(rep), "\n", flush=True)
         ok &= verdict(rep)
         reports.append(rep)

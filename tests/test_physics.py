@@ -45,7 +45,7 @@ def test_bead_image_through_camera_has_theoretical_fwhm(backend, core):
     core.setProperty("Camera", "PhysicalPixelSizeUm", 1.0)
     bx, by = Slide("beads", 0)._tile_beads(0, 0)[0]
     backend.move_um(bx, by)
-    img = _snap(backend, "Nuclei", exposure=500)
+    img = _snap(backend, "Nuclei", exposure=10)  # NA⁴/M²: 46x the photons of 10x/0.25 from the same bead
     iy, ix = np.unravel_index(np.argmax(img), img.shape)
     px = 1.0 / 40
     measured = np.mean([_fwhm(img[iy, ix - 40: ix + 41]), _fwhm(img[iy - 40: iy + 41, ix])]) * px
@@ -204,3 +204,33 @@ def test_noise_off_frames_are_kept_and_exactly_the_rendered_ones(backend, core):
     finally:
         core.setProperty("Scope", "Photobleaching", "Off")
     assert dims[-1] < 0.95 * dims[0]  # each exposure bleaches: never a kept frame
+
+
+def test_brightness_follows_the_objective_and_the_binning(backend, core):
+    """Bright-field per pixel ∝ (pixel at the sample)² × LEDs lit inside the NA; epi-fluorescence ∝ NA⁴/M²
+    (the same region of the slide gives NA⁴ times the photons); 2×2 binning sums four pixels."""
+    from scopecast.daemon.illumination import LedArrayGeometry, compute_pattern
+
+    core.setProperty("Camera", "Noise", "Off")
+    offset = float(core.getProperty("Camera", "Offset"))
+
+    def signal(channel, objective, exposure, binning="1"):
+        core.setConfig("Objective", objective)
+        core.setProperty("Camera", "Binning", binning)
+        return _snap(backend, channel, exposure) - offset
+
+    core.setProperty("Scope", "Sample", "blank")
+    bf10, bf20 = signal("BF", "10x", 2).mean(), signal("BF", "20x", 2).mean()
+    leds = {na: compute_pattern("Brightfield", LedArrayGeometry(), na).weights.sum() for na in (0.25, 0.40)}
+    assert bf20 / bf10 == pytest.approx(leds[0.40] / leds[0.25] * (10 / 20) ** 2, rel=0.01)
+    assert signal("BF", "10x", 2, "2").mean() / bf10 == pytest.approx(4.0, rel=0.01)
+    assert signal("BF", "20x", 10).max() < 0.5 * float(core.getProperty("Camera", "FullWellElectrons")) * 0.5
+    assert signal("BF", "4x", 10).min() >= float(core.getProperty("Camera", "FullWellElectrons")) * 0.5  # 6x the area
+
+    core.setProperty("Scope", "Sample", "beads")
+    wide, narrow = signal("Nuclei", "10x", 1), signal("Nuclei", "20x", 1)
+    h, w = wide.shape
+    same_region = wide[h // 4: h - h // 4, w // 4: w - w // 4]  # the field of view of the 20x objective
+    ceiling = float(core.getProperty("Camera", "FullWellElectrons")) * 0.5 * 0.9  # no bead near the full well
+    assert 0 < same_region.max() < ceiling and 0 < narrow.max() < ceiling
+    assert narrow.sum() / same_region.sum() == pytest.approx((0.40 / 0.25) ** 4, rel=0.05)

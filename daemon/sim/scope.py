@@ -11,6 +11,15 @@ wavelengths, sampling, sample), so a repeated pattern at one position costs
 only the camera noise; a new position costs the optics. :class:`PhotonTerms`
 names one exposure by those cached maps, so a camera without noise keeps the
 frame it made from them (as a real camera's frame costs little CPU).
+
+Brightness follows the objective and the sampling as on a real stand. ``led_flux`` and ``fluo_flux`` are
+given for the reference view (:data:`~.slide.REFERENCE_PIXEL_UM` at the sample, 10×/0.25 on the 6.5 µm camera
+unbinned, the view the packages are trained on); a camera pixel collects in proportion to its area at the
+sample, so bright-field and dark-field per pixel scale as (pixel at the sample)² (times the LEDs the
+pattern lights inside the NA), and epi-fluorescence as NA⁴ × (pixel at the sample)², the NA⁴/M² rule
+(excitation and collection each ∝ NA²). Binning sums the charge of binning² pixels into one pixel of the
+camera's full well, as on-chip binning does. The STED detector is a scanning one: its photons per pixel
+are set by the dwell, not by the pixel's area, and keep the reference flux.
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ from scipy.fft import next_fast_len
 
 from ..illumination import LedArrayState
 from . import optics
-from .slide import RegionMaps, Slide
+from .slide import REFERENCE_PIXEL_UM, RegionMaps, Slide
 
-__all__ = ["FLUOROPHORES", "OBJECTIVES", "Objective", "PhotonTerms", "SimScope"]
+__all__ = ["FLUOROPHORES", "OBJECTIVES", "REFERENCE_NA", "REFERENCE_PIXEL_UM", "Objective", "PhotonTerms",
+           "SimScope"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,10 @@ FLUOROPHORES: dict[str, tuple[float, float]] = {
     "nuclei": (405.0, 460.0),  # Hoechst-like
     "membrane": (561.0, 600.0),  # CellMask-orange-like
 }
+
+#: Objective NA at which ``fluo_flux`` holds (with :data:`~.slide.REFERENCE_PIXEL_UM` at the sample:
+#: 10×/0.25 on 6.5 µm camera pixels, unbinned).
+REFERENCE_NA = 0.25
 
 _MIN_GUARD_PX = 24  # margin rendered around a field so FFT wrap-around stays outside
 
@@ -119,6 +133,7 @@ class SimScope:
         self.y_um = 0.0
         self.z_um = 0.0
         self.focal_plane_um = 0.0
+        # both at the reference view (REFERENCE_PIXEL_UM, REFERENCE_NA); other views scale as the module says
         self.led_flux = 60.0  # photons / pixel / ms for one bright-field LED at full brightness
         self.fluo_flux = 4.0  # photons / pixel / ms per unit fluorophore density at full power
         self.photobleaching = False
@@ -139,6 +154,15 @@ class SimScope:
     def pixel_um(self, camera_pixel_um: float, binning: int = 1) -> float:
         """Pixel size at the sample."""
         return camera_pixel_um * binning / self.objective.magnification
+
+    @staticmethod
+    def pixel_area(pixel_um: float) -> float:
+        """A pixel's area at the sample relative to the reference view's: what it collects, other things equal."""
+        return (pixel_um / REFERENCE_PIXEL_UM) ** 2
+
+    def epi_collection(self, pixel_um: float) -> float:
+        """Epi-fluorescence photons per pixel relative to the reference view: NA⁴ × pixel area."""
+        return (self.objective.na / REFERENCE_NA) ** 4 * self.pixel_area(pixel_um)
 
     def _cached(self, key: tuple, make) -> np.ndarray:
         hit = self._cache.get(key)
@@ -183,7 +207,7 @@ class SimScope:
 
     # ------------------------------------------------------------- components
     def label_free_rate(self, pixel_um: float, shape: tuple[int, int]) -> np.ndarray | None:
-        """Photon rate from the LED array, or None when it is dark."""
+        """Photon rate per pixel of ``pixel_um`` at the sample from the LED array, or None when it is dark."""
         if not self.led.emitting:  # the light path and the array's global shutter are open
             return None
         pattern = self.led.pattern()
@@ -200,7 +224,7 @@ class SimScope:
                 t, pixel_um, wl, self.objective.na, self.led.geometry.na_xy[lit],
                 pattern.weights[lit], defocus_um=self.z_um - self.focal_plane_um,
             )
-            return self._crop(img, shape) * np.float32(self.led_flux)
+            return self._crop(img, shape) * np.float32(self.led_flux * self.pixel_area(pixel_um))
 
         return self._cached(key, make)
 
@@ -217,10 +241,12 @@ class SimScope:
         self, pixel_um: float, shape: tuple[int, int], sted_factor: float | None = None,
     ) -> tuple[tuple[np.ndarray, float, float | None], ...]:
         """Fluorescence, one term per label: (cached rate map at unit density and flux, efficiency × flux,
-        the bleaching factor or None); ``sted_factor`` gives the narrowed ground truth."""
+        the bleaching factor or None); ``sted_factor`` gives the narrowed ground truth of the scanning
+        detector, at the reference flux."""
         if not self.fluo.is_open:
             return ()
         terms = []
+        flux = self.fluo_flux * (1.0 if sted_factor else self.epi_collection(pixel_um))
         for label in FLUOROPHORES:
             eff = self._label_efficiency(label)
             if eff < 1e-3:
@@ -242,7 +268,7 @@ class SimScope:
                 return self._crop(optics.fluorescence_image(maps.labels[label], otf), shape)
 
             bleach = self._bleach_factor(label) if self.photobleaching else None
-            terms.append((self._cached(key, make), eff * self.fluo_flux, bleach))
+            terms.append((self._cached(key, make), eff * flux, bleach))
         return tuple(terms)
 
     # ---------------------------------------------------------- photobleaching

@@ -7,7 +7,9 @@ gives the maps the optics need, sampled on an arbitrary pixel grid:
 
 - ``opd``: optical path difference (µm) -> phase ``2π·opd/λ``,
 - ``absorption``: amplitude attenuation ``a`` in ``t = exp(-a + iφ)``,
-- ``labels``: fluorophore density per label (``nuclei``, ``membrane``),
+- ``labels``: fluorophore density per label (``nuclei``, ``membrane``): fluorophore per area of one
+  :data:`REFERENCE_PIXEL_UM` pixel, so a map sampled twice as finely holds the same values and a
+  sub-resolution point (a bead) deposits its fixed amount divided by the pixel's area,
 - on request (``ids=True``), the ground-truth cell and nucleus label images.
 
 Sample kinds (docs/specimens.md describes each and what it is for):
@@ -87,6 +89,11 @@ SAMPLE_KINDS: tuple[str, ...] = (
 )
 #: The sample kind of a user-supplied specimen file.
 FILE_KIND = "file"
+
+#: The pixel size at the sample (µm) label densities are per (the 10×/0.25 objective on 6.5 µm pixels).
+REFERENCE_PIXEL_UM = 0.65
+#: Fluorophore in one bead, in density × reference pixels.
+BEAD_FLUOROPHORE = 1000.0
 
 _TILE_UM = TILE_UM
 #: Period of the ``phase-grating`` sample: half the coherent cut-off of a 10x/0.25
@@ -204,19 +211,20 @@ class Slide:
                 yield tx, ty
 
     def _render_beads(self, xs, ys, pixel_um, opd, lab) -> None:
+        amount = BEAD_FLUOROPHORE * (REFERENCE_PIXEL_UM / pixel_um) ** 2
         for tx, ty in self._tiles(xs, ys, margin=2.0):
             for bx, by in self._tile_beads(tx, ty):
                 ix, iy = (bx - xs[0]) / pixel_um, (by - ys[0]) / pixel_um
                 if not (-1 <= ix < len(xs) and -1 <= iy < len(ys)):
                     continue
-                # a sub-resolution point: deposit into the 4 nearest pixels
+                # a sub-resolution point: deposit into the 4 nearest pixels (its fluorophore as a density)
                 jx, jy = int(np.floor(ix)), int(np.floor(iy))
                 fx, fy = ix - jx, iy - jy
                 for dy, wy in ((0, 1 - fy), (1, fy)):
                     for dx, wx in ((0, 1 - fx), (1, fx)):
                         if 0 <= jy + dy < len(ys) and 0 <= jx + dx < len(xs):
                             for m in lab.values():
-                                m[jy + dy, jx + dx] += 1000.0 * wy * wx
+                                m[jy + dy, jx + dx] += amount * wy * wx
                             opd[jy + dy, jx + dx] += 0.01 * wy * wx
 
     def emitters(
