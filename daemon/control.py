@@ -18,10 +18,10 @@ The contract:
   for instance) are answered on it directly and must not wait for hardware;
   every other command runs on a worker thread, so a ``wait``, a scan or a long
   exposure never delays another client's ``status``.
-- Commands that block until something ends (``long``: ``wait``, ``stop``) run
+- Commands that block until something ends (``long``: ``wait``, ``stop``, ``snap``) run
   on threads of their own, at most ``long_limit`` of each command at once (one
   more is refused at once with ``BusyError`` naming the limit), so no number of
-  them can delay the other commands (``stop``, ``snap``, ``describe``, ...).
+  them can delay the other commands (``describe``, ``move_stage``, ...).
 - The socket is a ROUTER: REQ clients work unchanged, and several requests
   from different clients are in progress at once.
 - Every server answers ``commands`` (inline): each command's summary and the
@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTROL_ADDRESS = "tcp://127.0.0.1:5555"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _REQUEST_KEYS = {"cmd", "args", "id"}
-#: Commands that block until a job ends (the daemon's ``wait``: up to 600 s; ``stop``: up to 30 s).
-LONG_COMMANDS = ("wait", "stop")
+#: Commands that block until something ends: a job (the daemon's ``wait``: up to 600 s; ``stop``: up to 30 s)
+#: or an exposure (``snap``: up to the camera's longest, 60 s on the simulator, each after the snaps before it).
+LONG_COMMANDS = ("wait", "stop", "snap")
 
 
 class DaemonError(RuntimeError):

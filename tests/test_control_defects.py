@@ -1,5 +1,5 @@
 """Control-socket defects, fixed: huge integers get their one reply (daemon, engine, stream), ``ctl --args``
-is strict JSON, long requests (``wait``, ``stop``) cannot starve the other commands, and ``ctl`` says when
+is strict JSON, long requests (``wait``, ``stop``, ``snap``) cannot starve the other commands, and ``ctl`` says when
 no daemon answers and how long a job ran."""
 
 from __future__ import annotations
@@ -175,6 +175,42 @@ def test_a_long_command_beyond_its_limit_is_refused_with_busy_error():
         for s in socks:
             s.close(linger=0)
         server.stop()
+
+
+def test_many_long_snaps_leave_the_other_commands_free(daemon, client):
+    """Snaps take the microscope one after another: 16 of 300 ms each hold their lane for ~5 s, a 17th is
+    refused at once, and describe is answered meanwhile (on the general workers, which the snaps no longer
+    fill)."""
+    daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")  # a snap lasts its exposure
+    ctx = zmq.Context.instance()
+    socks = []
+    try:
+        for i in range(17):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(daemon.control_address)
+            s.send_multipart([b"", json.dumps({"cmd": "snap", "args": {"channel": "BF", "exposure_ms": 300},
+                                               "id": i}).encode()])
+            socks.append(s)
+        replies: dict[int, dict] = {}
+
+        def busy_reply() -> bool:
+            for s in socks:
+                while s.poll(0):
+                    r = json.loads(s.recv_multipart()[1])  # [empty, reply, pixels...]
+                    replies[r["id"]] = r
+            return any("error" in r for r in replies.values())
+
+        wait_until(busy_reply, 60, "the snap beyond the lane's 16 to be refused")
+        busy = [r for r in replies.values() if "error" in r]
+        assert len(busy) == 1 and busy[0]["error"]["type"] == "BusyError", busy
+        assert "16 'snap' requests are already in progress" in busy[0]["error"]["message"]
+        assert "snap" in client.request("describe", timeout_s=120)["commands"]
+        wait_until(lambda: busy_reply() and len(replies) == 17, 300, "every snap answered")
+        assert sum("result" in r for r in replies.values()) == 16
+    finally:
+        for s in socks:
+            s.close(linger=0)
 
 
 # ------------------------------------------------------------- cosmetic: no daemon; how long a job ran
