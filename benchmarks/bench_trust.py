@@ -540,9 +540,12 @@ def format_report(rep: dict[str, Any]) -> str:
                      f"{r['target']} | {met} | "
                      f"{'; '.join(r['reasons'])} |")
     fa = rep["false_alarm"]
-    lines += ["", f"False alarms (in-distribution bundles flagged): {100 * fa:.1f} % by the whole monitor over "
-              f"{rep['in_distribution_bundles']} bundles (guards alone {100 * rep['false_alarm_guards']:.1f} %; "
-              f"{'meets' if fa <= FALSE_ALARM_MAX else 'MISSES'} ≤ {100 * FALSE_ALARM_MAX:g} %)."]
+    if not rep["in_distribution_bundles"]:
+        lines += ["", "False alarms: not measured (no in-distribution case in this run)."]
+    else:
+        lines += ["", f"False alarms (in-distribution bundles flagged): {100 * fa:.1f} % by the whole monitor over "
+                  f"{rep['in_distribution_bundles']} bundles (guards alone {100 * rep['false_alarm_guards']:.1f} %; "
+                  f"{'meets' if fa <= FALSE_ALARM_MAX else 'MISSES'} ≤ {100 * FALSE_ALARM_MAX:g} %)."]
     ck = rep.get("check")
     if ck:
         cs = rep["check_summary"]
