@@ -357,10 +357,10 @@ class MMCoreBackend:
                 data = core.getImage()
                 t1 = now_ns()
                 extra = self._detector_extra(det)
+                exposure = float(core.getExposure())  # the detector's own, before the main camera is back
             finally:
                 if det != prev:
                     core.setCameraDevice(prev)
-                exposure = float(core.getExposure())
             return Snap(np.ascontiguousarray(data), det, t0, t1, exposure, extra)
 
     def _detector_extra(self, det: str) -> dict[str, Any]:

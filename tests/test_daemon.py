@@ -153,6 +153,19 @@ def test_scan_with_z_stack(client):
     assert s.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][2] == 2.0
 
 
+def test_a_detector_snap_reports_the_detector_exposure(client):
+    """A frame's header carries the exposure its own detector ran (not the main camera's)."""
+    client.request("set_exposure", exposure_ms=10)
+    means = {}
+    for e in (20.0, 40.0):
+        header, img = client.snap(channel="Membrane", detector="STED", exposure_ms=e)
+        assert header["detector"] == "STED" and header["exposure_ms"] == pytest.approx(e)
+        means[e] = img.astype(float).mean() - 100  # the camera offset
+    assert means[40.0] / means[20.0] == pytest.approx(2.0, rel=0.1)  # it did run that long
+    header, _ = client.snap(channel="Membrane")
+    assert header["detector"] == "Camera" and header["exposure_ms"] == pytest.approx(10.0)
+
+
 def test_super_resolution_pairs_record_both_detectors(client):
     job = client.request("capture_pairs", label_free=[],
                          fluorescence=["Nuclei", {"name": "Nuclei", "detector": "STED"}])

@@ -105,6 +105,27 @@ def test_pixel_size_follows_objective_and_binning(core):
     assert core.getPixelSizeAffine()[0] == pytest.approx(2.0 / core.getMagnificationFactor())
 
 
+def test_roi_follows_binning(core):
+    """Binning changes the sensor's pixel grid: the ROI stays on the same region (DemoCamera does so), and
+    snaps and sequences keep working (before, every frame failed with a numpy broadcast error)."""
+    core.setProperty("Camera", "Noise", "Off")
+    core.setConfig("Channel", "BF")
+    core.setROI(16, 8, 64, 32)
+    core.setProperty("Camera", "Binning", "2")
+    assert list(core.getROI()) == [8, 4, 32, 16]
+    core.snapImage()
+    assert core.getImage().shape == (16, 32)
+    core.startSequenceAcquisition(2, 0, True)
+    deadline = time.monotonic() + 60
+    while core.isSequenceRunning() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert core.getRemainingImageCount() == 2 and core.popNextImage().shape == (16, 32)
+    core.setProperty("Camera", "Binning", "1")
+    assert list(core.getROI()) == [16, 8, 64, 32]
+    core.clearROI()
+    assert (core.getImageHeight(), core.getImageWidth()) == (128, 128)
+
+
 def test_sequence_acquisition_is_lit_and_closes_the_shutter(core):
     core.setConfig("Channel", "BF")
     core.setExposure(5)

@@ -93,7 +93,26 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
     def set_binning(self, value: int) -> None:
         if int(value) not in (1, 2, 4):
             raise ValueError(f"binning {value} not supported; use 1, 2 or 4")
-        self._binning = int(value)
+        old, new = self._binning, int(value)
+        self._rescale_roi(lambda n: n * old // new, lambda: setattr(self, "_binning", new))
+
+    def _rescale_roi(self, scale, change) -> None:
+        """Apply ``change`` to the sensor's geometry, keeping an active ROI on the same region of the sensor
+        (as Micro-Manager's DemoCamera does on a binning change), cut to the new sensor (all of it: no ROI).
+        Without this the ROI of the old geometry cropped the new frame (a broadcast error)."""
+        h, w = self.sensor_shape()[:2]
+        roi = self.get_roi()
+        change()
+        if roi == (0, 0, w, h):  # the whole sensor: the whole sensor again
+            self.clear_roi()
+            return
+        h, w = self.sensor_shape()[:2]
+        x, y = min(scale(roi[0]), w - 1), min(scale(roi[1]), h - 1)
+        rw, rh = min(max(scale(roi[2]), 1), w - x), min(max(scale(roi[3]), 1), h - y)
+        if (x, y, rw, rh) == (0, 0, w, h):
+            self.clear_roi()
+        else:
+            self.set_roi(x, y, rw, rh)
 
     # noise model
     @pymm_property(limits=(0.01, 100.0), name="Gain")
@@ -278,7 +297,8 @@ class SimStedDetector(SimCamera):
 
     @oversampling.setter
     def oversampling(self, v: str) -> None:
-        self._oversampling = int(v)
+        old, new = self._oversampling, int(v)
+        self._rescale_roi(lambda n: n * new // old, lambda: setattr(self, "_oversampling", new))
 
     def sensor_shape(self) -> tuple[int, int]:
         h, w = super().sensor_shape()
