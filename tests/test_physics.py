@@ -154,6 +154,26 @@ def test_photobleaching_dims_repeated_exposures(backend, core):
     core.setProperty("Scope", "Photobleaching", "Off")
 
 
+def test_photobleaching_follows_the_excitation_irradiance(backend, core):
+    """Epi excitation at the sample ∝ NA² (half of the NA⁴/M² rule): the same exposure bleaches
+    (0.65/0.25)² = 6.8x as much under the 40x/0.65 objective as under the 10x/0.25 one."""
+    core.setProperty("Camera", "Noise", "Off")
+    core.setProperty("Scope", "Photobleaching", "On")
+    offset = float(core.getProperty("Camera", "Offset"))
+    rates = {}
+    try:
+        for objective, x in (("10x", 0.0), ("40x", 5000.0)):  # a fresh position each
+            core.setConfig("Objective", objective)
+            backend.move_um(x, 0.0)
+            first = (_snap(backend, "Membrane", 20) - offset).sum()
+            second = (_snap(backend, "Membrane", 20) - offset).sum()
+            rates[objective] = -np.log(second / first)
+    finally:
+        core.setProperty("Scope", "Photobleaching", "Off")
+    assert rates["10x"] > 0
+    assert rates["40x"] / rates["10x"] == pytest.approx((0.65 / 0.25) ** 2, rel=0.05)
+
+
 def test_noise_off_gives_the_expected_counts(backend, core):
     noisy = [_snap(backend, "BF", 10) for _ in range(2)]
     core.setProperty("Camera", "Noise", "Off")
@@ -204,6 +224,24 @@ def test_noise_off_frames_are_kept_and_exactly_the_rendered_ones(backend, core):
     finally:
         core.setProperty("Scope", "Photobleaching", "Off")
     assert dims[-1] < 0.95 * dims[0]  # each exposure bleaches: never a kept frame
+
+
+def test_led_array_distance_follows_the_inverse_square_law(backend, core):
+    """Each LED lights the sample as 1/distance²: an array twice as far lights ~4x the LEDs inside the NA,
+    each at a quarter of the irradiance, so bright-field stays about as bright (it was 4x brighter)."""
+    core.setProperty("Camera", "Noise", "Off")
+    core.setProperty("Scope", "Sample", "blank")
+    offset = float(core.getProperty("Camera", "Offset"))
+    signal, leds = {}, {}
+    try:
+        for d in (50.0, 100.0):
+            core.setProperty("LED", "ArrayDistanceFromSample", d)
+            signal[d] = (_snap(backend, "BF", 2) - offset).mean()
+            leds[d] = int(core.getProperty("LED", "LitLedCount"))
+    finally:
+        core.setProperty("LED", "ArrayDistanceFromSample", 50.0)
+    assert leds[100.0] > 3 * leds[50.0]
+    assert signal[100.0] / signal[50.0] == pytest.approx(leds[100.0] / leds[50.0] * (50 / 100) ** 2, rel=0.01)
 
 
 def test_brightness_follows_the_objective_and_the_binning(backend, core):

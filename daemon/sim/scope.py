@@ -16,8 +16,9 @@ Brightness follows the objective and the sampling as on a real stand. ``led_flux
 given for the reference view (:data:`~.slide.REFERENCE_PIXEL_UM` at the sample, 10×/0.25 on the 6.5 µm camera
 unbinned, the view the packages are trained on); a camera pixel collects in proportion to its area at the
 sample, so bright-field and dark-field per pixel scale as (pixel at the sample)² (times the LEDs the
-pattern lights inside the NA), and epi-fluorescence as NA⁴ × (pixel at the sample)², the NA⁴/M² rule
-(excitation and collection each ∝ NA²). Binning sums the charge of binning² pixels into one pixel of the
+pattern lights inside the NA, each at 1/distance² of the array), and epi-fluorescence as
+NA⁴ × (pixel at the sample)², the NA⁴/M² rule (excitation and collection each ∝ NA²; photobleaching
+follows the excitation). Binning sums the charge of binning² pixels into one pixel of the
 camera's full well, as on-chip binning does. The STED detector is a scanning one: its photons per pixel
 are set by the dwell, not by the pixel's area, and keep the reference flux.
 """
@@ -35,8 +36,8 @@ from ..illumination import LedArrayState
 from . import optics
 from .slide import REFERENCE_PIXEL_UM, RegionMaps, Slide
 
-__all__ = ["FLUOROPHORES", "OBJECTIVES", "REFERENCE_NA", "REFERENCE_PIXEL_UM", "Objective", "PhotonTerms",
-           "SimScope"]
+__all__ = ["FLUOROPHORES", "OBJECTIVES", "REFERENCE_ARRAY_DISTANCE_MM", "REFERENCE_NA", "REFERENCE_PIXEL_UM",
+           "Objective", "PhotonTerms", "SimScope"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ FLUOROPHORES: dict[str, tuple[float, float]] = {
 #: Objective NA at which ``fluo_flux`` holds (with :data:`~.slide.REFERENCE_PIXEL_UM` at the sample:
 #: 10×/0.25 on 6.5 µm camera pixels, unbinned).
 REFERENCE_NA = 0.25
+#: LED array distance from the sample (mm) at which ``led_flux`` holds; an LED's irradiance at the sample
+#: falls as 1/distance² (the inverse-square law), so a farther array lights more LEDs inside the NA, each dimmer.
+REFERENCE_ARRAY_DISTANCE_MM = 50.0
 
 _MIN_GUARD_PX = 24  # margin rendered around a field so FFT wrap-around stays outside
 
@@ -224,7 +228,8 @@ class SimScope:
                 t, pixel_um, wl, self.objective.na, self.led.geometry.na_xy[lit],
                 pattern.weights[lit], defocus_um=self.z_um - self.focal_plane_um,
             )
-            return self._crop(img, shape) * np.float32(self.led_flux * self.pixel_area(pixel_um))
+            irradiance = (REFERENCE_ARRAY_DISTANCE_MM / self.led.geometry.distance_mm) ** 2
+            return self._crop(img, shape) * np.float32(self.led_flux * self.pixel_area(pixel_um) * irradiance)
 
         return self._cached(key, make)
 
@@ -279,14 +284,22 @@ class SimScope:
         dose = self._bleach.get(self._bleach_key(), {}).get(label, 0.0)
         return float(np.exp(-dose / self.bleach_dose_half))
 
+    def excitation_irradiance(self) -> float:
+        """Epi excitation at the sample relative to the reference objective: ∝ NA² (the objective is the
+        condenser). What each fluorophore absorbs, so what it emits (:meth:`epi_collection`'s excitation
+        half) and how fast it bleaches."""
+        return (self.objective.na / REFERENCE_NA) ** 2
+
     def record_exposure(self, exposure_ms: float) -> None:
-        """Accumulate excitation dose at this position (for photobleaching)."""
+        """Accumulate excitation dose at this position (for photobleaching): ∝ the excitation irradiance,
+        so a fluorophore emits as many photons before it bleaches under every objective."""
         if not (self.photobleaching and self.fluo.is_open):
             return
         doses = self._bleach.setdefault(self._bleach_key(), {})
+        irradiance = self.excitation_irradiance()
         for label in FLUOROPHORES:
             eff = self._label_efficiency(label)
-            doses[label] = doses.get(label, 0.0) + eff * exposure_ms * 100.0
+            doses[label] = doses.get(label, 0.0) + eff * irradiance * exposure_ms * 100.0
 
     # -------------------------------------------------------------- detectors
     def photon_terms(
