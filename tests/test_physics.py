@@ -145,6 +145,49 @@ def test_blinking_mode_gives_sparse_emitters_with_ground_truth(backend, core):
             assert img[r - 1: r + 2, c - 1: c + 2].sum() > 0.2 * n * 0.8 * 0.5  # QE × gain
 
 
+def test_blinking_emitters_follow_the_objective_and_the_focus(backend, core):
+    """A single molecule gives NA⁴ photons like the ensemble (excitation ∝ NA², collection ∝ NA²), and
+    20 µm out of focus its light spreads far beyond the in-focus spot."""
+    core.setProperty("Camera", "FluorophoreMode", "Blinking")
+    core.setProperty("Camera", "Noise", "Off")
+    backend.set_channel("Membrane")
+    offset = float(core.getProperty("Camera", "Offset"))
+
+    def emitters(objective, z=0.0, frames=6):
+        core.setConfig("Objective", objective)
+        backend.move_um(z=z)
+        out = []
+        for _ in range(frames):
+            f = backend.snap(None, 20)
+            out.append((f.data.astype(float) - offset, f.extra["emitters_xy_um_photons"]))
+        return out
+
+    def photons(objective):
+        return np.exp(np.mean([np.log(n) for _, em in emitters(objective) for _, _, n in em]))
+
+    assert photons("20x") / photons("10x") == pytest.approx((0.40 / 0.25) ** 4, rel=0.25)
+
+    def spot_fraction(z):
+        frames = emitters("20x", z, frames=12)
+        px, (x0, y0, _) = backend.pixel_size_um(), backend.position_um()
+        fractions = []
+        for img, em in frames:
+            h, w = img.shape
+            for ex, ey, n in em:
+                c, r = int(round((ex - x0) / px + w / 2 - 0.5)), int(round((ey - y0) / px + h / 2 - 0.5))
+                if 2 <= r < h - 2 and 2 <= c < w - 2:
+                    fractions.append(img[r - 1: r + 2, c - 1: c + 2].sum() / (n * 0.8 * 0.5))  # QE × gain
+        assert fractions
+        return float(np.median(fractions))
+
+    try:
+        assert spot_fraction(0.0) > 0.3
+        assert spot_fraction(20.0) < 0.05
+    finally:
+        backend.move_um(z=0.0)
+        core.setProperty("Camera", "FluorophoreMode", "Ensemble")
+
+
 def test_photobleaching_dims_repeated_exposures(backend, core):
     core.setProperty("Scope", "Photobleaching", "On")
     first = _snap(backend, "Nuclei", 500).mean()

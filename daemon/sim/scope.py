@@ -328,7 +328,8 @@ class SimScope:
         """Single-molecule frame: a sparse random subset of emitters is on.
 
         Returns ``(photon map, emitters)`` where ``emitters`` is ``(K, 3)``:
-        x, y (µm, stage coordinates) and photons of each emitter that was on.
+        x, y (µm, stage coordinates) and photons of each emitter that was on. An emitter's photons scale as
+        NA⁴ like the ensemble's (excitation × collection), and its spot widens out of focus.
         """
         with self.lock:
             px = self.pixel_um(camera_pixel_um, binning)
@@ -341,11 +342,17 @@ class SimScope:
             x0 = self.x_um - (nx / 2 - 0.5) * px
             y0 = self.y_um - (ny / 2 - 0.5) * px
             em = self.slide.emitters(x0, y0, px, shape, label)
-            fwhm = optics.airy_fwhm_um(FLUOROPHORES[label][1] / 1000.0, self.objective.na)
+            na = self.objective.na
+            fwhm = optics.airy_fwhm_um(FLUOROPHORES[label][1] / 1000.0, na)
+            defocus = abs(self.z_um - self.focal_plane_um)
         on = rng.random(len(em)) < on_fraction
         pts = em[on]
-        n_ph = rng.lognormal(np.log(1500.0 * eff * exposure_ms / 20.0), 0.4, len(pts))
-        sigma = fwhm / 2.3548 / px
+        # a point: excitation ∝ NA² and collection ∝ NA² (the NA⁴ of the ensemble, without a pixel's area)
+        photons = 1500.0 * eff * (na / REFERENCE_NA) ** 4 * exposure_ms / 20.0
+        n_ph = rng.lognormal(np.log(photons), 0.4, len(pts))
+        # out of focus the spot spreads over the geometric cone (radius defocus·tan θ; a disc of radius R: σ = R/2)
+        blur = defocus * na / np.sqrt(1.0 - na * na) / 2.0
+        sigma = float(np.hypot(fwhm / 2.3548, blur)) / px
         _render_gaussians(img, (pts[:, 0] - x0) / px, (pts[:, 1] - y0) / px, n_ph, sigma)
         return img, np.column_stack([pts, n_ph]) if len(pts) else np.zeros((0, 3))
 
