@@ -165,6 +165,23 @@ def test_serial_commands_of_the_firmware(core):
     assert core.getProperty("LED", "SerialResponse").startswith("ERROR")
 
 
+def test_serial_commands_keep_to_the_property_limits(core):
+    """A firmware command may not set what the property refuses, and a refusal names the value as typed."""
+    core.setProperty("LED", "IlluminationPattern", "Brightfield")
+    for cmd, match in (("na.120", "NumericalAperture 1.2 is outside its limits 0.01..1"),
+                       ("nai.150", "InnerNumericalAperture 1.5 is outside its limits 0..1"),
+                       ("an.30.150", "AnnulusWidthNa 1.5 is outside its limits 0..1"),
+                       ("sb.300", "Brightness 300 is outside its limits 0..255"),
+                       ("sc.0.300.0", "ColorBalanceGreen 300 is outside its limits 0..255")):
+        with pytest.raises(Exception, match=match):
+            core.setProperty("LED", "SerialCommand", cmd)
+    assert float(core.getProperty("LED", "NumericalAperture")) == pytest.approx(0.25)
+    assert core.getProperty("LED", "IlluminationPattern") == "Brightfield"
+    assert int(core.getProperty("LED", "Brightness")) == 255
+    core.setProperty("LED", "SerialCommand", "sb.128")  # in range: still accepted
+    assert int(core.getProperty("LED", "Brightness")) == 128
+
+
 def test_sequence_runs_with_the_firmware_timing(core):
     core.setProperty("LED", "SequenceDelaySeconds", 0.1)
     core.setProperty("LED", "SequenceRunCount", 2)

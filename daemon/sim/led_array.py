@@ -354,6 +354,14 @@ class SimLedArray(_Peripheral, ShutterDevice):
     def response(self) -> str:
         return self._response
 
+    def _within(self, prop: str, value: float) -> float:
+        """``value`` if the property ``prop`` allows it: a serial command is held to the property's limits, and
+        the refusal speaks the command's units (a brightness 0-255, not the controller's internal fraction)."""
+        lo, hi = self.get_property_info(prop).limits
+        if not lo <= value <= hi:
+            raise ValueError(f"{prop} {value:g} is outside its limits {lo:g}..{hi:g}")
+        return value
+
     def _run_command(self, cmd: str) -> str:
         head, _, rest = cmd.partition(".")
         args = [a for a in rest.split(".") if a] if rest else []
@@ -366,8 +374,10 @@ class SimLedArray(_Peripheral, ShutterDevice):
             base = f"{head}.{side}" if side else head
             if base not in FIRMWARE_COMMANDS or len(args) != 2:
                 raise ValueError(f"use {head}{'.<t|b|l|r>' if head == 'ha' else ''}.<start NA x100>.<width NA x100>")
-            self._set(annulus_start_na=int(args[0]) / 100, annulus_width_na=int(args[1]) / 100,
-                      pattern_name=FIRMWARE_COMMANDS[base])
+            start, width = int(args[0]) / 100, int(args[1]) / 100
+            self._within("AnnulusStartNa", start)
+            self._within("AnnulusWidthNa", width)
+            self._set(annulus_start_na=start, annulus_width_na=width, pattern_name=FIRMWARE_COMMANDS[base])
             return ""
         if head == "l" and args:
             self.manual_leds = ".".join(args)  # type: ignore[misc]
@@ -380,16 +390,18 @@ class SimLedArray(_Peripheral, ShutterDevice):
                 if head == "sad":
                     self.array_distance = float(args[0])  # type: ignore[misc]
                 elif head == "sb":
-                    self._set(brightness=int(args[0]))
+                    self._set(brightness=int(self._within("Brightness", int(args[0]))))
                 else:
-                    self._set(**{attr: int(args[0]) / scale})
+                    prop = "NumericalAperture" if head == "na" else "InnerNumericalAperture"
+                    self._set(**{attr: self._within(prop, int(args[0]) / scale)})
             value = led.geometry.distance_mm if head == "sad" else getattr(led, attr)
             return f"{tag}.{round(value * scale)}"
         if head == "sc":
             if args:
                 if len(args) != 3:
                     raise ValueError("use sc.<red>.<green>.<blue> (0-255 each)")
-                self._set(color_balance=tuple(int(a) for a in args))
+                self._set(color_balance=tuple(int(self._within(f"ColorBalance{c}", int(a)))
+                                              for c, a in zip(("Red", "Green", "Blue"), args, strict=True)))
             return "SC." + ".".join(str(c) for c in led.color_balance)
         if head == "gs":
             if args:
