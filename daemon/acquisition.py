@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from .backend import ChannelInfo, MicroscopeBackend
 from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan
-from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
+from .recording import NgffVersion, Recorder, RecordingCap, RecordingError, SeriesSpec
 
 __all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "sequence_size"]
 
@@ -242,6 +242,7 @@ class AcquisitionEngine:
                 rec.write(frame, idx, 0, 0)
             finally:
                 rec.close()
+            _raise_if_incomplete(rec)
             frame.header.extra = {**frame.header.extra, "recording": str(rec.path)}
         self._emit(frame)
         return frame
@@ -352,7 +353,10 @@ class AcquisitionEngine:
             max_bytes, max_frames, limited_by = cap.limits(self.data_dir)
             job.recording = {"frames": 0, "bytes": 0, "max_bytes": max_bytes, "max_frames": max_frames,
                              "bytes_limited_by": limited_by, "warned": False}
-        series = None
+        # one series per detector and sampling, as scans have: a cycle may take channels on another detector
+        # (STED), and the objective may change during live (set_objective), so a series never holds frames of
+        # another shape or pixel size than its metadata say. A series begun later counts time from its cycle.
+        series: dict[tuple, tuple[int, list[int], int]] = {}  # (detector, px, shape) -> (index, channels, 1st cycle)
         burst_plan = self._burst_plan(job, plan) if plan.hardware_sequence else None
         pacer = EnginePacer(plan.pace_from, job.acquisition_id) if plan.pace_from else None
         previous: int | None = None
@@ -384,10 +388,17 @@ class AcquisitionEngine:
                                              bundle_index=i, bundle_size=len(names),
                                              default_exposure=plan.exposure_ms)
                     if rec is not None:
-                        if series is None:
-                            series = rec.add_series(self.series_spec(
-                                frame, names, [self.backend.channels()[n].modality for n in names]))
-                        rec.write(frame, series, cycle, i)
+                        h = frame.header
+                        key = (spec.detector, h.detector, h.pixel_size_um, tuple(h.shape))
+                        if key not in series:
+                            idxs = [j for j, c in enumerate(plan.channels) if c.detector == spec.detector]
+                            sspec = self.series_spec(frame, [names[j] for j in idxs], [
+                                h.modality if j == i else self.backend.channels()[names[j]].modality for j in idxs])
+                            if any(k[1] == h.detector for k in series):
+                                sspec = replace(sspec, name=f"{sspec.name} from cycle {cycle}")
+                            series[key] = (rec.add_series(sspec), idxs, cycle)
+                        sidx, idxs, first = series[key]
+                        rec.write(frame, sidx, cycle - first, idxs.index(i))
                         job.recording.update(frames=rec.frames_accepted, bytes=rec.bytes_accepted)  # type: ignore[union-attr]
                     job.frames += 1
                     frames.append(frame)
@@ -411,6 +422,8 @@ class AcquisitionEngine:
                 pacer.close()
             if rec is not None:
                 rec.close()
+        if rec is not None:
+            _raise_if_incomplete(rec)  # the writer may fail after the last frame was queued
 
     def _burst_plan(self, job: Job, plan: LivePlan) -> Any:
         """The DPC burst this live cycle can run in hardware, or None (software timing); the
@@ -476,7 +489,13 @@ class AcquisitionEngine:
         bundles: dict[tuple, tuple[int, int]] = {}  # (p, g, t) -> (bundle id, next index)
         sizes = seq.sizes
         n_z, n_g = max(sizes.get("z", 1), 1), max(sizes.get("g", 1), 1)
-        z_step = float(getattr(seq.z_plan, "step", None) or 1.0)
+        # the planes' real offsets: a step-less plan (absolute/relative positions) or a stack taken top down
+        # (go_up false) must not read as planes 1 µm apart going up. Stored bottom up, at their mean spacing
+        # (NGFF has one scale per axis; OME-XML's Plane elements keep each plane's own z).
+        offsets = [float(v) for v in seq.z_plan] if seq.z_plan is not None else []
+        descending = len(offsets) > 1 and offsets[-1] < offsets[0]
+        z_step = (abs(offsets[-1] - offsets[0]) / (len(offsets) - 1) if len(offsets) > 1 else 0.0) \
+            or float(getattr(seq.z_plan, "step", None) or 1.0)
         per_bundle = len(seq.channels) * n_z
         try:
             for ev in events:
@@ -502,11 +521,13 @@ class AcquisitionEngine:
                     chans = [ch.config for ch in seq.channels if ch.camera == spec.detector]
                     mods = [frame.header.modality if ch == spec.name else self.backend.channels()[ch].modality
                             for ch in chans]
-                    series[skey] = (rec.add_series(self.series_spec(
-                        frame, chans, mods, n_z=n_z, z_step=z_step,
-                        position_index=position_index)), chans)
+                    sspec = self.series_spec(frame, chans, mods, n_z=n_z, z_step=z_step, position_index=position_index)
+                    if offsets:  # the series sits at its lowest plane
+                        x0, y0, z0 = sspec.position_um
+                        sspec = replace(sspec, position_um=(x0, y0, z0 - (offsets[zi] - min(offsets))))
+                    series[skey] = (rec.add_series(sspec), chans)
                 sidx, chans = series[skey]
-                rec.write(frame, sidx, t, chans.index(spec.name), zi)
+                rec.write(frame, sidx, t, chans.index(spec.name), n_z - 1 - zi if descending else zi)
                 job.frames += 1
                 self._emit(frame)
         except BaseException as e:
@@ -514,6 +535,7 @@ class AcquisitionEngine:
             raise
         finally:
             rec.close()
+        _raise_if_incomplete(rec)  # the writer may fail after the last frame was queued
 
     # ------------------------------------------------------------------ helpers
     def _cap_reached(self, job: Job, rec: Recorder, cap: RecordingCap) -> bool:
@@ -579,6 +601,16 @@ class AcquisitionEngine:
             pixel_size_um=h.pixel_size_um, position_um=(h.stage_x_um, h.stage_y_um, h.stage_z_um),
             n_z=n_z, z_step_um=z_step, detector=h.detector, position_index=position_index,
         )
+
+
+def _raise_if_incomplete(rec: Recorder) -> None:
+    """After a closed recording: fail the job (or snap) where frames it accepted were not made durable.
+
+    A short job's frames all fit in the recorder's queue, so its writer can fail (a full disk) after the
+    last :meth:`Recorder.write` returned; only :meth:`Recorder.close` then knows."""
+    if rec.error is not None:
+        raise RecordingError(f"recording {rec.path} is incomplete ({rec.frames_written} of "
+                             f"{rec.frames_accepted} frames durable): {rec.error}")
 
 
 def _cap_text(frames: int, nbytes: int, r: dict[str, Any]) -> str:

@@ -372,3 +372,75 @@ def test_live_recording_time_scale_is_the_measured_interval(client):
     scale = s.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][0]
     assert scale == pytest.approx(mean, rel=1e-6) and scale >= 0.15
     assert json.loads((Path(done["path"]) / ".zattrs").read_text())["bioformats2raw.layout"] == 3
+
+
+def test_a_job_whose_recording_fails_after_its_last_frame_was_queued_fails(client, monkeypatch):
+    """A short scan's frames all fit in the queue: the writer (a disk that fills) can fail after the last
+    write was accepted. The job must fail with the OS error, not end 'done' with frames missing."""
+    import errno
+
+    from scopecast.daemon.control import DaemonError
+    from scopecast.daemon.recording import writer
+
+    def submit_fails_once_closing(self, item):
+        while not self.closed:  # every frame accepted first
+            time.sleep(0.01)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer.Recorder, "_submit", submit_fails_once_closing)
+    job = client.request("run_scan", sequence={"channels": [{"config": "BF", "exposure": 5}],
+                                               "time_plan": {"interval": 0, "loops": 3}})
+    with pytest.raises(DaemonError, match=r"JobFailed.*incomplete \(0 of 3 frames durable\).*No space left"):
+        client.wait(job["id"], timeout_s=120)
+    assert "No space left" in client.request("status")["last_error"]
+    info = open_recording(job["path"]).attrs["scopecast"]
+    assert info["complete"] is False and "No space left" in info["error"]
+    with pytest.raises(DaemonError, match="incomplete.*No space left"):  # a recorded snap says so too
+        client.request("snap", channel="BF", record=True)
+@pytest.mark.parametrize("z_plan", [{"range": 4, "step": 2, "go_up": False}, {"relative": [0, 3]},
+                                    {"range": 4, "step": 2}])
+def test_scan_z_metadata_puts_every_plane_where_it_was_taken(client, z_plan):
+    """The NGFF z scale and translation (what napari and ome-zarr-py place planes by) and the OME-XML z size
+    follow the planes' real z: a stack taken top down, or a plan of positions without a step, included."""
+    from ome_types import from_xml
+
+    client.request("move_stage", x=0, y=0, z=10)
+    job = client.request("run_scan", sequence={"channels": [{"config": "BF", "exposure": 5}], "z_plan": z_plan})
+    done = client.wait(job["id"], timeout_s=120)
+    s = open_recording(done["path"]).series[0]
+    scale, translation = (t[k] for t, k in zip(s.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"],
+                                               ("scale", "translation"), strict=True))
+    assert len(s.frames) == s.data.shape[2] > 1
+    for h in s.frames:
+        assert translation[2] + h.index["z"] * scale[2] == pytest.approx(h.stage_z_um), h.index
+    ome = from_xml((Path(done["path"]) / "OME" / "METADATA.ome.xml").read_text(encoding="utf-8"))
+    assert ome.images[0].pixels.physical_size_z == pytest.approx(scale[2])
+def test_live_recording_keeps_each_frame_under_its_own_sampling(client):
+    """The objective switched during a recorded live, and a cycle with a channel on the STED detector: every
+    series' metadata pixel size is its frames' (a new series from the switch on), and nothing fails."""
+    client.request("set_objective", objective="10x")
+    try:
+        job = client.request("start_live", channels=["BF", "DF"], interval_ms=50, record=True)
+        wait_until(lambda: client.request("job", job=job["id"])["frames"] >= 4, 120, "two cycles at 10x")
+        client.request("set_objective", objective="20x")
+        wait_until(lambda: client.request("job", job=job["id"])["frames"] >= 12, 120, "cycles at 20x")
+        client.request("stop")
+        done = client.wait(job["id"], timeout_s=120)
+    finally:
+        client.request("set_objective", objective="10x")
+    assert done["status"] == "stopped", done["error"]
+    rec = open_recording(done["path"])
+    assert len(rec.series) == 2 and rec.series[1].name.startswith("pos000 Camera from cycle ")
+    for s in rec.series:
+        px = s.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][3]
+        assert {h.pixel_size_um for h in s.frames} == {px}, s.name
+    assert [s.attrs["scopecast"]["pixel_size_um"] for s in rec.series] == pytest.approx([0.65, 0.325])
+
+    job = client.request("start_live", channels=["BF", {"name": "Membrane", "detector": "STED"}], max_cycles=2,
+                         record=True)
+    done = client.wait(job["id"], timeout_s=120)
+    assert done["status"] == "done", done["error"]
+    cam, sted = open_recording(done["path"]).series
+    assert (cam.channels, sted.channels) == (["BF"], ["Membrane"])
+    assert sted.data.shape[-1] == 2 * cam.data.shape[-1] and len(cam.frames) == len(sted.frames) == 2
+    assert sted.attrs["scopecast"]["pixel_size_um"] == pytest.approx(cam.attrs["scopecast"]["pixel_size_um"] / 2)

@@ -165,6 +165,8 @@ class Recorder:
         self.bytes_accepted = 0
         self.frames_written = 0  # durable and journaled
         self.closed = False
+        #: Why the recording is incomplete (set by :meth:`close`; None: every accepted frame is durable).
+        self.error: str | None = None
         self._given_up = False  # close left a stalled writer behind (_join_writer)
         self._thread = threading.Thread(target=self._run, name=f"recorder-{acquisition_id}", daemon=True)
         self._thread.start()
@@ -350,17 +352,19 @@ class Recorder:
                 return f"writer stalled: {self.pending} frames not committed after {_STALL_S:g} s without progress"
         return None
 
-    def close(self, error: str | None = None) -> None:
+    def close(self, error: str | None = None) -> str | None:
         """Wait for every accepted frame, then finalise the metadata and close the journals.
 
         ``error`` (the acquisition failed, e.g. the disk filled up) marks the
         recording ``complete: false`` with that reason. Closing never raises:
         what could not be finalised is logged, and the journal keeps every
-        frame header that was made durable.
+        frame header that was made durable. Returns (and keeps as :attr:`error`)
+        why the recording is incomplete, or None: a writer that failed after the
+        last :meth:`write` was accepted is reported here, and only here.
         """
         with self._cv:
             if self.closed:
-                return
+                return self.error
             self.closed = True
         self._inbox.put(None)
         stalled = self._join_writer()
@@ -386,6 +390,7 @@ class Recorder:
             self._write_ome_xml()
         except Exception:  # noqa: BLE001
             log.exception("recording %s: could not write OME/METADATA.ome.xml", self.path)
+        self.error = error
         info = {**self._info, "frames_written": self.frames_written, "complete": error is None}
         if error is not None:
             info["error"] = error
@@ -393,6 +398,7 @@ class Recorder:
             self._root.attrs.update(root_attrs(self.ngff, info))
         except Exception:  # noqa: BLE001 - e.g. a full disk
             log.exception("recording %s: could not write its final metadata", self.path)
+        return error
 
     def _write_ome_xml(self, planes: bool = True) -> None:
         xml = ome_xml([(s.spec, s.meta) for s in self._series], self._t0_ns, planes)
