@@ -304,3 +304,27 @@ def test_offline_mode_matches_the_live_worker(client, model):
     y = run_tiled(x, plan_tiles((256, 256), 128, 16, 1), open_runtime(pkg, "ort-cpu").run)
     np.testing.assert_allclose(s.image("membrane", t=1), y[1], rtol=1e-4, atol=1e-5)
     assert s.frames[0].extra["model"] == "tiny"
+
+
+def test_offline_infers_every_plane_of_a_z_stack_at_its_own_z(client, model):
+    """A scan's bundle holds its whole z-stack: offline inference infers each plane (not only the last) and
+    the results series has the source's planes, each placed at the z it was taken at."""
+    client.request("move_stage", x=0, y=0, z=0)
+    job = client.request("run_scan", sequence={"channels": [{"config": c, "exposure": 5} for c in CYCLE],
+                                               "z_plan": {"range": 4, "step": 2}})
+    rec_path = client.wait(job["id"], timeout_s=120)["path"]
+    report = run_offline(model, rec_path, runtime="ort-cpu")
+    assert report.inferred == report.bundles == 3 and not report.skipped
+    src, out = open_recording(rec_path).series[0], open_recording(report.output).series[0]
+    assert out.data.shape == (1, 2, 3, 256, 256) and len(out.frames) == 6
+    scale, translation = (t[k] for t, k in zip(out.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"],
+                                               ("scale", "translation"), strict=True))
+    for h in out.frames:
+        assert translation[2] + h.index["z"] * scale[2] == pytest.approx(h.stage_z_um)
+    pkg = load_package(model)
+    from scopecast.daemon.inference.runtimes import open_runtime
+
+    for z in range(3):  # each output plane is the model of its own input plane
+        x = normalize([src.image(c, z=z) for c in CYCLE], pkg.manifest.normalization)
+        y = run_tiled(x, plan_tiles((256, 256), 128, 16, 1), open_runtime(pkg, "ort-cpu").run)
+        np.testing.assert_allclose(out.image("membrane", z=z), y[1], rtol=1e-4, atol=1e-5)

@@ -54,9 +54,11 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
     report = OfflineReport(out)
     grouped = []  # per series, its bundles in order (headers only: cheap)
     for series in rec.series:
-        bundles: dict[int, list[FrameHeader]] = defaultdict(list)
+        # a scan's bundle holds every plane of its z-stack: each plane is one model input (by bundle and z;
+        # grouped by bundle alone, every plane but the last was silently dropped)
+        bundles: dict[tuple[int, int], list[FrameHeader]] = defaultdict(list)
         for h in series.frames:
-            bundles[h.bundle_id].append(h)
+            bundles[(h.bundle_id, h.index.get("z", 0))].append(h)
         grouped.append((series, sorted(bundles.items())))
     progress = Progress(f"offline {m.name} on {Path(recording).name}", sum(len(b) for _, b in grouped),
                         "bundles", log)
@@ -66,26 +68,32 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
     try:
         for series, series_bundles in grouped:
             out_series = None
-            for t, (bundle_id, headers) in enumerate(series_bundles):
+            times = {b: t for t, b in enumerate(sorted({b for (b, _), _ in series_bundles}))}
+            for (bundle_id, z), headers in series_bundles:
+                t = times[bundle_id]
                 report.bundles += 1
                 frames = [StreamFrame(h.to_dict(), series.image(h.channel, h.index.get("t", 0), h.index.get("z", 0)),
                                       now_ns()) for h in headers]
                 try:
                     result = worker.process(frames)
                 except (BundleMismatch, NonFiniteOutput) as e:
-                    report.skipped.append(f"{series.name} bundle {bundle_id}: {e}")
+                    report.skipped.append(f"{series.name} bundle {bundle_id}" + (f" z {z}" if z else "") + f": {e}")
                     log.warning("offline: %s", report.skipped[-1])
                     progress.update()
                     continue
                 h0 = headers[0]
                 y = result.data
-                if out_series is None:
+                if out_series is None:  # the source series' z-stack and place
+                    src = series.attrs.get("scopecast", {})
+                    n_z = int(series.data.shape[2])
+                    z_step = float(series.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
+                                   ["scale"][2])
                     out_series = writer.add_series(SeriesSpec(
                         name=f"{series.name} {m.name}", channels=tuple(m.outputs),
                         modalities=("inferred",) * len(m.outputs), shape_yx=(y.shape[1], y.shape[2]),
                         dtype="float32", pixel_size_um=h0.pixel_size_um / m.scale_factor,
-                        position_um=(h0.stage_x_um, h0.stage_y_um, h0.stage_z_um), detector=m.name,
-                        position_index=h0.position_index,
+                        position_um=tuple(src.get("position_um") or (h0.stage_x_um, h0.stage_y_um, h0.stage_z_um)),
+                        n_z=n_z, z_step_um=z_step, detector=m.name, position_index=h0.position_index,
                     ))
                 r = result.header  # time and position of the bundle's last frame, as live results carry
                 for c, name in enumerate(m.outputs):
@@ -100,7 +108,7 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                         extra={"model": m.name, "model_sha256": m.sha256, "source_seqs": r["source_seqs"],
                                "source_acquisition_id": r["acquisition_id"], "trust": r["trust"]},
                     )
-                    writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c)
+                    writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c, z)
                 report.inferred += 1
                 progress.update()
         progress.finish(f"{report.inferred} inferred, {len(report.skipped)} skipped")
