@@ -235,7 +235,11 @@ def _gui(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from .triggers import replay
 
-    decisions = replay(args.triggers, args.results)
+    try:
+        decisions = replay(args.triggers, args.results)
+    except (ValueError, OSError) as e:  # a missing or wrong file, a config that does not validate: one line
+        print(f"scopecast replay: {e}", file=sys.stderr)
+        return 2
     lines = [json.dumps(d.key()) for d in decisions]
     if args.out:
         Path(args.out).write_text("\n".join(lines) + ("\n" if lines else ""))

@@ -624,6 +624,15 @@ def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> li
             if "trust" in h0.extra:  # recorded by offline inference; absent: the result is untrusted
                 header["trust"] = h0.extra["trust"]
             items.append((h0.t_acquired_ns, bundle_id, header, data))
+    # zero decisions must mean the triggers never fired, not that they were given nothing they watch
+    models = {header["model"] for _, _, header, _ in items if header["model"]}
+    if not models:
+        raise ValueError(f"{results} holds no inference results (no frame names a model): replay reads what "
+                         "'scopecast engine --offline RECORDING' writes, <recording>.<model>.ome.zarr")
+    watched = {t.model for t in cfg.triggers}
+    if not watched & models:
+        raise ValueError(f"no trigger watches the model of these results: the triggers watch "
+                         f"{', '.join(sorted(watched))}; {results} holds results of {', '.join(sorted(models))}")
     items.sort(key=lambda x: (x[0], x[1]))
     decider = Decider(cfg)
     decisions: list[Decision] = []

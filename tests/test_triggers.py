@@ -250,3 +250,40 @@ def test_stage_scan_and_live_actions(daemon, client):
     finally:
         client.request("unload_triggers")
         engine.close()
+
+
+def _results(path: Path, model: str | None) -> Path:
+    """A one-result recording shaped like 'scopecast engine --offline' output (``model`` None: a raw recording)."""
+    from scopecast.daemon.frames import Frame, FrameHeader
+    from scopecast.daemon.recorder import Recorder, SeriesSpec
+
+    rec = Recorder(path, "r", {"kind": "inference"})
+    s = rec.add_series(SeriesSpec("pos000 m", ("nuclei",), ("inferred",), (8, 8), "float32", 0.65, (0.0, 0.0, 0.0)))
+    extra = {"model": model, "trust": {"trusted": True}} if model else {}
+    h = FrameHeader(acquisition_id="r", seq=0, bundle_id=1, bundle_index=0, bundle_size=1, channel="nuclei",
+                    modality="inferred", pattern="", detector="m", stage_x_um=0.0, stage_y_um=0.0, stage_z_um=0.0,
+                    exposure_ms=0.0, pixel_size_um=0.65, dtype="float32", shape=(8, 8), position_index=0,
+                    t_exposure_start_ns=1, t_acquired_ns=2, extra=extra)
+    rec.write(Frame(h, np.ones((8, 8), np.float32)), s, 0, 0)
+    rec.close()
+    return path
+
+
+def test_replay_says_when_it_was_given_nothing_its_triggers_watch(tmp_path, capsys):
+    """'0 decisions' must mean the triggers never fired: a raw recording, or results of a model no trigger
+    watches, are refused naming the problem; the CLI says it in one line (exit 2), a missing file too."""
+    from scopecast.daemon.cli import main
+
+    cfg = {"triggers": [{"name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "nuclei"},
+                         "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 0, "actions": []}]}
+    assert replay(cfg, _results(tmp_path / "ok.ome.zarr", "m"))  # the control: it decides
+    with pytest.raises(ValueError, match="holds no inference results .*engine --offline"):
+        replay(cfg, _results(tmp_path / "raw.ome.zarr", None))
+    with pytest.raises(ValueError, match="the triggers watch m; .* holds results of other-model"):
+        replay(cfg, _results(tmp_path / "other.ome.zarr", "other-model"))
+    config = tmp_path / "t.json"
+    config.write_text(json.dumps(cfg))
+    for results in (tmp_path / "raw.ome.zarr", tmp_path / "missing.ome.zarr"):
+        assert main(["replay", "--triggers", str(config), "--results", str(results)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("scopecast replay: ") and err.count("\n") == 1, err
