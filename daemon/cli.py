@@ -129,6 +129,13 @@ def _daemon(args: argparse.Namespace) -> int:
     if problem:
         print(f"scopecast daemon: {problem}; the hardware config was not loaded", file=sys.stderr)
         return 2
+    try:  # the data directory too, before the hardware: recording needs it, and a refusal is one line
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or e
+        print(f"scopecast daemon: cannot use data directory {args.data_dir}: {why}; the hardware "
+              "config was not loaded", file=sys.stderr)
+        return 2
     if args.backend == "mmcore":
         def backend():
             return load_mmcore_backend(args.config)

@@ -132,3 +132,17 @@ def test_main_job_runs_headless_with_the_shipped_models(tmp_path):
     assert "recorded 32 frames in 4 series" in out
     png = (tmp_path / "snapshot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_daemon_command_reports_an_unusable_data_directory_in_one_line(tmp_path, where):
+    """A data directory that cannot be made (a file there, a file above it, a read-only disk) is refused like a
+    bad address: one line naming it, exit 2, before the hardware is loaded; not a traceback."""
+    (tmp_path / "file").write_text("x")
+    data = tmp_path / "file" if where == "file" else tmp_path / "file" / "data"
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "daemon", "--data-dir", str(data),
+                        "--control", "tcp://127.0.0.1:0", "--stream", "tcp://127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith(f"scopecast daemon: cannot use data directory {data}: ")
+    assert "the hardware config was not loaded" in r.stderr and r.stderr.count("\n") == 1
