@@ -25,6 +25,15 @@ HUGE = "1" * 5000  # more digits than Python converts to an int (4300)
 CYCLE = ["DPC-Left", "DPC-Right", "BF"]
 
 
+def _dealer(address: str, request: dict) -> zmq.Socket:
+    """A DEALER socket that has sent ``request`` (its reply, when it comes, is ``[b"", reply, *parts]``)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    sock.send_multipart([b"", json.dumps(request).encode()])
+    return sock
+
+
 def _raw(address: str, body: bytes, timeout_s: float = 60.0) -> dict | None:
     """Send one raw request on a fresh REQ socket; the decoded reply, or None if none came in ``timeout_s``."""
     sock = zmq.Context.instance().socket(zmq.REQ)
@@ -148,15 +157,10 @@ def test_a_long_command_beyond_its_limit_is_refused_with_busy_error():
 
     server = ControlServer({"wait": wait, "ping": ping}, "tcp://127.0.0.1:*", long_limit=2)
     server.start()
-    ctx = zmq.Context.instance()
     socks = []
     try:
         for i in range(2):
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(server.address)
-            s.send_multipart([b"", json.dumps({"cmd": "wait", "id": i}).encode()])
-            socks.append(s)
+            socks.append(_dealer(server.address, {"cmd": "wait", "id": i}))
         for _ in range(2):
             assert started.acquire(timeout=60), "a wait did not start"
         with ControlClient(server.address, timeout_s=60) as c:
@@ -182,16 +186,11 @@ def test_many_long_snaps_leave_the_other_commands_free(daemon, client):
     refused at once, and describe is answered meanwhile (on the general workers, which the snaps no longer
     fill)."""
     daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")  # a snap lasts its exposure
-    ctx = zmq.Context.instance()
     socks = []
     try:
         for i in range(17):
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(daemon.control_address)
-            s.send_multipart([b"", json.dumps({"cmd": "snap", "args": {"channel": "BF", "exposure_ms": 300},
-                                               "id": i}).encode()])
-            socks.append(s)
+            socks.append(_dealer(daemon.control_address,
+                                 {"cmd": "snap", "args": {"channel": "BF", "exposure_ms": 300}, "id": i}))
         replies: dict[int, dict] = {}
 
         def busy_reply() -> bool:
