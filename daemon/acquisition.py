@@ -31,7 +31,7 @@ from .backend import ChannelInfo, MicroscopeBackend
 from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan
-from .recording import NgffVersion, Recorder, RecordingCap, RecordingError, SeriesSpec
+from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
 
 __all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "sequence_size"]
 
@@ -242,7 +242,7 @@ class AcquisitionEngine:
                 rec.write(frame, idx, 0, 0)
             finally:
                 rec.close()
-            _raise_if_incomplete(rec)
+            rec.raise_if_incomplete()
             frame.header.extra = {**frame.header.extra, "recording": str(rec.path)}
         self._emit(frame)
         return frame
@@ -423,7 +423,7 @@ class AcquisitionEngine:
             if rec is not None:
                 rec.close()
         if rec is not None:
-            _raise_if_incomplete(rec)  # the writer may fail after the last frame was queued
+            rec.raise_if_incomplete()  # the writer may fail after the last frame was queued
 
     def _burst_plan(self, job: Job, plan: LivePlan) -> Any:
         """The DPC burst this live cycle can run in hardware, or None (software timing); the
@@ -535,7 +535,7 @@ class AcquisitionEngine:
             raise
         finally:
             rec.close()
-        _raise_if_incomplete(rec)  # the writer may fail after the last frame was queued
+        rec.raise_if_incomplete()  # the writer may fail after the last frame was queued
 
     # ------------------------------------------------------------------ helpers
     def _cap_reached(self, job: Job, rec: Recorder, cap: RecordingCap) -> bool:
@@ -601,16 +601,6 @@ class AcquisitionEngine:
             pixel_size_um=h.pixel_size_um, position_um=(h.stage_x_um, h.stage_y_um, h.stage_z_um),
             n_z=n_z, z_step_um=z_step, detector=h.detector, position_index=position_index,
         )
-
-
-def _raise_if_incomplete(rec: Recorder) -> None:
-    """After a closed recording: fail the job (or snap) where frames it accepted were not made durable.
-
-    A short job's frames all fit in the recorder's queue, so its writer can fail (a full disk) after the
-    last :meth:`Recorder.write` returned; only :meth:`Recorder.close` then knows."""
-    if rec.error is not None:
-        raise RecordingError(f"recording {rec.path} is incomplete ({rec.frames_written} of "
-                             f"{rec.frames_accepted} frames durable): {rec.error}")
 
 
 def _cap_text(frames: int, nbytes: int, r: dict[str, Any]) -> str:

@@ -70,7 +70,7 @@ from .confine import inside, safe_name
 from .dose import shared_budget
 from .frames import Frame
 from .plans import ChannelSpec
-from .recorder import Recorder
+from .recorder import Recorder, RecordingError
 from .security import connect_socket
 from .shm_results import SharedResults
 from .stream import FramePublisher, decode
@@ -433,7 +433,11 @@ class SpotChecker:
             "label_free_frames": len(bundle),
         }
         if self.spec.record:
-            check["recording"] = self._record(check, bundle, list(frames.values()))
+            try:
+                check["recording"] = self._record(check, bundle, list(frames.values()))
+            except RecordingError as e:  # the comparison stands; its frames were not all kept (a full disk)
+                log.error("spot check of %s: %s", self.spec.model, e)
+                check["recording_error"] = str(e)
         with self._lock:
             self.checks.append(check)
             del self.checks[:-1000]
@@ -484,6 +488,7 @@ class SpotChecker:
                     rec.write(f, idx, 0, c)
         finally:
             rec.close()
+        rec.raise_if_incomplete()
         with self._lock:
             self.recordings.append(str(path))
         return str(path)

@@ -448,6 +448,7 @@ class TriggerRunner:
                 rec.write(f, idx, 0, c)
         finally:
             rec.close()
+        rec.raise_if_incomplete()
         return {"recording": str(rec.path), "channels": names}
 
     def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
@@ -478,6 +479,7 @@ class TriggerRunner:
                 rec.write(f, idx, t, c)
         finally:
             rec.close()
+        rec.raise_if_incomplete()
         n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
         return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before,
                 "time_points": 1 + max(t for t, _ in index), "channels": columns, **self._window_short(a, d)}

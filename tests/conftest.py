@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,19 @@ def cli(capsys, restore_logging):
         return rc, out, err
 
     return run
+
+
+@pytest.fixture
+def disk_fills_at_close(monkeypatch):
+    """Every recording's writer fails (a full disk) once the recording is closing, after every frame was
+    accepted: a short job's frames all fit in the queue, so only close() then knows."""
+    import errno
+
+    from scopecast.daemon.recording import writer
+
+    def submit_fails_once_closing(self, item):
+        while not self.closed:  # every frame accepted first
+            time.sleep(0.01)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer.Recorder, "_submit", submit_fails_once_closing)

@@ -374,20 +374,10 @@ def test_live_recording_time_scale_is_the_measured_interval(client):
     assert json.loads((Path(done["path"]) / ".zattrs").read_text())["bioformats2raw.layout"] == 3
 
 
-def test_a_job_whose_recording_fails_after_its_last_frame_was_queued_fails(client, monkeypatch):
-    """A short scan's frames all fit in the queue: the writer (a disk that fills) can fail after the last
-    write was accepted. The job must fail with the OS error, not end 'done' with frames missing."""
-    import errno
-
+def test_a_job_whose_recording_fails_after_its_last_frame_was_queued_fails(client, disk_fills_at_close):
+    """The job must fail with the OS error, not end 'done' with frames missing."""
     from scopecast.daemon.control import DaemonError
-    from scopecast.daemon.recording import writer
 
-    def submit_fails_once_closing(self, item):
-        while not self.closed:  # every frame accepted first
-            time.sleep(0.01)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(writer.Recorder, "_submit", submit_fails_once_closing)
     job = client.request("run_scan", sequence={"channels": [{"config": "BF", "exposure": 5}],
                                                "time_plan": {"interval": 0, "loops": 3}})
     with pytest.raises(DaemonError, match=r"JobFailed.*incomplete \(0 of 3 frames durable\).*No space left"):
@@ -397,6 +387,35 @@ def test_a_job_whose_recording_fails_after_its_last_frame_was_queued_fails(clien
     assert info["complete"] is False and "No space left" in info["error"]
     with pytest.raises(DaemonError, match="incomplete.*No space left"):  # a recorded snap says so too
         client.request("snap", channel="BF", record=True)
+
+
+def test_trigger_recordings_that_fail_say_so_in_the_outcome(daemon, client, disk_fills_at_close):
+    """A trigger's confirmation pair and saved window on a full disk: each action's outcome is a failure
+    naming the OS error, not ok with a recording that lacks its frames."""
+    from helpers import StandInEngine
+
+    config = {"triggers": [{"name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
+                            "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 600,
+                            "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 20},
+                                        {"kind": "save_window", "before_s": 1, "after_s": 0}]}]}
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        client.request("load_triggers", config=config, sources={"m": engine.address})
+        try:
+            engine.wait_subscriber()
+            client.request("start_live", channels=["BF"], interval_ms=100)
+            wait_until(lambda: len(engine.frames) >= 3, 120, "live frames before the event")
+            engine.value = 1.0
+            st = wait_until(lambda: (s := client.request("triggers"))["fired"] and not s["actions_pending"] and s,
+                            120, "the firing's actions")
+            client.request("stop")
+        finally:
+            client.request("unload_triggers")
+    outcome = next(x for x in map(json.loads, Path(st["log"]).read_text().splitlines()) if "outcome_of" in x)
+    for action in outcome["actions"]:
+        assert action["ok"] is False and "RecordingError" in action["error"], action
+        assert "incomplete" in action["error"] and "No space left" in action["error"]
+
+
 @pytest.mark.parametrize("z_plan", [{"range": 4, "step": 2, "go_up": False}, {"relative": [0, 3]},
                                     {"range": 4, "step": 2}])
 def test_scan_z_metadata_puts_every_plane_where_it_was_taken(client, z_plan):

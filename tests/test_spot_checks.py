@@ -214,6 +214,30 @@ def test_spot_check_alarm_below_the_threshold(daemon, client):
         engine.close()
 
 
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_a_spot_check_whose_recording_fails_keeps_its_figures_and_says_so(daemon, client, disk_fills_at_close):
+    """On a full disk the comparison stands (it is in memory) but its pair is not counted as written: the
+    check carries the recording's error."""
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
+                             warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
+                       period_s=0.2, record=True, channels={"nuclei": "Nuclei"})
+        wait_subscribed(engine, "result")
+        client.request("start_live", channels=CYCLE, interval_ms=50)
+        st = wait_until(lambda: (s := client.request("spot_checks")["models"]["virtual-staining"])["checks"] and s,
+                        180, "a spot check")
+        client.request("stop")
+        last = st["last"]
+        assert "recording" not in last and "No space left" in last["recording_error"], last
+        assert "incomplete" in last["recording_error"] and st["recordings_written"] == 0
+        assert set(last["channels"]) == {"nuclei"}  # the figures of the comparison
+    finally:
+        client.request("stop_spot_checks")
+        engine.close()
+
+
 SR = ROOT / "models" / "packages" / "super-resolution"
 
 

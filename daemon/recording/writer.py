@@ -400,6 +400,14 @@ class Recorder:
             log.exception("recording %s: could not write its final metadata", self.path)
         return error
 
+    def raise_if_incomplete(self) -> None:
+        """After :meth:`close`: raise :class:`RecordingError` where frames it accepted were not made durable.
+        A short job's frames all fit in the queue, so the writer can fail (a full disk) after the last
+        :meth:`write` returned; only :meth:`close` then knows, and an acquisition must not end 'done'."""
+        if self.error is not None:
+            raise RecordingError(f"recording {self.path} is incomplete ({self.frames_written} of "
+                                 f"{self.frames_accepted} frames durable): {self.error}")
+
     def _write_ome_xml(self, planes: bool = True) -> None:
         xml = ome_xml([(s.spec, s.meta) for s in self._series], self._t0_ns, planes)
         tmp = self.path / "OME" / "METADATA.ome.xml.tmp"
