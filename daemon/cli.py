@@ -136,6 +136,7 @@ def _daemon(args: argparse.Namespace) -> int:
         print(f"scopecast daemon: cannot use data directory {args.data_dir}: {why}; the hardware "
               "config was not loaded", file=sys.stderr)
         return 2
+    _finalise_interrupted(args.data_dir)
     if args.backend == "mmcore":
         def backend():
             return load_mmcore_backend(args.config)
@@ -255,6 +256,32 @@ def _replay(args: argparse.Namespace) -> int:
               f"bundle {d.bundle_id} {d.reason}{' -> ' + ', '.join(d.actions) if d.actions else ''}")
     print(f"scopecast replay: {len(decisions)} decisions, {sum(d.event == 'fire' for d in decisions)} fired")
     return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from .recording import RecordingInUse, repair_recording
+
+    rc = 0
+    for path in args.recordings:
+        try:
+            print(f"scopecast repair: {repair_recording(path)}")
+        except (ValueError, OSError, RecordingInUse) as e:  # not a recording, still open, a disk error
+            print(f"scopecast repair: {e}", file=sys.stderr)
+            rc = 2
+    return rc
+
+
+def _finalise_interrupted(data_dir: str) -> None:
+    """The recordings a killed daemon (or engine) left unclosed in ``data_dir``: finalised before the
+    hardware loads, each said in one line; one that cannot be is named and left as it is."""
+    from .recording import interrupted_recordings, repair_recording
+
+    for path in interrupted_recordings(data_dir):
+        try:
+            print(f"scopecast daemon: {repair_recording(path)}", flush=True)
+        except Exception as e:  # noqa: BLE001 - the daemon starts anyway; the recording keeps its frames
+            print(f"scopecast daemon: could not finalise interrupted recording {path}: {type(e).__name__}: {e}; "
+                  f"its durable frames are intact ('scopecast repair {path}' retries)", file=sys.stderr, flush=True)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -456,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", required=True, help="results recording from 'scopecast engine --offline'")
     r.add_argument("--out", default="", help="write the decision log (JSON lines) here")
     r.set_defaults(func=_replay)
+
+    f = sub.add_parser("repair", help="finalise recordings whose process died before closing them",
+                       description="Finalise OME-Zarr recordings left unclosed by a killed daemon or engine, "
+                       "from their frame journals: trim the time axis to the frames that are durable, write "
+                       "the OME-XML planes, time step and display windows, and mark them complete: false "
+                       "with the reason. Closed recordings are left as they are; the daemon does this at "
+                       "start for its data directory.")
+    f.add_argument("recordings", nargs="+", metavar="RECORDING", help="an .ome.zarr recording")
+    f.set_defaults(func=_repair)
 
     u = sub.add_parser("up", help="run the daemon and engines as supervised processes (restarts dead engines)",
                        description="Start the daemon and one engine per model as child processes; restart "

@@ -305,7 +305,7 @@ def test_up_restarts_a_killed_engine_and_stops_cleanly(sim_cfg, tiny_model, run_
             up.communicate()
 
 
-def test_daemon_killed_mid_recording_keeps_every_counted_frame(daemon_proc):
+def test_daemon_killed_mid_recording_keeps_every_counted_frame(daemon_proc, sim_cfg):
     proc, ctl, stream, data = daemon_proc
     with ControlClient(ctl, timeout_s=60) as c:
         job = c.request("start_live", channels=CYCLE, exposure_ms=5.0, record=True)
@@ -318,3 +318,19 @@ def test_daemon_killed_mid_recording_keeps_every_counted_frame(daemon_proc):
     proc.wait(30)
     rec = recording_check(job["path"], counted)
     assert rec["lost"] == 0 and rec["journalled"] >= counted and not rec["complete"], rec
+    # the next daemon on that data directory finalises it before loading the hardware, and says so
+    log, ctl2 = data.parent / "daemon2.out", free_address()
+    with log.open("w") as out:
+        proc2 = scopecast("daemon", "--config", str(sim_cfg), "--data-dir", str(data), "--control", ctl2,
+                          "--stream", free_address(), cwd=data.parent, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_status(ctl2, proc2)
+    finally:
+        proc2.send_signal(signal.SIGTERM)
+        proc2.wait(60)
+    assert f"{Path(job['path']).name}: finalised from its journal: {rec['journalled']} frames" in log.read_text()
+    from scopecast.daemon.recording import open_recording
+
+    info = open_recording(job["path"]).attrs["scopecast"]
+    assert info["complete"] is False and info["repaired"] and info["frames_written"] == rec["journalled"], info
+    assert recording_check(job["path"], counted)["lost"] == 0

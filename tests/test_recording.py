@@ -298,7 +298,7 @@ sys.path.insert(0, {tests!r})
 from test_recording import _header, _plane, POSITIONS, SIZE
 from scopecast.daemon.frames import Frame
 from scopecast.daemon.recording import Recorder, SeriesSpec
-rec = Recorder({path!r}, "k", {{}})
+rec = Recorder({path!r}, "k", {{}}, ngff={ngff!r})
 s = rec.add_series(SeriesSpec("k", ("BF", "Nuclei"), ("label-free", "fluorescence"), (SIZE, SIZE), "uint16",
                               0.65, POSITIONS[0]))
 t = 0
@@ -309,17 +309,23 @@ while True:  # until killed
 """
 
 
-def test_a_killed_recording_keeps_every_journaled_frame(tmp_path):
-    """SIGKILL mid-recording: every frame the journal names is in the array (journaled only once durable)."""
-    path = tmp_path / "k.ome.zarr"
-    code = _KILLED_WRITER.format(tests=str(Path(__file__).parent), path=str(path))
+def _killed_recording(path: Path, ngff: str = "0.4", frames: int = 40) -> Path:
+    """A recording whose writing process was SIGKILLed once ``frames`` frames were journaled."""
+    code = _KILLED_WRITER.format(tests=str(Path(__file__).parent), path=str(path), ngff=ngff)
     proc = subprocess.Popen([sys.executable, "-c", code])
     journal = path / "0" / "scopecast_frames.jsonl"
     try:
-        wait_until(lambda: journal.exists() and journal.read_text().count("\n") >= 40, 120, "40 journaled frames")
+        wait_until(lambda: journal.exists() and journal.read_text().count("\n") >= frames, 120,
+                   f"{frames} journaled frames")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
+    return path
+
+
+def test_a_killed_recording_keeps_every_journaled_frame(tmp_path):
+    """SIGKILL mid-recording: every frame the journal names is in the array (journaled only once durable)."""
+    path = _killed_recording(tmp_path / "k.ome.zarr")
     rec = open_recording(path)
     frames = rec.series[0].frames
     assert len(frames) >= 40 and rec.attrs["scopecast"].get("complete") is None  # never closed
@@ -329,6 +335,68 @@ def test_a_killed_recording_keeps_every_journaled_frame(tmp_path):
     for h in frames:
         t, c = h.index["t"], h.index["c"]
         assert np.array_equal(rec.series[0].image(h.channel, t), _plane(0, t % 7, c)), f"plane t={t} c={c} lost"
+
+
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_repair_finalises_a_killed_recording_from_its_journal(tmp_path, ngff, caplog):
+    """A killed recording's metadata is the one written at its start: OME-XML SizeT=1 without planes (against
+    the array), up to 15 time points of zeros past the last frame, a 1 s time step, display
+    windows over the whole dtype. ``repair_recording`` rebuilds what close() writes, from the journal."""
+    from ome_types import from_xml
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from scopecast.daemon.recording import being_written, interrupted_recordings, repair_recording
+
+    path = _killed_recording(tmp_path / "k.ome.zarr", ngff)
+    with (path / "0" / "scopecast_frames.jsonl").open("a") as f:
+        f.write('{"acquisition_id": "k", "se')  # the crash cut the last line short
+    assert not being_written(path) and interrupted_recordings(tmp_path) == [path]
+    journal = open_recording(path).series[0].frames
+    assert from_xml((path / "OME" / "METADATA.ome.xml").read_text()).images[0].pixels.size_t == 1  # before
+
+    report = repair_recording(path)
+    n_t = max(h.index["t"] for h in journal) + 1
+    assert report.repaired and (report.frames, report.time_points, report.series) == (len(journal), n_t, 1)
+    caplog.clear()
+    rec = open_recording(path)
+    assert not [r for r in caplog.records if "incomplete" in r.getMessage()]  # the cut line is gone
+    assert [h.to_dict() for h in rec.series[0].frames] == [h.to_dict() for h in journal]
+    info = rec.attrs["scopecast"]
+    assert info["complete"] is False and "interrupted" in info["error"] and info["frames_written"] == len(journal)
+    pixels = from_xml((path / "OME" / "METADATA.ome.xml").read_text()).images[0].pixels
+    assert pixels.size_t == n_t and len(pixels.planes) == len(journal)
+    assert pixels.time_increment == pytest.approx(STEP_S)
+    assert [(p.the_t, p.the_c) for p in pixels.planes] == sorted((h.index["t"], h.index["c"]) for h in journal)
+    node = Reader(parse_url(str(path / "0")))()
+    image = next(iter(node))
+    assert image.data[0].shape == (n_t, 2, 1, SIZE, SIZE)  # no time points of zeros past the last frame
+    assert image.metadata["coordinateTransformations"][0][0]["scale"][0] == pytest.approx(STEP_S)
+    windows = [c["window"] for c in rec.series[0].attrs["omero"]["channels"]]
+    assert all(2000 <= w["start"] < w["end"] <= 15000 for w in windows), windows  # the data's, not 0-65535
+    for h in rec.series[0].frames:  # nothing durable touched
+        t, c = h.index["t"], h.index["c"]
+        assert np.array_equal(rec.series[0].image(h.channel, t), _plane(0, t % 7, c)), f"plane t={t} c={c}"
+    assert not repair_recording(path).repaired and interrupted_recordings(tmp_path) == []  # once is enough
+
+
+def test_repair_refuses_a_recording_still_being_written(tmp_path):
+    from scopecast.daemon.recording import (RecordingInUse, being_written, interrupted_recordings,
+                                            repair_recording)
+
+    rec = Recorder(tmp_path / "open.ome.zarr", "open", {})
+    try:
+        assert being_written(rec.path) and interrupted_recordings(tmp_path) == []
+        with pytest.raises(RecordingInUse, match="still being recorded"):
+            repair_recording(rec.path)
+    finally:
+        rec.close()
+    assert not being_written(rec.path) and not repair_recording(rec.path).repaired
+    assert not list(rec.path.glob(".scopecast-*"))  # the lock goes with close
+    with pytest.raises(ValueError, match="not a scopecast recording"):
+        zarr_dir = tmp_path / "other.zarr"
+        __import__("zarr").open_group(str(zarr_dir), mode="w")
+        repair_recording(zarr_dir)
 
 
 def test_cap_merges_to_the_tighter_and_never_past_the_disk(tmp_path):
@@ -463,3 +531,17 @@ def test_live_recording_keeps_each_frame_under_its_own_sampling(client):
     assert (cam.channels, sted.channels) == (["BF"], ["Membrane"])
     assert sted.data.shape[-1] == 2 * cam.data.shape[-1] and len(cam.frames) == len(sted.frames) == 2
     assert sted.attrs["scopecast"]["pixel_size_um"] == pytest.approx(cam.attrs["scopecast"]["pixel_size_um"] / 2)
+
+
+def test_scopecast_repair_command(tmp_path):
+    """One line per recording; exit 2 naming what was not a recording, the others still repaired."""
+    path = _killed_recording(tmp_path / "k.ome.zarr")
+    run = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "repair", str(tmp_path / "missing.ome.zarr"),
+                          str(path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run
+    assert "missing.ome.zarr" in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert f"{path}: finalised from its journal" in run.stdout
+    assert open_recording(path).attrs["scopecast"]["complete"] is False
+    again = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "repair", str(path)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already closed; nothing to do" in again.stdout, again

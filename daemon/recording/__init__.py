@@ -7,7 +7,8 @@ and ``omero`` (channel names, display windows from the data) metadata, all
 described by ``OME/METADATA.ome.xml`` (per-plane time, exposure and
 position). Every frame's full :class:`~scopecast.daemon.frames.FrameHeader` is
 journaled in its series' ``scopecast_frames.jsonl`` once the frame is durable;
-:func:`open_recording` reads both back. Frames are written off the acquiring
+:func:`open_recording` reads both back, also from a recording whose process
+died, and :func:`repair_recording` finalises such a one from its journal. Frames are written off the acquiring
 thread (tensorstore), behind a bounded queue that back-pressures: recording
 never drops.
 """
@@ -15,7 +16,9 @@ never drops.
 from .cap import RecordingCap
 from .ngff import NGFF_VERSIONS, NgffVersion
 from .reader import RecordedSeries, Recording, open_recording
-from .writer import JOURNAL, Recorder, RecordingError, SeriesSpec
+from .repair import RecordingInUse, RepairReport, interrupted_recordings, repair_recording
+from .writer import JOURNAL, Recorder, RecordingError, SeriesSpec, being_written
 
 __all__ = ["JOURNAL", "NGFF_VERSIONS", "NgffVersion", "RecordedSeries", "Recorder", "Recording", "RecordingCap",
-           "RecordingError", "SeriesSpec", "open_recording"]
+           "RecordingError", "RecordingInUse", "RepairReport", "SeriesSpec", "being_written",
+           "interrupted_recordings", "open_recording", "repair_recording"]

@@ -91,6 +91,16 @@ class SeriesMeta:
     windows: list[ChannelWindow] = field(default_factory=list)
     planes: list[PlaneInfo] = field(default_factory=list)
 
+    def add_plane(self, t: int, c: int, z: int, header: dict[str, Any]) -> int:
+        """Record a durable plane from its frame header (a dict); returns its exposure start (ns, 0: unknown)."""
+        t_ns = int(header.get("t_exposure_start_ns") or 0)
+        if t_ns:
+            self.t_first_ns[t] = min(self.t_first_ns.get(t, t_ns), t_ns)
+        self.planes.append(PlaneInfo(t, c, z, t_ns, float(header.get("exposure_ms") or 0.0),
+                                     float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0),
+                                     float(header.get("stage_z_um") or 0.0)))
+        return t_ns
+
     def time_scale_s(self) -> float:
         """Mean interval between time points (s); 1.0 with a single time point."""
         ts = sorted(self.t_first_ns.items())

@@ -19,7 +19,7 @@ __all__ = ["RecordedSeries", "Recording", "open_recording"]
 log = logging.getLogger(__name__)
 
 
-def _ome(attrs: dict[str, Any]) -> dict[str, Any]:
+def ome_keys(attrs: dict[str, Any]) -> dict[str, Any]:
     """The OME keys of a group's attributes (NGFF 0.5 nests them under ``"ome"``)."""
     return {**attrs, **attrs["ome"]} if isinstance(attrs.get("ome"), dict) else attrs
 
@@ -52,7 +52,8 @@ class Recording:
         return [f for s in self.series for f in s.frames]
 
 
-def _journal(path: Path) -> list[FrameHeader]:
+def read_journal(path: Path) -> list[FrameHeader]:
+    """The frame headers a series' journal lists (a last line cut short by a crash is left out, with a warning)."""
     frames: list[FrameHeader] = []
     if not path.exists():
         return frames
@@ -74,11 +75,12 @@ def open_recording(path: str | Path) -> Recording:
     path = Path(path)
     root = zarr.open_group(str(path), mode="r")
     # a recording killed in its first instant may lack the OME group: it holds no series
-    names = list(_ome(dict(root["OME"].attrs)).get("series", [])) if "OME" in root else []
+    names = list(ome_keys(dict(root["OME"].attrs)).get("series", [])) if "OME" in root else []
     series = []
     for name in names:
         g = root[name]
-        attrs = _ome(dict(g.attrs))
+        attrs = ome_keys(dict(g.attrs))
         ms = attrs["multiscales"][0]
-        series.append(RecordedSeries(ms.get("name", name), path / name, g["0"], attrs, _journal(path / name / JOURNAL)))
-    return Recording(path, _ome(dict(root.attrs)), series)
+        series.append(RecordedSeries(ms.get("name", name), path / name, g["0"], attrs,
+                                     read_journal(path / name / JOURNAL)))
+    return Recording(path, ome_keys(dict(root.attrs)), series)

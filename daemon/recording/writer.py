@@ -22,33 +22,41 @@ Contract:
   range, and ``OME/METADATA.ome.xml`` lists every plane with its time,
   exposure and stage position (it is written as soon as a series exists, so an
   interrupted recording still opens whole).
+- From creation to close the recorder holds an advisory lock on
+  ``.scopecast-writing`` in the store (:func:`being_written`); a recording
+  left without ``complete`` and without a held lock was interrupted, and
+  :func:`~.repair.repair_recording` finalises it.
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
 import json
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import tensorstore as ts
 import zarr
 
 from ..frames import Frame
-from .ngff import ChannelWindow, NgffVersion, PlaneInfo, SeriesMeta, image_attrs, ome_xml, root_attrs, series_list_attrs
+from .ngff import ChannelWindow, NgffVersion, SeriesMeta, image_attrs, ome_xml, root_attrs, series_list_attrs
 
-__all__ = ["JOURNAL", "Recorder", "RecordingError", "SeriesSpec"]
+__all__ = ["JOURNAL", "WRITING_LOCK", "Recorder", "RecordingError", "SeriesSpec", "being_written", "write_ome_xml"]
 
 log = logging.getLogger(__name__)
 
 JOURNAL = "scopecast_frames.jsonl"
+#: Held (flock) by the recorder from creation to close; left behind, unlocked, by a recorder that died.
+WRITING_LOCK = ".scopecast-writing"
 _GROW_T = 16  # time axis grows in steps of this many points; trimmed at close
 _MAX_IN_FLIGHT = 16  # frames handed to tensorstore and not yet committed
 #: While commits are in flight the writer also polls their futures this often (s), so that it never
@@ -144,6 +152,7 @@ class Recorder:
         self.ngff = ngff
         self._info = {"acquisition_id": acquisition_id, "ngff": ngff, **info}
         self._root = zarr.open_group(str(self.path), mode="w-", zarr_format=2 if ngff == "0.4" else 3)
+        self._writing_lock = _hold_writing_lock(self.path)
         self._root.attrs.update(root_attrs(ngff, self._info))
         self._ome = self._root.create_group("OME")
         self._ome.attrs.update(series_list_attrs(ngff, []))
@@ -314,13 +323,9 @@ class Recorder:
             s.journal.write(json.dumps(h, separators=(",", ":")) + "\n")
             touched.add(item.series)
             s.t_max = max(s.t_max, item.t)
-            t_ns = int(h.get("t_exposure_start_ns") or 0)
+            t_ns = s.meta.add_plane(item.t, item.c, item.z, h)
             if t_ns:
-                s.meta.t_first_ns[item.t] = min(s.meta.t_first_ns.get(item.t, t_ns), t_ns)
                 self._t0_ns = t_ns if self._t0_ns is None else min(self._t0_ns, t_ns)
-            s.meta.planes.append(PlaneInfo(item.t, item.c, item.z, t_ns, float(h.get("exposure_ms") or 0.0),
-                                           float(h.get("stage_x_um") or 0.0), float(h.get("stage_y_um") or 0.0),
-                                           float(h.get("stage_z_um") or 0.0)))
         for i in touched:
             self._series[i].journal.flush()
         with self._cv:
@@ -398,6 +403,11 @@ class Recorder:
             self._root.attrs.update(root_attrs(self.ngff, info))
         except Exception:  # noqa: BLE001 - e.g. a full disk
             log.exception("recording %s: could not write its final metadata", self.path)
+        try:
+            (self.path / WRITING_LOCK).unlink(missing_ok=True)
+        except OSError:
+            log.warning("recording %s: could not remove %s", self.path, WRITING_LOCK)
+        self._writing_lock.close()  # releases the lock
         return error
 
     def raise_if_incomplete(self) -> None:
@@ -409,7 +419,39 @@ class Recorder:
                                  f"{self.frames_accepted} frames durable): {self.error}")
 
     def _write_ome_xml(self, planes: bool = True) -> None:
-        xml = ome_xml([(s.spec, s.meta) for s in self._series], self._t0_ns, planes)
-        tmp = self.path / "OME" / "METADATA.ome.xml.tmp"
-        tmp.write_text(xml, encoding="utf-8")
-        tmp.replace(self.path / "OME" / "METADATA.ome.xml")
+        write_ome_xml(self.path, [(s.spec, s.meta) for s in self._series], self._t0_ns, planes)
+
+
+def write_ome_xml(path: Path, series: list[tuple[SeriesSpec, SeriesMeta]], t0_ns: int | None,
+                  planes: bool = True) -> None:
+    """Replace ``OME/METADATA.ome.xml`` of the recording at ``path`` (atomically: a reader never sees half)."""
+    xml = ome_xml(series, t0_ns, planes)
+    tmp = path / "OME" / "METADATA.ome.xml.tmp"
+    tmp.write_text(xml, encoding="utf-8")
+    tmp.replace(path / "OME" / "METADATA.ome.xml")
+
+
+def _hold_writing_lock(path: Path) -> IO[str]:
+    """Create and lock ``path/WRITING_LOCK`` for as long as the recorder is open (the OS drops the lock
+    when the process dies, however it dies): :func:`being_written` tells a live recording from an
+    interrupted one."""
+    f = open(path / WRITING_LOCK, "w", encoding="utf-8")  # noqa: SIM115 - held until close
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def being_written(path: str | Path) -> bool:
+    """Whether a recorder (in this process or another) still has the recording at ``path`` open."""
+    try:
+        f = open(Path(path) / WRITING_LOCK, encoding="utf-8")  # noqa: SIM115
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
