@@ -135,7 +135,7 @@ def quantize_package(package: str | Path, dataset: str | Path, max_loss_db: floa
     if method != "auto" and method not in CALIBRATIONS:
         raise ValueError(f"unknown calibration method {method!r}; methods: auto, {', '.join(CALIBRATIONS)}")
     package = Path(package)
-    m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
+    m = ModelManifest.model_validate_json((package / MANIFEST).read_bytes())
     fp32 = package / m.model_file
     tr, va = load_pairs(dataset, "train"), load_pairs(dataset, "val")
     if tr.inputs.shape[1] != len(m.inputs):

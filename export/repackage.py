@@ -172,7 +172,7 @@ def repackage(package: str | Path, *, test: bool = True) -> BioimageioTestReport
     ``rdf.yaml`` change; the model files and ``manifest.json`` are verified, never written.
     """
     package = Path(package)
-    m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
+    m = ModelManifest.model_validate_json((package / MANIFEST).read_bytes())
     model = package / m.model_file
     if sha256_file(model) != m.sha256:
         raise ValueError(f"{model}: sha256 does not match {MANIFEST}; refusing to describe a different model")
@@ -204,7 +204,7 @@ def attach_state_dict(package: str | Path, checkpoint: str | Path) -> Bioimageio
     from .onnx_export import FP32_TOLERANCE, parity
 
     package, checkpoint = Path(package), Path(checkpoint)
-    m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
+    m = ModelManifest.model_validate_json((package / MANIFEST).read_bytes())
     want = m.provenance.get("checkpoint_sha256")
     if sha256_file(checkpoint) != want:
         raise ValueError(f"{checkpoint}: sha256 does not match the checkpoint {m.name} was exported from ({want})")
@@ -240,7 +240,7 @@ def reexport_onnx(package: str | Path) -> dict[str, Any]:
     from .onnx_export import FP32_TOLERANCE, export_onnx, parity
 
     package = Path(package)
-    m = ModelManifest.model_validate_json((package / MANIFEST).read_text())
+    m = ModelManifest.model_validate_json((package / MANIFEST).read_bytes())
     model_path = package / m.model_file
     if sha256_file(model_path) != m.sha256:
         raise ValueError(f"{model_path}: sha256 does not match {MANIFEST}; refusing to replace a model it does not "

@@ -282,7 +282,7 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     if not (path / MANIFEST).is_file():
         raise ValueError(f"teacher {path}: a directory without {MANIFEST} (give a checkpoint or a package)")
-    m = ModelManifest.model_validate_json((path / MANIFEST).read_text())
+    m = ModelManifest.model_validate_json((path / MANIFEST).read_bytes())
     weights = m.provenance.get("pytorch_state_dict")
     if not weights or not (path / weights["file"]).is_file():
         raise ValueError(f"teacher {path}: the package carries no PyTorch weights (weights.pt); "

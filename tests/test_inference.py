@@ -64,6 +64,13 @@ def test_manifest_errors_name_the_problem(tmp_path, pkg):
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(PackageError, match="invalid manifest"):
         load_package(bad)
+    (bad / "manifest.json").write_bytes(json.dumps(m).encode("utf-16"))  # saved by an editor in UTF-16
+    with pytest.raises(PackageError, match=r"bad/manifest.json: invalid manifest: .*JSON"):
+        load_package(bad)
+    (bad / "manifest.json").unlink()
+    (bad / "manifest.json").mkdir()
+    with pytest.raises(PackageError, match="no manifest.json"):
+        load_package(bad)
 
 
 def test_corrupt_model_file_is_refused(tmp_path):

@@ -87,7 +87,9 @@ def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
     if not mf.is_file():
         raise PackageError(f"{path} is not a model package: no {MANIFEST}")
     try:
-        manifest = ModelManifest.model_validate_json(mf.read_text())
+        manifest = ModelManifest.model_validate_json(mf.read_bytes())  # bytes: not UTF-8 is invalid JSON, named
+    except OSError as e:
+        raise PackageError(f"{mf}: cannot read the manifest: {e.strerror or e}") from None
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'manifest'}: {err['msg']}" for err in e.errors())
         raise PackageError(f"{mf}: invalid manifest: {problems}") from None
