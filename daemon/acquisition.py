@@ -343,7 +343,15 @@ class AcquisitionEngine:
         plan = plan.model_copy(update={"channels": [
             c if c.exposure_ms else c.model_copy(update={"exposure_ms": default}) for c in plan.channels]})
         cap = self.record_cap.merged(cap)
+        if plan.record:
+            self._check_room_to_record(cap)
         return self._start("live", lambda job: self._live(job, plan, cap), plan.record, plan=plan.model_dump())
+
+    def _check_room_to_record(self, cap: RecordingCap) -> None:
+        """Refuse, at the request, a live recording with room for less than one camera frame (it used to
+        write that frame past its cap, then stop)."""
+        h, w = self.backend.describe()["image_shape"]
+        cap.require_room(self.data_dir, h * w * 2, f"one {h}x{w} uint16 frame")
 
     def _live(self, job: Job, plan: LivePlan, cap: RecordingCap) -> None:
         names = [c.name for c in plan.channels]

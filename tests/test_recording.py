@@ -431,6 +431,26 @@ def test_live_recording_stops_at_its_cap_with_a_warning_first(daemon, client):
         client.request("start_live", channels=["BF"], record=True, record_max_bytes=0)
 
 
+def test_live_recording_without_room_for_one_frame_is_refused_at_the_request(daemon, client, monkeypatch):
+    """A cap or a disk with room for less than one frame: refused naming it, nothing recorded. It used to
+    start, write one frame past the cap (or into the disk's reserve) and stop."""
+    import shutil
+
+    from scopecast.daemon.recording import cap as cap_module
+
+    h, w = client.request("describe")["image_shape"]
+    with pytest.raises(Exception, match=rf"cannot record: its byte cap is 1000 bytes, less than one {h}x{w}"):
+        client.request("start_live", channels=["BF"], record=True, record_max_bytes=1000)
+    monkeypatch.setattr(cap_module, "DISK_RESERVE_BYTES", shutil.disk_usage(daemon.engine.data_dir).free + 2**30)
+    with pytest.raises(Exception, match=r"cannot record: the data disk has \d+ MiB free and a recording always"):
+        client.request("start_live", channels=["BF"], record=True)
+    assert client.request("status")["state"] == "idle" and not list(Path(daemon.engine.data_dir).glob("*.ome.zarr"))
+    monkeypatch.undo()
+    job = client.request("start_live", channels=["BF"], record=True, record_max_bytes=h * w * 2, max_cycles=3)
+    done = client.wait(job["id"], timeout_s=120)
+    assert done["frames"] == 1 and len(open_recording(done["path"]).frames) == 1  # exactly one frame fits
+
+
 def test_live_recording_time_scale_is_the_measured_interval(client):
     job = client.request("start_live", channels=["BF"], interval_ms=150, max_cycles=4, record=True)
     done = client.wait(job["id"], timeout_s=120)

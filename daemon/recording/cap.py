@@ -39,9 +39,22 @@ class RecordingCap(BaseModel):
                             max_frames=low(self.max_frames, other.max_frames),
                             warn_fraction=min(self.warn_fraction, other.warn_fraction))
 
-    def limits(self, data_dir: str | Path) -> tuple[int | None, int | None, str]:
+    def limits(self, data_dir: str | Path) -> tuple[int, int | None, str]:
         """``(max_bytes, max_frames, what limits the bytes)`` for a recording starting now in ``data_dir``."""
         disk = max(shutil.disk_usage(data_dir).free - DISK_RESERVE_BYTES, 0)
         if self.max_bytes is not None and self.max_bytes <= disk:
             return self.max_bytes, self.max_frames, "cap"
         return disk, self.max_frames, "free disk space"
+
+    def require_room(self, data_dir: str | Path, nbytes: int, what: str) -> None:
+        """Raise ``ValueError`` naming the limit when a recording starting now could not hold ``nbytes``."""
+        max_bytes, _, limited_by = self.limits(data_dir)
+        if max_bytes >= nbytes:
+            return
+        if limited_by == "cap":
+            why = f"its byte cap is {max_bytes} bytes"
+        else:
+            why = (f"the data disk has {shutil.disk_usage(data_dir).free / 2**20:.0f} MiB free and a recording "
+                   f"always leaves {DISK_RESERVE_BYTES / 2**20:.0f} MiB free")
+        raise ValueError(f"cannot record: {why}, less than {what} ({nbytes} bytes)")
+
