@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,33 @@ def window_layout(frames: list[Frame]) -> tuple[list[str], list[tuple[int, int]]
     return [name for name, _ in column], index
 
 
+def _record_by_sampling(rec: Recorder, frames: list[Frame], layout: Callable[[list[Frame]], tuple[list[str], list]]
+                        ) -> list[tuple[list[str], list]]:
+    """Write ``frames`` to ``rec``, one series per detector and sampling (a live cycle's STED channel, a STED
+    spot-check snap in the window), each laid out by ``layout``; returns the layouts. A write that fails
+    marks the recording incomplete (``complete: false`` with the error) and is raised; so is a writer that
+    failed after the last write (:meth:`Recorder.raise_if_incomplete`)."""
+    groups: dict[tuple, list[Frame]] = {}
+    for f in frames:
+        groups.setdefault((f.header.detector, tuple(f.header.shape), f.header.pixel_size_um), []).append(f)
+    layouts = []
+    try:
+        for fs in groups.values():
+            columns, index = layout(fs)
+            mods = [next(f.header.modality for f in fs if f.header.channel == c) for c in columns]
+            idx = rec.add_series(AcquisitionEngine.series_spec(fs[0], columns, mods))
+            for f, (t, c) in zip(fs, index, strict=True):
+                rec.write(f, idx, t, c)
+            layouts.append((columns, index))
+    except BaseException as e:
+        rec.close(error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        rec.close()
+    rec.raise_if_incomplete()
+    return layouts
+
+
 class FrameRing:
     """The last ``seconds`` of frames, at most ``max_bytes`` of pixels (a sink of the acquisition engine)."""
 
@@ -206,8 +233,10 @@ class TriggerRunner:
         self.ctx = zmq.Context.instance()
         self._subs = []
         self._shared: dict[zmq.Socket, SharedResults] = {}  # results by shared memory from local engines
+        self._source_of: dict[zmq.Socket, str] = {}  # socket -> its key in `sources`, the name triggers use
         for model, addr in sources.items():
             s = self.ctx.socket(zmq.SUB)
+            self._source_of[s] = model
             self._shared[s] = SharedResults(s, addr)
             s.setsockopt(zmq.RCVHWM, 16)
             s.setsockopt(zmq.LINGER, 0)
@@ -263,6 +292,9 @@ class TriggerRunner:
                 if got is None:  # a result lost in shared memory (a reused slot) or the switch to inline
                     continue
                 _, header, data = got
+                source = self._source_of[sock]
+                if header.get("model") != source:  # a trigger's `model` is its key in `sources`, not the package name
+                    header = {**header, "model": source, "package": header.get("model")}
                 try:
                     self._decide(header, data, t_rx)
                 except Exception:  # noqa: BLE001 - the trigger thread must not die
@@ -433,7 +465,7 @@ class TriggerRunner:
     def _recorder(self, kind: str, d: Decision) -> Recorder:
         acquisition_id = f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}"
         path = inside(self.engine.data_dir, f"{acquisition_id}.ome.zarr", "trigger recording")
-        return Recorder(path, acquisition_id, {"kind": f"trigger:{kind}", "decision": d.key()})
+        return Recorder(path, acquisition_id, {"kind": f"trigger:{kind}", "decision": d.key()}, ngff=self.engine.ngff)
 
     def _do_confirm_fluorescence(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
@@ -441,14 +473,8 @@ class TriggerRunner:
             fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
         frames = self._pinned().bundle + fluo  # the deciding bundle, taken from the ring when it was decided
         rec = self._recorder("pair", d)
-        try:
-            names = [f.header.channel for f in frames]
-            idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], names, [f.header.modality for f in frames]))
-            for c, f in enumerate(frames):
-                rec.write(f, idx, 0, c)
-        finally:
-            rec.close()
-        rec.raise_if_incomplete()
+        names = [f.header.channel for f in frames]
+        _record_by_sampling(rec, frames, lambda fs: ([f.header.channel for f in fs], [(0, c) for c in range(len(fs))]))
         return {"recording": str(rec.path), "channels": names}
 
     def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
@@ -470,19 +496,13 @@ class TriggerRunner:
         frames.sort(key=lambda f: f.header.seq)
         if not frames:
             return {"frames": 0, **self._window_short(a, d)}
-        columns, index = window_layout(frames)
         rec = self._recorder("window", d)
-        try:
-            mods = [next(f.header.modality for f in frames if f.header.channel == c) for c in columns]
-            idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], columns, mods))
-            for f, (t, c) in zip(frames, index, strict=True):
-                rec.write(f, idx, t, c)
-        finally:
-            rec.close()
-        rec.raise_if_incomplete()
+        layouts = _record_by_sampling(rec, frames, window_layout)
+        columns = [c for cols, _ in layouts for c in cols]
         n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
         return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before,
-                "time_points": 1 + max(t for t, _ in index), "channels": columns, **self._window_short(a, d)}
+                "time_points": 1 + max(t for _, index in layouts for t, _ in index), "channels": columns,
+                **self._window_short(a, d)}
 
     def _window_short(self, a: ActionSpec, d: Decision) -> dict[str, str]:
         """``{"warning": ...}`` when the event was decided on so late that the ring buffer had already dropped

@@ -126,14 +126,15 @@ def test_cooldown_suppressions_are_logged_once_with_their_count():
     assert out[2].reason == "cooldown: 2.00 s of 8 s" and out[3].reason == "cooldown: 7.00 s of 8 s"
 
 
-def _outcomes(client, engine: StandInEngine, config: dict, fired: int, model_s: float = 0.0) -> dict[str, dict]:
-    """Live BF until ~3 s of frames are in the ring, then results above every threshold (each ``model_s``
-    after its bundle) until ``fired`` firings are decided and their actions done: each trigger's outcome line,
-    by trigger name."""
-    client.request("load_triggers", config=config, sources={"m": engine.address})
+def _outcomes(client, engine: StandInEngine, config: dict, fired: int, model_s: float = 0.0,
+              channels: list | None = None, source: str = "m") -> dict[str, dict]:
+    """Live ``channels`` (BF) until ~3 s of frames are in the ring, then results above every threshold (each
+    ``model_s`` after its bundle) until ``fired`` firings are decided and their actions done: each trigger's
+    outcome line, by trigger name. The engine's results are the source named ``source``."""
+    client.request("load_triggers", config=config, sources={source: engine.address})
     try:
         engine.wait_subscriber()
-        client.request("start_live", channels=["BF"], interval_ms=100)
+        client.request("start_live", channels=channels or ["BF"], interval_ms=100)
         first = wait_until(lambda: engine.frames and engine.frames[0]["t_acquired_ns"], 60, "a live frame")
         wait_until(lambda: engine.frames[-1]["t_acquired_ns"] - first > 3e9, 120, "3 s of live frames")
         engine.model_s, engine.value = model_s, 0.9  # from now on every result is above the thresholds
@@ -173,6 +174,45 @@ def test_a_window_decided_later_than_the_ring_holds_says_so(daemon, client):
     assert window["ok"]
     assert window["warning"].startswith("decided ") and "the ring buffer (4 s) kept only the last" in window["warning"]
     assert window["warning"].endswith("of the 2 s before it; raise ring_buffer_s")
+
+
+def test_a_window_of_a_cycle_with_a_sted_channel_records_each_detector_in_its_series(daemon, client):
+    """A live cycle of BF on the camera and Membrane on the STED detector (twice the camera's sampling):
+    save_window and confirm_fluorescence put each detector's frames in a series of its own, in the daemon's
+    OME-Zarr version. The window used to fail at its first STED frame ("frame shape (512, 512) does not match
+    series 0") and leave a recording that said it was complete; the pair mixed both shapes the same way."""
+    from scopecast.daemon.recording import open_recording
+
+    daemon.engine.ngff = "0.5"  # as 'scopecast daemon --ngff 0.5': trigger recordings follow it
+    config = {"triggers": [_trigger("both", cooldown_s=600, condition={"above": 0.5, "rearm_below": -1}, actions=[
+        {"kind": "save_window", "before_s": 1, "after_s": 0},
+        {"kind": "confirm_fluorescence", "channels": ["Nuclei"]}])]}
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        out = _outcomes(client, engine, config, 1, model_s=0.2,  # a model: the cycle reached the ring first
+                        channels=["BF", {"name": "Membrane", "detector": "STED"}])
+    window, pair = out["both"]["actions"]
+    assert window["ok"] and pair["ok"], out
+    for action in (window, pair):
+        rec = open_recording(action["recording"])
+        assert rec.attrs["scopecast"]["complete"] is True and (Path(action["recording"]) / "zarr.json").is_file()
+        by_detector = {s.attrs["scopecast"]["detector"]: s for s in rec.series}
+        assert set(by_detector) == {"Camera", "STED"}, action
+        cam, sted = by_detector["Camera"], by_detector["STED"]
+        assert sted.data.shape[-1] == 2 * cam.data.shape[-1]
+        assert sted.channels == ["Membrane"] and sted.attrs["scopecast"]["modalities"] == ["super-resolution"]
+        assert all(f.detector == "STED" for f in sted.frames) and all(f.detector == "Camera" for f in cam.frames)
+    assert window["frames"] == sum(len(s.frames) for s in open_recording(window["recording"]).series)
+
+
+def test_a_trigger_names_its_model_by_its_key_in_sources(daemon, client):
+    """docs/smart-acquisition.md: a trigger's ``model`` is a key of ``sources``. Keyed ``live-vs`` on an
+    engine whose package is ``m``, it fires; it used to compare the key with the package name and decide
+    nothing, silently."""
+    config = {"triggers": [_trigger("aliased", model="live-vs", cooldown_s=600,
+                                    condition={"above": 0.5, "rearm_below": -1})]}
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        out = _outcomes(client, engine, config, 1, source="live-vs")
+    assert out["aliased"]["actions"][0]["ok"], out
 
 
 #: Runs ``scopecast gui`` with ``QApplication.processEvents`` slowed down, as on a loaded machine where the pending
