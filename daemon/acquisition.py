@@ -170,6 +170,13 @@ class AcquisitionEngine:
         return self._frame(spec, info, snap, (x, y, z), pixel, acquisition_id=acquisition_id, bundle_id=bundle_id,
                            bundle_index=bundle_index, bundle_size=bundle_size, position_index=position_index)
 
+    def _modality(self, channel: str, detector: str | None) -> str:
+        """The modality the frames of ``channel`` on ``detector`` will carry (as :meth:`_frame` sets it): a
+        detector other than the main camera is a ground-truth detector (STED)."""
+        if detector and detector != getattr(self.backend, "main_camera", detector):
+            return "super-resolution"
+        return self.backend.channels()[channel].modality
+
     def _frame(self, spec: ChannelSpec, info: ChannelInfo, snap: Any, position: tuple[float, float, float],
                pixel: float, *, acquisition_id: str, bundle_id: int, bundle_index: int, bundle_size: int,
                position_index: int = 0) -> Frame:
@@ -389,8 +396,7 @@ class AcquisitionEngine:
                         snap, where, pixel = burst[spec.name]
                         frame = self._frame(spec, self.backend.channels()[spec.name], snap, where, pixel,
                                             acquisition_id=job.acquisition_id, bundle_id=bundle, bundle_index=i,
-                                            bundle_size=len(names))
-                        self.frames_acquired += 1
+                                            bundle_size=len(names))  # _frame counts it in frames_acquired
                     else:
                         frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bundle,
                                              bundle_index=i, bundle_size=len(names),
@@ -401,7 +407,8 @@ class AcquisitionEngine:
                         if key not in series:
                             idxs = [j for j, c in enumerate(plan.channels) if c.detector == spec.detector]
                             sspec = self.series_spec(frame, [names[j] for j in idxs], [
-                                h.modality if j == i else self.backend.channels()[names[j]].modality for j in idxs])
+                                h.modality if j == i else self._modality(names[j], plan.channels[j].detector)
+                                for j in idxs])
                             if any(k[1] == h.detector for k in series):
                                 sspec = replace(sspec, name=f"{sspec.name} from cycle {cycle}")
                             series[key] = (rec.add_series(sspec), idxs, cycle)
@@ -527,7 +534,7 @@ class AcquisitionEngine:
                 skey = (p, g, spec.detector)
                 if skey not in series:
                     chans = [ch.config for ch in seq.channels if ch.camera == spec.detector]
-                    mods = [frame.header.modality if ch == spec.name else self.backend.channels()[ch].modality
+                    mods = [frame.header.modality if ch == spec.name else self._modality(ch, spec.detector)
                             for ch in chans]
                     sspec = self.series_spec(frame, chans, mods, n_z=n_z, z_step=z_step, position_index=position_index)
                     if offsets:  # the series sits at its lowest plane
@@ -603,10 +610,15 @@ class AcquisitionEngine:
         z_step: float = 1.0, position_index: int = 0,
     ) -> SeriesSpec:
         h = frame.header
+        x, y = h.stage_x_um, h.stage_y_um
+        roi, sensor = (h.extra or {}).get("roi"), (h.extra or {}).get("sensor")
+        if roi and sensor:  # an ROI's field is centred off the optical axis (the stage position) by this much
+            x += (roi[0] + roi[2] / 2 - sensor[0] / 2) * h.pixel_size_um
+            y += (roi[1] + roi[3] / 2 - sensor[1] / 2) * h.pixel_size_um
         return SeriesSpec(
             name=f"pos{position_index:03d} {h.detector}", channels=tuple(channels),
             modalities=tuple(modalities), shape_yx=(h.shape[0], h.shape[1]), dtype=h.dtype,
-            pixel_size_um=h.pixel_size_um, position_um=(h.stage_x_um, h.stage_y_um, h.stage_z_um),
+            pixel_size_um=h.pixel_size_um, position_um=(x, y, h.stage_z_um),
             n_z=n_z, z_step_um=z_step, detector=h.detector, position_index=position_index,
         )
 

@@ -158,6 +158,7 @@ class MMCoreBackend:
         self.led_device: str = found[0]
         self.led_controller: LedController | None = found[1]
         self.main_camera = core.getCameraDevice()
+        self._sensor_sizes: dict[tuple, tuple[int, int]] = {}
         self._channels = self._discover_channels()
 
     # ------------------------------------------------------------ description
@@ -321,19 +322,40 @@ class MMCoreBackend:
         with self.lock:
             px = float(self.core.getPixelSizeUm())
             if detector and detector != self.main_camera and px > 0:
-                main_w = self._image_width(self.main_camera)
-                px *= main_w / self._image_width(detector)
+                # the whole sensors' widths: an ROI on either detector narrows its image, not its sampling
+                px *= self.sensor_size(self.main_camera)[0] / self.sensor_size(detector)[0]
             return px
 
-    def _image_width(self, camera: str) -> int:
-        cur = self.core.getCameraDevice()
-        if cur == camera:
-            return int(self.core.getImageWidth())
-        self.core.setCameraDevice(camera)
+    def sensor_size(self, camera: str) -> tuple[int, int]:
+        """``(width, height)`` of ``camera``'s whole (binned) sensor, whatever ROI is set. MMCore reports the
+        ROI's size only, so the ROI is cleared for the reading and put back (once per ROI and binning)."""
+        core = self.core
+        binning = core.getProperty(camera, "Binning") if core.hasProperty(camera, "Binning") else ""
+        key = (camera, tuple(core.getROI(camera)), binning)
+        cached = self._sensor_sizes.get(key)
+        if cached is not None:
+            return cached
+        cur = core.getCameraDevice()
+        if cur != camera:
+            core.setCameraDevice(camera)
         try:
-            return int(self.core.getImageWidth())
+            x, y, w, h = core.getROI()
+            core.clearROI()
+            size = (int(core.getImageWidth()), int(core.getImageHeight()))
+            if (x, y, w, h) != (0, 0, *size):
+                core.setROI(x, y, w, h)
         finally:
-            self.core.setCameraDevice(cur)
+            if cur != camera:
+                core.setCameraDevice(cur)
+        self._sensor_sizes[key] = size
+        return size
+
+    def _roi_extra(self, camera: str) -> dict[str, Any]:
+        """Where an ROI lies on the sensor (``roi`` x, y, w, h and ``sensor`` w, h; nothing without an ROI): the
+        field's centre is then off the optical axis, and the recording places the frame by it."""
+        x, y, w, h = (int(v) for v in self.core.getROI(camera))
+        sw, sh = self.sensor_size(camera)
+        return {} if (x, y, w, h) == (0, 0, sw, sh) else {"roi": [x, y, w, h], "sensor": [sw, sh]}
 
     def snap(self, detector: str | None = None, exposure_ms: float | None = None) -> Snap:
         """Expose ``detector`` (default: the current camera) once.
@@ -356,7 +378,7 @@ class MMCoreBackend:
                 core.snapImage()
                 data = core.getImage()
                 t1 = now_ns()
-                extra = self._detector_extra(det)
+                extra = {**self._detector_extra(det), **self._roi_extra(det)}
                 exposure = float(core.getExposure())  # the detector's own, before the main camera is back
             finally:
                 if det != prev:

@@ -57,7 +57,7 @@ def _write(path: Path, ngff: str, n_t: int = 4) -> Path:
 
 
 def _translation(pos: tuple[float, float, float]) -> list[float]:
-    return [0.0, 0.0, pos[2], pos[1] - SIZE / 2 * 0.65, pos[0] - SIZE / 2 * 0.65]
+    return [0.0, 0.0, pos[2], pos[1] - (SIZE - 1) / 2 * 0.65, pos[0] - (SIZE - 1) / 2 * 0.65]
 
 
 @pytest.mark.parametrize("ngff", ["0.4", "0.5"])

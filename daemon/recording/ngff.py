@@ -142,7 +142,10 @@ def image_attrs(version: str, spec: Any, meta: SeriesMeta) -> dict[str, Any]:
             "path": "0",
             "coordinateTransformations": [
                 {"type": "scale", "scale": [meta.time_scale_s(), 1.0, spec.z_step_um, px, px]},
-                {"type": "translation", "translation": [0.0, 0.0, z, y - ny / 2 * px, x - nx / 2 * px]},
+                # the coordinate of pixel 0's centre: the field's centre (the stage position) lies between pixels
+                # (n - 1) / 2 apart from it, not n / 2 (that put every series half its own pixel off, so a
+                # camera series and its STED or 2x super-resolved series disagreed by a quarter camera pixel)
+                {"type": "translation", "translation": [0.0, 0.0, z, y - (ny - 1) / 2 * px, x - (nx - 1) / 2 * px]},
             ],
         }],
     }
