@@ -68,7 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .acquisition import AcquisitionEngine
 from .confine import inside, safe_name
 from .dose import shared_budget
-from .frames import Frame
+from .frames import Frame, now_ns
 from .plans import ChannelSpec
 from .recorder import Recorder, RecordingError
 from .security import connect_socket
@@ -241,7 +241,9 @@ class SpotChecker:
         self._manifest: Any = None
         self._channels: dict[str, SpotCheckChannel] | None = None
         self._newest: tuple[dict[str, Any], np.ndarray] | None = None
-        self._last_capture_ns = 0
+        # a result of frames taken before the ring existed has no label-free bundle to record beside the capture
+        # (the first check's pair held the capture alone): check only results acquired from now on
+        self._last_capture_ns = now_ns()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sub = zmq.Context.instance().socket(zmq.SUB)
@@ -335,7 +337,11 @@ class SpotChecker:
         if got is None:  # a result lost in shared memory (a reused slot) or the switch to inline
             return
         _, header, data = got
-        if header.get("model") != self.spec.model or data is None:
+        if header.get("model") != self.spec.model:  # a spot check names the model by its package name
+            self._skip(f"other model: these results are of {header.get('model')!r}, the spot checks name "
+                       f"{self.spec.model!r} (the package's name)")
+            return
+        if data is None:
             return
         self.results_seen += 1
         trust = header.get("trust")
@@ -475,7 +481,8 @@ class SpotChecker:
         acquisition_id = f"{self.session}-{self.spec.model}-spotcheck-{n}"
         path = inside(self.data_dir, f"{acquisition_id}.ome.zarr", "spot-check recording")
         info = {k: v for k, v in check.items() if k != "recording"}
-        rec = Recorder(path, acquisition_id, {"kind": "spot-check:pair", "model": self.spec.model, "spot_check": info})
+        rec = Recorder(path, acquisition_id, {"kind": "spot-check:pair", "model": self.spec.model, "spot_check": info},
+                       ngff=self.engine.ngff)
         try:
             groups: dict[tuple, list[Frame]] = {}
             for f in bundle + real:
@@ -486,6 +493,9 @@ class SpotChecker:
                                                                    [f.header.modality for f in frames]))
                 for c, f in enumerate(frames):
                     rec.write(f, idx, 0, c)
+        except BaseException as e:
+            rec.close(error=f"{type(e).__name__}: {e}")
+            raise
         finally:
             rec.close()
         rec.raise_if_incomplete()

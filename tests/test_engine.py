@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,6 +305,21 @@ def test_offline_mode_matches_the_live_worker(client, model):
     y = run_tiled(x, plan_tiles((256, 256), 128, 16, 1), open_runtime(pkg, "ort-cpu").run)
     np.testing.assert_allclose(s.image("membrane", t=1), y[1], rtol=1e-4, atol=1e-5)
     assert s.frames[0].extra["model"] == "tiny"
+
+
+def test_offline_leaves_ground_truth_frames_out_and_keeps_the_source_version(daemon, client, model):
+    """A live recording with a STED channel: the STED series is ground truth, never a model input (the live
+    engine drops it as ``engine:unused_channel``); offline used to infer it into a bogus results series. The
+    results are written in the source's OME-Zarr version (they were always NGFF 0.4)."""
+    daemon.engine.ngff = "0.5"
+    job = client.request("start_live", channels=CYCLE + [{"name": "Membrane", "detector": "STED"}], max_cycles=2,
+                         record=True)
+    rec_path = client.wait(job["id"], timeout_s=120)["path"]
+    report = run_offline(model, rec_path, runtime="ort-cpu")
+    assert report.inferred == 2 and any("ground-truth detector" in s for s in report.skipped), report.skipped
+    out = open_recording(report.output)
+    assert len(out.series) == 1 and "STED" not in out.series[0].name, [s.name for s in out.series]
+    assert (Path(report.output) / "zarr.json").is_file()
 
 
 def test_offline_infers_every_plane_of_a_z_stack_at_its_own_z(client, model):

@@ -268,3 +268,38 @@ def test_super_resolution_spot_checks_use_the_sted_detector(daemon, client):
     finally:
         client.request("stop_spot_checks")
         engine.close()
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_spot_checks_started_during_live_record_whole_pairs(daemon, client):
+    """Started while live runs, the first check used a result of frames taken before its ring buffer existed:
+    its training pair held the real capture alone. Now only results acquired since the start are checked, every
+    pair has its label-free bundle, in the daemon's OME-Zarr version. A spot check that names the model by
+    anything but its package's name says so in ``skipped`` instead of waiting for ever."""
+    daemon.engine.ngff = "0.5"
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
+                             warmup_shape=(256, 256)).start()
+    results = StreamSubscriber(engine.results_address, ("result",))
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        wait_subscribed(engine, "result")
+        client.request("start_live", channels=CYCLE, interval_ms=50)
+        wait_until(lambda: results.recv(1), 180, "live results")
+        client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
+                       period_s=0.5, exposure_ms=20.0)
+        client.request("start_spot_checks", model="vs", results=engine.results_address, period_s=0.5)
+        st = wait_until(lambda: (s := client.request("spot_checks")["models"])["virtual-staining"]["checks"] >= 2
+                        and s["vs"]["skipped"].get("other model") and s, 180, "two spot checks")
+        client.request("stop")
+    finally:
+        results.close()
+        client.request("stop_spot_checks")
+        engine.close()
+    assert "these results are of 'virtual-staining'" in st["vs"]["last_skip"] and st["vs"]["checks"] == 0
+    pairs = sorted(Path(daemon.engine.data_dir).glob("*-virtual-staining-spotcheck-*.ome.zarr"))
+    assert len(pairs) >= 2 and pairs[0].name.endswith("spotcheck-1.ome.zarr"), pairs
+    for path in pairs:
+        pair = open_recording(path)
+        assert pair.series[0].channels == CYCLE + ["Nuclei", "Membrane"], path.name  # input and capture
+        assert (path / "zarr.json").is_file(), path.name
+

@@ -58,13 +58,18 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
         # grouped by bundle alone, every plane but the last was silently dropped)
         bundles: dict[tuple[int, int], list[FrameHeader]] = defaultdict(list)
         for h in series.frames:
+            if h.modality == "super-resolution":  # a ground-truth detector's frame (STED): never a model input,
+                continue  # as the live engine drops it (engine:unused_channel)
             bundles[(h.bundle_id, h.index.get("z", 0))].append(h)
+        if series.frames and not bundles:
+            report.skipped.append(f"{series.name}: ground-truth detector frames (modality super-resolution) are "
+                                  "no model input")
         grouped.append((series, sorted(bundles.items())))
     progress = Progress(f"offline {m.name} on {Path(recording).name}", sum(len(b) for _, b in grouped),
                         "bundles", log)
     writer = Recorder(out, f"{rec.attrs['scopecast']['acquisition_id']}.{m.name}", {
         "kind": "inference", "model": m.name, "model_sha256": m.sha256, "source": str(Path(recording).resolve()),
-    })
+    }, ngff=rec.attrs.get("scopecast", {}).get("ngff", "0.4"))  # the source's version: beside it, read alike
     try:
         for series, series_bundles in grouped:
             out_series = None
