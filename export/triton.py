@@ -111,7 +111,7 @@ def write_triton_repository(package: Path, m: ModelManifest, repository: Path, i
         raise ValueError(f"unknown Triton backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if instances < 1 or max_batch < 1:
         raise ValueError(f"instances ({instances}) and max_batch ({max_batch}) must be at least 1")
-    package = Path(package)
+    package, repository = Path(package), Path(repository)
     onnx = package / m.model_file
     if backend == "tensorrt":
         plan = package / m.plan_file if m.plan_file else None

@@ -364,6 +364,23 @@ def test_a_user_tiff_label_image_becomes_cells(backend, core, tmp_path):
     assert row[near].max() > 0.5 * row.max()  # the shared border is stained
 
 
+def test_a_float_cyx_tiff_of_four_maps_is_read_as_channels(tmp_path):
+    """tifffile.imwrite stores a (4, y, x) float stack as planar RGB(A) by default; docs/specimens.md accepts a
+    CYX stack of up to 4 float maps, and it used to be refused as an RGB image."""
+    tifffile = pytest.importorskip("tifffile")
+    from scopecast.daemon.sim.specimens_file import load_specimen
+
+    maps = np.random.default_rng(0).random((4, 50, 50)).astype(np.float32)
+    maps[1] *= 0.01  # absorption, kept physical
+    path = tmp_path / "c4.tif"
+    tifffile.imwrite(path, maps)
+    assert tifffile.TiffFile(path).series[0].axes == "SYX"  # what the default writes
+    spec = load_specimen(path, 0.3)
+    loaded = [np.asarray(spec.maps[k]) for k in ("opd", "absorption", "nuclei", "membrane")]
+    for want, got in zip(maps, loaded, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_bad_specimen_files_are_refused_with_a_clear_error(core, tmp_path):
     good = tmp_path / "good.npz"
     np.savez(good, nuclei=np.zeros((8, 8)))

@@ -169,6 +169,9 @@ def test_engine_serves_through_triton_and_matches_onnxruntime(server, packages, 
 
 def test_repository_options_and_addresses(packages, tmp_path):
     tiny = packages[0]
+    # paths as strings, as docs/triton.md writes them (the repository was joined with '/' and failed)
+    write_triton_repository(str(tiny.path), tiny.manifest, str(tmp_path / "from-str"), backend="python")
+    assert (tmp_path / "from-str" / "tiny-net" / "config.pbtxt").is_file()
     phys = write_triton_repository(tiny.path, tiny.manifest, tmp_path, instances=2, gpu=True, backend="onnxruntime")
     net = (tmp_path / "tiny-net" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in net and "count: 2" in net and "kind: KIND_GPU" in net

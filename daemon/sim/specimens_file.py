@@ -202,7 +202,10 @@ def _read_tiff(path: Path) -> dict[str, np.ndarray]:
     keep = [i for i, (n, a) in enumerate(zip(arr.shape, axes, strict=True)) if n > 1 or a in "YX"]
     arr = arr.reshape([arr.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
-    if "S" in axes and arr.ndim == 3:
+    if "S" in axes and arr.ndim == 3 and np.issubdtype(arr.dtype, np.floating):
+        # tifffile.imwrite writes a 3-4 channel float CYX stack as planar "RGB" by default: maps, not colours
+        arr = np.moveaxis(arr, axes.index("S"), 0)
+    elif "S" in axes and arr.ndim == 3:
         raise _fail(path, f"looks like an RGB(A) image (axes {axes}, shape {arr.shape}): save the maps as "
                           "separate channels (CYX: opd, absorption, nuclei, membrane) or as .npz")
     return _channels(path, arr)
