@@ -559,7 +559,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeysMissing as e:
             print(f"scopecast {args.command}: {e}", file=sys.stderr)
             return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into a reader that stopped early (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -333,7 +333,9 @@ class ControlServer:
         else:
             log.info("control command failed: %s: %s", type(e).__name__, e)
         etype = type(e).__name__ if not isinstance(e, ValidationError) else "BadRequest"
-        return dumps_strict({"ok": False, "id": req_id, "error": {"type": etype, "message": str(e)}})
+        # str(KeyError("no job 'x'")) is the repr, quotes included: send the message itself
+        message = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+        return dumps_strict({"ok": False, "id": req_id, "error": {"type": etype, "message": message}})
 
 
 class _Lane:

@@ -243,3 +243,21 @@ def test_ctl_wait_reports_how_long_the_job_ran(daemon, client, cli):
     assert rc == 0, err
     last = err.strip().splitlines()[-1]
     assert f"in {format_duration(ran)}" in last and "done" in last, last
+
+
+def test_an_unknown_job_is_named_without_a_repr_and_a_closed_pipe_is_no_error(daemon, client):
+    """``KeyError``'s str() is its repr: the reply's message was ``"no job 'nope'"`` with the quotes. And
+    ``scopecast ctl describe | head`` (a reader that stops early) ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    from scopecast.daemon.control import DaemonError
+
+    with pytest.raises(DaemonError) as e:
+        client.request("job", job="nope")
+    assert e.value.type == "KeyError" and e.value.message == "no job 'nope'"
+    proc = subprocess.Popen([sys.executable, "-m", "scopecast.daemon.cli", "ctl", "--control",
+                             daemon.control_address, "describe"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the reply is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
