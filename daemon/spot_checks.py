@@ -74,7 +74,7 @@ from .recorder import Recorder, RecordingError
 from .security import connect_socket
 from .shm_results import SharedResults
 from .stream import FramePublisher, decode
-from .trigger_actions import FrameRing
+from .trigger_actions import FrameRing, record_by_sampling
 
 __all__ = ["SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity", "validated_psnr"]
 
@@ -483,22 +483,7 @@ class SpotChecker:
         info = {k: v for k, v in check.items() if k != "recording"}
         rec = Recorder(path, acquisition_id, {"kind": "spot-check:pair", "model": self.spec.model, "spot_check": info},
                        ngff=self.engine.ngff)
-        try:
-            groups: dict[tuple, list[Frame]] = {}
-            for f in bundle + real:
-                groups.setdefault((f.header.detector, tuple(f.header.shape)), []).append(f)
-            for frames in groups.values():
-                names = [f.header.channel for f in frames]
-                idx = rec.add_series(AcquisitionEngine.series_spec(frames[0], names,
-                                                                   [f.header.modality for f in frames]))
-                for c, f in enumerate(frames):
-                    rec.write(f, idx, 0, c)
-        except BaseException as e:
-            rec.close(error=f"{type(e).__name__}: {e}")
-            raise
-        finally:
-            rec.close()
-        rec.raise_if_incomplete()
+        record_by_sampling(rec, bundle + real)
         with self._lock:
             self.recordings.append(str(path))
         return str(path)

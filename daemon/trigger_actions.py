@@ -126,10 +126,16 @@ def window_layout(frames: list[Frame]) -> tuple[list[str], list[tuple[int, int]]
     return [name for name, _ in column], index
 
 
-def _record_by_sampling(rec: Recorder, frames: list[Frame], layout: Callable[[list[Frame]], tuple[list[str], list]]
-                        ) -> list[tuple[list[str], list]]:
-    """Write ``frames`` to ``rec``, one series per detector and sampling (a live cycle's STED channel, a STED
-    spot-check snap in the window), each laid out by ``layout``; returns the layouts. A write that fails
+def pair_layout(frames: list[Frame]) -> tuple[list[str], list[tuple[int, int]]]:
+    """One time point, a channel per frame in order (a pair: the label-free bundle and the real capture)."""
+    return [f.header.channel for f in frames], [(0, c) for c in range(len(frames))]
+
+
+def record_by_sampling(rec: Recorder, frames: list[Frame],
+                       layout: Callable[[list[Frame]], tuple[list[str], list]] = pair_layout,
+                       ) -> list[tuple[list[str], list]]:
+    """Write ``frames`` to ``rec`` and close it, one series per detector and sampling (a live cycle's STED
+    channel, a STED capture), each laid out by ``layout``; returns the layouts. A write that fails
     marks the recording incomplete (``complete: false`` with the error) and is raised; so is a writer that
     failed after the last write (:meth:`Recorder.raise_if_incomplete`)."""
     groups: dict[tuple, list[Frame]] = {}
@@ -474,7 +480,7 @@ class TriggerRunner:
         frames = self._pinned().bundle + fluo  # the deciding bundle, taken from the ring when it was decided
         rec = self._recorder("pair", d)
         names = [f.header.channel for f in frames]
-        _record_by_sampling(rec, frames, lambda fs: ([f.header.channel for f in fs], [(0, c) for c in range(len(fs))]))
+        record_by_sampling(rec, frames)
         return {"recording": str(rec.path), "channels": names}
 
     def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
@@ -497,7 +503,7 @@ class TriggerRunner:
         if not frames:
             return {"frames": 0, **self._window_short(a, d)}
         rec = self._recorder("window", d)
-        layouts = _record_by_sampling(rec, frames, window_layout)
+        layouts = record_by_sampling(rec, frames, window_layout)
         columns = [c for cols, _ in layouts for c in cols]
         n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
         return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before,
