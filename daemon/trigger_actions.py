@@ -477,11 +477,25 @@ class TriggerRunner:
         """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
         with self._hardware():
             fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
-        frames = self._pinned().bundle + fluo  # the deciding bundle, taken from the ring when it was decided
+        bundle = self._pinned().bundle  # the deciding bundle, taken from the ring when it was decided
         rec = self._recorder("pair", d)
-        names = [f.header.channel for f in frames]
-        record_by_sampling(rec, frames)
-        return {"recording": str(rec.path), "channels": names}
+        names = [f.header.channel for f in bundle + fluo]
+        record_by_sampling(rec, bundle + fluo)
+        return {"recording": str(rec.path), "channels": names, **self._bundle_short(bundle, header, d)}
+
+    def _bundle_short(self, bundle: list[Frame], header: dict[str, Any], d: Decision) -> dict[str, str]:
+        """``{"warning": ...}`` when the ring no longer held every frame the deciding result was computed from
+        (its ``source_seqs``): the pair lacks them (nothing otherwise)."""
+        held = {f.header.seq for f in bundle}
+        missing = [s for s in header.get("source_seqs") or [] if s not in held]
+        if not missing:
+            return {}
+        lag_s = (self._pinned().t_decided_ns - d.t_ns) / 1e9
+        warning = (f"the ring buffer ({self.ring.seconds:g} s) no longer held {len(missing)} of the "
+                   f"{len(header['source_seqs'])} frames of the deciding bundle, decided {lag_s:.1f} s after it: "
+                   "the pair lacks them; raise ring_buffer_s")
+        log.warning("trigger %s confirm_fluorescence: %s", d.trigger, warning)
+        return {"warning": warning}
 
     def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Frames from ``before_s`` before the event (taken from the ring when it was decided) to ``after_s``

@@ -176,6 +176,19 @@ def test_a_window_decided_later_than_the_ring_holds_says_so(daemon, client):
     assert window["warning"].endswith("of the 2 s before it; raise ring_buffer_s")
 
 
+def test_a_pair_decided_later_than_the_ring_holds_says_it_lacks_the_bundle(daemon, client):
+    """A model that takes 3 s, a 2 s ring: by the decision the deciding label-free bundle is gone, so the pair
+    has only the fluorescence. Its outcome says so and what to change (it used to report a complete pair)."""
+    config = {"triggers": [_trigger("late", cooldown_s=600, condition={"above": 0.5, "rearm_below": -1},
+                                    actions=[{"kind": "confirm_fluorescence", "channels": ["Nuclei"]}])],
+              "ring_buffer_s": 2}
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        pair = _outcomes(client, engine, config, 1, model_s=3.0)["late"]["actions"][0]
+    assert pair["ok"] and pair["channels"] == ["Nuclei"], pair
+    assert pair["warning"].startswith("the ring buffer (2 s) no longer held 1 of the 1 frames of the deciding bundle")
+    assert pair["warning"].endswith("the pair lacks them; raise ring_buffer_s")
+
+
 def test_a_window_of_a_cycle_with_a_sted_channel_records_each_detector_in_its_series(daemon, client):
     """A live cycle of BF on the camera and Membrane on the STED detector (twice the camera's sampling):
     save_window and confirm_fluorescence put each detector's frames in a series of its own, in the daemon's
