@@ -350,7 +350,7 @@ class MMCoreBackend:
         self._sensor_sizes[key] = size
         return size
 
-    def _roi_extra(self, camera: str) -> dict[str, Any]:
+    def roi_extra(self, camera: str) -> dict[str, Any]:
         """Where an ROI lies on the sensor (``roi`` x, y, w, h and ``sensor`` w, h; nothing without an ROI): the
         field's centre is then off the optical axis, and the recording places the frame by it."""
         x, y, w, h = (int(v) for v in self.core.getROI(camera))
@@ -378,7 +378,7 @@ class MMCoreBackend:
                 core.snapImage()
                 data = core.getImage()
                 t1 = now_ns()
-                extra = {**self._detector_extra(det), **self._roi_extra(det)}
+                extra = {**self._detector_extra(det), **self.roi_extra(det)}
                 exposure = float(core.getExposure())  # the detector's own, before the main camera is back
             finally:
                 if det != prev:

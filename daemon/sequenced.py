@@ -101,6 +101,7 @@ def acquire_dpc_sequence(backend: MMCoreBackend, plan: SequencePlan, exposure_ms
             backend.set_exposure_ms(exposure_ms)
         exposure = backend.exposure_ms()
         camera = core.getCameraDevice()
+        extra = {"sequenced": True, **backend.roi_extra(camera)}  # where an ROI lies, as a snap says
         if core.getProperty(led, "TriggerInput0Mode") != _TRIGGER_MODE:
             # left armed afterwards: the trigger input only matters while a sequence runs
             core.setProperty(led, "TriggerInput0Mode", _TRIGGER_MODE)
@@ -114,7 +115,7 @@ def acquire_dpc_sequence(backend: MMCoreBackend, plan: SequencePlan, exposure_ms
                     img = core.popNextImage().copy()
                     t1 = now_ns()
                     channel = plan.channels[len(out) % len(plan.channels)]
-                    out.append((channel, Snap(img, camera, t1 - int(exposure * 1e6), t1, exposure, {"sequenced": True})))
+                    out.append((channel, Snap(img, camera, t1 - int(exposure * 1e6), t1, exposure, dict(extra))))
                 elif time.monotonic() > deadline:
                     raise TimeoutError(f"hardware-sequenced DPC: {len(out)} of {n} frames after {timeout_s:g} s")
                 else:

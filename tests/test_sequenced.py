@@ -40,6 +40,19 @@ def test_burst_frames_are_the_patterns_of_their_channels(seq_backend):
     assert not core.getShutterOpen()  # auto-shutter closed after the sequence
 
 
+def test_burst_frames_under_a_camera_roi_say_where_it_lies_as_snaps_do(seq_backend):
+    """A burst's frames carry the ROI's place on the sensor (``extra`` ``roi``, ``sensor``), as a snap's do: a
+    recording places them on the sample by it. They carried only ``sequenced``, so a recording put a DPC
+    burst's ROI at the stage position, off the sample by the ROI's offset on the sensor."""
+    b, core = seq_backend, seq_backend.core
+    core.setROI(8, 16, 32, 24)
+    plan = plan_dpc_sequence(b)
+    snap = dict(acquire_cycle(b, plan.channels, 5.0, hardware=False))["DPC-Top"]
+    assert snap.extra == {"roi": [8, 16, 32, 24], "sensor": [64, 64]}
+    for channel, burst in acquire_dpc_sequence(b, plan, 5.0):
+        assert burst.data.shape == (24, 32) and burst.extra == {"sequenced": True, **snap.extra}, channel
+
+
 def test_a_cycle_mixes_the_burst_with_software_frames_in_the_requested_order(seq_backend):
     b = seq_backend
     cycle = ["DPC-Left", "BF", "DPC-Right", "DPC-Top", "DF", "DPC-Bottom"]
