@@ -220,7 +220,7 @@ class AcquisitionEngine:
                 self._wanted_cv.wait_for(lambda: not self._wanted)
 
     def _emit(self, frame: Frame) -> None:
-        for sink in self.sinks:
+        for sink in tuple(self.sinks):  # a sink added or removed meanwhile neither repeats nor skips another
             try:
                 sink(frame)
             except Exception:  # noqa: BLE001 - a consumer must never stop acquisition

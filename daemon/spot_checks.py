@@ -226,7 +226,8 @@ class SpotChecker:
         self.budget = shared_budget(engine)  # the session's one budget: the triggers draw from it too
         self.own_caps = (spec.dose_per_position, spec.dose_per_session, spec.position_grid_um)
         self.ring = FrameRing(10.0, 256 << 20)
-        engine.sinks.append(self.ring)
+        # before the publisher: a frame is in the ring before any engine can have computed a result on it
+        engine.sinks.insert(0, self.ring)
         self.results_seen = 0
         self.untrusted_seen = 0
         self.checks: list[dict[str, Any]] = []  # compared checks (the last ``window`` feed the fidelity)

@@ -221,7 +221,8 @@ class TriggerRunner:
         self.log_path = Path(data_dir) / f"{self.session}.decisions.jsonl"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.ring = FrameRing(config.ring_buffer_s)
-        engine.sinks.append(self.ring)
+        # before the publisher: a frame is in the ring before any engine can have computed a result on it
+        engine.sinks.insert(0, self.ring)
         self.decisions: list[Decision] = []
         self.fired = 0  # counted when decided (actions may still be running)
         self.results_seen = 0  # results received and decided on

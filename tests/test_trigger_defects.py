@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,18 @@ def test_a_pair_decided_later_than_the_ring_holds_says_it_lacks_the_bundle(daemo
     assert pair["ok"] and pair["channels"] == ["Nuclei"], pair
     assert pair["warning"].startswith("the ring buffer (2 s) no longer held 1 of the 1 frames of the deciding bundle")
     assert pair["warning"].endswith("the pair lacks them; raise ring_buffer_s")
+
+
+def test_a_fast_model_finds_its_bundle_in_the_ring_behind_a_slow_sink(daemon, client):
+    """The ring is a frame sink ahead of the publisher: an instant model's result cannot be decided on before
+    its frame is in the ring, however long the sinks after the publisher take (here 0.4 s a frame, as a loaded
+    machine can). The ring used to be the last sink, so the pair lacked the deciding frame."""
+    daemon.engine.sinks.append(lambda frame: time.sleep(0.4))
+    config = {"triggers": [_trigger("fast", cooldown_s=600, condition={"above": 0.5, "rearm_below": -1},
+                                    actions=[{"kind": "confirm_fluorescence", "channels": ["Nuclei"]}])]}
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        pair = _outcomes(client, engine, config, 1)["fast"]["actions"][0]
+    assert pair["ok"] and pair["channels"] == ["BF", "Nuclei"] and "warning" not in pair, pair
 
 
 def test_a_window_of_a_cycle_with_a_sted_channel_records_each_detector_in_its_series(daemon, client):
