@@ -54,6 +54,8 @@ __all__ = ["LOOP_STAGES", "TriggerRunner", "loop_breakdown"]
 #: Actions that start by holding the microscope (their closed loop ends when they hold it); the
 #: others start when they start (``z_stack``/``tile_scan``/``switch_live`` begin by stopping live).
 HARDWARE_ACTIONS = frozenset({"confirm_fluorescence", "center_object"})
+#: Actions that expose or move the sample: none runs once the live acquisition it was decided on was stopped.
+SCOPE_ACTIONS = HARDWARE_ACTIONS | {"z_stack", "tile_scan", "switch_live"}
 
 log = logging.getLogger(__name__)
 
@@ -385,6 +387,10 @@ class TriggerRunner:
                 self._held(firing)
             # the first hardware action asks for the microscope at once (live yields it before its next frame)
             first_on_hardware = i == 0 and action.kind in HARDWARE_ACTIONS
+            if action.kind in SCOPE_ACTIONS and (why := self._stopped(d)):
+                log.info("trigger %s action %s skipped: %s", d.trigger, action.kind, why)
+                results.append({"action": action.kind, "ok": False, "skipped": why})
+                continue
             try:
                 with self._hardware() if first_on_hardware else contextlib.nullcontext():
                     res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
@@ -401,6 +407,18 @@ class TriggerRunner:
         self._firing = None
         firing.logged.wait()
         self._log({"outcome_of": {"t_ns": d.t_ns, "trigger": d.trigger, "bundle_id": d.bundle_id}, **d.outcome})
+
+    def _stopped(self, d: Decision) -> str | None:
+        """Why the microscope must not act on ``d`` any more: the live acquisition it was decided on was stopped
+        (by the user, or replaced by a trigger's ``switch_live``) and none runs now. A result the model delivers
+        after the stop is still decided on and logged, but the user may be at the slide. A live that ended by
+        itself (``max_cycles``) still gets its last firings' actions."""
+        if self.engine.state == "live":
+            return None
+        job = next((j for j in self.engine.jobs() if j.acquisition_id == d.acquisition_id), None)
+        if job is None or job.frames_at_stop is None:
+            return None
+        return f"live acquisition {d.acquisition_id} was stopped before this action ran, and no live runs"
 
     def _record_latency(self, f: _Firing) -> None:
         """``closed_loop_latency_ms`` (deciding frame's exposure start -> the first action on the hardware),
@@ -592,16 +610,18 @@ class TriggerRunner:
             channels=[useq.Channel(config=c, exposure=a.exposure_ms) for c in a.channels], axis_order="pgc"))
 
     def _do_switch_live(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
-        """Restart live with another cycle and/or frame interval (fast <-> slow imaging)."""
+        """Restart the running live with another cycle and/or frame interval (fast <-> slow imaging); it never
+        starts a live that has ended."""
         live = self.engine.current_job if self.engine.state == "live" else None
-        plan = dict(live.plan) if live and live.plan else LivePlan().model_dump()
+        if live is None:
+            raise RuntimeError("no live runs: switch_live changes a running live cycle, it never starts one")
+        plan = dict(live.plan) if live.plan else LivePlan().model_dump()
         if a.interval_ms is not None:
             plan["interval_ms"] = a.interval_ms
         if a.live_channels:
             plan["channels"] = [{"name": c} for c in a.live_channels]
-        if live:
-            self.engine.stop(live.id)
-            self.engine.wait(live.id, 30)
+        self.engine.stop(live.id)
+        self.engine.wait(live.id, 30)
         job = self.engine.start_live(LivePlan.model_validate(plan))
         return {"live_job": job.id, "interval_ms": plan["interval_ms"]}
 

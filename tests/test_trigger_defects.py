@@ -202,6 +202,34 @@ def test_a_fast_model_finds_its_bundle_in_the_ring_behind_a_slow_sink(daemon, cl
     assert pair["ok"] and pair["channels"] == ["BF", "Nuclei"] and "warning" not in pair, pair
 
 
+def test_no_action_exposes_or_moves_the_sample_after_the_user_stopped_live(daemon, client):
+    """A model (3 s) slower than the user's stop: its result is still decided on and logged, but confirm_fluorescence
+    and switch_live are skipped with the reason, and live stays stopped. switch_live used to start live again
+    (with a cycle the user never chose) and the fluorescence was exposed while the user may be at the slide."""
+    config = {"triggers": [_trigger("late", cooldown_s=600, condition={"above": 0.5, "rearm_below": -1}, actions=[
+        {"kind": "confirm_fluorescence", "channels": ["Nuclei"]}, {"kind": "notify"},
+        {"kind": "switch_live", "interval_ms": 50, "live_channels": ["BF"]}])]}
+    with StandInEngine(daemon.stream_address, model_s=3.0, value=0.9) as engine:
+        client.request("load_triggers", config=config, sources={"m": engine.address})
+        try:
+            engine.wait_subscriber()
+            job = client.request("start_live", channels=["BF"], interval_ms=200)
+            wait_until(lambda: engine.frames, 60, "a live frame on the stream")
+            client.request("stop")  # before the model has answered
+            st = wait_until(lambda: (s := client.request("triggers"))["fired"] >= 1 and not s["actions_pending"]
+                            and s, 120, "the late result's firing and its actions")
+        finally:
+            client.request("unload_triggers")
+    assert client.request("status")["state"] == "idle" and client.request("job", job=job["id"])["status"] == "stopped"
+    outcome = next(x for x in map(json.loads, Path(st["log"]).read_text().splitlines()) if "outcome_of" in x)
+    pair, notify, switch = outcome["actions"]
+    why = f"live acquisition {job['acquisition_id']} was stopped before this action ran, and no live runs"
+    assert pair == {"action": "confirm_fluorescence", "ok": False, "skipped": why}
+    assert switch == {"action": "switch_live", "ok": False, "skipped": why}
+    assert notify["ok"]  # what does not touch the sample still runs
+    assert not any(Path(st["log"]).parent.glob("*-pair-*.ome.zarr"))
+
+
 def test_a_window_of_a_cycle_with_a_sted_channel_records_each_detector_in_its_series(daemon, client):
     """A live cycle of BF on the camera and Membrane on the STED detector (twice the camera's sampling):
     save_window and confirm_fluorescence put each detector's frames in a series of its own, in the daemon's
