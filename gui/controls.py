@@ -182,12 +182,15 @@ class StageBox(QtWidgets.QGroupBox):
         grid.addWidget(QtWidgets.QLabel("Z step"), 4, 0, 1, 2)
         grid.addWidget(self.z_step, 4, 2, 1, 2)
         self.target = {}
+        self._edited: set[str] = set()  # go-to targets the user changed since the last Go to
+        self._filling = False  # the viewer itself is setting the targets (not the user)
         for i, axis in enumerate("xyz"):
             s = QtWidgets.QDoubleSpinBox()
             s.setRange(-1e6, 1e6)
             s.setDecimals(2)
             s.setPrefix(f"{axis} ")
             s.setSuffix(" µm")
+            s.valueChanged.connect(lambda _v, a=axis: self._target_edited(a))
             self.target[axis] = s
             grid.addWidget(s, 5 + i // 2, (i % 2) * 2, 1, 2)
         self.go = QtWidgets.QPushButton("Go to")
@@ -200,16 +203,30 @@ class StageBox(QtWidgets.QGroupBox):
         step = self.z_step.value() if axis == "z" else self.xy_step.value()
         self.send("move_stage", **{axis: sign * step}, relative=True)
 
-    def go_to(self) -> None:
-        self.send("move_stage", **{a: s.value() for a, s in self.target.items()})
+    def _target_edited(self, axis: str) -> None:
+        if not self._filling:
+            self._edited.add(axis)
 
-    def show_position(self, pos: dict[str, float] | None, fill_targets: bool = False) -> None:
+    def go_to(self) -> None:
+        """Move the axes whose target the user set; the others stay where they are (a target left as shown must
+        never send the focus or the stage back to where it was when the targets were last filled)."""
+        axes = {a: s.value() for a, s in self.target.items() if a in self._edited}
+        self._edited.clear()
+        if axes:
+            self.send("move_stage", **axes)
+
+    def show_position(self, pos: dict[str, float] | None) -> None:
+        """The current position; the go-to targets the user has not edited follow it."""
         if not pos:
             return
         self.position.setText(f"position: x {pos['x']:.2f}  y {pos['y']:.2f}  z {pos['z']:.2f} µm")
-        if fill_targets:
+        self._filling = True
+        try:
             for a, s in self.target.items():
-                s.setValue(float(pos[a]))
+                if a not in self._edited:
+                    s.setValue(float(pos[a]))
+        finally:
+            self._filling = False
 
 
 class ObjectiveBox(QtWidgets.QGroupBox):

@@ -364,7 +364,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.pattern_box.setCurrentText(info.get("pattern", ""))
         self.exposure.setValue(float(info.get("exposure_ms", 10.0)))
         self.cycle.set_channels(info.get("channels", {}))
-        self.stage.show_position(info.get("position_um"), fill_targets=True)
+        self.stage.show_position(info.get("position_um"))
         self.objective.from_describe(info)
 
     @contextlib.contextmanager

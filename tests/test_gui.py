@@ -190,6 +190,23 @@ def test_stage_focus_and_objective_controls(app, window, client):
     client.request("set_objective", objective="10x")
 
 
+def test_go_to_moves_only_the_axes_the_user_set(app, window, client):
+    """Focus found with Z+, then x typed and Go to: only x moves, the focus stays. The targets were filled once,
+    when the window opened, and Go to sent all three: the focus went back to where it was then (on a rig, the
+    objective towards the sample). Targets left alone follow the stage."""
+    assert spin(app, lambda: window.cycle.table.rowCount() > 0)
+    z0 = client.request("status")["position_um"]["z"]
+    window.stage.z_step.setValue(1.0)
+    for _ in range(3):
+        window.stage.buttons["z_up"].click()
+    assert spin(app, lambda: client.request("status")["position_um"]["z"] == pytest.approx(z0 + 3.0), 60)
+    window.stage.target["x"].setValue(100.0)
+    window.stage.go.click()
+    assert spin(app, lambda: client.request("status")["position_um"]["x"] == pytest.approx(100.0), 60)
+    assert client.request("status")["position_um"]["z"] == pytest.approx(z0 + 3.0)  # the focus stayed
+    assert spin(app, lambda: window.stage.target["z"].value() == pytest.approx(z0 + 3.0), 60)
+
+
 def test_panes_grow_with_the_window(app, window):
     app.processEvents()
     before = window.raw.plot.vb.size()
