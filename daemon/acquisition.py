@@ -235,13 +235,14 @@ class AcquisitionEngine:
         self.require_idle("snap")
         acq = _new_id("snap")
         with self.hardware():
-            previous = self.backend.exposure_ms() if spec.exposure_ms and not spec.detector else None
+            # the exposure of the detector the frame is taken on (each keeps its own)
+            previous = self.backend.exposure_ms(spec.detector) if spec.exposure_ms else None
             try:
                 frame = self.acquire(spec, acquisition_id=acq, bundle_id=next(self._bundle),
                                      bundle_index=0, bundle_size=1)
             finally:
                 if previous is not None and previous != spec.exposure_ms:
-                    self.backend.set_exposure_ms(previous)
+                    self.backend.set_exposure_ms(previous, spec.detector)
         if record:
             rec = self._recorder(acq, "snap", {"channel": spec.name})
             try:

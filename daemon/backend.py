@@ -8,7 +8,9 @@ Micro-Manager system (C++ adapters from a ``.cfg``) run through the same code.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -107,8 +109,8 @@ class MicroscopeBackend(Protocol):
     def current_pattern(self) -> str: ...
     def set_channel(self, name: str) -> None: ...
     def set_pattern(self, name: str) -> None: ...
-    def exposure_ms(self) -> float: ...
-    def set_exposure_ms(self, value: float) -> None: ...
+    def exposure_ms(self, detector: str | None = None) -> float: ...
+    def set_exposure_ms(self, value: float, detector: str | None = None) -> None: ...
     def exposure_range_ms(self, detector: str | None = None) -> tuple[float, float]: ...
     def check_exposure_ms(self, value: float, detector: str | None = None) -> None: ...
     def position_um(self) -> tuple[float, float, float]: ...
@@ -262,13 +264,34 @@ class MMCoreBackend:
         with self.lock:
             self.core.setProperty(self.led_device, self._pattern_property, name)
 
-    def exposure_ms(self) -> float:
-        return float(self.core.getExposure())
+    def exposure_ms(self, detector: str | None = None) -> float:
+        """The exposure of ``detector`` (default: the current camera), ms: each camera keeps its own."""
+        with self.lock, self._camera(detector):
+            return float(self.core.getExposure())
 
-    def set_exposure_ms(self, value: float) -> None:
-        self.check_exposure_ms(value)
-        with self.lock:
+    def set_exposure_ms(self, value: float, detector: str | None = None) -> None:
+        """Set the exposure of ``detector`` (default: the current camera), ms; out of its range raises."""
+        self.check_exposure_ms(value, detector)
+        with self.lock, self._camera(detector):
             self.core.setExposure(float(value))
+
+    @contextlib.contextmanager
+    def _camera(self, detector: str | None) -> Iterator[str]:
+        """``detector`` (default: the current camera) is the core's camera inside the block (the core's exposure
+        and snap act on the current camera), the camera before it afterwards; yields its name. Hold the lock."""
+        core = self.core
+        prev = core.getCameraDevice()
+        det = detector or prev
+        if det == prev:
+            yield det
+            return
+        if det not in self.detectors():
+            raise ValueError(f"unknown detector {det!r}; detectors: {', '.join(self.detectors())}")
+        core.setCameraDevice(det)
+        try:
+            yield det
+        finally:
+            core.setCameraDevice(prev)
 
     def exposure_range_ms(self, detector: str | None = None) -> tuple[float, float]:
         """The detector's exposure limits (its ``Exposure`` property limits where the
@@ -363,27 +386,17 @@ class MMCoreBackend:
         ``exposure_ms`` is applied to that detector first (each camera keeps its
         own exposure). The core applies auto-shutter, as for any client.
         """
-        with self.lock:
+        with self.lock, self._camera(detector) as det:
             core = self.core
-            prev = core.getCameraDevice()
-            det = detector or prev
-            if det != prev:
-                if det not in self.detectors():
-                    raise ValueError(f"unknown detector {det!r}; detectors: {', '.join(self.detectors())}")
-                core.setCameraDevice(det)
-            try:
-                if exposure_ms is not None and exposure_ms != core.getExposure():
-                    self.set_exposure_ms(exposure_ms)
-                t0 = now_ns()
-                core.snapImage()
-                data = core.getImage()
-                t1 = now_ns()
-                extra = {**self._detector_extra(det), **self.roi_extra(det)}
-                exposure = float(core.getExposure())  # the detector's own, before the main camera is back
-            finally:
-                if det != prev:
-                    core.setCameraDevice(prev)
-            return Snap(np.ascontiguousarray(data), det, t0, t1, exposure, extra)
+            if exposure_ms is not None and exposure_ms != core.getExposure():
+                self.set_exposure_ms(exposure_ms)
+            t0 = now_ns()
+            core.snapImage()
+            data = core.getImage()
+            t1 = now_ns()
+            extra = {**self._detector_extra(det), **self.roi_extra(det)}
+            exposure = float(core.getExposure())  # the detector's own, before the main camera is back
+        return Snap(np.ascontiguousarray(data), det, t0, t1, exposure, extra)
 
     def _detector_extra(self, det: str) -> dict[str, Any]:
         """Detector-specific ground truth (the simulator's single-molecule emitters)."""

@@ -5,6 +5,7 @@ simulated devices, real recordings (found by reproducing them with the ecosystem
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from scopecast.daemon.acquisition import AcquisitionEngine
 from scopecast.daemon.plans import ChannelSpec
@@ -83,3 +84,17 @@ def test_series_translations_put_each_pixel_centre_where_the_simulator_images_it
     # and the field's centre (the stage) lies (n - 1) / 2 pixels past pixel 0's centre
     n = cam.data.shape[0]
     assert np.isclose(_translation_yx(cam)[0] + (n - 1) / 2 * pc, cam.header.stage_y_um)
+
+
+@pytest.mark.parametrize("detector", ["Camera", "STED"])
+def test_a_snaps_exposure_applies_to_that_frame_only_whichever_detector_is_named(client, detector):
+    """``snap --detector Camera --exposure-ms 77`` left 77 ms on the camera (the restore was skipped whenever a
+    detector was named), so every later frame taken at the camera's exposure (snaps, live, pairs' label-free
+    frames) came out at it; the STED detector kept it the same way."""
+    before = client.snap(channel="Membrane", detector=detector)[0]["exposure_ms"]
+    main_before = client.request("status")["exposure_ms"]
+    header, _ = client.snap(channel="Membrane", detector=detector, exposure_ms=77)
+    assert header["exposure_ms"] == 77 and before != 77
+    assert client.snap(channel="Membrane", detector=detector)[0]["exposure_ms"] == before
+    assert client.request("status")["exposure_ms"] == main_before
+    assert client.snap(channel="BF")[0]["exposure_ms"] == main_before
