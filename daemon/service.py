@@ -37,7 +37,7 @@ from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
-from .triggers import TriggerConfigError, check_hardware, check_sources, load_trigger_config
+from .triggers import TriggerConfigError, check_hardware, check_sources, load_trigger_config, make_measures
 
 __all__ = ["MAX_WAIT_S", "Daemon"]
 
@@ -351,8 +351,10 @@ class Daemon:
                 )
         check_sources(cfg, sources)
         check_hardware(cfg, self.backend)
+        measures = make_measures(cfg)  # a Python trigger that cannot be loaded is refused before anything changes
         self.unload_triggers()
-        self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir)
+        self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir,
+                                            measures)
         return self.trigger_runner.status()
 
     def triggers(self) -> dict:

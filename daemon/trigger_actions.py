@@ -208,7 +208,7 @@ class TriggerRunner:
     """Live triggers for one daemon (see module docstring)."""
 
     def __init__(self, config: TriggerConfig, sources: dict[str, str], engine: AcquisitionEngine,
-                 publisher: FramePublisher | None, data_dir: Path) -> None:
+                 publisher: FramePublisher | None, data_dir: Path, measures: dict[str, Any] | None = None) -> None:
         missing = {t.model for t in config.triggers} - set(sources)
         if missing:
             raise ValueError(f"no result stream given for model(s) {sorted(missing)}; sources: {sorted(sources)}")
@@ -216,7 +216,7 @@ class TriggerRunner:
         s = config.safety
         self.budget = shared_budget(engine)  # the session's one light budget: spot checks draw from it too
         self.budget.set_limits(s.dose_per_position, s.dose_per_session, s.position_grid_um)
-        self.decider = Decider(config, self.budget)
+        self.decider = Decider(config, self.budget, measures)
         self.engine = engine
         self.publisher = publisher
         self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-triggers-{uuid.uuid4().hex[:6]}"

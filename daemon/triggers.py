@@ -56,7 +56,7 @@ __all__ = [
     "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM",
     "SUPPRESSION_SUMMARY_S", "ActionSpec", "Decider", "Decision", "MeasurementSpec", "SafetySpec", "Trigger",
     "TriggerConfig", "TriggerConfigError", "TriggerSpec", "check_hardware", "check_sources", "load_trigger_config",
-    "replay", "trust_refusal",
+    "make_measures", "replay", "trust_refusal",
 ]
 
 #: Most rows, and most columns, of a ``tile_scan`` action (at most 100 × 100 = 10,000 fields).
@@ -371,12 +371,20 @@ class DeclarativeMeasurement:
         return float(np.mean(np.abs(img - prev)))
 
 
+def make_measures(config: TriggerConfig) -> dict[str, Trigger]:
+    """Each trigger's measurement by name (a Python trigger's class imported and instantiated); ``ValueError``
+    naming the class that cannot be loaded. The daemon builds them before it unloads the running triggers, so
+    a refused load leaves those as they were."""
+    return {t.name: DeclarativeMeasurement(t.measurement) if t.measurement is not None
+            else _python_trigger(str(t.python)) for t in config.triggers}
+
+
 def _python_trigger(path: str) -> Trigger:
     mod_name, _, cls_name = path.partition(":")
     try:
         obj = getattr(importlib.import_module(mod_name), cls_name)()
-    except (ImportError, AttributeError, TypeError) as e:
-        raise ValueError(f"cannot load trigger class {path!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module or class failed: say which, in one line
+        raise ValueError(f"cannot load trigger class {path!r}: {type(e).__name__}: {e}") from None
     if not isinstance(obj, Trigger):
         raise ValueError(f"{path!r} does not implement Trigger.measure(header, data) -> float")
     return obj
@@ -453,16 +461,15 @@ def trust_refusal(header: dict[str, Any]) -> list[str] | None:
 class Decider:
     """Turn results into decisions (deterministic; no hardware)."""
 
-    def __init__(self, config: TriggerConfig, budget: DoseBudget | None = None) -> None:
+    def __init__(self, config: TriggerConfig, budget: DoseBudget | None = None,
+                 measures: dict[str, Trigger] | None = None) -> None:
         """``budget``: the light budget to charge (live: the session's shared one); default: a budget of
-        its own with the ``safety`` limits."""
+        its own with the ``safety`` limits. ``measures``: from :func:`make_measures` (default: made here)."""
         self.config = config
         s = config.safety
         self.budget = budget if budget is not None else DoseBudget(s.dose_per_position, s.dose_per_session,
                                                                   s.position_grid_um)
-        self.measures: dict[str, Trigger] = {}
-        for t in config.triggers:
-            self.measures[t.name] = DeclarativeMeasurement(t.measurement) if t.measurement else _python_trigger(t.python)  # type: ignore[arg-type]
+        self.measures: dict[str, Trigger] = measures if measures is not None else make_measures(config)
         self.state = {t.name: _State() for t in config.triggers}
         self.action_times: list[int] = []
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import zmq
 
-from scopecast.daemon.control import DaemonError
+from scopecast.daemon.control import ControlClient, DaemonError
 from scopecast.daemon.triggers import Decider, load_trigger_config
 from scopecast.daemon.wire import dumps_strict
 
+from conftest import ROOT
 from helpers import StandInEngine, wait_until
 
 NOWHERE = "tcp://127.0.0.1:6222"  # a result stream nobody publishes on: loading only subscribes to it
@@ -298,3 +299,44 @@ def test_headless_screenshot_saves_once(daemon, client, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("scopecast gui: screenshot") == 1, r.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+COLONY_SOURCES = {"virtual-staining": "tcp://127.0.0.1:5557"}
+
+
+@pytest.mark.parametrize("python, expected", [
+    ("scopecast_test_failing_trigger:Dense", "RuntimeError: threshold file not found"),  # its __init__ raises
+    ("scopecast_test_not_installed:Dense", "No module named"),
+])
+def test_a_python_trigger_that_cannot_load_leaves_the_running_triggers(sim_cfg, tmp_path, monkeypatch, python,
+                                                                      expected):
+    """The running triggers stay, with their light limits, when an allowed Python trigger fails to import or to
+    construct: they were unloaded first, and the refused file's limits applied, before the class was tried."""
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+
+    (tmp_path / "scopecast_test_failing_trigger.py").write_text(
+        "class Dense:\n"
+        "    def __init__(self):\n"
+        "        raise RuntimeError('threshold file not found')\n"
+        "    def measure(self, header, data):\n"
+        "        return 0.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+               trigger_dirs=[ROOT / "docs"], trigger_modules=[python]).start()
+    try:
+        with ControlClient(d.control_address, timeout_s=120) as c:
+            c.request("load_triggers", config=str(ROOT / "docs" / "triggers-colony.yaml"), sources=COLONY_SOURCES)
+            before = c.request("triggers")
+            with pytest.raises(DaemonError) as e:
+                c.request("load_triggers", sources=COLONY_SOURCES, config={
+                    "triggers": [{"name": "mine", "model": "virtual-staining", "python": python,
+                                  "condition": {"above": 1}}],
+                    "safety": {"dose_per_position": 1, "dose_per_session": 1}})
+            assert e.value.type == "ValueError" and python in e.value.message and expected in e.value.message
+            after = c.request("triggers")
+            assert after["loaded"] and after["session"] == before["session"]
+            assert list(after["triggers"]) == ["dense-colony"]
+            assert after["dose_per_position_budget"] == 150  # the running triggers' limits, not the refused ones
+    finally:
+        d.close()
