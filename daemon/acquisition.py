@@ -636,12 +636,18 @@ def sequence_size(seq: useq.MDASequence) -> int | None:
     time points or z-stacks: then the count is an upper bound, checked the same way).
 
     ``ValueError`` naming the problem for a plan this daemon refuses: a position with a sequence of its
-    own, an axis it cannot count (a time plan that never ends, a grid without a field of view), more than
-    :data:`MAX_SEQUENCE_EVENTS` frames, or a last time point beyond :data:`MAX_SEQUENCE_DAYS`."""
+    own, an autofocus plan (no hardware autofocus), an axis it cannot count (a time plan that never ends, a
+    grid without a field of view), more than :data:`MAX_SEQUENCE_EVENTS` frames, or a last time point beyond
+    :data:`MAX_SEQUENCE_DAYS`."""
     for i, pos in enumerate(seq.stage_positions):
         if pos.sequence is not None:
             raise ValueError(f"stage position {i} has a sequence of its own; per-position sequences are not "
                              "supported: run one scan per position")
+    if seq.autofocus_plan is not None:
+        # its events are not images: the executor would snap each as an extra frame of the bundle (bundle_index
+        # past bundle_size on the stream, the first channel's recorded frame overwritten)
+        raise ValueError("the sequence has an autofocus_plan; hardware autofocus is not supported by scopecast "
+                         "scans: remove it (focus first, or give the positions' z)")
     axes = {"positions": max(len(seq.stage_positions), 1), "channels": len(seq.channels)}
     for name, plan, count in (("grid", seq.grid_plan, "num_positions"), ("time", seq.time_plan, "num_timepoints"),
                               ("z", seq.z_plan, "num_positions")):

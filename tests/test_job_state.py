@@ -72,6 +72,10 @@ def test_stop_names_an_unknown_job_and_a_stopped_scan_says_stopped(client):
      "an interval of 0 needs loops"),
     (("run_scan", {"sequence": {"channels": ["BF"], "stage_positions": [
         {"x": 0, "y": 0, "sequence": {"channels": ["DF", "BF", "Nuclei"]}}]}}), "sequence of its own"),
+    # useq's autofocus events were snapped as extra frames (bundle_index past bundle_size, recorded slots overwritten)
+    (("run_scan", {"sequence": {"channels": ["BF", "DF"], "stage_positions": [{"x": 0, "y": 0}, {"x": 500, "y": 0}],
+                                "autofocus_plan": {"autofocus_device_name": "Z", "axes": ["p"]}}}),
+     "has an autofocus_plan; hardware autofocus is not supported"),
     (("run_scan", {"sequence": {"channels": [{"config": "BF", "camera": "Nope"}]}}), "unknown detector 'Nope'"),
     (("capture_pairs", {"label_free": [{"name": "BF", "detector": "Nope"}], "fluorescence": []}),
      "unknown detector 'Nope'"),
