@@ -294,11 +294,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
         job = self.daemon_status.get("job") or {}
         if self.daemon_status.get("state") != "live" or not job.get("plan"):
             return  # applies when live starts
-        plan = dict(job["plan"])
-        plan["record"] = self.record_box.isChecked()
+        plan = {**job["plan"], "record": self.record_box.isChecked()}  # the same live in every other setting
+        if plan.get("max_cycles"):  # a bounded live stays bounded: the cycles it has left
+            plan["max_cycles"] = max(plan["max_cycles"] - int(job.get("frames") or 0) // len(plan["channels"]), 1)
         self.request("stop")
-        self.request("start_live", **{k: plan[k] for k in ("channels", "exposure_ms", "interval_ms", "record",
-                                                           "pace_from") if k in plan})
+        self.request("start_live", **plan)
 
     def load_model(self) -> None:
         path = self.model_box.currentText().strip()

@@ -283,13 +283,16 @@ def test_live_paced_by_the_engines_from_the_viewer(app, window, engines, client)
 
 
 def test_recording_toggles_during_live(app, window, client):
-    client.request("start_live", channels=["BF", "DF"], interval_ms=50)
+    """Live restarts as it was, recording: a hardware-sequenced live stays one and a bounded live keeps the
+    cycles it has left (the restart used to keep only the cycle, exposure, interval and pacing)."""
+    client.request("start_live", channels=["BF", "DF"], interval_ms=50, hardware_sequence=True, max_cycles=100_000)
     assert spin(app, lambda: window.daemon_status.get("state") == "live" and window.daemon_status.get("job", {}).get("plan"), 60)
     assert not window.record_box.isChecked()
     window.record_box.click()  # start recording: live restarts with the same cycle, recording
     assert spin(app, lambda: (client.request("status")["job"] or {}).get("path"), 60)
     job = client.request("status")["job"]
     assert [c["name"] for c in job["plan"]["channels"]] == ["BF", "DF"] and job["plan"]["interval_ms"] == 50
+    assert job["plan"]["hardware_sequence"] is True and 90_000 < job["plan"]["max_cycles"] <= 100_000
     assert spin(app, lambda: window.record_box.isChecked(), 60)
     window.record_box.click()  # stop recording, keep live
     assert spin(app, lambda: (client.request("status")["job"] or {}).get("path", "x") is None, 60)
