@@ -263,13 +263,27 @@ def load_trigger_config(source: str | Path | dict, allowed_dirs: list[Path] | No
         path = confined(path, allowed_dirs, "file", "trigger config", MAX_CONFIG_BYTES)
     if path.suffix not in (".yaml", ".yml", ".json"):
         raise ValueError(f"trigger config {source} must be a .yaml, .yml or .json file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TriggerConfigError(f"trigger config {source} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                                 "save it as UTF-8") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+            raise TriggerConfigError(f"trigger config {source} is not valid YAML{where}: {what}") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TriggerConfigError(f"trigger config {source} is not valid JSON at line {e.lineno}, column "
+                                     f"{e.colno}: {e.msg}") from None
     return _validate_config(data)
 
 

@@ -340,3 +340,28 @@ def test_a_python_trigger_that_cannot_load_leaves_the_running_triggers(sim_cfg, 
             assert after["dose_per_position_budget"] == 150  # the running triggers' limits, not the refused ones
     finally:
         d.close()
+
+
+COLONY = (ROOT / "docs" / "triggers-colony.yaml").read_text()
+
+
+@pytest.mark.parametrize("name, write, expected", [
+    ("indent.yaml", lambda p: p.write_text(COLONY.replace("    cooldown_s: 5", "   cooldown_s: 5")),
+     "is not valid YAML at line 10"),
+    ("editor.yaml", lambda p: p.write_text(COLONY, encoding="utf-16"), "is not UTF-8 text"),
+    ("comma.json", lambda p: p.write_text('{"triggers": [}'), "is not valid JSON at line 1"),
+])
+def test_an_unparsable_trigger_file_is_refused_naming_it_and_where(daemon, client, tmp_path, name, write, expected):
+    """A YAML indentation slip, a file saved as UTF-16, a stray JSON comma: one ValueError line naming the file and
+    where, from load_triggers and from replay (exit 2). It was the parser's own error without the file name, and
+    a traceback from replay."""
+    path = daemon.engine.data_dir / name
+    write(path)
+    with pytest.raises(DaemonError) as e:
+        client.request("load_triggers", config=str(path), sources=COLONY_SOURCES)
+    assert e.value.type == "ValueError" and name in e.value.message and expected in e.value.message
+    # replay says the same in one line, exit status 2, no traceback
+    r = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "replay", "--triggers", str(path),
+                        "--results", str(tmp_path / "none.ome.zarr")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and name in r.stderr and expected in r.stderr
