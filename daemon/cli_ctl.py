@@ -450,6 +450,11 @@ def run_ctl(args: argparse.Namespace) -> int:
         write_png(args.save, autoscale(img))
         result["saved"] = args.save
     print(json.dumps(result, indent=2))
+    if cmd == "wait" and isinstance(result, dict) and result.get("status") == "failed":
+        # a script's `scopecast ctl wait && next step` must not go on after a job that failed
+        print(f"scopecast ctl wait: {result.get('kind', 'the')} job {result.get('id')} failed: {result.get('error')}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

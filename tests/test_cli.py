@@ -215,3 +215,19 @@ def test_logging_one_line_runtime_summary_and_pymmcore_plus_only_with_v(capsys, 
         assert ("progress line" in err) == (not quiet) and ("detail" in err) == verbose
         assert ("library chatter" in err) == verbose and "library warning" in err
     assert os.environ.get("PYMM_STDERR_LOG") == "1"  # -v: the Micro-Manager core logs to stderr too
+
+
+def test_ctl_wait_exits_1_when_the_job_failed(daemon, cli):
+    """``ctl wait && next-step`` must not go on after a job that failed (a scan position beyond the stage travel
+    fails the job when reached): the job is printed, one line on stderr says it failed, exit 1. It exited 0."""
+    ctl = ("ctl", "--control", daemon.control_address)
+    rc, out, err = cli(*ctl, "run_scan", "--sequence",
+                       '{"channels": ["BF"], "stage_positions": [{"x": 0, "y": 0}, {"x": 90000, "y": 0}]}')
+    assert rc == 0, err
+    rc, out, err = cli(*ctl, "wait")
+    job = json.loads(out)
+    assert job["status"] == "failed" and "outside the stage travel" in job["error"]
+    assert rc == 1 and f"job {job['id']} failed" in err and "outside the stage travel" in err
+    cli(*ctl, "capture_pairs", "--positions", "0,0", "--label-free", "BF", "--fluorescence", "Nuclei")
+    rc, out, err = cli(*ctl, "wait")  # a job that ends well: 0, as before
+    assert rc == 0 and json.loads(out)["status"] == "done", err
