@@ -224,7 +224,8 @@ def add_model_commands(sub) -> None:
     x.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx with its parity report")
     x.add_argument("--tensorrt", action="store_true", help="also build model.plan (needs TensorRT and a GPU)")
     x.add_argument("--triton", default="", help="also write a Triton model repository here")
-    x.add_argument("--overwrite", action="store_true")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a model package (or an empty folder); any other folder is refused")
     x.add_argument("--int8", default="", metavar="DATASET", help="also quantize to INT8, calibrated on this "
                    "gathered dataset's training fields (the calibration chosen on further training fields); kept "
                    "only if no output loses more than 0.5 dB on its validation fields and it runs faster than FP32")

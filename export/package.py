@@ -74,6 +74,23 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _check_replaceable(out: Path) -> None:
+    """Raise ``FileExistsError`` unless ``out`` is a model package (or an empty folder) that an export may replace:
+    ``--overwrite`` deletes it, so a folder of packages, a dataset or a file given as ``--out`` by mistake must be
+    refused, naming why, before anything is deleted."""
+    if not out.is_dir() or out.is_symlink():
+        raise FileExistsError(f"{out} exists and is not a folder; --overwrite replaces only a model package")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    folders = sorted(e.name for e in entries if e.is_dir())
+    if not (out / MANIFEST).is_file() or folders:
+        why = f"it holds folders ({', '.join(folders[:5])})" if folders else f"it has no {MANIFEST}"
+        raise FileExistsError(f"{out} is not a model package ({why}); --overwrite replaces only a package "
+                              "folder, and deletes it first: give the package's own folder, e.g. "
+                              f"{out / 'my-model'}")
+
+
 def _random_raw(meta: dict[str, Any], mult: int) -> np.ndarray:
     """Random raw counts spanning the normalization's range (when no dataset is beside the checkpoint)."""
     rng = np.random.default_rng(0)
@@ -103,6 +120,8 @@ def export_package(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if out.exists():  # --overwrite replaces a package, never whatever folder --out happens to name
+        _check_replaceable(out)
     log.info("export: loading checkpoint %s", checkpoint)
     model, meta = load_checkpoint(checkpoint)
     result_notes: list[str] = []

@@ -164,6 +164,30 @@ def test_attach_state_dict_adds_the_weights_a_package_was_exported_from(trained,
     assert "PyTorch adapter" in (pkg / "card.md").read_text()
 
 
+def test_overwrite_replaces_a_package_and_refuses_any_other_folder(trained, tmp_path):
+    """--overwrite deletes what it replaces: a folder of packages with notes, or a dataset, given as --out by
+    mistake is refused before anything is deleted, naming why (it was deleted and replaced by the package,
+    exit 0); a package is still replaced."""
+    import shutil
+
+    from scopecast.models import packages_root
+
+    models = tmp_path / "models"
+    shutil.copytree(packages_root() / "virtual-staining-live", models / "virtual-staining-live")
+    (models / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"is not a model package \(it holds folders \(virtual-staining-live"):
+        export_package(trained[0], models, name="vs-v2", tile=64, halo=8, overwrite=True)
+    data = tmp_path / "dataset"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="it has no manifest.json"):
+        export_package(trained[0], data, name="vs-v2", tile=64, halo=8, overwrite=True)
+    assert (models / "notes.txt").read_text() == "keep me" and (data / "dataset.json").is_file()
+    assert (models / "virtual-staining-live" / "model.onnx").is_file()
+    res = export_package(trained[0], models / "virtual-staining-live", name="vs-v2", tile=64, halo=8, overwrite=True)
+    assert load_package(models / "virtual-staining-live").manifest.name == res.manifest.name == "vs-v2"
+
+
 def test_tensorrt_without_gpu_is_a_clear_note(trained, tmp_path):
     from scopecast.daemon.inference.runtimes import gpu_name
 
