@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from scopecast.models.manifest import (
-    MANIFEST, CameraCalibration, InputStats, ModelManifest, Normalization, OutputRange, OutputScaling, normalize,
-    sha256_file,
+    MANIFEST, CameraCalibration, InputStats, ModelManifest, Normalization, OutputRange, OutputScaling,
+    check_package_name, normalize, sha256_file,
 )
 
 from .bioimageio import raw_counts
@@ -117,6 +117,11 @@ def export_package(
     """
     from scopecast.models.training import load_checkpoint
 
+    if name is not None:  # refused before the work, as the manifest would refuse it at its end
+        try:
+            check_package_name(name)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +20,22 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "ModelVariant", "Normalization", "OutputRange",
     "OutputScaling", "UncertaintyThreshold", "ValidatedConsistency", "ValidatedFidelity", "ValidatedFigure", "ValidatedUncertainty",
-    "normalize", "percentiles", "sha256_file",
+    "check_package_name", "normalize", "percentiles", "sha256_file",
 ]
 
 MANIFEST = "manifest.json"
+#: A package name names files and folders (Triton models, offline result recordings, engine caches) and spot
+#: checks: the daemon's rule for names a client gives (``scopecast.daemon.confine.safe_name``; this module
+#: imports no daemon code).
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_package_name(name: str) -> str:
+    """``name`` if it can name a package; ``ValueError`` saying the rule otherwise."""
+    if not _PACKAGE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"package name {name[:80]!r} is not allowed: use 1-64 letters, digits, '_', '.', '-' "
+                         "(starting with a letter or digit, no '..'); it names files and folders")
+    return name
 
 
 class Normalization(BaseModel):
@@ -312,6 +325,7 @@ class ModelManifest(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelManifest:
+        check_package_name(self.name)
         if self.tile % self.multiple:
             raise ValueError(f"tile {self.tile} is not a multiple of {self.multiple}")
         if self.tile <= 2 * self.halo:

@@ -64,6 +64,11 @@ def test_manifest_errors_name_the_problem(tmp_path, pkg):
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(PackageError, match="invalid manifest"):
         load_package(bad)
+    # a name names folders: "" was a Triton repository itself (write_triton_repository replaced it), ".." its parent
+    for name in ("", "..", "a/b", "VS v2", "-x"):
+        (bad / "manifest.json").write_text(json.dumps({**m, "name": name}))
+        with pytest.raises(PackageError, match=f"package name {name!r} is not allowed: use 1-64 letters"):
+            load_package(bad)
     (bad / "manifest.json").write_bytes(json.dumps(m).encode("utf-16"))  # saved by an editor in UTF-16
     with pytest.raises(PackageError, match=r"bad/manifest.json: invalid manifest: .*JSON"):
         load_package(bad)

@@ -184,6 +184,8 @@ def test_overwrite_replaces_a_package_and_refuses_any_other_folder(trained, tmp_
         export_package(trained[0], data, name="vs-v2", tile=64, halo=8, overwrite=True)
     assert (models / "notes.txt").read_text() == "keep me" and (data / "dataset.json").is_file()
     assert (models / "virtual-staining-live" / "model.onnx").is_file()
+    with pytest.raises(ExportError, match="package name 'VS v2' is not allowed"):  # before any work
+        export_package(tmp_path / "no-such-checkpoint.pt", tmp_path / "pkg", name="VS v2")
     res = export_package(trained[0], models / "virtual-staining-live", name="vs-v2", tile=64, halo=8, overwrite=True)
     assert load_package(models / "virtual-staining-live").manifest.name == res.manifest.name == "vs-v2"
 
