@@ -219,6 +219,11 @@ def test_nan_model_and_bad_model_switch_keep_engine_serving(daemon, client, engi
         (corrupt / "manifest.json").write_text("{}")
         with pytest.raises(DaemonError, match="invalid manifest"):
             ec.request("load_model", path=str(corrupt))
+        twice = write_package(tmp_path / "twice", CYCLE, ["x"], name="twice", scale=2, tile=128, layers=2, width=4)
+        m = json.loads((twice / "manifest.json").read_text())
+        (twice / "manifest.json").write_text(json.dumps({**m, "scale_factor": 1}))  # its model is 2x
+        with pytest.raises(DaemonError, match="the manifest's scale_factor does not match the model"):
+            ec.request("load_model", path=str(twice))
         serving = ec.request("status")["model"]
         assert serving["name"] == "nan" and serving["exposure_ms"] is None  # no training exposures recorded
         assert ec.request("load_model", path=str(model))["name"] == "tiny"

@@ -217,3 +217,39 @@ def test_default_threads_follow_the_process_affinity_not_the_machine(monkeypatch
     assert runtimes.default_threads(1) == 1
     monkeypatch.setattr(runtimes.os, "sched_getaffinity", lambda pid: set(range(8)))
     assert runtimes.default_threads(1) == 7 and runtimes.default_threads(2) == 3
+
+
+def _lie(path, **fields):
+    """Edit a package's manifest so it no longer describes its model (the sha256 of the model still matches)."""
+    m = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**m, **fields}))
+    return path
+
+
+def test_a_scale_factor_the_model_does_not_have_is_refused_not_cropped(tmp_path):
+    """A 2x model declared 1x: the warm-up on load refuses it, naming scale_factor; an unwarmed worker fails the
+    bundle with the same reason on the whole-frame and the tiled path. The top-left quarter of the output was
+    published, with the input's pixel size, trusted."""
+    p = _lie(write_package(tmp_path / "sr", ["W"], ["sr"], scale=2, tile=64, halo=8), scale_factor=1)
+    pkg = load_package(p)
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=1), uncertainty_budget=0)
+    with pytest.raises(PackageError, match="with scale_factor 1 it must return"):
+        w.warm_up((48, 48))
+    rng = np.random.default_rng(0)
+    for i, size in enumerate((48, 150)):  # whole frame, tiles
+        frame = StreamFrame({"channel": "W", "bundle_id": i, "acquisition_id": "a", "seq": i},
+                            rng.integers(100, 4000, (size, size)).astype(np.uint16))
+        with pytest.raises(ValueError, match="the manifest's scale_factor does not match the model"):
+            w.process([frame])
+
+
+@pytest.mark.parametrize(("lie", "why"), [
+    ({"outputs": ["x"]}, r"the model produces 2 output channels; the manifest's outputs are 1 \(\['x'\]\)"),
+    ({"inputs": ["A"]}, r"the model failed on an input of the manifest's shape \(1 channels \['A'\], 64×64\)"),
+])
+def test_warm_up_refuses_a_manifest_whose_channels_the_model_does_not_have(tmp_path, lie, why):
+    """Checked at load (engine start and load_model warm up), not on every bundle after the swap."""
+    pkg = load_package(_lie(write_package(tmp_path / "p", ["A", "B"], ["x", "y"], tile=64, halo=8), **lie))
+    w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=1), uncertainty_budget=0)
+    with pytest.raises(PackageError, match=why):
+        w.warm_up((64, 64))

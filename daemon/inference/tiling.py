@@ -19,7 +19,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TilePlan", "plan_tiles", "run_tiled"]
+__all__ = ["ModelShapeError", "TilePlan", "plan_tiles", "run_tiled"]
+
+
+class ModelShapeError(ValueError):
+    """The model returned another spatial size than its input's × the manifest's scale factor."""
+
+
+def _checked(res: np.ndarray, tiles: np.ndarray, scale: int) -> np.ndarray:
+    """``res`` if it is ``(N, C_out, s·h, s·w)`` for input ``tiles`` ``(N, C, h, w)``; else :class:`ModelShapeError`
+    (a cropped or misplaced output would be a silently wrong image)."""
+    n, _, h, w = tiles.shape
+    if res.ndim != 4 or res.shape[0] != n or res.shape[2:] != (h * scale, w * scale):
+        raise ModelShapeError(
+            f"the model returned shape {tuple(res.shape)} for input {tuple(tiles.shape)}; with scale_factor "
+            f"{scale} it must return (N, C_out, {h * scale}, {w * scale}): the manifest's scale_factor does not "
+            "match the model")
+    return res
 
 
 def _round_up(n: int, m: int) -> int:
@@ -86,7 +102,8 @@ def run_tiled(
     if plan.whole:
         padded = image if (th, tw) == (h, w) else \
             np.pad(image, ((0, 0), (0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
-        out = run(padded[None].astype(np.float32, copy=False))[0]
+        batch_in = padded[None].astype(np.float32, copy=False)
+        out = _checked(run(batch_in), batch_in, scale)[0]
         return out[:, : h * scale, : w * scale]
     hal = plan.halo
     # reflect-pad by the halo (and more where one tile is larger than the frame)
@@ -101,7 +118,7 @@ def run_tiled(
     for i in range(0, len(coords), batch):
         chunk = coords[i : i + batch]
         tiles = np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk]).astype(np.float32, copy=False)
-        res = run(tiles)
+        res = _checked(run(tiles), tiles, scale)
         if acc is None:
             acc = np.zeros((res.shape[1], h * s, w * s), np.float32)
         for (y, x), r in zip(chunk, res, strict=True):

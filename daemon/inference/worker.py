@@ -59,9 +59,9 @@ from scopecast.models.manifest import normalize
 
 from .consistency import BUDGET_SHARE as CONSISTENCY_SHARE, ConsistencyCheck
 from .guards import GuardVerdict, InputGuard, OutputGuard, trust
-from .package import ModelPackage
+from .package import ModelPackage, PackageError
 from .runtimes import InferenceRuntime
-from .tiling import plan_tiles, run_tiled
+from .tiling import ModelShapeError, plan_tiles, run_tiled
 from .uncertainty import DIHEDRAL, UNCERTAINTY_CHOICES, UncertaintyCheck, channel_order, statistic, summary, tta_stds
 
 __all__ = ["BundleMismatch", "InferenceWorker", "NonFiniteOutput", "Result", "StreamFrame", "normalize"]
@@ -148,11 +148,25 @@ class InferenceWorker:
         return self._beside.submit(self.preprocess, ordered)
 
     def warm_up(self, shape: tuple[int, int]) -> float:
-        """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms."""
+        """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms.
+
+        Also checks the model against its manifest (input channels, output channels, scale factor), so a
+        package whose manifest does not describe its model is refused when it is loaded (:class:`PackageError`
+        naming the field), not on every bundle, and never serves cropped or misplaced images."""
         t0 = now_ns()
         x = np.zeros((len(self.m.inputs), *shape), np.float32)
-        run_tiled(x, plan_tiles(shape, self.m.tile, self.m.halo, self.m.multiple), self.runtime.run,
-                  self.m.scale_factor, self.batch)
+        try:
+            y = run_tiled(x, plan_tiles(shape, self.m.tile, self.m.halo, self.m.multiple), self.runtime.run,
+                          self.m.scale_factor, self.batch)
+        except ModelShapeError as e:
+            raise PackageError(f"{self.package.path}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - e.g. ONNX Runtime refusing the input's channel count
+            raise PackageError(f"{self.package.path}: the model failed on an input of the manifest's shape "
+                               f"({len(self.m.inputs)} channels {self.m.inputs}, {shape[0]}×{shape[1]}): "
+                               f"{type(e).__name__}: {str(e).strip()}") from None
+        if y.shape[0] != len(self.m.outputs):
+            raise PackageError(f"{self.package.path}: the model produces {y.shape[0]} output channels; the "
+                               f"manifest's outputs are {len(self.m.outputs)} ({self.m.outputs})")
         return (now_ns() - t0) / 1e6
 
     def order(self, frames: list[StreamFrame]) -> list[StreamFrame]:
