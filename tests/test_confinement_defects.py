@@ -128,6 +128,23 @@ def test_package_files_outside_the_package_are_refused_without_saying_whether_th
     variant = {"file": str(secret), "sha256": "0" * 64, "precision": "int8", "loss_db": {}, "speedup": 1.0}
     with pytest.raises(PackageError, match=re.escape(f"variants.int8.file {str(secret)!r} is outside")):
         load_package(package("variant", variants={"int8": variant}), "int8")
+    # the manifest itself: a link out is not read (its keys were in the reply, and existing vs absent told apart)
+    (tmp_path / "credentials.json").write_text('{"db_password": "hunter2"}')
+    refusals = []
+    for target in ("credentials.json", "absent.json"):
+        p = models / f"manifest-{target}"
+        p.mkdir()
+        (p / "manifest.json").symlink_to(tmp_path / target)
+        with pytest.raises(PackageError) as e:
+            load_package(p)
+        assert str(e.value) == (f"{p}: manifest 'manifest.json' is outside the package directory; a package may "
+                                "only name files inside it")
+        refusals.append(str(e.value).replace(str(p), "P"))
+    assert refusals[0] == refusals[1]
+    inner = package("inner-link")  # a manifest linking to a file inside its package loads
+    (inner / "manifest.json").rename(inner / "manifest-v2.json")
+    (inner / "manifest.json").symlink_to("manifest-v2.json")
+    assert load_package(inner).manifest.name == "tiny"
     assert load_package(good).model_path == good / "model.onnx"  # a package's own files load as before
 
     # through the engine's load_model: refused, and the engine keeps serving its model

@@ -2,7 +2,7 @@
 
 :func:`load_package` validates the manifest and verifies the model file's
 sha256, so a corrupt or swapped file is refused with a message naming it.
-Every file the manifest names (``model_file``, ``plan_file``, each variant's
+The manifest itself and every file it names (``model_file``, ``plan_file``, each variant's
 ``file``) must lie inside the package directory once resolved (symbolic
 links included): one that points elsewhere is refused before anything looks
 at it, so a package can neither make the engine read other files nor learn
@@ -83,7 +83,7 @@ def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
     if precision not in PRECISIONS:
         raise PackageError(f"unknown precision {precision!r}; precisions: {', '.join(PRECISIONS)}")
     path = Path(path)
-    mf = path / MANIFEST
+    mf = in_package(path, MANIFEST, "manifest") if path.is_dir() else path / MANIFEST  # a link out: never read
     if not mf.is_file():
         raise PackageError(f"{path} is not a model package: no {MANIFEST}")
     try:
