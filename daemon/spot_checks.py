@@ -198,8 +198,9 @@ def validated_psnr(manifest: Any, outputs: list[str], morphology: str | None) ->
     return {}, "none (the package records no validated fidelity; only min_psnr_db can raise the alarm)"
 
 
-def _package_manifest(model: str, sha256: str | None) -> Any:
-    """The shipped package of ``model`` (matching ``sha256`` when given), or ``None``."""
+def _package_manifest(model: str, sha256: str | None, precision: str | None = None) -> Any:
+    """The shipped package of ``model`` (matching ``sha256`` when given), or ``None``; for results of a
+    lower-precision variant (``precision``) with the variant's own validated figures, as the engine judges it."""
     from scopecast.models import packages_root
     from scopecast.models.manifest import ModelManifest
 
@@ -209,6 +210,9 @@ def _package_manifest(model: str, sha256: str | None) -> Any:
         except Exception:  # noqa: BLE001 - a broken package is not this model's
             continue
         if m.name == model and (sha256 is None or m.sha256 == sha256):
+            variant = m.variants.get(precision) if precision and precision != "fp32" else None
+            if variant is not None and variant.validated is not None:
+                return m.model_copy(update={"validated": variant.validated})
             return m
     return None
 
@@ -362,7 +366,7 @@ class SpotChecker:
 
     def _setup(self, header: dict[str, Any]) -> None:
         """On the first result: the package (card figures, units) and the channels to check."""
-        self._manifest = _package_manifest(self.spec.model, header.get("model_sha256"))
+        self._manifest = _package_manifest(self.spec.model, header.get("model_sha256"), header.get("precision"))
         outputs = list(header.get("channels") or [])
         chans = self.spec.real_channels(str(header.get("task")))
         unknown = sorted(set(chans) - set(outputs))

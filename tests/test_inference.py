@@ -253,3 +253,21 @@ def test_warm_up_refuses_a_manifest_whose_channels_the_model_does_not_have(tmp_p
     w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=1), uncertainty_budget=0)
     with pytest.raises(PackageError, match=why):
         w.warm_up((64, 64))
+
+
+def test_results_name_the_precision_and_the_file_that_computed_them():
+    """An INT8 result carried the FP32 file's sha256 and nothing saying it was INT8: afterwards the two could not
+    be told apart. ``model_sha256`` stays the package's id; ``precision`` and ``weights_sha256`` say what ran."""
+    from scopecast.models import packages_root
+    from scopecast.models.manifest import sha256_file
+
+    vs = packages_root() / "virtual-staining"  # ships an INT8 variant
+    raw = np.load(vs / "test_input.npy")[0]
+    for precision, file in (("int8", "model_int8.onnx"), ("fp32", "model.onnx")):
+        pkg = load_package(vs, precision)
+        w = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=1), uncertainty_budget=0)
+        frames = [StreamFrame({"channel": c, "bundle_id": 1, "acquisition_id": "a", "seq": i, "exposure_ms": 10.0,
+                               "pixel_size_um": 0.65}, raw[i]) for i, c in enumerate(pkg.manifest.inputs)]
+        h = w.process(frames).header
+        assert h["precision"] == precision and h["weights_sha256"] == sha256_file(vs / file)
+        assert h["model_sha256"] == pkg.manifest.sha256 == sha256_file(vs / "model.onnx")

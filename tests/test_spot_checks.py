@@ -105,6 +105,12 @@ def test_comparator_is_the_validated_floor_or_the_morphology():
     assert figs == {"nuclei": floor["nuclei"]} and "'fibroblasts' is not among the validated" in how
     figs, how = validated_psnr(m.model_copy(update={"validated": None}), ["nuclei"], None)
     assert figs == {"nuclei": card} and how.startswith("card validation mean")
+    # an INT8 engine's results (header precision) are judged by the variant's own figures, as the engine judges them
+    from scopecast.daemon.spot_checks import _package_manifest
+
+    assert m.variants["int8"].validated is not None and m.variants["int8"].validated != m.validated
+    assert _package_manifest("virtual-staining", m.sha256, "int8").validated == m.variants["int8"].validated
+    assert _package_manifest("virtual-staining", m.sha256, "fp32").validated == m.validated
 
 
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")

@@ -185,6 +185,13 @@ def test_repository_options_and_addresses(packages, tmp_path):
     with pytest.raises(ValueError, match="unknown Triton backend"):
         write_triton_repository(tiny.path, tiny.manifest, tmp_path, backend="tensorflow")  # type: ignore[arg-type]
     assert parse_triton_url("triton://127.0.0.1:8001/tiny?shm=off") == ("127.0.0.1:8001", "tiny", {"shm": "off"})
+    # a repository serves the FP32 model_file only: a variant is refused, not run as FP32 under its name and its
+    # validated thresholds (before any connection: no server here)
+    from scopecast.daemon.inference.triton_runtime import TritonRuntime
+    from scopecast.models import packages_root
+
+    with pytest.raises(RuntimeError, match="--precision int8: a Triton repository serves the package's FP32 model"):
+        TritonRuntime(load_package(packages_root() / "virtual-staining", "int8"), "triton://127.0.0.1:1/vs")
     for bad in ("triton://127.0.0.1/tiny", "triton://127.0.0.1:8001/", "triton://h:1/a/b", "triton://h:1/a?shm=yes"):
         with pytest.raises(ValueError, match="bad Triton address"):
             parse_triton_url(bad)

@@ -68,7 +68,8 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
     progress = Progress(f"offline {m.name} on {Path(recording).name}", sum(len(b) for _, b in grouped),
                         "bundles", log)
     writer = Recorder(out, f"{rec.attrs['scopecast']['acquisition_id']}.{m.name}", {
-        "kind": "inference", "model": m.name, "model_sha256": m.sha256, "source": str(Path(recording).resolve()),
+        "kind": "inference", "model": m.name, "model_sha256": m.sha256, "precision": pkg.precision,
+        "weights_sha256": pkg.weights_sha256, "source": str(Path(recording).resolve()),
     }, ngff=rec.attrs.get("scopecast", {}).get("ngff", "0.4"))  # the source's version: beside it, read alike
     try:
         for series, series_bundles in grouped:
@@ -110,7 +111,8 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                         pixel_size_um=r["pixel_size_um"], dtype="float32",
                         shape=(y.shape[1], y.shape[2]), position_index=h0.position_index,
                         t_exposure_start_ns=r["t_exposure_start_ns"], t_acquired_ns=r["t_acquired_ns"],
-                        extra={"model": m.name, "model_sha256": m.sha256, "source_seqs": r["source_seqs"],
+                        extra={"model": m.name, "model_sha256": m.sha256, "precision": r["precision"],
+                               "weights_sha256": r["weights_sha256"], "source_seqs": r["source_seqs"],
                                "source_acquisition_id": r["acquisition_id"], "trust": r["trust"]},
                     )
                     writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c, z)

@@ -46,6 +46,11 @@ class ModelPackage:
         return in_package(self.path, self.manifest.model_file, "model_file")
 
     @property
+    def weights_sha256(self) -> str:
+        """sha256 of the file this precision runs (``model_file`` for fp32, else the variant's file)."""
+        return self.manifest.sha256 if self.precision == "fp32" else self.manifest.variants[self.precision].sha256
+
+    @property
     def plan_path(self) -> Path | None:
         return in_package(self.path, self.manifest.plan_file, "plan_file") if self.manifest.plan_file else None
 

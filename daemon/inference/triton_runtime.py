@@ -109,6 +109,10 @@ class TritonRuntime:
     def __init__(self, package: ModelPackage, url: str) -> None:
         from .runtimes import RuntimeUnavailable
 
+        if package.precision != "fp32":  # the repository holds model_file (scopecast_manifest_sha256), never a variant
+            raise RuntimeError(f"--precision {package.precision}: a Triton repository serves the package's FP32 model "
+                               f"({package.manifest.model_file}); the {package.precision} variant runs on the local "
+                               "runtimes only (leave out --runtime triton://..., or use --precision fp32)")
         try:
             import tritonclient.grpc as grpcclient
         except ImportError as e:

@@ -325,7 +325,9 @@ class InferenceWorker:
             "version": h0.get("version", 1),
             "kind": "result",
             "model": self.m.name,
-            "model_sha256": self.m.sha256,
+            "model_sha256": self.m.sha256,  # the package (its FP32 model_file), whatever precision runs
+            "precision": self.package.precision,
+            "weights_sha256": self.package.weights_sha256,  # the file that computed this result
             "task": self.m.task,
             "runtime": self.runtime.name,
             "worker": self.worker_id,
