@@ -195,7 +195,9 @@ def _engine(args: argparse.Namespace) -> int:
         if args.offline:
             from .inference.offline import run_offline
 
-            report = run_offline(args.model, args.offline, runtime=args.runtime)
+            report = run_offline(args.model, args.offline, runtime=args.runtime, precision=args.precision,
+                                 threads=args.threads, uncertainty_budget=args.uncertainty_budget,
+                                 uncertainty_morphology=args.uncertainty_morphology or None)
             print(f"scopecast engine: {report.inferred}/{report.bundles} bundles inferred -> {report.output}")
             for s in report.skipped:
                 print(f"  skipped {s}")

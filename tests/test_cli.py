@@ -231,3 +231,32 @@ def test_ctl_wait_exits_1_when_the_job_failed(daemon, cli):
     cli(*ctl, "capture_pairs", "--positions", "0,0", "--label-free", "BF", "--fluorescence", "Nuclei")
     rc, out, err = cli(*ctl, "wait")  # a job that ends well: 0, as before
     assert rc == 0 and json.loads(out)["status"] == "done", err
+
+
+def test_the_offline_engine_runs_the_precision_it_is_given(client, cli):
+    """``engine --precision int8 --offline REC`` ran the FP32 model (identical results, exit 0), and a package
+    without an INT8 variant gave FP32 results too; the live engine refuses it. Now the variant runs and says so."""
+    import shutil
+
+    import numpy as np
+
+    from scopecast.daemon.recording import open_recording
+    from scopecast.models import packages_root
+
+    job = client.request("start_live", record=True, max_cycles=2, exposure_ms=10)
+    rec = client.wait(job["id"], timeout_s=120)["path"]
+    out = rec.replace(".ome.zarr", ".virtual-staining.ome.zarr")
+    got = {}
+    for precision in ("fp32", "int8"):
+        rc, _, err = cli("engine", "--model", packages_root() / "virtual-staining", "--precision", precision,
+                         "--offline", rec)
+        assert rc == 0, err
+        results = open_recording(out)
+        assert results.attrs["scopecast"]["precision"] == precision
+        s = results.series[0]
+        got[precision] = np.stack([s.image(h.channel, h.index.get("t", 0)) for h in s.frames]).astype(np.float64)
+        shutil.rmtree(out)
+    assert np.abs(got["int8"] - got["fp32"]).max() > 0
+    rc, _, err = cli("engine", "--model", packages_root() / "virtual-staining-live", "--precision", "int8",
+                     "--offline", rec)
+    assert rc == 2 and "no int8 variant" in err, err

@@ -45,12 +45,16 @@ def results_path(recording: Path, model_name: str) -> Path:
 
 
 def run_offline(package: ModelPackage | str | Path, recording: str | Path, runtime: str = "auto",
-                output: str | Path | None = None) -> OfflineReport:
-    pkg = package if isinstance(package, ModelPackage) else load_package(package)
+                output: str | Path | None = None, precision: str = "fp32", threads: int | None = None,
+                uncertainty_budget: float = 0.025, uncertainty_morphology: str | None = None) -> OfflineReport:
+    """Run ``package`` (at ``precision``: ``int8`` runs its INT8 variant, as the live engine does) over
+    ``recording``; ``threads``, ``uncertainty_budget`` and ``uncertainty_morphology`` as for the live engine."""
+    pkg = package if isinstance(package, ModelPackage) else load_package(package, precision)
     m = pkg.manifest
     rec = open_recording(recording)
     out = Path(output) if output else results_path(Path(recording), m.name)
-    worker = InferenceWorker(pkg, open_runtime(pkg, runtime, threads=default_threads(1)))
+    worker = InferenceWorker(pkg, open_runtime(pkg, runtime, threads=threads or default_threads(1)),
+                             uncertainty_budget=uncertainty_budget, uncertainty_morphology=uncertainty_morphology)
     report = OfflineReport(out)
     grouped = []  # per series, its bundles in order (headers only: cheap)
     for series in rec.series:
