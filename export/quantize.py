@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 
 from scopecast.models.dataset import BLANK, load_pairs
-from scopecast.models.manifest import MANIFEST, ModelManifest, ModelVariant, normalize, sha256_file
+from scopecast.models.manifest import (
+    MANIFEST, ModelManifest, ModelVariant, normalize, pad_to_multiple, sha256_file,
+)
 
 __all__ = ["QuantizationRefused", "quantize_package"]
 
@@ -96,7 +98,11 @@ def _session(path: Path, threads: int, shape: tuple[int, ...] | None = None):
 
 
 def _inputs(m: ModelManifest, pairs: Any, keep: list[int]) -> np.ndarray:
-    return np.stack([normalize(list(pairs.inputs[i]), m.normalization) for i in keep]).astype(np.float32)
+    """Fields ``keep`` normalized as the engine normalizes them, padded to the network's size multiple as the
+    engine pads a frame (a camera's field need not be a multiple of it); outputs are cropped back
+    (:func:`_fidelity`)."""
+    x = np.stack([normalize(list(pairs.inputs[i]), m.normalization) for i in keep]).astype(np.float32)
+    return np.ascontiguousarray(pad_to_multiple(x, m.multiple))
 
 
 def _physical(m: ModelManifest, y: np.ndarray) -> np.ndarray:
@@ -258,12 +264,13 @@ def _fidelity(m: ModelManifest, fp32: Path, int8: Path, pairs: Any, keep: list[i
     ``int8``), the loss ``fp32 − int8`` (dB) per output (``loss``) and per field kind and output
     (``by_kind``), and the parity of INT8 against FP32 (``max_abs`` in output units, ``psnr`` dB)."""
     x = _inputs(m, pairs, keep)
+    h, w = (n * m.scale_factor for n in pairs.inputs.shape[-2:])  # the fields' own size at the output sampling
     s32, s8 = _session(fp32, threads), _session(int8, threads)
     psnr: dict[tuple[str, str], list[tuple[float, float]]] = {}  # (kind, output) -> (fp32, int8) per field
     parity, max_abs = [], 0.0
     for j, i in enumerate(keep):
-        y32 = _physical(m, s32.run(None, {m.input_name: x[j:j + 1]})[0][0])
-        y8 = _physical(m, s8.run(None, {m.input_name: x[j:j + 1]})[0][0])
+        y32 = _physical(m, s32.run(None, {m.input_name: x[j:j + 1]})[0][0][:, :h, :w])
+        y8 = _physical(m, s8.run(None, {m.input_name: x[j:j + 1]})[0][0][:, :h, :w])
         max_abs = max(max_abs, float(np.abs(y32 - y8).max()))
         parity.append(_psnr(y32, y8))
         for c, o in enumerate(m.outputs):
@@ -288,6 +295,7 @@ def _measure(m: ModelManifest, fp32: Path, int8: Path, va: Any, threads: int, si
              ) -> dict[str, Any]:
     keep = [i for i, k in enumerate(va.kinds) if k != BLANK] or list(range(len(va.inputs)))
     fid = _fidelity(m, fp32, int8, va, keep, threads)
+    size = -(-size // m.multiple) * m.multiple  # a size the network takes
     t = np.zeros((1, len(m.inputs), size, size), np.float32)
     t += np.random.default_rng(1).random(t.shape, np.float32)
     s32, s8 = _session(fp32, threads, t.shape), _session(int8, threads, t.shape)

@@ -82,11 +82,10 @@ def _fit_gain(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 def evaluate(model, xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray,
              meta: dict[str, Any]) -> dict[str, Any]:
     """Scores of the model and its baselines on the validation fields."""
-    import torch
+    from .training import run_whole
 
     model.eval()
-    with torch.inference_mode():
-        pred = np.concatenate([model(torch.from_numpy(xva[i:i + 2])).numpy() for i in range(0, len(xva), 2)])
+    pred = np.concatenate([run_whole(model, xva[i:i + 2]).numpy() for i in range(0, len(xva), 2)])
     outputs = meta["outputs"]
     result: dict[str, Any] = {"model": _scores(pred, yva, outputs), "baselines": {}}
     sf = meta["scale_factor"]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "MANIFEST", "CameraCalibration", "ChannelStats", "InputStats", "ModelManifest", "ModelVariant", "Normalization", "OutputRange",
     "OutputScaling", "UncertaintyThreshold", "ValidatedConsistency", "ValidatedFidelity", "ValidatedFigure", "ValidatedUncertainty",
-    "check_package_name", "normalize", "percentiles", "sha256_file",
+    "check_package_name", "normalize", "pad_to_multiple", "percentiles", "sha256_file",
 ]
 
 MANIFEST = "manifest.json"
@@ -420,3 +420,16 @@ def normalize(frames: list[np.ndarray], norm: Normalization, out: np.ndarray | N
         np.multiply(f, np.float32(gain[c]), out=out[c], dtype=np.float32)
         out[c] += np.float32(bias[c])
     return out
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
+    """``x`` ``(..., H, W)`` reflect-padded at the bottom and right up to multiples of ``multiple``, as the
+    engine pads a frame for the network (``daemon/inference/tiling.py``); ``x`` itself when it fits. Whoever
+    runs the network on whole fields (training's validation, INT8 calibration and fidelity) pads with this and
+    crops the output back to ``H × scale``, ``W × scale``: a field of any size then runs as it does live."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return x
+    pad = [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)]
+    return np.pad(x, pad, mode="reflect" if min(h, w) > 1 else "edge")  # the engine's rule

@@ -28,7 +28,7 @@ from torch import nn
 
 from .architectures import build, count_parameters
 from .dataset import BLANK, TASKS, PairSet, calibrate, load_pairs
-from .manifest import Normalization, normalize
+from .manifest import Normalization, normalize, pad_to_multiple
 
 __all__ = ["TrainConfig", "load_checkpoint", "load_teacher", "prepare", "refresh_output_range", "train"]
 
@@ -261,7 +261,7 @@ def teacher_outputs(checkpoint: str | Path, pairs: PairSet, norm: Normalization,
     out = []
     for i in range(len(pairs.inputs)):
         x = normalize(list(pairs.inputs[i]), t_norm)
-        y = teacher(torch.from_numpy(x[None])).numpy()[0] * t_scale + t_off  # physical units
+        y = run_whole(teacher, x[None]).numpy()[0] * t_scale + t_off  # physical units
         out.append((y - scale[1][:, None, None]) / scale[0][:, None, None])
     return np.stack(out).astype(np.float32)
 
@@ -335,10 +335,21 @@ def guard_validation(va: PairSet, inputs: list[str], cal: Any) -> dict[str, Any]
 
 
 @torch.inference_mode()
+def run_whole(model: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """``model`` on whole fields ``x`` ``(N, C, H, W)`` of any size: padded to its size multiple (as the engine
+    pads a frame), the output cropped back to ``H``, ``W`` × its scale."""
+    h, w = x.shape[-2:]
+    xp = pad_to_multiple(x, int(model.multiple))
+    y = model(torch.from_numpy(np.ascontiguousarray(xp)))
+    s = y.shape[-1] // xp.shape[-1]
+    return y[..., : h * s, : w * s]
+
+
+@torch.inference_mode()
 def _val_loss(model: nn.Module, x: np.ndarray, y: np.ndarray, loss_fn) -> float:
     model.eval()
     n = min(len(x), 4)
-    return float(loss_fn(model(torch.from_numpy(x[:n])), torch.from_numpy(y[:n])))
+    return float(loss_fn(run_whole(model, x[:n]), torch.from_numpy(y[:n])))
 
 
 def _save(path: Path, model: nn.Module, meta: dict[str, Any], step: int) -> Path:
