@@ -66,7 +66,11 @@ def _train(args: argparse.Namespace) -> int:
                       normalization=args.normalization, gain_augment=args.gain_augment, threads=args.threads,
                       tier=args.tier, blocks=args.blocks, unshuffle=args.unshuffle, teacher=args.teacher or None,
                       distill_weight=args.distill_weight)
-    ckpt = train(args.data, args.out, cfg)
+    try:
+        ckpt = train(args.data, args.out, cfg)
+    except (ValueError, FileNotFoundError) as e:  # a dataset it cannot train on (e.g. no validation fields)
+        print(f"scopecast train: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     import torch
 
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -146,6 +150,9 @@ def _export(args: argparse.Namespace) -> int:
                   f"{r['speed']['speedup']:.2f}x faster (int8.json)")
         except QuantizationRefused as e:
             print(f"  INT8 variant not kept: {e}")
+        except Exception as e:  # noqa: BLE001 - the package stands; the variant could not be made (e.g. the dataset)
+            print(f"scopecast export: --int8 {args.int8}: {type(e).__name__}: {e}; no INT8 variant", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -172,6 +172,9 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
         info = c.request("describe")
         index["camera"] = calibrate_camera(c, exposure_ms)
         for split, n, s in (("train", n_train, seed), ("val", n_val, seed + 1000)):
+            if n <= 0:  # no capture: capture_pairs without positions takes one at the current position
+                index["splits"][split] = {"recordings": [], "fields": 0}
+                continue
             job = c.request("capture_pairs", label_free=spec["label_free"], fluorescence=spec["fluorescence"],
                             positions=region_positions(split, n, s), exposure_ms=exposure_ms)
             progress = Progress(f"gather {task} {split} ({n} fields)", job.get("total"), "frames", _log)
@@ -329,7 +332,9 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
             px = h0.pixel_size_um
             info.append(field_info[ri] if field_info else {"kind": "?"})
     if not xs:
-        raise ValueError(f"no complete pairs in split {split!r} of {dataset}")
+        empty = index["splits"][split].get("fields") == 0
+        raise ValueError(f"no complete pairs in split {split!r} of {dataset}"
+                         + (f" (it was gathered with --{split} 0)" if empty else ""))
     return PairSet(np.stack(xs), np.stack(ys), pos, px, index.get("camera"), info if field_info else None)
 
 

@@ -123,7 +123,12 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     spec = TASKS[cfg.task]
     if cfg.normalization not in ("calibrated", "percentile"):
         raise ValueError(f"unknown normalization {cfg.normalization!r}; use 'calibrated' or 'percentile'")
-    tr, va = load_pairs(dataset, "train"), load_pairs(dataset, "val")
+    tr = load_pairs(dataset, "train")
+    try:
+        va = load_pairs(dataset, "val")
+    except ValueError as e:
+        raise ValueError(f"{e}: training needs held-out validation fields (its card and checkpoint figures are "
+                         "measured on them); gather with --val N") from None
     # the calibration (normalization, guard statistics, output range) comes from the specimen fields; the
     # empty fields are trained on (zero targets) but must not widen what the guards accept as a live input
     specimen = [k != BLANK for k in tr.kinds]

@@ -260,3 +260,30 @@ def test_the_offline_engine_runs_the_precision_it_is_given(client, cli):
     rc, _, err = cli("engine", "--model", packages_root() / "virtual-staining-live", "--precision", "int8",
                      "--offline", rec)
     assert rc == 2 and "no int8 variant" in err, err
+
+
+def test_gather_with_no_validation_fields_captures_none_and_train_says_it_needs_them(cli, tmp_path):
+    """``gather --val 0`` captured one "validation" field at the current position, the last training field's, so
+    ``train`` reported held-out figures measured on a training field; now it captures none and ``train`` says why
+    it cannot train on the dataset (one line, exit 2)."""
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+    from scopecast.models.dataset import gather, load_pairs
+
+    from conftest import small_cfg
+
+    d = Daemon(load_mmcore_backend(small_cfg(tmp_path, 64)), tmp_path / "rec", "tcp://127.0.0.1:*",
+               "tcp://127.0.0.1:*").start()
+    try:
+        gather(d.control_address, "virtual-staining", tmp_path / "ds", n_train=2, n_val=0, seed=1)
+    finally:
+        d.close()
+    index = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert index["splits"]["val"] == {"recordings": [], "fields": 0}
+    assert len(load_pairs(tmp_path / "ds", "train").inputs) == 2
+    with pytest.raises(ValueError, match=r"no complete pairs in split 'val' of .* \(it was gathered with --val 0\)"):
+        load_pairs(tmp_path / "ds", "val")
+    pytest.importorskip("torch")
+    rc, _, err = cli("train", "--task", "virtual-staining", "--data", tmp_path / "ds", "--out", tmp_path / "run",
+                     "--steps", "2", "--batch", "2", "--crop", "32", "--depth", "2", "--width", "4", "--threads", "1")
+    assert rc == 2 and "training needs held-out validation fields" in err and "Traceback" not in err, err
