@@ -223,15 +223,19 @@ class Daemon:
         if channels is not None:
             args["channels"] = channels
         plan = _validated(LivePlan, args)
-        self._check_exposures(plan.channels, plan.exposure_ms)
+        self._check_detectors_and_exposures(plan.channels, plan.exposure_ms)
         cap = _validated(RecordingCap, {"max_bytes": record_max_bytes, "max_frames": record_max_frames})
         if record:
             self.engine.check_writable()
         return self.engine.start_live(plan, cap).to_dict()
 
-    def _check_exposures(self, channels: Iterable[ChannelSpec], default: float | None) -> None:
-        """Refuse, at the request, an exposure the detector cannot take."""
+    def _check_detectors_and_exposures(self, channels: Iterable[ChannelSpec], default: float | None) -> None:
+        """Refuse, at the request, an unknown detector and an exposure the detector cannot take."""
+        detectors = self.backend.detectors()
         for c in channels:
+            if c.detector and c.detector not in detectors:
+                raise ValueError(f"unknown detector {c.detector!r} for channel {c.name!r}; "
+                                 f"detectors: {', '.join(detectors)}")
             value = c.exposure_ms or default
             if value is not None:
                 self.backend.check_exposure_ms(value, c.detector)
@@ -299,7 +303,7 @@ class Daemon:
         if fluorescence is not None:
             args["fluorescence"] = fluorescence
         plan = _validated(PairPlan, args)
-        self._check_exposures([*plan.label_free, *plan.fluorescence], plan.exposure_ms)
+        self._check_detectors_and_exposures([*plan.label_free, *plan.fluorescence], plan.exposure_ms)
         self.engine.check_writable()
         return self.engine.capture_pairs(plan).to_dict()
 

@@ -79,6 +79,8 @@ def test_stop_names_an_unknown_job_and_a_stopped_scan_says_stopped(client):
     (("run_scan", {"sequence": {"channels": [{"config": "BF", "camera": "Nope"}]}}), "unknown detector 'Nope'"),
     (("capture_pairs", {"label_free": [{"name": "BF", "detector": "Nope"}], "fluorescence": []}),
      "unknown detector 'Nope'"),
+    # live failed at its first frame instead
+    (("start_live", {"channels": [{"name": "BF", "detector": "Nope"}]}), "unknown detector 'Nope' for channel 'BF'"),
 ])
 def test_plans_that_cannot_run_are_refused_at_the_request(client, request_, message):
     cmd, args = request_
