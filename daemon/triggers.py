@@ -77,7 +77,7 @@ SUPPRESSION_SUMMARY_S = 60.0
 class MeasurementSpec(BaseModel):
     """A number computed from one output channel of a result."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a YAML .nan or .inf is refused
 
     kind: Literal["area_fraction", "count", "max", "mean", "change"]
     channel: str
@@ -97,7 +97,7 @@ class MeasurementSpec(BaseModel):
 
 
 class ConditionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a YAML .nan or .inf is refused
 
     above: float
     rearm_below: float | None = Field(default=None, description="hysteresis: re-arm below this (default: above)")
@@ -112,7 +112,7 @@ class ConditionSpec(BaseModel):
 class ActionSpec(BaseModel):
     """One action; the fields each kind uses are listed in docs/smart-acquisition.md."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a YAML .nan or .inf is refused
 
     kind: Literal["confirm_fluorescence", "switch_live", "save_window", "center_object", "z_stack",
                   "tile_scan", "notify"]
@@ -160,7 +160,7 @@ class ActionSpec(BaseModel):
 
 
 class TriggerSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a YAML .nan or .inf is refused
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                       description="also part of recording names: letters, digits, '_', '.', '-'")
@@ -180,7 +180,7 @@ class TriggerSpec(BaseModel):
 
 
 class SafetySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a YAML .nan or .inf is refused
 
     dose_per_position: float = Field(default=5_000.0, ge=0, description="exposure ms × power, per position")
     dose_per_session: float = Field(default=50_000.0, ge=0)
@@ -189,7 +189,7 @@ class SafetySpec(BaseModel):
 
 
 class TriggerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a YAML .nan or .inf is refused
 
     triggers: list[TriggerSpec]
     safety: SafetySpec = Field(default_factory=SafetySpec)
@@ -284,7 +284,10 @@ def load_trigger_config(source: str | Path | dict, allowed_dirs: list[Path] | No
         except json.JSONDecodeError as e:
             raise TriggerConfigError(f"trigger config {source} is not valid JSON at line {e.lineno}, column "
                                      f"{e.colno}: {e.msg}") from None
-    return _validate_config(data)
+    try:
+        return _validate_config(data)
+    except TriggerConfigError as e:
+        raise TriggerConfigError(f"trigger config {source}: {e}") from None
 
 
 def _validate_config(data: Any) -> TriggerConfig:

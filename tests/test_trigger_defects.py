@@ -350,10 +350,13 @@ COLONY = (ROOT / "docs" / "triggers-colony.yaml").read_text()
      "is not valid YAML at line 10"),
     ("editor.yaml", lambda p: p.write_text(COLONY, encoding="utf-16"), "is not UTF-8 text"),
     ("comma.json", lambda p: p.write_text('{"triggers": [}'), "is not valid JSON at line 1"),
+    # parsed, but a threshold YAML writes as .nan was accepted: that trigger could never fire
+    ("nan.yaml", lambda p: p.write_text(COLONY.replace("above: 0.25", "above: .nan")),
+     "trigger 'dense-colony' (triggers[0]) condition.above = nan: Input should be a finite number"),
 ])
-def test_an_unparsable_trigger_file_is_refused_naming_it_and_where(daemon, client, tmp_path, name, write, expected):
-    """A YAML indentation slip, a file saved as UTF-16, a stray JSON comma: one ValueError line naming the file and
-    where, from load_triggers and from replay (exit 2). It was the parser's own error without the file name, and
+def test_a_trigger_file_it_cannot_use_is_refused_naming_it_and_where(daemon, client, tmp_path, name, write, expected):
+    """A YAML indentation slip, a file saved as UTF-16, a stray JSON comma, a .nan threshold: one ValueError line
+    naming the file (or the trigger) and where, from load_triggers and from replay (exit 2). It was the parser's own error without the file name, and
     a traceback from replay."""
     path = daemon.engine.data_dir / name
     write(path)
