@@ -356,8 +356,8 @@ COLONY = (ROOT / "docs" / "triggers-colony.yaml").read_text()
 ])
 def test_a_trigger_file_it_cannot_use_is_refused_naming_it_and_where(daemon, client, tmp_path, name, write, expected):
     """A YAML indentation slip, a file saved as UTF-16, a stray JSON comma, a .nan threshold: one ValueError line
-    naming the file (or the trigger) and where, from load_triggers and from replay (exit 2). It was the parser's own error without the file name, and
-    a traceback from replay."""
+    naming the file (or the trigger) and where, from load_triggers and from replay (exit 2). It was the parser's
+    own error without the file name, and a traceback from replay."""
     path = daemon.engine.data_dir / name
     write(path)
     with pytest.raises(DaemonError) as e:
