@@ -1,5 +1,7 @@
 """The specimen library of the simulated slide, and specimens loaded from a user's file."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -419,3 +421,102 @@ def test_bad_specimen_files_are_refused_with_a_clear_error(core, tmp_path):
 def test_every_kind_is_offered_by_the_hub(core):
     allowed = set(core.getAllowedPropertyValues("Scope", "Sample"))
     assert set(SAMPLE_KINDS) | {"file"} == allowed
+
+
+def _two_cells(a: int, b: int, dtype) -> np.ndarray:
+    lab = np.zeros((120, 120), dtype)
+    lab[10:60, 10:60] = a
+    lab[60:110, 60:110] = b
+    return lab
+
+
+def test_sparse_label_ids_make_the_same_cells_as_consecutive_ones(core, tmp_path):
+    from scopecast.daemon.sim.specimens_file import load_specimen
+
+    ref, big = tmp_path / "ref.npz", tmp_path / "big.npz"
+    np.savez(ref, labels=_two_cells(1, 2, np.int64))
+    np.savez(big, labels=_two_cells(7, 2**40, np.int64))  # a valid id; a table 2**40 long is 8 TiB
+    core.setProperty("Scope", "SpecimenPixelSizeUm", 0.5)
+    core.setProperty("Scope", "SpecimenFile", str(big))  # MemoryError from inside the device before the fix
+    assert core.getProperty("Scope", "Sample") == "file"
+    a, b = load_specimen(ref, 0.5), load_specimen(big, 0.5)
+    assert a.maps.keys() == b.maps.keys()
+    for key in a.maps:
+        np.testing.assert_array_equal(a.maps[key], b.maps[key])
+    assert set(np.unique(b.labels).tolist()) == {0, 7, 2**40}  # the ground-truth ids are the file's own
+
+
+def test_label_ids_beyond_int64_are_refused_by_name(core, tmp_path):
+    from scopecast.daemon.sim.specimens_file import SpecimenFileError
+
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, labels=_two_cells(1, 2, np.uint16))
+    np.savez(bad, labels=_two_cells(1, 2**63 + 5, np.uint64))
+    core.setProperty("Scope", "SpecimenFile", str(good))
+    with pytest.raises(SpecimenFileError, match=r"bad\.npz.*'labels' has ids above"):
+        core.setProperty("Scope", "SpecimenFile", str(bad))  # IndexError (wrapped to negative) before the fix
+    assert core.getProperty("Scope", "SpecimenFile") == str(good)  # the previous specimen stays
+
+
+@pytest.mark.parametrize(("axes", "dtype"), [("ZYX", np.float32), ("TYX", np.uint16)])
+def test_a_tiff_stack_along_z_or_t_is_refused_by_name(core, tmp_path, axes, dtype):
+    tifffile = pytest.importorskip("tifffile")
+    from scopecast.daemon.sim.specimens_file import SpecimenFileError
+
+    good = tmp_path / "maps.tif"  # the documented CYX stack of maps still loads
+    tifffile.imwrite(good, np.full((2, 32, 32), 0.1, np.float32), metadata={"axes": "CYX"})
+    core.setProperty("Scope", "SpecimenFile", str(good))
+    assert core.getProperty("Scope", "Sample") == "file"
+
+    stack = tmp_path / f"stack_{axes}.ome.tif"
+    tifffile.imwrite(stack, np.ones((3, 32, 32), dtype), ome=True, metadata={"axes": axes})
+    assert tifffile.TiffFile(stack).series[0].axes == axes
+    with pytest.raises(SpecimenFileError, match=rf"stack_{axes}.*3 planes along '{axes[0]}'.*one 2-D plane"):
+        core.setProperty("Scope", "SpecimenFile", str(stack))  # silently read as opd/absorption/nuclei before
+    assert core.getProperty("Scope", "SpecimenFile") == str(good)  # the previous specimen stays
+
+
+def test_a_single_plane_z_tiff_is_one_plane(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from scopecast.daemon.sim.specimens_file import load_specimen
+
+    path = tmp_path / "one_z.ome.tif"
+    tifffile.imwrite(path, np.full((1, 32, 32), 0.1, np.float32), ome=True, metadata={"axes": "ZYX"})
+    assert list(load_specimen(path, 0.5).maps) == ["opd"]
+
+
+def _ome_zarr(path, shape) -> None:
+    zarr = pytest.importorskip("zarr")
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.create_array("0", shape=shape, chunks=(1, 512, 4096), dtype="uint8", fill_value=0)
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}]}]}
+
+
+def _npy_header_only(path, shape) -> None:
+    with open(path, "wb") as f:  # a sparse file: the header and a hole, never the pixels
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        f.truncate(f.tell() + int(np.prod(shape)))
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".npy"])
+def test_a_whole_slide_file_is_refused_without_reading_it(core, tmp_path, suffix):
+    from scopecast.daemon.sim.specimens_file import SpecimenFileError
+
+    good = tmp_path / "good.npz"
+    np.savez(good, opd=np.zeros((32, 32), np.float32))
+    core.setProperty("Scope", "SpecimenFile", str(good))
+    big = tmp_path / f"slide{suffix}"
+    shape = (1, 2000, 20000) if suffix == ".zarr" else (2000, 20000)  # 40 MB of pixels, 20000 > 16384 per side
+    (_ome_zarr if suffix == ".zarr" else _npy_header_only)(big, shape)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecimenFileError, match=r"slide.*\(?2000, 20000\)?.*16384"):
+            core.setProperty("Scope", "SpecimenFile", str(big))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # before the fix the whole array was read first (40 MB here; gigabytes or a MemoryError for a real slide)
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB allocated to refuse a file by its shape"
+    assert core.getProperty("Scope", "SpecimenFile") == str(good)

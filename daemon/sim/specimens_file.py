@@ -121,7 +121,13 @@ def maps_from_labels(labels: np.ndarray, pixel_um: float) -> dict[str, np.ndarra
     boundary, shared with a touching neighbour. Depth is the distance to the
     nearest pixel of another label or of the background.
     """
-    lab = labels.astype(np.int64, copy=False)
+    lab = np.asarray(labels)
+    if lab.size and int(lab.max()) >= lab.size:
+        # sparse ids (segmentation tools write large uint32/uint64 ids): the per-cell table below is indexed
+        # by label, so number the cells 1..N first (0 stays background)
+        uniq, inv = np.unique(lab, return_inverse=True)
+        lab = inv.reshape(lab.shape) + (0 if uniq[0] == 0 else 1)
+    lab = lab.astype(np.int64, copy=False)
     fg = lab > 0
     edge = np.zeros(lab.shape, bool)
     for axis in (0, 1):
@@ -174,7 +180,40 @@ def _channels(path, arr: np.ndarray, names: list[str] | None = None) -> dict[str
     return dict(zip(MAP_KEYS, arr, strict=False))
 
 
+def _check_extent(path, shape) -> None:
+    """Refuse an image too large to be a specimen from its shape alone, before any pixel is read: a whole-slide
+    file would otherwise be read into memory (gigabytes, or a MemoryError) only to be refused by _validate."""
+    shape = tuple(int(n) for n in shape)
+    too_many = float(np.prod(shape, dtype=np.float64)) > len(SPECIMEN_KEYS) * _MAX_SIDE**2
+    if shape and (max(shape) > _MAX_SIDE or too_many):
+        raise _fail(path, f"is too large to be a specimen: shape {shape}; each side must be 2..{_MAX_SIDE} pixels "
+                          "(crop or downsample it and set SpecimenPixelSizeUm to match)")
+
+
+def _npy_shape(f) -> tuple[int, ...] | None:
+    """The shape in a .npy header (None when it cannot be read: the full read reports the problem)."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(read(f)[0])
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            shapes = []
+            for name in zf.namelist():
+                with zf.open(name) as f:
+                    shapes.append(_npy_shape(f))
+    except Exception:  # noqa: BLE001 - not a zip: np.load below says what it is
+        shapes = []
+    for shape in shapes:
+        if shape is not None:
+            _check_extent(path, shape)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -196,12 +235,19 @@ def _read_tiff(path: Path) -> dict[str, np.ndarray]:
     try:
         with tifffile.TiffFile(path) as tf:
             series = tf.series[0]
+            _check_extent(path, series.shape)
             arr, axes = series.asarray(), series.axes
+    except SpecimenFileError:
+        raise
     except Exception as e:
         raise _fail(path, f"is not a readable TIFF ({e})") from None
     keep = [i for i, (n, a) in enumerate(zip(arr.shape, axes, strict=True)) if n > 1 or a in "YX"]
     arr = arr.reshape([arr.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
+    for name in "TZ":  # a time series or a z-stack is not a stack of maps (as for OME-Zarr's t/z axes)
+        if name in axes:
+            raise _fail(path, f"has {arr.shape[axes.index(name)]} planes along '{name}' (axes {axes}); "
+                              "a specimen is one 2-D plane: save one plane, or the maps as channels (CYX)")
     if "S" in axes and arr.ndim == 3 and np.issubdtype(arr.dtype, np.floating):
         # tifffile.imwrite writes a 3-4 channel float CYX stack as planar "RGB" by default: maps, not colours
         arr = np.moveaxis(arr, axes.index("S"), 0)
@@ -219,6 +265,7 @@ def _read_zarr(path: Path) -> dict[str, np.ndarray]:
     except Exception as e:
         raise _fail(path, f"is not a readable Zarr store ({e})") from None
     if isinstance(root, zarr.Array):
+        _check_extent(path, root.shape)
         return _channels(path, root[...])
     attrs = dict(root.attrs)
     ome = attrs.get("ome", attrs)
@@ -227,6 +274,7 @@ def _read_zarr(path: Path) -> dict[str, np.ndarray]:
         raise _fail(path, "is a Zarr group without OME-NGFF 'multiscales' metadata")
     ds = ms[0]["datasets"][0]["path"]
     axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
+    _check_extent(path, root[ds].shape)
     arr = np.asarray(root[ds][...])
     if axes and len(axes) == arr.ndim:
         for name in ("t", "z"):
@@ -259,6 +307,9 @@ def _validate(path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise _fail(path, f"'labels' must be an integer label image, got dtype {lab.dtype}")
         if lab.size and lab.min() < 0:
             raise _fail(path, "'labels' has negative values; use 0 for background and 1..N for cells")
+        if lab.size and int(lab.max()) > np.iinfo(np.int64).max:
+            raise _fail(path, f"'labels' has ids above {np.iinfo(np.int64).max} (dtype {lab.dtype}); "
+                              "renumber the cells (e.g. 1..N)")
     for k in MAP_KEYS:
         if k in data and not np.all(np.isfinite(data[k])):
             raise _fail(path, f"'{k}' contains NaN or infinite values")
@@ -282,6 +333,10 @@ def load_specimen(path: str | Path, pixel_um: float) -> UserSpecimen:
         data = _read_npz(p)
     elif suffix == ".npy":
         try:
+            with open(p, "rb") as f:
+                shape = _npy_shape(f)
+            if shape is not None:
+                _check_extent(p, shape)
             data = _channels(p, np.load(p, allow_pickle=False))
         except SpecimenFileError:
             raise
