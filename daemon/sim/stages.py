@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pymmcore_plus.core import FocusDirection
 from pymmcore_plus.experimental.unicore import StageDevice, XYStageDevice, pymm_property
 
 from .hub import _Peripheral
@@ -56,6 +57,24 @@ class SimZStage(_Peripheral, StageDevice):
     """Focus drive with travel limits."""
 
     _LIMITS = (-2000.0, 2000.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._direction = FocusDirection.Unknown
+
+    def get_focus_direction(self) -> FocusDirection:
+        """What the configuration says (``FocusDirection,<label>,<0|1|-1>``, which Micro-Manager writes for
+        every focus drive and ``saveSystemConfiguration`` writes for this one): the simulated drive has no
+        preferred sense, so it keeps what it is told, as a real adapter without the information does."""
+        return self._direction
+
+    def set_focus_direction(self, sign: int) -> None:
+        try:
+            self._direction = FocusDirection(int(sign))
+        except ValueError:
+            raise ValueError(
+                f"focus direction {sign!r} not understood: use 1 (towards the sample), -1 (away) or 0 (unknown)"
+            ) from None
 
     def set_position_um(self, val: float) -> None:
         lo, hi = self._LIMITS
