@@ -11,6 +11,7 @@ physics expectations are those of tests/test_physics.py.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,83 @@ def test_mda_runner_delivers_the_snapped_physics(core):
         np.testing.assert_array_equal(frames[ch], expected[ch], err_msg=ch)
     assert meta_px and all(p == pytest.approx(0.65) for p in meta_px)
     assert not core.getShutterOpen()
+
+
+def test_a_saved_simulator_configuration_loads_again(core, tmp_path):
+    """saveSystemConfiguration writes FocusDirection for every stage (as MMCore does): the simulated focus drive
+    refused that line, so a saved config, or a Micro-Manager rig config with the simulator's Z, did not load."""
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    saved = tmp_path / "saved.cfg"
+    core.saveSystemConfiguration(str(saved))
+    assert "FocusDirection,Z," in saved.read_text()  # what pymmcore-plus (like MMCore) writes for every stage
+    again = UniMMCore()
+    try:
+        again.loadSystemConfiguration(str(saved))  # RuntimeError at the FocusDirection line before the fix
+        assert again.getFocusDirection("Z") == core.getFocusDirection("Z")
+        again.setProperty("Camera", "Noise", "Off")
+        again.setConfig("Channel", "BF")  # a saved config keeps presets, not the current state
+        again.snapImage()
+        assert again.getImage().mean() > 1000  # a working scope: bright-field through the patched core
+    finally:
+        again.unloadAllDevices()
+
+
+@pytest.mark.parametrize("sign", [1, -1, 0])
+def test_the_focus_direction_of_a_config_is_kept(cfg_path, tmp_path, sign):
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    text = Path(cfg_path).read_text().replace("#py Property,Core,Focus,Z",
+                                              f"#py Property,Core,Focus,Z\n#py FocusDirection,Z,{sign}")
+    path = tmp_path / "wizard.cfg"
+    path.write_text(text)
+    c = UniMMCore()
+    try:
+        c.loadSystemConfiguration(str(path))
+        assert int(c.getFocusDirection("Z")) == sign
+        with pytest.raises(ValueError, match="focus direction 7 not understood"):
+            c.setFocusDirection("Z", 7)
+    finally:
+        c.unloadAllDevices()
+
+
+def _pop_frames(core, n: int, timeout_s: float) -> list[float]:
+    """Arrival times (monotonic s) of the next ``n`` frames, or fewer if ``timeout_s`` passes first."""
+    stamps: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    while len(stamps) < n and time.monotonic() < deadline:
+        if core.getRemainingImageCount():
+            core.popNextImage()
+            stamps.append(time.monotonic())
+        else:
+            time.sleep(0.001)
+    return stamps
+
+
+def _drain(core) -> None:
+    while core.getRemainingImageCount():  # (clearCircularBuffer during a sequence upsets UniMMCore 0.18.1)
+        core.popNextImage()
+
+
+def test_changing_the_exposure_during_live_paces_the_next_frames(core):
+    """Realistic timing: a frame ended at t0 + n x the current period, so raising the exposure after a second of
+    live stalled the camera for n x the new period; each frame now ends one period after the previous."""
+    core.setProperty("Camera", "Noise", "Off")
+    core.setProperty("Camera", "TimingModel", "Realistic")
+    core.setExposure(10)
+    core.startContinuousSequenceAcquisition(0)
+    try:
+        assert len(_pop_frames(core, 100, timeout_s=30)) == 100  # a second of live at 10 ms
+        core.setExposure(100)
+        _drain(core)
+        t0 = time.monotonic()
+        stamps = _pop_frames(core, 6, timeout_s=8)
+        # before the fix the camera waited for t0 + (frames so far) x 100 ms: ~9 s for the next frame
+        assert len(stamps) == 6, f"{len(stamps)} frames in 8 s at 100 ms exposure"
+        assert stamps[-1] - t0 < 4.0
+        core.setExposure(5)
+        _drain(core)
+        assert len(_pop_frames(core, 20, timeout_s=8)) == 20
+    finally:
+        core.stopSequenceAcquisition()
+        core.setProperty("Camera", "TimingModel", "Instant")

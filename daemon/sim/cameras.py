@@ -44,8 +44,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         self._truth = np.zeros((0, 3))
         self._timing = "Instant"
         self._line_time_us = 9.74  # ORCA-Flash4.0-like rolling-shutter line time
-        self._seq_t0: float | None = None
-        self._seq_frames = 0
+        self._seq_end: float | None = None  # in a sequence: when its last frame's period ended (perf_counter)
         self._frames: OrderedDict[tuple, tuple[np.ndarray, PhotonTerms]] = OrderedDict()
 
     # geometry
@@ -248,20 +247,21 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
 
     def start_sequence(self, n, get_buffer):
         """Frames of a sequence acquisition; with realistic timing paced at max(exposure, readout)."""
-        self._seq_t0, self._seq_frames = time.perf_counter(), 0
+        self._seq_end = time.perf_counter()
         try:
             yield from super().start_sequence(n, get_buffer)
         finally:
-            self._seq_t0 = None
+            self._seq_end = None
 
     def snap(self, buffer: np.ndarray) -> dict:
         t_start = time.perf_counter()
         self._expose(buffer)
         if self._timing == "Realistic":
-            if self._seq_t0 is not None:
-                self._seq_frames += 1
+            if self._seq_end is not None:
+                # each frame ends one period of its own after the previous one: the exposure may change
+                # during a sequence (live mode), and a new period applies from the next frame on
                 period = max(self._exposure, self.readout_ms()) / 1000.0
-                deadline = self._seq_t0 + self._seq_frames * period
+                self._seq_end = deadline = self._seq_end + period
             else:
                 deadline = t_start + (self._exposure + self.readout_ms()) / 1000.0
             time.sleep(max(0.0, deadline - time.perf_counter()))
