@@ -198,7 +198,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
             img, self._truth = scope.blinking_photons(
                 self._pixel_um, self._binning, shape, self._exposure, self._rng
             )
-            lf = scope.label_free_rate(scope.pixel_um(self._pixel_um, self._binning), shape)
+            lf = scope.label_free_rate(scope.pixel_um(self._pixel_um, self._binning), shape, self._binning)
             if lf is not None:
                 img = img + lf * np.float32(self._exposure)
             return img

@@ -210,26 +210,33 @@ class SimScope:
         )
 
     # ------------------------------------------------------------- components
-    def label_free_rate(self, pixel_um: float, shape: tuple[int, int]) -> np.ndarray | None:
-        """Photon rate per pixel of ``pixel_um`` at the sample from the LED array, or None when it is dark."""
+    def label_free_rate(self, pixel_um: float, shape: tuple[int, int], binning: int = 1) -> np.ndarray | None:
+        """Photon rate per pixel of ``pixel_um`` at the sample from the LED array, or None when it is dark.
+
+        With ``binning`` > 1 a pixel is ``binning``² sensor pixels whose charge is summed: the optics are
+        imaged on the sensor's own grid and summed (:func:`_bin`), so binning changes the sampling of the
+        image, not the image (re-imaging on the coarse grid dropped the light of every LED whose scattered
+        light needs sample detail finer than a binned pixel, half the dark-field at 4x)."""
         if not self.led.emitting:  # the light path and the array's global shutter are open
             return None
         pattern = self.led.pattern()
         if pattern.n_lit == 0:
             return None
         wl = pattern.mean_wavelength_nm() / 1000.0
-        key = ("lf", *self._view_key(pixel_um, shape), pattern.key(), wl, self.led.geometry)
+        key = ("lf", *self._view_key(pixel_um, shape), binning, pattern.key(), wl, self.led.geometry)
 
         def make() -> np.ndarray:
-            maps = self._region(pixel_um, shape)
+            px, fine = pixel_um / binning, (shape[0] * binning, shape[1] * binning)  # the sensor's own pixels
+            maps = self._region(px, fine)
             t = np.exp(-maps.absorption + 1j * (2 * np.pi / wl) * maps.opd)
             lit = pattern.lit
             img = optics.label_free_image(
-                t, pixel_um, wl, self.objective.na, self.led.geometry.na_xy[lit],
+                t, px, wl, self.objective.na, self.led.geometry.na_xy[lit],
                 pattern.weights[lit], defocus_um=self.z_um - self.focal_plane_um,
             )
             irradiance = (REFERENCE_ARRAY_DISTANCE_MM / self.led.geometry.distance_mm) ** 2
-            return self._crop(img, shape) * np.float32(self.led_flux * self.pixel_area(pixel_um) * irradiance)
+            rate = self._crop(img, fine) * np.float32(self.led_flux * self.pixel_area(px) * irradiance)
+            return _bin(rate, binning, "sum")
 
         return self._cached(key, make)
 
@@ -243,11 +250,12 @@ class SimScope:
         return float(e * f.power)
 
     def fluorescence_terms(
-        self, pixel_um: float, shape: tuple[int, int], sted_factor: float | None = None,
+        self, pixel_um: float, shape: tuple[int, int], sted_factor: float | None = None, binning: int = 1,
     ) -> tuple[tuple[np.ndarray, float, float | None], ...]:
         """Fluorescence, one term per label: (cached rate map at unit density and flux, efficiency × flux,
         the bleaching factor or None); ``sted_factor`` gives the narrowed ground truth of the scanning
-        detector, at the reference flux."""
+        detector, at the reference flux. ``binning``: imaged on the sensor's own pixels, then binned (the
+        flux is that of the binned pixel's area, so the mean of the sensor pixels is their sum)."""
         if not self.fluo.is_open:
             return ()
         terms = []
@@ -257,20 +265,21 @@ class SimScope:
             if eff < 1e-3:
                 continue
             em_um = FLUOROPHORES[label][1] / 1000.0
-            key = ("fl", label, sted_factor, *self._view_key(pixel_um, shape))
+            key = ("fl", label, sted_factor, *self._view_key(pixel_um, shape), binning)
 
             def make(label=label, em_um=em_um) -> np.ndarray:
-                maps = self._region(pixel_um, shape)
+                px, fine = pixel_um / binning, (shape[0] * binning, shape[1] * binning)
+                maps = self._region(px, fine)
                 padded = maps.opd.shape
                 if sted_factor:
                     fwhm = optics.airy_fwhm_um(em_um, self.objective.na) / sted_factor
-                    otf = optics.gaussian_otf(padded, pixel_um, fwhm)
+                    otf = optics.gaussian_otf(padded, px, fwhm)
                 else:
                     otf = optics.widefield_otf(
-                        padded, pixel_um, em_um, self.objective.na,
+                        padded, px, em_um, self.objective.na,
                         round(self.z_um - self.focal_plane_um, 4),
                     )
-                return self._crop(optics.fluorescence_image(maps.labels[label], otf), shape)
+                return _bin(self._crop(optics.fluorescence_image(maps.labels[label], otf), fine), binning, "mean")
 
             bleach = self._bleach_factor(label) if self.photobleaching else None
             terms.append((self._cached(key, make), eff * flux, bleach))
@@ -309,8 +318,8 @@ class SimScope:
         """What one exposure on a detector is made of (and the exposure recorded, for photobleaching)."""
         with self.lock:
             px = self.pixel_um(camera_pixel_um, binning)
-            lf = self.label_free_rate(px, shape) if sted_factor is None else None
-            fl = self.fluorescence_terms(px, shape, sted_factor)
+            lf = self.label_free_rate(px, shape, binning) if sted_factor is None else None
+            fl = self.fluorescence_terms(px, shape, sted_factor, binning)
             self.record_exposure(exposure_ms)
         return PhotonTerms(tuple(shape), float(exposure_ms), lf, fl)
 
@@ -355,6 +364,16 @@ class SimScope:
         sigma = float(np.hypot(fwhm / 2.3548, blur)) / px
         _render_gaussians(img, (pts[:, 0] - x0) / px, (pts[:, 1] - y0) / px, n_ph, sigma)
         return img, np.column_stack([pts, n_ph]) if len(pts) else np.zeros((0, 3))
+
+
+def _bin(img: np.ndarray, binning: int, how: str) -> np.ndarray:
+    """``binning`` x ``binning`` blocks of ``img`` summed (charge) or averaged (a density)."""
+    if binning == 1:
+        return img
+    h, w = img.shape[0] // binning, img.shape[1] // binning
+    blocks = img.reshape(h, binning, w, binning)
+    out = blocks.sum(axis=(1, 3), dtype=np.float32) if how == "sum" else blocks.mean(axis=(1, 3), dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _render_gaussians(img, xs, ys, photons, sigma) -> None:
