@@ -81,6 +81,10 @@ class Daemon:
         self._shutdown = threading.Event()
         self.trigger_runner: TriggerRunner | None = None
         self.spot_checkers: dict[str, SpotChecker] = {}
+        # replacing the loaded triggers or a model's spot checks is stop-old-then-start-new: two requests at once
+        # (they run on worker threads) must not both start one, or the one overwritten keeps running unseen
+        self._triggers_lock = threading.RLock()
+        self._spot_checks_lock = threading.RLock()
         self.trigger_dirs = [Path(d) for d in (trigger_dirs if trigger_dirs is not None else [data_dir])]
         self.trigger_modules = frozenset(trigger_modules)
         self._hw_state: dict[str, Any] = {}
@@ -356,10 +360,11 @@ class Daemon:
         check_sources(cfg, sources)
         check_hardware(cfg, self.backend)
         measures = make_measures(cfg)  # a Python trigger that cannot be loaded is refused before anything changes
-        self.unload_triggers()
-        self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir,
-                                            measures)
-        return self.trigger_runner.status()
+        with self._triggers_lock:
+            self.unload_triggers()
+            self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir,
+                                                measures)
+            return self.trigger_runner.status()
 
     def triggers(self) -> dict:
         """Trigger states, light-dose use, decisions so far and closed-loop latency."""
@@ -369,9 +374,10 @@ class Daemon:
 
     def unload_triggers(self) -> dict:
         """Stop and remove the loaded smart-acquisition triggers (their decision logs stay)."""
-        runner, self.trigger_runner = self.trigger_runner, None
-        if runner is not None:
-            runner.close()
+        with self._triggers_lock:
+            runner, self.trigger_runner = self.trigger_runner, None
+            if runner is not None:
+                runner.close()
         return {"loaded": False}
 
     def start_spot_checks(self, model: str, results: str, period_s: float = 30.0,
@@ -397,9 +403,11 @@ class Daemon:
             self.backend.check_exposure_ms(exp or spec.exposure_ms, det)
         if spec.record:
             self.engine.check_writable()
-        self.stop_spot_checks(model)
-        self.spot_checkers[model] = SpotChecker(spec, self.engine, self.publisher, self.engine.data_dir)
-        return self.spot_checkers[model].status()
+        with self._spot_checks_lock:
+            self.stop_spot_checks(model)
+            checker = self.spot_checkers[model] = SpotChecker(spec, self.engine, self.publisher,
+                                                              self.engine.data_dir)
+        return checker.status()
 
     def spot_checks(self) -> dict:
         """Per model: running fidelity, the last check, alarms, light dose, recordings."""
@@ -407,13 +415,14 @@ class Daemon:
 
     def stop_spot_checks(self, model: str | None = None) -> dict:
         """Stop the spot checks of ``model`` (default: all); returns their final status."""
-        names = [model] if model is not None else list(self.spot_checkers)
-        out = {}
-        for m in names:
-            checker = self.spot_checkers.pop(m, None)
-            if checker is not None:
-                checker.close()
-                out[m] = checker.status()
+        with self._spot_checks_lock:
+            names = [model] if model is not None else list(self.spot_checkers)
+            out = {}
+            for m in names:
+                checker = self.spot_checkers.pop(m, None)
+                if checker is not None:
+                    checker.close()
+                    out[m] = checker.status()
         return {"stopped": out}
 
     def shutdown(self) -> dict:

@@ -261,3 +261,51 @@ def test_an_unknown_job_is_named_without_a_repr_and_a_closed_pipe_is_no_error(da
     proc.stdout.close()  # the reader is gone before the reply is printed
     err = proc.stderr.read().decode()
     assert proc.wait(120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+REPLACE_ROUNDS = 20
+NOWHERE_RESULTS = "tcp://127.0.0.1:1"  # the results address is only connected to (nothing needs to publish there)
+
+
+def _alive(prefix: str) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+def _at_once(address: str, cmd: str, **args) -> None:
+    """Send ``cmd`` from two clients at the same moment; both must be answered ok."""
+    barrier = threading.Barrier(2)
+    replies: list[object] = []
+
+    def one() -> None:
+        with ControlClient(address, timeout_s=60) as c:
+            barrier.wait()
+            replies.append(c.request(cmd, **args))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(replies) == 2, replies
+
+
+def test_concurrent_start_spot_checks_leave_nothing_running_after_stop(daemon, client):
+    """Two clients replacing a model's spot checks at once: both started one and the second overwrote the first,
+    which kept capturing fluorescence unseen after stop_spot_checks (one lock now makes replacing atomic)."""
+    for _ in range(REPLACE_ROUNDS):
+        _at_once(daemon.control_address, "start_spot_checks", model="m", results=NOWHERE_RESULTS, record=False)
+        client.request("stop_spot_checks")
+        assert client.request("spot_checks") == {"models": {}}
+        wait_until(lambda: not _alive("spot-checks-m"), 15, "no spot checker left running after stop_spot_checks")
+
+
+def test_concurrent_load_triggers_leave_nothing_running_after_unload(daemon, client):
+    """The same for load_triggers: a leaked runner kept deciding and firing after unload_triggers."""
+    config = {"triggers": [{
+        "name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
+        "condition": {"above": 0.5}, "actions": [{"kind": "notify", "message": "x"}]}]}
+    for _ in range(REPLACE_ROUNDS):
+        _at_once(daemon.control_address, "load_triggers", config=config, sources={"m": NOWHERE_RESULTS})
+        client.request("unload_triggers")
+        assert client.request("triggers") == {"loaded": False}
+        wait_until(lambda: not _alive("trigger"), 15, "no trigger runner left running after unload_triggers")
