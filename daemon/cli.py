@@ -79,7 +79,8 @@ def _unbindable(*addresses: str) -> str:
 
     Probed with plain sockets (bound with ``SO_REUSEADDR`` like ZeroMQ's, all held
     at once, closed synchronously), so that a port clash is found before any
-    hardware is touched. Any-port (``*``, ``0``) and non-TCP addresses pass.
+    hardware is touched. Any-port (``*``, ``0``) and other non-TCP addresses pass, except an ``ipc://`` path
+    given twice or one a process listens on (ZeroMQ would take it from that process without a word).
     """
     import errno
     import socket
@@ -88,6 +89,15 @@ def _unbindable(*addresses: str) -> str:
     try:
         for a in addresses:
             scheme, _, rest = a.partition("://")
+            if scheme == "ipc":
+                from .security import ipc_in_use
+
+                if addresses.count(a) > 1:
+                    return f"cannot listen on {a}: it is given for two sockets"
+                if ipc_in_use(a):
+                    return f"cannot listen on {a}: Address already in use (is another scopecast daemon or " \
+                        "engine running there?)"
+                continue
             host, _, port = rest.rpartition(":")
             if scheme != "tcp" or not port.isdigit() or int(port) == 0:
                 continue

@@ -28,8 +28,12 @@ A key directory made by :func:`create_keys` (``scopecast keys DIR``)::
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import shutil
+import socket
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +145,29 @@ def is_local_address(address: str) -> bool:
         return False  # '*', an interface name or a host name: not loopback
 
 
+def ipc_in_use(address: str) -> bool:
+    """True if ``address`` (``ipc://PATH``) names a Unix socket that a process listens on now.
+
+    ZeroMQ removes whatever file is at an ``ipc://`` path before it binds there, so a second daemon or
+    engine given the same path would silently take the address from the first one (which keeps running,
+    unreachable). A stale file a dead process left refuses the connection and is not "in use"."""
+    path = address.partition("://")[2]
+    if not path or path == "*" or path.startswith("@"):  # any path, or the abstract namespace (bind refuses)
+        return False
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:  # ECONNREFUSED: nobody listens there any more
+            return False
+    return True
+
+
 def _authenticator(ctx: zmq.Context, keys: Keys) -> None:
     """Start (once per context) the ZAP handler that admits the authorized client keys
     (re-read from ``keys.authorized_dir`` each time a server socket is bound)."""
@@ -172,6 +199,9 @@ def bind_socket(sock: zmq.Socket, address: str) -> str:
         sock.curve_secretkey = keys.server_secret
         sock.curve_publickey = keys.server_public
         sock.curve_server = True
+    if address.startswith("ipc://") and ipc_in_use(address):
+        raise zmq.ZMQError(errno.EADDRINUSE, f"{address} is in use: another process listens there (is another "
+                           "scopecast daemon or engine running there?)")
     sock.bind(address)
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 

@@ -1,11 +1,17 @@
 """A local engine on ``ipc://`` sockets: the fast transport (benchmarks/bench_transport.py) works end to end."""
 
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
+import pytest
+import zmq
 
 from scopecast.daemon.backend import load_mmcore_backend
-from scopecast.daemon.control import ControlClient
+from scopecast.daemon.cli import _unbindable
+from scopecast.daemon.control import ControlClient, ControlServer
 from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.service import Daemon
@@ -43,3 +49,50 @@ def test_daemon_and_engine_over_ipc(sim_cfg, tmp_path):
         sub.close()
         e.close()
         d.close()
+
+
+def _listener_elsewhere(address: str) -> subprocess.Popen:
+    """Another process (as another daemon would be) listening on ``address`` until its stdin closes."""
+    code = textwrap.dedent(f"""
+        import sys, zmq
+        s = zmq.Context().socket(zmq.REP)
+        s.bind({address!r})
+        print("bound", flush=True)
+        sys.stdin.read()  # until the test closes our stdin
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "bound"
+    return p
+
+
+def test_a_second_control_server_on_a_live_ipc_path_is_refused(tmp_path):
+    """ZeroMQ unlinks an ipc:// path before binding: a second daemon or engine took the address from the running
+    one, which kept the microscope but could never be reached again. Now refused, before any hardware."""
+    address = f"ipc://{tmp_path}/control.ipc"
+    first = _listener_elsewhere(address)
+    try:
+        with pytest.raises(zmq.ZMQError, match="in use"):
+            ControlServer({"status": lambda: {}}, address)
+        assert "in use" in _unbindable(address)
+    finally:
+        first.stdin.close()
+        first.kill()
+        first.wait()
+
+
+def test_a_stale_ipc_file_is_no_obstacle_and_one_path_twice_is_refused(tmp_path):
+    address = f"ipc://{tmp_path}/stale.ipc"
+    first = _listener_elsewhere(address)
+    first.kill()  # dies without unlinking its socket file
+    first.wait()
+    assert (tmp_path / "stale.ipc").exists()
+    assert _unbindable(address) == ""
+    server = ControlServer({"status": lambda: {"me": True}}, address)
+    server.start()
+    try:
+        with ControlClient(address, timeout_s=30) as c:
+            assert c.request("status") == {"me": True}
+    finally:
+        server.stop()
+    other = f"ipc://{tmp_path}/other.ipc"
+    assert "two sockets" in _unbindable(other, other)
