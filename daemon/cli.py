@@ -19,6 +19,36 @@ from .stream import DEFAULT_STREAM_ADDRESS
 DEFAULT_CONFIG = "sim-ledarray.cfg"
 
 
+def cpu_list(value: str) -> str:
+    """A ``--cpus`` value: cores as ``0``, ``1-3`` or ``0,2``, every one a core this process may run on.
+
+    Checked on the command line (``argparse.ArgumentTypeError`` naming the problem), so a mistyped list is a
+    one-line usage error, not a traceback from ``sched_setaffinity`` (nor, under ``scopecast up``, a child
+    that dies at every restart)."""
+    text = value.strip()
+    if not text:
+        return ""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        list(range(os.cpu_count() or 1))
+    shown = ",".join(map(str, usable))
+    cores: set[int] = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a list of cores such as 0, 1-3 or 0,2")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last < first:
+            raise argparse.ArgumentTypeError(f"{value!r}: the range {part.strip()} holds no core")
+        if last > usable[-1]:
+            raise argparse.ArgumentTypeError(f"{value!r}: there is no core {last} to run on here (cores: {shown})")
+        cores.update(range(first, last + 1))
+    missing = sorted(cores - set(usable))
+    if missing:
+        raise argparse.ArgumentTypeError(f"{value!r}: this process may not run on core(s) "
+                                         f"{', '.join(map(str, missing))} (cores: {shown})")
+    return text
+
+
 def _pin(cpus: str) -> None:
     """Restrict this process to the listed cores ("0", "1-3", "0,2")."""
     if not cpus:
@@ -419,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"control socket address (default {DEFAULT_CONTROL_ADDRESS}, loopback only)")
     d.add_argument("--stream", default=DEFAULT_STREAM_ADDRESS, type=bind_address,
                    help=f"frame stream address (default {DEFAULT_STREAM_ADDRESS})")
-    d.add_argument("--cpus", default="", help="pin to these cores, e.g. 0 or 0-1 (keep them apart from the engine's)")
+    d.add_argument("--cpus", default="", type=cpu_list,
+                   help="pin to these cores, e.g. 0 or 0-1 (keep them apart from the engine's)")
     d.add_argument("--backend", default="mmcore", choices=["mmcore", "pycromanager", "pycromanager-bridge"],
                    help="mmcore: pymmcore-plus (simulator and C++ adapters); pycromanager: its Python backend "
                    "(C++ adapters only); pycromanager-bridge: a running Micro-Manager (docs/pycromanager.md)")
@@ -464,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live: infer the newest bundle, drop older ones (counted); all: queue every bundle")
     e.add_argument("--offline", default="", help="run over this OME-Zarr recording and write results beside it")
     e.add_argument("--print-every", type=float, default=0.0, help="print throughput/latency every N s")
-    e.add_argument("--cpus", default="", help="pin to these cores, e.g. 1 or 2-7 (apart from the daemon's)")
+    e.add_argument("--cpus", default="", type=cpu_list,
+                   help="pin to these cores, e.g. 1 or 2-7 (apart from the daemon's)")
     e.add_argument("--model-dir", action="append", default=[], metavar="DIR",
                    help="directory load_model may load packages from (repeatable; default: the model's parent "
                    "directory and the shipped packages)")
@@ -533,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_uncertainty_check_options(u)
     u.add_argument("--threads", type=int, default=None, help="intra-op threads per engine worker")
     u.add_argument("--policy", default="live", choices=["live", "all"], help="engine bundle policy")
-    u.add_argument("--cpus", default="", help="pin the daemon to these cores")
-    u.add_argument("--engine-cpus", default="", help="pin the engines to these cores")
+    u.add_argument("--cpus", default="", type=cpu_list, help="pin the daemon to these cores")
+    u.add_argument("--engine-cpus", default="", type=cpu_list, help="pin the engines to these cores")
     _add_trigger_options(u)
     _add_keys_option(u)
     u.set_defaults(func=_up)

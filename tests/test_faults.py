@@ -24,7 +24,9 @@ from faultkit import DAEMON_COMMANDS, ENGINE_COMMANDS, ESCAPE, FakeStream, contr
 from faultprocs import (
     ResultWatch, children_of, escapes_found, free_address, listener_pid, recording_check, running, scopecast, tree_snapshot, wait_status, writes_outside,
 )
+from scopecast.daemon.cli import main
 from scopecast.daemon.control import ControlClient
+from scopecast.daemon.supervisor import free_port
 from tests.conftest import SHIPPED_CFG
 
 N = 300  # malformed messages per socket
@@ -334,3 +336,36 @@ def test_daemon_killed_mid_recording_keeps_every_counted_frame(daemon_proc, sim_
     info = open_recording(job["path"]).attrs["scopecast"]
     assert info["complete"] is False and info["repaired"] and info["frames_written"] == rec["journalled"], info
     assert recording_check(job["path"], counted)["lost"] == 0
+
+
+NO_SUCH_CORE = str(max(os.sched_getaffinity(0)) + 1)
+
+
+@pytest.mark.parametrize("cpus", [NO_SUCH_CORE, "abc"])
+def test_daemon_cpus_that_cannot_be_used_are_a_usage_error(cpus, capsys, tmp_path):
+    """A --cpus naming a core this machine lacks (a command line copied from a bigger workstation) was a
+    traceback from sched_setaffinity."""
+    with pytest.raises(SystemExit) as e:
+        main(["daemon", "--cpus", cpus, "--control", f"tcp://127.0.0.1:{free_port()}",
+              "--stream", f"tcp://127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "data")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--cpus" in err and repr(cpus) in err and "Traceback" not in err
+
+
+def test_up_with_engine_cpus_that_cannot_be_used_starts_nothing_and_exits_2(tmp_path):
+    """Under up the engine died with that traceback at every start, and up restarted it for ever."""
+    ports = [f"tcp://127.0.0.1:{free_port()}" for _ in range(4)]
+    cmd = [sys.executable, "-m", "scopecast.daemon.cli", "up", "--data-dir", str(tmp_path / "data"),
+           "--control", ports[0], "--stream", ports[1], "--no-spares",
+           "--engine", f"{sys.prefix}/nonexistent-model,{ports[2]},{ports[3]}", "--engine-cpus", NO_SUCH_CORE]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=60)  # exits at once when fixed; unfixed it restarts forever
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+        pytest.fail(f"scopecast up kept running (crash loop):\n{out[-2000:]}")
+    assert p.returncode == 2, (out, err)
+    assert "--engine-cpus" in err and "Traceback" not in err + out
+    assert "restart" not in out
