@@ -80,10 +80,21 @@ def add_ctl_parser(sub: Any, address_type: Any, add_keys_option: Any) -> argpars
     c.add_argument("--save", default="", help="for snap: write the frame as an auto-scaled PNG")
     c.add_argument("--control", default=DEFAULT_CONTROL_ADDRESS, type=address_type,
                    help="daemon (or engine) control socket; HOST:PORT means tcp://HOST:PORT")
-    c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    c.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for the reply (> 0)")
     add_keys_option(c)
     c.set_defaults(func=run_ctl, ctl_parser=c)
     return c
+
+
+def _seconds(value: str) -> float:
+    """``--timeout``: a finite number of seconds above 0 (a negative one would make ZeroMQ wait forever)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of seconds above 0")
+    return seconds
 
 
 def _kind(schema: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -404,6 +415,11 @@ def run_ctl(args: argparse.Namespace) -> int:
     if not isinstance(cmd_args, dict):
         print(f"scopecast ctl: --args must be a JSON object, got {type(cmd_args).__name__}", file=sys.stderr)
         return 2
+    if args.save:  # before the request: a frame is not taken (light on the specimen) only to be thrown away
+        problem = _unwritable(args.save)
+        if problem:
+            print(f"scopecast ctl: --save {args.save}: {problem}; nothing was sent", file=sys.stderr)
+            return 2
     import zmq
 
     from .control import ControlClient, DaemonError, ServerUnreachable
@@ -447,7 +463,12 @@ def run_ctl(args: argparse.Namespace) -> int:
 
         h = result["frame"]
         img = np.frombuffer(parts[0], dtype=h["dtype"]).reshape(h["shape"])
-        write_png(args.save, autoscale(img))
+        try:
+            write_png(args.save, autoscale(img))
+        except OSError as e:  # e.g. the disk filled since the check: say so, and still print the frame's header
+            print(json.dumps(result, indent=2))
+            print(f"scopecast ctl: could not write {args.save}: {e.strerror or e}", file=sys.stderr)
+            return 1
         result["saved"] = args.save
     print(json.dumps(result, indent=2))
     if cmd == "wait" and isinstance(result, dict) and result.get("status") == "failed":
@@ -456,6 +477,22 @@ def run_ctl(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _unwritable(path: str) -> str:
+    """Why ``--save PATH`` could not be written ("" if it can)."""
+    import os
+    from pathlib import Path
+
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return "is a directory (give a file name, e.g. frame.png)"
+    parent = target.parent
+    if not parent.is_dir():
+        return f"directory {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        return "cannot be written (permission denied)"
+    return ""
 
 
 def _wait(client: Any, cmd_args: dict[str, Any], margin_s: float) -> dict[str, Any]:

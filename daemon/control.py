@@ -405,7 +405,9 @@ class ControlClient:
         sock = self._socket()
         self._next_id += 1
         timeout = self.timeout_ms if timeout_s is None else int(timeout_s * 1000)
-        connect_ms = timeout if self.connect_timeout_ms is None else min(timeout, self.connect_timeout_ms)
+        # ZeroMQ reads a negative poll timeout as "forever": a timeout is never below 0
+        timeout = max(timeout, 0)
+        connect_ms = timeout if self.connect_timeout_ms is None else max(min(timeout, self.connect_timeout_ms), 0)
         t0 = time.monotonic()
         if not sock.poll(connect_ms, zmq.POLLOUT):  # no connection (costs nothing once connected)
             self.close()

@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from scopecast.daemon.cli_logging import configure_logging
-from scopecast.daemon.control import ControlServer, DaemonError
+from scopecast.daemon.control import ControlClient, ControlServer, DaemonError, ServerUnreachable
 from scopecast.daemon.progress import Progress
 from scopecast.daemon.service import Daemon
+from scopecast.daemon.supervisor import free_port
 from tests.conftest import ROOT
 
 def test_ctl_takes_the_command_arguments_as_options(daemon, cli, tmp_path):
@@ -287,3 +291,55 @@ def test_gather_with_no_validation_fields_captures_none_and_train_says_it_needs_
     rc, _, err = cli("train", "--task", "virtual-staining", "--data", tmp_path / "ds", "--out", tmp_path / "run",
                      "--steps", "2", "--batch", "2", "--crop", "32", "--depth", "2", "--width", "4", "--threads", "1")
     assert rc == 2 and "training needs held-out validation fields" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("timeout", ["-1", "nan", "inf", "0"])
+def test_a_ctl_timeout_that_is_not_a_positive_number_is_a_usage_error(timeout):
+    """A negative --timeout waited for ever when no daemon answered (ZeroMQ reads a negative poll timeout as
+    infinite); 0 always failed; nan and inf ended in a traceback."""
+    nobody = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    try:
+        p = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "ctl", "--timeout", timeout,
+                            "--control", nobody, "status"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"scopecast ctl --timeout {timeout} was still waiting after 60 s")
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "--timeout" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_the_client_never_reads_a_negative_timeout_as_forever():
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        with ControlClient(nobody, timeout_s=60) as c:
+            try:
+                c.request("status", timeout_s=-1)  # used to block forever
+            except BaseException as e:  # noqa: BLE001 - handed to the test
+                outcome.append(e)
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "a request with a negative timeout was still waiting after 60 s"
+    assert isinstance(outcome[0], ServerUnreachable), outcome
+
+
+@pytest.mark.parametrize("where", ["missing-dir/frame.png", "."])
+def test_an_unwritable_save_path_is_refused_before_the_snap(daemon, client, cli, tmp_path, where):
+    """``snap --save`` to a path that cannot be written exposed the specimen, then threw the frame away with a
+    traceback; now refused before the request (one line, exit 2)."""
+    target = tmp_path / where
+    before = client.request("status")["frames_acquired"]
+    rc, out, err = cli("ctl", "--control", daemon.control_address, "snap", "--channel", "BF", "--save", target)
+    assert rc == 2, (out, err)
+    assert "--save" in err and "Traceback" not in err
+    assert client.request("status")["frames_acquired"] == before  # no light spent on a frame nobody gets
+
+
+def test_a_writable_save_path_still_saves(daemon, cli, tmp_path):
+    target = tmp_path / "frame.png"
+    rc, out, err = cli("ctl", "--control", daemon.control_address, "snap", "--channel", "BF", "--save", target)
+    assert rc == 0, err
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"saved"' in out
