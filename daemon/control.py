@@ -294,12 +294,13 @@ class ControlServer:
             raise BadRequest(f"request is not strict JSON: {e}") from None
         if not isinstance(req, dict):
             raise BadRequest('request must be a JSON object like {"cmd": "status", "args": {}}')
-        extra = set(req) - _REQUEST_KEYS
-        if extra:
-            raise BadRequest(f"unknown request keys {sorted(extra)}; a request has only 'cmd', 'args', 'id'")
         req_id = req.get("id")
         if req_id is not None and (not isinstance(req_id, str | int) or isinstance(req_id, bool)):
             raise BadRequest(f"'id' must be a string, an integer or null, got {type(req_id).__name__}")
+        extra = set(req) - _REQUEST_KEYS
+        if extra:  # the id is echoed: a client with several requests in flight knows which one was refused
+            raise BadRequest(f"unknown request keys {sorted(extra)[:20]}; a request has only 'cmd', 'args', 'id'",
+                             req_id)
         cmd = req.get("cmd")
         if not isinstance(cmd, str):
             raise BadRequest(f"'cmd' must be a string, got {type(cmd).__name__}", req_id)

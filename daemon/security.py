@@ -181,6 +181,13 @@ def _authenticator(ctx: zmq.Context, keys: Keys) -> None:
         auth.configure_curve(domain="*", location=str(keys.authorized_dir))
 
 
+def _ipv6_if_needed(sock: zmq.Socket, address: str) -> None:
+    """A ``tcp://[IPv6]:PORT`` address (``[::1]``: loopback) needs ``ZMQ_IPV6`` on the socket, else ZeroMQ
+    refuses it ("No such device")."""
+    if address.startswith("tcp://["):
+        sock.setsockopt(zmq.IPV6, 1)
+
+
 def bind_socket(sock: zmq.Socket, address: str) -> str:
     """Bind ``sock`` under the process's key policy; returns the bound endpoint."""
     if not address.startswith(("tcp://", "ipc://", "inproc://")):
@@ -202,6 +209,7 @@ def bind_socket(sock: zmq.Socket, address: str) -> str:
     if address.startswith("ipc://") and ipc_in_use(address):
         raise zmq.ZMQError(errno.EADDRINUSE, f"{address} is in use: another process listens there (is another "
                            "scopecast daemon or engine running there?)")
+    _ipv6_if_needed(sock, address)
     sock.bind(address)
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
@@ -215,4 +223,5 @@ def connect_socket(sock: zmq.Socket, address: str) -> None:
         sock.curve_secretkey = keys.client_secret
         sock.curve_publickey = keys.client_public
         sock.curve_serverkey = keys.server_public
+    _ipv6_if_needed(sock, address)
     sock.connect(address)

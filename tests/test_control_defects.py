@@ -309,3 +309,34 @@ def test_concurrent_load_triggers_leave_nothing_running_after_unload(daemon, cli
         client.request("unload_triggers")
         assert client.request("triggers") == {"loaded": False}
         wait_until(lambda: not _alive("trigger"), 15, "no trigger runner left running after unload_triggers")
+
+
+def test_a_request_with_an_unknown_key_gets_its_id_back():
+    """A DEALER client with several requests in flight matches replies by id: one refused for an unknown key was
+    answered with "id": null, so that client never learned which request it was."""
+    server = ControlServer({"status": lambda: {"state": "idle"}}, "tcp://127.0.0.1:*")
+    server.start()
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(server.address)
+    try:
+        requests = {"a": {"cmd": "status", "id": "a", "timeout": 5},  # a key the protocol does not have
+                    "b": {"cmd": "status", "id": "b"},
+                    7: {"cmd": "status", "id": 7, "args": {}, "extra": True}}
+        for r in requests.values():
+            dealer.send_multipart([b"", json.dumps(r).encode()])
+        received = []
+        while len(received) < len(requests):  # one reply per request, whatever it says
+            assert dealer.poll(60_000), f"only {len(received)} of {len(requests)} replies within 60 s"
+            _, body, *_ = dealer.recv_multipart()
+            received.append(json.loads(body))
+        replies = {r["id"]: r for r in received}
+        assert sorted(map(str, replies)) == sorted(map(str, requests)), [r["id"] for r in received]
+        assert replies["b"]["ok"] is True
+        for rid in ("a", 7):
+            assert replies[rid]["ok"] is False
+            assert replies[rid]["error"]["type"] == "BadRequest"
+            assert "unknown request keys" in replies[rid]["error"]["message"]
+    finally:
+        dealer.close(linger=0)
+        server.stop()

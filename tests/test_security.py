@@ -1,5 +1,7 @@
 """CurveZMQ on every socket, and the loopback-only rule without keys (real sockets, real ZAP)."""
 
+import socket
+
 import zmq
 import pytest
 
@@ -139,3 +141,43 @@ def test_daemon_engine_and_ctl_over_curve(keys, sim_cfg, tmp_path):
         sub.close()
         e.close()
         d.close()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6_loopback = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+
+
+@needs_ipv6_loopback
+def test_control_server_and_client_on_ipv6_loopback():
+    """tcp://[::1], which docs/protocol.md lists as loopback, failed with "No such device" (ZMQ_IPV6 unset)."""
+    server = ControlServer({"status": lambda: {"state": "idle"}}, "tcp://[::1]:*")
+    server.start()
+    try:
+        assert server.address.startswith("tcp://[::1]:")
+        with ControlClient(server.address, timeout_s=60) as c:
+            assert c.request("status") == {"state": "idle"}
+    finally:
+        server.stop()
+
+
+@needs_ipv6_loopback
+def test_an_engine_subscribes_to_a_stream_on_ipv6_loopback(tmp_path):
+    from scopecast.daemon.inference.engine import InferenceEngine
+    from scopecast.models.synthetic import write_package
+
+    pkg = write_package(tmp_path / "m", ["BF"], ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    stream = FramePublisher("tcp://[::1]:*")
+    engine = InferenceEngine(pkg, stream.address, "tcp://[::1]:*", None, warmup_shape=None).start()
+    try:
+        wait_subscribed(stream, "frame")  # the engine's SUB reached the daemon's stream over ::1
+    finally:
+        engine.close()
+        stream.close()
