@@ -66,7 +66,8 @@ class LivePlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channels: list[ChannelSpec] = Field(
-        default_factory=lambda: [ChannelSpec(name=c) for c in DEFAULT_LABEL_FREE]
+        default_factory=lambda: [ChannelSpec(name=c) for c in DEFAULT_LABEL_FREE], min_length=1,
+        description="the cycle (an empty one would end at once, done, with no frame)",
     )
     exposure_ms: float | None = Field(default=None, gt=0, description="for channels without their own")
     interval_ms: float = Field(default=0.0, ge=0, description="minimum time between cycle starts")

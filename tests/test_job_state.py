@@ -81,6 +81,7 @@ def test_stop_names_an_unknown_job_and_a_stopped_scan_says_stopped(client):
      "unknown detector 'Nope'"),
     # live failed at its first frame instead
     (("start_live", {"channels": [{"name": "BF", "detector": "Nope"}]}), "unknown detector 'Nope' for channel 'BF'"),
+    (("start_live", {"channels": []}), "channels: List should have at least 1 item"),  # it ended, done, no frame
 ])
 def test_plans_that_cannot_run_are_refused_at_the_request(client, request_, message):
     cmd, args = request_
