@@ -1,5 +1,5 @@
-"""Shared by the tests: waiting for conditions (never for fixed times), and package copies with an edited
-``validated`` section."""
+"""Shared by the tests: waiting for conditions (never for fixed times), package copies with an edited
+``validated`` section, and small gathered datasets."""
 
 from __future__ import annotations
 
@@ -135,3 +135,21 @@ class StandInEngine:
         self._thread.join(60)  # generous: a starved thread must be done before its sockets are closed
         self.sub.close()
         self.pub.close(linger=0)
+
+
+def gather_small(out: Path, task: str, size: int, n_train: int, n_val: int, seed: int) -> Path:
+    """``out``: a dataset of ``task`` gathered (``models.dataset.gather``) from a daemon on the simulator with a
+    ``size``² sensor, its recordings beside it in ``out``'s parent."""
+    from conftest import small_cfg
+
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+    from scopecast.models.dataset import gather
+
+    d = Daemon(load_mmcore_backend(small_cfg(out.parent, size)), out.parent / f"{out.name}-recordings",
+               "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    try:
+        gather(d.control_address, task, out, n_train=n_train, n_val=n_val, seed=seed)
+    finally:
+        d.close()
+    return out

@@ -270,18 +270,11 @@ def test_gather_with_no_validation_fields_captures_none_and_train_says_it_needs_
     """``gather --val 0`` captured one "validation" field at the current position, the last training field's, so
     ``train`` reported held-out figures measured on a training field; now it captures none and ``train`` says why
     it cannot train on the dataset (one line, exit 2)."""
-    from scopecast.daemon.backend import load_mmcore_backend
-    from scopecast.daemon.service import Daemon
-    from scopecast.models.dataset import gather, load_pairs
+    from helpers import gather_small
 
-    from conftest import small_cfg
+    from scopecast.models.dataset import load_pairs
 
-    d = Daemon(load_mmcore_backend(small_cfg(tmp_path, 64)), tmp_path / "rec", "tcp://127.0.0.1:*",
-               "tcp://127.0.0.1:*").start()
-    try:
-        gather(d.control_address, "virtual-staining", tmp_path / "ds", n_train=2, n_val=0, seed=1)
-    finally:
-        d.close()
+    gather_small(tmp_path / "ds", "virtual-staining", 64, n_train=2, n_val=0, seed=1)
     index = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     assert index["splits"]["val"] == {"recordings": [], "fields": 0}
     assert len(load_pairs(tmp_path / "ds", "train").inputs) == 2

@@ -272,17 +272,9 @@ def test_shipped_packages_pass_their_own_parity_and_beat_baselines(name):
 
 @pytest.fixture(scope="module")
 def odd_dataset(tmp_path_factory):
-    from scopecast.daemon.backend import load_mmcore_backend
-    from scopecast.daemon.service import Daemon
+    from helpers import gather_small
 
-    tmp = tmp_path_factory.mktemp("odd")
-    d = Daemon(load_mmcore_backend(small_cfg(tmp, 100)), tmp / "rec", "tcp://127.0.0.1:*",
-               "tcp://127.0.0.1:*").start()
-    try:
-        gather(d.control_address, "virtual-staining", tmp / "vs", n_train=3, n_val=2, seed=1)
-    finally:
-        d.close()
-    return tmp / "vs"
+    return gather_small(tmp_path_factory.mktemp("odd") / "vs", "virtual-staining", 100, n_train=3, n_val=2, seed=1)
 
 
 def test_training_validates_on_fields_that_are_not_a_multiple_of_the_network(odd_dataset, tmp_path):
