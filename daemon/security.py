@@ -35,6 +35,7 @@ import shutil
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,7 +45,7 @@ import zmq.auth
 
 __all__ = [
     "InsecureAddress", "KeysMissing", "Keys", "bind_socket", "connect_socket", "create_keys",
-    "current_keys", "is_local_address", "use_keys",
+    "current_keys", "is_local_address", "use_keys", "watch_handshakes",
 ]
 
 AUTHORIZED = "authorized_clients"
@@ -225,3 +226,58 @@ def connect_socket(sock: zmq.Socket, address: str) -> None:
         sock.curve_serverkey = keys.server_public
     _ipv6_if_needed(sock, address)
     sock.connect(address)
+
+
+_HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+def _handshake_failure(event: int, value: int) -> str:
+    """What a failed handshake of a client socket means, and how to fix it."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if _keys is None:
+            return ("the server uses CurveZMQ keys and this process has none: start it with --keys DIR (DIR "
+                    "holding the server's server.key and a client.key_secret the server admits)")
+        return ("this process uses CurveZMQ keys (--keys) and the server does not: start both with the same "
+                "--keys DIR, or neither")
+    return ("the CurveZMQ handshake failed: the server does not admit this client's key (add its client.key to "
+            "the server's authorized_clients/), or --keys DIR's server.key is not this server's")
+
+
+def watch_handshakes(sock: zmq.Socket, address: str, report: Callable[[str], None],
+                     stop: threading.Event) -> threading.Thread | None:
+    """Report each failed handshake of the connected ``sock`` with ``address`` (once, until one succeeds).
+
+    ZeroMQ itself only retries, silently: a subscriber without keys (or with keys the server does not admit)
+    would wait for messages that never come. Returns the watching thread (it ends when ``stop`` is set; join
+    it before closing ``sock``), or None for a non-TCP address (no keys there)."""
+    if not address.startswith("tcp://"):
+        return None
+    monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+
+    def run() -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        said = None
+        try:
+            while not stop.is_set():
+                if not monitor.poll(200):
+                    continue
+                event = recv_monitor_message(monitor)
+                if event["event"] == zmq.EVENT_MONITOR_STOPPED:
+                    return
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    said = None
+                    continue
+                why = _handshake_failure(event["event"], event["value"])
+                if why != said:
+                    said = why
+                    report(f"no connection to {address}: {why}")
+        except zmq.ZMQError:
+            return
+        finally:
+            monitor.close(linger=0)
+
+    thread = threading.Thread(target=run, name="handshake-watch", daemon=True)
+    thread.start()
+    return thread

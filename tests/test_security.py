@@ -181,3 +181,51 @@ def test_an_engine_subscribes_to_a_stream_on_ipv6_loopback(tmp_path):
     finally:
         engine.close()
         stream.close()
+
+
+def _keyless_engine(package, stream):
+    from scopecast.daemon.inference.engine import InferenceEngine
+
+    return InferenceEngine(package, stream, "tcp://127.0.0.1:*", None, warmup_shape=None).start()
+
+
+def test_an_engine_without_keys_on_a_secured_stream_says_why_it_gets_nothing(tmp_path):
+    """ZeroMQ retries a failed CurveZMQ handshake in silence: an engine started without --keys on a secured
+    stream sat at "no result yet" for ever, its status without an error. Now it says why, in its errors."""
+    from scopecast.models.synthetic import write_package
+
+    package = write_package(tmp_path / "m", ["BF"], ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    keys = security.create_keys(tmp_path / "keys")
+    security.use_keys(keys)
+    try:
+        daemon_stream = FramePublisher("tcp://127.0.0.1:*")  # the daemon's stream, a Curve server
+    finally:
+        security.use_keys(None)
+    engine = _keyless_engine(package, daemon_stream.address)  # no --keys
+    try:
+        errors = wait_until(lambda: [e for e in engine.errors if "--keys" in e], 60,
+                            "the engine to say that the stream needs keys")
+        assert daemon_stream.address in errors[0] and "CurveZMQ" in errors[0]
+        assert any("--keys" in e for e in engine.status()["errors"])
+    finally:
+        engine.close()
+        daemon_stream.close()
+
+
+def test_an_engine_with_a_key_the_daemon_does_not_admit_says_so(tmp_path):
+    from scopecast.models.synthetic import write_package
+
+    package = write_package(tmp_path / "m", ["BF"], ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    security.use_keys(security.create_keys(tmp_path / "server-keys"))
+    try:
+        daemon_stream = FramePublisher("tcp://127.0.0.1:*")
+        security.use_keys(security.create_keys(tmp_path / "other-keys"))  # another installation's keys
+        engine = _keyless_engine(package, daemon_stream.address)
+    finally:
+        security.use_keys(None)
+    try:
+        wait_until(lambda: any("handshake failed" in e for e in engine.errors), 60,
+                   "the engine to say that the stream refused its key")
+    finally:
+        engine.close()
+        daemon_stream.close()

@@ -41,7 +41,7 @@ import zmq
 from ..confine import confined
 from ..control import ControlServer
 from ..frames import now_ns
-from ..security import bind_socket, connect_socket
+from ..security import bind_socket, connect_socket, watch_handshakes
 from ..shm_results import SharedResultRing
 from ..stream import BadMessage, DropCounter, SubscriptionCounter, decode, threads_ended
 from ..wire import dumps_strict
@@ -326,6 +326,10 @@ class InferenceEngine:
         self.sub.setsockopt(zmq.SUBSCRIBE, b"frame")
         self.sub.setsockopt(zmq.SUBSCRIBE, b"stats")  # the daemon's count of frames sent: losses at the end
         connect_socket(self.sub, stream_address)
+        # a stream whose CurveZMQ handshake fails (keys on one side only, a key not admitted) sends nothing:
+        # say so in the errors (log, status, the `error` topic) instead of waiting in silence
+        self._handshakes = watch_handshakes(
+            self.sub, stream_address, lambda why: self._error(f"frame stream: {why}"), self._stop)
         self.control: ControlServer | None = None
         if control_address:
             self.control = ControlServer(
@@ -395,7 +399,7 @@ class InferenceEngine:
     def close(self) -> None:
         self._stop.set()
         self.queue.close()
-        ended = threads_ended(self._threads, "engine")
+        ended = threads_ended(self._threads + ([self._handshakes] if self._handshakes else []), "engine")
         if self.control is not None:
             self.control.stop()
         if ended:
