@@ -60,7 +60,9 @@ def test_frames_an_engine_lost_at_the_end_of_a_run_are_counted(daemon, client, t
     engine = InferenceEngine(pkg, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=None)
     try:
         wait_subscribed(daemon.publisher, "frame")
-        client.request("start_live", channels=CYCLE, max_cycles=150)
+        # paced (~20 MB/s): the healthy subscriber's I/O thread keeps up even when starved of CPU (it has the
+        # publisher's 64 messages of slack), while the stalled one still cannot hold 57 MB of frames
+        client.request("start_live", channels=CYCLE, max_cycles=150, interval_ms=20)
         wait_until(lambda: client.request("status")["state"] == "idle", 120, "the live job to end")
         published = client.request("status")["stream"]["frames_published"]
         engine.start()
@@ -91,7 +93,9 @@ def test_a_stalled_subscriber_loses_only_its_own_frames(daemon, client):
     healthy, stalled = subscriber(0), subscriber(4, 4096)  # the stalled one never reads until the end
     try:
         wait_subscribed(daemon.publisher, "frame", 2)
-        client.request("start_live", channels=CYCLE, max_cycles=150)
+        # paced (~20 MB/s): the healthy subscriber's I/O thread keeps up even when starved of CPU (it has the
+        # publisher's 64 messages of slack), while the stalled one still cannot hold 57 MB of frames
+        client.request("start_live", channels=CYCLE, max_cycles=150, interval_ms=20)
         wait_until(lambda: client.request("status")["state"] == "idle", 120, "the live job to end")
         # the daemon sends every frame as it is acquired: a stalled subscriber costs no other one a frame
         published = client.request("status")["stream"]["frames_published"]
