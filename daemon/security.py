@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import os
 import shutil
 import socket
@@ -228,6 +229,7 @@ def connect_socket(sock: zmq.Socket, address: str) -> None:
     sock.connect(address)
 
 
+_MONITORS = itertools.count()  # unique monitor endpoints
 _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
@@ -246,14 +248,17 @@ def _handshake_failure(event: int, value: int) -> str:
 
 def watch_handshakes(sock: zmq.Socket, address: str, report: Callable[[str], None],
                      stop: threading.Event) -> threading.Thread | None:
-    """Report each failed handshake of the connected ``sock`` with ``address`` (once, until one succeeds).
+    """Report each failed handshake of ``sock`` with ``address`` (once, until one succeeds). Call it before
+    connecting ``sock``: ZeroMQ does not reconnect after a failed handshake, so the one event comes at once.
 
     ZeroMQ itself only retries, silently: a subscriber without keys (or with keys the server does not admit)
     would wait for messages that never come. Returns the watching thread (it ends when ``stop`` is set; join
     it before closing ``sock``), or None for a non-TCP address (no keys there)."""
     if not address.startswith("tcp://"):
         return None
-    monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+    # an address of its own: pyzmq's default names it after the socket's file descriptor, which a later socket
+    # reuses while the closed one's monitor endpoint may still be registered (its events then went nowhere)
+    monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS, f"inproc://scopecast-handshakes-{next(_MONITORS)}")
 
     def run() -> None:
         from zmq.utils.monitor import recv_monitor_message

@@ -325,11 +325,12 @@ class InferenceEngine:
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"frame")
         self.sub.setsockopt(zmq.SUBSCRIBE, b"stats")  # the daemon's count of frames sent: losses at the end
-        connect_socket(self.sub, stream_address)
         # a stream whose CurveZMQ handshake fails (keys on one side only, a key not admitted) sends nothing:
-        # say so in the errors (log, status, the `error` topic) instead of waiting in silence
+        # say so in the errors (log, status, the `error` topic) instead of waiting in silence. Watched before
+        # connecting: ZeroMQ does not retry after a failed handshake, so its one event must not be missed
         self._handshakes = watch_handshakes(
             self.sub, stream_address, lambda why: self._error(f"frame stream: {why}"), self._stop)
+        connect_socket(self.sub, stream_address)
         self.control: ControlServer | None = None
         if control_address:
             self.control = ControlServer(
