@@ -237,7 +237,7 @@ class Supervisor:
         assert c.proc is not None
         rc, ran = c.proc.returncode, now - c.started
         c.proc = None
-        how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+        how = exit_description(rc)
         if c.starts == 1 and rc == 2:
             self.log(f"{c.name} could not start ({how}); stopping")
             self.exit_code = 2
@@ -277,6 +277,16 @@ class Supervisor:
     @staticmethod
     def log(message: str) -> None:
         print(f"scopecast up: {time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def exit_description(returncode: int) -> str:
+    """How a child ended, for the log: ``exit status N`` or ``killed by SIGNAME`` (any signal, real-time ones too)."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:  # real-time signals have no name in the enum
+        return f"killed by signal {-returncode}"
 
 
 def die_with_parent() -> None:

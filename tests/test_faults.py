@@ -369,3 +369,23 @@ def test_up_with_engine_cpus_that_cannot_be_used_starts_nothing_and_exits_2(tmp_
     assert p.returncode == 2, (out, err)
     assert "--engine-cpus" in err and "Traceback" not in err + out
     assert "restart" not in out
+
+
+def test_up_survives_a_child_killed_by_a_real_time_signal(capsys):
+    """``signal.Signals`` has no member for SIGRTMIN..SIGRTMAX: naming such a death crashed the supervisor."""
+    from scopecast.daemon.supervisor import Child, Supervisor
+
+    sup = Supervisor([], free_address(), free_address(), [], warm_spares=False)
+    child = Child("engine rt", [sys.executable, "-c", "import time; time.sleep(60)"], free_address())
+    sup._start(child)
+    try:
+        child.proc.send_signal(signal.SIGRTMIN + 2)
+        child.proc.wait(timeout=30)
+        assert sup._died(child, time.monotonic()) is False  # restarted, not stopped
+        assert f"engine rt died (killed by signal {int(signal.SIGRTMIN) + 2})" in capsys.readouterr().out
+        assert child.proc is not None and child.proc.poll() is None
+    finally:
+        sup.stop()
+        if child.proc is not None:
+            child.proc.kill()
+            child.proc.wait()
