@@ -204,6 +204,11 @@ def bind_socket(sock: zmq.Socket, address: str) -> str:
     if keys is not None and address.startswith("tcp://"):
         if keys.server_secret is None:
             raise KeysMissing(f"{keys.directory} has no server.key_secret: this host cannot serve")
+        if not any(keys.authorized_dir.glob("*.key")):
+            raise KeysMissing(
+                f"{keys.authorized_dir} is missing or holds no client public key (*.key): this server would admit "
+                f"no client. Copy each client's public key there (scopecast keys {keys.directory} puts client.key "
+                "there)")
         _authenticator(sock.context, keys)
         sock.curve_secretkey = keys.server_secret
         sock.curve_publickey = keys.server_public

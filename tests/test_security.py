@@ -110,6 +110,23 @@ def test_binding_everywhere_with_keys_is_allowed(keys):
         sock.close(linger=0)
 
 
+@pytest.mark.parametrize("how", ["missing", "empty"])
+def test_a_server_whose_keys_admit_no_client_is_refused_at_bind(keys, how):
+    """Without client keys in authorized_clients/ the ZAP handler only logged an error and the server then
+    refused every client's handshake: a daemon that nobody could reach, started without complaint."""
+    for key in (keys / "authorized_clients").iterdir():
+        key.unlink()
+    if how == "missing":
+        (keys / "authorized_clients").rmdir()
+    sock = zmq.Context.instance().socket(zmq.REP)
+    try:
+        with pytest.raises(security.KeysMissing, match="authorized_clients is missing or holds no client public"):
+            security.bind_socket(sock, "tcp://127.0.0.1:*")
+        security.bind_socket(sock, "ipc://@scopecast-test-no-keys-needed")  # local sockets need no keys
+    finally:
+        sock.close(linger=0)
+
+
 def test_daemon_engine_and_ctl_over_curve(keys, sim_cfg, tmp_path):
     """The whole pipeline with keys: the engine is a Curve client of the stream and a Curve server
     of its results; the ctl command line authenticates with --keys."""
