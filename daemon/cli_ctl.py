@@ -445,7 +445,10 @@ def run_ctl(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # Ctrl-C while waiting: the job itself goes on
             print(f"scopecast ctl {cmd}: interrupted (a job goes on: scopecast ctl stop ends it)", file=sys.stderr)
             return 130
-        except ServerUnreachable:
+        except ServerUnreachable as e:
+            if e.handshake is not None:
+                print(f"scopecast ctl: {args.control} refused the connection: {e.handshake}", file=sys.stderr)
+                return 1
             print(f"scopecast ctl: no reply: no daemon (or engine) answered at {args.control} within {connect_s:g} s."
                   " Is it running? Give its control address with --control HOST:PORT (and its keys with --keys DIR"
                   " if it uses CurveZMQ)", file=sys.stderr)

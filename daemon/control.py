@@ -43,7 +43,7 @@ import numpy as np
 import zmq
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from .security import bind_socket, connect_socket
+from .security import HandshakeFailure, bind_socket, connect_socket, handshake_failure, handshake_monitor
 from .stream import threads_ended
 from .wire import WireError, dumps_strict, loads_strict
 
@@ -81,9 +81,18 @@ class BusyError(RuntimeError):
     """The server already runs as many requests of one long command as it allows (reply type ``BusyError``)."""
 
 
+#: After a server hung up on a client's handshake, how long the client waits for the reason (a mechanism
+#: mismatch shows only after a few retries, ~0.5 s) before it gives up with what it knows.
+HANDSHAKE_GRACE_S = 2.0
+
+
 class ServerUnreachable(TimeoutError):
     """No connection to the server's address: nothing listens there (or not yet), or it refused this
-    client's CurveZMQ keys (or their absence)."""
+    client's CurveZMQ keys (or their absence): then ``handshake`` says why (else None)."""
+
+    def __init__(self, message: str, handshake: str | None = None) -> None:
+        super().__init__(message)
+        self.handshake = handshake
 
 
 Handler = Callable[..., Any]
@@ -380,6 +389,7 @@ class ControlClient:
         self.connect_timeout_ms = None if connect_timeout_s is None else int(connect_timeout_s * 1000)
         self.ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._handshakes: zmq.Socket | None = None
         self._next_id = 0
 
     def _socket(self) -> zmq.Socket:
@@ -387,10 +397,15 @@ class ControlClient:
             self._sock = self.ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.IMMEDIATE, 1)  # writable only once connected: see request_parts
+            self._handshakes = handshake_monitor(self._sock, self.address)
             connect_socket(self._sock, self.address)
         return self._sock
 
     def close(self) -> None:
+        if self._handshakes is not None:
+            self._sock.disable_monitor()
+            self._handshakes.close(linger=0)
+            self._handshakes = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -410,8 +425,12 @@ class ControlClient:
         timeout = max(timeout, 0)
         connect_ms = timeout if self.connect_timeout_ms is None else max(min(timeout, self.connect_timeout_ms), 0)
         t0 = time.monotonic()
-        if not sock.poll(connect_ms, zmq.POLLOUT):  # no connection (costs nothing once connected)
+        connected, refused = self._connected(sock, connect_ms)
+        if not connected:  # no connection (costs nothing once connected)
             self.close()
+            if refused is not None:
+                raise ServerUnreachable(f"no reply to {cmd!r}: {self.address} refused the connection: {refused}",
+                                        handshake=refused)
             raise ServerUnreachable(f"no reply to {cmd!r}: no connection to {self.address} within "
                                     f"{connect_ms / 1000:g} s (is the daemon or engine running at this address? "
                                     "does it need CurveZMQ keys?)")
@@ -426,6 +445,31 @@ class ControlClient:
             err = reply.get("error", {})
             raise DaemonError(err.get("type", "Error"), err.get("message", "unknown error"))
         return reply.get("result"), parts[1:]
+
+    def _connected(self, sock: zmq.Socket, timeout_ms: int) -> tuple[bool, str | None]:
+        """Wait up to ``timeout_ms`` for ``sock`` to be connected (writable): ``(True, None)``, or ``(False,
+        why the server refused the handshake or None)``. A certain refusal ends the wait at once; after a
+        server hung up on a handshake (ZeroMQ retries) the wait ends :data:`HANDSHAKE_GRACE_S` later, with
+        the latest reason."""
+        if self._handshakes is None or sock.poll(0, zmq.POLLOUT):
+            return bool(sock.poll(timeout_ms, zmq.POLLOUT)), None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLOUT)
+        poller.register(self._handshakes, zmq.POLLIN)
+        deadline = time.monotonic() + timeout_ms / 1000
+        refused: HandshakeFailure | None = None
+        while (left := deadline - time.monotonic()) > 0:
+            ready = dict(poller.poll(left * 1000))
+            if sock in ready:
+                return True, None
+            if self._handshakes in ready and (failure := handshake_failure(self._handshakes)) is not None:
+                if failure.final:
+                    return False, failure.why
+                if refused is None:
+                    deadline = min(deadline, time.monotonic() + HANDSHAKE_GRACE_S)
+                refused = failure
+        failure = handshake_failure(self._handshakes) or refused
+        return False, None if failure is None else failure.why
 
     def request(self, cmd: str, timeout_s: float | None = None, **args: Any) -> Any:
         return self.request_parts(cmd, timeout_s=timeout_s, **args)[0]

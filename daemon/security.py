@@ -38,6 +38,7 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,7 +47,8 @@ import zmq.auth
 
 __all__ = [
     "InsecureAddress", "KeysMissing", "Keys", "bind_socket", "connect_socket", "create_keys",
-    "current_keys", "is_local_address", "use_keys", "watch_handshakes",
+    "current_keys", "HandshakeFailure", "handshake_failure", "handshake_monitor", "is_local_address", "use_keys",
+    "watch_handshakes",
 ]
 
 AUTHORIZED = "authorized_clients"
@@ -247,8 +249,49 @@ def _handshake_failure(event: int, value: int) -> str:
                     "holding the server's server.key and a client.key_secret the server admits)")
         return ("this process uses CurveZMQ keys (--keys) and the server does not: start both with the same "
                 "--keys DIR, or neither")
+    if _keys is None:  # the server hung up on the handshake: without keys, that is a server with keys
+        return ("the server refused the handshake; it uses CurveZMQ keys and this process has none? start it with "
+                "--keys DIR (DIR holding the server's server.key and a client.key_secret the server admits)")
     return ("the CurveZMQ handshake failed: the server does not admit this client's key (add its client.key to "
             "the server's authorized_clients/), or --keys DIR's server.key is not this server's")
+
+
+def handshake_monitor(sock: zmq.Socket, address: str) -> zmq.Socket | None:
+    """A monitor of ``sock``'s handshakes (None for a non-TCP address: no keys there). Create it before
+    connecting ``sock``: ZeroMQ does not reconnect after a failed handshake, so the one event comes at once."""
+    if not address.startswith("tcp://"):
+        return None
+    # an address of its own: pyzmq's default names it after the socket's file descriptor, which a later socket
+    # reuses while the closed one's monitor endpoint may still be registered (its events then went nowhere)
+    return sock.get_monitor_socket(_HANDSHAKE_EVENTS, f"inproc://scopecast-handshakes-{next(_MONITORS)}")
+
+
+class HandshakeFailure(NamedTuple):
+    """Why a client socket's handshake failed; ``final``: the reason is certain (a mechanism mismatch or an
+    authentication error) rather than the server only hanging up, which ZeroMQ retries and which a
+    mechanism mismatch also starts with."""
+
+    why: str
+    final: bool
+
+
+def handshake_failure(monitor: zmq.Socket | None) -> HandshakeFailure | None:
+    """The monitored socket's latest handshake failure (read without waiting), or None if none failed since
+    the last success (or no handshake happened yet)."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    failure = None
+    try:
+        while monitor is not None and monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                failure = None
+            elif event["event"] != zmq.EVENT_MONITOR_STOPPED:
+                failure = HandshakeFailure(_handshake_failure(event["event"], event["value"]),
+                                           event["event"] != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    except zmq.ZMQError:
+        pass
+    return failure
 
 
 def watch_handshakes(sock: zmq.Socket, address: str, report: Callable[[str], None],
@@ -259,11 +302,9 @@ def watch_handshakes(sock: zmq.Socket, address: str, report: Callable[[str], Non
     ZeroMQ itself only retries, silently: a subscriber without keys (or with keys the server does not admit)
     would wait for messages that never come. Returns the watching thread (it ends when ``stop`` is set; join
     it before closing ``sock``), or None for a non-TCP address (no keys there)."""
-    if not address.startswith("tcp://"):
+    monitor = handshake_monitor(sock, address)
+    if monitor is None:
         return None
-    # an address of its own: pyzmq's default names it after the socket's file descriptor, which a later socket
-    # reuses while the closed one's monitor endpoint may still be registered (its events then went nowhere)
-    monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS, f"inproc://scopecast-handshakes-{next(_MONITORS)}")
 
     def run() -> None:
         from zmq.utils.monitor import recv_monitor_message

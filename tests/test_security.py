@@ -127,6 +127,42 @@ def test_a_server_whose_keys_admit_no_client_is_refused_at_bind(keys, how):
         sock.close(linger=0)
 
 
+@pytest.mark.parametrize("client, says", [
+    ("none", "the server uses CurveZMQ keys and this process has none"),
+    ("stranger", "does not admit this client's key"),  # ZAP refuses it: certain at once
+    ("other-installation", "does not admit this client's key"),  # another server key: the server hangs up
+    ("keyed-client-plain-server", "this process uses CurveZMQ keys (--keys) and the server does not"),
+])
+def test_a_control_client_the_server_refuses_says_why_before_its_timeout(tmp_path, client, says):
+    """A refused handshake looked like a server that is not running ('no connection ... within 60 s'), after
+    the whole timeout: ZeroMQ retries in silence."""
+    import time
+
+    from scopecast.daemon.control import ServerUnreachable
+
+    server_keys = security.create_keys(tmp_path / "server-keys")
+    security.use_keys(None if client == "keyed-client-plain-server" else server_keys)
+    server = ControlServer({"status": lambda: {"up": True}}, "tcp://127.0.0.1:*")
+    server.start()
+    try:
+        if client == "stranger":
+            stranger = security.create_keys(tmp_path / "stranger")
+            for name in ("server.key", "server.key_secret"):  # the right server key, a client key not admitted
+                (stranger / name).write_bytes((server_keys / name).read_bytes())
+            security.use_keys(stranger)
+        else:
+            security.use_keys({"none": None, "other-installation": security.create_keys(tmp_path / "other"),
+                               "keyed-client-plain-server": server_keys}[client])
+        t0 = time.monotonic()
+        with ControlClient(server.address, timeout_s=120) as c, pytest.raises(ServerUnreachable) as refused:
+            c.request("status")
+        assert says in str(refused.value) and says in refused.value.handshake
+        assert time.monotonic() - t0 < 60, "it waited for its whole timeout"
+    finally:
+        security.use_keys(None)
+        server.stop()
+
+
 def test_daemon_engine_and_ctl_over_curve(keys, sim_cfg, tmp_path):
     """The whole pipeline with keys: the engine is a Curve client of the stream and a Curve server
     of its results; the ctl command line authenticates with --keys."""
@@ -153,7 +189,8 @@ def test_daemon_engine_and_ctl_over_curve(keys, sim_cfg, tmp_path):
         ok = subprocess.run([*cmd, "--keys", str(keys)], capture_output=True, text=True, timeout=120)
         assert ok.returncode == 0 and '"state"' in ok.stdout, ok.stderr
         keyless = subprocess.run([*cmd, "--timeout", "3"], capture_output=True, text=True, timeout=120)
-        assert keyless.returncode == 1 and "no reply" in keyless.stderr
+        assert keyless.returncode == 1 and "refused the connection: the server uses CurveZMQ keys and this process " \
+            "has none" in keyless.stderr, keyless.stderr
     finally:
         sub.close()
         e.close()
