@@ -247,7 +247,7 @@ class SpotChecker:
         self._channels: dict[str, SpotCheckChannel] | None = None
         self._newest: tuple[dict[str, Any], np.ndarray] | None = None
         # a result of frames taken before the ring existed has no label-free bundle to record beside the capture
-        # (the first check's pair held the capture alone): check only results acquired from now on
+        # (the first check's pair held the capture alone): check only results of bundles begun from now on
         self._last_capture_ns = now_ns()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -355,8 +355,8 @@ class SpotChecker:
             return
         job = self.engine.current_job  # only results of the running live job: a snap (ours included: a
         live = job is not None and job.kind == "live"  # STED snap is the SR model's channel) is no live field
-        if live and header.get("acquisition_id") == job.acquisition_id \
-                and int(header.get("t_acquired_ns") or 0) > self._last_capture_ns:
+        begun = header.get("t_bundle_exposure_start_ns") or header.get("t_acquired_ns") or 0
+        if live and header.get("acquisition_id") == job.acquisition_id and int(begun) > self._last_capture_ns:
             self._newest = (header, np.array(data, np.float32, copy=True))
 
     def _skip(self, reason: str) -> None:
@@ -402,6 +402,14 @@ class SpotChecker:
         if self._channels is None:
             self._setup(header)
         chans = self._channels or {}
+        # the whole label-free bundle, or no check (no light spent): a pair without all its inputs is no
+        # training pair (frames the ring dropped: a result more than its 10 s behind, on a starved machine)
+        bundle = self.ring.bundle(str(header.get("acquisition_id")), int(header.get("bundle_id", -1)))
+        missing = set(header.get("source_seqs") or []) - {f.header.seq for f in bundle}
+        if missing or not bundle:
+            self._skip(f"label-free frames gone: {len(missing) or 'all'} of the result's bundle no longer in the "
+                       "ring (the result came too late)")
+            return
         x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
         dose = sum((c.exposure_ms or self.spec.exposure_ms) * self.spec.power for c in chans.values())
         refusal = self.budget.request(dose, x, y, DOSE_SOURCE, self.own_caps)  # charged now if it fits
@@ -422,7 +430,6 @@ class SpotChecker:
         if moved > 1.0:
             self._skip(f"stage moved: {moved:.1f} µm between the result and the capture")
             return
-        bundle = self.ring.bundle(str(header.get("acquisition_id")), int(header.get("bundle_id", -1)))
         offset, ref, how = self._units(str(header.get("task")), bundle)
         names = list(header.get("channels") or [])
         figures, scales = {}, {}

@@ -309,3 +309,30 @@ def test_spot_checks_started_during_live_record_whole_pairs(daemon, client):
         assert pair.series[0].channels == CYCLE + ["Nuclei", "Membrane"], path.name  # input and capture
         assert (path / "zarr.json").is_file(), path.name
 
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_a_result_whose_bundle_the_ring_lacks_is_skipped_before_any_light(daemon, client):
+    """A check of a result whose label-free frames are not (all) in the ring (taken before it existed, or dropped
+    from it by a result more than 10 s late on a starved machine) recorded a pair without its inputs; it
+    happened to the first check of a suite run under load. Now it is skipped and costs no light."""
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
+                             warmup_shape=(256, 256)).start()
+    results = StreamSubscriber(engine.results_address, ("result",))
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        wait_subscribed(engine, "result")
+        client.request("start_live", channels=CYCLE, interval_ms=50)
+        early = wait_until(lambda: results.recv(1), 180, "a live result")  # its frames predate the ring
+        # results from nowhere: the checker's own loop checks nothing; this test hands it the early result
+        client.request("start_spot_checks", model="virtual-staining", results="tcp://127.0.0.1:9", period_s=3600)
+        checker = daemon.spot_checkers["virtual-staining"]
+        checker._check(early[1], early[2])
+        st = client.request("spot_checks")["models"]["virtual-staining"]
+        client.request("stop")
+    finally:
+        results.close()
+        client.request("stop_spot_checks")
+        engine.close()
+    assert st["checks"] == 0 and st["recordings_written"] == 0 and st["dose_session"] == 0, st
+    assert st["skipped"] == {"label-free frames gone": 1}, st
