@@ -349,3 +349,39 @@ def test_offline_infers_every_plane_of_a_z_stack_at_its_own_z(client, model):
         x = normalize([src.image(c, z=z) for c in CYCLE], pkg.manifest.normalization)
         y = run_tiled(x, plan_tiles((256, 256), 128, 16, 1), open_runtime(pkg, "ort-cpu").run)
         np.testing.assert_allclose(out.image("membrane", z=z), y[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis_order, planes", [("tpgcz", 3), ("tpgzc", 3), ("tpgcz", 12)])
+def test_each_plane_of_a_z_stack_is_inferred_from_its_own_frames(daemon, client, tmp_path, axis_order, planes):
+    """(12 planes, channel outer: more planes open at once than the assembler keeps bundles open.)"""
+    package = write_package(tmp_path / "tiny", CYCLE, ["nuclei"], name="tiny", width=4, layers=2, tile=128)
+    engine = InferenceEngine(package, daemon.stream_address, "tcp://127.0.0.1:*", None, policy="all",
+                             warmup_shape=(256, 256)).start()
+    results = StreamSubscriber(engine.results_address, ("result",))
+    got: list[dict] = []
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        wait_subscribed(engine, "result")
+        job = client.request("run_scan", sequence={"channels": [{"config": c} for c in CYCLE],
+                                                   "z_plan": {"range": 2 * (planes - 1), "step": 2},
+                                                   "axis_order": axis_order})
+        rec = client.wait(job["id"], timeout_s=300)["path"]
+
+        def all_published() -> bool:
+            """Every frame reached the engine and every result it made reached us."""
+            m = results.recv(0.1)
+            if m is not None:
+                got.append(m[1])
+            st = engine.status()
+            return st["frames_received"] == planes * len(CYCLE) and not st["queued"] and len(got) == st["bundles_ready"] \
+                == st["results_published"]
+
+        wait_until(all_published, 300, "the engine to take every frame and publish its results")
+    finally:
+        results.close()
+        engine.close()
+    frames = {h.seq: h for h in open_recording(rec).frames}
+    inputs = [{frames[s].index["z"] for s in r["source_seqs"]} for r in got]
+    assert inputs == [{z} for z in range(planes)], inputs  # was [{0, 2}] (tpgcz) or [{0}] (tpgzc)
+    z_um = [2.0 * z - (planes - 1) for z in range(planes)]
+    assert [r["stage_z_um"] for r in got] == [frames[r["source_seqs"][0]].stage_z_um for r in got] == z_um

@@ -73,7 +73,9 @@ class BundleAssembler:
     needed channels is dropped (``engine:mismatch``) and raises
     :class:`BundleMismatch` once per acquisition, unless it was not meant for
     the model (``engine:unused_channel``): it shares no channel with it, or it is
-    one frame (a snap) and the model needs several.
+    one frame (a snap) and the model needs several. Each plane of a scan's z-stack
+    (the frames' ``index.z``) is a model input of its own, as offline: a bundle's
+    planes are assembled apart, so no input mixes frames of different planes.
     """
 
     def __init__(self, needed: list[str], drops: DropCounter, max_open: int = 8) -> None:
@@ -82,21 +84,28 @@ class BundleAssembler:
         self.max_open = max_open
         self._reported: set[str] = set()  # acquisitions whose mismatch was already raised
         self._released: collections.deque[tuple] = collections.deque(maxlen=64)  # bundles already handed on
+        # open planes: (acquisition, bundle, z) -> frames; frames seen per bundle (all planes), to know its end
         self._open: collections.OrderedDict[tuple, list[StreamFrame]] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[tuple, int] = collections.OrderedDict()
 
     def add(self, frame: StreamFrame) -> list[StreamFrame] | None:
         h = frame.header
         if h.get("modality") == "super-resolution":  # a ground-truth detector's frame, never a model input
             self.drops.add("engine:unused_channel")
             return None
-        key = (h["acquisition_id"], h["bundle_id"])
-        if key in self._released:  # a channel the model does not use, after its bundle left
+        bundle = (h["acquisition_id"], h["bundle_id"])
+        key = (*bundle, int((h.get("index") or {}).get("z", 0)))
+        self._seen[bundle] = self._seen.pop(bundle, 0) + 1
+        while len(self._seen) > 4 * self.max_open:
+            self._seen.popitem(last=False)
+        size = h.get("bundle_size", 1 << 30)
+        if key in self._released:  # a channel the model does not use, after its plane left
             self.drops.add("engine:unused_channel")
+            self._end(bundle, size)
             return None
         frames = self._open.setdefault(key, [])
         frames.append(frame)
-        have = {f.header["channel"] for f in frames}
-        if self.needed <= have:
+        if self.needed <= {f.header["channel"] for f in frames}:
             del self._open[key]
             self._released.append(key)
             for k in list(self._open):  # older bundles can no longer be the newest
@@ -105,24 +114,34 @@ class BundleAssembler:
             used = [f for f in frames if f.header["channel"] in self.needed]
             if len(used) < len(frames):
                 self.drops.add("engine:unused_channel", len(frames) - len(used))
+            self._end(bundle, size)
             return used
-        if len(frames) >= h.get("bundle_size", 1 << 30):
-            del self._open[key]
-            if not self.needed & have or len(frames) == 1:  # not meant for this model (e.g. a snap)
-                self.drops.add("engine:unused_channel", len(frames))
-                return None
-            self.drops.add("engine:mismatch", len(frames))
-            if key[0] in self._reported:
-                return None
-            self._reported.add(key[0])
-            raise BundleMismatch(
-                f"bundle {h['bundle_id']} of {h['acquisition_id']} is complete with channels "
-                f"{sorted(have)} but the model needs {sorted(self.needed)}"
-            )
-        while len(self._open) > self.max_open:
+        if (mismatch := self._end(bundle, size)) is not None:
+            raise mismatch
+        while len({k[:2] for k in self._open}) > self.max_open:  # bundles, not planes: a deep z-stack fits
             _, old = self._open.popitem(last=False)
             self.drops.add("engine:incomplete", len(old))
         return None
+
+    def _end(self, bundle: tuple, size: int) -> BundleMismatch | None:
+        """Once all ``size`` frames of ``bundle`` came: drop its planes still open, as not meant for the model
+        (no needed channel, or a one-frame bundle) or as a mismatch (returned once per acquisition)."""
+        if self._seen.get(bundle, 0) < size:
+            return None
+        del self._seen[bundle]
+        frames = [f for k in [k for k in self._open if k[:2] == bundle] for f in self._open.pop(k)]
+        have = {f.header["channel"] for f in frames}
+        if not frames:
+            return None
+        if not self.needed & have or size == 1:  # not meant for this model (e.g. a snap)
+            self.drops.add("engine:unused_channel", len(frames))
+            return None
+        self.drops.add("engine:mismatch", len(frames))
+        if bundle[0] in self._reported:
+            return None
+        self._reported.add(bundle[0])
+        return BundleMismatch(f"bundle {bundle[1]} of {bundle[0]} is complete with channels {sorted(have)} but "
+                              f"the model needs {sorted(self.needed)}")
 
 
 class BundleQueue:
