@@ -236,7 +236,8 @@ def _engine(args: argparse.Namespace) -> int:
             from .inference.offline import run_offline
 
             report = run_offline(args.model, args.offline, runtime=args.runtime, precision=args.precision,
-                                 threads=args.threads, uncertainty_budget=args.uncertainty_budget,
+                                 threads=args.threads, uncertainty=args.uncertainty,
+                                 uncertainty_budget=args.uncertainty_budget,
                                  uncertainty_morphology=args.uncertainty_morphology or None)
             print(f"scopecast engine: {report.inferred}/{report.bundles} bundles inferred -> {report.output}")
             for s in report.skipped:

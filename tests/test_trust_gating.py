@@ -15,6 +15,7 @@ from test_triggers import _cfg, _result
 from scopecast.daemon.inference.engine import InferenceEngine, TrustSummary
 from scopecast.daemon.inference.offline import run_offline
 from scopecast.daemon.recorder import open_recording
+from scopecast.daemon.stream import StreamSubscriber
 from scopecast.daemon.triggers import Decider, replay
 
 BLANK = {"ok": False, "score": 0.0, "reasons": ["missing: BF all zeros", "under-exposed: DF SNR 0.4 < 3"],
@@ -135,3 +136,39 @@ def test_colony_trigger_refuses_a_blank_slide_fires_on_the_real_colony_and_repla
     finally:
         client.request("unload_triggers")
         engine.close()
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_the_offline_engine_runs_the_uncertainty_it_is_given_as_live(daemon, client, cli):
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, policy="all",
+                             warmup_shape=(256, 256), uncertainty=2).start()
+    results = StreamSubscriber(engine.results_address, ("result",))
+    live: dict[int, dict] = {}
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        wait_subscribed(engine, "result")
+        job = client.request("start_live", channels=CYCLE, record=True, max_cycles=3)
+        rec = client.wait(job["id"], timeout_s=300)["path"]
+
+        def all_results() -> bool:
+            m = results.recv(0.5)
+            if m is not None:
+                live[m[1]["bundle_id"]] = m[1]
+            return len(live) == 3
+
+        wait_until(all_results, 300, "the live engine's 3 results")
+    finally:
+        results.close()
+        engine.close()
+    rc, _, err = cli("engine", "--model", VS, "--uncertainty", 2, "--offline", rec)
+    assert rc == 0, err
+    s = open_recording(rec.replace(".ome.zarr", ".virtual-staining.ome.zarr")).series[0]
+    assert s.channels == live[0]["channels"] == ["nuclei", "membrane", "nuclei:std", "membrane:std"]
+    assert s.image("nuclei:std").max() > 0  # the map itself, not an empty channel
+    offline = {h.bundle_id: h.extra["trust"] for h in s.frames}
+    assert sorted(offline) == sorted(live)
+    for b, header in live.items():
+        lt, ot = header["trust"], offline[b]
+        assert ot["uncertainty"]["tta"] == lt["uncertainty"]["tta"] == 2
+        assert ot["uncertainty"]["check"]["state"] == lt["uncertainty"]["check"]["state"] == "checked"  # was pending
+        assert (ot["ok"], ot["reasons"]) == (lt["ok"], lt["reasons"])

@@ -46,15 +46,19 @@ def results_path(recording: Path, model_name: str) -> Path:
 
 def run_offline(package: ModelPackage | str | Path, recording: str | Path, runtime: str = "auto",
                 output: str | Path | None = None, precision: str = "fp32", threads: int | None = None,
-                uncertainty_budget: float = 0.025, uncertainty_morphology: str | None = None) -> OfflineReport:
+                uncertainty_budget: float = 0.025, uncertainty_morphology: str | None = None,
+                uncertainty: int = 0) -> OfflineReport:
     """Run ``package`` (at ``precision``: ``int8`` runs its INT8 variant, as the live engine does) over
-    ``recording``; ``threads``, ``uncertainty_budget`` and ``uncertainty_morphology`` as for the live engine."""
+    ``recording``; ``threads``, ``uncertainty`` (the per-pixel map from that many copies: its
+    ``<output>:std`` channels are recorded, and the check runs on every bundle, as live), ``uncertainty_budget``
+    and ``uncertainty_morphology`` as for the live engine, so the results' ``trust`` is the live one."""
     pkg = package if isinstance(package, ModelPackage) else load_package(package, precision)
     m = pkg.manifest
     rec = open_recording(recording)
     out = Path(output) if output else results_path(Path(recording), m.name)
     worker = InferenceWorker(pkg, open_runtime(pkg, runtime, threads=threads or default_threads(1)),
-                             uncertainty_budget=uncertainty_budget, uncertainty_morphology=uncertainty_morphology)
+                             uncertainty=uncertainty, uncertainty_budget=uncertainty_budget,
+                             uncertainty_morphology=uncertainty_morphology)
     report = OfflineReport(out)
     grouped = []  # per series, its bundles in order (headers only: cheap)
     for series in rec.series:
@@ -99,17 +103,17 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                     z_step = float(series.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
                                    ["scale"][2])
                     out_series = writer.add_series(SeriesSpec(
-                        name=f"{series.name} {m.name}", channels=tuple(m.outputs),
-                        modalities=("inferred",) * len(m.outputs), shape_yx=(y.shape[1], y.shape[2]),
+                        name=f"{series.name} {m.name}", channels=tuple(worker.channels),
+                        modalities=("inferred",) * len(worker.channels), shape_yx=(y.shape[1], y.shape[2]),
                         dtype="float32", pixel_size_um=h0.pixel_size_um / m.scale_factor,
                         position_um=tuple(src.get("position_um") or (h0.stage_x_um, h0.stage_y_um, h0.stage_z_um)),
                         n_z=n_z, z_step_um=z_step, detector=m.name, position_index=h0.position_index,
                     ))
                 r = result.header  # time and position of the bundle's last frame, as live results carry
-                for c, name in enumerate(m.outputs):
+                for c, name in enumerate(worker.channels):
                     header = FrameHeader(
                         acquisition_id=writer.acquisition_id, seq=int(r["source_seqs"][0]),
-                        bundle_id=bundle_id, bundle_index=c, bundle_size=len(m.outputs), channel=name,
+                        bundle_id=bundle_id, bundle_index=c, bundle_size=len(worker.channels), channel=name,
                         modality="inferred", pattern="", detector=m.name, stage_x_um=r["stage_x_um"],
                         stage_y_um=r["stage_y_um"], stage_z_um=r["stage_z_um"], exposure_ms=0.0,
                         pixel_size_um=r["pixel_size_um"], dtype="float32",
