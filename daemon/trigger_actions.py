@@ -43,7 +43,7 @@ from .confine import inside
 from .dose import shared_budget
 from .frames import Frame, now_ns
 from .plans import ChannelSpec, LivePlan
-from .recorder import Recorder
+from .recorder import Recorder, RecordingCap
 from .security import connect_socket
 from .shm_results import SharedResults
 from .stream import FramePublisher, decode, threads_ended
@@ -159,6 +159,29 @@ def record_by_sampling(rec: Recorder, frames: list[Frame],
         rec.close()
     rec.raise_if_incomplete()
     return layouts
+
+
+def continued_live(live: Any, **changes: Any) -> tuple[LivePlan, RecordingCap | None] | None:
+    """The plan (with ``changes``) and recording cap that continue the stopped live job ``live`` where it left
+    off: a bounded live keeps the cycles it has left, a capped recording what its cap has left (the request's
+    ``record_max_frames`` / ``record_max_bytes``, already merged with the daemon's cap); None when nothing is
+    left. Restarting with the plan alone made a resumed live unbounded: its recording cap was lost and its
+    ``max_cycles`` counted again from 0."""
+    plan = {**(live.plan or LivePlan().model_dump()), **changes}
+    if plan.get("max_cycles"):
+        left = plan["max_cycles"] - live.frames // max(len((live.plan or plan)["channels"]), 1)
+        if left < 1:
+            return None
+        plan["max_cycles"] = left
+    r, cap = live.recording, None
+    if plan.get("record") and r:
+        frames = r["max_frames"] - r["frames"] if r["max_frames"] else None
+        nbytes = r["max_bytes"] - r["bytes"] if r["bytes_limited_by"] == "cap" else None
+        frame_bytes = r["bytes"] // r["frames"] if r["frames"] else 1
+        if (frames is not None and frames < 1) or (nbytes is not None and nbytes < frame_bytes):
+            return None
+        cap = RecordingCap(max_frames=frames, max_bytes=nbytes)
+    return LivePlan.model_validate(plan), cap
 
 
 class FrameRing:
@@ -575,9 +598,9 @@ class TriggerRunner:
         return {"moved": True, "offset_um": [round(dx, 3), round(dy, 3)]}
 
     def _scan(self, seq: useq.MDASequence) -> dict:
-        """Pause live (if running), run ``seq``, return the stage, resume the same live plan."""
+        """Pause live (if running), run ``seq``, return the stage, resume the same live where it left off
+        (:func:`continued_live`)."""
         live = self.engine.current_job if self.engine.state == "live" else None
-        plan = live.plan if live else None
         if live:
             self.engine.stop(live.id)
             self.engine.wait(live.id, 30)
@@ -590,8 +613,8 @@ class TriggerRunner:
             return {"recording": job.path, "frames": job.frames}
         finally:
             self.engine.backend.move_um(*home)
-            if plan:
-                self.engine.start_live(LivePlan.model_validate(plan))
+            if live and (resumed := continued_live(live)):
+                self.engine.start_live(*resumed)
 
     def _do_z_stack(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         x, y, z = self.engine.backend.position_um()
@@ -615,15 +638,18 @@ class TriggerRunner:
         live = self.engine.current_job if self.engine.state == "live" else None
         if live is None:
             raise RuntimeError("no live runs: switch_live changes a running live cycle, it never starts one")
-        plan = dict(live.plan) if live.plan else LivePlan().model_dump()
+        changes: dict[str, Any] = {}
         if a.interval_ms is not None:
-            plan["interval_ms"] = a.interval_ms
+            changes["interval_ms"] = a.interval_ms
         if a.live_channels:
-            plan["channels"] = [{"name": c} for c in a.live_channels]
+            changes["channels"] = [{"name": c} for c in a.live_channels]
         self.engine.stop(live.id)
         self.engine.wait(live.id, 30)
-        job = self.engine.start_live(LivePlan.model_validate(plan))
-        return {"live_job": job.id, "interval_ms": plan["interval_ms"]}
+        resumed = continued_live(live, **changes)
+        if resumed is None:
+            return {"live_job": None, "reason": "the live had no cycles or recording cap left"}
+        job = self.engine.start_live(*resumed)
+        return {"live_job": job.id, "interval_ms": resumed[0].interval_ms}
 
     def _do_notify(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         if self.publisher is not None:

@@ -19,7 +19,7 @@ from scopecast.daemon.triggers import Decider, load_trigger_config
 from scopecast.daemon.wire import dumps_strict
 
 from conftest import ROOT
-from helpers import StandInEngine, wait_until
+from helpers import StandInEngine, wait_subscribed, wait_until
 
 NOWHERE = "tcp://127.0.0.1:6222"  # a result stream nobody publishes on: loading only subscribes to it
 
@@ -368,3 +368,58 @@ def test_a_trigger_file_it_cannot_use_is_refused_naming_it_and_where(daemon, cli
                         "--results", str(tmp_path / "none.ome.zarr")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and name in r.stderr and expected in r.stderr
+
+
+LIVE_CYCLE = ["DPC-Left", "DPC-Right", "BF"]
+
+
+def _fires_once(action: dict) -> dict:
+    """Fires once, on the first result of model ``m``; lockstep, so live waits for that decision."""
+    return {"triggers": [{"name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "nuclei"},
+                          "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 0, "actions": [action]}],
+            "safety": {"dose_per_position": 1e6, "dose_per_session": 1e6, "max_actions_per_minute": 100},
+            "lockstep": True, "lockstep_timeout_s": 60}
+
+
+def _continued(daemon, client, action: dict, **live) -> tuple[dict, dict]:
+    """Start ``live``; once the trigger fired and its action restarted live: (the first job, the new one)."""
+    with StandInEngine(daemon.stream_address, value=1000.0, channel="nuclei", full_frame=True) as engine:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("load_triggers", config=_fires_once(action), sources={"m": engine.address})
+        try:
+            first = client.request("start_live", channels=LIVE_CYCLE, **live)
+            wait_until(lambda: (s := client.request("triggers"))["fired"] >= 1 and not s["actions_pending"], 120,
+                       "the trigger to fire and its action to finish")
+
+            def restarted() -> dict | None:
+                """The live the action started, once running (a recorded one: with its recording's figures)."""
+                later = [j for j in client.request("jobs") if j["kind"] == "live" and j["id"] != first["id"]]
+                return later and (later[0]["recording"] or not live.get("record")) and later[0]
+
+            again = wait_until(restarted, 120, "the action to restart live")
+        finally:
+            client.request("unload_triggers")
+    return client.request("job", job=first["id"]), again
+
+
+def test_a_live_resumed_after_a_z_stack_keeps_what_its_recording_cap_has_left(daemon, client):
+    first, resumed = _continued(daemon, client, {"kind": "z_stack", "channels": ["Nuclei"], "exposure_ms": 5,
+                                                 "z_range_um": 1, "z_step_um": 1},
+                                record=True, record_max_frames=60)
+    assert first["status"] == "stopped" and 0 < first["recording"]["frames"] < 60
+    assert resumed["recording"]["max_frames"] == 60 - first["recording"]["frames"]  # was None: unbounded
+    done = client.wait(resumed["id"], timeout_s=300)  # ends by itself at the cap
+    assert done["stop_reason"].startswith("recording frame cap reached"), done
+    assert first["recording"]["frames"] + done["recording"]["frames"] == 60
+
+
+def test_switch_live_keeps_the_cycles_a_bounded_live_has_left(daemon, client):
+    first, switched = _continued(daemon, client, {"kind": "switch_live", "interval_ms": 0, "live_channels": ["BF"]},
+                                 max_cycles=40)
+    done_cycles = first["frames"] // len(LIVE_CYCLE)
+    assert 0 < done_cycles < 40
+    assert switched["plan"]["max_cycles"] == 40 - done_cycles  # was 40 again
+    assert switched["plan"]["channels"] == [{"name": "BF", "exposure_ms": first["plan"]["channels"][0]["exposure_ms"],
+                                             "detector": None}]
+    client.wait(switched["id"], timeout_s=300)
+    client.request("stop")
