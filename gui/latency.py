@@ -77,6 +77,13 @@ class LatencyTable(QtWidgets.QGroupBox):
                     self.table.item(r, c).setText("–" if not fig else f"{fig[q]:.2f}")
         self.mark(now)
 
+    def silent_s(self, now: float) -> float | None:
+        """Seconds since the engine was last heard from (stats or a status reply) once that is over ``STALE_S``:
+        it may have stopped or died. None while it is heard from, and before it ever was."""
+        if not self._t_stats or now - self._t_stats <= STALE_S:
+            return None
+        return now - self._t_stats
+
     def mark(self, now: float) -> None:
         """Grey the rows and say so in the title when the figures are not current."""
         if not self._t_stats or now - self._t_stats > STALE_S:

@@ -24,7 +24,23 @@ from scopecast.daemon.security import connect_socket
 from scopecast.daemon.shm_results import SharedResults
 from scopecast.daemon.stream import decode, threads_ended
 
-__all__ = ["Latest", "LatestStreams", "Requester"]
+__all__ = ["Latest", "LatestStreams", "Requester", "event_note"]
+
+
+def event_note(event: dict[str, Any]) -> str | None:
+    """The line the viewer shows for a daemon ``event`` (docs/protocol.md) that tells the user something, or None:
+    a live recording near or at its cap (``recording``: at the cap live stops), spot checks stopped by the light
+    budget, a trigger's ``notify``. Stamped with the time received, so a repeated message is shown again."""
+    source, kind = event.get("source"), event.get("kind")
+    if source == "spot_checks":
+        if kind != "stopped":
+            return None  # fidelity figures and alarms have their plot and line
+        text = f"spot checks of {event.get('model', '?')} stopped: {event.get('reason', 'no reason given')}"
+    elif source in ("recording", "triggers") and event.get("message"):
+        text = f"{source}: {event['message']}"
+    else:
+        return None
+    return f"{time.strftime('%H:%M:%S')} {text}"
 
 
 @dataclass
@@ -128,8 +144,12 @@ class LatestStreams:
                 c.stats[source] = header
             elif topic == "error":
                 c.errors.append(f"{header.get('source', 'engine')}: {header.get('message')}")
-            elif topic == "event" and header.get("source") == "spot_checks" and header.get("kind") == "fidelity":
-                c.spot_checks.append(header)
+            elif topic == "event":
+                if header.get("source") == "spot_checks" and header.get("kind") in ("fidelity", "stopped"):
+                    c.spot_checks.append(header)
+                note = event_note(header)
+                if note:
+                    c.errors.append(note)
 
     def frame(self, channel: str | None) -> Latest | None:
         """Newest frame of ``channel`` (any channel when None), marked as displayed."""

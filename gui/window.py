@@ -34,6 +34,8 @@ from .trust_badge import badge_text
 __all__ = ["EngineEndpoint", "ScopeWindow"]
 
 NEWEST = "(newest frame)"
+#: Seconds a snap's reply may take beyond its exposure (readout, a snap of another client ahead of it).
+SNAP_MARGIN_S = 30.0
 
 
 def _shipped_packages() -> list:
@@ -91,7 +93,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self._next_stats = 0.0
         self.drop_counts: dict[str, int] = {}
         self.frames_shown = 0
-        self._raw_channel: str | None = None
+        self._raw_key: tuple[str, Any, Any] | None = None  # what the raw pane's LUT was stretched for
         self._raw_default = True  # the raw pane's channel is the viewer's default, not the user's pick
         self._setting_raw = False  # the viewer itself is setting it (not the user)
         self._build()
@@ -169,7 +171,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.exposure.setToolTip("the camera's exposure now (snaps; each live channel has its own)")
         self.exposure.editingFinished.connect(lambda: self.request("set_exposure", exposure_ms=self.exposure.value()))
         self.snap_button = QtWidgets.QPushButton("Snap")
-        self.snap_button.clicked.connect(lambda: self.request("snap", record=True))
+        self.snap_button.clicked.connect(self.snap)
         self.pairs_button = QtWidgets.QPushButton("Capture pair")
         self.pairs_button.clicked.connect(lambda: self.request("capture_pairs"))
         form.addRow("pattern", self.pattern_box)
@@ -251,7 +253,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.error_view = QtWidgets.QPlainTextEdit()
         self.error_view.setReadOnly(True)
         self.error_view.setMaximumBlockCount(200)
-        self.error_view.setPlaceholderText("errors from the daemon and engines appear here")
+        self.error_view.setPlaceholderText("errors and notices from the daemon and engines appear here")
         for w in (self.fps_label, self.drops_label, self.error_view):
             rl.addWidget(w)
         split.addWidget(right)
@@ -300,6 +302,12 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.request("stop")
         self.request("start_live", **plan)
 
+    def snap(self) -> None:
+        """Snap and record one frame at the camera's exposure. The daemon replies once the frame is taken, so the
+        request waits the exposure (as the viewer knows it: its box or the daemon's last status) plus a margin."""
+        exposure_ms = max(self.exposure.value(), float(self.daemon_status.get("exposure_ms") or 0.0))
+        self.request("snap", record=True, timeout_s=SNAP_MARGIN_S + exposure_ms / 1000.0)
+
     def load_model(self) -> None:
         path = self.model_box.currentText().strip()
         engine = self.engine_box.currentText()
@@ -309,8 +317,9 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.request("load_model", address=engine, path=path, timeout_s=120.0)
 
     def poll_status(self) -> None:
-        """Every second: daemon and engine status; ``describe`` until it has answered once
-        (a timeout or a daemon that is not up yet leaves no empty menus behind)."""
+        """Every second: daemon and engine status; ``describe`` until it has answered once, and again once the
+        daemon answers after it did not (a timeout or a daemon that is not up yet leaves no empty menus behind;
+        a restarted one no stale objective, pixel size or channels)."""
         self.request("status", timeout_s=1.0)
         if not self._described and not self._describing:
             self._describing = True
@@ -409,6 +418,9 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if cmd == "status":
             key = "daemon" if source == "daemon" else next((e.results for e in self.engines if e.control == source), source)
             self.connected[key] = False
+            if key == "daemon":
+                self._acq_hist.clear()  # no rate from a daemon that does not answer (its count restarts with it)
+                self._described = False  # the daemon that answers next may be another: described again
             self._update_status_line()
             return
         if cmd == "describe":
@@ -422,7 +434,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
             if e.control:
                 parts.append(f"engine {e.results}: {'connected' if self.connected[e.results] else 'disconnected (retrying)'}")
         st = self.daemon_status
-        if st:
+        if st and self.connected["daemon"]:  # what the daemon last said is not what it does now
             pos = st.get("position_um") or {}  # None while the hardware is busy and nothing is known yet
             parts.append(f"{st.get('state', '?')} · {st.get('channel') or '-'} · {st.get('exposure_ms') or 0:.1f} ms · "
                          f"x {pos.get('x', 0):.1f} y {pos.get('y', 0):.1f} z {pos.get('z', 0):.1f} µm")
@@ -454,11 +466,14 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self._update_messages(frame)
 
     def _show_raw(self, frame) -> None:
+        """The newest frame in the raw pane. Its LUT is stretched to the frame whenever the channel, the exposure
+        or the pixel size (objective, binning) changes, which change the counts many-fold; otherwise it stays
+        as it is (the user's)."""
         h = frame.header
         channel = h.get("channel") or h.get("pattern") or "(hardware as set)"
-        self.raw.show_grey(frame.data, float(h.get("pixel_size_um") or 1.0), channel,
-                           auto_levels=channel != self._raw_channel)  # the user's LUT until the channel changes
-        self._raw_channel = channel
+        key = (channel, h.get("exposure_ms"), h.get("pixel_size_um"))
+        self.raw.show_grey(frame.data, float(h.get("pixel_size_um") or 1.0), channel, auto_levels=key != self._raw_key)
+        self._raw_key = key
         self.raw.plot.setTitle(f"raw · {channel} · {h.get('exposure_ms', 0):g} ms", size="10pt")
         self.frames_shown += 1
 
@@ -511,10 +526,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
         """Say why a pane is empty: nothing acquired, a channel missing from the cycle, no engine."""
         cycle = self.live_cycle()
         chan = self._follow_cycle(cycle, self.channel_box.currentText())
-        if chan not in ("", NEWEST) and cycle is not None and chan not in cycle:
+        if not self.connected["daemon"]:  # a frame kept from before is not the current field
+            self.raw.set_message(f"no answer from the daemon at {self.control_address} (retrying)"
+                                 + ("" if frame is None else ":\nshowing the last frame received"))
+        elif chan not in ("", NEWEST) and cycle is not None and chan not in cycle:
             self.raw.set_message(f"no frames of channel {chan} in the live cycle\n(tick it under Live cycle)")
-        elif frame is None and not self.connected["daemon"]:
-            self.raw.set_message(f"no answer from the daemon at {self.control_address} (retrying)")
         elif frame is None:
             self.raw.set_message("no frames yet: Start live or Snap" if chan in ("", NEWEST)
                                  else f"no frames of channel {chan} yet")
@@ -526,6 +542,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         for e in self.engines:
             pane = self.panes[e.results]
             pane.set_message(self.pane_message(e.results, cycle))
+            if e.results in self._last_serial and self._engine_silent_s(e.results) is not None:
+                pane.image.setOpacity(0.35)  # dimmed like an untrusted output until a new result comes
             st = self.engine_status.get(e.results)
             if e.results not in self._last_serial and st:  # name the model before its first result
                 pane.plot.setTitle(f"{(st.get('model') or {}).get('name', 'model')} · no result yet", size="10pt")
@@ -538,6 +556,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
             return None if has_result else f"no status from the engine at {address} yet (is it running?)"
         model = st.get("model") or {}
         name, inputs = model.get("name", "the model"), list(model.get("inputs") or [])
+        silent = self._engine_silent_s(address)
+        if has_result and silent is not None:
+            return (f"no word from the engine at {address} for {silent:.0f} s (stopped?):\n"
+                    f"showing the last result of {name}, not the current field")
         if cycle is not None:
             missing = [c for c in inputs if c not in cycle]
             if missing:
@@ -552,6 +574,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if not has_result:
             return f"no result yet: {name} needs {', '.join(inputs)}; Start live"
         return None
+
+    def _engine_silent_s(self, address: str) -> float | None:
+        """Seconds the engine at ``address`` has not been heard from (neither stats nor status), once its latency
+        table calls it stale for that; None while it is heard from."""
+        return self.latency.table(address).silent_s(time.monotonic())
 
     # --------------------------------------------------------------- figures
     def _update_stats(self) -> None:
@@ -576,7 +603,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if len(self._acq_hist) > 1:
             (t0, n0), (t1, n1) = self._acq_hist[0], self._acq_hist[-1]
             acq = (n1 - n0) / max(t1 - t0, 1e-6)
-        inferred = sum(st.get("results_per_s", 0.0) for st in self.engine_status.values())
+        inferred = sum(st.get("results_per_s", 0.0) for a, st in self.engine_status.items()
+                       if self._engine_silent_s(a) is None)  # a stopped engine's last rate is not a rate
         t = [x for x in self._display_times if x > time.monotonic() - 3.0]
         shown = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
         self.fps_label.setText(f"acquired {acq:.1f} /s   inferred {inferred:.1f} /s   displayed {shown:.1f} /s")
@@ -594,7 +622,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 self.error_view.appendPlainText(msg)
 
     def _update_fidelity(self, events) -> None:
-        """Plot each model's spot-check PSNR per output channel; an alarm shows its reasons in red."""
+        """Plot each model's spot-check PSNR per output channel; an alarm shows its reasons in red, spot checks
+        that stopped (the light budget) say so in orange."""
         if not events:
             return
         series: dict[str, list[float]] = collections.defaultdict(list)
@@ -602,6 +631,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         for ev in events:
             model = ev.get("model", "?")
             last[model] = ev
+            if ev.get("kind") == "stopped":
+                continue
             for ch, fig in (ev.get("check", {}).get("channels") or {}).items():
                 if fig.get("psnr_db") is not None:
                     series[f"{model} · {ch}"].append(float(fig["psnr_db"]))
@@ -612,7 +643,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self.fidelity_curves[name].setData(np.asarray(values))
         parts = []
         for model, ev in sorted(last.items()):
-            if ev.get("alarm"):
+            if ev.get("kind") == "stopped":
+                parts.append(f"<span style='color:#c60'><b>{model}: spot checks stopped</b> {ev.get('reason', '')}"
+                             "</span>")
+            elif ev.get("alarm"):
                 parts.append(f"<span style='color:#d00'><b>{model}: ALARM</b> {'; '.join(ev.get('alarm_reasons', []))}</span>")
             else:
                 fid = ev.get("fidelity") or {}

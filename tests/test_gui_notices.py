@@ -1,0 +1,208 @@
+"""The viewer says what it no longer knows and what the daemon tells it: a stopped engine's or an unreachable
+daemon's last image is not shown as the current field, a restarted daemon is described again, the raw pane's
+contrast follows the objective and exposure, a long snap is waited for, and the daemon's notices (a recording
+cap, spot checks stopped by the light budget, a trigger's notify) appear in the messages area."""
+
+import os
+
+import numpy as np
+import pytest
+
+pg = pytest.importorskip("pyqtgraph", reason="the 'gui' extra is not installed")
+
+from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
+from scopecast.models.synthetic import write_package  # noqa: E402
+from tests.helpers import StandInEngine, spin  # noqa: E402
+
+CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
+
+
+@pytest.fixture(scope="module")
+def app():
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    return pg.mkQApp("scopecast-tests")
+
+
+
+def test_a_stopped_engines_last_result_is_not_shown_as_current(app, sim_cfg, tmp_path):
+    """An engine that dies during live: its pane said nothing, its badge still read 'trusted' at full opacity
+    and the frames/s line kept its rate; the daemon gone, the raw pane showed its last frame as the field."""
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.control import ControlClient
+    from scopecast.daemon.service import Daemon
+    from scopecast.gui.window import EngineEndpoint, ScopeWindow
+
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
+               "tcp://127.0.0.1:*").start()
+    vs = write_package(tmp_path / "vs", CYCLE, ["nuclei", "membrane"], name="vs", task="virtual-staining",
+                       width=4, layers=2, tile=256)
+    e = InferenceEngine(vs, d.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+                        warmup_shape=(256, 256)).start()
+    w = ScopeWindow(d.control_address, d.stream_address, [EngineEndpoint(e.results_address, e.control.address)])
+    engine_closed = daemon_closed = False
+    try:
+        w.show()
+        pane = w.panes[e.results_address]
+        assert spin(app, lambda: d.publisher.subscriptions.of("frame") >= 2
+                    and e.subscriptions.of("result", "shm") >= 1, 60)
+        with ControlClient(d.control_address, timeout_s=120) as c:
+            c.request("start_live", channels=CYCLE, interval_ms=50)
+            assert spin(app, lambda: pane.values is not None and w.raw.values is not None
+                        and not w.latency.tables[e.results_address].stale, 120)
+            assert spin(app, lambda: pane.message_text == "", 60)
+            e.close()  # the engine stops; live goes on
+            engine_closed = True
+            assert spin(app, lambda: "showing the last result of vs, not the current field" in pane.message_text, 60)
+            assert pane.message_text.startswith(f"no word from the engine at {e.results_address}")
+            assert pane.image.opacity() < 1
+            assert spin(app, lambda: "inferred 0.0 /s" in w.fps_label.text(), 60)
+            c.request("stop")
+        d.close()
+        daemon_closed = True
+        assert spin(app, lambda: w.raw.message_text == f"no answer from the daemon at {d.control_address} "
+                    "(retrying):\nshowing the last frame received", 60)
+        assert spin(app, lambda: "acquired 0.0 /s" in w.fps_label.text()
+                    and " · " not in w.status_line.text(), 60)  # no stale state, position or rate
+    finally:
+        w.close()
+        app.processEvents()
+        if not engine_closed:
+            e.close()
+        if not daemon_closed:
+            d.close()
+
+
+def test_snap_of_a_long_exposure_is_not_reported_as_unanswered(app, daemon, client):
+    """Exposure 6 s (a dim fluorescence sample), Snap: the window said 'TimeoutError: no reply to 'snap' ...
+    (connected, but the server did not answer)' after 5 s, while the daemon took, recorded and streamed the frame."""
+    from scopecast.gui.window import ScopeWindow
+
+    daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")  # a snap lasts its exposure
+    w = ScopeWindow(daemon.control_address, daemon.stream_address, [])
+    replies: list[str] = []
+    w.sig.reply.connect(lambda what, _result: replies.append(what))
+    try:
+        w.show()
+        assert spin(app, lambda: w.connected["daemon"] and w.cycle.table.rowCount() > 0
+                    and daemon.publisher.subscriptions.of("frame") >= 1, 60)
+        w.exposure.setValue(6000.0)
+        w.exposure.editingFinished.emit()
+        assert spin(app, lambda: client.request("status")["exposure_ms"] == 6000.0, 60)
+        n = w.frames_shown
+        w.snap_button.click()
+        assert spin(app, lambda: "daemon:snap" in replies or "snap:" in w.error_view.toPlainText(), 120)
+        assert "snap:" not in w.error_view.toPlainText(), w.error_view.toPlainText()
+        assert spin(app, lambda: w.frames_shown > n and "6000 ms" in w.raw.plot.titleLabel.text, 60)
+    finally:
+        w.close()
+        app.processEvents()
+
+
+def shown_fraction(pane) -> float:
+    """The share of the raw pane's pixels that fall inside its LUT (neither black nor white)."""
+    lo, hi = pane.hist.getLevels()
+    v = pane.values[0]
+    return float(np.mean((v > lo) & (v < hi)))
+
+
+def test_raw_lut_follows_the_objective_and_the_exposure(app, daemon, client):
+    """BF live at 10x, then 20x from the objective box: the LUT stretched for 10x stayed, every 20x pixel
+    (a third of the light) fell below its black level and the field was black; the same at 1 ms after 10 ms."""
+    from scopecast.gui.window import ScopeWindow
+
+    w = ScopeWindow(daemon.control_address, daemon.stream_address, [])
+    try:
+        w.show()
+        assert spin(app, lambda: w.connected["daemon"] and w.objective.box.isEnabled()
+                    and daemon.publisher.subscriptions.of("frame") >= 1, 60)
+        client.request("start_live", channels=[{"name": "BF", "exposure_ms": 10.0}], interval_ms=50)
+        assert spin(app, lambda: w.raw.values is not None, 60)
+        assert shown_fraction(w.raw) > 0.5
+        box = w.objective.box
+        box.setCurrentText("20x")
+        box.activated.emit(box.currentIndex())
+        assert spin(app, lambda: w.raw.px_um == pytest.approx(0.325) and w.frames_shown > 0, 60)
+        n = w.frames_shown
+        assert spin(app, lambda: w.frames_shown > n + 1, 60)
+        assert shown_fraction(w.raw) > 0.5, (w.raw.hist.getLevels(), np.percentile(w.raw.values, [1, 99]))
+        client.request("stop")
+        client.request("set_objective", objective="10x")
+        client.request("start_live", channels=[{"name": "BF", "exposure_ms": 1.0}], interval_ms=50)
+        assert spin(app, lambda: " · 1 ms" in w.raw.plot.titleLabel.text and w.raw.px_um == pytest.approx(0.65), 60)
+        assert shown_fraction(w.raw) > 0.5, (w.raw.hist.getLevels(), np.percentile(w.raw.values, [1, 99]))
+        client.request("stop")
+    finally:
+        w.close()
+        app.processEvents()
+
+
+def test_a_restarted_daemon_is_described_again(app, sim_cfg, tmp_path):
+    """20x chosen in the viewer, the daemon restarted (it starts at 10x): the objective box kept '20x, pixel size
+    0.325 µm' for good, since describe was asked once per window."""
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+    from scopecast.daemon.supervisor import free_port
+    from scopecast.gui.window import ScopeWindow
+
+    ctl, stream = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+
+    def start() -> Daemon:
+        return Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "d", ctl, stream).start()
+
+    w = ScopeWindow(ctl, stream, [])
+    d = start()
+    try:
+        assert spin(app, lambda: w.objective.box.isEnabled() and w.objective.box.currentText() == "10x", 60)
+        box = w.objective.box
+        box.setCurrentText("20x")
+        box.activated.emit(box.currentIndex())
+        assert spin(app, lambda: w.objective.pixel.text() == "pixel size: 0.325 µm", 60)
+        d.close()
+        assert spin(app, lambda: not w.connected["daemon"], 60)
+        d = start()  # a new daemon on the same sockets: the simulator's default objective again
+        assert spin(app, lambda: w.connected["daemon"], 60)
+        assert spin(app, lambda: box.currentText() == "10x" and w.objective.pixel.text() == "pixel size: 0.65 µm",
+                    60), (box.currentText(), w.objective.pixel.text())
+    finally:
+        w.close()
+        app.processEvents()
+        d.close()
+
+
+@pytest.fixture
+def window(app, daemon):
+    from scopecast.gui.window import ScopeWindow
+
+    w = ScopeWindow(daemon.control_address, daemon.stream_address, [])
+    w.show()
+    assert spin(app, lambda: w.connected["daemon"] and daemon.publisher.subscriptions.of("event") >= 1, 60)
+    yield w
+    w.close()
+    app.processEvents()
+
+
+def test_live_stopped_by_its_recording_cap_says_why(app, window, client):
+    """Recorded live stops at its frame cap: the window went from 'Stop live' to 'Start live' without a word (the
+    daemon's cap_warning and cap_reached events were read and dropped; status has no job once live ended)."""
+    client.request("start_live", channels=["BF"], interval_ms=20, record=True, record_max_frames=5)
+    assert spin(app, lambda: "recording: recording frame cap reached: 5 frames of 5" in
+                window.error_view.toPlainText(), 60), window.error_view.toPlainText()
+    assert "% of its cap (" in window.error_view.toPlainText()  # the warning near it
+
+
+def test_spot_checks_stopped_by_the_light_budget_say_so(app, window, daemon, client):
+    """Spot checks whose session light budget cannot pay for one check stop at the first result: the fidelity line
+    kept saying 'none yet (start_spot_checks on the daemon)'."""
+    with StandInEngine(daemon.stream_address, channel="c") as engine:
+        client.request("start_spot_checks", model="m", results=engine.address, period_s=0.1, record=False,
+                       channels={"c": "Nuclei"}, exposure_ms=20.0, dose_per_session=1.0)
+        try:
+            client.request("start_live", channels=["BF"], interval_ms=20)
+            assert spin(app, lambda: not client.request("spot_checks")["models"]["m"]["running"], 60)
+            client.request("stop")
+            reason = client.request("spot_checks")["models"]["m"]["stopped_reason"]
+            assert spin(app, lambda: "m: spot checks stopped" in window.fidelity_label.text(), 60)
+            assert reason in window.fidelity_label.text()
+            assert f"spot checks of m stopped: {reason}" in window.error_view.toPlainText()
+        finally:
+            client.request("stop_spot_checks")
