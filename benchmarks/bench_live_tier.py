@@ -87,12 +87,15 @@ def main() -> None:
         print(f"\nfidelity: model PSNR (dB) per row, {args.fields} fields of 256² per row, seed 500")
         width = max(22, *(len(n) for n in names))
         print(f"{'row':<44} {'output':<12} " + " ".join(f"{n:>{width}}" for n in names))
-        for i, row in enumerate(rows):
+        by_row = {n: {r["row"]: r for r in reports[n]["rows"]} for n in names}  # packages' rows may differ
+        for row in rows:
             for o in outputs:
                 vals = []
                 for n in names:
-                    r = reports[n]["rows"][i]
-                    if "scores" in r:
+                    r = by_row[n].get(row)
+                    if r is None:  # a morphology held out of this package but trained on by the first
+                        vals.append(f"{'—':>{width}}")
+                    elif "scores" in r:
                         vals.append(f"{r['scores']['model'][o]['psnr']:{width}.2f}")
                     else:
                         vals.append(f"{'area ' + format(r['positive_area']['model'][o] * 100, '.2f') + ' %':>{width}}")

@@ -84,8 +84,8 @@ def measure_validated(package: str | Path, fields: int = 8, size: int = 256, see
     from scopecast.daemon.inference.package import load_package
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.worker import InferenceWorker
-    from scopecast.models.dataset import DOMAIN, TASKS, calibrate_camera, field_plan
-    from scopecast.models.evaluate_morphology import _capture, _engine_run, _Sim
+    from scopecast.models.dataset import TASKS, calibrate_camera, field_plan
+    from scopecast.models.evaluate_morphology import _capture, _engine_run, _Sim, evaluation_domain
     from scopecast.models.evaluation import pearson, psnr
     from scopecast.models.manifest import ValidatedFidelity
 
@@ -94,7 +94,7 @@ def measure_validated(package: str | Path, fields: int = 8, size: int = 256, see
     pkg = load_package(package, precision)
     m = pkg.manifest
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"))
-    dom = DOMAIN[m.task]
+    dom = evaluation_domain(m)  # the package's training morphologies, as evaluate's rows
     per: dict[str, dict[str, dict[str, Any]]] = {}
     every: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="scopecast-validated-") as tmp:
@@ -163,8 +163,8 @@ def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, 
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.uncertainty import DIHEDRAL, STATISTICS, channel_order, statistic
     from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
-    from scopecast.models.dataset import DOMAIN, TASKS, _as_counts, calibrate_camera, field_plan
-    from scopecast.models.evaluate_morphology import _EM_UM, _NA, _capture, _Sim
+    from scopecast.models.dataset import TASKS, _as_counts, calibrate_camera, field_plan
+    from scopecast.models.evaluate_morphology import _EM_UM, _NA, _capture, _Sim, evaluation_domain
 
     say = say or (lambda *_: None)
     t0 = time.monotonic()
@@ -185,7 +185,7 @@ def measure_uncertainty(package: str | Path, fields: int = 16, size: int = 256, 
         try:
             sim.set_sample("cells")
             camera = calibrate_camera(sim.client)
-            for k, kind in enumerate(DOMAIN[m.task]["train"]):
+            for k, kind in enumerate(evaluation_domain(m)["train"]):
                 fl = field_plan(m.task, "train", fields, seed + k, [kind], blank_fraction=0.0)
                 pairs = _capture(sim, m.task, fl, f"cal{k}", camera)
                 withheld[kind] = 0

@@ -48,8 +48,8 @@ from .dataset import BLANK, DOMAIN, TASKS, PairSet, field_plan, load_pairs
 from .evaluation import pearson, psnr, ssim
 
 __all__ = [
-    "RAYLEIGH_DIP", "SPARROW_DIP", "format_report", "line_pair_dip", "resolution_report", "run_evaluation",
-    "smallest_separated", "update_card",
+    "RAYLEIGH_DIP", "SPARROW_DIP", "evaluation_domain", "format_report", "line_pair_dip", "resolution_report",
+    "run_evaluation", "smallest_separated", "update_card",
 ]
 
 #: Relative dip (1 − minimum between the lines / smaller line peak, above background) that counts as
@@ -208,21 +208,42 @@ def _gain_apply(ab: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ scores
-def _scores(pred: np.ndarray, gt: np.ndarray, outputs: list[str]) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM / Pearson r per output (fields whose truth is constant are skipped; a constant
-    prediction, e.g. a withheld result, has r = nan)."""
+#: A field whose ground truth spans less than this fraction of the output's training scale holds no stained
+#: structure (empty glass between colonies): its span is the camera noise, tens of counts against thousands
+#: (the reasoning of :data:`~scopecast.models.dataset.OUTPUT_RANGE_MARGIN`). PSNR relative to that span means
+#: nothing: a withheld (blank) result scored 20 dB on such a field and linear regression -27 dB, which moved a
+#: whole row's mean by 6 dB. Such fields are judged like the blank slide (positive area), not by PSNR.
+EMPTY_TRUTH_FRACTION = 0.02
+
+
+def _stained(gt: np.ndarray, m: Any) -> np.ndarray:
+    """``(N, C)`` bool: field ``n``'s truth of output ``c`` holds stained structure (see :data:`EMPTY_TRUTH_FRACTION`;
+    without an output scaling, any truth that is not constant)."""
+    span = (gt.max(axis=(2, 3)) - gt.min(axis=(2, 3))).astype(np.float64)
+    s = m.output_scaling
+    floor = np.zeros(gt.shape[1]) if s is None else EMPTY_TRUTH_FRACTION * np.asarray(s.scale, np.float64)
+    return span > floor[None, :]
+
+
+def _scores(pred: np.ndarray, gt: np.ndarray, outputs: list[str], stained: np.ndarray | None = None
+            ) -> dict[str, dict[str, float]]:
+    """Mean PSNR / SSIM / Pearson r per output over the fields ``stained`` marks (default: those whose truth is
+    not constant; :func:`_stained`); a constant prediction, e.g. a withheld result, has r = nan."""
     import warnings
 
+    if stained is None:
+        stained = (gt.max(axis=(2, 3)) - gt.min(axis=(2, 3))) > 0
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _scores_raw(pred, gt, outputs)
+        return _scores_raw(pred, gt, outputs, stained)
 
 
-def _scores_raw(pred: np.ndarray, gt: np.ndarray, outputs: list[str]) -> dict[str, dict[str, float]]:
+def _scores_raw(pred: np.ndarray, gt: np.ndarray, outputs: list[str], stained: np.ndarray
+                ) -> dict[str, dict[str, float]]:
     out = {}
     for c, name in enumerate(outputs):
-        v = np.array([[psnr(p[c], g[c]), ssim(p[c], g[c]), pearson(p[c], g[c])] for p, g in zip(pred, gt, strict=True)
-                      if float(g[c].max() - g[c].min()) > 0], np.float64)
+        v = np.array([[psnr(p[c], g[c]), ssim(p[c], g[c]), pearson(p[c], g[c])]
+                      for p, g, keep in zip(pred, gt, stained[:, c], strict=True) if keep], np.float64)
         out[name] = dict(zip(("psnr", "ssim", "pearson"), np.nanmean(v, axis=0).round(3).tolist(), strict=True)) \
             if len(v) else {"psnr": float("nan"), "ssim": float("nan"), "pearson": float("nan")}
     return out
@@ -300,18 +321,37 @@ def field_exposure(pairs: PairSet, i: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ the evaluation
-def _outside_rows(task: str) -> list[dict[str, Any]]:
-    """Failure-mode rows: one change at a time, on 'cells' (a training morphology) in the held-out region."""
-    dom = DOMAIN[task]
+def evaluation_domain(m: Any) -> dict[str, Any]:
+    """The task's :data:`DOMAIN` with the morphologies package ``m`` was trained on as its training rows.
+
+    The manifest's ``provenance.data.train_kinds`` (what ``train`` counted per sample kind) names them;
+    every other morphology of the task is held out, so a package trained on other specimens than the
+    shipped ones is never scored on a "held-out" row it was trained on, nor on a "held-out region" of a
+    morphology it never saw. The task's order is kept (the shipped packages' rows and seeds are unchanged).
+    ``morphologies_from`` says whether the package recorded them; one that does not (gathered without
+    ``--samples``) is evaluated on the task's domain."""
+    dom = dict(DOMAIN[m.task])
+    kinds = ((m.provenance or {}).get("data") or {}).get("train_kinds") or {}
+    trained = [k for k in kinds if k not in (BLANK, "?")]
+    if not trained:
+        return {**dom, "morphologies_from": "the task (the package does not record its training morphologies)"}
+    known = list(dict.fromkeys([*dom["train"], *dom["held_out"]]))
+    return {**dom, "train": [k for k in known if k in trained] + [k for k in trained if k not in known],
+            "held_out": [k for k in known if k not in trained], "morphologies_from": "the package's training data"}
+
+
+def _outside_rows(dom: dict[str, Any]) -> list[dict[str, Any]]:
+    """Failure-mode rows: one change at a time, on the first training morphology in the held-out region."""
     lo, hi = dom["exposure_ms"]
+    k = dom["train"][0]
     return [
-        {"row": f"cells, defocus 5-8 µm (trained ±{dom['defocus_um']:g})", "kind": "cells",
+        {"row": f"{k}, defocus 5-8 µm (trained ±{dom['defocus_um']:g})", "kind": k,
          "plan": {"defocus_um": 0.0}, "z": (5.0, 8.0)},
-        {"row": f"cells, exposure {lo / 4:g} ms (trained {lo:g}-{hi:g})", "kind": "cells",
+        {"row": f"{k}, exposure {lo / 4:g} ms (trained {lo:g}-{hi:g})", "kind": k,
          "plan": {"exposure_ms": (lo / 4, lo / 4), "defocus_um": 0.0}},
-        {"row": f"cells, exposure {hi * 2:g} ms (trained {lo:g}-{hi:g})", "kind": "cells",
+        {"row": f"{k}, exposure {hi * 2:g} ms (trained {lo:g}-{hi:g})", "kind": k,
          "plan": {"exposure_ms": (hi * 2, hi * 2), "defocus_um": 0.0}},
-        {"row": "cells, objective 20x/0.40 (trained 10x/0.25)", "kind": "cells", "objective": "20x",
+        {"row": f"{k}, objective 20x/0.40 (trained 10x/0.25)", "kind": k, "objective": "20x",
          "plan": {"defocus_um": 0.0}},
     ]
 
@@ -323,6 +363,8 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
 
     ``figure``: also write a PNG with the first field of every row (input, model, truth, best baseline).
     ``precision``: the package's model file the engine runs (``"int8"``: its INT8 variant)."""
+    if figure:
+        _check_pillow()
     examples: list[tuple] | None = [] if figure else None
     from scopecast.daemon.inference.package import load_package
     from scopecast.daemon.inference.runtimes import open_runtime
@@ -335,14 +377,14 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
     task = m.task
     if task not in TASKS:
         raise ValueError(f"package task {task!r} has no evaluation; tasks: {', '.join(TASKS)}")
-    spec, dom = TASKS[task], DOMAIN[task]
+    spec, dom = TASKS[task], evaluation_domain(m)
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=0 or None))
     sf = m.scale_factor
     report: dict[str, Any] = {"package": str(package), "model": m.name, "sha256": m.short_hash, "task": task,
                               "precision": precision,
                               "fields_per_row": fields, "size": size, "seed": seed, "outputs": list(m.outputs),
-                              "rows": [], "domain": {k: dom[k] for k in ("train", "held_out", "exposure_ms",
-                                                                         "defocus_um", "objectives")}}
+                              "rows": [], "domain": {k: dom[k] for k in (
+                                  "train", "held_out", "exposure_ms", "defocus_um", "objectives", "morphologies_from")}}
     with tempfile.TemporaryDirectory(prefix="scopecast-evaluate-") as tmp:
         sim = _Sim(size, Path(tmp))
         try:
@@ -369,7 +411,7 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
                 rows.append({"row": f"{kind} (held-out morphology)", "kind": kind, "group": "held-out morphology"})
             rows.append({"row": "blank slide", "kind": BLANK, "group": "blank"})
             if outside:
-                rows += [{**r, "group": "outside domain"} for r in _outside_rows(task)]
+                rows += [{**r, "group": "outside domain"} for r in _outside_rows(dom)]
             for k, r in enumerate(rows):
                 plan = {"blank_fraction": 0.0, **r.get("plan", {})}
                 fl = field_plan(task, "val", fields, seed + 10 + k, [r["kind"]], **plan)
@@ -408,8 +450,10 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
                     row["positive_area"] = {"model": _positive_area(pred, m), "truth": _positive_area(gt, m),
                                             **{b: _positive_area(v, m) for b, v in base.items()}}
                 else:
-                    row["scores"] = {"model": _scores(pred, gt, m.outputs),
-                                     **{b: _scores(v, gt, m.outputs) for b, v in base.items()}}
+                    stained = _stained(gt, m)
+                    row["scores"] = {"model": _scores(pred, gt, m.outputs, stained),
+                                     **{b: _scores(v, gt, m.outputs, stained) for b, v in base.items()}}
+                    row["empty_fields"] = {o: int((~stained[:, c]).sum()) for c, o in enumerate(m.outputs)}
                     row["positive_area"] = {"model": _positive_area(pred, m), "truth": _positive_area(gt, m)}
                 report["rows"].append(row)
                 if examples is not None and r["group"] != "outside domain":
@@ -426,6 +470,17 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
     if figure and examples:
         write_figure(figure, examples, m)
     return report
+
+
+def _check_pillow() -> None:
+    """Raise ``ValueError`` before any capture when :func:`write_figure` could not draw: it needs Pillow, which
+    neither the base install nor the ``engine`` extra brings (evaluate needs no torch, and no Pillow without
+    ``--figure``); found only at the end, the whole evaluation was lost."""
+    try:
+        from PIL import Image, ImageDraw  # noqa: F401
+    except ImportError:
+        raise ValueError("--figure needs Pillow, which this install lacks (pip install pillow, or the 'dev' extra); "
+                         "run without --figure") from None
 
 
 def _tile(img: np.ndarray, lo: float, hi: float, size: int) -> np.ndarray:
@@ -514,7 +569,8 @@ def _verdict(report: dict[str, Any]) -> dict[str, Any]:
         sc = row["scores"]
         for o in report["outputs"]:
             best = max(v[o]["psnr"] for b, v in sc.items() if b != "model" and "oracle" not in b)
-            margins[f"{row['row']} / {o}"] = round(sc["model"][o]["psnr"] - best, 2)
+            if np.isfinite(sc["model"][o]["psnr"] - best):  # a row whose fields all hold no stain has no PSNR
+                margins[f"{row['row']} / {o}"] = round(sc["model"][o]["psnr"] - best, 2)
     blank = [r for r in report["rows"] if r["group"] == "blank"]
     area = max(blank[0]["positive_area"]["model"].values()) if blank else None
     return {"psnr_margin_db": margins, "min_margin_db": min(margins.values()) if margins else None,
@@ -554,6 +610,11 @@ def format_report(rep: dict[str, Any]) -> str:
     reasons = {r["row"]: r["reasons"] for r in rep["rows"] if r["reasons"]}
     if reasons:
         lines += ["", "Guard reasons: " + "; ".join(f"{k}: {', '.join(x)}" for k, x in reasons.items())]
+    empty = {r["row"]: e for r in rep["rows"] if any((e := r.get("empty_fields") or {}).values())}
+    if empty:
+        lines += ["", f"Fields whose truth holds no stain (spans < {100 * EMPTY_TRUTH_FRACTION:g} % of the output's "
+                  "training scale: empty glass), left out of PSNR / SSIM / r: " + "; ".join(
+                      f"{k}: {', '.join(f'{o} {n}' for o, n in e.items())}" for k, e in empty.items())]
     ver = rep["verdict"]
     lines += ["", f"Smallest margin over the best baseline (oracles excluded): {ver['min_margin_db']:+.2f} dB "
               f"({'meets' if ver['beats_best_baseline_by_3db_everywhere'] else 'MISSES'} the ≥ 3 dB target); "

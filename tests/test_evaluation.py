@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +134,8 @@ def test_evaluate_prints_every_row_and_baseline(tmp_path, task):
         assert f"{b} PSNR / SSIM / r" in table
     assert "positive area" in table and "Smallest margin over the best baseline" in table
     v = rep["verdict"]
-    assert set(v["psnr_margin_db"]) == {f"{r} / {o}" for r in rows[:-5] for o in rep["outputs"]}
+    assert set(v["psnr_margin_db"]) == {  # a field whose truth holds no stain (empty glass) has no PSNR
+        f"{r['row']} / {o}" for r in rep["rows"][:-5] for o in rep["outputs"] if r["empty_fields"][o] < r["fields"]}
     assert 0.0 <= v["blank_positive_area"] <= 1.0
     if task == "super-resolution":
         rt = rep["resolution_target"]["results"]
@@ -208,3 +212,128 @@ def test_shipped_int8_variants_are_kept_only_where_every_morphology_kept_fidelit
     own = q.manifest.validated
     assert own is not None and own.uncertainty is not None and "--precision int8" in own.uncertainty.method
     assert own.uncertainty.statistic == load_package(pkg).manifest.validated.uncertainty.statistic
+
+
+def _package_trained_on(path: Path, train_kinds: dict[str, int] | None) -> Path:
+    """A tiny calibrated virtual-staining package whose provenance records ``train_kinds`` as ``train`` does."""
+    from scopecast.models.manifest import ChannelStats, InputStats
+
+    st = {c: ChannelStats(signal=(10.0, 1000.0, 20000.0), contrast=(0.001, 0.1, 10.0), snr_min=3.0,
+                          saturated_max=0.0, p_low=100.0, p_high=8000.0) for c in CYCLE}
+    write_package(
+        path, CYCLE, ["nuclei", "membrane"], name="tiny", task="virtual-staining", width=4, layers=2, tile=64, halo=8,
+        normalization={"kind": "calibrated", "offset": [100.0] * 6, "scale": [8000.0] * 6},
+        camera={"offset_adu": 100.0, "saturation_adu": 15100.0, "read_noise_adu": 0.5, "gain_adu_per_e": 0.5},
+        input_stats=InputStats(fields=4, percentiles=(1.0, 99.8), channels=st),
+        output_scaling={"scale": [1000.0] * 2, "offset": [100.0] * 2},
+        output_range={"min": [0.0] * 2, "max": [15100.0] * 2}, pixel_size_um=0.65,
+    )
+    if train_kinds is not None:
+        m = json.loads((path / "manifest.json").read_text())
+        m["provenance"]["data"] = {"train_kinds": train_kinds}
+        (path / "manifest.json").write_text(json.dumps(m))
+    return path
+
+
+def test_rows_follow_the_morphologies_the_package_was_trained_on(tmp_path):
+    pkg = _package_trained_on(tmp_path / "pkg", {"cells": 3, "fibroblasts": 3, "blank": 1})
+    rep = run_evaluation(pkg, fields=1, size=64, fit_fields=1, seed=7, outside=False)
+    rows = {r["row"]: r["group"] for r in rep["rows"]}
+    assert rows["cells (held-out region)"] == "training morphology"
+    assert rows["fibroblasts (held-out region)"] == "training morphology"
+    assert "fibroblasts (held-out morphology)" not in rows  # it was trained on
+    for kind in ("epithelium", "sparse", "mitotic", "debris", "clusters"):  # never seen
+        assert rows[f"{kind} (held-out morphology)"] == "held-out morphology"
+        assert f"{kind} (held-out region)" not in rows
+    assert rep["domain"]["train"] == ["cells", "fibroblasts"]
+    assert "fibroblasts" not in rep["domain"]["held_out"]
+
+
+def test_a_package_without_recorded_morphologies_and_the_shipped_ones_keep_the_task_domain(tmp_path):
+    from scopecast.daemon.inference.package import load_package
+    from scopecast.models.evaluate_morphology import evaluation_domain
+
+    m = load_package(_package_trained_on(tmp_path / "pkg", None)).manifest
+    dom = evaluation_domain(m)
+    assert dom["train"] == DOMAIN["virtual-staining"]["train"] and "does not record" in dom["morphologies_from"]
+    shipped = Path(__file__).resolve().parents[1] / "models" / "packages"
+    for name in ("virtual-staining", "super-resolution"):
+        if (shipped / name / "manifest.json").is_file():
+            sm = load_package(shipped / name).manifest
+            d = evaluation_domain(sm)  # same rows, order and seeds as before
+            assert (d["train"], d["held_out"]) == (DOMAIN[sm.task]["train"], DOMAIN[sm.task]["held_out"])
+
+
+def test_figure_without_pillow_is_refused_before_the_evaluation(cli, tmp_path, monkeypatch):
+    from scopecast.models.synthetic import write_package
+
+    pkg = write_package(tmp_path / "pkg", CYCLE, ["nuclei", "membrane"], name="tiny", task="virtual-staining",
+                        width=4, layers=2, tile=64, halo=8, pixel_size_um=0.65,
+                        normalization={"kind": "calibrated", "offset": [100.0] * 6, "scale": [8000.0] * 6},
+                        output_scaling={"scale": [1000.0] * 2, "offset": [100.0] * 2})
+    monkeypatch.setitem(sys.modules, "PIL", None)  # an engine-only install: no Pillow
+    t0 = time.monotonic()
+    rc, out, err = cli("evaluate", "--model", pkg, "--fields", "1", "--size", "64", "--no-outside", "--quiet",
+                       "--figure", tmp_path / "fig.png", "--json", tmp_path / "rep.json")
+    assert rc == 2 and "Traceback" not in err, err
+    assert "--figure needs Pillow" in err, err
+    assert "blank slide" not in out  # refused before the evaluation ran, not after it
+    assert time.monotonic() - t0 < 60  # no capture at all (the evaluation takes minutes at real sizes)
+
+
+def _package(path: Path) -> Path:
+    """A tiny calibrated virtual-staining package with the shipped package's output scale (counts at 100 ms)."""
+    from scopecast.models.manifest import ChannelStats, InputStats
+    from scopecast.models.synthetic import write_package
+
+    st = {c: ChannelStats(signal=(10.0, 1000.0, 20000.0), contrast=(0.001, 0.1, 10.0), snr_min=3.0,
+                          saturated_max=0.0, p_low=100.0, p_high=8000.0) for c in CYCLE}
+    return write_package(
+        path, CYCLE, ["nuclei", "membrane"], name="tiny", task="virtual-staining", width=4, layers=2, tile=64, halo=8,
+        normalization={"kind": "calibrated", "offset": [100.0] * 6, "scale": [8000.0] * 6},
+        camera={"offset_adu": 100.0, "saturation_adu": 15100.0, "read_noise_adu": 0.5, "gain_adu_per_e": 0.5},
+        input_stats=InputStats(fields=4, percentiles=(1.0, 99.8), channels=st),
+        output_scaling={"scale": [21415.0, 6231.0], "offset": [98.8, 100.0]},
+        output_range={"min": [0.0] * 2, "max": [15100.0] * 2}, pixel_size_um=0.65,
+    )
+
+
+def test_a_field_of_empty_glass_is_not_scored_by_psnr(tmp_path):
+    # seed 500, one 64² field per row: the clusters row's field lies on the glass between colonies
+    rep = run_evaluation(_package(tmp_path / "pkg"), fields=1, size=64, fit_fields=1, seed=500, outside=False)
+    row = next(r for r in rep["rows"] if r["row"] == "clusters (held-out morphology)")
+    assert row["positive_area"]["truth"] == {"nuclei": 0.0, "membrane": 0.0}  # no stain in the truth at all
+    margins = rep["verdict"]["psnr_margin_db"]
+    assert not any(k.startswith("clusters") for k in margins), margins  # no PSNR margin from camera noise
+    assert row["empty_fields"] == {"nuclei": 1, "membrane": 1}
+    assert "clusters (held-out morphology): nuclei 1, membrane 1" in format_report(rep)
+    cells = next(r for r in rep["rows"] if r["row"] == "cells (held-out region)")
+    assert cells["empty_fields"] == {"nuclei": 0, "membrane": 0} and "cells (held-out region) / nuclei" in margins
+
+
+def _model_argument(command: str) -> str:
+    args = shlex.split(command)
+    return args[args.index("--model") + 1]
+
+
+def test_the_validation_section_quotes_a_package_path_with_spaces():
+    from scopecast.export.repackage import validation_section
+    from scopecast.models.manifest import ModelManifest
+
+    m = ModelManifest.model_validate_json((ROOT / "models/packages/virtual-staining/manifest.json").read_bytes())
+    text = validation_section(m, None, "/data/my models/vs")
+    command = re.search(r"`(scopecast evaluate --model .*?)`", text).group(1)
+    assert _model_argument(command) == "/data/my models/vs", command
+
+
+def test_evaluate_card_reproduce_line_quotes_the_package_path(cli, tmp_path):
+    from scopecast.models.synthetic import write_package
+
+    pkg = write_package(tmp_path / "my models" / "vs", CYCLE, ["nuclei", "membrane"], name="tiny",
+                        task="virtual-staining", width=4, layers=2, tile=64, halo=8, pixel_size_um=0.65,
+                        normalization={"kind": "calibrated", "offset": [100.0] * 6, "scale": [8000.0] * 6},
+                        output_scaling={"scale": [1000.0] * 2, "offset": [100.0] * 2})
+    rc, _, err = cli("evaluate", "--model", pkg, "--fields", "1", "--size", "64", "--no-outside", "--quiet", "--card")
+    assert rc in (0, 3), err  # 3: a random network misses the targets; the card is written either way
+    command = re.search(r"Reproduce: `(.*?)`", (pkg / "card.md").read_text()).group(1)
+    assert _model_argument(command) == str(pkg), command
