@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from .cli import DEFAULT_CONFIG, _optional_address
 
 __all__ = ["add_model_commands"]
+
+
+def _exposure_range(text: str) -> tuple[float, float]:
+    """``--exposure-range LO,HI``: two exposures in ms with 0 < LO <= HI (an argparse type: a mistake is a usage
+    error before the microscope starts, not a traceback after the camera was calibrated)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO,HI in ms (e.g. 5,15)") from None
+    if not 0 < lo <= hi < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 < LO <= HI (ms)")
+    return lo, hi
+
+
+def _unknown_samples(core, samples: list[str]) -> str:
+    """'' when the simulator hub offers every kind in ``samples``, else a line naming the unknown ones and those
+    it has (a typo ended in a pymmcore-plus traceback after the camera was calibrated)."""
+    allowed = list(core.getAllowedPropertyValues("Scope", "Sample"))
+    unknown = [k for k in samples if k not in allowed]
+    return f"unknown sample kind(s) {', '.join(unknown)}; the simulator has {', '.join(allowed)}" if unknown else ""
 
 
 def _gather(args: argparse.Namespace) -> int:
@@ -34,7 +55,7 @@ def _gather(args: argparse.Namespace) -> int:
     if args.blank_fraction is not None:
         plan["blank_fraction"] = args.blank_fraction
     if args.exposure_range:
-        plan["exposure_ms"] = tuple(float(v) for v in args.exposure_range.split(","))
+        plan["exposure_ms"] = args.exposure_range
     if args.defocus is not None:
         plan["defocus_um"] = args.defocus
     set_sample = None
@@ -44,6 +65,11 @@ def _gather(args: argparse.Namespace) -> int:
                   "--samples slide to capture whatever slide the running daemon has)", file=sys.stderr)
             return 2
         core = daemon.backend.core
+        why = _unknown_samples(core, samples)
+        if why:
+            daemon.close()
+            print(f"scopecast gather: --samples: {why}", file=sys.stderr)
+            return 2
 
         def set_sample(kind: str) -> None:  # the simulator hub's Sample property: a new slide on the stage
             core.setProperty("Scope", "Sample", kind)
@@ -106,7 +132,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"scopecast evaluate: --card describes the package's fp32 model; not written for "
                   f"--precision {args.precision}", file=sys.stderr)
         elif args.card:
-            cmd = f"scopecast evaluate --model {model} --fields {args.fields} --size {args.size} --seed {args.seed}"
+            cmd = (f"scopecast evaluate --model {shlex.quote(model)} --fields {args.fields} --size {args.size} "
+                   f"--seed {args.seed}")  # the card's command, to copy: a path with spaces quoted
             update_card(Path(model) / "card.md", rep, cmd)
         reports.append(rep)
     if args.json:
@@ -187,7 +214,8 @@ def add_model_commands(sub) -> None:
                    "'domain': the task's training morphologies (models/dataset.py DOMAIN); 'slide' (default): "
                    "whatever slide is loaded, one focus and exposure. Needs the in-process simulator")
     g.add_argument("--blank-fraction", type=float, default=None, help="share of empty fields (zero targets)")
-    g.add_argument("--exposure-range", default="", help="per-field exposure range in ms, e.g. 5,15")
+    g.add_argument("--exposure-range", default=None, type=_exposure_range,
+                   help="per-field exposure range in ms, e.g. 5,15")
     g.add_argument("--defocus", type=float, default=None, help="per-field focus drawn within ± this (µm)")
     g.set_defaults(func=_gather)
 

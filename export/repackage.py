@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def write_cover(path: Path, m: ModelManifest, raw: np.ndarray, out: np.ndarray) 
 def validation_section(m: ModelManifest, report: BioimageioTestReport | None = None,
                        package_path: str | None = None) -> str:
     """The card's ``## Validation`` section: how to validate on unseen data and the bioimage.io test."""
-    where = package_path or f"models/packages/{m.name}"
+    where = shlex.quote(package_path or f"models/packages/{m.name}")  # a command to copy: a path with spaces quoted
     atol, rtol, mism = (TOLERANCE[k] for k in ("absolute_tolerance", "relative_tolerance",
                                                "mismatched_elements_per_million"))
     adapters = {"onnx": "ONNX", "pytorch_state_dict": "PyTorch"}

@@ -30,7 +30,10 @@ from .architectures import build, count_parameters
 from .dataset import BLANK, TASKS, PairSet, calibrate, load_pairs
 from .manifest import Normalization, normalize, pad_to_multiple
 
-__all__ = ["TrainConfig", "load_checkpoint", "load_teacher", "prepare", "refresh_output_range", "train"]
+__all__ = [
+    "TrainConfig", "check_crop", "check_dataset_task", "load_checkpoint", "load_teacher", "prepare",
+    "refresh_output_range", "train",
+]
 
 
 @dataclass
@@ -123,6 +126,7 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     spec = TASKS[cfg.task]
     if cfg.normalization not in ("calibrated", "percentile"):
         raise ValueError(f"unknown normalization {cfg.normalization!r}; use 'calibrated' or 'percentile'")
+    check_dataset_task(dataset, cfg.task)
     tr = load_pairs(dataset, "train")
     try:
         va = load_pairs(dataset, "val")
@@ -166,7 +170,7 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
         if target.shape[1] > n_out:
             loss = loss + cfg.distill_weight * l1(pred, target[:, n_out:])
         return loss
-    crop = cfg.crop - cfg.crop % model.multiple  # type: ignore[attr-defined]
+    crop = check_crop(cfg.crop, int(model.multiple), tr.inputs.shape[-2:])  # type: ignore[attr-defined]
     log = open(out / "log.jsonl", "w")
     bar = None
     if progress:
@@ -232,6 +236,28 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool
     ckpt = _save(out / "checkpoint.pt", model, meta, step)
     write_card(out / "card.md", meta, metrics)
     return ckpt
+
+
+def check_dataset_task(dataset: str | Path, task: str) -> None:
+    """Raise ``ValueError`` naming both tasks when ``dataset`` was gathered for another task than ``task``: its
+    channels would be read as the other task's inputs and fail on a channel count that names neither."""
+    path = Path(dataset)
+    gathered = json.loads((path / "dataset.json" if path.is_dir() else path).read_text()).get("task")
+    if gathered != task:
+        raise ValueError(f"{dataset} was gathered for {gathered!r}, this run trains {task!r}: pass --task {gathered} "
+                         "(or gather a dataset for this task)")
+
+
+def check_crop(crop: int, multiple: int, field_hw: tuple[int, ...]) -> int:
+    """The training crop: ``crop`` rounded down to the network's size ``multiple``; ``ValueError`` naming the
+    largest usable crop when it does not fit in the dataset's fields ``field_hw`` (or rounds down to nothing)."""
+    usable = crop - crop % multiple
+    largest = min(field_hw) - min(field_hw) % multiple
+    if usable <= 0 or usable > min(field_hw):
+        raise ValueError(f"--crop {crop} does not fit the dataset's {field_hw[0]}x{field_hw[1]}-pixel fields "
+                         f"(crops are multiples of {multiple} pixels, at most {largest}): pass --crop {largest} "
+                         "or less")
+    return usable
 
 
 def _architecture(cfg: TrainConfig, cin: int, cout: int, sf: int) -> tuple[str, dict[str, Any]]:

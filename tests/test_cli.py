@@ -336,3 +336,21 @@ def test_a_writable_save_path_still_saves(daemon, cli, tmp_path):
     assert rc == 0, err
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert '"saved"' in out
+
+
+def test_an_unknown_sample_kind_is_named_with_the_kinds_there_are(cli, tmp_path):
+    rc, _, err = cli("gather", "--out", tmp_path / "ds", "--train", "2", "--val", "1", "--size", "64",
+                     "--samples", "cells,fibroblast")
+    assert rc == 2 and "Traceback" not in err, err
+    assert "--samples: unknown sample kind(s) fibroblast; the simulator has cells, epithelium, fibroblasts" in err, err
+    assert not (tmp_path / "ds" / "dataset.json").exists()
+
+
+@pytest.mark.parametrize("value", ["5", "15,5", "a,b", "0,5", "5,inf"])
+def test_an_exposure_range_that_is_not_lo_hi_is_a_usage_error(cli, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as e:
+        cli("gather", "--out", tmp_path / "ds", "--train", "2", "--val", "1", "--size", "64", "--samples", "cells",
+            "--exposure-range", value)
+    assert e.value.code == 2
+    assert "argument --exposure-range" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()  # refused before the microscope started

@@ -302,3 +302,25 @@ def test_int8_quantization_runs_on_fields_that_are_not_a_multiple_of_the_network
         report = e.report
     assert report["fields"] == 2 and all(np.isfinite(v) for v in report["loss_db"].values())
     assert report["speed"]["size"] % 8 == 0
+
+
+@pytest.fixture(scope="module")
+def small_sr_dataset(tmp_path_factory):
+    from helpers import gather_small
+
+    return gather_small(tmp_path_factory.mktemp("sr") / "ds", "super-resolution", 64, n_train=2, n_val=1, seed=3)
+
+
+def test_train_names_the_task_a_dataset_was_gathered_for(cli, tmp_path, small_sr_dataset):
+    rc, _, err = cli("train", "--data", small_sr_dataset, "--out", tmp_path / "run", "--steps", "2", "--crop", "32",
+                     "--depth", "2", "--width", "4", "--threads", "1")  # --task left at its default
+    assert rc == 2 and "Traceback" not in err, err
+    assert "gathered for 'super-resolution'" in err and "--task super-resolution" in err, err
+
+
+def test_train_names_a_crop_larger_than_the_fields(cli, tmp_path, small_sr_dataset):
+    rc, _, err = cli("train", "--task", "super-resolution", "--data", small_sr_dataset, "--out", tmp_path / "run",
+                     "--steps", "2", "--depth", "2", "--width", "4", "--threads", "1")  # default --crop 96 > 64
+    assert rc == 2 and "Traceback" not in err, err
+    assert "--crop 96 does not fit the dataset's 64x64-pixel fields" in err and "--crop 64" in err, err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
