@@ -88,7 +88,8 @@ class AcquisitionEngine:
         self.record_cap = record_cap or RecordingCap()
         self.ngff = ngff
         self.event_sinks: list[EventSink] = []
-        self.data_dir = Path(data_dir)
+        # absolute: job paths, describe's data_dir and spot-check recordings go to clients in other directories
+        self.data_dir = Path(data_dir).expanduser().absolute()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.sinks: list[FrameSink] = []
         self._seq = itertools.count()

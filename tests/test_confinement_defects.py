@@ -222,3 +222,23 @@ def test_save_window_has_one_time_point_per_bundle(daemon, client, tmp_path):
     whole = sum(sorted(h.channel for h in by_t[t]) == sorted(CYCLE) for t in live)
     assert report.bundles == len(by_t) and report.inferred == whole, report
     assert len(report.skipped) == len(by_t) - whole
+
+
+def test_paths_the_daemon_reports_are_absolute_when_started_with_a_relative_data_dir(sim_cfg, tmp_path, monkeypatch):
+    """Started with ``--data-dir data`` (the default), the daemon reported 'data/...' in job paths and
+    describe's data_dir: relative to its own working directory, which a client elsewhere cannot open."""
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+
+    monkeypatch.chdir(tmp_path)
+    d = Daemon(lambda: load_mmcore_backend(sim_cfg), "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    try:
+        with ControlClient(d.control_address, timeout_s=120) as c:
+            assert c.request("describe")["data_dir"] == str(tmp_path / "data")
+            job = c.request("run_scan", sequence={"channels": [{"config": "BF"}]})
+            path = c.wait(job["id"], timeout_s=300)["path"]
+    finally:
+        d.close()
+    assert Path(path).is_absolute() and Path(path).parent == tmp_path / "data", path
+    monkeypatch.chdir("/")  # a client in another directory opens what it was told
+    assert open_recording(path).series[0].channels == ["BF"]
