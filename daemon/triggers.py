@@ -631,13 +631,13 @@ def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> li
     rec = open_recording(results)
     items = []
     for s in rec.series:
-        by_bundle: dict[int, list] = {}
+        by_plane: dict[tuple[int, int], list] = {}  # each plane of a scan's z-stack is a result, as live
         for h in s.frames:
-            by_bundle.setdefault(h.bundle_id, []).append(h)
-        for bundle_id, hs in by_bundle.items():
+            by_plane.setdefault((h.bundle_id, h.index.get("z", 0)), []).append(h)
+        for (bundle_id, z), hs in by_plane.items():
             h0 = hs[0]
             t = h0.index.get("t", 0)
-            data = np.stack([s.image(c, t=t) for c in s.channels])
+            data = np.stack([s.image(c, t=t, z=z) for c in s.channels])
             header = {
                 "model": h0.extra.get("model"), "channels": s.channels, "acquisition_id":
                 h0.extra.get("source_acquisition_id"), "bundle_id": bundle_id,

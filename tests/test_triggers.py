@@ -287,3 +287,27 @@ def test_replay_says_when_it_was_given_nothing_its_triggers_watch(tmp_path, caps
         assert main(["replay", "--triggers", str(config), "--results", str(results)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("scopecast replay: ") and err.count("\n") == 1, err
+
+
+def test_replay_decides_on_every_plane_of_a_z_stack(tmp_path):
+    """Offline inference writes each plane of a scan's z-stack as a result, and the live engine infers each
+    plane; replay read plane 0 of each bundle only, so a colony in focus on another plane never fired."""
+    from scopecast.daemon.frames import Frame, FrameHeader
+    from scopecast.daemon.recorder import Recorder, SeriesSpec
+
+    path = tmp_path / "stack.m.ome.zarr"
+    rec = Recorder(path, "r", {"kind": "inference"})
+    s = rec.add_series(SeriesSpec("pos000 m", ("nuclei",), ("inferred",), (8, 8), "float32", 0.65, (0.0, 0.0, -2.0),
+                                  n_z=3, z_step_um=2.0))
+    for z, value in enumerate((0.0, 1.0, 0.0)):  # in focus (stained) on the middle plane only
+        h = FrameHeader(acquisition_id="r", seq=z, bundle_id=1, bundle_index=0, bundle_size=1, channel="nuclei",
+                        modality="inferred", pattern="", detector="m", stage_x_um=0.0, stage_y_um=0.0,
+                        stage_z_um=2.0 * z - 2.0, exposure_ms=0.0, pixel_size_um=0.65, dtype="float32", shape=(8, 8),
+                        position_index=0, t_exposure_start_ns=1 + z, t_acquired_ns=2 + z,
+                        extra={"model": "m", "trust": {"ok": True, "score": 1.0, "reasons": []}})
+        rec.write(Frame(h, np.full((8, 8), value, np.float32)), s, 0, 0, z)
+    rec.close()
+    cfg = {"triggers": [{"name": "t", "model": "m", "measurement": {"kind": "mean", "channel": "nuclei"},
+                         "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 0, "actions": []}]}
+    decisions = replay(cfg, path)
+    assert [(d.event, d.position_um[2]) for d in decisions if d.event == "fire"] == [("fire", 0.0)], decisions
