@@ -316,6 +316,22 @@ def test_worker_withholds_a_blank_slide_and_says_why(tmp_path, scope, calibratio
         assert np.float32(lo[c]) <= ok.data[c].min() and ok.data[c].max() <= np.float32(hi[c])
 
 
+@pytest.mark.parametrize("last_frame_at, moved", [
+    ((0.0, 0.0, 0.0), False), ((0.3, 0.0, 0.3), False),  # within a pixel (0.65 µm) and 0.5 µm of focus
+    ((40000.0, 0.0, 0.0), True), ((0.0, 2.0, 0.0), True), ((0.0, 0.0, 2.0), True)])
+def test_a_bundle_taken_across_a_stage_move_is_withheld(tmp_path, calibration, validation, last_frame_at, moved):
+    """A stage moved during live lands between two frames of a bundle: five channels of one field and the last
+    of another were inferred as one and published trusted (a colony trigger fired on such a bundle)."""
+    pkg = _calibrated_package(tmp_path, calibration)
+    frames = _stream(validation[1])
+    for i, f in enumerate(frames):
+        x, y, z = last_frame_at if i == len(frames) - 1 else (0.0, 0.0, 0.0)
+        f.header.update(stage_x_um=x, stage_y_um=y, stage_z_um=z)
+    t = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu")).process(frames).header["trust"]
+    said = [r for r in t["reasons"] if r.startswith("moved: the stage moved during the bundle")]
+    assert bool(said) == moved and (t["guards"]["action"] == "withheld") == moved, t["reasons"]
+
+
 def test_outputs_beyond_the_physical_range_are_clipped_and_flagged(tmp_path, calibration, validation):
     narrow = {"min": [150.0, 150.0], "max": [160.0, 160.0]}
     pkg = _calibrated_package(tmp_path, calibration, output_range=narrow)

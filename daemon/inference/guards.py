@@ -105,6 +105,7 @@ from .guard_figures import (
 __all__ = [
     "DEFAULT_OFFSET_ADU", "FOCUS_BLUR_PX", "GIBBS", "OUTPUT_CLIPPED_MAX", "OUTPUT_RANGE_TOLERANCE",
     "PEAK_FRACTION", "PIXEL_SIZE_TOLERANCE", "RANGE_FACTOR", "ROSE_SNR", "SATURATED_MAX", "EXTENT_LAG_PX",
+    "MOVED_XY_PX", "MOVED_Z_UM",
     "GuardVerdict", "InputGuard", "OutputGuard", "trust",
     # the figures (guard_figures), re-exported
     "focus_figure", "focus_figures", "focus_limits", "focus_width", "measure", "measure_bundle", "structure_extents",
@@ -126,6 +127,13 @@ OUTPUT_RANGE_TOLERANCE = 0.01
 GIBBS = 0.0895
 #: Camera offset assumed when the package does not record the camera (typical sCMOS).
 DEFAULT_OFFSET_ADU = 100.0
+#: A bundle's frames are one field only if the stage stayed within this many pixels (XY) of where the first was
+#: taken: the model combines its channels pixel by pixel (a DPC pair is a difference of two frames), and
+#: training bundles never moved at all. A stage moved during live (by a client, a trigger, or the joystick)
+#: lands between two frames of a bundle; its result would mix two fields.
+MOVED_XY_PX = 1.0
+#: ... and within this far in Z (µm): a focus step between channels; training bundles were taken at one focus.
+MOVED_Z_UM = 0.5
 
 
 def _r(v: float, digits: int = 4) -> float | None:
@@ -187,13 +195,16 @@ class InputGuard:
         return cls(m.inputs, m.camera, m.input_stats, m.pixel_size_um)
 
     def check(self, frames: list[np.ndarray], pixel_sizes_um: list[float | None] | None = None,
-              exposures_ms: list[float | None] | None = None) -> GuardVerdict:
+              exposures_ms: list[float | None] | None = None,
+              positions_um: list[tuple[float | None, float | None, float | None]] | None = None) -> GuardVerdict:
         """Measure and check a bundle (frames in model input order, raw counts).
 
         ``pixel_sizes_um``: the frames' header pixel sizes (µm at the sample), compared with the
         package's training sampling; ``exposures_ms``: their exposure times, compared with the training
-        fields' (``InputStats.exposure_ms``); ``None`` (or 0) where a frame does not say."""
+        fields' (``InputStats.exposure_ms``); ``positions_um``: their stage positions (x, y, z), which must
+        agree (:data:`MOVED_XY_PX`, :data:`MOVED_Z_UM`); ``None`` (or 0) where a frame does not say."""
         v = GuardVerdict()
+        self._check_moved(v, positions_um, pixel_sizes_um)
         self._check_sampling(v, pixel_sizes_um)
         self._check_exposure(v, exposures_ms)
         if self.camera is not None:
@@ -238,6 +249,22 @@ class InputGuard:
                 v.reasons[i] = f"outside training range: {what}{witness}: a dimmer specimen than any in training"
                 v.hard[i] = False
         v.withhold = any(v.hard)
+
+    def _check_moved(self, v: GuardVerdict, positions_um: list[tuple[float | None, ...]] | None,
+                     pixel_sizes_um: list[float | None] | None) -> None:
+        """The stage moved between the bundle's frames: they show different fields (withheld)."""
+        if not positions_um or len(positions_um) < 2:
+            return
+
+        def spread(axis: int) -> float:
+            vals = [float(p[axis]) for p in positions_um if p[axis] is not None and math.isfinite(p[axis])]
+            return max(vals) - min(vals) if vals else 0.0
+
+        px = (_header_values(pixel_sizes_um) or [self.pixel_size_um or 1.0])[0]
+        dxy, dz = math.hypot(spread(0), spread(1)), spread(2)
+        if dxy > MOVED_XY_PX * px or dz > MOVED_Z_UM:
+            self._fail(v, f"moved: the stage moved during the bundle (xy {dxy:.3g} µm, z {dz:.3g} µm): its frames "
+                          "show different fields", True)
 
     def _check_sampling(self, v: GuardVerdict, pixel_sizes_um: list[float | None] | None) -> None:
         """Another objective (or camera binning) than training: the same specimen at another sampling."""
@@ -504,6 +531,6 @@ def trust(verdict: GuardVerdict, output: dict[str, Any] | None = None, output_re
                    "output_clipped_max": OUTPUT_CLIPPED_MAX, "output_range_tolerance": OUTPUT_RANGE_TOLERANCE,
                    "gibbs": GIBBS,
                    "pixel_size_tolerance": PIXEL_SIZE_TOLERANCE,
-                   "focus_blur_px": FOCUS_BLUR_PX},
+                   "focus_blur_px": FOCUS_BLUR_PX, "moved_xy_px": MOVED_XY_PX, "moved_z_um": MOVED_Z_UM},
     }
     return {"ok": ok, "score": round(score, 4), "reasons": reasons, "guards": guards}

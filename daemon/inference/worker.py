@@ -99,6 +99,14 @@ def _num(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) else 0.0
 
 
+def _stage_position(header: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """A frame's stage position (µm; None for an axis its header does not give)."""
+    def axis(a: str) -> float | None:
+        v = header.get(f"stage_{a}_um")
+        return _num(v) if v is not None else None
+    return axis("x"), axis("y"), axis("z")
+
+
 class InferenceWorker:
     """Runs one model package on bundles (not thread-safe: one per thread)."""
 
@@ -267,7 +275,8 @@ class InferenceWorker:
     def check(self, ordered: list[StreamFrame]) -> GuardVerdict:
         """The input guards' verdict on a bundle (frames in model order, raw counts)."""
         return self.guard.check([f.data for f in ordered], [_num(f.header.get("pixel_size_um")) for f in ordered],
-                                [_num(f.header.get("exposure_ms")) for f in ordered])
+                                [_num(f.header.get("exposure_ms")) for f in ordered],
+                                [_stage_position(f.header) for f in ordered])
 
     def process(self, frames: list[StreamFrame], t_dequeued_ns: int | None = None,
                 out: Callable[[tuple[int, int, int]], np.ndarray] | None = None) -> Result:
