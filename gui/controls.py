@@ -1,4 +1,4 @@
-"""The viewer's control groups: live cycle, stage and focus, objective.
+"""The viewer's control groups: live cycle, stage and focus, objective, and the camera's exposure box.
 
 Each group only builds control requests (docs/protocol.md, "Commands") and
 hands them to a ``send(cmd, **args)`` callable; the window sends them off the
@@ -12,7 +12,7 @@ from typing import Any
 
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-__all__ = ["LiveCycleBox", "ObjectiveBox", "StageBox"]
+__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "StageBox"]
 
 Send = Callable[..., None]
 
@@ -227,6 +227,42 @@ class StageBox(QtWidgets.QGroupBox):
                     s.setValue(float(pos[a]))
         finally:
             self._filling = False
+
+
+class ExposureBox(QtWidgets.QDoubleSpinBox):
+    """The camera's exposure (ms): follows the daemon's (:meth:`show_exposure`) until the user types a value, which
+    is sent (``set_exposure``) when editing finishes. Leaving it untouched sends nothing, so it never undoes the
+    exposure another client set."""
+
+    def __init__(self, send: Send) -> None:
+        super().__init__()
+        self.send = send
+        self.setRange(0.01, 10000.0)
+        self.setSuffix(" ms")
+        self.setValue(10.0)
+        self.setToolTip("the camera's exposure now (snaps; each live channel has its own)")
+        self.edited = False  # the user changed the value since it was last sent
+        self._filling = False  # the viewer itself is setting it (not the user)
+        self.valueChanged.connect(self._changed)
+        self.editingFinished.connect(self._finished)
+
+    def _changed(self, _value: float) -> None:
+        if not self._filling:
+            self.edited = True
+
+    def _finished(self) -> None:
+        if self.edited:
+            self.edited = False
+            self.send("set_exposure", exposure_ms=self.value())
+
+    def show_exposure(self, exposure_ms: float | None) -> None:
+        """The daemon's exposure now; kept off the box while the user is changing it."""
+        if exposure_ms and not self.edited:
+            self._filling = True
+            try:
+                self.setValue(float(exposure_ms))
+            finally:
+                self._filling = False
 
 
 class ObjectiveBox(QtWidgets.QGroupBox):

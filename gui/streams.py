@@ -3,8 +3,10 @@
 The GUI is a client of the documented sockets only. :class:`LatestStreams`
 runs one thread that reads the daemon's frame stream and each engine's result
 stream and keeps only the newest frame per channel and the newest result per
-engine; anything replaced before the GUI looked at it is counted as a
-``display:superseded`` drop. The camera never waits for the display.
+engine. A frame of the channel the raw pane shows, or a result, replaced by a
+newer one before the GUI drew it is counted as a ``display:superseded`` drop
+(frames of the channels not shown are not drops). The camera never waits for
+the display.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class LatestStreams:
         self._frames: dict[str, Latest] = {}
         self._results: dict[str, Latest] = {}
         self._taken: set[tuple[str, int]] = set()
+        self._shown: str | None = None  # the raw pane's channel (None: the newest frame of any channel)
         self.counters = _Counters()
         self._serial = 0
         self._stop = threading.Event()
@@ -130,7 +133,7 @@ class LatestStreams:
             if topic == "frame":
                 key = header.get("channel") or "(current)"
                 old = self._frames.get(key)
-                if old is not None and ("f", old.serial) not in self._taken:
+                if old is not None and ("f", old.serial) not in self._taken and self._shown in (None, key):
                     c.superseded += 1
                 self._frames[key] = Latest(header, data, now, self._serial)
                 c.frames += 1
@@ -151,9 +154,12 @@ class LatestStreams:
                 if note:
                     c.errors.append(note)
 
-    def frame(self, channel: str | None) -> Latest | None:
-        """Newest frame of ``channel`` (any channel when None), marked as displayed."""
+    def frame(self, channel: str | None, raw_pane: bool = True) -> Latest | None:
+        """Newest frame of ``channel`` (any channel when None), marked as displayed. ``raw_pane``: the raw pane
+        shows ``channel`` from now on, so only its frames replaced before being displayed count as superseded."""
         with self._lock:
+            if raw_pane:
+                self._shown = channel or None
             if channel is None and self._frames:
                 item = max(self._frames.values(), key=lambda x: x.serial)
             else:

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-from .controls import LiveCycleBox, ObjectiveBox, StageBox
+from .controls import ExposureBox, LiveCycleBox, ObjectiveBox, StageBox
 from .latency import LatencyPanel
 from .panes import ImagePane
 from .streams import LatestStreams, Requester
@@ -36,6 +37,8 @@ __all__ = ["EngineEndpoint", "ScopeWindow"]
 NEWEST = "(newest frame)"
 #: Seconds a snap's reply may take beyond its exposure (readout, a snap of another client ahead of it).
 SNAP_MARGIN_S = 30.0
+#: Seconds a command may be waited for before the status line says so.
+WAITING_SHOWN_S = 1.0
 
 
 def _shipped_packages() -> list:
@@ -73,7 +76,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.control_address = control
         self.engines = engines
         self.streams = LatestStreams(stream, [e.results for e in engines])
-        self.requester = Requester()
+        self.requester = Requester()  # the user's commands, in order
+        self.poller = Requester()  # status and describe on clients of their own: never behind a long command
+        self._polls: dict[str, Future] = {}  # address -> its poll in flight (one at a time: none pile up)
+        self._in_flight: dict[Future, tuple[str, float]] = {}  # the user's commands not answered yet
         self.sig = _Signals()
         self.sig.reply.connect(self._on_reply)
         self.sig.error.connect(self._on_error)
@@ -127,6 +133,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
             views.addWidget(pane)
             self.no_engine_pane = pane
         self.trust_shown: dict[str, dict[str, Any]] = {}  # engine results address -> last trust verdict shown
+        self.without_std: set[str] = set()  # engines whose last result had no uncertainty map ('<output>:std')
         for i in range(views.count()):
             views.setStretchFactor(i, 1)  # the panes share the width equally and grow with the window
         self.controls_dock = self._dock("controls", self._controls())
@@ -164,12 +171,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.pattern_box = QtWidgets.QComboBox()
         self.pattern_box.setToolTip("LED array pattern (sets the hardware directly)")
         self.pattern_box.activated.connect(lambda _: self.request("set_pattern", pattern=self.pattern_box.currentText()))
-        self.exposure = QtWidgets.QDoubleSpinBox()
-        self.exposure.setRange(0.01, 10000.0)
-        self.exposure.setSuffix(" ms")
-        self.exposure.setValue(10.0)
-        self.exposure.setToolTip("the camera's exposure now (snaps; each live channel has its own)")
-        self.exposure.editingFinished.connect(lambda: self.request("set_exposure", exposure_ms=self.exposure.value()))
+        self.exposure = ExposureBox(self.request)
         self.snap_button = QtWidgets.QPushButton("Snap")
         self.snap_button.clicked.connect(self.snap)
         self.pairs_button = QtWidgets.QPushButton("Capture pair")
@@ -250,6 +252,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.fps_label = QtWidgets.QLabel("acquired – /s   inferred – /s   displayed – /s")
         self.drops_label = QtWidgets.QLabel("dropped: –")
         self.drops_label.setWordWrap(True)
+        self.drops_label.setToolTip("display:superseded: frames of the raw pane's channel and results replaced by "
+                                    "newer ones before the viewer drew them (other channels' frames are not drops)")
         self.error_view = QtWidgets.QPlainTextEdit()
         self.error_view.setReadOnly(True)
         self.error_view.setMaximumBlockCount(200)
@@ -262,10 +266,15 @@ class ScopeWindow(QtWidgets.QMainWindow):
         return split
 
     # ---------------------------------------------------------------- requests
-    def request(self, cmd: str, address: str | None = None, timeout_s: float = 5.0, **args: Any) -> None:
-        """Send ``cmd`` off the GUI thread; the reply or error comes back as a signal."""
-        fut = self.requester.submit(address or self.control_address, cmd, timeout_s=timeout_s, **args)
+    def request(self, cmd: str, address: str | None = None, timeout_s: float = 5.0, poll: bool = False,
+                **args: Any) -> Future:
+        """Send ``cmd`` off the GUI thread; the reply or error comes back as a signal. ``poll`` requests (status,
+        describe) have clients of their own: a long snap or model load, waited for in order, never holds them up."""
+        fut = (self.poller if poll else self.requester).submit(address or self.control_address, cmd,
+                                                               timeout_s=timeout_s, **args)
         what = f"{address or 'daemon'}:{cmd}"
+        if not poll:
+            self._in_flight[fut] = (what, time.monotonic())
 
         def done(f) -> None:
             try:
@@ -274,6 +283,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 self.sig.error.emit(what, f"{type(e).__name__}: {e}")
 
         fut.add_done_callback(done)
+        return fut
 
     def toggle_live(self) -> None:
         if self.daemon_status.get("state") == "live":
@@ -320,13 +330,19 @@ class ScopeWindow(QtWidgets.QMainWindow):
         """Every second: daemon and engine status; ``describe`` until it has answered once, and again once the
         daemon answers after it did not (a timeout or a daemon that is not up yet leaves no empty menus behind;
         a restarted one no stale objective, pixel size or channels)."""
-        self.request("status", timeout_s=1.0)
+        self._poll(self.control_address)
         if not self._described and not self._describing:
             self._describing = True
-            self.request("describe", timeout_s=3.0)
+            self.request("describe", timeout_s=3.0, poll=True)
         for e in self.engines:
             if e.control:
-                self.request("status", address=e.control, timeout_s=1.0)
+                self._poll(e.control, e.control)
+
+    def _poll(self, key: str, address: str | None = None) -> None:
+        """Ask ``address`` (the daemon when None) for its status unless the last poll of it is still unanswered."""
+        fut = self._polls.get(key)
+        if fut is None or fut.done():
+            self._polls[key] = self.request("status", address=address, timeout_s=1.0, poll=True)
 
     @QtCore.Slot(str, object)
     def _on_reply(self, what: str, result: Any) -> None:
@@ -340,6 +356,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 if live and result.get("job"):
                     self.record_box.setChecked(bool(result["job"].get("path")))
                 self.stage.show_position(result.get("position_um"))
+                if result.get("state") == "idle" and not result.get("hardware_busy"):  # a job's are per channel
+                    self.exposure.show_exposure(result.get("exposure_ms"))
                 n = result.get("frames_acquired", 0)
                 self._acq_hist.append((time.monotonic(), n))
             else:
@@ -371,7 +389,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.pattern_box.clear()
         self.pattern_box.addItems(info.get("patterns", []))
         self.pattern_box.setCurrentText(info.get("pattern", ""))
-        self.exposure.setValue(float(info.get("exposure_ms", 10.0)))
+        self.exposure.show_exposure(info.get("exposure_ms"))
         self.cycle.set_channels(info.get("channels", {}))
         self.stage.show_position(info.get("position_um"))
         self.objective.from_describe(info)
@@ -438,7 +456,16 @@ class ScopeWindow(QtWidgets.QMainWindow):
             pos = st.get("position_um") or {}  # None while the hardware is busy and nothing is known yet
             parts.append(f"{st.get('state', '?')} · {st.get('channel') or '-'} · {st.get('exposure_ms') or 0:.1f} ms · "
                          f"x {pos.get('x', 0):.1f} y {pos.get('y', 0):.1f} z {pos.get('z', 0):.1f} µm")
+        parts += self._waiting_for()
         self.status_line.setText("   |   ".join(parts))
+
+    def _waiting_for(self) -> list[str]:
+        """'waiting for <command> (N s)' for each of the user's commands unanswered for over WAITING_SHOWN_S."""
+        now = time.monotonic()
+        self._in_flight = {f: w for f, w in self._in_flight.items() if not f.done()}
+        waits = [(what.rpartition(":"), now - t0) for what, t0 in self._in_flight.values()]
+        return [f"waiting for {cmd}{'' if source == 'daemon' else f' ({source})'} ({s:.0f} s)"
+                for (source, _, cmd), s in waits if s >= WAITING_SHOWN_S]
 
     # ----------------------------------------------------------------- refresh
     def refresh(self) -> None:
@@ -485,6 +512,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         # '<output>:std' channels (engine --uncertainty) follow the outputs: a map of their own, never a stain
         std = [i for i, n in enumerate(names) if n.endswith(":std")]
         keep = [i for i in range(len(names)) if i not in std]
+        (self.without_std.discard if std else self.without_std.add)(address)
         if std and self.uncertainty_box.isChecked():
             pane.show_grey(y[std].mean(axis=0), px, "uncertainty (std, output units)", auto_levels=True)
             pane.plot.setTitle(f"{h.get('model')} · uncertainty · {px:.3g} µm/px", size="10pt")
@@ -495,7 +523,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if h.get("task") == "virtual-staining" or (y.shape[0] > 1 and h.get("scale_factor", 1) == 1):
             base = None
             if self.overlay_box.isChecked():
-                f = self.streams.frame("BF") or self.streams.frame(None)
+                f = self.streams.frame("BF", raw_pane=False) or self.streams.frame(None, raw_pane=False)
                 base = None if f is None else f.data.astype(np.float32)
             pane.show_composite(y, names, px, base)
         else:
@@ -570,10 +598,17 @@ class ScopeWindow(QtWidgets.QMainWindow):
                         f"{name} needs {', '.join(inputs)};\n{hint}" + ("\n(showing its last result)" if has_result else ""))
             if not has_result:
                 return f"waiting for the first result of {name}"
-            return None
+            return self._no_uncertainty_note(address)
         if not has_result:
             return f"no result yet: {name} needs {', '.join(inputs)}; Start live"
-        return None
+        return self._no_uncertainty_note(address)
+
+    def _no_uncertainty_note(self, address: str) -> str | None:
+        """With "uncertainty map" ticked, why an engine's pane shows its output instead (None otherwise)."""
+        if not self.uncertainty_box.isChecked() or address not in self.without_std:
+            return None
+        return ("this engine publishes no uncertainty map (showing its output):\n"
+                "start it with scopecast engine --uncertainty N")
 
     def _engine_silent_s(self, address: str) -> float | None:
         """Seconds the engine at ``address`` has not been heard from (neither stats nor status), once its latency
@@ -660,4 +695,5 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self._status_timer.stop()
         self.streams.close()
         self.requester.close()
+        self.poller.close()
         super().closeEvent(event)

@@ -442,3 +442,18 @@ def test_the_cycle_follows_the_engines_inputs_at_their_trained_exposure(app):
     box.table.cellWidget(row, 1).setValue(50.0)  # the user's exposure is kept: suggestions stop
     box.suggest(["Membrane", "BF"], {"Membrane": sr.trained_exposure_ms, "BF": 8.7})
     assert box.channels() == [{"name": "Membrane", "exposure_ms": 50.0}]
+
+
+def test_uncertainty_map_of_an_engine_without_one_says_how_to_get_it(app, window, engines, client):
+    """The engines of the window run without --uncertainty: ticking "uncertainty map" showed the output as before
+    with no word, as if the map were the output."""
+    vs = engines[0].results_address
+    pane = window.panes[vs]
+    window.uncertainty_box.setChecked(True)
+    client.request("start_live", channels=CYCLE, interval_ms=50)
+    assert spin(app, lambda: pane.values is not None, 120)
+    assert spin(app, lambda: "publishes no uncertainty map" in pane.message_text, 60), pane.message_text
+    assert "--uncertainty N" in pane.message_text and pane.channel_names == ["nuclei", "membrane"]
+    window.uncertainty_box.setChecked(False)  # unticked, the output needs no note
+    assert spin(app, lambda: pane.message_text == "", 60), pane.message_text
+    client.request("stop")

@@ -206,3 +206,80 @@ def test_spot_checks_stopped_by_the_light_budget_say_so(app, window, daemon, cli
             assert f"spot checks of m stopped: {reason}" in window.error_view.toPlainText()
         finally:
             client.request("stop_spot_checks")
+
+
+def test_status_polls_never_wait_behind_a_long_snap(app, daemon, client):
+    """A 4 s snap: the status polls queued behind it on the viewer's one client per daemon, so the status line froze
+    for the whole snap without a word (and a daemon that died during it read 'connected' until the snap timed out,
+    30 s + the exposure). Polls go on their own client; the line says the snap is waited for."""
+    from scopecast.gui.window import ScopeWindow
+
+    daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")  # a snap lasts its exposure
+    w = ScopeWindow(daemon.control_address, daemon.stream_address, [])
+    replies: list[str] = []
+    w.sig.reply.connect(lambda what, _result: replies.append(what))
+    try:
+        w.show()
+        assert spin(app, lambda: w.connected["daemon"] and w.cycle.table.rowCount() > 0, 60)
+        client.request("set_exposure", exposure_ms=4000.0)
+        assert spin(app, lambda: w.daemon_status.get("exposure_ms") == 4000.0, 60)
+        replies.clear()
+        w.snap_button.click()
+        seen_waiting = []
+
+        def polled_during_snap() -> bool:
+            if "waiting for snap" in w.status_line.text():
+                seen_waiting.append(w.status_line.text())
+            return "daemon:snap" in replies or replies.count("daemon:status") >= 2
+
+        assert spin(app, polled_during_snap, 120)
+        assert "daemon:snap" not in replies, f"no status reply during the snap: {replies}"
+        assert spin(app, lambda: "daemon:snap" in replies or bool(seen_waiting), 120)
+        assert seen_waiting, w.status_line.text()
+        assert spin(app, lambda: "daemon:snap" in replies, 120)
+        assert spin(app, lambda: "waiting for" not in w.status_line.text(), 60)
+    finally:
+        w.close()
+        app.processEvents()
+
+
+def test_exposure_box_follows_other_clients_and_sends_only_what_was_typed(app, window, client):
+    """Another client sets 50 ms: the box kept the 10 ms of the window's first describe, and leaving the box without
+    typing sent set_exposure 10 ms, undoing the other client's change."""
+    sent: list[str] = []
+    submit = window.requester.submit
+    window.requester.submit = lambda address, cmd, **kw: (sent.append(cmd), submit(address, cmd, **kw))[1]
+    client.request("set_exposure", exposure_ms=50.0)
+    assert spin(app, lambda: window.exposure.value() == pytest.approx(50.0), 60), window.exposure.value()
+    window.exposure.editingFinished.emit()  # the user clicks into the box and leaves it without typing
+    n = client.request("status")["control"]["requests"]
+    assert spin(app, lambda: window.daemon_status["control"]["requests"] > n, 60)  # a poll after leaving it
+    assert "set_exposure" not in sent and client.request("status")["exposure_ms"] == 50.0
+    window.exposure.setValue(23.5)  # what the user types is sent when the editing finishes
+    assert spin(app, lambda: window.exposure.value() == 23.5)
+    window.exposure.editingFinished.emit()
+    assert spin(app, lambda: client.request("status")["exposure_ms"] == 23.5, 60)
+    assert sent.count("set_exposure") == 1
+
+
+SEVEN = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF", "Nuclei"]
+
+
+def test_display_superseded_counts_only_the_shown_channel(app, window, client):
+    """Live on a 7-channel cycle, the raw pane on BF: every frame of the 6 other channels was counted as a display
+    drop (thousands a minute), though the viewer never meant to draw them."""
+    assert spin(app, lambda: window.channel_box.count() > 2)
+    window.channel_box.setCurrentText("BF")
+    client.request("start_live", channels=SEVEN, interval_ms=100)
+    assert spin(app, lambda: window.frames_shown >= 10, 120)
+    client.request("stop")
+    assert spin(app, lambda: client.request("status")["state"] == "idle", 60)
+    n = client.request("status")["frames_acquired"]
+    assert spin(app, lambda: window.streams.snapshot().frames >= n, 60)  # every frame received
+    app.processEvents()
+    snap = window.streams.snapshot()
+    bf_received = -(-snap.frames // len(SEVEN))  # at most one BF frame per (started) cycle
+    # each BF frame was drawn or superseded; frames of the other channels count neither way
+    assert snap.superseded + window.frames_shown <= bf_received + 1, (snap.superseded, window.frames_shown, snap.frames)
+    assert f"display:superseded {snap.superseded}" in window.drops_label.text() or spin(
+        app, lambda: f"display:superseded {window.streams.snapshot().superseded}" in window.drops_label.text())
