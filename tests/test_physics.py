@@ -347,3 +347,23 @@ def test_a_binned_frame_is_the_sum_of_the_unbinned_pixels(core, objective, chann
     assert binned.mean() == pytest.approx(summed.mean(), rel=0.01)
     assert np.corrcoef(summed.ravel(), binned.ravel())[0, 1] > 0.99
     assert np.abs(binned - summed).max() <= 0.01 * summed.max() + 3  # rounding of four pixels vs one
+
+
+@pytest.mark.parametrize(("gain", "read_noise"), [(0.5, 1.6), (2.0, 1.6), (1.0, 6.0)])
+def test_dark_frames_show_the_offset_and_the_read_noise(core, gain, read_noise):
+    core.setProperty("Scope", "Sample", "blank")
+    core.setConfig("Channel", "DF")  # a blank slide in dark-field: no photon reaches the camera
+    core.setExposure(10)
+    core.setProperty("Camera", "Gain", gain)
+    core.setProperty("Camera", "ReadNoiseElectrons", read_noise)
+    offset = float(core.getProperty("Camera", "Offset"))
+    frames = []
+    for _ in range(4):
+        core.snapImage()
+        frames.append(core.getImage().astype(float))
+    dark = np.stack(frames)
+    expected_sd = np.sqrt((gain * read_noise) ** 2 + 1 / 12)  # read noise + ADC rounding
+    # before the fix: mean 100.30 / 101.28 / 102.39 ADU, sd 0.52 / 1.88 / 3.51 ADU, no pixel below the offset
+    assert dark.mean() == pytest.approx(offset, abs=0.05 * expected_sd + 0.02)
+    assert dark.std() == pytest.approx(expected_sd, rel=0.05)
+    assert (dark < offset).mean() > 0.2

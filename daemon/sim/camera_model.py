@@ -65,7 +65,9 @@ class CameraModel:
             if low.any():  # exact Poisson + read noise where the count is small
                 e[low] = self._rng.poisson(mean_e[low]).astype(np.float32) + np.float32(self.read_noise_e) * z[low]
         gain = np.float32(self.gain_adu_per_e)
-        np.clip(e, 0, np.float32(self.full_well_e), out=e)
+        # the full well caps the charge; read noise is symmetric about the offset (that is what the offset is
+        # for), so a dark pixel may read below it: only the ADC's range clips below (at 0 ADU)
+        np.minimum(e, np.float32(self.full_well_e), out=e)
         e *= gain
         e += np.float32(self.offset_adu) + np.float32(0.5)  # +0.5 then truncation = rounding
         np.clip(e, 0, self.max_adu, out=e)
