@@ -3,25 +3,34 @@ daemon's last image is not shown as the current field, a restarted daemon is des
 contrast follows the objective and exposure, a long snap is waited for, and the daemon's notices (a recording
 cap, spot checks stopped by the light budget, a trigger's notify) appear in the messages area."""
 
-import os
+import contextlib
 
 import numpy as np
 import pytest
 
-pg = pytest.importorskip("pyqtgraph", reason="the 'gui' extra is not installed")
+pytest.importorskip("pyqtgraph", reason="the 'gui' extra is not installed")
 
 from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
 from scopecast.models.synthetic import write_package  # noqa: E402
 from tests.helpers import StandInEngine, spin  # noqa: E402
+from tests.test_gui import CYCLE, app  # noqa: E402, F401 - the offscreen app fixture of tests/test_gui.py
 
-CYCLE = ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"]
 
+@contextlib.contextmanager
+def _realistic_window(app, daemon):
+    """A window on ``daemon`` whose camera takes as long as its exposure; yields it and the replies it gets."""
+    from scopecast.gui.window import ScopeWindow
 
-@pytest.fixture(scope="module")
-def app():
-    os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    return pg.mkQApp("scopecast-tests")
-
+    daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")  # a snap lasts its exposure
+    w = ScopeWindow(daemon.control_address, daemon.stream_address, [])
+    replies: list[str] = []
+    w.sig.reply.connect(lambda what, _result: replies.append(what))
+    try:
+        w.show()
+        yield w, replies
+    finally:
+        w.close()
+        app.processEvents()
 
 
 def test_a_stopped_engines_last_result_is_not_shown_as_current(app, sim_cfg, tmp_path):
@@ -75,14 +84,7 @@ def test_a_stopped_engines_last_result_is_not_shown_as_current(app, sim_cfg, tmp
 def test_snap_of_a_long_exposure_is_not_reported_as_unanswered(app, daemon, client):
     """Exposure 6 s (a dim fluorescence sample), Snap: the window said 'TimeoutError: no reply to 'snap' ...
     (connected, but the server did not answer)' after 5 s, while the daemon took, recorded and streamed the frame."""
-    from scopecast.gui.window import ScopeWindow
-
-    daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")  # a snap lasts its exposure
-    w = ScopeWindow(daemon.control_address, daemon.stream_address, [])
-    replies: list[str] = []
-    w.sig.reply.connect(lambda what, _result: replies.append(what))
-    try:
-        w.show()
+    with _realistic_window(app, daemon) as (w, replies):
         assert spin(app, lambda: w.connected["daemon"] and w.cycle.table.rowCount() > 0
                     and daemon.publisher.subscriptions.of("frame") >= 1, 60)
         w.exposure.setValue(6000.0)
@@ -93,9 +95,6 @@ def test_snap_of_a_long_exposure_is_not_reported_as_unanswered(app, daemon, clie
         assert spin(app, lambda: "daemon:snap" in replies or "snap:" in w.error_view.toPlainText(), 120)
         assert "snap:" not in w.error_view.toPlainText(), w.error_view.toPlainText()
         assert spin(app, lambda: w.frames_shown > n and "6000 ms" in w.raw.plot.titleLabel.text, 60)
-    finally:
-        w.close()
-        app.processEvents()
 
 
 def shown_fraction(pane) -> float:
@@ -212,14 +211,7 @@ def test_status_polls_never_wait_behind_a_long_snap(app, daemon, client):
     """A 4 s snap: the status polls queued behind it on the viewer's one client per daemon, so the status line froze
     for the whole snap without a word (and a daemon that died during it read 'connected' until the snap timed out,
     30 s + the exposure). Polls go on their own client; the line says the snap is waited for."""
-    from scopecast.gui.window import ScopeWindow
-
-    daemon.engine.backend.core.setProperty("Camera", "TimingModel", "Realistic")  # a snap lasts its exposure
-    w = ScopeWindow(daemon.control_address, daemon.stream_address, [])
-    replies: list[str] = []
-    w.sig.reply.connect(lambda what, _result: replies.append(what))
-    try:
-        w.show()
+    with _realistic_window(app, daemon) as (w, replies):
         assert spin(app, lambda: w.connected["daemon"] and w.cycle.table.rowCount() > 0, 60)
         client.request("set_exposure", exposure_ms=4000.0)
         assert spin(app, lambda: w.daemon_status.get("exposure_ms") == 4000.0, 60)
@@ -238,9 +230,6 @@ def test_status_polls_never_wait_behind_a_long_snap(app, daemon, client):
         assert seen_waiting, w.status_line.text()
         assert spin(app, lambda: "daemon:snap" in replies, 120)
         assert spin(app, lambda: "waiting for" not in w.status_line.text(), 60)
-    finally:
-        w.close()
-        app.processEvents()
 
 
 def test_exposure_box_follows_other_clients_and_sends_only_what_was_typed(app, window, client):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import json
@@ -276,13 +277,10 @@ def test_super_resolution_spot_checks_use_the_sted_detector(daemon, client):
         engine.close()
 
 
-@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
-def test_spot_checks_started_during_live_record_whole_pairs(daemon, client):
-    """Started while live runs, the first check used a result of frames taken before its ring buffer existed:
-    its training pair held the real capture alone. Now only results acquired since the start are checked, every
-    pair has its label-free bundle, in the daemon's OME-Zarr version. A spot check that names the model by
-    anything but its package's name says so in ``skipped`` instead of waiting for ever."""
-    daemon.engine.ngff = "0.5"
+@contextlib.contextmanager
+def _vs_live(daemon, client):
+    """Live on the 6-channel cycle into the shipped virtual-staining model: yields the engine and its first
+    result; stops live and any spot checks after."""
     engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
                              warmup_shape=(256, 256)).start()
     results = StreamSubscriber(engine.results_address, ("result",))
@@ -290,17 +288,28 @@ def test_spot_checks_started_during_live_record_whole_pairs(daemon, client):
         wait_subscribed(daemon.publisher, "frame")
         wait_subscribed(engine, "result")
         client.request("start_live", channels=CYCLE, interval_ms=50)
-        wait_until(lambda: results.recv(1), 180, "live results")
+        yield engine, wait_until(lambda: results.recv(1), 180, "live results")
+    finally:
+        results.close()
+        client.request("stop_spot_checks")
+        client.request("stop")
+        engine.close()
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_spot_checks_started_during_live_record_whole_pairs(daemon, client):
+    """Started while live runs, the first check used a result of frames taken before its ring buffer existed:
+    its training pair held the real capture alone. Now only results acquired since the start are checked, every
+    pair has its label-free bundle, in the daemon's OME-Zarr version. A spot check that names the model by
+    anything but its package's name says so in ``skipped`` instead of waiting for ever."""
+    daemon.engine.ngff = "0.5"
+    with _vs_live(daemon, client) as (engine, _):
         client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
                        period_s=0.5, exposure_ms=20.0)
         client.request("start_spot_checks", model="vs", results=engine.results_address, period_s=0.5)
         st = wait_until(lambda: (s := client.request("spot_checks")["models"])["virtual-staining"]["checks"] >= 2
                         and s["vs"]["skipped"].get("other model") and s, 180, "two spot checks")
         client.request("stop")
-    finally:
-        results.close()
-        client.request("stop_spot_checks")
-        engine.close()
     assert "these results are of 'virtual-staining'" in st["vs"]["last_skip"] and st["vs"]["checks"] == 0
     pairs = sorted(Path(daemon.engine.data_dir).glob("*-virtual-staining-spotcheck-*.ome.zarr"))
     assert len(pairs) >= 2 and pairs[0].name.endswith("spotcheck-1.ome.zarr"), pairs
@@ -310,29 +319,17 @@ def test_spot_checks_started_during_live_record_whole_pairs(daemon, client):
         assert (path / "zarr.json").is_file(), path.name
 
 
-
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
 def test_a_result_whose_bundle_the_ring_lacks_is_skipped_before_any_light(daemon, client):
     """A check of a result whose label-free frames are not (all) in the ring (taken before it existed, or dropped
     from it by a result more than 10 s late on a starved machine) recorded a pair without its inputs; it
     happened to the first check of a suite run under load. Now it is skipped and costs no light."""
-    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
-                             warmup_shape=(256, 256)).start()
-    results = StreamSubscriber(engine.results_address, ("result",))
-    try:
-        wait_subscribed(daemon.publisher, "frame")
-        wait_subscribed(engine, "result")
-        client.request("start_live", channels=CYCLE, interval_ms=50)
-        early = wait_until(lambda: results.recv(1), 180, "a live result")  # its frames predate the ring
+    with _vs_live(daemon, client) as (_, early):  # the first result: its frames predate the ring
         # results from nowhere: the checker's own loop checks nothing; this test hands it the early result
         client.request("start_spot_checks", model="virtual-staining", results="tcp://127.0.0.1:9", period_s=3600)
         checker = daemon.spot_checkers["virtual-staining"]
         checker._check(early[1], early[2])
         st = client.request("spot_checks")["models"]["virtual-staining"]
         client.request("stop")
-    finally:
-        results.close()
-        client.request("stop_spot_checks")
-        engine.close()
     assert st["checks"] == 0 and st["recordings_written"] == 0 and st["dose_session"] == 0, st
     assert st["skipped"] == {"label-free frames gone": 1}, st
