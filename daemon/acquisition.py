@@ -30,7 +30,7 @@ import useq
 from .backend import ChannelInfo, MicroscopeBackend
 from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
-from .plans import ChannelSpec, LivePlan, PairPlan
+from .plans import ChannelSpec, LivePlan, PairPlan, default_exposures_ms
 from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
 
 __all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "sequence_size"]
@@ -234,6 +234,7 @@ class AcquisitionEngine:
         exposure is restored afterwards.
         """
         self.require_idle("snap")
+        self._require_pixel_size("record a snap", record)
         acq = _new_id("snap")
         with self.hardware():
             # the exposure of the detector the frame is taken on (each keeps its own)
@@ -259,6 +260,7 @@ class AcquisitionEngine:
     # --------------------------------------------------------------------- jobs
     def _start(self, kind: str, run: Callable[[Job], None], record: bool, total: int | None = None,
                plan: dict[str, Any] | None = None) -> Job:
+        self._require_pixel_size(f"record {kind}", record)
         with self._lock:
             self.require_idle(f"start {kind}", allow_live=False)
             acq = _new_id(kind)
@@ -269,6 +271,12 @@ class AcquisitionEngine:
             self._current = job
         threading.Thread(target=self._run_job, args=(job, run), name=f"acq-{kind}", daemon=True).start()
         return job
+
+    def _require_pixel_size(self, what: str, record: bool = True) -> None:
+        """Refuse (``ValueError``) before any frame to ``record`` without a pixel size (a recording's scale)."""
+        if record and not self.backend.pixel_size_um() > 0:
+            raise ValueError(f"cannot {what}: no pixel size is calibrated for the current objective (the core "
+                             "reports 0 µm); add 'ConfigPixelSize' and 'PixelSize_um' lines to the .cfg")
 
     def _run_job(self, job: Job, run: Callable[[Job], None]) -> None:
         job.status = "running"
@@ -348,9 +356,9 @@ class AcquisitionEngine:
                 )
         # pin every channel's exposure now, so nothing done during live (a trigger's
         # snap, another client) changes what the cycle acquires
-        default = plan.exposure_ms or self.backend.exposure_ms()
+        default = default_exposures_ms(self.backend.channels(), plan.exposure_ms, self.backend.exposure_ms())
         plan = plan.model_copy(update={"channels": [
-            c if c.exposure_ms else c.model_copy(update={"exposure_ms": default}) for c in plan.channels]})
+            c if c.exposure_ms else c.model_copy(update={"exposure_ms": default[c.name]}) for c in plan.channels]})
         cap = self.record_cap.merged(cap)
         if plan.record:
             self._check_room_to_record(cap)
@@ -478,7 +486,8 @@ class AcquisitionEngine:
         x, y, z = b.position_um()
         h, w = b.describe()["image_shape"]
         px = b.pixel_size_um()
-        seq = plan.to_sequence((x, y, z), (w * px, h * px), b.exposure_ms())
+        seq = plan.to_sequence((x, y, z), (w * px, h * px),
+                               default_exposures_ms(b.channels(), plan.exposure_ms, b.exposure_ms()))
         return self.run_sequence(seq, kind="pairs")
 
     def run_sequence(self, seq: useq.MDASequence, kind: str = "scan") -> Job:

@@ -74,6 +74,7 @@ class ChannelInfo:
     name: str
     modality: str  # "label-free" | "fluorescence"
     pattern: str = ""  # LED pattern for label-free channels
+    exposure_ms: float | None = None  # the main camera's exposure the preset sets (None: it sets none)
 
 
 @dataclass
@@ -151,6 +152,8 @@ class MMCoreBackend:
                 f"channel group {self.channel_group!r} is not defined; groups: "
                 f"{', '.join(core.getAvailableConfigGroups())}"
             )
+        for group in (self.channel_group, OBJECTIVE_GROUP):
+            _check_presets(core, group)
         for c in led_controllers:
             if c.device and not (c.device in core.getLoadedDevices() and core.hasProperty(c.device, c.property)):
                 raise BackendError(f"the declared LED controller {c.device}-{c.property} is not a loaded "
@@ -168,12 +171,15 @@ class MMCoreBackend:
         out: dict[str, ChannelInfo] = {}
         led = self.led_controller
         for preset in self.core.getAvailableConfigs(self.channel_group):
-            pattern = ""
+            pattern, exposure = "", None
             for dev, prop, value in self.core.getConfigData(self.channel_group, preset):
                 if led is not None and dev == self.led_device and prop == led.property and value != led.off:
                     pattern = value
+                if dev == self.main_camera and prop == "Exposure":
+                    with contextlib.suppress(ValueError):  # not a number: setting the preset says so
+                        exposure = float(value)
             out[preset] = ChannelInfo(
-                preset, "label-free" if pattern else "fluorescence", pattern
+                preset, "label-free" if pattern else "fluorescence", pattern, exposure
             )
         return out
 
@@ -380,6 +386,13 @@ class MMCoreBackend:
         sw, sh = self.sensor_size(camera)
         return {} if (x, y, w, h) == (0, 0, sw, sh) else {"roi": [x, y, w, h], "sensor": [sw, sh]}
 
+    def bit_depth_extra(self) -> dict[str, Any]:
+        """The core's current camera's ``bit_depth`` where it is below its pixels' width (a 12-bit camera in
+        16-bit pixels clips at 4095, not at the dtype's maximum): the ceiling the engine's saturation guard
+        needs; nothing where the dtype's maximum is the ceiling. Hold the lock."""
+        depth, width = int(self.core.getImageBitDepth()), 8 * int(self.core.getBytesPerPixel())
+        return {"bit_depth": depth} if 0 < depth < width else {}
+
     def snap(self, detector: str | None = None, exposure_ms: float | None = None) -> Snap:
         """Expose ``detector`` (default: the current camera) once.
 
@@ -394,7 +407,7 @@ class MMCoreBackend:
             core.snapImage()
             data = core.getImage()
             t1 = now_ns()
-            extra = {**self._detector_extra(det), **self.roi_extra(det)}
+            extra = {**self._detector_extra(det), **self.roi_extra(det), **self.bit_depth_extra()}
             exposure = float(core.getExposure())  # the detector's own, before the main camera is back
         return Snap(np.ascontiguousarray(data), det, t0, t1, exposure, extra)
 
@@ -461,6 +474,46 @@ def load_mmcore_backend(config: str | Path) -> MMCoreBackend:
         gc.collect()  # destroy it now (see below)
         raise BackendError(f"cannot load hardware config {path}:\n{msg}")
     return backend
+
+
+def _check_presets(core: Any, group: str) -> None:
+    """Raise :class:`BackendError` naming the preset, the setting and why, unless every preset of ``group`` (if
+    defined) sets a loaded device's writable property to a value it takes: Micro-Manager checks presets only
+    when they are applied, so a typo in a channel's filter label failed the first live cycle that used it."""
+    if group not in core.getAvailableConfigGroups():
+        return
+    for preset in core.getAvailableConfigs(group):
+        for dev, prop, value in core.getConfigData(group, preset):
+            problem = _setting_problem(core, dev, prop, value)
+            if problem:
+                raise BackendError(f"preset {preset!r} of config group {group!r} sets {dev}-{prop} to {value!r}, "
+                                   f"but {problem}")
+
+
+def _setting_problem(core: Any, dev: str, prop: str, value: str) -> str:
+    """Why ``dev``-``prop`` cannot be set to ``value`` ("" if it can, as far as the core can tell unapplied). The
+    ``Core`` device's roles are not checked: UniMMCore's C++ core does not list Python devices among them."""
+    if dev == "Core":
+        return ""
+    if dev not in core.getLoadedDevices():
+        return f"no device {dev!r} is loaded (devices: {', '.join(core.getLoadedDevices())})"
+    if not core.hasProperty(dev, prop):
+        return f"{dev} has no property {prop!r}"
+    if core.isPropertyReadOnly(dev, prop):
+        return f"{dev}-{prop} is read-only"
+    allowed = tuple(core.getAllowedPropertyValues(dev, prop))
+    if allowed and value not in allowed:
+        return f"{dev}-{prop} takes only: {', '.join(allowed)}"
+    if int(core.getPropertyType(dev, prop)) in (2, 3):  # MM::Float, MM::Integer
+        try:
+            number = float(value)
+        except ValueError:
+            return f"{dev}-{prop} takes a number"
+        if core.hasPropertyLimits(dev, prop):
+            lo, hi = core.getPropertyLowerLimit(dev, prop), core.getPropertyUpperLimit(dev, prop)
+            if not lo <= number <= hi:
+                return f"{dev}-{prop} takes [{lo:g}, {hi:g}]"
+    return ""
 
 
 def _declared_controllers(path: Path) -> tuple[LedController, ...]:

@@ -35,6 +35,13 @@ MAX_PACING_ENGINES = 8
 EngineAddress = Annotated[str, StringConstraints(pattern=r"^(tcp|ipc)://.+")]
 
 
+def default_exposures_ms(channels: dict[str, Any], exposure_ms: float | None, current_ms: float) -> dict[str, float]:
+    """Each channel's exposure where a request names none for it: the request's ``exposure_ms``, else the
+    exposure its preset sets on the main camera (``ChannelInfo.exposure_ms``, from a line such as
+    ``ConfigGroup,Channel,DAPI,Camera,Exposure,50``: what a snap or scan of it takes), else ``current_ms``."""
+    return {n: exposure_ms or c.exposure_ms or current_ms for n, c in channels.items()}
+
+
 class ChannelSpec(BaseModel):
     """A channel preset, optionally with its own exposure and detector.
 
@@ -130,14 +137,15 @@ class PairPlan(BaseModel):
 
     def to_sequence(
         self, current_xyz: tuple[float, float, float], fov_um: tuple[float, float],
-        default_exposure_ms: float,
+        default_exposure_ms: dict[str, float],
     ) -> useq.MDASequence:
-        """The equivalent ``MDASequence`` (axis order position, grid, channel)."""
+        """The equivalent ``MDASequence`` (axis order position, grid, channel); ``default_exposure_ms``: by
+        channel name, the exposure of channels without their own and without the plan's ``exposure_ms``."""
         x0, y0, z0 = current_xyz
         positions = self.positions or [(x0, y0)]
         channels = [
             useq.Channel(
-                config=c.name, exposure=c.exposure_ms or self.exposure_ms or default_exposure_ms,
+                config=c.name, exposure=c.exposure_ms or self.exposure_ms or default_exposure_ms.get(c.name),
                 camera=c.detector,
             )
             for c in [*self.label_free, *self.fluorescence]

@@ -101,7 +101,7 @@ def acquire_dpc_sequence(backend: MMCoreBackend, plan: SequencePlan, exposure_ms
             backend.set_exposure_ms(exposure_ms)
         exposure = backend.exposure_ms()
         camera = core.getCameraDevice()
-        extra = {"sequenced": True, **backend.roi_extra(camera)}  # where an ROI lies, as a snap says
+        extra = {"sequenced": True, **backend.roi_extra(camera), **backend.bit_depth_extra()}  # as a snap says
         if core.getProperty(led, "TriggerInput0Mode") != _TRIGGER_MODE:
             # left armed afterwards: the trigger input only matters while a sequence runs
             core.setProperty(led, "TriggerInput0Mode", _TRIGGER_MODE)

@@ -14,7 +14,8 @@ from scopecast.daemon.recorder import open_recording
 def test_snap_every_channel_and_pattern(client):
     info = client.request("describe")
     assert {"BF", "DF", "DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "Nuclei", "Membrane"} <= set(info["channels"])
-    assert info["channels"]["DPC-Left"] == {"name": "DPC-Left", "modality": "label-free", "pattern": "DPC Left"}
+    assert info["channels"]["DPC-Left"] == {"name": "DPC-Left", "modality": "label-free", "pattern": "DPC Left",
+                                            "exposure_ms": None}  # the preset sets no exposure
     assert info["channels"]["Nuclei"]["modality"] == "fluorescence"
     for name in info["channels"]:
         header, img = client.snap(channel=name)

@@ -59,8 +59,8 @@ def measure(frame: np.ndarray, offset: float, camera: CameraCalibration | None =
     return measure_bundle([frame], offset, camera)[0]
 
 
-def measure_bundle(frames: list[np.ndarray], offset: float,
-                   camera: CameraCalibration | None = None) -> list[dict[str, Any]]:
+def measure_bundle(frames: list[np.ndarray], offset: float, camera: CameraCalibration | None = None,
+                   ceiling_adu: float | None = None) -> list[dict[str, Any]]:
     """Guard figures of each frame (raw counts) given the camera ``offset`` (ADU).
 
     ``signal``: mean above the offset; ``contrast``: std / signal (or / noise when the
@@ -73,7 +73,9 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
     brightest :data:`PEAK_FRACTION` of the sampled pixels above the offset, and
     ``peak_snr`` its SNR (the camera model's noise at that level; without one,
     the frame's noise estimate, at least Poisson at 1 ADU per photoelectron); ``saturated``: fraction of
-    pixels at the ceiling (``ceiling``, ADU); ``kurtosis``; ``focus`` (:func:`focus_figure`); ``extent``
+    pixels at the ceiling (``ceiling``, ADU: the lowest of the package's camera's ``saturation_adu``, the
+    detector's own ``ceiling_adu`` (its bit depth; the package may come from another camera) and the dtype's
+    maximum); ``kurtosis``; ``focus`` (:func:`focus_figure`); ``extent``
     (:func:`structure_extents`).
 
     Frames of one shape and dtype (a bundle from one camera) are measured together, each reduction one
@@ -83,7 +85,7 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
     """
     kinds = {(f.shape, f.dtype) for f in frames}
     if len(kinds) > 1:
-        return [measure_bundle([f], offset, camera)[0] for f in frames]
+        return [measure_bundle([f], offset, camera, ceiling_adu)[0] for f in frames]
     if not frames:
         return []
     shape, dtype = kinds.pop()
@@ -104,7 +106,8 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
                            extent=math.nan, saturated=0.0, ceiling=None)
         if finite.any():
             ok = [c for c in range(len(frames)) if finite[c]]
-            for c, fig in zip(ok, measure_bundle([frames[c] for c in ok], offset, camera), strict=True):
+            for c, fig in zip(ok, measure_bundle([frames[c] for c in ok], offset, camera, ceiling_adu),
+                                   strict=True):
                 figs[c] = fig
         return figs
     order = np.argpartition(sf, top, axis=1)
@@ -114,6 +117,8 @@ def measure_bundle(frames: list[np.ndarray], offset: float,
     ceilings = []
     if camera is not None and camera.saturation_adu:
         ceilings.append(float(camera.saturation_adu))
+    if ceiling_adu:
+        ceilings.append(float(ceiling_adu))
     if np.issubdtype(dtype, np.integer):
         ceilings.append(float(np.iinfo(dtype).max))
     ceiling = min(ceilings) if ceilings else None

@@ -12,8 +12,9 @@ check                       fails when                                          
 missing                     the frame is all zeros                                     withhold
 non-finite                  a float frame holds NaN or Inf                             withhold
 saturated                   more than 0.1 % of the pixels sit at the detector's        withhold
-                            ceiling (camera ``saturation_adu``, the dtype maximum, or
-                            a pile-up at the frame maximum when neither is known)
+                            ceiling (the lowest of camera ``saturation_adu``, the
+                            frame's ``extra.bit_depth`` maximum and the dtype maximum,
+                            or a pile-up at the frame maximum when none is known)
 flat                        every sampled pixel has the same value (and the frame is   withhold
                             not saturated): a stuck or synthetic frame; "saturated or
                             flat" when the clip level is unknown and the value is
@@ -196,13 +197,16 @@ class InputGuard:
 
     def check(self, frames: list[np.ndarray], pixel_sizes_um: list[float | None] | None = None,
               exposures_ms: list[float | None] | None = None,
-              positions_um: list[tuple[float | None, float | None, float | None]] | None = None) -> GuardVerdict:
+              positions_um: list[tuple[float | None, float | None, float | None]] | None = None,
+              ceilings_adu: list[float | None] | None = None) -> GuardVerdict:
         """Measure and check a bundle (frames in model input order, raw counts).
 
         ``pixel_sizes_um``: the frames' header pixel sizes (µm at the sample), compared with the
         package's training sampling; ``exposures_ms``: their exposure times, compared with the training
         fields' (``InputStats.exposure_ms``); ``positions_um``: their stage positions (x, y, z), which must
-        agree (:data:`MOVED_XY_PX`, :data:`MOVED_Z_UM`); ``None`` (or 0) where a frame does not say."""
+        agree (:data:`MOVED_XY_PX`, :data:`MOVED_Z_UM`); ``ceilings_adu``: the level at which the detector that
+        took each frame clips (its bit depth's maximum), a ceiling for the saturation check beside the package's
+        camera's; ``None`` (or 0) where a frame does not say."""
         v = GuardVerdict()
         self._check_moved(v, positions_um, pixel_sizes_um)
         self._check_sampling(v, pixel_sizes_um)
@@ -213,9 +217,11 @@ class InputGuard:
             darkest = min(float(f[::sample_stride(f.shape), ::sample_stride(f.shape)].min()) for f in frames)
             v.offset = min(DEFAULT_OFFSET_ADU, darkest) if math.isfinite(darkest) else DEFAULT_OFFSET_ADU
             v.offset_source = f"assumed: min({DEFAULT_OFFSET_ADU:g} ADU, darkest pixel); package records no camera"
+        ceiling = min((c for c in ceilings_adu or () if c), default=None)
         if self.stats is None:
             v.skipped["training range"] = "the package records no training input statistics"
-        for name, f, fig in zip(self.inputs, frames, measure_bundle(frames, v.offset, self.camera), strict=True):
+        figures = measure_bundle(frames, v.offset, self.camera, ceiling)
+        for name, f, fig in zip(self.inputs, frames, figures, strict=True):
             v.channels[name] = fig
             self._check_channel(v, name, f, fig)
         self._check_specimen(v)

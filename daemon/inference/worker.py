@@ -99,6 +99,13 @@ def _num(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) else 0.0
 
 
+def _ceiling_adu(header: dict[str, Any]) -> float:
+    """The level at which the frame's detector clips, from the header's ``extra.bit_depth`` (0: not said)."""
+    extra = header.get("extra")
+    depth = _num(extra.get("bit_depth")) if isinstance(extra, dict) else 0.0
+    return 2.0 ** int(depth) - 1 if 0 < depth <= 64 else 0.0
+
+
 def _stage_position(header: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
     """A frame's stage position (µm; None for an axis its header does not give)."""
     def axis(a: str) -> float | None:
@@ -276,7 +283,8 @@ class InferenceWorker:
         """The input guards' verdict on a bundle (frames in model order, raw counts)."""
         return self.guard.check([f.data for f in ordered], [_num(f.header.get("pixel_size_um")) for f in ordered],
                                 [_num(f.header.get("exposure_ms")) for f in ordered],
-                                [_stage_position(f.header) for f in ordered])
+                                [_stage_position(f.header) for f in ordered],
+                                [_ceiling_adu(f.header) for f in ordered])
 
     def process(self, frames: list[StreamFrame], t_dequeued_ns: int | None = None,
                 out: Callable[[tuple[int, int, int]], np.ndarray] | None = None) -> Result:
