@@ -373,8 +373,8 @@ def test_each_plane_of_a_z_stack_is_inferred_from_its_own_frames(daemon, client,
             if m is not None:
                 got.append(m[1])
             st = engine.status()
-            return st["frames_received"] == planes * len(CYCLE) and not st["queued"] and len(got) == st["bundles_ready"] \
-                == st["results_published"]
+            return (st["frames_received"] == planes * len(CYCLE) and not st["queued"]
+                    and len(got) == st["bundles_ready"] == st["results_published"])
 
         wait_until(all_published, 300, "the engine to take every frame and publish its results")
     finally:
