@@ -183,7 +183,7 @@ def test_gather_and_the_offline_engine_report_progress(cli, tmp_path):
                         name="tiny", width=4, layers=2, tile=64)
     rc, out, err = cli("engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
     assert rc == 0 and "1/1 bundles inferred" in out, err
-    assert f"offline tiny on {Path(rec).name}: 1/1 bundles (100 %)" in err and "1 inferred, 0 skipped" in err
+    assert f"offline tiny on {Path(rec).name}: 1/1 bundles (100 %)" in err and "1/1 bundles inferred (" in err
     rc, out, err = cli("engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
     assert rc == 2 and "already exists" in err and "Traceback" not in err  # never overwritten
     rec = index["splits"]["val"]["recordings"][0]
@@ -235,6 +235,17 @@ def test_ctl_wait_exits_1_when_the_job_failed(daemon, cli):
     cli(*ctl, "capture_pairs", "--positions", "0,0", "--label-free", "BF", "--fluorescence", "Nuclei")
     rc, out, err = cli(*ctl, "wait")  # a job that ends well: 0, as before
     assert rc == 0 and json.loads(out)["status"] == "done", err
+
+
+def test_the_offline_engine_says_how_many_bundles_it_withheld(daemon, client, cli):
+    """On a blank slide every bundle is withheld by the input guards; 'N/N bundles inferred' said nothing of it."""
+    from scopecast.models import packages_root
+
+    daemon.engine.backend.core.setProperty("Scope", "Sample", "blank")
+    job = client.request("start_live", record=True, max_cycles=2, exposure_ms=10)
+    rec = client.wait(job["id"], timeout_s=120)["path"]
+    rc, out, err = cli("engine", "--model", packages_root() / "virtual-staining", "--offline", rec)
+    assert rc == 0 and "2/2 bundles inferred (2 withheld by the input guards, 2 untrusted)" in out, (out, err)
 
 
 def test_the_offline_engine_runs_the_precision_it_is_given(client, cli):

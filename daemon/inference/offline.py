@@ -35,8 +35,15 @@ log = logging.getLogger(__name__)
 class OfflineReport:
     output: Path
     bundles: int = 0
-    inferred: int = 0
+    inferred: int = 0  # bundles with a result written (withheld and untrusted ones included)
+    withheld: int = 0  # of those, the input guards withheld (a blank result saying why)
+    untrusted: int = 0  # of those, trust.ok is false (the withheld included)
     skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """``N/M bundles inferred`` and how many of those the trust verdict withheld or flagged."""
+        return (f"{self.inferred}/{self.bundles} bundles inferred ({self.withheld} withheld by the input guards, "
+                f"{self.untrusted} untrusted)")
 
 
 def results_path(recording: Path, model_name: str) -> Path:
@@ -125,8 +132,10 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                     )
                     writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c, z)
                 report.inferred += 1
+                report.withheld += r["trust"]["guards"]["action"] == "withheld"
+                report.untrusted += not r["trust"]["ok"]
                 progress.update()
-        progress.finish(f"{report.inferred} inferred, {len(report.skipped)} skipped")
+        progress.finish(f"{report.summary()}, {len(report.skipped)} skipped")
     finally:
         writer.close()
     return report
