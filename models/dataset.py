@@ -133,7 +133,8 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
     """Capture training and validation pairs with a running daemon; returns the dataset index.
 
     The index (``dataset.json`` in ``out``) lists the recordings of each split;
-    the recordings themselves stay where the daemon wrote them.
+    the recordings themselves stay where the daemon wrote them (those inside
+    ``out`` are listed relative to it, so the folder can be moved or copied whole).
 
     With ``samples`` (sample kinds of the simulated slide; ``set_sample(kind)``
     puts that specimen on the stage) every field is its own capture with its own
@@ -166,7 +167,7 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
                 index["splits"][split] = _gather_fields(c, task, fields, set_sample, index["camera"], progress)
             progress.finish()
             index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
-        (out / "dataset.json").write_text(json.dumps(index, indent=2))
+        _write_index(out, index)
         return index
     with ControlClient(control_address, timeout_s=120) as c:
         info = c.request("describe")
@@ -183,8 +184,23 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
                 raise RuntimeError(f"pairs job {job['id']} failed: {done['error']}")
             index["splits"][split] = {"recordings": [done["path"]], "fields": n}
         index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
-    (out / "dataset.json").write_text(json.dumps(index, indent=2))
+    _write_index(out, index)
     return index
+
+
+def _write_index(out: Path, index: dict[str, Any]) -> None:
+    """``out/dataset.json``, recordings inside ``out`` relative to it (:func:`load_pairs` resolves them)."""
+    root = out.resolve()
+
+    def portable(path: str | None) -> str | None:
+        if path is None:
+            return None
+        p = Path(path).resolve()
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+    on_disk = {**index, "splits": {k: {**v, "recordings": [portable(r) for r in v["recordings"]]}
+                                   for k, v in index["splits"].items()}}
+    (out / "dataset.json").write_text(json.dumps(on_disk, indent=2))
 
 
 def _gather_fields(c: Any, task: str, fields: list[dict[str, Any]], set_sample: Any,
@@ -304,12 +320,13 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
     from scopecast.daemon.recorder import open_recording
 
     path = Path(dataset)
-    index = json.loads((path / "dataset.json" if path.is_dir() else path).read_text())
+    index_file = path / "dataset.json" if path.is_dir() else path
+    index = json.loads(index_file.read_text())
     spec = TASKS[index["task"]]
     xs, ys, pos, px, info = [], [], [], 0.0, []
     field_info = index["splits"][split].get("field_info")
     for ri, rec_path in enumerate(index["splits"][split]["recordings"]):
-        rec = open_recording(rec_path)
+        rec = open_recording(index_file.parent / rec_path)  # relative to the index (an absolute path stays)
         by_pos: dict[int, dict[str, Any]] = {}
         for s in rec.series:
             det = s.attrs["scopecast"]["detector"]

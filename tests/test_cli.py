@@ -178,7 +178,7 @@ def test_gather_and_the_offline_engine_report_progress(cli, tmp_path):
     assert rc == 0, err
     assert "gather virtual-staining: 1/3 fields (33 %)" in err and "3/3 fields (100 %)" in err
     index = json.loads((tmp_path / "ds" / "dataset.json").read_text())
-    rec = index["splits"]["train"]["recordings"][0]
+    rec = tmp_path / "ds" / index["splits"]["train"]["recordings"][0]  # relative to the dataset folder
     pkg = write_package(tmp_path / "m", ["DPC-Left", "DPC-Right", "DPC-Top", "DPC-Bottom", "BF", "DF"], ["nuclei"],
                         name="tiny", width=4, layers=2, tile=64)
     rc, out, err = cli("engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
@@ -186,7 +186,7 @@ def test_gather_and_the_offline_engine_report_progress(cli, tmp_path):
     assert f"offline tiny on {Path(rec).name}: 1/1 bundles (100 %)" in err and "1/1 bundles inferred (" in err
     rc, out, err = cli("engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
     assert rc == 2 and "already exists" in err and "Traceback" not in err  # never overwritten
-    rec = index["splits"]["val"]["recordings"][0]
+    rec = tmp_path / "ds" / index["splits"]["val"]["recordings"][0]
     rc, out, err = cli("-q", "engine", "--model", pkg, "--offline", rec, "--runtime", "ort-cpu")
     assert rc == 0 and "1/1 bundles inferred" in out and "bundles (100 %)" not in err  # -q: warnings only
 
@@ -235,6 +235,22 @@ def test_ctl_wait_exits_1_when_the_job_failed(daemon, cli):
     cli(*ctl, "capture_pairs", "--positions", "0,0", "--label-free", "BF", "--fluorescence", "Nuclei")
     rc, out, err = cli(*ctl, "wait")  # a job that ends well: 0, as before
     assert rc == 0 and json.loads(out)["status"] == "done", err
+
+
+def test_a_gathered_dataset_folder_can_be_moved(cli, tmp_path):
+    """dataset.json listed its recordings by absolute path: a dataset folder copied to another machine (to train
+    where there is a GPU) or renamed could not be trained on."""
+    import shutil
+
+    from scopecast.models.dataset import load_pairs
+
+    rc, _, err = cli("gather", "--task", "virtual-staining", "--out", tmp_path / "ds", "--train", "1", "--val", "1",
+                     "--size", "64", "--samples", "cells")
+    assert rc == 0, err
+    index = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert not any(Path(r).is_absolute() for split in index["splits"].values() for r in split["recordings"])
+    shutil.move(tmp_path / "ds", tmp_path / "elsewhere")
+    assert load_pairs(tmp_path / "elsewhere", "train").inputs.shape[0] == 1
 
 
 def test_the_offline_engine_says_how_many_bundles_it_withheld(daemon, client, cli):
