@@ -377,6 +377,9 @@ def run_evaluation(package: str | Path, fields: int = 8, size: int = 256, seed: 
     task = m.task
     if task not in TASKS:
         raise ValueError(f"package task {task!r} has no evaluation; tasks: {', '.join(TASKS)}")
+    if m.output_scaling is None:  # the blank slide's positive area is measured against the output's scale
+        raise ValueError(f"package {m.name!r} records no output_scaling (what 'scopecast train' and 'export' write): "
+                         "evaluate measures positive areas in units of it")
     spec, dom = TASKS[task], evaluation_domain(m)
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=0 or None))
     sf = m.scale_factor

@@ -176,6 +176,14 @@ def test_evaluate_command_reports_a_bad_package_by_name(tmp_path):
     assert r.returncode == 2 and "not a model package" in r.stderr
 
 
+def test_a_package_without_output_scaling_is_refused_by_name(tmp_path):
+    """It failed with "AttributeError: 'NoneType' object has no attribute 'offset'" after capturing every row."""
+    pkg = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="unscaled", task="virtual-staining", width=4,
+                        layers=2, tile=64)
+    with pytest.raises(ValueError, match="records no output_scaling"):
+        run_evaluation(pkg, fields=1, size=64, fit_fields=1, seed=7)
+
+
 def test_evaluating_the_int8_variant_of_a_package_without_one_names_why(tmp_path):
     pkg = _synthetic_package(tmp_path / "pkg", "virtual-staining")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
