@@ -8,6 +8,7 @@ control socket. Tests wait for conditions, never for fixed times.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 
@@ -52,12 +53,13 @@ def demo_cfg(tmp_path_factory):
     return small_demo_cfg(tmp_path_factory.mktemp("demo"), SIZE)
 
 
-@pytest.fixture
-def demo_client(demo_cfg, tmp_path):
+@contextlib.contextmanager
+def demo_daemon_client(cfg, data_dir):
+    """A daemon on the compiled adapters of ``cfg`` recording to ``data_dir``; yields a client of it."""
     from scopecast.daemon.service import Daemon
 
-    d = Daemon(lambda: load_mmcore_backend(demo_cfg), tmp_path / "data", "tcp://127.0.0.1:*",
-               "tcp://127.0.0.1:*", trigger_dirs=[tmp_path / "data"]).start()
+    d = Daemon(lambda: load_mmcore_backend(cfg), data_dir, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+               trigger_dirs=[data_dir]).start()
     try:
         with ControlClient(d.control_address, timeout_s=120) as c:
             yield c
@@ -66,6 +68,12 @@ def demo_client(demo_cfg, tmp_path):
         # destroy the core (and its C++ notification thread) now, not at interpreter exit
         del d
         gc.collect()
+
+
+@pytest.fixture
+def demo_client(demo_cfg, tmp_path):
+    with demo_daemon_client(demo_cfg, tmp_path / "data") as c:
+        yield c
 
 
 def _wait_for_frames(client, n, timeout=60.0):

@@ -5,7 +5,6 @@ stops the daemon at start."""
 
 from __future__ import annotations
 
-import gc
 import re
 import subprocess
 import sys
@@ -13,15 +12,14 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT
-from test_demo_adapters import needs_demo, small_demo_cfg
+from test_demo_adapters import demo_daemon_client, needs_demo, small_demo_cfg
 
 from scopecast.daemon.backend import BackendError, load_mmcore_backend
-from scopecast.daemon.control import ControlClient, DaemonError
+from scopecast.daemon.control import DaemonError
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import open_runtime
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 from scopecast.daemon.recorder import open_recording
-from scopecast.daemon.service import Daemon
 
 pytestmark = needs_demo
 
@@ -33,14 +31,8 @@ def clipping_demo(tmp_path):
     cfg = small_demo_cfg(tmp_path, 128)
     cfg.write_text(cfg.read_text().replace("ConfigGroup,Channel,FITC,", "ConfigGroup,Channel,Membrane,") + (
         "Property,Camera,SaturatePixels,1\nProperty,Camera,FractionOfPixelsToDropOrSaturate,0.005\n"))
-    d = Daemon(lambda: load_mmcore_backend(cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
-    try:
-        with ControlClient(d.control_address, timeout_s=120) as c:
-            yield c
-    finally:
-        d.close()
-        del d
-        gc.collect()
+    with demo_daemon_client(cfg, tmp_path / "data") as c:
+        yield c
 
 
 def test_a_12_bit_cameras_clipped_frame_is_withheld_as_saturated(clipping_demo):
@@ -63,14 +55,8 @@ def preset_client(tmp_path):
         "ConfigGroup,Channel,TRITC,Emission,Label,TRITC-600/50",
         "ConfigGroup,Channel,TRITC,Emission,Label,TRITC-600/50\nConfigGroup,Channel,DAPI,Camera,Exposure,30\n"
         "ConfigGroup,Channel,TRITC,Camera,Exposure,60"))
-    d = Daemon(lambda: load_mmcore_backend(cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
-    try:
-        with ControlClient(d.control_address, timeout_s=120) as c:
-            yield c
-    finally:
-        d.close()
-        del d
-        gc.collect()
+    with demo_daemon_client(cfg, tmp_path / "data") as c:
+        yield c
 
 
 def _exposures(client, job) -> dict[str, float]:
@@ -101,14 +87,8 @@ def uncalibrated(tmp_path):
     """The DemoCamera rig without its ConfigPixelSize/PixelSize_um lines; yields the client and the data dir."""
     cfg = small_demo_cfg(tmp_path, 64)
     cfg.write_text(re.sub(r"(?m)^(ConfigPixelSize|PixelSize_um),.*\n", "", cfg.read_text()))
-    d = Daemon(lambda: load_mmcore_backend(cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
-    try:
-        with ControlClient(d.control_address, timeout_s=120) as c:
-            yield c, tmp_path / "data"
-    finally:
-        d.close()
-        del d
-        gc.collect()
+    with demo_daemon_client(cfg, tmp_path / "data") as c:
+        yield c, tmp_path / "data"
 
 
 def test_recording_without_a_pixel_size_is_refused_at_the_request(uncalibrated):
