@@ -599,21 +599,27 @@ class TriggerRunner:
 
     def _scan(self, seq: useq.MDASequence) -> dict:
         """Pause live (if running), run ``seq``, return the stage, resume the same live where it left off
-        (:func:`continued_live`)."""
+        (:func:`continued_live`). A scan stopped from outside (a user's ``stop``, the daemon shutting down) or
+        a runner being closed does not resume live: the stop was meant for the microscope, not for one job."""
         live = self.engine.current_job if self.engine.state == "live" else None
         if live:
             self.engine.stop(live.id)
             self.engine.wait(live.id, 30)
         home = self.engine.backend.position_um()
+        job = None
         try:
             job = self.engine.run_sequence(seq, kind="scan")
-            self.engine.wait(job.id, 600)
+            self.engine.wait(job.id)  # as long as it takes: load accepts scans of hours; a stop ends it
+            if job.frames_at_stop is not None:
+                raise RuntimeError(f"scan {job.id} was stopped before it ended ({job.frames} frames): "
+                                   "live is not resumed")
             if job.status != "done":
                 raise RuntimeError(f"scan {job.id} {job.status}: {job.error}")
             return {"recording": job.path, "frames": job.frames}
         finally:
             self.engine.backend.move_um(*home)
-            if live and (resumed := continued_live(live)):
+            stopped = self._stop.is_set() or (job is not None and job.frames_at_stop is not None)
+            if live and not stopped and (resumed := continued_live(live)):
                 self.engine.start_live(*resumed)
 
     def _do_z_stack(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:

@@ -423,3 +423,29 @@ def test_switch_live_keeps_the_cycles_a_bounded_live_has_left(daemon, client):
                                              "detector": None}]
     client.wait(switched["id"], timeout_s=300)
     client.request("stop")
+
+
+def test_a_stop_during_a_trigger_z_stack_does_not_restart_live(daemon, client):
+    """A user's ``stop`` while a trigger's z_stack runs stops the microscope: the action restarted live at once
+    (with a new recording; at shutdown on a closing backend)."""
+    config = {"triggers": [_trigger("zs", measurement={"kind": "mean", "channel": "nuclei"},
+                                    condition={"above": 0.5, "rearm_below": -1}, cooldown_s=600, actions=[
+        {"kind": "z_stack", "channels": ["BF"], "exposure_ms": 5, "z_range_um": 200, "z_step_um": 0.5}])],
+        "safety": {"dose_per_position": 1e6, "dose_per_session": 1e6}}  # 401 planes: time to be stopped
+    with StandInEngine(daemon.stream_address, value=1000.0, channel="nuclei", full_frame=True) as engine:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("load_triggers", config=config, sources={"m": engine.address})
+        try:
+            engine.wait_subscriber()
+            live = client.request("start_live", channels=["DPC-Left", "BF"], record=True)
+            wait_until(lambda: client.request("status")["state"] == "scan", 120, "the trigger's z_stack to start")
+            assert client.request("stop")["stopped"]["kind"] == "scan"
+            st = wait_until(lambda: (s := client.request("triggers"))["fired"] >= 1 and not s["actions_pending"]
+                            and s, 120, "the z_stack action to end")
+        finally:
+            client.request("unload_triggers")
+    assert client.request("status")["state"] == "idle"  # was "live": the action restarted it
+    assert [j["id"] for j in client.request("jobs") if j["kind"] == "live"] == [live["id"]]
+    outcome = [x for x in Path(st["log"]).read_text(encoding="utf-8").splitlines() if "outcome_of" in x]
+    assert "live is not resumed" in outcome[-1]
+
