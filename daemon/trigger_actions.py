@@ -47,7 +47,8 @@ from .recorder import Recorder, RecordingCap
 from .security import connect_socket
 from .shm_results import SharedResults
 from .stream import FramePublisher, decode, threads_ended
-from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec
+from .trigger_timeout import TimedTrigger, time_limited
+from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec, make_measures
 
 __all__ = ["LOOP_STAGES", "TriggerRunner", "loop_breakdown"]
 
@@ -239,7 +240,9 @@ class TriggerRunner:
         s = config.safety
         self.budget = shared_budget(engine)  # the session's one light budget: spot checks draw from it too
         self.budget.set_limits(s.dose_per_position, s.dose_per_session, s.position_grid_um)
-        self.decider = Decider(config, self.budget, measures)
+        # a Python trigger that hangs is disabled after trigger_timeout.MEASURE_TIMEOUT_S, not left holding
+        # the trigger thread (and with it every other trigger)
+        self.decider = Decider(config, self.budget, time_limited(measures or make_measures(config)))
         self.engine = engine
         self.publisher = publisher
         self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-triggers-{uuid.uuid4().hex[:6]}"
@@ -293,6 +296,9 @@ class TriggerRunner:
                 self._shared[s].close()
         if self.ring in self.engine.sinks:
             self.engine.sinks.remove(self.ring)
+        for m in self.decider.measures.values():
+            if isinstance(m, TimedTrigger):
+                m.close()
 
     def status(self) -> dict[str, Any]:
         lat = np.array(self.latencies_ms) if self.latencies_ms else None
