@@ -619,6 +619,22 @@ class Decider:
 
 
 # ---------------------------------------------------------------------- replay
+def _replayed_header(h0: Any, channels: list[str], shape: tuple[int, ...]) -> dict[str, Any]:
+    """The result header live triggers got, from a recorded result frame (``h0``, written by offline
+    inference): every field the recording keeps (``model_sha256``, ``precision``, ``task``, ``trust`` … from
+    its ``extra``); not the engine's run-time fields (``runtime``, ``worker``, stage timestamps). Without a
+    recorded ``trust`` the result is untrusted, as live."""
+    extra = {k: v for k, v in h0.extra.items() if k != "source_acquisition_id"}
+    return {
+        **extra, "version": h0.version, "kind": "result", "model": h0.extra.get("model"), "channels": channels,
+        "acquisition_id": h0.extra.get("source_acquisition_id"), "bundle_id": h0.bundle_id,
+        "source_seqs": h0.extra.get("source_seqs", []), "dtype": "float32", "shape": list(shape),
+        "t_exposure_start_ns": h0.t_exposure_start_ns, "t_acquired_ns": h0.t_acquired_ns,
+        "stage_x_um": h0.stage_x_um, "stage_y_um": h0.stage_y_um, "stage_z_um": h0.stage_z_um,
+        "pixel_size_um": h0.pixel_size_um,
+    }
+
+
 def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> list[Decision]:
     """Run the triggers over offline results (``scopecast engine --offline``), in acquisition order.
 
@@ -638,16 +654,7 @@ def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> li
             h0 = hs[0]
             t = h0.index.get("t", 0)
             data = np.stack([s.image(c, t=t, z=z) for c in s.channels])
-            header = {
-                "model": h0.extra.get("model"), "channels": s.channels, "acquisition_id":
-                h0.extra.get("source_acquisition_id"), "bundle_id": bundle_id,
-                "source_seqs": h0.extra.get("source_seqs", []), "t_acquired_ns": h0.t_acquired_ns,
-                "stage_x_um": h0.stage_x_um, "stage_y_um": h0.stage_y_um, "stage_z_um": h0.stage_z_um,
-                "pixel_size_um": h0.pixel_size_um,
-            }
-            if "trust" in h0.extra:  # recorded by offline inference; absent: the result is untrusted
-                header["trust"] = h0.extra["trust"]
-            items.append((h0.t_acquired_ns, bundle_id, header, data))
+            items.append((h0.t_acquired_ns, bundle_id, _replayed_header(h0, s.channels, data.shape), data))
     # zero decisions must mean the triggers never fired, not that they were given nothing they watch
     models = {header["model"] for _, _, header, _ in items if header["model"]}
     if not models:

@@ -127,6 +127,8 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                         shape=(y.shape[1], y.shape[2]), position_index=h0.position_index,
                         t_exposure_start_ns=r["t_exposure_start_ns"], t_acquired_ns=r["t_acquired_ns"],
                         extra={"model": m.name, "model_sha256": m.sha256, "precision": r["precision"],
+                               "task": r["task"], "scale_factor": r["scale_factor"],
+                               "t_bundle_exposure_start_ns": r["t_bundle_exposure_start_ns"],
                                "weights_sha256": r["weights_sha256"], "source_seqs": r["source_seqs"],
                                "source_acquisition_id": r["acquisition_id"], "trust": r["trust"]},
                     )
