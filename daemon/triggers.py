@@ -176,6 +176,10 @@ class TriggerSpec(BaseModel):
     def _one_measure(self) -> TriggerSpec:
         if (self.measurement is None) == (self.python is None):
             raise ValueError(f"trigger {self.name!r} needs exactly one of 'measurement' or 'python'")
+        centre = [i for i, a in enumerate(self.actions) if a.kind == "center_object"]
+        if self.python is not None and centre:
+            raise ValueError(f"actions[{centre[0]}] (center_object) centres the largest object of the measured "
+                             "channel: it needs a declarative 'measurement' (a Python trigger names no channel)")
         return self
 
 
@@ -475,6 +479,14 @@ def trust_refusal(header: dict[str, Any]) -> list[str] | None:
     return reasons or ["trust.ok is false (no reason given)"]
 
 
+def _read_only(data: np.ndarray) -> np.ndarray:
+    """A read-only view of ``data``: a trigger that writes into its input raises (and is disabled with the error)
+    instead of silently changing what the triggers after it, and a firing's actions, see."""
+    view = np.asarray(data).view()
+    view.flags.writeable = False
+    return view
+
+
 class Decider:
     """Turn results into decisions (deterministic; no hardware)."""
 
@@ -505,6 +517,7 @@ class Decider:
         out = []
         t_ns = int(header.get("t_acquired_ns") or 0)
         refusal_reasons = trust_refusal(header)
+        data = _read_only(data)  # every trigger measures the same result: none may change it for the others
         for spec in self.config.triggers:
             if spec.model != header.get("model"):
                 continue
@@ -533,7 +546,7 @@ class Decider:
                 continue
             st.untrusted = False
             try:
-                value = float(self.measures[spec.name].measure(header, data))
+                value = float(self.measures[spec.name].measure(dict(header), data))
                 if not np.isfinite(value):
                     raise ValueError(f"measurement is {value}")
             except Exception as e:  # noqa: BLE001 - a failing trigger is disabled, acquisition goes on
