@@ -213,6 +213,11 @@ class TriggerConfig(BaseModel):
             where = {n: [i for i, t in enumerate(self.triggers) if t.name == n] for n in repeated}
             raise ValueError("trigger names must be unique: " + "; ".join(
                 f"{n!r} is the name of triggers {', '.join(f'[{i}]' for i in where[n])}" for n in repeated))
+        limit = self.safety.max_actions_per_minute
+        for t in self.triggers:
+            if 0 < limit < len(t.actions):
+                raise ValueError(f"trigger {t.name!r} has {len(t.actions)} actions, more than safety."
+                                 f"max_actions_per_minute = {limit}: it could never fire")
         short = [f"trigger {t.name!r} actions[{j}] save_window before_s = {a.before_s:g}"
                  for t in self.triggers for j, a in enumerate(t.actions)
                  if a.kind == "save_window" and 0 < a.before_s >= self.ring_buffer_s]
@@ -608,16 +613,17 @@ class Decider:
         (in one step with the check: another source cannot take the same light meanwhile)."""
         s = self.config.safety
         recent = [t for t in self.action_times if t_ns - t < 60e9]
-        if spec.actions and len(recent) >= s.max_actions_per_minute:
-            return f"rate limit: {len(recent)} actions in the last minute (max {s.max_actions_per_minute})"
+        n = len(spec.actions)
+        if n and len(recent) + n > s.max_actions_per_minute:
+            return (f"rate limit: {len(recent)} actions in the last minute + {n} of this firing > "
+                    f"{s.max_actions_per_minute}")
         dose = sum(a.planned_dose() for a in spec.actions)
         if dose:
             r = self.budget.request(dose, float(header.get("stage_x_um") or 0.0),
                                     float(header.get("stage_y_um") or 0.0), "triggers")
             if r is not None:
                 return r.reason
-        if spec.actions:
-            self.action_times.append(t_ns)
+        self.action_times += [t_ns] * n  # the limit counts actions, not firings
         return ""
 
     def status(self) -> dict[str, Any]:
