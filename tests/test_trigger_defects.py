@@ -449,3 +449,33 @@ def test_a_stop_during_a_trigger_z_stack_does_not_restart_live(daemon, client):
     outcome = [x for x in Path(st["log"]).read_text(encoding="utf-8").splitlines() if "outcome_of" in x]
     assert "live is not resumed" in outcome[-1]
 
+
+def _notifies(name: str, n_actions: int) -> dict:
+    """Fires on the first result (every pixel 1.0), once, with ``n_actions`` notify actions."""
+    return _trigger(name, condition={"above": 0.5, "rearm_below": -1}, cooldown_s=600,
+                    actions=[{"kind": "notify", "message": f"{name} {i}"} for i in range(n_actions)])
+
+
+def test_the_rate_limit_counts_each_action(daemon, client):
+    """``max_actions_per_minute`` counted firings: a firing of 3 actions used 1 of the minute's allowance."""
+    config = {"triggers": [_notifies("first", 3), _notifies("second", 3)], "safety": {"max_actions_per_minute": 3}}
+    with StandInEngine(daemon.stream_address, value=1.0) as engine:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("load_triggers", config=config, sources={"m": engine.address})
+        try:
+            engine.wait_subscriber()
+            client.request("start_live", channels=["BF"], interval_ms=50)
+            st = wait_until(lambda: (s := client.request("triggers"))["results"] >= 1 and not s["actions_pending"]
+                            and s, 60, "the first result decided and its actions done")
+            client.request("stop")
+        finally:
+            client.request("unload_triggers")
+    lines = [json.loads(x) for x in Path(st["log"]).read_text().splitlines() if '"event"' in x]
+    assert [(x["trigger"], x["event"]) for x in lines][:2] == [("first", "fire"), ("second", "suppressed")]
+    assert lines[1]["reason"] == "rate limit: 3 actions in the last minute + 3 of this firing > 3"
+
+
+def test_a_trigger_with_more_actions_than_the_rate_limit_is_refused_at_load(client):
+    config = {"triggers": [_notifies("big", 4)], "safety": {"max_actions_per_minute": 3}}
+    with pytest.raises(DaemonError, match="trigger 'big' has 4 actions, more than safety.max_actions_per_minute"):
+        client.request("load_triggers", config=config, sources={"m": NOWHERE})
