@@ -241,15 +241,16 @@ _HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
-def _handshake_failure(event: int, value: int) -> str:
-    """What a failed handshake of a client socket means, and how to fix it."""
+def _handshake_failure(event: int, value: int, keyed: bool) -> str:
+    """What a failed handshake of a client socket means, and how to fix it; ``keyed``: the socket was set up
+    with keys (judged when it was made, not when its failure is read)."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-        if _keys is None:
+        if not keyed:
             return ("the server uses CurveZMQ keys and this process has none: start it with --keys DIR (DIR "
                     "holding the server's server.key and a client.key_secret the server admits)")
         return ("this process uses CurveZMQ keys (--keys) and the server does not: start both with the same "
                 "--keys DIR, or neither")
-    if _keys is None:  # the server hung up on the handshake: without keys, that is a server with keys
+    if not keyed:  # the server hung up on the handshake: without keys, that is a server with keys
         return ("the server refused the handshake; it uses CurveZMQ keys and this process has none? start it with "
                 "--keys DIR (DIR holding the server's server.key and a client.key_secret the server admits)")
     return ("the CurveZMQ handshake failed: the server does not admit this client's key (add its client.key to "
@@ -287,7 +288,7 @@ def handshake_failure(monitor: zmq.Socket | None) -> HandshakeFailure | None:
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 failure = None
             elif event["event"] != zmq.EVENT_MONITOR_STOPPED:
-                failure = HandshakeFailure(_handshake_failure(event["event"], event["value"]),
+                failure = HandshakeFailure(_handshake_failure(event["event"], event["value"], _keys is not None),
                                            event["event"] != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
     except zmq.ZMQError:
         pass
@@ -305,6 +306,7 @@ def watch_handshakes(sock: zmq.Socket, address: str, report: Callable[[str], Non
     monitor = handshake_monitor(sock, address)
     if monitor is None:
         return None
+    keyed = _keys is not None  # the keys ``sock`` is about to connect with
 
     def run() -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -320,7 +322,7 @@ def watch_handshakes(sock: zmq.Socket, address: str, report: Callable[[str], Non
                 if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     said = None
                     continue
-                why = _handshake_failure(event["event"], event["value"])
+                why = _handshake_failure(event["event"], event["value"], keyed)
                 if why != said:
                     said = why
                     report(f"no connection to {address}: {why}")
