@@ -32,6 +32,7 @@ from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan, default_exposures_ms
 from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
+from .scan_checks import check_devices, check_travel
 
 __all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "sequence_size"]
 
@@ -494,18 +495,12 @@ class AcquisitionEngine:
         """Run and record a useq ``MDASequence``; frames at one (position, grid, time) form a bundle.
 
         Refused at the request (``ValueError`` naming the problem): an unknown channel or detector, no
-        channels, a position with a sequence of its own, more than :data:`MAX_SEQUENCE_EVENTS` frames or a
-        last time point beyond :data:`MAX_SEQUENCE_DAYS`. Events are made as the job reaches them."""
-        known, detectors = self.backend.channels(), self.backend.detectors()
-        for ch in seq.channels:
-            if ch.config not in known:
-                raise ValueError(f"unknown channel {ch.config!r} in sequence; channels: {', '.join(known)}")
-            if ch.camera and ch.camera not in detectors:
-                raise ValueError(f"unknown detector {ch.camera!r} for channel {ch.config!r}; "
-                                 f"detectors: {', '.join(detectors)}")
-        if not seq.channels:
-            raise ValueError("the sequence has no channels")
+        channels, a stage target outside the travel the stages declare, a position with a sequence of its own,
+        more than :data:`MAX_SEQUENCE_EVENTS` frames or a last time point beyond :data:`MAX_SEQUENCE_DAYS`.
+        Events are made as the job reaches them."""
+        check_devices(seq, self.backend.channels(), self.backend.detectors())
         total = sequence_size(seq)
+        check_travel(seq, self.backend.travel_um())
         return self._start(kind, lambda job: self._sequence(job, seq, seq.iter_events()), True, total)
 
     def _sequence(self, job: Job, seq: useq.MDASequence, events: Iterable[useq.MDAEvent]) -> None:

@@ -116,6 +116,7 @@ class MicroscopeBackend(Protocol):
     def check_exposure_ms(self, value: float, detector: str | None = None) -> None: ...
     def position_um(self) -> tuple[float, float, float]: ...
     def move_um(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None: ...
+    def travel_um(self) -> dict[str, tuple[float, float]]: ...
     def pixel_size_um(self, detector: str | None = None) -> float: ...
     def objectives(self) -> tuple[str, ...]: ...
     def set_objective(self, name: str) -> None: ...
@@ -341,6 +342,19 @@ class MMCoreBackend:
                     self.core.waitForDevice(self.core.getFocusDevice())
             except (ValueError, RuntimeError) as e:
                 raise ValueError(str(e)) from None
+
+    def travel_um(self) -> dict[str, tuple[float, float]]:
+        """The stage travel the adapters declare (µm, by axis): ``"z"`` from the focus drive's ``Position``
+        property limits, where it has them. Micro-Manager has no way to ask an XY stage for its travel, so
+        ``"x"``/``"y"`` are never here (docs/hardware.md)."""
+        with self.lock:
+            focus = self.core.getFocusDevice()
+            if focus and self.core.hasProperty(focus, "Position") and self.core.hasPropertyLimits(focus, "Position"):
+                lo = float(self.core.getPropertyLowerLimit(focus, "Position"))
+                hi = float(self.core.getPropertyUpperLimit(focus, "Position"))
+                if lo < hi:
+                    return {"z": (lo, hi)}
+            return {}
 
     # ----------------------------------------------------------------- camera
     def pixel_size_um(self, detector: str | None = None) -> float:

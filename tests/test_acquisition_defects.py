@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import useq
 
 from scopecast.daemon.acquisition import AcquisitionEngine
+from scopecast.daemon.control import DaemonError
 from scopecast.daemon.plans import ChannelSpec
 from scopecast.daemon.recording import open_recording
 from scopecast.daemon.recording.ngff import ChannelWindow, SeriesMeta, image_attrs
+from scopecast.daemon.scan_checks import planned_ranges
 
 
 def test_every_channel_on_the_sted_detector_is_super_resolution(client):
@@ -98,3 +101,41 @@ def test_a_snaps_exposure_applies_to_that_frame_only_whichever_detector_is_named
     assert client.snap(channel="Membrane", detector=detector)[0]["exposure_ms"] == before
     assert client.request("status")["exposure_ms"] == main_before
     assert client.snap(channel="BF")[0]["exposure_ms"] == main_before
+
+
+def _z_scan(range_um: float, **extra) -> dict:
+    return {"channels": [{"config": "BF", "exposure": 5.0}], "z_plan": {"range": range_um, "step": 2.0}, **extra}
+
+
+def test_the_simulated_focus_declares_its_travel(core):
+    """A client reads the focus travel as it does a real drive's: the ``Position`` property's limits."""
+    focus = core.getFocusDevice()
+    assert core.hasPropertyLimits(focus, "Position")
+    assert (core.getPropertyLowerLimit(focus, "Position"), core.getPropertyUpperLimit(focus, "Position")) == (
+        -2000.0, 2000.0)
+
+
+def test_z_scan_past_the_focus_travel_is_refused_before_anything_moves(client):
+    done = client.wait(client.request("run_scan", sequence=_z_scan(4.0))["id"], timeout_s=60)
+    client.request("move_stage", z=1995.0)
+    with pytest.raises(DaemonError, match=r"focus \(z\) over \[1985, 2005\] µm, outside its travel \[-2000, 2000\]"):
+        client.request("run_scan", sequence=_z_scan(20.0))
+    with pytest.raises(DaemonError, match=r"focus \(z\) over \[-2005, -1995\] µm"):
+        client.request("run_scan", sequence=_z_scan(10.0, stage_positions=[{"x": 0.0, "y": 0.0, "z": -2000.0}]))
+    assert [j["id"] for j in client.request("jobs")] == [done["id"]]  # no job started
+    assert client.request("status")["position_um"]["z"] == 1995.0
+    assert open_recording(done["path"]).series[0].data.shape[2] == 3  # what was acquired before is kept
+    edge = client.wait(client.request("run_scan", sequence=_z_scan(8.0))["id"], timeout_s=60)
+    assert edge["status"] == "done" and edge["frames"] == 5
+
+
+def test_planned_ranges_follow_channel_offsets_and_relative_grids():
+    seq = useq.MDASequence(channels=["BF", {"config": "DF", "z_offset": 3.0, "do_stack": False}],
+                           z_plan={"range": 20.0, "step": 2.0}, stage_positions=[(100.0, 0.0, 10.0)],
+                           grid_plan={"rows": 1, "columns": 3, "fov_width": 50.0, "fov_height": 50.0})
+    truth = {}
+    for ev in seq.iter_events():
+        for k, v in (("x", ev.x_pos), ("y", ev.y_pos), ("z", ev.z_pos)):
+            lo, hi = truth.get(k, (v, v))
+            truth[k] = (min(lo, v), max(hi, v))
+    assert planned_ranges(seq) == truth

@@ -76,6 +76,16 @@ class SimZStage(_Peripheral, StageDevice):
                 f"focus direction {sign!r} not understood: use 1 (towards the sample), -1 (away) or 0 (unknown)"
             ) from None
 
+    @pymm_property(limits=_LIMITS, name="Position")
+    def position(self) -> float:
+        """The focus position (µm); its limits are the travel, which clients (the daemon's scan checks) read
+        with ``getPropertyLowerLimit``/``getPropertyUpperLimit`` as they do a real focus drive's."""
+        return self.scope.z_um
+
+    @position.setter
+    def position(self, v: float) -> None:
+        self.set_position_um(float(v))
+
     def set_position_um(self, val: float) -> None:
         lo, hi = self._LIMITS
         if not lo <= val <= hi:
