@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,25 @@ def test_the_daemon_exits_2_at_start(tmp_path):
         pytest.fail(f"the daemon started on a config with a typo in a preset: {e.stderr}")
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "cannot load hardware config" in p.stderr and "preset 'FITC'" in p.stderr and "FTIC" in p.stderr, p.stderr
+
+
+def _significant_bits(recording: str) -> list[int | None]:
+    import ome_types
+
+    ome = ome_types.from_xml(Path(recording) / "OME" / "METADATA.ome.xml")
+    return [img.pixels.significant_bits for img in ome.images]
+
+
+@needs_demo
+def test_a_12_bit_cameras_recording_declares_12_significant_bits(tmp_path):
+    with demo_daemon_client(small_demo_cfg(tmp_path, 64), tmp_path / "data") as c:
+        seq = {"channels": [{"config": "DAPI", "exposure": 5.0}], "z_plan": {"range": 2.0, "step": 1.0}}
+        done = c.wait(c.request("run_scan", sequence=seq)["id"], timeout_s=60)
+    assert done["status"] == "done"
+    assert _significant_bits(done["path"]) == [12]
+
+
+def test_a_full_width_cameras_recording_declares_its_dtypes_bits(client):
+    done = client.wait(client.request("run_scan", sequence={"channels": [{"config": "BF", "exposure": 5.0}]})["id"],
+                       timeout_s=60)
+    assert _significant_bits(done["path"]) == [16]

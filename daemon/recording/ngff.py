@@ -90,9 +90,14 @@ class SeriesMeta:
     t_first_ns: dict[int, int] = field(default_factory=dict)  # time point -> first exposure start
     windows: list[ChannelWindow] = field(default_factory=list)
     planes: list[PlaneInfo] = field(default_factory=list)
+    bit_depth: int = 0  # the most bits a plane's camera used (OME SignificantBits); 0: no plane yet
 
     def add_plane(self, t: int, c: int, z: int, header: dict[str, Any]) -> int:
-        """Record a durable plane from its frame header (a dict); returns its exposure start (ns, 0: unknown)."""
+        """Record a durable plane from its frame header (a dict); returns its exposure start (ns, 0: unknown).
+        Its bits are the header's ``extra.bit_depth`` (a 12-bit camera in 16-bit pixels), else its dtype's."""
+        extra, dtype = header.get("extra") or {}, header.get("dtype")
+        bits = int(extra.get("bit_depth") or 0) or (8 * np.dtype(dtype).itemsize if dtype else 0)
+        self.bit_depth = max(self.bit_depth, bits)
         t_ns = int(header.get("t_exposure_start_ns") or 0)
         if t_ns:
             self.t_first_ns[t] = min(self.t_first_ns.get(t, t_ns), t_ns)
@@ -168,7 +173,8 @@ def image_attrs(version: str, spec: Any, meta: SeriesMeta) -> dict[str, Any]:
 
 def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: bool = True) -> str:
     """``OME/METADATA.ome.xml``: one ``Image`` per series with (``planes``) a ``Plane`` per written
-    frame (``DeltaT`` from the recording's first exposure, ``ExposureTime``, ``PositionX/Y/Z``)."""
+    frame (``DeltaT`` from the recording's first exposure, ``ExposureTime``, ``PositionX/Y/Z``); ``Pixels``
+    carries ``SignificantBits`` once a plane is journaled (the camera's bit depth, not only the dtype's)."""
     from ome_types import model as m
     from ome_types import to_xml
 
@@ -189,7 +195,7 @@ def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: boo
             physical_size_x=spec.pixel_size_um, physical_size_x_unit="µm",
             physical_size_y=spec.pixel_size_um, physical_size_y_unit="µm",
             physical_size_z=spec.z_step_um, physical_size_z_unit="µm",
-            time_increment=meta.time_scale_s(), time_increment_unit="s",
+            time_increment=meta.time_scale_s(), time_increment_unit="s", significant_bits=meta.bit_depth or None,
             channels=[m.Channel(id=f"Channel:{i}:{c}", name=name, samples_per_pixel=1)
                       for c, name in enumerate(spec.channels)],
             metadata_only=m.MetadataOnly(),
