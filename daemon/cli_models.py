@@ -34,8 +34,13 @@ def _unknown_samples(core, samples: list[str]) -> str:
 
 
 def _gather(args: argparse.Namespace) -> int:
-    from scopecast.models.dataset import DOMAIN, gather
+    from scopecast.models.dataset import DOMAIN, check_new_dataset, gather
 
+    try:  # before a daemon starts or anything is captured
+        check_new_dataset(args.out, args.overwrite)
+    except FileExistsError as e:
+        print(f"scopecast gather: FileExistsError: {e}", file=sys.stderr)
+        return 2
     daemon = None
     address = args.control
     if not address:  # run a daemon on the simulator in this process
@@ -75,7 +80,7 @@ def _gather(args: argparse.Namespace) -> int:
             core.setProperty("Scope", "Sample", kind)
     try:
         index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed, samples=samples,
-                       set_sample=set_sample, plan=plan)
+                       set_sample=set_sample, plan=plan, overwrite=args.overwrite)
     finally:
         if daemon is not None:
             daemon.close()
@@ -93,8 +98,8 @@ def _train(args: argparse.Namespace) -> int:
                       tier=args.tier, blocks=args.blocks, unshuffle=args.unshuffle, teacher=args.teacher or None,
                       distill_weight=args.distill_weight)
     try:
-        ckpt = train(args.data, args.out, cfg)
-    except (ValueError, FileNotFoundError) as e:  # a dataset it cannot train on (e.g. no validation fields)
+        ckpt = train(args.data, args.out, cfg, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # a dataset it cannot train on, a run in --out
         print(f"scopecast train: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     import torch
@@ -217,6 +222,8 @@ def add_model_commands(sub) -> None:
     g.add_argument("--exposure-range", default=None, type=_exposure_range,
                    help="per-field exposure range in ms, e.g. 5,15")
     g.add_argument("--defocus", type=float, default=None, help="per-field focus drawn within ± this (µm)")
+    g.add_argument("--overwrite", action="store_true", help="replace the dataset.json already in --out (its "
+                   "recordings stay on disk, listed no more); without it such an --out is refused")
     g.set_defaults(func=_gather)
 
     t = sub.add_parser("train", help="train a model on a gathered dataset (needs the 'train' extra)",
@@ -225,6 +232,8 @@ def add_model_commands(sub) -> None:
     t.add_argument("--task", default="virtual-staining", choices=["virtual-staining", "super-resolution"])
     t.add_argument("--data", required=True, help="dataset folder from 'scopecast gather'")
     t.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.jsonl, card.md)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out; without it such an --out is refused")
     t.add_argument("--steps", type=int, default=1500)
     t.add_argument("--minutes", type=float, default=12.0, help="time budget")
     t.add_argument("--depth", type=int, default=3)

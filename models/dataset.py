@@ -28,8 +28,8 @@ import numpy as np
 from .manifest import CameraCalibration, ChannelStats, InputStats, Normalization, OutputRange
 
 __all__ = [
-    "BLANK", "DOMAIN", "REGIONS", "TASKS", "Calibration", "PairSet", "calibrate", "calibrate_camera", "field_plan",
-    "gather", "load_pairs", "region_positions",
+    "BLANK", "DOMAIN", "REGIONS", "TASKS", "Calibration", "PairSet", "calibrate", "calibrate_camera",
+    "check_new_dataset", "field_plan", "gather", "load_pairs", "region_positions",
 ]
 
 _log = logging.getLogger("scopecast.gather")
@@ -127,10 +127,20 @@ def region_positions(region: str, n: int, seed: int) -> list[tuple[float, float]
     return [(float(round(x, 1)), float(round(y, 1))) for x, y in zip(xs, ys, strict=True)]
 
 
+def check_new_dataset(out: str | Path, overwrite: bool = False) -> None:
+    """``FileExistsError`` where ``out`` already holds a dataset (``dataset.json``) and not ``overwrite``: a
+    new gather would replace its index, and the recordings it listed would be listed nowhere."""
+    index = Path(out) / "dataset.json"
+    if index.exists() and not overwrite:
+        raise FileExistsError(f"{index} exists (a gathered dataset); pass overwrite=True (--overwrite) to "
+                              "replace its index, or give another --out")
+
+
 def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val: int, seed: int = 0,
            exposure_ms: float = 10.0, samples: list[str] | None = None, set_sample: Any = None,
-           plan: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Capture training and validation pairs with a running daemon; returns the dataset index.
+           plan: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Capture training and validation pairs with a running daemon; returns the dataset index. Refused
+    (``FileExistsError``, before any capture) where ``out`` holds a dataset and not ``overwrite``.
 
     The index (``dataset.json`` in ``out``) lists the recordings of each split;
     the recordings themselves stay where the daemon wrote them (those inside
@@ -149,6 +159,7 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
 
     spec = TASKS[task]
     out = Path(out)
+    check_new_dataset(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"task": task, "seed": seed, "regions": REGIONS, "splits": {}}
     if samples is not None:

@@ -31,9 +31,12 @@ from .dataset import BLANK, TASKS, PairSet, calibrate, load_pairs
 from .manifest import Normalization, normalize, pad_to_multiple
 
 __all__ = [
-    "TrainConfig", "check_crop", "check_dataset_task", "load_checkpoint", "load_teacher", "prepare",
-    "refresh_output_range", "train",
+    "RUN_FILES", "TrainConfig", "check_crop", "check_dataset_task", "check_run_folder", "load_checkpoint",
+    "load_teacher", "prepare", "refresh_output_range", "train",
 ]
+
+#: What a training run writes into its folder (the log at once, the checkpoint at its first save, the card last)
+RUN_FILES = ("checkpoint.pt", "log.jsonl", "card.md")
 
 
 @dataclass
@@ -113,11 +116,27 @@ def _crops(x: np.ndarray, y: np.ndarray, n: int, crop: int, sf: int, rng: np.ran
     return torch.from_numpy(xb), torch.from_numpy(yb)
 
 
-def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool = True) -> Path:
-    """Train ``cfg.task`` on ``dataset``; writes checkpoints, ``log.jsonl`` and ``card.md`` into ``out``."""
+def check_run_folder(out: str | Path, overwrite: bool = False) -> None:
+    """``FileExistsError`` naming them where ``out`` holds a training run's files (:data:`RUN_FILES`) and not
+    ``overwrite``; with ``overwrite`` they are deleted, so a new run never leaves the old one's card or
+    checkpoint beside its own."""
+    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if found and not overwrite:
+        raise FileExistsError(f"{out} already holds a training run ({', '.join(found)}); pass overwrite=True "
+                              "(--overwrite) to replace it, or give another --out")
+    for name in found:
+        (Path(out) / name).unlink()
+
+
+def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, progress: bool = True,
+          overwrite: bool = False) -> Path:
+    """Train ``cfg.task`` on ``dataset``; writes checkpoints, ``log.jsonl`` and ``card.md`` into ``out``.
+    Refused (``FileExistsError``, before anything is read or written) where ``out`` holds a run and not
+    ``overwrite`` (:func:`check_run_folder`)."""
     from .evaluation import evaluate, write_card
 
     out = Path(out)
+    check_run_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

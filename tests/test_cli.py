@@ -381,3 +381,38 @@ def test_an_exposure_range_that_is_not_lo_hi_is_a_usage_error(cli, tmp_path, cap
     assert e.value.code == 2
     assert "argument --exposure-range" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()  # refused before the microscope started
+
+
+TINY_TRAIN = ("--steps", "2", "--batch", "2", "--crop", "32", "--depth", "2", "--width", "4", "--threads", "1")
+
+
+def test_train_refuses_an_out_holding_a_run_unless_overwrite(cli, tmp_path):
+    """A second run into the same folder replaced the checkpoint without a word; export and keys refuse."""
+    pytest.importorskip("torch")
+    from helpers import gather_small
+
+    ds = gather_small(tmp_path / "ds", "virtual-staining", 64, n_train=2, n_val=1, seed=1)
+    run = tmp_path / "run"
+    rc, _, err = cli("train", "--data", ds, "--out", run, *TINY_TRAIN)
+    assert rc in (0, 3), err  # 3: a two-step model does not beat its baselines
+    first = (run / "checkpoint.pt").read_bytes()
+    rc, _, err = cli("train", "--data", ds, "--out", run, *TINY_TRAIN, "--seed", "7")
+    assert rc == 2 and "already holds a training run (checkpoint.pt, log.jsonl, card.md)" in err, err
+    assert "--overwrite" in err and (run / "checkpoint.pt").read_bytes() == first
+    rc, _, err = cli("train", "--data", ds, "--out", run, *TINY_TRAIN, "--seed", "7", "--overwrite")
+    assert rc in (0, 3), err
+    assert (run / "checkpoint.pt").read_bytes() != first
+
+
+def test_gather_refuses_an_out_holding_a_dataset_unless_overwrite(cli, tmp_path):
+    """A second gather replaced dataset.json: the recordings it listed were listed nowhere."""
+    args = ("gather", "--out", tmp_path / "ds", "--train", "1", "--val", "1", "--size", "64")
+    rc, _, err = cli(*args)
+    assert rc == 0, err
+    index = (tmp_path / "ds" / "dataset.json").read_text()
+    rc, _, err = cli(*args, "--seed", "3")
+    assert rc == 2 and "dataset.json exists" in err and "--overwrite" in err, err
+    assert (tmp_path / "ds" / "dataset.json").read_text() == index
+    rc, _, err = cli(*args, "--seed", "3", "--overwrite")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["seed"] == 3
