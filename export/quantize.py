@@ -32,6 +32,8 @@ The engine uses it with ``precision="int8"``
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import tempfile
@@ -253,9 +255,17 @@ def _quantize(pre: Path, out: Path, m: ModelManifest, calib: np.ndarray, method:
 
     log.info("int8 %s: calibrating on %d training fields (%s)", m.name, len(calib), method)
     kind, extra = CALIBRATIONS[method]
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, kind), extra_options=dict(extra))
+    # ONNX Runtime's calibrators print their progress ("Collecting tensor data ...") on stdout, which is the
+    # command's own output: it goes to the debug log instead (-v shows it)
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter):
+            quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, kind), extra_options=dict(extra))
+    finally:
+        for line in chatter.getvalue().splitlines():
+            log.debug("int8 %s: onnxruntime: %s", m.name, line)
 
 
 def _fidelity(m: ModelManifest, fp32: Path, int8: Path, pairs: Any, keep: list[int], threads: int

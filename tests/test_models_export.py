@@ -324,3 +324,17 @@ def test_train_names_a_crop_larger_than_the_fields(cli, tmp_path, small_sr_datas
     assert rc == 2 and "Traceback" not in err, err
     assert "--crop 96 does not fit the dataset's 64x64-pixel fields" in err and "--crop 64" in err, err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_export_int8_prints_only_its_own_lines_on_stdout(cli, trained, tiny_dataset):
+    """ONNX Runtime's calibration progress ("Collecting tensor data ...") went to stdout, the command's output."""
+    pytest.importorskip("onnxruntime.quantization")
+    ckpt, out = trained
+    rc, stdout, err = cli("export", "--checkpoint", ckpt, "--out", out / "int8-pkg", "--tile", "64", "--halo", "8",
+                          "--int8", tiny_dataset[0])
+    assert rc == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].startswith("scopecast export: ") and any("INT8 variant" in x for x in lines), stdout
+    assert "Collecting tensor data" not in stdout and "histogram" not in stdout, stdout
+    assert all(x.startswith(("scopecast export: ", "  ")) for x in lines), stdout
+
