@@ -33,6 +33,17 @@ def _unknown_samples(core, samples: list[str]) -> str:
     return f"unknown sample kind(s) {', '.join(unknown)}; the simulator has {', '.join(allowed)}" if unknown else ""
 
 
+def _slide_kind(core) -> str | None:
+    """The simulator hub's sample kind (``Scope``'s ``Sample``), or None where it is not one of its library's
+    kinds (a user's specimen file) or there is no simulator."""
+    from .sim.slide import SAMPLE_KINDS
+
+    if "Scope" not in core.getLoadedDevices() or not core.hasProperty("Scope", "Sample"):
+        return None
+    kind = core.getProperty("Scope", "Sample")
+    return kind if kind in SAMPLE_KINDS else None
+
+
 def _gather(args: argparse.Namespace) -> int:
     from scopecast.models.dataset import DOMAIN, check_new_dataset, gather
 
@@ -64,6 +75,7 @@ def _gather(args: argparse.Namespace) -> int:
     if args.defocus is not None:
         plan["defocus_um"] = args.defocus
     set_sample = None
+    slide = _slide_kind(daemon.backend.core) if daemon is not None and samples is None else None
     if samples is not None:
         if daemon is None:
             print("scopecast gather: --samples needs the in-process simulator (drop --control, or pass "
@@ -80,7 +92,7 @@ def _gather(args: argparse.Namespace) -> int:
             core.setProperty("Scope", "Sample", kind)
     try:
         index = gather(address, args.task, args.out, args.train, args.val, seed=args.seed, samples=samples,
-                       set_sample=set_sample, plan=plan, overwrite=args.overwrite)
+                       set_sample=set_sample, plan=plan, overwrite=args.overwrite, slide=slide)
     finally:
         if daemon is not None:
             daemon.close()

@@ -138,7 +138,8 @@ def check_new_dataset(out: str | Path, overwrite: bool = False) -> None:
 
 def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val: int, seed: int = 0,
            exposure_ms: float = 10.0, samples: list[str] | None = None, set_sample: Any = None,
-           plan: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
+           plan: dict[str, Any] | None = None, overwrite: bool = False,
+           slide: str | None = None) -> dict[str, Any]:
     """Capture training and validation pairs with a running daemon; returns the dataset index. Refused
     (``FileExistsError``, before any capture) where ``out`` holds a dataset and not ``overwrite``.
 
@@ -152,7 +153,9 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
     keyword arguments), and the index lists, per field, what was set and the
     fraction of ground-truth pixels at the detector's full well (which should be 0).
     Without ``samples`` the fields come from whatever slide is on the stage, at
-    one focus and ``exposure_ms`` (the original behaviour).
+    one focus and ``exposure_ms`` (the original behaviour); ``slide``, where the
+    caller knows it, is that slide's sample kind, recorded as the index's
+    ``sample`` (every field's kind; unknown kinds read as ``"?"``).
     """
     from scopecast.daemon.control import ControlClient
     from scopecast.daemon.progress import Progress, wait_job
@@ -195,6 +198,8 @@ def gather(control_address: str, task: str, out: str | Path, n_train: int, n_val
                 raise RuntimeError(f"pairs job {job['id']} failed: {done['error']}")
             index["splits"][split] = {"recordings": [done["path"]], "fields": n}
         index["scope"] = {k: info[k] for k in ("pixel_size_um", "image_shape", "channels")}
+    if slide:
+        index["sample"] = slide
     _write_index(out, index)
     return index
 
@@ -313,17 +318,20 @@ class PairSet:
     pixel_size_um: float
     camera: dict[str, Any] | None = None  # the camera calibration recorded by :func:`gather`
     fields: list[dict[str, Any]] | None = None  # per field: sample kind, focus, exposures (multi-sample gathers)
+    sample: str | None = None  # without ``fields``: the one slide's sample kind, where the gather knew it
 
     def select(self, keep: np.ndarray | list[bool]) -> PairSet:
         """The fields where ``keep`` is true."""
         k = np.asarray(keep, bool)
         return PairSet(self.inputs[k], self.targets[k], [p for p, m in zip(self.positions, k, strict=True) if m],
                        self.pixel_size_um, self.camera,
-                       None if self.fields is None else [f for f, m in zip(self.fields, k, strict=True) if m])
+                       None if self.fields is None else [f for f, m in zip(self.fields, k, strict=True) if m],
+                       self.sample)
 
     @property
     def kinds(self) -> list[str]:
-        return [f.get("kind", "?") for f in self.fields] if self.fields else ["?"] * len(self.inputs)
+        """Each field's sample kind; ``"?"`` where the dataset does not say."""
+        return [f.get("kind", "?") for f in self.fields] if self.fields else [self.sample or "?"] * len(self.inputs)
 
 
 def load_pairs(dataset: str | Path, split: str) -> PairSet:
@@ -363,7 +371,8 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
         empty = index["splits"][split].get("fields") == 0
         raise ValueError(f"no complete pairs in split {split!r} of {dataset}"
                          + (f" (it was gathered with --{split} 0)" if empty else ""))
-    return PairSet(np.stack(xs), np.stack(ys), pos, px, index.get("camera"), info if field_info else None)
+    return PairSet(np.stack(xs), np.stack(ys), pos, px, index.get("camera"), info if field_info else None,
+                   index.get("sample"))
 
 
 def _to_reference_exposure(y: np.ndarray, spec: dict[str, Any], field: dict[str, Any], camera: dict[str, Any]
