@@ -72,7 +72,9 @@ def add_ctl_parser(sub: Any, address_type: Any, add_keys_option: Any) -> argpars
         "  scopecast ctl capture_pairs --grid rows=3 columns=3\n"
         "  scopecast ctl wait                            # until the running (or latest) job ends (progress: stderr)\n"
         "  scopecast ctl snap --args '{\"channel\": \"DF\"}'  # JSON arguments (options override them)\n"
-        f"aliases: {', '.join(f'{a} = {c}' for a, c in ALIASES.items())}")
+        f"aliases: {', '.join(f'{a} = {c}' for a, c in ALIASES.items())}\n"
+        "exit status: 0 done; 1 the server refused or failed the command, none answered, or a waited job failed;\n"
+        "  2 a usage error: a command or arguments that the CLI or the server (BadRequest) cannot take")
     c.add_argument("cmd", nargs="?", default="", metavar="COMMAND",
                    help="command name (status, describe, snap, start_live, stop, move_stage, ...)")
     c.add_argument("-h", "--help", action="store_true", help="show this help (with COMMAND: that command's options)")
@@ -453,7 +455,13 @@ def run_ctl(args: argparse.Namespace) -> int:
                   " Is it running? Give its control address with --control HOST:PORT (and its keys with --keys DIR"
                   " if it uses CurveZMQ)", file=sys.stderr)
             return 1
-        except (DaemonError, TimeoutError) as e:
+        except DaemonError as e:
+            if e.type == "BadRequest":  # an unknown command or arguments its schema refuses: a usage error
+                print(f"scopecast ctl {cmd}: {e.message}", file=sys.stderr)
+                return 2
+            print(f"scopecast ctl: {e}", file=sys.stderr)
+            return 1
+        except TimeoutError as e:
             print(f"scopecast ctl: {e}", file=sys.stderr)
             return 1
         except (zmq.ZMQError, ValueError) as e:

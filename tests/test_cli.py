@@ -18,7 +18,7 @@ from scopecast.daemon.control import ControlClient, ControlServer, DaemonError, 
 from scopecast.daemon.progress import Progress
 from scopecast.daemon.service import Daemon
 from scopecast.daemon.supervisor import free_port
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHIPPED_CFG
 
 def test_ctl_takes_the_command_arguments_as_options(daemon, cli, tmp_path):
     ctl = ("ctl", "--control", daemon.control_address)
@@ -416,3 +416,45 @@ def test_gather_refuses_an_out_holding_a_dataset_unless_overwrite(cli, tmp_path)
     rc, _, err = cli(*args, "--seed", "3", "--overwrite")
     assert rc == 0, err
     assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("kind", ["cells", "sparse"])
+def test_gather_of_the_loaded_slide_records_its_sample_kind(cli, tmp_path, kind):
+    """Training counted its fields as kind '?', so evaluate took the task's morphologies for the training ones."""
+    from scopecast.models.dataset import load_pairs
+
+    cfg = tmp_path / "sim.cfg"
+    text = SHIPPED_CFG.read_text()
+    cfg.write_text(text.replace("#py Property,Scope,Sample,cells", f"#py Property,Scope,Sample,{kind}"))
+    rc, _, err = cli("gather", "--out", tmp_path / "ds", "--train", "2", "--val", "1", "--size", "64",
+                     "--config", cfg)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["sample"] == kind
+    assert load_pairs(tmp_path / "ds", "train").kinds == [kind, kind]
+    assert load_pairs(tmp_path / "ds", "val").kinds == [kind]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (("bogus",), "unknown command 'bogus'"),
+    (("bogus", "--x", "1"), "unknown command 'bogus'"),
+    (("snap", "--args", '{"exposure_ms": "abc"}'), "exposure_ms: Input should be a valid number"),
+    (("snap", "--exposure-ms", "abc"), "'abc' is not a number"),
+    (("snap", "--args", '{"colour": "DF"}'), "colour: Extra inputs are not permitted"),
+    (("job",), "job: Field required"),
+])
+def test_usage_errors_exit_2_from_either_side(daemon, cli, argv, says):
+    frames = daemon.engine.frames_acquired
+    rc, out, err = cli("ctl", "--control", daemon.control_address, *argv)
+    assert rc == 2 and says in err and not out, (argv, rc, err)
+    assert err.startswith("scopecast ctl ") and "BadRequest:" not in err, err
+    assert daemon.engine.frames_acquired == frames
+
+
+def test_a_refused_well_formed_request_exits_1(daemon, cli):
+    rc, out, err = cli("ctl", "--control", daemon.control_address, "snap", "--channel", "Nope")
+    assert rc == 1 and "unknown channel 'Nope'" in err and not out, err
+
+
+def test_the_help_documents_the_exit_statuses(cli):
+    rc, out, _ = cli("ctl", "--help", "--control", "tcp://127.0.0.1:9", "--timeout", "0.5")
+    assert rc == 0 and "exit status: 0 done; 1 the server refused" in out and "2 a usage error" in out
