@@ -238,6 +238,23 @@ class MMCoreBackend:
             self.core.setConfig(OBJECTIVE_GROUP, name)
             self.core.waitForConfig(OBJECTIVE_GROUP, name)
 
+    def pixel_size_preset_with(self, objective: str) -> str:
+        """The pixel-size preset that would match once the ``Objective`` preset ``objective`` is applied (its
+        settings over the devices' current values, as the core matches them), "" where none would: the
+        pixel size would read 0 µm. Nothing is moved."""
+        with self.lock:
+            applied = {(str(d), str(p)): v for d, p, v in self.core.getConfigData(OBJECTIVE_GROUP, objective)}
+
+            def value(dev: str, prop: str) -> Any:
+                key = (str(dev), str(prop))
+                return applied[key] if key in applied else self.core.getProperty(dev, prop)
+
+            for preset in self.core.getAvailablePixelSizeConfigs():
+                settings = list(self.core.getPixelSizeConfigData(preset))
+                if settings and all(_same_setting(value(d, p), v) for d, p, v in settings):
+                    return str(preset)
+            return ""
+
     # ---------------------------------------------------------------- settings
     def current_channel(self) -> str:
         with self.lock:
@@ -502,6 +519,16 @@ def _check_presets(core: Any, group: str) -> None:
             if problem:
                 raise BackendError(f"preset {preset!r} of config group {group!r} sets {dev}-{prop} to {value!r}, "
                                    f"but {problem}")
+
+
+def _same_setting(current: Any, expected: Any) -> bool:
+    """A property value equals a preset's (as text, or as numbers: "0.65" and "0.6500")."""
+    if str(current) == str(expected):
+        return True
+    try:
+        return float(current) == float(expected)
+    except (TypeError, ValueError):
+        return False
 
 
 def _setting_problem(core: Any, dev: str, prop: str, value: str) -> str:

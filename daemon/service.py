@@ -277,8 +277,17 @@ class Daemon:
     def set_objective(self, objective: str) -> dict:
         """Switch the objective (a preset of the config's ``Objective`` group); allowed during live, between frames.
 
-        The pixel size follows (the pixel-size presets); the reply names the objective and the new pixel size."""
+        The pixel size follows (the pixel-size presets); the reply names the objective and the new pixel size.
+        Refused, before the turret moves, during a recorded live job where no pixel-size preset would match:
+        the recording's next frame would have no scale."""
         self.engine.require_idle("change the objective", allow_live=True)
+        job = self.engine.current_job
+        if (job is not None and (job.plan or {}).get("record") and objective in self.backend.objectives()
+                and not self.backend.pixel_size_preset_with(objective)):
+            raise ValueError(f"cannot switch to objective {objective!r} while live job {job.id} records: no pixel "
+                             "size is calibrated for it (no pixel-size preset matches), and the recording needs one; "
+                             "the objective was not changed. Stop the live job first, or add 'ConfigPixelSize' and "
+                             "'PixelSize_um' lines for it to the .cfg")
         self.backend.set_objective(objective)
         return {"objective": objective, "pixel_size_um": self.backend.pixel_size_um()}
 

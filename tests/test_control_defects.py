@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import zmq
 
-from scopecast.daemon.control import ControlClient, ControlServer, ServerUnreachable
+from scopecast.daemon.control import ControlClient, ControlServer, DaemonError, ServerUnreachable
 from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.progress import format_duration
+from scopecast.daemon.recorder import open_recording
 from scopecast.daemon.wire import WireError, loads_strict
 from scopecast.models.synthetic import write_package
 
+from conftest import small_cfg
 from helpers import wait_until
 
 HUGE = "1" * 5000  # more digits than Python converts to an int (4300)
@@ -340,3 +342,40 @@ def test_a_request_with_an_unknown_key_gets_its_id_back():
     finally:
         dealer.close(linger=0)
         server.stop()
+
+
+@pytest.fixture
+def client_no_40x(tmp_path):
+    """A daemon on the simulator whose config calibrates no pixel size for 40x."""
+    from scopecast.daemon.backend import load_mmcore_backend
+    from scopecast.daemon.service import Daemon
+
+    cfg = small_cfg(tmp_path, 64)
+    cfg.write_text("".join(line for line in cfg.read_text().splitlines(keepends=True) if "Res40x" not in line))
+    d = Daemon(lambda: load_mmcore_backend(cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    try:
+        with ControlClient(d.control_address, timeout_s=120) as c:
+            yield c
+    finally:
+        d.close()
+
+
+def test_switch_to_an_uncalibrated_objective_during_a_recorded_live_is_refused(client_no_40x):
+    c = client_no_40x
+    job = c.request("start_live", channels=["BF"], record=True)
+    wait_until(lambda: c.request("job", job=job["id"])["frames"] >= 2, what="live frames")
+    with pytest.raises(DaemonError, match=r"cannot switch to objective '40x' while live job .* records: no pixel "
+                                          r"size is calibrated for it.*the objective was not changed"):
+        c.request("set_objective", objective="40x")
+    assert c.request("describe")["objective"] == "10x"
+    assert c.request("set_objective", objective="20x")["pixel_size_um"] > 0  # a calibrated one still switches
+    n = c.request("job", job=job["id"])["frames"]
+    wait_until(lambda: c.request("job", job=job["id"])["frames"] > n + 2, what="live going on after the switches")
+    status = c.request("status")
+    assert status["state"] == "live" and status["last_error"] is None
+    stopped = c.request("stop")["stopped"]
+    assert stopped["status"] == "stopped" and stopped["error"] is None
+    rec = open_recording(stopped["path"])
+    assert len(rec.frames) == stopped["frames"]
+    assert {s.attrs["scopecast"]["pixel_size_um"] for s in rec.series} == {0.65, 0.325}
+    assert c.request("set_objective", objective="40x")["pixel_size_um"] == 0  # idle: allowed, as before
