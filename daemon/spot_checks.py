@@ -40,8 +40,11 @@ the light of both, and the request's ``dose_per_position`` / ``dose_per_session`
 cap the spot checks' own share (positions closer than ``position_grid_um``
 share one). A check that would exceed a position budget is skipped (counted);
 one that would exceed a session budget stops the spot checks (``stopped_reason``).
-A check whose capture position differs from the result's (the stage moved)
-is not compared (counted as skipped; its dose is still charged).
+A check whose capture was not taken in the result's field (the stage moved in x/y by more than 1 µm or in
+z by more than 1 µm, or another objective or binning changed the field of view: :func:`capture_differs`)
+is not compared (counted as skipped; its dose is still charged). An untrusted result of the live job drops
+the newest trusted one: the field it showed is no longer the one under the objective (the user focused away,
+switched objective, emptied the field), so no check compares it with a capture of the new field.
 
 Recording. Each check writes ``<data_dir>/<session>-<model>-spotcheck-<n>.ome.zarr``:
 the label-free bundle the result came from (from a ring buffer of recent
@@ -145,10 +148,33 @@ class SpotCheckSpec(BaseModel):
 
 #: The spot checks' name in the shared light budget.
 DOSE_SOURCE = "spot_checks"
+#: How far (µm, in x/y and in z: the uncertainty check's scene rule for z) the capture may be from the result.
+SAME_FIELD_UM = 1.0
 
 
 def _finite(v: float) -> float | None:
     return round(float(v), 4) if np.isfinite(v) else None
+
+
+def capture_differs(result: dict[str, Any], bundle: list[Frame], capture: Frame) -> str | None:
+    """Why ``capture`` (the real channel) does not show the field of ``result`` (its label-free ``bundle``), or
+    None: the stage moved (x/y or z by more than :data:`SAME_FIELD_UM`), or the field of view differs by more than
+    1 % (another objective or binning; the pixel size times the width, so a finer detector of the same field,
+    e.g. STED, is the same field)."""
+    c = capture.header
+    moved = max(abs((c.stage_x_um or 0.0) - float(result.get("stage_x_um") or 0.0)),
+                abs((c.stage_y_um or 0.0) - float(result.get("stage_y_um") or 0.0)))
+    if moved > SAME_FIELD_UM:
+        return f"stage moved: {moved:.1f} µm between the result and the capture"
+    dz = abs((c.stage_z_um or 0.0) - float(result.get("stage_z_um") or 0.0))
+    if dz > SAME_FIELD_UM:
+        return f"stage moved: focus {dz:.1f} µm away from the result's between the result and the capture"
+    b = bundle[-1].header
+    fov_b, fov_c = (b.pixel_size_um or 0.0) * b.shape[-1], (c.pixel_size_um or 0.0) * c.shape[-1]
+    if fov_b > 0 and fov_c > 0 and abs(fov_c / fov_b - 1) > 0.01:
+        return (f"field of view changed: {fov_c:.0f} µm captured, {fov_b:.0f} µm in the result (another objective "
+                "or binning between the result and the capture)")
+    return None
 
 
 def _same_sampling(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -350,13 +376,16 @@ class SpotChecker:
             return
         self.results_seen += 1
         trust = header.get("trust")
-        if not (isinstance(trust, dict) and trust.get("ok") is True):
-            self.untrusted_seen += 1
-            return
         job = self.engine.current_job  # only results of the running live job: a snap (ours included: a
         live = job is not None and job.kind == "live"  # STED snap is the SR model's channel) is no live field
+        live = live and header.get("acquisition_id") == job.acquisition_id
+        if not (isinstance(trust, dict) and trust.get("ok") is True):
+            self.untrusted_seen += 1
+            if live:  # the field changed since the newest trusted result (focus, objective, specimen)
+                self._newest = None
+            return
         begun = header.get("t_bundle_exposure_start_ns") or header.get("t_acquired_ns") or 0
-        if live and header.get("acquisition_id") == job.acquisition_id and int(begun) > self._last_capture_ns:
+        if live and int(begun) > self._last_capture_ns:
             self._newest = (header, np.array(data, np.float32, copy=True))
 
     def _skip(self, reason: str) -> None:
@@ -424,11 +453,10 @@ class SpotChecker:
             return
         frames = {k: self.engine.snap(ChannelSpec(name=c.channel, exposure_ms=c.exposure_ms, detector=c.detector))
                   for k, c in chans.items()}
-        first = next(iter(frames.values())).header
         self._last_capture_ns = max(f.header.t_acquired_ns for f in frames.values())
-        moved = max(abs((first.stage_x_um or 0.0) - x), abs((first.stage_y_um or 0.0) - y))
-        if moved > 1.0:
-            self._skip(f"stage moved: {moved:.1f} µm between the result and the capture")
+        differs = next(filter(None, (capture_differs(header, bundle, f) for f in frames.values())), None)
+        if differs:
+            self._skip(differs)
             return
         offset, ref, how = self._units(str(header.get("task")), bundle)
         names = list(header.get("channels") or [])

@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -13,9 +14,10 @@ import pytest
 from helpers import wait_subscribed, wait_until
 from scopecast.daemon.control import DaemonError
 from scopecast.daemon.dose import DoseBudget
+from scopecast.daemon.frames import Frame, FrameHeader
 from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.recorder import open_recording
-from scopecast.daemon.spot_checks import fidelity, validated_psnr
+from scopecast.daemon.spot_checks import capture_differs, fidelity, validated_psnr
 from scopecast.daemon.stream import StreamSubscriber
 from scopecast.daemon.triggers import Decider, load_trigger_config
 from scopecast.models.manifest import ModelManifest
@@ -333,3 +335,58 @@ def test_a_result_whose_bundle_the_ring_lacks_is_skipped_before_any_light(daemon
         client.request("stop")
     assert st["checks"] == 0 and st["recordings_written"] == 0 and st["dose_session"] == 0, st
     assert st["skipped"] == {"label-free frames gone": 1}, st
+
+
+def _frame(z: float = 0.0, pixel: float = 0.65, size: int = 256, x: float = 0.0) -> Frame:
+    h = FrameHeader(acquisition_id="a", seq=0, bundle_id=0, bundle_index=0, bundle_size=1, channel="c",
+                    modality="fluorescence", pattern="", detector="Camera", stage_x_um=x, stage_y_um=0.0,
+                    stage_z_um=z, exposure_ms=10.0, pixel_size_um=pixel, dtype="uint16", shape=(size, size),
+                    position_index=0, t_exposure_start_ns=0, t_acquired_ns=0)
+    return Frame(h, np.zeros((size, size), np.uint16))
+
+
+def test_a_capture_of_another_focus_or_field_of_view_is_not_the_result_field():
+    result = {"stage_x_um": 0.0, "stage_y_um": 0.0, "stage_z_um": 0.0}
+    bundle = [_frame()]
+    assert capture_differs(result, bundle, _frame(z=0.5)) is None
+    assert capture_differs(result, bundle, _frame(pixel=0.325, size=512)) is None  # a finer detector, same field
+    assert capture_differs(result, bundle, _frame(x=5.0)).startswith("stage moved: 5.0 µm")
+    assert "focus 15.0 µm" in capture_differs(result, bundle, _frame(z=15.0))
+    assert capture_differs(result, bundle, _frame(pixel=0.325)).startswith("field of view changed")  # 20x
+
+
+@pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
+def test_spot_checks_do_not_compare_an_in_focus_result_with_a_defocused_or_20x_capture(daemon, client):
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
+                             warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
+                       period_s=2.0, record=False, dose_per_session=1e6, dose_per_position=1e6)
+        wait_subscribed(engine, "result")
+        client.request("start_live", channels=CYCLE, interval_ms=50)
+
+        def status():
+            return client.request("spot_checks")["models"]["virtual-staining"]
+
+        for change, back in ((("move_stage", {"z": 15.0}), ("move_stage", {"z": 0.0})),
+                             (("set_objective", {"objective": "20x"}), ("set_objective", {"objective": "10x"}))):
+            st = wait_until(lambda: (s := status())["checks"] >= 2 and s, 180, "spot checks in focus at 10x")
+            n0, alarms = st["checks"], st["alarms_raised"]
+            trusted = st["results"] - st["untrusted_results"]  # a newer trusted result waits for the next check
+            wait_until(lambda: (s := status())["results"] - s["untrusted_results"] >= trusted + 5, 180,
+                       "trusted results after the last check")
+            client.request(change[0], **change[1])  # the user focuses away / switches objective
+            changed_ns = time.time_ns()  # a capture after this is of the new field (a check under way may end
+            u0 = status()["untrusted_results"]  # before it, comparing the old field with itself)
+            st = wait_until(lambda: (s := status())["untrusted_results"] >= u0 + 60 and s, 180,
+                            "60 untrusted results after the change (several spot-check periods)")
+            # no in-focus / 10x result against the new field
+            assert st["checks"] == n0 or (st["checks"] == n0 + 1 and st["last"]["t_ns"] < changed_ns), st["last"]
+            assert st["alarms_raised"] == alarms and not st["alarm"], st["alarm_reasons"]
+            client.request(back[0], **back[1])
+            wait_until(lambda: status()["checks"] > n0, 180, "spot checks again once the field is back")
+    finally:
+        client.request("stop_spot_checks")
+        client.request("stop")
+        engine.close()
