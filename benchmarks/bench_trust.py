@@ -76,11 +76,14 @@ FALSE_ALARM_MAX = 0.01  # flagged fraction allowed on in-distribution bundles
 OVERHEAD_MAX = 0.05  # monitor time / inference time at 512²
 
 
-def cases(task: str) -> list[dict[str, Any]]:
-    """The benchmark's rows for a task: ``group`` is ``in distribution``, ``flag`` or ``held-out morphology``."""
+def cases(task: str, dom: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The benchmark's rows for a task: ``group`` is ``in distribution``, ``flag`` or ``held-out morphology``.
+
+    ``dom``: the package's domain (:func:`~scopecast.models.evaluate_morphology.evaluation_domain`: its own
+    training morphologies, as ``scopecast evaluate`` scores it); default the task's :data:`DOMAIN`."""
     from scopecast.models.dataset import BLANK, DOMAIN
 
-    dom = DOMAIN[task]
+    dom = DOMAIN[task] if dom is None else dom
     lo, hi = dom["exposure_ms"]
     mid = round(float(np.sqrt(lo * hi)), 3)
     at = {"exposure_ms": (mid, mid), "defocus_um": 0.0}
@@ -115,10 +118,11 @@ def _reason_kind(reason: str) -> str:
     return f"{head}: {' '.join(words)}" if words else head
 
 
-def _field_nrmse(pred: np.ndarray, gt: np.ndarray, scale: list[float]) -> float:
-    """Mean over output channels (non-constant truth) of the RMSE over the output's training scale (NaN: none)."""
+def _field_nrmse(pred: np.ndarray, gt: np.ndarray, scale: list[float], keep: np.ndarray) -> float:
+    """Mean over the output channels ``keep`` marks (stained truth) of the RMSE over the output's training scale
+    (NaN: none)."""
     v = [float(np.sqrt(np.mean((p.astype(np.float64) - g) ** 2))) / abs(s)
-         for p, g, s in zip(pred, gt, scale, strict=True) if float(g.max() - g.min()) > 0]
+         for p, g, s, k in zip(pred, gt, scale, keep, strict=True) if k]
     return float(np.mean(v)) if v else float("nan")
 
 
@@ -130,12 +134,13 @@ def _auc(pos: list[float], neg: list[float]) -> float:
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
-def _field_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean PSNR over output channels whose truth is not constant (NaN when none is)."""
-    from scopecast.models.evaluation import psnr
+def row_psnr(pred: np.ndarray, gt: np.ndarray, m: Any) -> list[float]:
+    """Each field's PSNR, scored as ``scopecast evaluate`` scores it: over the output channels whose truth holds
+    stained structure (:func:`scopecast.models.evaluation.stained`: empty glass has no PSNR; NaN when none)."""
+    from scopecast.models.evaluate_morphology import _stained
+    from scopecast.models.evaluation import field_psnr
 
-    v = [psnr(p, g) for p, g in zip(pred, gt, strict=True) if float(g.max() - g.min()) > 0]
-    return float(np.mean(v)) if v else float("nan")
+    return [field_psnr(p, g, k) for p, g, k in zip(pred, gt, _stained(gt, m), strict=True)]
 
 
 def _run_fields(worker: Any, pairs: Any, inputs: list[str], candidates: list[str] | None = None
@@ -318,14 +323,14 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
     from scopecast.daemon.inference.package import load_package
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.worker import InferenceWorker
-    from scopecast.models.dataset import BLANK, DOMAIN, TASKS, calibrate_camera, field_plan
-    from scopecast.models.evaluate_morphology import _capture, _Sim
+    from scopecast.models.dataset import BLANK, TASKS, calibrate_camera, field_plan
+    from scopecast.models.evaluate_morphology import _capture, _Sim, _stained, evaluation_domain
 
     t0 = time.monotonic()
     pkg = load_package(package, precision)
     m = pkg.manifest
     task = m.task
-    spec, dom = TASKS[task], DOMAIN[task]
+    spec, dom = TASKS[task], evaluation_domain(m)  # the package's own training morphologies, as evaluate's
     worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu"), uncertainty=uncertainty,
                              uncertainty_budget=float("inf"))  # the check on every inferred bundle (ceiling)
     val_u = m.validated.uncertainty if m.validated is not None else None
@@ -356,7 +361,7 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                                                      dom["train"], blank_fraction=0.0), "fit", camera)
                 base = _Baselines(fit, m, offset)
                 say(f"{m.name}: baselines fitted on {len(fit.inputs)} training-region fields")
-            for k, r in enumerate([] if only_overhead else cases(task)):
+            for k, r in enumerate([] if only_overhead else cases(task, dom)):
                 if only_rows and not any(part in r["row"] for part in only_rows):
                     continue
                 nf = ind_fields if ind_fields and r["group"] == "in distribution" else fields
@@ -374,19 +379,20 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                 pred, trusts, cands = _run_fields(worker, pairs, spec["inputs"], cand_names)
                 pred = pred[:, :n_out]  # with --uncertainty the std channels follow the outputs
                 gt = pairs.targets
+                empty: dict[str, int] = {}
                 if r["kind"] == BLANK:  # no truth to score against: the ground truth is the camera's dark level
                     model_psnr = [float("nan")] * len(pred)
                     bl = {b: [float("nan")] * len(pred) for b in base(pairs.inputs[:1])}
                 else:
-                    model_psnr = [_field_psnr(p, g) for p, g in zip(pred, gt, strict=True)]
+                    model_psnr = row_psnr(pred, gt, m)
+                    empty = {o: int(n) for o, n in zip(m.outputs, (~_stained(gt, m)).sum(axis=0), strict=True) if n}
                     if uncertainty:
-                        for p, g, t, ps in zip(pred, gt, trusts, model_psnr, strict=True):
+                        for p, g, t, ps, keep in zip(pred, gt, trusts, model_psnr, _stained(gt, m), strict=True):
                             u = t.get("uncertainty")
                             if u is not None and np.isfinite(ps):
-                                all_unc.append((float(u["mean"]), ps, _field_nrmse(p, g, scale),
+                                all_unc.append((float(u["mean"]), ps, _field_nrmse(p, g, scale, keep),
                                                 "in distribution" if r["group"] == "in distribution" else r["row"]))
-                    bl = {b: [_field_psnr(p, g) for p, g in zip(v, gt, strict=True)]
-                          for b, v in base(pairs.inputs).items()}
+                    bl = {b: row_psnr(v, gt, m) for b, v in base(pairs.inputs).items()}
                 bl_mean = {b: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for b, v in bl.items()}
                 best = max(bl_mean, key=lambda b: -np.inf if np.isnan(bl_mean[b]) else bl_mean[b])
                 scores = [float(t["score"]) for t in trusts]
@@ -404,6 +410,7 @@ def run_package(package: str | Path, fields: int, size: int, seed: int, fit_fiel
                        "withheld": sum(t["guards"]["action"] == "withheld" for t in trusts) / len(trusts),
                        "score": float(np.mean(scores)), "model_psnr": mp, "baseline": best,
                        "baseline_psnr": bl_mean[best], "pixel_size_um": float(pairs.pixel_size_um),
+                       "empty_fields": empty,
                        "reasons": [f"{x} ({n})" for x, n in reasons.most_common(4)],
                        "flagged_monitor": flagged_all, "checked": len(checked),
                        "check_flagged": (sum(c["ok"] is False for c in checked) / len(checked)) if checked else None,
@@ -516,6 +523,8 @@ def _f(v: float | None, fmt: str = ".1f") -> str:
 
 
 def format_report(rep: dict[str, Any]) -> str:
+    from scopecast.models.evaluation import EMPTY_TRUTH_FRACTION
+
     has = rep["package_has"]
     int8 = ", INT8 variant" if rep.get("precision") == "int8" else ""
     lines = [f"### {rep['model']}{int8} ({rep['task']}, sha256 {rep['sha256']}): {rep['fields']} bundles of "
@@ -539,6 +548,11 @@ def format_report(rep: dict[str, Any]) -> str:
                      f"{_f(r['baseline_psnr'])} ({r['baseline']}) | {r['losing_flagged']} of {r['losing_fields']} | "
                      f"{r['target']} | {met} | "
                      f"{'; '.join(r['reasons'])} |")
+    empty = {r["row"]: r["empty_fields"] for r in rep["rows"] if r.get("empty_fields")}
+    if empty:
+        lines += ["", f"Fields whose truth holds no stain (spans < {100 * EMPTY_TRUTH_FRACTION:g} % of the output's "
+                  "training scale: empty glass), left out of the PSNRs and ρ as in `scopecast evaluate`: "
+                  + "; ".join(f"{k}: {', '.join(f'{o} {n}' for o, n in e.items())}" for k, e in empty.items())]
     fa = rep["false_alarm"]
     if not rep["in_distribution_bundles"]:
         lines += ["", "False alarms: not measured (no in-distribution case in this run)."]
@@ -609,7 +623,8 @@ def format_report(rep: dict[str, Any]) -> str:
     sp = rep.get("spearman")
     if sp:
         lines.append(f"Spearman rank correlation, trust score vs model PSNR against ground truth, over "
-                     f"{sp['bundles']} bundles of every case (blank-truth fields excluded): ρ = {sp['rho']:.2f} "
+                     f"{sp['bundles']} bundles of every case (blank slide and empty-glass fields excluded): "
+                     f"ρ = {sp['rho']:.2f} "
                      f"(p = {sp['p']:.2g}).")
     lines.append(f"({rep['seconds']:.0f} s)")
     return "\n".join(lines)

@@ -85,7 +85,7 @@ def measure_validated(package: str | Path, fields: int = 8, size: int = 256, see
     from scopecast.daemon.inference.runtimes import open_runtime
     from scopecast.daemon.inference.worker import InferenceWorker
     from scopecast.models.dataset import TASKS, calibrate_camera, field_plan
-    from scopecast.models.evaluate_morphology import _capture, _engine_run, _Sim, evaluation_domain
+    from scopecast.models.evaluate_morphology import _capture, _engine_run, _Sim, _stained, evaluation_domain
     from scopecast.models.evaluation import pearson, psnr
     from scopecast.models.manifest import ValidatedFidelity
 
@@ -107,11 +107,12 @@ def measure_validated(package: str | Path, fields: int = 8, size: int = 256, see
                 pairs = _capture(sim, m.task, fl, f"row{k}", camera)
                 pred, trusts = _engine_run(worker, pairs, TASKS[m.task]["inputs"])
                 per[kind], every[kind] = {}, {}
+                stained = _stained(pairs.targets, m)  # empty glass has no PSNR, as in the evaluation
                 with np.errstate(invalid="ignore", divide="ignore"):
                     for c, out in enumerate(m.outputs):
                         live = [(float(psnr(p[c], g[c])), float(pearson(p[c], g[c])), t["ok"])
-                                for p, g, t in zip(pred, pairs.targets, trusts, strict=True)
-                                if float(g[c].max() - g[c].min()) > 0]
+                                for p, g, t, keep in zip(pred, pairs.targets, trusts, stained[:, c], strict=True)
+                                if keep]
                         every[kind][out] = round(float(np.mean([v[0] for v in live])), 3)
                         ok = [v for v in live if v[2]]
                         if ok:

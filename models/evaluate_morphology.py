@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from .dataset import BLANK, DOMAIN, TASKS, PairSet, field_plan, load_pairs
-from .evaluation import pearson, psnr, ssim
+from .evaluation import EMPTY_TRUTH_FRACTION, pearson, psnr, ssim, stained
 
 __all__ = [
     "RAYLEIGH_DIP", "SPARROW_DIP", "evaluation_domain", "format_report", "line_pair_dip", "resolution_report",
@@ -208,21 +208,10 @@ def _gain_apply(ab: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ scores
-#: A field whose ground truth spans less than this fraction of the output's training scale holds no stained
-#: structure (empty glass between colonies): its span is the camera noise, tens of counts against thousands
-#: (the reasoning of :data:`~scopecast.models.dataset.OUTPUT_RANGE_MARGIN`). PSNR relative to that span means
-#: nothing: a withheld (blank) result scored 20 dB on such a field and linear regression -27 dB, which moved a
-#: whole row's mean by 6 dB. Such fields are judged like the blank slide (positive area), not by PSNR.
-EMPTY_TRUTH_FRACTION = 0.02
-
-
 def _stained(gt: np.ndarray, m: Any) -> np.ndarray:
-    """``(N, C)`` bool: field ``n``'s truth of output ``c`` holds stained structure (see :data:`EMPTY_TRUTH_FRACTION`;
-    without an output scaling, any truth that is not constant)."""
-    span = (gt.max(axis=(2, 3)) - gt.min(axis=(2, 3))).astype(np.float64)
-    s = m.output_scaling
-    floor = np.zeros(gt.shape[1]) if s is None else EMPTY_TRUTH_FRACTION * np.asarray(s.scale, np.float64)
-    return span > floor[None, :]
+    """``(N, C)`` bool: field ``n``'s truth of output ``c`` holds stained structure (:func:`.evaluation.stained`
+    with package ``m``'s output scale; :data:`EMPTY_TRUTH_FRACTION`)."""
+    return stained(gt, None if m.output_scaling is None else m.output_scaling.scale)
 
 
 def _scores(pred: np.ndarray, gt: np.ndarray, outputs: list[str], stained: np.ndarray | None = None

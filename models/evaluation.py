@@ -14,19 +14,45 @@ Pearson r. Baselines:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["evaluate", "pearson", "psnr", "ssim", "write_card"]
+__all__ = ["EMPTY_TRUTH_FRACTION", "evaluate", "field_psnr", "pearson", "psnr", "ssim", "stained", "write_card"]
 
 
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
     rng = float(gt.max() - gt.min()) or 1.0
     mse = float(np.mean((pred - gt) ** 2))
     return 10 * np.log10(rng**2 / max(mse, 1e-12))
+
+
+#: A field whose ground truth spans less than this fraction of the output's training scale holds no stained
+#: structure (empty glass between colonies): its span is the camera noise, tens of counts against thousands
+#: (the reasoning of :data:`~scopecast.models.dataset.OUTPUT_RANGE_MARGIN`). PSNR relative to that span means
+#: nothing: a withheld (blank) result scored 20 dB on such a field and linear regression -27 dB, which moved a
+#: whole row's mean by 6 dB. Such fields are judged like the blank slide (positive area), not by PSNR. The one
+#: definition ``scopecast evaluate``, benchmarks/bench_trust.py and bench_trust_models.py score with.
+EMPTY_TRUTH_FRACTION = 0.02
+
+
+def stained(gt: np.ndarray, scale: Sequence[float] | None) -> np.ndarray:
+    """``(N, C)`` bool for truths ``gt`` ``(N, C, H, W)``: field ``n``'s truth of output ``c`` holds stained
+    structure, i.e. spans more than :data:`EMPTY_TRUTH_FRACTION` of the output's training ``scale`` (``None``:
+    the package records none; then any truth that is not constant)."""
+    span = (gt.max(axis=(2, 3)) - gt.min(axis=(2, 3))).astype(np.float64)
+    floor = np.zeros(gt.shape[1]) if scale is None else EMPTY_TRUTH_FRACTION * np.asarray(scale, np.float64)
+    return span > floor[None, :]
+
+
+def field_psnr(pred: np.ndarray, gt: np.ndarray, keep: np.ndarray) -> float:
+    """One field's PSNR ``(C, H, W)``: the mean over the output channels ``keep`` marks (a row of :func:`stained`);
+    NaN when it marks none (an empty-glass field has no PSNR)."""
+    v = [psnr(p, g) for p, g, k in zip(pred, gt, keep, strict=True) if k]
+    return float(np.mean(v)) if v else float("nan")
 
 
 def ssim(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -345,3 +345,45 @@ def test_evaluate_card_reproduce_line_quotes_the_package_path(cli, tmp_path):
     assert rc in (0, 3), err  # 3: a random network misses the targets; the card is written either way
     command = re.search(r"Reproduce: `(.*?)`", (pkg / "card.md").read_text()).group(1)
     assert _model_argument(command) == str(pkg), command
+
+
+def _bench_trust():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_trust
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_trust
+
+
+def test_bench_trust_rows_are_the_package_training_morphologies(tmp_path):
+    """A package trained on fibroblasts: its fibroblasts rows are in distribution (false alarms), never a
+    'held-out morphology' it was trained on, as scopecast evaluate scores it."""
+    pkg = _package_trained_on(tmp_path / "pkg", {"cells": 3, "fibroblasts": 3, "blank": 1})
+    rep = _bench_trust().run_package(pkg, fields=1, size=64, seed=7, fit_fields=1, overhead_size=0,
+                                     say=lambda *_: None, only_rows=("fibroblasts", "epithelium"))
+    rows = {r["row"]: r["group"] for r in rep["rows"]}
+    assert rows == {"fibroblasts (held-out region)": "in distribution",
+                    "epithelium (held-out morphology)": "held-out morphology"}, rows
+    assert rep["in_distribution_bundles"] == 1
+
+
+def test_bench_trust_leaves_empty_glass_out_of_psnr_as_evaluate_does(tmp_path):
+    from scopecast.daemon.inference.package import load_package
+    from scopecast.models.evaluate_morphology import _scores, _stained
+    from scopecast.models.evaluation import psnr
+
+    m = load_package(_package_trained_on(tmp_path / "pkg", {"cells": 3})).manifest
+    rng = np.random.default_rng(3)
+    gt = np.full((3, 2, 32, 32), 100.0, np.float32)
+    gt[:, :, 8:20, 8:20] += 900.0  # stained structure
+    gt[1, 0] = 100.0 + rng.normal(0, 3.0, (32, 32))  # field 1: no nuclei there (empty glass: camera noise)
+    gt[2] = 100.0 + rng.normal(0, 3.0, (2, 32, 32))  # field 2: empty glass in both outputs
+    pred = gt + rng.normal(0, 30.0, gt.shape).astype(np.float32)
+    assert _stained(gt, m).tolist() == [[True, True], [False, True], [False, False]]
+    per_field = _bench_trust().row_psnr(pred, gt, m)
+    assert per_field[0] == pytest.approx(np.mean([psnr(pred[0, c], gt[0, c]) for c in range(2)]))
+    assert per_field[1] == pytest.approx(psnr(pred[1, 1], gt[1, 1]))  # nuclei left out
+    assert np.isnan(per_field[2])  # no PSNR on empty glass
+    ev = _scores(pred, gt, ["nuclei", "membrane"], _stained(gt, m))  # evaluate's figures, same fields
+    assert ev["nuclei"]["psnr"] == pytest.approx(psnr(pred[0, 0], gt[0, 0]), abs=1e-3)
