@@ -1,6 +1,10 @@
 """The light-dose budget of a session: one ledger that every consumer of excitation light draws from.
 
-Dose is excitation ``exposure ms × power fraction``. The specimen does not care
+Dose is excitation ``exposure ms × power fraction``, the fraction being 1: scopecast
+does not set the excitation power (the channel preset does, on the rig), so every
+frame is charged as if at full power, the most its source can give (a ``power``
+below 1 in a trigger action or the spot checks is refused: :func:`full_power`,
+it would have charged less light than the hardware delivered). The specimen does not care
 whether a trigger's confirmation capture or a spot check bleached it, so the
 triggers (:mod:`.triggers`, :mod:`.trigger_actions`) and the spot checks
 (:mod:`.spot_checks`) charge one :class:`DoseBudget` per acquisition engine
@@ -26,13 +30,23 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_PER_POSITION", "DEFAULT_PER_SESSION", "DEFAULT_GRID_UM", "DoseBudget", "Refusal",
+__all__ = ["DEFAULT_PER_POSITION", "DEFAULT_PER_SESSION", "DEFAULT_GRID_UM", "DoseBudget", "Refusal", "full_power",
            "shared_budget"]
 
-#: The triggers' ``SafetySpec`` defaults (exposure ms × power).
+#: The triggers' ``SafetySpec`` defaults (exposure ms at full power).
 DEFAULT_PER_POSITION = 5_000.0
 DEFAULT_PER_SESSION = 50_000.0
 DEFAULT_GRID_UM = 100.0
+
+
+def full_power(power: float) -> float:
+    """``power`` if it is 1; else ``ValueError``: scopecast does not set the excitation power, so a fraction
+    below 1 would only lower the dose charged, not the light delivered (the channel preset sets the power)."""
+    if power != 1:
+        raise ValueError(f"power {power:g}: scopecast does not set the excitation power (the channel preset does), "
+                         "so a fraction below 1 would charge the light budget less than the source delivers; "
+                         "leave power out (1: every frame charged at full power) and set the power in the preset")
+    return power
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ capture is taken at ``exposure_ms`` (default 20 ms: the virtual-staining
 targets' unclipped exposure for nuclei). When the two images differ in
 sampling by an integer factor, the finer one is block-averaged.
 
-Light dose. Each check is charged ``exposure_ms × power`` per channel, before it
+Light dose. Each check is charged ``exposure_ms`` (at full power) per channel, before it
 captures, to the session's one light budget (:func:`scopecast.daemon.dose.shared_budget`),
 which the triggers charge too: its limits (the triggers' ``SafetySpec``) bound
 the light of both, and the request's ``dose_per_position`` / ``dose_per_session``
@@ -70,7 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .acquisition import AcquisitionEngine
 from .confine import inside, safe_name
-from .dose import shared_budget
+from .dose import full_power, shared_budget
 from .frames import Frame, now_ns
 from .plans import ChannelSpec
 from .recorder import Recorder, RecordingError
@@ -117,7 +117,7 @@ class SpotCheckSpec(BaseModel):
     channels: dict[str, str | SpotCheckChannel] | None = Field(
         default=None, description="output channel -> real channel (default by task)")
     exposure_ms: float = Field(default=20.0, gt=0)
-    power: float = Field(default=1.0, gt=0, le=1)
+    power: float = Field(default=1.0, description="1 only: checks are charged at full power (dose.full_power)")
     reference_exposure_ms: float | None = Field(default=None, gt=0)
     min_psnr_db: float | None = Field(default=None, description="alarm threshold (default: validated - tolerance)")
     morphology: str | None = Field(default=None, description="the specimen's morphology, when known: its "
@@ -128,6 +128,8 @@ class SpotCheckSpec(BaseModel):
     dose_per_session: float = Field(default=5000.0, ge=0)
     position_grid_um: float = Field(default=100.0, gt=0)
     record: bool = True
+
+    _full_power = field_validator("power")(full_power)
 
     @field_validator("model")
     @classmethod
@@ -440,7 +442,7 @@ class SpotChecker:
                        "ring (the result came too late)")
             return
         x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
-        dose = sum((c.exposure_ms or self.spec.exposure_ms) * self.spec.power for c in chans.values())
+        dose = sum(c.exposure_ms or self.spec.exposure_ms for c in chans.values())  # at full power
         refusal = self.budget.request(dose, x, y, DOSE_SOURCE, self.own_caps)  # charged now if it fits
         if refusal is not None and refusal.scope == "session":
             self.stopped_reason = refusal.reason

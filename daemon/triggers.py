@@ -6,7 +6,7 @@ class implementing :class:`Trigger`), compares it with a threshold with
 hysteresis (fire above ``above``; re-arm only below ``rearm_below``), waits out
 a cooldown, and lists actions. Safeguards are part of the decision: a rate
 limit and light-dose budgets per position and per session, charged with each
-action's planned excitation dose (exposure ms × power fraction). Live, the budget is the
+action's planned excitation dose (exposure ms, at full power). Live, the budget is the
 session's shared :class:`~scopecast.daemon.dose.DoseBudget` (spot checks draw from it too,
 and the ``safety`` limits are its limits); a :class:`Decider` made without one keeps its own.
 
@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy import ndimage
 
-from .dose import DoseBudget
+from .dose import DoseBudget, full_power
 
 __all__ = [
     "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM",
@@ -118,7 +118,7 @@ class ActionSpec(BaseModel):
                   "tile_scan", "notify"]
     channels: list[str] = Field(default_factory=list)
     exposure_ms: float = Field(default=100.0, gt=0)
-    power: float = Field(default=1.0, ge=0, le=1, description="excitation power fraction (dose accounting)")
+    power: float = Field(default=1.0, description="1 only: frames are charged at full power (dose.full_power)")
     interval_ms: float | None = Field(default=None, ge=0)
     live_channels: list[str] | None = None
     before_s: float = Field(default=2.0, ge=0, le=MAX_WINDOW_S, description=f"at most {MAX_WINDOW_S:g} s")
@@ -130,6 +130,8 @@ class ActionSpec(BaseModel):
     columns: int = Field(default=2, ge=1, le=MAX_TILES_PER_AXIS, description=f"at most {MAX_TILES_PER_AXIS}")
     threshold: float | None = Field(default=None, description="center_object: object threshold (default: the measurement's)")
     message: str = ""
+
+    _full_power = field_validator("power")(full_power)
 
     @model_validator(mode="after")
     def _check_planes(self) -> ActionSpec:
@@ -144,12 +146,12 @@ class ActionSpec(BaseModel):
         return float(round(ratio)) + 1 if ratio < 1e15 else float("inf")
 
     def uses_channels(self) -> bool:
-        """Whether the action takes frames (``channels``, ``exposure_ms`` and ``power`` apply)."""
+        """Whether the action takes frames (``channels`` and ``exposure_ms`` apply)."""
         return self.kind in ("confirm_fluorescence", "z_stack", "tile_scan")
 
     def planned_dose(self) -> float:
-        """Excitation dose (exposure ms × power) this action will deliver, for the budgets."""
-        per_frame = self.exposure_ms * self.power * len(self.channels)
+        """Excitation dose (exposure ms at full power) this action will deliver, for the budgets."""
+        per_frame = self.exposure_ms * len(self.channels)
         if self.kind == "confirm_fluorescence":
             return per_frame
         if self.kind == "z_stack":
@@ -186,7 +188,7 @@ class TriggerSpec(BaseModel):
 class SafetySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a YAML .nan or .inf is refused
 
-    dose_per_position: float = Field(default=5_000.0, ge=0, description="exposure ms × power, per position")
+    dose_per_position: float = Field(default=5_000.0, ge=0, description="exposure ms at full power, per position")
     dose_per_session: float = Field(default=50_000.0, ge=0)
     max_actions_per_minute: int = Field(default=6, ge=0)
     position_grid_um: float = Field(default=100.0, gt=0, description="positions closer than this share a budget")

@@ -390,3 +390,10 @@ def test_spot_checks_do_not_compare_an_in_focus_result_with_a_defocused_or_20x_c
         client.request("stop_spot_checks")
         client.request("stop")
         engine.close()
+
+
+def test_spot_checks_below_full_power_are_refused(daemon, client):
+    """scopecast does not set the excitation power: ``power`` 0.1 charged a tenth of the light the source gave."""
+    with pytest.raises(DaemonError, match="power 0.1: scopecast does not set the excitation power"):
+        client.request("start_spot_checks", model="virtual-staining", results="tcp://127.0.0.1:6222", power=0.1)
+    assert client.request("spot_checks")["models"] == {}

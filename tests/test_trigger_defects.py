@@ -44,7 +44,9 @@ REFUSED = [
     ({"triggers": [_trigger(actions=[{"kind": "z_stack", "channels": ["Nuclei"], "z_range_um": 100,
                                       "z_step_um": 1e-3}])]}, ["'bad'", "z_step_um 0.001", "100001 planes"]),
     ({"triggers": [_trigger(actions=[{"kind": "tile_scan", "channels": ["BF"], "rows": 1_000_000,
-                                      "columns": 1_000_000, "power": 0}])]}, ["'bad'", "rows = 1000000", "100"]),
+                                      "columns": 1_000_000}])]}, ["'bad'", "rows = 1000000", "100"]),
+    ({"triggers": [_trigger(actions=[{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "power": 0.1}])]},
+     ["'bad'", "power 0.1", "does not set the excitation power"]),
     ({"triggers": [_trigger(measurement={"kind": "mean", "channel": "c", "roi": [100, 100, -5, -5]})]},
      ["'bad'", "roi", "[100, 100, -5, -5]"]),
     ({"triggers": [_trigger()], "ring_buffer_s": 1e12}, ["ring_buffer_s = 1000000000000.0", "600"]),
@@ -55,7 +57,7 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("config", "named"), REFUSED, ids=[
-    "unknown-channel", "exposure-out-of-range", "unknown-live-channel", "z-range", "z-planes", "tile-grid",
+    "unknown-channel", "exposure-out-of-range", "unknown-live-channel", "z-range", "z-planes", "tile-grid", "power",
     "inverted-roi", "ring-buffer", "duplicate-names", "ring-shorter-than-window"])
 def test_load_triggers_refuses_actions_that_cannot_run(daemon, client, config, named):
     loaded = client.request("load_triggers", config={"triggers": [_trigger("good")]}, sources={"m": NOWHERE})

@@ -65,7 +65,7 @@ def test_cooldown_suppresses_refires():
 
 
 def test_light_budget_and_rate_limit_stop_actions():
-    confirm = [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 100, "power": 0.5}]
+    confirm = [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 50}]
     d = Decider(_cfg(trigger={"actions": confirm}, safety={"dose_per_position": 120, "dose_per_session": 1000}))
     ev = [x.event for x in sum((d.decide(*_result(v, i, x=0.0)) for i, v in enumerate([0.9, 0.1, 0.9])), [])]
     assert ev == ["fire", "rearm", "fire"]  # 50 + 50 <= 120: the second still fits
