@@ -42,6 +42,17 @@ def default_exposures_ms(channels: dict[str, Any], exposure_ms: float | None, cu
     return {n: exposure_ms or c.exposure_ms or current_ms for n, c in channels.items()}
 
 
+def pin_exposures(seq: useq.MDASequence, exposures_ms: dict[str, float]) -> useq.MDASequence:
+    """``seq`` with an exposure for every main-camera channel that names none (``exposures_ms``, from
+    :func:`default_exposures_ms`), so a preset that sets the camera's exposure applies to its own frames, not
+    to the channels after it."""
+    def pinned(c: useq.Channel) -> useq.Channel:
+        keep = c.exposure is not None or c.camera or c.config not in exposures_ms  # (unknown: refused by name later)
+        return c if keep else c.model_copy(update={"exposure": exposures_ms[c.config]})
+
+    return seq.replace(channels=[pinned(c) for c in seq.channels])
+
+
 class ChannelSpec(BaseModel):
     """A channel preset, optionally with its own exposure and detector.
 

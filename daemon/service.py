@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from .acquisition import AcquisitionEngine
 from .backend import MicroscopeBackend
 from .control import DEFAULT_CONTROL_ADDRESS, ControlServer
-from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan
+from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan, default_exposures_ms, pin_exposures
 from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
@@ -321,9 +321,12 @@ class Daemon:
         return self.engine.capture_pairs(plan).to_dict()
 
     def run_scan(self, sequence: dict) -> dict:
-        """Run a useq-schema MDASequence (JSON form); returns the job."""
+        """Run a useq-schema MDASequence (JSON form); returns the job. A channel without an exposure takes its
+        preset's, else the camera's at the request (as live and pairs do)."""
         self.engine.require_idle("run a scan", allow_live=False)
         seq = _validated(useq.MDASequence, sequence)
+        if seq.channels:  # no channels: refused by run_sequence, naming it
+            seq = pin_exposures(seq, default_exposures_ms(self.backend.channels(), None, self.backend.exposure_ms()))
         for ch in seq.channels:
             if ch.exposure is not None:
                 self.backend.check_exposure_ms(ch.exposure, ch.camera)

@@ -172,3 +172,22 @@ def test_a_full_width_cameras_recording_declares_its_dtypes_bits(client):
     done = client.wait(client.request("run_scan", sequence={"channels": [{"config": "BF", "exposure": 5.0}]})["id"],
                        timeout_s=60)
     assert _significant_bits(done["path"]) == [16]
+
+
+def test_a_scan_channel_after_a_preset_with_an_exposure_keeps_the_cameras(preset_client):
+    """A channel without an exposure takes its preset's, else the camera's at the request, as live and pairs do:
+    after a preset that sets the exposure, every later channel of the scan was taken at that exposure."""
+    c = preset_client
+    c.request("set_exposure", exposure_ms=10.0)
+    scan = c.request("run_scan", sequence={"channels": [{"config": "TRITC"}, {"config": "FITC"}],
+                                           "time_plan": {"interval": 0, "loops": 2}})
+    done = c.wait(scan["id"], timeout_s=120)
+    assert done["status"] == "done", done
+    taken = [(h.channel, h.exposure_ms) for s in open_recording(done["path"]).series for h in s.frames]
+    assert len(taken) == 4 and set(taken) == {("TRITC", 60.0), ("FITC", 10.0)}, taken  # FITC was at 60 ms
+    assert c.request("status")["exposure_ms"] == 10.0  # the job leaves the camera as it found it
+    # an exposure the request gives still wins; an unknown channel is still refused by name
+    scan = c.request("run_scan", sequence={"channels": [{"config": "TRITC", "exposure": 5}, {"config": "DAPI"}]})
+    assert _exposures(c, scan) == {"TRITC": 5, "DAPI": 30}
+    with pytest.raises(DaemonError, match="unknown channel 'Cy5'"):
+        c.request("run_scan", sequence={"channels": [{"config": "Cy5"}]})
