@@ -8,12 +8,12 @@ Supported files (see docs/specimens.md):
   ~100 in a stained nucleus), ``labels`` (integer cell labels, 0 = background);
   a ``.npy`` holds one array, read like a one-channel TIFF.
 - TIFF (``.tif``/``.tiff``): a 2-D integer image is a label image; a 2-D float
-  image is an OPD map; a ``CYX`` stack of 2-4 float channels holds
+  image is an OPD map; a ``CYX`` stack of 2-4 float channels (integer ones are refused) holds
   ``opd, absorption, nuclei, membrane`` in that order.
 - OME-Zarr (a ``.zarr`` directory, NGFF 0.4 or 0.5): the full-resolution
   image of the first multiscale; channels are named by their ``omero`` labels
   when those are the keys above, else read in the TIFF order; single-plane
-  ``t``/``z`` axes are dropped.
+  ``t``/``z`` axes are dropped, and one unnamed channel is a 2-D image (an integer one: labels).
 
 A label image alone becomes plausible maps (:func:`maps_from_labels`); maps
 given next to it win. Pixels are ``pixel_um`` wide, and the specimen is centred
@@ -177,6 +177,12 @@ def _channels(path, arr: np.ndarray, names: list[str] | None = None) -> dict[str
         raise _fail(path, f"expected a 2-D image (YX) or up to {len(MAP_KEYS)} channels (CYX), got shape {arr.shape}")
     if names and all(n in SPECIMEN_KEYS for n in names) and len(set(names)) == len(names):
         return dict(zip(names, arr, strict=True))
+    if arr.shape[0] == 1:  # one unnamed channel is one plane, as a TIFF's: an integer one is a label image
+        return _channels(path, arr[0])
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool:
+        raise _fail(path, f"holds {arr.shape[0]} integer channels (CYX, dtype {arr.dtype}): stacked maps are real "
+                          "numbers in their units (opd µm, absorption, nuclei and membrane densities), not camera "
+                          "counts; a label image is one 2-D integer plane")
     return dict(zip(MAP_KEYS, arr, strict=False))
 
 
@@ -270,6 +276,9 @@ def _read_zarr(path: Path) -> dict[str, np.ndarray]:
     attrs = dict(root.attrs)
     ome = attrs.get("ome", attrs)
     ms = ome.get("multiscales")
+    if not ms and "bioformats2raw.layout" in ome:
+        raise _fail(path, "is a collection of images (bioformats2raw layout); set SpecimenFile to one of them, "
+                          f"e.g. {path / '0'}")
     if not ms:
         raise _fail(path, "is a Zarr group without OME-NGFF 'multiscales' metadata")
     ds = ms[0]["datasets"][0]["path"]
@@ -287,7 +296,21 @@ def _read_zarr(path: Path) -> dict[str, np.ndarray]:
     names = [c.get("label", "") for c in ome.get("omero", {}).get("channels", [])]
     if arr.ndim == 3 and len(names) != arr.shape[0]:
         names = None
+    labels = _label_images(root)
+    if labels and "image-label" not in ome and np.issubdtype(arr.dtype, np.integer):
+        raise _fail(path, f"is an integer image with label images beside it ({', '.join(labels)}): set "
+                          f"SpecimenFile to the label image, e.g. {path / labels[0]}, or save the image as maps")
     return _channels(path, arr, names)
+
+
+def _label_images(root) -> list[str]:
+    """The NGFF label images of an image group (``labels/<name>``), as paths relative to it."""
+    try:
+        group = root["labels"]
+        attrs = dict(group.attrs)
+    except Exception:  # noqa: BLE001 - no labels group
+        return []
+    return [f"labels/{name}" for name in attrs.get("ome", attrs).get("labels", [])]
 
 
 def _validate(path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -319,6 +342,15 @@ def _validate(path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return data
 
 
+def _format(p: Path) -> str:
+    """The reader a path needs: its suffix, or ``.zarr`` for an image group inside an OME-Zarr store
+    (``cells.zarr/labels/cells``: NGFF's place for a label image; ``slide.zarr/0``: a bioformats2raw series)."""
+    suffix = p.suffix.lower()
+    if suffix not in _SUFFIXES and p.is_dir() and any(q.suffix.lower() == ".zarr" for q in p.parents):
+        return ".zarr"
+    return suffix
+
+
 def load_specimen(path: str | Path, pixel_um: float) -> UserSpecimen:
     """Read and check a specimen file; raises :class:`SpecimenFileError` naming the problem."""
     p = Path(path).expanduser().absolute()
@@ -326,7 +358,7 @@ def load_specimen(path: str | Path, pixel_um: float) -> UserSpecimen:
         raise SpecimenFileError(f"specimen pixel size must be > 0 µm, got {pixel_um}")
     if not p.exists():
         raise _fail(p, "does not exist")
-    suffix = p.suffix.lower()
+    suffix = _format(p)
     if suffix not in _SUFFIXES:
         raise _fail(p, f"has an unsupported format {suffix or '(no suffix)'}; use one of {', '.join(_SUFFIXES)}")
     if suffix == ".npz":
