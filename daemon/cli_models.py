@@ -163,6 +163,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from scopecast.export.package import export_package
 
+    if args.int8 and not (Path(args.int8) / "dataset.json").is_file():  # before --overwrite replaces a package
+        print(f"scopecast export: --int8 {args.int8}: not a gathered dataset (no dataset.json there: a folder "
+              "from 'scopecast gather'); nothing was exported", file=sys.stderr)
+        return 2
     try:
         res = export_package(args.checkpoint, args.out, name=args.name, tile=args.tile, halo=args.halo,
                              fp16=args.fp16, tensorrt=args.tensorrt, triton_repository=args.triton or None,

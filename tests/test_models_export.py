@@ -338,3 +338,16 @@ def test_export_int8_prints_only_its_own_lines_on_stdout(cli, trained, tiny_data
     assert "Collecting tensor data" not in stdout and "histogram" not in stdout, stdout
     assert all(x.startswith(("scopecast export: ", "  ")) for x in lines), stdout
 
+
+def test_export_int8_with_a_wrong_dataset_path_changes_nothing(cli, trained):
+    """The path was found wrong only after the export: with --overwrite the package (and its INT8 variant) was
+    already replaced."""
+    ckpt, out = trained
+    rc, _, err = cli("export", "--checkpoint", ckpt, "--out", out / "kept-pkg", "--tile", "64", "--halo", "8")
+    assert rc == 0, err
+    before = {f.name: f.read_bytes() for f in (out / "kept-pkg").iterdir() if f.is_file()}
+    rc, stdout, err = cli("export", "--checkpoint", ckpt, "--out", out / "kept-pkg", "--tile", "64", "--halo", "8",
+                          "--overwrite", "--int8", out / "no-such-dataset")
+    assert rc == 2 and "--int8" in err and "not a gathered dataset" in err and "nothing was exported" in err, err
+    assert {f.name: f.read_bytes() for f in (out / "kept-pkg").iterdir() if f.is_file()} == before
+
