@@ -387,3 +387,20 @@ def test_bench_trust_leaves_empty_glass_out_of_psnr_as_evaluate_does(tmp_path):
     assert np.isnan(per_field[2])  # no PSNR on empty glass
     ev = _scores(pred, gt, ["nuclei", "membrane"], _stained(gt, m))  # evaluate's figures, same fields
     assert ev["nuclei"]["psnr"] == pytest.approx(psnr(pred[0, 0], gt[0, 0]), abs=1e-3)
+
+
+def test_evaluate_runs_the_monitors_checks_on_every_field(tmp_path):
+    """The flagged column took the uncertainty check within its time budget: a check needs ~60 bundles of credit,
+    so rows of 8 fields were flagged or not depending on how fast the machine ran. Every field is judged now (a
+    threshold nothing meets: every inferred field is flagged by it)."""
+    pkg = _package_trained_on(tmp_path / "pkg", {"cells": 3})
+    m = json.loads((pkg / "manifest.json").read_text())
+    figure = {"nuclei": {"psnr_db": 20.0}, "membrane": {"psnr_db": 20.0}}
+    never = {"threshold": 1e-12, "median": 0.0, "max": 0.0, "fields": 1}
+    m["validated"] = {"morphologies": {"cells": figure}, "floor": figure, "uncertainty": {
+        "statistic": "mean", "tta": 2, "morphologies": {"cells": never}, "ceiling": 1e-12}}
+    (pkg / "manifest.json").write_text(json.dumps(m))
+    rep = run_evaluation(pkg, fields=3, size=64, fit_fields=1, seed=7, outside=False)
+    inferred = [r for r in rep["rows"] if r["withheld"] < 1]
+    assert inferred and all(r["flagged"] == 1 and "uncertainty" in r["reasons"] for r in inferred), [
+        (r["row"], r["flagged"], r["reasons"]) for r in rep["rows"]]
