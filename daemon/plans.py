@@ -137,7 +137,7 @@ class PairPlan(BaseModel):
                                  for c in DEFAULT_FLUORESCENCE]
     )
     positions: list[tuple[float, float]] | None = Field(
-        default=None, description="stage (x, y) µm; default: the current position"
+        default=None, min_length=1, description="stage (x, y) µm; default (left out): the current position"
     )
     grid: GridSpec | None = None
     exposure_ms: float | None = Field(default=None, gt=0, description="for channels without their own")

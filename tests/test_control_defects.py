@@ -379,3 +379,11 @@ def test_switch_to_an_uncalibrated_objective_during_a_recorded_live_is_refused(c
     assert len(rec.frames) == stopped["frames"]
     assert {s.attrs["scopecast"]["pixel_size_um"] for s in rec.series} == {0.65, 0.325}
     assert c.request("set_objective", objective="40x")["pixel_size_um"] == 0  # idle: allowed, as before
+
+
+def test_capture_pairs_with_no_positions_is_refused(client):
+    """``positions: []`` (a client's empty selection) quietly captured at the current position."""
+    with pytest.raises(DaemonError, match="positions"):
+        client.request("capture_pairs", positions=[])
+    assert client.request("jobs") == []
+

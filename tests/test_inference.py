@@ -124,8 +124,9 @@ def test_auto_runtime_falls_back_and_says_why(pkg):
     if gpu_name() is None:
         assert rt.name == "ort-cpu"
         assert any("tensorrt" in r for r in rt.skipped) and any("ort-cuda" in r for r in rt.skipped)
-    with pytest.raises(ValueError, match="unknown runtime 'ort-metal'"):
+    with pytest.raises(ValueError, match="unknown runtime 'ort-metal'") as e:
         open_runtime(pkg, "ort-metal")
+    assert "auto," in str(e.value) and "triton://HOST:PORT/MODEL" in str(e.value)  # every name it takes
 
 
 @pytest.mark.skipif(gpu_name() is not None, reason="a GPU is present: the fallback path does not apply")

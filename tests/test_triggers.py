@@ -311,3 +311,12 @@ def test_replay_decides_on_every_plane_of_a_z_stack(tmp_path):
                          "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 0, "actions": []}]}
     decisions = replay(cfg, path)
     assert [(d.event, d.position_um[2]) for d in decisions if d.event == "fire"] == [("fire", 0.0)], decisions
+
+
+def test_the_documented_configuration_loads_as_written():
+    """docs/smart-acquisition.md's configuration block held ``actions: [...]``: copied, it was refused."""
+    doc = (ROOT / "docs" / "smart-acquisition.md").read_text(encoding="utf-8")
+    block = doc.split("## Configuration (YAML or JSON)", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    cfg = load_trigger_config(yaml.safe_load(block))
+    assert [a.kind for a in cfg.triggers[0].actions] == ["confirm_fluorescence", "notify"]
+

@@ -290,7 +290,8 @@ def open_runtime(package: ModelPackage, preference: str | tuple[str, ...] = "aut
     reasons = []
     for name in order:
         if name not in RUNTIME_NAMES:
-            raise ValueError(f"unknown runtime {name!r}; runtimes: {', '.join(RUNTIME_NAMES)}")
+            raise ValueError(f"unknown runtime {name!r}; runtimes: auto, {', '.join(RUNTIME_NAMES)}, "
+                             "triton://HOST:PORT/MODEL")
         try:
             rt: InferenceRuntime
             if name == "tensorrt":
