@@ -251,7 +251,7 @@ class MMCoreBackend:
 
             for preset in self.core.getAvailablePixelSizeConfigs():
                 settings = list(self.core.getPixelSizeConfigData(preset))
-                if settings and all(_same_setting(value(d, p), v) for d, p, v in settings):
+                if settings and all(same_setting(value(d, p), v) for d, p, v in settings):
                     return str(preset)
             return ""
 
@@ -521,7 +521,7 @@ def _check_presets(core: Any, group: str) -> None:
                                    f"but {problem}")
 
 
-def _same_setting(current: Any, expected: Any) -> bool:
+def same_setting(current: Any, expected: Any) -> bool:
     """A property value equals a preset's (as text, or as numbers: "0.65" and "0.6500")."""
     if str(current) == str(expected):
         return True

@@ -357,14 +357,9 @@ def test_a_capture_of_another_focus_or_field_of_view_is_not_the_result_field():
 
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
 def test_spot_checks_do_not_compare_an_in_focus_result_with_a_defocused_or_20x_capture(daemon, client):
-    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None,
-                             warmup_shape=(256, 256)).start()
-    try:
-        wait_subscribed(daemon.publisher, "frame")
+    with _vs_live(daemon, client) as (engine, _):
         client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
                        period_s=2.0, record=False, dose_per_session=1e6, dose_per_position=1e6)
-        wait_subscribed(engine, "result")
-        client.request("start_live", channels=CYCLE, interval_ms=50)
 
         def status():
             return client.request("spot_checks")["models"]["virtual-staining"]
@@ -386,10 +381,6 @@ def test_spot_checks_do_not_compare_an_in_focus_result_with_a_defocused_or_20x_c
             assert st["alarms_raised"] == alarms and not st["alarm"], st["alarm_reasons"]
             client.request(back[0], **back[1])
             wait_until(lambda: status()["checks"] > n0, 180, "spot checks again once the field is back")
-    finally:
-        client.request("stop_spot_checks")
-        client.request("stop")
-        engine.close()
 
 
 def test_spot_checks_below_full_power_are_refused(daemon, client):

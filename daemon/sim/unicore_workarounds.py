@@ -54,6 +54,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..backend import same_setting
+
 __all__ = ["install", "install_for_device"]
 
 _MARK = "_scopecast_unicore_workarounds"
@@ -169,13 +171,6 @@ def _patch_auto_shutter(core: Any, ref: Callable[[], Any]) -> None:
 
 
 # -------------------------------------------------------------- 2. pixel size
-def _values_match(current: Any, expected: Any) -> bool:
-    if str(current) == str(expected):
-        return True
-    try:
-        return float(current) == float(expected)
-    except (TypeError, ValueError):
-        return False
 
 
 def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
@@ -202,7 +197,7 @@ def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
                                       else self.getProperty(dev, prop))
                     except Exception:  # noqa: BLE001 - an unreadable property matches nothing
                         state[key] = None
-                if state[key] is None or not _values_match(state[key], value):
+                if state[key] is None or not same_setting(state[key], value):
                     ok = False
                     break
             if ok:
