@@ -17,7 +17,9 @@ them). A source may also cap its own share (the spot checks' ``dose_per_position
 / ``dose_per_session``): a request is refused when either the total or the
 source's share would exceed its limit. :meth:`DoseBudget.request` checks and
 charges in one step under a lock, so two threads cannot both take the last
-of the budget.
+of the budget. Light is charged where it lands: a request that exposes several
+fields (a trigger's tile scan) gives each field's position (:meth:`DoseBudget.request_all`),
+each cell's limit holds for the light of that cell, and nothing is charged unless all fit.
 
 The ledger lasts as long as the acquisition engine (the daemon's session):
 reloading triggers or restarting spot checks does not give the light back.
@@ -27,16 +29,19 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_PER_POSITION", "DEFAULT_PER_SESSION", "DEFAULT_GRID_UM", "DoseBudget", "Refusal", "full_power",
-           "shared_budget"]
+__all__ = ["DEFAULT_PER_POSITION", "DEFAULT_PER_SESSION", "DEFAULT_GRID_UM", "Charge", "DoseBudget", "Refusal",
+           "full_power", "shared_budget"]
 
 #: The triggers' ``SafetySpec`` defaults (exposure ms at full power).
 DEFAULT_PER_POSITION = 5_000.0
 DEFAULT_PER_SESSION = 50_000.0
 DEFAULT_GRID_UM = 100.0
+#: One field's light: ``(x µm, y µm, dose)``.
+Charge = tuple[float, float, float]
 
 
 def full_power(power: float) -> float:
@@ -93,21 +98,35 @@ class DoseBudget:
                 pos += d
         return pos, ses
 
-    def _refusal(self, dose: float, x: float, y: float, source: str,
+    def _cells(self, charges: Sequence[Charge], grid: float) -> dict[tuple[int, int], tuple[float, float, float]]:
+        """``charges`` summed per grid cell: ``{cell: (x, y of its first charge, dose)}``, in the order given."""
+        out: dict[tuple[int, int], tuple[float, float, float]] = {}
+        for x, y, d in charges:
+            k = self._key(x, y, grid)
+            cx, cy, total = out.get(k, (x, y, 0.0))
+            out[k] = (cx, cy, total + d)
+        return out
+
+    def _refusal(self, charges: Sequence[Charge], source: str,
                  own: tuple[float, float, float] | None) -> Refusal | None:
-        pos, ses = self._used(x, y, self.grid_um, None)
-        if pos + dose > self.per_position:
-            return Refusal("position", f"light budget at this position: {pos:g} + {dose:g} > {self.per_position:g}")
-        if ses + dose > self.per_session:
-            return Refusal("session", f"session light budget: {ses:g} + {dose:g} > {self.per_session:g}")
+        """Why ``charges`` would not fit, cell by cell and in the session, in the total and in ``own``."""
+        limits: list[tuple[str | None, float, float, float, str]] = [
+            (None, self.per_position, self.per_session, self.grid_um, "")]
         if own is not None:
-            per_pos, per_ses, grid = own
-            p, s = self._used(x, y, grid, source)
-            if p + dose > per_pos:
-                return Refusal("position", f"{source} light budget at this position: {p:g} + {dose:g} > {per_pos:g}",
-                               source)
+            limits.append((source, *own, f"{source} "))
+        dose = sum(d for *_, d in charges)
+        for who, per_pos, per_ses, grid, name in limits:
+            cells = self._cells(charges, grid)
+            for x, y, d in cells.values():
+                p, s = self._used(x, y, grid, who)
+                if p + d > per_pos:
+                    where = "this position" if len(cells) == 1 else f"{x:g}, {y:g} µm (a field of this request)"
+                    return Refusal("position", f"{name}light budget at {where}: {p:g} + {d:g} > {per_pos:g}",
+                                   source if who else "")
+            s = self._used(0.0, 0.0, grid, who)[1]
             if s + dose > per_ses:
-                return Refusal("session", f"{source} session light budget: {s:g} + {dose:g} > {per_ses:g}", source)
+                return Refusal("session", f"{name}session light budget: {s:g} + {dose:g} > {per_ses:g}",
+                               source if who else "")
         return None
 
     def refusal(self, dose: float, x: float, y: float, source: str = "",
@@ -115,15 +134,22 @@ class DoseBudget:
         """Why ``dose`` at ``(x, y)`` µm would not fit (None: it fits). ``own``: the source's own caps on its share,
         ``(per_position, per_session, grid_um)``."""
         with self._lock:
-            return self._refusal(dose, x, y, source, own)
+            return self._refusal([(x, y, dose)], source, own)
 
     def request(self, dose: float, x: float, y: float, source: str,
                 own: tuple[float, float, float] | None = None) -> Refusal | None:
         """Charge ``dose`` at ``(x, y)`` to ``source`` if it fits (returns None), else refuse (nothing charged)."""
+        return self.request_all([(x, y, dose)], source, own)
+
+    def request_all(self, charges: Sequence[Charge], source: str,
+                    own: tuple[float, float, float] | None = None) -> Refusal | None:
+        """Charge every ``(x µm, y µm, dose)`` of ``charges`` (the fields of one request: the tiles of a scan) to
+        ``source`` if all fit, each in its own position's cell (returns None); else refuse, naming the first cell
+        or the session limit that would be exceeded, and charge nothing. One step under the lock."""
         with self._lock:
-            r = self._refusal(dose, x, y, source, own)
-            if r is None and dose > 0:
-                self._charges.append((float(x), float(y), float(dose), source))
+            r = self._refusal(charges, source, own)
+            if r is None:
+                self._charges += [(float(x), float(y), float(d), source) for x, y, d in charges if d > 0]
             return r
 
     def charge(self, dose: float, x: float, y: float, source: str) -> None:

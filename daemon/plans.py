@@ -21,6 +21,7 @@ __all__ = [
     "GridSpec",
     "LivePlan",
     "PairPlan",
+    "z_stack_planes",
 ]
 
 #: The label-free cycle a virtual-staining model sees (DPC halves, bright-, dark-field).
@@ -31,6 +32,8 @@ DEFAULT_FLUORESCENCE: tuple[str, ...] = ("Nuclei", "Membrane")
 DEFAULT_FLUORESCENCE_EXPOSURE_MS: dict[str, float] = {"Nuclei": 20.0, "Membrane": 100.0}
 #: At most this many engines pace one live cycle.
 MAX_PACING_ENGINES = 8
+#: Up to this many, :func:`z_stack_planes` counts useq's own planes.
+COUNTED_PLANES = 100_000
 #: An engine's results address (``tcp://`` or ``ipc://``).
 EngineAddress = Annotated[str, StringConstraints(pattern=r"^(tcp|ipc)://.+")]
 
@@ -51,6 +54,17 @@ def pin_exposures(seq: useq.MDASequence, exposures_ms: dict[str, float]) -> useq
         return c if keep else c.model_copy(update={"exposure": exposures_ms[c.config]})
 
     return seq.replace(channels=[pinned(c) for c in seq.channels])
+
+
+def z_stack_planes(range_um: float, step_um: float) -> float:
+    """Planes a Z stack of ``useq.ZRangeAround(range=range_um, step=step_um)`` acquires: from ``-range/2`` up in
+    steps of ``step_um``, the last less than half a step above ``+range/2`` (range 2, step 1: -1, 0, 1; range 3,
+    step 2: -1.5 and 0.5, 2 planes; range 2.85, step 0.1: 30). A float: beyond :data:`COUNTED_PLANES` it is
+    about ``range / step + 1``, reported (a plan that long is refused), not enumerated."""
+    ratio = range_um / step_um
+    if not ratio <= COUNTED_PLANES:
+        return ratio + 1
+    return float(len(useq.ZRangeAround(range=range_um, step=step_um).positions()))
 
 
 class ChannelSpec(BaseModel):

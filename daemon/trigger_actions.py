@@ -39,6 +39,7 @@ import zmq
 from scipy import ndimage
 
 from .acquisition import AcquisitionEngine
+from .action_plans import tile_scan_plan
 from .confine import inside
 from .dose import shared_budget
 from .frames import Frame, now_ns
@@ -636,13 +637,10 @@ class TriggerRunner:
             z_plan=useq.ZRangeAround(range=a.z_range_um, step=a.z_step_um), axis_order="pcz"))
 
     def _do_tile_scan(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
-        x, y, z = self.engine.backend.position_um()
+        """The tiles around here the firing was charged for, each in its cell (:func:`.action_plans.tile_scan_plan`)."""
         h, w = self.engine.backend.describe()["image_shape"]
         px = self.engine.backend.pixel_size_um()
-        return self._scan(useq.MDASequence(
-            stage_positions=[useq.Position(x=x, y=y, z=z)],
-            grid_plan=useq.GridRowsColumns(rows=a.rows, columns=a.columns, fov_width=w * px, fov_height=h * px),
-            channels=[useq.Channel(config=c, exposure=a.exposure_ms) for c in a.channels], axis_order="pgc"))
+        return self._scan(tile_scan_plan(a, *self.engine.backend.position_um(), (w * px, h * px)))
 
     def _do_switch_live(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Restart the running live with another cycle and/or frame interval (fast <-> slow imaging); it never

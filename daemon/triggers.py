@@ -6,7 +6,8 @@ class implementing :class:`Trigger`), compares it with a threshold with
 hysteresis (fire above ``above``; re-arm only below ``rearm_below``), waits out
 a cooldown, and lists actions. Safeguards are part of the decision: a rate
 limit and light-dose budgets per position and per session, charged with each
-action's planned excitation dose (exposure ms, at full power). Live, the budget is the
+action's planned excitation dose (exposure ms, at full power), each field's to the
+position it lands at (a tile scan's tiles: :mod:`.action_plans`). Live, the budget is the
 session's shared :class:`~scopecast.daemon.dose.DoseBudget` (spot checks draw from it too,
 and the ``safety`` limits are its limits); a :class:`Decider` made without one keeps its own.
 
@@ -50,7 +51,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy import ndimage
 
+from .action_plans import field_of_view_um, planned_light
 from .dose import DoseBudget, full_power
+from .plans import z_stack_planes
 
 __all__ = [
     "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM",
@@ -61,7 +64,7 @@ __all__ = [
 
 #: Most rows, and most columns, of a ``tile_scan`` action (at most 100 × 100 = 10,000 fields).
 MAX_TILES_PER_AXIS = 100
-#: Most planes of a ``z_stack`` action (``round(z_range_um / z_step_um) + 1``).
+#: Most planes of a ``z_stack`` action (:func:`.plans.z_stack_planes`).
 MAX_Z_PLANES = 1000
 #: Largest ``z_range_um`` of a ``z_stack`` action (µm): beyond any objective's working distance.
 MAX_Z_RANGE_UM = 2000.0
@@ -124,7 +127,7 @@ class ActionSpec(BaseModel):
     before_s: float = Field(default=2.0, ge=0, le=MAX_WINDOW_S, description=f"at most {MAX_WINDOW_S:g} s")
     after_s: float = Field(default=2.0, ge=0, le=MAX_WINDOW_S, description=f"at most {MAX_WINDOW_S:g} s")
     z_range_um: float = Field(default=6.0, gt=0, le=MAX_Z_RANGE_UM, description=(
-        f"at most {MAX_Z_RANGE_UM:g} µm, and at most {MAX_Z_PLANES} planes (z_range_um / z_step_um + 1)"))
+        f"at most {MAX_Z_RANGE_UM:g} µm, and at most {MAX_Z_PLANES} planes (plans.z_stack_planes)"))
     z_step_um: float = Field(default=2.0, gt=0)
     rows: int = Field(default=2, ge=1, le=MAX_TILES_PER_AXIS, description=f"at most {MAX_TILES_PER_AXIS}")
     columns: int = Field(default=2, ge=1, le=MAX_TILES_PER_AXIS, description=f"at most {MAX_TILES_PER_AXIS}")
@@ -141,24 +144,12 @@ class ActionSpec(BaseModel):
         return self
 
     def z_planes(self) -> float:
-        """Planes of a ``z_stack`` (a float: a huge ratio is reported, not turned into a huge int)."""
-        ratio = self.z_range_um / self.z_step_um
-        return float(round(ratio)) + 1 if ratio < 1e15 else float("inf")
+        """Planes of a ``z_stack``: those its useq plan acquires (:func:`.plans.z_stack_planes`)."""
+        return z_stack_planes(self.z_range_um, self.z_step_um)
 
     def uses_channels(self) -> bool:
         """Whether the action takes frames (``channels`` and ``exposure_ms`` apply)."""
         return self.kind in ("confirm_fluorescence", "z_stack", "tile_scan")
-
-    def planned_dose(self) -> float:
-        """Excitation dose (exposure ms at full power) this action will deliver, for the budgets."""
-        per_frame = self.exposure_ms * len(self.channels)
-        if self.kind == "confirm_fluorescence":
-            return per_frame
-        if self.kind == "z_stack":
-            return per_frame * self.z_planes()
-        if self.kind == "tile_scan":
-            return per_frame * self.rows * self.columns
-        return 0.0
 
 
 class TriggerSpec(BaseModel):
@@ -619,12 +610,11 @@ class Decider:
         if n and len(recent) + n > s.max_actions_per_minute:
             return (f"rate limit: {len(recent)} actions in the last minute + {n} of this firing > "
                     f"{s.max_actions_per_minute}")
-        dose = sum(a.planned_dose() for a in spec.actions)
-        if dose:
-            r = self.budget.request(dose, float(header.get("stage_x_um") or 0.0),
-                                    float(header.get("stage_y_um") or 0.0), "triggers")
-            if r is not None:
-                return r.reason
+        x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
+        fov = field_of_view_um(header)  # the deciding result's field: the tiles' spacing
+        light = [c for a in spec.actions for c in planned_light(a, x, y, fov)]  # each field where it lands
+        if light and (r := self.budget.request_all(light, "triggers")) is not None:
+            return r.reason
         self.action_times += [t_ns] * n  # the limit counts actions, not firings
         return ""
 
