@@ -1,6 +1,7 @@
 """Daemon + engine + independent clients over real loopback sockets."""
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -385,3 +386,49 @@ def test_each_plane_of_a_z_stack_is_inferred_from_its_own_frames(daemon, client,
     assert inputs == [{z} for z in range(planes)], inputs  # was [{0, 2}] (tpgcz) or [{0}] (tpgzc)
     z_um = [2.0 * z - (planes - 1) for z in range(planes)]
     assert [r["stage_z_um"] for r in got] == [frames[r["source_seqs"][0]].stage_z_um for r in got] == z_um
+
+
+def test_a_result_in_flight_at_load_model_is_not_counted_for_the_new_model(daemon, client, tmp_path):
+    """The trust summary counts the results of the model it names: a bundle the old model was computing when
+    load_model switched used to be counted in the new model's summary."""
+    old = write_package(tmp_path / "old", CYCLE, ["nuclei"], name="old", width=4, layers=2, tile=128)
+    new = write_package(tmp_path / "new", CYCLE, ["nuclei"], name="new", width=4, layers=2, tile=128)
+    engine = InferenceEngine(old, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=(256, 256)).start()
+    sub = StreamSubscriber(engine.results_address, ("done",))
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        wait_subscribed(engine, "done")
+        held, release = threading.Event(), threading.Event()
+        worker = engine.workers[0]
+        process = worker.process
+
+        def in_flight(*args, **kwargs):
+            """The old model computing a bundle: it finishes only once the new model is in."""
+            held.set()
+            release.wait(120)
+            return process(*args, **kwargs)
+
+        worker.process = in_flight
+        client.request("start_live", channels=CYCLE)
+        try:
+            wait_until(held.is_set, 120, "a bundle in the old model's worker")
+        finally:
+            client.request("stop")
+        assert engine.load_model(str(new))["name"] == "new"
+        release.set()
+        headers: list[dict] = []
+
+        def counted() -> dict | None:
+            """The new model's summary, once the old model's result is out and every new result was received."""
+            if (m := sub.recv(0.1)) is not None:
+                headers.append(m[1])
+            trust = engine.status()["trust"]
+            new_results = sum(h["model"] == "new" for h in headers)
+            old_out = any(h["model"] == "old" for h in headers)
+            return old_out and trust["trusted"] + trust["untrusted"] == new_results and trust
+
+        trust = wait_until(counted, 60, "the new model's trust summary to count only the new model's results")
+        assert trust["model"] == "new"
+    finally:
+        sub.close()
+        engine.close()

@@ -485,8 +485,8 @@ class InferenceEngine:
             if bundle is None:
                 continue
             t_deq = now_ns()
-            with self._model_lock:
-                worker = self.workers[index]
+            with self._model_lock:  # the worker and its model's trust summary, from one model
+                worker, trust = self.workers[index], self.trust
             refs: list[dict[str, Any]] = []
             try:
                 result = worker.process(bundle, t_deq,
@@ -499,7 +499,7 @@ class InferenceEngine:
                 self.drops.add("engine:error", len(bundle))
                 self._error(f"inference failed: {type(e).__name__}: {e}")
                 continue
-            self.publish(result, refs[0] if refs else None)
+            self.publish(result, refs[0] if refs else None, trust)
 
     def _shm_slot(self, refs: list[dict[str, Any]]) -> Any:
         """An ``out`` for :meth:`InferenceWorker.process`: the next slot of the shared-memory result ring
@@ -512,7 +512,8 @@ class InferenceEngine:
             return data
         return slot
 
-    def publish(self, result: Result, shm_ref: dict[str, Any] | None = None) -> None:
+    def publish(self, result: Result, shm_ref: dict[str, Any] | None = None,
+                trust: TrustSummary | None = None) -> None:
         """Send a result, then its header alone as ``done`` (docs/protocol.md: a client that only needs to
         know when a result was published, such as live pacing, does not receive its pixels: a 1024² output
         is 4 MiB per subscriber). The engine's own counts (``status``: results, latency, trust) take it
@@ -520,12 +521,16 @@ class InferenceEngine:
 
         ``shm_ref``: the result was written into the shared-memory ring: its header goes out on ``shm`` too,
         and the inline ``result`` copies the pixels (the slot is reused while a slow subscriber's queue may
-        still hold the message), which the zero-copy send of a result the worker owns does not need."""
+        still hold the message), which the zero-copy send of a result the worker owns does not need.
+
+        ``trust``: the trust summary of the model that computed the result, taken with its worker (default: the
+        current model's): a bundle in flight when ``load_model`` switched models is not counted in the new
+        model's summary."""
         result.header["t_published_ns"] = now_ns()
         head = dumps_strict(result.header)
         self.results_published += 1
         self.latency.add(result.header)
-        self.trust.add(result.header.get("trust"))
+        (self.trust if trust is None else trust).add(result.header.get("trust"))
         with self._pub_lock:
             ref = self.shm.commit(shm_ref) if shm_ref is not None and self.shm is not None else None
             if ref is not None:
