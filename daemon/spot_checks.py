@@ -46,6 +46,13 @@ is not compared (counted as skipped; its dose is still charged). An untrusted re
 the newest trusted one: the field it showed is no longer the one under the objective (the user focused away,
 switched objective, emptied the field), so no check compares it with a capture of the new field.
 
+Weights. Results name the weights that computed them (``model_sha256``, ``precision``). The checker judges one
+set of weights at a time: when results of other weights arrive under the same model name (``load_model`` of a
+fine-tuned package of that name, an engine restarted with ``--precision int8``), the running fidelity starts
+again from their checks, the alarm clears, the comparator is read again for them (their shipped package, or none),
+an event ``kind: "weights_changed"`` is published, and ``status`` reports ``weights`` and ``weights_changes``.
+A result of the previous weights that arrives later (a bundle in flight at the switch) is skipped, not checked.
+
 Recording. Each check writes ``<data_dir>/<session>-<model>-spotcheck-<n>.ome.zarr``:
 the label-free bundle the result came from (from a ring buffer of recent
 frames) and the real capture, one series per detector; its
@@ -79,7 +86,7 @@ from .shm_results import SharedResults
 from .stream import FramePublisher, decode
 from .trigger_actions import FrameRing, record_by_sampling
 
-__all__ = ["SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity", "validated_psnr"]
+__all__ = ["SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity", "validated_psnr", "weights_of"]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +163,11 @@ SAME_FIELD_UM = 1.0
 
 def _finite(v: float) -> float | None:
     return round(float(v), 4) if np.isfinite(v) else None
+
+
+def weights_of(header: dict[str, Any]) -> dict[str, Any]:
+    """The weights a result was computed with: ``{"model_sha256", "precision"}`` (None where it does not say)."""
+    return {"model_sha256": header.get("model_sha256"), "precision": header.get("precision")}
 
 
 def capture_differs(result: dict[str, Any], bundle: list[Frame], capture: Frame) -> str | None:
@@ -273,6 +285,10 @@ class SpotChecker:
         self.comparator = "not yet known (set by the first result)"
         self._manifest: Any = None
         self._channels: dict[str, SpotCheckChannel] | None = None
+        self.weights: dict[str, Any] | None = None  # whose checks the running fidelity averages (set by a result)
+        self._weights_t_ns = 0  # acquisition time of the newest result of those weights
+        self.weights_changes: list[dict[str, Any]] = []
+        self._fidelity_from = 0  # index in ``checks`` of the first check of the current weights
         self._newest: tuple[dict[str, Any], np.ndarray] | None = None
         # a result of frames taken before the ring existed has no label-free bundle to record beside the capture
         # (the first check's pair held the capture alone): check only results of bundles begun from now on
@@ -302,9 +318,9 @@ class SpotChecker:
 
     # ---------------------------------------------------------------- status
     def running_fidelity(self) -> dict[str, dict[str, Any]]:
-        """Per output channel: mean PSNR and r over the last ``window`` compared checks."""
+        """Per output channel: mean PSNR and r over the last ``window`` compared checks of the current weights."""
         out: dict[str, dict[str, Any]] = {}
-        for c in self.checks[-self.spec.window:]:
+        for c in self.checks[self._fidelity_from:][-self.spec.window:]:  # the current weights' checks only
             for name, f in c["channels"].items():
                 out.setdefault(name, {"psnr": [], "r": []})
                 if f["psnr_db"] is not None:
@@ -335,6 +351,7 @@ class SpotChecker:
                 "card_psnr_db": self.card, "comparator": self.comparator, "alarm_below_db": self.thresholds(),
                 "alarm": bool(self.alarm_reasons), "alarm_reasons": list(self.alarm_reasons),
                 "alarms_raised": self.alarms_raised,
+                "weights": self.weights, "weights_changes": self.weights_changes[-5:],
                 "dose_session": sum(own.values()), "dose_session_budget": self.spec.dose_per_session,
                 "dose_per_position_budget": self.spec.dose_per_position,
                 "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in own.items()},
@@ -374,7 +391,7 @@ class SpotChecker:
             self._skip(f"other model: these results are of {header.get('model')!r}, the spot checks name "
                        f"{self.spec.model!r} (the package's name)")
             return
-        if data is None:
+        if data is None or not self._same_weights(header):
             return
         self.results_seen += 1
         trust = header.get("trust")
@@ -389,6 +406,39 @@ class SpotChecker:
         begun = header.get("t_bundle_exposure_start_ns") or header.get("t_acquired_ns") or 0
         if live and int(begun) > self._last_capture_ns:
             self._newest = (header, np.array(data, np.float32, copy=True))
+
+    def _same_weights(self, header: dict[str, Any]) -> bool:
+        """Whether ``header`` is a result of the weights being judged. Results of other weights acquired after the
+        newest of the current ones switch the checker to them (:meth:`_switch_weights`); earlier ones (a bundle
+        the old weights were computing at the switch) are skipped."""
+        weights, t_ns = weights_of(header), int(header.get("t_acquired_ns") or 0)
+        if self.weights is None or weights == self.weights:
+            self.weights, self._weights_t_ns = weights, max(self._weights_t_ns, t_ns)
+            return True
+        if t_ns <= self._weights_t_ns:
+            self._skip(f"other weights: a result of {weights} acquired before the newest of {self.weights}")
+            return False
+        self._switch_weights(header)
+        return True
+
+    def _switch_weights(self, header: dict[str, Any]) -> None:
+        """Judge the weights of ``header`` from now on: their own comparator and a running fidelity of their checks
+        only; the alarm of the previous weights clears, and the change is published and kept in the status."""
+        change = {"t_ns": now_ns(), "from": self.weights, "to": weights_of(header)}
+        with self._lock:
+            self.weights, self._weights_t_ns = change["to"], int(header.get("t_acquired_ns") or 0)
+            self._fidelity_from, self.alarm_reasons = len(self.checks), []
+            self._channels, self._newest = None, None
+            try:
+                self._setup(header)
+            except ValueError as e:  # the next check says it again, as a skip
+                self.card, self.comparator = {}, f"none ({e})"
+            change["comparator"] = self.comparator
+            self.weights_changes.append(change)
+            del self.weights_changes[:-100]
+        log.warning("spot checks %s: results of other weights %s (were %s): running fidelity restarted, comparator "
+                    "%s", self.spec.model, change["to"], change["from"], self.comparator)
+        self._event({"kind": "weights_changed", **change, "card_psnr_db": self.card})
 
     def _skip(self, reason: str) -> None:
         with self._lock:
@@ -405,6 +455,10 @@ class SpotChecker:
             raise ValueError(f"model {self.spec.model!r} has no output channel(s) {unknown} (outputs: {outputs})")
         self._channels = chans
         self.card, self.comparator = validated_psnr(self._manifest, list(chans), self.spec.morphology)
+        sha = header.get("model_sha256")
+        if self._manifest is None and isinstance(sha, str):
+            self.comparator = (f"none (no shipped package {self.spec.model!r} has these weights, sha256 {sha[:12]}: "
+                               "only min_psnr_db can raise the alarm)")
 
     def _comparator_short(self) -> str:
         """The comparator as an alarm reason names it: ``validated floor``, ``validated cells`` or ``card``."""
@@ -478,7 +532,7 @@ class SpotChecker:
                                               "exposure_ms": frames[k].header.exposure_ms, "scale": scales[k]}
                                           for k, c in chans.items()},
             "units": {"offset_adu": offset, "reference_exposure_ms": ref, "how": how}, "dose": dose,
-            "label_free_frames": len(bundle),
+            "label_free_frames": len(bundle), **weights_of(header),
         }
         if self.spec.record:
             try:
@@ -488,7 +542,9 @@ class SpotChecker:
                 check["recording_error"] = str(e)
         with self._lock:
             self.checks.append(check)
-            del self.checks[:-1000]
+            trimmed = max(len(self.checks) - 1000, 0)
+            del self.checks[:trimmed]
+            self._fidelity_from = max(self._fidelity_from - trimmed, 0)
         self._judge(check)
 
     def _judge(self, check: dict[str, Any]) -> None:

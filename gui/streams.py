@@ -32,9 +32,15 @@ __all__ = ["Latest", "LatestStreams", "Requester", "event_note"]
 def event_note(event: dict[str, Any]) -> str | None:
     """The line the viewer shows for a daemon ``event`` (docs/protocol.md) that tells the user something, or None:
     a live recording near or at its cap (``recording``: at the cap live stops), spot checks stopped by the light
-    budget, a trigger's ``notify``. Stamped with the time received, so a repeated message is shown again."""
+    budget or judging other weights of their model from now on, a trigger's ``notify``. Stamped with the time
+    received, so a repeated message is shown again."""
     source, kind = event.get("source"), event.get("kind")
-    if source == "spot_checks":
+    if source == "spot_checks" and kind == "weights_changed":
+        to = event.get("to") if isinstance(event.get("to"), dict) else {}
+        text = (f"spot checks of {event.get('model', '?')}: results of other weights (sha256 "
+                f"{str(to.get('model_sha256'))[:12]}, {to.get('precision')}): fidelity restarted; comparator "
+                f"{event.get('comparator', '?')}")
+    elif source == "spot_checks":
         if kind != "stopped":
             return None  # fidelity figures and alarms have their plot and line
         text = f"spot checks of {event.get('model', '?')} stopped: {event.get('reason', 'no reason given')}"

@@ -66,7 +66,8 @@ class StandInEngine:
     """A stand-in engine: answers each complete live bundle of the daemon's ``stream`` with a trusted result of
     model ``m`` (one output ``channel``, every pixel ``value``; 8×8, or the camera's shape with ``full_frame``)
     carrying the bundle's timestamps, ``model_s`` after its last frame arrived (a model that takes that long).
-    No model is needed to test what the daemon does with results. ``frames``: every frame header seen."""
+    No model is needed to test what the daemon does with results. ``frames``: every frame header seen; ``extra``:
+    header fields added to (or replacing those of) each result from now on (e.g. ``model_sha256``)."""
 
     def __init__(self, stream: str, model_s: float = 0.0, value: float = 0.0, channel: str = "c",
                  task: str | None = None, full_frame: bool = False) -> None:
@@ -78,6 +79,7 @@ class StandInEngine:
 
         self.value, self.model_s, self.channel, self.task, self.full_frame = value, model_s, channel, task, full_frame
         self.frames: list[dict] = []
+        self.extra: dict = {}
         self.pub = zmq.Context.instance().socket(zmq.XPUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind("tcp://127.0.0.1:*")
@@ -124,6 +126,7 @@ class StandInEngine:
             }
             if self.task:
                 header["task"] = self.task
+            header.update(self.extra)
             self.pub.send_multipart([b"result", dumps_strict(header), np.full(shape, self.value, np.float32)])
 
     def __enter__(self) -> StandInEngine:

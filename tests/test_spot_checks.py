@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import wait_subscribed, wait_until
+from helpers import StandInEngine, wait_subscribed, wait_until
 from scopecast.daemon.control import DaemonError
 from scopecast.daemon.dose import DoseBudget
 from scopecast.daemon.frames import Frame, FrameHeader
@@ -388,3 +388,44 @@ def test_spot_checks_below_full_power_are_refused(daemon, client):
     with pytest.raises(DaemonError, match="power 0.1: scopecast does not set the excitation power"):
         client.request("start_spot_checks", model="virtual-staining", results="tcp://127.0.0.1:6222", power=0.1)
     assert client.request("spot_checks")["models"] == {}
+
+
+def test_spot_checks_restart_their_fidelity_and_comparator_for_other_weights(daemon, client):
+    """Results of other weights under the same model name (a fine-tuned package, an INT8 engine) restart the running
+    fidelity and re-read the comparator: the checker kept the first package's and averaged both models' checks."""
+    vs_sha, other_sha = json.loads((VS / "manifest.json").read_text())["sha256"], "f" * 64
+    with StandInEngine(daemon.stream_address, value=1000.0, channel="nuclei", task="virtual-staining",
+                       full_frame=True) as engine:
+        engine.extra = {"model": "virtual-staining", "model_sha256": vs_sha, "precision": "fp32"}
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("start_live", channels=[{"name": "BF", "exposure_ms": 5}])
+        try:
+            client.request("start_spot_checks", model="virtual-staining", results=engine.address, period_s=0.1,
+                           channels={"nuclei": "Nuclei"}, exposure_ms=1, window=100, record=False)
+            engine.wait_subscriber()
+
+            def spot() -> dict:
+                return client.request("spot_checks")["models"]["virtual-staining"]
+
+            first = wait_until(lambda: (s := spot())["checks"] >= 2 and s, 120, "2 checks of the first weights")
+            assert first["comparator"].startswith("validated floor") and first["card_psnr_db"] == {"nuclei": 26.13}
+            before = spot()["checks"]  # the checks after this one include every check of the other weights
+            engine.extra = {**engine.extra, "model_sha256": other_sha}  # same name, other weights
+
+            def checked_other() -> dict | None:
+                """3 more checks, the last of the other weights (a check that names none: before the fix)."""
+                s = spot()
+                return s["checks"] >= before + 3 and s["last"].get("model_sha256", other_sha) == other_sha and s
+
+            st = wait_until(checked_other, 120, "3 more checks, the last of the other weights")
+        finally:
+            client.request("stop_spot_checks")
+            client.request("stop")
+    assert 1 <= st["fidelity"]["nuclei"]["n"] <= st["checks"] - before, st["fidelity"]  # the new weights' checks
+    assert first["weights"] == {"model_sha256": vs_sha, "precision": "fp32"}
+    assert st["weights"] == {"model_sha256": other_sha, "precision": "fp32"}
+    assert st["last"]["model_sha256"] == other_sha
+    assert st["comparator"].startswith("none (no shipped package 'virtual-staining' has these weights, sha256 ffff")
+    assert st["card_psnr_db"] == {} and not st["alarm"]
+    change = st["weights_changes"][-1]
+    assert change["from"]["model_sha256"] == vs_sha and change["to"]["model_sha256"] == other_sha
