@@ -365,11 +365,9 @@ class AcquisitionEngine:
             self._check_room_to_record(cap)
         return self._start("live", lambda job: self._live(job, plan, cap), plan.record, plan=plan.model_dump())
 
-    def _check_room_to_record(self, cap: RecordingCap) -> None:
-        """Refuse, at the request, a live recording with room for less than one camera frame (it used to
-        write that frame past its cap, then stop)."""
-        h, w = self.backend.describe()["image_shape"]
-        cap.require_room(self.data_dir, h * w * 2, f"one {h}x{w} uint16 frame")
+    def _check_room_to_record(self, cap: RecordingCap, frames: int = 1) -> None:
+        """Refuse, at the request, a recording with room for less than ``frames`` camera frames (live: one)."""
+        cap.require_frames(self.data_dir, frames, *self.backend.describe()["image_shape"])
 
     def _live(self, job: Job, plan: LivePlan, cap: RecordingCap) -> None:
         names = [c.name for c in plan.channels]
@@ -496,11 +494,12 @@ class AcquisitionEngine:
 
         Refused at the request (``ValueError`` naming the problem): an unknown channel or detector, no
         channels, a stage target outside the travel the stages declare, a position with a sequence of its own,
-        more than :data:`MAX_SEQUENCE_EVENTS` frames or a last time point beyond :data:`MAX_SEQUENCE_DAYS`.
-        Events are made as the job reaches them."""
+        more than :data:`MAX_SEQUENCE_EVENTS` frames or a last time point beyond :data:`MAX_SEQUENCE_DAYS`, more
+        frames than the data disk holds (less its reserve, as live). Events are made as the job reaches them."""
         check_devices(seq, self.backend.channels(), self.backend.detectors())
         total = sequence_size(seq)
         check_travel(seq, self.backend.travel_um())
+        self._check_room_to_record(RecordingCap(), total or 1)  # no cap: the disk's free space (less its reserve)
         return self._start(kind, lambda job: self._sequence(job, seq, seq.iter_events()), True, total)
 
     def _sequence(self, job: Job, seq: useq.MDASequence, events: Iterable[useq.MDAEvent]) -> None:

@@ -39,10 +39,12 @@ from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
 from .triggers import TriggerConfigError, check_hardware, check_sources, load_trigger_config, make_measures
 
-__all__ = ["MAX_WAIT_S", "Daemon"]
+__all__ = ["MAX_SPOT_CHECK_MODELS", "MAX_WAIT_S", "Daemon"]
 
 #: Longest ``wait`` a request may ask for (s).
 MAX_WAIT_S = 600.0
+#: Models spot-checked at once (each has a thread, a result-stream socket and a frame sink on every frame).
+MAX_SPOT_CHECK_MODELS = 8
 #: How long shutdown waits for the running job to end (its recording closed and durable) before it gives up
 SHUTDOWN_WAIT_S = 600
 
@@ -416,6 +418,7 @@ class Daemon:
         if spec.record:
             self.engine.check_writable()
         with self._spot_checks_lock:
+            _check_room_for_spot_checks(model, self.spot_checkers)
             self.stop_spot_checks(model)
             checker = self.spot_checkers[model] = SpotChecker(spec, self.engine, self.publisher,
                                                               self.engine.data_dir)
@@ -441,6 +444,15 @@ class Daemon:
         """Stop the daemon after replying."""
         threading.Timer(0.05, self._shutdown.set).start()
         return {"shutting_down": True}
+
+
+def _check_room_for_spot_checks(model: str, running: dict[str, SpotChecker]) -> None:
+    """Raise ``ValueError`` naming the limit when spot checks of a new ``model`` would exceed
+    :data:`MAX_SPOT_CHECK_MODELS` (replacing a running model's spot checks is always allowed)."""
+    if model not in running and len(running) >= MAX_SPOT_CHECK_MODELS:
+        raise ValueError(f"spot checks already run for {len(running)} models ({', '.join(sorted(running))}), the "
+                         f"most this daemon runs at once ({MAX_SPOT_CHECK_MODELS}); stop one first "
+                         "(stop_spot_checks with its model)")
 
 
 def _validated(model: Any, data: dict) -> Any:

@@ -46,6 +46,11 @@ class RecordingCap(BaseModel):
             return self.max_bytes, self.max_frames, "cap"
         return disk, self.max_frames, "free disk space"
 
+    def require_frames(self, data_dir: str | Path, frames: int, height: int, width: int) -> None:
+        """:meth:`require_room` for ``frames`` uint16 camera frames of ``height`` x ``width`` pixels."""
+        what = f"one {height}x{width} uint16 frame" if frames == 1 else f"{frames} {height}x{width} uint16 frames"
+        self.require_room(data_dir, frames * height * width * 2, what)
+
     def require_room(self, data_dir: str | Path, nbytes: int, what: str) -> None:
         """Raise ``ValueError`` naming the limit when a recording starting now could not hold ``nbytes``."""
         max_bytes, _, limited_by = self.limits(data_dir)
