@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from helpers import wait_subscribed, wait_until
 
+from scopecast.daemon.control import ControlClient
 from scopecast.daemon.frames import Frame, FrameHeader
 from scopecast.daemon.recording import Recorder, RecordingCap, SeriesSpec, open_recording
 from scopecast.daemon.stream import StreamSubscriber
@@ -565,3 +567,51 @@ def test_scopecast_repair_command(tmp_path):
     again = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "repair", str(path)],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already closed; nothing to do" in again.stdout, again
+
+
+HUGE = 200_000  # 200000² uint16 = 80 GB a plane
+MEMORY_LIMIT = 8 << 30  # the children's address space: the old code dies of it (SIGABRT) instead of the machine
+
+
+def _limited() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _corrupt(path: Path) -> None:
+    """Make series 0's array declare HUGE x HUGE planes (one chunk a plane, as the recorder writes)."""
+    meta_file = path / "0" / "0" / ".zarray"
+    meta = json.loads(meta_file.read_text())
+    meta["shape"][3:] = meta["chunks"][3:] = [HUGE, HUGE]
+    meta_file.write_text(json.dumps(meta))
+
+
+def test_repair_refuses_a_series_whose_metadata_declares_planes_its_frames_do_not_have(tmp_path):
+    data = tmp_path / "data"
+    path = _killed_recording(data / "k.ome.zarr", frames=4)
+    _corrupt(path)
+    journal = (path / "0" / "scopecast_frames.jsonl").read_text()
+    run = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "repair", str(path)], capture_output=True,
+                         text=True, timeout=300, preexec_fn=_limited)
+    assert run.returncode == 2, run  # was -6: SIGABRT, std::bad_alloc
+    assert run.stderr.strip() == (f"scopecast repair: {path / '0'}: its array declares {HUGE}x{HUGE}-pixel planes, "
+                                  f"but its journal's frames are {SIZE}x{SIZE}: its metadata is corrupt; the series "
+                                  "was not repaired"), run.stderr
+    assert (path / "0" / "scopecast_frames.jsonl").read_text() == journal  # nothing changed
+    assert "complete" not in open_recording(path).attrs["scopecast"]
+
+    # the daemon repairs what is in its data directory before it loads the hardware: it names this one and serves
+    proc = subprocess.Popen([sys.executable, "-m", "scopecast.daemon.cli", "daemon", "--data-dir", str(data),
+                             "--control", "tcp://127.0.0.1:0", "--stream", "tcp://127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_limited)
+    try:
+        line = proc.stdout.readline()
+        assert "control socket " in line, (line, proc.wait(60), proc.stderr.read())  # it died before serving
+        with ControlClient(line.split("control socket ")[1].split(";")[0], timeout_s=120) as c:
+            assert c.request("status")["state"] == "idle"
+            c.request("shutdown")
+        assert proc.wait(60) == 0
+        assert f"could not finalise interrupted recording {path}: ValueError: {path / '0'}: its array declares" \
+            in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait(60)

@@ -15,7 +15,10 @@ when. A journal's last line cut short by the crash is dropped. Nothing durable
 is touched, and repairing twice changes nothing.
 
 A recording still open in any process (its ``.scopecast-writing`` lock is
-held) is refused.
+held) is refused, and so is a series whose array's metadata does not hold the
+frames its journal lists (planes of another shape, or larger than any camera
+frame): repair reads planes of the size the metadata declares, and a corrupt
+declaration must not take the machine's memory.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 #: Display windows of a repaired series come from at most this many planes per channel, spread over the
 #: recording (reading back hours of frames to set a display range is not worth the minutes).
 WINDOW_SAMPLE_PLANES = 32
+#: The most pixels a recorded plane may have (a 16384² frame, larger than any camera's).
+MAX_PLANE_PIXELS = 1 << 28
 
 
 class RecordingInUse(RuntimeError):
@@ -93,6 +98,18 @@ def _spec(attrs: dict[str, Any], shape: tuple[int, ...], dtype: str) -> SeriesSp
                       detector=sc.get("detector", ""), position_index=int(sc.get("position_index", 0)))
 
 
+def _check_planes(series_path: Path, spec: SeriesSpec, headers: list[dict[str, Any]]) -> None:
+    """``ValueError`` naming the series unless its array's planes are the shape of the frames its journal lists
+    and at most :data:`MAX_PLANE_PIXELS` (checked before anything is read or changed in the series)."""
+    ny, nx = spec.shape_yx
+    frames = sorted({tuple(h.get("shape") or ()) for h in headers} - {(ny, nx)})
+    if frames or ny * nx > MAX_PLANE_PIXELS:
+        why = (f"its journal's frames are {' and '.join('x'.join(map(str, s)) for s in frames)[:200]}" if frames
+               else f"more than any camera frame ({MAX_PLANE_PIXELS} pixels)")
+        raise ValueError(f"{series_path}: its array declares {ny}x{nx}-pixel planes, but {why}: its metadata is "
+                         "corrupt; the series was not repaired")
+
+
 def _remove_empty_dirs(top: Path) -> None:
     for folder, _dirs, _files in os.walk(top, topdown=False):  # children first: their parents empty after them
         if Path(folder) != top and not os.listdir(folder):
@@ -121,6 +138,7 @@ def _repair_series(series_path: Path, version: str) -> tuple[SeriesSpec, SeriesM
                      "kvstore": {"driver": "file", "path": str(series_path / "0")}}).result()
     spec = _spec(attrs, tuple(array.shape), np.dtype(array.dtype.numpy_dtype).name)
     headers = [h.to_dict() for h in read_journal(series_path / JOURNAL)]
+    _check_planes(series_path, spec, headers)
     meta = SeriesMeta(windows=[ChannelWindow(np.dtype(spec.dtype)) for _ in spec.channels])
     for h in headers:
         meta.add_plane(h["index"]["t"], h["index"]["c"], h["index"].get("z", 0), h)
