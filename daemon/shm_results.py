@@ -18,7 +18,9 @@ process may run several engines, as the demo does, and a larger result needs a l
 already taken, say by a file a crashed process left under a pid now reused, is skipped) and is created by
 the engine's user alone (mode 0600). The engine unlinks
 its segments on close and, at start, those of engines that are no longer running. A reader opens only
-names of that form, inside the shared-memory directory, read-only, and only what the file holds.
+names of that form, inside the shared-memory directory, read-only, and only what the file holds; and only a
+regular file with one name (the shared-memory directory is writable by every local user: a symbolic or hard
+link planted there under a segment's name would make a client read another file, a FIFO would block it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import itertools
 import mmap
 import os
 import re
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -182,11 +185,12 @@ class SharedResultReader:
         mm = self._maps.get(name)
         if mm is None:
             try:
-                fd = os.open(self.directory / name, os.O_RDONLY)
+                fd = os.open(self.directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             except OSError as e:
                 raise ShmError(f"shm segment {name} cannot be opened here ({e.strerror}): "
                                "the engine runs on another machine, or has stopped") from None
             try:
+                _check_segment(os.fstat(fd))
                 mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
             except (OSError, ValueError) as e:  # e.g. an empty file: nothing an engine would have sent
                 raise ShmError(f"shm segment {name} cannot be mapped: {e}") from None
@@ -233,6 +237,13 @@ class SharedResultReader:
             with contextlib.suppress(BufferError):
                 mm.close()
         self._maps.clear()
+
+
+def _check_segment(st: os.stat_result) -> None:
+    """:class:`ShmError` unless the opened segment is a regular file with one name, as an engine makes it."""
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        raise ShmError("not a regular file with one name, as an engine makes a segment (a link or a FIFO put there "
+                       "under a segment's name?): not read")
 
 
 def is_local(address: str) -> bool:

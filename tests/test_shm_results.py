@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
 
+from scopecast.daemon import shm_results
 from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import open_runtime
@@ -281,4 +283,56 @@ def test_an_engine_that_offers_no_shared_memory_is_read_inline():
         assert got[0] == "result" and got[1] == head and (got[2] == data).all() and not sub.results.shared
     finally:
         sub.close()
+        pub.close(linger=0)
+
+
+SECRET = 31337.0
+
+
+def _result(segment: str, bundle_id: int) -> bytes:
+    t = time.time_ns()
+    return dumps_strict({
+        "kind": "result", "model": "m", "channels": ["nuclei"], "shape": [1, 2, 4], "dtype": "float32",
+        "acquisition_id": "x-live-1", "bundle_id": bundle_id, "source_seqs": [0], "stage_x_um": 0.0,
+        "stage_y_um": 0.0, "stage_z_um": 0.0, "pixel_size_um": 1.0, "t_exposure_start_ns": t, "t_acquired_ns": t,
+        "trust": {"ok": True, "score": 1.0, "reasons": [], "guards": {}},
+        "shm": {"segment": segment, "offset": 0, "nbytes": 32, "seq": 0}})
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hardlink", "fifo"])
+def test_a_link_or_fifo_under_a_segment_name_is_not_read(daemon, client, tmp_path, monkeypatch, planted):
+    shm = tmp_path / "shm"  # the shared-memory directory (/dev/shm), here one no engine of another test cleans
+    shm.mkdir()
+    monkeypatch.setattr(shm_results, "shm_directory", lambda: shm)
+    secret = shm / "secret.bin" if planted == "hardlink" else tmp_path / "secret.bin"  # not the daemon's to read
+    np.concatenate([np.zeros(16, np.float32), np.full(16, SECRET, np.float32)]).tofile(secret)
+    segment = "scopecast-results-4000000000-1"
+    {"symlink": lambda p: p.symlink_to(secret), "hardlink": lambda p: os.link(secret, p),
+     "fifo": lambda p: os.mkfifo(p)}[planted](shm / segment)
+
+    pub = zmq.Context.instance().socket(zmq.XPUB)  # a result stream the client named
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:*")
+    subscriptions: list[bytes] = []
+
+    def subscribed(topic: bytes) -> bool:
+        while pub.poll(0):
+            subscriptions.append(pub.recv())
+        return topic in subscriptions
+
+    cfg = {"triggers": [{"name": "t", "model": "m", "measurement": {"kind": "max", "channel": "nuclei"},
+                         "condition": {"above": 1000}, "actions": []}]}
+    try:
+        log = Path(client.request("load_triggers", config=cfg,
+                                  sources={"m": pub.getsockopt(zmq.LAST_ENDPOINT).decode()})["log"])
+        wait_until(lambda: subscribed(b"\x01shm"), 60, "the triggers to subscribe to shared-memory results")
+        pub.send_multipart([b"shm", _result(segment, 1)])
+        # either it read the planted file (a result seen), or it refused it and went back to inline results
+        wait_until(lambda: client.request("triggers")["results"] >= 1 or subscribed(b"\x00shm"), 60,
+                   "the result to be read or refused")
+        status = client.request("triggers")
+        assert (status["results"], status["fired"]) == (0, 0), status
+        assert not log.exists() or str(SECRET) not in log.read_text()
+    finally:
+        client.request("unload_triggers")  # returns: the receiving thread never blocked on a FIFO
         pub.close(linger=0)
