@@ -129,7 +129,8 @@ class AcquisitionEngine:
             raise KeyError(f"no job {job_id!r}") from None
 
     def check_writable(self) -> None:
-        """Raise ``PermissionError`` naming the data directory unless a recording can be created there."""
+        """Raise ``PermissionError`` naming the data directory unless a recording can be created there, and
+        ``ValueError`` unless the disk holds a camera frame beyond the reserve every recording leaves."""
         import tempfile
 
         try:
@@ -137,6 +138,7 @@ class AcquisitionEngine:
                 pass
         except OSError as e:
             raise PermissionError(f"cannot record: data directory {self.data_dir} is not writable ({e})") from None
+        self._check_room_to_record(RecordingCap())
 
     def require_idle(self, what: str, allow_live: bool = True) -> None:
         """Raise :class:`BusyError` if a job that owns the stage is running."""

@@ -536,8 +536,10 @@ class SpotChecker:
         }
         if self.spec.record:
             try:
+                self.engine.check_writable()  # the disk's reserve, as every recording leaves it
                 check["recording"] = self._record(check, bundle, list(frames.values()))
-            except RecordingError as e:  # the comparison stands; its frames were not all kept (a full disk)
+            except (RecordingError, ValueError, PermissionError) as e:  # the comparison stands; its frames were
+                # not kept (a full disk, the reserve reached)
                 log.error("spot check of %s: %s", self.spec.model, e)
                 check["recording_error"] = str(e)
         with self._lock:

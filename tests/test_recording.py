@@ -453,6 +453,25 @@ def test_live_recording_without_room_for_one_frame_is_refused_at_the_request(dae
     assert done["frames"] == 1 and len(open_recording(done["path"]).frames) == 1  # exactly one frame fits
 
 
+def test_every_recording_request_keeps_the_disk_reserve(daemon, client, monkeypatch):
+    """A recorded snap, pairs and recording spot checks wrote into the disk's reserve: only live (and scans) kept it.
+    Refused at the request, naming it; a snap that records nothing is still served."""
+    import shutil
+
+    from scopecast.daemon.recording import cap as cap_module
+
+    monkeypatch.setattr(cap_module, "DISK_RESERVE_BYTES", shutil.disk_usage(daemon.engine.data_dir).free + 2**30)
+    full = r"cannot record: the data disk has \d+ MiB free and a recording always leaves"
+    with pytest.raises(Exception, match=full):
+        client.request("snap", channel="BF", record=True)
+    with pytest.raises(Exception, match=full):
+        client.request("capture_pairs")
+    with pytest.raises(Exception, match=full):
+        client.request("start_spot_checks", model="m", results="tcp://127.0.0.1:6222", record=True)
+    assert client.request("snap", channel="BF")["frame"]["shape"]
+    assert client.request("jobs") == [] and not list(Path(daemon.engine.data_dir).glob("*.ome.zarr"))
+
+
 def test_live_recording_time_scale_is_the_measured_interval(client):
     job = client.request("start_live", channels=["BF"], interval_ms=150, max_cycles=4, record=True)
     done = client.wait(job["id"], timeout_s=120)
