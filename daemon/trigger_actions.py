@@ -518,12 +518,15 @@ class TriggerRunner:
         return self._firing
 
     def _recorder(self, kind: str, d: Decision) -> Recorder:
+        self.engine.check_writable()  # the disk's reserve, as every recording leaves it
         acquisition_id = f"{self.session}-{d.trigger}-{kind}-{d.bundle_id}"
         path = inside(self.engine.data_dir, f"{acquisition_id}.ome.zarr", "trigger recording")
         return Recorder(path, acquisition_id, {"kind": f"trigger:{kind}", "decision": d.key()}, ngff=self.engine.ngff)
 
     def _do_confirm_fluorescence(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
-        """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair."""
+        """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair (refused
+        before any light when the pair could not be recorded)."""
+        self.engine.check_writable()
         with self._hardware():
             fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
         bundle = self._pinned().bundle  # the deciding bundle, taken from the ring when it was decided

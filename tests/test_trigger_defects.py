@@ -481,3 +481,24 @@ def test_a_trigger_with_more_actions_than_the_rate_limit_is_refused_at_load(clie
     config = {"triggers": [_notifies("big", 4)], "safety": {"max_actions_per_minute": 3}}
     with pytest.raises(DaemonError, match="trigger 'big' has 4 actions, more than safety.max_actions_per_minute"):
         client.request("load_triggers", config=config, sources={"m": NOWHERE})
+
+
+def test_trigger_recordings_keep_the_disk_reserve(daemon, client, monkeypatch):
+    """A confirmation pair and a saved window wrote into the disk's reserve; refused now, the confirmation before
+    any light, each outcome naming it."""
+    import shutil
+
+    from scopecast.daemon.recording import cap as cap_module
+
+    t = _trigger(cooldown_s=600, condition={"above": 0.5, "rearm_below": -1})
+    config = {"triggers": [{**t, "name": "pair", "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"],
+                                                               "exposure_ms": 10}]},
+                           {**t, "name": "window", "actions": [{"kind": "save_window", "before_s": 1,
+                                                                "after_s": 0}]}]}
+    monkeypatch.setattr(cap_module, "DISK_RESERVE_BYTES", shutil.disk_usage(daemon.engine.data_dir).free + 2**30)
+    with StandInEngine(daemon.stream_address, value=0.0) as engine:
+        out = _outcomes(client, engine, config, 2)
+    for name in ("pair", "window"):
+        action = out[name]["actions"][0]
+        assert not action["ok"] and "cannot record: the data disk has" in action["error"], action
+    assert not list(Path(daemon.engine.data_dir).glob("*.ome.zarr"))
