@@ -125,16 +125,20 @@ def test_a_z_stack_that_fits_the_budget_runs_and_charges_its_frames(daemon, clie
     was refused as 300."""
     with StandInEngine(daemon.stream_address, value=1.0, full_frame=True) as engine:
         wait_subscribed(daemon.publisher, "frame")
-        client.request("load_triggers", config=_config(3, 2, 100, 250), sources={"m": engine.address})
+        log = Path(client.request("load_triggers", config=_config(3, 2, 100, 250),
+                                  sources={"m": engine.address})["log"])
         try:
             engine.wait_subscriber()
             client.request("start_live", channels=[{"name": "BF", "exposure_ms": 5}])
 
             def decided() -> dict | None:
-                s = client.request("triggers")
-                log = Path(s["log"])
+                """The status once the decision is logged (read after the log: a status read first may predate
+                the decision, its dose and its pending action) and its action done."""
                 lines = [json.loads(t) for t in log.read_text().splitlines()] if log.exists() else []
-                return any(t.get("event") in ("fire", "suppressed") for t in lines) and not s["actions_pending"] and s
+                if not any(t.get("event") in ("fire", "suppressed") for t in lines):
+                    return None
+                s = client.request("triggers")
+                return not s["actions_pending"] and s
 
             st = wait_until(decided, 120, "the z_stack trigger's decision and its action")
             client.request("stop")
