@@ -23,9 +23,7 @@ The contract:
   more is refused at once with ``BusyError`` naming the limit), so no number of
   them can delay the other commands (``describe``, ``move_stage``, ...).
 - The socket is a ROUTER: REQ clients work unchanged, and several requests
-  from different clients are in progress at once. It holds at most
-  :data:`MAX_UNREAD_REPLIES` replies a client has not read yet (a snap's is a
-  whole frame); later ones to that client are dropped, not kept in memory.
+  from different clients are in progress at once.
 - Every server answers ``commands`` (inline): each command's summary and the
   JSON Schema of its arguments, built from the same models that validate them,
   so a client (``scopecast ctl``) can derive its options from the server.
@@ -56,9 +54,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONTROL_ADDRESS = "tcp://127.0.0.1:5555"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-#: Replies the server holds for one client that does not read them (ZeroMQ's send high-water mark; the default,
-#: 1000, let a client that sent snaps and never read keep 1000 frames of the daemon's memory per connection)
-MAX_UNREAD_REPLIES = 16
 _REQUEST_KEYS = {"cmd", "args", "id"}
 #: Commands that block until something ends: a job (the daemon's ``wait``: up to 600 s; ``stop``: up to 30 s)
 #: or an exposure (``snap``: up to the camera's longest, 60 s on the simulator, each after the snaps before it).
@@ -164,7 +159,6 @@ class ControlServer:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        self.sock.setsockopt(zmq.SNDHWM, MAX_UNREAD_REPLIES)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.address = bind_socket(self.sock, address)
