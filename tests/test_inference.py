@@ -1,6 +1,7 @@
 """Model packages, runtimes, tiling and the worker (real ONNX Runtime sessions)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,9 +144,53 @@ def test_gpu_runtimes_refuse_clearly_without_gpu(pkg, name):
 def test_gpu_runtimes_match_cpu(pkg, name, tmp_path):
     x = np.random.default_rng(3).standard_normal((2, 3, 128, 128)).astype(np.float32)
     cpu = open_runtime(pkg, "ort-cpu").run(x)
-    gpu = open_runtime(pkg, name, cache_dir=tmp_path).run(x)
+    gpu = _gpu_runtime(pkg, name, tmp_path).run(x)
     tol = 1e-2 if pkg.manifest.fp16 else 1e-3
     assert np.abs(gpu - cpu).max() < tol * np.abs(cpu).max()
+
+
+_PROVIDER = {"ort-cuda": "CUDAExecutionProvider", "ort-tensorrt": "TensorrtExecutionProvider"}
+
+
+def _gpu_runtime(pkg, name, cache_dir):
+    """``name`` opened on this GPU machine, or the test skipped with the reason it cannot run here (TensorRT's
+    libraries are a separate install from onnxruntime-gpu's)."""
+    try:
+        return open_runtime(pkg, name, cache_dir=cache_dir)
+    except RuntimeUnavailable as e:
+        pytest.skip(f"{name} cannot run on this GPU machine: {e}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_name() is None, reason=NO_GPU)
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-tensorrt", "auto"])
+def test_a_gpu_runtime_runs_on_the_provider_it_is_named_for(pkg, name, tmp_path):
+    rt = _gpu_runtime(pkg, name, tmp_path)
+    if name == "auto":
+        assert rt.name != "ort-cpu", rt.skipped  # a GPU machine with onnxruntime-gpu: auto picks a GPU runtime
+    if rt.name in _PROVIDER:  # ONNX Runtime falls back to the next provider when one cannot start
+        assert rt.describe()["providers"][0] == _PROVIDER[rt.name]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_name() is None, reason=NO_GPU)
+@pytest.mark.parametrize("name", ["virtual-staining", "super-resolution"])
+def test_a_shipped_model_on_the_gpu_computes_what_its_card_validated_on_the_cpu(name):
+    pkg = load_package(Path(__file__).resolve().parents[1] / "models" / "packages" / name)
+    x = np.random.default_rng(5).standard_normal((1, len(pkg.manifest.inputs), 256, 256)).astype(np.float32)
+    cpu = open_runtime(pkg, "ort-cpu").run(x)
+    gpu = _gpu_runtime(pkg, "ort-cuda", None).run(x)
+    assert np.abs(gpu - cpu).max() < 1e-4 * np.abs(cpu).max()  # full FP32: TF32 convolutions gave ~1e-2
+
+
+def test_a_provider_that_fell_back_is_refused_naming_the_fallback():
+    from scopecast.daemon.inference.runtimes import _require_provider
+
+    _require_provider(["CUDAExecutionProvider", "CPUExecutionProvider"], "CUDAExecutionProvider", "1.30.0")
+    _require_provider(["CPUExecutionProvider"], "CPUExecutionProvider", "1.30.0")
+    with pytest.raises(RuntimeUnavailable, match="TensorrtExecutionProvider but could not start it here.*"
+                                                 "fell back to CUDAExecutionProvider, CPUExecutionProvider"):
+        _require_provider(["CUDAExecutionProvider", "CPUExecutionProvider"], "TensorrtExecutionProvider", "1.30.0")
 
 
 def _frames(channels, shape=(64, 64), seed=0):

@@ -36,6 +36,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RUNTIME_NAMES = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
+#: The CUDA execution provider computes in full FP32, as the model card's figures were validated: its
+#: default, TF32 convolutions on Ampere and later GPUs, moved a shipped super-resolution output by up to 8 % of
+#: its scale in a pixel (0.4 % for virtual staining) for 1.4x speed (2.3 -> 1.7 ms at 512², H100;
+#: benchmarks/bench_gpu_runtimes.py). Reduced precision is the package's choice (its FP16 / INT8 variants).
+CUDA_OPTIONS = {"device_id": 0, "use_tf32": 0}
 #: CPU sessions specialized to an input shape kept per runtime (:meth:`OrtRuntime._session_for`)
 SHAPED_SESSIONS = 8
 
@@ -117,10 +122,11 @@ class OrtRuntime:
                 "trt_profile_opt_shapes": f"{m.input_name}:4x{c}x{t}x{t}",
                 "trt_profile_max_shapes": f"{m.input_name}:8x{c}x{t}x{t}",
             }
-            providers = [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = [("TensorrtExecutionProvider", trt_opts), ("CUDAExecutionProvider", CUDA_OPTIONS),
+                         "CPUExecutionProvider"]
             self.cache_path: Path | None = cache
         elif provider == "CUDAExecutionProvider":
-            providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
             self.cache_path = None
         else:
             providers = ["CPUExecutionProvider"]
@@ -129,6 +135,7 @@ class OrtRuntime:
             self.session = ort.InferenceSession(str(package.model_path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - any load failure names the model
             raise RuntimeError(f"cannot load {package.model_path} with {provider}: {e}") from None
+        _require_provider(self.session.get_providers(), provider, ort.__version__)
         self._model_path, self._threads_opts = str(package.model_path), threads
         self._shaped: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self.provider = provider
@@ -203,6 +210,20 @@ class OrtRuntime:
         return {"runtime": self.name, "providers": self.session.get_providers(), "threads": self.threads,
                 "engine_cache": str(self.cache_path) if self.cache_path else None,
                 "shapes": [list(s) for s, sess in self._shaped.items() if sess is not self.session]}
+
+
+def _require_provider(active: list[str], provider: str, version: str) -> None:
+    """Raise :class:`RuntimeUnavailable` unless ``provider`` is the session's first provider.
+
+    ONNX Runtime lists an execution provider as available when its plugin library ships in the wheel
+    (onnxruntime-gpu always lists TensorRT's), and when the provider then cannot start (TensorRT's
+    ``libnvinfer`` or CUDA's / cuDNN's libraries missing) it logs an error and builds the session on the
+    next provider in the list. The runtime would then run on CUDA or the CPU under the name of the one
+    asked for, and ``auto`` would stop there."""
+    if provider != "CPUExecutionProvider" and (not active or active[0] != provider):
+        raise RuntimeUnavailable(
+            f"onnxruntime {version} lists {provider} but could not start it here (its libraries did not load: "
+            f"TensorRT's libnvinfer, or CUDA's and cuDNN's) and fell back to {', '.join(active) or 'nothing'}")
 
 
 # --------------------------------------------------------------- native TensorRT
