@@ -135,7 +135,8 @@ def test_end_to_end_with_independent_clients(daemon, client, engine_factory, mod
 
 def test_slow_engine_drops_only_display_frames_and_counts_them(daemon, client, engine_factory, tmp_path):
     heavy = write_package(tmp_path / "heavy", CYCLE, ["nuclei"], name="heavy", width=48, layers=6, tile=256)
-    engine = engine_factory(heavy)
+    engine = engine_factory(heavy, runtime="ort-cpu", threads=1)  # slower than the camera on any machine (a GPU
+    # ran it faster than the simulator made bundles: nothing to drop)
     sub = StreamSubscriber(engine.results_address, ("result",))
     wait_subscribed(engine, "result")
     job = client.request("start_live", channels=CYCLE, record=True)
