@@ -23,7 +23,10 @@ The contract:
   more is refused at once with ``BusyError`` naming the limit), so no number of
   them can delay the other commands (``describe``, ``move_stage``, ...).
 - The socket is a ROUTER: REQ clients work unchanged, and several requests
-  from different clients are in progress at once.
+  from different clients are in progress at once. A client that reads its
+  replies gets every one; one that does not read them has at most
+  :data:`~scopecast.daemon.control_outbox.MAX_HELD_BYTES` of them held for it
+  beyond ZeroMQ's short queue (:mod:`scopecast.daemon.control_outbox`).
 - Every server answers ``commands`` (inline): each command's summary and the
   JSON Schema of its arguments, built from the same models that validate them,
   so a client (``scopecast ctl``) can derive its options from the server.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +47,7 @@ import numpy as np
 import zmq
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from .control_outbox import PIPE_REPLIES, ReplyOutbox
 from .security import HandshakeFailure, bind_socket, connect_socket, handshake_failure, handshake_monitor
 from .stream import threads_ended
 from .wire import WireError, dumps_strict, loads_strict
@@ -160,8 +165,11 @@ class ControlServer:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # a full client queue refuses a send (zmq.Again) instead of dropping it: the outbox holds the reply
+        self.sock.setsockopt(zmq.SNDHWM, PIPE_REPLIES)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.address = bind_socket(self.sock, address)
+        self.outbox = ReplyOutbox(self.sock)
         # worker threads hand replies back through this pair (sockets are not thread-safe)
         self._reply_address = f"inproc://control-replies-{id(self)}"
         self._replies = self.ctx.socket(zmq.PULL)
@@ -178,6 +186,12 @@ class ControlServer:
         self._count_lock = threading.Lock()
         self.requests_served = 0
         self.bad_requests = 0
+
+    def counters(self) -> dict[str, int]:
+        """Requests served and refused, and the replies held for clients that have not read them."""
+        o = self.outbox
+        return {"requests": self.requests_served, "bad_requests": self.bad_requests, "held_replies": o.held_replies,
+                "held_bytes": o.held_bytes, "held_clients": o.held_clients, "replies_dropped": o.dropped}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -204,11 +218,13 @@ class ControlServer:
         poller.register(self._replies, zmq.POLLIN)
         while not self._stop.is_set():
             try:
-                ready = dict(poller.poll(100))
+                wait_s = self.outbox.wait_s()
+                ready = dict(poller.poll(100 if wait_s is None else min(100, math.ceil(wait_s * 1000))))
                 if self._replies in ready:
                     self._forward_replies()
                 if self.sock in ready:
                     self._accept()
+                self.outbox.retry()
             except zmq.ZMQError as e:
                 if self._stop.is_set():
                     return
@@ -225,10 +241,7 @@ class ControlServer:
             self._send(parts)
 
     def _send(self, parts: list[Any]) -> None:
-        try:
-            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError as e:  # the client went away; nothing to do
-            log.debug("control reply not sent: %s", e)
+        self.outbox.send(parts)
 
     def _accept(self) -> None:
         while True:

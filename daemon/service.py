@@ -183,7 +183,7 @@ class Daemon:
             "frames_recorded": e.frames_recorded,
             "last_error": e.last_error,
             "uptime_s": time.time() - self.started,
-            "control": {"requests": self.server.requests_served, "bad_requests": self.server.bad_requests},
+            "control": self.server.counters(),
             "stream": {"address": self.stream_address, "subscribers": self.publisher.subscriptions.count,
                        **self.publisher.stats.to_dict()},
         }

@@ -554,6 +554,7 @@ class InferenceEngine:
             "queued": len(self.queue), "dropped": self.drops.snapshot(), "dropped_total": self.drops.total,
             "subscribers": self.subscriptions.count, "errors": list(self.errors)[-5:], **self.latency.summary(),
             "trust": {"model": self.package.manifest.name, **self.trust.summary()},
+            "control": None if self.control is None else self.control.counters(),
         }
 
     def _stats_loop(self) -> None:
