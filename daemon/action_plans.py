@@ -6,6 +6,11 @@ the light budget (:mod:`.triggers`) and the action thread runs (:mod:`.trigger_a
 - ``tile_scan``: useq's ``GridRowsColumns`` centred on the stage, one field of view apart (no overlap). Its
   tiles land up to ``(rows - 1) / 2`` fields of view away, in other cells of the budget's grid: each tile's light
   is charged to the cell it lands in (:func:`planned_light`), not all of it here.
+
+A firing is charged where it is decided; its actions run later, one after the other. If the field changed in
+between (an earlier ``center_object`` moved the stage, a user's ``move_stage``, an objective switch), each action's
+light is moved to the field it actually exposes before it takes any (:func:`charge_where_run`), or the action is
+not run when that field's budget cannot take it: the budget holds for the fields actually lit.
 """
 
 from __future__ import annotations
@@ -15,7 +20,16 @@ from typing import Any, Protocol
 
 import useq
 
-__all__ = ["field_of_view_um", "planned_light", "tile_scan_plan"]
+from .dose import DoseBudget
+
+__all__ = ["Field", "NotRun", "charge_where_run", "field_of_view_um", "planned_light", "tile_scan_plan"]
+
+#: Where an action takes its light: ``(x µm, y µm, (width, height) µm of the field of view)``.
+Field = tuple[float, float, tuple[float, float]]
+
+
+class NotRun(RuntimeError):
+    """An action refused where it would run, before it took any light (its outcome says ``skipped`` and why)."""
 
 
 class _Action(Protocol):
@@ -64,3 +78,28 @@ def planned_light(a: _Action, x: float, y: float, fov_um: tuple[float, float]) -
     if a.kind == "tile_scan":
         return [(x + (p.x or 0.0), y + (p.y or 0.0), per_field) for p in _grid(a, fov_um)]
     return []
+
+
+def _change(decided: Field, here: Field) -> str:
+    """What changed between the field a firing was decided at and the one its action runs at, in words."""
+    parts = []
+    if decided[:2] != here[:2]:
+        parts.append(f"the stage moved from {decided[0]:g}, {decided[1]:g} to {here[0]:g}, {here[1]:g} µm")
+    if decided[2] != here[2]:
+        (w0, h0), (w1, h1) = decided[2], here[2]
+        parts.append(f"the field of view changed from {w0:g} × {h0:g} to {w1:g} × {h1:g} µm (objective)")
+    return " and ".join(parts)
+
+
+def charge_where_run(budget: DoseBudget, a: _Action, decided: Field, here: Field, source: str = "triggers") -> dict:
+    """Charge action ``a``'s light to the field it runs at (``here``) instead of the one its firing was decided and
+    charged at (``decided``), in one step with the budget's check; ``{}`` when nothing changed, else where the
+    light is now charged (for the action's outcome). Raises :class:`NotRun` naming the change and the limit when
+    it does not fit there: its charge is given back, and the action must not run."""
+    old, new = planned_light(a, *decided), planned_light(a, *here)
+    if old == new:
+        return {}
+    r = budget.move(old, new, source)
+    if r is not None:
+        raise NotRun(f"{_change(decided, here)} since the decision: {r.reason} (its light was not charged)")
+    return {"light_charged_at_um": [round(here[0], 3), round(here[1], 3)], "field_changed": _change(decided, here)}

@@ -19,7 +19,8 @@ source's share would exceed its limit. :meth:`DoseBudget.request` checks and
 charges in one step under a lock, so two threads cannot both take the last
 of the budget. Light is charged where it lands: a request that exposes several
 fields (a trigger's tile scan) gives each field's position (:meth:`DoseBudget.request_all`),
-each cell's limit holds for the light of that cell, and nothing is charged unless all fit.
+each cell's limit holds for the light of that cell, and nothing is charged unless all fit. Light charged
+before it is delivered follows the field if that changes first (:meth:`DoseBudget.move`).
 
 The ledger lasts as long as the acquisition engine (the daemon's session):
 reloading triggers or restarting spot checks does not give the light back.
@@ -150,6 +151,21 @@ class DoseBudget:
             r = self._refusal(charges, source, own)
             if r is None:
                 self._charges += [(float(x), float(y), float(d), source) for x, y, d in charges if d > 0]
+            return r
+
+    def move(self, old: Sequence[Charge], new: Sequence[Charge], source: str) -> Refusal | None:
+        """Take back ``old`` (charges of ``source`` made by :meth:`request_all` for light not delivered there) and
+        charge ``new`` instead if it fits (returns None); else refuse, ``old`` still taken back (the light goes
+        nowhere). One step under the lock: the light of an action whose field changed after it was charged (the
+        stage moved, the objective changed) is charged where it lands, each cell's limit holding there."""
+        with self._lock:
+            for x, y, d in old:
+                entry = (float(x), float(y), float(d), source)
+                if entry in self._charges:
+                    self._charges.remove(entry)
+            r = self._refusal(new, source, None)
+            if r is None:
+                self._charges += [(float(x), float(y), float(d), source) for x, y, d in new if d > 0]
             return r
 
     def charge(self, dose: float, x: float, y: float, source: str) -> None:

@@ -39,7 +39,7 @@ import zmq
 from scipy import ndimage
 
 from .acquisition import AcquisitionEngine
-from .action_plans import tile_scan_plan
+from .action_plans import Field, NotRun, charge_where_run, field_of_view_um, tile_scan_plan
 from .confine import inside
 from .dose import shared_budget
 from .frames import Frame, now_ns
@@ -58,6 +58,9 @@ __all__ = ["LOOP_STAGES", "TriggerRunner", "loop_breakdown"]
 HARDWARE_ACTIONS = frozenset({"confirm_fluorescence", "center_object"})
 #: Actions that expose or move the sample: none runs once the live acquisition it was decided on was stopped.
 SCOPE_ACTIONS = HARDWARE_ACTIONS | {"z_stack", "tile_scan", "switch_live"}
+#: ``center_object`` moves by an offset measured in the deciding result's field: only while the stage is still there
+#: (within this many µm, as spot checks' ``SAME_FIELD_UM``), not after another centring or a user's move.
+CENTRE_SAME_FIELD_UM = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -425,6 +428,9 @@ class TriggerRunner:
                 with self._hardware() if first_on_hardware else contextlib.nullcontext():
                     res = getattr(self, f"_do_{action.kind}")(action, spec, d, header, data)
                 results.append({"action": action.kind, "ok": True, **(res or {})})
+            except NotRun as e:  # refused where it would run (the field changed since the decision), before light
+                log.info("trigger %s action %s skipped: %s", d.trigger, action.kind, e)
+                results.append({"action": action.kind, "ok": False, "skipped": str(e)})
             except Exception as e:  # noqa: BLE001 - a failing action is logged; acquisition goes on
                 log.exception("trigger %s action %s failed", d.trigger, action.kind)
                 results.append({"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"})
@@ -442,7 +448,10 @@ class TriggerRunner:
         """Why the microscope must not act on ``d`` any more: the live acquisition it was decided on was stopped
         (by the user, or replaced by a trigger's ``switch_live``) and none runs now. A result the model delivers
         after the stop is still decided on and logged, but the user may be at the slide. A live that ended by
-        itself (``max_cycles``) still gets its last firings' actions."""
+        itself (``max_cycles``) still gets its last firings' actions. Nor once the triggers were unloaded (or
+        replaced, or the daemon shuts down): the firings queued behind an action under way are not run."""
+        if self._stop.is_set():
+            return "the triggers were unloaded before this action ran"
         if self.engine.state == "live":
             return None
         job = next((j for j in self.engine.jobs() if j.acquisition_id == d.acquisition_id), None)
@@ -528,12 +537,20 @@ class TriggerRunner:
         before any light when the pair could not be recorded)."""
         self.engine.check_writable()
         with self._hardware():
+            x, y, _ = self.engine.backend.position_um()
+            moved = self._charge_here(a, d, header, (x, y, field_of_view_um(header)))
             fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
         bundle = self._pinned().bundle  # the deciding bundle, taken from the ring when it was decided
         rec = self._recorder("pair", d)
         names = [f.header.channel for f in bundle + fluo]
         record_by_sampling(rec, bundle + fluo)
-        return {"recording": str(rec.path), "channels": names, **self._bundle_short(bundle, header, d)}
+        return {"recording": str(rec.path), "channels": names, **moved, **self._bundle_short(bundle, header, d)}
+
+    def _charge_here(self, a: ActionSpec, d: Decision, header: dict[str, Any], here: Field) -> dict:
+        """The action's light charged to the field it runs at, ``here`` (:func:`.action_plans.charge_where_run`:
+        ``NotRun`` when that field's budget cannot take it)."""
+        decided = (d.position_um[0], d.position_um[1], field_of_view_um(header))
+        return charge_where_run(self.budget, a, decided, here)
 
     def _bundle_short(self, bundle: list[Frame], header: dict[str, Any], d: Decision) -> dict[str, str]:
         """``{"warning": ...}`` when the ring no longer held every frame the deciding result was computed from
@@ -589,7 +606,8 @@ class TriggerRunner:
         return {"warning": warning}
 
     def _do_center_object(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
-        """Move the stage so the largest object of the measured channel is centred."""
+        """Move the stage so the largest object of the measured channel is centred; not when the stage has left the
+        deciding result's field (another centring, a ``move_stage``): the object's offset was measured there."""
         m = spec.measurement
         if m is None:
             raise ValueError("center_object needs a declarative measurement (which channel to centre)")
@@ -604,6 +622,10 @@ class TriggerRunner:
         dx, dy = (cx + 0.5 - w / 2) * px, (cy + 0.5 - h / 2) * px
         with self._hardware():
             x, y, z = self.engine.backend.position_um()
+            (x0, y0, _), far = d.position_um, CENTRE_SAME_FIELD_UM
+            if abs(x - x0) > far or abs(y - y0) > far:
+                return {"moved": False, "reason": f"the stage moved from {x0:g}, {y0:g} to {x:g}, {y:g} µm since the "
+                        "decision: the object's offset was measured in the field decided on"}
             self.engine.backend.move_um(x + dx, y + dy)
         return {"moved": True, "offset_um": [round(dx, 3), round(dy, 3)]}
 
@@ -634,16 +656,19 @@ class TriggerRunner:
 
     def _do_z_stack(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         x, y, z = self.engine.backend.position_um()
-        return self._scan(useq.MDASequence(
+        moved = self._charge_here(a, d, header, (x, y, field_of_view_um(header)))
+        return {**self._scan(useq.MDASequence(
             stage_positions=[useq.Position(x=x, y=y, z=z)],
             channels=[useq.Channel(config=c, exposure=a.exposure_ms) for c in a.channels],
-            z_plan=useq.ZRangeAround(range=a.z_range_um, step=a.z_step_um), axis_order="pcz"))
+            z_plan=useq.ZRangeAround(range=a.z_range_um, step=a.z_step_um), axis_order="pcz")), **moved}
 
     def _do_tile_scan(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """The tiles around here the firing was charged for, each in its cell (:func:`.action_plans.tile_scan_plan`)."""
         h, w = self.engine.backend.describe()["image_shape"]
         px = self.engine.backend.pixel_size_um()
-        return self._scan(tile_scan_plan(a, *self.engine.backend.position_um(), (w * px, h * px)))
+        x, y, z = self.engine.backend.position_um()
+        moved = self._charge_here(a, d, header, (x, y, (w * px, h * px)))
+        return {**self._scan(tile_scan_plan(a, x, y, z, (w * px, h * px))), **moved}
 
     def _do_switch_live(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Restart the running live with another cycle and/or frame interval (fast <-> slow imaging); it never

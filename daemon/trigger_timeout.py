@@ -7,22 +7,35 @@ it). :class:`TimedTrigger` runs ``measure`` on a thread of the trigger's own and
 :data:`MEASURE_TIMEOUT_S` for it; past that it raises ``TimeoutError``, which disables the trigger with the
 reason in the decision log as any other failing measurement. A measurement that never returns cannot be
 interrupted in Python: its thread (a daemon thread) is left behind, and the trigger is never called again.
+
+Loading is bounded the same way: :func:`load_within` imports a Python trigger's module and makes its object on a
+daemon thread, given at most :data:`IMPORT_TIMEOUT_S`. A module that hangs at import (it waits for a device, a
+share, a licence server) makes ``load_triggers`` answer a ``ValueError`` naming the limit instead of never
+answering, and its thread, left behind, cannot hold up the daemon's exit (a request's worker thread would have:
+the process waits for those at exit). Another load of that module is refused at once while the import hangs.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .triggers import DeclarativeMeasurement, Trigger
 
-__all__ = ["MEASURE_TIMEOUT_S", "TimedTrigger", "time_limited"]
+__all__ = ["IMPORT_TIMEOUT_S", "MEASURE_TIMEOUT_S", "TimedTrigger", "load_within", "time_limited"]
 
 #: Longest a Python trigger's ``measure`` may take on one result (s) before the trigger is disabled.
 MEASURE_TIMEOUT_S = 5.0
+#: Longest the import of a Python trigger's module and the making of its object may take (s) before the load is
+#: refused (well within a client's reply timeout: ``ControlClient`` waits 30 s by default, ``scopecast ctl`` 60 s).
+IMPORT_TIMEOUT_S = 10.0
+_hung: dict[str, tuple[threading.Thread, float]] = {}  # module -> (the thread still importing it, when it started)
+_hung_lock = threading.Lock()
 
 
 class TimedTrigger:
@@ -66,3 +79,41 @@ def time_limited(measures: dict[str, Trigger], limit_s: float | None = None) -> 
     bounded: they stay as they are)."""
     return {name: m if isinstance(m, DeclarativeMeasurement | TimedTrigger) else TimedTrigger(m, name, limit_s)
             for name, m in measures.items()}
+
+
+def load_within(module: str, load: Callable[[], Any], limit_s: float | None = None) -> Any:
+    """``load()`` (importing ``module``, a Python trigger's, and making its object) on a daemon thread, given at
+    most ``limit_s`` (default :data:`IMPORT_TIMEOUT_S`). Returns its value or raises its exception (a
+    ``BaseException`` such as ``SystemExit`` as a ``RuntimeError`` naming it); ``TimeoutError`` past the limit,
+    and at once while an earlier load of ``module`` has hung past the limit (a hung import cannot be interrupted).
+    """
+    limit = IMPORT_TIMEOUT_S if limit_s is None else limit_s
+    box: list[tuple[bool, Any]] = []
+    with _hung_lock:
+        earlier = _hung.get(module)
+        if earlier is not None and earlier[0].is_alive() and time.monotonic() - earlier[1] >= limit:
+            raise TimeoutError(f"an earlier import of module {module!r} (started {time.monotonic() - earlier[1]:.0f} s "
+                               "ago) has not returned; fix the module and restart the daemon")
+
+        def run() -> None:
+            try:
+                box.append((True, load()))
+            except Exception as e:  # noqa: BLE001 - handed to the loading thread
+                box.append((False, e))
+            except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt: not this thread's to end
+                box.append((False, RuntimeError(f"{type(e).__name__} raised while loading: {e}")))
+
+        thread = threading.Thread(target=run, name=f"trigger-import-{module}", daemon=True)
+        _hung[module] = (thread, time.monotonic())
+        thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise TimeoutError(f"importing module {module!r} and making the trigger did not finish within {limit:g} s "
+                           "(it cannot be interrupted: a further load of it is refused until the daemon restarts)")
+    with _hung_lock:
+        if _hung.get(module, (None, 0.0))[0] is thread:
+            del _hung[module]
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value

@@ -399,9 +399,13 @@ def make_measures(config: TriggerConfig) -> dict[str, Trigger]:
 
 
 def _python_trigger(path: str) -> Trigger:
+    """The object of ``'module:Class'``, made within :data:`.trigger_timeout.IMPORT_TIMEOUT_S` (a module that
+    hangs at import is refused, not waited for); ``ValueError`` naming the class and the problem."""
+    from .trigger_timeout import load_within  # it imports this module
+
     mod_name, _, cls_name = path.partition(":")
     try:
-        obj = getattr(importlib.import_module(mod_name), cls_name)()
+        obj = load_within(mod_name, lambda: getattr(importlib.import_module(mod_name), cls_name)())
     except Exception as e:  # noqa: BLE001 - the user's module or class failed: say which, in one line
         raise ValueError(f"cannot load trigger class {path!r}: {type(e).__name__}: {e}") from None
     if not isinstance(obj, Trigger):
