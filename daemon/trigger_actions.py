@@ -383,9 +383,10 @@ class TriggerRunner:
         d = f.decision
         f.bundle = self.ring.bundle(d.acquisition_id, d.bundle_id)
         spec = next(t for t in self.config.triggers if t.name == d.trigger)
+        start = min((x.header.t_acquired_ns for x in f.bundle), default=d.t_ns)  # the deciding bundle's first frame
         for a in spec.actions:
             if a.kind == "save_window":
-                f.windows[id(a)] = (self.ring.window(d.t_ns - int(a.before_s * 1e9)),
+                f.windows[id(a)] = (self.ring.window(start - int(a.before_s * 1e9)),
                                     self.ring.follow(d.t_ns + int(a.after_s * 1e9)))
 
     def _log(self, line: dict[str, Any]) -> None:
@@ -567,8 +568,8 @@ class TriggerRunner:
         return {"warning": warning}
 
     def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
-        """Frames from ``before_s`` before the event (taken from the ring when it was decided) to ``after_s``
-        after it."""
+        """Frames from ``before_s`` before the deciding bundle's first frame (taken from the ring when it was
+        decided) to ``after_s`` after the event (its last frame)."""
         t_event = d.t_ns
         before, bucket = self._pinned().windows[id(a)]
         deadline = time.monotonic() + a.after_s + 5.0

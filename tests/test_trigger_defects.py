@@ -502,3 +502,36 @@ def test_trigger_recordings_keep_the_disk_reserve(daemon, client, monkeypatch):
         action = out[name]["actions"][0]
         assert not action["ok"] and "cannot record: the data disk has" in action["error"], action
     assert not list(Path(daemon.engine.data_dir).glob("*.ome.zarr"))
+
+
+def test_a_saved_window_holds_the_whole_bundle_the_decision_was_made_on(daemon, client):
+    """``save_window``'s ``before_s`` counted back from the event, the deciding bundle's last frame: a bundle that took
+    longer than ``before_s`` (slow channels; on a loaded GPU server the first dark-field frame at a new field took
+    3.8 s) left its own first frames out of the window. Now it counts back from the bundle's first frame."""
+    from scopecast.daemon.recorder import open_recording
+
+    cycle = [{"name": c, "exposure_ms": 30} for c in ("DPC-Left", "DPC-Right", "BF", "DF")]
+    config = {"triggers": [{"name": "w", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
+                            "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 0,
+                            "actions": [{"kind": "save_window", "before_s": 0.01, "after_s": 0}]}]}
+    with StandInEngine(daemon.stream_address, value=1.0) as engine:
+        wait_subscribed(daemon.publisher, "frame")
+        log = Path(client.request("load_triggers", config=config, sources={"m": engine.address})["log"])
+        try:
+            engine.wait_subscriber()
+            client.request("start_live", channels=cycle)
+
+            def outcome() -> dict | None:
+                lines = log.read_text().splitlines() if log.exists() else []
+                return next((x for x in map(json.loads, lines) if "outcome_of" in x), None)
+
+            done = wait_until(outcome, 120, "the window's outcome")
+            client.request("stop")
+        finally:
+            client.request("unload_triggers")
+    window = done["actions"][0]
+    assert window["ok"], done
+    fired = done["outcome_of"]["bundle_id"]
+    got = [f.channel for f in open_recording(window["recording"]).frames if f.bundle_id == fired]
+    assert sorted(got) == sorted(c["name"] for c in cycle), got  # was ['DF']: the bundle's last frame only
+    assert window["frames_before_event"] >= len(cycle) - 1
