@@ -239,7 +239,7 @@ def _engine(args: argparse.Namespace) -> int:
                                  threads=args.threads, uncertainty=args.uncertainty,
                                  uncertainty_budget=args.uncertainty_budget,
                                  uncertainty_morphology=args.uncertainty_morphology or None)
-            print(f"scopecast engine: {report.summary()} -> {report.output}")
+            print(f"scopecast engine: {report.summary()} -> {report.output or 'nothing written'}")
             for s in report.skipped:
                 print(f"  skipped {s}")
             return 0 if report.inferred or not report.bundles else 1

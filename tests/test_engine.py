@@ -1,6 +1,8 @@
 """Daemon + engine + independent clients over real loopback sockets."""
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ import zmq
 
 from scopecast.daemon.control import ControlClient, DaemonError
 from scopecast.daemon.inference.engine import InferenceEngine
-from scopecast.daemon.inference.offline import run_offline
+from scopecast.daemon.inference.offline import results_path, run_offline
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.tiling import plan_tiles, run_tiled
 from scopecast.daemon.inference.worker import normalize
@@ -312,6 +314,21 @@ def test_offline_mode_matches_the_live_worker(client, model):
     y = run_tiled(x, plan_tiles((256, 256), 128, 16, 1), open_runtime(pkg, "ort-cpu").run)
     np.testing.assert_allclose(s.image("membrane", t=1), y[1], rtol=1e-4, atol=1e-5)
     assert s.frames[0].extra["model"] == "tiny"
+
+
+def test_offline_that_infers_nothing_leaves_nothing_behind(client, model, tmp_path):
+    """A recording the model cannot take (another cycle): every bundle is skipped, naming why. The empty results
+    store it left beside the recording made the rerun with the right model refuse: 'already exists'."""
+    job = client.request("start_live", channels=["BF"], max_cycles=2, record=True)
+    rec_path = client.wait(job["id"], timeout_s=60)["path"]
+    report = run_offline(model, rec_path, runtime="ort-cpu")
+    assert report.bundles == 2 and report.inferred == 0 and len(report.skipped) == 2, report
+    assert report.output is None
+    assert not results_path(Path(rec_path), load_package(model).manifest.name).exists()  # no empty store beside it
+    again = subprocess.run([sys.executable, "-m", "scopecast.daemon.cli", "engine", "--model", str(model), "--offline",
+                            rec_path, "--runtime", "ort-cpu"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "0/2 bundles inferred" in again.stdout and "nothing written" in again.stdout, \
+        (again.stdout, again.stderr)  # the rerun is refused for what it is, not "already exists"
 
 
 def test_offline_leaves_ground_truth_frames_out_and_keeps_the_source_version(daemon, client, model):

@@ -13,6 +13,7 @@ carries the result's ``trust`` verdict (as the live result header does), so
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class OfflineReport:
-    output: Path
+    output: Path | None  # None: nothing was inferred, and no results store is left (a rerun may use the name)
     bundles: int = 0
     inferred: int = 0  # bundles with a result written (withheld and untrusted ones included)
     withheld: int = 0  # of those, the input guards withheld (a blank result saying why)
@@ -140,4 +141,7 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
         progress.finish(f"{report.summary()}, {len(report.skipped)} skipped")
     finally:
         writer.close()
+        if report.inferred == 0:  # an empty results store would only make the corrected rerun "already exist"
+            shutil.rmtree(out, ignore_errors=True)
+            report.output = None
     return report
