@@ -22,7 +22,8 @@ import useq
 
 from .dose import DoseBudget
 
-__all__ = ["Field", "NotRun", "charge_where_run", "field_of_view_um", "planned_light", "tile_scan_plan"]
+__all__ = ["Field", "NotRun", "charge_where_run", "decided_field", "field_of_view_um", "give_back", "planned_light",
+           "tile_scan_plan"]
 
 #: Where an action takes its light: ``(x µm, y µm, (width, height) µm of the field of view)``.
 Field = tuple[float, float, tuple[float, float]]
@@ -103,3 +104,14 @@ def charge_where_run(budget: DoseBudget, a: _Action, decided: Field, here: Field
     if r is not None:
         raise NotRun(f"{_change(decided, here)} since the decision: {r.reason} (its light was not charged)")
     return {"light_charged_at_um": [round(here[0], 3), round(here[1], 3)], "field_changed": _change(decided, here)}
+
+
+def decided_field(position_um: tuple[float, ...], header: dict[str, Any]) -> Field:
+    """The field a firing was decided (and charged) at: its position and the deciding result's field of view."""
+    return (position_um[0], position_um[1], field_of_view_um(header))
+
+
+def give_back(budget: DoseBudget, a: _Action, decided: Field, source: str = "triggers") -> None:
+    """Take back action ``a``'s light, charged at ``decided`` with its firing, when it will not run (skipped before
+    any light): a field is not refused later for light it never got."""
+    budget.move(planned_light(a, *decided), [], source)

@@ -39,7 +39,7 @@ import zmq
 from scipy import ndimage
 
 from .acquisition import AcquisitionEngine
-from .action_plans import Field, NotRun, charge_where_run, field_of_view_um, tile_scan_plan
+from .action_plans import Field, NotRun, charge_where_run, decided_field, field_of_view_um, give_back, tile_scan_plan
 from .confine import inside
 from .dose import shared_budget
 from .frames import Frame, now_ns
@@ -422,6 +422,7 @@ class TriggerRunner:
             # the first hardware action asks for the microscope at once (live yields it before its next frame)
             first_on_hardware = i == 0 and action.kind in HARDWARE_ACTIONS
             if action.kind in SCOPE_ACTIONS and (why := self._stopped(d)):
+                give_back(self.budget, action, decided_field(d.position_um, header))
                 log.info("trigger %s action %s skipped: %s", d.trigger, action.kind, why)
                 results.append({"action": action.kind, "ok": False, "skipped": why})
                 continue
@@ -550,8 +551,7 @@ class TriggerRunner:
     def _charge_here(self, a: ActionSpec, d: Decision, header: dict[str, Any], here: Field) -> dict:
         """The action's light charged to the field it runs at, ``here`` (:func:`.action_plans.charge_where_run`:
         ``NotRun`` when that field's budget cannot take it)."""
-        decided = (d.position_um[0], d.position_um[1], field_of_view_um(header))
-        return charge_where_run(self.budget, a, decided, here)
+        return charge_where_run(self.budget, a, decided_field(d.position_um, header), here)
 
     def _bundle_short(self, bundle: list[Frame], header: dict[str, Any], d: Decision) -> dict[str, str]:
         """``{"warning": ...}`` when the ring no longer held every frame the deciding result was computed from

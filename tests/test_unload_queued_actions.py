@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scopecast.daemon.dose import shared_budget
+
 from helpers import StandInEngine, wait_subscribed, wait_until
 
 
@@ -41,3 +43,5 @@ def test_actions_queued_when_the_triggers_are_unloaded_do_not_run(daemon, client
     assert confirm["actions"] == [{"action": "confirm_fluorescence", "ok": False,
                                    "skipped": "the triggers were unloaded before this action ran"}], confirm
     assert not any("-pair-" in p.name for p in Path(daemon.engine.data_dir).iterdir())  # no light, no pair
+    # and its light, charged with the firing, is given back: the field is not refused later for light it never got
+    assert shared_budget(daemon.engine).by_position(source="triggers") == {}
