@@ -7,8 +7,9 @@ A bioimage.io consumer sees the model exactly as the engine does:
 - preprocessing: ``ensure_dtype`` float32, the package's normalization
   (``calibrated`` -> ``scale_linear`` with :meth:`Normalization.linear`'s constants), ``ensure_dtype`` float32;
 - the ONNX model (``model.onnx``), and the network's PyTorch weights it was exported from (``weights.pt``,
-  ``pytorch_state_dict`` with the architecture class of :mod:`scopecast.models.architectures`; ``model.onnx``
-  names it as its parent) in packages that carry them;
+  ``pytorch_state_dict`` with the architecture class from ``architectures.py``, a copy of
+  :mod:`scopecast.models.architectures` in the package, so a consumer without scopecast installed loads it;
+  ``model.onnx`` names it as its parent) in packages that carry them;
 - postprocessing: ``scale_linear`` with the manifest's ``output_scaling`` (physical units);
 - ``test_output.npy``: what the engine computes from ``test_input.npy`` (:func:`engine_output`):
   :func:`~scopecast.models.manifest.normalize`, ONNX Runtime (CPU), output scaling, in float32.
@@ -36,8 +37,8 @@ import numpy as np
 from scopecast.models.manifest import ModelManifest, normalize, sha256_file
 
 __all__ = [
-    "TOLERANCE", "BioimageioTestError", "BioimageioTestReport", "describe", "engine_output", "postprocessing",
-    "preprocessing", "raw_counts", "run_bioimageio_test", "write_rdf",
+    "ARCHITECTURE_SOURCE", "TOLERANCE", "BioimageioTestError", "BioimageioTestReport", "describe", "engine_output",
+    "postprocessing", "preprocessing", "raw_counts", "run_bioimageio_test", "write_architecture_source", "write_rdf",
 ]
 
 log = logging.getLogger("scopecast.export")
@@ -59,6 +60,9 @@ _CITATIONS = {
                           "doi": "10.1038/s41592-018-0239-0"}],
 }
 TEST_INPUT, TEST_OUTPUT = "test_input.npy", "test_output.npy"
+#: The architectures' source in a package with PyTorch weights: bioimage.io imports the class from this file
+#: (``import_from`` a module would need scopecast installed wherever the package is tested or run)
+ARCHITECTURE_SOURCE = "architectures.py"
 SAMPLE_INPUT, SAMPLE_OUTPUT, COVER = "sample_input.tif", "sample_output.tif", "cover.png"
 
 
@@ -185,7 +189,7 @@ def describe(package: Path, m: ModelManifest, *, documentation: str = "card.md",
             covers=[cover] if cover else [],
             timestamp=bio.Datetime(timestamp) if timestamp else bio.Datetime.now(),
             inputs=[inp], outputs=[out],
-            weights=_weights(bio, m),
+            weights=_weights(bio, m, package),
             config=bio.Config(
                 bioimageio=bio.BioimageioConfig(reproducibility_tolerance=[bio.ReproducibilityTolerance(**TOLERANCE)]),
                 scopecast={"manifest": "manifest.json", "tile": m.tile, "halo": m.halo,
@@ -194,34 +198,55 @@ def describe(package: Path, m: ModelManifest, *, documentation: str = "card.md",
         )
 
 
-def _weights(bio: Any, m: ModelManifest) -> Any:
+def _weights(bio: Any, m: ModelManifest, package: Path) -> Any:
     """``model.onnx``; with the network's PyTorch weights (``provenance["pytorch_state_dict"]``) as its
-    parent, described by the architecture's class in :mod:`scopecast.models.architectures` and its kwargs."""
+    parent, described by the architecture's class and its kwargs: from the package's own
+    :data:`ARCHITECTURE_SOURCE` (:func:`write_architecture_source`), else (an older package) imported from
+    :mod:`scopecast.models.architectures`."""
     sd = m.provenance.get("pytorch_state_dict")
     if not sd:
         return bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(
             source=bio.RelativeFilePath(Path(m.model_file)), sha256=m.sha256, opset_version=18))
     from scopecast.models.architectures import ARCHITECTURES  # PyTorch: export only, never the daemon
 
-    arch = ARCHITECTURES[m.provenance["arch"]]
+    arch, kwargs = ARCHITECTURES[m.provenance["arch"]], dict(m.provenance["config"])
+    src = package / ARCHITECTURE_SOURCE
+    architecture = (
+        bio.ArchitectureFromFileDescr(source=bio.RelativeFilePath(Path(ARCHITECTURE_SOURCE)),
+                                      sha256=sha256_file(src), callable=arch.__name__, kwargs=kwargs)
+        if src.is_file() else
+        bio.ArchitectureFromLibraryDescr(callable=arch.__name__, import_from=arch.__module__, kwargs=kwargs))
     return bio.WeightsDescr(
         pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
-            source=bio.RelativeFilePath(Path(sd["file"])), sha256=sd["sha256"],
-            architecture=bio.ArchitectureFromLibraryDescr(callable=arch.__name__, import_from=arch.__module__,
-                                                          kwargs=dict(m.provenance["config"])),
+            source=bio.RelativeFilePath(Path(sd["file"])), sha256=sd["sha256"], architecture=architecture,
             pytorch_version=bio.Version(sd["pytorch_version"])),
         onnx=bio.OnnxWeightsDescr(source=bio.RelativeFilePath(Path(m.model_file)), sha256=m.sha256,
                                   opset_version=18, parent="pytorch_state_dict"),
     )
 
 
+def write_architecture_source(package: Path, m: ModelManifest) -> Path | None:
+    """Copy :mod:`scopecast.models.architectures` (torch only) into a package with PyTorch weights as
+    :data:`ARCHITECTURE_SOURCE`, unless it has one; returns its path (None: no PyTorch weights)."""
+    if not m.provenance.get("pytorch_state_dict"):
+        return None
+    dest = Path(package) / ARCHITECTURE_SOURCE
+    if not dest.is_file():
+        import scopecast.models.architectures as arch
+
+        dest.write_bytes(Path(arch.__file__).read_bytes())
+    return dest
+
+
 def write_rdf(package: Path, m: ModelManifest, **kwargs: Any) -> Path:
-    """Write ``package/rdf.yaml`` from :func:`describe` (``bioimageio.spec``'s serializer).
+    """Write ``package/rdf.yaml`` from :func:`describe` (``bioimageio.spec``'s serializer), after
+    :func:`write_architecture_source`: the package's PyTorch weights load without scopecast installed.
 
     Every file is pinned by its sha256 except the card, which ``scopecast evaluate --card`` updates.
     """
     from bioimageio.spec import dump_description, save_bioimageio_yaml_only
 
+    write_architecture_source(package, m)
     path = Path(package) / "rdf.yaml"
     content = dump_description(describe(package, m, **kwargs))
     # the spec fills in the card's sha256; drop it: the card is a living document (`scopecast evaluate --card`)

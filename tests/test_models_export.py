@@ -117,8 +117,9 @@ def test_export_package_round_trip_through_the_engine(trained, tmp_path):
     sd = m.provenance["pytorch_state_dict"]
     assert sd["sha256"] == sha256_file(tmp_path / "pkg" / "weights.pt") == rdf["weights"]["pytorch_state_dict"]["sha256"]
     assert rdf["weights"]["onnx"]["parent"] == "pytorch_state_dict"
-    assert rdf["weights"]["pytorch_state_dict"]["architecture"] == {
-        "callable": "UNet", "import_from": "scopecast.models.architectures", "kwargs": m.provenance["config"]}
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"] == {  # in the package: no scopecast needed
+        "source": "architectures.py", "sha256": sha256_file(tmp_path / "pkg" / "architectures.py"), "callable": "UNet",
+        "kwargs": m.provenance["config"]}
     assert set(res.reports["bioimageio"]["by_format"]) == {"onnx", "pytorch_state_dict"}
     # training defaults to calibrated normalization: fixed constants, declared as scale_linear
     assert m.normalization.kind == "calibrated" and m.input_stats is not None and m.output_range is not None
