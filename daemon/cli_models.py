@@ -278,8 +278,8 @@ def add_model_commands(sub) -> None:
                        "rdf.yaml + test tensors; optional FP16, TensorRT engine, Triton repository.")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True, help="package folder to create")
-    x.add_argument("--name", default=None, help="package name (1-64 letters, digits, '_', '.', '-'; default: "
-                   "the checkpoint's task): results, spot checks and Triton models are named by it")
+    x.add_argument("--name", default=None, help="package name (5-64 letters, digits, '_', '-': bioimage.io's rule; "
+                   "default: the checkpoint's task): results, spot checks and Triton models are named by it")
     x.add_argument("--tile", type=int, default=256)
     x.add_argument("--halo", type=int, default=32)
     x.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx with its parity report")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -42,6 +43,17 @@ __all__ = ["ExportResult", "export_package"]
 log = logging.getLogger("scopecast.export")
 
 FP16_RELATIVE_TOLERANCE = 2e-2
+#: bioimage.io's rule for a model's ``name`` (spec 0.5 ``ModelDescr.name``: 5-128 letters, digits, ``_+- ()``)
+_BIOIMAGEIO_NAME = re.compile(r"[A-Za-z0-9_+\- ()]{5,128}")
+
+
+def _check_bioimageio_name(name: str) -> str:
+    """``name`` if the package's rdf may carry it; ``ValueError`` saying the rule that holds otherwise (a package
+    name, :func:`~scopecast.models.manifest.check_package_name`, may also have '.' and be shorter)."""
+    if not _BIOIMAGEIO_NAME.fullmatch(name):
+        raise ValueError(f"package name {name[:80]!r} cannot name a bioimage.io model (rdf.yaml): an exported "
+                         "package's name has 5-64 letters, digits, '_', '-' (no '.')")
+    return name
 
 
 def _portable(path: str | Path) -> str:
@@ -117,9 +129,9 @@ def export_package(
     """
     from scopecast.models.training import load_checkpoint
 
-    if name is not None:  # refused before the work, as the manifest would refuse it at its end
+    if name is not None:  # refused before the work, as the manifest and the rdf would refuse it at its end
         try:
-            check_package_name(name)
+            _check_bioimageio_name(check_package_name(name))
         except ValueError as e:
             raise ExportError(str(e)) from None
     out = Path(out)
