@@ -31,7 +31,8 @@ The gaps, in pymmcore-plus 0.18.1 (``pymmcore_plus/experimental/unicore/core/_un
    ``getPixelSizeUm`` applies the core's own formula to that answer (one match per call).
 
 3. **Core role rows naming a Python device** (``ConfigGroup,Channel,BF,Core,Shutter,LED``,
-   what every real rig's channel presets carry). ``UniMMCore.defineConfig`` hands
+   what every real rig's channel presets carry; ``ConfigPixelSize,Res10x-STED,Core,Camera,STED``, a pixel
+   size per camera). ``UniMMCore.defineConfig`` hands
    ``Core`` rows to the C++ core, so ``setConfig`` fails with "Cannot set Core
    property Shutter to invalid value", and ``setProperty``/``getProperty`` on
    ``Core`` reach the C++ core, which knows no Python device (upstream already
@@ -179,9 +180,11 @@ def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
     def getCurrentPixelSizeConfig(*args: Any) -> str:  # noqa: N802 - core API name
         self = ref()
         presets = [(str(p), list(self.getPixelSizeConfigData(p))) for p in self.getAvailablePixelSizeConfigs()]
-        # the C++ core can only match presets over its own devices: with Python devices alone it always fails,
-        # and its failing match was a fifth of the simulator daemon's time in a live cycle (py-spy)
-        if any(str(dev) not in self._pydevices for _, settings in presets for dev, _, _ in settings):
+        # the C++ core can only match presets over its own devices: with Python devices alone (and Core role rows,
+        # read below) it always fails, and its failing match was a fifth of the simulator daemon's time in a live
+        # cycle (py-spy)
+        if any(str(dev) not in self._pydevices and str(dev) != "Core"
+               for _, settings in presets for dev, _, _ in settings):
             found = cls.getCurrentPixelSizeConfig(self, *args)
             if found:
                 return found
@@ -193,7 +196,10 @@ def _patch_pixel_size(core: Any, ref: Callable[[], Any]) -> None:
                 key = (dev, prop)
                 if key not in state:
                     try:
-                        state[key] = (self.getPropertyFromCache(dev, prop) if cached
+                        # a Core role row (a preset per camera) reads the role itself: the C++ core's cache
+                        # does not hold a Python device there (gap 3)
+                        state[key] = (getattr(self, "get" + _ROLES[prop])() if dev == "Core" and prop in _ROLES
+                                      else self.getPropertyFromCache(dev, prop) if cached
                                       else self.getProperty(dev, prop))
                     except Exception:  # noqa: BLE001 - an unreadable property matches nothing
                         state[key] = None
