@@ -2,19 +2,20 @@
 
 Each group only builds control requests (docs/protocol.md, "Commands") and
 hands them to a ``send(cmd, **args)`` callable; the window sends them off the
-GUI thread. Nothing here talks to hardware.
+GUI thread (and returns the reply's future). Nothing here talks to hardware.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "StageBox"]
+__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "StageBox", "shipped_packages"]
 
-Send = Callable[..., None]
+Send = Callable[..., Any]
 
 #: Default exposure per modality when a channel is ticked (ms): label-free frames are bright.
 DEFAULT_EXPOSURE_MS = {"label-free": 10.0, "fluorescence": 100.0}
@@ -269,11 +270,15 @@ class ObjectiveBox(QtWidgets.QGroupBox):
     """The objective: switchable when the daemon offers ``set_objective`` and lists ``objectives``
     in ``describe``; otherwise it shows the pixel size and says the daemon cannot switch it."""
 
+    _refused = QtCore.Signal()  # a set_objective was refused (emitted from the request's thread)
+
     def __init__(self, send: Send) -> None:
         super().__init__("Objective")
         self.send = send
+        self.current = ""  # the objective the daemon last said it uses
         self.box = QtWidgets.QComboBox()
-        self.box.activated.connect(lambda _: self.send("set_objective", objective=self.box.currentText()))
+        self.box.activated.connect(lambda _: self.switch(self.box.currentText()))
+        self._refused.connect(lambda: self.show_objective(self.current, None))
         self.pixel = QtWidgets.QLabel("pixel size: –")
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(self.box)
@@ -292,9 +297,26 @@ class ObjectiveBox(QtWidgets.QGroupBox):
                             "objective at the microscope or in its configuration; the pixel size follows")
         self.show_objective(info.get("objective", ""), info.get("pixel_size_um"))
 
+    def switch(self, objective: str) -> None:
+        """Ask the daemon for ``objective``; refused (a scan or pairs running, no pixel size while recording), the
+        box goes back to the objective in use: it never shows one the daemon did not switch to (the window shows
+        the daemon's reason)."""
+        sent = self.send("set_objective", objective=objective)
+        if isinstance(sent, Future):
+            sent.add_done_callback(lambda f: f.cancelled() or f.exception() is None or self._refused.emit())
+
     def show_objective(self, objective: str, pixel_size_um: float | None) -> None:
         """The objective now in use (from ``describe`` or a ``set_objective`` reply) and its pixel size."""
         if objective and self.box.findText(objective) >= 0:
+            self.current = objective
             self.box.setCurrentText(objective)
         if pixel_size_um:
             self.pixel.setText(f"pixel size: {float(pixel_size_um):.4g} µm")
+
+
+def shipped_packages() -> list:
+    """Model packages that ship with scopecast (offered in the model selector)."""
+    from importlib.resources import files
+
+    root = files("scopecast.models").joinpath("packages")
+    return sorted(p for p in (root.iterdir() if root.is_dir() else []) if p.joinpath("manifest.json").is_file())

@@ -9,18 +9,28 @@ title says since when, so an idle engine's old figures are never read as live.
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any
 
+import numpy as np
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
-__all__ = ["STAGES", "STALE_S", "LatencyPanel", "LatencyTable"]
+__all__ = ["STAGES", "STALE_S", "LatencyPanel", "LatencyTable", "percentiles"]
 
 STAGES = ("acquire", "publish", "transport", "queue", "guards", "preprocess", "infer", "postprocess", "result_publish",
           "display", "end_to_end")
 
 #: A table is stale when its engine produced no new result (or sent no stats) for this long (s).
 STALE_S = 3.0
+
+
+def percentiles(values: collections.deque) -> dict[str, float] | None:
+    """``{p50, p99}`` of ``values`` (ms; the viewer's own display stage), or None when there are none."""
+    if not values:
+        return None
+    a = np.fromiter(values, float)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
 
 
 class LatencyTable(QtWidgets.QGroupBox):

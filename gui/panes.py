@@ -116,9 +116,10 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.place(img.shape[1] * px_um, img.shape[0] * px_um)
 
     def show_composite(self, values: np.ndarray, names: list[str], px_um: float,
-                       base: np.ndarray | None = None) -> None:
+                       base: np.ndarray | None = None, overlay: bool = False) -> None:
         """Stains ``values`` (C, H, W) as a false-colour composite (optionally over a grey
-        ``base``); the legend gives each channel's colour and display range in units."""
+        ``base``); the legend gives each channel's colour and display range in units. ``overlay``: the user asked
+        for the stains over the label-free image; without a ``base`` the legend says it is not shown."""
         self._legend_mode(grey=False)
         self.values, self.channel_names, self.px_um = values, list(names), px_um
         self.image.setImage(composite(values, base), levels=(0, 1))
@@ -130,6 +131,8 @@ class ImagePane(pg.GraphicsLayoutWidget):
                         f"full {_count(hi)} {self.units}")
         if base is not None:
             rows.append("over the label-free image (grey)")
+        elif overlay:
+            rows.append("stains alone: the viewer holds no label-free frame of this result's bundle")
         self.legend.setText("<br>".join(rows))
         self.place(values.shape[2] * px_um, values.shape[1] * px_um)
 

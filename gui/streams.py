@@ -3,7 +3,8 @@
 The GUI is a client of the documented sockets only. :class:`LatestStreams`
 runs one thread that reads the daemon's frame stream and each engine's result
 stream and keeps only the newest frame per channel and the newest result per
-engine. A frame of the channel the raw pane shows, or a result, replaced by a
+engine (and a few of the bright-field channel's, so that stains are drawn over the
+frame of their own bundle). A frame of the channel the raw pane shows, or a result, replaced by a
 newer one before the GUI drew it is counted as a ``display:superseded`` drop
 (frames of the channels not shown are not drops). The camera never waits for
 the display.
@@ -22,11 +23,18 @@ import numpy as np
 import zmq
 
 from scopecast.daemon.control import ControlClient
-from scopecast.daemon.security import connect_socket
+from scopecast.daemon.security import connect_socket, watch_handshakes
 from scopecast.daemon.shm_results import SharedResults
 from scopecast.daemon.stream import decode, threads_ended
 
-__all__ = ["Latest", "LatestStreams", "Requester", "event_note"]
+__all__ = ["BASE_CHANNEL", "BASE_HISTORY_BYTES", "BASE_HISTORY_FRAMES", "Latest", "LatestStreams", "Requester",
+           "event_note"]
+
+#: The label-free channel stains are drawn over ("stains over label-free").
+BASE_CHANNEL = "BF"
+#: Its newest frames kept (at most this many, and bytes; at least one), so that a result is drawn over its own
+#: bundle's frame: results come a model's latency after their bundle, when newer frames have arrived.
+BASE_HISTORY_FRAMES, BASE_HISTORY_BYTES = 64, 64 << 20
 
 
 def event_note(event: dict[str, Any]) -> str | None:
@@ -75,12 +83,17 @@ class LatestStreams:
 
     def __init__(self, frame_address: str, result_addresses: list[str], context: zmq.Context | None = None) -> None:
         self.ctx = context or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self.counters = _Counters()
+        self._stop = threading.Event()
+        self._watches: list[threading.Thread | None] = []  # each socket's failed handshakes, said in the errors
         self._socks: dict[zmq.Socket, str] = {}
         frames = self.ctx.socket(zmq.SUB)
         for t in (b"frame", b"stats", b"event"):
             frames.setsockopt(zmq.SUBSCRIBE, t)
         frames.setsockopt(zmq.RCVHWM, 16)
         frames.setsockopt(zmq.LINGER, 0)
+        self._watches.append(watch_handshakes(frames, frame_address, self._refused, self._stop))
         connect_socket(frames, frame_address)
         self._socks[frames] = frame_address
         self._shared: dict[zmq.Socket, SharedResults] = {}  # results by shared memory from local engines
@@ -91,28 +104,33 @@ class LatestStreams:
             self._shared[s] = SharedResults(s, addr)
             s.setsockopt(zmq.RCVHWM, 16)
             s.setsockopt(zmq.LINGER, 0)
+            self._watches.append(watch_handshakes(s, addr, self._refused, self._stop))
             connect_socket(s, addr)
             self._socks[s] = addr
         self.result_addresses = list(result_addresses)
-        self._lock = threading.Lock()
         self._frames: dict[str, Latest] = {}
         self._results: dict[str, Latest] = {}
         self._taken: set[tuple[str, int]] = set()
+        self._base: collections.deque[Latest] = collections.deque()  # BASE_CHANNEL's newest frames, oldest first
         self._shown: str | None = None  # the raw pane's channel (None: the newest frame of any channel)
-        self.counters = _Counters()
         self._serial = 0
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gui-streams", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
-        if not threads_ended([self._thread], "viewer streams"):
+        if not threads_ended([self._thread, *filter(None, self._watches)], "viewer streams"):
             return
         for s in self._socks:
             s.close(linger=0)
         for r in self._shared.values():
             r.close()
+
+    def _refused(self, why: str) -> None:
+        """A socket's handshake failed (CurveZMQ keys on one side only, a key the server does not admit): ZeroMQ
+        retries in silence and the viewer would only say "disconnected (retrying)"; the errors say why."""
+        with self._lock:
+            self.counters.errors.append(f"{time.strftime('%H:%M:%S')} {why}")
 
     def _run(self) -> None:
         poller = zmq.Poller()
@@ -142,6 +160,8 @@ class LatestStreams:
                 if old is not None and ("f", old.serial) not in self._taken and self._shown in (None, key):
                     c.superseded += 1
                 self._frames[key] = Latest(header, data, now, self._serial)
+                if key == BASE_CHANNEL:
+                    self._keep_base(self._frames[key])
                 c.frames += 1
             elif topic == "result":
                 old = self._results.get(source)
@@ -173,6 +193,21 @@ class LatestStreams:
             if item is not None:
                 self._taken.add(("f", item.serial))
             return item
+
+    def _keep_base(self, item: Latest) -> None:
+        """Keep ``item`` among the base channel's newest frames (BASE_HISTORY_FRAMES and _BYTES, at least one)."""
+        self._base.append(item)
+        size = sum(x.data.nbytes for x in self._base if x.data is not None)
+        while len(self._base) > 1 and (size > BASE_HISTORY_BYTES or len(self._base) > BASE_HISTORY_FRAMES):
+            old = self._base.popleft()
+            size -= old.data.nbytes if old.data is not None else 0
+
+    def base_of(self, source_seqs: Any) -> Latest | None:
+        """The BASE_CHANNEL frame of a result's bundle (the one whose ``seq`` is among its ``source_seqs``), or
+        None: the bundle has none, or it is older than the frames kept."""
+        seqs = set(source_seqs) if isinstance(source_seqs, list) else set()
+        with self._lock:
+            return next((x for x in reversed(self._base) if x.header.get("seq") in seqs), None)
 
     def channels(self) -> list[str]:
         with self._lock:

@@ -26,8 +26,8 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-from .controls import ExposureBox, LiveCycleBox, ObjectiveBox, StageBox
-from .latency import LatencyPanel
+from .controls import ExposureBox, LiveCycleBox, ObjectiveBox, StageBox, shipped_packages
+from .latency import LatencyPanel, percentiles
 from .panes import ImagePane
 from .streams import LatestStreams, Requester
 from .trust_badge import badge_text
@@ -41,14 +41,6 @@ SNAP_MARGIN_S = 30.0
 WAITING_SHOWN_S = 1.0
 
 
-def _shipped_packages() -> list:
-    """Model packages that ship with scopecast (offered in the model selector)."""
-    from importlib.resources import files
-
-    root = files("scopecast.models").joinpath("packages")
-    return sorted(p for p in (root.iterdir() if root.is_dir() else []) if p.joinpath("manifest.json").is_file())
-
-
 @dataclass
 class EngineEndpoint:
     results: str
@@ -58,13 +50,6 @@ class EngineEndpoint:
 class _Signals(QtCore.QObject):
     reply = QtCore.Signal(str, object)  # (what, result)
     error = QtCore.Signal(str, str)  # (what, message)
-
-
-def _percentiles(values: collections.deque) -> dict[str, float] | None:
-    if not values:
-        return None
-    a = np.fromiter(values, float)
-    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
 
 
 class ScopeWindow(QtWidgets.QMainWindow):
@@ -85,6 +70,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.sig.error.connect(self._on_error)
         self.daemon_status: dict[str, Any] = {}
         self.daemon_info: dict[str, Any] = {}  # the last describe reply
+        self.daemon_error: str | None = None  # the daemon's last_error (a failed job) the messages area shows
         self.engine_status: dict[str, dict[str, Any]] = {}  # results address -> newest stats/status
         self.connected = {"daemon": False, **{e.results: False for e in engines}}
         self.displayed = 0
@@ -201,7 +187,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         mform = QtWidgets.QVBoxLayout(model)
         self.model_box = QtWidgets.QComboBox()
         self.model_box.setEditable(True)
-        self.model_box.addItems([str(p) for p in _shipped_packages()])
+        self.model_box.addItems([str(p) for p in shipped_packages()])
         self.model_box.setCurrentText("")
         self.model_box.lineEdit().setPlaceholderText("package (shipped, or a path)")
         self.engine_box = QtWidgets.QComboBox()
@@ -360,6 +346,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
                     self.exposure.show_exposure(result.get("exposure_ms"))
                 n = result.get("frames_acquired", 0)
                 self._acq_hist.append((time.monotonic(), n))
+                self._note_failure(result.get("last_error"))
             else:
                 for e in self.engines:
                     if e.control == source:
@@ -375,6 +362,12 @@ class ScopeWindow(QtWidgets.QMainWindow):
         elif cmd == "load_model":
             self.error_view.appendPlainText(f"engine now runs {result.get('name')} ({result.get('sha256', '')[:12]})")
         self._update_status_line()
+
+    def _note_failure(self, error: Any) -> None:
+        """Say a failed job (status ``last_error``: a full disk under a recording, a camera error) once."""
+        if isinstance(error, str) and error and error != self.daemon_error:
+            self.daemon_error = error
+            self.error_view.appendPlainText(f"{time.strftime('%H:%M:%S')} daemon: job failed: {error}")
 
     def _on_describe(self, info: dict[str, Any]) -> None:
         self.daemon_info = info
@@ -522,10 +515,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
             y, names = y[keep], [names[i] for i in keep]
         if h.get("task") == "virtual-staining" or (y.shape[0] > 1 and h.get("scale_factor", 1) == 1):
             base = None
-            if self.overlay_box.isChecked():
-                f = self.streams.frame("BF", raw_pane=False) or self.streams.frame(None, raw_pane=False)
+            if self.overlay_box.isChecked():  # the frame of the result's own bundle, never a newer field
+                f = self.streams.base_of(h.get("source_seqs"))
                 base = None if f is None else f.data.astype(np.float32)
-            pane.show_composite(y, names, px, base)
+            pane.show_composite(y, names, px, base, overlay=self.overlay_box.isChecked())
         else:
             pane.show_grey(y[0], px, names[0] if names else "output", auto_levels=True)
         pane.plot.setTitle(f"{h.get('model')} · ×{h.get('scale_factor', 1)} · {px:.3g} µm/px", size="10pt")
@@ -570,7 +563,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         for e in self.engines:
             pane = self.panes[e.results]
             pane.set_message(self.pane_message(e.results, cycle))
-            if e.results in self._last_serial and self._engine_silent_s(e.results) is not None:
+            if e.results in self._last_serial and self._stale_why(e.results):
                 pane.image.setOpacity(0.35)  # dimmed like an untrusted output until a new result comes
             st = self.engine_status.get(e.results)
             if e.results not in self._last_serial and st:  # name the model before its first result
@@ -584,10 +577,9 @@ class ScopeWindow(QtWidgets.QMainWindow):
             return None if has_result else f"no status from the engine at {address} yet (is it running?)"
         model = st.get("model") or {}
         name, inputs = model.get("name", "the model"), list(model.get("inputs") or [])
-        silent = self._engine_silent_s(address)
-        if has_result and silent is not None:
-            return (f"no word from the engine at {address} for {silent:.0f} s (stopped?):\n"
-                    f"showing the last result of {name}, not the current field")
+        stale = self._stale_why(address)
+        if has_result and stale:
+            return f"{stale}:\nshowing the last result of {name}, not the current field"
         if cycle is not None:
             missing = [c for c in inputs if c not in cycle]
             if missing:
@@ -610,6 +602,13 @@ class ScopeWindow(QtWidgets.QMainWindow):
         return ("this engine publishes no uncertainty map (showing its output):\n"
                 "start it with scopecast engine --uncertainty N")
 
+    def _stale_why(self, address: str) -> str | None:
+        """Why the engine's last result is not the current field (the engine or the daemon gone silent), or None."""
+        silent = self._engine_silent_s(address)
+        if silent is not None:
+            return f"no word from the engine at {address} for {silent:.0f} s (stopped?)"
+        return None if self.connected["daemon"] else f"no answer from the daemon at {self.control_address}"
+
     def _engine_silent_s(self, address: str) -> float | None:
         """Seconds the engine at ``address`` has not been heard from (neither stats nor status), once its latency
         table calls it stale for that; None while it is heard from."""
@@ -628,7 +627,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
             fresh = st is not None and st.get("t_ns") != table.property("t_ns")
             if fresh:
                 table.setProperty("t_ns", st.get("t_ns"))
-            table.update_from(st if fresh else None, _percentiles(self._display_lat[e.results]), now)
+            table.update_from(st if fresh else None, percentiles(self._display_lat[e.results]), now)
             if st:  # the legend names the model the engine serves now
                 label = self.latency_plot.plotItem.legend.getLabel(self.latency_curves[e.results])
                 name = (st.get("model") or {}).get("name", e.results)

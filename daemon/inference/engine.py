@@ -375,6 +375,7 @@ class InferenceEngine:
             self.package = package
             self.workers = workers
             self.trust = TrustSummary()  # per model: a new model starts a new summary
+            self.latency = LatencyStats()  # and new latency figures (the viewer's table names the model)
             self.assembler = BundleAssembler(package.manifest.inputs, self.drops)
 
     def load_model(self, path: str) -> dict[str, Any]:
@@ -485,8 +486,8 @@ class InferenceEngine:
             if bundle is None:
                 continue
             t_deq = now_ns()
-            with self._model_lock:  # the worker and its model's trust summary, from one model
-                worker, trust = self.workers[index], self.trust
+            with self._model_lock:  # the worker and its model's trust summary and latency, from one model
+                worker, trust, latency = self.workers[index], self.trust, self.latency
             refs: list[dict[str, Any]] = []
             try:
                 result = worker.process(bundle, t_deq,
@@ -499,7 +500,7 @@ class InferenceEngine:
                 self.drops.add("engine:error", len(bundle))
                 self._error(f"inference failed: {type(e).__name__}: {e}")
                 continue
-            self.publish(result, refs[0] if refs else None, trust)
+            self.publish(result, refs[0] if refs else None, trust, latency)
 
     def _shm_slot(self, refs: list[dict[str, Any]]) -> Any:
         """An ``out`` for :meth:`InferenceWorker.process`: the next slot of the shared-memory result ring
@@ -513,7 +514,7 @@ class InferenceEngine:
         return slot
 
     def publish(self, result: Result, shm_ref: dict[str, Any] | None = None,
-                trust: TrustSummary | None = None) -> None:
+                trust: TrustSummary | None = None, latency: LatencyStats | None = None) -> None:
         """Send a result, then its header alone as ``done`` (docs/protocol.md: a client that only needs to
         know when a result was published, such as live pacing, does not receive its pixels: a 1024² output
         is 4 MiB per subscriber). The engine's own counts (``status``: results, latency, trust) take it
@@ -525,11 +526,11 @@ class InferenceEngine:
 
         ``trust``: the trust summary of the model that computed the result, taken with its worker (default: the
         current model's): a bundle in flight when ``load_model`` switched models is not counted in the new
-        model's summary."""
+        model's summary. ``latency``: likewise, the latency figures of the model that computed it."""
         result.header["t_published_ns"] = now_ns()
         head = dumps_strict(result.header)
         self.results_published += 1
-        self.latency.add(result.header)
+        (self.latency if latency is None else latency).add(result.header)
         (self.trust if trust is None else trust).add(result.header.get("trust"))
         with self._pub_lock:
             ref = self.shm.commit(shm_ref) if shm_ref is not None and self.shm is not None else None
