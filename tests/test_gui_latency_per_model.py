@@ -23,7 +23,8 @@ def test_latency_table_after_load_model_shows_only_the_new_models_figures(app, d
                        scale=2, width=4, layers=2, tile=256)
     e = InferenceEngine(vs, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
                         warmup_shape=(256, 256)).start()
-    w = ScopeWindow(daemon.control_address, daemon.stream_address, [EngineEndpoint(e.results_address, e.control.address)])
+    w = ScopeWindow(daemon.control_address, daemon.stream_address,
+                    [EngineEndpoint(e.results_address, e.control.address)])
     try:
         w.show()
         table = w.latency.table(e.results_address)
