@@ -199,11 +199,13 @@ class FrameRing:
         self._frames: collections.deque[Frame] = collections.deque()
         self._lock = threading.Lock()
         self._followers: list[tuple[int, list[Frame]]] = []  # (until_ns, collected)
+        self.newest_ns = 0  # the newest frame's acquisition time
 
     def __call__(self, frame: Frame) -> None:
         t = frame.header.t_acquired_ns
         with self._lock:
             self._frames.append(frame)
+            self.newest_ns = max(self.newest_ns, t)
             self._bytes += frame.data.nbytes
             while self._frames and (t - self._frames[0].header.t_acquired_ns > self.seconds * 1e9
                                     or self._bytes > self.max_bytes):
@@ -570,17 +572,17 @@ class TriggerRunner:
     def _do_save_window(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Frames from ``before_s`` before the deciding bundle's first frame (taken from the ring when it was
         decided) to ``after_s`` after the event (its last frame)."""
-        t_event = d.t_ns
+        t_event, t_end = d.t_ns, d.t_ns + int(a.after_s * 1e9)  # integers: a float sum rounds to 256 ns (1.8e18 ns)
         before, bucket = self._pinned().windows[id(a)]
         deadline = time.monotonic() + a.after_s + 5.0
-        while time.monotonic() < deadline and not any(f.header.t_acquired_ns > t_event + a.after_s * 1e9 for f in bucket):
+        while time.monotonic() < deadline and self.ring.newest_ns <= t_end:  # until a frame past the window came
             if self.engine.state != "live":
                 break
             time.sleep(0.02)
         self.ring.unfollow(bucket)
         seen, frames = set(), []
         for f in before + bucket:
-            if f.header.seq not in seen and f.header.t_acquired_ns <= t_event + a.after_s * 1e9:
+            if f.header.seq not in seen and f.header.t_acquired_ns <= t_end:
                 seen.add(f.header.seq)
                 frames.append(f)
         frames.sort(key=lambda f: f.header.seq)
