@@ -13,12 +13,26 @@ from typing import Any
 
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "StageBox", "shipped_packages"]
+__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "StageBox", "shipped_packages", "stop_timeout_s"]
 
 Send = Callable[..., Any]
 
 #: Default exposure per modality when a channel is ticked (ms): label-free frames are bright.
 DEFAULT_EXPOSURE_MS = {"label-free": 10.0, "fluorescence": 100.0}
+#: ``stop`` replies once the job has ended, at most this many seconds after (docs/protocol.md); the frame being
+#: exposed when it arrives is taken first. The margin: the reply's way back on a loaded machine.
+STOP_WAIT_S, STOP_MARGIN_S = 30.0, 5.0
+
+
+def stop_timeout_s(status: dict[str, Any]) -> float:
+    """Seconds to wait for ``stop``'s reply, from the daemon's last ``status``: its 30 s, the frame being exposed
+    (the longest exposure of the running job's channels, or the camera's) and a margin. Never an ordinary
+    command's 5 s, which a long exposure in the cycle outlasts while live stops as asked."""
+    plan = (status.get("job") or {}).get("plan") or {}
+    channels = plan.get("channels") if isinstance(plan, dict) else None
+    exposures = [float(c.get("exposure_ms") or 0.0) for c in channels or [] if isinstance(c, dict)]
+    frame_ms = max([*exposures, float(status.get("exposure_ms") or 0.0)])
+    return STOP_WAIT_S + frame_ms / 1000.0 + STOP_MARGIN_S
 
 
 class LiveCycleBox(QtWidgets.QGroupBox):

@@ -13,6 +13,7 @@ the display.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,14 +28,17 @@ from scopecast.daemon.security import connect_socket, watch_handshakes
 from scopecast.daemon.shm_results import SharedResults
 from scopecast.daemon.stream import decode, threads_ended
 
-__all__ = ["BASE_CHANNEL", "BASE_HISTORY_BYTES", "BASE_HISTORY_FRAMES", "Latest", "LatestStreams", "Requester",
-           "event_note"]
+__all__ = ["BASE_CHANNEL", "BASE_HISTORY_BYTES", "BASE_HISTORY_FRAMES", "Latest", "LatestStreams", "NewMessages",
+           "Requester", "event_note"]
 
 #: The label-free channel stains are drawn over ("stains over label-free").
 BASE_CHANNEL = "BF"
 #: Its newest frames kept (at most this many, and bytes; at least one), so that a result is drawn over its own
 #: bundle's frame: results come a model's latency after their bundle, when newer frames have arrived.
 BASE_HISTORY_FRAMES, BASE_HISTORY_BYTES = 64, 64 << 20
+#: A message identical to one shown less than this many seconds ago is not shown again (an engine failing on every
+#: bundle says so once a minute, not at the frame rate); the viewer remembers at most MESSAGES_KEPT of them.
+REPEAT_QUIET_S, MESSAGES_KEPT = 60.0, 500
 
 
 def event_note(event: dict[str, Any]) -> str | None:
@@ -67,6 +71,10 @@ class Latest:
     serial: int
 
 
+#: The spot-check events the fidelity figure follows (a weights change clears the alarm and breaks the curves).
+FIDELITY_KINDS = ("fidelity", "stopped", "weights_changed")
+
+
 @dataclass
 class _Counters:
     frames: int = 0
@@ -76,6 +84,7 @@ class _Counters:
     errors: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
     # spot-check events from the daemon (fidelity of each model against the real thing), oldest first
     spot_checks: collections.deque = field(default_factory=lambda: collections.deque(maxlen=500))
+    errors_total: int = 0  # messages ever put in ``errors``: those after the n-th are its newest ``errors_total - n``
 
 
 class LatestStreams:
@@ -110,7 +119,7 @@ class LatestStreams:
         self.result_addresses = list(result_addresses)
         self._frames: dict[str, Latest] = {}
         self._results: dict[str, Latest] = {}
-        self._taken: set[tuple[str, int]] = set()
+        self._taken: set[tuple[str, int]] = set()  # the held frames ("f", serial) and results ("r") drawn
         self._base: collections.deque[Latest] = collections.deque()  # BASE_CHANNEL's newest frames, oldest first
         self._shown: str | None = None  # the raw pane's channel (None: the newest frame of any channel)
         self._serial = 0
@@ -130,7 +139,13 @@ class LatestStreams:
         """A socket's handshake failed (CurveZMQ keys on one side only, a key the server does not admit): ZeroMQ
         retries in silence and the viewer would only say "disconnected (retrying)"; the errors say why."""
         with self._lock:
-            self.counters.errors.append(f"{time.strftime('%H:%M:%S')} {why}")
+            self._say(f"{time.strftime('%H:%M:%S')} {why}")
+
+    def _say(self, message: str) -> None:
+        """Add ``message`` to the errors and notices (under the lock); each one added is counted, so the viewer
+        shows each arrival once, a repeat of an earlier message included."""
+        self.counters.errors.append(message)
+        self.counters.errors_total += 1
 
     def _run(self) -> None:
         poller = zmq.Poller()
@@ -144,7 +159,7 @@ class LatestStreams:
                     got = shared.resolve(*msg) if shared is not None else msg
                 except Exception as e:  # noqa: BLE001 - show it, keep reading
                     with self._lock:
-                        self.counters.errors.append(f"undecodable message: {e}")
+                        self._say(f"undecodable message: {e}")
                     continue
                 if got is not None:
                     self._store(self._socks[sock], *got)
@@ -172,13 +187,13 @@ class LatestStreams:
             elif topic == "stats":
                 c.stats[source] = header
             elif topic == "error":
-                c.errors.append(f"{header.get('source', 'engine')}: {header.get('message')}")
+                self._say(f"{header.get('source', 'engine')}: {header.get('message')}")
             elif topic == "event":
-                if header.get("source") == "spot_checks" and header.get("kind") in ("fidelity", "stopped"):
+                if header.get("source") == "spot_checks" and header.get("kind") in FIDELITY_KINDS:
                     c.spot_checks.append(header)
                 note = event_note(header)
                 if note:
-                    c.errors.append(note)
+                    self._say(note)
 
     def frame(self, channel: str | None, raw_pane: bool = True) -> Latest | None:
         """Newest frame of ``channel`` (any channel when None), marked as displayed. ``raw_pane``: the raw pane
@@ -191,8 +206,15 @@ class LatestStreams:
             else:
                 item = self._frames.get(channel or "")
             if item is not None:
-                self._taken.add(("f", item.serial))
+                self._take("f", item)
             return item
+
+    def _take(self, kind: str, item: Latest) -> None:
+        """Mark ``item`` (a held frame, ``kind`` "f", or result, "r") drawn. Only the items held (the newest per
+        channel and per engine) can be superseded, so only their marks are kept: the set is as small as the
+        channels and engines, never one entry per frame drawn (a viewer without engines once grew it so)."""
+        held = {("f", x.serial) for x in self._frames.values()} | {("r", x.serial) for x in self._results.values()}
+        self._taken = (self._taken & held) | {(kind, item.serial)}
 
     def _keep_base(self, item: Latest) -> None:
         """Keep ``item`` among the base channel's newest frames (BASE_HISTORY_FRAMES and _BYTES, at least one)."""
@@ -217,16 +239,42 @@ class LatestStreams:
         with self._lock:
             item = self._results.get(address)
             if item is not None:
-                self._taken.add(("r", item.serial))
-                if len(self._taken) > 10000:
-                    self._taken = {k for k in self._taken if k[1] > self._serial - 1000}
+                self._take("r", item)
             return item
 
     def snapshot(self) -> _Counters:
         with self._lock:
             c = self.counters
             return _Counters(c.frames, c.results, c.superseded, dict(c.stats), collections.deque(c.errors),
-                             collections.deque(c.spot_checks))
+                             collections.deque(c.spot_checks), c.errors_total)
+
+
+class NewMessages:
+    """Which errors and notices the viewer shows: each arrival once (a snapshot repeats the newest
+    ``errors``), except a repeat of a message shown less than REPEAT_QUIET_S ago. It remembers at most ``kept``
+    messages (the most recently shown), so it never grows with the session, and an error that comes back after a
+    quiet while is shown again."""
+
+    def __init__(self, kept: int = MESSAGES_KEPT) -> None:
+        self.kept = kept
+        self._total = 0  # ``errors_total`` of the last snapshot read
+        self._shown: collections.OrderedDict[str, float] = collections.OrderedDict()  # message -> when shown
+
+    def new(self, counters: _Counters, now: float) -> list[str]:
+        """The messages of ``counters`` (a snapshot) that arrived since the last call and are to be shown,
+        oldest first (``now``: time.monotonic())."""
+        fresh = max(min(counters.errors_total - self._total, len(counters.errors)), 0)
+        self._total = counters.errors_total
+        out = []
+        for msg in list(counters.errors)[len(counters.errors) - fresh:]:
+            if now - self._shown.get(msg, -math.inf) < REPEAT_QUIET_S:
+                continue
+            self._shown[msg] = now
+            self._shown.move_to_end(msg)
+            if len(self._shown) > self.kept:
+                self._shown.popitem(last=False)
+            out.append(msg)
+        return out
 
 
 class Requester:

@@ -26,10 +26,11 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-from .controls import ExposureBox, LiveCycleBox, ObjectiveBox, StageBox, shipped_packages
+from .controls import ExposureBox, LiveCycleBox, ObjectiveBox, StageBox, shipped_packages, stop_timeout_s
+from .fidelity import fidelity_line, fidelity_series
 from .latency import LatencyPanel, percentiles
 from .panes import ImagePane
-from .streams import LatestStreams, Requester
+from .streams import LatestStreams, NewMessages, Requester
 from .trust_badge import badge_text
 
 __all__ = ["EngineEndpoint", "ScopeWindow"]
@@ -81,7 +82,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self._e2e: dict[str, collections.deque[float]] = {e.results: collections.deque(maxlen=300) for e in engines}
         self._last_serial: dict[str, int] = {}
         self._acq_hist: collections.deque[tuple[float, int]] = collections.deque(maxlen=10)
-        self._seen_errors: set[str] = set()
+        self.messages = NewMessages()  # which errors and notices the messages area shows
         self._next_stats = 0.0
         self.drop_counts: dict[str, int] = {}
         self.frames_shown = 0
@@ -273,7 +274,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
 
     def toggle_live(self) -> None:
         if self.daemon_status.get("state") == "live":
-            self.request("stop")
+            self.request("stop", timeout_s=stop_timeout_s(self.daemon_status))
         else:
             self.request("start_live", **self._paced_by_engines_served(self.cycle.start_live_args()))
 
@@ -295,7 +296,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         plan = {**job["plan"], "record": self.record_box.isChecked()}  # the same live in every other setting
         if plan.get("max_cycles"):  # a bounded live stays bounded: the cycles it has left
             plan["max_cycles"] = max(plan["max_cycles"] - int(job.get("frames") or 0) // len(plan["channels"]), 1)
-        self.request("stop")
+        self.request("stop", timeout_s=stop_timeout_s(self.daemon_status))
         self.request("start_live", **plan)
 
     def snap(self) -> None:
@@ -649,44 +650,22 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.drops_label.setText("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
         self.drop_counts = dict(drops)
         self._update_fidelity(snap.spot_checks)
-        while snap.errors:
-            msg = snap.errors.popleft()
-            if msg not in self._seen_errors:
-                self._seen_errors.add(msg)
-                self.error_view.appendPlainText(msg)
+        for msg in self.messages.new(snap, now):
+            self.error_view.appendPlainText(msg)
 
     def _update_fidelity(self, events) -> None:
-        """Plot each model's spot-check PSNR per output channel; an alarm shows its reasons in red, spot checks
-        that stopped (the light budget) say so in orange."""
+        """Plot each model's spot-check PSNR per output channel and say its state (:mod:`.fidelity`): an alarm
+        shows its reasons in red, spot checks that stopped (the light budget) say so in orange; a weights change
+        clears the alarm and breaks the model's curves."""
         if not events:
             return
-        series: dict[str, list[float]] = collections.defaultdict(list)
-        last: dict[str, dict] = {}
-        for ev in events:
-            model = ev.get("model", "?")
-            last[model] = ev
-            if ev.get("kind") == "stopped":
-                continue
-            for ch, fig in (ev.get("check", {}).get("channels") or {}).items():
-                if fig.get("psnr_db") is not None:
-                    series[f"{model} · {ch}"].append(float(fig["psnr_db"]))
+        series, last = fidelity_series(events)
         for i, (name, values) in enumerate(sorted(series.items())):
             if name not in self.fidelity_curves:
                 self.fidelity_curves[name] = self.fidelity_plot.plot(
                     pen=pg.mkPen(pg.intColor(i), width=2), symbol="o", symbolSize=5, name=name)
-            self.fidelity_curves[name].setData(np.asarray(values))
-        parts = []
-        for model, ev in sorted(last.items()):
-            if ev.get("kind") == "stopped":
-                parts.append(f"<span style='color:#c60'><b>{model}: spot checks stopped</b> {ev.get('reason', '')}"
-                             "</span>")
-            elif ev.get("alarm"):
-                parts.append(f"<span style='color:#d00'><b>{model}: ALARM</b> {'; '.join(ev.get('alarm_reasons', []))}</span>")
-            else:
-                fid = ev.get("fidelity") or {}
-                parts.append(f"{model}: " + ", ".join(
-                    f"{ch} {f.get('psnr_db') or float('nan'):.1f} dB (n={f.get('n', 0)})" for ch, f in fid.items()))
-        self.fidelity_label.setText("<br>".join(parts))
+            self.fidelity_curves[name].setData(np.asarray(values), connect="finite")
+        self.fidelity_label.setText("<br>".join(fidelity_line(model, ev) for model, ev in sorted(last.items())))
         self.fidelity_alarm = any(ev.get("alarm") for ev in last.values())
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
