@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ import numpy as np
 
 from scopecast.daemon.inference.package import load_package
 from scopecast.daemon.inference.runtimes import RUNTIME_NAMES, RuntimeUnavailable, gpu_name, open_runtime
-from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
+from scopecast.daemon.inference.worker import InferenceWorker
+
+from bench_live_tier import bundle_times
 
 
 def _fields(args: argparse.Namespace, task: str) -> Any:
@@ -58,16 +59,7 @@ def _fields(args: argparse.Namespace, task: str) -> Any:
 
 def speed(worker: InferenceWorker, inputs: list[str], pixel_um: float, size: int, repeats: int) -> dict[str, float]:
     """p50 ms and results/s of one ``size``² bundle through ``worker``, back to back after two warm-ups."""
-    rng = np.random.default_rng(0)
-    frames = [StreamFrame({"channel": c, "seq": i, "bundle_id": 1, "pixel_size_um": pixel_um},
-                          rng.integers(1500, 6000, (size, size)).astype(np.uint16)) for i, c in enumerate(inputs)]
-    for _ in range(2):
-        worker.process(frames)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        worker.process(frames)
-        ts.append(time.perf_counter() - t)
+    ts = bundle_times(worker, inputs, pixel_um, size, repeats, warmups=2)
     return {"p50_ms": float(np.median(ts) * 1e3), "rate": float(1.0 / np.mean(ts))}
 
 

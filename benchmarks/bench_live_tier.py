@@ -29,21 +29,29 @@ from scopecast.daemon.inference.runtimes import open_runtime
 from scopecast.daemon.inference.worker import InferenceWorker, StreamFrame
 
 
-def speed(path: str, precision: str, threads: int, size: int = 512, repeats: int = 15) -> float:
-    """p50 ms of one bundle through the engine's worker (guards, normalization, tiling, scaling)."""
-    pkg = load_package(path, precision)
-    worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=threads))
+def bundle_times(worker: InferenceWorker, inputs: list[str], pixel_um: float | None, size: int = 512,
+                 repeats: int = 15, warmups: int = 1) -> np.ndarray:
+    """Seconds per bundle of ``inputs`` (random ``size``² counts) through ``worker`` -- guards, normalization,
+    tiling, model, scaling -- back to back after ``warmups`` unmeasured ones."""
     rng = np.random.default_rng(0)
-    frames = [StreamFrame({"channel": c, "seq": i, "bundle_id": 1, "pixel_size_um": pkg.manifest.pixel_size_um},
-                          rng.integers(1500, 6000, (size, size)).astype(np.uint16))
-              for i, c in enumerate(pkg.manifest.inputs)]
-    worker.process(frames)
+    frames = [StreamFrame({"channel": c, "seq": i, "bundle_id": 1, "pixel_size_um": pixel_um},
+                          rng.integers(1500, 6000, (size, size)).astype(np.uint16)) for i, c in enumerate(inputs)]
+    for _ in range(warmups):
+        worker.process(frames)
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
         worker.process(frames)
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts) * 1e3)
+    return np.asarray(ts)
+
+
+def speed(path: str, precision: str, threads: int, size: int = 512, repeats: int = 15) -> float:
+    """p50 ms of one bundle through the engine's worker on ORT CPU with ``threads``."""
+    pkg = load_package(path, precision)
+    worker = InferenceWorker(pkg, open_runtime(pkg, "ort-cpu", threads=threads))
+    return float(np.median(bundle_times(worker, list(pkg.manifest.inputs), pkg.manifest.pixel_size_um, size,
+                                        repeats)) * 1e3)
 
 
 def main() -> None:
