@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,29 @@ class StandInEngine:
         self._thread.join(60)  # generous: a starved thread must be done before its sockets are closed
         self.sub.close()
         self.pub.close(linger=0)
+
+
+@contextlib.contextmanager
+def live_under_triggers(daemon, client, config: dict, channels: list | None = None,
+                        **engine: Any) -> Iterator[Path]:
+    """Triggers ``config`` watching a :class:`StandInEngine` (``engine``: its arguments; the model key ``m``) while
+    live runs over ``channels`` (BF at 5 ms): yields the decision log's path. Live is stopped when the block ends
+    without an error, and the triggers are unloaded in any case."""
+    with StandInEngine(daemon.stream_address, **engine) as stand_in:
+        wait_subscribed(daemon.publisher, "frame")
+        log = Path(client.request("load_triggers", config=config, sources={"m": stand_in.address})["log"])
+        try:
+            stand_in.wait_subscriber()
+            client.request("start_live", channels=channels or [{"name": "BF", "exposure_ms": 5}])
+            yield log
+            client.request("stop")
+        finally:
+            client.request("unload_triggers")
+
+
+def log_lines(log: Path) -> list[dict]:
+    """The JSON lines of a trigger decision log written so far (none before it exists)."""
+    return [json.loads(t) for t in log.read_text().splitlines()] if log.exists() else []
 
 
 def gather_small(out: Path, task: str, size: int, n_train: int, n_val: int, seed: int) -> Path:

@@ -7,11 +7,10 @@ simulator, results from a stand-in engine."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
-from helpers import StandInEngine, wait_subscribed, wait_until
+from helpers import live_under_triggers, log_lines, wait_until
 
 BLOB = np.zeros((256, 256), np.float32)  # one object in the top-left corner of a 256² result, 0.65 µm pixels
 BLOB[:40, :40] = 1.0
@@ -26,21 +25,12 @@ def _centre(name: str, kind: str) -> dict:
 def test_two_triggers_centring_one_object_move_the_stage_once(daemon, client):
     config = {"triggers": [_centre("colony", "area_fraction"), _centre("bright", "max")],
               "safety": {"max_actions_per_minute": 100}}
-    with StandInEngine(daemon.stream_address, value=BLOB, full_frame=True) as engine:
-        wait_subscribed(daemon.publisher, "frame")
-        log = Path(client.request("load_triggers", config=config, sources={"m": engine.address})["log"])
-        try:
-            engine.wait_subscriber()
-            client.request("start_live", channels=[{"name": "BF", "exposure_ms": 5}])
+    with live_under_triggers(daemon, client, config, value=BLOB, full_frame=True) as log:
 
-            def outcomes() -> list[dict]:
-                lines = [json.loads(t) for t in log.read_text().splitlines()] if log.exists() else []
-                return len(got := [t for t in lines if "outcome_of" in t]) == 2 and got
+        def outcomes() -> list[dict]:
+            return len(got := [t for t in log_lines(log) if "outcome_of" in t]) == 2 and got
 
-            first, second = wait_until(outcomes, 120, "both firings' outcomes")
-            client.request("stop")
-        finally:
-            client.request("unload_triggers")
+        first, second = wait_until(outcomes, 120, "both firings' outcomes")
     fires = [json.loads(t) for t in log.read_text().splitlines() if '"event": "fire"' in t]
     assert [f["bundle_id"] for f in fires] == [first["outcome_of"]["bundle_id"]] * 2  # both on one result
     assert first["actions"][0]["moved"] is True, first

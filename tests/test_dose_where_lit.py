@@ -5,7 +5,6 @@ more than ``dose_per_position``. Real daemon on the simulator, results from a st
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 from scopecast.daemon.dose import DoseBudget, shared_budget
 from scopecast.daemon.recorder import open_recording
 
-from helpers import StandInEngine, wait_subscribed, wait_until
+from helpers import live_under_triggers, log_lines, wait_until
 
 PX = 0.65  # the simulator's 10x pixel size; the test sensor is 256²
 # one object in the top-left corner of the result: centring it moves the stage by (20 - 128) px, -70.2 µm in x and y,
@@ -33,22 +32,13 @@ CONFIG = {
 
 def _fire_once(daemon, client) -> tuple[dict, dict]:
     """Live until the trigger fired and its actions ran: (the triggers' status, the firing's outcome line)."""
-    with StandInEngine(daemon.stream_address, value=BLOB, full_frame=True) as engine:
-        wait_subscribed(daemon.publisher, "frame")
-        log = Path(client.request("load_triggers", config=CONFIG, sources={"m": engine.address})["log"])
-        try:
-            engine.wait_subscriber()
-            client.request("start_live", channels=[{"name": "BF", "exposure_ms": 5}])
+    with live_under_triggers(daemon, client, CONFIG, value=BLOB, full_frame=True) as log:
 
-            def done() -> tuple[dict, dict] | None:
-                lines = [json.loads(t) for t in log.read_text().splitlines()] if log.exists() else []
-                outcome = next((t for t in lines if "outcome_of" in t), None)
-                return outcome and (client.request("triggers"), outcome)
+        def done() -> tuple[dict, dict] | None:
+            outcome = next((t for t in log_lines(log) if "outcome_of" in t), None)
+            return outcome and (client.request("triggers"), outcome)
 
-            st, outcome = wait_until(done, 120, "the firing's outcome")
-            client.request("stop")
-        finally:
-            client.request("unload_triggers")
+        st, outcome = wait_until(done, 120, "the firing's outcome")
     assert outcome["actions"][0] == {"action": "center_object", "ok": True, "moved": True,
                                      "offset_um": [round(CENTRED, 3), round(CENTRED, 3)]}, outcome
     return st, outcome

@@ -19,7 +19,7 @@ from scopecast.daemon.triggers import Decider, load_trigger_config
 from scopecast.daemon.wire import dumps_strict
 
 from conftest import ROOT
-from helpers import StandInEngine, wait_subscribed, wait_until
+from helpers import StandInEngine, live_under_triggers, log_lines, wait_subscribed, wait_until
 
 NOWHERE = "tcp://127.0.0.1:6222"  # a result stream nobody publishes on: loading only subscribes to it
 
@@ -514,21 +514,9 @@ def test_a_saved_window_holds_the_whole_bundle_the_decision_was_made_on(daemon, 
     config = {"triggers": [{"name": "w", "model": "m", "measurement": {"kind": "mean", "channel": "c"},
                             "condition": {"above": 0.5, "rearm_below": -1}, "cooldown_s": 0,
                             "actions": [{"kind": "save_window", "before_s": 0.01, "after_s": 0}]}]}
-    with StandInEngine(daemon.stream_address, value=1.0) as engine:
-        wait_subscribed(daemon.publisher, "frame")
-        log = Path(client.request("load_triggers", config=config, sources={"m": engine.address})["log"])
-        try:
-            engine.wait_subscriber()
-            client.request("start_live", channels=cycle)
-
-            def outcome() -> dict | None:
-                lines = log.read_text().splitlines() if log.exists() else []
-                return next((x for x in map(json.loads, lines) if "outcome_of" in x), None)
-
-            done = wait_until(outcome, 120, "the window's outcome")
-            client.request("stop")
-        finally:
-            client.request("unload_triggers")
+    with live_under_triggers(daemon, client, config, cycle, value=1.0) as log:
+        done = wait_until(lambda: next((x for x in log_lines(log) if "outcome_of" in x), None), 120,
+                          "the window's outcome")
     window = done["actions"][0]
     assert window["ok"], done
     fired = done["outcome_of"]["bundle_id"]
