@@ -1,5 +1,6 @@
 """The live viewer, a real Qt application (offscreen) against a real daemon and engines."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,6 +52,25 @@ def window(app, daemon, engines):
     yield w
     w.close()
     app.processEvents()
+
+
+@contextlib.contextmanager
+def window_on_engine(app, daemon, package):
+    """A shown window on ``daemon`` and one engine serving ``package`` (started here): yields ``(engine, window)``;
+    both are closed after."""
+    from scopecast.gui.window import EngineEndpoint, ScopeWindow
+
+    e = InferenceEngine(package, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+                        warmup_shape=(256, 256)).start()
+    w = ScopeWindow(daemon.control_address, daemon.stream_address,
+                    [EngineEndpoint(e.results_address, e.control.address)])
+    try:
+        w.show()
+        yield e, w
+    finally:
+        w.close()
+        app.processEvents()
+        e.close()
 
 
 def scene_point(pane, x_um, y_um):

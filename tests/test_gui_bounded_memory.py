@@ -6,10 +6,9 @@ import pytest
 pytest.importorskip("pyqtgraph", reason="the 'gui' extra is not installed")
 
 from scopecast.daemon.control import ControlClient  # noqa: E402
-from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
 from scopecast.models.synthetic import write_package  # noqa: E402
 from tests.helpers import spin  # noqa: E402
-from tests.test_gui import app  # noqa: E402, F401 - the offscreen app fixture of tests/test_gui.py
+from tests.test_gui import app, window_on_engine  # noqa: E402, F401 - app: the offscreen app fixture
 
 
 def test_a_viewer_without_engines_keeps_no_mark_per_frame_drawn(app, daemon, client):
@@ -35,17 +34,10 @@ def test_an_engine_error_that_comes_back_is_said_again(app, daemon, tmp_path, mo
     """load_model of a package that is not there, twice: the second identical engine error was never shown (every
     message shown was kept for the session, and each was shown once per session)."""
     from scopecast.gui import streams
-    from scopecast.gui.window import EngineEndpoint, ScopeWindow
-
     monkeypatch.setattr(streams, "REPEAT_QUIET_S", 0.0, raising=False)  # a repeat is quieted for a minute: not here
     vs = write_package(tmp_path / "vs", ["BF"], ["nuclei"], name="vs", task="virtual-staining", width=4, layers=2,
                        tile=256)
-    e = InferenceEngine(vs, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
-                        warmup_shape=(256, 256)).start()
-    w = ScopeWindow(daemon.control_address, daemon.stream_address,
-                    [EngineEndpoint(e.results_address, e.control.address)])
-    try:
-        w.show()
+    with window_on_engine(app, daemon, vs) as (e, w):
         assert spin(app, lambda: w.connected[e.results_address] and e.subscriptions.of("error") >= 1, 60)
         said = "engine: load_model /nowhere/pkg"
 
@@ -58,7 +50,3 @@ def test_an_engine_error_that_comes_back_is_said_again(app, daemon, tmp_path, mo
                     c.request("load_model", path="/nowhere/pkg")
                 assert spin(app, lambda: lines() >= n, 30), (n, w.error_view.toPlainText())
         assert len(w.messages._shown) <= w.messages.kept
-    finally:
-        w.close()
-        app.processEvents()
-        e.close()

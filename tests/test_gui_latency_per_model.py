@@ -6,27 +6,19 @@ import pytest
 pytest.importorskip("pyqtgraph", reason="the 'gui' extra is not installed")
 
 from scopecast.daemon.control import ControlClient  # noqa: E402
-from scopecast.daemon.inference.engine import InferenceEngine  # noqa: E402
 from scopecast.models.synthetic import write_package  # noqa: E402
 from tests.helpers import spin  # noqa: E402
-from tests.test_gui import CYCLE, app  # noqa: E402, F401 - the offscreen app fixture of tests/test_gui.py
+from tests.test_gui import CYCLE, app, window_on_engine  # noqa: E402, F401 - app: the offscreen app fixture
 
 
 def test_latency_table_after_load_model_shows_only_the_new_models_figures(app, daemon, client, tmp_path):
     """Live virtual staining, then the engine's model switched to one whose input (Membrane) the cycle lacks: the
     table, titled with the new model, kept showing the old model's infer and end-to-end figures as its own."""
-    from scopecast.gui.window import EngineEndpoint, ScopeWindow
-
     vs = write_package(tmp_path / "vs", CYCLE, ["nuclei", "membrane"], name="vs", task="virtual-staining",
                        width=4, layers=2, tile=256)
     sr = write_package(tmp_path / "sr", ["Membrane"], ["membrane-sr"], name="sr", task="super-resolution",
                        scale=2, width=4, layers=2, tile=256)
-    e = InferenceEngine(vs, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
-                        warmup_shape=(256, 256)).start()
-    w = ScopeWindow(daemon.control_address, daemon.stream_address,
-                    [EngineEndpoint(e.results_address, e.control.address)])
-    try:
-        w.show()
+    with window_on_engine(app, daemon, vs) as (e, w):
         table = w.latency.table(e.results_address)
         assert spin(app, lambda: daemon.publisher.subscriptions.of("frame") >= 2
                     and e.subscriptions.of("result", "shm") >= 1, 60)
@@ -41,7 +33,3 @@ def test_latency_table_after_load_model_shows_only_the_new_models_figures(app, d
         assert spin(app, lambda: all(table.cell(s, c) == "–" for s in ("infer", "end_to_end") for c in (0, 1)), 30), \
             (table.cell("infer"), table.cell("end_to_end"))
         client.request("stop")
-    finally:
-        w.close()
-        app.processEvents()
-        e.close()

@@ -33,9 +33,11 @@ def _realistic_window(app, daemon):
         app.processEvents()
 
 
-def test_a_stopped_engines_last_result_is_not_shown_as_current(app, sim_cfg, tmp_path):
-    """An engine that dies during live: its pane said nothing, its badge still read 'trusted' at full opacity
-    and the frames/s line kept its rate; the daemon gone, the raw pane showed its last frame as the field."""
+@contextlib.contextmanager
+def _live_with_an_engine(app, sim_cfg, tmp_path):
+    """A daemon of its own (the test may close it), a tiny virtual-staining engine and a window on both, live
+    until the engine's pane shows a current result: yields ``(daemon, engine, window, pane, closed)``; the test
+    adds "daemon" / "engine" to ``closed`` for what it closed itself, the rest is closed after."""
     from scopecast.daemon.backend import load_mmcore_backend
     from scopecast.daemon.control import ControlClient
     from scopecast.daemon.service import Daemon
@@ -48,7 +50,7 @@ def test_a_stopped_engines_last_result_is_not_shown_as_current(app, sim_cfg, tmp
     e = InferenceEngine(vs, d.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
                         warmup_shape=(256, 256)).start()
     w = ScopeWindow(d.control_address, d.stream_address, [EngineEndpoint(e.results_address, e.control.address)])
-    engine_closed = daemon_closed = False
+    closed: set[str] = set()
     try:
         w.show()
         pane = w.panes[e.results_address]
@@ -56,30 +58,53 @@ def test_a_stopped_engines_last_result_is_not_shown_as_current(app, sim_cfg, tmp
                     and e.subscriptions.of("result", "shm") >= 1, 60)
         with ControlClient(d.control_address, timeout_s=120) as c:
             c.request("start_live", channels=CYCLE, interval_ms=50)
-            assert spin(app, lambda: pane.values is not None and w.raw.values is not None
-                        and not w.latency.tables[e.results_address].stale, 120)
-            assert spin(app, lambda: pane.message_text == "", 60)
-            e.close()  # the engine stops; live goes on
-            engine_closed = True
-            assert spin(app, lambda: "showing the last result of vs, not the current field" in pane.message_text, 60)
-            assert pane.message_text.startswith(f"no word from the engine at {e.results_address}")
-            assert pane.image.opacity() < 1
-            assert spin(app, lambda: "inferred 0.0 /s" in w.fps_label.text(), 60)
+        assert spin(app, lambda: pane.values is not None and w.raw.values is not None
+                    and not w.latency.tables[e.results_address].stale, 120)
+        assert spin(app, lambda: pane.message_text == "", 60)
+        yield d, e, w, pane, closed
+    finally:
+        w.close()
+        app.processEvents()
+        if "engine" not in closed:
+            e.close()
+        if "daemon" not in closed:
+            d.close()
+
+
+def test_a_stopped_engines_last_result_is_not_shown_as_current(app, sim_cfg, tmp_path):
+    """An engine that dies during live: its pane said nothing, its badge still read 'trusted' at full opacity
+    and the frames/s line kept its rate; the daemon gone, the raw pane showed its last frame as the field."""
+    from scopecast.daemon.control import ControlClient
+
+    with _live_with_an_engine(app, sim_cfg, tmp_path) as (d, e, w, pane, closed):
+        e.close()  # the engine stops; live goes on
+        closed.add("engine")
+        assert spin(app, lambda: "showing the last result of vs, not the current field" in pane.message_text, 60)
+        assert pane.message_text.startswith(f"no word from the engine at {e.results_address}")
+        assert pane.image.opacity() < 1
+        assert spin(app, lambda: "inferred 0.0 /s" in w.fps_label.text(), 60)
+        with ControlClient(d.control_address, timeout_s=120) as c:
             c.request("stop")
         d.close()
-        daemon_closed = True
+        closed.add("daemon")
         assert spin(app, lambda: w.raw.message_text == f"no answer from the daemon at {d.control_address} "
                     "(retrying):\nshowing the last frame received", 60)
         assert spin(app, lambda: "acquired 0.0 /s" in w.fps_label.text()
                     and " · " not in w.status_line.text(), 60)  # no stale state, position or rate
-    finally:
-        w.close()
-        app.processEvents()
-        if not engine_closed:
-            e.close()
-        if not daemon_closed:
-            d.close()
 
+
+def test_an_unreachable_daemons_last_result_is_not_shown_as_current(app, sim_cfg, tmp_path):
+    """The daemon killed during live, the engine still running: the raw pane said 'no answer from the daemon ...
+    showing the last frame received', while the stain pane beside it showed its last result at full opacity,
+    'trusted', with no word."""
+    with _live_with_an_engine(app, sim_cfg, tmp_path) as (d, e, w, pane, closed):
+        d.close()  # the daemon goes away; the engine stays
+        closed.add("daemon")
+        assert spin(app, lambda: w.raw.message_text.startswith("no answer from the daemon"), 60)
+        assert spin(app, lambda: pane.message_text == f"no answer from the daemon at {d.control_address}:\n"
+                    "showing the last result of vs, not the current field", 60), pane.message_text
+        assert pane.image.opacity() < 1
+        assert "no stats" not in w.latency.tables[e.results_address].why  # the engine itself is still heard from
 
 def test_snap_of_a_long_exposure_is_not_reported_as_unanswered(app, daemon, client):
     """Exposure 6 s (a dim fluorescence sample), Snap: the window said 'TimeoutError: no reply to 'snap' ...
@@ -272,3 +297,17 @@ def test_display_superseded_counts_only_the_shown_channel(app, window, client):
     assert snap.superseded + window.frames_shown <= bf_received + 1, (snap.superseded, window.frames_shown, snap.frames)
     assert f"display:superseded {snap.superseded}" in window.drops_label.text() or spin(
         app, lambda: f"display:superseded {window.streams.snapshot().superseded}" in window.drops_label.text())
+
+
+def test_stop_during_a_long_exposure_is_not_reported_as_unanswered(app, daemon, client):
+    """Live BF at 9 s (a dim sample), Stop live during the frame: the window said "stop: TimeoutError: no reply to
+    'stop' ... the server did not answer" after 5 s, while live stopped as asked once the frame was taken (the
+    daemon replies once the job has ended, up to 30 s after: docs/protocol.md)."""
+    with _realistic_window(app, daemon) as (w, replies):
+        assert spin(app, lambda: w.connected["daemon"], 60)
+        client.request("start_live", channels=[{"name": "BF", "exposure_ms": 9000.0}])
+        assert spin(app, lambda: w.live_button.text() == "Stop live", 60)  # the viewer knows live runs
+        w.live_button.click()
+        assert spin(app, lambda: "daemon:stop" in replies or "stop:" in w.error_view.toPlainText(), 120)
+        assert "stop:" not in w.error_view.toPlainText(), w.error_view.toPlainText()
+        assert client.request("status")["state"] == "idle"
