@@ -376,7 +376,7 @@ class SpotChecker:
                 self._check(header, data)
             except Exception as e:  # noqa: BLE001 - a failed check is counted; live goes on
                 log.exception("spot check of %s failed", self.spec.model)
-                self._skip(f"failed: {type(e).__name__}: {e}")
+                self._skip_check(f"failed: {type(e).__name__}: {e}")
 
     def _receive(self) -> None:
         try:
@@ -445,6 +445,16 @@ class SpotChecker:
             self.skipped[reason.split(":", 1)[0]] += 1
             self.last_skip = reason
 
+    def _skip_check(self, reason: str) -> None:
+        """Count a check not made (:meth:`_skip`) and say why on the frame stream, an event ``kind: "skipped"`` with
+        the counts, the running fidelity and the alarm: at most one a period, so that a viewer whose fidelity figure
+        gets no new point can say why (a spent light budget at this position, the stage moved, ...)."""
+        self._skip(reason)
+        with self._lock:
+            counts, alarm = dict(self.skipped), list(self.alarm_reasons)
+        self._event({"kind": "skipped", "reason": reason, "skipped": counts, "fidelity": self.running_fidelity(),
+                     "alarm": bool(alarm), "alarm_reasons": alarm})
+
     def _setup(self, header: dict[str, Any]) -> None:
         """On the first result: the package (card figures, units) and the channels to check."""
         self._manifest = _package_manifest(self.spec.model, header.get("model_sha256"), header.get("precision"))
@@ -492,7 +502,7 @@ class SpotChecker:
         bundle = self.ring.bundle(str(header.get("acquisition_id")), int(header.get("bundle_id", -1)))
         missing = set(header.get("source_seqs") or []) - {f.header.seq for f in bundle}
         if missing or not bundle:
-            self._skip(f"label-free frames gone: {len(missing) or 'all'} of the result's bundle no longer in the "
+            self._skip_check(f"label-free frames gone: {len(missing) or 'all'} of the result's bundle no longer in the "
                        "ring (the result came too late)")
             return
         x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
@@ -505,14 +515,14 @@ class SpotChecker:
             self._stop.set()
             return
         if refusal is not None:
-            self._skip(refusal.reason)
+            self._skip_check(refusal.reason)
             return
         frames = {k: self.engine.snap(ChannelSpec(name=c.channel, exposure_ms=c.exposure_ms, detector=c.detector))
                   for k, c in chans.items()}
         self._last_capture_ns = max(f.header.t_acquired_ns for f in frames.values())
         differs = next(filter(None, (capture_differs(header, bundle, f) for f in frames.values())), None)
         if differs:
-            self._skip(differs)
+            self._skip_check(differs)
             return
         offset, ref, how = self._units(str(header.get("task")), bundle)
         names = list(header.get("channels") or [])

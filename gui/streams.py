@@ -71,8 +71,9 @@ class Latest:
     serial: int
 
 
-#: The spot-check events the fidelity figure follows (a weights change clears the alarm and breaks the curves).
-FIDELITY_KINDS = ("fidelity", "stopped", "weights_changed")
+#: The spot-check events the fidelity figure follows (a weights change clears the alarm and breaks the curves; a
+#: skipped check says why no point came).
+FIDELITY_KINDS = ("fidelity", "skipped", "stopped", "weights_changed")
 
 
 @dataclass
