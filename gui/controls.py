@@ -1,4 +1,4 @@
-"""The viewer's control groups: live cycle, stage and focus, objective, and the camera's exposure box.
+"""The viewer's control groups: live cycle, stage and focus, objective, the camera's exposure and pattern boxes.
 
 Each group only builds control requests (docs/protocol.md, "Commands") and
 hands them to a ``send(cmd, **args)`` callable; the window sends them off the
@@ -13,7 +13,8 @@ from typing import Any
 
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "StageBox", "shipped_packages", "stop_timeout_s"]
+__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "PatternBox", "StageBox", "shipped_packages",
+           "stop_timeout_s"]
 
 Send = Callable[..., Any]
 
@@ -278,6 +279,41 @@ class ExposureBox(QtWidgets.QDoubleSpinBox):
                 self.setValue(float(exposure_ms))
             finally:
                 self._filling = False
+
+
+class PatternBox(QtWidgets.QComboBox):
+    """The LED array's pattern: the daemon's (``describe``); a pick is sent (``set_pattern``). Refused (a scan or
+    pairs running, no LED array), the box goes back to the pattern in use: it never shows one the daemon did not
+    set (the window shows the daemon's reason)."""
+
+    _answered = QtCore.Signal(str)  # the pattern set, or "" when refused (emitted from the request's thread)
+
+    def __init__(self, send: Send) -> None:
+        super().__init__()
+        self.send = send
+        self.current = ""  # the pattern the daemon last said it set
+        self.setToolTip("LED array pattern (sets the hardware directly)")
+        self.activated.connect(lambda _: self.switch(self.currentText()))
+        self._answered.connect(lambda pattern: self.show_pattern(pattern or self.current))
+
+    def from_describe(self, info: dict[str, Any]) -> None:
+        """The daemon's patterns and the one in use (``describe``)."""
+        self.clear()
+        self.addItems(info.get("patterns", []))
+        self.show_pattern(info.get("pattern", ""))
+
+    def switch(self, pattern: str) -> None:
+        """Ask the daemon for ``pattern``; the box shows it once set, or the pattern in use if refused."""
+        sent = self.send("set_pattern", pattern=pattern)
+        if isinstance(sent, Future):
+            sent.add_done_callback(
+                lambda f: self._answered.emit("" if f.cancelled() or f.exception() is not None else pattern))
+
+    def show_pattern(self, pattern: str) -> None:
+        """The pattern now in use (from ``describe`` or a ``set_pattern`` reply)."""
+        if pattern and self.findText(pattern) >= 0:
+            self.current = pattern
+        self.setCurrentText(self.current)
 
 
 class ObjectiveBox(QtWidgets.QGroupBox):

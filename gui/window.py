@@ -26,10 +26,12 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-from .controls import ExposureBox, LiveCycleBox, ObjectiveBox, StageBox, shipped_packages, stop_timeout_s
+from .controls import (ExposureBox, LiveCycleBox, ObjectiveBox, PatternBox, StageBox, shipped_packages,
+                       stop_timeout_s)
 from .fidelity import fidelity_line, fidelity_series
 from .latency import LatencyPanel, percentiles
 from .panes import ImagePane
+from .served import same_model, served_elsewhere
 from .streams import LatestStreams, NewMessages, Requester
 from .trust_badge import badge_text
 
@@ -120,6 +122,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
             views.addWidget(pane)
             self.no_engine_pane = pane
         self.trust_shown: dict[str, dict[str, Any]] = {}  # engine results address -> last trust verdict shown
+        self.results_shown: dict[str, dict[str, Any]] = {}  # engine results address -> header of the result shown
         self.without_std: set[str] = set()  # engines whose last result had no uncertainty map ('<output>:std')
         for i in range(views.count()):
             views.setStretchFactor(i, 1)  # the panes share the width equally and grow with the window
@@ -155,9 +158,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
 
         camera = QtWidgets.QGroupBox("Camera and illumination")
         form = QtWidgets.QFormLayout(camera)
-        self.pattern_box = QtWidgets.QComboBox()
-        self.pattern_box.setToolTip("LED array pattern (sets the hardware directly)")
-        self.pattern_box.activated.connect(lambda _: self.request("set_pattern", pattern=self.pattern_box.currentText()))
+        self.pattern_box = PatternBox(self.request)
         self.exposure = ExposureBox(self.request)
         self.snap_button = QtWidgets.QPushButton("Snap")
         self.snap_button.clicked.connect(self.snap)
@@ -380,9 +381,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 label_free = [n for n, c in info.get("channels", {}).items() if c.get("modality") == "label-free"]
                 chosen = (label_free or [NEWEST])[0]
             self.channel_box.setCurrentText(chosen)
-        self.pattern_box.clear()
-        self.pattern_box.addItems(info.get("patterns", []))
-        self.pattern_box.setCurrentText(info.get("pattern", ""))
+        self.pattern_box.from_describe(info)
         self.exposure.show_exposure(info.get("exposure_ms"))
         self.cycle.set_channels(info.get("channels", {}))
         self.stage.show_position(info.get("position_um"))
@@ -410,9 +409,14 @@ class ScopeWindow(QtWidgets.QMainWindow):
         return chan
 
     def _note_engine(self, address: str, status: dict[str, Any]) -> None:
-        """Keep the newest status of an engine (from its control socket or its stats message)."""
+        """Keep the newest status of an engine (from its control socket or its stats message). Another model served
+        (``load_model``) starts the viewer's display latency and exposure → display plot of that engine afresh."""
         old = self.engine_status.get(address)
         if old is None or status.get("t_ns", 0) >= old.get("t_ns", 0):
+            if old is not None and not same_model(old.get("model"), status.get("model")):
+                self._display_lat[address].clear()
+                self._e2e[address].clear()
+                self.latency_curves[address].setData([])
             self.engine_status[address] = status
             inputs: list[str] = []
             exposure: dict[str, float] = {}  # the first engine's, where two models share an input
@@ -476,9 +480,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self._last_serial[e.results] = res.serial
             self._show_result(e.results, res)
             shown_ns = time.time_ns()
-            self._display_lat[e.results].append((shown_ns - res.header["t_published_ns"]) / 1e6)
-            self._e2e[e.results].append((shown_ns - res.header["t_acquired_ns"]) / 1e6)
-            self.latency_curves[e.results].setData(np.fromiter(self._e2e[e.results], float))
+            if served_elsewhere(res.header, self.engine_status.get(e.results)) is None:  # not the model served before
+                self._display_lat[e.results].append((shown_ns - res.header["t_published_ns"]) / 1e6)
+                self._e2e[e.results].append((shown_ns - res.header["t_acquired_ns"]) / 1e6)
+                self.latency_curves[e.results].setData(np.fromiter(self._e2e[e.results], float))
             self.displayed += 1
             self._display_times.append(time.monotonic())
         if time.monotonic() >= self._next_stats:  # figures and messages at 4 Hz, images at the refresh rate
@@ -501,6 +506,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
     def _show_result(self, address: str, res) -> None:
         pane = self.panes[address]
         h, y = res.header, res.data
+        self.results_shown[address] = h
         px = float(h.get("pixel_size_um") or 1.0)
         names = list(h.get("channels") or [])
         # '<output>:std' channels (engine --uncertainty) follow the outputs: a map of their own, never a stain
@@ -562,38 +568,42 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self.raw.clear_image()  # never show another channel under this one's name
             self._last_serial.pop("raw", None)
         for e in self.engines:
-            pane = self.panes[e.results]
+            pane, st = self.panes[e.results], self.engine_status.get(e.results)
             pane.set_message(self.pane_message(e.results, cycle))
-            if e.results in self._last_serial and self._stale_why(e.results):
+            outdated = self._stale_why(e.results) or served_elsewhere(self.results_shown.get(e.results), st)
+            if e.results in self._last_serial and outdated:
                 pane.image.setOpacity(0.35)  # dimmed like an untrusted output until a new result comes
-            st = self.engine_status.get(e.results)
             if e.results not in self._last_serial and st:  # name the model before its first result
                 pane.plot.setTitle(f"{(st.get('model') or {}).get('name', 'model')} · no result yet", size="10pt")
 
     def pane_message(self, address: str, cycle: list[str] | None) -> str | None:
-        """Why an engine's pane has no (current) result, or None."""
+        """Why an engine's pane has no (current) result, or None. A result of the model the engine served before a
+        ``load_model`` is named as such (:func:`.served.served_elsewhere`), never passed off as the new model's."""
         st = self.engine_status.get(address)
         has_result = address in self._last_serial
         if st is None:
             return None if has_result else f"no status from the engine at {address} yet (is it running?)"
         model = st.get("model") or {}
         name, inputs = model.get("name", "the model"), list(model.get("inputs") or [])
+        shown = (self.results_shown.get(address) or {}).get("model") or name  # whose result the pane shows
         stale = self._stale_why(address)
         if has_result and stale:
-            return f"{stale}:\nshowing the last result of {name}, not the current field"
-        if cycle is not None:
-            missing = [c for c in inputs if c not in cycle]
-            if missing:
-                ticked = {c["name"] for c in self.cycle.channels()}
-                hint = ("ticked under Live cycle: Stop and Start live to apply" if set(missing) <= ticked
-                        else f"tick {'them' if len(missing) > 1 else 'it'} under Live cycle")
-                return (f"no frames of channel{'s' if len(missing) > 1 else ''} {', '.join(missing)} in the live cycle:\n"
-                        f"{name} needs {', '.join(inputs)};\n{hint}" + ("\n(showing its last result)" if has_result else ""))
-            if not has_result:
-                return f"waiting for the first result of {name}"
-            return self._no_uncertainty_note(address)
+            return f"{stale}:\nshowing the last result of {shown}, not the current field"
+        switched = served_elsewhere(self.results_shown.get(address), st) if has_result else None
+        missing = [c for c in inputs if c not in cycle] if cycle is not None else []
+        if missing:
+            ticked = {c["name"] for c in self.cycle.channels()}
+            hint = ("ticked under Live cycle: Stop and Start live to apply" if set(missing) <= ticked
+                    else f"tick {'them' if len(missing) > 1 else 'it'} under Live cycle")
+            last = (f"\n(showing the last result of {shown}, which the engine no longer serves)" if switched
+                    else "\n(showing its last result)" if has_result else "")
+            return (f"no frames of channel{'s' if len(missing) > 1 else ''} {', '.join(missing)} in the live cycle:\n"
+                    f"{name} needs {', '.join(inputs)};\n{hint}" + last)
+        if switched:
+            return f"{switched}, no result of it yet:\nshowing the last result of {shown}, not the current field"
         if not has_result:
-            return f"no result yet: {name} needs {', '.join(inputs)}; Start live"
+            return (f"waiting for the first result of {name}" if cycle is not None
+                    else f"no result yet: {name} needs {', '.join(inputs)}; Start live")
         return self._no_uncertainty_note(address)
 
     def _no_uncertainty_note(self, address: str) -> str | None:
