@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from typing import Any
 
@@ -155,8 +156,18 @@ def _flags(name: str, taken: set[str]) -> list[str]:
     return flags
 
 
+#: A token that starts like a negative number (``-100,0``, ``-1e3``, ``-.5``) is a value: no command option looks like
+#: one. Python 3.11's argparse reads only ``-5`` and ``-5.0`` so, and took ``--positions -100,0`` for an option.
+#: Workaround for python/cpython#124693 (3.14 reads ``-1e3``; ``-100,0`` never): the one place it lives.
+NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
 class _Parser(argparse.ArgumentParser):
-    """Raises :class:`UsageError` instead of exiting."""
+    """Raises :class:`UsageError` instead of exiting; reads tokens that start like a negative number as values."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_VALUE
 
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise UsageError(message)
