@@ -257,6 +257,14 @@ def _package_manifest(model: str, sha256: str | None, precision: str | None = No
     return None
 
 
+def ring_holds(ring: FrameRing) -> str:
+    """What ``ring`` holds now, in words: ``the last 0.52 s of frames (at most 10 s and 256 MiB)``. Its byte
+    limit, not its time, bounds it while live runs fast (512 frames of 512², half a second of the simulator)."""
+    frames = ring.window(0)
+    held_s = (frames[-1].header.t_acquired_ns - frames[0].header.t_acquired_ns) / 1e9 if frames else 0.0
+    return f"the last {held_s:.2f} s of frames (at most {ring.seconds:g} s and {ring.max_bytes >> 20} MiB)"
+
+
 class SpotChecker:
     """Spot checks of one model during live (see module docstring). ``close`` stops it."""
 
@@ -498,12 +506,15 @@ class SpotChecker:
             self._setup(header)
         chans = self._channels or {}
         # the whole label-free bundle, or no check (no light spent): a pair without all its inputs is no
-        # training pair (frames the ring dropped: a result more than its 10 s behind, on a starved machine)
+        # training pair (frames the ring dropped: its 256 MiB are well under a second of a fast free-running live)
         bundle = self.ring.bundle(str(header.get("acquisition_id")), int(header.get("bundle_id", -1)))
         missing = set(header.get("source_seqs") or []) - {f.header.seq for f in bundle}
         if missing or not bundle:
-            self._skip_check(f"label-free frames gone: {len(missing) or 'all'} of the result's bundle no longer in the "
-                       "ring (the result came too late)")
+            begun = int(header.get("t_bundle_exposure_start_ns") or header.get("t_acquired_ns") or 0)
+            self._skip_check(f"label-free frames gone: {len(missing) or 'all'} of the result's bundle no longer in "
+                             f"the ring, which holds {ring_holds(self.ring)}; the result came "
+                             f"{(now_ns() - begun) / 1e9:.2f} s after its bundle began (a live cycle with an "
+                             "interval_ms or pace_from keeps it longer)")
             return
         x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
         dose = sum(c.exposure_ms or self.spec.exposure_ms for c in chans.values())  # at full power
