@@ -17,8 +17,9 @@ from scopecast.daemon.scan_checks import planned_ranges
 
 
 def test_every_channel_on_the_sted_detector_is_super_resolution(client):
-    """Both STED channels of a live cycle are ground truth (magenta), as their frames say; the second used to be
-    labelled with its preset's modality (fluorescence, green)."""
+    """Both STED channels of a live cycle are ground truth, as their frames say; the second used to be
+    labelled with its preset's modality (fluorescence). Each shows in its stain's colour (they were both
+    magenta, so the two could not be told apart)."""
     job = client.request("start_live", channels=["BF", {"name": "Membrane", "detector": "STED"},
                                                  {"name": "Nuclei", "detector": "STED"}], max_cycles=1, record=True)
     done = client.wait(job["id"], timeout_s=120)
@@ -26,7 +27,7 @@ def test_every_channel_on_the_sted_detector_is_super_resolution(client):
     assert sted.channels == ["Membrane", "Nuclei"]
     assert {f.modality for f in sted.frames} == {"super-resolution"}
     assert sted.attrs["scopecast"]["modalities"] == ["super-resolution", "super-resolution"]
-    assert [c["color"] for c in sted.attrs["omero"]["channels"]] == ["FF00FF", "FF00FF"]
+    assert [c["color"] for c in sted.attrs["omero"]["channels"]] == ["FF0000", "0000FF"]
 
 
 def test_hardware_sequenced_frames_are_counted_once(client):

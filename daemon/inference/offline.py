@@ -7,7 +7,11 @@ live engine, and writes the results beside the recording as another OME-Zarr
 channel per model output. Bundles the model cannot use are reported and
 skipped; every other bundle is inferred. Each output frame's header ``extra``
 carries the result's ``trust`` verdict (as the live result header does), so
-``scopecast replay`` gates triggers on trust exactly as live operation did.
+``scopecast replay`` gates triggers on trust exactly as live operation did;
+the store's OME-XML annotates each plane with it and its ``labels/trust``
+image marks the untrusted results for viewers (docs/protocol.md). The results'
+times count from the source's first exposure, a time point from its bundle's
+first exposure, so they lie on the source's time axis.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
     writer = Recorder(out, f"{rec.attrs['scopecast']['acquisition_id']}.{m.name}", {
         "kind": "inference", "model": m.name, "model_sha256": m.sha256, "precision": pkg.precision,
         "weights_sha256": pkg.weights_sha256, "source": str(Path(recording).resolve()),
-    }, ngff=rec.attrs.get("scopecast", {}).get("ngff", "0.4"))  # the source's version: beside it, read alike
+    }, ngff=rec.attrs.get("scopecast", {}).get("ngff", "0.4"),  # the source's version: beside it, read alike
+        t0_ns=min((h.t_exposure_start_ns for h in rec.frames if h.t_exposure_start_ns), default=None))  # its clock
     try:
         for series, series_bundles in grouped:
             out_series = None

@@ -2,8 +2,10 @@
 
 One store per acquisition in the ``bioformats2raw`` multi-series layout: series
 ``0``, ``1``, … (one per stage position and detector), each a ``(t, c, z, y, x)``
-image with ``multiscales`` (µm scale, stage translation, measured time step)
-and ``omero`` (channel names, display windows from the data) metadata, all
+image with ``multiscales`` (µm scale, stage translation, measured time step,
+when the series began) and ``omero`` (channel names and colours, display
+windows from the data) metadata (a series of results also a ``trust`` label
+image), all
 described by ``OME/METADATA.ome.xml`` (per-plane time, exposure and
 position). Every frame's full :class:`~scopecast.daemon.frames.FrameHeader` is
 journaled in its series' ``scopecast_frames.jsonl`` once the frame is durable;

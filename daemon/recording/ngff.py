@@ -11,17 +11,31 @@ through those IDs, ome-zarr-py through their order).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["NGFF_VERSIONS", "ChannelWindow", "NgffVersion", "image_attrs", "ome_xml", "root_attrs", "series_list_attrs"]
+__all__ = ["NGFF_VERSIONS", "TRUST_NS", "ChannelWindow", "NgffVersion", "Verdict", "channel_colors", "emission_nm",
+           "image_attrs", "labels_group_attrs", "ome_xml", "root_attrs", "series_list_attrs", "trust_label_attrs",
+           "trust_labels", "verdict"]
 
 NgffVersion = Literal["0.4", "0.5"]
 NGFF_VERSIONS: tuple[str, ...] = ("0.4", "0.5")
-COLORS = {"label-free": "FFFFFF", "fluorescence": "00FF00", "super-resolution": "FF00FF"}
+#: emission peak (nm) of stains and fluorophores channels are commonly named after (the simulator's Nuclei is
+#: Hoechst-like, its Membrane CellMask-orange-like); an inferred stain or super-resolved output is named so too
+EMISSION_NM = {
+    "nuclei": 460, "nucleus": 460, "dapi": 461, "hoechst": 461, "bfp": 450, "cfp": 475, "gfp": 510, "egfp": 507,
+    "fitc": 520, "alexa488": 520, "af488": 520, "yfp": 527, "cy3": 570, "tritc": 576, "tdtomato": 581, "rfp": 585,
+    "membrane": 600, "mcherry": 610, "texasred": 615, "cy5": 670, "alexa647": 668, "af647": 668, "cy7": 780,
+}
+#: omero colours by emission band (napari maps each to its colormap of that name): blue, cyan, green, red
+#: (orange to red: Cy3, mCherry), and far red as magenta
+_BANDS = ((480, "0000FF"), (500, "00FFFF"), (560, "00FF00"), (640, "FF0000"), (10_000, "FF00FF"))
+#: fluorescence channels of unknown emission, in order: distinct colours, not all one
+_UNKNOWN = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
 _PIXEL_TYPES = {"uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "int8": "int8", "int16": "int16",
                 "int32": "int32", "float32": "float", "float64": "double"}
 
@@ -68,6 +82,24 @@ class ChannelWindow:
         return {"min": self.lo, "max": max(self.hi, end), "start": start, "end": end}
 
 
+#: A result's trust, as the OME-XML annotates it: ``ok``, the guards' ``action`` (``inferred`` or ``withheld``),
+#: ``score`` and the ``reasons`` it was not trusted.
+Verdict = tuple[bool, str, float, tuple[str, ...]]
+TRUST_NS = "scopecast/trust"  # namespace of the trust MapAnnotations in OME/METADATA.ome.xml
+#: colours of the ``trust`` label image (RGBA): an untrusted result, a withheld (blank) one
+_TRUST_RGBA = {"inferred": [255, 160, 0, 160], "withheld": [255, 0, 0, 160]}
+
+
+def verdict(header: dict[str, Any]) -> Verdict | None:
+    """The trust verdict a frame header's ``extra.trust`` carries (offline results), or None."""
+    trust = (header.get("extra") or {}).get("trust")
+    if not isinstance(trust, dict):
+        return None
+    action = str((trust.get("guards") or {}).get("action") or "inferred")
+    return (bool(trust.get("ok")), action, round(float(trust.get("score") or 0.0), 3),
+            tuple(str(r) for r in trust.get("reasons") or ()))
+
+
 @dataclass(slots=True)
 class PlaneInfo:
     """One journaled plane, for the OME-XML ``Plane`` element."""
@@ -80,6 +112,7 @@ class PlaneInfo:
     x_um: float
     y_um: float
     z_um: float
+    trust: Verdict | None = None  # a result's trust verdict (None: the frame carries none, e.g. a camera's)
 
 
 @dataclass
@@ -94,16 +127,18 @@ class SeriesMeta:
 
     def add_plane(self, t: int, c: int, z: int, header: dict[str, Any]) -> int:
         """Record a durable plane from its frame header (a dict); returns its exposure start (ns, 0: unknown).
-        Its bits are the header's ``extra.bit_depth`` (a 12-bit camera in 16-bit pixels), else its dtype's."""
+        Its bits are the header's ``extra.bit_depth`` (a 12-bit camera in 16-bit pixels), else its dtype's.
+        A time point starts with the first exposure of the frames it was made from: an inferred plane's
+        ``extra.t_bundle_exposure_start_ns`` (its bundle's first frame), else the plane's own exposure start."""
         extra, dtype = header.get("extra") or {}, header.get("dtype")
         bits = int(extra.get("bit_depth") or 0) or (8 * np.dtype(dtype).itemsize if dtype else 0)
         self.bit_depth = max(self.bit_depth, bits)
         t_ns = int(header.get("t_exposure_start_ns") or 0)
-        if t_ns:
-            self.t_first_ns[t] = min(self.t_first_ns.get(t, t_ns), t_ns)
+        if start := int(extra.get("t_bundle_exposure_start_ns") or 0) or t_ns:
+            self.t_first_ns[t] = min(self.t_first_ns.get(t, start), start)
         self.planes.append(PlaneInfo(t, c, z, t_ns, float(header.get("exposure_ms") or 0.0),
                                      float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0),
-                                     float(header.get("stage_z_um") or 0.0)))
+                                     float(header.get("stage_z_um") or 0.0), verdict(header)))
         return t_ns
 
     def time_scale_s(self) -> float:
@@ -112,6 +147,84 @@ class SeriesMeta:
         if len(ts) < 2 or ts[-1][0] == ts[0][0]:
             return 1.0
         return max((ts[-1][1] - ts[0][1]) / 1e9 / (ts[-1][0] - ts[0][0]), 1e-9)
+
+    def time_translation_s(self, t0_ns: int | None) -> float:
+        """Where time point 0 lies (s after ``t0_ns``, the recording's first exposure) on an axis stepped by
+        :meth:`time_scale_s`, so that the series' first (and last) time point sit at the time they began:
+        a series that begins later in the recording (a new objective's, an offline result's) lines up with
+        the others. 0.0 without times."""
+        if not t0_ns or not self.t_first_ns:
+            return 0.0
+        t, start_ns = min(self.t_first_ns.items())
+        return (start_ns - t0_ns) / 1e9 - t * self.time_scale_s()
+
+
+def emission_nm(name: str) -> int | None:
+    """The emission peak of the stain a channel is named after (by a word of its name, e.g. ``Nuclei``,
+    ``nuclei``, ``membrane-sr``, ``GFP``; :data:`EMISSION_NM`), or None."""
+    return next((EMISSION_NM[w] for w in re.split(r"[^a-z0-9]+", name.lower()) if w in EMISSION_NM), None)
+
+
+def channel_colors(spec: Any) -> list[str]:
+    """Display colours (``RRGGBB``) of ``spec``'s channels: label-free grey; any other the colour of its
+    emission band (:func:`emission_nm`), so a stain and its virtual stain look alike; the rest distinct
+    colours in turn (:data:`_UNKNOWN`)."""
+    colors: list[str] = []
+    unknown = 0
+    for name, modality in zip(spec.channels, spec.modalities, strict=True):
+        nm = emission_nm(name)
+        if modality == "label-free":
+            colors.append("FFFFFF")
+        elif nm is not None:
+            colors.append(next(color for upper, color in _BANDS if nm < upper))
+        else:
+            colors.append(_UNKNOWN[unknown % len(_UNKNOWN)])
+            unknown += 1
+    return colors
+
+
+def trust_labels(meta: SeriesMeta) -> tuple[list[Verdict], dict[tuple[int, int], int]]:
+    """The untrusted verdicts of a series' planes, in order of appearance, and the ``trust`` label value of each
+    untrusted time point and plane ``(t, z)``: 1 + its verdict's index (0, the background: trusted)."""
+    legend: list[Verdict] = []
+    values: dict[tuple[int, int], int] = {}
+    for p in meta.planes:
+        if p.trust is not None and not p.trust[0]:
+            if p.trust not in legend:
+                legend.append(p.trust)
+            values[(p.t, p.z)] = legend.index(p.trust) + 1
+    return legend, values
+
+
+def trust_label_attrs(version: str, spec: Any, meta: SeriesMeta, t0_ns: int | None,
+                      legend: list[Verdict]) -> dict[str, Any]:
+    """The ``trust`` label image's attributes: the series' ``(t, z, y, x)`` axes and transforms (no channels:
+    a verdict holds for every output of its bundle) and ``image-label`` colours and properties per value."""
+    ms = image_attrs(version, spec, meta, t0_ns)
+    ms = dict(ms.get("ome", ms)["multiscales"][0])
+    keep = [0, 2, 3, 4]  # t, z, y, x
+    ms["axes"] = [ms["axes"][i] for i in keep]
+    ms["datasets"] = [{"path": "0", "coordinateTransformations": [
+        {k: v if k == "type" else [v[i] for i in keep] for k, v in tr.items()}
+        for tr in ms["datasets"][0]["coordinateTransformations"]]}]
+    ms["name"] = f"{spec.name} trust"
+    ms.pop("version", None)
+    if version == "0.4":
+        ms = {"version": "0.4", **ms}
+    label = {
+        "colors": [{"label-value": i + 1, "rgba": _TRUST_RGBA.get(v[1], _TRUST_RGBA["inferred"])}
+                   for i, v in enumerate(legend)],
+        "properties": [{"label-value": i + 1, "trust": "withheld" if v[1] == "withheld" else "untrusted",
+                        "score": v[2], "reasons": "; ".join(v[3])} for i, v in enumerate(legend)],
+        "source": {"image": "../../"},
+    }
+    if version == "0.4":
+        label = {"version": "0.4", **label}
+    return _wrap(version, {"multiscales": [ms], "image-label": label})
+
+
+def labels_group_attrs(version: str) -> dict[str, Any]:
+    return _wrap(version, {"labels": ["trust"]})
 
 
 def _wrap(version: str, ome: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -130,10 +243,11 @@ def series_list_attrs(version: str, names: list[str]) -> dict[str, Any]:
     return _wrap(version, {"series": names})
 
 
-def image_attrs(version: str, spec: Any, meta: SeriesMeta) -> dict[str, Any]:
-    """``multiscales`` (µm scale, stage translation, the real time step) and ``omero`` (data windows)."""
+def image_attrs(version: str, spec: Any, meta: SeriesMeta, t0_ns: int | None = None) -> dict[str, Any]:
+    """``multiscales`` (µm scale, stage translation, the real time step, the time the series began after
+    ``t0_ns``) and ``omero`` (data windows)."""
     ny, nx = spec.shape_yx
-    px, (x, y, z) = spec.pixel_size_um, spec.position_um
+    px, (x, y, z), t = spec.pixel_size_um, spec.position_um, meta.time_translation_s(t0_ns)
     multiscale: dict[str, Any] = {
         "name": spec.name,
         "axes": [
@@ -150,7 +264,7 @@ def image_attrs(version: str, spec: Any, meta: SeriesMeta) -> dict[str, Any]:
                 # the coordinate of pixel 0's centre: the field's centre (the stage position) lies between pixels
                 # (n - 1) / 2 apart from it, not n / 2 (that put every series half its own pixel off, so a
                 # camera series and its STED or 2x super-resolved series disagreed by a quarter camera pixel)
-                {"type": "translation", "translation": [0.0, 0.0, z, y - (ny - 1) / 2 * px, x - (nx - 1) / 2 * px]},
+                {"type": "translation", "translation": [t, 0.0, z, y - (ny - 1) / 2 * px, x - (nx - 1) / 2 * px]},
             ],
         }],
     }
@@ -159,8 +273,8 @@ def image_attrs(version: str, spec: Any, meta: SeriesMeta) -> dict[str, Any]:
     omero = {
         "name": spec.name,
         "channels": [
-            {"label": c, "color": COLORS.get(m, "FFFFFF"), "active": True, "window": w.window()}
-            for c, m, w in zip(spec.channels, spec.modalities, meta.windows, strict=True)
+            {"label": c, "color": color, "active": True, "window": w.window()}
+            for c, color, w in zip(spec.channels, channel_colors(spec), meta.windows, strict=True)
         ],
         "rdefs": {"model": "color"},
     }
@@ -173,12 +287,18 @@ def image_attrs(version: str, spec: Any, meta: SeriesMeta) -> dict[str, Any]:
 
 def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: bool = True) -> str:
     """``OME/METADATA.ome.xml``: one ``Image`` per series with (``planes``) a ``Plane`` per written
-    frame (``DeltaT`` from the recording's first exposure, ``ExposureTime``, ``PositionX/Y/Z``); ``Pixels``
-    carries ``SignificantBits`` once a plane is journaled (the camera's bit depth, not only the dtype's)."""
+    frame (``DeltaT`` from the recording's first exposure, ``ExposureTime``, ``PositionX/Y/Z``; a result's
+    ``AnnotationRef`` to the ``MapAnnotation`` of its trust verdict, namespace :data:`TRUST_NS`: ``ok``,
+    ``action``, ``score`` and, where any, ``reasons`` joined by ``; ``); ``Channel`` ``Color``
+    (:func:`channel_colors`); ``Pixels`` carries ``SignificantBits`` once a plane is journaled (the camera's
+    bit depth, not only the dtype's)."""
     from ome_types import model as m
     from ome_types import to_xml
+    from ome_types.model.simple_types import Color
 
     images, plane_xml = [], []
+    verdicts = list(dict.fromkeys(p.trust for _, meta in series for p in meta.planes if p.trust is not None))
+    ann_ids = {v: f"Annotation:trust:{k}" for k, v in enumerate(verdicts)}
     for i, (spec, meta) in enumerate(series):
         ny, nx = spec.shape_yx
         # Plane elements are formatted here, not built as ome-types models: ~1 µs instead of ~0.4 ms
@@ -187,7 +307,8 @@ def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: boo
             f'<Plane TheZ="{p.z}" TheT="{p.t}" TheC="{p.c}"'
             + (f' DeltaT="{(p.t_ns - t0_ns) / 1e9!r}" DeltaTUnit="s"' if t0_ns and p.t_ns else "")
             + f' ExposureTime="{p.exposure_ms!r}" ExposureTimeUnit="ms" PositionX="{p.x_um!r}" PositionXUnit="µm"'
-            f' PositionY="{p.y_um!r}" PositionYUnit="µm" PositionZ="{p.z_um!r}" PositionZUnit="µm"/>'
+            f' PositionY="{p.y_um!r}" PositionYUnit="µm" PositionZ="{p.z_um!r}" PositionZUnit="µm"'
+            + (f'><AnnotationRef ID="{ann_ids[p.trust]}"/></Plane>' if p.trust is not None else "/>")
             for p in (sorted(list(meta.planes), key=lambda p: (p.t, p.c, p.z)) if planes else [])))
         pixels = m.Pixels(
             id=f"Pixels:{i}", dimension_order="XYZCT", type=_PIXEL_TYPES.get(spec.dtype, "uint16"),
@@ -196,13 +317,18 @@ def ome_xml(series: list[tuple[Any, SeriesMeta]], t0_ns: int | None, planes: boo
             physical_size_y=spec.pixel_size_um, physical_size_y_unit="µm",
             physical_size_z=spec.z_step_um, physical_size_z_unit="µm",
             time_increment=meta.time_scale_s(), time_increment_unit="s", significant_bits=meta.bit_depth or None,
-            channels=[m.Channel(id=f"Channel:{i}:{c}", name=name, samples_per_pixel=1)
-                      for c, name in enumerate(spec.channels)],
+            channels=[m.Channel(id=f"Channel:{i}:{c}", name=name, samples_per_pixel=1, color=Color(f"#{color}"))
+                      for c, (name, color) in enumerate(zip(spec.channels, channel_colors(spec), strict=True))],
             metadata_only=m.MetadataOnly(),
         )
         date = datetime.fromtimestamp(t0_ns / 1e9, timezone.utc) if t0_ns else None
         images.append(m.Image(id=f"Image:{i}", name=spec.name, acquisition_date=date, pixels=pixels))
-    xml = to_xml(m.OME(images=images, creator="scopecast"))
+    annotations = m.StructuredAnnotations(map_annotations=[m.MapAnnotation(
+        id=ann_ids[v], namespace=TRUST_NS, value=m.Map(ms=[
+            m.Map.M(k=k, value=x) for k, x in (("ok", str(v[0]).lower()), ("action", v[1]), ("score", repr(v[2])),
+                                                ("reasons", "; ".join(v[3]))) if x]))
+        for v in verdicts]) if verdicts else None
+    xml = to_xml(m.OME(images=images, creator="scopecast", structured_annotations=annotations))
     parts = xml.split("<MetadataOnly/>")  # one per Pixels, in image order; the planes follow it (schema order)
     if len(parts) != len(images) + 1:
         raise RuntimeError("unexpected OME-XML from ome-types: cannot place the Plane elements")

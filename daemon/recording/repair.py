@@ -36,6 +36,7 @@ import numpy as np
 import tensorstore as ts
 import zarr
 
+from .labels import write_trust_labels
 from .ngff import ChannelWindow, SeriesMeta, image_attrs, root_attrs, series_list_attrs
 from .reader import ome_keys, read_journal
 from .writer import JOURNAL, WRITING_LOCK, SeriesSpec, being_written, write_ome_xml
@@ -127,8 +128,10 @@ def _rewrite_journal(path: Path, headers: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _repair_series(series_path: Path, version: str) -> tuple[SeriesSpec, SeriesMeta, int] | None:
-    """Finalise one series; None for one killed before its recorder wrote its attributes (it holds no frame)."""
+def _repair_series(series_path: Path, version: str) -> tuple[Any, SeriesSpec, SeriesMeta, int] | None:
+    """Finalise one series' data and journal; returns its group, spec, metadata and frame count, for its
+    attributes to be written once the recording's time origin is known; None for one killed before its
+    recorder wrote its attributes (it holds no frame)."""
     group = zarr.open_group(str(series_path), mode="r+")
     attrs = ome_keys(dict(group.attrs))
     if "multiscales" not in attrs or "scopecast" not in attrs:
@@ -151,9 +154,8 @@ def _repair_series(series_path: Path, version: str) -> tuple[SeriesSpec, SeriesM
         planes = [p for p in meta.planes if p.c == c]
         for i in np.unique(np.linspace(0, len(planes) - 1, min(len(planes), WINDOW_SAMPLE_PLANES)).astype(int)):
             meta.windows[c].add(array[planes[i].t, c, planes[i].z].read().result())
-    group.attrs.update(image_attrs(version, spec, meta))
     _rewrite_journal(series_path / JOURNAL, headers)
-    return spec, meta, len(headers)
+    return group, spec, meta, len(headers)
 
 
 def repair_recording(path: str | Path) -> RepairReport:
@@ -178,14 +180,18 @@ def repair_recording(path: str | Path) -> RepairReport:
     version = info.get("ngff") or ("0.5" if isinstance(dict(root.attrs).get("ome"), dict) else "0.4")
     # every series group, also one created just before the kill and not yet listed in OME
     candidates = sorted((p.name for p in path.iterdir() if p.name.isdigit() and (p / "0").is_dir()), key=int)
-    names, series, frames = [], [], 0
+    names, groups, series, frames = [], [], [], 0
     for name in candidates:
         if (repaired := _repair_series(path / name, version)) is not None:
-            spec, meta, n = repaired
+            group, spec, meta, n = repaired
             names.append(name)
+            groups.append(group)
             series.append((spec, meta))
             frames += n
-    t_ns = [p.t_ns for _, m in series for p in m.planes if p.t_ns]
+    t_ns = [p.t_ns for _, m in series for p in m.planes if p.t_ns] + ([info["t0_ns"]] if info.get("t0_ns") else [])
+    for name, group, (spec, meta) in zip(names, groups, series, strict=True):
+        group.attrs.update(image_attrs(version, spec, meta, min(t_ns) if t_ns else None))
+        write_trust_labels(path / name, version, spec, meta, min(t_ns) if t_ns else None)
     root = zarr.open_group(str(path), mode="r+")
     if "OME" not in root:
         root.create_group("OME")

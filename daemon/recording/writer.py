@@ -18,10 +18,12 @@ Contract:
   error; :meth:`close` never raises, marks the recording ``complete: false``
   with the reason, and keeps what is durable.
 - At close the time axes are trimmed to what was written, the time scale is
-  set to the measured mean interval, the omero display windows to the data's
-  range, and ``OME/METADATA.ome.xml`` lists every plane with its time,
-  exposure and stage position (it is written as soon as a series exists, so an
-  interrupted recording still opens whole).
+  set to the measured mean interval and the time translation to when the
+  series began, the omero display windows to the data's range, and
+  ``OME/METADATA.ome.xml`` lists every plane with its time, exposure and stage
+  position (it is written as soon as a series exists, so an interrupted
+  recording still opens whole); a series of results gets its ``trust`` label
+  image (:mod:`.labels`) and its planes their trust annotations.
 - From creation to close the recorder holds an advisory lock on
   ``.scopecast-writing`` in the store (:func:`being_written`); a recording
   left without ``complete`` and without a held lock was interrupted, and
@@ -48,6 +50,7 @@ import tensorstore as ts
 import zarr
 
 from ..frames import Frame
+from .labels import write_trust_labels
 from .ngff import ChannelWindow, NgffVersion, SeriesMeta, image_attrs, ome_xml, root_attrs, series_list_attrs
 
 __all__ = ["JOURNAL", "WRITING_LOCK", "Recorder", "RecordingError", "SeriesSpec", "being_written", "write_ome_xml"]
@@ -137,12 +140,15 @@ class Recorder:
     """Write one acquisition to ``path`` (an ``.ome.zarr`` directory).
 
     ``ngff``: ``"0.4"`` (zarr format 2, the default: read by every reader
-    tried) or ``"0.5"`` (zarr format 3).
+    tried) or ``"0.5"`` (zarr format 3). ``t0_ns``: the time origin of its
+    ``DeltaT`` and time translations when the frames derive from another
+    recording (offline results: the source's first exposure; kept as the
+    root's ``scopecast.t0_ns``); default the first exposure written.
     """
 
     def __init__(self, path: str | Path, acquisition_id: str, info: dict[str, Any], *,
                  ngff: NgffVersion = "0.4", queue_bytes: int = DEFAULT_QUEUE_BYTES,
-                 on_durable: Callable[[int], None] | None = None) -> None:
+                 on_durable: Callable[[int], None] | None = None, t0_ns: int | None = None) -> None:
         if ngff not in ("0.4", "0.5"):
             raise ValueError(f"ngff must be '0.4' or '0.5', got {ngff!r}")
         self.path = Path(path)
@@ -151,13 +157,15 @@ class Recorder:
         self.acquisition_id = acquisition_id
         self.ngff = ngff
         self._info = {"acquisition_id": acquisition_id, "ngff": ngff, **info}
+        if t0_ns:
+            self._info["t0_ns"] = int(t0_ns)
         self._root = zarr.open_group(str(self.path), mode="w-", zarr_format=2 if ngff == "0.4" else 3)
         self._writing_lock = _hold_writing_lock(self.path)
         self._root.attrs.update(root_attrs(ngff, self._info))
         self._ome = self._root.create_group("OME")
         self._ome.attrs.update(series_list_attrs(ngff, []))
         self._series: list[_Series] = []
-        self._t0_ns: int | None = None
+        self._t0_ns: int | None = t0_ns or None
         self._queue_bytes = max(int(queue_bytes), 1)
         self._on_durable = on_durable
         # _cv guards the byte accounting (back-pressure); it is never taken by tensorstore's
@@ -376,7 +384,7 @@ class Recorder:
         if self._error is not None:
             error = error or f"{type(self._error).__name__}: {self._error}"
         error = error or stalled
-        for s in self._series:
+        for i, s in enumerate(self._series):
             s.meta.t_count = s.t_max + 1
             try:
                 s.array = s.array.resize(exclusive_max=[max(s.t_max + 1, 1), None, None, None, None],
@@ -388,7 +396,8 @@ class Recorder:
             except OSError as e:
                 error = error or f"could not close a journal: {e}"
             try:
-                s.group.attrs.update(image_attrs(self.ngff, s.spec, s.meta))
+                s.group.attrs.update(image_attrs(self.ngff, s.spec, s.meta, self._t0_ns))
+                write_trust_labels(self.path / str(i), self.ngff, s.spec, s.meta, self._t0_ns)
             except Exception:  # noqa: BLE001 - e.g. a full disk
                 log.exception("recording %s: could not write the final metadata of a series", self.path)
         try:
