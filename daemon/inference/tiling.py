@@ -4,9 +4,14 @@ A frame larger than the model's tile is cut into tiles of ``tile`` pixels (a
 multiple of the network's size multiple). Each tile carries ``halo`` pixels of
 context on every side that are discarded after inference; the kept *cores*
 overlap their neighbours by ``blend`` pixels, where the two predictions are
-mixed with linear weights, so no seam shows. The image is reflect-padded by the
-halo so border tiles see context too. Frames no larger than a tile run whole,
-padded up to the size multiple.
+mixed with linear weights, so no seam shows. Tiles never reach beyond the
+frame: a border tile's window is moved inward to the frame's edge, where the
+network pads as it does for a whole frame (and as the exported bioimage.io
+package does), so the outer pixels do not depend on whether the frame was
+tiled (a reflect-padded halo there gave them other context than a whole frame,
+up to 70 % of the output's range apart). An axis no longer than a tile runs in
+one window; frames no larger than a tile run whole. Both are padded up to the
+size multiple at their far end.
 
 ``run(batch) -> batch`` is any function mapping ``(N, C, h, w)`` float32 to
 ``(N, C_out, s·h, s·w)``.
@@ -53,21 +58,24 @@ class TilePlan:
     starts_y: tuple[int, ...]  # core starts in frame coordinates
     starts_x: tuple[int, ...]
     whole: bool  # the frame runs in one piece (padded to the multiple)
+    windows_y: tuple[int, ...] = ()  # each core's tile (window) start in frame coordinates, inside the frame
+    windows_x: tuple[int, ...] = ()
 
     @property
     def n_tiles(self) -> int:
         return len(self.starts_y) * len(self.starts_x)
 
 
-def _axis(n: int, tile: int, halo: int, blend: int, multiple: int) -> tuple[int, tuple[int, ...]]:
-    """(tile length, core starts) along one axis."""
+def _axis(n: int, tile: int, halo: int, blend: int, multiple: int) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """(window length, core starts, window starts) along one axis. Windows lie inside ``[0, n)`` (one window
+    of ``n`` rounded up to the multiple where ``n <= tile``); each core has ``halo`` pixels of context on either
+    side, or the frame's own edge."""
+    if n <= tile:
+        return _round_up(n, multiple), (0,), (0,)
     core = tile - 2 * halo
-    if n <= core:
-        return _round_up(n + 2 * halo, multiple), (0,)
     stride = max(core - blend, 1)
-    starts = list(range(0, n - core, stride))
-    starts.append(n - core)
-    return tile, tuple(sorted(set(starts)))
+    starts = sorted({*range(0, n - core, stride), n - core})
+    return tile, tuple(starts), tuple(min(max(s - halo, 0), n - tile) for s in starts)
 
 
 def plan_tiles(shape: tuple[int, int], tile: int, halo: int, multiple: int, blend: int | None = None) -> TilePlan:
@@ -76,9 +84,9 @@ def plan_tiles(shape: tuple[int, int], tile: int, halo: int, multiple: int, blen
     if h <= tile and w <= tile:
         return TilePlan(shape, (_round_up(h, multiple), _round_up(w, multiple)), 0, 0, (0,), (0,), True)
     blend = min(halo, (tile - 2 * halo) // 4) if blend is None else blend
-    th, sy = _axis(h, tile, halo, blend, multiple)
-    tw, sx = _axis(w, tile, halo, blend, multiple)
-    return TilePlan(shape, (th, tw), halo, blend, sy, sx, False)
+    th, sy, wy = _axis(h, tile, halo, blend, multiple)
+    tw, sx, wx = _axis(w, tile, halo, blend, multiple)
+    return TilePlan(shape, (th, tw), halo, blend, sy, sx, False, wy, wx)
 
 
 def _ramp(length: int, blend: int, rise: bool, fall: bool) -> np.ndarray:
@@ -100,30 +108,30 @@ def run_tiled(
     c, h, w = image.shape
     th, tw = plan.tile
     if plan.whole:
-        padded = image if (th, tw) == (h, w) else \
-            np.pad(image, ((0, 0), (0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
-        batch_in = padded[None].astype(np.float32, copy=False)
+        batch_in = _pad_to(image, th, tw)[None].astype(np.float32, copy=False)
         out = _checked(run(batch_in), batch_in, scale)[0]
         return out[:, : h * scale, : w * scale]
-    hal = plan.halo
-    # reflect-pad by the halo (and more where one tile is larger than the frame)
-    pad_y = max(th - (h + 2 * hal), 0)
-    pad_x = max(tw - (w + 2 * hal), 0)
-    padded = np.pad(image, ((0, 0), (hal, hal + pad_y), (hal, hal + pad_x)), mode="reflect")
+    padded = _pad_to(image, max(th, h), max(tw, w))  # only an axis that runs in one window, to the multiple
+    win_y = dict(zip(plan.starts_y, plan.windows_y, strict=True))
+    win_x = dict(zip(plan.starts_x, plan.windows_x, strict=True))
     coords = [(y, x) for y in plan.starts_y for x in plan.starts_x]
-    core_h, core_w = th - 2 * hal, tw - 2 * hal
+    # an axis in one window keeps all of it; else each core is the tile less its halos
+    core_h = th - 2 * plan.halo if len(plan.starts_y) > 1 else h
+    core_w = tw - 2 * plan.halo if len(plan.starts_x) > 1 else w
     acc: np.ndarray | None = None
     wsum = np.zeros((h * scale, w * scale), np.float32)
     s = scale
     for i in range(0, len(coords), batch):
         chunk = coords[i : i + batch]
-        tiles = np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk]).astype(np.float32, copy=False)
+        tiles = np.stack([padded[:, win_y[y] : win_y[y] + th, win_x[x] : win_x[x] + tw]
+                          for y, x in chunk]).astype(np.float32, copy=False)
         res = _checked(run(tiles), tiles, scale)
         if acc is None:
             acc = np.zeros((res.shape[1], h * s, w * s), np.float32)
         for (y, x), r in zip(chunk, res, strict=True):
             kh, kw = min(core_h, h - y), min(core_w, w - x)
-            core = r[:, hal * s : (hal + kh) * s, hal * s : (hal + kw) * s]
+            oy, ox = y - win_y[y], x - win_x[x]  # the core's place in its window
+            core = r[:, oy * s : (oy + kh) * s, ox * s : (ox + kw) * s]
             wy = _ramp(kh * s, plan.blend * s, y > 0, y + kh < h)
             wx = _ramp(kw * s, plan.blend * s, x > 0, x + kw < w)
             wgt = wy[:, None] * wx[None, :]
@@ -132,3 +140,11 @@ def run_tiled(
     assert acc is not None
     acc /= np.maximum(wsum, 1e-12)
     return acc
+
+
+def _pad_to(image: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """``image`` ``(C, h, w)`` reflect-padded at its far ends to ``th`` × ``tw`` (itself when it is that size)."""
+    _, h, w = image.shape
+    if (th, tw) == (h, w):
+        return image
+    return np.pad(image, ((0, 0), (0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
