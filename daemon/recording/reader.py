@@ -14,9 +14,12 @@ import zarr
 from ..frames import FrameHeader
 from .writer import JOURNAL
 
-__all__ = ["RecordedSeries", "Recording", "open_recording"]
+__all__ = ["MAX_PLANE_PIXELS", "RecordedSeries", "Recording", "open_recording"]
 
 log = logging.getLogger(__name__)
+
+#: The most pixels a recorded plane may have (a 16384² frame, larger than any camera's).
+MAX_PLANE_PIXELS = 1 << 28
 
 
 def ome_keys(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +40,9 @@ class RecordedSeries:
         return list(self.attrs["scopecast"]["channels"])
 
     def image(self, channel: str, t: int = 0, z: int = 0) -> np.ndarray:
-        """The frame of ``channel`` at time point ``t`` and plane ``z``."""
+        """The frame of ``channel`` at time point ``t`` and plane ``z``; ``ValueError`` (:func:`check_planes`),
+        before anything is read, when the array's metadata declares planes no camera takes."""
+        check_planes(self.path, tuple(self.data.shape), self.data.dtype)
         return np.asarray(self.data[t, self.channels.index(channel), z])
 
 
@@ -70,10 +75,34 @@ def read_journal(path: Path) -> list[FrameHeader]:
     return frames
 
 
+def check_planes(series_path: Path, shape: tuple[int, ...], dtype: Any) -> None:
+    """``ValueError`` naming the series unless its array ``shape`` is ``(t, c, z, y, x)`` with planes of at most
+    :data:`MAX_PLANE_PIXELS` pixels of a real number of at most 8 bytes (``dtype``): from the metadata alone,
+    before a plane is read (a crafted or corrupt array that declares enormous planes or pixels would otherwise
+    be allocated, gigabytes per plane, until memory runs out)."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "biuf" or dt.itemsize > 8:
+        raise ValueError(f"{series_path}: its array's pixels are {dt} ({dt.itemsize} bytes each); a recording's "
+                         "are integers or floats of at most 8 bytes: its metadata is corrupt; nothing was read")
+    if len(shape) != 5:
+        raise ValueError(f"{series_path}: its array has shape {shape}; a recording's series is (t, c, z, y, x): "
+                         "not a scopecast recording, or its metadata is corrupt; nothing was read")
+    ny, nx = int(shape[3]), int(shape[4])
+    if ny * nx > MAX_PLANE_PIXELS:
+        raise ValueError(f"{series_path}: its array declares {ny}x{nx}-pixel planes ({ny * nx} pixels), more than "
+                         f"any camera frame (at most {MAX_PLANE_PIXELS} pixels, 16384x16384): its metadata is "
+                         "corrupt; nothing was read")
+
+
 def open_recording(path: str | Path) -> Recording:
-    """Read a recording written by :class:`~scopecast.daemon.recording.Recorder` (also an interrupted one)."""
+    """Read a recording written by :class:`~scopecast.daemon.recording.Recorder` (also an interrupted one);
+    ``ValueError`` naming the store for an OME-Zarr that is not one (it has no frame journals to read)."""
     path = Path(path)
     root = zarr.open_group(str(path), mode="r")
+    if not isinstance(dict(root.attrs).get("scopecast"), dict):
+        raise ValueError(f"{path} is not a scopecast recording (its attributes have no 'scopecast' section): offline "
+                         "inference and replay read the OME-Zarr recordings scopecast writes, with their frame "
+                         "journals")
     # a recording killed in its first instant may lack the OME group: it holds no series
     names = list(ome_keys(dict(root["OME"].attrs)).get("series", [])) if "OME" in root else []
     series = []

@@ -38,7 +38,7 @@ import zarr
 
 from .labels import write_trust_labels
 from .ngff import ChannelWindow, SeriesMeta, image_attrs, root_attrs, series_list_attrs
-from .reader import ome_keys, read_journal
+from .reader import MAX_PLANE_PIXELS, ome_keys, read_journal
 from .writer import JOURNAL, WRITING_LOCK, SeriesSpec, being_written, write_ome_xml
 
 __all__ = ["RecordingInUse", "RepairReport", "interrupted_recordings", "repair_recording"]
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 #: Display windows of a repaired series come from at most this many planes per channel, spread over the
 #: recording (reading back hours of frames to set a display range is not worth the minutes).
 WINDOW_SAMPLE_PLANES = 32
-#: The most pixels a recorded plane may have (a 16384² frame, larger than any camera's).
-MAX_PLANE_PIXELS = 1 << 28
 
 
 class RecordingInUse(RuntimeError):
