@@ -665,13 +665,12 @@ def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> li
         by_plane: dict[tuple[int, int], list] = {}  # each plane of a scan's z-stack is a result, as live
         for h in s.frames:
             by_plane.setdefault((h.bundle_id, h.index.get("z", 0)), []).append(h)
+        shape = (len(s.channels), *map(int, s.data.shape[3:]))
         for (bundle_id, z), hs in by_plane.items():
             h0 = hs[0]
-            t = h0.index.get("t", 0)
-            data = np.stack([s.image(c, t=t, z=z) for c in s.channels])
-            items.append((h0.t_acquired_ns, bundle_id, _replayed_header(h0, s.channels, data.shape), data))
+            items.append((h0.t_acquired_ns, bundle_id, _replayed_header(h0, s.channels, shape), s, h0.index))
     # zero decisions must mean the triggers never fired, not that they were given nothing they watch
-    models = {header["model"] for _, _, header, _ in items if header["model"]}
+    models = {header["model"] for _, _, header, _, _ in items if header["model"]}
     if not models:
         raise ValueError(f"{results} holds no inference results (no frame names a model): replay reads what "
                          "'scopecast engine --offline RECORDING' writes, <recording>.<model>.ome.zarr")
@@ -682,6 +681,7 @@ def replay(config: TriggerConfig | str | Path | dict, results: str | Path) -> li
     items.sort(key=lambda x: (x[0], x[1]))
     decider = Decider(cfg)
     decisions: list[Decision] = []
-    for _, _, header, data in items:
-        decisions += decider.decide(header, data)
+    for _, _, header, s, index in items:  # one result in memory at a time, as live (not the whole recording)
+        t, z = index.get("t", 0), index.get("z", 0)
+        decisions += decider.decide(header, np.stack([s.image(c, t=t, z=z) for c in s.channels]))
     return decisions
