@@ -9,7 +9,8 @@ Supported files (see docs/specimens.md):
   a ``.npy`` holds one array, read like a one-channel TIFF.
 - TIFF (``.tif``/``.tiff``): a 2-D integer image is a label image; a 2-D float
   image is an OPD map; a ``CYX`` stack of 2-4 float channels (integer ones are refused) holds
-  ``opd, absorption, nuclei, membrane`` in that order.
+  ``opd, absorption, nuclei, membrane`` in that order, or, in an OME-TIFF whose
+  channel names are the keys above, in the order its names say.
 - OME-Zarr (a ``.zarr`` directory, NGFF 0.4 or 0.5): the full-resolution
   image of the first multiscale; channels are named by their ``omero`` labels
   when those are the keys above, else read in the TIFF order; single-plane
@@ -243,6 +244,7 @@ def _read_tiff(path: Path) -> dict[str, np.ndarray]:
             series = tf.series[0]
             _check_extent(path, series.shape)
             arr, axes = series.asarray(), series.axes
+            names = _ome_channel_names(tf.ome_metadata) if tf.is_ome else None
     except SpecimenFileError:
         raise
     except Exception as e:
@@ -260,7 +262,24 @@ def _read_tiff(path: Path) -> dict[str, np.ndarray]:
     elif "S" in axes and arr.ndim == 3:
         raise _fail(path, f"looks like an RGB(A) image (axes {axes}, shape {arr.shape}): save the maps as "
                           "separate channels (CYX: opd, absorption, nuclei, membrane) or as .npz")
-    return _channels(path, arr)
+    return _channels(path, arr, names if names and arr.ndim == 3 and len(names) == arr.shape[0] else None)
+
+
+def _ome_channel_names(xml: str | None) -> list[str] | None:
+    """The channel names of an OME-TIFF's first image (its first series), in channel order; None when the
+    OME-XML does not name every channel (the TIFF order applies)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml or "")
+    except ET.ParseError:
+        return None
+    image = next((e for e in root if e.tag.rsplit("}", 1)[-1] == "Image"), None)
+    pixels = next((e for e in image if e.tag.rsplit("}", 1)[-1] == "Pixels"), None) if image is not None else None
+    if pixels is None:
+        return None
+    names = [e.get("Name") for e in pixels if e.tag.rsplit("}", 1)[-1] == "Channel"]
+    return names if names and all(names) else None
 
 
 def _read_zarr(path: Path) -> dict[str, np.ndarray]:
