@@ -98,7 +98,12 @@ def open_recording(path: str | Path) -> Recording:
     """Read a recording written by :class:`~scopecast.daemon.recording.Recorder` (also an interrupted one);
     ``ValueError`` naming the store for an OME-Zarr that is not one (it has no frame journals to read)."""
     path = Path(path)
-    root = zarr.open_group(str(path), mode="r")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+        what = "does not exist" if not path.exists() else "is not an OME-Zarr store (a directory with zarr groups)"
+        raise ValueError(f"{path} {what}: offline inference and replay read the OME-Zarr recordings scopecast "
+                         f"writes ({type(e).__name__})") from e
     if not isinstance(dict(root.attrs).get("scopecast"), dict):
         raise ValueError(f"{path} is not a scopecast recording (its attributes have no 'scopecast' section): offline "
                          "inference and replay read the OME-Zarr recordings scopecast writes, with their frame "
