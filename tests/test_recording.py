@@ -29,6 +29,21 @@ SIZE = 64
 POSITIONS = [(1000.0, -500.0, 2.0), (1041.6, -500.0, 2.0)]
 
 
+def _time_axis(series) -> tuple[float, float]:
+    """The series' NGFF time (scale, translation)."""
+    scale, translation = series.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    return scale["scale"][0], translation["translation"][0]
+
+
+def _began_s(series, t0_ns: int) -> dict[int, float]:
+    """When each time point began (s after ``t0_ns``): its frames' first exposure start."""
+    out: dict[int, float] = {}
+    for h in series.frames:
+        start = int(h.extra.get("t_bundle_exposure_start_ns") or h.t_exposure_start_ns)
+        out[h.index["t"]] = min(out.get(h.index["t"], np.inf), (start - t0_ns) / 1e9)
+    return out
+
+
 def _header(seq: int, t: int, c: int, pos: tuple[float, float, float]) -> FrameHeader:
     t_ns = T0_NS + int(t * STEP_S * 1e9) + c * 10_000_000
     return FrameHeader(acquisition_id="rec-test", seq=seq, bundle_id=t, bundle_index=c, bundle_size=2,
@@ -563,6 +578,16 @@ def test_live_recording_keeps_each_frame_under_its_own_sampling(client):
         px = s.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][3]
         assert {h.pixel_size_um for h in s.frames} == {px}, s.name
     assert [s.attrs["scopecast"]["pixel_size_um"] for s in rec.series] == pytest.approx([0.65, 0.325])
+    # one time axis: each series' time translation is when it began, not 0 (which laid the 20x series over the
+    # recording's first cycles); its first and last time points sit at their frames' first exposures
+    t0_ns = min(h.t_exposure_start_ns for h in rec.frames)
+    for s in rec.series:
+        scale, shift = _time_axis(s)
+        began = _began_s(s, t0_ns)
+        first, last = min(began), max(began)
+        assert shift + first * scale == pytest.approx(began[first], abs=1e-6), s.name
+        assert shift + last * scale == pytest.approx(began[last], abs=1e-6), s.name
+    assert _time_axis(rec.series[0])[1] == 0.0 and _time_axis(rec.series[1])[1] > 0.05
 
     job = client.request("start_live", channels=["BF", {"name": "Membrane", "detector": "STED"}], max_cycles=2,
                          record=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import wait_until
+from test_recording import _began_s, _time_axis
 
 from scopecast.daemon.frames import Frame, FrameHeader
 from scopecast.daemon.inference.offline import run_offline
@@ -17,21 +17,6 @@ from scopecast.models.synthetic import write_package
 T0_NS = 1_790_000_000_000_000_000
 SIZE = 64
 CYCLE = ["DPC-Left", "DPC-Right", "BF"]
-
-
-def _time_axis(series) -> tuple[float, float]:
-    """The series' NGFF time (scale, translation)."""
-    scale, translation = series.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
-    return scale["scale"][0], translation["translation"][0]
-
-
-def _began_s(series, t0_ns: int) -> dict[int, float]:
-    """When each time point began (s after ``t0_ns``): its frames' first exposure start."""
-    out: dict[int, float] = {}
-    for h in series.frames:
-        start = int(h.extra.get("t_bundle_exposure_start_ns") or h.t_exposure_start_ns)
-        out[h.index["t"]] = min(out.get(h.index["t"], np.inf), (start - t0_ns) / 1e9)
-    return out
 
 
 def _source(path: Path, starts_s: list[list[float]]) -> Path:
@@ -74,28 +59,3 @@ def test_offline_results_sit_on_their_source_time_axis(tmp_path):
     by_t = {h.index["t"]: h.t_exposure_start_ns for h in out.frames}
     for plane in ome.images[0].pixels.planes:
         assert plane.delta_t == pytest.approx((by_t[plane.the_t] - T0_NS) / 1e9)
-
-
-def test_a_series_that_begins_later_is_placed_when_it_began(client):
-    """The objective switched during a recorded live starts a new series; its time translation is when its
-    first cycle began, not 0 (which laid it over the recording's first cycles)."""
-    client.request("set_objective", objective="10x")
-    try:
-        job = client.request("start_live", channels=["BF", "DF"], interval_ms=50, record=True)
-        wait_until(lambda: client.request("job", job=job["id"])["frames"] >= 6, 120, "three cycles at 10x")
-        client.request("set_objective", objective="20x")
-        wait_until(lambda: client.request("job", job=job["id"])["frames"] >= 14, 120, "cycles at 20x")
-        client.request("stop")
-        done = client.wait(job["id"], timeout_s=120)
-    finally:
-        client.request("set_objective", objective="10x")
-    rec = open_recording(done["path"])
-    assert len(rec.series) == 2
-    t0_ns = min(h.t_exposure_start_ns for h in rec.frames)
-    for s in rec.series:
-        scale, shift = _time_axis(s)
-        began = _began_s(s, t0_ns)
-        first, last = min(began), max(began)
-        assert shift + first * scale == pytest.approx(began[first], abs=1e-6), s.name
-        assert shift + last * scale == pytest.approx(began[last], abs=1e-6), s.name
-    assert _time_axis(rec.series[1])[1] > 0.05  # it began after the first series' first cycles
