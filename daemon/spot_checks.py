@@ -42,7 +42,8 @@ share one). A check that would exceed a position budget is skipped (counted);
 one that would exceed a session budget stops the spot checks (``stopped_reason``).
 A check whose capture was not taken in the result's field (the stage moved in x/y by more than 1 µm or in
 z by more than 1 µm, or another objective or binning changed the field of view: :func:`capture_differs`)
-is not compared (counted as skipped; its dose is still charged). An untrusted result of the live job drops
+is not compared (counted as skipped; its dose is still charged); a stage already away from the result's field
+before the capture (:func:`stage_moved`) skips it before any light. An untrusted result of the live job drops
 the newest trusted one: the field it showed is no longer the one under the objective (the user focused away,
 switched objective, emptied the field), so no check compares it with a capture of the new field.
 
@@ -55,7 +56,7 @@ A result of the previous weights that arrives later (a bundle in flight at the s
 
 Recording. Each check writes ``<data_dir>/<session>-<model>-spotcheck-<n>.ome.zarr``:
 the label-free bundle the result came from (from a ring buffer of recent
-frames) and the real capture, one series per detector; its
+frames, or pinned beside it for the check: :mod:`.spot_check_pins`) and the real capture, one series per detector; its
 ``scopecast.spot_check`` attribute holds the figures and units. That is a
 training pair for later fine-tuning.
 """
@@ -83,10 +84,12 @@ from .plans import ChannelSpec
 from .recorder import Recorder, RecordingError
 from .security import connect_socket
 from .shm_results import SharedResults
+from .spot_check_pins import MISSES_BEFORE_SKIP, PinningRing
 from .stream import FramePublisher, decode
 from .trigger_actions import FrameRing, record_by_sampling
 
-__all__ = ["SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity", "validated_psnr", "weights_of"]
+__all__ = ["SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity", "stage_moved", "validated_psnr",
+           "weights_of"]
 
 log = logging.getLogger(__name__)
 
@@ -176,18 +179,28 @@ def capture_differs(result: dict[str, Any], bundle: list[Frame], capture: Frame)
     1 % (another objective or binning; the pixel size times the width, so a finer detector of the same field,
     e.g. STED, is the same field)."""
     c = capture.header
-    moved = max(abs((c.stage_x_um or 0.0) - float(result.get("stage_x_um") or 0.0)),
-                abs((c.stage_y_um or 0.0) - float(result.get("stage_y_um") or 0.0)))
-    if moved > SAME_FIELD_UM:
-        return f"stage moved: {moved:.1f} µm between the result and the capture"
-    dz = abs((c.stage_z_um or 0.0) - float(result.get("stage_z_um") or 0.0))
-    if dz > SAME_FIELD_UM:
-        return f"stage moved: focus {dz:.1f} µm away from the result's between the result and the capture"
+    moved = stage_moved(result, (c.stage_x_um or 0.0, c.stage_y_um or 0.0, c.stage_z_um or 0.0),
+                        "between the result and the capture")
+    if moved:
+        return moved
     b = bundle[-1].header
     fov_b, fov_c = (b.pixel_size_um or 0.0) * b.shape[-1], (c.pixel_size_um or 0.0) * c.shape[-1]
     if fov_b > 0 and fov_c > 0 and abs(fov_c / fov_b - 1) > 0.01:
         return (f"field of view changed: {fov_c:.0f} µm captured, {fov_b:.0f} µm in the result (another objective "
                 "or binning between the result and the capture)")
+    return None
+
+
+def stage_moved(result: dict[str, Any], here: tuple[float, float, float], when: str) -> str | None:
+    """Why a stage at ``here`` (x, y, z µm) is not at the field of ``result`` (x/y or z more than
+    :data:`SAME_FIELD_UM` away), ending with ``when``; or None."""
+    moved = max(abs(here[0] - float(result.get("stage_x_um") or 0.0)),
+                abs(here[1] - float(result.get("stage_y_um") or 0.0)))
+    if moved > SAME_FIELD_UM:
+        return f"stage moved: {moved:.1f} µm {when}"
+    dz = abs(here[2] - float(result.get("stage_z_um") or 0.0))
+    if dz > SAME_FIELD_UM:
+        return f"stage moved: focus {dz:.1f} µm away from the result's {when}"
     return None
 
 
@@ -257,6 +270,16 @@ def _package_manifest(model: str, sha256: str | None, precision: str | None = No
     return None
 
 
+def _begun_ns(header: dict[str, Any]) -> int:
+    """When the bundle of a result began (its first exposure; else its last frame's acquisition)."""
+    return int(header.get("t_bundle_exposure_start_ns") or header.get("t_acquired_ns") or 0)
+
+
+def _bundle_key(header: dict[str, Any]) -> tuple[str, int]:
+    """``(acquisition id, bundle id)`` of a result."""
+    return str(header.get("acquisition_id")), int(header.get("bundle_id", -1))
+
+
 def ring_holds(ring: FrameRing) -> str:
     """What ``ring`` holds now, in words: ``the last 0.52 s of frames (at most 10 s and 256 MiB)``. Its byte
     limit, not its time, bounds it while live runs fast (512 frames of 512², half a second of the simulator)."""
@@ -277,7 +300,8 @@ class SpotChecker:
         self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.budget = shared_budget(engine)  # the session's one budget: the triggers draw from it too
         self.own_caps = (spec.dose_per_position, spec.dose_per_session, spec.position_grid_um)
-        self.ring = FrameRing(10.0, 256 << 20)
+        # 256 MiB are half a second of a fast live at 512²: the bundle of the result a check takes is pinned
+        self.ring = PinningRing(10.0, 256 << 20)
         # before the publisher: a frame is in the ring before any engine can have computed a result on it
         engine.sinks.insert(0, self.ring)
         self.results_seen = 0
@@ -286,6 +310,7 @@ class SpotChecker:
         self.skipped: collections.Counter[str] = collections.Counter()
         self.last_skip: str | None = None
         self.recordings: list[str] = []
+        self._pairs = 0  # pair recordings begun: a pair that failed keeps its number (its directory stays)
         self.alarm_reasons: list[str] = []
         self.alarms_raised = 0
         self.stopped_reason: str | None = None
@@ -298,6 +323,10 @@ class SpotChecker:
         self.weights_changes: list[dict[str, Any]] = []
         self._fidelity_from = 0  # index in ``checks`` of the first check of the current weights
         self._newest: tuple[dict[str, Any], np.ndarray] | None = None
+        self.pin_misses = 0  # due checks whose newest result's bundle was neither in the ring nor pinned
+        self._checking: threading.Thread | None = None  # the check under way
+        self._next_t = time.monotonic()  # when the next check is due
+        self._last_result_t = 0.0  # when the newest live result came (monotonic)
         # a result of frames taken before the ring existed has no label-free bundle to record beside the capture
         # (the first check's pair held the capture alone): check only results of bundles begun from now on
         self._last_capture_ns = now_ns()
@@ -317,8 +346,8 @@ class SpotChecker:
 
     def close(self) -> None:
         self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+        if threading.current_thread() not in (self._thread, self._checking):
+            self._thread.join(timeout=60)
         self._sub.close(linger=0)
         self._shared.close()
         if self.ring in self.engine.sinks:
@@ -365,26 +394,46 @@ class SpotChecker:
                 "dose_by_position": {f"{k[0]},{k[1]}": v for k, v in own.items()},
                 "shared_budget": shared,
                 "recordings": self.recordings[-5:], "recordings_written": len(self.recordings),
+                "pinned": {**self.ring.pins(), "misses": self.pin_misses},
             }
 
     # ------------------------------------------------------------------ loop
     def _run(self) -> None:
-        next_t = time.monotonic()
+        """Receive results, pinning the candidates for the next one as each comes, and start each due check on a
+        thread of its own: a check (snaps, a recording) takes up to seconds, and results received that late pin
+        bundles acquired long after the engine took its next one (spot_check_pins)."""
+        self._next_t, misses = time.monotonic(), 0
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
         while not self._stop.is_set():
             for _ in poller.poll(50):
                 self._receive()
-            if time.monotonic() < next_t or self._newest is None or self.engine.state != "live":
+            if (time.monotonic() < self._next_t or self._newest is None or self.engine.state != "live"
+                    or self._checking is not None and self._checking.is_alive()):
                 continue
             header, data = self._newest
             self._newest = None
-            next_t = time.monotonic() + self.spec.period_s
-            try:
-                self._check(header, data)
-            except Exception as e:  # noqa: BLE001 - a failed check is counted; live goes on
-                log.exception("spot check of %s failed", self.spec.model)
-                self._skip_check(f"failed: {type(e).__name__}: {e}")
+            if _begun_ns(header) <= self._last_capture_ns:  # received during the previous check: not after it
+                continue
+            bundle, missing = self._label_free(header)
+            self.ring.release(_bundle_key(header))  # ``bundle`` holds its frames from here
+            if (missing or not bundle) and misses < MISSES_BEFORE_SKIP:  # the engine computed no pinned bundle
+                misses, self.pin_misses = misses + 1, self.pin_misses + 1  # (or its first result): wait for the next
+                continue
+            self._next_t, misses = time.monotonic() + self.spec.period_s, 0
+            self._checking = threading.Thread(target=self._check_logged, args=(header, data, bundle), daemon=True,
+                                              name=f"spot-checks-{self.spec.model}-check")
+            self._checking.start()
+        if self._checking is not None:
+            self._checking.join(timeout=30)
+
+    def _check_logged(self, header: dict[str, Any], data: np.ndarray, bundle: list[Frame]) -> None:
+        """:meth:`_check`; a check that fails is counted and said (live goes on)."""
+        try:
+            self._check(header, data, bundle)
+        except Exception as e:  # noqa: BLE001 - a failed check is counted; live goes on
+            log.exception("spot check of %s failed", self.spec.model)
+            self._skip_check(f"failed: {type(e).__name__}: {e}")
 
     def _receive(self) -> None:
         try:
@@ -410,10 +459,28 @@ class SpotChecker:
             self.untrusted_seen += 1
             if live:  # the field changed since the newest trusted result (focus, objective, specimen)
                 self._newest = None
-            return
-        begun = header.get("t_bundle_exposure_start_ns") or header.get("t_acquired_ns") or 0
-        if live and int(begun) > self._last_capture_ns:
+        elif live and _begun_ns(header) > self._last_capture_ns:
             self._newest = (header, np.array(data, np.float32, copy=True))
+        if live:
+            self._pin_for_next(header)
+
+    def _pin_for_next(self, header: dict[str, Any]) -> None:
+        """On a live result: when a check may be due before the result after next (the results' last gap, 3
+        times), keep the newest result's bundle and pin the candidates for the next result's; else pin nothing."""
+        now = time.monotonic()
+        gap, self._last_result_t = now - self._last_result_t, now
+        if now + 3 * gap < self._next_t:
+            self.ring.release()
+            return
+        keep = _bundle_key(self._newest[0]) if self._newest is not None else None
+        self.ring.repin(*_bundle_key(header), keep)
+
+    def _label_free(self, header: dict[str, Any]) -> tuple[list[Frame], set[int]]:
+        """The frames of the result's bundle in the ring (or pinned), and the sequence numbers of the inputs
+        it lacks."""
+        bundle = self.ring.bundle(*_bundle_key(header))
+        return bundle, set(header.get("source_seqs") or []) - {f.header.seq for f in bundle}
+
 
     def _same_weights(self, header: dict[str, Any]) -> bool:
         """Whether ``header`` is a result of the weights being judged. Results of other weights acquired after the
@@ -501,20 +568,29 @@ class SpotChecker:
             return offset, None, "training targets are taken at the input's exposure, unknown here: the capture's"
         return offset, REFERENCE_EXPOSURE_MS, "training targets are counts at 100 ms (models/dataset.py TASKS)"
 
-    def _check(self, header: dict[str, Any], data: np.ndarray) -> None:
+    def _check(self, header: dict[str, Any], data: np.ndarray, bundle: list[Frame] | None = None) -> None:
+        """Check ``data``, the output of ``header``, against the real thing; ``bundle``: its label-free frames as
+        found when the check was due (default: as the ring holds them now)."""
         if self._channels is None:
             self._setup(header)
         chans = self._channels or {}
         # the whole label-free bundle, or no check (no light spent): a pair without all its inputs is no
-        # training pair (frames the ring dropped: its 256 MiB are well under a second of a fast free-running live)
-        bundle = self.ring.bundle(str(header.get("acquisition_id")), int(header.get("bundle_id", -1)))
+        # training pair (frames the ring dropped, no pinned bundle the result's: see spot_check_pins)
+        bundle = self._label_free(header)[0] if bundle is None else bundle
         missing = set(header.get("source_seqs") or []) - {f.header.seq for f in bundle}
         if missing or not bundle:
-            begun = int(header.get("t_bundle_exposure_start_ns") or header.get("t_acquired_ns") or 0)
-            self._skip_check(f"label-free frames gone: {len(missing) or 'all'} of the result's bundle no longer in "
-                             f"the ring, which holds {ring_holds(self.ring)}; the result came "
-                             f"{(now_ns() - begun) / 1e9:.2f} s after its bundle began (a live cycle with an "
+            begun = _begun_ns(header)
+            self._skip_check(f"label-free frames gone: {len(missing) or 'all'} of the result's bundle neither in "
+                             f"the ring, which holds {ring_holds(self.ring)}, nor pinned (the last "
+                             f"{MISSES_BEFORE_SKIP + 1} results were of none of the bundles pinned for them, "
+                             f"{self.pin_misses} misses in all: an engine far behind the frame stream); the result "
+                             f"came {(now_ns() - begun) / 1e9:.2f} s after its bundle began (a live cycle with an "
                              "interval_ms or pace_from keeps it longer)")
+            return
+        # the light goes where the stage is: a field the result does not show gets none (nor its charge)
+        moved = stage_moved(header, self.engine.backend.position_um(), "since the result (no light spent)")
+        if moved:
+            self._skip_check(moved)
             return
         x, y = float(header.get("stage_x_um") or 0.0), float(header.get("stage_y_um") or 0.0)
         dose = sum(c.exposure_ms or self.spec.exposure_ms for c in chans.values())  # at full power
@@ -559,7 +635,7 @@ class SpotChecker:
             try:
                 self.engine.check_writable()  # the disk's reserve, as every recording leaves it
                 check["recording"] = self._record(check, bundle, list(frames.values()))
-            except (RecordingError, ValueError, PermissionError) as e:  # the comparison stands; its frames were
+            except (RecordingError, ValueError, OSError) as e:  # the comparison stands; its frames were
                 # not kept (a full disk, the reserve reached)
                 log.error("spot check of %s: %s", self.spec.model, e)
                 check["recording_error"] = str(e)
@@ -598,8 +674,8 @@ class SpotChecker:
 
     def _record(self, check: dict[str, Any], bundle: list[Frame], real: list[Frame]) -> str:
         """The label-free bundle and the real capture as one pair recording (one series per detector)."""
-        n = len(self.recordings) + 1
-        acquisition_id = f"{self.session}-{self.spec.model}-spotcheck-{n}"
+        self._pairs += 1
+        acquisition_id = f"{self.session}-{self.spec.model}-spotcheck-{self._pairs}"
         path = inside(self.data_dir, f"{acquisition_id}.ome.zarr", "spot-check recording")
         info = {k: v for k, v in check.items() if k != "recording"}
         rec = Recorder(path, acquisition_id, {"kind": "spot-check:pair", "model": self.spec.model, "spot_check": info},
