@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STAIN_COLORS", "autoscale", "composite", "composite_limits", "draw_text", "flow_montage", "labelled",
+from .stain_colors import output_names, output_rgb
+
+__all__ = ["autoscale", "composite", "composite_limits", "draw_text", "flow_montage", "labelled",
            "montage", "snapshot", "write_png"]
 
-#: false colours of successive stain channels (nuclei blue, membrane green, ...)
-STAIN_COLORS = [(0.2, 0.5, 1.0), (0.1, 1.0, 0.3), (1.0, 0.2, 0.8), (1.0, 0.7, 0.1)]
 
 
 def autoscale(img: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
@@ -53,11 +53,14 @@ def composite_limits(channels: np.ndarray) -> list[tuple[float, float]]:
     return [_limits(ch) for ch in channels]
 
 
-def composite(channels: np.ndarray, base: np.ndarray | None = None, alpha: float = 0.7) -> np.ndarray:
-    """False-colour RGB float (H, W, 3) in [0, 1] of ``(C, H, W)`` stains, optionally over a grey ``base``."""
+def composite(channels: np.ndarray, names: Sequence[str], base: np.ndarray | None = None,
+              alpha: float = 0.7) -> np.ndarray:
+    """False-colour RGB float (H, W, 3) in [0, 1] of ``(C, H, W)`` stains named ``names``, each in the colour a
+    recording of it has (:func:`~scopecast.daemon.stain_colors.output_rgb`: nuclei blue, membrane red, as napari
+    shows them), optionally over a grey ``base``."""
     rgb = np.zeros((*channels.shape[1:], 3), np.float32)
-    for c, ch in enumerate(channels):
-        rgb += _stretch(ch)[..., None] * np.asarray(STAIN_COLORS[c % len(STAIN_COLORS)], np.float32)
+    for ch, color in zip(channels, output_rgb(output_names(names, len(channels))), strict=True):
+        rgb += _stretch(ch)[..., None] * np.asarray(color, np.float32)
     np.clip(rgb, 0, 1, out=rgb)
     if base is not None and base.shape == channels.shape[1:]:
         rgb = (1 - alpha) * _stretch(base)[..., None] + alpha * rgb
@@ -207,7 +210,7 @@ def snapshot(frames: dict[str, np.ndarray], results: Iterable[tuple[dict[str, An
         if len(keep) < len(names):
             data, names = data[keep], [names[i] for i in keep]
         if header.get("task") == "virtual-staining" and data.shape[0] > 1:
-            tile = (composite(data) * 255).astype(np.uint8)
+            tile = (composite(data, names) * 255).astype(np.uint8)
         else:
             tile = autoscale(data[0])
         ok = bool((header.get("trust") or {}).get("ok"))

@@ -282,9 +282,10 @@ class ExposureBox(QtWidgets.QDoubleSpinBox):
 
 
 class PatternBox(QtWidgets.QComboBox):
-    """The LED array's pattern: the daemon's (``describe``); a pick is sent (``set_pattern``). Refused (a scan or
-    pairs running, no LED array), the box goes back to the pattern in use: it never shows one the daemon did not
-    set (the window shows the daemon's reason)."""
+    """The LED array's pattern: the daemon's (``describe``, then every ``status``: a live cycle, a scan, another
+    client or a trigger changes it); a pick is sent (``set_pattern``). Refused (a scan or pairs running, no LED
+    array), the box goes back to the pattern in use: it never shows one the daemon did not set (the window shows
+    the daemon's reason)."""
 
     _answered = QtCore.Signal(str)  # the pattern set, or "" when refused (emitted from the request's thread)
 
@@ -292,9 +293,20 @@ class PatternBox(QtWidgets.QComboBox):
         super().__init__()
         self.send = send
         self.current = ""  # the pattern the daemon last said it set
-        self.setToolTip("LED array pattern (sets the hardware directly)")
+        self._pending = 0  # picks sent and not answered yet: a status read before them is not the pattern now
+        self.setToolTip("LED array pattern (sets the hardware directly; during a job, that of its last "
+                        "label-free frame)")
         self.activated.connect(lambda _: self.switch(self.currentText()))
-        self._answered.connect(lambda pattern: self.show_pattern(pattern or self.current))
+        self._answered.connect(self._on_answer)
+
+    def _on_answer(self, pattern: str) -> None:
+        self._pending = max(self._pending - 1, 0)
+        self.show_pattern(pattern or self.current)
+
+    def follow(self, pattern: str | None) -> None:
+        """The pattern a ``status`` reply reports (None: it says none): shown unless a pick is on its way."""
+        if pattern is not None and not self._pending:
+            self.show_pattern(pattern)
 
     def from_describe(self, info: dict[str, Any]) -> None:
         """The daemon's patterns and the one in use (``describe``)."""
@@ -306,6 +318,7 @@ class PatternBox(QtWidgets.QComboBox):
         """Ask the daemon for ``pattern``; the box shows it once set, or the pattern in use if refused."""
         sent = self.send("set_pattern", pattern=pattern)
         if isinstance(sent, Future):
+            self._pending += 1
             sent.add_done_callback(
                 lambda f: self._answered.emit("" if f.cancelled() or f.exception() is not None else pattern))
 

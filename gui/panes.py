@@ -17,7 +17,8 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore
 
-from scopecast.daemon.snapshot import STAIN_COLORS, composite, composite_limits
+from scopecast.daemon.snapshot import composite, composite_limits
+from scopecast.daemon.stain_colors import output_names, output_rgb
 
 __all__ = ["ImagePane", "nice_length"]
 
@@ -117,16 +118,17 @@ class ImagePane(pg.GraphicsLayoutWidget):
 
     def show_composite(self, values: np.ndarray, names: list[str], px_um: float,
                        base: np.ndarray | None = None, overlay: bool = False) -> None:
-        """Stains ``values`` (C, H, W) as a false-colour composite (optionally over a grey
-        ``base``); the legend gives each channel's colour and display range in units. ``overlay``: the user asked
-        for the stains over the label-free image; without a ``base`` the legend says it is not shown."""
+        """Stains ``values`` (C, H, W) as a false-colour composite (optionally over a grey ``base``), each output
+        in the colour a recording of it shows in napari (nuclei blue, membrane red: :mod:`scopecast.daemon.
+        stain_colors`); the legend gives each channel's colour and display range in units. ``overlay``: the user
+        asked for the stains over the label-free image; without a ``base`` the legend says it is not shown."""
         self._legend_mode(grey=False)
         self.values, self.channel_names, self.px_um = values, list(names), px_um
-        self.image.setImage(composite(values, base), levels=(0, 1))
+        names = output_names(names, len(values))
+        self.image.setImage(composite(values, names, base), levels=(0, 1))
         rows = []
-        for c, (lo, hi) in enumerate(composite_limits(values)):
-            r, g, b = (int(255 * v) for v in STAIN_COLORS[c % len(STAIN_COLORS)])
-            name = names[c] if c < len(names) else f"channel {c}"
+        for name, color, (lo, hi) in zip(names, output_rgb(names), composite_limits(values), strict=True):
+            r, g, b = (int(255 * v) for v in color)
             rows.append(f"<span style='color:rgb({r},{g},{b})'>&#9632;</span> {name}: black {_count(lo)} → "
                         f"full {_count(hi)} {self.units}")
         if base is not None:

@@ -279,24 +279,53 @@ class NewMessages:
 
 
 class Requester:
-    """Control requests off the GUI thread (one ordered queue per socket address)."""
+    """Control requests off the GUI thread (one ordered queue per socket address).
+
+    :meth:`close` never waits: a viewer closes at once even while a snap at a long exposure, a model load or a
+    ``stop`` is unanswered (each has a timeout of up to minutes). Queued requests are cancelled; a running one
+    ends in its own thread, which then closes its client; its reply is dropped by whoever closed the viewer."""
 
     def __init__(self) -> None:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._clients: dict[str, ControlClient] = {}
+        self._busy: set[str] = set()  # addresses whose client is in a request now
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a reply arriving after it is to be dropped)."""
+        return self._closed
 
     def submit(self, address: str, cmd: str, timeout_s: float = 5.0, **args: Any) -> Future:
-        pool = self._pools.setdefault(address, ThreadPoolExecutor(1, thread_name_prefix="gui-ctl"))
+        """Queue ``cmd`` for ``address``; the future holds its result. ``RuntimeError`` once closed."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the viewer is closed: {cmd!r} not sent")
+            pool = self._pools.setdefault(address, ThreadPoolExecutor(1, thread_name_prefix="gui-ctl"))
 
         def call() -> Any:
-            client = self._clients.setdefault(address, ControlClient(address, timeout_s=timeout_s))
-            return client.request(cmd, timeout_s=timeout_s, **args)
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError(f"the viewer is closed: {cmd!r} not sent")
+                self._busy.add(address)
+                client = self._clients.setdefault(address, ControlClient(address, timeout_s=timeout_s))
+            try:
+                return client.request(cmd, timeout_s=timeout_s, **args)
+            finally:
+                with self._lock:
+                    self._busy.discard(address)
+                    if self._closed:  # closed while this request ran: its thread closes the client
+                        self._clients.pop(address).close()
 
         return pool.submit(call)
 
     def close(self) -> None:
-        """Cancel queued requests and wait for the running ones (each has a timeout)."""
+        """Cancel queued requests and return at once: idle clients are closed here, those in a request by their
+        own thread when it ends (a socket is never closed under the thread using it)."""
+        with self._lock:
+            self._closed = True
+            for address in [a for a in self._clients if a not in self._busy]:
+                self._clients.pop(address).close()
         for p in self._pools.values():
-            p.shutdown(wait=True, cancel_futures=True)
-        for c in self._clients.values():
-            c.close()
+            p.shutdown(wait=False, cancel_futures=True)

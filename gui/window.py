@@ -15,9 +15,7 @@ moved or closed to give the images the whole window.
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +29,13 @@ from .controls import (ExposureBox, LiveCycleBox, ObjectiveBox, PatternBox, Stag
 from .fidelity import fidelity_line, fidelity_series
 from .latency import LatencyPanel, percentiles
 from .panes import ImagePane
+from .raw_channel import NEWEST, RawChannelBox
 from .served import same_model, served_elsewhere
 from .streams import LatestStreams, NewMessages, Requester
 from .trust_badge import badge_text
 
 __all__ = ["EngineEndpoint", "ScopeWindow"]
 
-NEWEST = "(newest frame)"
 #: Seconds a snap's reply may take beyond its exposure (readout, a snap of another client ahead of it).
 SNAP_MARGIN_S = 30.0
 #: Seconds a command may be waited for before the status line says so.
@@ -89,8 +87,6 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.drop_counts: dict[str, int] = {}
         self.frames_shown = 0
         self._raw_key: tuple[str, Any, Any] | None = None  # what the raw pane's LUT was stretched for
-        self._raw_default = True  # the raw pane's channel is the viewer's default, not the user's pick
-        self._setting_raw = False  # the viewer itself is setting it (not the user)
         self._build()
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self.refresh)
@@ -173,10 +169,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
 
         view = QtWidgets.QGroupBox("View")
         vform = QtWidgets.QFormLayout(view)
-        self.channel_box = QtWidgets.QComboBox()
-        self.channel_box.addItem(NEWEST)
-        self.channel_box.setToolTip("channel shown in the raw pane")
-        self.channel_box.currentTextChanged.connect(self._on_raw_pick)
+        self.channel_box = RawChannelBox()
         self.overlay_box = QtWidgets.QCheckBox("stains over label-free")
         self.uncertainty_box = QtWidgets.QCheckBox("uncertainty map")
         self.uncertainty_box.setToolTip("show the per-pixel uncertainty (engine --uncertainty N: the spread of the "
@@ -265,6 +258,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self._in_flight[fut] = (what, time.monotonic())
 
         def done(f) -> None:
+            if f.cancelled() or self.requester.closed:  # answered after the viewer closed: dropped
+                return
             try:
                 self.sig.reply.emit(what, f.result())
             except Exception as e:  # noqa: BLE001 - shown in the window
@@ -344,6 +339,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 if live and result.get("job"):
                     self.record_box.setChecked(bool(result["job"].get("path")))
                 self.stage.show_position(result.get("position_um"))
+                self.pattern_box.follow(result.get("pattern"))
                 if result.get("state") == "idle" and not result.get("hardware_busy"):  # a job's are per channel
                     self.exposure.show_exposure(result.get("exposure_ms"))
                 n = result.get("frames_acquired", 0)
@@ -357,6 +353,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         elif cmd == "describe":
             self._described, self._describing = True, False
             self._on_describe(result)
+        elif cmd == "snap":  # a default raw pane shows the frame snapped
+            self.channel_box.follow_snap(str((result.get("frame") or {}).get("channel") or ""))
         elif cmd == "move_stage":
             self.stage.show_position(result.get("position_um"))
         elif cmd == "set_objective":
@@ -373,40 +371,12 @@ class ScopeWindow(QtWidgets.QMainWindow):
 
     def _on_describe(self, info: dict[str, Any]) -> None:
         self.daemon_info = info
-        chosen = self.channel_box.currentText()
-        with self._viewer_sets_raw():
-            self.channel_box.clear()
-            self.channel_box.addItems([NEWEST, *info.get("channels", {})])
-            if chosen in ("", NEWEST):  # a steady view, not every channel of the cycle in turn
-                label_free = [n for n, c in info.get("channels", {}).items() if c.get("modality") == "label-free"]
-                chosen = (label_free or [NEWEST])[0]
-            self.channel_box.setCurrentText(chosen)
+        self.channel_box.from_describe(info.get("channels", {}))
         self.pattern_box.from_describe(info)
         self.exposure.show_exposure(info.get("exposure_ms"))
         self.cycle.set_channels(info.get("channels", {}))
         self.stage.show_position(info.get("position_um"))
         self.objective.from_describe(info)
-
-    @contextlib.contextmanager
-    def _viewer_sets_raw(self) -> Iterator[None]:
-        self._setting_raw = True
-        try:
-            yield
-        finally:
-            self._setting_raw = False
-
-    def _on_raw_pick(self, _text: str) -> None:
-        if not self._setting_raw:
-            self._raw_default = False  # the user's pick is kept, and the pane says why it is empty
-
-    def _follow_cycle(self, cycle: list[str] | None, chan: str) -> str:
-        """The raw pane's channel: left at the viewer's default (not picked by the user) and absent from the running
-        live cycle (e.g. BF while live runs the Membrane channel alone), it follows the cycle's first channel."""
-        if self._raw_default and cycle and chan not in ("", NEWEST) and chan not in cycle:
-            with self._viewer_sets_raw():
-                self.channel_box.setCurrentText(cycle[0])
-            return self.channel_box.currentText()
-        return chan
 
     def _note_engine(self, address: str, status: dict[str, Any]) -> None:
         """Keep the newest status of an engine (from its control socket or its stats message). Another model served
@@ -553,7 +523,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
     def _update_messages(self, frame) -> None:
         """Say why a pane is empty: nothing acquired, a channel missing from the cycle, no engine."""
         cycle = self.live_cycle()
-        chan = self._follow_cycle(cycle, self.channel_box.currentText())
+        chan = self.channel_box.follow_cycle(cycle)
         if not self.connected["daemon"]:  # a frame kept from before is not the current field
             self.raw.set_message(f"no answer from the daemon at {self.control_address} (retrying)"
                                  + ("" if frame is None else ":\nshowing the last frame received"))

@@ -54,5 +54,5 @@ def test_stains_are_drawn_over_their_own_bundles_bright_field(app, daemon, clien
     assert len(bf) > len(shown)
     for seqs, stains, image in shown:
         own = next(s for s in seqs if s in bf)  # the bright-field frame of this result's bundle
-        np.testing.assert_allclose(image, composite(stains, bf[own]), atol=1e-5,
+        np.testing.assert_allclose(image, composite(stains, ["nuclei"], bf[own]), atol=1e-5,
                                    err_msg=f"result of frames {seqs} not drawn over its own BF frame {own}")

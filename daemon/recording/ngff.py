@@ -11,12 +11,14 @@ through those IDs, ome-zarr-py through their order).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
+
+from ..stain_colors import emission_nm
+from ..stain_colors import channel_colors as stain_channel_colors
 
 __all__ = ["NGFF_VERSIONS", "TRUST_NS", "ChannelWindow", "NgffVersion", "Verdict", "channel_colors", "emission_nm",
            "image_attrs", "labels_group_attrs", "ome_xml", "root_attrs", "series_list_attrs", "trust_label_attrs",
@@ -24,18 +26,6 @@ __all__ = ["NGFF_VERSIONS", "TRUST_NS", "ChannelWindow", "NgffVersion", "Verdict
 
 NgffVersion = Literal["0.4", "0.5"]
 NGFF_VERSIONS: tuple[str, ...] = ("0.4", "0.5")
-#: emission peak (nm) of stains and fluorophores channels are commonly named after (the simulator's Nuclei is
-#: Hoechst-like, its Membrane CellMask-orange-like); an inferred stain or super-resolved output is named so too
-EMISSION_NM = {
-    "nuclei": 460, "nucleus": 460, "dapi": 461, "hoechst": 461, "bfp": 450, "cfp": 475, "gfp": 510, "egfp": 507,
-    "fitc": 520, "alexa488": 520, "af488": 520, "yfp": 527, "cy3": 570, "tritc": 576, "tdtomato": 581, "rfp": 585,
-    "membrane": 600, "mcherry": 610, "texasred": 615, "cy5": 670, "alexa647": 668, "af647": 668, "cy7": 780,
-}
-#: omero colours by emission band (napari maps each to its colormap of that name): blue, cyan, green, red
-#: (orange to red: Cy3, mCherry), and far red as magenta
-_BANDS = ((480, "0000FF"), (500, "00FFFF"), (560, "00FF00"), (640, "FF0000"), (10_000, "FF00FF"))
-#: fluorescence channels of unknown emission, in order: distinct colours, not all one
-_UNKNOWN = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF")
 _PIXEL_TYPES = {"uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "int8": "int8", "int16": "int16",
                 "int32": "int32", "float32": "float", "float64": "double"}
 
@@ -159,28 +149,10 @@ class SeriesMeta:
         return (start_ns - t0_ns) / 1e9 - t * self.time_scale_s()
 
 
-def emission_nm(name: str) -> int | None:
-    """The emission peak of the stain a channel is named after (by a word of its name, e.g. ``Nuclei``,
-    ``nuclei``, ``membrane-sr``, ``GFP``; :data:`EMISSION_NM`), or None."""
-    return next((EMISSION_NM[w] for w in re.split(r"[^a-z0-9]+", name.lower()) if w in EMISSION_NM), None)
-
-
 def channel_colors(spec: Any) -> list[str]:
-    """Display colours (``RRGGBB``) of ``spec``'s channels: label-free grey; any other the colour of its
-    emission band (:func:`emission_nm`), so a stain and its virtual stain look alike; the rest distinct
-    colours in turn (:data:`_UNKNOWN`)."""
-    colors: list[str] = []
-    unknown = 0
-    for name, modality in zip(spec.channels, spec.modalities, strict=True):
-        nm = emission_nm(name)
-        if modality == "label-free":
-            colors.append("FFFFFF")
-        elif nm is not None:
-            colors.append(next(color for upper, color in _BANDS if nm < upper))
-        else:
-            colors.append(_UNKNOWN[unknown % len(_UNKNOWN)])
-            unknown += 1
-    return colors
+    """Display colours (``RRGGBB``) of ``spec``'s channels (:func:`scopecast.daemon.stain_colors.channel_colors`:
+    label-free grey, a stain and its virtual stain in the colour of its emission band)."""
+    return stain_channel_colors(spec.channels, spec.modalities)
 
 
 def trust_labels(meta: SeriesMeta) -> tuple[list[Verdict], dict[tuple[int, int], int]]:
