@@ -308,15 +308,16 @@ class AcquisitionEngine:
 
     def _found_state(self) -> dict[str, Any]:
         """What a job puts back when it ends (:meth:`_restore_state`): the main camera's exposure, the
-        channel preset and the stage position it found."""
+        channel preset, the LED pattern (``set_pattern``'s, which no preset may match) and the stage position."""
         b = self.backend
         with b.lock:  # type: ignore[attr-defined]
-            return {"exposure_ms": b.exposure_ms(), "channel": b.current_channel(), "position_um": b.position_um()}
+            return {"exposure_ms": b.exposure_ms(), "channel": b.current_channel(), "pattern": b.current_pattern(),
+                    "position_um": b.position_um()}
 
     def _restore_state(self, job: Job) -> None:
         """Leave the microscope as the job found it, like pymmcore-plus's MDA engine: the main camera's
-        exposure (or the one the user set during the job, :meth:`note_exposure`) and the channel preset,
-        so a job's last channel never becomes the next job's default; and the focus, where the job ends
+        exposure (or the one the user set during the job, :meth:`note_exposure`), the channel preset and the LED
+        pattern, so a job's last channel never becomes the next job's default; and the focus, where the job ends
         at the XY position it started from (a z-stack around the current plane: a move back within the
         range the job itself just travelled). XY is not moved back: with no known focus direction the
         order of the moves could not be made safe."""
@@ -329,6 +330,8 @@ class AcquisitionEngine:
                     b.set_exposure_ms(found["exposure_ms"])
                 if found["channel"] in b.channels() and b.current_channel() != found["channel"]:
                     b.set_channel(found["channel"])
+                if found.get("pattern") and b.current_pattern() != found["pattern"]:
+                    b.set_pattern(found["pattern"])
                 (x0, y0, z0), (x, y, z) = found["position_um"], b.position_um()
                 if job.kind != "live" and abs(x - x0) < 1e-3 and abs(y - y0) < 1e-3 and z != z0:
                     b.move_um(z=z0)
@@ -435,6 +438,8 @@ class AcquisitionEngine:
                     pacer.gate(job, bundle, previous)
                     job.pacing = pacer.status()
                 previous = bundle
+                if plan.max_cycles and cycle + 1 >= plan.max_cycles:
+                    break  # the last cycle: no interval to wait out (the job held the microscope for nothing)
                 wait = plan.interval_ms / 1000 - (time.perf_counter() - t_start)
                 if wait > 0:
                     job._stop.wait(wait)

@@ -61,6 +61,9 @@ DEFAULT_EXPOSURE_RANGE_MS = (0.01, 60_000.0)
 
 #: Config group whose presets are the objectives (Micro-Manager's convention).
 OBJECTIVE_GROUP = "Objective"
+#: An XY stage property that declares its travel: the half-range in x and y about the origin (µm), as the
+#: simulated stage has it; moves beyond it are refused by the stage, and plans reaching them at the request.
+XY_TRAVEL_PROPERTY = "TravelLimitUm"
 
 
 class BackendError(RuntimeError):
@@ -319,9 +322,12 @@ class MMCoreBackend:
 
     def exposure_range_ms(self, detector: str | None = None) -> tuple[float, float]:
         """The detector's exposure limits (its ``Exposure`` property limits where the
-        adapter declares them; otherwise :data:`DEFAULT_EXPOSURE_RANGE_MS`)."""
+        adapter declares them; otherwise :data:`DEFAULT_EXPOSURE_RANGE_MS`). ``ValueError`` naming the
+        detectors for a ``detector`` that is not one."""
         det = detector or self.main_camera
         core = self.core
+        if detector and detector not in self.detectors():
+            raise ValueError(f"unknown detector {detector!r}; detectors: {', '.join(self.detectors())}")
         if det and core.hasProperty(det, "Exposure") and core.hasPropertyLimits(det, "Exposure"):
             lo, hi = core.getPropertyLowerLimit(det, "Exposure"), core.getPropertyUpperLimit(det, "Exposure")
             if hi > lo:
@@ -362,16 +368,25 @@ class MMCoreBackend:
 
     def travel_um(self) -> dict[str, tuple[float, float]]:
         """The stage travel the adapters declare (µm, by axis): ``"z"`` from the focus drive's ``Position``
-        property limits, where it has them. Micro-Manager has no way to ask an XY stage for its travel, so
-        ``"x"``/``"y"`` are never here (docs/hardware.md)."""
+        property limits, where it has them; ``"x"`` and ``"y"`` from the XY stage's
+        :data:`XY_TRAVEL_PROPERTY` (its half-range about the origin, as the simulator's stage declares it),
+        where it has one. Micro-Manager has no way to ask other XY stages for their travel: their axes are
+        not here (docs/hardware.md)."""
         with self.lock:
-            focus = self.core.getFocusDevice()
-            if focus and self.core.hasProperty(focus, "Position") and self.core.hasPropertyLimits(focus, "Position"):
-                lo = float(self.core.getPropertyLowerLimit(focus, "Position"))
-                hi = float(self.core.getPropertyUpperLimit(focus, "Position"))
+            core, travel = self.core, {}
+            focus = core.getFocusDevice()
+            if focus and core.hasProperty(focus, "Position") and core.hasPropertyLimits(focus, "Position"):
+                lo = float(core.getPropertyLowerLimit(focus, "Position"))
+                hi = float(core.getPropertyUpperLimit(focus, "Position"))
                 if lo < hi:
-                    return {"z": (lo, hi)}
-            return {}
+                    travel["z"] = (lo, hi)
+            xy = core.getXYStageDevice()
+            if xy and core.hasProperty(xy, XY_TRAVEL_PROPERTY):
+                with contextlib.suppress(ValueError):  # not a number: no travel known
+                    half = float(core.getProperty(xy, XY_TRAVEL_PROPERTY))
+                    if half > 0:
+                        travel["x"] = travel["y"] = (-half, half)
+            return travel
 
     # ----------------------------------------------------------------- camera
     def pixel_size_um(self, detector: str | None = None) -> float:

@@ -51,7 +51,7 @@ def confined(path: str | Path, roots: Iterable[str | Path], kind: Literal["file"
     :class:`OutsideAllowedDirectories` (naming the allowed roots) or
     ``FileNotFoundError``; ``max_bytes`` bounds a file's size.
     """
-    roots = [Path(r).expanduser().resolve() for r in roots]
+    roots = list(dict.fromkeys(Path(r).expanduser().resolve() for r in roots))  # each once, as named in errors
     if not roots:
         raise OutsideAllowedDirectories(f"{what} {path}: this server was started without directories to read from")
     resolved = Path(path).expanduser().resolve()

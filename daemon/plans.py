@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_FLUORESCENCE",
     "DEFAULT_FLUORESCENCE_EXPOSURE_MS",
     "DEFAULT_LABEL_FREE",
+    "MAX_LIVE_INTERVAL_MS",
     "ChannelSpec",
     "GridSpec",
     "LivePlan",
@@ -32,6 +33,9 @@ DEFAULT_FLUORESCENCE: tuple[str, ...] = ("Nuclei", "Membrane")
 DEFAULT_FLUORESCENCE_EXPOSURE_MS: dict[str, float] = {"Nuclei": 20.0, "Membrane": 100.0}
 #: At most this many engines pace one live cycle.
 MAX_PACING_ENGINES = 8
+#: Longest time between live cycle starts (ms): one day; a slower series is a time-lapse (``run_scan`` with a
+#: ``time_plan``). Beyond ~292 years the wait between cycles cannot even be timed: the job failed after its first.
+MAX_LIVE_INTERVAL_MS = 86_400_000.0
 #: Up to this many, :func:`z_stack_planes` counts useq's own planes.
 COUNTED_PLANES = 100_000
 #: An engine's results address (``tcp://`` or ``ipc://``).
@@ -102,7 +106,8 @@ class LivePlan(BaseModel):
         description="the cycle (an empty one would end at once, done, with no frame)",
     )
     exposure_ms: float | None = Field(default=None, gt=0, description="for channels without their own")
-    interval_ms: float = Field(default=0.0, ge=0, description="minimum time between cycle starts")
+    interval_ms: float = Field(default=0.0, ge=0, le=MAX_LIVE_INTERVAL_MS,
+                               description="minimum time between cycle starts (at most one day)")
     max_cycles: int | None = Field(default=None, ge=1)
     record: bool = False
     hardware_sequence: bool = Field(

@@ -65,9 +65,11 @@ def planned_ranges(seq: useq.MDASequence) -> dict[str, tuple[float, float]]:
 
 def check_travel(seq: useq.MDASequence, travel: Mapping[str, tuple[float, float]]) -> None:
     """``ValueError`` naming the axis, the planned range and the travel where a target of ``seq`` lies
-    outside ``travel`` (by axis, µm; an axis absent from it is not checked: its adapter refuses the move
-    when the job reaches it)."""
+    outside ``travel`` (by axis, µm: ``MicroscopeBackend.travel_um``; an axis absent from it is not checked:
+    its adapter refuses the move when the job reaches it)."""
     names = {"x": "stage x", "y": "stage y", "z": "focus (z)"}
+    hints = {"x": "the positions, or the grid around them", "y": "the positions, or the grid around them",
+             "z": "move_stage first, or give the positions' z"}
     for axis, (lo, hi) in planned_ranges(seq).items():
         if axis not in travel:
             continue
@@ -75,4 +77,4 @@ def check_travel(seq: useq.MDASequence, travel: Mapping[str, tuple[float, float]
         if lo < tlo or hi > thi:
             raise ValueError(f"the plan moves the {names[axis]} over [{lo:g}, {hi:g}] µm, outside its travel "
                              f"[{tlo:g}, {thi:g}] µm; nothing was moved or acquired: shift or shorten the "
-                             "range (move_stage first, or give the positions' z)")
+                             f"range ({hints[axis]})")

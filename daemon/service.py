@@ -151,24 +151,26 @@ class Daemon:
 
     # ---------------------------------------------------------------- commands
     def _hardware_state(self) -> dict[str, Any]:
-        """Position, channel and exposure: read now if the hardware is free, else the
+        """Position, channel, LED pattern and exposure: read now if the hardware is free, else the
         last values read (``hardware_busy`` says which). Never waits."""
         b = self.backend
         if b.lock.acquire(blocking=False):
             try:
                 x, y, z = b.position_um()
-                self._hw_state = {"channel": b.current_channel(), "exposure_ms": b.exposure_ms(),
-                                  "position_um": {"x": x, "y": y, "z": z}}
+                self._hw_state = {"channel": b.current_channel(), "pattern": b.current_pattern(),
+                                  "exposure_ms": b.exposure_ms(), "position_um": {"x": x, "y": y, "z": z}}
             finally:
                 b.lock.release()
             return {**self._hw_state, "hardware_busy": False}
-        return {"channel": None, "exposure_ms": None, "position_um": None, **self._hw_state,
+        return {"channel": None, "pattern": None, "exposure_ms": None, "position_um": None, **self._hw_state,
                 "hardware_busy": True}
 
     def _note_frame(self, frame: Any) -> None:
-        """Frame sink: the hardware state each frame was taken in (for ``status`` while busy)."""
+        """Frame sink: the hardware state each frame was taken in (for ``status`` while busy; the LED pattern
+        of its label-free frames, the one before kept over a fluorescence frame, which names none)."""
         h = frame.header
-        self._hw_state = {"channel": h.channel, "exposure_ms": h.exposure_ms,
+        self._hw_state = {"channel": h.channel, "pattern": h.pattern or self._hw_state.get("pattern"),
+                          "exposure_ms": h.exposure_ms,
                           "position_um": {"x": h.stage_x_um, "y": h.stage_y_um, "z": h.stage_z_um}}
 
     def status(self) -> dict[str, Any]:
@@ -231,6 +233,7 @@ class Daemon:
         plan = _validated(LivePlan, args)
         self._check_detectors_and_exposures(plan.channels, plan.exposure_ms)
         cap = _validated(RecordingCap, {"max_bytes": record_max_bytes, "max_frames": record_max_frames})
+        _check_cap_records(record, record_max_bytes, record_max_frames)
         if record:
             self.engine.check_writable()
         return self.engine.start_live(plan, cap).to_dict()
@@ -444,6 +447,16 @@ class Daemon:
         """Stop the daemon after replying."""
         threading.Timer(0.05, self._shutdown.set).start()
         return {"shutting_down": True}
+
+
+def _check_cap_records(record: bool, max_bytes: int | None, max_frames: int | None) -> None:
+    """Raise ``ValueError`` naming the cap when a live request caps a recording it does not make (``record``
+    false): the cap would be ignored, and nothing recorded."""
+    given = [f"{k} = {v}" for k, v in (("record_max_bytes", max_bytes), ("record_max_frames", max_frames))
+             if v is not None]
+    if given and not record:
+        raise ValueError(f"{' and '.join(given)} caps a recording, but this live records nothing (record is "
+                         "false): add record (`scopecast ctl live --record ...`), or leave the cap out")
 
 
 def _check_room_for_spot_checks(model: str, running: dict[str, SpotChecker]) -> None:

@@ -53,7 +53,7 @@ from scipy import ndimage
 
 from .action_plans import field_of_view_um, planned_light
 from .dose import DoseBudget, full_power
-from .plans import z_stack_planes
+from .plans import MAX_LIVE_INTERVAL_MS, z_stack_planes
 
 __all__ = [
     "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM",
@@ -122,7 +122,8 @@ class ActionSpec(BaseModel):
     channels: list[str] = Field(default_factory=list)
     exposure_ms: float = Field(default=100.0, gt=0)
     power: float = Field(default=1.0, description="1 only: frames are charged at full power (dose.full_power)")
-    interval_ms: float | None = Field(default=None, ge=0)
+    interval_ms: float | None = Field(default=None, ge=0, le=MAX_LIVE_INTERVAL_MS,
+                                      description="switch_live: at most one day (plans.MAX_LIVE_INTERVAL_MS)")
     live_channels: list[str] | None = None
     before_s: float = Field(default=2.0, ge=0, le=MAX_WINDOW_S, description=f"at most {MAX_WINDOW_S:g} s")
     after_s: float = Field(default=2.0, ge=0, le=MAX_WINDOW_S, description=f"at most {MAX_WINDOW_S:g} s")

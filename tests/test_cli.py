@@ -221,9 +221,11 @@ def test_logging_one_line_runtime_summary_and_pymmcore_plus_only_with_v(capsys, 
     assert os.environ.get("PYMM_STDERR_LOG") == "1"  # -v: the Micro-Manager core logs to stderr too
 
 
-def test_ctl_wait_exits_1_when_the_job_failed(daemon, cli):
-    """``ctl wait && next-step`` must not go on after a job that failed (a scan position beyond the stage travel
-    fails the job when reached): the job is printed, one line on stderr says it failed, exit 1. It exited 0."""
+def test_ctl_wait_exits_1_when_the_job_failed(daemon, cli, monkeypatch):
+    """``ctl wait && next-step`` must not go on after a job that failed (a scan position beyond the travel of an
+    XY stage that declares none, as most real adapters, fails the job when reached): the job is printed, one line
+    on stderr says it failed, exit 1. It exited 0."""
+    monkeypatch.setattr(daemon.backend, "travel_um", lambda: {})  # the simulator's stage declares its travel
     ctl = ("ctl", "--control", daemon.control_address)
     rc, out, err = cli(*ctl, "run_scan", "--sequence",
                        '{"channels": ["BF"], "stage_positions": [{"x": 0, "y": 0}, {"x": 90000, "y": 0}]}')

@@ -128,7 +128,9 @@ def test_unknown_pattern_and_channel_list_valid_ones(client):
         client.request("start_live", channels=["BF", "Nope"])
 
 
-def test_failed_scan_keeps_what_was_recorded(client):
+def test_failed_scan_keeps_what_was_recorded(daemon, client, monkeypatch):
+    # an XY stage that declares no travel (most real adapters): the move beyond it fails the job when reached
+    monkeypatch.setattr(daemon.backend, "travel_um", lambda: {})
     seq = {"stage_positions": [{"x": 0.0, "y": 0.0, "z": 0.0}, {"x": 9e5, "y": 0.0, "z": 0.0}],
            "channels": [{"config": "BF", "exposure": 5.0}, {"config": "DPC-Left", "exposure": 5.0}],
            "axis_order": "pc"}

@@ -390,6 +390,8 @@ class InferenceEngine:
         return self.describe_model()
 
     def set_policy(self, policy: str) -> dict[str, Any]:
+        """Set how bundles wait for a worker: ``live`` (only the newest waits; an older one is dropped,
+        counted as ``engine:superseded``) or ``all`` (every bundle is inferred, up to 32 queued)."""
         if policy not in ("live", "all"):
             raise ValueError(f"unknown policy {policy!r}; use 'live' or 'all'")
         self.queue.policy = policy
@@ -548,6 +550,8 @@ class InferenceEngine:
             self.pub.send_multipart([b"error", dumps_strict(msg)], flags=zmq.NOBLOCK)
 
     def status(self) -> dict[str, Any]:
+        """The engine stats: model, policy, counters, drops, latency per stage, trust state, recent errors
+        (answered at once, never waits)."""
         return {
             "source": "engine", "t_ns": now_ns(), "model": self.describe_model(), "policy": self.queue.policy,
             "workers": self.n_workers, "frames_received": self.frames_received,
