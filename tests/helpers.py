@@ -159,6 +159,26 @@ def live_under_triggers(daemon, client, config: dict, channels: list | None = No
             client.request("unload_triggers")
 
 
+@contextlib.contextmanager
+def engine_beside_a_bare_stream(package: Path) -> Iterator[Any]:
+    """A real :class:`~scopecast.daemon.inference.engine.InferenceEngine` serving ``package``, subscribed to a bare
+    PUB socket no frame comes on (its control socket is what is under test); closed with it at the end."""
+    import zmq
+
+    from scopecast.daemon.inference.engine import InferenceEngine
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind("tcp://127.0.0.1:*")
+    engine = InferenceEngine(package, pub.getsockopt_string(zmq.LAST_ENDPOINT), "tcp://127.0.0.1:*",
+                             "tcp://127.0.0.1:*", warmup_shape=None).start()
+    try:
+        yield engine
+    finally:
+        engine.close()
+        pub.close(linger=0)
+
+
 def log_lines(log: Path) -> list[dict]:
     """The JSON lines of a trigger decision log written so far (none before it exists)."""
     return [json.loads(t) for t in log.read_text().splitlines()] if log.exists() else []

@@ -8,30 +8,21 @@ from __future__ import annotations
 import re
 
 import pytest
-import zmq
+from helpers import engine_beside_a_bare_stream
 
 from scopecast.daemon.confine import OutsideAllowedDirectories, confined
 from scopecast.daemon.control import ControlClient, DaemonError
-from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.models import packages_root
 
 
 def test_load_model_outside_names_the_shipped_packages_directory_once(tmp_path):
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind("tcp://127.0.0.1:*")
-    engine = InferenceEngine(packages_root() / "virtual-staining", pub.getsockopt_string(zmq.LAST_ENDPOINT),
-                             "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", warmup_shape=None).start()
-    try:
+    with engine_beside_a_bare_stream(packages_root() / "virtual-staining") as engine:
         with ControlClient(engine.control.address, timeout_s=120) as ec:
             with pytest.raises(DaemonError) as e:
                 ec.request("load_model", path=str(tmp_path))
-        root = str(packages_root().resolve())
-        assert e.value.type == "OutsideAllowedDirectories"
-        assert re.search(r"is outside the allowed directories \(([^)]*)\)", e.value.message).group(1) == root
-    finally:
-        engine.close()
-        pub.close(linger=0)
+    root = str(packages_root().resolve())
+    assert e.value.type == "OutsideAllowedDirectories"
+    assert re.search(r"is outside the allowed directories \(([^)]*)\)", e.value.message).group(1) == root
 
 
 def test_confined_names_each_root_once(tmp_path):

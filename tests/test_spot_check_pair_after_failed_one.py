@@ -8,9 +8,7 @@ import errno
 
 import pytest
 
-from helpers import wait_subscribed, wait_until
-from scopecast.daemon.inference.engine import InferenceEngine
-from tests.test_spot_checks import CYCLE, VS
+from tests.test_spot_checks import VS, three_checks_on_live
 
 
 @pytest.fixture
@@ -32,19 +30,7 @@ def disk_full_once(monkeypatch):
 
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
 def test_checks_after_a_pair_that_could_not_be_written_go_on(daemon, client, disk_full_once):
-    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=(256, 256)).start()
-    try:
-        wait_subscribed(daemon.publisher, "frame")
-        client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
-                       period_s=0.3, channels={"nuclei": "Nuclei"}, exposure_ms=5.0)
-        wait_subscribed(engine, "result")
-        client.request("start_live", channels=CYCLE, interval_ms=50)
-        st = wait_until(lambda: (s := client.request("spot_checks")["models"]["virtual-staining"])["checks"]
-                        + sum(s["skipped"].values()) >= 3 and s, 180, "three spot checks made or skipped")
-        client.request("stop")
-    finally:
-        client.request("stop_spot_checks")
-        engine.close()
+    st = three_checks_on_live(daemon, client, 180, {"interval_ms": 50}, channels={"nuclei": "Nuclei"})
     assert disk_full_once, "no pair recording failed"
     assert st["checks"] >= 3 and not st["skipped"], (st["skipped"], st["last_skip"])
     assert st["recordings_written"] == st["checks"] - 1  # all but the first, which says why

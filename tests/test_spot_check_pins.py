@@ -8,12 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import wait_subscribed, wait_until
 from scopecast.daemon.frames import Frame, FrameHeader
-from scopecast.daemon.inference.engine import InferenceEngine
 from scopecast.daemon.recorder import open_recording
 from scopecast.daemon.trigger_actions import FrameRing
-from tests.test_spot_checks import CYCLE, VS
+from tests.test_spot_checks import CYCLE, VS, three_checks_on_live
 
 #: Frames of 256² the ring may hold in these tests: two bundles of the six-channel cycle, what 256 MiB are of a
 #: 512² live at 1000 frames/s measured against an engine's latency (the suite's sensor is 256², its model faster).
@@ -33,23 +31,8 @@ def small_rings(monkeypatch):
 
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
 def test_checks_find_their_bundle_when_the_ring_holds_less_than_the_engine_takes(daemon, client, small_rings):
-    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=(256, 256)).start()
-    try:
-        wait_subscribed(daemon.publisher, "frame")
-        client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
-                       period_s=0.3, exposure_ms=5.0, dose_per_session=1e6, dose_per_position=1e6)
-        wait_subscribed(engine, "result", 1)
-        client.request("start_live", channels=CYCLE)  # free-running: the ring holds two bundles, a few ms
-
-        def status() -> dict:
-            return client.request("spot_checks")["models"]["virtual-staining"]
-
-        st = wait_until(lambda: (s := status())["checks"] + sum(s["skipped"].values()) >= 3 and s, 300,
-                        "three spot checks made or skipped")
-        client.request("stop")
-    finally:
-        client.request("stop_spot_checks")
-        engine.close()
+    # free-running live: the ring holds two bundles, a few ms
+    st = three_checks_on_live(daemon, client, 300, {}, dose_per_session=1e6, dose_per_position=1e6)
     assert st["checks"] >= 3 and not st["skipped"], (st["skipped"], st["last_skip"])
     assert st["pinned"]["bundles"] <= 12, st["pinned"]
     for path in st["recordings"]:  # each pair holds the whole bundle of the result it checked

@@ -279,6 +279,26 @@ def test_super_resolution_spot_checks_use_the_sted_detector(daemon, client):
         engine.close()
 
 
+def three_checks_on_live(daemon, client, timeout_s: float, live: dict, **spot) -> dict:
+    """Spot checks of the shipped virtual-staining model (``spot``: ``start_spot_checks`` arguments, period
+    0.3 s, 5 ms captures) during live (``live``: ``start_live`` arguments beside the six-channel cycle) until three
+    checks are made or skipped; returns the spot checks' status then. Live, the checks and the engine end."""
+    engine = InferenceEngine(VS, daemon.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=(256, 256)).start()
+    try:
+        wait_subscribed(daemon.publisher, "frame")
+        client.request("start_spot_checks", model="virtual-staining", results=engine.results_address,
+                       **{"period_s": 0.3, "exposure_ms": 5.0, **spot})
+        wait_subscribed(engine, "result")
+        client.request("start_live", channels=CYCLE, **live)
+        st = wait_until(lambda: (s := client.request("spot_checks")["models"]["virtual-staining"])["checks"]
+                        + sum(s["skipped"].values()) >= 3 and s, timeout_s, "three spot checks made or skipped")
+        client.request("stop")
+        return st
+    finally:
+        client.request("stop_spot_checks")
+        engine.close()
+
+
 @contextlib.contextmanager
 def _vs_live(daemon, client):
     """Live on the 6-channel cycle into the shipped virtual-staining model: yields the engine and its first
