@@ -45,6 +45,14 @@ def _slide_kind(core) -> str | None:
 
 
 def _gather(args: argparse.Namespace) -> int:
+    """``scopecast gather``: the in-process simulator's sized configuration lives in a folder removed at the end."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="scopecast-gather-") as scratch:
+        return _gather_in(args, Path(scratch))
+
+
+def _gather_in(args: argparse.Namespace, scratch: Path) -> int:
     from scopecast.models.dataset import DOMAIN, check_new_dataset, gather
 
     try:  # before a daemon starts or anything is captured
@@ -55,13 +63,11 @@ def _gather(args: argparse.Namespace) -> int:
     daemon = None
     address = args.control
     if not address:  # run a daemon on the simulator in this process
-        import tempfile
-
         from .backend import load_mmcore_backend
         from .service import Daemon
         from .sim import sized_config
 
-        cfg = sized_config(tempfile.mkdtemp(prefix="scopecast-gather-"), args.size, args.config)
+        cfg = sized_config(scratch, args.size, args.config)
         daemon = Daemon(load_mmcore_backend(cfg), Path(args.out) / "recordings", "tcp://127.0.0.1:*",
                         "tcp://127.0.0.1:*").start()
         address = daemon.control_address

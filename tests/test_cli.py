@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -170,12 +171,14 @@ def test_progress_lines_are_rate_limited_with_rate_and_time_left(caplog):
     assert job.line() == "pairs job x: 34/40 frames (85 %), 2 frames/s, 3.0 s left"
 
 
-def test_gather_and_the_offline_engine_report_progress(cli, tmp_path):
+def test_gather_and_the_offline_engine_report_progress(cli, tmp_path, monkeypatch):
     from scopecast.models.synthetic import write_package
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # what gather leaves in the temporary folder
     rc, out, err = cli("gather", "--task", "virtual-staining", "--out", tmp_path / "ds", "--train", "2", "--val", "1",
                        "--size", "64", "--samples", "cells")
     assert rc == 0, err
+    assert not list(tmp_path.glob("scopecast-gather-*")), "gather left its simulator configuration behind"
     assert "gather virtual-staining: 1/3 fields (33 %)" in err and "3/3 fields (100 %)" in err
     index = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     rec = tmp_path / "ds" / index["splits"]["train"]["recordings"][0]  # relative to the dataset folder
@@ -367,12 +370,14 @@ def test_a_writable_save_path_still_saves(daemon, cli, tmp_path):
     assert '"saved"' in out
 
 
-def test_an_unknown_sample_kind_is_named_with_the_kinds_there_are(cli, tmp_path):
+def test_an_unknown_sample_kind_is_named_with_the_kinds_there_are(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # what gather leaves in the temporary folder
     rc, _, err = cli("gather", "--out", tmp_path / "ds", "--train", "2", "--val", "1", "--size", "64",
                      "--samples", "cells,fibroblast")
     assert rc == 2 and "Traceback" not in err, err
     assert "--samples: unknown sample kind(s) fibroblast; the simulator has cells, epithelium, fibroblasts" in err, err
     assert not (tmp_path / "ds" / "dataset.json").exists()
+    assert not list(tmp_path.glob("scopecast-gather-*")), "gather left its simulator configuration behind"
 
 
 @pytest.mark.parametrize("value", ["5", "15,5", "a,b", "0,5", "5,inf"])
