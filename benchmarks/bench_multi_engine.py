@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -205,6 +206,7 @@ def main() -> None:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+    shutil.rmtree(tmp, ignore_errors=True)  # kept when the run failed: the error names its logs there
 
     def med(vals: list[float]) -> str:
         return f"{np.median(vals):.2f} ({min(vals):.2f}–{max(vals):.2f})"
