@@ -68,16 +68,17 @@ def test_paced_live_acquires_no_bundle_the_model_cannot_take(sim_cfg, tmp_path, 
         if paced:
             p = job["pacing"]
             assert p["results"] >= 8 and p["timeouts"] == 0 and p["model_ms"] > 0
-            # one bundle in the model and the next being acquired. Drops count frames: usually 0; once, in the
-            # whole suite beside a CPU hog, one bundle (3 frames), most likely at the start, where two cycles run
-            # back to back and a starved engine had not taken the first when the second completed (it keeps the
-            # newer bundle)
-            assert cycles <= p["results"] + 3, (cycles, p)
-            assert dropped <= 2 * len(CYCLE), (dropped, e.drops.snapshot(), p)
+            # one bundle in the model and the next being acquired: usually no drop at all. An engine starved of CPU
+            # for longer than a cycle takes (the suite beside a CPU hog and five other jobs: 14 cycles for 8
+            # results) has the next bundle replace the one it did not take yet, which the
+            # pacer cannot see; the bound is still an order of magnitude below free-running's (~16 cycles per
+            # result on this machine, asserted below to be beyond it)
+            assert cycles <= 2 * p["results"] + 3, (cycles, p)
+            assert dropped <= len(CYCLE) * (p["results"] + 2), (dropped, e.drops.snapshot(), p)
         else:  # free-running: the camera outpaces the model and the engine drops what it cannot take
             assert job["pacing"] is None
-            assert cycles > e.results_published + 3 and dropped > 2 * len(CYCLE), (cycles, e.results_published,
-                                                                                 dropped)
+            assert cycles > 2 * e.results_published + 3, (cycles, e.results_published, dropped)
+            assert dropped > len(CYCLE) * (e.results_published + 2), (cycles, e.results_published, dropped)
 
 
 def test_several_engines_pace_live_by_the_slowest_model(sim_cfg, tmp_path, patient_pacer):
