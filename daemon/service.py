@@ -37,7 +37,8 @@ from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
-from .triggers import TriggerConfigError, check_hardware, check_sources, load_trigger_config, make_measures
+from .triggers import (TriggerConfigError, check_hardware, check_sources, load_trigger_config, make_measures,
+                       recent_lines)
 
 __all__ = ["MAX_SPOT_CHECK_MODELS", "MAX_WAIT_S", "Daemon"]
 
@@ -384,10 +385,12 @@ class Daemon:
             return self.trigger_runner.status()
 
     def triggers(self) -> dict:
-        """Trigger states, light-dose use, decisions so far and closed-loop latency."""
-        if self.trigger_runner is None:
+        """Trigger states, light-dose use, decisions so far (the newest as log lines: ``recent``) and closed-loop
+        latency."""
+        runner = self.trigger_runner
+        if runner is None:
             return {"loaded": False}
-        return {"loaded": True, **self.trigger_runner.status()}
+        return {"loaded": True, **runner.status(), "recent": recent_lines(runner.decisions)}
 
     def unload_triggers(self) -> dict:
         """Stop and remove the loaded smart-acquisition triggers (their decision logs stay)."""

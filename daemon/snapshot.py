@@ -211,8 +211,9 @@ def snapshot(frames: dict[str, np.ndarray], results: Iterable[tuple[dict[str, An
             data, names = data[keep], [names[i] for i in keep]
         if header.get("task") == "virtual-staining" and data.shape[0] > 1:
             tile = (composite(data, names) * 255).astype(np.uint8)
-        else:
-            tile = autoscale(data[0])
+        else:  # one output (a super-resolved membrane) in its stain's colour too, as the viewer draws it
+            color = np.asarray(output_rgb(output_names(names, 1))[0], np.float32)
+            tile = (autoscale(data[0])[..., None] * color).astype(np.uint8)
         ok = bool((header.get("trust") or {}).get("ok"))
         if not ok:
             tile = (tile * 0.35).astype(np.uint8)  # dimmed, as in the viewer: not a confident image

@@ -56,10 +56,10 @@ from .dose import DoseBudget, full_power
 from .plans import MAX_LIVE_INTERVAL_MS, z_stack_planes
 
 __all__ = [
-    "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM",
+    "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM", "RECENT_DECISIONS",
     "SUPPRESSION_SUMMARY_S", "ActionSpec", "Decider", "Decision", "MeasurementSpec", "SafetySpec", "Trigger",
     "TriggerConfig", "TriggerConfigError", "TriggerSpec", "check_hardware", "check_sources", "load_trigger_config",
-    "make_measures", "replay", "trust_refusal",
+    "make_measures", "recent_lines", "replay", "trust_refusal",
 ]
 
 #: Most rows, and most columns, of a ``tile_scan`` action (at most 100 × 100 = 10,000 fields).
@@ -463,6 +463,15 @@ class _State:
     stretch_logged_ns: int = 0  # acquisition time of the stretch's last line
     unlogged: Decision | None = None  # the stretch's latest suppression not logged yet
     unlogged_count: int = 0  # suppressions of the stretch since its last line
+
+
+#: How many of the newest decision lines the ``triggers`` reply carries (``recent``: what a viewer shows of the log).
+RECENT_DECISIONS = 12
+
+
+def recent_lines(decisions: list[Decision], n: int = RECENT_DECISIONS) -> list[dict[str, Any]]:
+    """The newest ``n`` of ``decisions`` as their decision-log lines (:meth:`Decision.key`), oldest first."""
+    return [d.key() for d in decisions[-n:]]
 
 
 def _reason_kind(reason: str) -> str:

@@ -99,15 +99,19 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.px_um = 1.0
         self.message_text = ""
         self._rect: tuple[float, float] | None = None
+        self._color = (1.0, 1.0, 1.0)  # the LUT's full colour (the default gradient is grey)
         self.scene().sigMouseMoved.connect(self.show_value_at)
         self._legend_mode(grey=True)
         self.hist.setVisible(False)  # no LUT to show before the first image
 
     # ------------------------------------------------------------------ images
-    def show_grey(self, img: np.ndarray, px_um: float, name: str, auto_levels: bool = False) -> None:
-        """A grey image of ``name`` sampled at ``px_um``; ``auto_levels`` stretches the LUT
+    def show_grey(self, img: np.ndarray, px_um: float, name: str, auto_levels: bool = False,
+                  color: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        """An image of ``name`` sampled at ``px_um``, drawn from black to ``color`` (RGB 0-1; white: grey, a camera
+        frame; a model's one output in its stain's colour, :func:`output_rgb`); ``auto_levels`` stretches the LUT
         to its 0.5-99.8 percentiles (else the user's LUT stays)."""
         self._legend_mode(grey=True)
+        self._tint(color)
         self.values, self.channel_names, self.px_um = img[None], [name], px_um
         self.image.setImage(img, autoLevels=False)
         if auto_levels or self.image.levels is None:
@@ -137,6 +141,13 @@ class ImagePane(pg.GraphicsLayoutWidget):
             rows.append("stains alone: the viewer holds no label-free frame of this result's bundle")
         self.legend.setText("<br>".join(rows))
         self.place(values.shape[2] * px_um, values.shape[1] * px_um)
+
+    def _tint(self, color: tuple[float, float, float]) -> None:
+        """The LUT runs from black to ``color``; set only when it changes, so the user's edits of the LUT stay."""
+        if color != self._color:
+            self._color = color
+            rgb = tuple(int(round(255 * v)) for v in color)
+            self.hist.gradient.setColorMap(pg.ColorMap([0.0, 1.0], [(0, 0, 0), rgb]))
 
     def clear_image(self) -> None:
         self.image.clear()

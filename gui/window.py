@@ -24,6 +24,8 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
+from scopecast.daemon.stain_colors import output_rgb
+
 from .controls import (ExposureBox, LiveCycleBox, ObjectiveBox, PatternBox, StageBox, shipped_packages,
                        stop_timeout_s)
 from .fidelity import fidelity_line, fidelity_series
@@ -32,6 +34,7 @@ from .panes import ImagePane
 from .raw_channel import NEWEST, RawChannelBox
 from .served import same_model, served_elsewhere
 from .streams import LatestStreams, NewMessages, Requester
+from .triggers_view import TriggersView
 from .trust_badge import badge_text
 
 __all__ = ["EngineEndpoint", "ScopeWindow"]
@@ -87,6 +90,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.drop_counts: dict[str, int] = {}
         self.frames_shown = 0
         self._raw_key: tuple[str, Any, Any] | None = None  # what the raw pane's LUT was stretched for
+        self._redescribed_px: float | None = None  # the frames' pixel size that made the viewer describe again
         self._build()
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self.refresh)
@@ -124,8 +128,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
             views.setStretchFactor(i, 1)  # the panes share the width equally and grow with the window
         self.controls_dock = self._dock("controls", self._controls())
         self.figures_dock = self._dock("figures", self._figures())
+        self.triggers_view = TriggersView()  # the loaded triggers and their newest decisions (``triggers`` polls)
+        self.triggers_dock = self._dock("triggers", self.triggers_view)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, self.controls_dock)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, self.figures_dock)
+        self.splitDockWidget(self.figures_dock, self.triggers_dock, QtCore.Qt.Orientation.Horizontal)
         self.resizeDocks([self.figures_dock], [280], QtCore.Qt.Orientation.Vertical)  # the images get the rest
         self.status_line = QtWidgets.QLabel("connecting…")
         self.statusBar().addWidget(self.status_line, 1)
@@ -314,6 +321,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         daemon answers after it did not (a timeout or a daemon that is not up yet leaves no empty menus behind;
         a restarted one no stale objective, pixel size or channels)."""
         self._poll(self.control_address)
+        self._poll("daemon:triggers", None, "triggers")
         if not self._described and not self._describing:
             self._describing = True
             self.request("describe", timeout_s=3.0, poll=True)
@@ -321,11 +329,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
             if e.control:
                 self._poll(e.control, e.control)
 
-    def _poll(self, key: str, address: str | None = None) -> None:
-        """Ask ``address`` (the daemon when None) for its status unless the last poll of it is still unanswered."""
+    def _poll(self, key: str, address: str | None = None, cmd: str = "status") -> None:
+        """Ask ``address`` (the daemon when None) for ``cmd`` unless the last poll of it is still unanswered."""
         fut = self._polls.get(key)
         if fut is None or fut.done():
-            self._polls[key] = self.request("status", address=address, timeout_s=1.0, poll=True)
+            self._polls[key] = self.request(cmd, address=address, timeout_s=1.0, poll=True)
 
     @QtCore.Slot(str, object)
     def _on_reply(self, what: str, result: Any) -> None:
@@ -350,6 +358,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
                     if e.control == source:
                         self.connected[e.results] = True
                         self._note_engine(e.results, result)
+        elif cmd == "triggers":
+            self.triggers_view.show_status(result)
         elif cmd == "describe":
             self._described, self._describing = True, False
             self._on_describe(result)
@@ -412,6 +422,9 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if cmd == "describe":
             self._describing = False  # asked again on the next status poll
             return
+        if cmd == "triggers":  # polled every second: said in the panel, not once a second in the messages
+            self.triggers_view.show_error(message)
+            return
         self.error_view.appendPlainText(f"{cmd}: {message}")
 
     def _update_status_line(self) -> None:
@@ -472,6 +485,16 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self._raw_key = key
         self.raw.plot.setTitle(f"raw · {channel} · {h.get('exposure_ms', 0):g} ms", size="10pt")
         self.frames_shown += 1
+        self._follow_pixel_size(h)
+
+    def _follow_pixel_size(self, h: dict[str, Any]) -> None:
+        """A frame of the daemon's camera at another pixel size than ``describe`` said (another client switched the
+        objective: ctl, a script, Micro-Manager's own window): describe again, once per pixel size seen, so the
+        objective box and its pixel size are never stale."""
+        px, info = h.get("pixel_size_um"), self.daemon_info
+        if (self._described and px and h.get("detector") == info.get("camera") and px != info.get("pixel_size_um")
+                and px != self._redescribed_px):
+            self._redescribed_px, self._described = px, False  # asked on the next status poll
 
     def _show_result(self, address: str, res) -> None:
         pane = self.panes[address]
@@ -497,7 +520,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 base = None if f is None else f.data.astype(np.float32)
             pane.show_composite(y, names, px, base, overlay=self.overlay_box.isChecked())
         else:
-            pane.show_grey(y[0], px, names[0] if names else "output", auto_levels=True)
+            name = names[0] if names else "output"
+            pane.show_grey(y[0], px, name, auto_levels=True, color=output_rgb([name])[0])  # the stain's colour
         pane.plot.setTitle(f"{h.get('model')} · ×{h.get('scale_factor', 1)} · {px:.3g} µm/px", size="10pt")
         self._show_trust(address, h.get("trust"))
 
