@@ -416,11 +416,17 @@ def test_repair_refuses_a_recording_still_being_written(tmp_path):
         repair_recording(zarr_dir)
 
 
-def test_cap_merges_to_the_tighter_and_never_past_the_disk(tmp_path):
+def test_cap_merges_to_the_tighter_and_never_past_the_disk(tmp_path, monkeypatch):
+    import shutil
+
+    from scopecast.daemon.recording.cap import DISK_RESERVE_BYTES
+
+    free = 100 * 2**30  # a disk with 100 GiB free, under the 1 TB cap (not this machine's, which may have more)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free))
     cap = RecordingCap(max_bytes=10**12, max_frames=100).merged(RecordingCap(max_frames=5))
     assert (cap.max_bytes, cap.max_frames) == (10**12, 5)
-    max_bytes, max_frames, by = cap.limits(tmp_path)
-    assert by == "free disk space" and max_bytes < 10**12 and max_frames == 5  # this disk is under 1 TB free
+    assert cap.limits(tmp_path) == (free - DISK_RESERVE_BYTES, 5, "free disk space")
     assert RecordingCap(max_bytes=1000).limits(tmp_path) == (1000, None, "cap")
     with pytest.raises(ValueError):
         RecordingCap(max_frames=0)
