@@ -28,6 +28,7 @@ from typing import Any
 import useq
 
 from .backend import ChannelInfo, MicroscopeBackend
+from .event_clock import EventClock
 from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan, default_exposures_ms
@@ -524,16 +525,15 @@ class AcquisitionEngine:
         z_step = (abs(offsets[-1] - offsets[0]) / (len(offsets) - 1) if len(offsets) > 1 else 0.0) \
             or float(getattr(seq.z_plan, "step", None) or 1.0)
         per_bundle = len(seq.channels) * n_z
+        clock = EventClock(job._stop)
         try:
             for ev in events:
                 if job._stop.is_set():
                     break
                 idx = dict(ev.index)
                 p, g, t, c, zi = idx.get("p", 0), idx.get("g", 0), idx.get("t", 0), idx.get("c", 0), idx.get("z", 0)
-                if ev.min_start_time:
-                    delay = job.started + ev.min_start_time - time.time()
-                    if delay > 0 and job._stop.wait(delay):
-                        break
+                if not clock.wait_due(ev):
+                    break
                 self.backend.move_um(ev.x_pos, ev.y_pos, ev.z_pos)
                 key = (p, g, t)
                 bid, bi = bundles.get(key) or (next(self._bundle), 0)
