@@ -60,6 +60,19 @@ def pin_exposures(seq: useq.MDASequence, exposures_ms: dict[str, float]) -> useq
     return seq.replace(channels=[pinned(c) for c in seq.channels])
 
 
+def with_field_of_view(seq: useq.MDASequence, fov_um: tuple[float, float]) -> useq.MDASequence:
+    """``seq`` whose grid plan has a field of view: the camera's (``fov_um``: width, height, µm) wherever the
+    plan gives none, as pymmcore-plus's MDA engine sets it (ROI times pixel size). Without one useq spaces a
+    rows × columns grid's tiles 1 µm apart (every tile the same field) and cannot lay out a grid by its edges
+    or its size at all. A field of view the plan gives is kept (its own tile spacing)."""
+    grid = seq.grid_plan
+    if grid is None or not all(v > 0 for v in fov_um):
+        return seq
+    update = {k: v for k, v in zip(("fov_width", "fov_height"), fov_um, strict=True)
+              if getattr(grid, k, 0) is None}
+    return seq.replace(grid_plan=grid.model_copy(update=update)) if update else seq
+
+
 def z_stack_planes(range_um: float, step_um: float) -> float:
     """Planes a Z stack of ``useq.ZRangeAround(range=range_um, step=step_um)`` acquires: from ``-range/2`` up in
     steps of ``step_um``, the last less than half a step above ``+range/2`` (range 2, step 1: -1, 0, 1; range 3,
@@ -194,3 +207,23 @@ class PairPlan(BaseModel):
             axis_order="pgcz",
             metadata={"scopecast": {"kind": "pairs"}},
         )
+
+
+def at_current_position(seq: useq.MDASequence, xyz_um: tuple[float, float, float]) -> useq.MDASequence:
+    """``seq`` with the stage's current position (``xyz_um``) wherever its plan is relative to a position that
+    does not say where: no stage positions (here), a relative ``z_plan`` at a position without ``z`` (the stack
+    around the current focus, as Micro-Manager's relative Z stacks and pymmcore-widgets' MDA take it) and a
+    relative grid at a position without ``x`` or ``y`` (the tiles around the current one). useq adds 0 for a
+    coordinate a position leaves out: a stack around z = 0 µm wherever the sample is in focus."""
+    x, y, z = xyz_um
+    if not seq.stage_positions:
+        return seq.replace(stage_positions=[useq.Position(x=x, y=y, z=z)])
+    here = {"x": x, "y": y, "z": z}
+    axes = [*(("z",) if seq.z_plan is not None and seq.z_plan.is_relative else ()),
+            *(("x", "y") if seq.grid_plan is not None and seq.grid_plan.is_relative else ())]
+
+    def placed(p: useq.Position) -> useq.Position:
+        missing = {a: here[a] for a in axes if getattr(p, a) is None}
+        return p.model_copy(update=missing) if missing else p
+
+    return seq.replace(stage_positions=[placed(p) for p in seq.stage_positions])

@@ -32,7 +32,10 @@ from pydantic import ValidationError
 from .acquisition import AcquisitionEngine
 from .backend import MicroscopeBackend
 from .control import DEFAULT_CONTROL_ADDRESS, ControlServer
-from .plans import ChannelSpec, GridSpec, LivePlan, PairPlan, default_exposures_ms, pin_exposures
+from .plans import (
+    ChannelSpec, GridSpec, LivePlan, PairPlan, at_current_position, default_exposures_ms, pin_exposures,
+    with_field_of_view,
+)
 from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
@@ -328,19 +331,25 @@ class Daemon:
 
     def run_scan(self, sequence: dict) -> dict:
         """Run a useq-schema MDASequence (JSON form); returns the job. A channel without an exposure takes its
-        preset's, else the camera's at the request (as live and pairs do)."""
+        preset's, else the camera's at the request (as live and pairs do); a relative z plan or grid at a position
+        that leaves out z (x, y) is taken around the current one (:func:`at_current_position`)."""
         self.engine.require_idle("run a scan", allow_live=False)
         seq = _validated(useq.MDASequence, sequence)
+        seq = with_field_of_view(seq, self._field_of_view_um())
         if seq.channels:  # no channels: refused by run_sequence, naming it
             seq = pin_exposures(seq, default_exposures_ms(self.backend.channels(), None, self.backend.exposure_ms()))
         for ch in seq.channels:
             if ch.exposure is not None:
                 self.backend.check_exposure_ms(ch.exposure, ch.camera)
         self.engine.check_writable()
-        if not seq.stage_positions:
-            x, y, z = self.backend.position_um()
-            seq = seq.replace(stage_positions=[useq.Position(x=x, y=y, z=z)])
+        seq = at_current_position(seq, self.backend.position_um())
         return self.engine.run_sequence(seq).to_dict()
+
+    def _field_of_view_um(self) -> tuple[float, float]:
+        """The main camera's field (width, height, µm) at the current image size and pixel size."""
+        h, w = self.backend.describe()["image_shape"]
+        px = self.backend.pixel_size_um()
+        return w * px, h * px
 
     def job(self, job: str) -> dict:
         """One job (live, pairs, scan) by id: status, frames, recording, errors."""
