@@ -22,8 +22,8 @@ import useq
 
 from .dose import DoseBudget
 
-__all__ = ["Field", "NotRun", "charge_where_run", "decided_field", "field_of_view_um", "give_back", "planned_light",
-           "tile_scan_plan"]
+__all__ = ["Field", "NotRun", "charge_where_run", "decided_field", "field_of_view_um", "give_back", "left_field",
+           "planned_light", "tile_scan_plan"]
 
 #: Where an action takes its light: ``(x µm, y µm, (width, height) µm of the field of view)``.
 Field = tuple[float, float, tuple[float, float]]
@@ -90,6 +90,15 @@ def _change(decided: Field, here: Field) -> str:
         (w0, h0), (w1, h1) = decided[2], here[2]
         parts.append(f"the field of view changed from {w0:g} × {h0:g} to {w1:g} × {h1:g} µm (objective)")
     return " and ".join(parts)
+
+
+def left_field(decided: Field, here: Field, tolerance_um: float) -> str:
+    """``""`` while ``here`` is the field a firing was decided at (within ``tolerance_um`` in x and y, the same field
+    of view); else what changed since, in words."""
+    (x0, y0, fov0), (x1, y1, fov1) = decided, here
+    if abs(x1 - x0) <= tolerance_um and abs(y1 - y0) <= tolerance_um and fov0 == fov1:
+        return ""
+    return _change(decided, here)
 
 
 def charge_where_run(budget: DoseBudget, a: _Action, decided: Field, here: Field, source: str = "triggers") -> dict:

@@ -40,8 +40,8 @@ from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
-from .triggers import (TriggerConfigError, check_hardware, check_sources, load_trigger_config, make_measures,
-                       recent_lines)
+from .triggers import (TriggerConfigError, check_firing_light, check_hardware, check_sources, load_trigger_config,
+                       make_measures, recent_lines)
 
 __all__ = ["MAX_SPOT_CHECK_MODELS", "MAX_WAIT_S", "Daemon"]
 
@@ -386,6 +386,7 @@ class Daemon:
                 )
         check_sources(cfg, sources)
         check_hardware(cfg, self.backend)
+        check_firing_light(cfg)
         measures = make_measures(cfg)  # a Python trigger that cannot be loaded is refused before anything changes
         with self._triggers_lock:
             self.unload_triggers()

@@ -24,7 +24,7 @@ import threading
 from typing import Any
 
 from .frames import Frame
-from .trigger_actions import FrameRing
+from .frame_ring import FrameRing
 
 __all__ = ["CANDIDATES", "MAX_PINNED", "MAX_PINNED_BYTES", "MISSES_BEFORE_SKIP", "PinningRing"]
 

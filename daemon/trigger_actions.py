@@ -39,19 +39,23 @@ import zmq
 from scipy import ndimage
 
 from .acquisition import AcquisitionEngine
-from .action_plans import Field, NotRun, charge_where_run, decided_field, field_of_view_um, give_back, tile_scan_plan
+from .action_plans import (Field, NotRun, charge_where_run, decided_field, field_of_view_um, give_back, left_field,
+                           tile_scan_plan)
 from .confine import inside
 from .dose import shared_budget
+from .frame_ring import FrameRing
 from .frames import Frame, now_ns
 from .plans import ChannelSpec, LivePlan
 from .recorder import Recorder, RecordingCap
+from .scan_checks import check_travel
 from .security import connect_socket
 from .shm_results import SharedResults
 from .stream import FramePublisher, decode, threads_ended
+from .trigger_frames import Window, make_ring, pair_warning, reads_frames, repin_for_next, take_frames
 from .trigger_timeout import TimedTrigger, time_limited
 from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec, make_measures
 
-__all__ = ["LOOP_STAGES", "TriggerRunner", "loop_breakdown"]
+__all__ = ["LOOP_STAGES", "FrameRing", "TriggerRunner", "loop_breakdown"]
 
 #: Actions that start by holding the microscope (their closed loop ends when they hold it); the
 #: others start when they start (``z_stack``/``tile_scan``/``switch_live`` begin by stopping live).
@@ -80,9 +84,9 @@ class _Firing:
     held: bool = False  # its first action has started (on the microscope, for a hardware action)
     # what its actions read from the ring, taken when it is decided (later actions, a queue of firings or a
     # slow model would otherwise find those frames evicted): the deciding bundle, and per save_window action
-    # (by id) the frames before the event and the bucket that collects those after it
+    # (by id) the frames before the event, the bucket that collects those after it and a warning if any
     bundle: list[Frame] = field(default_factory=list)
-    windows: dict[int, tuple[list[Frame], list[Frame]]] = field(default_factory=dict)
+    windows: dict[int, Window] = field(default_factory=dict)
 
 
 #: The parts of the closed loop (name, from, to): result-header stamps, then the runner's.
@@ -189,51 +193,6 @@ def continued_live(live: Any, **changes: Any) -> tuple[LivePlan, RecordingCap | 
     return LivePlan.model_validate(plan), cap
 
 
-class FrameRing:
-    """The last ``seconds`` of frames, at most ``max_bytes`` of pixels (a sink of the acquisition engine)."""
-
-    def __init__(self, seconds: float, max_bytes: int = 512 << 20) -> None:
-        self.seconds = seconds
-        self.max_bytes = max_bytes
-        self._bytes = 0
-        self._frames: collections.deque[Frame] = collections.deque()
-        self._lock = threading.Lock()
-        self._followers: list[tuple[int, list[Frame]]] = []  # (until_ns, collected)
-        self.newest_ns = 0  # the newest frame's acquisition time
-
-    def __call__(self, frame: Frame) -> None:
-        t = frame.header.t_acquired_ns
-        with self._lock:
-            self._frames.append(frame)
-            self.newest_ns = max(self.newest_ns, t)
-            self._bytes += frame.data.nbytes
-            while self._frames and (t - self._frames[0].header.t_acquired_ns > self.seconds * 1e9
-                                    or self._bytes > self.max_bytes):
-                self._bytes -= self._frames.popleft().data.nbytes
-            for until, bucket in self._followers:
-                if t <= until:
-                    bucket.append(frame)
-
-    def window(self, start_ns: int) -> list[Frame]:
-        with self._lock:
-            return [f for f in self._frames if f.header.t_acquired_ns >= start_ns]
-
-    def bundle(self, acquisition_id: str, bundle_id: int) -> list[Frame]:
-        with self._lock:
-            return [f for f in self._frames
-                    if f.header.acquisition_id == acquisition_id and f.header.bundle_id == bundle_id]
-
-    def follow(self, until_ns: int) -> list[Frame]:
-        bucket: list[Frame] = []
-        with self._lock:
-            self._followers.append((until_ns, bucket))
-        return bucket
-
-    def unfollow(self, bucket: list[Frame]) -> None:
-        with self._lock:
-            self._followers = [f for f in self._followers if f[1] is not bucket]
-
-
 class TriggerRunner:
     """Live triggers for one daemon (see module docstring)."""
 
@@ -254,7 +213,9 @@ class TriggerRunner:
         self.session = f"{time.strftime('%Y%m%d-%H%M%S')}-triggers-{uuid.uuid4().hex[:6]}"
         self.log_path = Path(data_dir) / f"{self.session}.decisions.jsonl"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.ring = FrameRing(config.ring_buffer_s)
+        # the deciding bundle of a slow engine's result outlives the ring: pinned (trigger_frames)
+        self.ring = make_ring(config)
+        self._pins = reads_frames(config)
         # before the publisher: a frame is in the ring before any engine can have computed a result on it
         engine.sinks.insert(0, self.ring)
         self.decisions: list[Decision] = []
@@ -315,6 +276,7 @@ class TriggerRunner:
             "fired": self.fired,
             "actions_pending": self._pending,
             "lockstep": {"enabled": self.config.lockstep, "timeouts": self.lockstep_timeouts},
+            "pinned": self.ring.pins(),
             "closed_loop_latency_ms": None if lat is None else {
                 "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "n": len(lat)},
         }
@@ -341,6 +303,9 @@ class TriggerRunner:
                     header = {**header, "model": source, "package": header.get("model")}
                 try:
                     self._decide(header, data, t_rx)
+                    if self._pins:
+                        job = self.engine.current_job
+                        repin_for_next(self.ring, header, job.acquisition_id if job and job.kind == "live" else None)
                 except Exception:  # noqa: BLE001 - the trigger thread must not die
                     log.exception("triggers: result %s not decided", header.get("bundle_id"))
                 finally:  # counted once its decisions are logged: a client that waits for the count reads them
@@ -381,15 +346,9 @@ class TriggerRunner:
                 f.logged.set()
 
     def _pin(self, f: _Firing) -> None:
-        """Take from the ring, now, the frames the firing's actions will read."""
-        d = f.decision
-        f.bundle = self.ring.bundle(d.acquisition_id, d.bundle_id)
-        spec = next(t for t in self.config.triggers if t.name == d.trigger)
-        start = min((x.header.t_acquired_ns for x in f.bundle), default=d.t_ns)  # the deciding bundle's first frame
-        for a in spec.actions:
-            if a.kind == "save_window":
-                f.windows[id(a)] = (self.ring.window(start - int(a.before_s * 1e9)),
-                                    self.ring.follow(d.t_ns + int(a.after_s * 1e9)))
+        """Take from the ring (or its pins), now, the frames the firing's actions will read."""
+        spec = next(t for t in self.config.triggers if t.name == f.decision.trigger)
+        f.bundle, f.windows = take_frames(self.ring, f.decision, spec)
 
     def _log(self, line: dict[str, Any]) -> None:
         """Append one JSON line to the decision log (decisions in the order taken; outcomes later)."""
@@ -406,7 +365,7 @@ class TriggerRunner:
             try:
                 self._run_actions(firing)
             finally:
-                for _, bucket in firing.windows.values():
+                for _, bucket, _ in firing.windows.values():
                     self.ring.unfollow(bucket)
                 self._held(firing)
                 with self._lock:
@@ -538,17 +497,25 @@ class TriggerRunner:
 
     def _do_confirm_fluorescence(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Snap the real fluorescence here and record it with the deciding label-free bundle as a pair (refused
-        before any light when the pair could not be recorded)."""
+        before any light when the pair could not be recorded). A pair is of one field: when the stage has left
+        the deciding field since (an earlier ``center_object``, a ``move_stage``), the bundle's label-free channels
+        are taken again here, with the fluorescence (``label_free`` in the outcome says so)."""
         self.engine.check_writable()
+        bundle = self._pinned().bundle  # the deciding bundle, taken from the ring when it was decided
         with self._hardware():
             x, y, _ = self.engine.backend.position_um()
-            moved = self._charge_here(a, d, header, (x, y, field_of_view_um(header)))
+            here = (x, y, field_of_view_um(header))
+            moved = self._charge_here(a, d, header, here)
+            if left := left_field(decided_field(d.position_um, header), here, CENTRE_SAME_FIELD_UM):
+                bundle = [self.engine.snap(ChannelSpec(name=f.header.channel, exposure_ms=f.header.exposure_ms))
+                          for f in bundle]
             fluo = [self.engine.snap(ChannelSpec(name=c, exposure_ms=a.exposure_ms)) for c in a.channels]
-        bundle = self._pinned().bundle  # the deciding bundle, taken from the ring when it was decided
         rec = self._recorder("pair", d)
         names = [f.header.channel for f in bundle + fluo]
         record_by_sampling(rec, bundle + fluo)
-        return {"recording": str(rec.path), "channels": names, **moved, **self._bundle_short(bundle, header, d)}
+        short = ({"label_free": f"taken again here: {left} since the decision"} if left
+                 else self._bundle_short(bundle, header, d))
+        return {"recording": str(rec.path), "channels": names, **moved, **short}
 
     def _charge_here(self, a: ActionSpec, d: Decision, header: dict[str, Any], here: Field) -> dict:
         """The action's light charged to the field it runs at, ``here`` (:func:`.action_plans.charge_where_run`:
@@ -562,10 +529,8 @@ class TriggerRunner:
         missing = [s for s in header.get("source_seqs") or [] if s not in held]
         if not missing:
             return {}
-        lag_s = (self._pinned().t_decided_ns - d.t_ns) / 1e9
-        warning = (f"the ring buffer ({self.ring.seconds:g} s) no longer held {len(missing)} of the "
-                   f"{len(header['source_seqs'])} frames of the deciding bundle, decided {lag_s:.1f} s after it: "
-                   "the pair lacks them; raise ring_buffer_s")
+        warning = pair_warning(self.ring, len(missing), len(header["source_seqs"]),
+                               (self._pinned().t_decided_ns - d.t_ns) / 1e9)
         log.warning("trigger %s confirm_fluorescence: %s", d.trigger, warning)
         return {"warning": warning}
 
@@ -573,7 +538,7 @@ class TriggerRunner:
         """Frames from ``before_s`` before the deciding bundle's first frame (taken from the ring when it was
         decided) to ``after_s`` after the event (its last frame)."""
         t_event, t_end = d.t_ns, d.t_ns + int(a.after_s * 1e9)  # integers: a float sum rounds to 256 ns (1.8e18 ns)
-        before, bucket = self._pinned().windows[id(a)]
+        before, bucket, warning = self._pinned().windows[id(a)]
         deadline = time.monotonic() + a.after_s + 5.0
         while time.monotonic() < deadline and self.ring.newest_ns <= t_end:  # until a frame past the window came
             if self.engine.state != "live":
@@ -587,24 +552,21 @@ class TriggerRunner:
                 frames.append(f)
         frames.sort(key=lambda f: f.header.seq)
         if not frames:
-            return {"frames": 0, **self._window_short(a, d)}
+            return {"frames": 0, **self._window_short(d, warning)}
         rec = self._recorder("window", d)
         layouts = record_by_sampling(rec, frames, window_layout)
         columns = [c for cols, _ in layouts for c in cols]
         n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
         return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before,
                 "time_points": 1 + max(t for _, index in layouts for t, _ in index), "channels": columns,
-                **self._window_short(a, d)}
+                **self._window_short(d, warning)}
 
-    def _window_short(self, a: ActionSpec, d: Decision) -> dict[str, str]:
-        """``{"warning": ...}`` when the event was decided on so late that the ring buffer had already dropped
-        the start of the window before it (nothing otherwise)."""
-        lag_s = (self._pinned().t_decided_ns - d.t_ns) / 1e9
-        if lag_s + a.before_s <= self.ring.seconds:
+    @staticmethod
+    def _window_short(d: Decision, warning: str) -> dict[str, str]:
+        """``{"warning": ...}`` when the ring had already dropped the start of the window by the decision
+        (:func:`.trigger_frames.take_frames`; nothing otherwise)."""
+        if not warning:
             return {}
-        warning = (f"decided {lag_s:.1f} s after the event: the ring buffer ({self.ring.seconds:g} s) kept only "
-                   f"the last {max(self.ring.seconds - lag_s, 0):.1f} s of the {a.before_s:g} s before it; "
-                   "raise ring_buffer_s")
         log.warning("trigger %s save_window: %s", d.trigger, warning)
         return {"warning": warning}
 
@@ -657,21 +619,34 @@ class TriggerRunner:
             if live and not stopped and (resumed := continued_live(live)):
                 self.engine.start_live(*resumed)
 
+    def _fits(self, a: ActionSpec, d: Decision, header: dict[str, Any], seq: useq.MDASequence) -> None:
+        """Raise :class:`NotRun` with the firing's light for ``a`` given back when ``seq`` leaves the stage travel
+        the backend declares: the scan would be refused, but only after live had been stopped for it."""
+        try:
+            check_travel(seq, self.engine.backend.travel_um())
+        except ValueError as e:
+            give_back(self.budget, a, decided_field(d.position_um, header))
+            raise NotRun(f"{e}; live was not stopped and its light was not charged") from None
+
     def _do_z_stack(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         x, y, z = self.engine.backend.position_um()
-        moved = self._charge_here(a, d, header, (x, y, field_of_view_um(header)))
-        return {**self._scan(useq.MDASequence(
+        seq = useq.MDASequence(
             stage_positions=[useq.Position(x=x, y=y, z=z)],
             channels=[useq.Channel(config=c, exposure=a.exposure_ms) for c in a.channels],
-            z_plan=useq.ZRangeAround(range=a.z_range_um, step=a.z_step_um), axis_order="pcz")), **moved}
+            z_plan=useq.ZRangeAround(range=a.z_range_um, step=a.z_step_um), axis_order="pcz")
+        self._fits(a, d, header, seq)
+        moved = self._charge_here(a, d, header, (x, y, field_of_view_um(header)))
+        return {**self._scan(seq), **moved}
 
     def _do_tile_scan(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """The tiles around here the firing was charged for, each in its cell (:func:`.action_plans.tile_scan_plan`)."""
         h, w = self.engine.backend.describe()["image_shape"]
         px = self.engine.backend.pixel_size_um()
         x, y, z = self.engine.backend.position_um()
+        seq = tile_scan_plan(a, x, y, z, (w * px, h * px))
+        self._fits(a, d, header, seq)
         moved = self._charge_here(a, d, header, (x, y, (w * px, h * px)))
-        return {**self._scan(tile_scan_plan(a, x, y, z, (w * px, h * px))), **moved}
+        return {**self._scan(seq), **moved}
 
     def _do_switch_live(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Restart the running live with another cycle and/or frame interval (fast <-> slow imaging); it never

@@ -27,8 +27,9 @@ of acquisition time while it lasts. A spent light budget therefore does not floo
 
 Loading: the specs bound what is physical or structural (ROI, tile grid, Z planes, ring buffer,
 windows; the limits are in the field descriptions); :func:`check_hardware` checks a configuration
-against the microscope (channels, exposures) and :func:`check_sources` its result streams, so the
-daemon refuses at ``load_triggers`` what could only fail when a trigger fires.
+against the microscope (channels, exposures, a Z stack against the focus travel) and :func:`check_sources` its
+result streams (both in :mod:`.trigger_checks`), so the daemon refuses at ``load_triggers`` what could only fail
+when a trigger fires.
 
 :class:`Decider` is pure and deterministic: its decisions depend only on the
 sequence of results (values and acquisition timestamps), so :func:`replay` over
@@ -54,12 +55,13 @@ from scipy import ndimage
 from .action_plans import field_of_view_um, planned_light
 from .dose import DoseBudget, full_power
 from .plans import MAX_LIVE_INTERVAL_MS, z_stack_planes
+from .trigger_checks import check_hardware, check_sources
 
 __all__ = [
     "MAX_RING_BUFFER_S", "MAX_TILES_PER_AXIS", "MAX_WINDOW_S", "MAX_Z_PLANES", "MAX_Z_RANGE_UM", "RECENT_DECISIONS",
     "SUPPRESSION_SUMMARY_S", "ActionSpec", "Decider", "Decision", "MeasurementSpec", "SafetySpec", "Trigger",
-    "TriggerConfig", "TriggerConfigError", "TriggerSpec", "check_hardware", "check_sources", "load_trigger_config",
-    "make_measures", "recent_lines", "replay", "trust_refusal",
+    "TriggerConfig", "TriggerConfigError", "TriggerSpec", "check_firing_light", "check_hardware", "check_sources",
+    "load_trigger_config", "make_measures", "recent_lines", "replay", "trust_refusal",
 ]
 
 #: Most rows, and most columns, of a ``tile_scan`` action (at most 100 × 100 = 10,000 fields).
@@ -70,7 +72,7 @@ MAX_Z_PLANES = 1000
 MAX_Z_RANGE_UM = 2000.0
 #: Longest ``before_s`` / ``after_s`` of a ``save_window`` action (s); ``after_s`` holds the action thread.
 MAX_WINDOW_S = 600.0
-#: Longest ``ring_buffer_s`` (s); the ring is also capped in bytes (trigger_actions.FrameRing).
+#: Longest ``ring_buffer_s`` (s); the ring is also capped in bytes (trigger_frames.RING_BYTES).
 MAX_RING_BUFFER_S = 600.0
 #: While one suppression reason repeats, its count is logged at least this often (s of acquisition time).
 SUPPRESSION_SUMMARY_S = 60.0
@@ -222,6 +224,24 @@ class TriggerConfig(BaseModel):
         return self
 
 
+def check_firing_light(config: TriggerConfig) -> None:
+    """``ValueError`` naming the trigger when one firing plans more light than a ``safety`` budget allows, so it
+    could never fire: more at one position (its confirmations and Z stacks all land at the deciding one; a tile at
+    its own) than ``dose_per_position``, or more in all than ``dose_per_session`` (a limit of 0 lets no light
+    through at all). The daemon checks it at ``load_triggers``, after the channels and exposures."""
+    s = config.safety
+    for t in config.triggers:
+        fields = [(a.kind, d) for a in t.actions for _, _, d in planned_light(a, 0.0, 0.0, (0.0, 0.0))]
+        here = sum(d for kind, d in fields if kind != "tile_scan")
+        one = max([here] + [d for kind, d in fields if kind == "tile_scan"])
+        for name, limit, need, where in (("dose_per_position", s.dose_per_position, one, "at one position"),
+                                         ("dose_per_session", s.dose_per_session, sum(d for _, d in fields), "in all")):
+            if 0 < limit < need:
+                raise ValueError(f"trigger {t.name!r}: one firing's actions plan {need:g} ms of light {where} "
+                                 "(exposure_ms x channels, x planes or tiles, at full power), more than "
+                                 f"safety.{name} = {limit:g}: it could never fire")
+
+
 #: Largest trigger configuration file read (bytes).
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -298,49 +318,6 @@ def _validate_config(data: Any) -> TriggerConfig:
         return TriggerConfig.model_validate(data)
     except ValidationError as e:
         raise _config_error(e, data) from None
-
-
-class Hardware(Protocol):
-    """What :func:`check_hardware` asks of the microscope (a :class:`~scopecast.daemon.backend.MicroscopeBackend`)."""
-
-    def channels(self) -> dict[str, Any]: ...
-    def check_exposure_ms(self, value: float, detector: str | None = None) -> None: ...
-
-
-def check_hardware(config: TriggerConfig, hardware: Hardware) -> None:
-    """Raise ``ValueError`` naming the trigger, field and value unless every action can run on ``hardware``:
-    its ``channels`` and ``live_channels`` are channel presets of the microscope, and the ``exposure_ms`` of an
-    action that takes frames is within the camera's range (actions take frames on the main camera).
-
-    The focus travel is not part of the backend interface: a ``z_stack`` is bounded statically
-    (:data:`MAX_Z_RANGE_UM`, :data:`MAX_Z_PLANES`), and a move beyond the travel is refused when it runs."""
-    known = hardware.channels()
-    for t in config.triggers:
-        for i, a in enumerate(t.actions):
-            where = f"trigger {t.name!r} actions[{i}] ({a.kind})"
-            fields = {"channels": a.channels if a.uses_channels() else [], "live_channels": a.live_channels or []}
-            for name, channels in fields.items():
-                unknown = [c for c in channels if c not in known]
-                if unknown:
-                    raise ValueError(f"{where} {name} = {channels}: unknown channel(s) {unknown}; the microscope has "
-                                     f"{sorted(known)}")
-            if a.uses_channels():
-                try:
-                    hardware.check_exposure_ms(a.exposure_ms)
-                except ValueError as e:
-                    raise ValueError(f"{where} exposure_ms = {a.exposure_ms:g}: {e}") from None
-
-
-def check_sources(config: TriggerConfig, sources: dict[str, str]) -> None:
-    """Raise ``ValueError`` unless every trigger's model has a result stream in ``sources`` (model -> ZeroMQ
-    address) and each address is one."""
-    missing = {t.model for t in config.triggers} - set(sources)
-    if missing:
-        raise ValueError(f"no result stream given for model(s) {sorted(missing)}; sources: {sorted(sources)}")
-    for model, address in sources.items():
-        if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ValueError(f"sources[{model!r}] = {address!r}: not a ZeroMQ address "
-                             "(expected e.g. tcp://127.0.0.1:5557)")
 
 
 # ---------------------------------------------------------------- measurements

@@ -15,10 +15,14 @@ CONFIG = {
     "triggers": [
         {"name": "bright", "model": "m", "measurement": MEAN, "condition": {"above": 0.5, "rearm_below": 0.2},
          "actions": [{"kind": "notify", "message": "bright field"}]},
+        {"name": "first", "model": "m", "measurement": MEAN, "condition": {"above": 0.5},
+         "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 100}]},
         {"name": "confirm", "model": "m", "measurement": MEAN, "condition": {"above": 0.5},
          "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 100}]},
     ],
-    "safety": {"dose_per_position": 50, "dose_per_session": 1000},  # a confirmation (100 ms) never fits
+    # one confirmation (100 ms) fits, a second does not: 'first' takes it, 'confirm' is refused from then on (a
+    # firing that fits no budget at all is refused at load)
+    "safety": {"dose_per_position": 150, "dose_per_session": 1000},
 }
 UNTRUSTED = {"ok": False, "score": 0.0, "reasons": ["saturated: BF 99.9 %"], "guards": {}}
 
