@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import threading
 import time
 import uuid
@@ -33,17 +32,12 @@ from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan, default_exposures_ms
 from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
+from .scan_bundles import MAX_SEQUENCE_DAYS, MAX_SEQUENCE_EVENTS, bundle_size, channel_frames, sequence_size
 from .scan_checks import check_devices, check_travel
 
 __all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "sequence_size"]
 
 log = logging.getLogger(__name__)
-
-#: The most frames one scan or pair capture may plan (500 GB of 512² uint16 frames): a plan of more is
-#: refused at the request, counted from its axes without building its events
-MAX_SEQUENCE_EVENTS = 1_000_000
-#: The latest a scan's last time point may start
-MAX_SEQUENCE_DAYS = 365
 
 FrameSink = Callable[[Frame], None]
 EventSink = Callable[[dict[str, Any]], None]
@@ -507,7 +501,7 @@ class AcquisitionEngine:
         check_devices(seq, self.backend.channels(), self.backend.detectors())
         total = sequence_size(seq)
         check_travel(seq, self.backend.travel_um())
-        self._check_room_to_record(RecordingCap(), total or 1)  # no cap: the disk's free space (less its reserve)
+        self._check_room_to_record(RecordingCap(), total)  # no cap: the disk's free space (less its reserve)
         return self._start(kind, lambda job: self._sequence(job, seq, seq.iter_events()), True, total)
 
     def _sequence(self, job: Job, seq: useq.MDASequence, events: Iterable[useq.MDAEvent]) -> None:
@@ -524,7 +518,7 @@ class AcquisitionEngine:
         descending = len(offsets) > 1 and offsets[-1] < offsets[0]
         z_step = (abs(offsets[-1] - offsets[0]) / (len(offsets) - 1) if len(offsets) > 1 else 0.0) \
             or float(getattr(seq.z_plan, "step", None) or 1.0)
-        per_bundle = len(seq.channels) * n_z
+        per_channel = channel_frames(seq)  # a bundle's size: the frames its time point really gets
         clock = EventClock(job._stop)
         try:
             for ev in events:
@@ -542,13 +536,16 @@ class AcquisitionEngine:
                                    exposure_ms=ev.exposure, detector=detectors[c])
                 position_index = p * n_g + g
                 frame = self.acquire(spec, acquisition_id=job.acquisition_id, bundle_id=bid,
-                                     bundle_index=bi, bundle_size=per_bundle, position_index=position_index)
+                                     bundle_index=bi, bundle_size=bundle_size(per_channel, t),
+                                     position_index=position_index)
                 skey = (p, g, spec.detector)
                 if skey not in series:
                     chans = [ch.config for ch in seq.channels if ch.camera == spec.detector]
                     mods = [frame.header.modality if ch == spec.name else self._modality(ch, spec.detector)
                             for ch in chans]
-                    sspec = self.series_spec(frame, chans, mods, n_z=n_z, z_step=z_step, position_index=position_index)
+                    label = ev.pos_name and (f"{ev.pos_name} g{g:03d}" if n_g > 1 else ev.pos_name)  # as useq names it
+                    sspec = self.series_spec(frame, chans, mods, n_z=n_z, z_step=z_step, position_index=position_index,
+                                             label=label)
                     if offsets:  # the series sits at its lowest plane
                         x0, y0, z0 = sspec.position_um
                         sspec = replace(sspec, position_um=(x0, y0, z0 - (offsets[zi] - min(offsets))))
@@ -619,8 +616,10 @@ class AcquisitionEngine:
     @staticmethod
     def series_spec(
         frame: Frame, channels: Iterable[str], modalities: Iterable[str], n_z: int = 1,
-        z_step: float = 1.0, position_index: int = 0,
+        z_step: float = 1.0, position_index: int = 0, label: str | None = None,
     ) -> SeriesSpec:
+        """The series of ``frame``'s detector, named ``"<label> <detector>"``: ``label`` is the position's name
+        (a scan position's useq ``name``, with its grid tile), else ``pos<position_index>`` (``pos003``)."""
         h = frame.header
         x, y = h.stage_x_um, h.stage_y_um
         roi, sensor = (h.extra or {}).get("roi"), (h.extra or {}).get("sensor")
@@ -628,7 +627,7 @@ class AcquisitionEngine:
             x += (roi[0] + roi[2] / 2 - sensor[0] / 2) * h.pixel_size_um
             y += (roi[1] + roi[3] / 2 - sensor[1] / 2) * h.pixel_size_um
         return SeriesSpec(
-            name=f"pos{position_index:03d} {h.detector}", channels=tuple(channels),
+            name=f"{label or f'pos{position_index:03d}'} {h.detector}", channels=tuple(channels),
             modalities=tuple(modalities), shape_yx=(h.shape[0], h.shape[1]), dtype=h.dtype,
             pixel_size_um=h.pixel_size_um, position_um=(x, y, h.stage_z_um),
             n_z=n_z, z_step_um=z_step, detector=h.detector, position_index=position_index,
@@ -640,58 +639,6 @@ def _cap_text(frames: int, nbytes: int, r: dict[str, Any]) -> str:
     if r["max_bytes"] is not None:
         parts.append(f"{nbytes / 1e6:.1f} of {r['max_bytes'] / 1e6:.1f} MB ({r['bytes_limited_by']})")
     return ", ".join(parts)
-
-
-def sequence_size(seq: useq.MDASequence) -> int | None:
-    """The frames ``seq`` plans, counted from its axes without making its events (None where channels skip
-    time points or z-stacks: then the count is an upper bound, checked the same way).
-
-    ``ValueError`` naming the problem for a plan this daemon refuses: a position with a sequence of its
-    own, an autofocus plan (no hardware autofocus), an axis it cannot count (a time plan that never ends, a
-    grid without a field of view), more than :data:`MAX_SEQUENCE_EVENTS` frames, or a last time point beyond
-    :data:`MAX_SEQUENCE_DAYS`."""
-    for i, pos in enumerate(seq.stage_positions):
-        if pos.sequence is not None:
-            raise ValueError(f"stage position {i} has a sequence of its own; per-position sequences are not "
-                             "supported: run one scan per position")
-    if seq.autofocus_plan is not None:
-        # its events are not images: the executor would snap each as an extra frame of the bundle (bundle_index
-        # past bundle_size on the stream, the first channel's recorded frame overwritten)
-        raise ValueError("the sequence has an autofocus_plan; hardware autofocus is not supported by scopecast "
-                         "scans: remove it (focus first, or give the positions' z)")
-    axes = {"positions": max(len(seq.stage_positions), 1), "channels": len(seq.channels)}
-    for name, plan, count in (("grid", seq.grid_plan, "num_positions"), ("time", seq.time_plan, "num_timepoints"),
-                              ("z", seq.z_plan, "num_positions")):
-        if plan is None:
-            continue
-        try:
-            axes[name] = int(getattr(plan, count)())
-        except (ArithmeticError, TypeError, ValueError) as e:
-            hint = " (an interval of 0 needs loops, not a duration)" if name == "time" else ""
-            raise ValueError(f"cannot count the {name} plan's points{hint}: {type(e).__name__}: {e}") from None
-    total = math.prod(axes.values())
-    if total > MAX_SEQUENCE_EVENTS:
-        sizes = " x ".join(f"{v} {k}" for k, v in axes.items())
-        raise ValueError(f"the plan has {total} frames ({sizes}), more than the {MAX_SEQUENCE_EVENTS} one scan "
-                         "may have: split it into several scans")
-    last = _last_time_point_s(seq.time_plan) if seq.time_plan is not None else 0.0
-    if last > MAX_SEQUENCE_DAYS * 86400:
-        raise ValueError(f"the time plan's last point starts after {last / 86400:.0f} days, beyond the "
-                         f"{MAX_SEQUENCE_DAYS} days one scan may last")
-    exact = all(ch.acquire_every == 1 and ch.do_stack for ch in seq.channels)
-    return total if exact else None
-
-
-def _last_time_point_s(plan: Any) -> float:
-    """When a useq time plan's last point starts (s after the first); phases add up."""
-    phases = getattr(plan, "phases", None)
-    if phases is not None:
-        return sum(_last_time_point_s(p) for p in phases)
-    try:
-        duration = getattr(plan, "duration", None)
-    except OverflowError:  # beyond any date
-        return math.inf
-    return duration.total_seconds() if duration is not None else 0.0
 
 
 def _new_id(kind: str) -> str:

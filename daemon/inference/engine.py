@@ -75,7 +75,10 @@ class BundleAssembler:
     the model (``engine:unused_channel``): it shares no channel with it, or it is
     one frame (a snap) and the model needs several. Each plane of a scan's z-stack
     (the frames' ``index.z``) is a model input of its own, as offline: a bundle's
-    planes are assembled apart, so no input mixes frames of different planes.
+    planes are assembled apart, so no input mixes frames of different planes. A
+    mismatch found when a bundle's last frame also completes one of its planes (a
+    scan's plane that has the model's channels, beside planes that lack them) is
+    kept for :meth:`take_mismatch`, as :meth:`add` returns that plane.
     """
 
     def __init__(self, needed: list[str], drops: DropCounter, max_open: int = 8) -> None:
@@ -87,21 +90,22 @@ class BundleAssembler:
         # open planes: (acquisition, bundle, z) -> frames; frames seen per bundle (all planes), to know its end
         self._open: collections.OrderedDict[tuple, list[StreamFrame]] = collections.OrderedDict()
         self._seen: collections.OrderedDict[tuple, int] = collections.OrderedDict()
+        self._mismatch: BundleMismatch | None = None  # found while a plane was released; see take_mismatch
 
     def add(self, frame: StreamFrame) -> list[StreamFrame] | None:
         h = frame.header
-        if h.get("modality") == "super-resolution":  # a ground-truth detector's frame, never a model input
-            self.drops.add("engine:unused_channel")
-            return None
         bundle = (h["acquisition_id"], h["bundle_id"])
         key = (*bundle, int((h.get("index") or {}).get("z", 0)))
-        self._seen[bundle] = self._seen.pop(bundle, 0) + 1
+        self._seen[bundle] = self._seen.pop(bundle, 0) + 1  # every frame counts towards its bundle's end
         while len(self._seen) > 4 * self.max_open:
             self._seen.popitem(last=False)
         size = h.get("bundle_size", 1 << 30)
-        if key in self._released:  # a channel the model does not use, after its plane left
+        # a ground-truth detector's frame (never a model input), or a channel the model does not use after its
+        # plane left
+        if h.get("modality") == "super-resolution" or key in self._released:
             self.drops.add("engine:unused_channel")
-            self._end(bundle, size)
+            if (mismatch := self._end(bundle, size)) is not None:
+                raise mismatch
             return None
         frames = self._open.setdefault(key, [])
         frames.append(frame)
@@ -114,7 +118,7 @@ class BundleAssembler:
             used = [f for f in frames if f.header["channel"] in self.needed]
             if len(used) < len(frames):
                 self.drops.add("engine:unused_channel", len(frames) - len(used))
-            self._end(bundle, size)
+            self._mismatch = self._end(bundle, size) or self._mismatch
             return used
         if (mismatch := self._end(bundle, size)) is not None:
             raise mismatch
@@ -122,6 +126,11 @@ class BundleAssembler:
             _, old = self._open.popitem(last=False)
             self.drops.add("engine:incomplete", len(old))
         return None
+
+    def take_mismatch(self) -> BundleMismatch | None:
+        """The mismatch the last :meth:`add` found while it released a plane (once), or None."""
+        mismatch, self._mismatch = self._mismatch, None
+        return mismatch
 
     def _end(self, bundle: tuple, size: int) -> BundleMismatch | None:
         """Once all ``size`` frames of ``bundle`` came: drop its planes still open, as not meant for the model
@@ -461,6 +470,8 @@ class InferenceEngine:
         except BundleMismatch as e:
             self._error(str(e))
             return
+        if (mismatch := self.assembler.take_mismatch()) is not None:
+            self._error(str(mismatch))
         if bundle is not None:
             self.bundles_ready += 1
             self.queue.put(bundle)
