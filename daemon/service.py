@@ -40,6 +40,7 @@ from .recording import NgffVersion, RecordingCap
 from .stream import DEFAULT_STREAM_ADDRESS, FramePublisher
 from .spot_checks import SpotChecker, SpotCheckSpec
 from .trigger_actions import TriggerRunner
+from .trigger_settings import with_settings
 from .triggers import (TriggerConfigError, check_firing_light, check_hardware, check_sources, load_trigger_config,
                        make_measures, recent_lines)
 
@@ -392,7 +393,8 @@ class Daemon:
             self.unload_triggers()
             self.trigger_runner = TriggerRunner(cfg, sources, self.engine, self.publisher, self.engine.data_dir,
                                                 measures)
-            return self.trigger_runner.status()
+            runner = self.trigger_runner
+            return with_settings(runner.status(), runner.config, runner.decider.state)
 
     def triggers(self) -> dict:
         """Trigger states, light-dose use, decisions so far (the newest as log lines: ``recent``) and closed-loop
@@ -400,7 +402,8 @@ class Daemon:
         runner = self.trigger_runner
         if runner is None:
             return {"loaded": False}
-        return {"loaded": True, **runner.status(), "recent": recent_lines(runner.decisions)}
+        status = with_settings(runner.status(), runner.config, runner.decider.state)  # each trigger's settings too
+        return {"loaded": True, **status, "recent": recent_lines(runner.decisions)}
 
     def unload_triggers(self) -> dict:
         """Stop and remove the loaded smart-acquisition triggers (their decision logs stay)."""
@@ -445,7 +448,9 @@ class Daemon:
         return {"models": {m: c.status() for m, c in list(self.spot_checkers.items())}}
 
     def stop_spot_checks(self, model: str | None = None) -> dict:
-        """Stop the spot checks of ``model`` (default: all); returns their final status."""
+        """Stop the spot checks of ``model`` (default: all); returns their final status. Each stopped one
+        publishes a spot-check event ``kind: "stopped"``, as one the light budget stops does: a viewer's
+        fidelity figure then says so instead of showing its last figures (or alarm) as current."""
         with self._spot_checks_lock:
             names = [model] if model is not None else list(self.spot_checkers)
             out = {}
@@ -454,6 +459,8 @@ class Daemon:
                 if checker is not None:
                     checker.close()
                     out[m] = checker.status()
+                    self.publisher.publish_event({"source": "spot_checks", "model": m, "kind": "stopped",
+                                                  "reason": "on request (stop_spot_checks)"})
         return {"stopped": out}
 
     def shutdown(self) -> dict:

@@ -435,6 +435,7 @@ class _State:
     disabled: str | None = None
     untrusted: bool = False  # the last result of this trigger's model was refused as untrusted
     untrusted_refusals: int = 0  # results not measured because untrusted
+    last_measurement: float | None = None  # the value measured on the newest result measured (trigger_settings)
     suppressed: int = 0  # results suppressed (cooldown, rate limit, light budget), logged or not
     stretch: tuple[str, tuple[int, int]] | None = None  # (reason kind, budget cell) of the logged suppression
     stretch_logged_ns: int = 0  # acquisition time of the stretch's last line
@@ -538,6 +539,7 @@ class Decider:
                 value = float(self.measures[spec.name].measure(dict(header), data))
                 if not np.isfinite(value):
                     raise ValueError(f"measurement is {value}")
+                st.last_measurement = value
             except Exception as e:  # noqa: BLE001 - a failing trigger is disabled, acquisition goes on
                 st.disabled = f"{type(e).__name__}: {e}"
                 self._emit(out, st, decision("disabled", f"trigger disabled: {st.disabled}", None))

@@ -13,7 +13,7 @@ from typing import Any
 
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "PatternBox", "StageBox", "shipped_packages",
+__all__ = ["ExposureBox", "LiveCycleBox", "ObjectiveBox", "PatternBox", "StageBox", "paced_by", "shipped_packages",
            "stop_timeout_s"]
 
 Send = Callable[..., Any]
@@ -34,6 +34,18 @@ def stop_timeout_s(status: dict[str, Any]) -> float:
     exposures = [float(c.get("exposure_ms") or 0.0) for c in channels or [] if isinstance(c, dict)]
     frame_ms = max([*exposures, float(status.get("exposure_ms") or 0.0)])
     return STOP_WAIT_S + frame_ms / 1000.0 + STOP_MARGIN_S
+
+
+def paced_by(args: dict[str, Any], engine_status: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``start_live`` ``args`` whose pacing leaves out the engines (by ``engine_status``: results address -> status)
+    whose model needs a channel the chosen cycle lacks: they would never answer, and the first cycle would wait out
+    a timeout for each."""
+    if not args.get("pace_from") or not args.get("channels"):
+        return args
+    cycle = {c["name"] for c in args["channels"]}
+    served = [a for a in args["pace_from"]
+              if set((engine_status.get(a, {}).get("model") or {}).get("inputs") or []) <= cycle]
+    return {**args, "pace_from": served} if served else {k: v for k, v in args.items() if k != "pace_from"}
 
 
 class LiveCycleBox(QtWidgets.QGroupBox):

@@ -17,7 +17,7 @@ from typing import Any
 
 from pyqtgraph.Qt import QtGui, QtWidgets
 
-__all__ = ["EVENT_COLORS", "TriggersView", "decision_line", "dose_line", "trigger_states"]
+__all__ = ["EVENT_COLORS", "TriggersView", "decision_line", "dose_line", "measured", "trigger_states"]
 
 #: The colour of each decision event in the log list (and of a trigger's state).
 EVENT_COLORS = {"fire": "#2a2", "rearm": "#888", "suppressed": "#c60", "untrusted": "#d00", "disabled": "#d00"}
@@ -47,17 +47,36 @@ def decision_line(d: dict[str, Any]) -> tuple[str, str]:
     return text, EVENT_COLORS.get(event, "#888")
 
 
+def measured(st: dict[str, Any]) -> str:
+    """What a trigger measures, from its settings in a ``triggers`` reply: ``area_fraction of nuclei (pixels >
+    2000) in virtual-staining``, ``python mod:Class on m``; '' from a daemon that does not say."""
+    m, model = st.get("measurement"), st.get("model")
+    if isinstance(m, dict) and m.get("kind"):
+        what = f"{m['kind']} of {m.get('channel', '?')}"
+        if m["kind"] in ("area_fraction", "count"):
+            what += f" (pixels > {_num(m.get('threshold'))})"
+    elif st.get("python"):
+        what = f"python {st['python']}"
+    else:
+        return ""
+    return f"{what} in {model}" if model else what
+
+
 def trigger_states(status: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Each loaded trigger's ``(name, state, colour)`` from a ``triggers`` reply: ``disabled: <error>``, ``refusing
     untrusted results (n): <reasons>``, ``fired, re-arms below 0.18``, ``armed: fires at >= 0.25``; with the last
-    measurement and the suppressions counted, the reason of one going on (the thresholds, measurement and reason come
-    from its newest decision line)."""
+    measurement and the suppressions counted, the reason of one going on. The thresholds and the last measurement
+    are the trigger's settings and state in the reply (an older daemon's: those of its newest decision line)."""
     recent = [d for d in status.get("recent") or [] if isinstance(d, dict)]
     out = []
     for name, st in sorted((status.get("triggers") or {}).items()):
         st = st if isinstance(st, dict) else {}
         mine = [d for d in recent if d.get("trigger") == name]
         last = mine[-1] if mine else {}
+        said = {k: st[k] for k in ("above", "rearm_below") if isinstance(st.get(k), int | float)}
+        if "above" in said:  # the daemon says its settings: the last decision's figures are not the state now
+            said["measurement"] = st.get("last_measurement")
+        last = {**last, **said}
         if st.get("disabled"):
             out.append((name, f"disabled: {st['disabled']}", EVENT_COLORS["disabled"]))
             continue
@@ -77,7 +96,8 @@ def trigger_states(status: dict[str, Any]) -> list[tuple[str, str, str]]:
         elif st.get("suppressed"):
             state += f"; {st['suppressed']} suppressed"
         color = EVENT_COLORS["suppressed"] if last.get("event") == "suppressed" else ""
-        out.append((name, state, color))
+        what = measured(st)
+        out.append((name, f"{state} ({what})" if what else state, color))
     return out
 
 

@@ -26,10 +26,11 @@ from pyqtgraph.Qt import QtCore, QtWidgets
 
 from scopecast.daemon.stain_colors import output_rgb
 
-from .controls import (ExposureBox, LiveCycleBox, ObjectiveBox, PatternBox, StageBox, shipped_packages,
+from .controls import (ExposureBox, LiveCycleBox, ObjectiveBox, PatternBox, StageBox, paced_by, shipped_packages,
                        stop_timeout_s)
 from .fidelity import fidelity_line, fidelity_series
 from .latency import LatencyPanel, percentiles
+from .live_restart import recording_cap, restarted_live
 from .panes import ImagePane
 from .raw_channel import NEWEST, RawChannelBox
 from .served import same_model, served_elsewhere
@@ -91,6 +92,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.frames_shown = 0
         self._raw_key: tuple[str, Any, Any] | None = None  # what the raw pane's LUT was stretched for
         self._redescribed_px: float | None = None  # the frames' pixel size that made the viewer describe again
+        self.record_cap: dict[str, int] = {}  # start_live cap arguments of the live recording seen last
         self._build()
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self.refresh)
@@ -184,6 +186,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         vform.addRow("raw pane", self.channel_box)
         vform.addRow(self.overlay_box)
         vform.addRow(self.uncertainty_box)
+        for box in (self.overlay_box, self.uncertainty_box):
+            box.toggled.connect(self._redraw_results)
 
         model = QtWidgets.QGroupBox("Model")
         mform = QtWidgets.QVBoxLayout(model)
@@ -282,25 +286,25 @@ class ScopeWindow(QtWidgets.QMainWindow):
             self.request("start_live", **self._paced_by_engines_served(self.cycle.start_live_args()))
 
     def _paced_by_engines_served(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``start_live`` arguments whose pacing leaves out the engines whose model needs a channel the chosen
-        cycle lacks: they would never answer, and the first cycle would wait out a timeout for each."""
-        if not args.get("pace_from") or not args.get("channels"):
-            return args
-        cycle = {c["name"] for c in args["channels"]}
-        served = [a for a in args["pace_from"]
-                  if set((self.engine_status.get(a, {}).get("model") or {}).get("inputs") or []) <= cycle]
-        return {**args, "pace_from": served} if served else {k: v for k, v in args.items() if k != "pace_from"}
+        """``start_live`` arguments paced by the engines whose model the chosen cycle serves (:func:`paced_by`)."""
+        return paced_by(args, self.engine_status)
 
     def toggle_record(self) -> None:
         """Start or stop recording: during live, restart the same cycle with recording on/off."""
         job = self.daemon_status.get("job") or {}
         if self.daemon_status.get("state") != "live" or not job.get("plan"):
             return  # applies when live starts
-        plan = {**job["plan"], "record": self.record_box.isChecked()}  # the same live in every other setting
-        if plan.get("max_cycles"):  # a bounded live stays bounded: the cycles it has left
-            plan["max_cycles"] = max(plan["max_cycles"] - int(job.get("frames") or 0) // len(plan["channels"]), 1)
+        self._note_recording(job)
+        plan = restarted_live(job, self.record_box.isChecked(), self.record_cap)  # the same live, its cap
         self.request("stop", timeout_s=stop_timeout_s(self.daemon_status))
         self.request("start_live", **plan)
+
+    def _note_recording(self, job: dict[str, Any] | None) -> None:
+        """Remember the cap of the live recording seen last (:func:`.live_restart.recording_cap`): switching
+        recording off and on again keeps the cap the user or another client gave it."""
+        cap = recording_cap(job)
+        if cap is not None:
+            self.record_cap = cap
 
     def snap(self) -> None:
         """Snap and record one frame at the camera's exposure. The daemon replies once the frame is taken, so the
@@ -346,6 +350,7 @@ class ScopeWindow(QtWidgets.QMainWindow):
                 self.live_button.setText("Stop live" if live else "Start live")
                 if live and result.get("job"):
                     self.record_box.setChecked(bool(result["job"].get("path")))
+                    self._note_recording(result["job"])
                 self.stage.show_position(result.get("position_um"))
                 self.pattern_box.follow(result.get("pattern"))
                 if result.get("state") == "idle" and not result.get("hardware_busy"):  # a job's are per channel
@@ -495,6 +500,14 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if (self._described and px and h.get("detector") == info.get("camera") and px != info.get("pixel_size_um")
                 and px != self._redescribed_px):
             self._redescribed_px, self._described = px, False  # asked on the next status poll
+
+    def _redraw_results(self) -> None:
+        """Draw each engine's result shown again as the View options now say: with live stopped no new result
+        comes, and a ticked "uncertainty map" or "stains over label-free" would change nothing."""
+        for address, serial in list(self._last_serial.items()):
+            res = self.streams.result(address) if address in self.panes else None
+            if res is not None and res.serial == serial:
+                self._show_result(address, res)
 
     def _show_result(self, address: str, res) -> None:
         pane = self.panes[address]
