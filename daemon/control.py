@@ -282,19 +282,31 @@ class ControlServer:
             self._send([*envelope, self._error_reply(req_id, busy)])
             return
 
-        def run() -> None:
-            try:
-                self._run_and_push(envelope, lane.name, args, req_id)
-            finally:
+        released = threading.Event()
+
+        def release() -> None:  # once: before the reply is sent, else on the way out
+            if not released.is_set():
+                released.set()
                 lane.slots.release()
+
+        def run() -> None:
+            try:  # the slot is free before the reply leaves: a client that read it may send the next at once
+                self._run_and_push(envelope, lane.name, args, req_id, before_reply=release)
+            finally:
+                release()
 
         try:
             lane.pool.submit(run)
         except RuntimeError:  # the server is stopping
             lane.slots.release()
 
-    def _run_and_push(self, envelope: list[bytes], cmd: str, args: dict, req_id: Any) -> None:
+    def _run_and_push(self, envelope: list[bytes], cmd: str, args: dict, req_id: Any,
+                      before_reply: Callable[[], None] | None = None) -> None:
+        """Run ``cmd`` off the socket thread and hand its reply to the socket thread (``before_reply`` is called
+        between the two)."""
         reply = self._run(cmd, args, req_id)
+        if before_reply is not None:
+            before_reply()
         sock = getattr(self._local, "push", None)
         if sock is None:
             sock = self.ctx.socket(zmq.PUSH)

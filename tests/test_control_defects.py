@@ -387,3 +387,26 @@ def test_capture_pairs_with_no_positions_is_refused(client):
         client.request("capture_pairs", positions=[])
     assert client.request("jobs") == []
 
+
+
+class _SlowRelease(threading.BoundedSemaphore):
+    """A lane's slots whose release takes a while: widens the moment between a reply and its slot's release."""
+
+    def release(self, n: int = 1) -> None:
+        time.sleep(0.5)
+        super().release(n)
+
+
+def test_a_long_commands_slot_is_free_when_its_reply_arrives():
+    """A client that read a long command's reply may send the next at once: the slot is released before the reply
+    leaves (it was released after it, and under load the next request got a BusyError: 'try again when one has
+    been answered' for one that had been)."""
+    server = ControlServer({"wait": lambda wait_s=0.0: {"waited": True}}, "tcp://127.0.0.1:*", long_limit=1)
+    server._lanes["wait"].slots = _SlowRelease(1)
+    server.start()
+    try:
+        with ControlClient(server.address, timeout_s=60) as c:
+            for _ in range(3):
+                assert c.request("wait") == {"waited": True}
+    finally:
+        server.stop()
