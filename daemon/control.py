@@ -22,6 +22,9 @@ The contract:
   on threads of their own, at most ``long_limit`` of each command at once (one
   more is refused at once with ``BusyError`` naming the limit), so no number of
   them can delay the other commands (``describe``, ``move_stage``, ...).
+- The other commands wait for a worker in a bounded queue: at most :data:`MAX_QUEUED_REQUESTS` requests
+  (:data:`MAX_QUEUED_BYTES` of them) accepted and not yet answered; one more is refused at once with
+  ``BusyError``, so a client sending requests faster than they run cannot grow the server without limit.
 - The socket is a ROUTER: REQ clients work unchanged, and several requests
   from different clients are in progress at once. A client that reads its
   replies gets every one; one that does not read them has at most
@@ -53,7 +56,7 @@ from .stream import threads_ended
 from .wire import WireError, dumps_strict, loads_strict
 
 __all__ = ["BadRequest", "BusyError", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS",
-           "LONG_COMMANDS", "ServerUnreachable", "describe_commands"]
+           "LONG_COMMANDS", "MAX_QUEUED_BYTES", "MAX_QUEUED_REQUESTS", "ServerUnreachable", "describe_commands"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,12 @@ _REQUEST_KEYS = {"cmd", "args", "id"}
 #: Commands that block until something ends: a job (the daemon's ``wait``: up to 600 s; ``stop``: up to 30 s)
 #: or an exposure (``snap``: up to the camera's longest, 60 s on the simulator, each after the snaps before it).
 LONG_COMMANDS = ("wait", "stop", "snap")
+#: Requests for the worker pool accepted and not yet answered, at most, and their bytes (a request may be
+#: 4 MiB): beyond either a request is refused at once with ``BusyError`` (at least one is always taken).
+MAX_QUEUED_REQUESTS = 64
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: Requests of one client ZeroMQ queues ahead of the socket thread.
+PIPE_REQUESTS = 8
 
 
 class DaemonError(RuntimeError):
@@ -89,6 +98,9 @@ class BusyError(RuntimeError):
 #: After a server hung up on a client's handshake, how long the client waits for the reason (a mechanism
 #: mismatch shows only after a few retries, ~0.5 s) before it gives up with what it knows.
 HANDSHAKE_GRACE_S = 2.0
+#: Longest error message a reply carries and the log records: a message may quote what the client sent (a
+#: request may be 4 MiB), and each refused request would otherwise write all of it to the log.
+MAX_ERROR_CHARS = 2000
 
 
 class ServerUnreachable(TimeoutError):
@@ -164,6 +176,9 @@ class ControlServer:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        # requests ZeroMQ reads ahead of the socket thread, per client (it stops reading that client meanwhile):
+        # at its default of 1000, a client pipelining 4 MiB requests had 4 GB queued in the server
+        self.sock.setsockopt(zmq.RCVHWM, PIPE_REQUESTS)
         self.sock.setsockopt(zmq.LINGER, 0)
         # a full client queue refuses a send (zmq.Again) instead of dropping it: the outbox holds the reply
         self.sock.setsockopt(zmq.SNDHWM, PIPE_REPLIES)
@@ -186,12 +201,16 @@ class ControlServer:
         self._count_lock = threading.Lock()
         self.requests_served = 0
         self.bad_requests = 0
+        self.queued_requests = 0  # for the worker pool, accepted and not yet answered
+        self.queued_bytes = 0
 
     def counters(self) -> dict[str, int]:
         """Requests served and refused, and the replies held for clients that have not read them."""
         o = self.outbox
-        return {"requests": self.requests_served, "bad_requests": self.bad_requests, "held_replies": o.held_replies,
-                "held_bytes": o.held_bytes, "held_clients": o.held_clients, "replies_dropped": o.dropped}
+        return {"requests": self.requests_served, "bad_requests": self.bad_requests,
+                "queued_requests": self.queued_requests, "queued_bytes": self.queued_bytes,
+                "held_replies": o.held_replies, "held_bytes": o.held_bytes, "held_clients": o.held_clients,
+                "replies_dropped": o.dropped}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -271,7 +290,38 @@ class ControlServer:
             elif cmd in self._lanes:
                 self._dispatch_long(self._lanes[cmd], envelope, args, req_id)
             else:
-                self._pool.submit(self._run_and_push, envelope, cmd, args, req_id)
+                self._dispatch(envelope, cmd, args, req_id, sum(len(p) for p in body))
+
+    def _dispatch(self, envelope: list[bytes], cmd: str, args: dict, req_id: Any, size: int) -> None:
+        """Queue ``cmd`` for the worker pool, or refuse it at once (``BusyError``) while the pool already holds
+        :data:`MAX_QUEUED_REQUESTS` requests or :data:`MAX_QUEUED_BYTES` of them."""
+        with self._count_lock:
+            full = self.queued_requests >= MAX_QUEUED_REQUESTS or (
+                self.queued_requests > 0 and self.queued_bytes + size > MAX_QUEUED_BYTES)
+            if not full:
+                self.queued_requests += 1
+                self.queued_bytes += size
+            n, nbytes = self.queued_requests, self.queued_bytes
+        if full:
+            busy = BusyError(f"{n} requests ({nbytes / 2**20:.1f} MiB) are already waiting or running, the most this "
+                             "server holds; try again when one has been answered")
+            self._send([*envelope, self._error_reply(req_id, busy)])
+            return
+
+        def run() -> None:
+            try:
+                self._run_and_push(envelope, cmd, args, req_id)
+            finally:
+                with self._count_lock:
+                    self.queued_requests -= 1
+                    self.queued_bytes -= size
+
+        try:
+            self._pool.submit(run)
+        except RuntimeError:  # the server is stopping
+            with self._count_lock:
+                self.queued_requests -= 1
+                self.queued_bytes -= size
 
     def _dispatch_long(self, lane: _Lane, envelope: list[bytes], args: dict, req_id: Any) -> None:
         """Run a long command on its lane, or refuse it at once (``BusyError``) when the lane is full."""
@@ -362,15 +412,24 @@ class ControlServer:
             return [self._error_reply(req_id, e)]
 
     def _error_reply(self, req_id: Any, e: Exception) -> bytes:
+        """The error reply to ``e``; its message (also logged) cut to :data:`MAX_ERROR_CHARS`."""
+        etype = type(e).__name__ if not isinstance(e, ValidationError) else "BadRequest"
+        # str(KeyError("no job 'x'")) is the repr, quotes included: send the message itself
+        message = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+        message = _clipped(message, MAX_ERROR_CHARS)
         if isinstance(e, BadRequest):
             with self._count_lock:
                 self.bad_requests += 1
         else:
-            log.info("control command failed: %s: %s", type(e).__name__, e)
-        etype = type(e).__name__ if not isinstance(e, ValidationError) else "BadRequest"
-        # str(KeyError("no job 'x'")) is the repr, quotes included: send the message itself
-        message = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+            log.info("control command failed: %s: %s", type(e).__name__, message)
         return dumps_strict({"ok": False, "id": req_id, "error": {"type": etype, "message": message}})
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters cut)"
+
+
 
 
 class _Lane:

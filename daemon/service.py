@@ -192,7 +192,7 @@ class Daemon:
             "uptime_s": time.time() - self.started,
             "control": self.server.counters(),
             "stream": {"address": self.stream_address, "subscribers": self.publisher.subscriptions.count,
-                       **self.publisher.stats.to_dict()},
+                       "subscribers_cut": dict(self.publisher.subscriptions.cut), **self.publisher.stats.to_dict()},
         }
 
     def describe(self) -> dict[str, Any]:

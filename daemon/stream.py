@@ -9,6 +9,11 @@ frame carries ``stream_seq`` (the number of frame messages this publisher
 sent before it), so a subscriber counts what it lost from the gaps (the
 engine reports them as ``transport:lost``).
 
+What a subscriber may make a publisher hold is bounded (:class:`SubscriptionCounter`): ZeroMQ keeps every
+subscription in a trie at ~47 bytes per byte of topic, so a client sending many or long subscriptions would
+otherwise grow the daemon without limit. Such a subscriber is disconnected, logged with the reason and
+counted (``subscribers_cut``); every other subscriber is served as before.
+
 Recording happens before publishing and never depends on this path.
 :func:`decode` checks every message it is given; a malformed one raises
 :class:`BadMessage` with a short ``reason`` for the drop counters.
@@ -17,6 +22,9 @@ Recording happens before publishing and never depends on this path.
 from __future__ import annotations
 
 import collections
+import logging
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -29,15 +37,32 @@ from .security import bind_socket, connect_socket
 from .wire import WireError, dumps_strict, loads_strict
 
 __all__ = [
-    "DEFAULT_STREAM_ADDRESS", "THREAD_EXIT_S", "BadMessage", "DropCounter", "FramePublisher", "StreamStats",
-    "StreamSubscriber", "SubscriptionCounter", "decode", "threads_ended",
+    "DEFAULT_STREAM_ADDRESS", "MAX_INBOUND_BYTES", "MAX_SUBSCRIPTIONS", "MAX_TOPIC_BYTES", "THREAD_EXIT_S",
+    "BadMessage", "DropCounter", "FramePublisher", "StreamStats", "StreamSubscriber", "SubscriptionCounter",
+    "bound_subscriptions", "decode", "threads_ended",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STREAM_ADDRESS = "tcp://127.0.0.1:5556"
 
 #: How long closing waits for the threads that use its sockets (they look at their stop flag every 100 ms or
 #: less, so this is only reached on a badly starved machine or by a thread stuck in a call).
 THREAD_EXIT_S = 30.0
+
+#: The most topics one subscriber (one connection) may hold on a publisher at once, and the longest topic it may
+#: subscribe to; every documented topic is 6 bytes or less. A subscriber beyond either is disconnected.
+MAX_SUBSCRIPTIONS = 64
+MAX_TOPIC_BYTES = 256
+#: ZeroMQ itself disconnects a peer whose message (a subscription, a handshake) is longer, before it stores
+#: it: what one message can cost before :class:`SubscriptionCounter` sees it (room for a CurveZMQ handshake).
+MAX_INBOUND_BYTES = 4096
+#: Subscriptions of one connection ZeroMQ reads ahead of the publisher's thread (it stores them in its trie as
+#: that thread sends or receives): with :data:`MAX_INBOUND_BYTES`, what a subscriber can cost before it is cut.
+_INBOUND_QUEUE = 16
+#: A disconnected subscriber reconnects and subscribes again (a ZeroMQ SUB socket does): each reason is
+#: logged as a warning at most this often (s), the other cuts at debug level; all are counted.
+_CUT_LOG_S = 10.0
 
 
 def threads_ended(threads: list[threading.Thread], what: str, timeout_s: float = THREAD_EXIT_S) -> bool:
@@ -92,15 +117,32 @@ class StreamStats:
                 "dropped_total": self.drops.total}
 
 
+def bound_subscriptions(sock: zmq.Socket) -> None:
+    """Have ZeroMQ refuse (disconnect) a peer of the XPUB ``sock`` whose message exceeds
+    :data:`MAX_INBOUND_BYTES`, and read few subscriptions of each peer ahead of the socket's thread (it stops
+    reading that peer meanwhile); :meth:`SubscriptionCounter.drain` bounds the rest."""
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
+    sock.setsockopt(zmq.RCVHWM, _INBOUND_QUEUE)
+
+
 class SubscriptionCounter:
     """Counts subscriptions seen on an XPUB socket (``\\x01topic`` in, ``\\x00topic`` out).
 
     A subscriber has joined when its subscription arrived here, so clients and
     tests can wait for ``count`` instead of sleeping (ZeroMQ's slow joiner).
+
+    It also bounds what each subscriber holds: one that subscribes to a topic longer than
+    :data:`MAX_TOPIC_BYTES` or holds more than :data:`MAX_SUBSCRIPTIONS` topics at once is disconnected
+    (ZeroMQ then drops all its subscriptions), logged with the reason and counted in ``cut``
+    (``"too_long"`` / ``"too_many"``). Subscribers are told apart by the connection each subscription
+    came on (ZeroMQ's ``SRCFD``).
     """
 
     def __init__(self) -> None:
         self.by_topic: collections.Counter[bytes] = collections.Counter()
+        self.cut: collections.Counter[str] = collections.Counter()
+        self._held: dict[int, tuple[int, set[bytes]]] = {}  # connection fd -> (its socket's inode, topics)
+        self._logged: dict[str, float] = {}
 
     @property
     def count(self) -> int:
@@ -118,15 +160,94 @@ class SubscriptionCounter:
         return any(n > 0 and t.startswith(k) for k, n in list(self.by_topic.items()))
 
     def drain(self, sock: zmq.Socket) -> None:
+        """Take in every (un)subscription waiting on ``sock``; disconnect subscribers beyond the bounds."""
         while True:
             try:
-                msg = sock.recv(zmq.NOBLOCK)
+                frame = sock.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if not msg:
+            msg = frame.bytes
+            if not msg or msg[0] not in (0, 1):
                 continue
-            if msg[0] in (0, 1):
-                self.by_topic[msg[1:]] += 1 if msg[0] == 1 else -1
+            topic, on = msg[1:], msg[0] == 1
+            n = self.by_topic[topic] + (1 if on else -1)
+            if n:
+                self.by_topic[topic] = n
+            else:
+                del self.by_topic[topic]  # no key kept for topics nobody holds (cut subscribers' long ones)
+            self._hold(frame, topic, on)
+
+    def _hold(self, frame: zmq.Frame, topic: bytes, on: bool) -> None:
+        """Note ``topic`` as held (or no longer) by the connection ``frame`` came on; cut it beyond the bounds.
+        ZeroMQ's own unsubscriptions for a connection that ended name none (fd -1) and change nothing here."""
+        fd = _source_fd(frame)
+        inode = _inode(fd)
+        if inode is None:
+            return
+        held = self._held.get(fd)
+        if held is None or held[0] != inode:  # a new connection (its fd number may be an old one's)
+            held = self._held[fd] = (inode, set())
+        topics = held[1]
+        if not on:
+            topics.discard(topic)
+            return
+        topics.add(topic)
+        if len(topic) > MAX_TOPIC_BYTES:
+            reason, why = "too_long", f"a subscription of {len(topic)} bytes, longer than the {MAX_TOPIC_BYTES} allowed"
+        elif len(topics) > MAX_SUBSCRIPTIONS:
+            reason, why = "too_many", f"more than the {MAX_SUBSCRIPTIONS} subscriptions one subscriber may hold"
+        else:
+            return
+        del self._held[fd]
+        peer = _disconnect(fd, inode)
+        if peer is None:  # gone already
+            return
+        self.cut[reason] += 1
+        now = time.monotonic()
+        quiet = now - self._logged.get(reason, -_CUT_LOG_S) < _CUT_LOG_S
+        if not quiet:
+            self._logged[reason] = now
+        log.log(logging.DEBUG if quiet else logging.WARNING, "stream: disconnected subscriber %s: %s "
+                "(%d subscriber(s) cut for this so far)", peer, why, self.cut[reason])
+
+
+def _source_fd(frame: zmq.Frame) -> int:
+    """The file descriptor of the connection ``frame`` came on; -1 when ZeroMQ names none."""
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except (AttributeError, zmq.ZMQError, TypeError, ValueError):
+        return -1
+
+
+def _inode(fd: int) -> int | None:
+    """The inode of the socket open on ``fd`` (tells a connection from a later one given the same number)."""
+    if fd < 0:
+        return None
+    try:
+        return os.fstat(fd).st_ino
+    except OSError:
+        return None
+
+
+def _disconnect(fd: int, inode: int) -> str | None:
+    """Shut down the connection on ``fd`` if it is still the socket ``inode`` (ZeroMQ then closes it and drops
+    its subscriptions); returns its peer's address, or None where it is gone."""
+    try:
+        conn = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    with conn:
+        if os.fstat(conn.fileno()).st_ino != inode:
+            return None
+        try:
+            peer = conn.getpeername()
+        except OSError:
+            peer = "?"
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return None
+    return ":".join(map(str, peer)) if isinstance(peer, tuple) else str(peer or "(local)")
 
 
 class FramePublisher:
@@ -148,6 +269,7 @@ class FramePublisher:
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, so joins are countable
         self.sock.setsockopt(zmq.LINGER, 0)
+        bound_subscriptions(self.sock)
         self.address = bind_socket(self.sock, address)
         self.subscriptions = SubscriptionCounter()
         self._stream_seq = 0
@@ -171,6 +293,8 @@ class FramePublisher:
             self._stream_seq += 1
             self.sock.send_multipart([b"frame", dumps_strict(head), frame.data], flags=zmq.NOBLOCK, copy=False)
             self.stats.published += 1
+            if self.sock.get(zmq.EVENTS) & zmq.POLLIN:  # sending took in subscriptions: check them now
+                self.subscriptions.drain(self.sock)
 
     def publish_event(self, event: dict[str, Any]) -> None:
         """Send a ``[b"event", JSON]`` message (smart-acquisition notifications); never blocks."""
@@ -198,7 +322,7 @@ class FramePublisher:
 
     def send_stats(self) -> None:
         msg = {"source": "daemon", "t_ns": now_ns(), "subscribers": self.subscriptions.count,
-               **self.stats.to_dict(), **self.extra_stats}
+               "subscribers_cut": dict(self.subscriptions.cut), **self.stats.to_dict(), **self.extra_stats}
         with self._lock:
             if not self._closed:
                 self.sock.send_multipart([b"stats", dumps_strict(msg)], flags=zmq.NOBLOCK)

@@ -43,7 +43,7 @@ from ..control import ControlServer
 from ..frames import now_ns
 from ..security import bind_socket, connect_socket, watch_handshakes
 from ..shm_results import SharedResultRing
-from ..stream import BadMessage, DropCounter, SubscriptionCounter, decode, threads_ended
+from ..stream import BadMessage, DropCounter, SubscriptionCounter, bound_subscriptions, decode, threads_ended
 from ..wire import dumps_strict
 from .package import ModelPackage, load_package
 from .runtimes import default_threads, open_runtime
@@ -339,6 +339,7 @@ class InferenceEngine:
         self.pub.setsockopt(zmq.SNDHWM, 64)
         self.pub.setsockopt(zmq.XPUB_VERBOSER, 1)
         self.pub.setsockopt(zmq.LINGER, 0)
+        bound_subscriptions(self.pub)
         self.results_address = bind_socket(self.pub, results_address)
         self.subscriptions = SubscriptionCounter()
         self.shm: SharedResultRing | None = None  # results in shared memory, once a client subscribes to `shm`
@@ -568,7 +569,8 @@ class InferenceEngine:
             "workers": self.n_workers, "frames_received": self.frames_received,
             "bundles_ready": self.bundles_ready, "results_published": self.results_published,
             "queued": len(self.queue), "dropped": self.drops.snapshot(), "dropped_total": self.drops.total,
-            "subscribers": self.subscriptions.count, "errors": list(self.errors)[-5:], **self.latency.summary(),
+            "subscribers": self.subscriptions.count, "subscribers_cut": dict(self.subscriptions.cut),
+            "errors": list(self.errors)[-5:], **self.latency.summary(),
             "trust": {"model": self.package.manifest.name, **self.trust.summary()},
             "control": None if self.control is None else self.control.counters(),
         }

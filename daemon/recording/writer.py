@@ -5,7 +5,11 @@ Contract:
 - :meth:`Recorder.write` validates the frame, stamps its header's ``series``
   and ``index`` and queues it; it returns at once unless the frames accepted
   but not yet durable exceed ``queue_bytes`` (default 512 MiB), in which case
-  it waits (back-pressure): recording never drops a frame.
+  it waits (back-pressure): recording never drops a frame. It waits while the
+  writer makes frames durable; storage that makes none for :data:`_STALL_S`
+  (a write that never returns, e.g. a hung network share) fails the write
+  with :class:`RecordingError` saying the storage stalled, logged, so the
+  acquisition ends instead of hanging; what is durable is kept.
 - A writer thread hands each frame to tensorstore (chunk compression and file
   writes run on tensorstore's own threads, several frames in flight) and
   appends the frame's header to its series' ``scopecast_frames.jsonl`` only
@@ -147,7 +151,7 @@ class Recorder:
     """
 
     def __init__(self, path: str | Path, acquisition_id: str, info: dict[str, Any], *,
-                 ngff: NgffVersion = "0.4", queue_bytes: int = DEFAULT_QUEUE_BYTES,
+                 ngff: NgffVersion = "0.4", queue_bytes: int | None = None,
                  on_durable: Callable[[int], None] | None = None, t0_ns: int | None = None) -> None:
         if ngff not in ("0.4", "0.5"):
             raise ValueError(f"ngff must be '0.4' or '0.5', got {ngff!r}")
@@ -166,7 +170,7 @@ class Recorder:
         self._ome.attrs.update(series_list_attrs(ngff, []))
         self._series: list[_Series] = []
         self._t0_ns: int | None = t0_ns or None
-        self._queue_bytes = max(int(queue_bytes), 1)
+        self._queue_bytes = max(int(DEFAULT_QUEUE_BYTES if queue_bytes is None else queue_bytes), 1)
         self._on_durable = on_durable
         # _cv guards the byte accounting (back-pressure); it is never taken by tensorstore's
         # threads: their completion callbacks only post to the writer's inbox (a blocked
@@ -227,7 +231,7 @@ class Recorder:
             frame.header.index = {"t": t, "c": c, "z": z}
             item = _Item(series, t, c, z, data, frame.header.to_dict())
             while self._pending_bytes and self._pending_bytes + item.nbytes > self._queue_bytes and not self._error:
-                self._cv.wait()  # back-pressure: the writer is behind
+                self._wait_for_room()  # back-pressure: the writer is behind
             if self.closed:  # closed by another thread meanwhile
                 raise RuntimeError(f"recording {self.path} is closed")
             self._raise_if_failed()
@@ -236,6 +240,19 @@ class Recorder:
             self.frames_accepted += 1
             self.bytes_accepted += item.nbytes
             self._inbox.put(item)  # under the lock: always before close's end marker
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure (``_cv`` held): wait until the writer makes a frame durable (or fails). Raises
+        :class:`RecordingError` when it made none for :data:`_STALL_S`: storage that hangs must not hang the
+        acquiring thread, which could then never be stopped."""
+        durable = self.frames_written
+        if self._cv.wait_for(lambda: self.frames_written != durable or self._error is not None, _STALL_S):
+            return
+        msg = (f"recording {self.path}: storage stalled: no frame became durable for {_STALL_S:g} s with "
+               f"{self._pending_frames} frames ({self._pending_bytes / 2**20:.0f} MiB) queued; "
+               f"{self.frames_written} frames are durable")
+        log.error("%s", msg)
+        raise RecordingError(msg)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every accepted frame is durable (or the writer failed: raises)."""
