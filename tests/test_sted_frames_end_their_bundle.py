@@ -6,26 +6,10 @@ never reported (no ``engine:mismatch``, no error naming the channel), only evict
 
 from __future__ import annotations
 
-import pytest
+from helpers import wait_until
+from test_scan_bundle_size import engine  # noqa: F401 - the fixture: a small model's engine on the daemon's stream
 
-from scopecast.daemon.inference.engine import InferenceEngine
-from scopecast.models.synthetic import write_package
-
-from helpers import wait_subscribed, wait_until
-
-CYCLE = ["DPC-Left", "DPC-Right", "BF"]
 STED = {"name": "Membrane", "detector": "STED", "exposure_ms": 1.0}
-
-
-@pytest.fixture
-def engine(daemon, tmp_path):
-    package = write_package(tmp_path / "m", CYCLE, ["nuclei"], name="tiny", width=8, layers=3, tile=128)
-    joined = daemon.publisher.subscriptions.of("frame")
-    e = InferenceEngine(package, daemon.stream_address, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
-                        warmup_shape=(256, 256), policy="all").start()
-    wait_subscribed(daemon.publisher, "frame", joined + 1)
-    yield e
-    e.close()
 
 
 def test_a_cycle_with_a_sted_channel_that_lacks_a_model_channel_is_reported(client, engine):
