@@ -196,8 +196,10 @@ class Daemon:
         }
 
     def describe(self) -> dict[str, Any]:
-        """The microscope: channels (with modality and LED pattern), patterns, detectors."""
-        return {**self.backend.describe(), "data_dir": str(self.engine.data_dir),
+        """The microscope: channels (with modality and LED pattern), patterns, detectors, the stage travel the
+        adapters declare (what plans and triggers are checked against)."""
+        travel = {axis: list(span) for axis, span in self.backend.travel_um().items()}
+        return {**self.backend.describe(), "travel_um": travel, "data_dir": str(self.engine.data_dir),
                 "commands": list(self.COMMANDS), "stream_address": self.stream_address}
 
     def snap(self, channel: str | None = None, exposure_ms: float | None = None,

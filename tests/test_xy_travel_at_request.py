@@ -19,6 +19,11 @@ def test_the_simulated_xy_stage_declares_its_travel(backend):
     assert travel["z"] == (-2000.0, 2000.0)
 
 
+def test_describe_names_the_travel_requests_are_checked_against(client):
+    assert client.request("describe")["travel_um"] == {"x": [-50000.0, 50000.0], "y": [-50000.0, 50000.0],
+                                                       "z": [-2000.0, 2000.0]}
+
+
 @pytest.mark.parametrize(("cmd", "args", "span"), [
     ("capture_pairs", {"positions": [[100, 0], [60000, 0]], "label_free": ["BF"], "fluorescence": ["Nuclei"]},
      r"stage x over \[100, 60000\] µm"),
