@@ -28,12 +28,12 @@ from scopecast.daemon.stain_colors import output_rgb
 
 from .controls import (ExposureBox, LiveCycleBox, ObjectiveBox, PatternBox, StageBox, paced_by, shipped_packages,
                        stop_timeout_s)
-from .fidelity import fidelity_line, fidelity_series
 from .latency import LatencyPanel, percentiles
 from .live_restart import recording_cap, restarted_live
 from .panes import ImagePane
 from .raw_channel import NEWEST, RawChannelBox
 from .served import same_model, served_elsewhere
+from .spot_check_panel import SpotCheckPanel
 from .streams import LatestStreams, NewMessages, Requester
 from .triggers_view import TriggersView
 from .trust_badge import badge_text
@@ -225,19 +225,10 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.latency_curves = {e.results: self.latency_plot.plot(pen=pg.mkPen(pg.intColor(i), width=2), name=e.results)
                                for i, e in enumerate(self.engines)}
         split.addWidget(self.latency_plot)
-        fidelity = QtWidgets.QWidget()
-        fl = QtWidgets.QVBoxLayout(fidelity)
-        fl.setContentsMargins(0, 0, 0, 0)
-        self.fidelity_plot = pg.PlotWidget(title="spot-check fidelity (PSNR, dB)")
-        self.fidelity_plot.setLabel("bottom", "check")
-        self.fidelity_plot.addLegend(offset=(5, 5))
-        self.fidelity_curves: dict[str, Any] = {}  # "model · channel" -> curve
-        self.fidelity_alarm = False
-        self.fidelity_label = QtWidgets.QLabel("spot checks: none yet (start_spot_checks on the daemon)")
-        self.fidelity_label.setWordWrap(True)
-        fl.addWidget(self.fidelity_plot)
-        fl.addWidget(self.fidelity_label)
-        split.addWidget(fidelity)
+        self.spot_panel = SpotCheckPanel()  # curves from the stream's events, lines from ``spot_checks`` polls
+        self.fidelity_plot, self.fidelity_label = self.spot_panel.plot, self.spot_panel.label
+        self.fidelity_curves = self.spot_panel.curves  # "model · channel" -> curve
+        split.addWidget(self.spot_panel)
         right = QtWidgets.QWidget()
         rl = QtWidgets.QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -321,11 +312,12 @@ class ScopeWindow(QtWidgets.QMainWindow):
         self.request("load_model", address=engine, path=path, timeout_s=120.0)
 
     def poll_status(self) -> None:
-        """Every second: daemon and engine status; ``describe`` until it has answered once, and again once the
-        daemon answers after it did not (a timeout or a daemon that is not up yet leaves no empty menus behind;
-        a restarted one no stale objective, pixel size or channels)."""
+        """Every second: daemon and engine status, triggers, spot checks; ``describe`` until it has answered once,
+        and again once the daemon answers after it did not (a timeout or a daemon that is not up yet leaves no empty
+        menus behind; a restarted one no stale objective, pixel size or channels)."""
         self._poll(self.control_address)
         self._poll("daemon:triggers", None, "triggers")
+        self._poll("daemon:spot_checks", None, "spot_checks")
         if not self._described and not self._describing:
             self._describing = True
             self.request("describe", timeout_s=3.0, poll=True)
@@ -365,6 +357,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
                         self._note_engine(e.results, result)
         elif cmd == "triggers":
             self.triggers_view.show_status(result)
+        elif cmd == "spot_checks":
+            self.spot_panel.show_status(result)
         elif cmd == "describe":
             self._described, self._describing = True, False
             self._on_describe(result)
@@ -427,8 +421,8 @@ class ScopeWindow(QtWidgets.QMainWindow):
         if cmd == "describe":
             self._describing = False  # asked again on the next status poll
             return
-        if cmd == "triggers":  # polled every second: said in the panel, not once a second in the messages
-            self.triggers_view.show_error(message)
+        if cmd in ("triggers", "spot_checks"):  # polled every second: said in their panel, not in the messages
+            (self.triggers_view if cmd == "triggers" else self.spot_panel).show_error(message)
             return
         self.error_view.appendPlainText(f"{cmd}: {message}")
 
@@ -666,24 +660,14 @@ class ScopeWindow(QtWidgets.QMainWindow):
         drops["display:superseded"] = snap.superseded
         self.drops_label.setText("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
         self.drop_counts = dict(drops)
-        self._update_fidelity(snap.spot_checks)
+        self.spot_panel.show_events(snap.spot_checks)
         for msg in self.messages.new(snap, now):
             self.error_view.appendPlainText(msg)
 
-    def _update_fidelity(self, events) -> None:
-        """Plot each model's spot-check PSNR per output channel and say its state (:mod:`.fidelity`): an alarm
-        shows its reasons in red, spot checks that stopped (the light budget) say so in orange; a weights change
-        clears the alarm and breaks the model's curves."""
-        if not events:
-            return
-        series, last = fidelity_series(events)
-        for i, (name, values) in enumerate(sorted(series.items())):
-            if name not in self.fidelity_curves:
-                self.fidelity_curves[name] = self.fidelity_plot.plot(
-                    pen=pg.mkPen(pg.intColor(i), width=2), symbol="o", symbolSize=5, name=name)
-            self.fidelity_curves[name].setData(np.asarray(values), connect="finite")
-        self.fidelity_label.setText("<br>".join(fidelity_line(model, ev) for model, ev in sorted(last.items())))
-        self.fidelity_alarm = any(ev.get("alarm") for ev in last.values())
+    @property
+    def fidelity_alarm(self) -> bool:
+        """A spot-check alarm is shown (:class:`.spot_check_panel.SpotCheckPanel`)."""
+        return self.spot_panel.alarm
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self._timer.stop()
