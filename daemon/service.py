@@ -139,7 +139,7 @@ class Daemon:
         """Stop any job (keeping what it recorded), the socket and the hardware."""
         self._shutdown.set()
         self.unload_triggers()
-        self.stop_spot_checks()
+        self._stop_spot_checks(None, "the daemon is shutting down")
         job = self.engine.stop()
         waited = 0
         while job is not None and self.engine.wait(job.id, timeout=30).finished is None:
@@ -453,6 +453,10 @@ class Daemon:
         """Stop the spot checks of ``model`` (default: all); returns their final status. Each stopped one
         publishes a spot-check event ``kind: "stopped"``, as one the light budget stops does: a viewer's
         fidelity figure then says so instead of showing its last figures (or alarm) as current."""
+        return self._stop_spot_checks(model, "on request (stop_spot_checks)")
+
+    def _stop_spot_checks(self, model: str | None, reason: str) -> dict:
+        """:meth:`stop_spot_checks`, its events saying ``reason``."""
         with self._spot_checks_lock:
             names = [model] if model is not None else list(self.spot_checkers)
             out = {}
@@ -462,7 +466,7 @@ class Daemon:
                     checker.close()
                     out[m] = checker.status()
                     self.publisher.publish_event({"source": "spot_checks", "model": m, "kind": "stopped",
-                                                  "reason": "on request (stop_spot_checks)"})
+                                                  "reason": reason})
         return {"stopped": out}
 
     def shutdown(self) -> dict:

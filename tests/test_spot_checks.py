@@ -449,3 +449,16 @@ def test_spot_checks_restart_their_fidelity_and_comparator_for_other_weights(dae
     assert st["card_psnr_db"] == {} and not st["alarm"]
     change = st["weights_changes"][-1]
     assert change["from"]["model_sha256"] == vs_sha and change["to"]["model_sha256"] == other_sha
+
+
+def test_spot_checks_ended_by_shutdown_say_so(daemon, client):
+    """A daemon that closes ends its spot checks with the reason that it is shutting down (their stopped event said
+    'on request (stop_spot_checks)', which nobody had asked for)."""
+    with StandInEngine(daemon.stream_address) as engine:
+        client.request("start_spot_checks", model="virtual-staining", results=engine.address, period_s=60.0)
+        events: list[dict] = []
+        publish = daemon.publisher.publish_event
+        daemon.publisher.publish_event = lambda event: (events.append(event), publish(event))[1]
+        daemon.close()
+    assert [(e["kind"], e["reason"]) for e in events if e.get("source") == "spot_checks"] == [
+        ("stopped", "the daemon is shutting down")]
