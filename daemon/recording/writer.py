@@ -10,6 +10,12 @@ Contract:
   (a write that never returns, e.g. a hung network share) fails the write
   with :class:`RecordingError` saying the storage stalled, logged, so the
   acquisition ends instead of hanging; what is durable is kept.
+  :meth:`add_series` and :meth:`close` are bounded the same way: storage
+  that does not answer within :data:`_STALL_S` makes ``add_series`` raise
+  :class:`RecordingError` (storage stalled), and ``close`` return with the
+  reason, leaving the metadata unfinalised (the journal lists what is
+  durable; :func:`~.repair.repair_recording` finalises it once the storage
+  is back).
 - A writer thread hands each frame to tensorstore (chunk compression and file
   writes run on tensorstore's own threads, several frames in flight) and
   appends the frame's header to its series' ``scopecast_frames.jsonl`` only
@@ -47,7 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import tensorstore as ts
@@ -71,7 +77,11 @@ _MAX_IN_FLIGHT = 16  # frames handed to tensorstore and not yet committed
 _POLL_S = 0.05
 #: close() gives up on a writer that commits nothing for this long (s) and marks the recording incomplete.
 _STALL_S = 20.0
+#: Once the storage has stalled, close waits this long (s) for the final metadata (a few small files), so that the
+#: job ends well within the 30 s a ``stop`` waits for it.
+_FINALISE_AFTER_STALL_S = 5.0
 DEFAULT_QUEUE_BYTES = 512 << 20
+_T = TypeVar("_T")
 
 
 class RecordingError(RuntimeError):
@@ -189,14 +199,19 @@ class Recorder:
         #: Why the recording is incomplete (set by :meth:`close`; None: every accepted frame is durable).
         self.error: str | None = None
         self._given_up = False  # close left a stalled writer behind (_join_writer)
+        self._stalled = False  # a write or a storage call already waited for the storage in vain
         self._thread = threading.Thread(target=self._run, name=f"recorder-{acquisition_id}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ series
     def add_series(self, spec: SeriesSpec) -> int:
-        """Create a series; returns its index (its group name is ``str(index)``)."""
-        with self._series_lock:
-            self._raise_if_failed()
+        """Create a series; returns its index (its group name is ``str(index)``). Storage that does not
+        create it within :data:`_STALL_S` raises :class:`RecordingError` (storage stalled)."""
+        self._raise_if_failed()
+        return self._bounded(lambda: self._create_series(spec), _STALL_S, "creating a series")
+
+    def _create_series(self, spec: SeriesSpec) -> int:
+        with self._series_lock:  # taken here, not by the caller: a hung creation holds it, so a next one waits
             idx = len(self._series)
             g = self._root.create_group(str(idx))
             ny, nx = spec.shape_yx
@@ -252,7 +267,33 @@ class Recorder:
                f"{self._pending_frames} frames ({self._pending_bytes / 2**20:.0f} MiB) queued; "
                f"{self.frames_written} frames are durable")
         log.error("%s", msg)
+        self._stalled = True
         raise RecordingError(msg)
+
+    def _bounded(self, call: Callable[[], _T], timeout: float, what: str) -> _T:
+        """``call()``'s result (or exception), run on a daemon thread; :class:`RecordingError` (storage stalled)
+        when it has not returned in ``timeout`` s. A storage call that hangs cannot be cancelled: it is left
+        behind, and whoever called goes on."""
+        box: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                box.append((True, call()))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                box.append((False, e))
+
+        t = threading.Thread(target=run, name=f"recorder-io-{self.acquisition_id}", daemon=True)
+        t.start()
+        t.join(timeout)
+        if not box:
+            self._stalled = True
+            msg = f"recording {self.path}: storage stalled: {what} did not finish in {timeout:g} s"
+            log.error("%s", msg)
+            raise RecordingError(msg)
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every accepted frame is durable (or the writer failed: raises)."""
@@ -307,10 +348,8 @@ class Recorder:
                     item = waiting.popleft()
                     self._submit(item)
                     in_flight.append(item)
-                if self._given_up:  # the storage came back after close closed without these frames
-                    log.warning("recording %s: the writer close gave up on resumed; its %d late frames stay "
-                                "out of the closed recording, which says they were not committed", self.path,
-                                len(done) + len(in_flight) + len(waiting))
+                if self._given_up:  # close closed without these frames; the writer ends, whatever the storage does
+                    self._log_given_up(len(done), len(in_flight) + len(waiting))
                     return
                 if done:
                     self._journal(done)
@@ -322,6 +361,17 @@ class Recorder:
                 self._error = e
                 self._pending_bytes = self._pending_frames = 0
                 self._cv.notify_all()
+
+    def _log_given_up(self, answered: int, unanswered: int) -> None:
+        """Say what became of the frames a writer held when close gave up on it: ``answered`` writes the
+        storage completed since (it came back), ``unanswered`` ones it still has not."""
+        if answered:
+            log.warning("recording %s: the storage answered %d writes after close gave up on the writer; those and "
+                        "its %d other frames stay out of the closed recording, which says they were not committed",
+                        self.path, answered, unanswered)
+        else:
+            log.warning("recording %s: the writer stops: close gave up on it and the storage has still not "
+                        "committed its %d frames, which stay out of the closed recording", self.path, unanswered)
 
     def _submit(self, item: _Item) -> None:
         s = self._series[item.series]
@@ -370,7 +420,8 @@ class Recorder:
         action, live's end) whatever the storage does (a commit that never completes, e.g. on a hung
         network share). Should the storage come back, that writer journals nothing more and ends: the
         closed recording keeps saying what close found."""
-        last, t_last = -1, time.monotonic()
+        # storage a write already waited _STALL_S for in vain gets no second wait
+        last, t_last = self.frames_written, time.monotonic() - (_STALL_S if self._stalled else 0.0)
         while self._thread.is_alive():
             self._thread.join(0.1)
             if self.frames_written != last:
@@ -391,6 +442,10 @@ class Recorder:
         frame header that was made durable. Returns (and keeps as :attr:`error`)
         why the recording is incomplete, or None: a writer that failed after the
         last :meth:`write` was accepted is reported here, and only here.
+        Storage that stalls does not hang it: it gives up on the writer (see
+        :meth:`_join_writer`) and on metadata the storage does not take within
+        :data:`_STALL_S` (:data:`_FINALISE_AFTER_STALL_S` once it stalled),
+        leaving the recording unfinalised, its journal listing what is durable.
         """
         with self._cv:
             if self.closed:
@@ -401,6 +456,20 @@ class Recorder:
         if self._error is not None:
             error = error or f"{type(self._error).__name__}: {self._error}"
         error = error or stalled
+        self.error = error
+        wait = _FINALISE_AFTER_STALL_S if self._stalled or stalled else _STALL_S
+        try:
+            self.error = self._bounded(lambda: self._finalise(error), wait, "writing its final metadata")
+        except RecordingError as e:
+            self.error = error or str(e)
+            log.error("recording %s: left unfinalised with %d durable frames (its journal lists them; `scopecast "
+                      "repair`, or the daemon's next start, finalises it once the storage is back)", self.path,
+                      self.frames_written)
+        return self.error
+
+    def _finalise(self, error: str | None) -> str | None:
+        """Trim the time axes, write the final metadata and release the writing lock; returns ``error``, or
+        else what could not be finalised."""
         for i, s in enumerate(self._series):
             s.meta.t_count = s.t_max + 1
             try:
@@ -421,7 +490,6 @@ class Recorder:
             self._write_ome_xml()
         except Exception:  # noqa: BLE001
             log.exception("recording %s: could not write OME/METADATA.ome.xml", self.path)
-        self.error = error
         info = {**self._info, "frames_written": self.frames_written, "complete": error is None}
         if error is not None:
             info["error"] = error
