@@ -14,7 +14,7 @@ import zmq
 
 from conftest import small_cfg
 from helpers import wait_until
-from scopecast.daemon.control import ControlClient
+from scopecast.daemon.control import MAX_QUEUED_REQUESTS, ControlClient
 
 #: Snaps from the client that does not read: at least SNAPS, then more until replies to it are dropped (how many
 #: that takes depends on what the kernel's socket buffers take before the daemon holds any: a few MiB on one machine,
@@ -97,13 +97,21 @@ def test_replies_a_client_never_reads_are_bounded_and_others_are_served(daemon51
 
 
 def test_a_client_that_reads_gets_every_reply_of_a_burst(daemon512):
-    """Sent before any is read: more replies than ZeroMQ queues for a client, so the daemon holds the rest."""
+    """Sent before any is read: more replies than ZeroMQ queues for a client, so the daemon holds the rest. The
+    burst goes in waves of at most half the worker queue's bound (docs/protocol.md: beyond it a request is refused
+    with BusyError), each sent once the daemon has answered the wave before (its own counter, whatever the machine's
+    speed), so every request is accepted and none is read before the last is sent."""
     d = _dealer(daemon512.control_address, reads=True)
     try:
-        cmds = ["commands", "status", "describe"] * 130 + ["snap"] * BATCH
-        for i, cmd in enumerate(cmds):
-            args = {"channel": "BF", "exposure_ms": 1.0} if cmd == "snap" else {}
-            d.send_multipart(_request(cmd, i, **args))
+        wave = ["commands", "status", "describe"] * (MAX_QUEUED_REQUESTS // 2)  # one queued request in three
+        cmds = wave * 4 + ["snap"] * BATCH
+        with ControlClient(daemon512.control_address, timeout_s=60) as watcher:
+            for i, cmd in enumerate(cmds):
+                if i % len(wave) == 0:
+                    wait_until(lambda: watcher.request("status")["control"]["queued_requests"] == 0, 120,
+                               "the daemon answered the wave before")
+                args = {"channel": "BF", "exposure_ms": 1.0} if cmd == "snap" else {}
+                d.send_multipart(_request(cmd, i, **args))
         replies: dict[int, dict] = {}
         while len(replies) < len(cmds) and d.poll(60_000):
             reply = json.loads(d.recv_multipart()[1])
