@@ -214,10 +214,13 @@ def at_current_position(seq: useq.MDASequence, xyz_um: tuple[float, float, float
     does not say where: no stage positions (here), a relative ``z_plan`` at a position without ``z`` (the stack
     around the current focus, as Micro-Manager's relative Z stacks and pymmcore-widgets' MDA take it) and a
     relative grid at a position without ``x`` or ``y`` (the tiles around the current one). useq adds 0 for a
-    coordinate a position leaves out: a stack around z = 0 µm wherever the sample is in focus."""
+    coordinate a position leaves out: a stack around z = 0 µm wherever the sample is in focus. An absolute
+    grid gets a position without ``x`` and ``y`` (useq ignores them there, warns, and is to refuse them)."""
     x, y, z = xyz_um
-    if not seq.stage_positions:
-        return seq.replace(stage_positions=[useq.Position(x=x, y=y, z=z)])
+    if not seq.stage_positions:  # an absolute grid (useq's GridFromEdges) says x and y itself: only z is here
+        absolute_grid = seq.grid_plan is not None and not seq.grid_plan.is_relative
+        return seq.replace(stage_positions=[useq.Position(x=None if absolute_grid else x,
+                                                          y=None if absolute_grid else y, z=z)])
     here = {"x": x, "y": y, "z": z}
     axes = [*(("z",) if seq.z_plan is not None and seq.z_plan.is_relative else ()),
             *(("x", "y") if seq.grid_plan is not None and seq.grid_plan.is_relative else ())]

@@ -28,6 +28,7 @@ def test_grid_tiles_are_one_camera_field_apart(client):
     assert xs[1] - xs[0] == pytest.approx(_field_width_um(client))  # was 1 µm: two copies of one field
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # useq warns of (and is to refuse) a position x, y it ignores
 def test_grid_by_edges_is_laid_out_with_the_camera_field(client):
     fov = _field_width_um(client)
     xs = _tile_xs(client, {"top": 0.0, "left": 0.0, "bottom": 0.0, "right": 2 * fov})  # was refused
