@@ -67,7 +67,12 @@ def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def pearson(pred: np.ndarray, gt: np.ndarray) -> float:
-    return float(np.corrcoef(pred.ravel(), gt.ravel())[0, 1])
+    """Pearson's r of two images; NaN where either is constant (an untrained model's flat output), where r is
+    undefined (numpy would warn of a division by zero and give NaN as well)."""
+    a, b = pred.ravel(), gt.ravel()
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _scores(preds: np.ndarray, gts: np.ndarray, channels: list[str]) -> dict[str, dict[str, float]]:

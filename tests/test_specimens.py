@@ -366,6 +366,7 @@ def test_a_user_tiff_label_image_becomes_cells(backend, core, tmp_path):
     assert row[near].max() > 0.5 * row.max()  # the shared border is stained
 
 
+@pytest.mark.filterwarnings("ignore:.*stored as RGB:DeprecationWarning")  # the default this test is about
 def test_a_float_cyx_tiff_of_four_maps_is_read_as_channels(tmp_path):
     """tifffile.imwrite stores a (4, y, x) float stack as planar RGB(A) by default; docs/specimens.md accepts a
     CYX stack of up to 4 float maps, and it used to be refused as an RGB image."""
