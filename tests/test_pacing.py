@@ -99,9 +99,13 @@ def test_several_engines_pace_live_by_the_slowest_model(sim_cfg, tmp_path, patie
         by_address = {e["address"]: e for e in p["engines"]}
         slow_ms = by_address[engines[1].results_address]["model_ms"]
         assert p["model_ms"] == slow_ms and slow_ms > by_address[engines[0].results_address]["model_ms"], p
-        assert cycles <= engines[1].results_published + 3, (cycles, engines[1].results_published, p)
-        for e in engines:  # as for one engine (above): at most one bundle, at the start
-            assert e.drops.total <= 2 * len(CYCLE), (e.package.manifest.name, e.drops.snapshot(), p)
+        # as for one engine (above): an engine starved of CPU for longer than a cycle has its waiting bundle
+        # replaced by the next (with two engines in the process, more often), so the bounds are per result; pacing
+        # by the fast engine alone ran 72 cycles for 8 results of the slow one
+        assert cycles <= 2 * engines[1].results_published + 3, (cycles, engines[1].results_published, p)
+        for e in engines:
+            assert e.drops.total <= len(CYCLE) * (e.results_published + 2), (e.package.manifest.name,
+                                                                              e.drops.snapshot(), p)
 
 
 def test_an_engine_that_does_not_answer_costs_one_timeout_not_one_per_cycle(sim_cfg, tmp_path):
