@@ -450,6 +450,7 @@ class OutputGuard:
         if r is not None:
             fill = [min(max(f, lo), hi) for f, lo, hi in zip(fill, r.min, r.max, strict=True)]
         self.fill = np.asarray(fill, np.float32)
+        self._mask: np.ndarray | None = None  # :meth:`_clip_side`'s comparisons (a worker's: one thread's)
 
     def blank(self, shape: tuple[int, int, int]) -> np.ndarray:
         """A withheld result: every pixel of each channel at its background level."""
@@ -461,8 +462,10 @@ class OutputGuard:
         """Clip ``y`` (C, H, W, physical units) in place; ``(figures, reasons, margin)``.
 
         ``extremes``: each channel's ``[min, max]`` when the caller has them (the worker's finite check
-        measures them; ``(C, 2)``), else measured here. Within the range that is the whole check; otherwise
-        one pass per violated side counts the pixels outside it, one more those far outside, and one clips.
+        measures them; ``(C, 2)``), else measured here. Within the range that is the whole check; otherwise,
+        per violated side, one pass counts the pixels far outside (only when the extreme is), one the pixels
+        outside, and those alone are set to the limit (:meth:`_clip_side`: what ``np.clip`` gives, without
+        rewriting the channel).
         Every pixel outside the range is clipped (``clipped``: their fraction); the check counts only pixels
         beyond it by more than ``OUTPUT_RANGE_TOLERANCE`` of the range or ``GIBBS`` of the output's own span
         (``beyond``): a background predicted a few counts under the dark level, or the ringing of an upsampler
@@ -472,29 +475,20 @@ class OutputGuard:
         if extremes is None:
             extremes = np.stack([y.min(axis=(1, 2)), y.max(axis=(1, 2))], axis=1)
         clipped, beyond, reasons, margin = {}, {}, [], 1.0
-        mask: np.ndarray | None = None  # one reused boolean buffer for the comparisons
         for c, name in enumerate(self.outputs):
             ch, lo, hi = y[c], self.lo[c], self.hi[c]
             frac = far = 0.0
             tol = np.float32(OUTPUT_RANGE_TOLERANCE * float(hi - lo))
             mn, mx = np.float32(extremes[c, 0]), np.float32(extremes[c, 1])
             if mn < lo or mx > hi:
-                if mask is None:
-                    mask = np.empty(ch.shape, bool)
                 # a band-limited reconstruction rings by up to the Gibbs fraction of a step on either side
                 span = float(min(mx, hi)) - float(max(mn, lo))
                 tol = np.float32(max(float(tol), GIBBS * max(span, 0.0)))
-
-                def count(side: Any, level: np.float32) -> int:
-                    side(ch, level, out=mask)
-                    return int(np.count_nonzero(mask))
-
-                frac = float((count(np.less, lo) if mn < lo else 0) + (count(np.greater, hi) if mx > hi else 0))
-                if mn < lo - tol or mx > hi + tol:
-                    far = float((count(np.less, lo - tol) if mn < lo - tol else 0) +
-                                (count(np.greater, hi + tol) if mx > hi + tol else 0))
-                frac, far = frac / ch.size, far / ch.size
-                np.clip(ch, lo, hi, out=ch)
+                n_far, n_out = 0, 0
+                for side, level, worst in ((np.less, lo, mn), (np.greater, hi, mx)):
+                    n_far_side, n_out_side = self._clip_side(ch, side, level, worst, tol)
+                    n_far, n_out = n_far + n_far_side, n_out + n_out_side
+                frac, far = n_out / ch.size, n_far / ch.size
             clipped[name], beyond[name] = _r(frac), _r(far)
             margin = min(margin, 1.0 - far / OUTPUT_CLIPPED_MAX)
             if far > OUTPUT_CLIPPED_MAX:
@@ -502,6 +496,27 @@ class OutputGuard:
                                f"{float(lo):.5g}…{float(hi):.5g} by more than {float(tol):.4g} (clipped)")
         rng = {n: [_r(lo, 6), _r(hi, 6)] for n, lo, hi in zip(self.outputs, self.lo, self.hi, strict=True)}
         return {"range": rng, "clipped": clipped, "beyond": beyond}, reasons, margin
+
+    def _clip_side(self, ch: np.ndarray, side: Any, level: np.float32, worst: np.float32,
+                   tol: np.float32) -> tuple[int, int]:
+        """Clip one side of channel ``ch`` in place: ``side`` (``np.less`` for the lower limit, ``np.greater``
+        for the upper) tells the pixels beyond ``level``; ``worst``, the channel's extreme on that side, skips
+        the passes it cannot need. Returns how many pixels were beyond ``level`` by more than ``tol`` and how
+        many beyond it at all; those are set to ``level`` (exactly ``np.clip``'s result on that side)."""
+        if not side(worst, level):
+            return 0, 0
+        beyond = level - tol if side is np.less else level + tol
+        mask = self._mask
+        if mask is None or mask.shape != ch.shape:  # reused bundle after bundle (a 1024² one is 1 MB)
+            mask = self._mask = np.empty(ch.shape, bool)
+        n_far = 0
+        if side(worst, beyond):
+            side(ch, beyond, out=mask)
+            n_far = int(np.count_nonzero(mask))
+        side(ch, level, out=mask)
+        n_out = int(np.count_nonzero(mask))
+        np.copyto(ch, level, where=mask)
+        return n_far, n_out
 
 
 _WIRE_FIGURES = ("signal", "snr", "peak", "peak_snr", "contrast", "kurtosis", "focus", "extent", "saturated", "mean",
