@@ -8,7 +8,9 @@ followed by raw buffer parts when the result describes them (``snap``).
 
 The contract:
 
-- Every request gets exactly one reply; nothing a client sends stops the server.
+- Every request gets exactly one reply; nothing a client sends stops the server. A stopping server too: it
+  refuses new requests (``ShuttingDown``), gives those in progress :data:`STOP_GRACE_S` to end and answers each
+  still running ``ShuttingDown`` itself, so no client waits out its timeout for a reply that never comes.
 - Requests are strict (:mod:`scopecast.daemon.wire`): UTF-8 JSON, no
   NaN/Infinity, bounded nesting; arguments are checked against the handler's
   signature in pydantic's strict JSON mode (``true`` is not a number, ``"25"``
@@ -38,6 +40,7 @@ The contract:
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import math
 import threading
@@ -56,7 +59,8 @@ from .stream import threads_ended
 from .wire import WireError, dumps_strict, loads_strict
 
 __all__ = ["BadRequest", "BusyError", "ControlClient", "ControlServer", "DaemonError", "DEFAULT_CONTROL_ADDRESS",
-           "LONG_COMMANDS", "MAX_QUEUED_BYTES", "MAX_QUEUED_REQUESTS", "ServerUnreachable", "describe_commands"]
+           "LONG_COMMANDS", "MAX_QUEUED_BYTES", "MAX_QUEUED_REQUESTS", "STOP_GRACE_S", "ServerUnreachable",
+           "ShuttingDown", "describe_commands"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,11 @@ MAX_QUEUED_REQUESTS = 64
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 #: Requests of one client ZeroMQ queues ahead of the socket thread.
 PIPE_REQUESTS = 8
+#: How long a stopping server lets the requests in progress end before it answers each still running with
+#: :class:`ShuttingDown` itself, and how long it keeps the connections after its last reply sent while stopping: a
+#: client hung up on loses a reply it has not read yet (ControlClient's REQ socket drops it with the connection).
+STOP_GRACE_S = 5.0
+LAST_REPLY_HOLD_S = 0.5
 
 
 class DaemonError(RuntimeError):
@@ -93,6 +102,11 @@ class BadRequest(ValueError):
 
 class BusyError(RuntimeError):
     """The server already runs as many requests of one long command as it allows (reply type ``BusyError``)."""
+
+
+class ShuttingDown(RuntimeError):
+    """The server is stopping: the request was not run, or did not end before the server stopped (reply type
+    ``ShuttingDown``)."""
 
 
 #: After a server hung up on a client's handshake, how long the client waits for the reason (a mechanism
@@ -199,6 +213,14 @@ class ControlServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._count_lock = threading.Lock()
+        # requests handed to a worker and not yet answered (token -> envelope, id): each gets its one reply even
+        # when the server stops first; _stop is set and replies are pushed only under this condition's lock
+        self._in_flight: dict[int, tuple[list[bytes], Any]] = {}
+        self._tokens = itertools.count()
+        self._answered = threading.Condition()
+        self._closing: tuple[str, frozenset[str]] | None = None
+        self._closing_since = math.inf  # when close_to_new was called (monotonic)
+        self._last_reply = -math.inf  # when the socket thread last sent a reply (monotonic)
         self.requests_served = 0
         self.bad_requests = 0
         self.queued_requests = 0  # for the worker pool, accepted and not yet answered
@@ -216,19 +238,49 @@ class ControlServer:
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def close_to_new(self, reason: str, allowed: Iterable[str] = ()) -> None:
+        """Answer each later request at once with :class:`ShuttingDown` naming ``reason``, except the inline
+        commands and ``allowed`` (a stopping daemon still tells a ``wait`` how its job ended); requests in
+        progress run on."""
+        self._closing = (reason, frozenset(allowed))
+        self._closing_since = min(self._closing_since, time.monotonic())
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop serving, with one reply to every request taken: new ones are refused (:meth:`close_to_new`), those
+        in progress get up to ``grace_s`` to end, and each still running then is answered :class:`ShuttingDown`
+        (its handler is not interrupted; its late result is dropped). No client waits for a reply that never
+        comes."""
+        if self._closing is None:
+            self.close_to_new("the server is stopping")
+        with self._answered:
+            self._answered.wait_for(lambda: not self._in_flight, grace_s if self._thread is not None else 0)
+            self._stop.set()
         ended = self._thread is None or threads_ended([self._thread], "control server")
         self._pool.shutdown(wait=False, cancel_futures=True)
         for lane in self._lanes.values():
             lane.pool.shutdown(wait=False, cancel_futures=True)
         if not ended:
             return
+        if not self._replies.closed:  # a second stop has nothing left to answer
+            self._answer_unfinished()
         with self._pushers_lock:
             for s in self._pushers:
                 s.close(linger=0)
         self._replies.close(linger=0)
+        if self._last_reply >= self._closing_since:  # a reply sent while stopping may still be on its way
+            time.sleep(max(0.0, self._last_reply + LAST_REPLY_HOLD_S - time.monotonic()))
         self.sock.close(linger=0)
+
+    def _answer_unfinished(self) -> None:
+        """Once the socket thread has ended (this thread owns the socket): send the replies handed back before
+        the stop, then a :class:`ShuttingDown` error to each request still without one."""
+        self._forward_replies()
+        with self._answered:
+            unfinished, self._in_flight = self._in_flight, {}
+        reason = self._closing[0] if self._closing else "the server is stopping"
+        for envelope, req_id in unfinished.values():
+            why = ShuttingDown(f"{reason}: the request did not end before the server stopped")
+            self._send([*envelope, self._error_reply(req_id, why)])
 
     # ---------------------------------------------------------------- serving
     def _serve(self) -> None:
@@ -261,6 +313,7 @@ class ControlServer:
 
     def _send(self, parts: list[Any]) -> None:
         self.outbox.send(parts)
+        self._last_reply = time.monotonic()
 
     def _accept(self) -> None:
         while True:
@@ -287,6 +340,9 @@ class ControlServer:
                 continue
             if cmd in self.inline:
                 self._send([*envelope, *self._run(cmd, args, req_id)])
+            elif self._closing is not None and cmd not in self._closing[1]:
+                self._send([*envelope, self._error_reply(req_id, ShuttingDown(f"{self._closing[0]}: {cmd!r} "
+                                                                               "was not run"))])
             elif cmd in self._lanes:
                 self._dispatch_long(self._lanes[cmd], envelope, args, req_id)
             else:
@@ -308,9 +364,11 @@ class ControlServer:
             self._send([*envelope, self._error_reply(req_id, busy)])
             return
 
+        token = self._taken(envelope, req_id)
+
         def run() -> None:
             try:
-                self._run_and_push(envelope, cmd, args, req_id)
+                self._run_and_push(token, envelope, cmd, args, req_id)
             finally:
                 with self._count_lock:
                     self.queued_requests -= 1
@@ -339,9 +397,11 @@ class ControlServer:
                 released.set()
                 lane.slots.release()
 
+        token = self._taken(envelope, req_id)
+
         def run() -> None:
             try:  # the slot is free before the reply leaves: a client that read it may send the next at once
-                self._run_and_push(envelope, lane.name, args, req_id, before_reply=release)
+                self._run_and_push(token, envelope, lane.name, args, req_id, before_reply=release)
             finally:
                 release()
 
@@ -350,10 +410,17 @@ class ControlServer:
         except RuntimeError:  # the server is stopping
             lane.slots.release()
 
-    def _run_and_push(self, envelope: list[bytes], cmd: str, args: dict, req_id: Any,
+    def _taken(self, envelope: list[bytes], req_id: Any) -> int:
+        """Note a request handed to a worker (answered by :meth:`_run_and_push`, else by :meth:`stop`)."""
+        token = next(self._tokens)
+        with self._answered:
+            self._in_flight[token] = (envelope, req_id)
+        return token
+
+    def _run_and_push(self, token: int, envelope: list[bytes], cmd: str, args: dict, req_id: Any,
                       before_reply: Callable[[], None] | None = None) -> None:
         """Run ``cmd`` off the socket thread and hand its reply to the socket thread (``before_reply`` is called
-        between the two)."""
+        between the two), unless the server stopped first (it then answered the request itself)."""
         reply = self._run(cmd, args, req_id)
         if before_reply is not None:
             before_reply()
@@ -365,8 +432,10 @@ class ControlServer:
             self._local.push = sock
             with self._pushers_lock:
                 self._pushers.append(sock)
-        if not self._stop.is_set():
-            sock.send_multipart([*envelope, *reply], copy=False)
+        with self._answered:
+            if self._in_flight.pop(token, None) is not None and not self._stop.is_set():
+                sock.send_multipart([*envelope, *reply], copy=False)
+            self._answered.notify_all()
 
     # ------------------------------------------------------------- requests
     def _parse(self, body: list[bytes]) -> tuple[str, dict[str, Any], Any]:

@@ -136,8 +136,11 @@ class Daemon:
         return self._shutdown.wait(timeout)
 
     def close(self) -> None:
-        """Stop any job (keeping what it recorded), the socket and the hardware."""
+        """Stop any job (keeping what it recorded), the socket and the hardware. From the start, requests are
+        refused naming the shutdown (but ``wait`` and ``stop``: a client still learns how its job ended); each
+        one in progress is answered before the socket closes (control.ControlServer.stop)."""
         self._shutdown.set()
+        self.server.close_to_new("the daemon is shutting down", allowed=("wait", "stop"))
         self.unload_triggers()
         self._stop_spot_checks(None, "the daemon is shutting down")
         job = self.engine.stop()
