@@ -35,7 +35,8 @@ from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
 from .scan_bundles import MAX_SEQUENCE_DAYS, MAX_SEQUENCE_EVENTS, bundle_size, channel_frames, sequence_size
 from .scan_checks import check_devices, check_travel
 
-__all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "sequence_size"]
+__all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "AcquisitionEngine", "BusyError", "Job", "moved_from",
+           "sequence_size"]
 
 log = logging.getLogger(__name__)
 
@@ -379,8 +380,10 @@ class AcquisitionEngine:
                              "bytes_limited_by": limited_by, "warned": False}
         # one series per detector and sampling, as scans have: a cycle may take channels on another detector
         # (STED), and the objective may change during live (set_objective), so a series never holds frames of
-        # another shape or pixel size than its metadata say. A series begun later counts time from its cycle.
-        series: dict[tuple, tuple[int, list[int], int]] = {}  # (detector, px, shape) -> (index, channels, 1st cycle)
+        # another shape or pixel size than its metadata say; nor of another place (a stage move: moved_from). A
+        # series begun later counts time from its cycle.
+        # (detector, px, shape) -> (index, channels, 1st cycle, stage position of its first frame)
+        series: dict[tuple, tuple[int, list[int], int, tuple[float, float, float]]] = {}
         burst_plan = self._burst_plan(job, plan) if plan.hardware_sequence else None
         pacer = EnginePacer(plan.pace_from, job.acquisition_id) if plan.pace_from else None
         previous: int | None = None
@@ -413,15 +416,18 @@ class AcquisitionEngine:
                     if rec is not None:
                         h = frame.header
                         key = (spec.detector, h.detector, h.pixel_size_um, tuple(h.shape))
-                        if key not in series:
+                        # a move starts a new series at a cycle's first frame of it, so a cycle (a bundle, one model
+                        # input) stays in one series: one the stage moved in keeps its place, as offline reads it
+                        if key not in series or (i == series[key][1][0] and moved_from(series[key][3], h)):
                             idxs = [j for j, c in enumerate(plan.channels) if c.detector == spec.detector]
                             sspec = self.series_spec(frame, [names[j] for j in idxs], [
                                 h.modality if j == i else self._modality(names[j], plan.channels[j].detector)
                                 for j in idxs])
                             if any(k[1] == h.detector for k in series):
                                 sspec = replace(sspec, name=f"{sspec.name} from cycle {cycle}")
-                            series[key] = (rec.add_series(sspec), idxs, cycle)
-                        sidx, idxs, first = series[key]
+                            series[key] = (rec.add_series(sspec), idxs, cycle, (h.stage_x_um, h.stage_y_um,
+                                                                                 h.stage_z_um))
+                        sidx, idxs, first, _ = series[key]
                         rec.write(frame, sidx, cycle - first, idxs.index(i))
                         job.recording.update(frames=rec.frames_accepted, bytes=rec.bytes_accepted)  # type: ignore[union-attr]
                     job.frames += 1
@@ -507,7 +513,9 @@ class AcquisitionEngine:
     def _sequence(self, job: Job, seq: useq.MDASequence, events: Iterable[useq.MDAEvent]) -> None:
         rec = self._recorder(job.acquisition_id, job.kind, {"sequence": seq.model_dump(mode="json")}, job.path)
         detectors = [c.camera for c in seq.channels]
-        series: dict[tuple, tuple[int, list[str]]] = {}
+        # (position, tile, detector) -> (series, its channels' indices in seq.channels: a channel's column is its
+        # own, also where two channels share a preset, e.g. one at two exposures)
+        series: dict[tuple, tuple[int, list[int]]] = {}
         bundles: dict[tuple, tuple[int, int]] = {}  # (p, g, t) -> (bundle id, next index)
         sizes = seq.sizes
         n_z, n_g = max(sizes.get("z", 1), 1), max(sizes.get("g", 1), 1)
@@ -540,18 +548,22 @@ class AcquisitionEngine:
                                      position_index=position_index)
                 skey = (p, g, spec.detector)
                 if skey not in series:
-                    chans = [ch.config for ch in seq.channels if ch.camera == spec.detector]
+                    cols = [j for j, ch in enumerate(seq.channels) if ch.camera == spec.detector]
+                    chans = [seq.channels[j].config for j in cols]
                     mods = [frame.header.modality if ch == spec.name else self._modality(ch, spec.detector)
                             for ch in chans]
                     label = ev.pos_name and (f"{ev.pos_name} g{g:03d}" if n_g > 1 else ev.pos_name)  # as useq names it
                     sspec = self.series_spec(frame, chans, mods, n_z=n_z, z_step=z_step, position_index=position_index,
                                              label=label)
-                    if offsets:  # the series sits at its lowest plane
+                    if offsets:  # the series sits at the plan's lowest plane: the first frame's z less its
+                        # plane's offset and its channel's z_offset (useq adds it to the z plan's planes only; that
+                        # channel's own frames keep their real z in the OME-XML)
                         x0, y0, z0 = sspec.position_um
-                        sspec = replace(sspec, position_um=(x0, y0, z0 - (offsets[zi] - min(offsets))))
-                    series[skey] = (rec.add_series(sspec), chans)
-                sidx, chans = series[skey]
-                rec.write(frame, sidx, t, chans.index(spec.name), n_z - 1 - zi if descending else zi)
+                        below = offsets[zi] - min(offsets) + seq.channels[c].z_offset
+                        sspec = replace(sspec, position_um=(x0, y0, z0 - below))
+                    series[skey] = (rec.add_series(sspec), cols)
+                sidx, cols = series[skey]
+                rec.write(frame, sidx, t, cols.index(c), n_z - 1 - zi if descending else zi)
                 job.frames += 1
                 self._emit(frame)
         except BaseException as e:
@@ -632,6 +644,20 @@ class AcquisitionEngine:
             pixel_size_um=h.pixel_size_um, position_um=(x, y, h.stage_z_um),
             n_z=n_z, z_step_um=z_step, detector=h.detector, position_index=position_index,
         )
+
+
+#: A recorded frame this far from where its series began (in its pixels in x or y, in µm in z: the limits of the
+#: engine's ``moved`` guard) starts a new series: one NGFF translation places every frame of a series
+MOVED_XY_PX = 1.0
+MOVED_Z_UM = 0.5
+
+
+def moved_from(where: tuple[float, float, float], h: FrameHeader) -> bool:
+    """Whether the frame of header ``h`` was taken away from ``where`` (x, y, z µm: where its series began): a
+    recorded series has one place (its NGFF translation), so such a frame starts another series."""
+    x, y, z = where
+    xy = max(abs(h.stage_x_um - x), abs(h.stage_y_um - y))
+    return xy > MOVED_XY_PX * h.pixel_size_um or abs(h.stage_z_um - z) > MOVED_Z_UM
 
 
 def _cap_text(frames: int, nbytes: int, r: dict[str, Any]) -> str:

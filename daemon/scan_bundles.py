@@ -14,11 +14,15 @@ from typing import Any
 
 import useq
 
-__all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "bundle_size", "channel_frames", "sequence_size"]
+__all__ = ["MAX_SEQUENCE_DAYS", "MAX_SEQUENCE_EVENTS", "MAX_SEQUENCE_POINTS", "bundle_size", "channel_frames",
+           "sequence_size"]
 
 #: The most frames one scan or pair capture may plan (500 GB of 512² uint16 frames): a plan of more is
 #: refused at the request, counted from its axes without building its events
 MAX_SEQUENCE_EVENTS = 1_000_000
+#: The most points (combinations of its axes) one scan may walk: useq walks every one, the planes and time points
+#: a channel skips included (~8 µs each), so a plan that skips nearly all of them still costs time for each
+MAX_SEQUENCE_POINTS = 10 * MAX_SEQUENCE_EVENTS
 #: The latest a scan's last time point may start
 MAX_SEQUENCE_DAYS = 365
 
@@ -40,12 +44,12 @@ def bundle_size(channels: list[tuple[int, int]], t: int) -> int:
 def sequence_size(seq: useq.MDASequence) -> int:
     """The frames ``seq`` plans, counted from its axes without making its events, as useq makes them (a channel
     that skips time points or z-stacks takes fewer: :func:`channel_frames`); :data:`MAX_SEQUENCE_EVENTS` bounds
-    the product of its axes.
+    them, :data:`MAX_SEQUENCE_POINTS` the product of its axes (what useq walks).
 
     ``ValueError`` naming the problem for a plan this daemon refuses: a position with a sequence of its
     own, an autofocus plan (no hardware autofocus), an axis it cannot count (a time plan that never ends, a
-    grid without a field of view), more than :data:`MAX_SEQUENCE_EVENTS` frames, or a last time point beyond
-    :data:`MAX_SEQUENCE_DAYS`."""
+    grid without a field of view), more than :data:`MAX_SEQUENCE_EVENTS` frames or :data:`MAX_SEQUENCE_POINTS`
+    points, or a last time point beyond :data:`MAX_SEQUENCE_DAYS`."""
     for i, pos in enumerate(seq.stage_positions):
         if pos.sequence is not None:
             raise ValueError(f"stage position {i} has a sequence of its own; per-position sequences are not "
@@ -65,18 +69,23 @@ def sequence_size(seq: useq.MDASequence) -> int:
         except (ArithmeticError, TypeError, ValueError) as e:
             hint = " (an interval of 0 needs loops, not a duration)" if name == "time" else ""
             raise ValueError(f"cannot count the {name} plan's points{hint}: {type(e).__name__}: {e}") from None
-    total = math.prod(axes.values())
+    sizes = " x ".join(f"{v} {k}" for k, v in axes.items())
+    if (points := math.prod(axes.values())) > MAX_SEQUENCE_POINTS:
+        raise ValueError(f"the plan has {points} points ({sizes}), more than the {MAX_SEQUENCE_POINTS} one scan "
+                         "may walk (useq makes each, the planes and time points its channels skip included): "
+                         "split it into several scans")
+    n_t = axes.get("time", 1)
+    per_tile = sum(planes * -(-n_t // every) for every, planes in channel_frames(seq))  # time points it divides
+    total = axes["positions"] * axes.get("grid", 1) * per_tile
     if total > MAX_SEQUENCE_EVENTS:
-        sizes = " x ".join(f"{v} {k}" for k, v in axes.items())
-        raise ValueError(f"the plan has {total} frames ({sizes}), more than the {MAX_SEQUENCE_EVENTS} one scan "
-                         "may have: split it into several scans")
+        skips = ", less the planes and time points its channels skip" if total < points else ""
+        raise ValueError(f"the plan has {total} frames ({sizes}{skips}), more than the {MAX_SEQUENCE_EVENTS} one "
+                         "scan may have: split it into several scans")
     last = _last_time_point_s(seq.time_plan) if seq.time_plan is not None else 0.0
     if last > MAX_SEQUENCE_DAYS * 86400:
         raise ValueError(f"the time plan's last point starts after {last / 86400:.0f} days, beyond the "
                          f"{MAX_SEQUENCE_DAYS} days one scan may last")
-    n_t = axes.get("time", 1)
-    per_tile = sum(planes * -(-n_t // every) for every, planes in channel_frames(seq))  # time points it divides
-    return axes["positions"] * axes.get("grid", 1) * per_tile
+    return total
 
 
 def _last_time_point_s(plan: Any) -> float:

@@ -136,7 +136,8 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
                                "task": r["task"], "scale_factor": r["scale_factor"],
                                "t_bundle_exposure_start_ns": r["t_bundle_exposure_start_ns"],
                                "weights_sha256": r["weights_sha256"], "source_seqs": r["source_seqs"],
-                               "source_acquisition_id": r["acquisition_id"], "trust": r["trust"]},
+                               "source_acquisition_id": r["acquisition_id"], "source_series": r["series"],
+                               "source_index": r["index"], "trust": r["trust"]},
                     )
                     writer.write(Frame(header, np.ascontiguousarray(y[c])), out_series, t, c, z)
                 report.inferred += 1

@@ -22,7 +22,7 @@ inference.
 
 The **uncertainty check** (on by default: ``uncertainty_budget=0.025``, which
 with the guards keeps the monitor within 5 % of the accurate models' inference
-time; not of the live tiers', whose guards alone cost 6-11 %) turns that
+time; the live tiers' monitor: README, "Monitor overhead") turns that
 spread into a verdict within the monitor's budget: a credit of
 ``uncertainty_budget`` × the model passes this worker runs pays for the check's
 ``tta − 1`` extra passes on the first bundle of a new scene (stage position,
@@ -104,6 +104,14 @@ def _ceiling_adu(header: dict[str, Any]) -> float:
     extra = header.get("extra")
     depth = _num(extra.get("bit_depth")) if isinstance(extra, dict) else 0.0
     return 2.0 ** int(depth) - 1 if 0 < depth <= 64 else 0.0
+
+
+def _source_place(header: dict[str, Any]) -> dict[str, Any]:
+    """Where a bundle's frames were recorded (its last frame's header): ``series`` and ``index`` ``{"t", "z"}``
+    (the plane of a scan's z-stack this result is; no ``c``: the result holds every input channel); ``""`` and
+    ``{}`` for frames not recorded."""
+    index = header.get("index") or {}
+    return {"series": str(header.get("series") or ""), "index": {k: int(index[k]) for k in ("t", "z") if k in index}}
 
 
 def _stage_position(header: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
@@ -350,6 +358,8 @@ class InferenceWorker:
             "worker": self.worker_id,
             "acquisition_id": h0.get("acquisition_id"),
             "bundle_id": h0.get("bundle_id"),
+            "position_index": int(h0.get("position_index") or 0),
+            **_source_place(h0),
             "source_seqs": [f.header.get("seq") for f in ordered],
             "channels": self.channels,
             "dtype": "float32",
