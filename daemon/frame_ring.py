@@ -4,7 +4,9 @@ It keeps the last ``seconds`` of frames but at most ``max_bytes`` of pixels: at 
 free-running live, 512 MiB are about one second, whatever ``seconds`` says. So the ring also says what it dropped
 (:attr:`FrameRing.dropped_ns`, :attr:`FrameRing.dropped_by`), and :meth:`FrameRing.lost_since` tells a reader
 whether frames it wanted were among them and which limit dropped them: "raise ring_buffer_s" helps only when
-the time limit did.
+the time limit did. A follower (:meth:`FrameRing.follow`: a ``save_window``'s frames after its event, held until the
+window ends) is bounded in bytes too: its :class:`Bucket` stops collecting at ``max_bytes`` and says when
+(:attr:`Bucket.cut_ns`), instead of holding a free-running live's ~0.5 GB a second for up to ten minutes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,27 @@ import threading
 
 from .frames import Frame
 
-__all__ = ["FrameRing"]
+__all__ = ["Bucket", "FrameRing"]
+
+
+class Bucket(list):
+    """The frames a follower collects (a list, in arrival order) until ``until_ns``, at most ``max_bytes`` of them."""
+
+    def __init__(self, until_ns: int, max_bytes: int) -> None:
+        super().__init__()
+        self.until_ns, self.max_bytes, self.nbytes = until_ns, max_bytes, 0
+        self.cut_ns = 0  # acquisition time of the first frame not kept for the byte cap (0: none)
+
+    def offer(self, frame: Frame) -> None:
+        """Keep ``frame`` if it is acquired by ``until_ns`` and fits the byte cap (once one does not, no later)."""
+        t = frame.header.t_acquired_ns
+        if t > self.until_ns or self.cut_ns:
+            return
+        if self.nbytes + frame.data.nbytes > self.max_bytes:
+            self.cut_ns = t
+            return
+        self.append(frame)
+        self.nbytes += frame.data.nbytes
 
 
 class FrameRing:
@@ -26,7 +48,7 @@ class FrameRing:
         self._bytes = 0
         self._frames: collections.deque[Frame] = collections.deque()
         self._lock = threading.Lock()
-        self._followers: list[tuple[int, list[Frame]]] = []  # (until_ns, collected)
+        self._followers: list[Bucket] = []
         self.newest_ns = 0  # the newest frame's acquisition time
         self.dropped_ns = 0  # acquisition time of the newest frame the limits dropped (0: none dropped)
         self.dropped_by = ""  # the limit that dropped it: "time" or "bytes"
@@ -45,9 +67,8 @@ class FrameRing:
                     break
                 self._bytes -= self._frames.popleft().data.nbytes
                 self.dropped_ns, self.dropped_by = max(self.dropped_ns, old.header.t_acquired_ns), by
-            for until, bucket in self._followers:
-                if t <= until:
-                    bucket.append(frame)
+            for bucket in self._followers:
+                bucket.offer(frame)
 
     def window(self, start_ns: int) -> list[Frame]:
         with self._lock:
@@ -58,15 +79,17 @@ class FrameRing:
             return [f for f in self._frames
                     if f.header.acquisition_id == acquisition_id and f.header.bundle_id == bundle_id]
 
-    def follow(self, until_ns: int) -> list[Frame]:
-        bucket: list[Frame] = []
+    def follow(self, until_ns: int, max_bytes: int | None = None) -> Bucket:
+        """A bucket that collects the frames acquired from now to ``until_ns``, at most ``max_bytes`` of them
+        (default: the ring's own cap), until :meth:`unfollow`."""
+        bucket = Bucket(until_ns, self.max_bytes if max_bytes is None else max_bytes)
         with self._lock:
-            self._followers.append((until_ns, bucket))
+            self._followers.append(bucket)
         return bucket
 
     def unfollow(self, bucket: list[Frame]) -> None:
         with self._lock:
-            self._followers = [f for f in self._followers if f[1] is not bucket]
+            self._followers = [f for f in self._followers if f is not bucket]
 
     def held_s(self) -> float:
         """Seconds of frames the ring holds now (oldest to newest acquisition time)."""

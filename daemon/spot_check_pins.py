@@ -15,6 +15,12 @@ stays pinned while it is the one a due check would take, and the newest :data:`C
 acquired included) are pinned: one of them is almost always the next result's. A check made releases its bundle.
 Pins are bounded (:data:`MAX_PINNED` bundles, :data:`MAX_PINNED_BYTES` of frames; new candidates are not pinned
 beyond them), so an engine that drops or never computes a pinned bundle costs memory for one result at most.
+
+Pins have an *owner*: the model whose results set them (the triggers' ring serves every model the triggers watch). A
+result repins and releases only its own model's pins, so a fast model, whose results are of bundles newer than the
+one a slow model computes, does not release the slow model's candidates. The bounds are each owner's (one model
+whose engine stalls, its pins left until its next result, takes no room from the others'); a bundle two owners pin
+is held once.
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ class PinningRing(FrameRing):
         super().__init__(seconds, max_bytes)
         self.candidates, self.max_pinned, self.max_pinned_bytes = candidates, max_pinned, max_pinned_bytes
         self._recent: collections.OrderedDict[Key, list[Frame]] = collections.OrderedDict()  # newest bundles
-        self._pinned: dict[Key, list[Frame]] = {}  # the same lists: a pinned bundle being acquired fills up
+        # owner -> its pins: the same lists as _recent (a pinned bundle being acquired fills up)
+        self._pinned: dict[str, dict[Key, list[Frame]]] = {}
         self._pin_lock = threading.Lock()
 
     def __call__(self, frame: Frame) -> None:
@@ -71,36 +78,44 @@ class PinningRing(FrameRing):
         """The frames of one bundle held in the ring or pinned, in acquisition order."""
         frames = {f.header.seq: f for f in super().bundle(acquisition_id, bundle_id)}
         with self._pin_lock:
-            for f in self._pinned.get((acquisition_id, bundle_id), ()):
-                frames.setdefault(f.header.seq, f)
+            for pins in self._pinned.values():
+                for f in pins.get((acquisition_id, bundle_id), ()):
+                    frames.setdefault(f.header.seq, f)
         return [frames[s] for s in sorted(frames)]
 
-    def repin(self, acquisition_id: str, bundle_id: int, keep: Key | None) -> None:
-        """On a result of bundle ``bundle_id`` of live job ``acquisition_id``: release the pins of other jobs and of
-        its earlier bundles except ``keep`` (the bundle of the result a check would take), then pin the newest
-        bundles of the job begun by now, the candidates for the engine's next result, within the bounds."""
+    def repin(self, acquisition_id: str, bundle_id: int, keep: Key | None, owner: str = "") -> None:
+        """On a result of ``owner``'s model, of bundle ``bundle_id`` of live job ``acquisition_id``: release
+        ``owner``'s pins of other jobs and of earlier bundles except ``keep`` (the bundle of the result a check
+        would take), then pin for ``owner`` the newest bundles of the job begun by now, the candidates for its
+        engine's next result, within the bounds. Other owners' pins stay."""
         with self._pin_lock:
-            for k in [k for k in self._pinned if k != keep and (k[0] != acquisition_id or k[1] < bundle_id)]:
-                del self._pinned[k]
-            held = sum(f.data.nbytes for frames in self._pinned.values() for f in frames)
+            mine = self._pinned.setdefault(owner, {})
+            for k in [k for k in mine if k != keep and (k[0] != acquisition_id or k[1] < bundle_id)]:
+                del mine[k]
+            held = sum(f.data.nbytes for frames in mine.values() for f in frames)
             for k, frames in reversed(self._recent.items()):  # newest first: the likeliest
-                if k[0] != acquisition_id or k[1] <= bundle_id or k in self._pinned:
+                if k[0] != acquisition_id or k[1] <= bundle_id or k in mine:
                     continue
                 size = sum(f.data.nbytes for f in frames) or 1
-                if len(self._pinned) >= self.max_pinned or held + size > self.max_pinned_bytes:
+                if len(mine) >= self.max_pinned or held + size > self.max_pinned_bytes:
                     break
-                self._pinned[k], held = frames, held + size
+                mine[k], held = frames, held + size
 
-    def release(self, key: Key | None = None) -> None:
-        """Release the pin of bundle ``key`` (its check was made), or every pin."""
+    def _all_pins(self) -> dict[Key, list[Frame]]:
+        """Every owner's pins, each bundle once (the caller holds the pin lock)."""
+        return {k: frames for pins in self._pinned.values() for k, frames in pins.items()}
+
+    def release(self, key: Key | None = None, owner: str = "") -> None:
+        """Release ``owner``'s pin of bundle ``key`` (its check was made), or every pin of ``owner``."""
         with self._pin_lock:
             if key is None:
-                self._pinned.clear()
+                self._pinned.pop(owner, None)
             else:
-                self._pinned.pop(key, None)
+                self._pinned.get(owner, {}).pop(key, None)
 
     def pins(self) -> dict[str, Any]:
-        """What is pinned now: ``{"bundles", "mib"}``."""
+        """What is pinned now, by all owners: ``{"bundles", "mib"}``."""
         with self._pin_lock:
-            nbytes = sum(f.data.nbytes for frames in self._pinned.values() for f in frames)
-            return {"bundles": len(self._pinned), "mib": round(nbytes / 2**20, 1)}
+            pinned = self._all_pins()
+            nbytes = sum(f.data.nbytes for frames in pinned.values() for f in frames)
+            return {"bundles": len(pinned), "mib": round(nbytes / 2**20, 1)}

@@ -86,7 +86,8 @@ from .security import connect_socket
 from .shm_results import SharedResults
 from .spot_check_pins import MISSES_BEFORE_SKIP, PinningRing
 from .stream import FramePublisher, decode
-from .trigger_actions import FrameRing, record_by_sampling
+from .action_recordings import record_by_sampling
+from .trigger_actions import FrameRing
 
 __all__ = ["SpotCheckChannel", "SpotCheckSpec", "SpotChecker", "fidelity", "stage_moved", "validated_psnr",
            "weights_of"]

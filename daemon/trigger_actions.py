@@ -20,7 +20,6 @@ failed; acquisition continues.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -28,7 +27,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import zmq
 from scipy import ndimage
 
 from .acquisition import AcquisitionEngine
+from .action_recordings import record_by_sampling, window_layout
 from .action_plans import (Field, NotRun, charge_where_run, decided_field, field_of_view_um, give_back, left_field,
                            tile_scan_plan)
 from .confine import inside
@@ -51,7 +51,8 @@ from .scan_checks import check_travel
 from .security import connect_socket
 from .shm_results import SharedResults
 from .stream import FramePublisher, decode, threads_ended
-from .trigger_frames import Window, make_ring, pair_warning, reads_frames, repin_for_next, take_frames
+from .trigger_frames import (Window, after_warning, make_ring, pair_warning, reads_frames, repin_for_next,
+                             take_frames)
 from .trigger_timeout import TimedTrigger, time_limited
 from .triggers import ActionSpec, Decider, Decision, TriggerConfig, TriggerSpec, make_measures
 
@@ -114,62 +115,6 @@ def loop_breakdown(stamps: dict[str, int]) -> dict[str, float | None]:
     return out
 
 
-def window_layout(frames: list[Frame]) -> tuple[list[str], list[tuple[int, int]]]:
-    """Where each of ``frames`` (in acquisition order) goes in a window recording: ``(channels, [(t, c)])``.
-
-    One time point per bundle (``acquisition_id``, ``bundle_id``: one live cycle, or one snap), in the order
-    the bundles began, as live recordings index a cycle; a channel a bundle lacks (a window that starts or
-    ends mid-cycle) stays unwritten there. The channels are those of the fullest bundle, in its order, then
-    any other (e.g. a confirmation snap) as first seen; a name taken twice in one bundle gets a column per
-    occurrence, so no frame overwrites another.
-    """
-    bundles = [(f.header.acquisition_id, f.header.bundle_id) for f in frames]
-    t_of = {b: t for t, b in enumerate(dict.fromkeys(bundles))}
-    keys: list[tuple[str, int]] = []  # per frame: (channel, its occurrence within the frame's bundle)
-    counts: dict[tuple[str, int], collections.Counter[str]] = {b: collections.Counter() for b in t_of}
-    for f, b in zip(frames, bundles, strict=True):
-        keys.append((f.header.channel, counts[b][f.header.channel]))
-        counts[b][f.header.channel] += 1
-    fullest = max(t_of, key=lambda b: (counts[b].total(), -t_of[b]))
-    order = [k for k, b in zip(keys, bundles, strict=True) if b == fullest] + keys
-    column = {k: c for c, k in enumerate(dict.fromkeys(order))}
-    index = [(t_of[b], column[k]) for k, b in zip(keys, bundles, strict=True)]
-    return [name for name, _ in column], index
-
-
-def pair_layout(frames: list[Frame]) -> tuple[list[str], list[tuple[int, int]]]:
-    """One time point, a channel per frame in order (a pair: the label-free bundle and the real capture)."""
-    return [f.header.channel for f in frames], [(0, c) for c in range(len(frames))]
-
-
-def record_by_sampling(rec: Recorder, frames: list[Frame],
-                       layout: Callable[[list[Frame]], tuple[list[str], list]] = pair_layout,
-                       ) -> list[tuple[list[str], list]]:
-    """Write ``frames`` to ``rec`` and close it, one series per detector and sampling (a live cycle's STED
-    channel, a STED capture), each laid out by ``layout``; returns the layouts. A write that fails
-    marks the recording incomplete (``complete: false`` with the error) and is raised; so is a writer that
-    failed after the last write (:meth:`Recorder.raise_if_incomplete`)."""
-    groups: dict[tuple, list[Frame]] = {}
-    for f in frames:
-        groups.setdefault((f.header.detector, tuple(f.header.shape), f.header.pixel_size_um), []).append(f)
-    layouts = []
-    try:
-        for fs in groups.values():
-            columns, index = layout(fs)
-            mods = [next(f.header.modality for f in fs if f.header.channel == c) for c in columns]
-            idx = rec.add_series(AcquisitionEngine.series_spec(fs[0], columns, mods))
-            for f, (t, c) in zip(fs, index, strict=True):
-                rec.write(f, idx, t, c)
-            layouts.append((columns, index))
-    except BaseException as e:
-        rec.close(error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        rec.close()
-    rec.raise_if_incomplete()
-    return layouts
-
-
 def continued_live(live: Any, **changes: Any) -> tuple[LivePlan, RecordingCap | None] | None:
     """The plan (with ``changes``) and recording cap that continue the stopped live job ``live`` where it left
     off: a bounded live keeps the cycles it has left, a capped recording what its cap has left (the request's
@@ -191,6 +136,16 @@ def continued_live(live: Any, **changes: Any) -> tuple[LivePlan, RecordingCap | 
             return None
         cap = RecordingCap(max_frames=frames, max_bytes=nbytes)
     return LivePlan.model_validate(plan), cap
+
+
+def switched_cycle(plan: dict[str, Any] | None, names: list[str]) -> list[dict[str, Any]]:
+    """The live cycle ``names`` a ``switch_live`` changes to, from the running ``plan``: a channel the running
+    cycle takes keeps its exposure and detector there (a 2 ms bright-field took the camera's exposure of the
+    moment, e.g. 10 ms, and saturated); a channel new to it takes its default (``start_live``'s)."""
+    running: dict[str, dict[str, Any]] = {}
+    for c in (plan or {}).get("channels") or []:
+        running.setdefault(c["name"], c)
+    return [dict(running.get(n) or {"name": n}) for n in names]
 
 
 class TriggerRunner:
@@ -541,10 +496,12 @@ class TriggerRunner:
         before, bucket, warning = self._pinned().windows[id(a)]
         deadline = time.monotonic() + a.after_s + 5.0
         while time.monotonic() < deadline and self.ring.newest_ns <= t_end:  # until a frame past the window came
-            if self.engine.state != "live":
+            if self.engine.state != "live" or bucket.cut_ns:  # (or it can take no more: its byte cap)
                 break
             time.sleep(0.02)
         self.ring.unfollow(bucket)
+        if bucket.cut_ns:
+            warning = "; ".join(w for w in (warning, after_warning(bucket, a, t_event)) if w)
         seen, frames = set(), []
         for f in before + bucket:
             if f.header.seq not in seen and f.header.t_acquired_ns <= t_end:
@@ -558,7 +515,8 @@ class TriggerRunner:
         columns = [c for cols, _ in layouts for c in cols]
         n_before = sum(f.header.t_acquired_ns < t_event for f in frames)
         return {"recording": str(rec.path), "frames": len(frames), "frames_before_event": n_before,
-                "time_points": 1 + max(t for _, index in layouts for t, _ in index), "channels": columns,
+                "time_points": len({(f.header.acquisition_id, f.header.bundle_id) for f in frames}),
+                "channels": columns,
                 **self._window_short(d, warning)}
 
     @staticmethod
@@ -605,7 +563,10 @@ class TriggerRunner:
         home = self.engine.backend.position_um()
         job = None
         try:
-            job = self.engine.run_sequence(seq, kind="scan")
+            try:
+                job = self.engine.run_sequence(seq, kind="scan")
+            except Exception as e:  # refused before its first frame: no light reached the sample
+                raise NotRun(f"the daemon refused the scan: {type(e).__name__}: {e}") from None
             self.engine.wait(job.id)  # as long as it takes: load accepts scans of hours; a stop ends it
             if job.frames_at_stop is not None:
                 raise RuntimeError(f"scan {job.id} was stopped before it ended ({job.frames} frames): "
@@ -635,8 +596,18 @@ class TriggerRunner:
             channels=[useq.Channel(config=c, exposure=a.exposure_ms) for c in a.channels],
             z_plan=useq.ZRangeAround(range=a.z_range_um, step=a.z_step_um), axis_order="pcz")
         self._fits(a, d, header, seq)
-        moved = self._charge_here(a, d, header, (x, y, field_of_view_um(header)))
-        return {**self._scan(seq), **moved}
+        return self._charged_scan(a, d, header, (x, y, field_of_view_um(header)), seq)
+
+    def _charged_scan(self, a: ActionSpec, d: Decision, header: dict[str, Any], here: Field,
+                      seq: useq.MDASequence) -> dict:
+        """Charge ``a``'s light to ``here`` and run ``seq`` (:meth:`_scan`); a scan the daemon refuses (raising
+        :class:`NotRun`) took no light, so its charge is given back."""
+        moved = self._charge_here(a, d, header, here)
+        try:
+            return {**self._scan(seq), **moved}
+        except NotRun as e:
+            give_back(self.budget, a, here)
+            raise NotRun(f"{e}; its light was given back") from None
 
     def _do_tile_scan(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """The tiles around here the firing was charged for, each in its cell (:func:`.action_plans.tile_scan_plan`)."""
@@ -645,8 +616,7 @@ class TriggerRunner:
         x, y, z = self.engine.backend.position_um()
         seq = tile_scan_plan(a, x, y, z, (w * px, h * px))
         self._fits(a, d, header, seq)
-        moved = self._charge_here(a, d, header, (x, y, (w * px, h * px)))
-        return {**self._scan(seq), **moved}
+        return self._charged_scan(a, d, header, (x, y, (w * px, h * px)), seq)
 
     def _do_switch_live(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
         """Restart the running live with another cycle and/or frame interval (fast <-> slow imaging); it never
@@ -658,7 +628,7 @@ class TriggerRunner:
         if a.interval_ms is not None:
             changes["interval_ms"] = a.interval_ms
         if a.live_channels:
-            changes["channels"] = [{"name": c} for c in a.live_channels]
+            changes["channels"] = switched_cycle(live.plan, a.live_channels)
         self.engine.stop(live.id)
         self.engine.wait(live.id, 30)
         resumed = continued_live(live, **changes)

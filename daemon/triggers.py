@@ -342,9 +342,11 @@ class DeclarativeMeasurement:
         img = data[names.index(self.spec.channel)]
         if self.spec.roi is not None:
             y0, x0, y1, x1 = self.spec.roi
+            h, w = img.shape[-2:]
+            if y1 > h or x1 > w:  # numpy would clip it: another region than the one asked for, measured silently
+                raise ValueError(f"ROI {list(self.spec.roi)} (y0, x0, y1, x1) extends past the output, {h} x {w} "
+                                 f"pixels (y1 <= {h}, x1 <= {w}): the part inside is not the region asked for")
             img = img[y0:y1, x0:x1]
-            if img.size == 0:
-                raise ValueError(f"ROI {self.spec.roi} is empty for an output of shape {data.shape[1:]}")
         return img
 
     def measure(self, header: dict[str, Any], data: np.ndarray) -> float:
@@ -628,10 +630,12 @@ def _replayed_header(h0: Any, channels: list[str], shape: tuple[int, ...]) -> di
     inference): every field the recording keeps (``model_sha256``, ``precision``, ``task``, ``trust`` … from
     its ``extra``); not the engine's run-time fields (``runtime``, ``worker``, stage timestamps). Without a
     recorded ``trust`` the result is untrusted, as live."""
-    extra = {k: v for k, v in h0.extra.items() if k != "source_acquisition_id"}
+    extra = {k: v for k, v in h0.extra.items() if k not in ("source_acquisition_id", "source_series", "source_index")}
     return {
         **extra, "version": h0.version, "kind": "result", "model": h0.extra.get("model"), "channels": channels,
         "acquisition_id": h0.extra.get("source_acquisition_id"), "bundle_id": h0.bundle_id,
+        "position_index": h0.position_index, "series": h0.extra.get("source_series", ""),
+        "index": h0.extra.get("source_index", {}),
         "source_seqs": h0.extra.get("source_seqs", []), "dtype": "float32", "shape": list(shape),
         "t_exposure_start_ns": h0.t_exposure_start_ns, "t_acquired_ns": h0.t_acquired_ns,
         "stage_x_um": h0.stage_x_um, "stage_y_um": h0.stage_y_um, "stage_z_um": h0.stage_z_um,

@@ -3,14 +3,18 @@
 Recording cannot be switched on a running live job, so the viewer stops it and starts it again with ``record``
 flipped. Everything else comes from the job in the daemon's ``status`` (docs/protocol.md, "Jobs"): its plan
 (cycle, exposures, interval, pacing, hardware sequencing), the cycles a bounded live has left, and the recording
-cap another client gave (``record_max_frames`` / ``record_max_bytes``), which the plan does not hold. Pure: no Qt.
+cap another client gave (``record_max_frames`` / ``record_max_bytes``), which the plan does not hold. The job is
+read from a ``status`` asked for at the click (:func:`restart_recording`), not from the viewer's last poll: that is up
+to a second old, and restarting its job undid what changed meanwhile (a cycle another client or a trigger's
+``switch_live`` started, a live another client stopped, a trigger's scan that paused live). Pure: no Qt.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["recording_cap", "restarted_live"]
+__all__ = ["recording_cap", "restart_recording", "restarted_live"]
 
 
 def recording_cap(job: dict[str, Any] | None) -> dict[str, int] | None:
@@ -39,3 +43,19 @@ def restarted_live(job: dict[str, Any], record: bool, cap: dict[str, int] | None
     if record and cap:
         plan.update(cap)
     return plan
+
+
+def restart_recording(request: Callable[..., Any], record: bool, cap: dict[str, int] | None,
+                      stop_timeout_s: Callable[[dict[str, Any]], float]) -> dict[str, Any] | None:
+    """Restart the live job the daemon runs now with recording ``record`` (``request(cmd, **args)``: the viewer's
+    control requests, in order, none of its others between them). The job comes from a fresh ``status``; nothing is
+    stopped or started unless live runs and records otherwise than ``record`` (a live stopped, or paused by a
+    trigger's scan, stays so); ``stop`` names that job (``stop_timeout_s(status)``: how long to wait for it).
+    Returns ``start_live``'s reply, or None when nothing was restarted."""
+    status = request("status")
+    job = status.get("job") or {}
+    if status.get("state") != "live" or not job.get("plan") or bool(job.get("path")) == record:
+        return None
+    plan = restarted_live(job, record, cap)
+    request("stop", job=job["id"], timeout_s=stop_timeout_s(status))
+    return request("start_live", **plan)

@@ -16,6 +16,7 @@ import collections
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,19 +300,26 @@ class Requester:
 
     def submit(self, address: str, cmd: str, timeout_s: float = 5.0, **args: Any) -> Future:
         """Queue ``cmd`` for ``address``; the future holds its result. ``RuntimeError`` once closed."""
+        return self.submit_calls(address, lambda request: request(cmd, **args), timeout_s, cmd)
+
+    def submit_calls(self, address: str, calls: Callable[[Callable[..., Any]], Any], timeout_s: float = 5.0,
+                     what: str = "requests") -> Future:
+        """Queue ``calls(request)`` for ``address``: it sends ``request(cmd, **args)`` (``timeout_s`` unless
+        given) in order, with none of the viewer's other requests to ``address`` between them (a status read and
+        what it decides); the future holds what it returns. ``RuntimeError`` once closed."""
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"the viewer is closed: {cmd!r} not sent")
+                raise RuntimeError(f"the viewer is closed: {what!r} not sent")
             pool = self._pools.setdefault(address, ThreadPoolExecutor(1, thread_name_prefix="gui-ctl"))
 
         def call() -> Any:
             with self._lock:
                 if self._closed:
-                    raise RuntimeError(f"the viewer is closed: {cmd!r} not sent")
+                    raise RuntimeError(f"the viewer is closed: {what!r} not sent")
                 self._busy.add(address)
                 client = self._clients.setdefault(address, ControlClient(address, timeout_s=timeout_s))
             try:
-                return client.request(cmd, timeout_s=timeout_s, **args)
+                return calls(lambda cmd, **args: client.request(cmd, **{"timeout_s": timeout_s, **args}))
             finally:
                 with self._lock:
                     self._busy.discard(address)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from scopecast.daemon.stain_colors import output_rgb
 from .controls import (ExposureBox, LiveCycleBox, ObjectiveBox, PatternBox, StageBox, paced_by, shipped_packages,
                        stop_timeout_s)
 from .latency import LatencyPanel, percentiles
-from .live_restart import recording_cap, restarted_live
+from .live_restart import recording_cap, restart_recording
 from .panes import ImagePane
 from .raw_channel import NEWEST, RawChannelBox
 from .served import same_model, served_elsewhere
@@ -250,11 +251,13 @@ class ScopeWindow(QtWidgets.QMainWindow):
 
     # ---------------------------------------------------------------- requests
     def request(self, cmd: str, address: str | None = None, timeout_s: float = 5.0, poll: bool = False,
-                **args: Any) -> Future:
+                calls: Callable[[Callable[..., Any]], Any] | None = None, **args: Any) -> Future:
         """Send ``cmd`` off the GUI thread; the reply or error comes back as a signal. ``poll`` requests (status,
-        describe) have clients of their own: a long snap or model load, waited for in order, never holds them up."""
-        fut = (self.poller if poll else self.requester).submit(address or self.control_address, cmd,
-                                                               timeout_s=timeout_s, **args)
+        describe) have clients of their own: a long snap or model load, waited for in order, never holds them up.
+        ``calls``: requests made in one go instead (:meth:`Requester.submit_calls`), ``cmd`` naming them."""
+        requester, to = self.poller if poll else self.requester, address or self.control_address
+        fut = (requester.submit_calls(to, calls, timeout_s, cmd) if calls is not None
+               else requester.submit(to, cmd, timeout_s=timeout_s, **args))
         what = f"{address or 'daemon'}:{cmd}"
         if not poll:
             self._in_flight[fut] = (what, time.monotonic())
@@ -281,14 +284,11 @@ class ScopeWindow(QtWidgets.QMainWindow):
         return paced_by(args, self.engine_status)
 
     def toggle_record(self) -> None:
-        """Start or stop recording: during live, restart the same cycle with recording on/off."""
-        job = self.daemon_status.get("job") or {}
-        if self.daemon_status.get("state") != "live" or not job.get("plan"):
-            return  # applies when live starts
-        self._note_recording(job)
-        plan = restarted_live(job, self.record_box.isChecked(), self.record_cap)  # the same live, its cap
-        self.request("stop", timeout_s=stop_timeout_s(self.daemon_status))
-        self.request("start_live", **plan)
+        """Start or stop recording: during live, restart the cycle running now (a fresh status, not the last poll)
+        with recording on/off and its cap (:func:`.live_restart.restart_recording`); else it applies when live
+        starts."""
+        record, cap = self.record_box.isChecked(), dict(self.record_cap)
+        self.request("record", calls=lambda request: restart_recording(request, record, cap, stop_timeout_s))
 
     def _note_recording(self, job: dict[str, Any] | None) -> None:
         """Remember the cap of the live recording seen last (:func:`.live_restart.recording_cap`): switching
