@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import threading
 
-import zmq
 
 from helpers import wait_until
+from tests.test_control_defects import _dealer
 from scopecast.daemon.control import ControlClient, ControlServer
 
 #: Clients waiting on the job at once (whether one reply was lost was a race: about 2 in 3 here)
@@ -37,14 +37,6 @@ def test_waits_on_the_job_a_shutdown_stops_get_their_replies(daemon, client):
     daemon.close()  # what `scopecast ctl shutdown` and SIGTERM make the daemon do
     wait_until(lambda: len(got) == WAITERS, 60, "every waiting client's reply")
     assert all(isinstance(r, dict) and r["status"] == "stopped" for r in got), got
-
-
-def _dealer(address: str, request: dict) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(address)
-    sock.send_multipart([b"", json.dumps(request).encode()])
-    return sock
 
 
 def test_a_request_still_running_when_the_server_stops_is_answered():

@@ -21,20 +21,7 @@ from scopecast.daemon.service import Daemon
 from helpers import StandInEngine, log_lines, wait_subscribed, wait_until
 from tests.test_spot_check_pins import small_rings  # noqa: F401 - a fixture: rings of two 256² bundles
 from tests.test_spot_checks import CYCLE, VS
-
-FIRINGS = 6
-
-
-class EveryOther:
-    """A user's trigger that fires on every other result."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def measure(self, header: dict, data) -> float:
-        self.n += 1
-        return float(self.n % 2)
-
+from tests.test_trigger_ring_pins import FIRINGS, EveryOther
 
 def _pairs(log: Path) -> list[dict]:
     """The confirm_fluorescence outcomes logged so far."""
@@ -44,7 +31,7 @@ def _pairs(log: Path) -> list[dict]:
 
 @pytest.mark.skipif(not (VS / "manifest.json").exists(), reason="the virtual-staining package is not shipped")
 def test_a_fast_models_results_leave_the_slow_models_pairs_whole(sim_cfg, tmp_path, small_rings):  # noqa: F811
-    allowed = f"{__name__}:EveryOther"
+    allowed = f"{EveryOther.__module__}:EveryOther"  # the ring pins test's trigger
     d = Daemon(lambda: load_mmcore_backend(sim_cfg), tmp_path / "data", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
                trigger_modules=[allowed]).start()
     slow = InferenceEngine(VS, d.stream_address, "tcp://127.0.0.1:*", None, warmup_shape=(256, 256)).start()
