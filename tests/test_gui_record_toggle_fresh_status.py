@@ -16,7 +16,9 @@ def _stale(app, window) -> None:
     assert spin(app, lambda: all(f.done() for f in window._polls.values()), 60)
 
 
-def test_record_toggle_restarts_the_live_running_now(app, daemon, client):
+@pytest.fixture
+def stale_window(app, daemon, client):
+    """A viewer of a live job (BF, 5 ms, every 20 ms) whose status is held after it saw the job."""
     from scopecast.gui.window import ScopeWindow
 
     window = ScopeWindow(daemon.control_address, daemon.stream_address, [])
@@ -25,60 +27,43 @@ def test_record_toggle_restarts_the_live_running_now(app, daemon, client):
         client.request("start_live", channels=[{"name": "BF", "exposure_ms": 5}], interval_ms=20)
         assert spin(app, lambda: (window.daemon_status.get("job") or {}).get("plan"), 60)
         _stale(app, window)
-        client.request("stop")  # another client changes the cycle within the second
-        client.request("start_live", channels=[{"name": "DF", "exposure_ms": 7}], interval_ms=30)
-        window.record_box.click()  # record: the cycle running now, recording
-        sent = list(window._in_flight)
-        assert spin(app, lambda: (client.request("status")["job"] or {}).get("path") and all(f.done() for f in sent),
-                    60)
-        plan = client.request("status")["job"]["plan"]
-        assert [(c["name"], c["exposure_ms"]) for c in plan["channels"]] == [("DF", 7.0)], plan
-        assert plan["interval_ms"] == 30 and plan["record"] is True
+        yield window
     finally:
         client.request("stop")
         window.close()
         app.processEvents()
 
 
-def test_record_toggle_does_not_restart_a_live_stopped_meanwhile(app, daemon, client):
-    from scopecast.gui.window import ScopeWindow
-
-    window = ScopeWindow(daemon.control_address, daemon.stream_address, [])
-    window.show()
-    try:
-        client.request("start_live", channels=[{"name": "BF", "exposure_ms": 5}], interval_ms=20)
-        assert spin(app, lambda: (window.daemon_status.get("job") or {}).get("plan"), 60)
-        _stale(app, window)
-        client.request("stop")  # another client (the microscopist at the stand) stops live within the second
-        window.record_box.click()
-        sent = list(window._in_flight)  # what the click sent (the window forgets answered requests)
-        assert sent and spin(app, lambda: all(f.done() for f in sent), 60)
-        assert client.request("status")["state"] == "idle", "the viewer started a live that was stopped"
-    finally:
-        client.request("stop")
-        window.close()
-        app.processEvents()
+def test_record_toggle_restarts_the_live_running_now(app, client, stale_window):
+    window = stale_window
+    client.request("stop")  # another client changes the cycle within the second
+    client.request("start_live", channels=[{"name": "DF", "exposure_ms": 7}], interval_ms=30)
+    window.record_box.click()  # record: the cycle running now, recording
+    sent = list(window._in_flight)
+    assert spin(app, lambda: (client.request("status")["job"] or {}).get("path") and all(f.done() for f in sent),
+                60)
+    plan = client.request("status")["job"]["plan"]
+    assert [(c["name"], c["exposure_ms"]) for c in plan["channels"]] == [("DF", 7.0)], plan
+    assert plan["interval_ms"] == 30 and plan["record"] is True
 
 
-def test_two_quick_record_clicks_leave_live_running_unrecorded(app, daemon, client):
+def test_record_toggle_does_not_restart_a_live_stopped_meanwhile(app, client, stale_window):
+    window = stale_window
+    client.request("stop")  # another client (the microscopist at the stand) stops live within the second
+    window.record_box.click()
+    sent = list(window._in_flight)  # what the click sent (the window forgets answered requests)
+    assert sent and spin(app, lambda: all(f.done() for f in sent), 60)
+    assert client.request("status")["state"] == "idle", "the viewer started a live that was stopped"
+
+
+def test_two_quick_record_clicks_leave_live_running_unrecorded(app, client, stale_window):
     """Two clicks before any status poll: each restart reads the job the one before it started."""
-    from scopecast.gui.window import ScopeWindow
+    window = stale_window
+    window.record_box.click()
+    window.record_box.click()
 
-    window = ScopeWindow(daemon.control_address, daemon.stream_address, [])
-    window.show()
-    try:
-        client.request("start_live", channels=[{"name": "BF", "exposure_ms": 5}], interval_ms=20)
-        assert spin(app, lambda: (window.daemon_status.get("job") or {}).get("plan"), 60)
-        _stale(app, window)
-        window.record_box.click()
-        window.record_box.click()
+    def lives() -> list[dict]:
+        return [j for j in client.request("jobs") if j["kind"] == "live"]
 
-        def lives() -> list[dict]:
-            return [j for j in client.request("jobs") if j["kind"] == "live"]
-
-        assert spin(app, lambda: len(lives()) == 3 and lives()[-1]["status"] == "running", 60), lives()
-        assert [bool(j["path"]) for j in lives()] == [False, True, False]  # recorded, then not any more
-    finally:
-        client.request("stop")
-        window.close()
-        app.processEvents()
+    assert spin(app, lambda: len(lives()) == 3 and lives()[-1]["status"] == "running", 60), lives()
+    assert [bool(j["path"]) for j in lives()] == [False, True, False]  # recorded, then not any more
