@@ -103,6 +103,7 @@ class AcquisitionEngine:
         #: called after each live cycle with (job, bundle id), before the interval's rest; may wait (lockstep
         #: triggers wait there for the cycle's decision) and must return once ``job`` is stopped
         self.cycle_gates: list[Callable[[Job, int], None]] = []
+        self.closed_to_new: str | None = None  # why no job or snap starts any more (:meth:`close_to_new`)
 
     # ------------------------------------------------------------------ state
     @property
@@ -136,8 +137,16 @@ class AcquisitionEngine:
             raise PermissionError(f"cannot record: data directory {self.data_dir} is not writable ({e})") from None
         self._check_room_to_record(RecordingCap())
 
+    def close_to_new(self, reason: str) -> None:
+        """From now on refuse every new job and snap (:class:`BusyError` naming ``reason``): the daemon shutting
+        down stops the running job, and no other (a trigger's scan, live resumed after it) may start behind it."""
+        with self._lock:
+            self.closed_to_new = reason
+
     def require_idle(self, what: str, allow_live: bool = True) -> None:
-        """Raise :class:`BusyError` if a job that owns the stage is running."""
+        """Raise :class:`BusyError` if a job that owns the stage is running, or no job may start any more."""
+        if self.closed_to_new:
+            raise BusyError(f"cannot {what}: {self.closed_to_new}")
         job = self._current
         if job is not None and not (allow_live and job.kind == "live"):
             how = "stop it first (`scopecast ctl stop`, the `stop` command), then try again"

@@ -141,9 +141,12 @@ class Daemon:
         one in progress is answered before the socket closes (control.ControlServer.stop)."""
         self._shutdown.set()
         self.server.close_to_new("the daemon is shutting down", allowed=("wait", "stop"))
+        # no job starts from here, and the running one (a trigger's scan too) stops at its current frame: the
+        # trigger actions are not waited for while their scan goes on, nor can one start a scan behind the stop
+        self.engine.close_to_new("the daemon is shutting down")
+        job = self.engine.stop()
         self.unload_triggers()
         self._stop_spot_checks(None, "the daemon is shutting down")
-        job = self.engine.stop()
         waited = 0
         while job is not None and self.engine.wait(job.id, timeout=30).finished is None:
             waited += 30  # a loaded disk may take long to make a recording durable: never cut it short
