@@ -176,6 +176,7 @@ class TriggerRunner:
         self.decisions: list[Decision] = []
         self.fired = 0  # counted when decided (actions may still be running)
         self.results_seen = 0  # results received and decided on
+        self.results_not_live = 0  # results of a scan or pair capture of this daemon: not decided on
         self._pending = 0  # firings decided whose outcome is not logged yet (queued or executing)
         self.latencies_ms: list[float] = []
         self._lock = threading.Lock()
@@ -187,6 +188,7 @@ class TriggerRunner:
         self._unheld = 0  # firings whose first action has not started yet
         self.lockstep_timeouts = 0
         self._stop = threading.Event()
+        self._continues: dict[str, str] = {}  # a live the actions started -> the live job it continues
         self.ctx = zmq.Context.instance()
         self._subs = []
         self._shared: dict[zmq.Socket, SharedResults] = {}  # results by shared memory from local engines
@@ -228,6 +230,7 @@ class TriggerRunner:
             "session": self.session, "log": str(self.log_path), **self.decider.status(),
             "decisions": len(self.decisions),
             "results": self.results_seen,
+            "results_not_live": self.results_not_live,
             "fired": self.fired,
             "actions_pending": self._pending,
             "lockstep": {"enabled": self.config.lockstep, "timeouts": self.lockstep_timeouts},
@@ -257,7 +260,10 @@ class TriggerRunner:
                 if header.get("model") != source:  # a trigger's `model` is its key in `sources`, not the package name
                     header = {**header, "model": source, "package": header.get("model")}
                 try:
-                    self._decide(header, data, t_rx)
+                    if self._of_live(header):
+                        self._decide(header, data, t_rx)
+                    else:
+                        self.results_not_live += 1
                     if self._pins:
                         job = self.engine.current_job
                         repin_for_next(self.ring, header, job.acquisition_id if job and job.kind == "live" else None)
@@ -265,6 +271,15 @@ class TriggerRunner:
                     log.exception("triggers: result %s not decided", header.get("bundle_id"))
                 finally:  # counted once its decisions are logged: a client that waits for the count reads them
                     self.results_seen += 1
+
+    def _of_live(self, header: dict[str, Any]) -> bool:
+        """Whether a result is decided on: not when it is of a scan or pair capture this daemon ran (a client's,
+        or a trigger's own ``z_stack``/``tile_scan``): triggers act on live only. A result of an acquisition that is
+        no job of this daemon is decided on."""
+        try:
+            return self.engine.job(str(header.get("acquisition_id"))).kind == "live"
+        except KeyError:
+            return True
 
     def _decide(self, header: dict[str, Any], data: Any, t_received_ns: int = 0) -> None:
         """Decide on one result; a firing goes to the action thread before anything is logged (the
@@ -364,18 +379,37 @@ class TriggerRunner:
 
     def _stopped(self, d: Decision) -> str | None:
         """Why the microscope must not act on ``d`` any more: the live acquisition it was decided on was stopped
-        (by the user, or replaced by a trigger's ``switch_live``) and none runs now. A result the model delivers
-        after the stop is still decided on and logged, but the user may be at the slide. A live that ended by
-        itself (``max_cycles``) still gets its last firings' actions. Nor once the triggers were unloaded (or
-        replaced, or the daemon shuts down): the firings queued behind an action under way are not run."""
+        (by the user, or replaced by a trigger's ``switch_live``) and none runs now, or another live runs now, one
+        that does not continue it (the user's next live, maybe at another field: a late result of the previous
+        one is not of it). A result the model delivers after the stop is still decided on and logged, but the user
+        may be at the slide. A live that ended by itself (``max_cycles``) still gets its last firings' actions
+        while no other live runs. Nor once the triggers were unloaded (or replaced, or the daemon shuts down): the
+        firings queued behind an action under way are not run."""
         if self._stop.is_set():
             return "the triggers were unloaded before this action ran"
-        if self.engine.state == "live":
-            return None
+        live = self.engine.current_job if self.engine.state == "live" else None
+        if live is not None:
+            if self._same_live(live.acquisition_id, d.acquisition_id):
+                return None
+            return (f"live acquisition {d.acquisition_id} ended before this action ran, and live {live.acquisition_id}"
+                    " runs now: the result is not of the live running")
         job = next((j for j in self.engine.jobs() if j.acquisition_id == d.acquisition_id), None)
         if job is None or job.frames_at_stop is None:
             return None
         return f"live acquisition {d.acquisition_id} was stopped before this action ran, and no live runs"
+
+    def _same_live(self, acquisition_id: str, other: str) -> bool:
+        """Whether two acquisitions are one live: the same job, or jobs this runner's actions continued one with
+        the other (a ``switch_live``, live resumed after a ``z_stack`` or ``tile_scan``)."""
+        return self._first_of(acquisition_id) == self._first_of(other)
+
+    def _first_of(self, acquisition_id: str) -> str:
+        """The live job that ``acquisition_id`` continues (through this runner's actions), or itself."""
+        seen = set()
+        while acquisition_id in self._continues and acquisition_id not in seen:
+            seen.add(acquisition_id)
+            acquisition_id = self._continues[acquisition_id]
+        return acquisition_id
 
     def _record_latency(self, f: _Firing) -> None:
         """``closed_loop_latency_ms`` (deciding frame's exposure start -> the first action on the hardware),
@@ -455,7 +489,11 @@ class TriggerRunner:
         before any light when the pair could not be recorded). A pair is of one field: when the stage has left
         the deciding field since (an earlier ``center_object``, a ``move_stage``), the bundle's label-free channels
         are taken again here, with the fluorescence (``label_free`` in the outcome says so)."""
-        self.engine.check_writable()
+        try:
+            self.engine.check_writable()
+        except Exception:  # refused before any light (a full disk): the field's budget gets its charge back
+            give_back(self.budget, a, decided_field(d.position_um, header))
+            raise
         bundle = self._pinned().bundle  # the deciding bundle, taken from the ring when it was decided
         with self._hardware():
             x, y, _ = self.engine.backend.position_um()
@@ -496,15 +534,20 @@ class TriggerRunner:
         before, bucket, warning = self._pinned().windows[id(a)]
         deadline = time.monotonic() + a.after_s + 5.0
         while time.monotonic() < deadline and self.ring.newest_ns <= t_end:  # until a frame past the window came
-            if self.engine.state != "live" or bucket.cut_ns:  # (or it can take no more: its byte cap)
+            live = self.engine.current_job  # (or live ended or is another's, or the bucket is full: its byte cap)
+            if live is None or live.kind != "live" or not self._same_live(live.acquisition_id, d.acquisition_id) \
+                    or bucket.cut_ns:
                 break
             time.sleep(0.02)
         self.ring.unfollow(bucket)
         if bucket.cut_ns:
             warning = "; ".join(w for w in (warning, after_warning(bucket, a, t_event)) if w)
+        # another live's frames are not of this event's (the user's next live, maybe at another field)
+        others = {j.acquisition_id for j in self.engine.jobs()
+                  if j.kind == "live" and not self._same_live(j.acquisition_id, d.acquisition_id)}
         seen, frames = set(), []
         for f in before + bucket:
-            if f.header.seq not in seen and f.header.t_acquired_ns <= t_end:
+            if f.header.seq not in seen and f.header.t_acquired_ns <= t_end and f.header.acquisition_id not in others:
                 seen.add(f.header.seq)
                 frames.append(f)
         frames.sort(key=lambda f: f.header.seq)
@@ -578,7 +621,7 @@ class TriggerRunner:
             self.engine.backend.move_um(*home)
             stopped = self._stop.is_set() or (job is not None and job.frames_at_stop is not None)
             if live and not stopped and (resumed := continued_live(live)):
-                self.engine.start_live(*resumed)
+                self._continues[self.engine.start_live(*resumed).acquisition_id] = live.acquisition_id
 
     def _fits(self, a: ActionSpec, d: Decision, header: dict[str, Any], seq: useq.MDASequence) -> None:
         """Raise :class:`NotRun` with the firing's light for ``a`` given back when ``seq`` leaves the stage travel
@@ -635,6 +678,7 @@ class TriggerRunner:
         if resumed is None:
             return {"live_job": None, "reason": "the live had no cycles or recording cap left"}
         job = self.engine.start_live(*resumed)
+        self._continues[job.acquisition_id] = live.acquisition_id
         return {"live_job": job.id, "interval_ms": resumed[0].interval_ms}
 
     def _do_notify(self, a: ActionSpec, spec: TriggerSpec, d: Decision, header, data) -> dict:
