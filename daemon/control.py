@@ -54,7 +54,8 @@ import zmq
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .control_outbox import PIPE_REPLIES, ReplyOutbox
-from .security import HandshakeFailure, bind_socket, connect_socket, handshake_failure, handshake_monitor
+from .security import (HandshakeFailure, bind_socket, close_monitor, connect_socket, handshake_failure,
+                       handshake_monitor)
 from .stream import threads_ended
 from .wire import WireError, dumps_strict, loads_strict
 
@@ -555,10 +556,7 @@ class ControlClient:
         return self._sock
 
     def close(self) -> None:
-        if self._handshakes is not None:
-            self._sock.disable_monitor()
-            self._handshakes.close(linger=0)
-            self._handshakes = None
+        self._close_monitor()
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -599,13 +597,24 @@ class ControlClient:
             raise DaemonError(err.get("type", "Error"), err.get("message", "unknown error"))
         return reply.get("result"), parts[1:]
 
+    def _close_monitor(self) -> None:
+        """Stop watching handshakes (:func:`~.security.close_monitor`): once connected, nothing reads the
+        monitor, and 2,000 unread events (a long-lived client whose server hangs up on its reconnections) would
+        block ZeroMQ's I/O thread for the whole process."""
+        if self._handshakes is not None:
+            close_monitor(self._sock, self._handshakes)
+            self._handshakes = None
+
     def _connected(self, sock: zmq.Socket, timeout_ms: int) -> tuple[bool, str | None]:
         """Wait up to ``timeout_ms`` for ``sock`` to be connected (writable): ``(True, None)``, or ``(False,
         why the server refused the handshake or None)``. A certain refusal ends the wait at once; after a
         server hung up on a handshake (ZeroMQ retries) the wait ends :data:`HANDSHAKE_GRACE_S` later, with
-        the latest reason."""
+        the latest reason. The first connection ends the handshake watch (a later one gets no reason)."""
         if self._handshakes is None or sock.poll(0, zmq.POLLOUT):
-            return bool(sock.poll(timeout_ms, zmq.POLLOUT)), None
+            connected = bool(sock.poll(timeout_ms, zmq.POLLOUT))
+            if connected:
+                self._close_monitor()
+            return connected, None
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLOUT)
         poller.register(self._handshakes, zmq.POLLIN)
@@ -614,6 +623,7 @@ class ControlClient:
         while (left := deadline - time.monotonic()) > 0:
             ready = dict(poller.poll(left * 1000))
             if sock in ready:
+                self._close_monitor()
                 return True, None
             if self._handshakes in ready and (failure := handshake_failure(self._handshakes)) is not None:
                 if failure.final:

@@ -46,7 +46,7 @@ import zmq
 import zmq.auth
 
 __all__ = [
-    "InsecureAddress", "KeysMissing", "Keys", "bind_socket", "connect_socket", "create_keys",
+    "InsecureAddress", "KeysMissing", "Keys", "bind_socket", "close_monitor", "connect_socket", "create_keys",
     "current_keys", "HandshakeFailure", "handshake_failure", "handshake_monitor", "is_local_address", "use_keys",
     "watch_handshakes",
 ]
@@ -267,6 +267,22 @@ def handshake_monitor(sock: zmq.Socket, address: str) -> zmq.Socket | None:
     return sock.get_monitor_socket(_HANDSHAKE_EVENTS, f"inproc://scopecast-handshakes-{next(_MONITORS)}")
 
 
+def close_monitor(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+    """End ``sock``'s monitoring and close its ``monitor`` (from :func:`handshake_monitor`), in that order.
+
+    libzmq sends each monitored event from the context's I/O thread and blocks there, without a timeout, when
+    the monitor cannot take it: its reading socket closed while ``sock`` still monitors (zeromq/libzmq#3575),
+    or 2,000 events left unread. Every TCP connection of the process then stops (seen: a test process whose
+    clients and servers all stopped connecting for the rest of its run). So a monitor is closed only after
+    ``zmq_socket_monitor(sock, NULL)``, and none is kept unread (:class:`~.control.ControlClient` closes its
+    monitor once connected). A ``sock`` already closed has stopped its monitor itself."""
+    try:
+        sock.disable_monitor()
+    except zmq.ZMQError:  # ``sock`` closed (its monitor stopped with it) or its context ended
+        pass
+    monitor.close(linger=0)
+
+
 class HandshakeFailure(NamedTuple):
     """Why a client socket's handshake failed; ``final``: the reason is certain (a mechanism mismatch or an
     authentication error) rather than the server only hanging up, which ZeroMQ retries and which a
@@ -329,7 +345,7 @@ def watch_handshakes(sock: zmq.Socket, address: str, report: Callable[[str], Non
         except zmq.ZMQError:
             return
         finally:
-            monitor.close(linger=0)
+            close_monitor(sock, monitor)
 
     thread = threading.Thread(target=run, name="handshake-watch", daemon=True)
     thread.start()
