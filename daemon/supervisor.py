@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -56,22 +57,50 @@ _HANDED_OUT: set[tuple[str, int]] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (Linux; the IANA range elsewhere)."""
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def _candidate_ports() -> list[int]:
+    """Ports outside the ephemeral range, from 10000 up, in a random order of this process's own."""
+    low, high = _ephemeral_range()
+    ports = [p for p in range(10000, 65536) if not low <= p <= high]
+    random.Random(os.getpid() ^ time.monotonic_ns()).shuffle(ports)
+    return ports
+
+
+_CANDIDATES: list[int] = []
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on ``host`` a moment ago and that this process has not handed out before.
 
-    Once the probing socket is closed the kernel may give the same ephemeral port to the next ``bind(0)``, so two
-    listeners picked one after the other could be handed one port and the second would fail "Address already in
-    use" (seen in the fault suite on a loaded machine). Every test, benchmark and ``scopecast up`` picks ports
-    here."""
+    It lies outside the kernel's ephemeral range, where nothing else takes it meanwhile: the kernel hands
+    ephemeral ports to every outgoing connection and every ``bind(0)``, so a port probed there and listened on
+    a few seconds later (a daemon process starting) was taken in between on a busy machine ("Address already
+    in use"; seen in the fault suite, and with the suite in two processes). Other processes picking here choose
+    in an order of their own, so two rarely pick one port. Every test, benchmark and ``scopecast up`` picks
+    ports here."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with _HANDED_OUT_LOCK:
         while True:
+            if not _CANDIDATES:
+                _CANDIDATES.extend(_candidate_ports())
+            port = _CANDIDATES.pop()
+            if (host, port) in _HANDED_OUT:
+                continue
             with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.bind((host, 0))
-                port = s.getsockname()[1]
-            if (host, port) not in _HANDED_OUT:
-                _HANDED_OUT.add((host, port))
-                return port
+                try:
+                    s.bind((host, port))
+                except OSError:  # taken now
+                    continue
+            _HANDED_OUT.add((host, port))
+            return port
 
 
 def resolve_port(address: str) -> str:
