@@ -259,7 +259,7 @@ def _gather_fields(c: Any, task: str, fields: list[dict[str, Any]], set_sample: 
                 for h in s.frames:
                     key = h.channel if det == "Camera" else f"{h.channel}@{det}"
                     if key in spec["targets"]:
-                        f["target_clipped"][key] = float(np.mean(s.image(h.channel) >= full))
+                        f["target_clipped"][key] = float(np.mean(s.plane(h) >= full))
     return split
 
 
@@ -356,8 +356,8 @@ def load_pairs(dataset: str | Path, split: str) -> PairSet:
             frames = by_pos[p]
             if not all(c in frames for c in spec["inputs"] + spec["targets"]):
                 continue
-            x = [frames[c][0].image(frames[c][1].channel) for c in spec["inputs"]]
-            y = [frames[c][0].image(frames[c][1].channel) for c in spec["targets"]]
+            x = [frames[c][0].plane(frames[c][1]) for c in spec["inputs"]]
+            y = [frames[c][0].plane(frames[c][1]) for c in spec["targets"]]
             xs.append(np.stack(x).astype(np.float32))
             y = np.stack(y).astype(np.float32)
             if field_info and spec["label_free"]:

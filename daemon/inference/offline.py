@@ -56,6 +56,19 @@ def results_path(recording: Path, model_name: str) -> Path:
     return recording.with_name(f"{stem}.{model_name}.ome.zarr")
 
 
+def live_inputs(headers: list[FrameHeader], needed: list[str]) -> list[FrameHeader]:
+    """The frames of one bundle plane that the live engine infers: in acquisition order (``seq``), up to the one
+    that completes the model's ``needed`` channels (the engine releases the plane then; later frames go unused).
+    Where a scan takes a preset twice (BF at 1 and 8 ms), the model so gets the frame live operation gave it."""
+    ordered = sorted(headers, key=lambda h: h.seq)
+    have: set[str] = set()
+    for i, h in enumerate(ordered):
+        have.add(h.channel)
+        if set(needed) <= have:
+            return ordered[: i + 1]
+    return ordered  # incomplete: the worker names what is missing
+
+
 def run_offline(package: ModelPackage | str | Path, recording: str | Path, runtime: str = "auto",
                 output: str | Path | None = None, precision: str = "fp32", threads: int | None = None,
                 uncertainty_budget: float = 0.025, uncertainty_morphology: str | None = None,
@@ -99,8 +112,7 @@ def run_offline(package: ModelPackage | str | Path, recording: str | Path, runti
             for (bundle_id, z), headers in series_bundles:
                 t = times[bundle_id]
                 report.bundles += 1
-                frames = [StreamFrame(h.to_dict(), series.image(h.channel, h.index.get("t", 0), h.index.get("z", 0)),
-                                      now_ns()) for h in headers]
+                frames = [StreamFrame(h.to_dict(), series.plane(h), now_ns()) for h in live_inputs(headers, m.inputs)]
                 try:
                     result = worker.process(frames)
                 except (BundleMismatch, NonFiniteOutput) as e:

@@ -39,11 +39,31 @@ class RecordedSeries:
     def channels(self) -> list[str]:
         return list(self.attrs["scopecast"]["channels"])
 
-    def image(self, channel: str, t: int = 0, z: int = 0) -> np.ndarray:
-        """The frame of ``channel`` at time point ``t`` and plane ``z``; ``ValueError`` (:func:`check_planes`),
-        before anything is read, when the array's metadata declares planes no camera takes."""
+    def image(self, channel: str | int, t: int = 0, z: int = 0) -> np.ndarray:
+        """The frame of ``channel`` (a name, or a column index) at time point ``t`` and plane ``z``;
+        ``ValueError`` (:func:`check_planes`), before anything is read, when the array's metadata declares planes
+        no camera takes, and for a name several columns share (a scan taking one preset twice, e.g. BF at 1 and
+        8 ms, records each in a column of its own): :meth:`plane` reads the column a frame's header names."""
         check_planes(self.path, tuple(self.data.shape), self.data.dtype)
-        return np.asarray(self.data[t, self.channels.index(channel), z])
+        return np.asarray(self.data[t, self.column(channel), z])
+
+    def column(self, channel: str | int) -> int:
+        """The column (``c`` index) of ``channel``; ``ValueError`` for a name no column or several have."""
+        if isinstance(channel, int):
+            return channel
+        cols = [c for c, name in enumerate(self.channels) if name == channel]
+        if len(cols) != 1:
+            raise ValueError(f"{self.path}: channel {channel!r} " + (
+                f"is in columns {cols} (a preset taken more than once): name the column" if cols
+                else f"is not among {self.channels}"))
+        return cols[0]
+
+    def plane(self, header: FrameHeader) -> np.ndarray:
+        """The pixels of the frame ``header`` (a journal line of this series) describes: its ``index``'s time
+        point, column and plane, so two frames of one preset (two exposures) each read their own."""
+        index = header.index or {}
+        c = int(index["c"]) if "c" in index else self.column(header.channel)
+        return self.image(c, int(index.get("t", 0)), int(index.get("z", 0)))
 
 
 @dataclass
