@@ -32,6 +32,7 @@ from .frames import Frame, FrameHeader
 from .pacing import EnginePacer
 from .plans import ChannelSpec, LivePlan, PairPlan, default_exposures_ms
 from .recording import NgffVersion, Recorder, RecordingCap, SeriesSpec
+from .recording.writer import bounded, stall_s
 from .scan_bundles import MAX_SEQUENCE_DAYS, MAX_SEQUENCE_EVENTS, bundle_size, channel_frames, sequence_size
 from .scan_checks import check_devices, check_travel
 
@@ -126,8 +127,17 @@ class AcquisitionEngine:
             raise KeyError(f"no job {job_id!r}") from None
 
     def check_writable(self) -> None:
-        """Raise ``PermissionError`` naming the data directory unless a recording can be created there, and
-        ``ValueError`` unless the disk holds a camera frame beyond the reserve every recording leaves."""
+        """Raise ``PermissionError`` naming the data directory unless a recording can be created there,
+        ``ValueError`` unless the disk holds a camera frame beyond the reserve every recording leaves, and
+        :class:`~.recording.RecordingError` (storage stalled) when the storage has not answered within the
+        recorder's stall deadline (a hung network share: the request fails instead of never being answered)."""
+        shape = self.backend.describe()["image_shape"]  # here: the caller may hold the hardware lock
+        bounded(lambda: self._check_storage(*shape), stall_s(), "checking that a recording can be created",
+                f"data directory {self.data_dir}")
+
+    def _check_storage(self, height: int, width: int) -> None:
+        """:meth:`check_writable`'s storage calls (a file created, the free space) for ``height`` x ``width``
+        frames; they touch no hardware, so they can run on a thread that may be left behind."""
         import tempfile
 
         try:
@@ -135,7 +145,7 @@ class AcquisitionEngine:
                 pass
         except OSError as e:
             raise PermissionError(f"cannot record: data directory {self.data_dir} is not writable ({e})") from None
-        self._check_room_to_record(RecordingCap())
+        RecordingCap().require_frames(self.data_dir, 1, height, width)
 
     def close_to_new(self, reason: str) -> None:
         """From now on refuse every new job and snap (:class:`BusyError` naming ``reason``): the daemon shutting

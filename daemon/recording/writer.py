@@ -10,9 +10,10 @@ Contract:
   (a write that never returns, e.g. a hung network share) fails the write
   with :class:`RecordingError` saying the storage stalled, logged, so the
   acquisition ends instead of hanging; what is durable is kept.
-  :meth:`add_series` and :meth:`close` are bounded the same way: storage
-  that does not answer within :data:`_STALL_S` makes ``add_series`` raise
-  :class:`RecordingError` (storage stalled), and ``close`` return with the
+  Creating the recorder, :meth:`add_series` and :meth:`close` are bounded the
+  same way: storage that does not answer within :data:`_STALL_S` makes the
+  constructor and ``add_series`` raise :class:`RecordingError` (storage
+  stalled), and ``close`` return with the
   reason, leaving the metadata unfinalised (the journal lists what is
   durable; :func:`~.repair.repair_recording` finalises it once the storage
   is back).
@@ -63,7 +64,8 @@ from ..frames import Frame
 from .labels import write_trust_labels
 from .ngff import ChannelWindow, NgffVersion, SeriesMeta, image_attrs, ome_xml, root_attrs, series_list_attrs
 
-__all__ = ["JOURNAL", "WRITING_LOCK", "Recorder", "RecordingError", "SeriesSpec", "being_written", "write_ome_xml"]
+__all__ = ["JOURNAL", "WRITING_LOCK", "Recorder", "RecordingError", "SeriesSpec", "being_written", "bounded",
+           "stall_s", "write_ome_xml"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,48 @@ _T = TypeVar("_T")
 
 class RecordingError(RuntimeError):
     """A frame could not be made durable (the writer stopped; later frames are refused)."""
+
+
+def stall_s() -> float:
+    """How long (s) storage may take to answer before it counts as stalled (:data:`_STALL_S`, read now)."""
+    return _STALL_S
+
+
+def bounded(call: Callable[[], _T], timeout: float, what: str, name: str,
+            on_late: Callable[[_T], None] | None = None) -> _T:
+    """``call()``'s result (or exception), run on a daemon thread; :class:`RecordingError` saying the storage
+    stalled (``what`` did not finish in ``timeout`` s, ``name`` the recording or directory) when it has not
+    returned by then. A storage call that hangs cannot be cancelled: it is left behind, and whoever called
+    goes on; should it return after all, ``on_late`` gets its result (to release what it holds)."""
+    box: list[tuple[bool, Any]] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            result = (True, call())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            result = (False, e)
+        with lock:
+            box.append(result)
+            late = len(box) > 1  # the caller gave up first (its marker)
+        if late and result[0] and on_late is not None:
+            on_late(result[1])
+
+    t = threading.Thread(target=run, name=f"storage-io-{name}", daemon=True)
+    t.start()
+    t.join(timeout)
+    with lock:
+        gave_up = not box
+        if gave_up:
+            box.append((False, None))  # the marker: a result that comes later goes to on_late
+    if gave_up:
+        msg = f"{name}: storage stalled: {what} did not finish in {timeout:g} s"
+        log.error("%s", msg)
+        raise RecordingError(msg)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 @dataclass(frozen=True)
@@ -173,11 +217,11 @@ class Recorder:
         self._info = {"acquisition_id": acquisition_id, "ngff": ngff, **info}
         if t0_ns:
             self._info["t0_ns"] = int(t0_ns)
-        self._root = zarr.open_group(str(self.path), mode="w-", zarr_format=2 if ngff == "0.4" else 3)
-        self._writing_lock = _hold_writing_lock(self.path)
-        self._root.attrs.update(root_attrs(ngff, self._info))
-        self._ome = self._root.create_group("OME")
-        self._ome.attrs.update(series_list_attrs(ngff, []))
+        # bounded: on storage that hangs (a hung network share) starting a recording fails naming it, instead of
+        # hanging whoever starts it (a job that could then never be stopped, a control request never answered)
+        self._root, self._writing_lock, self._ome = bounded(
+            self._create_store, _STALL_S, "creating the recording", f"recording {self.path}",
+            on_late=lambda created: created[1].close())  # storage back after all: the writing lock is released
         self._series: list[_Series] = []
         self._t0_ns: int | None = t0_ns or None
         self._queue_bytes = max(int(DEFAULT_QUEUE_BYTES if queue_bytes is None else queue_bytes), 1)
@@ -202,6 +246,15 @@ class Recorder:
         self._stalled = False  # a write or a storage call already waited for the storage in vain
         self._thread = threading.Thread(target=self._run, name=f"recorder-{acquisition_id}", daemon=True)
         self._thread.start()
+
+    def _create_store(self) -> tuple[Any, IO[str], Any]:
+        """Create the store, take its writing lock and write its first metadata: ``(root, lock, OME group)``."""
+        root = zarr.open_group(str(self.path), mode="w-", zarr_format=2 if self.ngff == "0.4" else 3)
+        lock = _hold_writing_lock(self.path)
+        root.attrs.update(root_attrs(self.ngff, self._info))
+        ome = root.create_group("OME")
+        ome.attrs.update(series_list_attrs(self.ngff, []))
+        return root, lock, ome
 
     # ------------------------------------------------------------------ series
     def add_series(self, spec: SeriesSpec) -> int:
@@ -274,26 +327,11 @@ class Recorder:
         """``call()``'s result (or exception), run on a daemon thread; :class:`RecordingError` (storage stalled)
         when it has not returned in ``timeout`` s. A storage call that hangs cannot be cancelled: it is left
         behind, and whoever called goes on."""
-        box: list[tuple[bool, Any]] = []
-
-        def run() -> None:
-            try:
-                box.append((True, call()))
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-                box.append((False, e))
-
-        t = threading.Thread(target=run, name=f"recorder-io-{self.acquisition_id}", daemon=True)
-        t.start()
-        t.join(timeout)
-        if not box:
+        try:
+            return bounded(call, timeout, what, f"recording {self.path}")
+        except RecordingError:
             self._stalled = True
-            msg = f"recording {self.path}: storage stalled: {what} did not finish in {timeout:g} s"
-            log.error("%s", msg)
-            raise RecordingError(msg)
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
+            raise
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every accepted frame is durable (or the writer failed: raises)."""
