@@ -3,7 +3,9 @@
 A package is a directory with ``manifest.json``, the model file(s), a
 bioimage.io ``rdf.yaml`` describing the same model for other tools, and test
 tensors. This module is pure pydantic (no torch, no daemon), so both sides can
-import it.
+import it. Every figure is finite (a NaN or Infinity in ``manifest.json`` is
+refused naming its field, never read as a statistic or a constant) and a pixel
+size is positive.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class Normalization(BaseModel):
     (bioimage.io ``fixed_zero_mean_unit_variance``).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     kind: Literal["percentile", "mean_std", "calibrated"] = "percentile"
     low: float = Field(default=1.0, ge=0, le=100)
@@ -107,7 +109,7 @@ class Normalization(BaseModel):
 class CameraCalibration(BaseModel):
     """The camera the training data came from (ADU = offset + gain × electrons, clipped)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     offset_adu: float = Field(description="mean of a dark frame")
     read_noise_adu: float | None = Field(default=None, ge=0, description="temporal noise of a dark frame")
@@ -127,7 +129,7 @@ class ChannelStats(BaseModel):
     (``InputStats.percentiles``) of all training pixels of the channel.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     signal: tuple[float, float, float]
     contrast: tuple[float, float, float]
@@ -156,7 +158,7 @@ class ChannelStats(BaseModel):
 class InputStats(BaseModel):
     """The training input distribution (raw counts): what the input guards compare a live bundle with."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     fields: int = Field(ge=1)
     percentiles: tuple[float, float] = (1.0, 99.8)
@@ -171,7 +173,7 @@ class InputStats(BaseModel):
 class OutputRange(BaseModel):
     """The physical range of each output channel: min/max of the training targets, in output units."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     min: list[float]
     max: list[float]
@@ -186,7 +188,7 @@ class OutputRange(BaseModel):
 class OutputScaling(BaseModel):
     """Model output -> physical units: ``y * scale + offset`` per output channel."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     scale: list[float]
     offset: list[float]
@@ -195,7 +197,7 @@ class OutputScaling(BaseModel):
 class ValidatedFigure(BaseModel):
     """The fidelity validated for one output channel (against the ground truth, in the output's units)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     psnr_db: float = Field(description="mean PSNR (data range of the truth), dB")
     pearson_r: float | None = Field(default=None, description="mean Pearson r (None: not measurable)")
@@ -206,7 +208,7 @@ class UncertaintyThreshold(BaseModel):
     """A trust statistic (model uncertainty, data consistency) measured on in-domain fields of one training
     morphology, and its limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     threshold: float = Field(gt=0, description="above this the check fails")
     median: float = Field(ge=0)
@@ -222,7 +224,7 @@ class ValidatedUncertainty(BaseModel):
     when the specimen's morphology is not known.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     statistic: str
     tta: int = Field(ge=2)
@@ -236,7 +238,7 @@ class ValidatedConsistency(BaseModel):
     morphology, and the optics it blurs the output with: the residual of the input against the output blurred
     back, in units of the camera noise; ``ceiling`` is the largest morphology threshold."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     wavelength_um: float = Field(gt=0, description="emission wavelength of the inputs")
     na: float = Field(gt=0, description="numerical aperture of the objective the training data came from")
@@ -254,7 +256,7 @@ class ValidatedFidelity(BaseModel):
     validated at, used when the specimen's morphology is not known.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     morphologies: dict[str, dict[str, ValidatedFigure]] = Field(min_length=1)
     floor: dict[str, ValidatedFigure]
@@ -278,7 +280,7 @@ class ValidatedFidelity(BaseModel):
 class ModelVariant(BaseModel):
     """Another file of the same model at lower precision, kept because it held fidelity (``export/quantize.py``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     file: str
     sha256: str
@@ -294,7 +296,7 @@ class ModelVariant(BaseModel):
 class ModelManifest(BaseModel):
     """What the engine needs to run a model (``manifest.json``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or Infinity figure is refused
 
     format_version: Literal[1] = 1
     name: str
@@ -314,7 +316,7 @@ class ModelManifest(BaseModel):
     tile: int = Field(default=256, ge=16)
     halo: int = Field(default=16, ge=0)
     multiple: int = Field(default=16, ge=1, description="spatial sizes must be multiples of this")
-    pixel_size_um: float | None = None
+    pixel_size_um: float | None = Field(default=None, gt=0, description="input pixel size of the training data")
     fp16: bool = False
     camera: CameraCalibration | None = Field(default=None, description="camera of the training data")
     input_stats: InputStats | None = Field(default=None, description="training input distribution (guards)")
