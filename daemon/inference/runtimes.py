@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .package import ModelPackage
+from .package import ModelPackage, PackageError
 
 __all__ = [
-    "RUNTIME_NAMES", "InferenceRuntime", "RuntimeUnavailable", "gpu_name", "open_runtime",
+    "RUNTIME_NAMES", "InferenceRuntime", "RuntimeUnavailable", "gpu_name", "open_runtime", "verified_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,13 @@ class OrtRuntime:
         else:
             providers = ["CPUExecutionProvider"]
             self.cache_path = None
+        model = verified_model(package)
         try:
-            self.session = ort.InferenceSession(str(package.model_path), opts, providers=providers)
+            self.session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - any load failure names the model
             raise RuntimeError(f"cannot load {package.model_path} with {provider}: {e}") from None
         _require_provider(self.session.get_providers(), provider, ort.__version__)
-        self._model_path, self._threads_opts = str(package.model_path), threads
+        self._model, self._model_path, self._threads_opts = model, str(package.model_path), threads
         self._shaped: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self.provider = provider
         self.name = {"TensorrtExecutionProvider": "ort-tensorrt", "CUDAExecutionProvider": "ort-cuda"}.get(provider, "ort-cpu")
@@ -163,7 +164,8 @@ class OrtRuntime:
         it cannot prove that a residual ``Add``'s operands have one shape and leaves it unfused: the
         super-resolution live tier ran 1.4× slower (``benchmarks/bench_live_tier.py``). At most
         :data:`SHAPED_SESSIONS` shapes are kept (a camera sends one frame size; tiles add a few batch
-        sizes); the generic session serves any shape whose specialization failed."""
+        sizes); the generic session serves any shape whose specialization failed. Built from the model bytes
+        the runtime was opened with (:func:`verified_model`), never from the file again."""
         sess = self._shaped.get(shape)
         if sess is not None:
             self._shaped.move_to_end(shape)
@@ -184,7 +186,7 @@ class OrtRuntime:
             for name, n in free.items():
                 opts.add_free_dimension_override_by_name(name, int(n))
             try:
-                sess = ort.InferenceSession(self._model_path, opts, providers=["CPUExecutionProvider"])
+                sess = ort.InferenceSession(self._model, opts, providers=["CPUExecutionProvider"])
             except Exception as e:  # noqa: BLE001 - the generic session still runs it
                 log.warning("%s: no session specialized to %s (%s); the dynamic one runs it", self._model_path,
                             shape, e)
@@ -210,6 +212,25 @@ class OrtRuntime:
         return {"runtime": self.name, "providers": self.session.get_providers(), "threads": self.threads,
                 "engine_cache": str(self.cache_path) if self.cache_path else None,
                 "shapes": [list(s) for s, sess in self._shaped.items() if sess is not self.session]}
+
+
+def verified_model(package: ModelPackage) -> bytes:
+    """The bytes of the file ``package`` runs at its precision, read once and checked against its sha256.
+
+    Every ONNX Runtime session of a runtime is built from these bytes, never from the path again: a package
+    replaced on disk while an engine serves it (``scopecast export --overwrite``, ``reexport``) cannot change
+    what the runtime computes under the sha256 its results name. Raises :class:`PackageError` naming the file
+    when it no longer is the one the package was loaded with."""
+    path = package.model_path
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PackageError(f"{path}: cannot read the model file: {e.strerror or e}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != package.weights_sha256:
+        raise PackageError(f"{path}: sha256 {digest[:12]}… does not match the manifest "
+                           f"({package.weights_sha256[:12]}…); the file changed after the package was loaded")
+    return data
 
 
 def _require_provider(active: list[str], provider: str, version: str) -> None:
