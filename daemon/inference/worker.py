@@ -66,6 +66,11 @@ from .uncertainty import DIHEDRAL, UNCERTAINTY_CHOICES, UncertaintyCheck, channe
 
 __all__ = ["BundleMismatch", "InferenceWorker", "NonFiniteOutput", "Result", "StreamFrame", "normalize"]
 
+#: The warm-up also runs a frame about this small (the smallest odd multiple of the manifest's ``multiple`` at
+#: least this size): a frame below the tile runs whole, padded only to the ``multiple``, so a ``multiple``
+#: smaller than the network's (or a model with a fixed input size) fails on it, as it would on every such frame.
+SMALL_FRAME = 48
+
 
 class BundleMismatch(ValueError):
     """The bundle does not carry what the model needs."""
@@ -173,10 +178,25 @@ class InferenceWorker:
     def warm_up(self, shape: tuple[int, int]) -> float:
         """Run once on zeros of a frame ``shape`` (allocations, kernel selection); returns ms.
 
-        Also checks the model against its manifest (input channels, output channels, scale factor), so a
-        package whose manifest does not describe its model is refused when it is loaded (:class:`PackageError`
-        naming the field), not on every bundle, and never serves cropped or misplaced images."""
+        Also checks the model against its manifest (input channels, output channels, scale factor, and on a
+        small frame the size ``multiple``: :data:`SMALL_FRAME`), so a package whose manifest does not describe
+        its model is refused when it is loaded (:class:`PackageError` naming the field), not on every bundle,
+        and never serves cropped or misplaced images."""
         t0 = now_ns()
+        self._warm_run(shape)
+        m = self.m
+        k = -(-SMALL_FRAME // m.multiple) | 1  # an odd number of multiples: halved, it leaves a remainder
+        if k * m.multiple < min(m.tile, *shape):
+            try:
+                self._warm_run((k * m.multiple,) * 2)
+            except PackageError as e:
+                raise PackageError(f"{e}; frames below the tile ({m.tile}) run whole, padded to a multiple of "
+                                   f"{m.multiple} (the manifest's multiple): is it smaller than the model needs, "
+                                   "or is the model's input size fixed?") from None
+        return (now_ns() - t0) / 1e6
+
+    def _warm_run(self, shape: tuple[int, int]) -> None:
+        """:meth:`warm_up`'s run on zeros of a frame ``shape``; :class:`PackageError` naming what failed."""
         x = np.zeros((len(self.m.inputs), *shape), np.float32)
         try:
             y = run_tiled(x, plan_tiles(shape, self.m.tile, self.m.halo, self.m.multiple), self.runtime.run,
@@ -190,7 +210,6 @@ class InferenceWorker:
         if y.shape[0] != len(self.m.outputs):
             raise PackageError(f"{self.package.path}: the model produces {y.shape[0]} output channels; the "
                                f"manifest's outputs are {len(self.m.outputs)} ({self.m.outputs})")
-        return (now_ns() - t0) / 1e6
 
     def order(self, frames: list[StreamFrame]) -> list[StreamFrame]:
         """The bundle's frames in model input order; raises :class:`BundleMismatch`."""
