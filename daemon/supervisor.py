@@ -23,6 +23,11 @@ The contract:
   the engine at once; a new spare is started once that engine serves. Imports
   are half of an engine's start-up, so an engine killed mid-stream publishes
   again sooner.
+- A restarted engine serves the package its predecessor last reported serving
+  (``status``: ``model.path``, followed every ``follow_s``; each change is one
+  log line), so a ``load_model`` switch outlives a crash; it may load packages
+  from the same directories (``--model-dir``: the start-up package's parent and
+  the shipped packages).
 - A child that exits with status 2 on its *first* start (a bad hardware config,
   a port in use, a bad model package) is not retried: everything stops and
   :meth:`Supervisor.run` returns 2. The daemon ending with status 0 (its
@@ -46,6 +51,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Child", "EngineSpec", "Supervisor", "free_port", "resolve_port"]
 
@@ -148,6 +154,7 @@ class Child:
     warm_spare: bool = False  # keep a pre-imported interpreter ready to take over
     spare: subprocess.Popen | None = None
     spare_failures: int = 0
+    model: str | None = None  # an engine's package as it last reported serving it: what a restart loads
 
 
 class Supervisor:
@@ -156,23 +163,28 @@ class Supervisor:
     def __init__(self, daemon_args: list[str], control: str, stream: str, engines: list[EngineSpec],
                  engine_args: list[str] | None = None, verbose: bool = False, healthy_s: float = 1.0,
                  min_backoff_s: float = 0.25, max_backoff_s: float = 30.0, stop_timeout_s: float = 40.0,
-                 poll_s: float = 0.01, warm_spares: bool = True) -> None:
+                 poll_s: float = 0.01, warm_spares: bool = True, follow_s: float = 0.5) -> None:
         self.control = resolve_port(control)
         self.stream = resolve_port(stream)
         self.engines = [EngineSpec(e.model, resolve_port(e.results), resolve_port(e.control)) for e in engines]
         base = [sys.executable, "-m", "scopecast.daemon.cli", *(["-v"] if verbose else [])]
         self.children = [Child("daemon", [*base, "daemon", *daemon_args, "--control", self.control,
                                           "--stream", self.stream], self.control)]
-        for e in self.engines:
+        from scopecast.models import packages_root
+
+        for e in self.engines:  # its model directories named: a restart on another package keeps them
+            model = Path(e.model).resolve()  # as the engine reports the package it serves
+            dirs = ["--model-dir", str(model.parent), "--model-dir", str(packages_root())]
             self.children.append(Child(f"engine {e.name}", [
-                *base, "engine", "--model", e.model, "--stream", client_address(self.stream),
-                "--results", e.results, "--control", e.control, *(engine_args or [])], e.control,
-                warm_spare=warm_spares))
+                *base, "engine", "--model", str(model), "--stream", client_address(self.stream),
+                "--results", e.results, "--control", e.control, *dirs, *(engine_args or [])], e.control,
+                warm_spare=warm_spares, model=str(model)))
         self.healthy_s = healthy_s
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
         self.stop_timeout_s = stop_timeout_s
         self.poll_s = poll_s
+        self.follow_s = follow_s
         self._stop = threading.Event()
         self.exit_code = 0
 
@@ -217,16 +229,17 @@ class Supervisor:
         c.started = time.monotonic()
         c.starts += 1
         spare, c.spare = c.spare, None
-        how = ""
+        argv = self._argv(c)
+        how = "" if argv == c.argv else f", on {c.model} (loaded with load_model)"
         if spare is not None and spare.poll() is None and spare.stdin is not None:
             try:  # hand it the engine's arguments: it becomes the engine
-                spare.stdin.write(json.dumps(c.argv[3:]).encode() + b"\n")
+                spare.stdin.write(json.dumps(argv[3:]).encode() + b"\n")
                 spare.stdin.close()
-                c.proc, how = spare, ", warm spare"
+                c.proc, how = spare, how + ", warm spare"
             except OSError:
                 spare.kill()
         if c.proc is None:
-            c.proc = subprocess.Popen(c.argv, env=self._env(), process_group=0, stdin=subprocess.DEVNULL)
+            c.proc = subprocess.Popen(argv, env=self._env(), process_group=0, stdin=subprocess.DEVNULL)
         if c.starts > 1:
             self.log(f"{c.name} restarted (pid {c.proc.pid}, restart {c.starts - 1}{how})")
         threading.Thread(target=self._await_ready, args=(c, c.proc), name=f"ready-{c.name}", daemon=True).start()
@@ -259,7 +272,31 @@ class Supervisor:
                 c.ready.set()
                 if c.starts > 1:
                     self.log(f"{c.name} back: answering {time.monotonic() - c.started:.2f} s after the restart")
+                if c.model is not None:
+                    self._follow_model(c, proc, client)
                 return
+
+    def _follow_model(self, c: Child, proc: subprocess.Popen, client: Any) -> None:
+        """While ``proc`` serves as engine ``c``: record the package it reports serving (``status``:
+        ``model.path``) every ``follow_s``, so that a restart loads the package ``load_model`` switched it to."""
+        from .control import DaemonError
+
+        while proc.poll() is None and c.proc is proc and not self._stop.wait(self.follow_s):
+            try:
+                path = client.request("status", timeout_s=0.5)["model"]["path"]
+            except (TimeoutError, DaemonError, KeyError, TypeError):
+                continue
+            if isinstance(path, str) and path and path != c.model and proc.poll() is None:
+                c.model = path
+                self.log(f"{c.name} serves {path} (load_model): a restart loads it")
+
+    @staticmethod
+    def _argv(c: Child) -> list[str]:
+        """``c``'s command line; an engine's ``--model`` is the package it last reported serving."""
+        if c.model is None:
+            return c.argv
+        i = c.argv.index("--model") + 1
+        return [*c.argv[:i], c.model, *c.argv[i + 1:]]
 
     def _died(self, c: Child, now: float) -> bool:
         """Handle the end of ``c``; True when everything must stop."""

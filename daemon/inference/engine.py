@@ -409,7 +409,8 @@ class InferenceEngine:
 
     def describe_model(self) -> dict[str, Any]:
         m = self.package.manifest
-        return {"name": m.name, "task": m.task, "sha256": m.sha256, "inputs": m.inputs, "outputs": m.outputs,
+        return {"name": m.name, "path": str(Path(self.package.path).resolve()),  # what a restart loads again
+                "task": m.task, "sha256": m.sha256, "inputs": m.inputs, "outputs": m.outputs,
                 "scale_factor": m.scale_factor, "precision": self.package.precision,
                 "exposure_ms": m.trained_exposure_ms,  # for its inputs: inside what it was trained on
                 "runtime": self.workers[0].runtime.describe(),
