@@ -280,10 +280,14 @@ class Daemon:
         return {"channel": self.backend.current_channel()}
 
     def set_pattern(self, pattern: str) -> dict:
-        """Set the LED array pattern directly (IlluminateLedArray's IlluminationPattern values: Brightfield, DPC Left, Clear, ...)."""
+        """Set the LED array pattern directly (IlluminateLedArray's IlluminationPattern values: Brightfield,
+        DPC Left, Clear, ...).
+
+        The reply names the pattern the array then shows, read back as ``set_channel`` reads its preset: the
+        adapter may show another (``Manual LED Indicies`` without a ``ManualLedList`` is ``Clear``)."""
         self.engine.require_idle("change pattern", allow_live=True)
         self.backend.set_pattern(pattern)
-        return {"pattern": pattern}
+        return {"pattern": self.backend.current_pattern()}
 
     def set_exposure(self, exposure_ms: float) -> dict:
         """Set the main camera's exposure (ms); a live cycle keeps the exposures it was started with, and a
