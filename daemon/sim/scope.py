@@ -68,6 +68,10 @@ REFERENCE_NA = 0.25
 #: falls as 1/distance² (the inverse-square law), so a farther array lights more LEDs inside the NA, each dimmer.
 REFERENCE_ARRAY_DISTANCE_MM = 50.0
 
+#: Photobleaching is tracked per cell of this size on the slide (µm): far coarser than the PSF, far finer than a field.
+BLEACH_CELL_UM = 10.0
+_BLEACH_BLOCK = 64  # cells a side of one block of kept doses
+
 _MIN_GUARD_PX = 24  # margin rendered around a field so FFT wrap-around stays outside
 
 
@@ -91,12 +95,13 @@ class PhotonTerms:
     shape: tuple[int, int]
     exposure_ms: float
     label_free: np.ndarray | None  # photons / pixel / ms from the LED array
-    fluorescence: tuple[tuple[np.ndarray, float, float | None], ...]  # (map, efficiency x flux, bleaching)
+    fluorescence: tuple[tuple[np.ndarray, float, np.ndarray | None], ...]  # (map, efficiency x flux, bleaching)
 
     @property
     def key(self) -> tuple:
         lf = None if self.label_free is None else id(self.label_free)
-        return (self.shape, self.exposure_ms, lf, tuple((id(m), f, b) for m, f, b in self.fluorescence))
+        return (self.shape, self.exposure_ms, lf,
+                tuple((id(m), f, None if b is None else id(b)) for m, f, b in self.fluorescence))
 
     def compose(self) -> np.ndarray:
         parts = [] if self.label_free is None else [self.label_free]
@@ -104,7 +109,7 @@ class PhotonTerms:
         for m, factor, bleach in self.fluorescence:
             rate = m * np.float32(factor)
             if bleach is not None:
-                rate = rate * np.float32(bleach)
+                rate = rate * bleach
             fl = rate if fl is None else fl + rate
         if fl is not None:
             parts.append(fl)
@@ -142,7 +147,7 @@ class SimScope:
         self.fluo_flux = 4.0  # photons / pixel / ms per unit fluorophore density at full power
         self.photobleaching = False
         self.bleach_dose_half = 2.0e5  # density-weighted ms·power for 1/e bleaching
-        self._bleach: dict[tuple[int, int], dict[str, float]] = {}
+        self._bleach: dict[tuple[str, int, int], np.ndarray] = {}  # (label, block x, block y) -> doses
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._region_cache: tuple[tuple, RegionMaps] | None = None
         self.cache_size = 48
@@ -251,9 +256,9 @@ class SimScope:
 
     def fluorescence_terms(
         self, pixel_um: float, shape: tuple[int, int], sted_factor: float | None = None, binning: int = 1,
-    ) -> tuple[tuple[np.ndarray, float, float | None], ...]:
+    ) -> tuple[tuple[np.ndarray, float, np.ndarray | None], ...]:
         """Fluorescence, one term per label: (cached rate map at unit density and flux, efficiency × flux,
-        the bleaching factor or None); ``sted_factor`` gives the narrowed ground truth of the scanning
+        the map of what is left unbleached, or None); ``sted_factor`` gives the narrowed ground truth of the scanning
         detector, at the reference flux. ``binning``: imaged on the sensor's own pixels, then binned (the
         flux is that of the binned pixel's area, so the mean of the sensor pixels is their sum)."""
         if not self.fluo.is_open:
@@ -281,17 +286,46 @@ class SimScope:
                     )
                 return _bin(self._crop(optics.fluorescence_image(maps.labels[label], otf), fine), binning, "mean")
 
-            bleach = self._bleach_factor(label) if self.photobleaching else None
+            bleach = self._bleach_map(label, pixel_um, shape) if self.photobleaching else None
             terms.append((self._cached(key, make), eff * flux, bleach))
         return tuple(terms)
 
     # ---------------------------------------------------------- photobleaching
-    def _bleach_key(self) -> tuple[int, int]:
-        return (int(round(self.x_um / 10.0)), int(round(self.y_um / 10.0)))
+    def _cells(self, pixel_um: float, n: int, centre_um: float) -> np.ndarray:
+        """Bleaching-grid index (:data:`BLEACH_CELL_UM` cells of the slide) of each of ``n`` pixels of
+        ``pixel_um`` along one axis of a field centred on ``centre_um`` (non-decreasing)."""
+        centres = centre_um + (np.arange(n) - (n / 2 - 0.5)) * pixel_um
+        return np.floor(centres / BLEACH_CELL_UM).astype(np.int64)
 
-    def _bleach_factor(self, label: str) -> float:
-        dose = self._bleach.get(self._bleach_key(), {}).get(label, 0.0)
-        return float(np.exp(-dose / self.bleach_dose_half))
+    def _doses(self, label: str, rows: np.ndarray, cols: np.ndarray, add: float = 0.0) -> np.ndarray:
+        """The dose ``label`` received in the slide cells from ``rows[0]`` to ``rows[-1]`` (y) by ``cols[0]`` to
+        ``cols[-1]`` (x), after ``add`` more in each. Doses are kept in blocks of :data:`_BLEACH_BLOCK`² cells
+        (a 10 mm square of the slide is a few MiB)."""
+        b = _BLEACH_BLOCK
+        (y0, y1), (x0, x1) = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+        out = np.zeros((y1 - y0, x1 - x0))
+        for by in range(y0 // b, (y1 - 1) // b + 1):
+            for bx in range(x0 // b, (x1 - 1) // b + 1):
+                block = self._bleach.get((label, bx, by))
+                if block is None:
+                    if not add:
+                        continue
+                    block = self._bleach[(label, bx, by)] = np.zeros((b, b))
+                ya, yb, xa, xb = max(y0, by * b), min(y1, (by + 1) * b), max(x0, bx * b), min(x1, (bx + 1) * b)
+                cells = block[ya - by * b : yb - by * b, xa - bx * b : xb - bx * b]
+                cells += add
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = cells
+        return out
+
+    def _bleach_map(self, label: str, pixel_um: float, shape: tuple[int, int]) -> np.ndarray | None:
+        """What is left of ``label`` at each pixel of the field (``pixel_um`` at the sample, centred on the
+        stage), from the dose its slide cells received; None where no cell of the field was lit."""
+        rows, cols = self._cells(pixel_um, shape[0], self.y_um), self._cells(pixel_um, shape[1], self.x_um)
+        dose = self._doses(label, rows, cols)
+        if not dose.any():
+            return None
+        left = np.exp(-dose / self.bleach_dose_half).astype(np.float32)
+        return np.ascontiguousarray(left[(rows - rows[0])[:, None], (cols - cols[0])[None, :]])
 
     def excitation_irradiance(self) -> float:
         """Epi excitation at the sample relative to the reference objective: ∝ NA² (the objective is the
@@ -299,16 +333,18 @@ class SimScope:
         half) and how fast it bleaches."""
         return (self.objective.na / REFERENCE_NA) ** 2
 
-    def record_exposure(self, exposure_ms: float) -> None:
-        """Accumulate excitation dose at this position (for photobleaching): ∝ the excitation irradiance,
-        so a fluorophore emits as many photons before it bleaches under every objective."""
+    def record_exposure(self, exposure_ms: float, pixel_um: float, shape: tuple[int, int]) -> None:
+        """Accumulate excitation dose (for photobleaching) in every slide cell of the lit field (``shape``
+        pixels of ``pixel_um`` at the sample, centred on the stage: the field the detector images): ∝ the
+        excitation irradiance, so a fluorophore emits as many photons before it bleaches under every objective.
+        A cell is :data:`BLEACH_CELL_UM` of the slide, so a field moved by a few µm stays bleached where it
+        overlaps the old one, and a larger field is bleached only where it was lit."""
         if not (self.photobleaching and self.fluo.is_open):
             return
-        doses = self._bleach.setdefault(self._bleach_key(), {})
         irradiance = self.excitation_irradiance()
+        rows, cols = self._cells(pixel_um, shape[0], self.y_um), self._cells(pixel_um, shape[1], self.x_um)
         for label in FLUOROPHORES:
-            eff = self._label_efficiency(label)
-            doses[label] = doses.get(label, 0.0) + eff * irradiance * exposure_ms * 100.0
+            self._doses(label, rows, cols, add=self._label_efficiency(label) * irradiance * exposure_ms * 100.0)
 
     # -------------------------------------------------------------- detectors
     def photon_terms(
@@ -320,7 +356,7 @@ class SimScope:
             px = self.pixel_um(camera_pixel_um, binning)
             lf = self.label_free_rate(px, shape, binning) if sted_factor is None else None
             fl = self.fluorescence_terms(px, shape, sted_factor, binning)
-            self.record_exposure(exposure_ms)
+            self.record_exposure(exposure_ms, px, shape)
         return PhotonTerms(tuple(shape), float(exposure_ms), lf, fl)
 
     def photons(
