@@ -45,6 +45,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         self._timing = "Instant"
         self._line_time_us = 9.74  # ORCA-Flash4.0-like rolling-shutter line time
         self._seq_end: float | None = None  # in a sequence: when its last frame's period ended (perf_counter)
+        self._seq_first = False  # in a sequence, before its first frame
         self._frames: OrderedDict[tuple, tuple[np.ndarray, PhotonTerms]] = OrderedDict()
 
     # geometry
@@ -92,8 +93,28 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
     def set_binning(self, value: int) -> None:
         if int(value) not in (1, 2, 4):
             raise ValueError(f"binning {value} not supported; use 1, 2 or 4")
+        self._refuse_while_acquiring("Binning")
         old, new = self._binning, int(value)
         self._rescale_roi(lambda n: n * old // new, lambda: setattr(self, "_binning", new))
+
+    def _refuse_while_acquiring(self, what: str) -> None:
+        """Raise (naming ``what``) while a sequence acquisition or a snap runs on this camera: its frames keep the
+        geometry and bit depth they started with, so a change would go unseen in them while ``getROI`` and the
+        properties report it. Micro-Manager's DemoCamera refuses Binning and BitDepth then, and the C++ core
+        refuses a snap during a sequence."""
+        if self._seq_end is not None:
+            raise RuntimeError(
+                f"camera {self.get_label()!r}: {what} is not allowed while a sequence acquisition is running; "
+                "stop it first (stopSequenceAcquisition)"
+            )
+
+    def set_roi(self, x: int, y: int, width: int, height: int) -> None:
+        self._refuse_while_acquiring("setROI")
+        super().set_roi(x, y, width, height)
+
+    def clear_roi(self) -> None:
+        self._refuse_while_acquiring("clearROI")
+        super().clear_roi()
 
     def _rescale_roi(self, scale, change) -> None:
         """Apply ``change`` to the sensor's geometry, keeping an active ROI on the same region of the sensor
@@ -161,6 +182,7 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
 
     @bit_depth.setter
     def bit_depth(self, v: str) -> None:
+        self._refuse_while_acquiring("BitDepth")
         self._model.bit_depth = int(v)
 
     @pymm_property(allowed_values=("On", "Off"), name="Noise")
@@ -246,9 +268,12 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         return self.sensor_shape()[0] * self._line_time_us / 1000.0
 
     def start_sequence(self, n, get_buffer):
-        """Frames of a sequence acquisition; with realistic timing paced at max(exposure, readout)."""
+        """Frames of a sequence acquisition (UniMMCore snaps through it too: one frame); with realistic timing
+        paced at max(exposure, readout). One at a time: a snap or a second sequence while one runs is refused."""
+        self._refuse_while_acquiring("snapImage" if n == 1 else "another sequence")
         self._seq_end = time.perf_counter()
         try:
+            self._seq_first = True  # its first frame is exposed, then read out; later ones overlap the two
             yield from super().start_sequence(n, get_buffer)
         finally:
             self._seq_end = None
@@ -257,13 +282,17 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         t_start = time.perf_counter()
         self._expose(buffer)
         if self._timing == "Realistic":
-            if self._seq_end is not None:
+            if self._seq_end is not None and not self._seq_first:
                 # each frame ends one period of its own after the previous one: the exposure may change
                 # during a sequence (live mode), and a new period applies from the next frame on
                 period = max(self._exposure, self.readout_ms()) / 1000.0
                 self._seq_end = deadline = self._seq_end + period
             else:
+                # a snap (UniMMCore snaps through start_sequence: a sequence of one) or a sequence's first
+                # frame: its exposure, then the readout of the whole sensor; only later frames overlap the two
                 deadline = t_start + (self._exposure + self.readout_ms()) / 1000.0
+                if self._seq_end is not None:
+                    self._seq_end, self._seq_first = deadline, False
             time.sleep(max(0.0, deadline - time.perf_counter()))
         trigger_line(self.scope).fire()  # end of this exposure: the exposure-out TTL falls
         return {"scopecast.simulated": True}
@@ -297,6 +326,7 @@ class SimStedDetector(SimCamera):
 
     @oversampling.setter
     def oversampling(self, v: str) -> None:
+        self._refuse_while_acquiring("Oversampling")
         old, new = self._oversampling, int(v)
         self._rescale_roi(lambda n: n * new // old, lambda: setattr(self, "_oversampling", new))
 
