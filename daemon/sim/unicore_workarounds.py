@@ -42,9 +42,23 @@ The gaps, in pymmcore-plus 0.18.1 (``pymmcore_plus/experimental/unicore/core/_un
    ``setShutterDevice``/``getShutterDevice`` and their siblings, which accept
    Python devices.
 
+4. **Bit depth of a Python camera.** ``UniMMCore.getImageBitDepth`` reports a Python camera's dtype width
+   (16 for ``uint16``), so a camera set to ``BitDepth`` 12, which clips at 4095 ADU, reads as 16 bits to
+   every client (``getTaggedImage``'s ``BitDepth`` tag, pymmcore-plus's pixel format, the daemon's
+   ``extra.bit_depth``: the engine's saturation ceiling). A C++ camera reports its ``GetBitDepth``
+   (DemoCamera: its ``BitDepth`` property). Fixed by reading a Python camera's ``BitDepth`` property where
+   it has one below the dtype width. (No upstream issue found: report it with #607.)
+
 To remove: delete this module and its two calls (``SimScopeHub.initialize`` in
 ``sim/hub.py``, ``load_mmcore_backend`` in ``backend.py``), then run
 ``tests/test_third_party_clients.py``.
+
+Also, with gap 3's ``setProperty``: **a preset's value for a Python device's non-text allowed values.** A
+configuration file gives every value as text, and UniMMCore checks it against a Python property's allowed
+values as they are (a state device's ``State`` allows the integers 0..n-1), so ``ConfigGroup,Channel,DAPI,
+Emission,State,1`` -- what rig configurations write for filter wheels and turrets, and what the C++ core takes
+for its own devices -- failed when applied with "Value '1' is not allowed ... Allowed values: [0, 1, 2, 3, 4]".
+Fixed by handing the device the allowed value the text names (no upstream issue found: report it with #607).
 """
 
 from __future__ import annotations
@@ -76,6 +90,7 @@ def install(core: Any) -> None:
     _patch_auto_shutter(core, ref)
     _patch_pixel_size(core, ref)
     _patch_core_roles(core, ref)
+    _patch_bit_depth(core, ref)
     core.__dict__[_MARK] = True
 
 
@@ -130,16 +145,21 @@ def _close(core: Any, shutter: str) -> None:
 
 def _patch_auto_shutter(core: Any, ref: Callable[[], Any]) -> None:
     cls = type(core)
+    # one snap at a time opens, exposes and closes: the C++ core holds the camera's module lock around all three,
+    # so a snap from another thread cannot find the shutter open (the first snap's), leave it to that snap, and
+    # be exposed after that snap closed it (a dark frame)
+    snapping = threading.Lock()
 
     def _do_snap_image() -> None:
         self = ref()
         if self._py_camera() is None:  # C++ camera: the C++ core applies auto-shutter
             return cls._do_snap_image(self)
-        shutter = _open_auto_shutter(self)
-        try:
-            return cls._do_snap_image(self)
-        finally:
-            _close(self, shutter)
+        with snapping:
+            shutter = _open_auto_shutter(self)
+            try:
+                return cls._do_snap_image(self)
+            finally:
+                _close(self, shutter)
 
     def _start_sequence(cam: Any, n_images: int | None, stop_on_overflow: bool) -> None:
         self = ref()
@@ -249,6 +269,21 @@ _ROLES = {"Shutter": "ShutterDevice", "Camera": "CameraDevice", "Focus": "FocusD
           "Galvo": "GalvoDevice"}
 
 
+def _as_allowed(core: Any, label: str, prop: str, value: Any) -> Any:
+    """``value`` as the allowed value of a Python device's property that it names as text (``"1"`` for a state
+    device's integer ``State`` 1, as a configuration file gives it); ``value`` itself otherwise, for the device
+    to accept or refuse."""
+    if not isinstance(value, str) or label not in core._pydevices:
+        return value
+    try:
+        allowed = core._pydevices[label].get_property_info(prop).allowed_values
+    except Exception:  # noqa: BLE001 - no such property: the device's own refusal names it
+        return value
+    if not allowed or value in allowed:
+        return value
+    return next((a for a in allowed if not isinstance(a, str) and same_setting(value, a)), value)
+
+
 def _patch_core_roles(core: Any, ref: Callable[[], Any]) -> None:
     cls = type(core)
 
@@ -269,7 +304,7 @@ def _patch_core_roles(core: Any, ref: Callable[[], Any]) -> None:
         if label == "Core" and prop in _ROLES:
             getattr(self, "set" + _ROLES[prop])(str(value))
             return
-        cls.setProperty(self, label, prop, value)
+        cls.setProperty(self, label, prop, _as_allowed(self, label, prop, value))
 
     def getProperty(label: str, prop: str) -> Any:  # noqa: N802
         self = ref()
@@ -280,3 +315,23 @@ def _patch_core_roles(core: Any, ref: Callable[[], Any]) -> None:
     core.defineConfig = defineConfig
     core.setProperty = setProperty
     core.getProperty = getProperty
+
+
+# --------------------------------------------------------------- 4. bit depth
+def _patch_bit_depth(core: Any, ref: Callable[[], Any]) -> None:
+    cls = type(core)
+
+    def getImageBitDepth() -> int:  # noqa: N802 - core API name
+        """The current camera's significant bits: a Python camera's ``BitDepth`` property where it is below its
+        dtype's width (what a C++ camera's ``GetBitDepth`` says), else the core's answer."""
+        self = ref()
+        depth = int(cls.getImageBitDepth(self))
+        cam = self.getCameraDevice()
+        if cam in self._pydevices and self.hasProperty(cam, "BitDepth"):
+            with contextlib.suppress(TypeError, ValueError):
+                bits = int(float(self.getProperty(cam, "BitDepth")))
+                if 0 < bits < depth:
+                    return bits
+        return depth
+
+    core.getImageBitDepth = getImageBitDepth
