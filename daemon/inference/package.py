@@ -11,6 +11,7 @@ whether they exist.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -21,6 +22,8 @@ __all__ = [
     "PRECISIONS", "ModelManifest", "ModelPackage", "Normalization", "OutputScaling", "PackageError", "in_package",
     "load_package",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class PackageError(ValueError):
@@ -123,4 +126,8 @@ def load_package(path: str | Path, precision: str = "fp32") -> ModelPackage:
             raise PackageError(f"{vfile}: the {precision} variant is missing or does not match its sha256")
         if variant.validated is not None:  # the figures the monitor compares with are the variant's own
             manifest = manifest.model_copy(update={"validated": variant.validated})
+        else:  # the fp32 figures: a quantized model's own differ (false alarms, or misses)
+            log.warning("%s: the %s variant has no validated figures of its own; the trust monitor judges it by the "
+                        "fp32 model's (measure its own: benchmarks/bench_trust_models.py --model %s --validated "
+                        "--precision %s --write)", path, precision, path, precision)
     return ModelPackage(path, manifest, precision)
