@@ -78,7 +78,7 @@ def test_an_ngff_label_image_inside_its_image_store_is_a_specimen(backend, core,
     store = tmp_path / "cells.zarr"
     root = zarr.open_group(str(store), mode="w")
     writer.write_image((1000 + 700 * (lab > 0)).astype(np.uint16), root, axes="yx")  # the raw image
-    writer.write_labels(lab, root, name="cells", axes="yx")  # its segmentation, where NGFF keeps it
+    writer.write_labels(lab, root, name="cells", axes="yx", scaler=None)  # its segmentation, where NGFF keeps it
     core.setProperty("Scope", "SpecimenPixelSizeUm", 0.3)
     core.setProperty("Scope", "SpecimenFile", str(store / "labels" / "cells"))
     assert core.getProperty("Scope", "Sample") == "file"
