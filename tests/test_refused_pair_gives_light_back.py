@@ -4,11 +4,9 @@ the firing's charge at that position used to stay, so with docs/triggers-colony.
 
 from __future__ import annotations
 
-import json
 import shutil
-from pathlib import Path
 
-from helpers import StandInEngine, wait_until
+from helpers import live_under_triggers, log_lines, wait_until
 
 from scopecast.daemon.recording import cap as cap_module
 
@@ -19,17 +17,10 @@ def test_a_pair_refused_for_the_disk_reserve_gives_its_light_back(daemon, client
                             "actions": [{"kind": "confirm_fluorescence", "channels": ["Nuclei"], "exposure_ms": 100}]}],
               "safety": {"dose_per_position": 150, "dose_per_session": 1000}}
     monkeypatch.setattr(cap_module, "DISK_RESERVE_BYTES", shutil.disk_usage(daemon.engine.data_dir).free + 2**30)
-    with StandInEngine(daemon.stream_address, value=0.9) as engine:
-        log = client.request("load_triggers", config=config, sources={"m": engine.address})["log"]
-        try:
-            engine.wait_subscriber()
-            client.request("start_live", channels=["BF"], interval_ms=100)
-            st = wait_until(lambda: (s := client.request("triggers"))["fired"] >= 1 and not s["actions_pending"]
-                            and s, 120, "the firing and its action")
-            client.request("stop")
-        finally:
-            client.request("unload_triggers")
-    outcome = next(x for x in map(json.loads, Path(log).read_text().splitlines()) if "outcome_of" in x)
+    with live_under_triggers(daemon, client, config, value=0.9) as log:
+        st = wait_until(lambda: (s := client.request("triggers"))["fired"] >= 1 and not s["actions_pending"]
+                        and s, 120, "the firing and its action")
+    outcome = next(x for x in log_lines(log) if "outcome_of" in x)
     pair = outcome["actions"][0]
     assert not pair["ok"] and "cannot record: the data disk has" in pair["error"], pair
     assert st["dose_session"] == 0 and not st["dose_by_position"], (st["dose_session"], st["dose_by_position"])
