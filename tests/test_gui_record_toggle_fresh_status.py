@@ -16,6 +16,27 @@ def _stale(app, window) -> None:
     assert spin(app, lambda: all(f.done() for f in window._polls.values()), 60)
 
 
+def _click_record(window) -> list:
+    """Click "record"; the futures of the requests the click sent. Taken as ``window.request`` returns them, not
+    from ``window._in_flight``: a request answered before ``request`` returns (a loaded machine preempts the GUI
+    thread after the submit, and an idle daemon's ``status`` is the whole restart) has its done callback run at
+    once in the GUI thread, whose reply handler forgets it before ``click()`` returns."""
+    sent, request = [], window.request
+
+    def spy(cmd, *args, **kwargs):
+        fut = request(cmd, *args, **kwargs)
+        if not kwargs.get("poll"):
+            sent.append(fut)
+        return fut
+
+    window.request = spy
+    try:
+        window.record_box.click()
+    finally:
+        del window.request
+    return sent
+
+
 @pytest.fixture
 def stale_window(app, daemon, client):
     """A viewer of a live job (BF, 5 ms, every 20 ms) whose status is held after it saw the job."""
@@ -38,8 +59,8 @@ def test_record_toggle_restarts_the_live_running_now(app, client, stale_window):
     window = stale_window
     client.request("stop")  # another client changes the cycle within the second
     client.request("start_live", channels=[{"name": "DF", "exposure_ms": 7}], interval_ms=30)
-    window.record_box.click()  # record: the cycle running now, recording
-    sent = list(window._in_flight)
+    sent = _click_record(window)  # record: the cycle running now, recording
+    assert sent
     assert spin(app, lambda: (client.request("status")["job"] or {}).get("path") and all(f.done() for f in sent),
                 60)
     plan = client.request("status")["job"]["plan"]
@@ -50,9 +71,9 @@ def test_record_toggle_restarts_the_live_running_now(app, client, stale_window):
 def test_record_toggle_does_not_restart_a_live_stopped_meanwhile(app, client, stale_window):
     window = stale_window
     client.request("stop")  # another client (the microscopist at the stand) stops live within the second
-    window.record_box.click()
-    sent = list(window._in_flight)  # what the click sent (the window forgets answered requests)
-    assert sent and spin(app, lambda: all(f.done() for f in sent), 60)
+    sent = _click_record(window)
+    assert sent and spin(app, lambda: all(f.done() for f in sent), 60), sent
+    assert [f.exception() for f in sent] == [None] * len(sent)  # the click's requests were answered
     assert client.request("status")["state"] == "idle", "the viewer started a live that was stopped"
 
 
