@@ -23,6 +23,9 @@ from .scope import PhotonTerms
 
 __all__ = ["SimCamera", "SimStedDetector"]
 
+#: The binning factors the camera offers, and its exposure range (ms).
+BINNINGS = (1, 2, 4)
+EXPOSURE_LIMITS_MS = (0.01, 60_000.0)
 #: Noiseless frames a camera keeps (each with the photon maps it was made from), at most this many bytes.
 FRAME_CACHE_BYTES = 64 << 20
 
@@ -47,6 +50,9 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         self._seq_end: float | None = None  # in a sequence: when its last frame's period ended (perf_counter)
         self._seq_first = False  # in a sequence, before its first frame
         self._frames: OrderedDict[tuple, tuple[np.ndarray, PhotonTerms]] = OrderedDict()
+        # declared as DemoCamera declares them: a client's binning list and exposure range come from here
+        self.set_property_allowed_values("Binning", BINNINGS)
+        self.set_property_limits("Exposure", EXPOSURE_LIMITS_MS)
 
     # geometry
     @pymm_property(limits=(16, 4096), is_pre_init=True, name="SensorWidth")
@@ -83,15 +89,16 @@ class SimCamera(_Peripheral, SimpleCameraDevice):
         return self._exposure
 
     def set_exposure(self, exposure: float) -> None:
-        if not 0.01 <= float(exposure) <= 60_000:
-            raise ValueError(f"exposure {exposure} ms outside [0.01, 60000] ms")
+        low, high = EXPOSURE_LIMITS_MS
+        if not low <= float(exposure) <= high:
+            raise ValueError(f"exposure {exposure} ms outside [{low:g}, {high:g}] ms")
         self._exposure = float(exposure)
 
     def get_binning(self) -> int:
         return self._binning
 
     def set_binning(self, value: int) -> None:
-        if int(value) not in (1, 2, 4):
+        if int(value) not in BINNINGS:
             raise ValueError(f"binning {value} not supported; use 1, 2 or 4")
         self._refuse_while_acquiring("Binning")
         old, new = self._binning, int(value)
